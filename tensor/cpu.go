@@ -1,0 +1,205 @@
+package tensor
+
+import (
+	"fmt"
+	"runtime"
+	"sync"
+)
+
+// CPU is the reference backend: plain Go for elementwise work, a blocked
+// GEMM with an AVX2/FMA micro-kernel (portable Go where the CPU lacks it) for
+// MatMul, spread over GOMAXPROCS goroutines.
+type CPU struct{}
+
+// NewCPU returns the CPU backend.
+func NewCPU() *CPU { return &CPU{} }
+
+// Name implements Backend.
+func (*CPU) Name() string { return "cpu" }
+
+// chunk is how many elements elementwise ops convert at a time: small enough
+// to stay in L1, large enough to amortise the loop overhead.
+const chunk = 2048
+
+// parallelFor splits [0, n) into pieces of at least grain and runs fn on
+// them on up to GOMAXPROCS goroutines.
+func parallelFor(n, grain int, fn func(lo, hi int)) {
+	workers := runtime.GOMAXPROCS(0)
+	if w := (n + grain - 1) / grain; w < workers {
+		workers = w
+	}
+	if workers <= 1 {
+		if n > 0 {
+			fn(0, n)
+		}
+		return
+	}
+	per := (n + workers - 1) / workers
+	var wg sync.WaitGroup
+	for lo := 0; lo < n; lo += per {
+		hi := min(lo+per, n)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			fn(lo, hi)
+		}()
+	}
+	wg.Wait()
+}
+
+// broadcastCheck validates out = a (op) b with b equal to a's shape or to its
+// trailing dimensions.
+func broadcastCheck(op string, out, a, b *Tensor) error {
+	if !out.SameShape(a) {
+		return fmt.Errorf("tensor: %s: out %v != a %v", op, out, a)
+	}
+	if b.Rank() > a.Rank() {
+		return fmt.Errorf("tensor: %s: b %v does not broadcast to a %v", op, b, a)
+	}
+	off := a.Rank() - b.Rank()
+	for i := range b.shape {
+		if b.shape[i] != a.shape[off+i] {
+			return fmt.Errorf("tensor: %s: b %v does not broadcast to a %v", op, b, a)
+		}
+	}
+	return nil
+}
+
+// binary runs out[i] = f(a[i], b[i mod len(b)]) in float32.
+func binary(op string, out, a, b *Tensor, f func(x, y []float32)) error {
+	if err := broadcastCheck(op, out, a, b); err != nil {
+		return err
+	}
+	n, nb := a.NumElements(), b.NumElements()
+	if nb == 0 {
+		return nil
+	}
+	parallelFor(n, 1<<16, func(lo, hi int) {
+		var xs, ys [chunk]float32
+		for i := lo; i < hi; i += chunk {
+			m := min(chunk, hi-i)
+			x, y := xs[:m], ys[:m]
+			readF32(x, a, i)
+			for j := 0; j < m; { // b wraps around when broadcast
+				bi := (i + j) % nb
+				k := min(m-j, nb-bi)
+				readF32(y[j:j+k], b, bi)
+				j += k
+			}
+			f(x, y)
+			writeF32(out, i, x)
+		}
+	})
+	return nil
+}
+
+// Add implements Backend.
+func (*CPU) Add(out, a, b *Tensor) error {
+	return binary("add", out, a, b, func(x, y []float32) {
+		for i := range x {
+			x[i] += y[i]
+		}
+	})
+}
+
+// Mul implements Backend.
+func (*CPU) Mul(out, a, b *Tensor) error {
+	return binary("mul", out, a, b, func(x, y []float32) {
+		for i := range x {
+			x[i] *= y[i]
+		}
+	})
+}
+
+// Scale implements Backend.
+func (*CPU) Scale(out, a *Tensor, s float32) error {
+	if !out.SameShape(a) {
+		return fmt.Errorf("tensor: scale: out %v != a %v", out, a)
+	}
+	parallelFor(a.NumElements(), 1<<16, func(lo, hi int) {
+		var xs [chunk]float32
+		for i := lo; i < hi; i += chunk {
+			x := xs[:min(chunk, hi-i)]
+			readF32(x, a, i)
+			for j := range x {
+				x[j] *= s
+			}
+			writeF32(out, i, x)
+		}
+	})
+	return nil
+}
+
+// sumChunk is the unit of the parallel sum. The partial sums are added in
+// chunk order, so the result does not depend on the number of threads.
+const sumChunk = 1 << 14
+
+func sum64(x *Tensor) float64 {
+	n := x.NumElements()
+	parts := make([]float64, (n+sumChunk-1)/sumChunk)
+	parallelFor(len(parts), 4, func(lo, hi int) {
+		var xs [chunk]float32
+		for c := lo; c < hi; c++ {
+			s := 0.0
+			end := min((c+1)*sumChunk, n)
+			for i := c * sumChunk; i < end; i += chunk {
+				v := xs[:min(chunk, end-i)]
+				readF32(v, x, i)
+				for _, f := range v {
+					s += float64(f)
+				}
+			}
+			parts[c] = s
+		}
+	})
+	total := 0.0
+	for _, s := range parts {
+		total += s
+	}
+	return total
+}
+
+func scalarOut(op string, out *Tensor) error {
+	if out.NumElements() != 1 {
+		return fmt.Errorf("tensor: %s: out %v must have one element", op, out)
+	}
+	return nil
+}
+
+// Sum implements Backend.
+func (*CPU) Sum(out, x *Tensor) error {
+	if err := scalarOut("sum", out); err != nil {
+		return err
+	}
+	writeF32(out, 0, []float32{float32(sum64(x))})
+	return nil
+}
+
+// Mean implements Backend. The mean of no elements is NaN, as in PyTorch.
+func (*CPU) Mean(out, x *Tensor) error {
+	if err := scalarOut("mean", out); err != nil {
+		return err
+	}
+	writeF32(out, 0, []float32{float32(sum64(x) / float64(x.NumElements()))})
+	return nil
+}
+
+// Copy implements Backend.
+func (*CPU) Copy(dst, src *Tensor) error {
+	if dst.NumElements() != src.NumElements() {
+		return fmt.Errorf("tensor: copy %v into %v: element counts differ", src, dst)
+	}
+	if dst.dtype == src.dtype {
+		copy(dst.data, src.data)
+		return nil
+	}
+	parallelFor(src.NumElements(), 1<<16, func(lo, hi int) {
+		var xs [chunk]float32
+		for i := lo; i < hi; i += chunk {
+			x := xs[:min(chunk, hi-i)]
+			readF32(x, src, i)
+			writeF32(dst, i, x)
+		}
+	})
+	return nil
+}

@@ -1,0 +1,168 @@
+package tensor
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+)
+
+func TestViewsShareStorage(t *testing.T) {
+	x := New(F32, 4, 3)
+	for i := range x.F32() {
+		x.F32()[i] = float32(i)
+	}
+	r, err := x.Reshape(2, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := r.Shape(); got[0] != 2 || got[1] != 6 {
+		t.Fatalf("reshape(2,-1) shape %v", got)
+	}
+	s, err := x.Slice(1, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Dim(0) != 2 || s.F32()[0] != 3 {
+		t.Fatalf("slice [1:3]: shape %v first %v", s.Shape(), s.F32()[0])
+	}
+	s.F32()[0] = 100 // writes through to x and r
+	if x.F32()[3] != 100 || r.F32()[3] != 100 {
+		t.Fatal("slice is not a view of its tensor's storage")
+	}
+	for _, bad := range [][]int{{5, -1}, {-1, -1}, {13}, {-2, 6}} {
+		if _, err := x.Reshape(bad...); err == nil {
+			t.Errorf("reshape %v of [4 3]: no error", bad)
+		}
+	}
+	for _, bad := range [][2]int{{-1, 2}, {3, 2}, {0, 5}} {
+		if _, err := x.Slice(bad[0], bad[1]); err == nil {
+			t.Errorf("slice %v of [4 3]: no error", bad)
+		}
+	}
+}
+
+func TestConstructorsCheckSizes(t *testing.T) {
+	if _, err := FromF32(make([]float32, 5), 2, 3); err == nil {
+		t.Error("FromF32 with 5 values for [2 3]: no error")
+	}
+	if _, err := FromBytes(BF16, []int{2, 2}, make([]byte, 6)); err == nil {
+		t.Error("FromBytes with 6 bytes for BF16[2 2]: no error")
+	}
+	buf := New(F32, 4).Bytes() // 8-byte aligned storage
+	if _, err := FromBytes(F32, []int{2}, buf[1:9]); err == nil {
+		t.Error("FromBytes with misaligned F32 data: no error")
+	}
+	if _, err := FromBytes(F32, []int{2}, buf[4:12]); err != nil {
+		t.Errorf("FromBytes with aligned data: %v", err)
+	}
+	if _, err := FromF32(nil, -1); err == nil {
+		t.Error("negative dimension: no error")
+	}
+	if _, err := ParseDType("F64"); err == nil {
+		t.Error("ParseDType(F64): no error")
+	}
+	for _, d := range []DType{F32, BF16, F16} {
+		if p, err := ParseDType(d.String()); err != nil || p != d {
+			t.Errorf("ParseDType(%s) = %v, %v", d, p, err)
+		}
+	}
+}
+
+func TestElementwiseOps(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 10))
+	cpu := NewCPU()
+	for _, dt := range []DType{F32, BF16, F16} {
+		// Large enough to run on several goroutines and over chunk edges.
+		a := randomTensor(rng, dt, 70, 1031)
+		b := randomTensor(rng, dt, 70, 1031)
+		row := randomTensor(rng, F32, 1031)
+		av, bv, rv := a.ToF32(), b.ToF32(), row.ToF32()
+		tol := 1e-6
+		if dt != F32 {
+			tol = 1e-2
+		}
+		check := func(name string, out *Tensor, want func(i int) float64) {
+			t.Helper()
+			for i, g := range out.ToF32() {
+				w := want(i)
+				if math.Abs(float64(g)-w) > tol*(1+math.Abs(w)) {
+					t.Fatalf("%s %s: element %d = %v, want %v", name, dt, i, g, w)
+				}
+			}
+		}
+		out := New(dt, 70, 1031)
+		if err := cpu.Add(out, a, b); err != nil {
+			t.Fatal(err)
+		}
+		check("add", out, func(i int) float64 { return float64(av[i]) + float64(bv[i]) })
+		if err := cpu.Mul(out, a, row); err != nil {
+			t.Fatal(err)
+		}
+		check("mul broadcast", out, func(i int) float64 { return float64(av[i]) * float64(rv[i%1031]) })
+		if err := cpu.Add(out, a, row); err != nil {
+			t.Fatal(err)
+		}
+		check("add broadcast", out, func(i int) float64 { return float64(av[i]) + float64(rv[i%1031]) })
+		if err := cpu.Scale(out, a, -0.25); err != nil {
+			t.Fatal(err)
+		}
+		check("scale", out, func(i int) float64 { return -0.25 * float64(av[i]) })
+		f := New(F32, 70, 1031)
+		if err := cpu.Copy(f, a); err != nil {
+			t.Fatal(err)
+		}
+		check("copy to f32", f, func(i int) float64 { return float64(av[i]) })
+
+		sum, mean := New(F32, 1), New(F32, 1)
+		if err := cpu.Sum(sum, a); err != nil {
+			t.Fatal(err)
+		}
+		if err := cpu.Mean(mean, a); err != nil {
+			t.Fatal(err)
+		}
+		want := 0.0
+		for _, v := range av {
+			want += float64(v)
+		}
+		if math.Abs(float64(sum.F32()[0])-want) > 1e-6*(1+math.Abs(want)) {
+			t.Fatalf("sum %s = %v, want %v", dt, sum.F32()[0], want)
+		}
+		if m := want / float64(len(av)); math.Abs(float64(mean.F32()[0])-m) > 1e-6 {
+			t.Fatalf("mean %s = %v, want %v", dt, mean.F32()[0], m)
+		}
+	}
+	a := New(F32, 2, 3)
+	for _, bad := range []error{
+		cpu.Add(New(F32, 2, 3), a, New(F32, 2)),
+		cpu.Mul(New(F32, 3, 2), a, a),
+		cpu.Add(a, a, New(F32, 4, 2, 3)),
+		cpu.Scale(New(F32, 6), a, 1),
+		cpu.Sum(New(F32, 2), a),
+		cpu.Copy(New(F32, 5), a),
+	} {
+		if bad == nil {
+			t.Error("mismatched shapes: no error")
+		}
+	}
+}
+
+// Copy between dtypes rounds exactly as the scalar conversions do.
+func TestCopyCastsLikeScalarConversion(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 12))
+	src := randomTensor(rng, F32, 5000)
+	for _, dt := range []DType{BF16, F16} {
+		dst := New(dt, 5000)
+		if err := NewCPU().Copy(dst, src); err != nil {
+			t.Fatal(err)
+		}
+		for i, h := range dst.U16() {
+			want := F32ToBF16(src.F32()[i])
+			if dt == F16 {
+				want = F32ToF16(src.F32()[i])
+			}
+			if h != want {
+				t.Fatalf("%s element %d: %#04x, want %#04x", dt, i, h, want)
+			}
+		}
+	}
+}
