@@ -29,8 +29,8 @@ const (
 // groups of NR floats. Chosen once at start-up from the CPU's features.
 var microKernel = kernelGo
 
-// kernelName says which micro-kernel MatMul uses ("avx2-fma" or "go").
-func kernelName() string {
+// GEMMKernel says which micro-kernel the CPU MatMul uses: "avx2-fma" or "go".
+func GEMMKernel() string {
 	if useAVX2 {
 		return "avx2-fma"
 	}

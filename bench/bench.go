@@ -1,0 +1,192 @@
+// Package bench measures compass side by side with the tools people use
+// today, in one run on one machine, and prints the ratios. Nothing here
+// asserts a speed: results are printed, and recorded as JSONL (with the
+// machine and the date) for bench/results/.
+package bench
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Options select and size the benchmarks.
+type Options struct {
+	Only    []string      // suite names to run; all when empty
+	Python  string        // interpreter with torch (Debian's is /usr/bin/python3)
+	Threads []int         // thread counts to compare at; default 1 and GOMAXPROCS
+	MinTime time.Duration // how long to repeat each measurement (at least one run after a warm-up)
+	Quick   bool          // smaller sizes, for a smoke run
+	TempDir string        // where scratch files go; os.TempDir() when empty
+	Log     io.Writer     // progress lines; nil for none
+}
+
+// Result is one measurement.
+type Result struct {
+	Suite   string  `json:"suite"`
+	Case    string  `json:"case"`
+	Impl    string  `json:"impl"` // "compass", "pytorch", "gonum", "read(2)", ...
+	Threads int     `json:"threads,omitempty"`
+	Value   float64 `json:"value"`
+	Unit    string  `json:"unit"` // higher is better for every unit used here
+	Note    string  `json:"note,omitempty"`
+}
+
+// Machine identifies where results were measured.
+type Machine struct {
+	Date      string `json:"date"`
+	CPU       string `json:"cpu"`
+	Cores     int    `json:"cores"`
+	GoVersion string `json:"go"`
+	OS        string `json:"os"`
+}
+
+// Suites lists the suite names in the order they run.
+var Suites = []string{"safetensors", "matmul"}
+
+// Run runs the selected suites, printing a table for each to w.
+func Run(w io.Writer, o Options) ([]Result, error) {
+	if o.Python == "" {
+		o.Python = "/usr/bin/python3"
+	}
+	if len(o.Threads) == 0 {
+		o.Threads = []int{1}
+		if n := runtime.GOMAXPROCS(0); n > 1 {
+			o.Threads = append(o.Threads, n)
+		}
+	}
+	if o.MinTime == 0 {
+		o.MinTime = 2 * time.Second
+	}
+	if o.TempDir == "" {
+		o.TempDir = os.TempDir()
+	}
+	if o.Log == nil {
+		o.Log = io.Discard
+	}
+	for _, s := range o.Only {
+		if !slices.Contains(Suites, s) {
+			return nil, fmt.Errorf("bench: unknown suite %q (have %s)", s, strings.Join(Suites, ", "))
+		}
+	}
+	var all []Result
+	for _, s := range Suites {
+		if len(o.Only) > 0 && !slices.Contains(o.Only, s) {
+			continue
+		}
+		var rs []Result
+		var err error
+		switch s {
+		case "safetensors":
+			rs, err = runSafetensors(w, o)
+		case "matmul":
+			rs, err = runMatMul(w, o)
+		}
+		if err != nil {
+			return all, fmt.Errorf("bench %s: %w", s, err)
+		}
+		all = append(all, rs...)
+	}
+	return all, nil
+}
+
+// ThisMachine describes the machine the benchmarks run on.
+func ThisMachine() Machine {
+	m := Machine{
+		Date:      time.Now().UTC().Format("2006-01-02"),
+		Cores:     runtime.NumCPU(),
+		GoVersion: runtime.Version(),
+		OS:        runtime.GOOS + "/" + runtime.GOARCH,
+		CPU:       "unknown",
+	}
+	if f, err := os.Open("/proc/cpuinfo"); err == nil {
+		defer f.Close()
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
+				m.CPU = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	return m
+}
+
+// WriteResults writes the machine line and the results as JSONL to
+// dir/DATE-NAME.jsonl, atomically, and returns the path.
+func WriteResults(dir, name string, m Machine, rs []Result) (string, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	path := filepath.Join(dir, m.Date+"-"+name+".jsonl")
+	tmp, err := os.CreateTemp(dir, ".results-*")
+	if err != nil {
+		return "", err
+	}
+	defer os.Remove(tmp.Name()) // no-op after the rename
+	enc := json.NewEncoder(tmp)
+	if err := enc.Encode(map[string]any{"machine": m}); err != nil {
+		tmp.Close()
+		return "", err
+	}
+	for _, r := range rs {
+		if err := enc.Encode(r); err != nil {
+			tmp.Close()
+			return "", err
+		}
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return "", err
+	}
+	if err := tmp.Close(); err != nil {
+		return "", err
+	}
+	return path, os.Rename(tmp.Name(), path)
+}
+
+// measure runs fn once to warm up, then repeatedly until minTime has passed
+// (at most 20 runs), and returns the median duration.
+func measure(minTime time.Duration, fn func() error) (time.Duration, error) {
+	if err := fn(); err != nil {
+		return 0, err
+	}
+	var times []time.Duration
+	start := time.Now()
+	for len(times) == 0 || time.Since(start) < minTime && len(times) < 20 {
+		t0 := time.Now()
+		if err := fn(); err != nil {
+			return 0, err
+		}
+		times = append(times, time.Since(t0))
+	}
+	sort.Slice(times, func(i, j int) bool { return times[i] < times[j] })
+	return times[len(times)/2], nil
+}
+
+// table prints rows under a header with aligned columns.
+func table(w io.Writer, title string, header []string, rows [][]string) {
+	fmt.Fprintf(w, "\n%s\n", title)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, strings.Join(header, "\t")+"\t")
+	for _, r := range rows {
+		fmt.Fprintln(tw, strings.Join(r, "\t")+"\t")
+	}
+	tw.Flush()
+}
+
+func ratio(a, b float64) string {
+	if b == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.2fx", a/b)
+}

@@ -1,0 +1,51 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/compassml/compass/bench"
+	"github.com/urfave/cli/v3"
+)
+
+func benchCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "bench",
+		Usage: "measure compass next to the reference tools (PyTorch, gonum, plain reads) in one run",
+		Description: "Runs the benchmark suites (" + strings.Join(bench.Suites, ", ") + "), prints a table with\n" +
+			"ratios for each, and with --out records the results as JSONL with the machine and date.",
+		Flags: []cli.Flag{
+			&cli.StringSliceFlag{Name: "only", Usage: "run only these suites"},
+			&cli.StringFlag{Name: "python", Value: "/usr/bin/python3", Usage: "Python interpreter with torch (Debian python3-torch)"},
+			&cli.IntSliceFlag{Name: "threads", Usage: "thread counts to compare at (default 1 and all cores)"},
+			&cli.DurationFlag{Name: "min-time", Value: 0, Usage: "repeat each measurement for at least this long (default 2s)"},
+			&cli.BoolFlag{Name: "quick", Usage: "small sizes, for a smoke run"},
+			&cli.StringFlag{Name: "out", Usage: "directory to write DATE-NAME.jsonl results into"},
+			&cli.StringFlag{Name: "name", Value: "cpu", Usage: "name of the results file"},
+			&cli.BoolFlag{Name: "quiet", Usage: "no progress lines on stderr"},
+		},
+		Action: func(ctx context.Context, cmd *cli.Command) error {
+			o := bench.Options{Only: cmd.StringSlice("only"), Python: cmd.String("python"),
+				Threads: cmd.IntSlice("threads"), MinTime: cmd.Duration("min-time"), Quick: cmd.Bool("quick")}
+			if !cmd.Bool("quiet") {
+				o.Log = os.Stderr
+			}
+			m := bench.ThisMachine()
+			fmt.Fprintf(cmd.Root().Writer, "compass %s on %s (%d cores), %s, %s\n", versionString(), m.CPU, m.Cores, m.GoVersion, m.Date)
+			rs, err := bench.Run(cmd.Root().Writer, o)
+			if err != nil {
+				return err
+			}
+			if dir := cmd.String("out"); dir != "" {
+				path, err := bench.WriteResults(dir, cmd.String("name"), m, rs)
+				if err != nil {
+					return fmt.Errorf("write results: %w", err)
+				}
+				fmt.Fprintf(cmd.Root().Writer, "\nresults written to %s\n", path)
+			}
+			return nil
+		},
+	}
+}

@@ -1,0 +1,32 @@
+// Command compass adapts large language models to target languages. Each
+// subcommand parses its flags and calls into the packages; it holds no logic
+// of its own.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+
+	"github.com/urfave/cli/v3"
+)
+
+func main() {
+	if err := newApp().Run(context.Background(), os.Args); err != nil {
+		fmt.Fprintln(os.Stderr, "compass:", err)
+		os.Exit(1)
+	}
+}
+
+func newApp() *cli.Command {
+	return &cli.Command{
+		Name:  "compass",
+		Usage: "adapt LLMs to target languages with semantic-gap data selection and LoRA",
+		Commands: []*cli.Command{
+			inspectCommand(),
+			gpuCommand(),
+			benchCommand(),
+			versionCommand(),
+		},
+	}
+}

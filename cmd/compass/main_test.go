@@ -1,0 +1,92 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+)
+
+// run runs the CLI with args and returns what it printed.
+func run(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	var out bytes.Buffer
+	app := newApp()
+	app.Writer = &out
+	app.ErrWriter = &out
+	err := app.Run(context.Background(), append([]string{"compass"}, args...))
+	return out.String(), err
+}
+
+func TestInspectRealConfigs(t *testing.T) {
+	for file, params := range map[string]string{
+		"llama-3.1-8b.json":        "8,030,261,248",
+		"qwen2.5-7b.json":          "7,615,616,512",
+		"phi-4-mini-instruct.json": "3,836,021,760",
+	} {
+		out, err := run(t, "inspect", "--seq-len", "1024", "--rank", "8", "../../testdata/configs/"+file)
+		if err != nil {
+			t.Fatalf("%s: %v", file, err)
+		}
+		for _, want := range []string{params, "seq 1024 x batch 1, rank 8", "total", "no safetensors"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("%s: output lacks %q:\n%s", file, want, out)
+			}
+		}
+	}
+}
+
+func TestInspectJSON(t *testing.T) {
+	out, err := run(t, "inspect", "--json", "--recompute", "../../testdata/configs/llama-3.1-8b.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v struct {
+		Parameters int64 `json:"parameters"`
+		Memory     struct {
+			Total, Weights, Activations int64
+		} `json:"lora_training_memory"`
+	}
+	if err := json.Unmarshal([]byte(out), &v); err != nil {
+		t.Fatalf("not JSON: %v\n%s", err, out)
+	}
+	if v.Parameters != 8_030_261_248 || v.Memory.Weights != 2*8_030_261_248 || v.Memory.Total <= v.Memory.Weights+v.Memory.Activations {
+		t.Errorf("json: %+v", v)
+	}
+}
+
+func TestInspectErrors(t *testing.T) {
+	for _, args := range [][]string{
+		{"inspect"},
+		{"inspect", "no/such/dir"},
+		{"inspect", "--rank", "0", "../../testdata/configs/qwen2.5-7b.json"},
+		{"inspect", "--targets", "q,nonsense", "../../testdata/configs/qwen2.5-7b.json"},
+	} {
+		if _, err := run(t, args...); err == nil {
+			t.Errorf("%v: no error", args)
+		}
+	}
+}
+
+func TestGPUAndVersion(t *testing.T) {
+	out, err := run(t, "gpu")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "No NVIDIA driver") && !strings.Contains(out, "driver ") {
+		t.Errorf("gpu printed %q", out)
+	}
+	out, err = run(t, "gpu", "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v map[string]any
+	if err := json.Unmarshal([]byte(out), &v); err != nil {
+		t.Errorf("gpu --json: %v: %q", err, out)
+	}
+	out, err = run(t, "version")
+	if err != nil || !strings.HasPrefix(out, "compass ") {
+		t.Errorf("version: %q, %v", out, err)
+	}
+}
