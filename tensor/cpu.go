@@ -47,9 +47,22 @@ func parallelFor(n, grain int, fn func(lo, hi int)) {
 	wg.Wait()
 }
 
+// floatCheck refuses non-floating-point operands (I32 ids) in arithmetic.
+func floatCheck(op string, ts ...*Tensor) error {
+	for _, t := range ts {
+		if !t.dtype.IsFloat() {
+			return fmt.Errorf("tensor: %s: %v is not a floating-point tensor", op, t)
+		}
+	}
+	return nil
+}
+
 // broadcastCheck validates out = a (op) b with b equal to a's shape or to its
 // trailing dimensions.
 func broadcastCheck(op string, out, a, b *Tensor) error {
+	if err := floatCheck(op, out, a, b); err != nil {
+		return err
+	}
 	if !out.SameShape(a) {
 		return fmt.Errorf("tensor: %s: out %v != a %v", op, out, a)
 	}
@@ -113,6 +126,9 @@ func (*CPU) Mul(out, a, b *Tensor) error {
 
 // Scale implements Backend.
 func (*CPU) Scale(out, a *Tensor, s float32) error {
+	if err := floatCheck("scale", out, a); err != nil {
+		return err
+	}
 	if !out.SameShape(a) {
 		return fmt.Errorf("tensor: scale: out %v != a %v", out, a)
 	}
@@ -159,7 +175,10 @@ func sum64(x *Tensor) float64 {
 	return total
 }
 
-func scalarOut(op string, out *Tensor) error {
+func scalarOut(op string, out, x *Tensor) error {
+	if err := floatCheck(op, out, x); err != nil {
+		return err
+	}
 	if out.NumElements() != 1 {
 		return fmt.Errorf("tensor: %s: out %v must have one element", op, out)
 	}
@@ -168,7 +187,7 @@ func scalarOut(op string, out *Tensor) error {
 
 // Sum implements Backend.
 func (*CPU) Sum(out, x *Tensor) error {
-	if err := scalarOut("sum", out); err != nil {
+	if err := scalarOut("sum", out, x); err != nil {
 		return err
 	}
 	writeF32(out, 0, []float32{float32(sum64(x))})
@@ -177,7 +196,7 @@ func (*CPU) Sum(out, x *Tensor) error {
 
 // Mean implements Backend. The mean of no elements is NaN, as in PyTorch.
 func (*CPU) Mean(out, x *Tensor) error {
-	if err := scalarOut("mean", out); err != nil {
+	if err := scalarOut("mean", out, x); err != nil {
 		return err
 	}
 	writeF32(out, 0, []float32{float32(sum64(x) / float64(x.NumElements()))})
@@ -192,6 +211,9 @@ func (*CPU) Copy(dst, src *Tensor) error {
 	if dst.dtype == src.dtype {
 		copy(dst.data, src.data)
 		return nil
+	}
+	if err := floatCheck("copy", dst, src); err != nil {
+		return err
 	}
 	parallelFor(src.NumElements(), 1<<16, func(lo, hi int) {
 		var xs [chunk]float32

@@ -13,12 +13,13 @@ const (
 	F32  DType = iota + 1 // IEEE 754 binary32
 	BF16                  // bfloat16: the top 16 bits of a binary32
 	F16                   // IEEE 754 binary16
+	I32                   // int32: token ids and labels, never computed on as numbers
 )
 
 // Size is the number of bytes of one element.
 func (d DType) Size() int {
 	switch d {
-	case F32:
+	case F32, I32:
 		return 4
 	case BF16, F16:
 		return 2
@@ -35,6 +36,8 @@ func (d DType) String() string {
 		return "BF16"
 	case F16:
 		return "F16"
+	case I32:
+		return "I32"
 	}
 	return fmt.Sprintf("DType(%d)", uint8(d))
 }
@@ -49,6 +52,12 @@ func ParseDType(s string) (DType, error) {
 		return BF16, nil
 	case "F16", "float16":
 		return F16, nil
+	case "I32", "int32":
+		return I32, nil
 	}
-	return 0, fmt.Errorf("tensor: unsupported dtype %q (want F32, BF16 or F16)", s)
+	return 0, fmt.Errorf("tensor: unsupported dtype %q (want F32, BF16, F16 or I32)", s)
 }
+
+// IsFloat reports whether d is one of the floating-point types that
+// arithmetic operations accept.
+func (d DType) IsFloat() bool { return d == F32 || d == BF16 || d == F16 }

@@ -106,6 +106,9 @@ func (*CPU) MatMul(c, a, b *Tensor, transA, transB bool, alpha, beta float32) er
 }
 
 func matmulShapes(c, a, b *Tensor, transA, transB bool) (opA, opB operand, err error) {
+	if err := floatCheck("matmul", c, a, b); err != nil {
+		return opA, opB, err
+	}
 	if a.Rank() < 2 || b.Rank() != 2 {
 		return opA, opB, fmt.Errorf("tensor: matmul: a %v must have rank >= 2 and b %v rank 2", a, b)
 	}

@@ -113,6 +113,33 @@ func (t *Tensor) F32() []float32 {
 	return unsafe.Slice((*float32)(unsafe.Pointer(&t.data[0])), len(t.data)/4)
 }
 
+// I32 returns the storage of an I32 tensor as int32s (no copy).
+func (t *Tensor) I32() []int32 {
+	if t.dtype != I32 {
+		panic(fmt.Sprintf("tensor: I32() on a %s tensor", t.dtype))
+	}
+	if len(t.data) == 0 {
+		return nil
+	}
+	return unsafe.Slice((*int32)(unsafe.Pointer(&t.data[0])), len(t.data)/4)
+}
+
+// FromI32 returns an I32 tensor that uses values as its storage (no copy).
+func FromI32(values []int32, shape ...int) (*Tensor, error) {
+	n, err := numElements(shape)
+	if err != nil {
+		return nil, err
+	}
+	if n != len(values) {
+		return nil, fmt.Errorf("tensor: shape %v needs %d values, got %d", shape, n, len(values))
+	}
+	var data []byte
+	if n > 0 {
+		data = unsafe.Slice((*byte)(unsafe.Pointer(&values[0])), 4*n)
+	}
+	return &Tensor{shape: cloneInts(shape), dtype: I32, data: data}, nil
+}
+
 // U16 returns the raw bits of a BF16 or F16 tensor (no copy).
 func (t *Tensor) U16() []uint16 {
 	if t.dtype != BF16 && t.dtype != F16 {
@@ -124,7 +151,8 @@ func (t *Tensor) U16() []uint16 {
 	return unsafe.Slice((*uint16)(unsafe.Pointer(&t.data[0])), len(t.data)/2)
 }
 
-// ToF32 returns the values widened to float32, in a new slice.
+// ToF32 returns the values widened to float32, in a new slice. t must be
+// a floating-point tensor.
 func (t *Tensor) ToF32() []float32 {
 	out := make([]float32, t.NumElements())
 	readF32(out, t, 0)
@@ -140,6 +168,8 @@ func readF32(dst []float32, t *Tensor, off int) {
 		ConvertBF16ToF32(dst, t.U16()[off:off+len(dst)])
 	case F16:
 		ConvertF16ToF32(dst, t.U16()[off:off+len(dst)])
+	default:
+		panic(fmt.Sprintf("tensor: %s is not a floating-point dtype", t.dtype))
 	}
 }
 
@@ -152,6 +182,8 @@ func writeF32(t *Tensor, off int, src []float32) {
 		ConvertF32ToBF16(t.U16()[off:off+len(src)], src)
 	case F16:
 		ConvertF32ToF16(t.U16()[off:off+len(src)], src)
+	default:
+		panic(fmt.Sprintf("tensor: %s is not a floating-point dtype", t.dtype))
 	}
 }
 

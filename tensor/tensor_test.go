@@ -61,7 +61,7 @@ func TestConstructorsCheckSizes(t *testing.T) {
 	if _, err := ParseDType("F64"); err == nil {
 		t.Error("ParseDType(F64): no error")
 	}
-	for _, d := range []DType{F32, BF16, F16} {
+	for _, d := range []DType{F32, BF16, F16, I32} {
 		if p, err := ParseDType(d.String()); err != nil || p != d {
 			t.Errorf("ParseDType(%s) = %v, %v", d, p, err)
 		}
@@ -139,6 +139,9 @@ func TestElementwiseOps(t *testing.T) {
 		cpu.Scale(New(F32, 6), a, 1),
 		cpu.Sum(New(F32, 2), a),
 		cpu.Copy(New(F32, 5), a),
+		cpu.Copy(New(I32, 2, 3), a),
+		cpu.Add(a, a, New(I32, 3)),
+		cpu.MatMul(New(F32, 2, 2), New(I32, 2, 2), New(F32, 2, 2), false, false, 1, 0),
 	} {
 		if bad == nil {
 			t.Error("mismatched shapes: no error")

@@ -123,7 +123,8 @@ func (d DType) ByteLen(shape []int) (int64, error) {
 }
 
 // TensorDType returns the tensor package's type for F32, BF16 and F16, the
-// types compass computes in; ok is false for every other type.
+// types compass computes in, and I32 (token ids); ok is false for every
+// other type.
 func (d DType) TensorDType() (dt tensor.DType, ok bool) {
 	switch d {
 	case F32:
@@ -132,6 +133,8 @@ func (d DType) TensorDType() (dt tensor.DType, ok bool) {
 		return tensor.BF16, true
 	case F16:
 		return tensor.F16, true
+	case I32:
+		return tensor.I32, true
 	}
 	return 0, false
 }
@@ -146,6 +149,8 @@ func FromTensorDType(dt tensor.DType) (d DType, ok bool) {
 		return BF16, true
 	case tensor.F16:
 		return F16, true
+	case tensor.I32:
+		return I32, true
 	}
 	return 0, false
 }

@@ -79,15 +79,15 @@ func TestDTypeNames(t *testing.T) {
 	if DType(0).Valid() || DType(numDTypes).Valid() || DType(0).Bits() != 0 {
 		t.Error("out-of-range DType is valid")
 	}
-	for _, dt := range []tensor.DType{tensor.F32, tensor.BF16, tensor.F16} {
+	for _, dt := range []tensor.DType{tensor.F32, tensor.BF16, tensor.F16, tensor.I32} {
 		d, ok := FromTensorDType(dt)
 		back, ok2 := d.TensorDType()
 		if !ok || !ok2 || back != dt || d.String() != dt.String() {
 			t.Errorf("%s -> %s -> %s", dt, d, back)
 		}
 	}
-	if _, ok := I32.TensorDType(); ok {
-		t.Error("I32 has a tensor.DType")
+	if _, ok := I64.TensorDType(); ok {
+		t.Error("I64 has a tensor.DType")
 	}
 }
 
