@@ -159,7 +159,7 @@ func (f *File) Bytes(name string) ([]byte, error) {
 	return b, err
 }
 
-// Tensor returns the named tensor as a tensor.Tensor. F32, BF16 and F16
+// Tensor returns the named tensor as a tensor.Tensor. F32, BF16, F16 and I32
 // tensors are supported; other types are an error (use Bytes). The tensor
 // shares the mapping (read-only, valid until Close) when its data is
 // aligned to its element size, which is the case for files written by the
@@ -191,7 +191,7 @@ func (f *File) view(name string) ([]byte, TensorInfo, error) {
 func toTensor(path string, info TensorInfo, b []byte) (*tensor.Tensor, error) {
 	dt, ok := info.DType.TensorDType()
 	if !ok {
-		return nil, fmt.Errorf("safetensors: %s: tensor %q is %s; only F32, BF16 and F16 make a tensor.Tensor (use Bytes)", path, info.Name, info.DType)
+		return nil, fmt.Errorf("safetensors: %s: tensor %q is %s; only F32, BF16, F16 and I32 make a tensor.Tensor (use Bytes)", path, info.Name, info.DType)
 	}
 	// The mapping starts on a page boundary, so the file offset tells the
 	// alignment of the data in memory.
