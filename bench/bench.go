@@ -51,7 +51,7 @@ type Machine struct {
 }
 
 // Suites lists the suite names in the order they run.
-var Suites = []string{"safetensors", "matmul"}
+var Suites = []string{"safetensors", "matmul", "train"}
 
 // Run runs the selected suites, printing a table for each to w.
 func Run(w io.Writer, o Options) ([]Result, error) {
@@ -90,6 +90,8 @@ func Run(w io.Writer, o Options) ([]Result, error) {
 			rs, err = runSafetensors(w, o)
 		case "matmul":
 			rs, err = runMatMul(w, o)
+		case "train":
+			rs, err = runTrain(w, o)
 		}
 		if err != nil {
 			return all, fmt.Errorf("bench %s: %w", s, err)

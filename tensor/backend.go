@@ -37,4 +37,86 @@ type Backend interface {
 	// Copy copies src into dst, converting the dtype if they differ. The
 	// element counts must match; the shapes need not.
 	Copy(dst, src *Tensor) error
+
+	// Embedding gathers rows: out[i, :] = table[ids[i], :]. ids is I32 with
+	// N elements (any shape), table is [V, H] (any float dtype) and out has
+	// N*H elements with last dimension H. An id outside [0, V) is an error
+	// naming it and its position.
+	Embedding(out, table, ids *Tensor) error
+
+	// RMSNorm normalises each row of x [..., H] as HF does: in float32,
+	// rstd = 1/sqrt(mean(x^2) + eps); the normalised row is rounded to x's
+	// dtype, then multiplied by weight [H] and rounded to out's dtype. rstd
+	// is F32 with one element per row, saved for the backward.
+	RMSNorm(out, rstd, x, weight *Tensor, eps float32) error
+	// RMSNormBackward writes (does not accumulate) dx for a frozen weight,
+	// from dout, x, weight and the rstd saved by RMSNorm.
+	RMSNormBackward(dx, dout, x, weight, rstd *Tensor) error
+
+	// RoPE rotates, in HF's rotate-half layout, the first R = 2*cos.Dim(1)
+	// dimensions of every head of x [N, heads, headDim] (N tokens; leading
+	// dimensions [B, T, heads, headDim] are flattened into N): for i < R/2,
+	// with c = cos[n, i] and s = sin[n, i],
+	//	out[i]     = x[i] c - x[i+R/2] s
+	//	out[i+R/2] = x[i+R/2] c + x[i] s
+	// and dimensions R..headDim-1 are copied unchanged (partial rotary). cos
+	// and sin are F32 [N, R/2], one row per token: the caller computes them
+	// from the positions, the RoPE scaling and any attention factor. inverse
+	// applies the transpose of the same linear map (x[i] c + x[i+R/2] s,
+	// x[i+R/2] c - x[i] s), which is the backward. out may be x (in place).
+	RoPE(out, x, cos, sin *Tensor, inverse bool) error
+
+	// Attention is causal grouped-query attention. q is [B, T, Hq, D], k and
+	// v are [B, T, Hkv, D] with Hq a multiple of Hkv (query head h uses kv
+	// head h / (Hq/Hkv)), out is [B, T, Hq, D], and lse F32 [B, Hq, T]
+	// receives the log-sum-exp of each query row's scaled scores, saved for
+	// the backward. scores = scale * q·k over keys s <= t; the softmax is in
+	// float32. No [T x T] matrix is kept between calls.
+	Attention(out, lse, q, k, v *Tensor, scale float32) error
+	// AttentionBackward writes dq, dk and dv (not accumulated) from dout, the
+	// forward's inputs, out and lse, recomputing the probabilities as flash
+	// attention does: P = exp(scale q·k - lse), D = rowsum(dout * out),
+	// dS = P (dout·v - D), dq = scale dS k, dk = scale dS^T q, dv = P^T dout;
+	// dk and dv sum over the query heads of a group.
+	AttentionBackward(dq, dk, dv, dout, q, k, v, out, lse *Tensor, scale float32) error
+
+	// SwiGLU sets out = silu(gate) * up elementwise, silu(x) = x/(1+exp(-x)),
+	// computed in float32. gate, up and out have the same shape.
+	SwiGLU(out, gate, up *Tensor) error
+	// SwiGLUBackward writes dgate and dup (not accumulated) from dout, gate
+	// and up.
+	SwiGLUBackward(dgate, dup, dout, gate, up *Tensor) error
+
+	// CrossEntropy is the causal-LM loss fused with the lm_head projection
+	// and its backward, over vocabulary chunks, so that the [N x V] logits
+	// are never held. h [N, H] are the final hidden states, w [V, H] the
+	// lm_head (or tied embedding) weight, both of any float dtype, and labels
+	// I32 [N], where -100 means ignored (any other label outside [0, V) is an
+	// error). It writes logprob F32 [N] = log softmax(h w^T)[label] for
+	// counted rows and 0 for ignored ones. If dh is not nil ([N, H], written,
+	// not accumulated) it also writes dh = gradScale * d(sum over counted
+	// rows of -logprob)/dh = gradScale * (softmax - onehot(label)) w per
+	// counted row, and 0 for ignored rows.
+	//
+	// It takes chunk vocabulary columns at a time (chunk <= 0 means 8192),
+	// in one pass: logits_c = h w_c^T, then an online log-sum-exp (running
+	// max m and sum s per row, rescaled when m grows) and, when dh is wanted,
+	// acc = sum_c exp(logits_c - m) w_c rescaled the same way; at the end
+	// dh = gradScale * (acc/s - w[label]). It holds N x chunk float32 logits
+	// plus N x H. Logits are float32.
+	CrossEntropy(logprob, dh, h, w, labels *Tensor, chunk int, gradScale float32) error
+
+	// AdamW applies one step of torch.optim.AdamW (the default: not amsgrad,
+	// decoupled weight decay) to F32 tensors. For each i, with p = params[i],
+	// g = grads[i] and its state m = m[i], v = v[i] (same shapes, F32,
+	// starting at zero):
+	//	p -= lr*weightDecay*p
+	//	m = beta1 m + (1-beta1) g
+	//	v = beta2 v + (1-beta2) g^2
+	//	p -= (lr / (1 - beta1^step)) * m / (sqrt(v)/sqrt(1 - beta2^step) + eps)
+	// step counts from 1. All tensors go in one call (one launch on a GPU).
+	AdamW(params, grads, m, v []*Tensor, step int, lr, beta1, beta2, eps, weightDecay float32) error
 }
+
+// The CPU backend implements every operation.
+var _ Backend = (*CPU)(nil)

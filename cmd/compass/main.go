@@ -24,6 +24,7 @@ func newApp() *cli.Command {
 		Usage: "adapt LLMs to target languages with semantic-gap data selection and LoRA",
 		Commands: []*cli.Command{
 			inspectCommand(),
+			scoreCommand(),
 			gpuCommand(),
 			benchCommand(),
 			versionCommand(),

@@ -1,0 +1,434 @@
+package model
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/compassml/compass/tensor"
+)
+
+// IgnoreIndex is the label of positions that do not count in the loss.
+const IgnoreIndex = -100
+
+// Batch is a batch of equal-length token sequences. IDs and Labels are I32
+// [B, T]; Labels[b, t] is the token the model should predict at position t
+// (the next token, for causal LM), or IgnoreIndex.
+type Batch struct {
+	IDs, Labels *tensor.Tensor
+}
+
+// Output is the result of a forward pass over a Batch.
+type Output struct {
+	Loss     float64        // mean of -log p(label) over counted positions
+	Tokens   int            // number of counted positions
+	LogProbs *tensor.Tensor // F32 [B, T]: log p(label), 0 where ignored
+}
+
+// pass holds what every layer of one forward pass shares.
+type pass struct {
+	B, T, N  int            // batch, sequence length, tokens = B*T
+	cos, sin *tensor.Tensor // RoPE tables, F32 [N, RotaryDims/2]
+}
+
+// layerActs is what one layer's backward needs from its forward.
+type layerActs struct {
+	x             *tensor.Tensor // the layer input [N, H]
+	n1, rstd1     *tensor.Tensor // input RMSNorm output and its rstd
+	q, k, v       *tensor.Tensor // projections, q and k after RoPE
+	attn, lse     *tensor.Tensor // attention output [N, Hq*D], log-sum-exp [B, Hq, T]
+	h             *tensor.Tensor // the residual stream after attention
+	n2, rstd2     *tensor.Tensor // post-attention RMSNorm output and rstd
+	gate, up, act *tensor.Tensor // MLP gate and up projections, silu(gate)*up
+	t             map[*loraSlot]*tensor.Tensor
+}
+
+func newF32(shape ...int) *tensor.Tensor { return tensor.New(tensor.F32, shape...) }
+
+// newPass checks the ids and builds the RoPE tables for positions 0..T-1
+// of every sequence.
+func (m *Model) newPass(ids *tensor.Tensor) (*pass, error) {
+	if ids == nil || ids.DType() != tensor.I32 || ids.Rank() != 2 || ids.Dim(0) == 0 || ids.Dim(1) == 0 {
+		return nil, fmt.Errorf("model: ids must be a non-empty I32 [batch, seq] tensor, got %v", ids)
+	}
+	p := &pass{B: ids.Dim(0), T: ids.Dim(1)}
+	p.N = p.B * p.T
+	positions := make([]int, p.N)
+	for i := range positions {
+		positions[i] = i % p.T
+	}
+	var err error
+	p.cos, p.sin, err = RopeTables(m.Config, positions)
+	return p, err
+}
+
+// linearForward sets y = x W^T + b, plus the LoRA term scaling * (x A^T) B^T
+// when the module is adapted; x A^T is computed once per adapter and kept
+// in t (the fused q/k/v of Phi-3 share it).
+func (m *Model) linearForward(y, x *tensor.Tensor, p *linear, t map[*loraSlot]*tensor.Tensor) error {
+	if err := m.be.MatMul(y, x, p.w, false, true, 1, 0); err != nil {
+		return err
+	}
+	if p.b != nil {
+		if err := m.be.Add(y, y, p.b); err != nil {
+			return err
+		}
+	}
+	s := p.slot
+	if s == nil {
+		return nil
+	}
+	xa, ok := t[s]
+	if !ok {
+		xa = newF32(x.Dim(0), s.a.Dim(0))
+		if err := m.be.MatMul(xa, x, s.a, false, true, 1, 0); err != nil {
+			return fmt.Errorf("lora %s: %w", s.module, err)
+		}
+		t[s] = xa
+	}
+	b, err := s.b.Slice(p.rows, p.rows+y.Dim(1))
+	if err != nil {
+		return err
+	}
+	return m.be.MatMul(y, xa, b, false, true, s.scaling, 1)
+}
+
+// layerForward runs one decoder layer on x [N, H] and returns its output and
+// what its backward needs:
+//
+//	n1 = rmsnorm(x); q, k, v = n1 Wq^T, n1 Wk^T, n1 Wv^T (+ biases, + LoRA)
+//	q, k = rope(q), rope(k); attn = causal_gqa(q, k, v)
+//	h = x + attn Wo^T; n2 = rmsnorm(h)
+//	out = h + (silu(n2 Wg^T) * (n2 Wu^T)) Wd^T
+func (m *Model) layerForward(l *layer, x *tensor.Tensor, ps *pass) (*tensor.Tensor, *layerActs, error) {
+	c := m.Config
+	N, H, I := ps.N, c.HiddenSize, c.IntermediateSize
+	Q, KV := c.NumAttentionHeads*c.HeadDim, c.NumKeyValueHeads*c.HeadDim
+	eps := float32(c.RMSNormEps)
+	a := &layerActs{x: x, t: map[*loraSlot]*tensor.Tensor{}}
+
+	a.n1, a.rstd1 = newF32(N, H), newF32(N)
+	if err := m.be.RMSNorm(a.n1, a.rstd1, x, l.inputNorm, eps); err != nil {
+		return nil, nil, err
+	}
+	a.q, a.k, a.v = newF32(N, Q), newF32(N, KV), newF32(N, KV)
+	for _, p := range []struct {
+		y *tensor.Tensor
+		w *linear
+	}{{a.q, &l.q}, {a.k, &l.k}, {a.v, &l.v}} {
+		if err := m.linearForward(p.y, a.n1, p.w, a.t); err != nil {
+			return nil, nil, err
+		}
+	}
+	q4, k4, v4 := m.heads(a.q, ps, c.NumAttentionHeads), m.heads(a.k, ps, c.NumKeyValueHeads), m.heads(a.v, ps, c.NumKeyValueHeads)
+	if err := m.rope(a.q, a.k, ps, false); err != nil {
+		return nil, nil, err
+	}
+	a.attn, a.lse = newF32(N, Q), newF32(ps.B, c.NumAttentionHeads, ps.T)
+	if err := m.be.Attention(m.heads(a.attn, ps, c.NumAttentionHeads), a.lse, q4, k4, v4, m.attnScale()); err != nil {
+		return nil, nil, err
+	}
+	o := newF32(N, H)
+	if err := m.linearForward(o, a.attn, &l.o, a.t); err != nil {
+		return nil, nil, err
+	}
+	a.h = newF32(N, H)
+	if err := m.be.Add(a.h, x, o); err != nil {
+		return nil, nil, err
+	}
+
+	a.n2, a.rstd2 = newF32(N, H), newF32(N)
+	if err := m.be.RMSNorm(a.n2, a.rstd2, a.h, l.postNorm, eps); err != nil {
+		return nil, nil, err
+	}
+	a.gate, a.up, a.act = newF32(N, I), newF32(N, I), newF32(N, I)
+	if err := m.linearForward(a.gate, a.n2, &l.gate, a.t); err != nil {
+		return nil, nil, err
+	}
+	if err := m.linearForward(a.up, a.n2, &l.up, a.t); err != nil {
+		return nil, nil, err
+	}
+	if err := m.be.SwiGLU(a.act, a.gate, a.up); err != nil {
+		return nil, nil, err
+	}
+	down := newF32(N, H)
+	if err := m.linearForward(down, a.act, &l.down, a.t); err != nil {
+		return nil, nil, err
+	}
+	out := newF32(N, H)
+	if err := m.be.Add(out, a.h, down); err != nil {
+		return nil, nil, err
+	}
+	return out, a, nil
+}
+
+// heads views x [N, heads*D] as [B, T, heads, D].
+func (m *Model) heads(x *tensor.Tensor, ps *pass, heads int) *tensor.Tensor {
+	v, err := x.Reshape(ps.B, ps.T, heads, m.Config.HeadDim)
+	if err != nil {
+		panic(err) // shapes are the model's own: a mismatch is a bug
+	}
+	return v
+}
+
+// rope rotates q and k (in place) or, with inverse, their gradients.
+func (m *Model) rope(q, k *tensor.Tensor, ps *pass, inverse bool) error {
+	c := m.Config
+	for _, x := range []struct {
+		t     *tensor.Tensor
+		heads int
+	}{{q, c.NumAttentionHeads}, {k, c.NumKeyValueHeads}} {
+		v, err := x.t.Reshape(ps.N, x.heads, c.HeadDim)
+		if err != nil {
+			return err
+		}
+		if err := m.be.RoPE(v, v, ps.cos, ps.sin, inverse); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (m *Model) attnScale() float32 { return float32(1 / math.Sqrt(float64(m.Config.HeadDim))) }
+
+// groupBackward is the backward of projections that share their input x:
+// dx = sum_p dy_p W_p, plus each adapter's part, accumulating the adapters'
+// gradients: dB += scaling dy^T (x A^T), dt = scaling dy B, dA += dt^T x,
+// dx += dt A. The base weights get no gradient.
+func (m *Model) groupBackward(dx, x *tensor.Tensor, projs []*linear, dys []*tensor.Tensor, t map[*loraSlot]*tensor.Tensor) error {
+	for i, p := range projs {
+		beta := float32(1)
+		if i == 0 {
+			beta = 0
+		}
+		if err := m.be.MatMul(dx, dys[i], p.w, false, false, 1, beta); err != nil {
+			return err
+		}
+	}
+	done := map[*loraSlot]bool{}
+	for _, p := range projs {
+		s := p.slot
+		if s == nil || done[s] {
+			continue
+		}
+		done[s] = true
+		dt := newF32(x.Dim(0), s.a.Dim(0))
+		for j, q := range projs {
+			if q.slot != s {
+				continue
+			}
+			out := dys[j].Dim(1)
+			b, err := s.b.Slice(q.rows, q.rows+out)
+			if err != nil {
+				return err
+			}
+			db, err := s.db.Slice(q.rows, q.rows+out)
+			if err != nil {
+				return err
+			}
+			if err := m.be.MatMul(db, dys[j], t[s], true, false, s.scaling, 1); err != nil {
+				return fmt.Errorf("lora %s: dB: %w", s.module, err)
+			}
+			if err := m.be.MatMul(dt, dys[j], b, false, false, s.scaling, 1); err != nil {
+				return fmt.Errorf("lora %s: dt: %w", s.module, err)
+			}
+		}
+		if err := m.be.MatMul(s.da, dt, x, true, false, 1, 1); err != nil {
+			return fmt.Errorf("lora %s: dA: %w", s.module, err)
+		}
+		if err := m.be.MatMul(dx, dt, s.a, false, false, 1, 1); err != nil {
+			return fmt.Errorf("lora %s: dx: %w", s.module, err)
+		}
+	}
+	return nil
+}
+
+// layerBackward takes the gradient of the layer's output and returns the
+// gradient of its input, accumulating LoRA gradients on the way.
+func (m *Model) layerBackward(l *layer, a *layerActs, dout *tensor.Tensor, ps *pass) (*tensor.Tensor, error) {
+	c := m.Config
+	N, H, I := ps.N, c.HiddenSize, c.IntermediateSize
+	Q, KV := c.NumAttentionHeads*c.HeadDim, c.NumKeyValueHeads*c.HeadDim
+
+	// MLP: out = h + down(act); act = silu(gate) * up.
+	dAct := newF32(N, I)
+	if err := m.groupBackward(dAct, a.act, []*linear{&l.down}, []*tensor.Tensor{dout}, a.t); err != nil {
+		return nil, err
+	}
+	dGate, dUp := newF32(N, I), newF32(N, I)
+	if err := m.be.SwiGLUBackward(dGate, dUp, dAct, a.gate, a.up); err != nil {
+		return nil, err
+	}
+	dn2 := newF32(N, H)
+	if err := m.groupBackward(dn2, a.n2, []*linear{&l.gate, &l.up}, []*tensor.Tensor{dGate, dUp}, a.t); err != nil {
+		return nil, err
+	}
+	dh := newF32(N, H)
+	if err := m.be.RMSNormBackward(dh, dn2, a.h, l.postNorm, a.rstd2); err != nil {
+		return nil, err
+	}
+	if err := m.be.Add(dh, dh, dout); err != nil { // the residual
+		return nil, err
+	}
+
+	// Attention: h = x + o(attn(q, k, v)).
+	dAttn := newF32(N, Q)
+	if err := m.groupBackward(dAttn, a.attn, []*linear{&l.o}, []*tensor.Tensor{dh}, a.t); err != nil {
+		return nil, err
+	}
+	dq, dk, dv := newF32(N, Q), newF32(N, KV), newF32(N, KV)
+	hq, hkv := c.NumAttentionHeads, c.NumKeyValueHeads
+	if err := m.be.AttentionBackward(m.heads(dq, ps, hq), m.heads(dk, ps, hkv), m.heads(dv, ps, hkv),
+		m.heads(dAttn, ps, hq), m.heads(a.q, ps, hq), m.heads(a.k, ps, hkv), m.heads(a.v, ps, hkv),
+		m.heads(a.attn, ps, hq), a.lse, m.attnScale()); err != nil {
+		return nil, err
+	}
+	if err := m.rope(dq, dk, ps, true); err != nil {
+		return nil, err
+	}
+	dn1 := newF32(N, H)
+	if err := m.groupBackward(dn1, a.n1, []*linear{&l.q, &l.k, &l.v}, []*tensor.Tensor{dq, dk, dv}, a.t); err != nil {
+		return nil, err
+	}
+	dx := newF32(N, H)
+	if err := m.be.RMSNormBackward(dx, dn1, a.x, l.inputNorm, a.rstd1); err != nil {
+		return nil, err
+	}
+	return dx, m.be.Add(dx, dx, dh)
+}
+
+// hidden runs the embedding and every layer. With keepActs it returns each
+// layer's saved activations, or, with Recompute, only each layer's input
+// (the activations are then rebuilt layer by layer in the backward).
+func (m *Model) hidden(ids *tensor.Tensor, ps *pass, keepActs bool) (*tensor.Tensor, []*layerActs, error) {
+	x := newF32(ps.N, m.Config.HiddenSize)
+	if err := m.be.Embedding(x, m.embed, ids); err != nil {
+		return nil, nil, fmt.Errorf("model: %w", err)
+	}
+	var acts []*layerActs
+	for i := range m.layers {
+		out, a, err := m.layerForward(&m.layers[i], x, ps)
+		if err != nil {
+			return nil, nil, fmt.Errorf("model: layer %d: %w", i, err)
+		}
+		if keepActs {
+			if m.Recompute {
+				a = &layerActs{x: x}
+			}
+			acts = append(acts, a)
+		}
+		x = out
+	}
+	return x, acts, nil
+}
+
+// finalNorm applies the model's last RMSNorm.
+func (m *Model) finalNorm(x *tensor.Tensor) (y, rstd *tensor.Tensor, err error) {
+	y, rstd = newF32(x.Dim(0), x.Dim(1)), newF32(x.Dim(0))
+	err = m.be.RMSNorm(y, rstd, x, m.norm, float32(m.Config.RMSNormEps))
+	return y, rstd, err
+}
+
+// Logits returns the logits F32 [B, T, V] for ids [B, T]. It holds all of
+// them, so it is for small inputs and tests; Forward computes the loss
+// without materialising them.
+func (m *Model) Logits(ids *tensor.Tensor) (*tensor.Tensor, error) {
+	ps, err := m.newPass(ids)
+	if err != nil {
+		return nil, err
+	}
+	x, _, err := m.hidden(ids, ps, false)
+	if err != nil {
+		return nil, err
+	}
+	y, _, err := m.finalNorm(x)
+	if err != nil {
+		return nil, err
+	}
+	logits := newF32(ps.B, ps.T, m.Config.VocabSize)
+	if err := m.be.MatMul(logits, y, m.lmHead, false, true, 1, 0); err != nil {
+		return nil, fmt.Errorf("model: lm_head: %w", err)
+	}
+	return logits, nil
+}
+
+// Forward computes the loss and per-token log-probabilities of a batch.
+func (m *Model) Forward(b Batch) (*Output, error) {
+	return m.run(b, false)
+}
+
+// ForwardBackward computes the loss like Forward and adds the gradient of
+// the loss (the mean over counted positions) with respect to every LoRA
+// parameter into the model's gradient buffers (see LoRAGrads).
+func (m *Model) ForwardBackward(b Batch) (*Output, error) {
+	return m.run(b, true)
+}
+
+func (m *Model) run(b Batch, backward bool) (*Output, error) {
+	ps, err := m.newPass(b.IDs)
+	if err != nil {
+		return nil, err
+	}
+	if b.Labels == nil || b.Labels.DType() != tensor.I32 || !b.Labels.SameShape(b.IDs) {
+		return nil, fmt.Errorf("model: labels must be I32 with the shape of ids %v, got %v", b.IDs, b.Labels)
+	}
+	counted := 0
+	for _, l := range b.Labels.I32() {
+		if l != IgnoreIndex {
+			counted++
+		}
+	}
+	if counted == 0 {
+		return nil, fmt.Errorf("model: every label is %d: nothing to score", IgnoreIndex)
+	}
+	if backward && len(m.slots) == 0 {
+		return nil, fmt.Errorf("model: no LoRA adapter attached: nothing to train")
+	}
+
+	x, acts, err := m.hidden(b.IDs, ps, backward)
+	if err != nil {
+		return nil, err
+	}
+	y, rstd, err := m.finalNorm(x)
+	if err != nil {
+		return nil, err
+	}
+	labels, err := b.Labels.Reshape(ps.N)
+	if err != nil {
+		return nil, err
+	}
+	logprob := newF32(ps.B, ps.T)
+	var dy *tensor.Tensor
+	if backward {
+		dy = newF32(ps.N, m.Config.HiddenSize)
+	}
+	lp, _ := logprob.Reshape(ps.N)
+	if err := m.be.CrossEntropy(lp, dy, y, m.lmHead, labels, m.LossChunk, float32(1/float64(counted))); err != nil {
+		return nil, fmt.Errorf("model: loss: %w", err)
+	}
+	sum := 0.0
+	for _, v := range logprob.F32() {
+		sum += float64(v)
+	}
+	out := &Output{Loss: -sum / float64(counted), Tokens: counted, LogProbs: logprob}
+	if !backward {
+		return out, nil
+	}
+
+	dx := newF32(ps.N, m.Config.HiddenSize)
+	if err := m.be.RMSNormBackward(dx, dy, x, m.norm, rstd); err != nil {
+		return nil, err
+	}
+	for i := len(m.layers) - 1; i >= 0; i-- {
+		a := acts[i]
+		if m.Recompute {
+			if _, a, err = m.layerForward(&m.layers[i], a.x, ps); err != nil {
+				return nil, fmt.Errorf("model: layer %d: recompute: %w", i, err)
+			}
+		}
+		if dx, err = m.layerBackward(&m.layers[i], a, dx, ps); err != nil {
+			return nil, fmt.Errorf("model: layer %d: backward: %w", i, err)
+		}
+		acts[i] = nil // free what this layer kept
+	}
+	return out, nil
+}
