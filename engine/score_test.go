@@ -65,10 +65,10 @@ func TestScoreBadLines(t *testing.T) {
 	m, _ := tinyModel(t)
 	for input, want := range map[string]string{
 		"{\"ids\": [1, 2]}\n{\"ids\": [1, 40]}\n": "line 2",
-		"{\"ids\": [1]}\n":                         "at least 2 tokens",
-		"not json\n":                               "line 1",
-		"{\"text\": \"hello\"}\n":                  "tokenizer",
-		"{\"ids\": [1, 2], \"text\": \"x\"}\n":     "not both",
+		"{\"ids\": [1]}\n":                        "at least 2 tokens",
+		"not json\n":                              "line 1",
+		"{\"text\": \"hello\"}\n":                 "tokenizer",
+		"{\"ids\": [1, 2], \"text\": \"x\"}\n":    "not both",
 	} {
 		_, err := Score(m, nil, strings.NewReader(input), &strings.Builder{})
 		if err == nil || !strings.Contains(err.Error(), want) {

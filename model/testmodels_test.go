@@ -94,4 +94,3 @@ func randomBatch(vocab, B, T int, seed uint64) Batch {
 	labT, _ := tensor.FromI32(labels, B, T)
 	return Batch{IDs: idT, Labels: labT}
 }
-
