@@ -3,6 +3,7 @@
 
 GO          ?= go
 STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
+PYTHON      ?= /usr/bin/python3
 VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
 
 # go-nvml's cgo preamble declares deprecated NVML functions; gcc's warnings
@@ -16,6 +17,7 @@ build:
 
 test:
 	$(GO) test ./...
+	$(PYTHON) tools/reference/selftest.py
 
 check:
 	@bad=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$bad" ]; then echo "gofmt needed:"; echo "$$bad"; exit 1; fi
