@@ -7,9 +7,10 @@ import (
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 )
 
-// ErrNoDriver means libnvidia-ml.so.1 could not be loaded: no NVIDIA driver
-// is installed on this machine (or it is not visible to this process).
-var ErrNoDriver = errors.New("no NVIDIA driver found (libnvidia-ml.so.1 could not be loaded)")
+// ErrNoDriver means there is no usable NVIDIA driver: libnvidia-ml.so.1
+// could not be loaded, or it loaded but the kernel driver is not running
+// (as on a machine with the CUDA toolkit's libraries and no GPU).
+var ErrNoDriver = errors.New("no NVIDIA driver found")
 
 // GPU describes one NVIDIA device as NVML reports it.
 type GPU struct {
@@ -35,8 +36,11 @@ type GPUReport struct {
 // there is no driver, and other errors as NVML reports them.
 func ListGPUs() (*GPUReport, error) {
 	if ret := nvml.Init(); ret != nvml.SUCCESS {
-		if ret == nvml.ERROR_LIBRARY_NOT_FOUND {
-			return nil, ErrNoDriver
+		switch ret {
+		case nvml.ERROR_LIBRARY_NOT_FOUND:
+			return nil, fmt.Errorf("%w (libnvidia-ml.so.1 could not be loaded)", ErrNoDriver)
+		case nvml.ERROR_DRIVER_NOT_LOADED:
+			return nil, fmt.Errorf("%w (NVML loaded, but the kernel driver is not running)", ErrNoDriver)
 		}
 		return nil, fmt.Errorf("nvml: init: %s", nvml.ErrorString(ret))
 	}

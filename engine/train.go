@@ -58,7 +58,9 @@ func NewTrainer(m *model.Model, cfg AdamWConfig) (*Trainer, error) {
 // Step runs forward and backward on b and applies one AdamW update. It
 // returns the batch's loss before the update.
 func (t *Trainer) Step(b model.Batch) (*model.Output, error) {
-	t.m.ZeroLoRAGrads()
+	if err := t.m.ZeroLoRAGrads(); err != nil {
+		return nil, err
+	}
 	out, err := t.m.ForwardBackward(b)
 	if err != nil {
 		return nil, err

@@ -103,7 +103,9 @@ func TestRecomputeGivesSameGradients(t *testing.T) {
 		randomLoRA(t, m, 2, 12)
 		b := randomBatch(m.Config.VocabSize, 3, v.seqLen, 13)
 		run := func(recompute bool) (float64, map[string][2][]float32) {
-			m.ZeroLoRAGrads()
+			if err := m.ZeroLoRAGrads(); err != nil {
+				t.Fatal(err)
+			}
 			m.Recompute = recompute
 			out, err := m.ForwardBackward(b)
 			if err != nil {

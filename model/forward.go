@@ -27,7 +27,42 @@ type Output struct {
 // pass holds what every layer of one forward pass shares.
 type pass struct {
 	B, T, N  int            // batch, sequence length, tokens = B*T
-	cos, sin *tensor.Tensor // RoPE tables, F32 [N, RotaryDims/2]
+	cos, sin *tensor.Tensor // RoPE tables, F32 [N, RotaryDims/2], on the backend
+}
+
+// arena allocates tensors on the backend and frees them together. After a
+// failed allocation it returns nil and keeps the first error; callers check
+// err once after each group of allocations, before using them.
+type arena struct {
+	be  tensor.Backend
+	ts  []*tensor.Tensor
+	err error
+}
+
+func (a *arena) f32(shape ...int) *tensor.Tensor {
+	if a.err != nil {
+		return nil
+	}
+	t, err := a.be.Alloc(tensor.F32, shape...)
+	if err != nil {
+		a.err = fmt.Errorf("allocate F32%v: %w", shape, err)
+		return nil
+	}
+	a.ts = append(a.ts, t)
+	return t
+}
+
+// keep records a tensor allocated elsewhere so that free releases it too.
+func (a *arena) keep(t *tensor.Tensor) *tensor.Tensor {
+	a.ts = append(a.ts, t)
+	return t
+}
+
+func (a *arena) free() {
+	for _, t := range a.ts {
+		a.be.Free(t)
+	}
+	a.ts = nil
 }
 
 // layerActs is what one layer's backward needs from its forward.
@@ -42,8 +77,6 @@ type layerActs struct {
 	t             map[*loraSlot]*tensor.Tensor
 }
 
-func newF32(shape ...int) *tensor.Tensor { return tensor.New(tensor.F32, shape...) }
-
 // newPass checks the ids and builds the RoPE tables for positions 0..T-1
 // of every sequence.
 func (m *Model) newPass(ids *tensor.Tensor) (*pass, error) {
@@ -56,15 +89,23 @@ func (m *Model) newPass(ids *tensor.Tensor) (*pass, error) {
 	for i := range positions {
 		positions[i] = i % p.T
 	}
-	var err error
-	p.cos, p.sin, err = RopeTables(m.Config, positions)
-	return p, err
+	cos, sin, err := RopeTables(m.Config, positions)
+	if err != nil {
+		return nil, err
+	}
+	if p.cos, err = m.be.ToDevice(cos); err != nil {
+		return nil, err
+	}
+	if p.sin, err = m.be.ToDevice(sin); err != nil {
+		return nil, err
+	}
+	return p, nil
 }
 
 // linearForward sets y = x W^T + b, plus the LoRA term scaling * (x A^T) B^T
 // when the module is adapted; x A^T is computed once per adapter and kept
 // in t (the fused q/k/v of Phi-3 share it).
-func (m *Model) linearForward(y, x *tensor.Tensor, p *linear, t map[*loraSlot]*tensor.Tensor) error {
+func (m *Model) linearForward(ar *arena, y, x *tensor.Tensor, p *linear, t map[*loraSlot]*tensor.Tensor) error {
 	if err := m.be.MatMul(y, x, p.w, false, true, 1, 0); err != nil {
 		return err
 	}
@@ -79,7 +120,9 @@ func (m *Model) linearForward(y, x *tensor.Tensor, p *linear, t map[*loraSlot]*t
 	}
 	xa, ok := t[s]
 	if !ok {
-		xa = newF32(x.Dim(0), s.a.Dim(0))
+		if xa = ar.f32(x.Dim(0), s.a.Dim(0)); ar.err != nil {
+			return ar.err
+		}
 		if err := m.be.MatMul(xa, x, s.a, false, true, 1, 0); err != nil {
 			return fmt.Errorf("lora %s: %w", s.module, err)
 		}
@@ -99,23 +142,35 @@ func (m *Model) linearForward(y, x *tensor.Tensor, p *linear, t map[*loraSlot]*t
 //	q, k = rope(q), rope(k); attn = causal_gqa(q, k, v)
 //	h = x + attn Wo^T; n2 = rmsnorm(h)
 //	out = h + (silu(n2 Wg^T) * (n2 Wu^T)) Wd^T
-func (m *Model) layerForward(l *layer, x *tensor.Tensor, ps *pass) (*tensor.Tensor, *layerActs, error) {
+func (m *Model) layerForward(ar, outAr *arena, l *layer, x *tensor.Tensor, ps *pass) (*tensor.Tensor, *layerActs, error) {
 	c := m.Config
 	N, H, I := ps.N, c.HiddenSize, c.IntermediateSize
 	Q, KV := c.NumAttentionHeads*c.HeadDim, c.NumKeyValueHeads*c.HeadDim
 	eps := float32(c.RMSNormEps)
 	a := &layerActs{x: x, t: map[*loraSlot]*tensor.Tensor{}}
 
-	a.n1, a.rstd1 = newF32(N, H), newF32(N)
+	a.n1, a.rstd1 = ar.f32(N, H), ar.f32(N)
+	a.q, a.k, a.v = ar.f32(N, Q), ar.f32(N, KV), ar.f32(N, KV)
+	a.attn, a.lse = ar.f32(N, Q), ar.f32(ps.B, c.NumAttentionHeads, ps.T)
+	o, h := ar.f32(N, H), ar.f32(N, H)
+	a.h = h
+	a.n2, a.rstd2 = ar.f32(N, H), ar.f32(N)
+	a.gate, a.up, a.act = ar.f32(N, I), ar.f32(N, I), ar.f32(N, I)
+	down, out := ar.f32(N, H), outAr.f32(N, H)
+	if ar.err != nil {
+		return nil, nil, ar.err
+	}
+	if outAr.err != nil {
+		return nil, nil, outAr.err
+	}
 	if err := m.be.RMSNorm(a.n1, a.rstd1, x, l.inputNorm, eps); err != nil {
 		return nil, nil, err
 	}
-	a.q, a.k, a.v = newF32(N, Q), newF32(N, KV), newF32(N, KV)
 	for _, p := range []struct {
 		y *tensor.Tensor
 		w *linear
 	}{{a.q, &l.q}, {a.k, &l.k}, {a.v, &l.v}} {
-		if err := m.linearForward(p.y, a.n1, p.w, a.t); err != nil {
+		if err := m.linearForward(ar, p.y, a.n1, p.w, a.t); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -123,38 +178,31 @@ func (m *Model) layerForward(l *layer, x *tensor.Tensor, ps *pass) (*tensor.Tens
 	if err := m.rope(a.q, a.k, ps, false); err != nil {
 		return nil, nil, err
 	}
-	a.attn, a.lse = newF32(N, Q), newF32(ps.B, c.NumAttentionHeads, ps.T)
 	if err := m.be.Attention(m.heads(a.attn, ps, c.NumAttentionHeads), a.lse, q4, k4, v4, m.attnScale()); err != nil {
 		return nil, nil, err
 	}
-	o := newF32(N, H)
-	if err := m.linearForward(o, a.attn, &l.o, a.t); err != nil {
+	if err := m.linearForward(ar, o, a.attn, &l.o, a.t); err != nil {
 		return nil, nil, err
 	}
-	a.h = newF32(N, H)
 	if err := m.be.Add(a.h, x, o); err != nil {
 		return nil, nil, err
 	}
 
-	a.n2, a.rstd2 = newF32(N, H), newF32(N)
 	if err := m.be.RMSNorm(a.n2, a.rstd2, a.h, l.postNorm, eps); err != nil {
 		return nil, nil, err
 	}
-	a.gate, a.up, a.act = newF32(N, I), newF32(N, I), newF32(N, I)
-	if err := m.linearForward(a.gate, a.n2, &l.gate, a.t); err != nil {
+	if err := m.linearForward(ar, a.gate, a.n2, &l.gate, a.t); err != nil {
 		return nil, nil, err
 	}
-	if err := m.linearForward(a.up, a.n2, &l.up, a.t); err != nil {
+	if err := m.linearForward(ar, a.up, a.n2, &l.up, a.t); err != nil {
 		return nil, nil, err
 	}
 	if err := m.be.SwiGLU(a.act, a.gate, a.up); err != nil {
 		return nil, nil, err
 	}
-	down := newF32(N, H)
-	if err := m.linearForward(down, a.act, &l.down, a.t); err != nil {
+	if err := m.linearForward(ar, down, a.act, &l.down, a.t); err != nil {
 		return nil, nil, err
 	}
-	out := newF32(N, H)
 	if err := m.be.Add(out, a.h, down); err != nil {
 		return nil, nil, err
 	}
@@ -194,7 +242,7 @@ func (m *Model) attnScale() float32 { return float32(1 / math.Sqrt(float64(m.Con
 // dx = sum_p dy_p W_p, plus each adapter's part, accumulating the adapters'
 // gradients: dB += scaling dy^T (x A^T), dt = scaling dy B, dA += dt^T x,
 // dx += dt A. The base weights get no gradient.
-func (m *Model) groupBackward(dx, x *tensor.Tensor, projs []*linear, dys []*tensor.Tensor, t map[*loraSlot]*tensor.Tensor) error {
+func (m *Model) groupBackward(ar *arena, dx, x *tensor.Tensor, projs []*linear, dys []*tensor.Tensor, t map[*loraSlot]*tensor.Tensor) error {
 	for i, p := range projs {
 		beta := float32(1)
 		if i == 0 {
@@ -211,7 +259,10 @@ func (m *Model) groupBackward(dx, x *tensor.Tensor, projs []*linear, dys []*tens
 			continue
 		}
 		done[s] = true
-		dt := newF32(x.Dim(0), s.a.Dim(0))
+		dt := ar.f32(x.Dim(0), s.a.Dim(0))
+		if ar.err != nil {
+			return ar.err
+		}
 		for j, q := range projs {
 			if q.slot != s {
 				continue
@@ -244,25 +295,35 @@ func (m *Model) groupBackward(dx, x *tensor.Tensor, projs []*linear, dys []*tens
 
 // layerBackward takes the gradient of the layer's output and returns the
 // gradient of its input, accumulating LoRA gradients on the way.
-func (m *Model) layerBackward(l *layer, a *layerActs, dout *tensor.Tensor, ps *pass) (*tensor.Tensor, error) {
+// The gradients it returns is allocated in out; its temporaries in a
+// scratch arena freed on return.
+func (m *Model) layerBackward(out *arena, l *layer, a *layerActs, dout *tensor.Tensor, ps *pass) (*tensor.Tensor, error) {
 	c := m.Config
 	N, H, I := ps.N, c.HiddenSize, c.IntermediateSize
 	Q, KV := c.NumAttentionHeads*c.HeadDim, c.NumKeyValueHeads*c.HeadDim
+	ar := &arena{be: m.be}
+	defer ar.free()
+	dAct, dGate, dUp := ar.f32(N, I), ar.f32(N, I), ar.f32(N, I)
+	dn2, dh, dAttn := ar.f32(N, H), ar.f32(N, H), ar.f32(N, Q)
+	dq, dk, dv := ar.f32(N, Q), ar.f32(N, KV), ar.f32(N, KV)
+	dn1, dx := ar.f32(N, H), out.f32(N, H)
+	if ar.err != nil {
+		return nil, ar.err
+	}
+	if out.err != nil {
+		return nil, out.err
+	}
 
 	// MLP: out = h + down(act); act = silu(gate) * up.
-	dAct := newF32(N, I)
-	if err := m.groupBackward(dAct, a.act, []*linear{&l.down}, []*tensor.Tensor{dout}, a.t); err != nil {
+	if err := m.groupBackward(ar, dAct, a.act, []*linear{&l.down}, []*tensor.Tensor{dout}, a.t); err != nil {
 		return nil, err
 	}
-	dGate, dUp := newF32(N, I), newF32(N, I)
 	if err := m.be.SwiGLUBackward(dGate, dUp, dAct, a.gate, a.up); err != nil {
 		return nil, err
 	}
-	dn2 := newF32(N, H)
-	if err := m.groupBackward(dn2, a.n2, []*linear{&l.gate, &l.up}, []*tensor.Tensor{dGate, dUp}, a.t); err != nil {
+	if err := m.groupBackward(ar, dn2, a.n2, []*linear{&l.gate, &l.up}, []*tensor.Tensor{dGate, dUp}, a.t); err != nil {
 		return nil, err
 	}
-	dh := newF32(N, H)
 	if err := m.be.RMSNormBackward(dh, dn2, a.h, l.postNorm, a.rstd2); err != nil {
 		return nil, err
 	}
@@ -271,11 +332,9 @@ func (m *Model) layerBackward(l *layer, a *layerActs, dout *tensor.Tensor, ps *p
 	}
 
 	// Attention: h = x + o(attn(q, k, v)).
-	dAttn := newF32(N, Q)
-	if err := m.groupBackward(dAttn, a.attn, []*linear{&l.o}, []*tensor.Tensor{dh}, a.t); err != nil {
+	if err := m.groupBackward(ar, dAttn, a.attn, []*linear{&l.o}, []*tensor.Tensor{dh}, a.t); err != nil {
 		return nil, err
 	}
-	dq, dk, dv := newF32(N, Q), newF32(N, KV), newF32(N, KV)
 	hq, hkv := c.NumAttentionHeads, c.NumKeyValueHeads
 	if err := m.be.AttentionBackward(m.heads(dq, ps, hq), m.heads(dk, ps, hkv), m.heads(dv, ps, hkv),
 		m.heads(dAttn, ps, hq), m.heads(a.q, ps, hq), m.heads(a.k, ps, hkv), m.heads(a.v, ps, hkv),
@@ -285,70 +344,108 @@ func (m *Model) layerBackward(l *layer, a *layerActs, dout *tensor.Tensor, ps *p
 	if err := m.rope(dq, dk, ps, true); err != nil {
 		return nil, err
 	}
-	dn1 := newF32(N, H)
-	if err := m.groupBackward(dn1, a.n1, []*linear{&l.q, &l.k, &l.v}, []*tensor.Tensor{dq, dk, dv}, a.t); err != nil {
+	if err := m.groupBackward(ar, dn1, a.n1, []*linear{&l.q, &l.k, &l.v}, []*tensor.Tensor{dq, dk, dv}, a.t); err != nil {
 		return nil, err
 	}
-	dx := newF32(N, H)
 	if err := m.be.RMSNormBackward(dx, dn1, a.x, l.inputNorm, a.rstd1); err != nil {
 		return nil, err
 	}
 	return dx, m.be.Add(dx, dx, dh)
 }
 
-// hidden runs the embedding and every layer. With keepActs it returns each
-// layer's saved activations, or, with Recompute, only each layer's input
-// (the activations are then rebuilt layer by layer in the backward).
-func (m *Model) hidden(ids *tensor.Tensor, ps *pass, keepActs bool) (*tensor.Tensor, []*layerActs, error) {
-	x := newF32(ps.N, m.Config.HiddenSize)
+// hidden runs the embedding and every layer. The embedding and the layer
+// outputs are allocated in run, which the caller frees. With keepActs it
+// also returns what each layer's backward needs and the arena holding it
+// (freed by the caller after that layer's backward); with Recompute only
+// each layer's input is kept and the rest is rebuilt in the backward.
+func (m *Model) hidden(run *arena, ids *tensor.Tensor, ps *pass, keepActs bool) (*tensor.Tensor, []*layerActs, []*arena, error) {
+	x := run.f32(ps.N, m.Config.HiddenSize)
+	if run.err != nil {
+		return nil, nil, nil, run.err
+	}
 	if err := m.be.Embedding(x, m.embed, ids); err != nil {
-		return nil, nil, fmt.Errorf("model: %w", err)
+		return nil, nil, nil, fmt.Errorf("model: %w", err)
 	}
 	var acts []*layerActs
+	var arenas []*arena
 	for i := range m.layers {
-		out, a, err := m.layerForward(&m.layers[i], x, ps)
+		la, outAr := &arena{be: m.be}, run
+		if keepActs && !m.Recompute {
+			outAr = la // the output is the next layer's saved input: it lives as long as the acts
+		}
+		out, a, err := m.layerForward(la, outAr, &m.layers[i], x, ps)
 		if err != nil {
-			return nil, nil, fmt.Errorf("model: layer %d: %w", i, err)
+			la.free()
+			return nil, nil, nil, fmt.Errorf("model: layer %d: %w", i, err)
+		}
+		if keepActs && m.Recompute {
+			a = &layerActs{x: x}
+			la.free()
+		} else if !keepActs {
+			la.free()
 		}
 		if keepActs {
-			if m.Recompute {
-				a = &layerActs{x: x}
-			}
-			acts = append(acts, a)
+			acts, arenas = append(acts, a), append(arenas, la)
 		}
 		x = out
 	}
-	return x, acts, nil
+	return x, acts, arenas, nil
 }
 
 // finalNorm applies the model's last RMSNorm.
-func (m *Model) finalNorm(x *tensor.Tensor) (y, rstd *tensor.Tensor, err error) {
-	y, rstd = newF32(x.Dim(0), x.Dim(1)), newF32(x.Dim(0))
+func (m *Model) finalNorm(ar *arena, x *tensor.Tensor) (y, rstd *tensor.Tensor, err error) {
+	y, rstd = ar.f32(x.Dim(0), x.Dim(1)), ar.f32(x.Dim(0))
+	if ar.err != nil {
+		return nil, nil, ar.err
+	}
 	err = m.be.RMSNorm(y, rstd, x, m.norm, float32(m.Config.RMSNormEps))
 	return y, rstd, err
 }
 
-// Logits returns the logits F32 [B, T, V] for ids [B, T]. It holds all of
-// them, so it is for small inputs and tests; Forward computes the loss
-// without materialising them.
+// Logits returns the logits F32 [B, T, V] for ids [B, T], in host memory.
+// It holds all of them, so it is for small inputs and tests; Forward
+// computes the loss without materialising them.
 func (m *Model) Logits(ids *tensor.Tensor) (*tensor.Tensor, error) {
 	ps, err := m.newPass(ids)
 	if err != nil {
 		return nil, err
 	}
-	x, _, err := m.hidden(ids, ps, false)
+	run := &arena{be: m.be}
+	defer run.free()
+	devIDs, err := m.be.ToDevice(ids)
 	if err != nil {
 		return nil, err
 	}
-	y, _, err := m.finalNorm(x)
+	x, _, _, err := m.hidden(run, devIDs, ps, false)
 	if err != nil {
 		return nil, err
 	}
-	logits := newF32(ps.B, ps.T, m.Config.VocabSize)
+	y, _, err := m.finalNorm(run, x)
+	if err != nil {
+		return nil, err
+	}
+	logits := run.f32(ps.B, ps.T, m.Config.VocabSize)
+	if run.err != nil {
+		return nil, run.err
+	}
 	if err := m.be.MatMul(logits, y, m.lmHead, false, true, 1, 0); err != nil {
 		return nil, fmt.Errorf("model: lm_head: %w", err)
 	}
-	return logits, nil
+	return m.hostCopy(logits)
+}
+
+// hostCopy returns t's values in host memory that outlives the arenas.
+func (m *Model) hostCopy(t *tensor.Tensor) (*tensor.Tensor, error) {
+	h, err := m.be.ToHost(t)
+	if err != nil {
+		return nil, err
+	}
+	if h != t {
+		return h, nil // already a fresh host copy
+	}
+	c := tensor.New(t.DType(), t.Shape()...)
+	copy(c.Bytes(), t.Bytes())
+	return c, nil
 }
 
 // Forward computes the loss and per-token log-probabilities of a batch.
@@ -384,11 +481,9 @@ func (m *Model) run(b Batch, backward bool) (*Output, error) {
 		return nil, fmt.Errorf("model: no LoRA adapter attached: nothing to train")
 	}
 
-	x, acts, err := m.hidden(b.IDs, ps, backward)
-	if err != nil {
-		return nil, err
-	}
-	y, rstd, err := m.finalNorm(x)
+	run := &arena{be: m.be}
+	defer run.free()
+	ids, err := m.be.ToDevice(b.IDs)
 	if err != nil {
 		return nil, err
 	}
@@ -396,39 +491,77 @@ func (m *Model) run(b Batch, backward bool) (*Output, error) {
 	if err != nil {
 		return nil, err
 	}
-	logprob := newF32(ps.B, ps.T)
-	var dy *tensor.Tensor
-	if backward {
-		dy = newF32(ps.N, m.Config.HiddenSize)
+	if labels, err = m.be.ToDevice(labels); err != nil {
+		return nil, err
 	}
-	lp, _ := logprob.Reshape(ps.N)
-	if err := m.be.CrossEntropy(lp, dy, y, m.lmHead, labels, m.LossChunk, float32(1/float64(counted))); err != nil {
+	x, acts, arenas, err := m.hidden(run, ids, ps, backward)
+	defer func() {
+		for _, la := range arenas {
+			la.free()
+		}
+	}()
+	if err != nil {
+		return nil, err
+	}
+	y, rstd, err := m.finalNorm(run, x)
+	if err != nil {
+		return nil, err
+	}
+	logprob, dy := run.f32(ps.N), (*tensor.Tensor)(nil)
+	if backward {
+		dy = run.f32(ps.N, m.Config.HiddenSize)
+	}
+	if run.err != nil {
+		return nil, run.err
+	}
+	if err := m.be.CrossEntropy(logprob, dy, y, m.lmHead, labels, m.LossChunk, float32(1/float64(counted))); err != nil {
 		return nil, fmt.Errorf("model: loss: %w", err)
 	}
+	lp, err := m.hostCopy(logprob)
+	if err != nil {
+		return nil, err
+	}
 	sum := 0.0
-	for _, v := range logprob.F32() {
+	for _, v := range lp.F32() {
 		sum += float64(v)
 	}
-	out := &Output{Loss: -sum / float64(counted), Tokens: counted, LogProbs: logprob}
+	lp, _ = lp.Reshape(ps.B, ps.T)
+	out := &Output{Loss: -sum / float64(counted), Tokens: counted, LogProbs: lp}
 	if !backward {
 		return out, nil
 	}
 
-	dx := newF32(ps.N, m.Config.HiddenSize)
+	grads := &arena{be: m.be} // holds the gradient flowing into the current layer
+	dx := grads.f32(ps.N, m.Config.HiddenSize)
+	if grads.err != nil {
+		return nil, grads.err
+	}
 	if err := m.be.RMSNormBackward(dx, dy, x, m.norm, rstd); err != nil {
+		grads.free()
 		return nil, err
 	}
 	for i := len(m.layers) - 1; i >= 0; i-- {
 		a := acts[i]
 		if m.Recompute {
-			if _, a, err = m.layerForward(&m.layers[i], a.x, ps); err != nil {
+			la := &arena{be: m.be}
+			if _, a, err = m.layerForward(la, la, &m.layers[i], a.x, ps); err != nil {
+				la.free()
+				grads.free()
 				return nil, fmt.Errorf("model: layer %d: recompute: %w", i, err)
 			}
+			arenas[i] = la
 		}
-		if dx, err = m.layerBackward(&m.layers[i], a, dx, ps); err != nil {
+		next := &arena{be: m.be}
+		dx, err = m.layerBackward(next, &m.layers[i], a, dx, ps)
+		grads.free() // the gradient of this layer's output is consumed
+		grads = next
+		arenas[i].free() // and so are this layer's activations
+		acts[i] = nil
+		if err != nil {
+			grads.free()
 			return nil, fmt.Errorf("model: layer %d: backward: %w", i, err)
 		}
-		acts[i] = nil // free what this layer kept
 	}
+	grads.free()
 	return out, nil
 }

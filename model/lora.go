@@ -95,6 +95,7 @@ func (m *Model) AttachLoRA(adapters map[string]LoRAWeights) error {
 		}
 		var layerIndex int
 		var module string
+		var err error
 		if _, err := fmt.Sscanf(name, "model.layers.%d.", &layerIndex); err != nil {
 			return fmt.Errorf("model: LoRA module %q: %w", name, err)
 		}
@@ -104,8 +105,20 @@ func (m *Model) AttachLoRA(adapters map[string]LoRAWeights) error {
 			m.detachLoRA()
 			return err
 		}
-		s := &loraSlot{module: name, weight: w, a: a.A, b: a.B, scaling: a.Scaling,
-			da: tensor.New(tensor.F32, a.A.Shape()...), db: tensor.New(tensor.F32, a.B.Shape()...)}
+		s := &loraSlot{module: name, weight: w, scaling: a.Scaling}
+		if s.a, err = m.be.ToDevice(a.A); err == nil {
+			s.b, err = m.be.ToDevice(a.B)
+		}
+		if err == nil {
+			s.da, err = m.be.Alloc(tensor.F32, a.A.Shape()...)
+		}
+		if err == nil {
+			s.db, err = m.be.Alloc(tensor.F32, a.B.Shape()...)
+		}
+		if err != nil {
+			m.detachLoRA()
+			return fmt.Errorf("model: LoRA %s: %w", name, err)
+		}
 		for _, p := range ps {
 			p.slot = s
 		}
@@ -146,11 +159,19 @@ func (m *Model) LoRAGrads() map[string][2]*tensor.Tensor {
 }
 
 // ZeroLoRAGrads clears the accumulated gradients.
-func (m *Model) ZeroLoRAGrads() {
+func (m *Model) ZeroLoRAGrads() error {
 	for _, s := range m.slots {
-		clear(s.da.F32())
-		clear(s.db.F32())
+		for _, g := range []*tensor.Tensor{s.da, s.db} {
+			if g.OnHost() {
+				clear(g.F32())
+				continue
+			}
+			if err := m.be.Scale(g, g, 0); err != nil { // gradients are finite: 0*g is 0
+				return err
+			}
+		}
 	}
+	return nil
 }
 
 // MergeLoRA folds every attached adapter into its base weight (W += scaling
@@ -159,16 +180,24 @@ func (m *Model) ZeroLoRAGrads() {
 // written.
 func (m *Model) MergeLoRA() error {
 	for _, s := range m.slots {
-		merged := tensor.New(s.weight.DType(), s.weight.Shape()...)
+		merged, err := m.be.Alloc(s.weight.DType(), s.weight.Shape()...)
+		if err != nil {
+			return fmt.Errorf("model: merge %s: %w", s.module, err)
+		}
 		if err := m.be.Copy(merged, s.weight); err != nil {
 			return err
 		}
 		// B A in float32 into a scratch, then added in float32 and rounded once.
-		delta := tensor.New(tensor.F32, s.weight.Shape()...)
-		if err := m.be.MatMul(delta, s.b, s.a, false, false, s.scaling, 0); err != nil {
+		delta, err := m.be.Alloc(tensor.F32, s.weight.Shape()...)
+		if err != nil {
 			return fmt.Errorf("model: merge %s: %w", s.module, err)
 		}
-		if err := m.be.Add(merged, merged, delta); err != nil {
+		err = m.be.MatMul(delta, s.b, s.a, false, false, s.scaling, 0)
+		if err == nil {
+			err = m.be.Add(merged, merged, delta)
+		}
+		m.be.Free(delta)
+		if err != nil {
 			return fmt.Errorf("model: merge %s: %w", s.module, err)
 		}
 		for i := range m.layers {

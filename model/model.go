@@ -108,7 +108,7 @@ func New(cfg *Config, be tensor.Backend, get func(name string) (*tensor.Tensor, 
 		if !slices.Equal(t.Shape(), shape) {
 			return nil, fmt.Errorf("%s: shape %v != %v", name, t.Shape(), shape)
 		}
-		return t, nil
+		return be.ToDevice(t) // the mapped tensor itself on the CPU, a copy on a GPU
 	}
 	m := &Model{Config: cfg, be: be}
 	var err error

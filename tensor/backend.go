@@ -13,6 +13,19 @@ type Backend interface {
 	// Name is "cpu" or "cuda".
 	Name() string
 
+	// Alloc returns a zeroed tensor in the backend's memory.
+	Alloc(dtype DType, shape ...int) (*Tensor, error)
+	// Free gives t's memory back to the backend (to its caching allocator
+	// on a GPU); t must not be used afterwards. Views are not freed. On the
+	// CPU it does nothing: the garbage collector frees host memory.
+	Free(t *Tensor)
+	// ToDevice returns t in the backend's memory: t itself when it is
+	// already there (always, on the CPU), else a copy.
+	ToDevice(t *Tensor) (*Tensor, error)
+	// ToHost returns t in host memory: t itself when it is a host tensor,
+	// else a copy.
+	ToHost(t *Tensor) (*Tensor, error)
+
 	// MatMul computes c = alpha * op(a) * op(b) + beta * c, where op(x) is x
 	// or its transpose, op(a) is [M,K], op(b) is [K,N] and c is [M,N], with
 	// float32 accumulation. a and c may have leading dimensions, which are

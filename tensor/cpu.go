@@ -47,14 +47,55 @@ func parallelFor(n, grain int, fn func(lo, hi int)) {
 	wg.Wait()
 }
 
-// floatCheck refuses non-floating-point operands (I32 ids) in arithmetic.
+// floatCheck refuses non-floating-point operands (I32 ids) in arithmetic,
+// and device tensors, which the CPU backend cannot reach.
 func floatCheck(op string, ts ...*Tensor) error {
+	if err := hostCheck(op, ts...); err != nil {
+		return err
+	}
 	for _, t := range ts {
 		if !t.dtype.IsFloat() {
 			return fmt.Errorf("tensor: %s: %v is not a floating-point tensor", op, t)
 		}
 	}
 	return nil
+}
+
+// hostCheck refuses device tensors: the CPU backend works on host memory.
+func hostCheck(op string, ts ...*Tensor) error {
+	for _, t := range ts {
+		if t != nil && t.dev != nil {
+			return fmt.Errorf("tensor: %s: %v is in device memory; the CPU backend works on host tensors", op, t)
+		}
+	}
+	return nil
+}
+
+// Alloc implements Backend: a zeroed host tensor.
+func (*CPU) Alloc(dtype DType, shape ...int) (*Tensor, error) {
+	if _, err := numElements(shape); err != nil {
+		return nil, err
+	}
+	return New(dtype, shape...), nil
+}
+
+// Free implements Backend; host memory goes back to the garbage collector.
+func (*CPU) Free(*Tensor) {}
+
+// ToDevice implements Backend: host tensors are already the CPU's.
+func (*CPU) ToDevice(t *Tensor) (*Tensor, error) {
+	if err := hostCheck("to device", t); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// ToHost implements Backend.
+func (*CPU) ToHost(t *Tensor) (*Tensor, error) {
+	if err := hostCheck("to host", t); err != nil {
+		return nil, err
+	}
+	return t, nil
 }
 
 // broadcastCheck validates out = a (op) b with b equal to a's shape or to its
@@ -207,6 +248,9 @@ func (*CPU) Mean(out, x *Tensor) error {
 func (*CPU) Copy(dst, src *Tensor) error {
 	if dst.NumElements() != src.NumElements() {
 		return fmt.Errorf("tensor: copy %v into %v: element counts differ", src, dst)
+	}
+	if err := hostCheck("copy", dst, src); err != nil {
+		return err
 	}
 	if dst.dtype == src.dtype {
 		copy(dst.data, src.data)

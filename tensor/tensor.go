@@ -5,15 +5,49 @@ import (
 	"unsafe"
 )
 
-// Tensor is a dense, row-major array of one dtype in host memory. Its storage
-// is a byte slice that may be shared with other tensors (views) or belong to
-// a memory-mapped file; a view never copies. Tensors are always contiguous:
-// transposes are expressed by the transpose flags of MatMul, not by strides.
+// Tensor is a dense, row-major array of one dtype, in host memory or in the
+// memory of a device. Host storage is a byte slice that may be shared with
+// other tensors (views) or belong to a memory-mapped file; device storage is
+// a region of memory a Backend allocated. A view never copies. Tensors are
+// always contiguous: transposes are expressed by the transpose flags of
+// MatMul, not by strides.
 type Tensor struct {
 	shape []int
 	dtype DType
-	data  []byte // exactly NumElements()*dtype.Size() bytes
+	data  []byte     // host storage: exactly NumElements()*dtype.Size() bytes; nil on a device
+	dev   *DeviceMem // device storage; nil on the host
 }
+
+// DeviceMem is a region of device memory: its address and length. The
+// backend that allocated it owns it.
+type DeviceMem struct {
+	Ptr   uintptr
+	Bytes int
+}
+
+// NewOnDevice wraps device memory as a tensor; mem must hold exactly the
+// tensor's bytes. Backends use it; other code asks a Backend for tensors.
+func NewOnDevice(dtype DType, shape []int, mem DeviceMem) (*Tensor, error) {
+	n, err := numElements(shape)
+	if err != nil {
+		return nil, err
+	}
+	if n*dtype.Size() != mem.Bytes {
+		return nil, fmt.Errorf("tensor: %s%v needs %d bytes, device region has %d", dtype, shape, n*dtype.Size(), mem.Bytes)
+	}
+	return &Tensor{shape: cloneInts(shape), dtype: dtype, dev: &mem}, nil
+}
+
+// Device returns the tensor's device memory, and false for a host tensor.
+func (t *Tensor) Device() (DeviceMem, bool) {
+	if t.dev == nil {
+		return DeviceMem{}, false
+	}
+	return *t.dev, true
+}
+
+// OnHost reports whether the tensor's storage is host memory.
+func (t *Tensor) OnHost() bool { return t.dev == nil }
 
 // New allocates a zeroed tensor. The storage is allocated as []uint64 so that
 // the float32 and uint16 views of it are aligned.
@@ -97,16 +131,33 @@ func (t *Tensor) Dim(i int) int {
 }
 
 // NumElements is the product of the dimensions.
-func (t *Tensor) NumElements() int { return len(t.data) / t.dtype.Size() }
+func (t *Tensor) NumElements() int {
+	n := 1
+	for _, d := range t.shape {
+		n *= d
+	}
+	return n
+}
 
-// Bytes returns the storage. Writing to it writes to the tensor and every view.
-func (t *Tensor) Bytes() []byte { return t.data }
+// Bytes returns the host storage. Writing to it writes to the tensor and
+// every view. It panics for a device tensor: copy it to the host first.
+func (t *Tensor) Bytes() []byte {
+	t.mustBeOnHost("Bytes")
+	return t.data
+}
+
+func (t *Tensor) mustBeOnHost(what string) {
+	if t.dev != nil {
+		panic(fmt.Sprintf("tensor: %s() of a device tensor %v: copy it to the host first", what, t))
+	}
+}
 
 // F32 returns the storage of an F32 tensor as float32s (no copy).
 func (t *Tensor) F32() []float32 {
 	if t.dtype != F32 {
 		panic(fmt.Sprintf("tensor: F32() on a %s tensor", t.dtype))
 	}
+	t.mustBeOnHost("F32")
 	if len(t.data) == 0 {
 		return nil
 	}
@@ -118,6 +169,7 @@ func (t *Tensor) I32() []int32 {
 	if t.dtype != I32 {
 		panic(fmt.Sprintf("tensor: I32() on a %s tensor", t.dtype))
 	}
+	t.mustBeOnHost("I32")
 	if len(t.data) == 0 {
 		return nil
 	}
@@ -145,6 +197,7 @@ func (t *Tensor) U16() []uint16 {
 	if t.dtype != BF16 && t.dtype != F16 {
 		panic(fmt.Sprintf("tensor: U16() on a %s tensor", t.dtype))
 	}
+	t.mustBeOnHost("U16")
 	if len(t.data) == 0 {
 		return nil
 	}
@@ -213,7 +266,7 @@ func (t *Tensor) Reshape(shape ...int) (*Tensor, error) {
 	if known != n {
 		return nil, fmt.Errorf("tensor: reshape %v to %v: %d elements != %d", t.shape, shape, n, known)
 	}
-	return &Tensor{shape: shape, dtype: t.dtype, data: t.data}, nil
+	return &Tensor{shape: shape, dtype: t.dtype, data: t.data, dev: t.dev}, nil
 }
 
 // Slice returns the view of rows [start, end) along the first dimension.
@@ -224,12 +277,16 @@ func (t *Tensor) Slice(start, end int) (*Tensor, error) {
 	if start < 0 || end > t.shape[0] || start > end {
 		return nil, fmt.Errorf("tensor: slice [%d:%d] of dimension %d", start, end, t.shape[0])
 	}
-	rowBytes := len(t.data)
+	rowBytes := 0
 	if t.shape[0] > 0 {
-		rowBytes /= t.shape[0]
+		rowBytes = t.NumElements() * t.dtype.Size() / t.shape[0]
 	}
 	shape := cloneInts(t.shape)
 	shape[0] = end - start
+	if t.dev != nil {
+		mem := DeviceMem{Ptr: t.dev.Ptr + uintptr(start*rowBytes), Bytes: (end - start) * rowBytes}
+		return &Tensor{shape: shape, dtype: t.dtype, dev: &mem}, nil
+	}
 	return &Tensor{shape: shape, dtype: t.dtype, data: t.data[start*rowBytes : end*rowBytes]}, nil
 }
 

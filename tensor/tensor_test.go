@@ -3,6 +3,7 @@ package tensor
 import (
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 )
 
@@ -167,5 +168,48 @@ func TestCopyCastsLikeScalarConversion(t *testing.T) {
 				t.Fatalf("%s element %d: %#04x, want %#04x", dt, i, h, want)
 			}
 		}
+	}
+}
+
+// Device tensors carry an address and a length; views offset them, and the
+// CPU backend refuses them with an error instead of touching the address.
+func TestDeviceTensors(t *testing.T) {
+	d, err := NewOnDevice(BF16, []int{4, 3}, DeviceMem{Ptr: 0x1000, Bytes: 24})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.OnHost() {
+		t.Fatal("device tensor reports host storage")
+	}
+	s, err := d.Slice(1, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mem, ok := s.Device(); !ok || mem.Ptr != 0x1006 || mem.Bytes != 12 {
+		t.Errorf("slice [1:3] of a device tensor: %+v", mem)
+	}
+	r, _ := d.Reshape(12)
+	if mem, _ := r.Device(); mem.Ptr != 0x1000 || r.NumElements() != 12 {
+		t.Errorf("reshape: %+v, %d elements", mem, r.NumElements())
+	}
+	if _, err := NewOnDevice(F32, []int{4, 3}, DeviceMem{Ptr: 0x1000, Bytes: 24}); err == nil {
+		t.Error("F32[4 3] in 24 bytes: no error")
+	}
+	cpu := NewCPU()
+	h := New(BF16, 4, 3)
+	for name, err := range map[string]error{
+		"add":    cpu.Add(h, h, d),
+		"copy":   cpu.Copy(h, d),
+		"matmul": cpu.MatMul(New(F32, 4, 4), d, h, false, true, 1, 0),
+	} {
+		if err == nil || !strings.Contains(err.Error(), "device memory") {
+			t.Errorf("%s with a device tensor: err = %v", name, err)
+		}
+	}
+	if _, err := cpu.ToDevice(d); err == nil {
+		t.Error("CPU ToDevice of a device tensor: no error")
+	}
+	if got, err := cpu.ToDevice(h); err != nil || got != h {
+		t.Errorf("CPU ToDevice of a host tensor: %v, %v", got, err)
 	}
 }

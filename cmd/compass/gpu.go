@@ -23,8 +23,8 @@ func gpuCommand() *cli.Command {
 				if cmd.Bool("json") {
 					return json.NewEncoder(w).Encode(map[string]any{"driver_version": nil, "gpus": []any{}})
 				}
-				_, err := fmt.Fprintln(w, "No NVIDIA driver on this machine (libnvidia-ml.so.1 not found): compass will run on the CPU.")
-				return err
+				_, err2 := fmt.Fprintf(w, "No NVIDIA driver on this machine: compass will run on the CPU.\n(%v)\n", err)
+				return err2
 			}
 			if err != nil {
 				return err
