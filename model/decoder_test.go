@@ -304,3 +304,26 @@ func TestForwardInputErrors(t *testing.T) {
 		t.Errorf("ForwardBackward without adapters: %v", err)
 	}
 }
+
+// LastHidden is what the logits are computed from: logits = h lm_head^T.
+func TestLastHiddenGivesLogits(t *testing.T) {
+	m, _ := tinyModel(t, tinyVariants[2].config, 61)
+	b := randomBatch(m.Config.VocabSize, 2, 5, 62)
+	h, err := m.LastHidden(b.IDs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logits, err := m.Logits(b.IDs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := tensor.New(tensor.F32, 2, 5, m.Config.VocabSize)
+	if err := tensor.NewCPU().MatMul(want, h, m.lmHead, false, true, 1, 0); err != nil {
+		t.Fatal(err)
+	}
+	for i, v := range want.F32() {
+		if v != logits.F32()[i] {
+			t.Fatalf("logit %d: %v from LastHidden, %v from Logits", i, v, logits.F32()[i])
+		}
+	}
+}

@@ -434,6 +434,36 @@ func (m *Model) Logits(ids *tensor.Tensor) (*tensor.Tensor, error) {
 	return m.hostCopy(logits)
 }
 
+// LastHidden returns the last hidden states F32 [B, T, H] for ids [B, T]
+// (the output of the final RMSNorm, as HF's last_hidden_state), in host
+// memory. Sequences of different lengths can share a batch padded on the
+// right: the causal mask keeps padding from changing earlier positions.
+func (m *Model) LastHidden(ids *tensor.Tensor) (*tensor.Tensor, error) {
+	ps, err := m.newPass(ids)
+	if err != nil {
+		return nil, err
+	}
+	run := &arena{be: m.be}
+	defer run.free()
+	devIDs, err := m.be.ToDevice(ids)
+	if err != nil {
+		return nil, err
+	}
+	x, _, _, err := m.hidden(run, devIDs, ps, false)
+	if err != nil {
+		return nil, err
+	}
+	y, _, err := m.finalNorm(run, x)
+	if err != nil {
+		return nil, err
+	}
+	h, err := m.hostCopy(y)
+	if err != nil {
+		return nil, err
+	}
+	return h.Reshape(ps.B, ps.T, m.Config.HiddenSize)
+}
+
 // hostCopy returns t's values in host memory that outlives the arenas.
 func (m *Model) hostCopy(t *tensor.Tensor) (*tensor.Tensor, error) {
 	h, err := m.be.ToHost(t)
