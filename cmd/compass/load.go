@@ -1,9 +1,13 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
+
 	"github.com/compassml/compass/engine"
 	"github.com/compassml/compass/lora"
 	"github.com/compassml/compass/model"
+	"github.com/compassml/compass/model/tokenizer"
 )
 
 // attachAdapter loads the PEFT adapter in dir onto m.
@@ -15,8 +19,22 @@ func attachAdapter(m *model.Model, dir string) error {
 	return m.AttachAdapter(a)
 }
 
-// loadEncoder returns the tokenizer of the model directory, or nil when it
-// has none (then only {"ids": ...} input works).
+// loadEncoder returns the tokenizer of the model directory (its
+// tokenizer.json), or nil when it has none: then only {"ids": ...} input
+// works, and text input is an error that says so.
 func loadEncoder(dir string) (engine.Encoder, error) {
-	return nil, nil
+	if _, err := os.Stat(filepath.Join(dir, "tokenizer.json")); err != nil {
+		return nil, nil
+	}
+	tok, err := tokenizer.Load(dir)
+	if err != nil {
+		return nil, err
+	}
+	return textEncoder{tok}, nil
 }
+
+// textEncoder encodes text as the model saw it in training: with the
+// tokenizer's special tokens (Llama-3's BOS).
+type textEncoder struct{ tok *tokenizer.Tokenizer }
+
+func (e textEncoder) Encode(text string) ([]int, error) { return e.tok.Encode(text, true) }

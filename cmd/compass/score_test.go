@@ -92,3 +92,47 @@ func TestScoreCommand(t *testing.T) {
 		t.Error("missing model: no error")
 	}
 }
+
+// With a tokenizer.json in the model directory, {"text": ...} lines are
+// tokenized as HF does (with Llama-3's BOS) and scored like their ids.
+func TestScoreText(t *testing.T) {
+	dir := t.TempDir()
+	cfg := `{"architectures":["LlamaForCausalLM"],"model_type":"llama","hidden_size":16,"intermediate_size":16,
+		"num_hidden_layers":1,"num_attention_heads":2,"num_key_value_heads":1,"vocab_size":128256,"torch_dtype":"bfloat16"}`
+	if _, err := model.WriteRandomCheckpoint(dir, []byte(cfg), tensor.BF16, 1); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := os.ReadFile(filepath.Join("..", "..", "tools", "tokref", "node_modules", "@lenml", "tokenizer-llama3_1", "models", "tokenizer.json"))
+	if err != nil {
+		t.Fatalf("the Llama-3.1 tokenizer fixture is missing (run `make tokref`): %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "tokenizer.json"), tok, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	in := filepath.Join(t.TempDir(), "in.jsonl")
+	// "Hello world" is [128000, 9906, 1917] with the BOS (HF tokenizers).
+	if err := os.WriteFile(in, []byte("{\"text\": \"Hello world\"}\n{\"ids\": [128000, 9906, 1917]}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := run(t, "score", "--model", dir, "--input", in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("output:\n%s", out)
+	}
+	var a, b struct {
+		Tokens   int       `json:"tokens"`
+		LogProbs []float64 `json:"logprobs"`
+	}
+	if err := json.Unmarshal([]byte(lines[0]), &a); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal([]byte(lines[1]), &b); err != nil {
+		t.Fatal(err)
+	}
+	if a.Tokens != 3 || len(a.LogProbs) != 2 || a.LogProbs[0] != b.LogProbs[0] || a.LogProbs[1] != b.LogProbs[1] {
+		t.Errorf("text scored as %+v, ids as %+v", a, b)
+	}
+}
