@@ -52,12 +52,6 @@ func (a *arena) f32(shape ...int) *tensor.Tensor {
 	return t
 }
 
-// keep records a tensor allocated elsewhere so that free releases it too.
-func (a *arena) keep(t *tensor.Tensor) *tensor.Tensor {
-	a.ts = append(a.ts, t)
-	return t
-}
-
 func (a *arena) free() {
 	for _, t := range a.ts {
 		a.be.Free(t)
