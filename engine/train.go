@@ -46,10 +46,18 @@ func NewTrainer(m *model.Model, cfg AdamWConfig) (*Trainer, error) {
 	for _, name := range names {
 		g := grads[name]
 		for k, p := range params[name] {
+			m1, err := m.Backend().Alloc(tensor.F32, p.Shape()...)
+			if err != nil {
+				return nil, fmt.Errorf("train: AdamW state of %s: %w", name, err)
+			}
+			m2, err := m.Backend().Alloc(tensor.F32, p.Shape()...)
+			if err != nil {
+				return nil, fmt.Errorf("train: AdamW state of %s: %w", name, err)
+			}
 			t.params = append(t.params, p)
 			t.grads = append(t.grads, g[k])
-			t.mom1 = append(t.mom1, tensor.New(tensor.F32, p.Shape()...))
-			t.mom2 = append(t.mom2, tensor.New(tensor.F32, p.Shape()...))
+			t.mom1 = append(t.mom1, m1)
+			t.mom2 = append(t.mom2, m2)
 		}
 	}
 	return t, nil

@@ -52,6 +52,24 @@ func (a *arena) f32(shape ...int) *tensor.Tensor {
 	return t
 }
 
+// adopt records dev, a backend copy of a host tensor, when it is a copy
+// (on the CPU the backend's tensor is the host tensor itself).
+func (a *arena) adopt(dev, host *tensor.Tensor) *tensor.Tensor {
+	if dev != host {
+		a.ts = append(a.ts, dev)
+	}
+	return dev
+}
+
+// toDevice copies a host tensor to the backend, recording the copy.
+func (a *arena) toDevice(host *tensor.Tensor) (*tensor.Tensor, error) {
+	dev, err := a.be.ToDevice(host)
+	if err != nil {
+		return nil, err
+	}
+	return a.adopt(dev, host), nil
+}
+
 func (a *arena) free() {
 	for _, t := range a.ts {
 		a.be.Free(t)
@@ -72,8 +90,8 @@ type layerActs struct {
 }
 
 // newPass checks the ids and builds the RoPE tables for positions 0..T-1
-// of every sequence.
-func (m *Model) newPass(ids *tensor.Tensor) (*pass, error) {
+// of every sequence, on the backend (their copies are freed with run).
+func (m *Model) newPass(run *arena, ids *tensor.Tensor) (*pass, error) {
 	if ids == nil || ids.DType() != tensor.I32 || ids.Rank() != 2 || ids.Dim(0) == 0 || ids.Dim(1) == 0 {
 		return nil, fmt.Errorf("model: ids must be a non-empty I32 [batch, seq] tensor, got %v", ids)
 	}
@@ -87,10 +105,10 @@ func (m *Model) newPass(ids *tensor.Tensor) (*pass, error) {
 	if err != nil {
 		return nil, err
 	}
-	if p.cos, err = m.be.ToDevice(cos); err != nil {
+	if p.cos, err = run.toDevice(cos); err != nil {
 		return nil, err
 	}
-	if p.sin, err = m.be.ToDevice(sin); err != nil {
+	if p.sin, err = run.toDevice(sin); err != nil {
 		return nil, err
 	}
 	return p, nil
@@ -400,13 +418,13 @@ func (m *Model) finalNorm(ar *arena, x *tensor.Tensor) (y, rstd *tensor.Tensor, 
 // It holds all of them, so it is for small inputs and tests; Forward
 // computes the loss without materialising them.
 func (m *Model) Logits(ids *tensor.Tensor) (*tensor.Tensor, error) {
-	ps, err := m.newPass(ids)
+	run := &arena{be: m.be}
+	defer run.free()
+	ps, err := m.newPass(run, ids)
 	if err != nil {
 		return nil, err
 	}
-	run := &arena{be: m.be}
-	defer run.free()
-	devIDs, err := m.be.ToDevice(ids)
+	devIDs, err := run.toDevice(ids)
 	if err != nil {
 		return nil, err
 	}
@@ -433,13 +451,13 @@ func (m *Model) Logits(ids *tensor.Tensor) (*tensor.Tensor, error) {
 // memory. Sequences of different lengths can share a batch padded on the
 // right: the causal mask keeps padding from changing earlier positions.
 func (m *Model) LastHidden(ids *tensor.Tensor) (*tensor.Tensor, error) {
-	ps, err := m.newPass(ids)
+	run := &arena{be: m.be}
+	defer run.free()
+	ps, err := m.newPass(run, ids)
 	if err != nil {
 		return nil, err
 	}
-	run := &arena{be: m.be}
-	defer run.free()
-	devIDs, err := m.be.ToDevice(ids)
+	devIDs, err := run.toDevice(ids)
 	if err != nil {
 		return nil, err
 	}
@@ -485,7 +503,9 @@ func (m *Model) ForwardBackward(b Batch) (*Output, error) {
 }
 
 func (m *Model) run(b Batch, backward bool) (*Output, error) {
-	ps, err := m.newPass(b.IDs)
+	run := &arena{be: m.be}
+	defer run.free()
+	ps, err := m.newPass(run, b.IDs)
 	if err != nil {
 		return nil, err
 	}
@@ -505,9 +525,7 @@ func (m *Model) run(b Batch, backward bool) (*Output, error) {
 		return nil, fmt.Errorf("model: no LoRA adapter attached: nothing to train")
 	}
 
-	run := &arena{be: m.be}
-	defer run.free()
-	ids, err := m.be.ToDevice(b.IDs)
+	ids, err := run.toDevice(b.IDs)
 	if err != nil {
 		return nil, err
 	}
@@ -515,7 +533,7 @@ func (m *Model) run(b Batch, backward bool) (*Output, error) {
 	if err != nil {
 		return nil, err
 	}
-	if labels, err = m.be.ToDevice(labels); err != nil {
+	if labels, err = run.toDevice(labels); err != nil {
 		return nil, err
 	}
 	x, acts, arenas, err := m.hidden(run, ids, ps, backward)

@@ -106,14 +106,24 @@ func (m *Model) AttachLoRA(adapters map[string]LoRAWeights) error {
 			return err
 		}
 		s := &loraSlot{module: name, weight: w, scaling: a.Scaling}
-		if s.a, err = m.be.ToDevice(a.A); err == nil {
-			s.b, err = m.be.ToDevice(a.B)
+		m.slots = append(m.slots, s) // so that detachLoRA frees what this slot allocated
+		if s.a, err = m.be.ToDevice(a.A); err == nil && s.a != a.A {
+			s.owned = append(s.owned, s.a)
 		}
 		if err == nil {
-			s.da, err = m.be.Alloc(tensor.F32, a.A.Shape()...)
+			if s.b, err = m.be.ToDevice(a.B); err == nil && s.b != a.B {
+				s.owned = append(s.owned, s.b)
+			}
 		}
 		if err == nil {
-			s.db, err = m.be.Alloc(tensor.F32, a.B.Shape()...)
+			if s.da, err = m.be.Alloc(tensor.F32, a.A.Shape()...); err == nil {
+				s.owned = append(s.owned, s.da)
+			}
+		}
+		if err == nil {
+			if s.db, err = m.be.Alloc(tensor.F32, a.B.Shape()...); err == nil {
+				s.owned = append(s.owned, s.db)
+			}
 		}
 		if err != nil {
 			m.detachLoRA()
@@ -122,12 +132,18 @@ func (m *Model) AttachLoRA(adapters map[string]LoRAWeights) error {
 		for _, p := range ps {
 			p.slot = s
 		}
-		m.slots = append(m.slots, s)
 	}
 	return nil
 }
 
+// detachLoRA removes every adapter and frees what the backend allocated
+// for them.
 func (m *Model) detachLoRA() {
+	for _, s := range m.slots {
+		for _, t := range s.owned {
+			m.be.Free(t)
+		}
+	}
 	for i := range m.layers {
 		l := &m.layers[i]
 		for _, p := range []*linear{&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down} {

@@ -22,7 +22,8 @@ type Model struct {
 	lmHead *tensor.Tensor // [V, H]; the embedding when tied
 	layers []layer
 
-	slots []*loraSlot // the adapted modules, in module order
+	slots []*loraSlot      // the adapted modules, in module order
+	owned []*tensor.Tensor // backend copies of the weights, freed by Close
 
 	// Recompute keeps only each layer's input during ForwardBackward and
 	// recomputes the layer's activations in the backward: less memory, one
@@ -60,6 +61,7 @@ type loraSlot struct {
 	a, b    *tensor.Tensor
 	da, db  *tensor.Tensor
 	scaling float32
+	owned   []*tensor.Tensor // what the backend allocated for this slot
 }
 
 // Load opens a checkpoint directory (config.json and model.safetensors or a
@@ -93,6 +95,7 @@ func New(cfg *Config, be tensor.Backend, get func(name string) (*tensor.Tensor, 
 	for _, s := range cfg.Tensors() {
 		want[s.Name] = s.Shape
 	}
+	m := &Model{Config: cfg, be: be}
 	load := func(name string) (*tensor.Tensor, error) {
 		shape, ok := want[name]
 		if !ok {
@@ -108,9 +111,15 @@ func New(cfg *Config, be tensor.Backend, get func(name string) (*tensor.Tensor, 
 		if !slices.Equal(t.Shape(), shape) {
 			return nil, fmt.Errorf("%s: shape %v != %v", name, t.Shape(), shape)
 		}
-		return be.ToDevice(t) // the mapped tensor itself on the CPU, a copy on a GPU
+		dev, err := be.ToDevice(t) // the mapped tensor itself on the CPU, a copy on a GPU
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		if dev != t {
+			m.owned = append(m.owned, dev)
+		}
+		return dev, nil
 	}
-	m := &Model{Config: cfg, be: be}
 	var err error
 	if m.embed, err = load("model.embed_tokens.weight"); err != nil {
 		return nil, err
@@ -212,8 +221,14 @@ func rowRange(w *tensor.Tensor, start, end int) (linear, error) {
 	return linear{w: v, rows: start}, err
 }
 
-// Close releases the mapped checkpoint. The model must not be used after.
+// Close frees the weights' device copies and the adapters' gradients and
+// releases the mapped checkpoint. The model must not be used after.
 func (m *Model) Close() error {
+	for _, t := range m.owned {
+		m.be.Free(t)
+	}
+	m.owned = nil
+	m.detachLoRA()
 	if m.ckpt == nil {
 		return nil
 	}
