@@ -10,7 +10,7 @@ VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo 
 # about them are noise.
 export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 
-.PHONY: build test check bench fuzz clean tokref parity
+.PHONY: build test check bench fuzz clean tokref parity kernels device-bundle
 
 build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o bin/compass ./cmd/compass
@@ -28,7 +28,20 @@ test: tokref
 check:
 	@bad=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$bad" ]; then echo "gofmt needed:"; echo "$$bad"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) vet -tags cuda ./cgo/
 	$(STATICCHECK) ./...
+	$(STATICCHECK) -tags cuda ./cgo/
+
+# The PTX of the hand-written kernels (nvcc 11.8 from Debian's
+# nvidia-cuda-toolkit, compute_80 and compute_90), committed and embedded;
+# fails on register spills. `go test ./kernels/` checks it is up to date.
+kernels:
+	bash kernels/gen.sh
+
+# The folder the GPU machine runs: the compass binary, the GPU test binary,
+# tiny fixtures and the reference; scripts/device-check.sh runs there.
+device-bundle:
+	bash scripts/device-bundle.sh
 
 # Regenerate the tokenizer goldens with the references; fail on any difference.
 parity: tokref

@@ -24,9 +24,15 @@ func scoreCommand() *cli.Command {
 			&cli.StringFlag{Name: "adapter", Usage: "PEFT LoRA adapter directory (adapter_config.json, adapter_model.safetensors)"},
 			&cli.StringFlag{Name: "input", Required: true, Usage: "JSONL file, or - for standard input"},
 			&cli.StringFlag{Name: "output", Usage: "JSONL file to write (atomically); standard output when absent"},
+			deviceFlag(),
 		},
 		Action: func(ctx context.Context, cmd *cli.Command) error {
-			m, err := model.Load(cmd.String("model"), nil)
+			be, release, err := openBackend(cmd)
+			if err != nil {
+				return err
+			}
+			defer release()
+			m, err := model.Load(cmd.String("model"), be)
 			if err != nil {
 				return err
 			}

@@ -1,0 +1,640 @@
+//go:build cuda
+
+package cgo
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/compassml/compass/tensor"
+)
+
+// The GPU tests (go test -tags cuda) compare every operation of the CUDA
+// backend with the CPU backend on fresh random inputs, with outputs
+// poisoned (NaN) before each run so that an element a kernel does not
+// write shows. Without a device they skip, saying why.
+
+// gpuOnce opens the device once for the whole test binary: JIT-compiling
+// the kernels and creating the context cost seconds.
+var gpuOnce = sync.OnceValues(func() (*Backend, error) { return NewBackend(0) })
+
+func gpuBackend(tb testing.TB) *Backend {
+	tb.Helper()
+	b, err := gpuOnce()
+	if err != nil {
+		tb.Skipf("%v", err)
+	}
+	return b
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if b, err := gpuOnce(); err == nil {
+		if err := b.Close(); err != nil {
+			fmt.Fprintln(os.Stderr, "close:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// seed gives every test its own random stream (the inputs differ from test
+// to test and from run to run of different tests, never zeros).
+func newRNG(tb testing.TB) *rand.Rand {
+	h := uint64(14695981039346656037)
+	for _, c := range tb.Name() {
+		h = (h ^ uint64(c)) * 1099511628211
+	}
+	return rand.New(rand.NewPCG(h, 0x9e3779b97f4a7c15))
+}
+
+// randHost returns a host tensor of N(0, 1) values (scaled by scale),
+// rounded to dt.
+func randHost(rng *rand.Rand, dt tensor.DType, scale float64, shape ...int) *tensor.Tensor {
+	f := tensor.New(tensor.F32, shape...)
+	for i := range f.F32() {
+		f.F32()[i] = float32(scale * rng.NormFloat64())
+	}
+	if dt == tensor.F32 {
+		return f
+	}
+	t := tensor.New(dt, shape...)
+	if err := tensor.NewCPU().Copy(t, f); err != nil {
+		panic(err)
+	}
+	return t
+}
+
+func toDev(tb testing.TB, b *Backend, h *tensor.Tensor) *tensor.Tensor {
+	tb.Helper()
+	d, err := b.ToDevice(h)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if d == h {
+		tb.Fatalf("ToDevice returned the host tensor")
+	}
+	return d
+}
+
+// nanHost is a host tensor of NaNs.
+func nanHost(dt tensor.DType, shape ...int) *tensor.Tensor {
+	f := tensor.New(tensor.F32, shape...)
+	for i := range f.F32() {
+		f.F32()[i] = float32(math.NaN())
+	}
+	t := tensor.New(dt, shape...)
+	if err := tensor.NewCPU().Copy(t, f); err != nil {
+		panic(err)
+	}
+	return t
+}
+
+// pair is one tensor on both backends: the host copy the CPU computes on
+// and the device copy the GPU computes on.
+type pair struct{ h, d *tensor.Tensor }
+
+// input is a random input on both backends.
+func input(tb testing.TB, b *Backend, rng *rand.Rand, dt tensor.DType, shape ...int) pair {
+	h := randHost(rng, dt, 1, shape...)
+	return pair{h, toDev(tb, b, h)}
+}
+
+// output is an output on both backends, poisoned with NaN.
+func output(tb testing.TB, b *Backend, dt tensor.DType, shape ...int) pair {
+	h := nanHost(dt, shape...)
+	return pair{h, toDev(tb, b, h)}
+}
+
+// like is an output poisoned like in, or a copy of in's values when the
+// operation reads its output (beta != 0, in place).
+func copyPair(tb testing.TB, b *Backend, p pair) pair {
+	h := tensor.New(p.h.DType(), p.h.Shape()...)
+	copy(h.Bytes(), p.h.Bytes())
+	return pair{h, toDev(tb, b, h)}
+}
+
+// Tolerances by dtype: float32 results ~1e-5 relative (3e-5 for long
+// reductions), anything that went through bfloat16 or float16 ~1e-2.
+const (
+	tolF32    = 1e-5
+	tolReduce = 3e-5
+	tol16     = 1e-2
+)
+
+func tolFor(base float64, dts ...tensor.DType) float64 {
+	for _, dt := range dts {
+		if dt == tensor.BF16 || dt == tensor.F16 {
+			return tol16
+		}
+	}
+	return base
+}
+
+// compare downloads got and checks it against the CPU's want:
+// ||got - want|| / ||want|| <= tol (tol 0: bit for bit), and no element
+// NaN or infinite where want is finite (an unwritten, still poisoned,
+// element).
+func compare(tb testing.TB, b *Backend, name string, got pair, tol float64) {
+	tb.Helper()
+	h, err := b.ToHost(got.d)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if tol == 0 {
+		if string(h.Bytes()) != string(got.h.Bytes()) {
+			g, w := h.ToF32(), got.h.ToF32()
+			for i := range g {
+				if math.Float32bits(g[i]) != math.Float32bits(w[i]) {
+					tb.Errorf("%s: not bit for bit: element %d is %g, CPU %g", name, i, g[i], w[i])
+					return
+				}
+			}
+			tb.Errorf("%s: bytes differ", name)
+		}
+		return
+	}
+	g, w := h.ToF32(), got.h.ToF32()
+	var diff, norm, worst float64
+	worstAt := -1
+	for i := range w {
+		if !isFinite(w[i]) {
+			continue
+		}
+		if !isFinite(g[i]) {
+			tb.Errorf("%s: element %d is %g, CPU %g (not written?)", name, i, g[i], w[i])
+			return
+		}
+		d := float64(g[i]) - float64(w[i])
+		diff += d * d
+		norm += float64(w[i]) * float64(w[i])
+		if math.Abs(d) > worst {
+			worst, worstAt = math.Abs(d), i
+		}
+	}
+	rel := math.Sqrt(diff / math.Max(norm, 1e-30))
+	if rel > tol {
+		tb.Errorf("%s: relative error %.3g > %.3g (worst element %d: %g, CPU %g)", name, rel, tol, worstAt, g[worstAt], w[worstAt])
+	} else if testing.Verbose() {
+		tb.Logf("%s: relative error %.3g (tolerance %.3g)", name, rel, tol)
+	}
+}
+
+func isFinite(f float32) bool { return !math.IsNaN(float64(f)) && !math.IsInf(float64(f), 0) }
+
+var cpu = tensor.NewCPU()
+
+func must(tb testing.TB, err error) {
+	tb.Helper()
+	if err != nil {
+		tb.Fatal(err)
+	}
+}
+
+var dtypes = []tensor.DType{tensor.F32, tensor.BF16, tensor.F16}
+
+func TestGPUDevice(t *testing.T) {
+	b := gpuBackend(t)
+	t.Logf("%s", b.DeviceName())
+	if b.Name() != "cuda" || !strings.Contains(b.DeviceName(), "sm_") {
+		t.Errorf("Name %q, DeviceName %q", b.Name(), b.DeviceName())
+	}
+	free, total, err := b.Device().MemInfo()
+	must(t, err)
+	t.Logf("memory: %d MiB free of %d MiB; allocator: %d MiB in use, %d MiB cached", free>>20, total>>20, b.InUseBytes()>>20, b.CachedBytes()>>20)
+}
+
+func TestGPUTransfers(t *testing.T) {
+	b := gpuBackend(t)
+	rng := newRNG(t)
+	// Across several staging chunks (16 MiB each), and odd sizes.
+	for _, n := range []int{1, 3, 1 << 20, 10<<20 + 7} {
+		for _, dt := range dtypes {
+			x := input(t, b, rng, dt, n)
+			compare(t, b, fmt.Sprintf("round trip %s[%d]", dt, n), x, 0)
+		}
+	}
+	z, err := b.Alloc(tensor.F32, 1000)
+	must(t, err)
+	zh, err := b.ToHost(z)
+	must(t, err)
+	for _, v := range zh.F32() {
+		if v != 0 {
+			t.Fatalf("Alloc is not zeroed")
+		}
+	}
+	b.Free(z)
+	// Copy host <-> device and device <-> device with every cast.
+	for _, src := range dtypes {
+		for _, dst := range dtypes {
+			x := input(t, b, rng, src, 5, 77)
+			want := nanHost(dst, 385)
+			must(t, cpu.Copy(want, x.h))
+			d := output(t, b, dst, 385)
+			must(t, b.Copy(d.d, x.d))
+			compare(t, b, fmt.Sprintf("copy device %s -> device %s", src, dst), pair{want, d.d}, 0)
+			h := nanHost(dst, 385)
+			must(t, b.Copy(h, x.d))
+			if string(h.Bytes()) != string(want.Bytes()) {
+				t.Errorf("copy device %s -> host %s differs from the CPU", src, dst)
+			}
+			d2 := output(t, b, dst, 385)
+			must(t, b.Copy(d2.d, x.h))
+			compare(t, b, fmt.Sprintf("copy host %s -> device %s", src, dst), pair{want, d2.d}, 0)
+		}
+	}
+}
+
+func TestGPUAllocator(t *testing.T) {
+	b := gpuBackend(t)
+	base := b.InUseBytes()
+	b.ResetPeak()
+	x, err := b.Alloc(tensor.F32, 1<<20)
+	must(t, err)
+	if b.InUseBytes() != base+4<<20 || b.PeakBytes() != base+4<<20 {
+		t.Errorf("in use %d, peak %d after a 4 MiB tensor (base %d)", b.InUseBytes(), b.PeakBytes(), base)
+	}
+	xm, _ := x.Device()
+	view, _ := x.Slice(0, 10)
+	b.Free(view) // a view: nothing happens
+	if b.InUseBytes() != base+4<<20 {
+		t.Errorf("freeing a view freed the tensor")
+	}
+	b.Free(x)
+	y, err := b.Alloc(tensor.F32, 1<<20)
+	must(t, err)
+	if ym, _ := y.Device(); ym.Ptr != xm.Ptr {
+		t.Errorf("the freed block was not reused")
+	}
+	b.Free(y)
+	if b.InUseBytes() != base {
+		t.Errorf("in use %d after freeing, %d before", b.InUseBytes(), base)
+	}
+}
+
+func TestGPUElementwise(t *testing.T) {
+	b := gpuBackend(t)
+	rng := newRNG(t)
+	for _, dt := range dtypes {
+		for _, bshape := range [][]int{{7, 33}, {33}} {
+			for _, op := range []struct {
+				name     string
+				cpu, gpu func(out, x, y *tensor.Tensor) error
+			}{{"add", cpu.Add, b.Add}, {"mul", cpu.Mul, b.Mul}} {
+				x, y := input(t, b, rng, tensor.F32, 7, 33), input(t, b, rng, dt, bshape...)
+				out := output(t, b, dt, 7, 33)
+				must(t, op.cpu(out.h, x.h, y.h))
+				must(t, op.gpu(out.d, x.d, y.d))
+				compare(t, b, fmt.Sprintf("%s f32 (%s%v) -> %s", op.name, dt, bshape, dt), out, tolFor(tolF32, dt))
+			}
+		}
+		x := input(t, b, rng, dt, 1000)
+		out := output(t, b, tensor.F32, 1000)
+		must(t, cpu.Scale(out.h, x.h, -0.37))
+		must(t, b.Scale(out.d, x.d, -0.37))
+		compare(t, b, "scale "+dt.String(), out, tolFor(tolF32, dt))
+		// In place, as ZeroLoRAGrads uses it.
+		must(t, cpu.Scale(x.h, x.h, 0))
+		must(t, b.Scale(x.d, x.d, 0))
+		compare(t, b, "scale in place by 0 "+dt.String(), x, 0)
+	}
+	for _, dt := range dtypes {
+		x := input(t, b, rng, dt, 123, 45)
+		for _, op := range []struct {
+			name     string
+			cpu, gpu func(out, x *tensor.Tensor) error
+		}{{"sum", cpu.Sum, b.Sum}, {"mean", cpu.Mean, b.Mean}} {
+			out := output(t, b, tensor.F32, 1)
+			must(t, op.cpu(out.h, x.h))
+			must(t, op.gpu(out.d, x.d))
+			compare(t, b, op.name+" "+dt.String(), out, 0)
+		}
+	}
+}
+
+func TestGPUMatMul(t *testing.T) {
+	b := gpuBackend(t)
+	rng := newRNG(t)
+	f32, bf16, f16 := tensor.F32, tensor.BF16, tensor.F16
+	type dts struct{ a, b, c tensor.DType }
+	for _, shape := range [][3]int{{1, 1, 1}, {17, 33, 9}, {257, 300, 129}, {64, 1024, 16}} {
+		M, K, N := shape[0], shape[1], shape[2]
+		for _, d := range []dts{{f32, f32, f32}, {bf16, bf16, f32}, {bf16, bf16, bf16}, {f16, f16, f32}, {f32, bf16, f32}, {bf16, f32, f32}, {f32, f32, bf16}} {
+			for _, tr := range [][2]bool{{false, false}, {false, true}, {true, false}, {true, true}} {
+				for _, ab := range [][2]float32{{1, 0}, {0.5, 1}, {-1.25, 0.75}} {
+					for _, precise := range []bool{false, true} {
+						if precise && d.a == d.b {
+							continue // the same product
+						}
+						aShape, bShape := []int{M, K}, []int{K, N}
+						if tr[0] {
+							aShape = []int{K, M}
+						}
+						if tr[1] {
+							bShape = []int{N, K}
+						}
+						x, w := input(t, b, rng, d.a, aShape...), input(t, b, rng, d.b, bShape...)
+						var c pair
+						if ab[1] == 0 {
+							c = output(t, b, d.c, M, N) // NaN: must not be read
+						} else {
+							c = input(t, b, rng, d.c, M, N)
+						}
+						must(t, cpu.MatMul(c.h, x.h, w.h, tr[0], tr[1], ab[0], ab[1]))
+						b.Precise = precise
+						err := b.MatMul(c.d, x.d, w.d, tr[0], tr[1], ab[0], ab[1])
+						b.Precise = false
+						must(t, err)
+						tol := tolReduce
+						switch {
+						case d.c != f32 || (d.a != d.b && !precise):
+							tol = tol16
+						case d.a != f32 && d.a == d.b:
+							tol = 1e-4 // 16-bit inputs, products exact, float32 sums on the tensor cores
+						}
+						compare(t, b, fmt.Sprintf("matmul [%d %d %d] %s x %s -> %s trans %v alpha/beta %v precise %v", M, K, N, d.a, d.b, d.c, tr, ab, precise), c, tol)
+					}
+				}
+			}
+		}
+	}
+	// Leading dimensions of a, flattened into M.
+	x, w := input(t, b, rng, f32, 3, 5, 64), input(t, b, rng, bf16, 48, 64)
+	c := output(t, b, f32, 3, 5, 48)
+	must(t, cpu.MatMul(c.h, x.h, w.h, false, true, 1, 0))
+	b.Precise = true
+	must(t, b.MatMul(c.d, x.d, w.d, false, true, 1, 0))
+	b.Precise = false
+	compare(t, b, "matmul with leading dimensions", c, tolReduce)
+}
+
+func TestGPUEmbedding(t *testing.T) {
+	b := gpuBackend(t)
+	rng := newRNG(t)
+	const V, H, N = 97, 40, 23
+	for _, tdt := range dtypes {
+		for _, odt := range dtypes {
+			table := input(t, b, rng, tdt, V, H)
+			ids := make([]int32, N)
+			for i := range ids {
+				ids[i] = int32(rng.IntN(V))
+			}
+			idh, _ := tensor.FromI32(ids, 1, N)
+			idp := pair{idh, toDev(t, b, idh)}
+			out := output(t, b, odt, 1, N, H)
+			must(t, cpu.Embedding(out.h, table.h, idp.h))
+			must(t, b.Embedding(out.d, table.d, idp.d))
+			compare(t, b, fmt.Sprintf("embedding %s -> %s", tdt, odt), out, 0)
+		}
+	}
+	table := input(t, b, rng, tensor.F32, V, H)
+	idh, _ := tensor.FromI32([]int32{1, 2, 200, -1}, 4)
+	out := output(t, b, tensor.F32, 4, H)
+	err := b.Embedding(out.d, table.d, toDev(t, b, idh))
+	cpuErr := cpu.Embedding(out.h, table.h, idh)
+	if err == nil || !strings.Contains(err.Error(), "id 200 at position 2") {
+		t.Errorf("bad id: %v (CPU: %v)", err, cpuErr)
+	}
+}
+
+func TestGPURMSNorm(t *testing.T) {
+	b := gpuBackend(t)
+	rng := newRNG(t)
+	for _, H := range []int{7, 64, 1000, 4096} {
+		for _, xdt := range dtypes {
+			for _, odt := range []tensor.DType{tensor.F32, xdt} {
+				x, w := input(t, b, rng, xdt, 3, 5, H), input(t, b, rng, tensor.BF16, H)
+				out, rstd := output(t, b, odt, 3, 5, H), output(t, b, tensor.F32, 15)
+				must(t, cpu.RMSNorm(out.h, rstd.h, x.h, w.h, 1e-5))
+				must(t, b.RMSNorm(out.d, rstd.d, x.d, w.d, 1e-5))
+				name := fmt.Sprintf("rmsnorm H %d %s -> %s", H, xdt, odt)
+				compare(t, b, name+" rstd", rstd, tolF32)
+				compare(t, b, name, out, tolFor(tolF32, xdt, odt, tensor.BF16))
+
+				dout, dx := input(t, b, rng, odt, 3, 5, H), output(t, b, xdt, 3, 5, H)
+				must(t, cpu.RMSNormBackward(dx.h, dout.h, x.h, w.h, rstd.h))
+				must(t, b.RMSNormBackward(dx.d, dout.d, x.d, w.d, rstd.d))
+				compare(t, b, name+" backward", dx, tolFor(tolReduce, xdt, odt, tensor.BF16))
+			}
+		}
+	}
+}
+
+func TestGPURoPE(t *testing.T) {
+	b := gpuBackend(t)
+	rng := newRNG(t)
+	const N, heads = 2 * 67, 4
+	for _, dims := range [][2]int{{64, 32}, {64, 24}, {128, 64}, {16, 6}} { // head dim, R/2 (partial rotary when 2 R/2 < D)
+		D, half := dims[0], dims[1]
+		for _, dt := range dtypes {
+			for _, inverse := range []bool{false, true} {
+				x := input(t, b, rng, dt, N, heads, D)
+				cos, sin := input(t, b, rng, tensor.F32, N, half), input(t, b, rng, tensor.F32, N, half)
+				out := output(t, b, dt, N, heads, D)
+				must(t, cpu.RoPE(out.h, x.h, cos.h, sin.h, inverse))
+				must(t, b.RoPE(out.d, x.d, cos.d, sin.d, inverse))
+				name := fmt.Sprintf("rope D %d half %d %s inverse %v", D, half, dt, inverse)
+				compare(t, b, name, out, tolFor(tolF32, dt))
+				// In place, as the model calls it.
+				must(t, cpu.RoPE(x.h, x.h, cos.h, sin.h, inverse))
+				must(t, b.RoPE(x.d, x.d, cos.d, sin.d, inverse))
+				compare(t, b, name+" in place", x, tolFor(tolF32, dt))
+			}
+		}
+	}
+}
+
+func TestGPUAttention(t *testing.T) {
+	b := gpuBackend(t)
+	rng := newRNG(t)
+	for _, s := range []struct{ B, T, Hq, Hkv, D int }{
+		{1, 1, 1, 1, 8}, {2, 67, 8, 2, 64}, {1, 40, 4, 4, 128}, {2, 33, 6, 2, 96}, {1, 130, 8, 1, 16},
+	} {
+		for _, dt := range []tensor.DType{tensor.F32, tensor.BF16} {
+			scale := float32(1 / math.Sqrt(float64(s.D)))
+			q := input(t, b, rng, dt, s.B, s.T, s.Hq, s.D)
+			k, v := input(t, b, rng, dt, s.B, s.T, s.Hkv, s.D), input(t, b, rng, dt, s.B, s.T, s.Hkv, s.D)
+			out, lse := output(t, b, dt, s.B, s.T, s.Hq, s.D), output(t, b, tensor.F32, s.B, s.Hq, s.T)
+			must(t, cpu.Attention(out.h, lse.h, q.h, k.h, v.h, scale))
+			must(t, b.Attention(out.d, lse.d, q.d, k.d, v.d, scale))
+			name := fmt.Sprintf("attention %+v %s", s, dt)
+			compare(t, b, name, out, tolFor(tolReduce, dt))
+			compare(t, b, name+" lse", lse, tolReduce)
+
+			dout := input(t, b, rng, dt, s.B, s.T, s.Hq, s.D)
+			dq := output(t, b, dt, s.B, s.T, s.Hq, s.D)
+			dk, dv := output(t, b, dt, s.B, s.T, s.Hkv, s.D), output(t, b, dt, s.B, s.T, s.Hkv, s.D)
+			// Both backends start from the CPU's forward, so that only the
+			// backward is compared.
+			outD, lseD := copyPair(t, b, pair{out.h, nil}), copyPair(t, b, pair{lse.h, nil})
+			must(t, cpu.AttentionBackward(dq.h, dk.h, dv.h, dout.h, q.h, k.h, v.h, out.h, lse.h, scale))
+			must(t, b.AttentionBackward(dq.d, dk.d, dv.d, dout.d, q.d, k.d, v.d, outD.d, lseD.d, scale))
+			compare(t, b, name+" dq", dq, tolFor(tolReduce, dt))
+			compare(t, b, name+" dk", dk, tolFor(tolReduce, dt))
+			compare(t, b, name+" dv", dv, tolFor(tolReduce, dt))
+		}
+	}
+}
+
+func TestGPUSwiGLU(t *testing.T) {
+	b := gpuBackend(t)
+	rng := newRNG(t)
+	for _, dt := range dtypes {
+		g, u := input(t, b, rng, dt, 37, 129), input(t, b, rng, dt, 37, 129)
+		out := output(t, b, dt, 37, 129)
+		must(t, cpu.SwiGLU(out.h, g.h, u.h))
+		must(t, b.SwiGLU(out.d, g.d, u.d))
+		compare(t, b, "swiglu "+dt.String(), out, tolFor(tolF32, dt))
+		dout := input(t, b, rng, tensor.F32, 37, 129)
+		dg, du := output(t, b, dt, 37, 129), output(t, b, dt, 37, 129)
+		must(t, cpu.SwiGLUBackward(dg.h, du.h, dout.h, g.h, u.h))
+		must(t, b.SwiGLUBackward(dg.d, du.d, dout.d, g.d, u.d))
+		compare(t, b, "swiglu backward dgate "+dt.String(), dg, tolFor(tolF32, dt))
+		compare(t, b, "swiglu backward dup "+dt.String(), du, tolFor(tolF32, dt))
+	}
+}
+
+func TestGPUCrossEntropy(t *testing.T) {
+	b := gpuBackend(t)
+	rng := newRNG(t)
+	const N, H, V = 37, 64, 1000
+	labels := make([]int32, N)
+	for i := range labels {
+		labels[i] = int32(rng.IntN(V))
+		if i%5 == 3 {
+			labels[i] = -100
+		}
+	}
+	lh, _ := tensor.FromI32(labels, N)
+	lab := pair{lh, toDev(t, b, lh)}
+	for _, c := range []struct {
+		h, w, dh tensor.DType
+		precise  bool
+		chunk    int
+		withDh   bool
+	}{
+		{tensor.F32, tensor.F32, tensor.F32, false, 256, true},
+		{tensor.F32, tensor.F32, tensor.F32, false, 0, false},
+		{tensor.F32, tensor.BF16, tensor.F32, true, 300, true},
+		{tensor.F32, tensor.BF16, tensor.F32, false, 300, true},
+		{tensor.BF16, tensor.BF16, tensor.BF16, false, 1000, true},
+		{tensor.F32, tensor.F32, tensor.F32, false, 1, true},
+	} {
+		h, w := input(t, b, rng, c.h, N, H), input(t, b, rng, c.w, V, H)
+		lp := output(t, b, tensor.F32, N)
+		var dh pair
+		if c.withDh {
+			dh = output(t, b, c.dh, N, H)
+		}
+		must(t, cpu.CrossEntropy(lp.h, dh.h, h.h, w.h, lab.h, c.chunk, 0.05))
+		b.Precise = c.precise
+		err := b.CrossEntropy(lp.d, dh.d, h.d, w.d, lab.d, c.chunk, 0.05)
+		b.Precise = false
+		must(t, err)
+		name := fmt.Sprintf("cross entropy %+v", c)
+		tol := tolReduce
+		if (c.h != c.w && !c.precise) || c.h != tensor.F32 {
+			tol = tol16
+		}
+		compare(t, b, name+" logprob", lp, tol)
+		if c.withDh {
+			compare(t, b, name+" dh", dh, tolFor(tol, c.dh))
+		}
+	}
+	bad, _ := tensor.FromI32([]int32{1, V}, 2)
+	err := b.CrossEntropy(output(t, b, tensor.F32, 2).d, nil, input(t, b, rng, tensor.F32, 2, H).d,
+		input(t, b, rng, tensor.F32, V, H).d, toDev(t, b, bad), 0, 1)
+	if err == nil || !strings.Contains(err.Error(), "label 1000 at position 1") {
+		t.Errorf("bad label: %v", err)
+	}
+}
+
+func TestGPUAdamW(t *testing.T) {
+	b := gpuBackend(t)
+	rng := newRNG(t)
+	var ph, gh, mh, vh, pd, gd, md, vd []*tensor.Tensor
+	for _, shape := range [][]int{{16, 4096}, {1024, 16}, {3}, {7, 9}} {
+		p, g := input(t, b, rng, tensor.F32, shape...), input(t, b, rng, tensor.F32, shape...)
+		m := input(t, b, rng, tensor.F32, shape...)
+		vHost := randHost(rng, tensor.F32, 1, shape...)
+		for i, x := range vHost.F32() {
+			vHost.F32()[i] = x * x // the second moment is not negative
+		}
+		v := pair{vHost, toDev(t, b, vHost)}
+		ph, gh, mh, vh = append(ph, p.h), append(gh, g.h), append(mh, m.h), append(vh, v.h)
+		pd, gd, md, vd = append(pd, p.d), append(gd, g.d), append(md, m.d), append(vd, v.d)
+	}
+	for step := 1; step <= 3; step++ {
+		must(t, cpu.AdamW(ph, gh, mh, vh, step, 1e-3, 0.9, 0.999, 1e-8, 0.01))
+		must(t, b.AdamW(pd, gd, md, vd, step, 1e-3, 0.9, 0.999, 1e-8, 0.01))
+	}
+	for i := range ph {
+		compare(t, b, fmt.Sprintf("adamw p[%d]", i), pair{ph[i], pd[i]}, 0)
+		compare(t, b, fmt.Sprintf("adamw m[%d]", i), pair{mh[i], md[i]}, 0)
+		compare(t, b, fmt.Sprintf("adamw v[%d]", i), pair{vh[i], vd[i]}, 0)
+	}
+}
+
+// Operations on host tensors are errors, not crashes.
+func TestGPUErrors(t *testing.T) {
+	b := gpuBackend(t)
+	x := tensor.New(tensor.F32, 4)
+	if err := b.Add(x, x, x); err == nil || !strings.Contains(err.Error(), "host memory") {
+		t.Errorf("add on host tensors: %v", err)
+	}
+	if _, err := b.Alloc(tensor.F32, 1<<62); err == nil {
+		t.Errorf("allocation of 2^64 bytes: no error")
+	}
+	_, err := b.Alloc(tensor.F32, 1<<40) // 4 TiB: out of memory, reported
+	if err == nil || !isOutOfMemory(err) {
+		t.Errorf("4 TiB: %v", err)
+	}
+	var e *Error
+	if !errors.As(err, &e) || e.Name != "CUDA_ERROR_OUT_OF_MEMORY" {
+		t.Errorf("out of memory error: %v", err)
+	}
+}
+
+// lora_gemm, with the strides of each LoRA product (kernels/lora.cu), gives
+// the CPU MatMul of the same product.
+func TestGPULoRAGemm(t *testing.T) {
+	b := gpuBackend(t)
+	rng := newRNG(t)
+	const N, in, out, r = 67, 96, 80, 16
+	const s = 2.0
+	x, A, B := input(t, b, rng, tensor.F32, N, in), input(t, b, rng, tensor.F32, r, in), input(t, b, rng, tensor.F32, out, r)
+	tt, dy := input(t, b, rng, tensor.F32, N, r), input(t, b, rng, tensor.F32, N, out)
+	type product struct {
+		name                   string
+		c                      pair
+		a, w                   pair
+		transA, transB         bool
+		ldc, sam, sak, sbk, sb int
+		M, cols, K             int
+		alpha, beta            float32
+	}
+	for _, split := range []int{0, 1} {
+		for _, p := range []product{
+			{"t = x A^T", output(t, b, tensor.F32, N, r), x, A, false, true, r, in, 1, 1, in, N, r, in, 1, 0},
+			{"y += s t B^T", input(t, b, rng, tensor.F32, N, out), tt, B, false, true, out, r, 1, 1, r, N, out, r, s, 1},
+			{"dB += s dy^T t", input(t, b, rng, tensor.F32, out, r), dy, tt, true, false, r, 1, out, r, 1, out, r, N, s, 1},
+			{"dt = s dy B", output(t, b, tensor.F32, N, r), dy, B, false, false, r, out, 1, r, 1, N, r, out, s, 0},
+			{"dA += dt^T x", input(t, b, rng, tensor.F32, r, in), tt, x, true, false, in, 1, r, in, 1, r, in, N, 1, 1},
+			{"dx += dt A", input(t, b, rng, tensor.F32, N, in), tt, A, false, false, in, r, 1, in, 1, N, in, r, 1, 1},
+		} {
+			must(t, cpu.MatMul(p.c.h, p.a.h, p.w.h, p.transA, p.transB, p.alpha, p.beta))
+			must(t, b.loraGemm(p.c.d, p.a.d, p.w.d, p.ldc, p.sam, p.sak, p.sbk, p.sb, p.M, p.cols, p.K, p.alpha, p.beta, split))
+			tol := tol16 // each operand rounded to bf16
+			if split == 1 {
+				tol = 1e-4 // hi + lo: near float32 (lora.cu)
+			}
+			compare(t, b, fmt.Sprintf("lora_gemm %s split %d", p.name, split), p.c, tol)
+		}
+	}
+}

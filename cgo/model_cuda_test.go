@@ -1,0 +1,225 @@
+//go:build cuda
+
+package cgo
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"sort"
+	"testing"
+
+	"github.com/compassml/compass/model"
+	"github.com/compassml/compass/tensor"
+)
+
+// tinyConfigs cover the decoder's variants on the GPU: GQA ratios 1, 2 and
+// 4, biases, tied embeddings, head_dim != hidden/heads, llama3 rope, and
+// Phi-3's fused projections with longrope and partial rotary (sequence 20
+// is past its original context of 16: the long factors).
+var tinyConfigs = []struct {
+	name   string
+	config string
+	seqLen int
+}{
+	{"llama-gqa2", `{"architectures":["LlamaForCausalLM"],"model_type":"llama","hidden_size":64,"intermediate_size":96,
+		"num_hidden_layers":2,"num_attention_heads":4,"num_key_value_heads":2,"vocab_size":301,"rms_norm_eps":1e-5,"max_position_embeddings":2048,
+		"rope_theta":10000.0,"tie_word_embeddings":false,"torch_dtype":"float32"}`, 33},
+	{"llama3-gqa4-headdim-bias", `{"architectures":["LlamaForCausalLM"],"model_type":"llama","hidden_size":32,"intermediate_size":40,
+		"num_hidden_layers":2,"num_attention_heads":8,"num_key_value_heads":2,"head_dim":6,"vocab_size":53,"rms_norm_eps":1e-5,
+		"rope_theta":500000.0,"attention_bias":true,"mlp_bias":true,"max_position_embeddings":131072,
+		"rope_scaling":{"factor":8.0,"low_freq_factor":1.0,"high_freq_factor":4.0,"original_max_position_embeddings":8192,"rope_type":"llama3"},
+		"torch_dtype":"float32"}`, 11},
+	{"qwen2-gqa1-tied", `{"architectures":["Qwen2ForCausalLM"],"model_type":"qwen2","hidden_size":24,"intermediate_size":56,
+		"num_hidden_layers":2,"num_attention_heads":4,"num_key_value_heads":4,"vocab_size":67,"rms_norm_eps":1e-6,"max_position_embeddings":32768,
+		"rope_theta":1000000.0,"tie_word_embeddings":true,"torch_dtype":"float32"}`, 8},
+	{"phi3-longrope-long", `{"architectures":["Phi3ForCausalLM"],"model_type":"phi3","hidden_size":64,"intermediate_size":48,
+		"num_hidden_layers":2,"num_attention_heads":4,"num_key_value_heads":2,"vocab_size":71,"rms_norm_eps":1e-5,
+		"rope_theta":10000.0,"partial_rotary_factor":0.75,"max_position_embeddings":64,"original_max_position_embeddings":16,
+		"rope_scaling":{"type":"longrope","short_factor":[1.0,1.1,1.3,1.7,2.2,3.0],"long_factor":[1.5,2.5,4.0,6.5,9.0,12.0]},
+		"tie_word_embeddings":true,"torch_dtype":"float32"}`, 20},
+}
+
+// loadPair loads one checkpoint on the CPU and on the GPU, with the same
+// random LoRA adapters (A and B both random: B = 0 would hide dA).
+func loadPair(t *testing.T, b *Backend, dir string, seed uint64) (onCPU, onGPU *model.Model) {
+	t.Helper()
+	onCPU, err := model.Load(dir, cpu)
+	must(t, err)
+	t.Cleanup(func() { onCPU.Close() })
+	onGPU, err = model.Load(dir, b)
+	must(t, err)
+	t.Cleanup(func() { onGPU.Close() })
+	rng := rand.New(rand.NewPCG(seed, 7))
+	adapters := map[string]model.LoRAWeights{}
+	for _, lm := range onCPU.LinearModules() {
+		adapters[lm.Name] = model.LoRAWeights{A: randHost(rng, tensor.F32, 0.3, 3, lm.In), B: randHost(rng, tensor.F32, 0.3, lm.Out, 3), Scaling: 2}
+	}
+	must(t, onCPU.AttachLoRA(adapters))
+	must(t, onGPU.AttachLoRA(adapters))
+	return onCPU, onGPU
+}
+
+func randomBatch(vocab, B, T int, seed uint64) model.Batch {
+	rng := rand.New(rand.NewPCG(seed, 9))
+	ids, labels := make([]int32, B*T), make([]int32, B*T)
+	for i := range ids {
+		ids[i] = int32(rng.IntN(vocab))
+	}
+	for i := range labels {
+		labels[i] = model.IgnoreIndex
+		if i%T != T-1 && rng.IntN(5) != 0 {
+			labels[i] = ids[i+1]
+		}
+	}
+	idT, _ := tensor.FromI32(ids, B, T)
+	labT, _ := tensor.FromI32(labels, B, T)
+	return model.Batch{IDs: idT, Labels: labT}
+}
+
+// relErr is ||got - want|| / ||want||, and +Inf when got has a NaN.
+func relErr(got, want []float32) float64 {
+	var d, n float64
+	for i := range want {
+		if !isFinite(got[i]) {
+			return math.Inf(1)
+		}
+		x := float64(got[i]) - float64(want[i])
+		d += x * x
+		n += float64(want[i]) * float64(want[i])
+	}
+	return math.Sqrt(d / math.Max(n, 1e-30))
+}
+
+// gradsOf returns every LoRA gradient, by name ("module.A", "module.B"),
+// in host memory.
+func gradsOf(t *testing.T, b tensor.Backend, m *model.Model) map[string][]float32 {
+	t.Helper()
+	out := map[string][]float32{}
+	for name, g := range m.LoRAGrads() {
+		for k, x := range g {
+			h, err := b.ToHost(x)
+			must(t, err)
+			out[name+[]string{".A", ".B"}[k]] = h.ToF32()
+		}
+	}
+	return out
+}
+
+// The tiny models of every variant give the CPU's logits, loss, log-probs
+// and LoRA gradients on the GPU. Float32 checkpoints compute in float32 on
+// both; bf16 checkpoints are compared in Precise mode (the same float32
+// math) and in the default mode (activations rounded to bf16 for the
+// tensor cores) at bf16's tolerance.
+func TestGPUModelParity(t *testing.T) {
+	b := gpuBackend(t)
+	for _, v := range tinyConfigs {
+		for _, c := range []struct {
+			dt      tensor.DType
+			precise bool
+		}{{tensor.F32, false}, {tensor.BF16, true}, {tensor.BF16, false}} {
+			t.Run(fmt.Sprintf("%s/%s/precise=%v", v.name, c.dt, c.precise), func(t *testing.T) {
+				dir := t.TempDir()
+				_, err := model.WriteRandomCheckpoint(dir, []byte(v.config), c.dt, 11)
+				must(t, err)
+				b.Precise = c.precise
+				defer func() { b.Precise = false }()
+				base := b.InUseBytes()
+				onCPU, onGPU := loadPair(t, b, dir, 12)
+				batch := randomBatch(onCPU.Config.VocabSize, 2, v.seqLen, 13)
+				tolLogits, tolLoss, tolGrad := 1e-4, 1e-5, 1e-3
+				if c.dt != tensor.F32 && !c.precise {
+					tolLogits, tolLoss, tolGrad = 3e-2, 1e-2, 5e-2
+				}
+
+				want, err := onCPU.Logits(batch.IDs)
+				must(t, err)
+				got, err := onGPU.Logits(batch.IDs)
+				must(t, err)
+				if e := relErr(got.F32(), want.F32()); e > tolLogits {
+					t.Errorf("logits: relative error %.3g > %.3g", e, tolLogits)
+				} else {
+					t.Logf("logits: relative error %.3g", e)
+				}
+
+				wantOut, err := onCPU.ForwardBackward(batch)
+				must(t, err)
+				gotOut, err := onGPU.ForwardBackward(batch)
+				must(t, err)
+				if e := math.Abs(gotOut.Loss-wantOut.Loss) / math.Abs(wantOut.Loss); e > tolLoss || math.IsNaN(gotOut.Loss) {
+					t.Errorf("loss %.7g, CPU %.7g (relative %.3g > %.3g)", gotOut.Loss, wantOut.Loss, e, tolLoss)
+				}
+				if e := relErr(gotOut.LogProbs.F32(), wantOut.LogProbs.F32()); e > tolLogits {
+					t.Errorf("log-probs: relative error %.3g > %.3g", e, tolLogits)
+				}
+				wantG, gotG := gradsOf(t, cpu, onCPU), gradsOf(t, b, onGPU)
+				names := make([]string, 0, len(wantG))
+				for name := range wantG {
+					names = append(names, name)
+				}
+				sort.Strings(names)
+				worst := 0.0
+				for _, name := range names {
+					e := relErr(gotG[name], wantG[name])
+					worst = max(worst, e)
+					if e > tolGrad {
+						t.Errorf("gradient %s: relative error %.3g > %.3g", name, e, tolGrad)
+					}
+				}
+				t.Logf("loss %.7g (CPU %.7g); worst LoRA gradient relative error %.3g over %d tensors; %d KiB in use on the device",
+					gotOut.Loss, wantOut.Loss, worst, len(names), (b.InUseBytes()-base)>>10)
+			})
+		}
+	}
+}
+
+// Two training passes on the same batch give bit-identical LoRA gradients:
+// no atomics, no order that depends on scheduling.
+func TestGPUDeterminism(t *testing.T) {
+	b := gpuBackend(t)
+	v := tinyConfigs[0]
+	dir := t.TempDir()
+	_, err := model.WriteRandomCheckpoint(dir, []byte(v.config), tensor.BF16, 21)
+	must(t, err)
+	_, onGPU := loadPair(t, b, dir, 22)
+	batch := randomBatch(onGPU.Config.VocabSize, 2, v.seqLen, 23)
+	var runs [2]map[string][]float32
+	var losses [2]float64
+	for i := range runs {
+		must(t, onGPU.ZeroLoRAGrads())
+		out, err := onGPU.ForwardBackward(batch)
+		must(t, err)
+		losses[i], runs[i] = out.Loss, gradsOf(t, b, onGPU)
+	}
+	if losses[0] != losses[1] {
+		t.Errorf("losses differ: %v and %v", losses[0], losses[1])
+	}
+	for name, g := range runs[0] {
+		for i := range g {
+			if math.Float32bits(g[i]) != math.Float32bits(runs[1][name][i]) {
+				t.Fatalf("%s[%d]: %g then %g", name, i, g[i], runs[1][name][i])
+			}
+		}
+	}
+}
+
+// A pass frees everything it allocates (the arenas give each tensor back).
+func TestGPUModelNoLeak(t *testing.T) {
+	b := gpuBackend(t)
+	v := tinyConfigs[3]
+	dir := t.TempDir()
+	_, err := model.WriteRandomCheckpoint(dir, []byte(v.config), tensor.BF16, 31)
+	must(t, err)
+	_, onGPU := loadPair(t, b, dir, 32)
+	batch := randomBatch(onGPU.Config.VocabSize, 1, v.seqLen, 33)
+	_, err = onGPU.ForwardBackward(batch) // warm the caches
+	must(t, err)
+	before := b.InUseBytes()
+	for i := 0; i < 2; i++ {
+		_, err = onGPU.ForwardBackward(batch)
+		must(t, err)
+	}
+	if after := b.InUseBytes(); after != before {
+		t.Errorf("%d bytes in use after two passes, %d before", after, before)
+	}
+}

@@ -1,0 +1,552 @@
+package cgo
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+
+	"github.com/compassml/compass/kernels"
+	"github.com/compassml/compass/tensor"
+)
+
+// The operations check their operands as the CPU backend does (the same
+// conditions, errors prefixed "cuda:"), then launch the kernels of package
+// kernels, asynchronously, on the device's stream.
+
+// deviceCheck refuses host tensors (nil ones are skipped).
+func deviceCheck(op string, ts ...*tensor.Tensor) error {
+	for _, t := range ts {
+		if t != nil && t.OnHost() {
+			return fmt.Errorf("cuda: %s: %v is in host memory; the CUDA backend works on device tensors (ToDevice)", op, t)
+		}
+	}
+	return nil
+}
+
+// floatCheck refuses host tensors and non-float ones.
+func floatCheck(op string, ts ...*tensor.Tensor) error {
+	if err := deviceCheck(op, ts...); err != nil {
+		return err
+	}
+	for _, t := range ts {
+		if t != nil && !t.DType().IsFloat() {
+			return fmt.Errorf("cuda: %s: %v is not a floating-point tensor", op, t)
+		}
+	}
+	return nil
+}
+
+// int32Check refuses sizes the kernels' int parameters cannot hold.
+func int32Check(op string, sizes ...int) error {
+	for _, n := range sizes {
+		if n > math.MaxInt32 {
+			return fmt.Errorf("cuda: %s: size %d is beyond the kernels' 32-bit sizes", op, n)
+		}
+	}
+	return nil
+}
+
+// Tensor adds a float device tensor as the kernels take one of any dtype
+// (void* and int dtype code). A nil tensor is a null pointer.
+func (a *Args) Tensor(t *tensor.Tensor) *Args {
+	if t == nil {
+		return a.Ptr(0).I32(kernels.F32)
+	}
+	return a.Raw(t).I32(dtCode(t.DType()))
+}
+
+// Raw adds a device tensor's address alone, for a parameter of a fixed
+// type (float*, int*). A nil tensor is a null pointer.
+func (a *Args) Raw(t *tensor.Tensor) *Args {
+	if t == nil {
+		return a.Ptr(0)
+	}
+	mem, _ := t.Device()
+	return a.Ptr(mem.Ptr)
+}
+
+// rows is the product of all dimensions but the last.
+func rows(t *tensor.Tensor) int {
+	n := 1
+	for i := 0; i < t.Rank()-1; i++ {
+		n *= t.Dim(i)
+	}
+	return n
+}
+
+// cast converts src into dst (same element count, any float dtypes).
+func (b *Backend) cast(dst, src *tensor.Tensor) error {
+	if err := floatCheck("copy", dst, src); err != nil {
+		return err
+	}
+	n := src.NumElements()
+	if n == 0 {
+		return nil
+	}
+	args := new(Args).Tensor(dst).Tensor(src).U64(n)
+	return b.q.launch("copy", "elementwise_cast", kernels.Sizes{N: n}, args)
+}
+
+// castTo returns t converted to dtype in a new device tensor, or t itself
+// when it has that dtype already (then free is false).
+func (b *Backend) castTo(t *tensor.Tensor, dtype tensor.DType) (c *tensor.Tensor, free bool, err error) {
+	if t.DType() == dtype {
+		return t, false, nil
+	}
+	if c, err = b.alloc(dtype, t.Shape()...); err != nil {
+		return nil, false, err
+	}
+	if err := b.cast(c, t); err != nil {
+		b.Free(c)
+		return nil, false, err
+	}
+	return c, true, nil
+}
+
+// broadcastCheck validates out = a (op) b with b equal to a's shape or to
+// its trailing dimensions.
+func broadcastCheck(op string, out, a, b *tensor.Tensor) error {
+	if err := floatCheck(op, out, a, b); err != nil {
+		return err
+	}
+	if !out.SameShape(a) {
+		return fmt.Errorf("cuda: %s: out %v != a %v", op, out, a)
+	}
+	if b.Rank() > a.Rank() {
+		return fmt.Errorf("cuda: %s: b %v does not broadcast to a %v", op, b, a)
+	}
+	off := a.Rank() - b.Rank()
+	for i := 0; i < b.Rank(); i++ {
+		if b.Dim(i) != a.Dim(off+i) {
+			return fmt.Errorf("cuda: %s: b %v does not broadcast to a %v", op, b, a)
+		}
+	}
+	return nil
+}
+
+func (b *Backend) binary(op, kernel string, out, x, y *tensor.Tensor) error {
+	if err := broadcastCheck(op, out, x, y); err != nil {
+		return err
+	}
+	n, nb := x.NumElements(), y.NumElements()
+	if n == 0 || nb == 0 {
+		return nil
+	}
+	args := new(Args).Tensor(out).Tensor(x).Tensor(y).U64(n).U64(nb)
+	return b.q.launch(op, kernel, kernels.Sizes{N: n}, args)
+}
+
+// Add implements tensor.Backend.
+func (b *Backend) Add(out, x, y *tensor.Tensor) error {
+	return b.binary("add", "elementwise_add", out, x, y)
+}
+
+// Mul implements tensor.Backend.
+func (b *Backend) Mul(out, x, y *tensor.Tensor) error {
+	return b.binary("mul", "elementwise_mul", out, x, y)
+}
+
+// Scale implements tensor.Backend.
+func (b *Backend) Scale(out, x *tensor.Tensor, s float32) error {
+	if err := floatCheck("scale", out, x); err != nil {
+		return err
+	}
+	if !out.SameShape(x) {
+		return fmt.Errorf("cuda: scale: out %v != a %v", out, x)
+	}
+	n := x.NumElements()
+	if n == 0 {
+		return nil
+	}
+	args := new(Args).Tensor(out).Tensor(x).F32(s).U64(n)
+	return b.q.launch("scale", "elementwise_scale", kernels.Sizes{N: n}, args)
+}
+
+// reduce runs the CPU's Sum or Mean on a host copy of x (compass calls
+// them on small tensors: a loss, a norm) and writes the result into out.
+// Accumulation is in float64 there, as the contract says.
+func (b *Backend) reduce(op string, out, x *tensor.Tensor, f func(cpu *tensor.CPU, out, x *tensor.Tensor) error) error {
+	if err := floatCheck(op, out, x); err != nil {
+		return err
+	}
+	if out.NumElements() != 1 {
+		return fmt.Errorf("cuda: %s: out %v must have one element", op, out)
+	}
+	hx, err := b.ToHost(x)
+	if err != nil {
+		return err
+	}
+	r := tensor.New(out.DType(), out.Shape()...)
+	if err := f(tensor.NewCPU(), r, hx); err != nil {
+		return err
+	}
+	return b.copyBytes(out, r)
+}
+
+// Sum implements tensor.Backend (on the host: see reduce).
+func (b *Backend) Sum(out, x *tensor.Tensor) error {
+	return b.reduce("sum", out, x, func(c *tensor.CPU, o, x *tensor.Tensor) error { return c.Sum(o, x) })
+}
+
+// Mean implements tensor.Backend (on the host: see reduce).
+func (b *Backend) Mean(out, x *tensor.Tensor) error {
+	return b.reduce("mean", out, x, func(c *tensor.CPU, o, x *tensor.Tensor) error { return c.Mean(o, x) })
+}
+
+// Embedding implements tensor.Backend. The kernel records the first id
+// outside the vocabulary; the host reads that flag back (a small copy that
+// waits for the launch) to report the id and its position as the CPU does.
+func (b *Backend) Embedding(out, table, ids *tensor.Tensor) error {
+	if err := floatCheck("embedding", out, table); err != nil {
+		return err
+	}
+	if err := deviceCheck("embedding", ids); err != nil {
+		return err
+	}
+	if ids.DType() != tensor.I32 {
+		return fmt.Errorf("cuda: embedding: ids %v must be I32", ids)
+	}
+	if table.Rank() != 2 {
+		return fmt.Errorf("cuda: embedding: table %v must be [V, H]", table)
+	}
+	V, H := table.Dim(0), table.Dim(1)
+	n := ids.NumElements()
+	if out.Rank() == 0 || out.Dim(-1) != H || out.NumElements() != n*H {
+		return fmt.Errorf("cuda: embedding: out %v must hold %d rows of %d (ids %v, table %v)", out, n, H, ids, table)
+	}
+	if err := int32Check("embedding", n, H, V); err != nil {
+		return err
+	}
+	if n == 0 || H == 0 {
+		return nil
+	}
+	bad, err := b.alloc(tensor.I32, 1)
+	if err != nil {
+		return err
+	}
+	defer b.Free(bad)
+	badMem, _ := bad.Device()
+	if err := b.q.memsetD32(badMem.Ptr, math.MaxInt32, 1); err != nil {
+		return err
+	}
+	args := new(Args).Tensor(out).Tensor(table).Raw(ids).I32(n).I32(H).I32(V).Raw(bad)
+	if err := b.q.launch("embedding", "embedding_forward", kernels.Sizes{N: n, H: H}, args); err != nil {
+		return err
+	}
+	var word [4]byte
+	if err := b.q.download(word[:], badMem.Ptr); err != nil {
+		return err
+	}
+	pos := int(int32(binary.LittleEndian.Uint32(word[:])))
+	if pos == math.MaxInt32 {
+		return nil
+	}
+	idsMem, _ := ids.Device()
+	if err := b.q.download(word[:], idsMem.Ptr+uintptr(4*pos)); err != nil {
+		return err
+	}
+	id := int32(binary.LittleEndian.Uint32(word[:]))
+	return fmt.Errorf("cuda: embedding: id %d at position %d is outside the vocabulary [0, %d)", id, pos, V)
+}
+
+// normShapes checks x [..., H], weight [H], the tensors shaped like x and
+// rstd (F32, one per row), and returns the rows and H.
+func normShapes(op string, x, weight, rstd *tensor.Tensor, likeX ...*tensor.Tensor) (nrows, H int, err error) {
+	if err := floatCheck(op, append([]*tensor.Tensor{x, weight}, likeX...)...); err != nil {
+		return 0, 0, err
+	}
+	if err := deviceCheck(op, rstd); err != nil {
+		return 0, 0, err
+	}
+	if x.Rank() == 0 {
+		return 0, 0, fmt.Errorf("cuda: %s: x %v must have a hidden dimension", op, x)
+	}
+	H = x.Dim(-1)
+	if weight.Rank() != 1 || weight.Dim(0) != H {
+		return 0, 0, fmt.Errorf("cuda: %s: weight %v must be [%d] for x %v", op, weight, H, x)
+	}
+	for _, t := range likeX {
+		if !t.SameShape(x) {
+			return 0, 0, fmt.Errorf("cuda: %s: %v must have the shape of x %v", op, t, x)
+		}
+	}
+	nrows = rows(x)
+	if rstd.DType() != tensor.F32 || rstd.NumElements() != nrows {
+		return 0, 0, fmt.Errorf("cuda: %s: rstd %v must be F32 with %d elements, one per row of x %v", op, rstd, nrows, x)
+	}
+	return nrows, H, int32Check(op, nrows, H)
+}
+
+// RMSNorm implements tensor.Backend.
+func (b *Backend) RMSNorm(out, rstd, x, weight *tensor.Tensor, eps float32) error {
+	n, H, err := normShapes("rmsnorm", x, weight, rstd, out)
+	if err != nil || n == 0 {
+		return err
+	}
+	args := new(Args).Tensor(out).Raw(rstd).Tensor(x).Tensor(weight).I32(n).I32(H).F32(eps)
+	return b.q.launch("rmsnorm", "rmsnorm_forward", kernels.Sizes{N: n, H: H}, args)
+}
+
+// RMSNormBackward implements tensor.Backend.
+func (b *Backend) RMSNormBackward(dx, dout, x, weight, rstd *tensor.Tensor) error {
+	n, H, err := normShapes("rmsnorm backward", x, weight, rstd, dx, dout)
+	if err != nil || n == 0 {
+		return err
+	}
+	args := new(Args).Tensor(dx).Tensor(dout).Tensor(x).Tensor(weight).Raw(rstd).I32(n).I32(H)
+	return b.q.launch("rmsnorm backward", "rmsnorm_backward", kernels.Sizes{N: n, H: H}, args)
+}
+
+// RoPE implements tensor.Backend.
+func (b *Backend) RoPE(out, x, cos, sin *tensor.Tensor, inverse bool) error {
+	if err := floatCheck("rope", out, x); err != nil {
+		return err
+	}
+	if err := deviceCheck("rope", cos, sin); err != nil {
+		return err
+	}
+	if x.Rank() < 3 {
+		return fmt.Errorf("cuda: rope: x %v must be [N, heads, headDim]", x)
+	}
+	if !out.SameShape(x) {
+		return fmt.Errorf("cuda: rope: out %v != x %v", out, x)
+	}
+	if cos.DType() != tensor.F32 || sin.DType() != tensor.F32 || cos.Rank() != 2 || !sin.SameShape(cos) {
+		return fmt.Errorf("cuda: rope: cos %v and sin %v must both be F32 [N, R/2]", cos, sin)
+	}
+	heads, D := x.Dim(-2), x.Dim(-1)
+	N := 1
+	for i := 0; i < x.Rank()-2; i++ {
+		N *= x.Dim(i)
+	}
+	half := cos.Dim(1)
+	if cos.Dim(0) != N || 2*half > D {
+		return fmt.Errorf("cuda: rope: cos %v does not fit x %v: want [%d, R/2] with R <= %d", cos, x, N, D)
+	}
+	if err := int32Check("rope", N, heads, D, N*heads*D); err != nil {
+		return err
+	}
+	if N*heads*D == 0 {
+		return nil
+	}
+	inv := 0
+	if inverse {
+		inv = 1
+	}
+	args := new(Args).Tensor(out).Tensor(x).Raw(cos).Raw(sin).I32(N).I32(heads).I32(D).I32(half).I32(inv)
+	return b.q.launch("rope", "rope", kernels.Sizes{N: N, Heads: heads, D: D, Half: half}, args)
+}
+
+// attnCheck validates q, k, v, lse and the tensors shaped like q or k, as
+// the CPU does, and that the head dimension fits the kernels.
+func attnCheck(op string, q, k, v, lse *tensor.Tensor, likeQ, likeKV []*tensor.Tensor) (kernels.Sizes, error) {
+	var s kernels.Sizes
+	all := append(append([]*tensor.Tensor{q, k, v}, likeQ...), likeKV...)
+	if err := floatCheck(op, all...); err != nil {
+		return s, err
+	}
+	if err := deviceCheck(op, lse); err != nil {
+		return s, err
+	}
+	if q.Rank() != 4 || k.Rank() != 4 {
+		return s, fmt.Errorf("cuda: %s: q %v and k %v must be [B, T, heads, D]", op, q, k)
+	}
+	s = kernels.Sizes{B: q.Dim(0), T: q.Dim(1), Hq: q.Dim(2), Hkv: k.Dim(2), D: q.Dim(3)}
+	if k.Dim(0) != s.B || k.Dim(1) != s.T || k.Dim(3) != s.D {
+		return s, fmt.Errorf("cuda: %s: k %v does not match q %v", op, k, q)
+	}
+	if s.Hkv == 0 || s.Hq%s.Hkv != 0 {
+		return s, fmt.Errorf("cuda: %s: %d query heads are not a multiple of %d kv heads", op, s.Hq, s.Hkv)
+	}
+	for _, t := range append([]*tensor.Tensor{v}, likeKV...) {
+		if !t.SameShape(k) {
+			return s, fmt.Errorf("cuda: %s: %v must have the shape of k %v", op, t, k)
+		}
+	}
+	for _, t := range likeQ {
+		if !t.SameShape(q) {
+			return s, fmt.Errorf("cuda: %s: %v must have the shape of q %v", op, t, q)
+		}
+	}
+	if lse.DType() != tensor.F32 || lse.NumElements() != s.B*s.Hq*s.T {
+		return s, fmt.Errorf("cuda: %s: lse %v must be F32 [%d %d %d]", op, lse, s.B, s.Hq, s.T)
+	}
+	if s.D > kernels.AttentionMaxHeadDim {
+		return s, fmt.Errorf("cuda: %s: head dimension %d is above the kernels' %d", op, s.D, kernels.AttentionMaxHeadDim)
+	}
+	if s.T > 65535*16 || s.Hq > 65535 || s.B > 65535 {
+		return s, fmt.Errorf("cuda: %s: q %v is beyond the kernels' grid", op, q)
+	}
+	return s, int32Check(op, q.NumElements())
+}
+
+// Attention implements tensor.Backend.
+func (b *Backend) Attention(out, lse, q, k, v *tensor.Tensor, scale float32) error {
+	s, err := attnCheck("attention", q, k, v, lse, []*tensor.Tensor{out}, nil)
+	if err != nil || s.B*s.T*s.Hq*s.D == 0 {
+		return err
+	}
+	args := new(Args).Tensor(out).Raw(lse).Tensor(q).Tensor(k).Tensor(v).
+		I32(s.B).I32(s.T).I32(s.Hq).I32(s.Hkv).I32(s.D).F32(scale)
+	return b.q.launch("attention", "attention_forward", s, args)
+}
+
+// AttentionBackward implements tensor.Backend: D = rowsum(dout * out)
+// first, then dq, and dk with dv, in three launches.
+func (b *Backend) AttentionBackward(dq, dk, dv, dout, q, k, v, out, lse *tensor.Tensor, scale float32) error {
+	const op = "attention backward"
+	s, err := attnCheck(op, q, k, v, lse, []*tensor.Tensor{dq, dout, out}, []*tensor.Tensor{dk, dv})
+	if err != nil || s.B*s.T*s.Hq*s.D == 0 {
+		return err
+	}
+	delta, err := b.alloc(tensor.F32, s.B, s.Hq, s.T)
+	if err != nil {
+		return err
+	}
+	defer b.Free(delta)
+	args := new(Args).Raw(delta).Tensor(dout).Tensor(out).I32(s.B).I32(s.T).I32(s.Hq).I32(s.D)
+	if err := b.q.launch(op, "attention_backward_delta", s, args); err != nil {
+		return err
+	}
+	args.Reset().Tensor(dq).Tensor(q).Tensor(k).Tensor(v).Tensor(dout).Raw(lse).Raw(delta).
+		I32(s.B).I32(s.T).I32(s.Hq).I32(s.Hkv).I32(s.D).F32(scale)
+	if err := b.q.launch(op, "attention_backward_dq", s, args); err != nil {
+		return err
+	}
+	args.Reset().Tensor(dk).Tensor(dv).Tensor(q).Tensor(k).Tensor(v).Tensor(dout).Raw(lse).Raw(delta).
+		I32(s.B).I32(s.T).I32(s.Hq).I32(s.Hkv).I32(s.D).F32(scale)
+	return b.q.launch(op, "attention_backward_dkdv", s, args)
+}
+
+func sameShapes(op string, ts ...*tensor.Tensor) error {
+	for _, t := range ts[1:] {
+		if !t.SameShape(ts[0]) {
+			return fmt.Errorf("cuda: %s: shapes differ: %v and %v", op, ts[0], t)
+		}
+	}
+	return nil
+}
+
+// SwiGLU implements tensor.Backend.
+func (b *Backend) SwiGLU(out, gate, up *tensor.Tensor) error {
+	if err := floatCheck("swiglu", out, gate, up); err != nil {
+		return err
+	}
+	if err := sameShapes("swiglu", out, gate, up); err != nil {
+		return err
+	}
+	n := out.NumElements()
+	if n == 0 {
+		return nil
+	}
+	args := new(Args).Tensor(out).Tensor(gate).Tensor(up).U64(n)
+	return b.q.launch("swiglu", "swiglu_forward", kernels.Sizes{N: n}, args)
+}
+
+// SwiGLUBackward implements tensor.Backend.
+func (b *Backend) SwiGLUBackward(dgate, dup, dout, gate, up *tensor.Tensor) error {
+	if err := floatCheck("swiglu backward", dgate, dup, dout, gate, up); err != nil {
+		return err
+	}
+	if err := sameShapes("swiglu backward", dgate, dup, dout, gate, up); err != nil {
+		return err
+	}
+	n := dout.NumElements()
+	if n == 0 {
+		return nil
+	}
+	args := new(Args).Tensor(dgate).Tensor(dup).Tensor(dout).Tensor(gate).Tensor(up).U64(n)
+	return b.q.launch("swiglu backward", "swiglu_backward", kernels.Sizes{N: n}, args)
+}
+
+// adamwMaxTensors is the most tensors one adamw launch takes: they are the
+// grid's y dimension.
+const adamwMaxTensors = 65535
+
+// AdamW implements tensor.Backend: the table of tensors goes to the device
+// and one launch updates them all (one per 65535 tensors).
+func (b *Backend) AdamW(params, grads, m, v []*tensor.Tensor, step int, lr, beta1, beta2, eps, weightDecay float32) error {
+	const op = "adamw"
+	if len(grads) != len(params) || len(m) != len(params) || len(v) != len(params) {
+		return fmt.Errorf("cuda: adamw: %d params, %d grads, %d m and %d v: the lists must have the same length",
+			len(params), len(grads), len(m), len(v))
+	}
+	if step < 1 {
+		return fmt.Errorf("cuda: adamw: step %d: steps count from 1", step)
+	}
+	table := make([]byte, 0, kernels.AdamWTensorBytes*len(params))
+	for i, p := range params {
+		for _, t := range []*tensor.Tensor{p, grads[i], m[i], v[i]} {
+			if t == nil {
+				return fmt.Errorf("cuda: adamw: tensor %d: nil parameter, gradient or state", i)
+			}
+			if t.DType() != tensor.F32 {
+				return fmt.Errorf("cuda: adamw: tensor %d: %v must be F32", i, t)
+			}
+			if !t.SameShape(p) {
+				return fmt.Errorf("cuda: adamw: tensor %d: %v does not have the parameter's shape %v", i, t, p)
+			}
+			if err := deviceCheck(op, t); err != nil {
+				return err
+			}
+			mem, _ := t.Device()
+			table = binary.LittleEndian.AppendUint64(table, uint64(mem.Ptr))
+		}
+		table = binary.LittleEndian.AppendUint64(table, uint64(p.NumElements()))
+	}
+	if len(params) == 0 {
+		return nil
+	}
+	// The scalars as the CPU computes them: float64, then float32.
+	decay := float32(1 - float64(lr)*float64(weightDecay))
+	bc1 := 1 - math.Pow(float64(beta1), float64(step))
+	bc2 := 1 - math.Pow(float64(beta2), float64(step))
+	stepSize := float32(float64(lr) / bc1)
+	bc2Sqrt := float32(math.Sqrt(bc2))
+
+	dev, err := b.alloc(tensor.I32, len(table)/4)
+	if err != nil {
+		return err
+	}
+	defer b.Free(dev)
+	devMem, _ := dev.Device()
+	if err := b.q.upload(devMem.Ptr, table); err != nil {
+		return err
+	}
+	for lo := 0; lo < len(params); lo += adamwMaxTensors {
+		hi := min(lo+adamwMaxTensors, len(params))
+		largest := 0
+		for _, p := range params[lo:hi] {
+			largest = max(largest, p.NumElements())
+		}
+		args := new(Args).Ptr(devMem.Ptr + uintptr(lo*kernels.AdamWTensorBytes)).I32(hi - lo).
+			F32(decay).F32(beta1).F32(beta2).F32(eps).F32(stepSize).F32(bc2Sqrt)
+		if err := b.q.launch(op, "adamw", kernels.Sizes{N: largest, Tensors: hi - lo}, args); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// loraGemm runs the kernels package's LoRA product lora_gemm: c = alpha
+// opA opB + beta c for c [M, cols] (ldc elements per row), with opA(m, k) =
+// a[m*sam + k*sak] and opB(k, n) = w[n*sbn + k*sbk], so that every LoRA
+// product of the forward and the backward reads its operands in place,
+// transposed or not (kernels/lora.cu lists the strides of each). split 1
+// multiplies each operand as two bf16 parts, about float32 precision
+// (kernels.LoRASplitTraining). MatMul does not use it (cuBLAS does those
+// products); the GPU benchmarks compare the two.
+func (b *Backend) loraGemm(c, a, w *tensor.Tensor, ldc, sam, sak, sbk, sbn, M, cols, K int, alpha, beta float32, split int) error {
+	if err := floatCheck("lora gemm", c, a, w); err != nil {
+		return err
+	}
+	if err := int32Check("lora gemm", M, cols, K); err != nil {
+		return err
+	}
+	if M == 0 || cols == 0 {
+		return nil
+	}
+	args := new(Args).Tensor(c).U64(ldc).Tensor(a).U64(sam).U64(sak).Tensor(w).U64(sbk).U64(sbn).
+		I32(M).I32(cols).I32(K).F32(alpha).F32(beta).I32(split)
+	return b.q.launch("lora gemm", "lora_gemm", kernels.Sizes{M: M, Cols: cols}, args)
+}

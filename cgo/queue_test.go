@@ -1,0 +1,504 @@
+package cgo
+
+import (
+	"fmt"
+	"regexp"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/compassml/compass/kernels"
+	"github.com/compassml/compass/tensor"
+)
+
+// recQueue is a queue without a GPU: device memory is Go memory at made-up
+// addresses, copies and memsets work on it, and launches and products are
+// recorded and checked (arguments against the PTX signature, pointers
+// inside live allocations, launch shapes within the device's limits)
+// instead of run.
+type recQueue struct {
+	t      *testing.T
+	next   uintptr
+	blocks map[uintptr][]byte
+	log    []string // "kernel" or "gemm" per call, in order
+	// onLaunch, when set, runs after a launch is checked (tests use it to
+	// play a kernel's side effect, such as embedding's bad-id flag).
+	onLaunch func(kernel string, args *Args)
+}
+
+func newRecQueue(t *testing.T) *recQueue {
+	return &recQueue{t: t, next: 1 << 32, blocks: map[uintptr][]byte{}}
+}
+
+func (q *recQueue) malloc(n int) (uintptr, error) {
+	p := q.next
+	q.next += uintptr(n+4095) &^ 4095 // 4 KiB apart, like a real allocator's alignment
+	q.blocks[p] = make([]byte, n)
+	return p, nil
+}
+
+func (q *recQueue) free(p uintptr) error {
+	if _, ok := q.blocks[p]; !ok {
+		return fmt.Errorf("free of %#x, not an allocation", p)
+	}
+	delete(q.blocks, p)
+	return nil
+}
+
+// mem returns the n bytes at device address p, failing the test when they
+// are not inside one live allocation.
+func (q *recQueue) mem(what string, p uintptr, n int) []byte {
+	q.t.Helper()
+	if n == 0 { // the real queue does nothing for no bytes
+		return nil
+	}
+	for base, b := range q.blocks {
+		if p >= base && p+uintptr(n) <= base+uintptr(len(b)) {
+			return b[p-base : p-base+uintptr(n)]
+		}
+	}
+	q.t.Fatalf("%s: [%#x, +%d) is not inside a live allocation", what, p, n)
+	return nil
+}
+
+// inside reports whether p points into a live allocation.
+func (q *recQueue) inside(p uintptr) bool {
+	for base, b := range q.blocks {
+		if p >= base && p < base+uintptr(len(b)) {
+			return true
+		}
+	}
+	return false
+}
+
+func (q *recQueue) memsetD8(p uintptr, v byte, n int) error {
+	for i := range q.mem("memsetD8", p, n) {
+		q.mem("memsetD8", p, n)[i] = v
+	}
+	return nil
+}
+
+func (q *recQueue) memsetD32(p uintptr, v uint32, n int) error {
+	b := q.mem("memsetD32", p, 4*n)
+	for i := 0; i < n; i++ {
+		b[4*i], b[4*i+1], b[4*i+2], b[4*i+3] = byte(v), byte(v>>8), byte(v>>16), byte(v>>24)
+	}
+	return nil
+}
+
+func (q *recQueue) copyDtoD(dst, src uintptr, n int) error {
+	copy(q.mem("copyDtoD dst", dst, n), q.mem("copyDtoD src", src, n))
+	return nil
+}
+
+func (q *recQueue) upload(dst uintptr, src []byte) error {
+	copy(q.mem("upload", dst, len(src)), src)
+	return nil
+}
+
+func (q *recQueue) download(dst []byte, src uintptr) error {
+	copy(dst, q.mem("download", src, len(dst)))
+	return nil
+}
+
+func (q *recQueue) synchronize() error { return nil }
+func (q *recQueue) close() error       { return nil }
+
+// ptxSignatures maps each kernel of the PTX to its parameter types, as
+// "u64 u32 f32 ...".
+var ptxSignatures = sync.OnceValues(func() (map[string]string, error) {
+	entry := regexp.MustCompile(`\.entry (\w+)\(([^)]*)\)`)
+	param := regexp.MustCompile(`\.param \.(\w+) `)
+	sigs := map[string]string{}
+	for _, src := range kernels.Sources {
+		for _, arch := range kernels.Architectures {
+			ptx, err := kernels.PTX(src, arch)
+			if err != nil {
+				return nil, err
+			}
+			for _, m := range entry.FindAllStringSubmatch(string(ptx), -1) {
+				var types []string
+				for _, p := range param.FindAllStringSubmatch(m[2], -1) {
+					types = append(types, p[1])
+				}
+				sig := strings.Join(types, " ")
+				if old, ok := sigs[m[1]]; ok && old != sig {
+					return nil, fmt.Errorf("%s: signatures differ between architectures: %s and %s", m[1], old, sig)
+				}
+				sigs[m[1]] = sig
+			}
+		}
+	}
+	return sigs, nil
+})
+
+// argTypes is the PTX parameter types an argument list packs.
+func argTypes(a *Args) string {
+	types := make([]string, len(a.kinds))
+	for i, k := range a.kinds {
+		types[i] = map[byte]string{'p': "u64", 'u': "u64", 'i': "u32", 'f': "f32"}[k]
+	}
+	return strings.Join(types, " ")
+}
+
+func (q *recQueue) launch(op, kernel string, s kernels.Sizes, args *Args) error {
+	q.t.Helper()
+	spec, err := kernels.Lookup(kernel)
+	if err != nil {
+		q.t.Fatalf("%s: %v", op, err)
+	}
+	sigs, err := ptxSignatures()
+	if err != nil {
+		q.t.Fatal(err)
+	}
+	if got, want := argTypes(args), sigs[kernel]; got != want {
+		q.t.Errorf("%s: %s packs (%s), its PTX takes (%s)", op, kernel, got, want)
+	}
+	for i, k := range args.kinds {
+		if k != 'p' {
+			continue
+		}
+		off := args.offsets[i]
+		p := uintptr(uint64(args.buf[off]) | uint64(args.buf[off+1])<<8 | uint64(args.buf[off+2])<<16 | uint64(args.buf[off+3])<<24 |
+			uint64(args.buf[off+4])<<32 | uint64(args.buf[off+5])<<40 | uint64(args.buf[off+6])<<48 | uint64(args.buf[off+7])<<56)
+		if p != 0 && !q.inside(p) {
+			q.t.Errorf("%s: %s argument %d is %#x, not inside a live allocation", op, kernel, i, p)
+		}
+	}
+	l := spec.Launch(s)
+	if l.Grid[0] < 1 || l.Grid[0] > 1<<31-1 || l.Grid[1] < 1 || l.Grid[1] > 65535 || l.Grid[2] < 1 || l.Grid[2] > 65535 {
+		q.t.Errorf("%s: %s grid %v is outside the device's limits (sizes %+v)", op, kernel, l.Grid, s)
+	}
+	if l.Block[0]*l.Block[1]*l.Block[2] > 1024 || l.Shared > 227<<10 {
+		q.t.Errorf("%s: %s block %v, shared %d bytes: too large", op, kernel, l.Block, l.Shared)
+	}
+	q.log = append(q.log, kernel)
+	if q.onLaunch != nil {
+		q.onLaunch(kernel, args)
+	}
+	return nil
+}
+
+// gemm checks that each operand's column-major extent lies inside a live
+// allocation: the leading dimensions and sizes of the plan are consistent.
+func (q *recQueue) gemm(p gemmPlan, c, a, b uintptr, in, out tensor.DType, alpha, beta float32) error {
+	q.t.Helper()
+	extent := func(rows, cols, ld int) int { return ld*(cols-1) + rows }
+	// cuBLAS's A is our b: m x k (or k x m when transposed), and so on.
+	ar, ac := p.m, p.k
+	if p.transA == 1 {
+		ar, ac = p.k, p.m
+	}
+	br, bc := p.k, p.n
+	if p.transB == 1 {
+		br, bc = p.n, p.k
+	}
+	if ar > p.lda || br > p.ldb || p.m > p.ldc {
+		q.t.Errorf("gemm %+v: a leading dimension is below its rows", p)
+	}
+	q.mem("gemm A (our b)", b, extent(ar, ac, p.lda)*in.Size())
+	q.mem("gemm B (our a)", a, extent(br, bc, p.ldb)*in.Size())
+	q.mem("gemm C", c, extent(p.m, p.n, p.ldc)*out.Size())
+	if !gemmSupported(in, out) {
+		q.t.Errorf("gemm %s x %s -> %s: cuBLAS does not run it", in, in, out)
+	}
+	q.log = append(q.log, "gemm")
+	return nil
+}
+
+// recBackend is a Backend over a recording queue.
+func recBackend(t *testing.T) (*Backend, *recQueue) {
+	q := newRecQueue(t)
+	return newBackend(q), q
+}
+
+// dev returns a device tensor of the backend with values 1, 2, 3, ...
+func dev(t *testing.T, b *Backend, dt tensor.DType, shape ...int) *tensor.Tensor {
+	t.Helper()
+	h := tensor.New(dt, shape...)
+	if dt == tensor.I32 {
+		for i := range h.I32() {
+			h.I32()[i] = int32(i % 7)
+		}
+	} else {
+		v := make([]float32, h.NumElements())
+		for i := range v {
+			v[i] = float32(i%13) - 6
+		}
+		f, _ := tensor.FromF32(v, shape...)
+		if err := tensor.NewCPU().Copy(h, f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d, err := b.ToDevice(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// TestRecordedOps runs every operation of the backend against the
+// recording queue: every kernel's arguments match its PTX signature, every
+// pointer is live, launch shapes are within limits, and every scratch
+// tensor is freed.
+func TestRecordedOps(t *testing.T) {
+	b, q := recBackend(t)
+	defer b.Close()
+	f32, bf16, f16, i32 := tensor.F32, tensor.BF16, tensor.F16, tensor.I32
+	const B, T, Hq, Hkv, D, H, V, I = 2, 5, 4, 2, 8, 16, 37, 24
+	N := B * T
+
+	cases := []struct {
+		name string
+		want []string // the kernels and products, in order
+		run  func() error
+	}{
+		{"add broadcast", []string{"elementwise_add"}, func() error {
+			return b.Add(dev(t, b, bf16, N, H), dev(t, b, f32, N, H), dev(t, b, bf16, H))
+		}},
+		{"mul", []string{"elementwise_mul"}, func() error {
+			return b.Mul(dev(t, b, f32, N, H), dev(t, b, f16, N, H), dev(t, b, f32, N, H))
+		}},
+		{"scale", []string{"elementwise_scale"}, func() error { return b.Scale(dev(t, b, f32, 3, 4), dev(t, b, bf16, 3, 4), 0.5) }},
+		{"copy cast on device", []string{"elementwise_cast"}, func() error { return b.Copy(dev(t, b, bf16, 6), dev(t, b, f32, 2, 3)) }},
+		{"copy same dtype", nil, func() error { return b.Copy(dev(t, b, f32, 6), dev(t, b, f32, 2, 3)) }},
+		{"copy cast from host", []string{"elementwise_cast"}, func() error { return b.Copy(dev(t, b, f16, 6), tensor.New(f32, 6)) }},
+		{"copy cast to host", []string{"elementwise_cast"}, func() error { return b.Copy(tensor.New(f32, 6), dev(t, b, bf16, 6)) }},
+		{"sum", nil, func() error { return b.Sum(dev(t, b, f32, 1), dev(t, b, bf16, 7, 3)) }},
+		{"mean", nil, func() error { return b.Mean(dev(t, b, f32, 1), dev(t, b, f32, 7, 3)) }},
+		{"embedding", []string{"embedding_forward"}, func() error {
+			return b.Embedding(dev(t, b, f32, B, T, H), dev(t, b, bf16, V, H), dev(t, b, i32, B, T))
+		}},
+		{"rmsnorm", []string{"rmsnorm_forward"}, func() error {
+			return b.RMSNorm(dev(t, b, f32, N, H), dev(t, b, f32, N), dev(t, b, bf16, N, H), dev(t, b, bf16, H), 1e-5)
+		}},
+		{"rmsnorm backward", []string{"rmsnorm_backward"}, func() error {
+			return b.RMSNormBackward(dev(t, b, f32, N, H), dev(t, b, f32, N, H), dev(t, b, f32, N, H), dev(t, b, bf16, H), dev(t, b, f32, N))
+		}},
+		{"rope", []string{"rope"}, func() error {
+			x := dev(t, b, f32, N, Hq, D)
+			return b.RoPE(x, x, dev(t, b, f32, N, 3), dev(t, b, f32, N, 3), true)
+		}},
+		{"attention", []string{"attention_forward"}, func() error {
+			return b.Attention(dev(t, b, f32, B, T, Hq, D), dev(t, b, f32, B, Hq, T), dev(t, b, f32, B, T, Hq, D),
+				dev(t, b, bf16, B, T, Hkv, D), dev(t, b, f32, B, T, Hkv, D), 0.3)
+		}},
+		{"attention backward", []string{"attention_backward_delta", "attention_backward_dq", "attention_backward_dkdv"}, func() error {
+			q4, kv := func() *tensor.Tensor { return dev(t, b, f32, B, T, Hq, D) }, func() *tensor.Tensor { return dev(t, b, f32, B, T, Hkv, D) }
+			return b.AttentionBackward(q4(), kv(), kv(), q4(), q4(), kv(), kv(), q4(), dev(t, b, f32, B, Hq, T), 0.3)
+		}},
+		{"swiglu", []string{"swiglu_forward"}, func() error {
+			return b.SwiGLU(dev(t, b, f32, N, I), dev(t, b, f32, N, I), dev(t, b, bf16, N, I))
+		}},
+		{"swiglu backward", []string{"swiglu_backward"}, func() error {
+			return b.SwiGLUBackward(dev(t, b, f32, N, I), dev(t, b, f32, N, I), dev(t, b, f32, N, I), dev(t, b, f32, N, I), dev(t, b, f32, N, I))
+		}},
+		{"adamw", []string{"adamw"}, func() error {
+			var p, g, m, v []*tensor.Tensor
+			for _, shape := range [][]int{{4, 16}, {24, 4}, {3}} {
+				p, g = append(p, dev(t, b, f32, shape...)), append(g, dev(t, b, f32, shape...))
+				m, v = append(m, dev(t, b, f32, shape...)), append(v, dev(t, b, f32, shape...))
+			}
+			return b.AdamW(p, g, m, v, 3, 1e-3, 0.9, 0.999, 1e-8, 0.01)
+		}},
+		{"lora gemm", []string{"lora_gemm"}, func() error {
+			// t = x A^T: x [N, H], A [3, H], t [N, 3].
+			return b.loraGemm(dev(t, b, f32, N, 3), dev(t, b, f32, N, H), dev(t, b, f32, 3, H), 3, H, 1, 1, H, N, 3, H, 1, 0, kernels.LoRASplitTraining)
+		}},
+		{"matmul f32", []string{"gemm"}, func() error {
+			return b.MatMul(dev(t, b, f32, B, T, I), dev(t, b, f32, B, T, H), dev(t, b, f32, I, H), false, true, 1, 0)
+		}},
+		{"matmul transposed a, bf16", []string{"gemm"}, func() error {
+			return b.MatMul(dev(t, b, f32, H, I), dev(t, b, bf16, N, H), dev(t, b, bf16, N, I), true, false, 2, 1)
+		}},
+		{"matmul mixed dtypes", []string{"elementwise_cast", "gemm"}, func() error {
+			return b.MatMul(dev(t, b, f32, N, I), dev(t, b, f32, N, H), dev(t, b, bf16, I, H), false, true, 1, 0)
+		}},
+		{"matmul f32 into bf16, beta", []string{"elementwise_cast", "gemm", "elementwise_cast"}, func() error {
+			return b.MatMul(dev(t, b, bf16, N, I), dev(t, b, f32, N, H), dev(t, b, f32, H, I), false, false, 1, 0.5)
+		}},
+		{"matmul k = 0", nil, func() error {
+			return b.MatMul(dev(t, b, f32, 3, 4), dev(t, b, f32, 3, 0), dev(t, b, f32, 0, 4), false, false, 1, 0)
+		}},
+		{"cross entropy with dh", append(append([]string{"elementwise_cast", "ce_init"},
+			repeat([]string{"gemm", "ce_chunk_update", "ce_rescale", "elementwise_cast", "gemm"}, 3)...), "ce_finalize"), func() error {
+			// V = 37 in chunks of 16: three chunks, the last one short.
+			return b.CrossEntropy(dev(t, b, f32, N), dev(t, b, bf16, N, H), dev(t, b, f32, N, H), dev(t, b, bf16, V, H),
+				dev(t, b, i32, N), 16, 0.1)
+		}},
+		{"cross entropy, no dh", append(append([]string{"ce_init"}, repeat([]string{"gemm", "ce_chunk_update"}, 1)...), "ce_finalize"), func() error {
+			return b.CrossEntropy(dev(t, b, f32, N), nil, dev(t, b, f32, B, T, H), dev(t, b, f32, V, H), dev(t, b, i32, N), 0, 1)
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			q.t = t
+			q.log = nil
+			if err := c.run(); err != nil {
+				t.Fatal(err)
+			}
+			if strings.Join(q.log, " ") != strings.Join(c.want, " ") {
+				t.Errorf("launched\n\t%v\nwant\n\t%v", q.log, c.want)
+			}
+		})
+	}
+}
+
+func repeat(s []string, n int) []string {
+	var out []string
+	for i := 0; i < n; i++ {
+		out = append(out, s...)
+	}
+	return out
+}
+
+// TestRecordedScratchFreed checks that operations with scratch tensors give
+// every one back.
+func TestRecordedScratchFreed(t *testing.T) {
+	b, _ := recBackend(t)
+	defer b.Close()
+	f32, bf16, i32 := tensor.F32, tensor.BF16, tensor.I32
+	lp, dh, h, w, labels := dev(t, b, f32, 6), dev(t, b, bf16, 6, 8), dev(t, b, f32, 6, 8), dev(t, b, bf16, 21, 8), dev(t, b, i32, 6)
+	c, x, wt := dev(t, b, bf16, 6, 5), dev(t, b, f32, 6, 8), dev(t, b, bf16, 5, 8)
+	q4, kv, lse := dev(t, b, f32, 1, 6, 2, 4), dev(t, b, f32, 1, 6, 1, 4), dev(t, b, f32, 1, 2, 6)
+	before := b.InUseBytes()
+	for _, run := range []func() error{
+		func() error { return b.CrossEntropy(lp, dh, h, w, labels, 8, 1) },
+		func() error { return b.MatMul(c, x, wt, false, true, 1, 1) },
+		func() error { return b.AttentionBackward(q4, kv, kv, q4, q4, kv, kv, q4, lse, 0.5) },
+		func() error { return b.Embedding(h, w, labels) },
+		func() error { return b.Copy(tensor.New(f32, 6, 5), c) },
+	} {
+		if err := run(); err != nil {
+			t.Fatal(err)
+		}
+		if got := b.InUseBytes(); got != before {
+			t.Fatalf("%d bytes in use after the operation, %d before: scratch not freed", got, before)
+		}
+	}
+}
+
+// TestRecordedRoundTrip moves tensors of every dtype to the fake device and
+// back.
+func TestRecordedRoundTrip(t *testing.T) {
+	b, _ := recBackend(t)
+	defer b.Close()
+	for _, dt := range []tensor.DType{tensor.F32, tensor.BF16, tensor.F16, tensor.I32} {
+		h := tensor.New(dt, 3, 5)
+		for i := range h.Bytes() {
+			h.Bytes()[i] = byte(i*7 + 1)
+		}
+		d, err := b.ToDevice(h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.OnHost() || !d.SameShape(h) || d.DType() != dt {
+			t.Fatalf("ToDevice(%v) = %v on host %v", h, d, d.OnHost())
+		}
+		if again, _ := b.ToDevice(d); again != d {
+			t.Errorf("ToDevice of a device tensor copied it")
+		}
+		back, err := b.ToHost(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(back.Bytes()) != string(h.Bytes()) {
+			t.Errorf("%s: round trip changed the bytes", dt)
+		}
+		z, err := b.Alloc(dt, 4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		zh, _ := b.ToHost(z)
+		for _, v := range zh.Bytes() {
+			if v != 0 {
+				t.Fatalf("%s: Alloc is not zeroed", dt)
+			}
+		}
+	}
+	e, err := b.Alloc(tensor.F32, 0, 3)
+	if err != nil || e.NumElements() != 0 {
+		t.Fatalf("Alloc of no elements: %v, %v", e, err)
+	}
+	b.Free(e)
+}
+
+// TestRecordedErrors checks operand validation and the embedding's bad-id
+// report.
+func TestRecordedErrors(t *testing.T) {
+	b, q := recBackend(t)
+	defer b.Close()
+	f32, i32 := tensor.F32, tensor.I32
+	host := tensor.New(f32, 4)
+	for name, err := range map[string]error{
+		"host operand":     b.Add(dev(t, b, f32, 4), host, dev(t, b, f32, 4)),
+		"broadcast":        b.Add(dev(t, b, f32, 4, 3), dev(t, b, f32, 4, 3), dev(t, b, f32, 4)),
+		"matmul inner":     b.MatMul(dev(t, b, f32, 2, 2), dev(t, b, f32, 2, 3), dev(t, b, f32, 2, 2), false, false, 1, 0),
+		"matmul ids":       b.MatMul(dev(t, b, f32, 2, 2), dev(t, b, i32, 2, 2), dev(t, b, f32, 2, 2), false, false, 1, 0),
+		"attention head":   b.Attention(dev(t, b, f32, 1, 2, 1, 256), dev(t, b, f32, 1, 1, 2), dev(t, b, f32, 1, 2, 1, 256), dev(t, b, f32, 1, 2, 1, 256), dev(t, b, f32, 1, 2, 1, 256), 1),
+		"adamw step":       b.AdamW(nil, nil, nil, nil, 0, 1, 0.9, 0.99, 1e-8, 0),
+		"cross entropy id": b.CrossEntropy(dev(t, b, f32, 2), nil, dev(t, b, f32, 2, 4), dev(t, b, f32, 3, 4), idsTensor(t, b, 1, 3), 0, 1),
+		"copy counts":      b.Copy(dev(t, b, f32, 3), dev(t, b, f32, 4)),
+		"copy ids to f32":  b.Copy(dev(t, b, f32, 3), dev(t, b, i32, 3)),
+	} {
+		if err == nil {
+			t.Errorf("%s: no error", name)
+		} else if !strings.HasPrefix(err.Error(), "cuda: ") {
+			t.Errorf("%s: %v: errors start with \"cuda: \"", name, err)
+		}
+	}
+
+	// The kernel reports position 2 as bad; the error names its id.
+	q.onLaunch = func(kernel string, args *Args) {
+		if kernel != "embedding_forward" {
+			return
+		}
+		off := args.offsets[len(args.offsets)-1]
+		var p uintptr
+		for i := 7; i >= 0; i-- {
+			p = p<<8 | uintptr(args.buf[int(off)+i])
+		}
+		copy(q.mem("bad", p, 4), []byte{2, 0, 0, 0})
+	}
+	err := b.Embedding(dev(t, b, f32, 3, 4), dev(t, b, f32, 5, 4), idsTensor(t, b, 0, 1, 9))
+	if err == nil || !strings.Contains(err.Error(), "id 9 at position 2 is outside the vocabulary [0, 5)") {
+		t.Errorf("embedding with a bad id: %v", err)
+	}
+}
+
+func idsTensor(t *testing.T, b *Backend, ids ...int32) *tensor.Tensor {
+	h, _ := tensor.FromI32(ids, len(ids))
+	d, err := b.ToDevice(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// TestKernelsUsedExist lists the kernels the backend launches and checks
+// that the kernels package has each, with PTX for every architecture.
+func TestKernelsUsedExist(t *testing.T) {
+	sigs, err := ptxSignatures()
+	if err != nil {
+		t.Fatal(err)
+	}
+	used := []string{"elementwise_cast", "elementwise_add", "elementwise_mul", "elementwise_scale", "embedding_forward",
+		"rmsnorm_forward", "rmsnorm_backward", "rope", "attention_forward", "attention_backward_delta",
+		"attention_backward_dq", "attention_backward_dkdv", "swiglu_forward", "swiglu_backward", "ce_init",
+		"ce_chunk_update", "ce_rescale", "ce_finalize", "adamw", "lora_gemm"}
+	for _, name := range used {
+		if _, err := kernels.Lookup(name); err != nil {
+			t.Errorf("%v", err)
+		}
+		if _, ok := sigs[name]; !ok {
+			t.Errorf("%s: not in the PTX", name)
+		}
+	}
+	var names []string
+	for name := range sigs {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	t.Logf("PTX entry points: %s", strings.Join(names, ", "))
+}

@@ -1,0 +1,126 @@
+// common.cuh: what every kernel shares: dtype codes, the float32 <->
+// bfloat16/float16 conversions of tensor/convert.go, loads and stores of any
+// float dtype, and warp/block reductions.
+//
+// Kernels take each tensor as a pointer plus a dtype code (the values of
+// tensor.DType) and compute in float32, as the CPU backend does: values are
+// widened on load and rounded once on store. The dtype switch is the same
+// for every thread of a launch, so it costs a few instructions per element,
+// not divergence; specialised instantiations can come when measurements ask.
+#pragma once
+
+#include "emu/cuda_emu.h"
+
+// Dtype codes: tensor.DType's values.
+#define DT_F32 1
+#define DT_BF16 2
+#define DT_F16 3
+
+// IGNORE_INDEX is the label of a position that does not count in the loss.
+#define IGNORE_INDEX (-100)
+
+// The conversions are tensor/convert.go's, bit for bit: round to nearest
+// even; NaN keeps its sign and top payload bits (cuda_bf16.h's conversions
+// would return the canonical NaN instead); float16 subnormals are exact.
+__device__ __forceinline__ float bf16_to_f32(uint16_t h) { return __uint_as_float((uint32_t)h << 16); }
+
+__device__ __forceinline__ uint16_t f32_to_bf16(float f) {
+  uint32_t b = __float_as_uint(f);
+  if ((b & 0x7fffffffu) > 0x7f800000u) {  // NaN: truncate, keep it a NaN
+    uint16_t h = (uint16_t)(b >> 16);
+    if ((h & 0x7f) == 0) h |= 0x40;
+    return h;
+  }
+  return (uint16_t)((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
+}
+
+__device__ __forceinline__ float f16_to_f32(uint16_t h) {
+  uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+  uint32_t e = (h >> 10) & 0x1fu, man = h & 0x3ffu;
+  if (e == 0x1f) return __uint_as_float(sign | 0x7f800000u | (man << 13));  // Inf, NaN
+  if (e != 0) return __uint_as_float(sign | ((e + 127u - 15u) << 23) | (man << 13));
+  float f = (float)man * 5.9604644775390625e-8f;  // zero or subnormal: man * 2^-24, exact
+  return sign ? -f : f;
+}
+
+__device__ __forceinline__ uint16_t f32_to_f16(float f) {
+  uint32_t b = __float_as_uint(f);
+  uint16_t sign = (uint16_t)((b >> 16) & 0x8000u);
+  uint32_t a = b & 0x7fffffffu;
+  if (a > 0x7f800000u) {  // NaN
+    uint16_t h = (uint16_t)((a >> 13) & 0x3ffu);
+    return sign | 0x7c00u | (h == 0 ? 0x200u : h);
+  }
+  if (a >= 0x477ff000u) return sign | 0x7c00u;  // >= 65520 rounds to Inf
+  if (a >= 0x38800000u) {                        // normal in float16
+    uint32_t v = a - ((127u - 15u) << 23);
+    v += 0xfffu + ((v >> 13) & 1u);
+    return sign | (uint16_t)(v >> 13);
+  }
+  if (a < 0x33000000u) return sign;  // < 2^-25 rounds to zero
+  uint32_t e = a >> 23, man = (a & 0x7fffffu) | 0x800000u;
+  uint32_t shift = 126u - e;  // 14..24: units of 2^-24
+  uint32_t half = 1u << (shift - 1), rest = man & ((1u << shift) - 1), q = man >> shift;
+  if (rest > half || (rest == half && (q & 1u))) q++;
+  return sign | (uint16_t)q;
+}
+
+// load_f32 reads element i of a tensor of dtype dt, widened to float32.
+__device__ __forceinline__ float load_f32(const void* p, int dt, size_t i) {
+  if (dt == DT_BF16) return bf16_to_f32(static_cast<const uint16_t*>(p)[i]);
+  if (dt == DT_F16) return f16_to_f32(static_cast<const uint16_t*>(p)[i]);
+  return static_cast<const float*>(p)[i];
+}
+
+// store_f32 rounds v to dtype dt and writes it as element i.
+__device__ __forceinline__ void store_f32(void* p, int dt, size_t i, float v) {
+  if (dt == DT_BF16) {
+    static_cast<uint16_t*>(p)[i] = f32_to_bf16(v);
+  } else if (dt == DT_F16) {
+    static_cast<uint16_t*>(p)[i] = f32_to_f16(v);
+  } else {
+    static_cast<float*>(p)[i] = v;
+  }
+}
+
+// round_to returns v rounded to dtype dt (and widened back).
+__device__ __forceinline__ float round_to(int dt, float v) {
+  if (dt == DT_BF16) return bf16_to_f32(f32_to_bf16(v));
+  if (dt == DT_F16) return f16_to_f32(f32_to_f16(v));
+  return v;
+}
+
+// Butterfly reductions: every lane ends with the result. Every lane of the
+// warp must take part (and, under the emulator, every thread of the block).
+__device__ __forceinline__ float warp_sum(float v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// block_sum and block_max reduce over a 1D block of whole warps (at most
+// 1024 threads); every thread gets the result. red is 32 floats of shared
+// memory. The first barrier protects red from a previous call's readers.
+__device__ __forceinline__ float block_sum(float v, float* red) {
+  int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+  v = warp_sum(v);
+  __syncthreads();
+  if (lane == 0) red[warp] = v;
+  __syncthreads();
+  return warp_sum(lane < nwarps ? red[lane] : 0.0f);
+}
+__device__ __forceinline__ float block_max(float v, float* red) {
+  int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+  v = warp_max(v);
+  __syncthreads();
+  if (lane == 0) red[warp] = v;
+  __syncthreads();
+  return warp_max(lane < nwarps ? red[lane] : -INFINITY);
+}
+
+// Grid-stride loop bounds for one-thread-per-element kernels.
+__device__ __forceinline__ size_t grid_start() { return (size_t)blockIdx.x * blockDim.x + threadIdx.x; }
+__device__ __forceinline__ size_t grid_stride() { return (size_t)gridDim.x * blockDim.x; }

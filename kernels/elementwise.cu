@@ -1,0 +1,33 @@
+// elementwise.cu: dtype casts, add and mul with trailing-dimension
+// broadcasting, and scale. One thread per element, grid-stride loops:
+// block 256, grid min(ceil(n/256), 8192) (kernels.go). Each computes in
+// float32 and rounds once, so it matches the CPU op bit for bit.
+#include "common.cuh"
+
+// elementwise_cast matches tensor.CPU.Copy (dst and src of any float dtype):
+// out[i] = in[i], rounded to nearest even, NaN payloads kept.
+extern "C" __global__ void __launch_bounds__(256)
+    elementwise_cast(void* out, int out_dt, const void* in, int in_dt, size_t n) {
+  for (size_t i = grid_start(); i < n; i += grid_stride()) store_f32(out, out_dt, i, load_f32(in, in_dt, i));
+}
+
+// elementwise_add matches tensor.CPU.Add: out[i] = a[i] + b[i % nb], where
+// b has a's shape (nb = n) or its trailing dimensions (broadcast).
+extern "C" __global__ void __launch_bounds__(256)
+    elementwise_add(void* out, int out_dt, const void* a, int a_dt, const void* b, int b_dt, size_t n, size_t nb) {
+  for (size_t i = grid_start(); i < n; i += grid_stride())
+    store_f32(out, out_dt, i, load_f32(a, a_dt, i) + load_f32(b, b_dt, i % nb));
+}
+
+// elementwise_mul matches tensor.CPU.Mul: out[i] = a[i] * b[i % nb].
+extern "C" __global__ void __launch_bounds__(256)
+    elementwise_mul(void* out, int out_dt, const void* a, int a_dt, const void* b, int b_dt, size_t n, size_t nb) {
+  for (size_t i = grid_start(); i < n; i += grid_stride())
+    store_f32(out, out_dt, i, load_f32(a, a_dt, i) * load_f32(b, b_dt, i % nb));
+}
+
+// elementwise_scale matches tensor.CPU.Scale: out[i] = s * a[i].
+extern "C" __global__ void __launch_bounds__(256)
+    elementwise_scale(void* out, int out_dt, const void* a, int a_dt, float s, size_t n) {
+  for (size_t i = grid_start(); i < n; i += grid_stride()) store_f32(out, out_dt, i, load_f32(a, a_dt, i) * s);
+}

@@ -1,0 +1,43 @@
+// embedding.cu: the token-embedding gather and its backward (scatter-add).
+// One thread per element of the output (or of dout), grid-stride: block 256,
+// grid min(ceil(N*H/256), 8192) (kernels.go).
+#include "common.cuh"
+
+// embedding_forward matches tensor.CPU.Embedding: out[i, :] = table[ids[i], :]
+// for N ids into a [V, H] table. An id outside [0, V) cannot be an error on
+// the GPU: its row is written as zeros and the lowest such position is
+// recorded in *bad, which the caller sets to INT_MAX (0x7fffffff) before the
+// launch and checks after it, so that the error names the position the CPU
+// op would.
+extern "C" __global__ void __launch_bounds__(256)
+    embedding_forward(void* out, int out_dt, const void* table, int table_dt, const int* ids, int N, int H, int V,
+                      int* bad) {
+  size_t n = (size_t)N * H;
+  for (size_t i = grid_start(); i < n; i += grid_stride()) {
+    size_t row = i / H, j = i % H;
+    int id = ids[row];
+    if (id < 0 || id >= V) {
+      atomicMin(bad, (int)row);
+      store_f32(out, out_dt, i, 0.0f);
+      continue;
+    }
+    store_f32(out, out_dt, i, load_f32(table, table_dt, (size_t)id * H + j));
+  }
+}
+
+// embedding_backward adds dout [N, H] into the rows ids select of dtable
+// F32 [V, H] (accumulated: the caller zeroes dtable first). Rows repeat when
+// ids repeat, hence the float atomics; the order of the additions, and so
+// the last bits, vary from run to run. Ids outside [0, V) are skipped
+// (embedding_forward reported them). No CPU op has this backward (compass
+// keeps embeddings frozen); the test checks it against a float64 sum.
+extern "C" __global__ void __launch_bounds__(256)
+    embedding_backward(float* dtable, const void* dout, int dout_dt, const int* ids, int N, int H, int V) {
+  size_t n = (size_t)N * H;
+  for (size_t i = grid_start(); i < n; i += grid_stride()) {
+    size_t row = i / H, j = i % H;
+    int id = ids[row];
+    if (id < 0 || id >= V) continue;
+    atomicAdd(&dtable[(size_t)id * H + j], load_f32(dout, dout_dt, i));
+  }
+}

@@ -1,0 +1,406 @@
+// cuda_emu.h: the CUDA execution model on the CPU, so that the kernels of
+// kernels/*.cu compile as ordinary C++ (g++ -fopenmp) and run, in `go test`,
+// on machines without a GPU. Under nvcc it only defines DYNAMIC_SHARED, the
+// one construct the two compilers need spelled differently.
+//
+// How a launch runs (launch() at the bottom):
+//   - The blocks of the grid run one after another, in blockIdx order
+//     (x fastest).
+//   - The threads of a block are OpenMP threads, one per CUDA thread, all
+//     running at once; threadIdx, blockIdx, blockDim and gridDim are
+//     thread_local. Warp w is threads 32w..32w+31 in linear thread order, as
+//     on the GPU; blocks must be whole warps.
+//   - __syncthreads() is an OpenMP barrier. __shared__ is `static`: one
+//     array per kernel, shared by the block's threads, reused by the next
+//     block. Dynamic shared memory (DYNAMIC_SHARED) is one buffer per launch,
+//     filled with 0xff bytes (NaN floats, -1 integers) before each block so
+//     that a read of something no thread wrote shows.
+//   - Warp shuffles, votes and the tensor-core mma (mma.cuh) exchange values
+//     through a per-block scratch array between two barriers of the whole
+//     block. So every thread of the block must reach every shuffle, vote
+//     and mma, in the same order, as every thread must reach __syncthreads:
+//     the kernels only use them in block-uniform control flow. A launch
+//     whose threads passed different numbers of barriers is reported (or
+//     hangs, which the Go tests time out).
+//   - Atomics are gcc __atomic builtins (a compare-and-swap loop for float
+//     add, max and min).
+//   - __nv_bfloat16 and __half convert as cuda_bf16.h and cuda_fp16.h do:
+//     round to nearest even, NaN to the canonical NaN 0x7fff. (The kernels
+//     themselves use common.cuh's conversions, which keep NaN payloads as
+//     tensor/convert.go does.)
+//   - The fast-math intrinsics (__expf, __logf, __fdividef, rsqrtf) map to
+//     the accurate functions: the emulator shows what a kernel computes, not
+//     the last bits of the GPU's approximations. Without --use_fast_math
+//     (gen.sh) nvcc's expf, logf, sqrtf and '/' are the accurate ones too;
+//     g++ runs with -ffp-contract=off, so the emulator never fuses a*b+c
+//     where nvcc may (its default --fmad=true).
+//
+// What this cannot show (kernels/README.md says more): timing, races between
+// blocks (they run in sequence), memory-model effects, warp-divergent
+// shuffles, bank conflicts, occupancy, register use.
+#pragma once
+
+#ifdef __CUDACC__
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <stdint.h>
+
+// DYNAMIC_SHARED(T, name) declares the block's dynamic shared memory (the
+// launch's shared-bytes argument) as T* name. All kernels of a module name
+// the same extern array, as CUDA wants of extern __shared__ arrays.
+#define DYNAMIC_SHARED(T, name)                                   \
+  extern __shared__ __align__(16) unsigned char dynamic_smem_[]; \
+  T* name = reinterpret_cast<T*>(dynamic_smem_)
+
+#else  // the emulator
+
+#include <math.h>
+#include <omp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <vector>
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __noinline__ __attribute__((noinline))
+#define __launch_bounds__(...)
+#define __align__(n) __attribute__((aligned(n)))
+#define __shared__ static
+// __restrict__ is already a GNU C++ keyword.
+
+struct dim3 {
+  unsigned x, y, z;
+  constexpr dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
+};
+struct uint3 {
+  unsigned x, y, z;
+};
+
+inline thread_local uint3 threadIdx;
+inline thread_local uint3 blockIdx;
+inline thread_local dim3 blockDim;
+inline thread_local dim3 gridDim;
+constexpr int warpSize = 32;
+
+namespace emu {
+
+[[noreturn]] inline void fail(const char* what) {
+  fprintf(stderr, "emu: %s\n", what);
+  fflush(stderr);
+  _Exit(3);
+}
+
+// kSlot is how many 32-bit words one thread may publish in one exchange
+// (an mma publishes 6).
+constexpr int kSlot = 8;
+
+// The state of the block that is running.
+struct BlockState {
+  int nthreads = 0;
+  std::vector<uint32_t> exchange[2];  // nthreads * kSlot words, used alternately
+  std::vector<unsigned char> dynamic_smem;
+  std::vector<long> barriers;  // per thread, at the end of a launch
+};
+inline BlockState block;
+inline thread_local int exchange_phase;
+inline thread_local long barrier_count;
+
+inline int linear_tid() {
+  return threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
+}
+inline int lane_id() { return linear_tid() & 31; }
+
+inline void barrier() {
+  barrier_count++;
+#pragma omp barrier
+}
+
+// warp_exchange publishes this thread's n words and, after a barrier of the
+// whole block, returns the slots of its warp: lane l's words start at
+// [l * kSlot]. The two buffers alternate: a thread can only overwrite the
+// buffer of exchange k at exchange k+2, after every thread passed the
+// barrier of exchange k+1, so after every thread read exchange k's values.
+inline const uint32_t* warp_exchange(const uint32_t* words, int n) {
+  int t = linear_tid();
+  uint32_t* buf = block.exchange[exchange_phase].data();
+  exchange_phase ^= 1;
+  memcpy(buf + t * kSlot, words, n * sizeof(uint32_t));
+  barrier();
+  return buf + (t & ~31) * kSlot;
+}
+
+// Shuffles and votes need every lane: see the header comment.
+inline void check_full_mask(unsigned mask) {
+  if (mask != 0xffffffffu) fail("a shuffle or vote with a partial mask: the emulator needs every lane of the warp");
+}
+
+template <class T>
+inline T value_of_lane(T v, int src) {
+  static_assert(sizeof(T) <= 8, "shuffles move at most 8 bytes");
+  uint32_t w[2] = {0, 0};
+  memcpy(w, &v, sizeof(T));
+  const uint32_t* warp = warp_exchange(w, 2);
+  T r;
+  memcpy(&r, warp + src * kSlot, sizeof(T));
+  return r;
+}
+
+inline void* dynamic_smem() { return block.dynamic_smem.data(); }
+
+}  // namespace emu
+
+#define DYNAMIC_SHARED(T, name) T* name = reinterpret_cast<T*>(emu::dynamic_smem())
+
+inline void __syncthreads() { emu::barrier(); }
+// __syncwarp synchronises the whole block here: the same rule as shuffles.
+inline void __syncwarp(unsigned mask = 0xffffffffu) {
+  emu::check_full_mask(mask);
+  emu::barrier();
+}
+inline void __threadfence() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+inline void __threadfence_block() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+
+// Shuffles, with CUDA's rules for width < 32: lanes are in groups of width;
+// a source outside the caller's group gives the caller's own value.
+template <class T>
+inline T __shfl_sync(unsigned mask, T v, int src_lane, int width = warpSize) {
+  emu::check_full_mask(mask);
+  int lane = emu::lane_id();
+  return emu::value_of_lane(v, (lane & ~(width - 1)) + (src_lane & (width - 1)));
+}
+template <class T>
+inline T __shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = warpSize) {
+  emu::check_full_mask(mask);
+  int lane = emu::lane_id();
+  int src = lane ^ lane_mask;
+  if ((src & ~(width - 1)) > (lane & ~(width - 1))) src = lane;
+  return emu::value_of_lane(v, src & 31);
+}
+template <class T>
+inline T __shfl_down_sync(unsigned mask, T v, unsigned delta, int width = warpSize) {
+  emu::check_full_mask(mask);
+  int lane = emu::lane_id();
+  int src = (lane & (width - 1)) + (int)delta < width ? lane + (int)delta : lane;
+  return emu::value_of_lane(v, src);
+}
+template <class T>
+inline T __shfl_up_sync(unsigned mask, T v, unsigned delta, int width = warpSize) {
+  emu::check_full_mask(mask);
+  int lane = emu::lane_id();
+  int src = (lane & (width - 1)) >= (int)delta ? lane - (int)delta : lane;
+  return emu::value_of_lane(v, src);
+}
+
+inline unsigned __ballot_sync(unsigned mask, int pred) {
+  emu::check_full_mask(mask);
+  uint32_t w = pred != 0;
+  const uint32_t* warp = emu::warp_exchange(&w, 1);
+  unsigned r = 0;
+  for (int l = 0; l < 32; l++) r |= (warp[l * emu::kSlot] & 1u) << l;
+  return r;
+}
+inline int __any_sync(unsigned mask, int pred) { return __ballot_sync(mask, pred) != 0; }
+inline int __all_sync(unsigned mask, int pred) { return __ballot_sync(mask, pred) == 0xffffffffu; }
+
+// Atomics.
+inline int atomicAdd(int* p, int v) { return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST); }
+inline unsigned atomicAdd(unsigned* p, unsigned v) { return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST); }
+inline unsigned long long atomicAdd(unsigned long long* p, unsigned long long v) {
+  return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST);
+}
+template <class T, class F>
+inline T atomic_update(T* p, F f) {
+  T old = __atomic_load_n(p, __ATOMIC_SEQ_CST);
+  while (!__atomic_compare_exchange_n(p, &old, f(old), false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
+  }
+  return old;
+}
+inline float atomicAdd(float* p, float v) {
+  uint32_t old = atomic_update(reinterpret_cast<uint32_t*>(p), [v](uint32_t u) {
+    float f;
+    memcpy(&f, &u, 4);
+    f += v;
+    memcpy(&u, &f, 4);
+    return u;
+  });
+  float f;
+  memcpy(&f, &old, 4);
+  return f;
+}
+inline int atomicMax(int* p, int v) { return atomic_update(p, [v](int o) { return o > v ? o : v; }); }
+inline unsigned atomicMax(unsigned* p, unsigned v) { return atomic_update(p, [v](unsigned o) { return o > v ? o : v; }); }
+inline int atomicMin(int* p, int v) { return atomic_update(p, [v](int o) { return o < v ? o : v; }); }
+inline unsigned atomicMin(unsigned* p, unsigned v) { return atomic_update(p, [v](unsigned o) { return o < v ? o : v; }); }
+inline int atomicCAS(int* p, int compare, int val) {
+  __atomic_compare_exchange_n(p, &compare, val, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+  return compare;  // the old value, whether or not it was swapped
+}
+inline unsigned atomicCAS(unsigned* p, unsigned compare, unsigned val) {
+  __atomic_compare_exchange_n(p, &compare, val, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+  return compare;
+}
+inline unsigned long long atomicCAS(unsigned long long* p, unsigned long long compare, unsigned long long val) {
+  __atomic_compare_exchange_n(p, &compare, val, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+  return compare;
+}
+inline int atomicExch(int* p, int v) { return __atomic_exchange_n(p, v, __ATOMIC_SEQ_CST); }
+inline float atomicExch(float* p, float v) {
+  uint32_t u;
+  memcpy(&u, &v, 4);
+  u = __atomic_exchange_n(reinterpret_cast<uint32_t*>(p), u, __ATOMIC_SEQ_CST);
+  memcpy(&v, &u, 4);
+  return v;
+}
+
+// Bit casts and integer intrinsics.
+inline float __int_as_float(int i) {
+  float f;
+  memcpy(&f, &i, 4);
+  return f;
+}
+inline float __uint_as_float(unsigned u) {
+  float f;
+  memcpy(&f, &u, 4);
+  return f;
+}
+inline int __float_as_int(float f) {
+  int i;
+  memcpy(&i, &f, 4);
+  return i;
+}
+inline unsigned __float_as_uint(float f) {
+  unsigned u;
+  memcpy(&u, &f, 4);
+  return u;
+}
+inline int __popc(unsigned x) { return __builtin_popcount(x); }
+inline int __clz(int x) { return x == 0 ? 32 : __builtin_clz((unsigned)x); }
+inline int __ffs(int x) { return __builtin_ffs(x); }
+template <class T>
+inline T __ldg(const T* p) {
+  return *p;
+}
+
+// Math: the intrinsics are the accurate functions here (see the header).
+inline float __expf(float x) { return expf(x); }
+inline float __logf(float x) { return logf(x); }
+inline float __fdividef(float a, float b) { return a / b; }
+inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
+inline float __frcp_rn(float x) { return 1.0f / x; }
+inline float __fsqrt_rn(float x) { return sqrtf(x); }
+inline float __fadd_rn(float a, float b) { return a + b; }
+inline float __fsub_rn(float a, float b) { return a - b; }
+inline float __fmul_rn(float a, float b) { return a * b; }
+inline float __fdiv_rn(float a, float b) { return a / b; }
+inline float __fmaf_rn(float a, float b, float c) { return fmaf(a, b, c); }
+inline float __saturatef(float x) { return x < 0.0f ? 0.0f : (x > 1.0f ? 1.0f : x); }
+
+// CUDA's device min and max.
+inline int min(int a, int b) { return a < b ? a : b; }
+inline int max(int a, int b) { return a > b ? a : b; }
+inline unsigned min(unsigned a, unsigned b) { return a < b ? a : b; }
+inline unsigned max(unsigned a, unsigned b) { return a > b ? a : b; }
+inline long long min(long long a, long long b) { return a < b ? a : b; }
+inline long long max(long long a, long long b) { return a > b ? a : b; }
+inline unsigned long min(unsigned long a, unsigned long b) { return a < b ? a : b; }
+inline unsigned long max(unsigned long a, unsigned long b) { return a > b ? a : b; }
+inline float min(float a, float b) { return fminf(a, b); }
+inline float max(float a, float b) { return fmaxf(a, b); }
+
+// bfloat16 and float16 as cuda_bf16.h and cuda_fp16.h convert them.
+struct __nv_bfloat16 {
+  uint16_t x;
+};
+struct __half {
+  uint16_t x;
+};
+inline __nv_bfloat16 __float2bfloat16_rn(float f) {
+  uint32_t u = __float_as_uint(f);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return {0x7fff};  // canonical NaN
+  return {(uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16)};
+}
+inline __nv_bfloat16 __float2bfloat16(float f) { return __float2bfloat16_rn(f); }
+inline float __bfloat162float(__nv_bfloat16 h) { return __uint_as_float((uint32_t)h.x << 16); }
+inline unsigned short __bfloat16_as_ushort(__nv_bfloat16 h) { return h.x; }
+inline __nv_bfloat16 __ushort_as_bfloat16(unsigned short u) { return {u}; }
+inline __half __float2half_rn(float f) {
+  uint32_t u = __float_as_uint(f);
+  uint16_t sign = (u >> 16) & 0x8000u;
+  uint32_t a = u & 0x7fffffffu;
+  if (a > 0x7f800000u) return {0x7fff};               // canonical NaN
+  if (a >= 0x477ff000u) return {(uint16_t)(sign | 0x7c00u)};  // rounds to Inf
+  if (a >= 0x38800000u) {                              // normal
+    uint32_t v = a - ((127u - 15u) << 23);
+    v += 0xfffu + ((v >> 13) & 1u);
+    return {(uint16_t)(sign | (v >> 13))};
+  }
+  if (a < 0x33000000u) return {sign};  // below half the smallest subnormal
+  uint32_t e = a >> 23, man = (a & 0x7fffffu) | 0x800000u, shift = 126u - e;
+  uint32_t q = man >> shift, rest = man & ((1u << shift) - 1), half = 1u << (shift - 1);
+  if (rest > half || (rest == half && (q & 1u))) q++;
+  return {(uint16_t)(sign | q)};
+}
+inline __half __float2half(float f) { return __float2half_rn(f); }
+inline float __half2float(__half h) {
+  uint32_t sign = (uint32_t)(h.x & 0x8000u) << 16, e = (h.x >> 10) & 0x1fu, man = h.x & 0x3ffu;
+  if (e == 0x1f) return __uint_as_float(sign | 0x7f800000u | (man << 13));
+  if (e != 0) return __uint_as_float(sign | ((e + 112u) << 23) | (man << 13));
+  float f = (float)man * 5.9604644775390625e-8f;  // man * 2^-24, exact
+  return sign ? -f : f;
+}
+inline unsigned short __half_as_ushort(__half h) { return h.x; }
+inline __half __ushort_as_half(unsigned short u) { return {u}; }
+
+// launch runs kernel<<<grid, block, shared_bytes>>>(args...) to completion.
+template <class... P, class... A>
+void launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t shared_bytes, A... args) {
+  static_assert(sizeof...(P) == sizeof...(A), "launch: wrong number of kernel arguments");
+  long n = (long)block.x * block.y * block.z;
+  if (n <= 0 || n > 1024 || n % 32 != 0) emu::fail("launch: a block must be 32 to 1024 threads, whole warps");
+  if (grid.x < 1 || grid.y < 1 || grid.z < 1 || grid.y > 65535 || grid.z > 65535)
+    emu::fail("launch: grid dimensions out of range");
+  if (shared_bytes > 227 * 1024) emu::fail("launch: more dynamic shared memory than a block can have (227 KiB)");
+  emu::BlockState& st = emu::block;
+  st.nthreads = (int)n;
+  st.exchange[0].assign(n * emu::kSlot, 0);
+  st.exchange[1].assign(n * emu::kSlot, 0);
+  st.dynamic_smem.assign(shared_bytes + 16, 0xff);
+  st.barriers.assign(n, 0);
+  omp_set_dynamic(0);
+#pragma omp parallel num_threads(n)
+  {
+    if (omp_get_num_threads() != n) emu::fail("launch: OpenMP did not start one thread per CUDA thread");
+    int t = omp_get_thread_num();
+    blockDim = block;
+    gridDim = grid;
+    threadIdx = {t % block.x, (t / block.x) % block.y, t / (block.x * block.y)};
+    emu::barrier_count = 0;
+    for (unsigned bz = 0; bz < grid.z; bz++) {
+      for (unsigned by = 0; by < grid.y; by++) {
+        for (unsigned bx = 0; bx < grid.x; bx++) {
+          blockIdx = {bx, by, bz};
+          emu::exchange_phase = 0;
+          if (shared_bytes > 0) {
+            if (t == 0) memset(st.dynamic_smem.data(), 0xff, shared_bytes);
+#pragma omp barrier
+          }
+          kernel(args...);
+#pragma omp barrier
+        }
+      }
+    }
+    st.barriers[t] = emu::barrier_count;
+  }
+  for (long t = 1; t < n; t++) {
+    if (st.barriers[t] != st.barriers[0])
+      emu::fail("launch: threads passed different numbers of barriers (a __syncthreads, shuffle, vote or mma in divergent code)");
+  }
+}
+
+#endif  // __CUDACC__

@@ -1,0 +1,228 @@
+// Package kernels holds compass's hand-written CUDA kernels: their sources
+// (*.cu), the PTX that gen.sh generates from them with nvcc (committed under
+// ptx/ and embedded here) and the table of entry points and launch shapes
+// the GPU backend (cgo/) runs them with. Every kernel also compiles as plain
+// C++ under a kernel emulator (emu/cuda_emu.h) and `go test` checks it
+// there against the CPU backend; README.md says how, and what that cannot
+// show.
+package kernels
+
+import (
+	"embed"
+	"fmt"
+)
+
+//go:embed ptx/*.ptx
+var ptxFiles embed.FS
+
+// Sources are the .cu files, without the extension; each has one PTX file
+// per architecture.
+var Sources = []string{"adamw", "attention", "cross_entropy", "elementwise", "embedding", "kmeans", "lora", "rmsnorm", "rope", "swiglu"}
+
+// Architectures are the PTX targets gen.sh generates: compute_80 (A100 and
+// later) and compute_90 (H100, H200). The driver compiles the PTX for the
+// device it runs on.
+var Architectures = []string{"sm80", "sm90"}
+
+// PTX returns the PTX of a source file for an architecture, e.g.
+// PTX("attention", "sm90").
+func PTX(source, arch string) ([]byte, error) {
+	b, err := ptxFiles.ReadFile("ptx/" + source + "_" + arch + ".ptx")
+	if err != nil {
+		return nil, fmt.Errorf("kernels: no PTX for %s on %s: %w", source, arch, err)
+	}
+	return b, nil
+}
+
+// ArchFor returns the PTX architecture for a device of compute capability
+// major.minor: sm90 from 9.0 on, sm80 for 8.x. Older devices (no bf16
+// tensor cores) are not supported.
+func ArchFor(major, minor int) (string, error) {
+	switch {
+	case major >= 9:
+		return "sm90", nil
+	case major == 8:
+		return "sm80", nil
+	}
+	return "", fmt.Errorf("kernels: compute capability %d.%d: compass needs 8.0 or later (bf16 tensor cores)", major, minor)
+}
+
+// Dtype codes the kernels take next to each tensor pointer: tensor.DType's
+// values.
+const (
+	F32  = 1
+	BF16 = 2
+	F16  = 3
+)
+
+// Limits and conventions the caller must respect.
+const (
+	// AttentionMaxHeadDim is the largest head dimension the attention
+	// kernels handle (their per-thread accumulators are sized for it).
+	AttentionMaxHeadDim = 128
+	// LoRASplitTraining is lora_gemm's split argument for training: each
+	// operand as two bf16 (hi + lo), about float32 precision (lora.cu).
+	LoRASplitTraining = 1
+	// AdamWTensorBytes is the size of one row of adamw's table: pointers p,
+	// g, m, v (8 bytes each) and the element count n (int64), in that order.
+	AdamWTensorBytes = 40
+	// IgnoreIndex is the label that does not count in the loss.
+	IgnoreIndex = -100
+)
+
+// Sizes are the problem sizes a launch shape is computed from. Each kernel's
+// entry in Table says which it reads.
+type Sizes struct {
+	N       int // elements, rows, tokens or points
+	H       int // row length: hidden size, vocabulary chunk, point dimension
+	Heads   int // rope: heads per token
+	D       int // head dimension (rope, attention)
+	Half    int // rope: rotated pairs per head, R/2
+	B, T    int // attention: batch and sequence length
+	Hq, Hkv int // attention: query and key/value heads
+	M, Cols int // lora_gemm: the output C is [M, Cols]
+	K       int // k-means: centroids
+	Tensors int // adamw: tensors in the table (N is then the largest)
+}
+
+// Launch is a launch shape: grid and block dimensions and the dynamic shared
+// memory in bytes.
+type Launch struct {
+	Grid, Block [3]int
+	Shared      int
+}
+
+// Kernel describes one entry point of the PTX.
+type Kernel struct {
+	Name    string // the extern "C" entry point
+	Source  string // the .cu file (without extension) it is in
+	Matches string // the CPU op (or the part of one) the tests hold it to
+	Block   int    // threads per block
+	// Grid and Shared compute the launch shape from the sizes the kernel
+	// reads (named in Sizes' comment); Shared is nil when the kernel uses
+	// no dynamic shared memory.
+	Grid   func(s Sizes) [3]int
+	Shared func(s Sizes) int
+}
+
+// Launch returns the kernel's launch shape for s.
+func (k *Kernel) Launch(s Sizes) Launch {
+	l := Launch{Grid: k.Grid(s), Block: [3]int{k.Block, 1, 1}}
+	if k.Shared != nil {
+		l.Shared = k.Shared(s)
+	}
+	return l
+}
+
+// Lookup returns the kernel named name.
+func Lookup(name string) (*Kernel, error) {
+	for i := range Table {
+		if Table[i].Name == name {
+			return &Table[i], nil
+		}
+	}
+	return nil, fmt.Errorf("kernels: no kernel %q", name)
+}
+
+// maxGridStride caps the grid of grid-stride kernels: enough blocks to
+// fill any current GPU several times over, few enough that each thread
+// takes several elements of a large tensor.
+const maxGridStride = 8192
+
+// strided is the grid of a one-thread-per-element kernel over n elements.
+func strided(n, block int) [3]int {
+	return [3]int{max(1, min(ceilDiv(n, block), maxGridStride)), 1, 1}
+}
+
+func ceilDiv(a, b int) int { return (a + b - 1) / b }
+
+// Tiles of the attention and k-means kernels (attention.cu, kmeans.cu).
+const (
+	attBQ    = 16 // query rows per block
+	attBK    = 32 // keys per tile, forward
+	attBKB   = 16 // keys per tile, backward
+	kmBM     = 32 // points per block
+	loraBM   = 32 // lora_gemm output tile rows
+	loraBN   = 32 // lora_gemm output tile columns
+	f32Bytes = 4  // bytes of a float32
+)
+
+// Table lists every kernel. Arguments are in the .cu file's signature;
+// each tensor is a device pointer followed, for float tensors of any dtype,
+// by its dtype code.
+var Table = []Kernel{
+	// elementwise.cu: N = elements.
+	{Name: "elementwise_cast", Source: "elementwise", Matches: "Copy", Block: 256,
+		Grid: func(s Sizes) [3]int { return strided(s.N, 256) }},
+	{Name: "elementwise_add", Source: "elementwise", Matches: "Add", Block: 256,
+		Grid: func(s Sizes) [3]int { return strided(s.N, 256) }},
+	{Name: "elementwise_mul", Source: "elementwise", Matches: "Mul", Block: 256,
+		Grid: func(s Sizes) [3]int { return strided(s.N, 256) }},
+	{Name: "elementwise_scale", Source: "elementwise", Matches: "Scale", Block: 256,
+		Grid: func(s Sizes) [3]int { return strided(s.N, 256) }},
+
+	// rmsnorm.cu: N = rows, one block each.
+	{Name: "rmsnorm_forward", Source: "rmsnorm", Matches: "RMSNorm", Block: 128,
+		Grid: func(s Sizes) [3]int { return [3]int{s.N, 1, 1} }},
+	{Name: "rmsnorm_backward", Source: "rmsnorm", Matches: "RMSNormBackward", Block: 128,
+		Grid: func(s Sizes) [3]int { return [3]int{s.N, 1, 1} }},
+
+	// rope.cu: N tokens, Heads, D, Half = R/2.
+	{Name: "rope", Source: "rope", Matches: "RoPE", Block: 256,
+		Grid: func(s Sizes) [3]int { return strided(s.N*s.Heads*(s.D-s.Half), 256) }},
+
+	// swiglu.cu: N = elements.
+	{Name: "swiglu_forward", Source: "swiglu", Matches: "SwiGLU", Block: 256,
+		Grid: func(s Sizes) [3]int { return strided(s.N, 256) }},
+	{Name: "swiglu_backward", Source: "swiglu", Matches: "SwiGLUBackward", Block: 256,
+		Grid: func(s Sizes) [3]int { return strided(s.N, 256) }},
+
+	// embedding.cu: N ids, H = row length.
+	{Name: "embedding_forward", Source: "embedding", Matches: "Embedding", Block: 256,
+		Grid: func(s Sizes) [3]int { return strided(s.N*s.H, 256) }},
+	{Name: "embedding_backward", Source: "embedding", Matches: "(no CPU op: a float64 scatter-add in the test)", Block: 256,
+		Grid: func(s Sizes) [3]int { return strided(s.N*s.H, 256) }},
+
+	// cross_entropy.cu: N rows, H hidden size (for ce_chunk_update, H is
+	// unused: one block per row).
+	{Name: "ce_init", Source: "cross_entropy", Matches: "CrossEntropy (start)", Block: 256,
+		Grid: func(s Sizes) [3]int { return strided(max(s.N*s.H, s.N), 256) }},
+	{Name: "ce_chunk_update", Source: "cross_entropy", Matches: "CrossEntropy (one chunk's online softmax)", Block: 128,
+		Grid: func(s Sizes) [3]int { return [3]int{s.N, 1, 1} }},
+	{Name: "ce_rescale", Source: "cross_entropy", Matches: "CrossEntropy (rescale of acc)", Block: 256,
+		Grid: func(s Sizes) [3]int { return strided(s.N*s.H, 256) }},
+	{Name: "ce_finalize", Source: "cross_entropy", Matches: "CrossEntropy (logprob and dh)", Block: 256,
+		Grid: func(s Sizes) [3]int { return strided(s.N*s.H, 256) }},
+
+	// attention.cu: B, T, Hq, Hkv, D.
+	{Name: "attention_forward", Source: "attention", Matches: "Attention", Block: 128,
+		Grid:   func(s Sizes) [3]int { return [3]int{ceilDiv(s.T, attBQ), s.Hq, s.B} },
+		Shared: func(s Sizes) int { return (attBQ*s.D + 2*attBK*s.D + attBQ*attBK) * f32Bytes }},
+	{Name: "attention_backward_delta", Source: "attention", Matches: "AttentionBackward (D = rowsum(dout*out))", Block: 128,
+		Grid: func(s Sizes) [3]int { return [3]int{ceilDiv(s.B*s.T*s.Hq, 4), 1, 1} }},
+	{Name: "attention_backward_dq", Source: "attention", Matches: "AttentionBackward (dq)", Block: 128,
+		Grid:   func(s Sizes) [3]int { return [3]int{ceilDiv(s.T, attBQ), s.Hq, s.B} },
+		Shared: func(s Sizes) int { return (2*attBQ*s.D + 2*attBKB*s.D + attBQ*attBKB) * f32Bytes }},
+	{Name: "attention_backward_dkdv", Source: "attention", Matches: "AttentionBackward (dk, dv)", Block: 128,
+		Grid:   func(s Sizes) [3]int { return [3]int{ceilDiv(s.T, attBKB), s.Hkv, s.B} },
+		Shared: func(s Sizes) int { return (2*attBKB*s.D + 2*attBQ*s.D + 2*attBQ*attBKB + 2*attBQ) * f32Bytes }},
+
+	// lora.cu: C is [M, Cols].
+	{Name: "lora_gemm", Source: "lora", Matches: "MatMul (the LoRA products)", Block: 128,
+		Grid: func(s Sizes) [3]int { return [3]int{ceilDiv(s.Cols, loraBN), ceilDiv(s.M, loraBM), 1} }},
+
+	// adamw.cu: Tensors, N = the largest tensor's elements.
+	{Name: "adamw", Source: "adamw", Matches: "AdamW", Block: 256,
+		Grid: func(s Sizes) [3]int { return [3]int{max(1, min(ceilDiv(s.N, 256), 1024)), s.Tensors, 1} }},
+
+	// kmeans.cu: N points (kmeans_sqnorm: N rows), K centroids, H = point
+	// dimension.
+	{Name: "kmeans_sqnorm", Source: "kmeans", Matches: "(k-means: squared norms)", Block: 128,
+		Grid: func(s Sizes) [3]int { return [3]int{max(1, ceilDiv(s.N, 4)), 1, 1} }},
+	{Name: "kmeans_assign", Source: "kmeans", Matches: "(k-means: nearest centroid, float64 brute force in the test)", Block: 128,
+		Grid: func(s Sizes) [3]int { return [3]int{max(1, ceilDiv(s.N, kmBM)), 1, 1} }},
+	{Name: "kmeans_accumulate", Source: "kmeans", Matches: "(k-means: cluster sums and counts)", Block: 256,
+		Grid: func(s Sizes) [3]int { return strided(s.N*s.H, 256) }},
+	{Name: "kmeans_divide", Source: "kmeans", Matches: "(k-means: centroids = sums / counts)", Block: 256,
+		Grid: func(s Sizes) [3]int { return strided(s.K*s.H, 256) }},
+}

@@ -1,0 +1,121 @@
+// mma.cuh: the tensor-core product D = A B + C for one 16x8x16 tile per
+// warp (mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32: bf16
+// operands, float32 accumulate) and the loads of its fragments from shared
+// memory.
+//
+// Fragment layouts, from the PTX ISA, section "Matrix Fragments for
+// mma.m16n8k16 with floating point type" (9.7.14.5.8 in PTX ISA 8.x;
+// https://docs.nvidia.com/cuda/parallel-thread-execution/index.html#warp-level-matrix-fragment-mma-16816-float).
+// With groupID = laneid >> 2 and tig = laneid % 4 (threadID_in_group):
+//
+//	A (16x16, row): a0..a7 in four .b32 registers, two bf16 each, low half
+//	    first (a0 low of reg 0, a1 high of reg 0, ...):
+//	    row = groupID     for a0, a1, a4, a5;  groupID + 8 for a2, a3, a6, a7
+//	    col = tig*2 + (i & 1)  for i < 4;       tig*2 + (i & 1) + 8 for i >= 4
+//	B (16x8, col): b0..b3 in two .b32 registers:
+//	    row = tig*2 + (i & 1)  for i < 2;       tig*2 + (i & 1) + 8 for i >= 2
+//	    col = groupID
+//	C, D (16x8, f32): c0..c3:
+//	    row = groupID     for c0, c1;           groupID + 8 for c2, c3
+//	    col = tig*2 + (i & 1)
+//
+// Tiles in shared memory hold bf16 pairs packed in 32-bit words, the even
+// depth index k in the low half: A as [row][k/2] and B as [n][k/2] (B is
+// "col": k runs along a stored row), so that each fragment register is one
+// 32-bit load (ldmatrix would do the same with fewer instructions: later).
+//
+// On the GPU mma_bf16_m16n8k16 is the PTX instruction. Under the emulator it
+// gathers the registers of the warp's 32 lanes and decodes them with the
+// formulas above, written out independently of the loads: a load that puts
+// an element in the wrong register gives a wrong product on the CPU.
+#pragma once
+
+#include "common.cuh"
+
+struct FragA {
+  uint32_t x[4];
+};
+struct FragB {
+  uint32_t x[2];
+};
+struct FragC {
+  float x[4];
+};
+
+// load_frag_a loads the A fragment of the 16x16 tile whose top-left word is
+// s (ld words per row).
+__device__ __forceinline__ void load_frag_a(FragA& a, const uint32_t* s, int ld, int lane) {
+  int g = lane >> 2, t = lane & 3;
+  a.x[0] = s[g * ld + t];            // a0, a1: row g,   cols 2t, 2t+1
+  a.x[1] = s[(g + 8) * ld + t];      // a2, a3: row g+8, cols 2t, 2t+1
+  a.x[2] = s[g * ld + t + 4];        // a4, a5: row g,   cols 2t+8, 2t+9
+  a.x[3] = s[(g + 8) * ld + t + 4];  // a6, a7: row g+8, cols 2t+8, 2t+9
+}
+
+// load_frag_b loads the B fragment of the 16(k) x 8(n) tile stored [n][k/2]
+// from s (ld words per n).
+__device__ __forceinline__ void load_frag_b(FragB& b, const uint32_t* s, int ld, int lane) {
+  int g = lane >> 2, t = lane & 3;
+  b.x[0] = s[g * ld + t];      // b0, b1: k = 2t, 2t+1,   n = g
+  b.x[1] = s[g * ld + t + 4];  // b2, b3: k = 2t+8, 2t+9, n = g
+}
+
+// frag_c_row and frag_c_col give the (row, col) of accumulator element i
+// of a lane.
+__device__ __forceinline__ int frag_c_row(int lane, int i) { return (lane >> 2) + (i >= 2 ? 8 : 0); }
+__device__ __forceinline__ int frag_c_col(int lane, int i) { return (lane & 3) * 2 + (i & 1); }
+
+// pack_bf16 packs two float32 values, rounded to bf16 (tensor/convert.go's
+// rounding), lo in the low half.
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+  return (uint32_t)f32_to_bf16(lo) | ((uint32_t)f32_to_bf16(hi) << 16);
+}
+
+#ifdef __CUDACC__
+
+// d += a b on the tensor cores. Every lane of the warp must call it.
+__device__ __forceinline__ void mma_bf16_m16n8k16(FragC& d, const FragA& a, const FragB& b) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+      "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+      : "+f"(d.x[0]), "+f"(d.x[1]), "+f"(d.x[2]), "+f"(d.x[3])
+      : "r"(a.x[0]), "r"(a.x[1]), "r"(a.x[2]), "r"(a.x[3]), "r"(b.x[0]), "r"(b.x[1]));
+}
+
+#else  // the emulator
+
+// d += a b, computed from the fragments of all 32 lanes decoded with the PTX
+// ISA's layout. Products of bf16 values are exact in float32; the sum runs
+// over k in order, in float32 (the hardware's order and internal precision
+// may differ in the last bits).
+inline void mma_bf16_m16n8k16(FragC& d, const FragA& a, const FragB& b) {
+  uint32_t mine[6] = {a.x[0], a.x[1], a.x[2], a.x[3], b.x[0], b.x[1]};
+  const uint32_t* warp = emu::warp_exchange(mine, 6);
+  float A[16][16], B[16][8];
+  for (int lane = 0; lane < 32; lane++) {
+    const uint32_t* regs = warp + lane * emu::kSlot;
+    int group_id = lane >> 2, tig = lane % 4;
+    for (int i = 0; i < 8; i++) {  // a_i is half (i & 1) of register i / 2
+      uint16_t bits = (uint16_t)(regs[i / 2] >> (16 * (i & 1)));
+      int row = (i < 2 || (i >= 4 && i < 6)) ? group_id : group_id + 8;
+      int col = i < 4 ? tig * 2 + (i & 0x1) : tig * 2 + (i & 0x1) + 8;
+      A[row][col] = bf16_to_f32(bits);
+    }
+    for (int i = 0; i < 4; i++) {  // b_i is half (i & 1) of register 4 + i / 2
+      uint16_t bits = (uint16_t)(regs[4 + i / 2] >> (16 * (i & 1)));
+      int row = i < 2 ? tig * 2 + (i & 0x1) : tig * 2 + (i & 0x1) + 8;
+      int col = group_id;
+      B[row][col] = bf16_to_f32(bits);
+    }
+  }
+  int lane = emu::lane_id(), group_id = lane >> 2, tig = lane % 4;
+  for (int i = 0; i < 4; i++) {
+    int row = i < 2 ? group_id : group_id + 8;
+    int col = tig * 2 + (i & 0x1);
+    float sum = d.x[i];
+    for (int kk = 0; kk < 16; kk++) sum += A[row][kk] * B[kk][col];
+    d.x[i] = sum;
+  }
+}
+
+#endif  // __CUDACC__

@@ -1,0 +1,50 @@
+// rmsnorm.cu: RMSNorm forward and backward (frozen weight). One block per
+// row, threads striding over the row, the sums reduced by warp shuffles and
+// a shared-memory step (block_sum): block 128 (any whole number of warps
+// works), grid rows (kernels.go).
+#include "common.cuh"
+
+// rmsnorm_forward matches tensor.CPU.RMSNorm: for a row x of length H,
+// rstd = 1/sqrt(mean(x^2) + eps) in float32, n = x * rstd rounded to x's
+// dtype (as HF casts it back before the weight), out = n * w rounded to
+// out's dtype, and rstd saved (F32, one per row) for the backward.
+extern "C" __global__ void __launch_bounds__(1024)
+    rmsnorm_forward(void* out, int out_dt, float* rstd, const void* x, int x_dt, const void* w, int w_dt, int rows,
+                    int H, float eps) {
+  __shared__ float red[32];
+  int row = blockIdx.x;
+  size_t base = (size_t)row * H;
+  float ss = 0.0f;
+  for (int i = threadIdx.x; i < H; i += blockDim.x) {
+    float v = load_f32(x, x_dt, base + i);
+    ss += v * v;
+  }
+  ss = block_sum(ss, red);
+  float inv = 1.0f / sqrtf(ss / (float)H + eps);
+  if (threadIdx.x == 0) rstd[row] = inv;
+  for (int i = threadIdx.x; i < H; i += blockDim.x) {
+    float n = round_to(x_dt, load_f32(x, x_dt, base + i) * inv);
+    store_f32(out, out_dt, base + i, n * load_f32(w, w_dt, i));
+  }
+}
+
+// rmsnorm_backward matches tensor.CPU.RMSNormBackward: with dn = dout * w
+// and r the saved rstd, dx = r dn - r^3 x (dn . x) / H (written, not
+// accumulated; the rounding of n in the forward counts as the identity).
+extern "C" __global__ void __launch_bounds__(1024)
+    rmsnorm_backward(void* dx, int dx_dt, const void* dout, int dout_dt, const void* x, int x_dt, const void* w,
+                     int w_dt, const float* rstd, int rows, int H) {
+  __shared__ float red[32];
+  int row = blockIdx.x;
+  size_t base = (size_t)row * H;
+  float dot = 0.0f;
+  for (int i = threadIdx.x; i < H; i += blockDim.x)
+    dot += load_f32(dout, dout_dt, base + i) * load_f32(w, w_dt, i) * load_f32(x, x_dt, base + i);
+  dot = block_sum(dot, red);
+  float inv = rstd[row];
+  float c = inv * inv * inv * dot / (float)H;
+  for (int i = threadIdx.x; i < H; i += blockDim.x) {
+    float dn = load_f32(dout, dout_dt, base + i) * load_f32(w, w_dt, i);
+    store_f32(dx, dx_dt, base + i, inv * dn - c * load_f32(x, x_dt, base + i));
+  }
+}

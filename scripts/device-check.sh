@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# device-check.sh: what runs ON the device machine (a CUDA GPU, CUDA 13,
+# PyTorch, transformers and PEFT; no Go), from the repository root, with
+# dist/device built by scripts/device-bundle.sh and carried along:
+#
+#	run  command: bash scripts/device-check.sh   carry: ["dist/device"]   timeout_s: 540
+#
+# It ends within about 8 minutes (each stage has a time limit) and writes
+# these 8 files under $OUT:
+#
+#	system.txt               nvidia-smi, compass gpu and version, the cuBLAS and tools found
+#	gpu-tests.log            cgo.test -test.v: every op against the CPU backend, the tiny
+#	                         models' parity, determinism (skipped, saying why, without a GPU)
+#	sanitizer.log            compute-sanitizer memcheck and racecheck on a subset of the tests
+#	hf-goldens.log           scripts/hf_goldens.py's output
+#	hf_goldens.safetensors   HF transformers + PEFT logits, loss, LoRA gradients of the
+#	                         fixtures, for testdata/
+#	bench.log, bench.jsonl   the GPU benchmarks (go test -bench), and their results as JSONL
+#	summary.txt              each stage: exit status and seconds; test counts
+#
+# Where there is no GPU (a dry run: OUT=/tmp/x bash scripts/device-check.sh)
+# it runs the tests, which skip, says so and exits 0.
+set -uo pipefail
+cd "$(dirname "$0")/.." || exit 2
+bundle=dist/device
+: "${OUT:?set OUT to the folder to write the results in}"
+mkdir -p "$OUT"
+summary="$OUT/summary.txt"
+: >"$summary"
+note() { echo "$*" | tee -a "$summary"; }
+
+if [ ! -e "$bundle/cgo.test" ]; then
+  note "device-check: $bundle/cgo.test is missing: run scripts/device-bundle.sh here first, and carry dist/device"
+  exit 2
+fi
+chmod +x "$bundle/cgo.test" "$bundle/compass" 2>/dev/null
+
+budget=465 # seconds for all the stages together
+begin=$(date +%s)
+# stage NAME LIMIT LOG CMD...: runs CMD with its output appended to LOG,
+# within LIMIT seconds and what is left of the budget.
+stage() {
+  local name=$1 limit=$2 log=$3
+  shift 3
+  local left=$((budget - ($(date +%s) - begin)))
+  [ "$limit" -gt "$left" ] && limit=$left
+  if [ "$limit" -lt 10 ]; then
+    note "$name: skipped, out of time"
+    return
+  fi
+  local start rc
+  start=$(date +%s)
+  echo "== $name (limit ${limit}s): $*" >>"$log"
+  timeout --kill-after=10 "$limit" "$@" >>"$log" 2>&1
+  rc=$?
+  local took=$(($(date +%s) - start))
+  if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+    note "$name: TIMED OUT after ${took}s (limit ${limit}s)"
+  else
+    note "$name: exit $rc, ${took}s"
+  fi
+}
+
+# The driver's JIT cache: the kernels' PTX compiles once per machine, then
+# every later stage (and the sanitizer's runs) loads it from the cache.
+export CUDA_CACHE_MAXSIZE=$((1 << 30))
+export PYTHONUNBUFFERED=1
+
+# cuBLAS: the toolkit's, else the one PyTorch's wheels bring.
+if [ -z "${COMPASS_CUBLAS_DIR:-}" ]; then
+  for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do
+    if ls "$d"/libcublas.so.1[123] >/dev/null 2>&1; then
+      export COMPASS_CUBLAS_DIR=$d
+      break
+    fi
+  done
+fi
+if [ -z "${COMPASS_CUBLAS_DIR:-}" ]; then
+  lib=$(find /usr /opt -name 'libcublas.so.1[123]' 2>/dev/null | head -n 1)
+  if [ -n "$lib" ]; then
+    COMPASS_CUBLAS_DIR=$(dirname "$lib")
+    export COMPASS_CUBLAS_DIR
+  fi
+fi
+
+sys="$OUT/system.txt"
+{
+  echo "date: $(date -u +%FT%TZ)"
+  echo "host: $(uname -a)"
+  echo "COMPASS_CUBLAS_DIR=${COMPASS_CUBLAS_DIR:-}"
+  find "${COMPASS_CUBLAS_DIR:-/nonexistent}" -maxdepth 1 -name 'libcublas*.so*' 2>&1 | head -n 8
+  command -v compute-sanitizer || echo "compute-sanitizer: not on PATH"
+  python3 -c 'import torch, transformers, peft; print("torch", torch.__version__, "transformers", transformers.__version__, "peft", peft.__version__)' 2>&1 | tail -n 1
+} >"$sys"
+
+gpu=1
+if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >/dev/null 2>&1; then
+  gpu=0
+fi
+if [ "$gpu" -eq 1 ]; then
+  stage "nvidia-smi" 20 "$sys" nvidia-smi
+else
+  note "nvidia-smi: no GPU (or no nvidia-smi) here"
+fi
+stage "compass gpu" 20 "$sys" "$bundle/compass" gpu
+stage "compass version" 10 "$sys" "$bundle/compass" version
+
+stage "gpu tests" 150 "$OUT/gpu-tests.log" "$bundle/cgo.test" -test.v -test.count 1 -test.timeout 145s
+pass=$(grep -c -- '^--- PASS' "$OUT/gpu-tests.log")
+fail=$(grep -c -- '^--- FAIL' "$OUT/gpu-tests.log")
+skip=$(grep -c -- '^--- SKIP' "$OUT/gpu-tests.log")
+note "gpu tests: $pass passed, $fail failed, $skip skipped (top-level)"
+
+if [ "$gpu" -eq 0 ]; then
+  note "no GPU present: the GPU tests skipped; sanitizer, goldens and benchmarks not run"
+  exit 0
+fi
+
+san="$OUT/sanitizer.log"
+if command -v compute-sanitizer >/dev/null 2>&1; then
+  sanitizer=compute-sanitizer
+else
+  sanitizer=/usr/local/cuda/bin/compute-sanitizer
+fi
+# memcheck: out-of-bounds and misaligned accesses in every kernel the
+# subset launches (small shapes: the tool slows kernels tens of times).
+stage "memcheck" 60 "$san" "$sanitizer" --tool memcheck --error-exitcode 3 --print-limit 20 \
+  "$bundle/cgo.test" -test.count 1 -test.run '^TestGPU(Elementwise|Embedding|RMSNorm|RoPE|SwiGLU|CrossEntropy|AdamW|LoRAGemm|Attention)$'
+# racecheck: shared-memory hazards in the kernels that use shared memory.
+stage "racecheck" 45 "$san" "$sanitizer" --tool racecheck --error-exitcode 3 --print-limit 20 \
+  "$bundle/cgo.test" -test.count 1 -test.run '^TestGPU(RMSNorm|CrossEntropy|LoRAGemm|Attention)$'
+
+stage "hf goldens" 60 "$OUT/hf-goldens.log" python3 scripts/hf_goldens.py "$bundle/fixtures" "$OUT/hf_goldens.safetensors"
+
+export COMPASS_BENCH_OUT="$OUT/bench.jsonl"
+export COMPASS_TESTDATA="$PWD/$bundle/testdata"
+stage "benchmarks" 140 "$OUT/bench.log" "$bundle/cgo.test" -test.run '^$' -test.bench . -test.benchtime 1x -test.timeout 135s
+note "total: $(($(date +%s) - begin))s"
