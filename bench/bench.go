@@ -22,7 +22,7 @@ import (
 // Options select and size the benchmarks.
 type Options struct {
 	Only    []string      // suite names to run; all when empty
-	Python  string        // interpreter with torch (Debian's is /usr/bin/python3)
+	Python  string        // interpreter with torch and scikit-learn (Debian's is /usr/bin/python3)
 	Threads []int         // thread counts to compare at; default 1 and GOMAXPROCS
 	MinTime time.Duration // how long to repeat each measurement (at least one run after a warm-up)
 	Quick   bool          // smaller sizes, for a smoke run
@@ -51,7 +51,7 @@ type Machine struct {
 }
 
 // Suites lists the suite names in the order they run.
-var Suites = []string{"safetensors", "matmul", "train"}
+var Suites = []string{"safetensors", "matmul", "train", "kmeans"}
 
 // Run runs the selected suites, printing a table for each to w.
 func Run(w io.Writer, o Options) ([]Result, error) {
@@ -92,6 +92,8 @@ func Run(w io.Writer, o Options) ([]Result, error) {
 			rs, err = runMatMul(w, o)
 		case "train":
 			rs, err = runTrain(w, o)
+		case "kmeans":
+			rs, err = runKMeans(w, o)
 		}
 		if err != nil {
 			return all, fmt.Errorf("bench %s: %w", s, err)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"strings"
 	"testing"
 )
@@ -14,7 +15,7 @@ func run(t *testing.T, args ...string) (string, error) {
 	var out bytes.Buffer
 	app := newApp()
 	app.Writer = &out
-	app.ErrWriter = &out
+	app.ErrWriter = io.Discard // notes such as "computing on the CPU" are not output
 	err := app.Run(context.Background(), append([]string{"compass"}, args...))
 	return out.String(), err
 }

@@ -1,0 +1,107 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/compassml/compass/sampling"
+	"github.com/compassml/compass/tensor"
+	"github.com/urfave/cli/v3"
+)
+
+// runSampling runs the cluster and select commands (registered here too,
+// so that these tests do not depend on the command list in main.go).
+func runSampling(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	var out bytes.Buffer
+	app := &cli.Command{Name: "compass", Commands: []*cli.Command{clusterCommand(), selectCommand()},
+		Writer: &out, ErrWriter: &out}
+	err := app.Run(context.Background(), append([]string{"compass"}, args...))
+	return out.String(), err
+}
+
+// writeBlobs writes n rows of dimension d around k well-separated centres.
+func writeBlobs(t *testing.T, path string, n, d, k int) {
+	t.Helper()
+	rng := rand.New(rand.NewPCG(1, 2))
+	x := tensor.New(tensor.F32, n, d)
+	v := x.F32()
+	for i := 0; i < n; i++ {
+		c := i % k
+		for j := 0; j < d; j++ {
+			v[i*d+j] = float32(rng.NormFloat64())
+		}
+		v[i*d+c%d] += 10
+	}
+	if err := sampling.WriteNPY(path, x); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestClusterCommand(t *testing.T) {
+	dir := t.TempDir()
+	in := filepath.Join(dir, "x.npy")
+	writeBlobs(t, in, 300, 5, 3)
+	out := filepath.Join(dir, "out")
+	text, err := runSampling(t, "cluster", "--input", in, "--k", "3", "--n-init", "2", "--output-dir", out, "--device", "cpu", "--quiet")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(text, "300 rows of dimension 5 in 3 clusters") || !strings.Contains(text, "silhouette") {
+		t.Errorf("printed %q", text)
+	}
+	var sum struct {
+		K          int
+		Inertia    float64
+		Silhouette float64
+		Sizes      []int
+	}
+	js, _ := os.ReadFile(filepath.Join(out, "clusters.json"))
+	if err := json.Unmarshal(js, &sum); err != nil || sum.K != 3 || sum.Silhouette < 0.5 || len(sum.Sizes) != 3 {
+		t.Errorf("clusters.json %s (%v)", js, err)
+	}
+	lines := strings.Split(strings.TrimSpace(readFile(t, filepath.Join(out, "assignments.jsonl"))), "\n")
+	if len(lines) != 300 || !strings.HasPrefix(lines[0], `{"row":0,`) {
+		t.Errorf("%d assignment lines, first %q", len(lines), lines[0])
+	}
+	c, err := sampling.ReadNPY(filepath.Join(out, "centroids.npy"))
+	if err != nil || c.Dim(0) != 3 || c.Dim(1) != 5 {
+		t.Errorf("centroids %v %v", c, err)
+	}
+
+	// K by silhouette over a range.
+	if _, err := runSampling(t, "cluster", "--input", in, "--k-range", "2:6:1", "--spherical", "--output-dir", out, "--device", "cpu", "--quiet"); err != nil {
+		t.Fatal(err)
+	}
+	js, _ = os.ReadFile(filepath.Join(out, "clusters.json"))
+	if err := json.Unmarshal(js, &sum); err != nil || sum.K != 3 {
+		t.Errorf("chose K = %d: %s", sum.K, js)
+	}
+
+	for _, args := range [][]string{
+		{"cluster", "--input", in, "--k", "301", "--output-dir", out},
+		{"cluster", "--input", in, "--k-range", "5:2", "--output-dir", out},
+		{"cluster", "--input", in, "--k-range", "a:b", "--output-dir", out},
+		{"cluster", "--input", filepath.Join(dir, "missing.npy"), "--k", "2", "--output-dir", out},
+		{"cluster", "--input", in, "--k", "2"},
+	} {
+		if _, err := runSampling(t, append(args, "--device", "cpu", "--quiet")...); err == nil {
+			t.Errorf("%v: no error", args)
+		}
+	}
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}

@@ -1,0 +1,611 @@
+package sampling
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/compassml/compass/dataset"
+	"github.com/compassml/compass/tensor"
+	"github.com/compassml/compass/tensor/safetensors"
+)
+
+// Embeddings is a matrix of vectors, one per record, with what is known
+// about each record.
+type Embeddings struct {
+	Vectors  *tensor.Tensor // F32 [N, D] in host memory
+	Rows     []EmbeddingRow // row i's record; nil when the source names none
+	Embedder string         // the embedder that made them; "" when unknown
+}
+
+// EmbeddingRow identifies the record of one row of an embedding matrix.
+type EmbeddingRow struct {
+	ID       string `json:"id"`
+	Language string `json:"language,omitempty"`
+	Source   string `json:"source,omitempty"`
+}
+
+// EmbeddingsTensor is the name of the matrix in a safetensors file that
+// SaveEmbeddings writes, and the one LoadEmbeddings reads by default.
+const EmbeddingsTensor = "embeddings"
+
+// RowsPath returns where the rows of an embedding file are kept: beside
+// it, its name with the extension replaced by ".rows.jsonl"
+// (embeddings.safetensors -> embeddings.rows.jsonl). Line i is row i:
+//
+//	{"row": 0, "id": "aya.jsonl:1", "language": "en", "source": "data/aya.jsonl:1"}
+func RowsPath(path string) string {
+	return strings.TrimSuffix(path, filepath.Ext(path)) + ".rows.jsonl"
+}
+
+// SaveEmbeddings writes the matrix to path as .npy (float32, C order) or
+// .safetensors (an F32 tensor "embeddings", with the embedder's name and
+// the rows file in the metadata), and the rows, when there are any, to
+// RowsPath(path). Each file is written atomically; the rows go first, so
+// a matrix is never newer than its rows.
+func SaveEmbeddings(path string, e *Embeddings) error {
+	if e.Vectors == nil || e.Vectors.DType() != tensor.F32 || e.Vectors.Rank() != 2 {
+		return fmt.Errorf("sampling: save %s: vectors must be an F32 [N, D] tensor, got %v", path, e.Vectors)
+	}
+	n := e.Vectors.Dim(0)
+	if e.Rows != nil && len(e.Rows) != n {
+		return fmt.Errorf("sampling: save %s: %d rows for %d vectors", path, len(e.Rows), n)
+	}
+	ext := strings.ToLower(filepath.Ext(path))
+	if ext != ".npy" && ext != ".safetensors" {
+		return fmt.Errorf("sampling: save %s: unknown format %q (want .npy or .safetensors)", path, ext)
+	}
+	if e.Rows != nil {
+		if err := writeRows(RowsPath(path), e.Rows); err != nil {
+			return fmt.Errorf("sampling: save %s: %w", RowsPath(path), err)
+		}
+	}
+	if ext == ".npy" {
+		return WriteNPY(path, e.Vectors)
+	}
+	meta := map[string]string{"format": "compass-embeddings", "count": strconv.Itoa(n)}
+	if e.Embedder != "" {
+		meta["embedder"] = e.Embedder
+	}
+	if e.Rows != nil {
+		meta["rows"] = filepath.Base(RowsPath(path))
+	}
+	return safetensors.Write(path, []safetensors.Entry{safetensors.EntryFromTensor(EmbeddingsTensor, e.Vectors)}, meta)
+}
+
+func writeRows(path string, rows []EmbeddingRow) error {
+	return embedWriteAtomic(path, func(w io.Writer) error {
+		enc := json.NewEncoder(w)
+		enc.SetEscapeHTML(false)
+		for i, r := range rows {
+			line := struct {
+				Row int `json:"row"`
+				EmbeddingRow
+			}{i, r}
+			if err := enc.Encode(line); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// readRows reads a rows file; line i must be row i.
+func readRows(path string) ([]EmbeddingRow, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	r := bufio.NewReader(f)
+	rows := []EmbeddingRow{}
+	for line := 1; ; line++ {
+		b, err := r.ReadBytes('\n')
+		if len(b) == 0 && err == io.EOF {
+			return rows, nil
+		}
+		if err != nil && err != io.EOF {
+			return nil, err
+		}
+		var row struct {
+			Row *int `json:"row"`
+			EmbeddingRow
+		}
+		if err := json.Unmarshal(b, &row); err != nil {
+			return nil, fmt.Errorf("%s:%d: %w", path, line, err)
+		}
+		if row.Row == nil || *row.Row != line-1 {
+			return nil, fmt.Errorf("%s:%d: want \"row\": %d", path, line, line-1)
+		}
+		rows = append(rows, row.EmbeddingRow)
+	}
+}
+
+// LoadOptions say where the vectors are in a file; zero values take the
+// defaults.
+type LoadOptions struct {
+	// Tensor is the safetensors tensor; default "embeddings", or the only
+	// 2-D tensor of the file.
+	Tensor string
+	// Column is the Parquet list column; default "embedding".
+	Column string
+	// IDColumn and LanguageColumn are the Parquet columns of each row's ID
+	// and language; default "id" and "language" (or "language_code"), each
+	// used when the file has it.
+	IDColumn, LanguageColumn string
+}
+
+// LoadEmbeddings reads precomputed embeddings: a .npy file (float32 or
+// float64, 2-D, C order), a .safetensors file (a 2-D F32, F64, BF16 or F16
+// tensor) or a Parquet file (a list column of FLOAT or DOUBLE, one vector
+// per row; .parquet, optionally .zst). Vectors are converted to float32
+// and must be finite. For .npy and .safetensors, the rows come from
+// RowsPath(path) when it exists; for Parquet, from its id and language
+// columns.
+func LoadEmbeddings(path string, opts LoadOptions) (*Embeddings, error) {
+	name := strings.ToLower(path)
+	for _, z := range []string{".zst", ".zstd"} {
+		name = strings.TrimSuffix(name, z)
+	}
+	var e *Embeddings
+	var err error
+	switch filepath.Ext(name) {
+	case ".npy":
+		e = &Embeddings{}
+		e.Vectors, err = ReadNPY(path)
+	case ".safetensors":
+		e, err = loadSafetensors(path, opts.Tensor)
+	case ".parquet", ".pq":
+		return loadParquet(path, opts)
+	default:
+		return nil, fmt.Errorf("sampling: %s: unknown embeddings format (want .npy, .safetensors or .parquet)", path)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := checkFinite(path, e.Vectors); err != nil {
+		return nil, err
+	}
+	rows, err := readRows(RowsPath(path))
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+	case err != nil:
+		return nil, fmt.Errorf("sampling: %w", err)
+	case len(rows) != e.Vectors.Dim(0):
+		return nil, fmt.Errorf("sampling: %s has %d rows, %s %d vectors", RowsPath(path), len(rows), path, e.Vectors.Dim(0))
+	default:
+		e.Rows = rows
+	}
+	return e, nil
+}
+
+func loadSafetensors(path, name string) (*Embeddings, error) {
+	f, err := safetensors.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("sampling: %w", err)
+	}
+	defer f.Close()
+	if name == "" {
+		name = EmbeddingsTensor
+		if _, ok := f.Info(name); !ok {
+			var twoD []string
+			for _, n := range f.Names() {
+				if info, _ := f.Info(n); len(info.Shape) == 2 {
+					twoD = append(twoD, n)
+				}
+			}
+			if len(twoD) != 1 {
+				return nil, fmt.Errorf("sampling: %s: no tensor %q and %d 2-D tensors (%s): name one", path, EmbeddingsTensor, len(twoD), strings.Join(twoD, ", "))
+			}
+			name = twoD[0]
+		}
+	}
+	info, ok := f.Info(name)
+	if !ok {
+		return nil, fmt.Errorf("sampling: %s: no tensor %q (tensors: %s)", path, name, strings.Join(f.Names(), ", "))
+	}
+	if len(info.Shape) != 2 {
+		return nil, fmt.Errorf("sampling: %s: tensor %q has shape %v, want 2-D [N, D]", path, name, info.Shape)
+	}
+	e := &Embeddings{Embedder: f.Metadata()["embedder"]}
+	switch info.DType {
+	case safetensors.F64:
+		b, err := f.Bytes(name)
+		if err != nil {
+			return nil, fmt.Errorf("sampling: %w", err)
+		}
+		v := make([]float32, len(b)/8)
+		for i := range v {
+			v[i] = float32(math.Float64frombits(binary.LittleEndian.Uint64(b[8*i:])))
+		}
+		e.Vectors, err = tensor.FromF32(v, info.Shape...)
+		if err != nil {
+			return nil, fmt.Errorf("sampling: %w", err)
+		}
+	case safetensors.F32, safetensors.BF16, safetensors.F16:
+		t, err := f.Tensor(name)
+		if err != nil {
+			return nil, fmt.Errorf("sampling: %w", err)
+		}
+		// A copy: the tensor is a view of the mapping, which Close unmaps.
+		if e.Vectors, err = tensor.FromF32(t.ToF32(), info.Shape...); err != nil {
+			return nil, fmt.Errorf("sampling: %w", err)
+		}
+	default:
+		return nil, fmt.Errorf("sampling: %s: tensor %q is %s, want F32, F64, BF16 or F16", path, name, info.DType)
+	}
+	return e, nil
+}
+
+func loadParquet(path string, opts LoadOptions) (*Embeddings, error) {
+	column := opts.Column
+	if column == "" {
+		column = "embedding"
+	}
+	idCols := []string{"id"}
+	if opts.IDColumn != "" {
+		idCols = []string{opts.IDColumn}
+	}
+	langCols := []string{"language", "language_code"}
+	if opts.LanguageColumn != "" {
+		langCols = []string{opts.LanguageColumn}
+	}
+	v, err := dataset.ReadParquetVectors(path, column, append(slices.Clone(idCols), langCols...))
+	if err != nil {
+		return nil, fmt.Errorf("sampling: %w", err)
+	}
+	ids := v.Labels[idCols[0]]
+	if opts.IDColumn != "" && ids == nil {
+		return nil, fmt.Errorf("sampling: %s: no column %q", path, opts.IDColumn)
+	}
+	var langs []string
+	for _, c := range langCols {
+		if langs = v.Labels[c]; langs != nil {
+			break
+		}
+	}
+	if opts.LanguageColumn != "" && langs == nil {
+		return nil, fmt.Errorf("sampling: %s: no column %q", path, opts.LanguageColumn)
+	}
+	t, err := tensor.FromF32(v.Data, v.Rows, v.Dim)
+	if err != nil {
+		return nil, fmt.Errorf("sampling: %w", err)
+	}
+	e := &Embeddings{Vectors: t}
+	if ids != nil || langs != nil {
+		e.Rows = make([]EmbeddingRow, v.Rows)
+		for i := range e.Rows {
+			e.Rows[i].Source = path + ":" + strconv.Itoa(i+1)
+			e.Rows[i].ID = filepath.Base(path) + ":" + strconv.Itoa(i+1)
+			if ids != nil && ids[i] != "" {
+				e.Rows[i].ID = ids[i]
+			}
+			if langs != nil {
+				e.Rows[i].Language, _ = dataset.NormalizeLanguage(langs[i])
+			}
+		}
+	}
+	return e, nil
+}
+
+// checkFinite refuses NaN and infinite values: they would poison every
+// distance computed with them.
+func checkFinite(path string, t *tensor.Tensor) error {
+	d := t.Dim(1)
+	for i, x := range t.F32() {
+		if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) {
+			return fmt.Errorf("sampling: %s: row %d, column %d is %v", path, i/d, i%d, x)
+		}
+	}
+	return nil
+}
+
+// npyMagic starts every .npy file.
+var npyMagic = []byte("\x93NUMPY")
+
+// ReadNPY reads a 2-D float32 or float64 array in C order from a NumPy
+// .npy file (format versions 1.0 to 3.0) as an F32 [N, D] tensor.
+func ReadNPY(path string) (*tensor.Tensor, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("sampling: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("sampling: %w", err)
+	}
+	r := bufio.NewReaderSize(f, 1<<20)
+	descr, shape, headerLen, err := readNPYHeader(r)
+	if err != nil {
+		return nil, fmt.Errorf("sampling: %s: %w", path, err)
+	}
+	var size int
+	var order binary.ByteOrder
+	switch descr {
+	case "<f4", "=f4":
+		size, order = 4, binary.LittleEndian
+	case ">f4":
+		size, order = 4, binary.BigEndian
+	case "<f8", "=f8":
+		size, order = 8, binary.LittleEndian
+	case ">f8":
+		size, order = 8, binary.BigEndian
+	default:
+		return nil, fmt.Errorf("sampling: %s: dtype %q, want float32 or float64", path, descr)
+	}
+	rows, cols := shape[0], shape[1]
+	if cols > 0 && rows > math.MaxInt/size/cols {
+		return nil, fmt.Errorf("sampling: %s: shape %v is too large", path, shape)
+	}
+	if want := int64(headerLen) + int64(rows*cols*size); st.Size() != want {
+		return nil, fmt.Errorf("sampling: %s: %d bytes, shape %v of %s needs %d", path, st.Size(), shape, descr, want)
+	}
+	v := make([]float32, rows*cols)
+	buf := make([]byte, 1<<16) // a multiple of both sizes
+	for i := 0; i < len(v); {
+		chunk := buf[:min(len(buf), (len(v)-i)*size)]
+		if _, err := io.ReadFull(r, chunk); err != nil {
+			return nil, fmt.Errorf("sampling: %s: %w", path, err)
+		}
+		for off := 0; off < len(chunk); off += size {
+			if size == 4 {
+				v[i] = math.Float32frombits(order.Uint32(chunk[off:]))
+			} else {
+				v[i] = float32(math.Float64frombits(order.Uint64(chunk[off:])))
+			}
+			i++
+		}
+	}
+	return tensor.FromF32(v, rows, cols)
+}
+
+// readNPYHeader reads the magic, version and header dictionary, and
+// returns the dtype descriptor, the 2-D shape and the header's total size.
+func readNPYHeader(r io.Reader) (descr string, shape []int, size int, err error) {
+	pre := make([]byte, 8)
+	if _, err := io.ReadFull(r, pre); err != nil || !bytes.Equal(pre[:6], npyMagic) {
+		return "", nil, 0, errors.New("not a .npy file (no \\x93NUMPY magic)")
+	}
+	var n int
+	switch pre[6] {
+	case 1:
+		var b [2]byte
+		if _, err := io.ReadFull(r, b[:]); err != nil {
+			return "", nil, 0, fmt.Errorf("header: %w", err)
+		}
+		n, size = int(binary.LittleEndian.Uint16(b[:])), 10
+	case 2, 3:
+		var b [4]byte
+		if _, err := io.ReadFull(r, b[:]); err != nil {
+			return "", nil, 0, fmt.Errorf("header: %w", err)
+		}
+		n, size = int(binary.LittleEndian.Uint32(b[:])), 12
+		if n > 1<<24 {
+			return "", nil, 0, fmt.Errorf("header of %d bytes", n)
+		}
+	default:
+		return "", nil, 0, fmt.Errorf("format version %d.%d, want 1.0 to 3.0", pre[6], pre[7])
+	}
+	h := make([]byte, n)
+	if _, err := io.ReadFull(r, h); err != nil {
+		return "", nil, 0, fmt.Errorf("header: %w", err)
+	}
+	dict, err := parseNPYDict(string(h))
+	if err != nil {
+		return "", nil, 0, fmt.Errorf("header %q: %w", strings.TrimSpace(string(h)), err)
+	}
+	descr, ok := dict["descr"].(string)
+	if !ok {
+		return "", nil, 0, errors.New("header has no 'descr' string")
+	}
+	if fortran, ok := dict["fortran_order"].(bool); !ok || fortran {
+		return "", nil, 0, errors.New("the array is in Fortran order (or says nothing), want C order")
+	}
+	shape, ok = dict["shape"].([]int)
+	if !ok || len(shape) != 2 {
+		return "", nil, 0, fmt.Errorf("shape %v, want 2-D (N, D)", dict["shape"])
+	}
+	return descr, shape, size + n, nil
+}
+
+// parseNPYDict parses the Python dict literal of a .npy header: string
+// keys, values that are strings, True/False or tuples of integers.
+func parseNPYDict(s string) (map[string]any, error) {
+	p := &npyParser{s: s}
+	if !p.eat('{') {
+		return nil, errors.New("want '{'")
+	}
+	dict := map[string]any{}
+	for {
+		if p.eat('}') {
+			return dict, nil
+		}
+		key, err := p.str()
+		if err != nil {
+			return nil, err
+		}
+		if !p.eat(':') {
+			return nil, errors.New("want ':'")
+		}
+		var val any
+		switch p.skip(); {
+		case p.peek() == '\'' || p.peek() == '"':
+			val, err = p.str()
+		case p.peek() == '(':
+			val, err = p.tuple()
+		case strings.HasPrefix(p.s[p.i:], "True"):
+			val, p.i = true, p.i+4
+		case strings.HasPrefix(p.s[p.i:], "False"):
+			val, p.i = false, p.i+5
+		default:
+			return nil, fmt.Errorf("unexpected value at %d", p.i)
+		}
+		if err != nil {
+			return nil, err
+		}
+		dict[key] = val
+		if !p.eat(',') && p.skip() != '}' {
+			return nil, errors.New("want ',' or '}'")
+		}
+	}
+}
+
+type npyParser struct {
+	s string
+	i int
+}
+
+// skip passes spaces and returns the next byte (0 at the end).
+func (p *npyParser) skip() byte {
+	for p.i < len(p.s) && (p.s[p.i] == ' ' || p.s[p.i] == '\n' || p.s[p.i] == '\t') {
+		p.i++
+	}
+	return p.peek()
+}
+
+func (p *npyParser) peek() byte {
+	if p.i < len(p.s) {
+		return p.s[p.i]
+	}
+	return 0
+}
+
+func (p *npyParser) eat(c byte) bool {
+	if p.skip() == c {
+		p.i++
+		return true
+	}
+	return false
+}
+
+func (p *npyParser) str() (string, error) {
+	q := p.skip()
+	if q != '\'' && q != '"' {
+		return "", fmt.Errorf("want a string at %d", p.i)
+	}
+	end := strings.IndexByte(p.s[p.i+1:], q)
+	if end < 0 {
+		return "", errors.New("unterminated string")
+	}
+	v := p.s[p.i+1 : p.i+1+end]
+	p.i += end + 2
+	return v, nil
+}
+
+func (p *npyParser) tuple() ([]int, error) {
+	p.eat('(')
+	dims := []int{}
+	for {
+		if p.eat(')') {
+			return dims, nil
+		}
+		start := p.i
+		for p.i < len(p.s) && p.s[p.i] >= '0' && p.s[p.i] <= '9' {
+			p.i++
+		}
+		d, err := strconv.Atoi(p.s[start:p.i])
+		if err != nil {
+			return nil, fmt.Errorf("bad dimension at %d", start)
+		}
+		dims = append(dims, d)
+		if !p.eat(',') && p.skip() != ')' {
+			return nil, errors.New("want ',' or ')'")
+		}
+	}
+}
+
+// WriteNPY writes an F32 [N, D] tensor as a .npy file (format 1.0,
+// little-endian float32, C order), atomically.
+func WriteNPY(path string, t *tensor.Tensor) error {
+	if t == nil || t.DType() != tensor.F32 || t.Rank() != 2 {
+		return fmt.Errorf("sampling: write %s: want an F32 [N, D] tensor, got %v", path, t)
+	}
+	dict := fmt.Sprintf("{'descr': '<f4', 'fortran_order': False, 'shape': (%d, %d), }", t.Dim(0), t.Dim(1))
+	// NumPy pads the header with spaces and a newline so that the data
+	// starts at a multiple of 64 bytes.
+	pad := 64 - (10+len(dict)+1)%64
+	if pad == 64 {
+		pad = 0
+	}
+	header := dict + strings.Repeat(" ", pad) + "\n"
+	if len(header) > math.MaxUint16 {
+		return fmt.Errorf("sampling: write %s: header too long", path)
+	}
+	err := embedWriteAtomic(path, func(w io.Writer) error {
+		pre := append(slices.Clone(npyMagic), 1, 0)
+		pre = binary.LittleEndian.AppendUint16(pre, uint16(len(header)))
+		if _, err := w.Write(pre); err != nil {
+			return err
+		}
+		if _, err := io.WriteString(w, header); err != nil {
+			return err
+		}
+		buf := make([]byte, 0, 1<<16)
+		for _, x := range t.F32() {
+			buf = binary.LittleEndian.AppendUint32(buf, math.Float32bits(x))
+			if len(buf) == cap(buf) {
+				if _, err := w.Write(buf); err != nil {
+					return err
+				}
+				buf = buf[:0]
+			}
+		}
+		_, err := w.Write(buf)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("sampling: write %s: %w", path, err)
+	}
+	return nil
+}
+
+// embedWriteAtomic writes path through a temporary file in the same
+// directory, fsync and rename, so path is either absent, its old contents
+// or the whole new file.
+func embedWriteAtomic(path string, write func(io.Writer) error) (err error) {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	w := bufio.NewWriterSize(tmp, 1<<20)
+	if err := write(w); err != nil {
+		return err
+	}
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	if err := tmp.Chmod(0o644); err != nil {
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return err
+	}
+	if d, err := os.Open(filepath.Dir(path)); err == nil {
+		d.Sync() // make the rename durable; some file systems cannot sync a directory
+		d.Close()
+	}
+	return nil
+}

@@ -1,0 +1,519 @@
+package sampling
+
+import (
+	"cmp"
+	"fmt"
+	"math"
+	"slices"
+
+	"github.com/compassml/compass/tensor"
+)
+
+// The Lloyd iterations: the assignment step (one distance GEMM per block of
+// rows), the update step (per-cluster sums, kept incrementally), empty
+// cluster relocation, and the loop that stops as scikit-learn does.
+
+// assigner assigns rows to their nearest centroid, one GEMM per block of
+// rows.
+type assigner struct {
+	b     tensor.Backend
+	m     *matrix
+	k     int
+	block int
+	dev   *tensor.Tensor // m on the backend (m.t itself on the CPU)
+	out   *tensor.Tensor // host scratch [block, k]
+	cnorm []float32
+}
+
+// blockBytes bounds the [rows x K] distance block of the assignment.
+const blockBytes = 16 << 20
+
+func newAssigner(b tensor.Backend, m *matrix, k int) (*assigner, error) {
+	block := min(m.n, max(256, blockBytes/4/k))
+	dev, err := b.ToDevice(m.t)
+	if err != nil {
+		return nil, err
+	}
+	return &assigner{b: b, m: m, k: k, block: block, dev: dev,
+		out: tensor.New(tensor.F32, block, k), cnorm: make([]float32, k)}, nil
+}
+
+func (a *assigner) close() {
+	if a.dev != a.m.t {
+		a.b.Free(a.dev)
+	}
+}
+
+// assign writes the nearest centroid of every row into labels and returns
+// how many labels changed. Ties go to the lowest index.
+func (a *assigner) assign(cent []float32, labels []int32) (changed int, err error) {
+	d := a.m.d
+	for j := 0; j < a.k; j++ {
+		a.cnorm[j] = float32(norm2(cent[j*d : (j+1)*d]))
+	}
+	ct, err := tensor.FromF32(cent, a.k, d)
+	if err != nil {
+		return 0, err
+	}
+	dc, err := a.b.ToDevice(ct)
+	if err != nil {
+		return 0, err
+	}
+	defer func() {
+		if dc != ct {
+			a.b.Free(dc)
+		}
+	}()
+	var dout *tensor.Tensor
+	if a.b.Name() != "cpu" {
+		if dout, err = a.b.Alloc(tensor.F32, a.block, a.k); err != nil {
+			return 0, err
+		}
+		defer a.b.Free(dout)
+	}
+	nw := workers(a.block)
+	counts := make([]int, nw)
+	for lo := 0; lo < a.m.n; lo += a.block {
+		hi := min(lo+a.block, a.m.n)
+		xb, err := a.dev.Slice(lo, hi)
+		if err != nil {
+			return 0, err
+		}
+		out, err := a.out.Slice(0, hi-lo)
+		if err != nil {
+			return 0, err
+		}
+		if dout == nil {
+			err = a.b.MatMul(out, xb, dc, false, true, -2, 0)
+		} else {
+			var o *tensor.Tensor
+			if o, err = dout.Slice(0, hi-lo); err == nil {
+				if err = a.b.MatMul(o, xb, dc, false, true, -2, 0); err == nil {
+					var h *tensor.Tensor
+					if h, err = a.b.ToHost(o); err == nil {
+						copy(out.F32(), h.F32())
+					}
+				}
+			}
+		}
+		if err != nil {
+			return 0, fmt.Errorf("sampling: kmeans distances: %w", err)
+		}
+		scores := out.F32()
+		k := a.k
+		parallelChunks(hi-lo, nw, func(w, r0, r1 int) {
+			n := 0
+			for r := r0; r < r1; r++ {
+				cn := a.cnorm
+				s := scores[r*k : (r+1)*k]
+				s = s[:len(cn)] // one bounds check for the loop
+				best, bj := s[0]+cn[0], 0
+				for j := 1; j < len(cn); j++ {
+					if v := s[j] + cn[j]; v < best {
+						best, bj = v, j
+					}
+				}
+				if labels[lo+r] != int32(bj) {
+					labels[lo+r] = int32(bj)
+					n++
+				}
+			}
+			counts[w] += n
+		})
+	}
+	for _, c := range counts {
+		changed += c
+	}
+	return changed, nil
+}
+
+// sumChunks is how many row chunks the update sums separately before adding
+// the chunks up in order. It is fixed, not the thread count, so that every
+// sum is taken in the same order on any machine.
+const sumChunks = 16
+
+// sumBytes bounds the float64 partial sums of the update.
+const sumBytes = 64 << 20
+
+// clusterSums holds the float64 sum and the count of the rows of each
+// cluster, for a membership (the cluster each row is counted in) that
+// follows the assignments. Once few rows change cluster, moving only those
+// is much cheaper than summing everything again (late Lloyd iterations
+// change a few percent of the rows).
+type clusterSums struct {
+	m      *matrix
+	k      int
+	xx     float64     // sum of ||x||^2 over the rows
+	member []int32     // cluster each row is counted in; -1: none yet
+	sums   []float64   // [k*d]
+	counts []int       // [k]
+	part   [][]float64 // per-chunk partial sums or changes, [k*d] each
+	dirty  []bool      // chunks whose partial holds changes
+}
+
+func newClusterSums(m *matrix, k int) *clusterSums {
+	chunks := max(1, min(sumChunks, m.n/256, sumBytes/(8*k*m.d)))
+	s := &clusterSums{k: k, member: make([]int32, m.n), sums: make([]float64, k*m.d), counts: make([]int, k),
+		part: make([][]float64, chunks), dirty: make([]bool, chunks)}
+	for c := range s.part {
+		s.part[c] = make([]float64, k*m.d)
+	}
+	s.reset(m)
+	return s
+}
+
+// reset starts over on the rows of m (as many rows as before), with no row
+// counted anywhere.
+func (s *clusterSums) reset(m *matrix) {
+	s.m, s.xx = m, sumSquares(m)
+	for i := range s.member {
+		s.member[i] = -1
+	}
+	clear(s.sums)
+	clear(s.counts)
+}
+
+// sync makes the sums and counts those of labels: from scratch when more
+// than half of the rows changed cluster, else by moving the rows that did.
+// Either way each fixed chunk of rows works into its own partial and the
+// partials are added in chunk order, so the result does not depend on the
+// number of threads.
+func (s *clusterSums) sync(labels []int32) {
+	m, d := s.m, s.m.d
+	changed := 0
+	for i, l := range labels {
+		if l != s.member[i] {
+			changed++
+		}
+	}
+	if changed == 0 {
+		return
+	}
+	chunks := len(s.part)
+	fresh := 2*changed > m.n
+	parallelTasks(chunks, func(c int) {
+		acc := s.part[c]
+		lo, hi := c*m.n/chunks, (c+1)*m.n/chunks
+		if fresh {
+			clear(acc)
+			for i := lo; i < hi; i++ {
+				addRow(acc[int(labels[i])*d:int(labels[i]+1)*d], m.row(i))
+			}
+			s.dirty[c] = true
+			return
+		}
+		s.dirty[c] = false
+		for i := lo; i < hi; i++ {
+			from, to := s.member[i], labels[i]
+			if from == to {
+				continue
+			}
+			if !s.dirty[c] {
+				clear(acc)
+				s.dirty[c] = true
+			}
+			if from >= 0 {
+				subRow(acc[int(from)*d:int(from+1)*d], m.row(i))
+			}
+			addRow(acc[int(to)*d:int(to+1)*d], m.row(i))
+		}
+	})
+	if fresh {
+		clear(s.sums)
+	}
+	for c, p := range s.part {
+		if s.dirty[c] {
+			for j, v := range p {
+				s.sums[j] += v
+			}
+		}
+	}
+	if fresh {
+		clear(s.counts)
+		for _, l := range labels {
+			s.counts[l]++
+		}
+	} else {
+		for i, l := range labels {
+			if from := s.member[i]; from != l {
+				if from >= 0 {
+					s.counts[from]--
+				}
+				s.counts[l]++
+			}
+		}
+	}
+	copy(s.member, labels)
+	for j, n := range s.counts {
+		if n == 0 {
+			clear(s.sums[j*d : (j+1)*d]) // drop the rounding residue of an emptied cluster
+		}
+	}
+}
+
+// move counts row i in cluster to instead of its current one.
+func (s *clusterSums) move(i, to int) {
+	d := s.m.d
+	from := int(s.member[i])
+	x := s.m.row(i)
+	subRow(s.sums[from*d:(from+1)*d], x)
+	s.counts[from]--
+	if s.counts[from] == 0 {
+		clear(s.sums[from*d : (from+1)*d])
+	}
+	if s.counts[to] == 0 {
+		clear(s.sums[to*d : (to+1)*d]) // drop any rounding residue of an emptied cluster
+	}
+	addRow(s.sums[to*d:(to+1)*d], x)
+	s.counts[to]++
+	s.member[i] = int32(to)
+}
+
+// objective is the inertia of the membership under the centroids cent,
+// computed from the sums as sum ||x||^2 - 2 sum_k c_k.S_k + sum_k n_k ||c_k||^2
+// in float64, without a pass over the data.
+func (s *clusterSums) objective(cent []float32) float64 {
+	d := s.m.d
+	obj := s.xx
+	for j := 0; j < s.k; j++ {
+		c := cent[j*d : (j+1)*d]
+		sum := s.sums[j*d : (j+1)*d]
+		var cs float64
+		for f, v := range c {
+			cs += float64(v) * sum[f]
+		}
+		obj += float64(s.counts[j])*norm2(c) - 2*cs
+	}
+	return max(0, obj)
+}
+
+// subRow subtracts x from acc (same length), four at a time.
+func subRow(acc []float64, x []float32) {
+	acc = acc[:len(x)]
+	j := 0
+	for ; j+4 <= len(x); j += 4 {
+		acc[j] -= float64(x[j])
+		acc[j+1] -= float64(x[j+1])
+		acc[j+2] -= float64(x[j+2])
+		acc[j+3] -= float64(x[j+3])
+	}
+	for ; j < len(x); j++ {
+		acc[j] -= float64(x[j])
+	}
+}
+
+// addRow adds x into acc (same length), four at a time.
+func addRow(acc []float64, x []float32) {
+	acc = acc[:len(x)]
+	j := 0
+	for ; j+4 <= len(x); j += 4 {
+		acc[j] += float64(x[j])
+		acc[j+1] += float64(x[j+1])
+		acc[j+2] += float64(x[j+2])
+		acc[j+3] += float64(x[j+3])
+	}
+	for ; j < len(x); j++ {
+		acc[j] += float64(x[j])
+	}
+}
+
+// rowDistances returns ||x_i - c_{labels_i}||^2 for every row (float64).
+func rowDistances(m *matrix, labels []int32, cent []float32) []float64 {
+	dist := make([]float64, m.n)
+	parallelChunks(m.n, workers(m.n), func(_, lo, hi int) {
+		for i := lo; i < hi; i++ {
+			c := cent[int(labels[i])*m.d : int(labels[i]+1)*m.d]
+			var s float64
+			for j, v := range m.row(i) {
+				e := float64(v) - float64(c[j])
+				s += e * e
+			}
+			dist[i] = s
+		}
+	})
+	return dist
+}
+
+// sumSquares is the sum of the squared norms of the rows (float64).
+func sumSquares(m *matrix) float64 {
+	part := make([]float64, sumChunks)
+	parallelChunks(m.n, sumChunks, func(c, lo, hi int) {
+		for i := lo; i < hi; i++ {
+			part[c] += norm2(m.row(i))
+		}
+	})
+	return sum64(part)
+}
+
+// inertia is the exact sum of rowDistances, summed in row order.
+func inertia(m *matrix, labels []int32, cent []float32) float64 {
+	return sum64(rowDistances(m, labels, cent))
+}
+
+// relocateEmpty re-seeds the clusters with no rows as scikit-learn does
+// (_relocate_empty_clusters_dense): the rows farthest from their own
+// centroid (under the centroids they were assigned with) become the new
+// centres of the empty clusters, largest distance first, ties to the lowest
+// row, and each leaves its old cluster's sum. A row is only taken from a
+// cluster that keeps at least one other row. The labels are left as they
+// are: the next assignment moves the rows. It returns how many clusters it
+// re-seeded.
+func relocateEmpty(s *clusterSums, labels []int32, cent []float32) int {
+	var empty []int
+	for j, c := range s.counts {
+		if c == 0 {
+			empty = append(empty, j)
+		}
+	}
+	if len(empty) == 0 {
+		return 0
+	}
+	dist := rowDistances(s.m, labels, cent)
+	order := make([]int, s.m.n)
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(dist[b], dist[a]) })
+	moved := 0
+	for _, i := range order {
+		if moved == len(empty) {
+			break
+		}
+		if s.counts[s.member[i]] < 2 {
+			continue
+		}
+		s.move(i, empty[moved])
+		moved++
+	}
+	return moved
+}
+
+// lloyd runs Lloyd iterations from the centroids init (not modified).
+func lloyd(m *matrix, init []float32, o KMeansOptions, tol float64, restart int) (*KMeansResult, error) {
+	k, d := o.K, m.d
+	a, err := newAssigner(o.Backend, m, k)
+	if err != nil {
+		return nil, err
+	}
+	defer a.close()
+	cent := slices.Clone(init)
+	next := make([]float32, k*d)
+	labels := make([]int32, m.n)
+	for i := range labels {
+		labels[i] = -1 // as scikit-learn: the first iteration never counts as converged
+	}
+	sums := newClusterSums(m, k)
+	res := &KMeansResult{Restart: restart}
+	strict := false
+	for it := 0; it < o.MaxIter; it++ {
+		changed, err := a.assign(cent, labels)
+		if err != nil {
+			return nil, err
+		}
+		sums.sync(labels)
+		res.History = append(res.History, sums.objective(cent))
+		res.Relocated += relocateEmpty(sums, labels, cent)
+		for j := 0; j < k; j++ {
+			c := next[j*d : (j+1)*d]
+			n := sums.counts[j]
+			if n == 0 {
+				copy(c, cent[j*d:(j+1)*d]) // nothing to average: keep it
+				continue
+			}
+			for f := range c {
+				c[f] = float32(sums.sums[j*d+f] / float64(n))
+			}
+		}
+		if o.Spherical {
+			normalizeRows(next, d)
+		}
+		var shift float64
+		for f := range next {
+			e := float64(next[f]) - float64(cent[f])
+			shift += e * e
+		}
+		cent, next = next, cent
+		res.Iterations = it + 1
+		fmt.Fprintf(o.Progress, "kmeans: restart %d iteration %d: inertia %.6g, %d assignments changed, centroid shift %.3g\n",
+			restart+1, it+1, res.History[it], changed, shift)
+		if changed == 0 {
+			strict = true
+			res.Converged = true
+			break
+		}
+		if shift <= tol {
+			res.Converged = true
+			break
+		}
+	}
+	if !strict {
+		// The centroids moved after the last assignment: assign again so
+		// that labels and centroids agree (scikit-learn does the same).
+		if _, err := a.assign(cent, labels); err != nil {
+			return nil, err
+		}
+	}
+	return finish(m, res, labels, cent, k), nil
+}
+
+// finish fills the result's labels, sizes, centroids and exact inertia.
+func finish(m *matrix, res *KMeansResult, labels []int32, cent []float32, k int) *KMeansResult {
+	res.Labels = labels
+	res.Sizes = make([]int, k)
+	for _, l := range labels {
+		res.Sizes[l]++
+	}
+	res.Inertia = inertia(m, labels, cent)
+	res.Centroids, _ = tensor.FromF32(cent, k, m.d)
+	return res
+}
+
+// normalizeRows scales each row of v ([*, d]) to unit length; zero rows
+// stay zero.
+func normalizeRows(v []float32, d int) {
+	for i := 0; i+d <= len(v); i += d {
+		r := v[i : i+d]
+		if s := norm2(r); s > 0 {
+			inv := 1 / math.Sqrt(s)
+			for j := range r {
+				r[j] = float32(float64(r[j]) * inv)
+			}
+		}
+	}
+}
+
+// Assign returns the nearest centroid of every row of x (ties to the lowest
+// index) and the squared euclidean distance to it. centroids is F32 [K, d]
+// with the d of x. With spherical set, rows of x are L2-normalised first
+// (the centroids are taken as given).
+func Assign(x, centroids *tensor.Tensor, spherical bool, b tensor.Backend) ([]int32, []float64, error) {
+	m, err := checkMatrix("assign", x)
+	if err != nil {
+		return nil, nil, err
+	}
+	c, err := checkMatrix("assign centroids", centroids)
+	if err != nil {
+		return nil, nil, err
+	}
+	if c.d != m.d {
+		return nil, nil, fmt.Errorf("sampling: assign: rows have dimension %d, centroids %d", m.d, c.d)
+	}
+	if spherical {
+		if m, err = m.normalized("assign"); err != nil {
+			return nil, nil, err
+		}
+	}
+	if b == nil {
+		b = tensor.NewCPU()
+	}
+	a, err := newAssigner(b, m, c.n)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer a.close()
+	labels := make([]int32, m.n)
+	if _, err := a.assign(c.v, labels); err != nil {
+		return nil, nil, err
+	}
+	return labels, rowDistances(m, labels, c.v), nil
+}

@@ -1,0 +1,411 @@
+package sampling
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/compassml/compass/tensor"
+)
+
+// planted is a data set where the under-served clusters are known: 8
+// topics (directions in 16 dimensions); the target (Swahili) uses all 8
+// evenly, but its own data covers topics 0-4 only. The pool holds every
+// topic, but the languages closest to Swahili (Bantu ones) only hold
+// topics 0-4; topics 5-7 are in English, French, Hindi and Japanese. The
+// pool also holds Swahili items, which are not auxiliary data.
+type planted struct {
+	in    SelectInput
+	topic []int // topic of each pool row
+}
+
+const plantedDim = 16
+
+func newPlanted(seed uint64) planted {
+	rng := rand.New(rand.NewPCG(seed, 99))
+	point := func(topic int) []float32 {
+		v := make([]float32, plantedDim)
+		for j := range v {
+			v[j] = float32(rng.NormFloat64() * 0.6)
+		}
+		v[topic] += 5
+		v[8+topic%8] += 2 // a second coordinate, so topics are not axis-aligned
+		return v
+	}
+	var usage, have, pool [][]float32
+	for i := 0; i < 240; i++ {
+		usage = append(usage, point(i%8))
+	}
+	for i := 0; i < 500; i++ {
+		have = append(have, point(i%5))
+	}
+	p := planted{}
+	near := []string{"zu", "xh", "ny", "rw"}
+	far := []string{"en", "fr", "hi", "ja"}
+	for i := 0; i < 4000; i++ {
+		topic := rng.IntN(8)
+		lang := near[rng.IntN(len(near))]
+		if topic >= 5 {
+			lang = far[rng.IntN(len(far))]
+		}
+		pool = append(pool, point(topic))
+		p.topic = append(p.topic, topic)
+		p.in.Items = append(p.in.Items, Item{ID: fmt.Sprintf("aux-%d", i), Language: lang})
+	}
+	for i := 0; i < 200; i++ { // Swahili items in the gap topics: not auxiliary
+		topic := 5 + i%3
+		pool = append(pool, point(topic))
+		p.topic = append(p.topic, topic)
+		p.in.Items = append(p.in.Items, Item{ID: fmt.Sprintf("sw-%d", i), Language: "swa"})
+	}
+	p.in.Target = "sw"
+	p.in.Usage, _ = NewMatrix(usage)
+	p.in.Have, _ = NewMatrix(have)
+	p.in.Pool, _ = NewMatrix(pool)
+	return p
+}
+
+// gapShare is the share of picks from topics 5-7.
+func (p planted) gapShare(picks []Pick) float64 {
+	n := 0
+	for _, pk := range picks {
+		if p.topic[pk.Row] >= 5 {
+			n++
+		}
+	}
+	return float64(n) / float64(len(picks))
+}
+
+func plantedOptions() SelectOptions {
+	o := DefaultSelectOptions(300)
+	o.K = 8
+	o.KMeans.NInit = 3
+	o.Seed = 42
+	return o
+}
+
+func TestCompassSelectsUnderServedClusters(t *testing.T) {
+	p := newPlanted(1)
+	sel, err := Select(p.in, plantedOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sel.Picks) != 300 {
+		t.Fatalf("%d picks", len(sel.Picks))
+	}
+	if s := p.gapShare(sel.Picks); s < 0.9 {
+		t.Errorf("COMPASS: %.2f of picks from the under-served topics, want > 0.9", s)
+	}
+	seen := map[int]bool{}
+	for _, pk := range sel.Picks {
+		if pk.Language == "swa" {
+			t.Fatalf("picked a target-language item: %+v", pk)
+		}
+		if seen[pk.Row] {
+			t.Fatalf("row %d picked twice", pk.Row)
+		}
+		seen[pk.Row] = true
+		if pk.ID != p.in.Items[pk.Row].ID || pk.Reason == "" || !strings.Contains(pk.Reason, "under-served") {
+			t.Fatalf("pick %+v", pk)
+		}
+	}
+	// The report: three clusters with a positive gap got everything.
+	rep := sel.Report
+	positive, picked := 0, 0
+	for _, c := range rep.Clusters {
+		if c.Gap > 0.05 {
+			positive++
+			picked += c.Picked
+			if c.PHave > 0.01 || math.Abs(c.PUsage-0.125) > 0.01 {
+				t.Errorf("cluster %+v", c)
+			}
+		}
+	}
+	if positive != 3 || picked != 300 || rep.K != 8 || rep.Selected != 300 || rep.Eligible != 4000 {
+		t.Errorf("%d clusters with a gap hold %d picks; report %+v", positive, picked, rep)
+	}
+
+	// The baselines, with the same budget, do not.
+	bo := BaselineOptions{Budget: 300, Seed: 42}
+	random, err := Random(p.in, bo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := p.gapShare(random.Picks); s > 0.6 || len(random.Picks) != 300 {
+		t.Errorf("random: %.2f from the under-served topics (%d picks)", s, len(random.Picks))
+	}
+	ls, err := LangSim(p.in, bo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := p.gapShare(ls.Picks); s > 0.1 || len(ls.Picks) != 300 {
+		t.Errorf("langsim: %.2f from the under-served topics (%d picks)", s, len(ls.Picks))
+	}
+	for _, l := range ls.Report.Languages[:ls.Report.LanguagesUsed] {
+		if !slices.Contains([]string{"zul", "xho", "nya", "kin"}, l.ISO3) {
+			t.Errorf("langsim used %+v; want the Bantu languages first", l)
+		}
+	}
+	t.Logf("share of picks from the under-served topics: compass %.3f, random %.3f, langsim %.3f",
+		p.gapShare(sel.Picks), p.gapShare(random.Picks), p.gapShare(ls.Picks))
+	all, err := AllData(p.in, bo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all.Picks) != 4000 || len(all.Report.Notes) == 0 {
+		t.Errorf("all: %d picks, notes %v", len(all.Picks), all.Report.Notes)
+	}
+}
+
+func TestCompassChoosesKBySilhouette(t *testing.T) {
+	p := newPlanted(2)
+	o := plantedOptions()
+	o.K, o.KMin, o.KMax, o.KStep = 0, 4, 12, 4
+	sel, err := Select(p.in, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sel.Report.K != 8 || len(sel.Report.KScores) != 3 {
+		t.Errorf("K = %d, scores %+v", sel.Report.K, sel.Report.KScores)
+	}
+	if s := p.gapShare(sel.Picks); s < 0.9 {
+		t.Errorf("%.2f of picks from the under-served topics", s)
+	}
+}
+
+func TestCompassOptions(t *testing.T) {
+	p := newPlanted(3)
+	for _, tc := range []struct {
+		name string
+		set  func(*SelectOptions)
+	}{
+		{"ratio", func(o *SelectOptions) { o.Gap = GapRatio }},
+		{"smoothed", func(o *SelectOptions) { o.Gap = GapSmoothed }},
+		{"centroid", func(o *SelectOptions) { o.Within = WithinCentroid }},
+		{"random within", func(o *SelectOptions) { o.Within = WithinRandom }},
+		{"usage+pool", func(o *SelectOptions) { o.Cluster = ClusterUsagePool }},
+		{"euclidean", func(o *SelectOptions) { o.KMeans.Spherical = false }},
+		{"cold", func(o *SelectOptions) { o.Temperature = 0.05 }},
+		{"hot", func(o *SelectOptions) { o.Temperature = 20 }},
+		{"language share", func(o *SelectOptions) { o.LanguageShare = 0.25 }}, // 75 each: the 4 languages of the gap topics suffice
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := plantedOptions()
+			tc.set(&o)
+			sel, err := Select(p.in, o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(sel.Picks) != 300 {
+				t.Errorf("%d picks; notes %v", len(sel.Picks), sel.Report.Notes)
+			}
+			if s := p.gapShare(sel.Picks); s < 0.9 {
+				t.Errorf("%.2f of picks from the under-served topics", s)
+			}
+			if o.LanguageShare > 0 {
+				for lang, n := range sel.Report.ByLanguage {
+					if n > 75 {
+						t.Errorf("%s gave %d picks, over the cap of 75", lang, n)
+					}
+				}
+			}
+		})
+	}
+}
+
+func TestCompassLanguageCapFillsElsewhere(t *testing.T) {
+	// Only four languages hold the gap topics; a cap of 50 each leaves 100
+	// of the 300 for the fill stage, from the other clusters.
+	p := newPlanted(4)
+	o := plantedOptions()
+	o.LanguageCap = 50
+	sel, err := Select(p.in, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fill := 0
+	for _, pk := range sel.Picks {
+		if strings.HasPrefix(pk.Reason, "fill") {
+			fill++
+		}
+	}
+	if len(sel.Picks) != 300 || fill != 100 {
+		t.Errorf("%d picks, %d fill", len(sel.Picks), fill)
+	}
+	for lang, n := range sel.Report.ByLanguage {
+		if n > 50 {
+			t.Errorf("%s: %d picks over the cap", lang, n)
+		}
+	}
+}
+
+func TestSelectionReproducible(t *testing.T) {
+	p := newPlanted(5)
+	o := plantedOptions()
+	o.Within = WithinRandom // the seed matters within clusters too
+	run := func() ([]Pick, []byte) {
+		sel, err := Select(p.in, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(t.TempDir(), "m.jsonl")
+		if err := WriteManifest(path, sel.Picks); err != nil {
+			t.Fatal(err)
+		}
+		b, _ := os.ReadFile(path)
+		return sel.Picks, b
+	}
+	a, ma := run()
+	b, mb := run()
+	if !reflect.DeepEqual(a, b) || !bytes.Equal(ma, mb) {
+		t.Error("same seed, different selection")
+	}
+	o.Seed++
+	c, _ := run()
+	if reflect.DeepEqual(a, c) {
+		t.Error("another seed gave the same random within-cluster order")
+	}
+	for _, method := range []func(SelectInput, BaselineOptions) (*Selection, error){Random, LangSim} {
+		x, _ := method(p.in, BaselineOptions{Budget: 100, Seed: 9})
+		y, _ := method(p.in, BaselineOptions{Budget: 100, Seed: 9})
+		if !reflect.DeepEqual(x.Picks, y.Picks) {
+			t.Error("baseline not reproducible")
+		}
+	}
+}
+
+func TestSelectErrors(t *testing.T) {
+	p := newPlanted(6)
+	o := plantedOptions()
+	nanUsage := tensor.New(tensor.F32, 10, plantedDim)
+	nanUsage.F32()[3*plantedDim+2] = float32(math.NaN())
+	narrow := tensor.New(tensor.F32, 10, plantedDim-1)
+	for _, tc := range []struct {
+		name string
+		edit func(*SelectInput, *SelectOptions)
+		want string
+	}{
+		{"K > N", func(_ *SelectInput, o *SelectOptions) { o.K = 100000 }, "more than the"},
+		{"NaN", func(in *SelectInput, _ *SelectOptions) { in.Usage = nanUsage }, "target usage: row 3, column 2"},
+		{"dimensions", func(in *SelectInput, _ *SelectOptions) { in.Usage = narrow }, "dimension 15, the pool 16"},
+		{"dimensions of D_t", func(in *SelectInput, _ *SelectOptions) { in.Have = narrow }, "dimension 15, the pool 16"},
+		{"empty pool", func(in *SelectInput, _ *SelectOptions) {
+			in.Pool, in.Items = tensor.New(tensor.F32, 0, plantedDim), nil
+		}, "pool is empty"},
+		{"only target language", func(in *SelectInput, _ *SelectOptions) {
+			in.Pool, _ = in.Pool.Slice(4000, 4200)
+			in.Items = in.Items[4000:]
+		}, "all 200 items are in the target language"},
+		{"items", func(in *SelectInput, _ *SelectOptions) { in.Items = in.Items[:10] }, "10 pool items for 4200"},
+		{"unknown target", func(in *SelectInput, _ *SelectOptions) { in.Target = "xx" }, `unknown language "xx"`},
+		{"budget", func(_ *SelectInput, o *SelectOptions) { o.Budget = 0 }, "budget 0"},
+		{"no usage", func(in *SelectInput, _ *SelectOptions) { in.Usage = nil }, "no target usage"},
+		{"temperature", func(_ *SelectInput, o *SelectOptions) { o.Temperature = 0 }, "temperature"},
+		{"gap", func(_ *SelectInput, o *SelectOptions) { o.Gap = "log" }, "unknown gap"},
+	} {
+		in, oo := p.in, o
+		tc.edit(&in, &oo)
+		_, err := Select(in, oo)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: error %v, want %q", tc.name, err, tc.want)
+		}
+	}
+	// LangSim needs every pool language in the table.
+	in := p.in
+	in.Items = slices.Clone(in.Items)
+	in.Items[7].Language = "tlh"
+	if _, err := LangSim(in, BaselineOptions{Budget: 10}); err == nil || !strings.Contains(err.Error(), `"tlh"`) {
+		t.Errorf("unknown pool language: %v", err)
+	}
+	if _, err := Random(SelectInput{Target: "sw"}, BaselineOptions{Budget: 10}); err == nil || !strings.Contains(err.Error(), "pool is empty") {
+		t.Errorf("random on an empty pool: %v", err)
+	}
+	if _, err := LangSim(SelectInput{Target: "xx", Items: p.in.Items}, BaselineOptions{Budget: 10}); err == nil || !strings.Contains(err.Error(), "unknown language") {
+		t.Errorf("langsim, unknown target: %v", err)
+	}
+}
+
+func TestAllocate(t *testing.T) {
+	for _, tc := range []struct {
+		budget   int
+		w        []float64
+		capacity []int
+		want     []int
+	}{
+		{10, []float64{1, 1, 0}, []int{100, 100, 100}, []int{5, 5, 0}},
+		{10, []float64{1, 1, 1}, []int{100, 100, 100}, []int{4, 3, 3}}, // largest remainder, ties to the lower index
+		{10, []float64{3, 1, 0}, []int{2, 100, 100}, []int{2, 8, 0}},   // short of candidates: passes on
+		{10, []float64{1, 1, 1}, []int{1, 2, 100}, []int{1, 2, 7}},
+		{10, []float64{1, 1}, []int{2, 3}, []int{2, 3}},                       // everyone runs out
+		{7, []float64{0.5, 0.25, 0.25}, []int{100, 100, 100}, []int{3, 2, 2}}, // quotas 3.5, 1.75, 1.75
+	} {
+		if got := allocate(tc.budget, tc.w, tc.capacity); !slices.Equal(got, tc.want) {
+			t.Errorf("allocate(%d, %v, %v) = %v, want %v", tc.budget, tc.w, tc.capacity, got, tc.want)
+		}
+	}
+	w := tempered([]float64{0.1, 0.05, 0}, 0.01)
+	if w[0] != 1 || w[1] > 1e-20 || w[2] != 0 {
+		t.Errorf("cold temperature: %v", w)
+	}
+	w = tempered([]float64{0.1, 0.05, 0}, 1000)
+	if math.Abs(w[1]-1) > 1e-3 || w[2] != 0 {
+		t.Errorf("hot temperature: %v", w)
+	}
+}
+
+func TestWriteReport(t *testing.T) {
+	p := newPlanted(7)
+	sel, err := Select(p.in, plantedOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := WriteReport(dir, sel.Report); err != nil {
+		t.Fatal(err)
+	}
+	md, _ := os.ReadFile(filepath.Join(dir, "report.md"))
+	for _, want := range []string{"| cluster | E_t | D_t | pool | p_E | p_D | gap |", "## Picks by language", "gap: diff"} {
+		if !bytes.Contains(md, []byte(want)) {
+			t.Errorf("report.md lacks %q", want)
+		}
+	}
+	var rep Report
+	js, _ := os.ReadFile(filepath.Join(dir, "report.json"))
+	if err := json.Unmarshal(js, &rep); err != nil || len(rep.Clusters) != 8 || rep.Selected != 300 {
+		t.Errorf("report.json: %v %+v", err, rep)
+	}
+	png, _ := os.ReadFile(filepath.Join(dir, "clusters.png"))
+	if !bytes.HasPrefix(png, []byte("\x89PNG")) {
+		t.Error("clusters.png is not a PNG")
+	}
+	ls, _ := LangSim(p.in, BaselineOptions{Budget: 50})
+	if err := WriteReport(dir, ls.Report); err != nil {
+		t.Fatal(err)
+	}
+	if png, _ := os.ReadFile(filepath.Join(dir, "languages.png")); !bytes.HasPrefix(png, []byte("\x89PNG")) {
+		t.Error("languages.png is not a PNG")
+	}
+	path := filepath.Join(dir, "manifest.jsonl")
+	if err := WriteManifest(path, sel.Picks); err != nil {
+		t.Fatal(err)
+	}
+	data, _ := os.ReadFile(path)
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	var first map[string]any
+	if err := json.Unmarshal([]byte(lines[0]), &first); err != nil || len(lines) != 300 {
+		t.Fatalf("manifest: %v, %d lines", err, len(lines))
+	}
+	for _, k := range []string{"id", "language", "cluster", "score", "reason"} {
+		if _, ok := first[k]; !ok {
+			t.Errorf("manifest line lacks %q: %s", k, lines[0])
+		}
+	}
+}

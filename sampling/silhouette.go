@@ -1,0 +1,236 @@
+package sampling
+
+import (
+	"fmt"
+	"io"
+	"math"
+
+	"github.com/compassml/compass/tensor"
+)
+
+// SilhouetteOptions configure Silhouette.
+type SilhouetteOptions struct {
+	// Cosine measures distance as 1 - cos(x, y) instead of the euclidean
+	// distance ||x - y||; use it with spherical k-means.
+	Cosine bool
+	// SampleSize computes the silhouette on a uniform sample of this many
+	// rows (without replacement) when N is larger, as scikit-learn's
+	// silhouette_score(sample_size=...) does: distances are then among the
+	// sampled rows only. 0 means 10000; negative means always exact. The
+	// exact score takes N^2 distances.
+	SampleSize int
+	// Seed chooses the sample.
+	Seed uint64
+	// Backend computes the distance GEMMs; nil means the CPU backend.
+	Backend tensor.Backend
+}
+
+// Silhouette returns the mean silhouette coefficient of a clustering of the
+// rows of x: for row i with a(i) its mean distance to the other rows of its
+// cluster and b(i) the smallest mean distance to the rows of another
+// cluster, s(i) = (b - a) / max(a, b), and 0 for a row alone in its cluster
+// (scikit-learn's definition). It needs at least 2 clusters and fewer
+// clusters than rows, among the sampled rows.
+func Silhouette(x *tensor.Tensor, labels []int32, o SilhouetteOptions) (float64, error) {
+	m, err := checkMatrix("silhouette", x)
+	if err != nil {
+		return 0, err
+	}
+	return silhouette(m, labels, o)
+}
+
+func silhouette(m *matrix, labels []int32, o SilhouetteOptions) (float64, error) {
+	if len(labels) != m.n {
+		return 0, fmt.Errorf("sampling: silhouette: %d labels for %d rows", len(labels), m.n)
+	}
+	for i, l := range labels {
+		if l < 0 {
+			return 0, fmt.Errorf("sampling: silhouette: row %d has negative label %d", i, l)
+		}
+	}
+	if o.Backend == nil {
+		o.Backend = tensor.NewCPU()
+	}
+	size := o.SampleSize
+	switch {
+	case size == 0:
+		size = 10000
+	case size < 0:
+		size = m.n
+	}
+	rows := sampleRows(m.n, size, newRand(o.Seed, 1))
+	xs := m.gather(rows)
+	// Compact the labels of the sample to 0..L-1.
+	ids := map[int32]int{}
+	ls := make([]int, xs.n)
+	for i, r := range rows {
+		id, ok := ids[labels[r]]
+		if !ok {
+			id = len(ids)
+			ids[labels[r]] = id
+		}
+		ls[i] = id
+	}
+	nl := len(ids)
+	if nl < 2 || nl > xs.n-1 {
+		return 0, fmt.Errorf("sampling: silhouette: %d clusters among %d rows; need 2 to %d", nl, xs.n, xs.n-1)
+	}
+	sizes := make([]int, nl)
+	for _, l := range ls {
+		sizes[l]++
+	}
+
+	// Distances come from one GEMM per block of rows: cosine on unit rows,
+	// euclidean on rows centred on their mean, which keeps the float32
+	// cancellation in ||a||^2 + ||b||^2 - 2 a.b small.
+	if o.Cosine {
+		normalizeRows(xs.v, xs.d)
+	} else {
+		centre(xs)
+	}
+	norms := make([]float64, xs.n)
+	for i := range norms {
+		norms[i] = norm2(xs.row(i))
+	}
+	block := max(1, min(xs.n, blockBytes/4/xs.n))
+	out := tensor.New(tensor.F32, block, xs.n)
+	scores := make([]float64, xs.n)
+	for lo := 0; lo < xs.n; lo += block {
+		hi := min(lo+block, xs.n)
+		xb, err := xs.t.Slice(lo, hi)
+		if err != nil {
+			return 0, err
+		}
+		ob, err := out.Slice(0, hi-lo)
+		if err != nil {
+			return 0, err
+		}
+		if err := matmulHost(o.Backend, ob, xb, xs.t, 1); err != nil {
+			return 0, fmt.Errorf("sampling: silhouette distances: %w", err)
+		}
+		dots := ob.F32()
+		parallelChunks(hi-lo, workers(hi-lo), func(_, r0, r1 int) {
+			acc := make([]float64, nl)
+			for r := r0; r < r1; r++ {
+				i := lo + r
+				clear(acc)
+				row := dots[r*xs.n : (r+1)*xs.n]
+				for j, p := range row {
+					var dist float64
+					switch {
+					case j == i:
+						continue
+					case o.Cosine:
+						dist = max(0, 1-float64(p))
+					default:
+						dist = math.Sqrt(max(0, norms[i]+norms[j]-2*float64(p)))
+					}
+					acc[ls[j]] += dist
+				}
+				scores[i] = silhouetteOf(acc, sizes, ls[i])
+			}
+		})
+	}
+	return sum64(scores) / float64(xs.n), nil
+}
+
+// silhouetteOf is s(i) from the summed distances of row i to each cluster.
+func silhouetteOf(acc []float64, sizes []int, own int) float64 {
+	if sizes[own] < 2 {
+		return 0
+	}
+	a := acc[own] / float64(sizes[own]-1)
+	b := math.Inf(1)
+	for c, s := range acc {
+		if c != own && sizes[c] > 0 {
+			b = min(b, s/float64(sizes[c]))
+		}
+	}
+	if den := max(a, b); den > 0 {
+		return (b - a) / den
+	}
+	return 0
+}
+
+// centre subtracts the column means from the rows of m.
+func centre(m *matrix) {
+	mean := make([]float64, m.d)
+	for i := 0; i < m.n; i++ {
+		for j, v := range m.row(i) {
+			mean[j] += float64(v)
+		}
+	}
+	for i := 0; i < m.n; i++ {
+		r := m.row(i)
+		for j := range r {
+			r[j] = float32(float64(r[j]) - mean[j]/float64(m.n))
+		}
+	}
+}
+
+// KScore is the outcome of one K tried by ChooseK.
+type KScore struct {
+	K          int     `json:"k"`
+	Silhouette float64 `json:"silhouette"`
+	Inertia    float64 `json:"inertia"`
+}
+
+// KRange lists lo, lo+step, ... up to hi inclusive.
+func KRange(lo, hi, step int) ([]int, error) {
+	if lo < 2 || hi < lo || step < 1 {
+		return nil, fmt.Errorf("sampling: K range %d:%d step %d: need 2 <= lo <= hi and step >= 1", lo, hi, step)
+	}
+	var ks []int
+	for k := lo; k <= hi; k += step {
+		ks = append(ks, k)
+	}
+	return ks, nil
+}
+
+// ChooseK runs KMeans for every K in ks (o.K is ignored) and keeps the
+// clustering with the highest silhouette (the smallest K on ties). Every K
+// is scored on the same sample of rows (so.Seed). It returns the kept
+// clustering and the score of every K, in the order of ks.
+func ChooseK(x *tensor.Tensor, ks []int, o KMeansOptions, so SilhouetteOptions) (*KMeansResult, []KScore, error) {
+	m, err := checkMatrix("choose K", x)
+	if err != nil {
+		return nil, nil, err
+	}
+	return chooseK(m, ks, o, so)
+}
+
+func chooseK(m *matrix, ks []int, o KMeansOptions, so SilhouetteOptions) (*KMeansResult, []KScore, error) {
+	if len(ks) == 0 {
+		return nil, nil, fmt.Errorf("sampling: choose K: no K to try")
+	}
+	if o.Spherical {
+		var err error
+		if m, err = m.normalized("choose K"); err != nil {
+			return nil, nil, err
+		}
+	}
+	progress := o.Progress
+	if progress == nil {
+		progress = io.Discard
+	}
+	var best *KMeansResult
+	bestScore := math.Inf(-1)
+	var scores []KScore
+	for _, k := range ks {
+		o.K = k
+		res, err := kmeansMatrix(m, o)
+		if err != nil {
+			return nil, nil, err
+		}
+		s, err := silhouette(m, res.Labels, so)
+		if err != nil {
+			return nil, nil, fmt.Errorf("with %d clusters: %w", k, err)
+		}
+		fmt.Fprintf(progress, "kmeans: K = %d: silhouette %.4f, inertia %.6g\n", k, s, res.Inertia)
+		scores = append(scores, KScore{K: k, Silhouette: s, Inertia: res.Inertia})
+		if s > bestScore {
+			best, bestScore = res, s
+		}
+	}
+	return best, scores, nil
+}
