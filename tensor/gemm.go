@@ -8,43 +8,85 @@ import (
 	"unsafe"
 )
 
-// The CPU GEMM follows the Goto/BLIS scheme: op(B) is packed, KC rows by NC
-// columns at a time, into slivers NR columns wide; op(A) into slivers MR rows
-// tall; a register-blocked micro-kernel multiplies one A sliver by one B
-// sliver, adding an MR x NR tile into C. Packing is where dtypes and
-// transposes are handled: whatever a and b are (F32, BF16 or F16, transposed
-// or not), the micro-kernel sees contiguous float32, with alpha folded into
-// the packed A. Tiles at the edges of C go through a scratch tile, so every
-// shape works, not only multiples of the blocking.
-const (
-	gemmMR = 6    // rows of the micro-tile (6 x 2 ymm accumulators)
-	gemmNR = 16   // columns of the micro-tile (two 8-float ymm registers)
-	gemmKC = 256  // depth of a packed panel: an A sliver (6 KiB) and a B sliver (16 KiB) stay in L1
-	gemmMC = 120  // rows of A packed per block: 120 KiB, in L2
-	gemmNC = 3072 // columns of B packed per panel: 3 MiB, in L3
-)
+// The CPU GEMM follows the Goto/BLIS scheme. op(B) is packed KC deep and NC
+// wide at a time into slivers NR columns wide; each task packs a block of MC
+// rows of op(A) into slivers MR rows tall; a register-blocked micro-kernel
+// multiplies one A sliver by one B sliver and adds alpha times the MR x NR
+// product into C. Packing is where dtypes and transposes are handled:
+// whatever a and b are (F32, BF16 or F16, transposed or not), the
+// micro-kernel sees contiguous slivers of one element type, float32 or (for
+// the bf16 dot-product kernel) bf16 pairs. Tiles at the edges of C go
+// through a scratch tile, so every shape works, not only multiples of the
+// blocking.
 
-// microKernel adds op(A) sliver x op(B) sliver, over depth kc, into the MR x
-// NR tile at c (row stride ldc floats). a holds kc groups of MR floats, b kc
-// groups of NR floats. Chosen once at start-up from the CPU's features.
-var microKernel = kernelGo
+// gemmElem is what packed slivers hold: float32, or two bf16 adjacent in
+// depth packed in a uint32 (the even index in the low half).
+type gemmElem interface{ float32 | uint32 }
 
-// GEMMKernel says which micro-kernel the CPU MatMul uses: "avx2-fma" or "go".
-func GEMMKernel() string {
-	if useAVX2 {
-		return "avx2-fma"
-	}
-	return "go"
+// gemmKernel is a micro-kernel with the sliver sizes and blocking it wants.
+type gemmKernel[E gemmElem] struct {
+	name   string
+	mr, nr int // micro-tile: rows of an A sliver, columns of a B sliver
+	kc     int // depth of a packed block, in elements of K (even for bf16 pairs)
+	mc     int // rows of A packed per task (a multiple of mr)
+	nc     int // columns of B packed per panel (a multiple of nr)
+	// kern adds alpha * (A sliver x B sliver) into the mr x nr tile at c
+	// (rows ldc floats apart), or stores it there without reading c when
+	// add is false (the first depth block when beta is 0). a holds d groups
+	// of mr elements, b d groups of nr, where d is the depth in packed
+	// elements.
+	kern func(d int, a, b *E, c *float32, ldc int, alpha float32, add bool)
+	// pack writes free indices [f0, f0+n) and depth [p0, p0+kc) of a view
+	// as slivers of width free indices: sliver s is d groups of width
+	// elements at dst[s*d*width:], the last one zero-padded.
+	pack func(dst []E, v view, f0, n, p0, kc, width int)
+	// pairs is true when an element holds two depth steps.
+	pairs bool
 }
 
+// depth is how many packed elements kc steps of K take.
+func (k *gemmKernel[E]) depth(kc int) int {
+	if k.pairs {
+		return (kc + 1) / 2
+	}
+	return kc
+}
+
+// gemmF32 runs every product; gemmBF16, when the CPU has bf16 dot
+// products, runs those with two BF16 operands. Both are chosen once at
+// start-up from the CPU's features (gemm_amd64.go).
+var (
+	gemmF32  = &goKernel
+	gemmBF16 *gemmKernel[uint32]
+)
+
+// GEMMKernel names the micro-kernels the CPU MatMul uses: "avx512",
+// "avx2-fma" or "go" for float32, preceded by "avx512-bf16+" when BF16 x
+// BF16 products have their own kernel.
+func GEMMKernel() string {
+	if gemmBF16 != nil {
+		return gemmBF16.name + "+" + gemmF32.name
+	}
+	return gemmF32.name
+}
+
+// The portable kernel: 6 x 16, the shape of the AVX2 one.
+const (
+	goMR = 6
+	goNR = 16
+)
+
+var goKernel = gemmKernel[float32]{name: "go", mr: goMR, nr: goNR, kc: 256, mc: 120, nc: 3072,
+	kern: kernelGo, pack: packF32}
+
 // kernelGo is the portable micro-kernel.
-func kernelGo(kc int, a, b, c *float32, ldc int) {
-	as := unsafe.Slice(a, kc*gemmMR)
-	bs := unsafe.Slice(b, kc*gemmNR)
-	var acc [gemmMR][gemmNR]float32
-	for p := 0; p < kc; p++ {
-		av := as[p*gemmMR : p*gemmMR+gemmMR]
-		bv := bs[p*gemmNR : p*gemmNR+gemmNR]
+func kernelGo(d int, a, b *float32, c *float32, ldc int, alpha float32, add bool) {
+	as := unsafe.Slice(a, d*goMR)
+	bs := unsafe.Slice(b, d*goNR)
+	var acc [goMR][goNR]float32
+	for p := 0; p < d; p++ {
+		av := as[p*goMR : p*goMR+goMR]
+		bv := bs[p*goNR : p*goNR+goNR]
 		for i, ai := range av {
 			row := &acc[i]
 			for j, bj := range bv {
@@ -52,11 +94,15 @@ func kernelGo(kc int, a, b, c *float32, ldc int) {
 			}
 		}
 	}
-	cs := unsafe.Slice(c, (gemmMR-1)*ldc+gemmNR)
+	cs := unsafe.Slice(c, (goMR-1)*ldc+goNR)
 	for i := range acc {
-		row := cs[i*ldc : i*ldc+gemmNR]
+		row := cs[i*ldc : i*ldc+goNR]
 		for j, v := range acc[i] {
-			row[j] += v
+			if add {
+				row[j] += alpha * v
+			} else {
+				row[j] = alpha * v
+			}
 		}
 	}
 }
@@ -69,7 +115,39 @@ type operand struct {
 	trans bool // t is stored as [cols, rows]
 }
 
+// view addresses an operand by free index (a row of op(A), a column of
+// op(B)) and depth (the index summed over): element (f, p) is at
+// f*freeStride + p*depthStride. Packing A and packing B are then the same.
+type view struct {
+	t                       *Tensor
+	freeStride, depthStride int
+}
+
+// viewA is op(A) seen by rows; viewB is op(B) seen by columns.
+func viewA(a operand) view {
+	if a.trans { // stored [K, M]
+		return view{a.t, 1, a.rows}
+	}
+	return view{a.t, a.cols, 1}
+}
+
+func viewB(b operand) view {
+	if b.trans { // stored [N, K], like a weight in y = x W^T
+		return view{b.t, b.rows, 1}
+	}
+	return view{b.t, 1, b.cols}
+}
+
 // MatMul implements Backend.
+//
+// With two BF16 operands on a CPU with AVX512_BF16 (GEMMKernel says
+// "avx512-bf16+..."), the products go through VDPBF16PS, which reads bf16
+// subnormal inputs as zero and flushes subnormal partial sums to zero (both
+// below 2^-126, about 1.2e-38). Products of bf16 values are exact in
+// float32, so otherwise the result is the float32 sum, in another order.
+// Every other case converts the inputs to float32 and multiplies and adds
+// in float32. Either way alpha scales each block's sum as it is added to C;
+// it is not folded into the (rounded) inputs.
 func (*CPU) MatMul(c, a, b *Tensor, transA, transB bool, alpha, beta float32) error {
 	opA, opB, err := matmulShapes(c, a, b, transA, transB)
 	if err != nil {
@@ -87,17 +165,23 @@ func (*CPU) MatMul(c, a, b *Tensor, transA, transB bool, alpha, beta float32) er
 			readF32(cf, c, 0)
 		}
 	}
-	switch beta {
-	case 0:
+	product := M > 0 && N > 0 && K > 0 && alpha != 0
+	switch {
+	case beta == 0 && product: // gemm overwrites C without reading it
+	case beta == 0:
 		clear(cf)
-	case 1:
+	case beta == 1:
 	default:
 		for i := range cf {
 			cf[i] *= beta
 		}
 	}
-	if M > 0 && N > 0 && K > 0 && alpha != 0 {
-		gemm(cf, opA, opB, alpha)
+	if product {
+		if gemmBF16 != nil && a.dtype == BF16 && b.dtype == BF16 {
+			gemm(cf, opA, opB, alpha, beta == 0, gemmBF16)
+		} else {
+			gemm(cf, opA, opB, alpha, beta == 0, gemmF32)
+		}
 	}
 	if c.dtype != F32 {
 		writeF32(c, 0, cf)
@@ -143,167 +227,337 @@ func matmulShapes(c, a, b *Tensor, transA, transB bool) (opA, opB operand, err e
 	return opA, opB, nil
 }
 
-// gemmBuffers are the packed panels, reused across calls.
-var gemmBuffers = sync.Pool{New: func() any { return new([]float32) }}
+// Packed panels are reused across calls.
+var (
+	gemmBuffersF32  = sync.Pool{New: func() any { return new([]float32) }}
+	gemmBuffersPair = sync.Pool{New: func() any { return new([]uint32) }}
+)
 
-func getBuffer(n int) *[]float32 {
-	p := gemmBuffers.Get().(*[]float32)
+// gemmPool is the pool of packed buffers of element type E.
+func gemmPool[E gemmElem]() *sync.Pool {
+	var zero E
+	if _, ok := any(zero).(float32); ok {
+		return &gemmBuffersF32
+	}
+	return &gemmBuffersPair
+}
+
+func getBuffer[E gemmElem](n int) *[]E {
+	p := gemmPool[E]().Get().(*[]E)
 	if cap(*p) < n {
-		*p = make([]float32, n)
+		*p = make([]E, n)
 	}
 	*p = (*p)[:n]
 	return p
 }
 
-// gemm adds alpha * op(A) * op(B) into the row-major M x N matrix c.
-func gemm(c []float32, a, b operand, alpha float32) {
+func putBuffer[E gemmElem](p *[]E) { gemmPool[E]().Put(p) }
+
+// gemm adds alpha * op(A) * op(B) into the row-major M x N matrix c, or
+// stores it there when overwrite is set: c is then never read (its first
+// depth block is stored rather than added), as BLAS's beta = 0 asks.
+//
+// Each element of C is summed in the same order whatever the number of
+// threads: the tasks split C, never the depth, the KC blocks are added in
+// order, and the tiles sit at multiples of MR and NR whatever size the
+// tasks have (so the same edge tiles go through scratch).
+func gemm[E gemmElem](c []float32, a, b operand, alpha float32, overwrite bool, k *gemmKernel[E]) {
 	M, K, N := a.rows, a.cols, b.cols
 	workers := runtime.GOMAXPROCS(0)
 	if M*N*K < 64*64*64 {
 		workers = 1 // too small to pay for goroutines
 	}
-	mPanels := (M + gemmMR - 1) / gemmMR
-	bufA := getBuffer(mPanels * gemmMR * gemmKC)
-	bufB := getBuffer(gemmKC * gemmNC)
-	defer gemmBuffers.Put(bufA)
-	defer gemmBuffers.Put(bufB)
-	packedA, packedB := *bufA, *bufB
+	va, vb := viewA(a), viewB(b)
+	mSlivers := (M + k.mr - 1) / k.mr
+	blocks, groups := gemmTasks(k, workers, mSlivers, min(N, k.nc))
 
-	for j0 := 0; j0 < N; j0 += gemmNC {
-		nc := min(gemmNC, N-j0)
-		nPanels := (nc + gemmNR - 1) / gemmNR
-		for p0 := 0; p0 < K; p0 += gemmKC {
-			kc := min(gemmKC, K-p0)
-			// Pack this panel of B and all of A's rows for depth [p0, p0+kc).
-			// A is packed whole (not one MC block at a time) so that all
-			// workers can share it; a block is read back from L3 once per
-			// macro-kernel, which is small next to its reuse across slivers.
-			parallelRange(workers, nPanels+mPanels, func(s int) {
-				if s < nPanels {
-					packB(packedB[s*gemmNR*kc:], b, p0, kc, j0+s*gemmNR, min(gemmNR, nc-s*gemmNR))
-				} else {
-					s -= nPanels
-					packA(packedA[s*gemmMR*kc:], a, s*gemmMR, min(gemmMR, M-s*gemmMR), p0, kc, alpha)
-				}
+	dMax := k.depth(k.kc)
+	bufB := getBuffer[E](dMax * ((k.nc + k.nr - 1) / k.nr * k.nr))
+	defer putBuffer(bufB)
+	bufA := make([]*[]E, workers) // one A block per worker
+	for w := range bufA {
+		bufA[w] = getBuffer[E](dMax * k.mr * ((mSlivers + blocks - 1) / blocks))
+		defer putBuffer(bufA[w])
+	}
+	packedB := *bufB
+
+	for j0 := 0; j0 < N; j0 += k.nc {
+		nc := min(k.nc, N-j0)
+		nSlivers := (nc + k.nr - 1) / k.nr
+		for p0 := 0; p0 < K; p0 += k.kc {
+			kc := min(k.kc, K-p0)
+			d := k.depth(kc)
+			add := p0 > 0 || !overwrite
+			// The workers share the packing of B in a few wide chunks:
+			// where the source rows are contiguous across slivers, one
+			// chunk reads long runs of each, which the hardware prefetcher
+			// follows (one sliver's worth of each of KC rows it does not).
+			chunks := min(nSlivers, 2*workers)
+			parallelRange(workers, chunks, func(_, ch int) {
+				s0, s1 := split(nSlivers, chunks, ch), split(nSlivers, chunks, ch+1)
+				k.pack(packedB[s0*k.nr*d:], vb, j0+s0*k.nr, min(nc, s1*k.nr)-s0*k.nr, p0, kc, k.nr)
 			})
-			// Tasks are (block of MC rows) x (group of B slivers); split the
-			// columns too when there are fewer row blocks than workers.
-			mBlocks := (M + gemmMC - 1) / gemmMC
-			groups := 1
-			if mBlocks < 4*workers {
-				groups = min(nPanels, (4*workers+mBlocks-1)/mBlocks)
-			}
-			perGroup := (nPanels + groups - 1) / groups
-			parallelRange(workers, mBlocks*groups, func(task int) {
-				i0 := (task / groups) * gemmMC
-				s0 := (task % groups) * perGroup
-				macroKernel(c, N, packedA, packedB, kc, i0, min(gemmMC, M-i0), j0, nc, s0, min(s0+perGroup, nPanels))
+			// A task packs its block of A (Goto's order: it stays in this
+			// core's L2) and multiplies it by its group of B slivers.
+			parallelRange(workers, blocks*groups, func(w, task int) {
+				b, g := task/groups, task%groups
+				i0 := split(mSlivers, blocks, b) * k.mr
+				i1 := min(M, split(mSlivers, blocks, b+1)*k.mr)
+				s0, s1 := split(nSlivers, groups, g), split(nSlivers, groups, g+1)
+				if s0 == s1 {
+					return
+				}
+				packedA := *bufA[w]
+				k.pack(packedA, va, i0, i1-i0, p0, kc, k.mr)
+				macroKernel(k, c, N, packedA, packedB, d, i0, i1-i0, j0, nc, s0, s1, alpha, add)
 			})
 		}
 	}
 }
 
-// parallelRange runs fn(0..n-1) on up to workers goroutines, handing out
-// indices one at a time so that uneven tasks balance.
-func parallelRange(workers, n int, fn func(i int)) {
+// gemmTasks splits the rows of C into blocks of about MC rows and, when
+// that gives fewer than two blocks per worker, the columns of a panel into
+// groups; several tasks per worker of about the same size balance well.
+// Blocks and groups are made of whole slivers (see split).
+func gemmTasks[E gemmElem](k *gemmKernel[E], workers, mSlivers, ncMax int) (blocks, groups int) {
+	perBlock := max(1, k.mc/k.mr)
+	blocks = (mSlivers + perBlock - 1) / perBlock
+	groups = 1
+	if workers == 1 {
+		return blocks, groups
+	}
+	if blocks >= workers {
+		blocks = (blocks + workers - 1) / workers * workers // the same number for everyone
+	}
+	blocks = min(blocks, mSlivers)
+	if blocks < 2*workers {
+		nSlivers := (ncMax + k.nr - 1) / k.nr
+		groups = max(1, min(nSlivers, (2*workers+blocks-1)/blocks))
+	}
+	return blocks, groups
+}
+
+// split is where part i of n slivers cut into parts starts: the parts
+// differ by at most one sliver.
+func split(n, parts, i int) int { return i * n / parts }
+
+// parallelRange runs fn(worker, 0..n-1) on up to workers goroutines (the
+// caller's among them), handing out indices one at a time so that uneven
+// tasks balance; worker is in [0, workers) and no two calls with the same
+// worker run at once.
+func parallelRange(workers, n int, fn func(worker, i int)) {
 	if workers <= 1 || n <= 1 {
 		for i := 0; i < n; i++ {
-			fn(i)
+			fn(0, i)
 		}
 		return
 	}
 	var next atomic.Int64
+	work := func(w int) {
+		for {
+			i := int(next.Add(1) - 1)
+			if i >= n {
+				return
+			}
+			fn(w, i)
+		}
+	}
 	var wg sync.WaitGroup
-	for w := 0; w < min(workers, n); w++ {
+	for w := 1; w < min(workers, n); w++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= n {
-					return
-				}
-				fn(i)
-			}
+			work(w)
 		}()
 	}
+	work(0)
 	wg.Wait()
 }
 
-// macroKernel multiplies rows [i0, i0+mc) of packed A by B slivers
-// [s0, s1) of the panel at columns j0.. into c.
-func macroKernel(c []float32, ldc int, packedA, packedB []float32, kc, i0, mc, j0, nc, s0, s1 int) {
-	var scratch [gemmMR * gemmNR]float32
+// macroKernel multiplies the packed rows [i0, i0+mc) of A by B slivers
+// [s0, s1) of the panel at columns j0.. (nc wide) and adds the product
+// into c (stores it when add is false). d is the packed depth.
+func macroKernel[E gemmElem](k *gemmKernel[E], c []float32, ldc int, packedA, packedB []E, d, i0, mc, j0, nc, s0, s1 int, alpha float32, add bool) {
+	var scratch [gemmMaxTile]float32
+	mr, nr := k.mr, k.nr
 	for s := s0; s < s1; s++ {
-		jj := j0 + s*gemmNR
-		n := min(gemmNR, j0+nc-jj)
-		bp := &packedB[s*gemmNR*kc]
-		for i := i0; i < i0+mc; i += gemmMR {
-			m := min(gemmMR, i0+mc-i)
-			ap := &packedA[(i/gemmMR)*gemmMR*kc]
-			if m == gemmMR && n == gemmNR {
-				microKernel(kc, ap, bp, &c[i*ldc+jj], ldc)
+		jj := j0 + s*nr
+		n := min(nr, j0+nc-jj)
+		bp := &packedB[s*nr*d]
+		for i := 0; i < mc; i += mr {
+			m := min(mr, mc-i)
+			ap := &packedA[i*d]
+			if m == mr && n == nr {
+				k.kern(d, ap, bp, &c[(i0+i)*ldc+jj], ldc, alpha, add)
 				continue
 			}
-			clear(scratch[:])
-			microKernel(kc, ap, bp, &scratch[0], gemmNR)
+			k.kern(d, ap, bp, &scratch[0], nr, alpha, false)
 			for r := 0; r < m; r++ {
-				row := c[(i+r)*ldc+jj : (i+r)*ldc+jj+n]
-				for q := range row {
-					row[q] += scratch[r*gemmNR+q]
+				row := c[(i0+i+r)*ldc+jj : (i0+i+r)*ldc+jj+n]
+				tile := scratch[r*nr : r*nr+n]
+				if !add {
+					copy(row, tile)
+					continue
+				}
+				for q, x := range tile {
+					row[q] += x
 				}
 			}
 		}
 	}
 }
 
-// packA writes rows [i0, i0+m) (m <= MR) and depth [p0, p0+kc) of alpha *
-// op(A) as kc groups of MR floats, zero-padding missing rows.
-func packA(dst []float32, a operand, i0, m, p0, kc int, alpha float32) {
-	dst = dst[:kc*gemmMR]
-	var line [gemmKC]float32
-	if m < gemmMR {
-		clear(dst)
+// gemmMaxTile bounds mr*nr over the kernels (12 x 32 for AVX-512).
+const gemmMaxTile = 12 * 32
+
+// packF32 is gemmKernel.pack for float32 slivers.
+func packF32(dst []float32, v view, f0, n, p0, kc, width int) {
+	slivers := (n + width - 1) / width
+	dst = dst[:slivers*kc*width]
+	if n%width != 0 {
+		clear(dst[(slivers-1)*kc*width:])
 	}
-	if !a.trans { // A is [M, K]: each row is contiguous in depth
-		for r := 0; r < m; r++ {
-			v := line[:kc]
-			readF32(v, a.t, (i0+r)*a.cols+p0)
-			for p, x := range v {
-				dst[p*gemmMR+r] = alpha * x
+	if v.depthStride != 1 { // the free values at each depth are contiguous
+		for p := 0; p < kc; p++ {
+			row := (p0+p)*v.depthStride + f0
+			for s := 0; s < slivers; s++ {
+				q0 := s * width
+				w := min(width, n-q0)
+				readF32(dst[(s*kc+p)*width:][:w], v.t, row+q0)
 			}
 		}
 		return
 	}
-	// A is stored [K, M]: for each depth the m rows are contiguous.
-	for p := 0; p < kc; p++ {
-		v := line[:m]
-		readF32(v, a.t, (p0+p)*a.rows+i0)
-		for r, x := range v {
-			dst[p*gemmMR+r] = alpha * x
+	// Each free index is contiguous in depth: transpose while converting,
+	// with the assembly where it can (whole groups of 4 rows, 8 steps).
+	for s := 0; s < slivers; s++ {
+		out := dst[s*kc*width : (s+1)*kc*width]
+		f, m := f0+s*width, min(width, n-s*width)
+		m4, d8 := 0, 0
+		if useAsmTranspose && (v.t.dtype == F32 || v.t.dtype == BF16) {
+			m4, d8 = m&^3, kc&^7
+			if m4 > 0 && d8 > 0 {
+				off := f*v.freeStride + p0
+				if v.t.dtype == F32 {
+					transposeDwords(unsafe.Pointer(&out[0]), unsafe.Pointer(&v.t.F32()[off]), v.freeStride*4, m4, d8, width)
+				} else {
+					transposeBF16(unsafe.Pointer(&out[0]), unsafe.Pointer(&v.t.U16()[off]), v.freeStride*2, m4, d8, width)
+				}
+			}
+		}
+		transposeF32(out, v, f, 0, m4, p0, d8, kc, width) // the depth the assembly left
+		transposeF32(out, v, f, m4, m, p0, 0, kc, width)  // the rows it left
+	}
+}
+
+// transposeF32 does packF32's transpose for free indices [f0+q0, f0+q1)
+// and depth [p0+pa, p0+pb), packDepthBlock steps at a time so that the
+// lines written stay in L1 (a whole sliver of width floats per step does
+// not).
+func transposeF32(dst []float32, v view, f0, q0, q1, p0, pa, pb, width int) {
+	for b0 := pa; b0 < pb; b0 += packDepthBlock {
+		pn := min(packDepthBlock, pb-b0)
+		out := dst[b0*width:]
+		for q := q0; q < q1; q++ {
+			off := (f0+q)*v.freeStride + p0 + b0
+			switch v.t.dtype {
+			case F32:
+				for p, x := range v.t.F32()[off : off+pn] {
+					out[p*width+q] = x
+				}
+			case BF16:
+				for p, h := range v.t.U16()[off : off+pn] {
+					out[p*width+q] = BF16ToF32(h)
+				}
+			default:
+				var line [packDepthBlock]float32
+				readF32(line[:pn], v.t, off)
+				for p, x := range line[:pn] {
+					out[p*width+q] = x
+				}
+			}
 		}
 	}
 }
 
-// packB writes depth [p0, p0+kc) and columns [j0, j0+n) (n <= NR) of op(B)
-// as kc groups of NR floats, zero-padding missing columns.
-func packB(dst []float32, b operand, p0, kc, j0, n int) {
-	dst = dst[:kc*gemmNR]
-	var line [gemmKC]float32
-	if n < gemmNR {
-		clear(dst)
+// packDepthBlock is how many depth steps a portable transposing pack does
+// at once.
+const packDepthBlock = 16
+
+// packPairs is gemmKernel.pack for bf16 pairs: depth p and p+1 of one free
+// index share an element, p in the low half; an odd kc is padded with zero.
+// The view must be BF16.
+func packPairs(dst []uint32, v view, f0, n, p0, kc, width int) {
+	d := (kc + 1) / 2
+	slivers := (n + width - 1) / width
+	dst = dst[:slivers*d*width]
+	if n%width != 0 {
+		clear(dst[(slivers-1)*d*width:])
 	}
-	if b.trans { // B is stored [N, K], like a weight in y = x W^T
-		for q := 0; q < n; q++ {
-			v := line[:kc]
-			readF32(v, b.t, (j0+q)*b.rows+p0)
-			for p, x := range v {
-				dst[p*gemmNR+q] = x
+	u := v.t.U16()
+	if v.depthStride != 1 { // interleave two rows of contiguous values
+		for pp := 0; pp < d; pp++ {
+			lo := u[(p0+2*pp)*v.depthStride+f0:][:n]
+			hi := lo // an odd kc: the last pair is (x, 0)
+			if 2*pp+1 < kc {
+				hi = u[(p0+2*pp+1)*v.depthStride+f0:][:n]
+			}
+			for s := 0; s < slivers; s++ {
+				q0 := s * width
+				out := dst[(s*d+pp)*width:][:min(width, n-q0)]
+				if 2*pp+1 == kc {
+					for q := range out {
+						out[q] = uint32(lo[q0+q])
+					}
+					continue
+				}
+				done := 0
+				if useAsmTranspose && len(out) >= 8 {
+					done = len(out) &^ 7
+					interleaveBF16(&out[0], &lo[q0], &hi[q0], done)
+				}
+				for q := done; q < len(out); q++ {
+					out[q] = uint32(lo[q0+q]) | uint32(hi[q0+q])<<16
+				}
 			}
 		}
 		return
 	}
-	for p := 0; p < kc; p++ { // B is [K, N]: the n columns of a row are contiguous
-		readF32(dst[p*gemmNR:p*gemmNR+n], b.t, (p0+p)*b.cols+j0)
+	// Each free index is contiguous in depth, so its pairs are already
+	// adjacent: a transpose of 32-bit elements, but for an odd last one.
+	full := kc / 2
+	for s := 0; s < slivers; s++ {
+		out := dst[s*d*width : (s+1)*d*width]
+		f, m := f0+s*width, min(width, n-s*width)
+		m4, d8 := 0, 0
+		if useAsmTranspose {
+			m4, d8 = m&^3, full&^7
+			if m4 > 0 && d8 > 0 {
+				off := f*v.freeStride + p0
+				transposeDwords(unsafe.Pointer(&out[0]), unsafe.Pointer(&u[off]), v.freeStride*2, m4, d8, width)
+			}
+		}
+		transposePairs(out, u, v.freeStride, f, 0, m4, p0, d8, full, width)
+		transposePairs(out, u, v.freeStride, f, m4, m, p0, 0, full, width)
+		if kc%2 == 1 {
+			for q := 0; q < m; q++ {
+				out[(d-1)*width+q] = uint32(u[(f+q)*v.freeStride+p0+kc-1])
+			}
+		}
+	}
+}
+
+// transposePairs does packPairs' transpose for free indices [f0+q0, f0+q1)
+// and whole pairs [pa, pb) of the depth from p0, as transposeF32 does.
+func transposePairs(dst []uint32, u []uint16, stride, f0, q0, q1, p0, pa, pb, width int) {
+	for b0 := pa; b0 < pb; b0 += packDepthBlock {
+		pn := min(packDepthBlock, pb-b0)
+		out := dst[b0*width:]
+		for q := q0; q < q1; q++ {
+			src := u[(f0+q)*stride+p0+2*b0:][:2*pn]
+			for p := 0; p < pn; p++ {
+				out[p*width+q] = uint32(src[2*p]) | uint32(src[2*p+1])<<16
+			}
+		}
 	}
 }

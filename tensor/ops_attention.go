@@ -64,6 +64,91 @@ func writeHead(x *Tensor, b, h int, src []float32) {
 	}
 }
 
+// attnBlock is how many query rows the attention ops take at a time: their
+// scores against the keys up to the block's diagonal are one [attnBlock x T]
+// matrix, so the scratch of a task grows with T, never with T x T.
+const attnBlock = 64
+
+// The products of attention run in the calling goroutine, which is already
+// one of the parallel tasks, through the micro-kernel that MatMul uses, on
+// operands packed here from contiguous float32 copies of a head.
+
+// packSlivers packs a matrix as the micro-kernel reads an operand: element
+// (f, p) of x, at x[f*fs + p*ps], for the free index f < nFree (a row of
+// op(A), a column of op(B)) and the depth p < depth, goes to sliver f/width,
+// which holds depth groups of width values, zero where f >= nFree.
+func packSlivers(dst, x []float32, fs, ps, nFree, depth, width int) {
+	for s := 0; s*width < nFree; s++ {
+		out := dst[s*depth*width : (s+1)*depth*width]
+		n := min(width, nFree-s*width)
+		if n < width {
+			clear(out)
+		}
+		if fs == 1 { // the free values at one depth are contiguous
+			for p := 0; p < depth; p++ {
+				src := x[p*ps+s*width:][:n]
+				for q, v := range src {
+					out[p*width+q] = v
+				}
+			}
+			continue
+		}
+		for q := 0; q < n; q++ { // transpose
+			row := x[(s*width+q)*fs:]
+			for p := 0; p < depth; p++ {
+				out[p*width+q] = row[p*ps]
+			}
+		}
+	}
+}
+
+// packedLen is how many floats packSlivers writes.
+func packedLen(nFree, depth, width int) int {
+	return (nFree + width - 1) / width * width * depth
+}
+
+// mulPacked sets the m x n matrix c (rows ldc apart) to alpha * A B, or adds
+// that into it when add is true, where A, m x d, and B, d x n, were packed by
+// packSlivers for kernel k, with depths aDepth and bDepth of which the first
+// d are used. Each kernel call goes at most k.kc deep, as in MatMul, so that
+// the B sliver stays in L1. tile is scratch of k.mr*k.nr floats for the
+// tiles at the edges of c.
+func mulPacked(k *gemmKernel[float32], c []float32, ldc, m, n, d int, a []float32, aDepth int, b []float32, bDepth int, alpha float32, add bool, tile []float32) {
+	mr, nr := k.mr, k.nr
+	if d == 0 && !add {
+		for i := 0; i < m; i++ {
+			clear(c[i*ldc : i*ldc+n])
+		}
+	}
+	for p0 := 0; p0 < d; p0 += k.kc {
+		kc := min(k.kc, d-p0)
+		add := add || p0 > 0 // later depth blocks add to the first
+		for j := 0; j < n; j += nr {
+			bp := &b[j*bDepth+p0*nr]
+			nn := min(nr, n-j)
+			for i := 0; i < m; i += mr {
+				ap := &a[i*aDepth+p0*mr]
+				mm := min(mr, m-i)
+				if mm == mr && nn == nr {
+					k.kern(kc, ap, bp, &c[i*ldc+j], ldc, alpha, add)
+					continue
+				}
+				k.kern(kc, ap, bp, &tile[0], nr, alpha, false)
+				for r := 0; r < mm; r++ {
+					row := c[(i+r)*ldc+j : (i+r)*ldc+j+nn]
+					for q := range row {
+						if add {
+							row[q] += tile[r*nr+q]
+						} else {
+							row[q] = tile[r*nr+q]
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
 // dot is the inner product of x and y. Four partial sums break the chain of
 // dependent additions (about four times faster); the order is fixed, so the
 // result is still the same on every run.
@@ -83,17 +168,12 @@ func dot(x, y []float32) float32 {
 	return (s0 + s1) + (s2 + s3)
 }
 
-// axpy adds a*x to y.
-func axpy(y []float32, a float32, x []float32) {
-	x = x[:len(y)]
-	for i := range y {
-		y[i] += a * x[i]
-	}
-}
-
 // Attention implements Backend. Each (batch, query head) is one task: its
-// q, k and v rows are widened once, then each query row is one pass of a
-// softmax over a scores buffer of length T.
+// q, k and v rows are widened into contiguous [T, D] copies and k and v
+// packed once; then for each block of attnBlock query rows, S = scale q k^T
+// against the keys up to the block's diagonal is one product, each row of S
+// becomes its softmax over keys s <= t (0 after), and the block's output is
+// the product of that with v.
 func (*CPU) Attention(out, lse, q, k, v *Tensor, scale float32) error {
 	a, err := attnCheck("attention", q, k, v, lse, []*Tensor{out}, nil)
 	if err != nil {
@@ -101,36 +181,49 @@ func (*CPU) Attention(out, lse, q, k, v *Tensor, scale float32) error {
 	}
 	T, D := a.T, a.D
 	lv := lse.F32()
+	kern := gemmF32
+	mr, nr := kern.mr, kern.nr
 	parallelFor(a.B*a.Hq, 1, func(lo, hi int) {
 		Q, K, V := make([]float32, T*D), make([]float32, T*D), make([]float32, T*D)
 		O := make([]float32, T*D)
-		scores := make([]float32, T)
+		kp := make([]float32, packedLen(T, D, nr)) // k as B of q k^T
+		vp := make([]float32, packedLen(D, T, nr)) // v as B of P v
+		ap := make([]float32, packedLen(attnBlock, max(D, T), mr))
+		S := make([]float32, attnBlock*T)
+		tile := make([]float32, mr*nr)
+		var inv [attnBlock]float32
 		for task := lo; task < hi; task++ {
 			b, h := task/a.Hq, task%a.Hq
 			g := h / a.group()
 			readHead(Q, q, b, h)
 			readHead(K, k, b, g)
 			readHead(V, v, b, g)
-			for t := 0; t < T; t++ {
-				qt := Q[t*D : (t+1)*D]
-				m := float32(math.Inf(-1))
-				for s := 0; s <= t; s++ {
-					scores[s] = scale * dot(qt, K[s*D:(s+1)*D])
-					m = max(m, scores[s])
+			packSlivers(kp, K, D, 1, T, D, nr)
+			packSlivers(vp, V, 1, D, D, T, nr)
+			for i0 := 0; i0 < T; i0 += attnBlock {
+				rows := min(attnBlock, T-i0)
+				n := i0 + rows // the keys the block's rows see
+				Sb := S[:rows*n]
+				packSlivers(ap, Q[i0*D:], D, 1, rows, D, mr)
+				mulPacked(kern, Sb, n, rows, n, D, ap, D, kp, D, scale, false, tile)
+				for r := 0; r < rows; r++ {
+					t := i0 + r
+					row := Sb[r*n : (r+1)*n]
+					m := maxF32(row[:t+1])
+					sum := expSubSum(row[:t+1], row[:t+1], m)
+					clear(row[t+1:])
+					lv[(b*a.Hq+h)*T+t] = m + float32(math.Log(sum))
+					inv[r] = float32(1 / sum)
 				}
-				ot := O[t*D : (t+1)*D]
-				clear(ot)
-				sum := 0.0
-				for s := 0; s <= t; s++ {
-					p := float32(math.Exp(float64(scores[s] - m)))
-					sum += float64(p)
-					axpy(ot, p, V[s*D:(s+1)*D])
+				Ob := O[i0*D : n*D]
+				packSlivers(ap, Sb, n, 1, rows, n, mr)
+				mulPacked(kern, Ob, D, rows, D, n, ap, n, vp, T, 1, false, tile)
+				for r := 0; r < rows; r++ {
+					o := Ob[r*D : (r+1)*D]
+					for i := range o {
+						o[i] *= inv[r]
+					}
 				}
-				inv := float32(1 / sum)
-				for i := range ot {
-					ot[i] *= inv
-				}
-				lv[(b*a.Hq+h)*T+t] = m + float32(math.Log(sum))
 			}
 			writeHead(out, b, h, O)
 		}
@@ -140,7 +233,14 @@ func (*CPU) Attention(out, lse, q, k, v *Tensor, scale float32) error {
 
 // AttentionBackward implements Backend. Each (batch, kv head) is one task,
 // so that the sums into dk and dv over the query heads of its group stay in
-// one goroutine, in a fixed order.
+// one goroutine, in a fixed order. For each query head of the group and each
+// block of attnBlock query rows against the keys up to its diagonal:
+//
+//	P  = exp(scale q k^T - lse), 0 above the diagonal
+//	dS = P (dout v^T - D)
+//	dq = scale dS k, dk += scale dS^T q, dv += P^T dout
+//
+// each product in one call of the micro-kernel loop.
 func (*CPU) AttentionBackward(dq, dk, dv, dout, q, k, v, out, lse *Tensor, scale float32) error {
 	a, err := attnCheck("attention backward", q, k, v, lse, []*Tensor{dq, dout, out}, []*Tensor{dk, dv})
 	if err != nil {
@@ -148,34 +248,77 @@ func (*CPU) AttentionBackward(dq, dk, dv, dout, q, k, v, out, lse *Tensor, scale
 	}
 	T, D := a.T, a.D
 	lv := lse.F32()
+	kern := gemmF32
+	mr, nr := kern.mr, kern.nr
 	parallelFor(a.B*a.Hkv, 1, func(lo, hi int) {
 		K, V := make([]float32, T*D), make([]float32, T*D)
 		dK, dV := make([]float32, T*D), make([]float32, T*D)
 		Q, O, dO := make([]float32, T*D), make([]float32, T*D), make([]float32, T*D)
 		dQ := make([]float32, T*D)
+		Dt := make([]float32, T)
+		kp := make([]float32, packedLen(T, D, nr))  // k as B of q k^T
+		vtp := make([]float32, packedLen(T, D, nr)) // v as B of dout v^T
+		kdp := make([]float32, packedLen(D, T, nr)) // k as B of dS k
+		ap := make([]float32, max(packedLen(attnBlock, max(D, T), mr), packedLen(T, attnBlock, mr)))
+		bp := make([]float32, packedLen(D, attnBlock, nr))
+		P, dS := make([]float32, attnBlock*T), make([]float32, attnBlock*T)
+		tile := make([]float32, mr*nr)
 		for task := lo; task < hi; task++ {
 			b, g := task/a.Hkv, task%a.Hkv
 			readHead(K, k, b, g)
 			readHead(V, v, b, g)
+			packSlivers(kp, K, D, 1, T, D, nr)
+			packSlivers(vtp, V, D, 1, T, D, nr)
+			packSlivers(kdp, K, 1, D, D, T, nr)
 			clear(dK)
 			clear(dV)
 			for h := g * a.group(); h < (g+1)*a.group(); h++ {
 				readHead(Q, q, b, h)
 				readHead(O, out, b, h)
 				readHead(dO, dout, b, h)
-				clear(dQ)
-				for t := 0; t < T; t++ {
-					qt, dOt, dqt := Q[t*D:(t+1)*D], dO[t*D:(t+1)*D], dQ[t*D:(t+1)*D]
-					Dt := dot(dOt, O[t*D:(t+1)*D])
-					l := lv[(b*a.Hq+h)*T+t]
-					for s := 0; s <= t; s++ {
-						ks, vs := K[s*D:(s+1)*D], V[s*D:(s+1)*D]
-						p := float32(math.Exp(float64(scale*dot(qt, ks) - l)))
-						ds := p * (dot(dOt, vs) - Dt)
-						axpy(dqt, scale*ds, ks)
-						axpy(dK[s*D:(s+1)*D], scale*ds, qt)
-						axpy(dV[s*D:(s+1)*D], p, dOt)
+				for t := range Dt {
+					Dt[t] = dot(dO[t*D:(t+1)*D], O[t*D:(t+1)*D])
+				}
+				for i0 := 0; i0 < T; i0 += attnBlock {
+					rows := min(attnBlock, T-i0)
+					n := i0 + rows // the keys the block's rows see
+					Pb, dSb := P[:rows*n], dS[:rows*n]
+					Qb, dOb := Q[i0*D:n*D], dO[i0*D:n*D]
+
+					// P = exp(scale q k^T - lse), 0 above the diagonal
+					packSlivers(ap, Qb, D, 1, rows, D, mr)
+					mulPacked(kern, Pb, n, rows, n, D, ap, D, kp, D, scale, false, tile)
+					for r := 0; r < rows; r++ {
+						t := i0 + r
+						row := Pb[r*n : (r+1)*n]
+						expSubSum(row[:t+1], row[:t+1], lv[(b*a.Hq+h)*T+t])
+						clear(row[t+1:])
 					}
+
+					// dS = P (dout v^T - D)
+					packSlivers(ap, dOb, D, 1, rows, D, mr)
+					mulPacked(kern, dSb, n, rows, n, D, ap, D, vtp, D, 1, false, tile)
+					for r := 0; r < rows; r++ {
+						d := Dt[i0+r]
+						for j, p := range Pb[r*n : (r+1)*n] {
+							dSb[r*n+j] = p * (dSb[r*n+j] - d)
+						}
+					}
+
+					// dq = scale dS k
+					dQb := dQ[i0*D : n*D]
+					packSlivers(ap, dSb, n, 1, rows, n, mr)
+					mulPacked(kern, dQb, D, rows, D, n, ap, n, kdp, T, scale, false, tile)
+
+					// dk += scale dS^T q
+					packSlivers(ap, dSb, 1, n, n, rows, mr)
+					packSlivers(bp, Qb, 1, D, D, rows, nr)
+					mulPacked(kern, dK, D, n, D, rows, ap, rows, bp, rows, scale, true, tile)
+
+					// dv += P^T dout
+					packSlivers(ap, Pb, 1, n, n, rows, mr)
+					packSlivers(bp, dOb, 1, D, D, rows, nr)
+					mulPacked(kern, dV, D, n, D, rows, ap, rows, bp, rows, 1, true, tile)
 				}
 				writeHead(dq, b, h, dQ)
 			}

@@ -102,11 +102,7 @@ func (c *CPU) CrossEntropy(logprob, dh, h, w, labels *Tensor, chunkSize int, gra
 				if l := int(lab[i]); l >= c0 && l < c1 {
 					target[i] = row[l-c0]
 				}
-				mc := row[0]
-				for _, x := range row {
-					mc = max(mc, x)
-				}
-				if mc > m[i] {
+				if mc := maxF32(row); mc > m[i] {
 					r := math.Exp(float64(m[i] - mc))
 					s[i] *= r
 					if acc != nil {
@@ -117,13 +113,7 @@ func (c *CPU) CrossEntropy(logprob, dh, h, w, labels *Tensor, chunkSize int, gra
 					}
 					m[i] = mc
 				}
-				sum := 0.0
-				for j, x := range row {
-					p := float32(math.Exp(float64(x - m[i])))
-					sum += float64(p)
-					row[j] = p
-				}
-				s[i] += sum
+				s[i] += expSubSum(row, row, m[i])
 			}
 		})
 		if acc != nil {
