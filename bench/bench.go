@@ -17,6 +17,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/compassml/compass/internal/atomicfile"
 )
 
 // Options select and size the benchmarks.
@@ -132,30 +134,18 @@ func WriteResults(dir, name string, m Machine, rs []Result) (string, error) {
 		return "", err
 	}
 	path := filepath.Join(dir, m.Date+"-"+name+".jsonl")
-	tmp, err := os.CreateTemp(dir, ".results-*")
-	if err != nil {
-		return "", err
-	}
-	defer os.Remove(tmp.Name()) // no-op after the rename
-	enc := json.NewEncoder(tmp)
-	if err := enc.Encode(map[string]any{"machine": m}); err != nil {
-		tmp.Close()
-		return "", err
-	}
-	for _, r := range rs {
-		if err := enc.Encode(r); err != nil {
-			tmp.Close()
-			return "", err
+	return path, atomicfile.Write(path, func(w io.Writer) error {
+		enc := json.NewEncoder(w)
+		if err := enc.Encode(map[string]any{"machine": m}); err != nil {
+			return err
 		}
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return "", err
-	}
-	if err := tmp.Close(); err != nil {
-		return "", err
-	}
-	return path, os.Rename(tmp.Name(), path)
+		for _, r := range rs {
+			if err := enc.Encode(r); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 // measure runs fn once to warm up, then repeatedly until minTime has passed

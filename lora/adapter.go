@@ -350,20 +350,6 @@ func (a *Adapter) Save(dir string) error {
 	return nil
 }
 
-// writeFileAtomic replaces path with data: a synced temporary file in the
-// same directory, renamed over path.
-func writeFileAtomic(path string, data []byte) error {
-	tmp, err := writeTemp(filepath.Dir(path), filepath.Base(path), data)
-	if err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return syncDir(filepath.Dir(path))
-}
-
 // writeTemp writes data to a new hidden file in dir named after base, syncs
 // it and returns its path. The file has mode 0644, as os.Create gives under
 // the usual umask.

@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/compassml/compass/internal/atomicfile"
 )
 
 // ConfigName is the name of the config file in an adapter directory.
@@ -663,7 +665,7 @@ func (c Config) Write(path string) error {
 	if err != nil {
 		return fmt.Errorf("lora: write %s: %w", path, err)
 	}
-	if err := writeFileAtomic(path, data); err != nil {
+	if err := atomicfile.WriteBytes(path, data); err != nil {
 		return fmt.Errorf("lora: write %s: %w", path, err)
 	}
 	return nil

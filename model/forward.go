@@ -420,19 +420,7 @@ func (m *Model) finalNorm(ar *arena, x *tensor.Tensor) (y, rstd *tensor.Tensor, 
 func (m *Model) Logits(ids *tensor.Tensor) (*tensor.Tensor, error) {
 	run := &arena{be: m.be}
 	defer run.free()
-	ps, err := m.newPass(run, ids)
-	if err != nil {
-		return nil, err
-	}
-	devIDs, err := run.toDevice(ids)
-	if err != nil {
-		return nil, err
-	}
-	x, _, _, err := m.hidden(run, devIDs, ps, false)
-	if err != nil {
-		return nil, err
-	}
-	y, _, err := m.finalNorm(run, x)
+	y, ps, err := m.finalHidden(run, ids)
 	if err != nil {
 		return nil, err
 	}
@@ -446,6 +434,25 @@ func (m *Model) Logits(ids *tensor.Tensor) (*tensor.Tensor, error) {
 	return m.hostCopy(logits)
 }
 
+// finalHidden runs the whole decoder without keeping activations and
+// returns the final RMSNorm's output [N, H], allocated in run.
+func (m *Model) finalHidden(run *arena, ids *tensor.Tensor) (*tensor.Tensor, *pass, error) {
+	ps, err := m.newPass(run, ids)
+	if err != nil {
+		return nil, nil, err
+	}
+	devIDs, err := run.toDevice(ids)
+	if err != nil {
+		return nil, nil, err
+	}
+	x, _, _, err := m.hidden(run, devIDs, ps, false)
+	if err != nil {
+		return nil, nil, err
+	}
+	y, _, err := m.finalNorm(run, x)
+	return y, ps, err
+}
+
 // LastHidden returns the last hidden states F32 [B, T, H] for ids [B, T]
 // (the output of the final RMSNorm, as HF's last_hidden_state), in host
 // memory. Sequences of different lengths can share a batch padded on the
@@ -453,19 +460,7 @@ func (m *Model) Logits(ids *tensor.Tensor) (*tensor.Tensor, error) {
 func (m *Model) LastHidden(ids *tensor.Tensor) (*tensor.Tensor, error) {
 	run := &arena{be: m.be}
 	defer run.free()
-	ps, err := m.newPass(run, ids)
-	if err != nil {
-		return nil, err
-	}
-	devIDs, err := run.toDevice(ids)
-	if err != nil {
-		return nil, err
-	}
-	x, _, _, err := m.hidden(run, devIDs, ps, false)
-	if err != nil {
-		return nil, err
-	}
-	y, _, err := m.finalNorm(run, x)
+	y, ps, err := m.finalHidden(run, ids)
 	if err != nil {
 		return nil, err
 	}

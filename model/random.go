@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/compassml/compass/internal/atomicfile"
 	"github.com/compassml/compass/tensor"
 	"github.com/compassml/compass/tensor/safetensors"
 )
@@ -63,32 +64,11 @@ func WriteRandomCheckpoint(dir string, configJSON []byte, dtype tensor.DType, se
 		}
 		entries = append(entries, safetensors.EntryFromTensor(s.Name, t))
 	}
-	if err := writeFileAtomic(filepath.Join(dir, "config.json"), configJSON); err != nil {
+	if err := atomicfile.WriteBytes(filepath.Join(dir, "config.json"), configJSON); err != nil {
 		return nil, err
 	}
 	if err := safetensors.Write(filepath.Join(dir, "model.safetensors"), entries, map[string]string{"format": "pt"}); err != nil {
 		return nil, fmt.Errorf("model: write random checkpoint: %w", err)
 	}
 	return cfg, nil
-}
-
-// writeFileAtomic writes data to path through a temp file, fsync and rename.
-func writeFileAtomic(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name()) // no-op after the rename
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }

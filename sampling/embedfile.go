@@ -16,6 +16,7 @@ import (
 	"strings"
 
 	"github.com/compassml/compass/dataset"
+	"github.com/compassml/compass/internal/atomicfile"
 	"github.com/compassml/compass/tensor"
 	"github.com/compassml/compass/tensor/safetensors"
 )
@@ -84,7 +85,7 @@ func SaveEmbeddings(path string, e *Embeddings) error {
 }
 
 func writeRows(path string, rows []EmbeddingRow) error {
-	return embedWriteAtomic(path, func(w io.Writer) error {
+	return atomicfile.Write(path, func(w io.Writer) error {
 		enc := json.NewEncoder(w)
 		enc.SetEscapeHTML(false)
 		for i, r := range rows {
@@ -542,7 +543,7 @@ func WriteNPY(path string, t *tensor.Tensor) error {
 	if len(header) > math.MaxUint16 {
 		return fmt.Errorf("sampling: write %s: header too long", path)
 	}
-	err := embedWriteAtomic(path, func(w io.Writer) error {
+	err := atomicfile.Write(path, func(w io.Writer) error {
 		pre := append(slices.Clone(npyMagic), 1, 0)
 		pre = binary.LittleEndian.AppendUint16(pre, uint16(len(header)))
 		if _, err := w.Write(pre); err != nil {
@@ -566,46 +567,6 @@ func WriteNPY(path string, t *tensor.Tensor) error {
 	})
 	if err != nil {
 		return fmt.Errorf("sampling: write %s: %w", path, err)
-	}
-	return nil
-}
-
-// embedWriteAtomic writes path through a temporary file in the same
-// directory, fsync and rename, so path is either absent, its old contents
-// or the whole new file.
-func embedWriteAtomic(path string, write func(io.Writer) error) (err error) {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	w := bufio.NewWriterSize(tmp, 1<<20)
-	if err := write(w); err != nil {
-		return err
-	}
-	if err := w.Flush(); err != nil {
-		return err
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	if d, err := os.Open(filepath.Dir(path)); err == nil {
-		d.Sync() // make the rename durable; some file systems cannot sync a directory
-		d.Close()
 	}
 	return nil
 }

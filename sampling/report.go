@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/compassml/compass/internal/atomicfile"
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/vg"
@@ -94,7 +95,7 @@ func WriteManifest(path string, picks []Pick) error {
 			return err
 		}
 	}
-	return writeAtomic(path, buf.Bytes())
+	return atomicfile.WriteBytes(path, buf.Bytes())
 }
 
 // WriteReport writes report.md (Markdown tables), report.json and a PNG bar
@@ -109,19 +110,19 @@ func WriteReport(dir string, r *Report) error {
 	if err != nil {
 		return err
 	}
-	if err := writeAtomic(filepath.Join(dir, "report.json"), append(js, '\n')); err != nil {
+	if err := atomicfile.WriteBytes(filepath.Join(dir, "report.json"), append(js, '\n')); err != nil {
 		return err
 	}
 	var md bytes.Buffer
 	r.WriteMarkdown(&md)
-	if err := writeAtomic(filepath.Join(dir, "report.md"), md.Bytes()); err != nil {
+	if err := atomicfile.WriteBytes(filepath.Join(dir, "report.md"), md.Bytes()); err != nil {
 		return err
 	}
 	name, png, err := r.chart()
 	if err != nil {
 		return err
 	}
-	return writeAtomic(filepath.Join(dir, name), png)
+	return atomicfile.WriteBytes(filepath.Join(dir, name), png)
 }
 
 // WriteMarkdown writes the report as Markdown: a summary, the per-cluster
@@ -278,31 +279,4 @@ func (r *Report) chart() (name string, png []byte, err error) {
 		return "", nil, err
 	}
 	return name, buf.Bytes(), nil
-}
-
-// writeAtomic writes data to path through a temporary file in the same
-// directory, synced and renamed, so that a failure never leaves a partial
-// file.
-func writeAtomic(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name()) // no-op after the rename
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(0o644); err != nil { // CreateTemp makes it private
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }

@@ -67,6 +67,11 @@ func New(dtype DType, shape ...int) *Tensor {
 
 // FromF32 returns an F32 tensor that uses values as its storage (no copy).
 func FromF32(values []float32, shape ...int) (*Tensor, error) {
+	return fromSlice(F32, values, shape)
+}
+
+// fromSlice wraps a slice of 4-byte values as a tensor of dtype (no copy).
+func fromSlice[T float32 | int32](dtype DType, values []T, shape []int) (*Tensor, error) {
 	n, err := numElements(shape)
 	if err != nil {
 		return nil, err
@@ -78,7 +83,7 @@ func FromF32(values []float32, shape ...int) (*Tensor, error) {
 	if n > 0 {
 		data = unsafe.Slice((*byte)(unsafe.Pointer(&values[0])), 4*n)
 	}
-	return &Tensor{shape: cloneInts(shape), dtype: F32, data: data}, nil
+	return &Tensor{shape: cloneInts(shape), dtype: dtype, data: data}, nil
 }
 
 // FromBytes returns a tensor whose storage is data (no copy), such as a
@@ -178,18 +183,7 @@ func (t *Tensor) I32() []int32 {
 
 // FromI32 returns an I32 tensor that uses values as its storage (no copy).
 func FromI32(values []int32, shape ...int) (*Tensor, error) {
-	n, err := numElements(shape)
-	if err != nil {
-		return nil, err
-	}
-	if n != len(values) {
-		return nil, fmt.Errorf("tensor: shape %v needs %d values, got %d", shape, n, len(values))
-	}
-	var data []byte
-	if n > 0 {
-		data = unsafe.Slice((*byte)(unsafe.Pointer(&values[0])), 4*n)
-	}
-	return &Tensor{shape: cloneInts(shape), dtype: I32, data: data}, nil
+	return fromSlice(I32, values, shape)
 }
 
 // U16 returns the raw bits of a BF16 or F16 tensor (no copy).

@@ -5,12 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 
+	"github.com/compassml/compass/internal/atomicfile"
 	"github.com/compassml/compass/sampling"
 	"github.com/urfave/cli/v3"
 )
@@ -150,7 +150,7 @@ func writeClusters(dir string, e *sampling.Embeddings, res *sampling.KMeansResul
 			return err
 		}
 	}
-	if err := writeFileAtomic(filepath.Join(dir, "assignments.jsonl"), buf.Bytes()); err != nil {
+	if err := atomicfile.WriteBytes(filepath.Join(dir, "assignments.jsonl"), buf.Bytes()); err != nil {
 		return err
 	}
 	if err := sampling.WriteNPY(filepath.Join(dir, "centroids.npy"), res.Centroids); err != nil {
@@ -160,31 +160,5 @@ func writeClusters(dir string, e *sampling.Embeddings, res *sampling.KMeansResul
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(filepath.Join(dir, "clusters.json"), append(js, '\n'))
-}
-
-// writeFileAtomic writes data through a temporary file in the same
-// directory, synced and renamed.
-func writeFileAtomic(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := io.Copy(tmp, bytes.NewReader(data)); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(0o644); err != nil { // CreateTemp makes it private
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return atomicfile.WriteBytes(filepath.Join(dir, "clusters.json"), append(js, '\n'))
 }

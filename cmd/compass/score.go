@@ -5,9 +5,9 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 
 	"github.com/compassml/compass/engine"
+	"github.com/compassml/compass/internal/atomicfile"
 	"github.com/compassml/compass/model"
 	"github.com/urfave/cli/v3"
 )
@@ -60,26 +60,15 @@ func scoreCommand() *cli.Command {
 				_, err := engine.Score(m, enc, in, cmd.Root().Writer)
 				return err
 			}
-			// Write next to the destination and rename at the end, so that a
-			// failure never leaves a partial output file.
-			tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+			// Written next to the destination and renamed at the end, so that
+			// a failure never leaves a partial output file.
+			var n int
+			err = atomicfile.Write(path, func(w io.Writer) error {
+				var err error
+				n, err = engine.Score(m, enc, in, w)
+				return err
+			})
 			if err != nil {
-				return fmt.Errorf("score: %w", err)
-			}
-			defer os.Remove(tmp.Name())
-			n, err := engine.Score(m, enc, in, tmp)
-			if err != nil {
-				tmp.Close()
-				return err
-			}
-			if err := tmp.Sync(); err != nil {
-				tmp.Close()
-				return err
-			}
-			if err := tmp.Close(); err != nil {
-				return err
-			}
-			if err := os.Rename(tmp.Name(), path); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.Root().ErrWriter, "scored %d lines into %s\n", n, path)
