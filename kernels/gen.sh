@@ -14,15 +14,22 @@
 # the float16 and bfloat16 conversions of subnormals. -lineinfo keeps
 # source lines for profilers and compute-sanitizer at no cost in code.
 #
-# The PTX names its source files: the absolute path of this directory is
-# replaced with "kernels/" so that the output is the same on every machine
-# (kernels/check_ptx_test.go regenerates it and compares).
+# The output must be the same wherever the repository is checked out
+# (kernels/check_ptx_test.go regenerates it and compares), but nvcc puts
+# the source's absolute path into the PTX, both as the file name and as a
+# hash inside the names of internal symbols (_INTERNAL_<hash>_...). So the
+# sources are copied to a fixed staging directory and compiled there, and
+# that path is then replaced with "kernels/".
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 out="${1:-$here/ptx}"
 mkdir -p "$out"
 out="$(cd "$out" && pwd)"
-cd "$here"
+stage=/tmp/compass-kernels-src
+rm -rf "$stage"
+mkdir -p "$stage"
+cp -r "$here"/*.cu "$here"/*.cuh "$here"/emu "$stage"/
+cd "$stage"
 
 command -v nvcc >/dev/null || { echo "gen.sh: nvcc not found (Debian: apt-get install nvidia-cuda-toolkit, from non-free)" >&2; exit 1; }
 sources=(adamw attention cross_entropy elementwise embedding kmeans lora rmsnorm rope swiglu)
@@ -33,7 +40,7 @@ for src in "${sources[@]}"; do
   for arch in 80 90; do
     ptx="$out/${src}_sm${arch}.ptx"
     (nvcc -ptx -arch="compute_${arch}" -O3 -std=c++17 -lineinfo "$src.cu" -o "$ptx.tmp" &&
-      sed "s|\"$here/|\"kernels/|" "$ptx.tmp" > "$ptx" && rm -f "$ptx.tmp") &
+      sed "s|\"$stage/|\"kernels/|" "$ptx.tmp" > "$ptx" && rm -f "$ptx.tmp") &
     pids+=($!)
   done
 done
