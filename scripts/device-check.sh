@@ -15,7 +15,8 @@
 #	hf-goldens.log           scripts/hf_goldens.py's output
 #	hf_goldens.safetensors   HF transformers + PEFT logits, loss, LoRA gradients of the
 #	                         fixtures, for testdata/
-#	bench.log, bench.jsonl   the GPU benchmarks (go test -bench), and their results as JSONL
+#	bench.log, bench.jsonl   the GPU benchmarks (go test -bench) and HF transformers + PEFT doing
+#	                         the same 8B LoRA step (scripts/hf_train_bench.py), as JSONL
 #	summary.txt              each stage: exit status and seconds; test counts
 #
 # Where there is no GPU (a dry run: OUT=/tmp/x bash scripts/device-check.sh)
@@ -134,5 +135,7 @@ stage "hf goldens" 60 "$OUT/hf-goldens.log" python3 scripts/hf_goldens.py "$bund
 
 export COMPASS_BENCH_OUT="$OUT/bench.jsonl"
 export COMPASS_TESTDATA="$PWD/$bundle/testdata"
-stage "benchmarks" 140 "$OUT/bench.log" "$bundle/cgo.test" -test.run '^$' -test.bench . -test.benchtime 1x -test.timeout 135s
+stage "benchmarks" 120 "$OUT/bench.log" "$bundle/cgo.test" -test.run '^$' -test.bench . -test.benchtime 1x -test.timeout 115s
+# The same 8B LoRA step in HF transformers + PEFT, into the same bench.jsonl.
+stage "hf train bench" 90 "$OUT/bench.log" python3 scripts/hf_train_bench.py "$COMPASS_TESTDATA/configs/llama-3.1-8b.json" "$COMPASS_BENCH_OUT"
 note "total: $(($(date +%s) - begin))s"
