@@ -13,7 +13,7 @@ import (
 func benchCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "bench",
-		Usage: "measure compass next to the reference tools (PyTorch, gonum, plain reads) in one run",
+		Usage: "measure compass next to the reference tools (PyTorch, scikit-learn, gonum, plain reads) in one run",
 		Description: "Runs the benchmark suites (" + strings.Join(bench.Suites, ", ") + "), prints a table with\n" +
 			"ratios for each, and with --out records the results as JSONL with the machine and date.",
 		Flags: []cli.Flag{
