@@ -12,7 +12,7 @@ import (
 // biases, tied and untied embeddings, Phi-3's fused projections, each rope
 // type, partial rotary 0.75, head_dim != hidden/heads, and longrope's short
 // and long factors (original context 16: sequences of 12 use the short
-// factors, of 20 the long ones).
+// factors, of 20 the long ones), and a sequence of 150 tokens.
 var tinyVariants = []struct {
 	name   string
 	config string
@@ -31,6 +31,11 @@ var tinyVariants = []struct {
 		"rope_theta":1000000.0,"tie_word_embeddings":true,"torch_dtype":"float32"}`, 8},
 	{"phi3-longrope-short", phi3Tiny, 12},
 	{"phi3-longrope-long", phi3Tiny, 20},
+	// Long enough for the CPU attention's 64-row query blocks to be more
+	// than one, with a partial last block.
+	{"qwen2-gqa2-150-tokens", `{"architectures":["Qwen2ForCausalLM"],"model_type":"qwen2","hidden_size":32,"intermediate_size":40,
+		"num_hidden_layers":1,"num_attention_heads":4,"num_key_value_heads":2,"vocab_size":59,"rms_norm_eps":1e-6,
+		"max_position_embeddings":32768,"rope_theta":1000000.0,"tie_word_embeddings":false,"torch_dtype":"float32"}`, 150},
 }
 
 // phi3Tiny: 4 heads of 16 (12 rotary dims: 6 longrope factors), 2 kv heads.
