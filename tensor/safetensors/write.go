@@ -1,22 +1,19 @@
 package safetensors
 
 import (
-	"bufio"
 	"bytes"
 	"cmp"
 	"encoding/binary"
 	"encoding/json"
-	"errors"
 	"fmt"
+	"io"
 	"maps"
-	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"unicode/utf8"
 
+	"github.com/compassml/compass/internal/atomicfile"
 	"github.com/compassml/compass/tensor"
 )
 
@@ -53,7 +50,18 @@ func Write(path string, tensors []Entry, metadata map[string]string) error {
 	if err != nil {
 		return fmt.Errorf("safetensors: write %s: %w", path, err)
 	}
-	if err := writeAtomic(path, hdr, tensors, order); err != nil {
+	err = atomicfile.Write(path, func(w io.Writer) error {
+		if _, err := w.Write(hdr); err != nil {
+			return err
+		}
+		for _, i := range order {
+			if _, err := w.Write(tensors[i].Data); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
 		return fmt.Errorf("safetensors: write %s: %w", path, err)
 	}
 	return nil
@@ -159,62 +167,4 @@ func appendString(buf *bytes.Buffer, s string) {
 	enc.SetEscapeHTML(false)
 	enc.Encode(s)               // cannot fail for a string
 	buf.Truncate(buf.Len() - 1) // Encode adds a newline
-}
-
-// writeAtomic writes the header and the data of tensors, in order, to a
-// temporary file next to path and renames it to path.
-func writeAtomic(path string, hdr []byte, tensors []Entry, order []int) (err error) {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-
-	w := bufio.NewWriterSize(tmp, 1<<20)
-	if _, err := w.Write(hdr); err != nil {
-		return err
-	}
-	for _, i := range order {
-		if _, err := w.Write(tensors[i].Data); err != nil {
-			return err
-		}
-	}
-	if err := w.Flush(); err != nil {
-		return err
-	}
-	// CreateTemp makes the file private (0600); give it the mode a plain
-	// os.Create would under the usual umask.
-	if err := tmp.Chmod(0o644); err != nil {
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	return syncDir(dir)
-}
-
-// syncDir makes a rename in dir durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	// Some file systems cannot sync a directory; the rename is done anyway.
-	if err := d.Sync(); err != nil && !errors.Is(err, syscall.EINVAL) {
-		return err
-	}
-	return nil
 }
