@@ -450,19 +450,49 @@ func TestGPURoPE(t *testing.T) {
 	}
 }
 
+// docStartPair is docStart I32 [len(docs), T] for rows packing documents
+// of the given lengths, on both backends (nil, nil when docs is nil).
+func docStartPair(t *testing.T, b *Backend, T int, docs [][]int) pair {
+	if docs == nil {
+		return pair{}
+	}
+	var ds []int32
+	for _, lens := range docs {
+		start := 0
+		for _, n := range lens {
+			for range n {
+				ds = append(ds, int32(start))
+			}
+			start += n
+		}
+		if start != T {
+			t.Fatalf("documents %v do not fill a row of %d", lens, T)
+		}
+	}
+	h, err := tensor.FromI32(ds, len(docs), T)
+	must(t, err)
+	return pair{h, toDev(t, b, h)}
+}
+
 func TestGPUAttention(t *testing.T) {
 	b := gpuBackend(t)
 	rng := newRNG(t)
-	for _, s := range []struct{ B, T, Hq, Hkv, D int }{
-		{1, 1, 1, 1, 8}, {2, 67, 8, 2, 64}, {1, 40, 4, 4, 128}, {2, 33, 6, 2, 96}, {1, 130, 8, 1, 16},
+	for _, s := range []struct {
+		B, T, Hq, Hkv, D int
+		docs             [][]int // documents packed in each row; nil: one per row
+	}{
+		{1, 1, 1, 1, 8, nil}, {2, 67, 8, 2, 64, nil}, {1, 40, 4, 4, 128, nil}, {2, 33, 6, 2, 96, nil}, {1, 130, 8, 1, 16, nil},
+		{2, 140, 8, 2, 64, [][]int{{5, 1, 64, 70}, {15, 17, 1, 32, 75}}},
+		{1, 300, 4, 1, 128, [][]int{{1, 100, 16, 183}}},
 	} {
 		for _, dt := range []tensor.DType{tensor.F32, tensor.BF16} {
 			scale := float32(1 / math.Sqrt(float64(s.D)))
 			q := input(t, b, rng, dt, s.B, s.T, s.Hq, s.D)
 			k, v := input(t, b, rng, dt, s.B, s.T, s.Hkv, s.D), input(t, b, rng, dt, s.B, s.T, s.Hkv, s.D)
+			ds := docStartPair(t, b, s.T, s.docs)
 			out, lse := output(t, b, dt, s.B, s.T, s.Hq, s.D), output(t, b, tensor.F32, s.B, s.Hq, s.T)
-			must(t, cpu.Attention(out.h, lse.h, q.h, k.h, v.h, scale))
-			must(t, b.Attention(out.d, lse.d, q.d, k.d, v.d, scale))
+			must(t, cpu.Attention(out.h, lse.h, q.h, k.h, v.h, ds.h, scale))
+			must(t, b.Attention(out.d, lse.d, q.d, k.d, v.d, ds.d, scale))
 			name := fmt.Sprintf("attention %+v %s", s, dt)
 			compare(t, b, name, out, tolFor(tolReduce, dt))
 			compare(t, b, name+" lse", lse, tolReduce)
@@ -473,8 +503,8 @@ func TestGPUAttention(t *testing.T) {
 			// Both backends start from the CPU's forward, so that only the
 			// backward is compared.
 			outD, lseD := copyPair(t, b, pair{out.h, nil}), copyPair(t, b, pair{lse.h, nil})
-			must(t, cpu.AttentionBackward(dq.h, dk.h, dv.h, dout.h, q.h, k.h, v.h, out.h, lse.h, scale))
-			must(t, b.AttentionBackward(dq.d, dk.d, dv.d, dout.d, q.d, k.d, v.d, outD.d, lseD.d, scale))
+			must(t, cpu.AttentionBackward(dq.h, dk.h, dv.h, dout.h, q.h, k.h, v.h, ds.h, out.h, lse.h, scale))
+			must(t, b.AttentionBackward(dq.d, dk.d, dv.d, dout.d, q.d, k.d, v.d, ds.d, outD.d, lseD.d, scale))
 			compare(t, b, name+" dq", dq, tolFor(tolReduce, dt))
 			compare(t, b, name+" dk", dk, tolFor(tolReduce, dt))
 			compare(t, b, name+" dv", dv, tolFor(tolReduce, dt))

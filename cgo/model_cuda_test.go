@@ -173,6 +173,55 @@ func TestGPUModelParity(t *testing.T) {
 	}
 }
 
+// Rows packing several documents (Batch.DocLens: the attention's docStart
+// on the device) give the CPU's loss, log-probs and LoRA gradients: single
+// tokens, documents across the kernels' 16-row tiles, and for Phi-3
+// documents shorter than longrope's original context in longer rows.
+func TestGPUModelPacked(t *testing.T) {
+	b := gpuBackend(t)
+	for _, c := range []struct {
+		config  int // in tinyConfigs
+		docLens [][]int
+	}{
+		{0, [][]int{{1, 17, 3, 12}, {33}}},
+		{3, [][]int{{12, 8}, {1, 1, 18}}},
+	} {
+		v := tinyConfigs[c.config]
+		t.Run(fmt.Sprintf("%s %v", v.name, c.docLens), func(t *testing.T) {
+			dir := t.TempDir()
+			_, err := model.WriteRandomCheckpoint(dir, []byte(v.config), tensor.F32, 21)
+			must(t, err)
+			onCPU, onGPU := loadPair(t, b, dir, 22)
+			T := 0
+			for _, n := range c.docLens[0] {
+				T += n
+			}
+			batch := randomBatch(onCPU.Config.VocabSize, len(c.docLens), T, 23)
+			batch.DocLens = c.docLens
+			wantOut, err := onCPU.ForwardBackward(batch)
+			must(t, err)
+			gotOut, err := onGPU.ForwardBackward(batch)
+			must(t, err)
+			if e := math.Abs(gotOut.Loss-wantOut.Loss) / math.Abs(wantOut.Loss); e > 1e-5 || math.IsNaN(gotOut.Loss) {
+				t.Errorf("loss %.7g, CPU %.7g (relative %.3g > 1e-5)", gotOut.Loss, wantOut.Loss, e)
+			}
+			if e := relErr(gotOut.LogProbs.F32(), wantOut.LogProbs.F32()); e > 1e-4 {
+				t.Errorf("log-probs: relative error %.3g > 1e-4", e)
+			}
+			wantG, gotG := gradsOf(t, cpu, onCPU), gradsOf(t, b, onGPU)
+			worst := 0.0
+			for name, want := range wantG {
+				e := relErr(gotG[name], want)
+				worst = max(worst, e)
+				if e > 1e-3 {
+					t.Errorf("gradient %s: relative error %.3g > 1e-3", name, e)
+				}
+			}
+			t.Logf("loss %.7g (CPU %.7g); worst LoRA gradient relative error %.3g", gotOut.Loss, wantOut.Loss, worst)
+		})
+	}
+}
+
 // Two training passes on the same batch give bit-identical LoRA gradients:
 // no atomics, no order that depends on scheduling.
 func TestGPUDeterminism(t *testing.T) {

@@ -380,22 +380,46 @@ func attnCheck(op string, q, k, v, lse *tensor.Tensor, likeQ, likeKV []*tensor.T
 	return s, int32Check(op, q.NumElements())
 }
 
+// docStartCheck validates docStart (nil, or I32 [B, T] on the device). Its
+// values stay on the device, unchecked: reading them back would stall the
+// stream at every layer. The kernels clamp each to [0, t], so a bad one
+// gives wrong results, never an access out of bounds; the model builds
+// docStart from document lengths it has checked.
+func docStartCheck(op string, docStart *tensor.Tensor, s kernels.Sizes) error {
+	if docStart == nil {
+		return nil
+	}
+	if err := deviceCheck(op, docStart); err != nil {
+		return err
+	}
+	if docStart.DType() != tensor.I32 || docStart.NumElements() != s.B*s.T {
+		return fmt.Errorf("cuda: %s: docStart %v must be I32 [%d %d]", op, docStart, s.B, s.T)
+	}
+	return nil
+}
+
 // Attention implements tensor.Backend.
-func (b *Backend) Attention(out, lse, q, k, v *tensor.Tensor, scale float32) error {
+func (b *Backend) Attention(out, lse, q, k, v, docStart *tensor.Tensor, scale float32) error {
 	s, err := attnCheck("attention", q, k, v, lse, []*tensor.Tensor{out}, nil)
+	if err == nil {
+		err = docStartCheck("attention", docStart, s)
+	}
 	if err != nil || s.B*s.T*s.Hq*s.D == 0 {
 		return err
 	}
-	args := new(Args).Tensor(out).Raw(lse).Tensor(q).Tensor(k).Tensor(v).
+	args := new(Args).Tensor(out).Raw(lse).Tensor(q).Tensor(k).Tensor(v).Raw(docStart).
 		I32(s.B).I32(s.T).I32(s.Hq).I32(s.Hkv).I32(s.D).F32(scale)
 	return b.q.launch("attention", "attention_forward", s, args)
 }
 
 // AttentionBackward implements tensor.Backend: D = rowsum(dout * out)
 // first, then dq, and dk with dv, in three launches.
-func (b *Backend) AttentionBackward(dq, dk, dv, dout, q, k, v, out, lse *tensor.Tensor, scale float32) error {
+func (b *Backend) AttentionBackward(dq, dk, dv, dout, q, k, v, docStart, out, lse *tensor.Tensor, scale float32) error {
 	const op = "attention backward"
 	s, err := attnCheck(op, q, k, v, lse, []*tensor.Tensor{dq, dout, out}, []*tensor.Tensor{dk, dv})
+	if err == nil {
+		err = docStartCheck(op, docStart, s)
+	}
 	if err != nil || s.B*s.T*s.Hq*s.D == 0 {
 		return err
 	}
@@ -408,12 +432,12 @@ func (b *Backend) AttentionBackward(dq, dk, dv, dout, q, k, v, out, lse *tensor.
 	if err := b.q.launch(op, "attention_backward_delta", s, args); err != nil {
 		return err
 	}
-	args.Reset().Tensor(dq).Tensor(q).Tensor(k).Tensor(v).Tensor(dout).Raw(lse).Raw(delta).
+	args.Reset().Tensor(dq).Tensor(q).Tensor(k).Tensor(v).Raw(docStart).Tensor(dout).Raw(lse).Raw(delta).
 		I32(s.B).I32(s.T).I32(s.Hq).I32(s.Hkv).I32(s.D).F32(scale)
 	if err := b.q.launch(op, "attention_backward_dq", s, args); err != nil {
 		return err
 	}
-	args.Reset().Tensor(dk).Tensor(dv).Tensor(q).Tensor(k).Tensor(v).Tensor(dout).Raw(lse).Raw(delta).
+	args.Reset().Tensor(dk).Tensor(dv).Tensor(q).Tensor(k).Tensor(v).Raw(docStart).Tensor(dout).Raw(lse).Raw(delta).
 		I32(s.B).I32(s.T).I32(s.Hq).I32(s.Hkv).I32(s.D).F32(scale)
 	return b.q.launch(op, "attention_backward_dkdv", s, args)
 }
@@ -457,6 +481,25 @@ func (b *Backend) SwiGLUBackward(dgate, dup, dout, gate, up *tensor.Tensor) erro
 	}
 	args := new(Args).Tensor(dgate).Tensor(dup).Tensor(dout).Tensor(gate).Tensor(up).U64(n)
 	return b.q.launch("swiglu backward", "swiglu_backward", kernels.Sizes{N: n}, args)
+}
+
+// Dropout implements tensor.Backend. The threshold and the scale are the
+// CPU's (tensor.DropoutThreshold, tensor.DropoutScale), computed here once,
+// so that the kernel's mask and products are the CPU's bit for bit.
+func (b *Backend) Dropout(out, x *tensor.Tensor, p float32, seed uint64) error {
+	if err := floatCheck("dropout", out, x); err != nil {
+		return err
+	}
+	if err := tensor.DropoutCheck(out, x, p); err != nil {
+		return fmt.Errorf("cuda: %w", err)
+	}
+	n := x.NumElements()
+	if n == 0 {
+		return nil
+	}
+	// uint64 values travel as the bits of an int (U64 writes them back).
+	args := new(Args).Tensor(out).Tensor(x).U64(n).U64(int(seed)).U64(int(tensor.DropoutThreshold(p))).F32(tensor.DropoutScale(p))
+	return b.q.launch("dropout", "dropout", kernels.Sizes{N: n}, args)
 }
 
 // adamwMaxTensors is the most tensors one adamw launch takes: they are the

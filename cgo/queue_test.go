@@ -282,11 +282,19 @@ func TestRecordedOps(t *testing.T) {
 		}},
 		{"attention", []string{"attention_forward"}, func() error {
 			return b.Attention(dev(t, b, f32, B, T, Hq, D), dev(t, b, f32, B, Hq, T), dev(t, b, f32, B, T, Hq, D),
-				dev(t, b, bf16, B, T, Hkv, D), dev(t, b, f32, B, T, Hkv, D), 0.3)
+				dev(t, b, bf16, B, T, Hkv, D), dev(t, b, f32, B, T, Hkv, D), nil, 0.3)
+		}},
+		{"attention documents", []string{"attention_forward"}, func() error {
+			return b.Attention(dev(t, b, f32, B, T, Hq, D), dev(t, b, f32, B, Hq, T), dev(t, b, f32, B, T, Hq, D),
+				dev(t, b, bf16, B, T, Hkv, D), dev(t, b, f32, B, T, Hkv, D), dev(t, b, i32, B, T), 0.3)
 		}},
 		{"attention backward", []string{"attention_backward_delta", "attention_backward_dq", "attention_backward_dkdv"}, func() error {
 			q4, kv := func() *tensor.Tensor { return dev(t, b, f32, B, T, Hq, D) }, func() *tensor.Tensor { return dev(t, b, f32, B, T, Hkv, D) }
-			return b.AttentionBackward(q4(), kv(), kv(), q4(), q4(), kv(), kv(), q4(), dev(t, b, f32, B, Hq, T), 0.3)
+			return b.AttentionBackward(q4(), kv(), kv(), q4(), q4(), kv(), kv(), nil, q4(), dev(t, b, f32, B, Hq, T), 0.3)
+		}},
+		{"attention backward documents", []string{"attention_backward_delta", "attention_backward_dq", "attention_backward_dkdv"}, func() error {
+			q4, kv := func() *tensor.Tensor { return dev(t, b, f32, B, T, Hq, D) }, func() *tensor.Tensor { return dev(t, b, f32, B, T, Hkv, D) }
+			return b.AttentionBackward(q4(), kv(), kv(), q4(), q4(), kv(), kv(), dev(t, b, i32, B, T), q4(), dev(t, b, f32, B, Hq, T), 0.3)
 		}},
 		{"swiglu", []string{"swiglu_forward"}, func() error {
 			return b.SwiGLU(dev(t, b, f32, N, I), dev(t, b, f32, N, I), dev(t, b, bf16, N, I))
@@ -366,7 +374,7 @@ func TestRecordedScratchFreed(t *testing.T) {
 	for _, run := range []func() error{
 		func() error { return b.CrossEntropy(lp, dh, h, w, labels, 8, 1) },
 		func() error { return b.MatMul(c, x, wt, false, true, 1, 1) },
-		func() error { return b.AttentionBackward(q4, kv, kv, q4, q4, kv, kv, q4, lse, 0.5) },
+		func() error { return b.AttentionBackward(q4, kv, kv, q4, q4, kv, kv, nil, q4, lse, 0.5) },
 		func() error { return b.Embedding(h, w, labels) },
 		func() error { return b.Copy(tensor.New(f32, 6, 5), c) },
 	} {
@@ -436,7 +444,8 @@ func TestRecordedErrors(t *testing.T) {
 		"broadcast":        b.Add(dev(t, b, f32, 4, 3), dev(t, b, f32, 4, 3), dev(t, b, f32, 4)),
 		"matmul inner":     b.MatMul(dev(t, b, f32, 2, 2), dev(t, b, f32, 2, 3), dev(t, b, f32, 2, 2), false, false, 1, 0),
 		"matmul ids":       b.MatMul(dev(t, b, f32, 2, 2), dev(t, b, i32, 2, 2), dev(t, b, f32, 2, 2), false, false, 1, 0),
-		"attention head":   b.Attention(dev(t, b, f32, 1, 2, 1, 256), dev(t, b, f32, 1, 1, 2), dev(t, b, f32, 1, 2, 1, 256), dev(t, b, f32, 1, 2, 1, 256), dev(t, b, f32, 1, 2, 1, 256), 1),
+		"attention head":   b.Attention(dev(t, b, f32, 1, 2, 1, 256), dev(t, b, f32, 1, 1, 2), dev(t, b, f32, 1, 2, 1, 256), dev(t, b, f32, 1, 2, 1, 256), dev(t, b, f32, 1, 2, 1, 256), nil, 1),
+		"attention docs":   b.Attention(dev(t, b, f32, 1, 2, 1, 8), dev(t, b, f32, 1, 1, 2), dev(t, b, f32, 1, 2, 1, 8), dev(t, b, f32, 1, 2, 1, 8), dev(t, b, f32, 1, 2, 1, 8), dev(t, b, f32, 1, 2), 1),
 		"adamw step":       b.AdamW(nil, nil, nil, nil, 0, 1, 0.9, 0.99, 1e-8, 0),
 		"cross entropy id": b.CrossEntropy(dev(t, b, f32, 2), nil, dev(t, b, f32, 2, 4), dev(t, b, f32, 3, 4), idsTensor(t, b, 1, 3), 0, 1),
 		"copy counts":      b.Copy(dev(t, b, f32, 3), dev(t, b, f32, 4)),

@@ -8,6 +8,16 @@
 // delta F32 [B, Hq, T]. Row t of head h of batch b of q starts at element
 // ((b*T + t)*Hq + h)*D. D <= ATT_DMAX.
 //
+// Packed documents (FlashAttention-2's varlen attention): doc_start, int32
+// [B, T] or null (one document per row), holds where the document of each
+// token begins, and query t sees keys doc_start[b, t] <= s <= t. A query
+// tile needs keys from the smallest start of its rows on, so the key tiles
+// below that are skipped; the backward's dk/dv stops after the last query
+// that sees its key tile, found by a binary search that relies on doc_start
+// being non-decreasing within a row, as the CPU backend checks (each value
+// is clamped to [0, t], so a bad one gives wrong results, never a read out
+// of bounds).
+//
 // Every kernel is 128 threads = 16 rows x 8 threads: thread tid owns row
 // tid/8 of its tile, and of that row the dimensions d = tid%8 + 8j (j <
 // ATT_DMAX/8) of an accumulator kept in registers (the loops over j are
@@ -42,13 +52,46 @@ __device__ __forceinline__ void store_tile(void* x, int x_dt, const float* s, in
   }
 }
 
+// doc_start_at is where the document of token t of row b begins: 0 without
+// documents or past T, else doc_start[b, t] clamped to [0, t].
+__device__ __forceinline__ int doc_start_at(const int* doc_start, int b, int T, int t) {
+  if (doc_start == nullptr || t >= T) return 0;
+  return min(max(doc_start[(size_t)b * T + t], 0), t);
+}
+
+// tile_doc_start is the first key that the query rows t0..t0+15 (those
+// < T) see: the smallest start among them. The same in every thread.
+__device__ __forceinline__ int tile_doc_start(const int* doc_start, int b, int T, int t0) {
+  int lo = t0;
+  for (int i = 0; i < ATT_BQ && t0 + i < T; i++) lo = min(lo, doc_start_at(doc_start, b, T, t0 + i));
+  return lo;
+}
+
+// queries_until is the first query row after klast whose document starts
+// after klast (T if none): no row from there on sees a key <= klast. A
+// binary search, doc_start being non-decreasing within a row.
+__device__ __forceinline__ int queries_until(const int* doc_start, int b, int T, int klast) {
+  if (doc_start == nullptr) return T;
+  int lo = klast + 1, hi = T;
+  while (lo < hi) {
+    int mid = (lo + hi) / 2;
+    if (doc_start_at(doc_start, b, T, mid) > klast) {
+      hi = mid;
+    } else {
+      lo = mid + 1;
+    }
+  }
+  return lo;
+}
+
 // attention_forward matches tensor.CPU.Attention: out = softmax(scale q k^T,
 // causal) v per query row, lse = log-sum-exp of the row's scaled scores.
 // Grid (ceil(T/16), Hq, B), block 128, dynamic shared memory
 // (16 D + 2*32 D + 16*32) floats (kernels.go).
 extern "C" __global__ void __launch_bounds__(ATT_THREADS)
     attention_forward(void* out, int out_dt, float* lse, const void* q, int q_dt, const void* k, int k_dt,
-                      const void* v, int v_dt, int B, int T, int Hq, int Hkv, int D, float scale) {
+                      const void* v, int v_dt, const int* doc_start, int B, int T, int Hq, int Hkv, int D,
+                      float scale) {
   DYNAMIC_SHARED(float, smem);
   float* Qs = smem;            // [ATT_BQ][D]
   float* Ks = Qs + ATT_BQ * D;  // [ATT_BK][D]
@@ -57,7 +100,8 @@ extern "C" __global__ void __launch_bounds__(ATT_THREADS)
 
   int tid = threadIdx.x, r = tid >> 3, l8 = tid & 7;
   int q0 = blockIdx.x * ATT_BQ, h = blockIdx.y, b = blockIdx.z, g = h / (Hq / Hkv);
-  int qi = q0 + r;  // this thread's query position
+  int qi = q0 + r;                                  // this thread's query position
+  int qstart = doc_start_at(doc_start, b, T, qi);  // and the first key it sees
 
   for (int i = tid; i < ATT_BQ * D; i += ATT_THREADS) {
     int t = q0 + i / D;
@@ -71,8 +115,9 @@ extern "C" __global__ void __launch_bounds__(ATT_THREADS)
 #pragma unroll
   for (int j = 0; j < ATT_DMAX / 8; j++) o[j] = 0.0f;
 
-  int kend = min(T, q0 + ATT_BQ);  // keys after the tile's last query are masked
-  for (int k0 = 0; k0 < kend; k0 += ATT_BK) {
+  // Keys before the tile's first start and after its last query are masked.
+  int kend = min(T, q0 + ATT_BQ);
+  for (int k0 = tile_doc_start(doc_start, b, T, q0); k0 < kend; k0 += ATT_BK) {
     __syncthreads();  // Qs written; the previous tile's Ks, Vs, Ps read
     for (int i = tid; i < ATT_BK * D; i += ATT_THREADS) {
       int t = k0 + i / D;
@@ -82,7 +127,8 @@ extern "C" __global__ void __launch_bounds__(ATT_THREADS)
     }
     __syncthreads();
 
-    // Scores of row r for keys c = l8 + 8jj; keys after qi (or past T) masked.
+    // Scores of row r for keys c = l8 + 8jj; keys before qstart or after qi
+    // (or past T) masked.
     float sc[ATT_BK / 8];
     float mt = -INFINITY;
 #pragma unroll
@@ -90,20 +136,25 @@ extern "C" __global__ void __launch_bounds__(ATT_THREADS)
       int c = l8 + 8 * jj;
       float dot = 0.0f;
       for (int d = 0; d < D; d++) dot += Qs[r * D + d] * Ks[c * D + d];
-      sc[jj] = k0 + c <= qi ? scale * dot : -INFINITY;
+      // qstart <= k0 + c <= qi as one unsigned comparison: with two,
+      // ptxas (nvcc 11.8) spills on sm_80.
+      sc[jj] = (unsigned)(k0 + c - qstart) <= (unsigned)(qi - qstart) ? scale * dot : -INFINITY;
       mt = fmaxf(mt, sc[jj]);
     }
     mt = fmaxf(mt, __shfl_xor_sync(0xffffffffu, mt, 1));
     mt = fmaxf(mt, __shfl_xor_sync(0xffffffffu, mt, 2));
     mt = fmaxf(mt, __shfl_xor_sync(0xffffffffu, mt, 4));
-    // Key k0 <= qi in the first tile, so m_new is finite from then on; corr
-    // is exp(-inf) = 0 there, when there is nothing to rescale.
+    // m_new stays -inf until a tile holds a key the row sees (its document
+    // may start in a later tile); exp(-inf - -inf) would be NaN, so the
+    // exponentials take 0 as the max until then, and every one is 0. After
+    // that corr is exp(-inf) = 0 once, when there is nothing to rescale.
     float m_new = fmaxf(m_run, mt);
-    float corr = expf(m_run - m_new);
+    float m_ref = m_new == -INFINITY ? 0.0f : m_new;
+    float corr = expf(m_run - m_ref);
     l_part *= corr;
 #pragma unroll
     for (int jj = 0; jj < ATT_BK / 8; jj++) {
-      float p = expf(sc[jj] - m_new);
+      float p = expf(sc[jj] - m_ref);
       Ps[r * ATT_BK + l8 + 8 * jj] = p;
       l_part += p;
     }
@@ -164,8 +215,8 @@ extern "C" __global__ void __launch_bounds__(ATT_THREADS)
 // shared memory (2*16 D + 2*16 D + 16*16) floats.
 extern "C" __global__ void __launch_bounds__(ATT_THREADS)
     attention_backward_dq(void* dq, int dq_dt, const void* q, int q_dt, const void* k, int k_dt, const void* v,
-                          int v_dt, const void* dout, int dout_dt, const float* lse, const float* delta, int B, int T,
-                          int Hq, int Hkv, int D, float scale) {
+                          int v_dt, const int* doc_start, const void* dout, int dout_dt, const float* lse,
+                          const float* delta, int B, int T, int Hq, int Hkv, int D, float scale) {
   DYNAMIC_SHARED(float, smem);
   float* Qs = smem;               // [ATT_BQ][D]
   float* dOs = Qs + ATT_BQ * D;   // [ATT_BQ][D]
@@ -175,7 +226,7 @@ extern "C" __global__ void __launch_bounds__(ATT_THREADS)
 
   int tid = threadIdx.x, r = tid >> 3, l8 = tid & 7;
   int q0 = blockIdx.x * ATT_BQ, h = blockIdx.y, b = blockIdx.z, g = h / (Hq / Hkv);
-  int qi = q0 + r;
+  int qi = q0 + r, qstart = doc_start_at(doc_start, b, T, qi);
 
   for (int i = tid; i < ATT_BQ * D; i += ATT_THREADS) {
     int t = q0 + i / D;
@@ -191,7 +242,7 @@ extern "C" __global__ void __launch_bounds__(ATT_THREADS)
   for (int j = 0; j < ATT_DMAX / 8; j++) acc[j] = 0.0f;
 
   int kend = min(T, q0 + ATT_BQ);
-  for (int k0 = 0; k0 < kend; k0 += ATT_BKB) {
+  for (int k0 = tile_doc_start(doc_start, b, T, q0); k0 < kend; k0 += ATT_BKB) {
     __syncthreads();
     for (int i = tid; i < ATT_BKB * D; i += ATT_THREADS) {
       int t = k0 + i / D;
@@ -204,7 +255,7 @@ extern "C" __global__ void __launch_bounds__(ATT_THREADS)
     for (int jj = 0; jj < ATT_BKB / 8; jj++) {
       int c = l8 + 8 * jj;
       float ds = 0.0f;
-      if (k0 + c <= qi && qi < T) {
+      if (k0 + c <= qi && k0 + c >= qstart && qi < T) {
         float s = 0.0f, dp = 0.0f;
         for (int d = 0; d < D; d++) {
           s += Qs[r * D + d] * Ks[c * D + d];
@@ -241,8 +292,9 @@ extern "C" __global__ void __launch_bounds__(ATT_THREADS)
 // (2*16 D + 2*16 D + 2*16*16 + 2*16) floats.
 extern "C" __global__ void __launch_bounds__(ATT_THREADS)
     attention_backward_dkdv(void* dk, int dk_dt, void* dv, int dv_dt, const void* q, int q_dt, const void* k,
-                            int k_dt, const void* v, int v_dt, const void* dout, int dout_dt, const float* lse,
-                            const float* delta, int B, int T, int Hq, int Hkv, int D, float scale) {
+                            int k_dt, const void* v, int v_dt, const int* doc_start, const void* dout, int dout_dt,
+                            const float* lse, const float* delta, int B, int T, int Hq, int Hkv, int D,
+                            float scale) {
   DYNAMIC_SHARED(float, smem);
   float* Ks = smem;                  // [ATT_BKB][D]
   float* Vs = Ks + ATT_BKB * D;      // [ATT_BKB][D]
@@ -263,15 +315,18 @@ extern "C" __global__ void __launch_bounds__(ATT_THREADS)
     Vs[i] = t < T ? load_f32(v, v_dt, off) : 0.0f;
   }
 
+  // The query rows that see any of these keys end before qend.
+  int qend = queries_until(doc_start, b, T, min(k0 + ATT_BKB, T) - 1);
+
   // Accumulators of key row row8 (this thread's dimensions).
   float dk_acc[ATT_DMAX / 8], dv_acc[ATT_DMAX / 8];
 #pragma unroll
   for (int j = 0; j < ATT_DMAX / 8; j++) dk_acc[j] = dv_acc[j] = 0.0f;
 
   for (int h = g * group; h < (g + 1) * group; h++) {
-    // Query tiles that hold a query at or after k0 (the others see none of
-    // these keys).
-    for (int q0 = k0 / ATT_BQ * ATT_BQ; q0 < T; q0 += ATT_BQ) {
+    // Query tiles that hold a query at or after k0 and before qend (the
+    // others see none of these keys).
+    for (int q0 = k0 / ATT_BQ * ATT_BQ; q0 < qend; q0 += ATT_BQ) {
       __syncthreads();  // the previous tile's Qs, dOs, Ps, dSs are read
       for (int i = tid; i < ATT_BQ * D; i += ATT_THREADS) {
         int t = q0 + i / D;
@@ -287,12 +342,12 @@ extern "C" __global__ void __launch_bounds__(ATT_THREADS)
       }
       __syncthreads();
       // P and dS for query row row8 and keys c = l8 + 8jj.
-      int qi = q0 + row8;
+      int qi = q0 + row8, qstart = doc_start_at(doc_start, b, T, qi);
 #pragma unroll
       for (int jj = 0; jj < ATT_BKB / 8; jj++) {
         int c = l8 + 8 * jj;
         float p = 0.0f, ds = 0.0f;
-        if (k0 + c <= qi && qi < T) {
+        if (k0 + c <= qi && k0 + c >= qstart && qi < T) {
           float s = 0.0f, dp = 0.0f;
           for (int d = 0; d < D; d++) {
             s += Qs[row8 * D + d] * Ks[c * D + d];

@@ -17,7 +17,7 @@ var ptxFiles embed.FS
 
 // Sources are the .cu files, without the extension; each has one PTX file
 // per architecture.
-var Sources = []string{"adamw", "attention", "cross_entropy", "elementwise", "embedding", "kmeans", "lora", "rmsnorm", "rope", "swiglu"}
+var Sources = []string{"adamw", "attention", "cross_entropy", "dropout", "elementwise", "embedding", "kmeans", "lora", "rmsnorm", "rope", "swiglu"}
 
 // Architectures are the PTX targets gen.sh generates: compute_80 (A100 and
 // later) and compute_90 (H100, H200). The driver compiles the PTX for the
@@ -159,6 +159,10 @@ var Table = []Kernel{
 	{Name: "elementwise_mul", Source: "elementwise", Matches: "Mul", Block: 256,
 		Grid: func(s Sizes) [3]int { return strided(s.N, 256) }},
 	{Name: "elementwise_scale", Source: "elementwise", Matches: "Scale", Block: 256,
+		Grid: func(s Sizes) [3]int { return strided(s.N, 256) }},
+
+	// dropout.cu: N = elements.
+	{Name: "dropout", Source: "dropout", Matches: "Dropout", Block: 256,
 		Grid: func(s Sizes) [3]int { return strided(s.N, 256) }},
 
 	// rmsnorm.cu: N = rows, one block each.

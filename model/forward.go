@@ -15,6 +15,17 @@ const IgnoreIndex = -100
 // (the next token, for causal LM), or IgnoreIndex.
 type Batch struct {
 	IDs, Labels *tensor.Tensor
+	// GradDivisor, when positive, is what ForwardBackward divides the
+	// summed loss's gradient by instead of this batch's counted positions:
+	// the counted positions of a whole accumulated step, so that the step's
+	// gradient is that of the mean over all its tokens.
+	GradDivisor int
+	// DocLens, when not nil, gives for each row the lengths of the
+	// documents packed into it, in order, summing to T (padding at the end
+	// of a row is its own document). Each document attends only to itself
+	// and its positions start at 0, as FlashAttention-2's varlen attention
+	// with cumulative sequence lengths. nil: each row is one document.
+	DocLens [][]int
 }
 
 // Output is the result of a forward pass over a Batch.
@@ -28,6 +39,8 @@ type Output struct {
 type pass struct {
 	B, T, N  int            // batch, sequence length, tokens = B*T
 	cos, sin *tensor.Tensor // RoPE tables, F32 [N, RotaryDims/2], on the backend
+	docStart *tensor.Tensor // I32 [B, T] on the backend: where each token's document starts; nil: one per row
+	drop     dropout        // LoRA dropout: on in ForwardBackward only
 }
 
 // arena allocates tensors on the backend and frees them together. After a
@@ -86,20 +99,40 @@ type layerActs struct {
 	h             *tensor.Tensor // the residual stream after attention
 	n2, rstd2     *tensor.Tensor // post-attention RMSNorm output and rstd
 	gate, up, act *tensor.Tensor // MLP gate and up projections, silu(gate)*up
-	t             map[*loraSlot]*tensor.Tensor
+	t             *loraActs
 }
 
-// newPass checks the ids and builds the RoPE tables for positions 0..T-1
-// of every sequence, on the backend (their copies are freed with run).
-func (m *Model) newPass(run *arena, ids *tensor.Tensor) (*pass, error) {
+// newPass checks the ids and the documents packed in each row (docLens, as
+// Batch.DocLens) and builds, on the backend, the RoPE tables for each
+// token's position in its document and, when a row packs several
+// documents, the attention's docStart (their copies are freed with run).
+// Longrope's short or long factors follow the largest position + 1 over
+// the batch, as HF's position_ids do.
+func (m *Model) newPass(run *arena, ids *tensor.Tensor, docLens [][]int) (*pass, error) {
 	if ids == nil || ids.DType() != tensor.I32 || ids.Rank() != 2 || ids.Dim(0) == 0 || ids.Dim(1) == 0 {
 		return nil, fmt.Errorf("model: ids must be a non-empty I32 [batch, seq] tensor, got %v", ids)
 	}
 	p := &pass{B: ids.Dim(0), T: ids.Dim(1)}
 	p.N = p.B * p.T
+	starts, err := docStarts(docLens, p.B, p.T)
+	if err != nil {
+		return nil, err
+	}
 	positions := make([]int, p.N)
 	for i := range positions {
 		positions[i] = i % p.T
+		if starts != nil {
+			positions[i] -= int(starts[i])
+		}
+	}
+	if starts != nil {
+		ds, err := tensor.FromI32(starts, p.B, p.T)
+		if err != nil {
+			return nil, err
+		}
+		if p.docStart, err = run.toDevice(ds); err != nil {
+			return nil, err
+		}
 	}
 	cos, sin, err := RopeTables(m.Config, positions)
 	if err != nil {
@@ -114,10 +147,11 @@ func (m *Model) newPass(run *arena, ids *tensor.Tensor) (*pass, error) {
 	return p, nil
 }
 
-// linearForward sets y = x W^T + b, plus the LoRA term scaling * (x A^T) B^T
-// when the module is adapted; x A^T is computed once per adapter and kept
-// in t (the fused q/k/v of Phi-3 share it).
-func (m *Model) linearForward(ar *arena, y, x *tensor.Tensor, p *linear, t map[*loraSlot]*tensor.Tensor) error {
+// linearForward sets y = x W^T + b, plus the LoRA term
+// scaling * (dropout(x) A^T) B^T when the module is adapted (dropout only
+// when t.drop is on); dropout(x) A^T is computed once per adapter and kept
+// in t (the fused q/k/v of Phi-3 share it, and so one mask).
+func (m *Model) linearForward(ar *arena, y, x *tensor.Tensor, p *linear, t *loraActs) error {
 	if err := m.be.MatMul(y, x, p.w, false, true, 1, 0); err != nil {
 		return err
 	}
@@ -130,15 +164,21 @@ func (m *Model) linearForward(ar *arena, y, x *tensor.Tensor, p *linear, t map[*
 	if s == nil {
 		return nil
 	}
-	xa, ok := t[s]
+	xa, ok := t.xa[s]
 	if !ok {
 		if xa = ar.f32(x.Dim(0), s.a.Dim(0)); ar.err != nil {
 			return ar.err
 		}
-		if err := m.be.MatMul(xa, x, s.a, false, true, 1, 0); err != nil {
+		tmp := &arena{be: m.be} // dropout(x) is needed only here
+		in, err := m.adapterInput(tmp, x, s, t.drop)
+		if err == nil {
+			err = m.be.MatMul(xa, in, s.a, false, true, 1, 0)
+		}
+		tmp.free()
+		if err != nil {
 			return fmt.Errorf("lora %s: %w", s.module, err)
 		}
-		t[s] = xa
+		t.xa[s] = xa
 	}
 	b, err := s.b.Slice(p.rows, p.rows+y.Dim(1))
 	if err != nil {
@@ -159,7 +199,7 @@ func (m *Model) layerForward(ar, outAr *arena, l *layer, x *tensor.Tensor, ps *p
 	N, H, I := ps.N, c.HiddenSize, c.IntermediateSize
 	Q, KV := c.NumAttentionHeads*c.HeadDim, c.NumKeyValueHeads*c.HeadDim
 	eps := float32(c.RMSNormEps)
-	a := &layerActs{x: x, t: map[*loraSlot]*tensor.Tensor{}}
+	a := &layerActs{x: x, t: &loraActs{xa: map[*loraSlot]*tensor.Tensor{}, drop: ps.drop}}
 
 	a.n1, a.rstd1 = ar.f32(N, H), ar.f32(N)
 	a.q, a.k, a.v = ar.f32(N, Q), ar.f32(N, KV), ar.f32(N, KV)
@@ -190,7 +230,7 @@ func (m *Model) layerForward(ar, outAr *arena, l *layer, x *tensor.Tensor, ps *p
 	if err := m.rope(a.q, a.k, ps, false); err != nil {
 		return nil, nil, err
 	}
-	if err := m.be.Attention(m.heads(a.attn, ps, c.NumAttentionHeads), a.lse, q4, k4, v4, m.attnScale()); err != nil {
+	if err := m.be.Attention(m.heads(a.attn, ps, c.NumAttentionHeads), a.lse, q4, k4, v4, ps.docStart, m.attnScale()); err != nil {
 		return nil, nil, err
 	}
 	if err := m.linearForward(ar, o, a.attn, &l.o, a.t); err != nil {
@@ -252,9 +292,11 @@ func (m *Model) attnScale() float32 { return float32(1 / math.Sqrt(float64(m.Con
 
 // groupBackward is the backward of projections that share their input x:
 // dx = sum_p dy_p W_p, plus each adapter's part, accumulating the adapters'
-// gradients: dB += scaling dy^T (x A^T), dt = scaling dy B, dA += dt^T x,
-// dx += dt A. The base weights get no gradient.
-func (m *Model) groupBackward(ar *arena, dx, x *tensor.Tensor, projs []*linear, dys []*tensor.Tensor, t map[*loraSlot]*tensor.Tensor) error {
+// gradients: with x' = dropout(x) (x' = x without dropout),
+// dB += scaling dy^T (x' A^T), dt = scaling dy B, dA += dt^T x',
+// dx += dropout'(dt A) (adapterInputBackward). The base weights get no
+// gradient.
+func (m *Model) groupBackward(ar *arena, dx, x *tensor.Tensor, projs []*linear, dys []*tensor.Tensor, t *loraActs) error {
 	for i, p := range projs {
 		beta := float32(1)
 		if i == 0 {
@@ -288,18 +330,15 @@ func (m *Model) groupBackward(ar *arena, dx, x *tensor.Tensor, projs []*linear, 
 			if err != nil {
 				return err
 			}
-			if err := m.be.MatMul(db, dys[j], t[s], true, false, s.scaling, 1); err != nil {
+			if err := m.be.MatMul(db, dys[j], t.xa[s], true, false, s.scaling, 1); err != nil {
 				return fmt.Errorf("lora %s: dB: %w", s.module, err)
 			}
 			if err := m.be.MatMul(dt, dys[j], b, false, false, s.scaling, 1); err != nil {
 				return fmt.Errorf("lora %s: dt: %w", s.module, err)
 			}
 		}
-		if err := m.be.MatMul(s.da, dt, x, true, false, 1, 1); err != nil {
-			return fmt.Errorf("lora %s: dA: %w", s.module, err)
-		}
-		if err := m.be.MatMul(dx, dt, s.a, false, false, 1, 1); err != nil {
-			return fmt.Errorf("lora %s: dx: %w", s.module, err)
+		if err := m.adapterInputBackward(dx, dt, x, s, t.drop); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -349,7 +388,7 @@ func (m *Model) layerBackward(out *arena, l *layer, a *layerActs, dout *tensor.T
 	}
 	hq, hkv := c.NumAttentionHeads, c.NumKeyValueHeads
 	if err := m.be.AttentionBackward(m.heads(dq, ps, hq), m.heads(dk, ps, hkv), m.heads(dv, ps, hkv),
-		m.heads(dAttn, ps, hq), m.heads(a.q, ps, hq), m.heads(a.k, ps, hkv), m.heads(a.v, ps, hkv),
+		m.heads(dAttn, ps, hq), m.heads(a.q, ps, hq), m.heads(a.k, ps, hkv), m.heads(a.v, ps, hkv), ps.docStart,
 		m.heads(a.attn, ps, hq), a.lse, m.attnScale()); err != nil {
 		return nil, err
 	}
@@ -437,7 +476,7 @@ func (m *Model) Logits(ids *tensor.Tensor) (*tensor.Tensor, error) {
 // finalHidden runs the whole decoder without keeping activations and
 // returns the final RMSNorm's output [N, H], allocated in run.
 func (m *Model) finalHidden(run *arena, ids *tensor.Tensor) (*tensor.Tensor, *pass, error) {
-	ps, err := m.newPass(run, ids)
+	ps, err := m.newPass(run, ids, nil)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -500,7 +539,7 @@ func (m *Model) ForwardBackward(b Batch) (*Output, error) {
 func (m *Model) run(b Batch, backward bool) (*Output, error) {
 	run := &arena{be: m.be}
 	defer run.free()
-	ps, err := m.newPass(run, b.IDs)
+	ps, err := m.newPass(run, b.IDs, b.DocLens)
 	if err != nil {
 		return nil, err
 	}
@@ -518,6 +557,11 @@ func (m *Model) run(b Batch, backward bool) (*Output, error) {
 	}
 	if backward && len(m.slots) == 0 {
 		return nil, fmt.Errorf("model: no LoRA adapter attached: nothing to train")
+	}
+	if backward {
+		if ps.drop, err = m.trainingDropout(); err != nil {
+			return nil, err
+		}
 	}
 
 	ids, err := run.toDevice(b.IDs)
@@ -551,7 +595,11 @@ func (m *Model) run(b Batch, backward bool) (*Output, error) {
 	if run.err != nil {
 		return nil, run.err
 	}
-	if err := m.be.CrossEntropy(logprob, dy, y, m.lmHead, labels, m.LossChunk, float32(1/float64(counted))); err != nil {
+	divisor := counted
+	if b.GradDivisor > 0 {
+		divisor = b.GradDivisor
+	}
+	if err := m.be.CrossEntropy(logprob, dy, y, m.lmHead, labels, m.LossChunk, float32(1/float64(divisor))); err != nil {
 		return nil, fmt.Errorf("model: loss: %w", err)
 	}
 	lp, err := m.hostCopy(logprob)

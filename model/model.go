@@ -32,6 +32,14 @@ type Model struct {
 	// LossChunk is how many vocabulary columns the fused loss computes at a
 	// time; 0 means the backend's default (8192).
 	LossChunk int
+	// LoRADropout is the probability that an adapter input element is
+	// zeroed during ForwardBackward (PEFT's lora_dropout); 0 disables it.
+	// Forward (evaluation) never drops.
+	LoRADropout float32
+	// DropoutSeed seeds the masks; the trainer sets a new value every
+	// micro-batch. Each adapted module's mask comes from it and the
+	// module's name (dropout.go).
+	DropoutSeed uint64
 }
 
 // layer holds one decoder layer's weights.

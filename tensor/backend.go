@@ -83,15 +83,25 @@ type Backend interface {
 	// v are [B, T, Hkv, D] with Hq a multiple of Hkv (query head h uses kv
 	// head h / (Hq/Hkv)), out is [B, T, Hq, D], and lse F32 [B, Hq, T]
 	// receives the log-sum-exp of each query row's scaled scores, saved for
-	// the backward. scores = scale * q·k over keys s <= t; the softmax is in
-	// float32. No [T x T] matrix is kept between calls.
-	Attention(out, lse, q, k, v *Tensor, scale float32) error
+	// the backward. scores = scale * q·k over keys start <= s <= t; the
+	// softmax is in float32. No [T x T] matrix is kept between calls.
+	//
+	// docStart packs several documents into a row (FlashAttention-2's
+	// varlen attention): nil means one document per row (start = 0), else
+	// it is I32 [B, T] and docStart[b, t] is the position in row b where the
+	// document holding token t begins, so each document attends only to
+	// itself. Within a row it is 0 at t = 0 and then either the previous
+	// token's start (same document) or t (a new one); the CPU backend
+	// checks that, the CUDA backend (whose values stay on the device) only
+	// its dtype and size.
+	Attention(out, lse, q, k, v, docStart *Tensor, scale float32) error
 	// AttentionBackward writes dq, dk and dv (not accumulated) from dout, the
-	// forward's inputs, out and lse, recomputing the probabilities as flash
-	// attention does: P = exp(scale q·k - lse), D = rowsum(dout * out),
-	// dS = P (dout·v - D), dq = scale dS k, dk = scale dS^T q, dv = P^T dout;
-	// dk and dv sum over the query heads of a group.
-	AttentionBackward(dq, dk, dv, dout, q, k, v, out, lse *Tensor, scale float32) error
+	// forward's inputs (docStart as in Attention), out and lse, recomputing
+	// the probabilities as flash attention does: P = exp(scale q·k - lse),
+	// D = rowsum(dout * out), dS = P (dout·v - D), dq = scale dS k,
+	// dk = scale dS^T q, dv = P^T dout; dk and dv sum over the query heads
+	// of a group.
+	AttentionBackward(dq, dk, dv, dout, q, k, v, docStart, out, lse *Tensor, scale float32) error
 
 	// SwiGLU sets out = silu(gate) * up elementwise, silu(x) = x/(1+exp(-x)),
 	// computed in float32. gate, up and out have the same shape.
@@ -99,6 +109,15 @@ type Backend interface {
 	// SwiGLUBackward writes dgate and dup (not accumulated) from dout, gate
 	// and up.
 	SwiGLUBackward(dgate, dup, dout, gate, up *Tensor) error
+
+	// Dropout sets out = x * keep / (1-p) elementwise, where keep for
+	// element i (row-major index) is decided by a counter-based hash of
+	// (seed, i) alone, identically on every backend; p in [0, 1). The hash
+	// is SplitMix64's output i (DropoutHash), kept when it is >= p*2^64
+	// (DropoutThreshold), and 1/(1-p) is DropoutScale(p). The same seed and
+	// shape give the same mask, so applied to a gradient it is the
+	// backward. out and x have the same shape; out may be x.
+	Dropout(out, x *Tensor, p float32, seed uint64) error
 
 	// CrossEntropy is the causal-LM loss fused with the lm_head projection
 	// and its backward, over vocabulary chunks, so that the [N x V] logits

@@ -48,6 +48,43 @@ func attnCheck(op string, q, k, v, lse *Tensor, likeQ, likeKV []*Tensor) (attnDi
 	return a, nil
 }
 
+// docStarts validates docStart, nil or I32 [B, T] as Backend.Attention
+// says, and returns its values (nil for plain causal attention).
+func docStarts(op string, docStart *Tensor, a attnDims) ([]int32, error) {
+	if docStart == nil {
+		return nil, nil
+	}
+	if err := hostCheck(op, docStart); err != nil {
+		return nil, err
+	}
+	if docStart.dtype != I32 || docStart.NumElements() != a.B*a.T {
+		return nil, fmt.Errorf("tensor: %s: docStart %v must be I32 [%d %d]", op, docStart, a.B, a.T)
+	}
+	ds := docStart.I32()
+	for b := 0; b < a.B; b++ {
+		row := ds[b*a.T : (b+1)*a.T]
+		for t, s := range row {
+			switch {
+			case t == 0 && s != 0:
+				return nil, fmt.Errorf("tensor: %s: docStart[%d, 0] = %d: a row's first document starts at 0", op, b, s)
+			case t > 0 && s != row[t-1] && s != int32(t):
+				return nil, fmt.Errorf("tensor: %s: docStart[%d, %d] = %d: a token's document starts where the previous token's does (%d) or at the token itself",
+					op, b, t, s, row[t-1])
+			}
+		}
+	}
+	return ds, nil
+}
+
+// docStartAt is where the document of token i of the flattened [B, T]
+// docStart begins in its row: 0 without documents.
+func docStartAt(ds []int32, i int) int {
+	if ds == nil {
+		return 0
+	}
+	return int(ds[i])
+}
+
 // readHead widens head h of batch b of x [B, T, heads, D] into dst [T*D].
 func readHead(dst []float32, x *Tensor, b, h int) {
 	T, heads, D := x.Dim(1), x.Dim(2), x.Dim(3)
@@ -171,11 +208,17 @@ func dot(x, y []float32) float32 {
 // Attention implements Backend. Each (batch, query head) is one task: its
 // q, k and v rows are widened into contiguous [T, D] copies and k and v
 // packed once; then for each block of attnBlock query rows, S = scale q k^T
-// against the keys up to the block's diagonal is one product, each row of S
-// becomes its softmax over keys s <= t (0 after), and the block's output is
-// the product of that with v.
-func (*CPU) Attention(out, lse, q, k, v *Tensor, scale float32) error {
+// against the keys the block sees (from the start of its first row's
+// document, rounded down to a sliver of the packed k, up to the block's
+// diagonal) is one product, each row of S becomes its softmax over keys
+// start <= s <= t (0 elsewhere), and the block's output is the product of
+// that with v.
+func (*CPU) Attention(out, lse, q, k, v, docStart *Tensor, scale float32) error {
 	a, err := attnCheck("attention", q, k, v, lse, []*Tensor{out}, nil)
+	if err != nil {
+		return err
+	}
+	ds, err := docStarts("attention", docStart, a)
 	if err != nil {
 		return err
 	}
@@ -202,22 +245,28 @@ func (*CPU) Attention(out, lse, q, k, v *Tensor, scale float32) error {
 			packSlivers(vp, V, 1, D, D, T, nr)
 			for i0 := 0; i0 < T; i0 += attnBlock {
 				rows := min(attnBlock, T-i0)
-				n := i0 + rows // the keys the block's rows see
+				// The block's rows see keys lo .. i0+rows-1: n of them. lo
+				// starts a sliver of kp; docStart is non-decreasing, so the
+				// first row's start is the block's smallest.
+				lo := docStartAt(ds, b*T+i0) / nr * nr
+				n := i0 + rows - lo
 				Sb := S[:rows*n]
 				packSlivers(ap, Q[i0*D:], D, 1, rows, D, mr)
-				mulPacked(kern, Sb, n, rows, n, D, ap, D, kp, D, scale, false, tile)
+				mulPacked(kern, Sb, n, rows, n, D, ap, D, kp[lo*D:], D, scale, false, tile)
 				for r := 0; r < rows; r++ {
 					t := i0 + r
 					row := Sb[r*n : (r+1)*n]
-					m := maxF32(row[:t+1])
-					sum := expSubSum(row[:t+1], row[:t+1], m)
-					clear(row[t+1:])
+					s0, s1 := docStartAt(ds, b*T+t)-lo, t-lo+1 // row t sees row[s0:s1]
+					m := maxF32(row[s0:s1])
+					sum := expSubSum(row[s0:s1], row[s0:s1], m)
+					clear(row[:s0])
+					clear(row[s1:])
 					lv[(b*a.Hq+h)*T+t] = m + float32(math.Log(sum))
 					inv[r] = float32(1 / sum)
 				}
-				Ob := O[i0*D : n*D]
+				Ob := O[i0*D : (i0+rows)*D]
 				packSlivers(ap, Sb, n, 1, rows, n, mr)
-				mulPacked(kern, Ob, D, rows, D, n, ap, n, vp, T, 1, false, tile)
+				mulPacked(kern, Ob, D, rows, D, n, ap, n, vp[lo*nr:], T, 1, false, tile)
 				for r := 0; r < rows; r++ {
 					o := Ob[r*D : (r+1)*D]
 					for i := range o {
@@ -234,15 +283,20 @@ func (*CPU) Attention(out, lse, q, k, v *Tensor, scale float32) error {
 // AttentionBackward implements Backend. Each (batch, kv head) is one task,
 // so that the sums into dk and dv over the query heads of its group stay in
 // one goroutine, in a fixed order. For each query head of the group and each
-// block of attnBlock query rows against the keys up to its diagonal:
+// block of attnBlock query rows against the keys it sees (as in Attention):
 //
-//	P  = exp(scale q k^T - lse), 0 above the diagonal
+//	P  = exp(scale q k^T - lse), 0 outside start <= s <= t
 //	dS = P (dout v^T - D)
 //	dq = scale dS k, dk += scale dS^T q, dv += P^T dout
 //
 // each product in one call of the micro-kernel loop.
-func (*CPU) AttentionBackward(dq, dk, dv, dout, q, k, v, out, lse *Tensor, scale float32) error {
-	a, err := attnCheck("attention backward", q, k, v, lse, []*Tensor{dq, dout, out}, []*Tensor{dk, dv})
+func (*CPU) AttentionBackward(dq, dk, dv, dout, q, k, v, docStart, out, lse *Tensor, scale float32) error {
+	const op = "attention backward"
+	a, err := attnCheck(op, q, k, v, lse, []*Tensor{dq, dout, out}, []*Tensor{dk, dv})
+	if err != nil {
+		return err
+	}
+	ds, err := docStarts(op, docStart, a)
 	if err != nil {
 		return err
 	}
@@ -281,23 +335,27 @@ func (*CPU) AttentionBackward(dq, dk, dv, dout, q, k, v, out, lse *Tensor, scale
 				}
 				for i0 := 0; i0 < T; i0 += attnBlock {
 					rows := min(attnBlock, T-i0)
-					n := i0 + rows // the keys the block's rows see
+					end := i0 + rows
+					lo := docStartAt(ds, b*T+i0) / nr * nr // keys lo..end-1, as in Attention
+					n := end - lo
 					Pb, dSb := P[:rows*n], dS[:rows*n]
-					Qb, dOb := Q[i0*D:n*D], dO[i0*D:n*D]
+					Qb, dOb := Q[i0*D:end*D], dO[i0*D:end*D]
 
-					// P = exp(scale q k^T - lse), 0 above the diagonal
+					// P = exp(scale q k^T - lse), 0 outside start <= s <= t
 					packSlivers(ap, Qb, D, 1, rows, D, mr)
-					mulPacked(kern, Pb, n, rows, n, D, ap, D, kp, D, scale, false, tile)
+					mulPacked(kern, Pb, n, rows, n, D, ap, D, kp[lo*D:], D, scale, false, tile)
 					for r := 0; r < rows; r++ {
 						t := i0 + r
 						row := Pb[r*n : (r+1)*n]
-						expSubSum(row[:t+1], row[:t+1], lv[(b*a.Hq+h)*T+t])
-						clear(row[t+1:])
+						s0, s1 := docStartAt(ds, b*T+t)-lo, t-lo+1
+						expSubSum(row[s0:s1], row[s0:s1], lv[(b*a.Hq+h)*T+t])
+						clear(row[:s0])
+						clear(row[s1:])
 					}
 
 					// dS = P (dout v^T - D)
 					packSlivers(ap, dOb, D, 1, rows, D, mr)
-					mulPacked(kern, dSb, n, rows, n, D, ap, D, vtp, D, 1, false, tile)
+					mulPacked(kern, dSb, n, rows, n, D, ap, D, vtp[lo*D:], D, 1, false, tile)
 					for r := 0; r < rows; r++ {
 						d := Dt[i0+r]
 						for j, p := range Pb[r*n : (r+1)*n] {
@@ -306,19 +364,19 @@ func (*CPU) AttentionBackward(dq, dk, dv, dout, q, k, v, out, lse *Tensor, scale
 					}
 
 					// dq = scale dS k
-					dQb := dQ[i0*D : n*D]
+					dQb := dQ[i0*D : end*D]
 					packSlivers(ap, dSb, n, 1, rows, n, mr)
-					mulPacked(kern, dQb, D, rows, D, n, ap, n, kdp, T, scale, false, tile)
+					mulPacked(kern, dQb, D, rows, D, n, ap, n, kdp[lo*nr:], T, scale, false, tile)
 
-					// dk += scale dS^T q
+					// dk += scale dS^T q, into the rows of keys lo..end-1
 					packSlivers(ap, dSb, 1, n, n, rows, mr)
 					packSlivers(bp, Qb, 1, D, D, rows, nr)
-					mulPacked(kern, dK, D, n, D, rows, ap, rows, bp, rows, scale, true, tile)
+					mulPacked(kern, dK[lo*D:], D, n, D, rows, ap, rows, bp, rows, scale, true, tile)
 
 					// dv += P^T dout
 					packSlivers(ap, Pb, 1, n, n, rows, mr)
 					packSlivers(bp, dOb, 1, D, D, rows, nr)
-					mulPacked(kern, dV, D, n, D, rows, ap, rows, bp, rows, 1, true, tile)
+					mulPacked(kern, dV[lo*D:], D, n, D, rows, ap, rows, bp, rows, 1, true, tile)
 				}
 				writeHead(dq, b, h, dQ)
 			}

@@ -21,10 +21,10 @@ func BenchmarkAttention(b *testing.B) {
 	const scale = 0.125
 	b.ResetTimer()
 	for range b.N {
-		if err := cpu.Attention(out, lse, q, k, v, scale); err != nil {
+		if err := cpu.Attention(out, lse, q, k, v, nil, scale); err != nil {
 			b.Fatal(err)
 		}
-		if err := cpu.AttentionBackward(dq, dk, dv, dout, q, k, v, out, lse, scale); err != nil {
+		if err := cpu.AttentionBackward(dq, dk, dv, dout, q, k, v, nil, out, lse, scale); err != nil {
 			b.Fatal(err)
 		}
 	}

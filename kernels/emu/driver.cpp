@@ -20,6 +20,7 @@
 #include "../adamw.cu"
 #include "../attention.cu"
 #include "../cross_entropy.cu"
+#include "../dropout.cu"
 #include "../elementwise.cu"
 #include "../embedding.cu"
 #include "../kmeans.cu"
@@ -235,6 +236,15 @@ void cmd_scale(Run& run) {
             run.f("s"), a.numel());
 }
 
+// ---- dropout.cu
+
+void cmd_dropout(Run& run) {
+  Buffer& x = run.in("x");
+  Buffer& out = run.out("out", (int)run.i("out_dtype"), x.shape);
+  launch_as(run, "dropout", dropout, out.data(), out.dtype, (const void*)x.data(), x.dtype, x.numel(),
+            std::stoull(run.param("seed")), std::stoull(run.param("threshold")), run.f("scale"));
+}
+
 // ---- rmsnorm.cu
 
 void cmd_rmsnorm_forward(Run& run) {
@@ -377,6 +387,12 @@ void cmd_cross_entropy(Run& run) {
 
 // ---- attention.cu
 
+// doc_start is the optional input doc_start (I32 [B, T]), or null: one
+// document per row.
+const int* doc_start(Run& run) {
+  return run.has_input("doc_start") ? (const int*)run.in("doc_start").as<int>() : nullptr;
+}
+
 void cmd_attention_forward(Run& run) {
   Buffer& q = run.in("q");
   Buffer& k = run.in("k");
@@ -385,8 +401,8 @@ void cmd_attention_forward(Run& run) {
   Buffer& out = run.out("out", (int)run.i("out_dtype"), q.shape);
   Buffer& lse = run.out("lse", DT_F32, {B, Hq, T});
   launch_as(run, "attention_forward", attention_forward, out.data(), out.dtype, lse.as<float>(),
-            (const void*)q.data(), q.dtype, (const void*)k.data(), k.dtype, (const void*)v.data(), v.dtype, B, T, Hq,
-            Hkv, D, run.f("scale"));
+            (const void*)q.data(), q.dtype, (const void*)k.data(), k.dtype, (const void*)v.data(), v.dtype,
+            doc_start(run), B, T, Hq, Hkv, D, run.f("scale"));
 }
 
 void cmd_attention_backward(Run& run) {
@@ -405,12 +421,12 @@ void cmd_attention_backward(Run& run) {
   launch_as(run, "attention_backward_delta", attention_backward_delta, delta.as<float>(), (const void*)dout.data(),
             dout.dtype, (const void*)o.data(), o.dtype, B, T, Hq, D);
   launch_as(run, "attention_backward_dq", attention_backward_dq, dq.data(), dq.dtype, (const void*)q.data(), q.dtype,
-            (const void*)k.data(), k.dtype, (const void*)v.data(), v.dtype, (const void*)dout.data(), dout.dtype,
-            (const float*)lse.as<float>(), (const float*)delta.as<float>(), B, T, Hq, Hkv, D, scale);
+            (const void*)k.data(), k.dtype, (const void*)v.data(), v.dtype, doc_start(run), (const void*)dout.data(),
+            dout.dtype, (const float*)lse.as<float>(), (const float*)delta.as<float>(), B, T, Hq, Hkv, D, scale);
   launch_as(run, "attention_backward_dkdv", attention_backward_dkdv, dk.data(), dk.dtype, dv.data(), dv.dtype,
             (const void*)q.data(), q.dtype, (const void*)k.data(), k.dtype, (const void*)v.data(), v.dtype,
-            (const void*)dout.data(), dout.dtype, (const float*)lse.as<float>(), (const float*)delta.as<float>(), B,
-            T, Hq, Hkv, D, scale);
+            doc_start(run), (const void*)dout.data(), dout.dtype, (const float*)lse.as<float>(),
+            (const float*)delta.as<float>(), B, T, Hq, Hkv, D, scale);
 }
 
 // ---- lora.cu
@@ -576,6 +592,7 @@ const std::map<std::string, void (*)(Run&)> kCommands = {
     {"add", cmd_add},
     {"mul", cmd_mul},
     {"scale", cmd_scale},
+    {"dropout", cmd_dropout},
     {"rmsnorm_forward", cmd_rmsnorm_forward},
     {"rmsnorm_backward", cmd_rmsnorm_backward},
     {"rope", cmd_rope},
