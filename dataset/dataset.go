@@ -15,7 +15,8 @@ type Record struct {
 	Text     string            // what is embedded and trained on, built by the schema
 	Language string            // normalised language code (NormalizeLanguage); may be empty
 	Source   string            // "path:N", N the line (JSONL, CSV) or the 1-based row (Parquet)
-	Fields   map[string]string // every scalar column of the row, as text
+	Fields   map[string]string // every column of the row as text; arrays and objects as JSON (see the package doc)
+	Messages []Message         // the conversation, for the chat schema; nil otherwise
 }
 
 // Options say how to read a file. The zero value reads any supported file

@@ -165,6 +165,8 @@ func TestDetectSchema(t *testing.T) {
 		{[]string{"question", "option_a", "option_b", "option_c", "option_d", "answer"}, SchemaGlobalMMLU, ""},
 		{[]string{"question", "option_0", "option_1"}, SchemaMMLUProX, ""},
 		{[]string{"text"}, SchemaText, ""},
+		{[]string{"messages", "id"}, SchemaChat, ""},
+		{[]string{"messages", "text"}, "", "fit the schemas [chat text]"},
 		{[]string{"inputs", "targets", "text"}, "", "fit the schemas [aya text]"},
 		{[]string{"prompt", "completion"}, "", "no schema fits the columns completion, prompt"},
 		{nil, "", "no schema fits the columns (none)"},
@@ -481,5 +483,140 @@ func TestParquetRoundTrip(t *testing.T) {
 		if got[2].Fields["score"] != "0.5" {
 			t.Errorf("float field %q", got[2].Fields["score"])
 		}
+	}
+}
+
+// Chat data: a messages column, nested in JSON Lines, a list of structs in
+// Parquet (from DuckDB, and the layouts parquet-go writes), JSON text in a
+// CSV cell or a Parquet string.
+func TestChatSchema(t *testing.T) {
+	want := readAll(t, fixture("chat.jsonl"), Options{})
+	if len(want) != 4 {
+		t.Fatalf("chat.jsonl: %d records, want 4", len(want))
+	}
+	first := []Message{{"system", "You are a helpful assistant."}, {"user", "What is the capital of Kenya?"}, {"assistant", "Nairobi."}}
+	if r := want[0]; !reflect.DeepEqual(r.Messages, first) || r.Text != "You are a helpful assistant.\nWhat is the capital of Kenya?\nNairobi." || r.ID != "c1" || r.Language != "en" {
+		t.Errorf("record 0: %+v", r)
+	}
+	if r := want[3]; r.Messages[0].Content != "Write \"rain\" in <b>bold</b>.\nThanks" || r.Messages[1].Role != "assistant" {
+		t.Errorf("record 3: %+v", r.Messages)
+	}
+	dir := t.TempDir()
+	data, err := os.ReadFile(fixture("chat.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(dir, "chat.jsonl.zst"), zstdBytes(t, data))
+	// The messages as a JSON string column, as some exports write them.
+	type stringRow struct {
+		ID       string `parquet:"id"`
+		Language string `parquet:"language"`
+		Messages string `parquet:"messages"`
+	}
+	var strRows []stringRow
+	for _, r := range want {
+		strRows = append(strRows, stringRow{r.ID, r.Fields["language"], r.Fields["messages"]})
+	}
+	writeParquet(t, filepath.Join(dir, "chat-string.parquet"), strRows)
+	// A bare repeated group of fields, as parquet-go writes a Go slice.
+	type msg struct {
+		Role    string `parquet:"role"`
+		Content string `parquet:"content"`
+	}
+	type repeatedRow struct {
+		ID       string `parquet:"id"`
+		Language string `parquet:"language"`
+		Messages []msg  `parquet:"messages"`
+	}
+	var repRows []repeatedRow
+	for _, r := range want {
+		var ms []msg
+		for _, m := range r.Messages {
+			ms = append(ms, msg(m))
+		}
+		repRows = append(repRows, repeatedRow{r.ID, r.Fields["language"], ms})
+	}
+	writeParquet(t, filepath.Join(dir, "chat-repeated.parquet"), repRows, parquet.MaxRowsPerRowGroup(3))
+
+	paths := []string{fixture("chat.csv"), fixture("chat.parquet")}
+	for _, name := range []string{"chat.jsonl.zst", "chat-string.parquet", "chat-repeated.parquet"} {
+		paths = append(paths, filepath.Join(dir, name))
+	}
+	for _, path := range paths {
+		got := readAll(t, path, Options{})
+		if len(got) != len(want) {
+			t.Fatalf("%s: %d records, want %d", path, len(got), len(want))
+		}
+		for i := range got {
+			g, w := got[i], want[i]
+			if !reflect.DeepEqual(g.Messages, w.Messages) || g.Text != w.Text || g.ID != w.ID || g.Language != w.Language {
+				t.Errorf("%s record %d:\n got %+v\nwant %+v", filepath.Base(path), i, g, w)
+			}
+		}
+	}
+	// A Parquet list of structs is kept in Fields as JSON, as JSON Lines keep it.
+	if got := readAll(t, fixture("chat.parquet"), Options{}); !reflect.DeepEqual(got[1].Fields, want[1].Fields) {
+		t.Errorf("Parquet fields %v\nJSON Lines fields %v", got[1].Fields, want[1].Fields)
+	}
+}
+
+func TestChatBadRows(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct{ line, err string }{
+		{`{"messages": "hello"}`, `"messages": want a JSON array`},
+		{`{"messages": []}`, `"messages": no messages`},
+		{`{"messages": null}`, `"messages" is missing or null`},
+		{`{"messages": [1, 2]}`, `"messages": want a JSON array`},
+		{`{"messages": [null]}`, `"messages": message 0 is null`},
+		{`{"messages": [{"role": "user"}]}`, `"messages": message 0: "content" is missing or not a string`},
+		{`{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": null}]}`, `"messages": message 1: "content" is missing or not a string`},
+		{`{"messages": [{"role": "user", "content": 7}]}`, `"messages": message 0: "content" is missing or not a string`},
+		{`{"messages": [{"role": " ", "content": "a"}]}`, `"messages": message 0: empty role`},
+		{`{"messages": [{"role": "user", "content": ""}]}`, `empty text`},
+	} {
+		path := writeFile(t, filepath.Join(dir, "bad.jsonl"), []byte(`{"messages": [{"role": "user", "content": "fine", "name": "extra keys are ignored"}]}`+"\n"+tc.line+"\n"))
+		recs, err := ReadAll(path, Options{})
+		if err == nil || !strings.Contains(err.Error(), "bad.jsonl:2: "+tc.err) || len(recs) != 1 {
+			t.Errorf("%s: %d records, error %v; want %q", tc.line, len(recs), err, tc.err)
+		}
+	}
+	path := writeFile(t, filepath.Join(dir, "bad.csv"), []byte("messages\n\"[{\"\"role\"\": \"\"user\"\", \"\"content\"\": \"\"caf\xe9\"\"}]\"\n"))
+	if _, err := ReadAll(path, Options{}); err == nil || !strings.Contains(err.Error(), `bad.csv:2: "messages": not valid UTF-8`) {
+		t.Errorf("invalid UTF-8 in CSV: %v", err)
+	}
+
+	// Parquet: the LIST layout with optional elements and fields, null and
+	// empty lists.
+	type msg struct {
+		Role    *string `parquet:"role,optional"`
+		Content *string `parquet:"content,optional"`
+	}
+	type listRow struct {
+		Messages []*msg `parquet:"messages,list,optional"`
+	}
+	user, hi := "user", "hi"
+	rows := []listRow{
+		{[]*msg{{&user, &hi}}},
+		{[]*msg{{&user, nil}}}, // a null field
+		{[]*msg{}},             // an empty list
+		{nil},                  // a null list
+		{[]*msg{nil}},          // a null element
+		{[]*msg{{&user, &hi}, {&user, &hi}}},
+	}
+	path = filepath.Join(dir, "list.parquet")
+	writeParquet(t, path, rows)
+	r, err := Open(path, Options{SkipBad: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got [][]Message
+	for r.Next() {
+		got = append(got, r.Record().Messages)
+	}
+	skipped, firstErr := r.Skipped()
+	r.Close()
+	wantMsgs := [][]Message{{{"user", "hi"}}, {{"user", "hi"}, {"user", "hi"}}}
+	if r.Err() != nil || !reflect.DeepEqual(got, wantMsgs) || skipped != 4 || firstErr == nil || !strings.Contains(firstErr.Error(), `list.parquet: row 2: "messages": message 0: "content" is missing or not a string`) {
+		t.Errorf("LIST layout: %v, skipped %d (%v), err %v", got, skipped, firstErr, r.Err())
 	}
 }

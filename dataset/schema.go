@@ -1,6 +1,8 @@
 package dataset
 
 import (
+	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -13,6 +15,7 @@ type Schema string
 const (
 	SchemaAuto       Schema = "auto"
 	SchemaAya        Schema = "aya"
+	SchemaChat       Schema = "chat"
 	SchemaGlobalMMLU Schema = "global-mmlu"
 	SchemaMMLUProX   Schema = "mmlu-prox"
 	SchemaText       Schema = "text"
@@ -20,7 +23,7 @@ const (
 
 // Schemas lists the schemas a file can be read with, SchemaAuto first.
 func Schemas() []Schema {
-	return []Schema{SchemaAuto, SchemaAya, SchemaGlobalMMLU, SchemaMMLUProX, SchemaText}
+	return []Schema{SchemaAuto, SchemaAya, SchemaChat, SchemaGlobalMMLU, SchemaMMLUProX, SchemaText}
 }
 
 // ParseSchema returns the schema named s.
@@ -30,7 +33,7 @@ func ParseSchema(s string) (Schema, error) {
 			return sc, nil
 		}
 	}
-	names := make([]string, 0, 5)
+	names := make([]string, 0, len(Schemas()))
 	for _, sc := range Schemas() {
 		names = append(names, string(sc))
 	}
@@ -43,6 +46,8 @@ func (s Schema) required() []string {
 	switch s {
 	case SchemaAya:
 		return []string{"inputs", "targets"}
+	case SchemaChat:
+		return []string{"messages"}
 	case SchemaGlobalMMLU:
 		return []string{"question", "option_a", "option_b", "option_c", "option_d"}
 	case SchemaMMLUProX:
@@ -70,7 +75,7 @@ func DetectSchema(columns []string) (Schema, error) {
 	case 1:
 		return found[0], nil
 	case 0:
-		return "", fmt.Errorf("no schema fits the columns %s: aya needs inputs and targets, global-mmlu question and option_a..option_d, mmlu-prox question and option_0.., text a text column", describeColumns(columns))
+		return "", fmt.Errorf("no schema fits the columns %s: aya needs inputs and targets, chat messages, global-mmlu question and option_a..option_d, mmlu-prox question and option_0.., text a text column", describeColumns(columns))
 	default:
 		return "", fmt.Errorf("the columns %s fit the schemas %v: name one with the schema option", describeColumns(columns), found)
 	}
@@ -103,6 +108,19 @@ func (s Schema) build(rw row, fallback string) (Record, error) {
 		b.WriteString(inputs)
 		b.WriteString("\n")
 		b.WriteString(targets)
+		rec.ID = rw.values["id"]
+	case SchemaChat:
+		msgs, err := messagesField(rw, "messages")
+		if err != nil {
+			return rec, err
+		}
+		for i, m := range msgs {
+			if i > 0 {
+				b.WriteString("\n")
+			}
+			b.WriteString(m.Content)
+		}
+		rec.Messages = msgs
 		rec.ID = rw.values["id"]
 	case SchemaGlobalMMLU:
 		q, err := textField(rw, "question")
@@ -177,6 +195,68 @@ func textField(rw row, name string) (string, error) {
 		return "", fmt.Errorf("%q is not valid UTF-8", name)
 	}
 	return v, nil
+}
+
+// Message is one turn of a conversation (the chat schema).
+type Message struct {
+	Role    string `json:"role"`
+	Content string `json:"content"`
+}
+
+// messagesField returns a column that must hold a conversation: a JSON
+// array of {"role", "content"} objects, nested (JSON Lines, a Parquet list
+// of structs) or written out as text (a CSV cell, a Parquet string).
+func messagesField(rw row, name string) ([]Message, error) {
+	v, ok := rw.values[name]
+	if !ok {
+		return nil, fmt.Errorf("%q is missing or null", name)
+	}
+	msgs, err := ParseMessages(v)
+	if err != nil {
+		return nil, fmt.Errorf("%q: %w", name, err)
+	}
+	return msgs, nil
+}
+
+// ParseMessages decodes a conversation: a non-empty JSON array of objects
+// with a non-empty "role" and a "content", both strings. Other keys of a
+// message (such as "name") are ignored.
+func ParseMessages(s string) ([]Message, error) {
+	if !utf8.ValidString(s) {
+		return nil, errors.New("not valid UTF-8") // the JSON decoder would silently replace it
+	}
+	dec := json.NewDecoder(strings.NewReader(s))
+	var raw []map[string]json.RawMessage
+	if err := dec.Decode(&raw); err != nil {
+		return nil, fmt.Errorf("want a JSON array of {\"role\", \"content\"} objects: %w", err)
+	}
+	if dec.More() {
+		return nil, errors.New("more data after the JSON array")
+	}
+	if len(raw) == 0 {
+		return nil, errors.New("no messages")
+	}
+	msgs := make([]Message, len(raw))
+	for i, m := range raw {
+		if m == nil {
+			return nil, fmt.Errorf("message %d is null", i)
+		}
+		for _, key := range []string{"role", "content"} {
+			var v *string
+			if err := json.Unmarshal(m[key], &v); err != nil || v == nil {
+				return nil, fmt.Errorf("message %d: %q is missing or not a string", i, key)
+			}
+			if key == "role" {
+				msgs[i].Role = *v
+			} else {
+				msgs[i].Content = *v
+			}
+		}
+		if strings.TrimSpace(msgs[i].Role) == "" {
+			return nil, fmt.Errorf("message %d: empty role", i)
+		}
+	}
+	return msgs, nil
 }
 
 // rowLanguage returns the normalised language a row names, or "" when it

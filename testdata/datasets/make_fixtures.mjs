@@ -59,11 +59,21 @@ const text = [
   { id: "t4", text: "Rio encheu depois de três dias de chuva.", language: "pt-BR" },
 ];
 
+// Chat data as published for supervised fine-tuning (a "messages" list of
+// {role, content}); Parquet keeps it as a list of structs, CSV as JSON text.
+const chat = [
+  { id: "c1", language: "en", messages: [{ role: "system", content: "You are a helpful assistant." }, { role: "user", content: "What is the capital of Kenya?" }, { role: "assistant", content: "Nairobi." }] },
+  { id: "c2", language: "sw", messages: [{ role: "user", content: "Habari gani?" }, { role: "assistant", content: "Nzuri sana, asante!" }, { role: "user", content: "Mji mkuu wa Tanzania ni upi?" }, { role: "assistant", content: "Dodoma ni mji mkuu wa Tanzania." }] },
+  { id: "c3", language: "zh", messages: [{ role: "user", content: "中国的首都是哪里？" }, { role: "assistant", content: "北京是中国的首都。" }] },
+  { id: "c4", language: "en", messages: [{ role: "user", content: "Write \"rain\" in <b>bold</b>.\nThanks" }, { role: "assistant", content: "**rain** & <b>rain</b>" }] },
+];
+
 const jsonl = (rows) => rows.map((r) => JSON.stringify(r)).join("\n") + "\n";
 writeFileSync("aya.jsonl", jsonl(aya));
 writeFileSync("global-mmlu-sw-dev.jsonl", jsonl(globalMMLU));
 writeFileSync("mmlu-prox-sw-validation.jsonl", jsonl(mmluProX));
 writeFileSync("text.jsonl", jsonl(text));
+writeFileSync("chat.jsonl", jsonl(chat));
 
 const db = await DuckDBInstance.create(":memory:");
 const c = await db.connect();
@@ -87,6 +97,10 @@ await run(`COPY px TO 'mmlu-prox-sw-validation.parquet' (FORMAT parquet, COMPRES
 await run(`CREATE TABLE tx AS SELECT * FROM read_json('text.jsonl', columns = {id: 'VARCHAR', text: 'VARCHAR', language: 'VARCHAR'})`);
 await run(`COPY tx TO 'text.csv' (FORMAT csv, HEADER true)`);
 await run(`COPY tx TO 'text.parquet' (FORMAT parquet, COMPRESSION uncompressed)`);
+
+await run(`CREATE TABLE ch AS SELECT * FROM read_json('chat.jsonl', columns = {id: 'VARCHAR', language: 'VARCHAR', messages: 'STRUCT(role VARCHAR, content VARCHAR)[]'})`);
+await run(`COPY ch TO 'chat.parquet' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 2)`);
+await run(`COPY (SELECT id, language, to_json(messages) AS messages FROM ch) TO 'chat.csv' (FORMAT csv, HEADER true)`);
 
 // Embeddings: 5 rows of dimension 4, as a FLOAT list, a DOUBLE list and a
 // fixed-size FLOAT[4] array; the values are exact in float32.
