@@ -13,6 +13,8 @@ on tiny random checkpoints and compare logits, loss and LoRA gradients.
                              [--rslora] [--seed S] [--b-std 0.02]
     reference.py train-bench --model DIR --adapter DIR [--batch 4] [--seq 256] [--steps N]
                              [--threads T] [--lr 1e-4] [--seed S]
+    reference.py train       --model DIR --adapter DIR --plan PLAN.json --output OUTDIR
+                             [--threads T] [--dtype auto|float32|float64]
 
 Only the standard library and torch (and safetensors_io.py beside this file) are used.
 """
@@ -260,7 +262,8 @@ def longrope_inv_freq(cfg, seq_len):
 
     ext = long_factor when seq_len > original_max_position_embeddings, else short_factor. In HF the
     choice is made per forward by dynamic_rope_update's longrope_frequency_update with
-    seq_len = max(position_ids) + 1 (over the whole batch); here positions are 0..T-1, so T.
+    seq_len = max(position_ids) + 1 (over the whole batch): T for rows at positions 0..T-1,
+    the longest document's length for packed rows.
     """
     key = "long_factor" if seq_len > cfg.original_max_position_embeddings else "short_factor"
     ext = torch.tensor(cfg.rope[key], dtype=torch.float32)
@@ -430,18 +433,37 @@ def repeat_kv(x, n_rep):
     return x[:, :, None, :, :].expand(b, kv, n_rep, t, d).reshape(b, kv * n_rep, t, d)
 
 
-def attention_mask(t, window, dtype):
-    """Additive mask [1, 1, T, T] as HF's eager path builds it: 0 where key j is visible from
-    query i, the dtype's most negative value elsewhere. Visible: j <= i (causal_mask_function)
-    and, with a sliding window W, j > i - W (sliding_window_overlay)."""
+def attention_mask(t, window, dtype, doc_ids=None):
+    """Additive mask as HF's eager path builds it: 0 where key j is visible from query i, the
+    dtype's most negative value elsewhere. Visible: j <= i (causal_mask_function) and, with a
+    sliding window W, j > i - W (sliding_window_overlay). With doc_ids [B, T] (packed rows) also
+    doc_ids[b, i] == doc_ids[b, j] (packed_sequence_mask_function): the mask is then [B, 1, T, T],
+    otherwise [1, 1, T, T]. Within one document index differences are position differences, so
+    the window means the same thing in both cases."""
     i = torch.arange(t)[:, None]
     j = torch.arange(t)[None, :]
     visible = j <= i
     if window is not None:
         visible = visible & (j > i - window)
-    mask = torch.zeros(t, t, dtype=dtype)
+    visible = visible[None]
+    if doc_ids is not None:
+        visible = visible & (doc_ids[:, :, None] == doc_ids[:, None, :])
+    mask = torch.zeros(visible.shape, dtype=dtype)
     mask.masked_fill_(~visible, torch.finfo(dtype).min)
-    return mask[None, None]
+    return mask[:, None]
+
+
+def packed_positions(doc_lens, t):
+    """position_ids and document indexes [B, T] of rows packed from documents of the given lengths
+    (per row, summing to T): positions restart at 0 in each document, as HF's
+    DataCollatorWithFlattening writes them and as FlashAttention-2 varlen sees them."""
+    positions, doc_ids = [], []
+    for b, lens in enumerate(doc_lens):
+        if sum(lens) != t or any(n <= 0 for n in lens):
+            raise ReferenceError(f"doc_lens[{b}] = {list(lens)}: positive lengths must sum to T = {t}")
+        positions.append(torch.cat([torch.arange(n) for n in lens]))
+        doc_ids.append(torch.cat([torch.full((n,), k, dtype=torch.int64) for k, n in enumerate(lens)]))
+    return torch.stack(positions), torch.stack(doc_ids)
 
 
 def attention(cfg, layer, x, cos, sin, mask):
@@ -495,18 +517,31 @@ def decoder_layer(cfg, layer, h, cos, sin, mask):
     return residual + mlp(cfg, layer, x)
 
 
-def model_forward(model, input_ids):
-    """*ForCausalLM.forward without labels: logits [B, T, V] for input_ids [B, T], positions 0..T-1."""
+def model_forward(model, input_ids, doc_lens=None):
+    """*ForCausalLM.forward without labels: logits [B, T, V] for input_ids [B, T].
+
+    Without doc_lens each row is one sequence at positions 0..T-1. doc_lens gives, per row, the
+    lengths of the documents packed into it (summing to T): each document then attends only to
+    itself and its positions restart at 0, as HF does for packed rows given by position_ids
+    (masking_utils' find_packed_sequence_indices / packed_sequence_mask_function) and as
+    FlashAttention-2 varlen does. Phi-3's longrope then chooses its factors from the longest
+    document of the batch (max(position_ids) + 1), not from T.
+    """
     cfg = model.cfg
     b, t = input_ids.shape
     h = F.embedding(input_ids, model.embed)
-    positions = torch.arange(t)[None, :].expand(b, t)
+    if doc_lens is None:
+        positions, doc_ids = torch.arange(t)[None, :].expand(b, t), None
+    else:
+        if len(doc_lens) != b:
+            raise ReferenceError(f"doc_lens has {len(doc_lens)} rows for a batch of {b}")
+        positions, doc_ids = packed_positions(doc_lens, t)
     cos, sin = rope_cos_sin(cfg, positions, model.dtype)
     masks = {}
     for i, layer in enumerate(model.layers):
         window = cfg.sliding_windows[i]
         if window not in masks:
-            masks[window] = attention_mask(t, window, model.dtype)
+            masks[window] = attention_mask(t, window, model.dtype, doc_ids)
         h = decoder_layer(cfg, layer, h, cos, sin, masks[window])
     h = rms_norm(h, model.norm, cfg.rms_norm_eps)
     return linear(h, model.lm_head)
@@ -854,6 +889,252 @@ def peft_adapter_config(base_model, r, alpha, targets, use_rslora):
 
 
 # --------------------------------------------------------------------------------------------
+# LoRA training (the `train` subcommand)
+# --------------------------------------------------------------------------------------------
+# The contract the Go trainer is held to (README.md, "train"): per step, the loss is the sum of
+# -log p(label) over every micro-batch of the step divided by the labels counted in the whole
+# step; gradients are clipped as clip_grad_norm_ does; torch.optim.AdamW updates the LoRA
+# parameters with the lr of HF's LambdaLR schedules.
+
+SCHEDULES = ("constant", "linear", "cosine")
+
+
+class MicroBatch:
+    """One forward and backward of a step: input_ids, labels [B, T]; doc_lens (per row) or None."""
+
+    def __init__(self, input_ids, labels, doc_lens=None):
+        self.input_ids = input_ids
+        self.labels = labels
+        self.doc_lens = doc_lens
+
+    @property
+    def counted(self):
+        return int((self.labels != IGNORE_INDEX).sum())
+
+
+class Plan:
+    """PLAN.json, checked: steps (each a list of MicroBatch), AdamW's settings, the schedule
+    (name, warmup_steps, total_steps, min_lr) and max_grad_norm (0: no clipping)."""
+
+    def __init__(self, steps, lr, betas, eps, weight_decay, schedule, max_grad_norm):
+        self.steps = steps
+        self.lr = lr
+        self.betas = betas
+        self.eps = eps
+        self.weight_decay = weight_decay
+        self.schedule = schedule
+        self.max_grad_norm = max_grad_norm
+
+
+def token_grid(rows, where, vocab_size, allow_ignore):
+    """A rectangular [B][T] list of token ids (and -100 when allow_ignore) as an int64 tensor."""
+    if not isinstance(rows, list) or not rows or not all(isinstance(r, list) and r for r in rows):
+        raise ReferenceError(f"{where} must be a non-empty list of non-empty lists")
+    if len({len(r) for r in rows}) != 1:
+        raise ReferenceError(f"{where}: sequences must have equal lengths")
+    for b, row in enumerate(rows):
+        for t, v in enumerate(row):
+            if type(v) is not int or not (0 <= v < vocab_size or (allow_ignore and v == IGNORE_INDEX)):
+                raise ReferenceError(f"{where}[{b}][{t}] = {v!r} is not a token id < {vocab_size}"
+                                     + (" or -100" if allow_ignore else ""))
+    return torch.tensor(rows, dtype=torch.int64)
+
+
+def _check_keys(obj, allowed, where):
+    """Unknown keys are refused: a misspelt setting must not silently fall back to a default."""
+    if not isinstance(obj, dict):
+        raise ReferenceError(f"{where} must be a JSON object")
+    unknown = sorted(set(obj) - set(allowed))
+    if unknown:
+        raise ReferenceError(f"{where}: unknown keys {unknown} (known: {', '.join(allowed)})")
+
+
+def _number(value, where, low=0.0, below=None):
+    """A finite JSON number >= low (and < below when given)."""
+    if type(value) not in (int, float) or not math.isfinite(value) or value < low or \
+            (below is not None and value >= below):
+        bounds = f">= {low:g}" + (f" and < {below:g}" if below is not None else "")
+        raise ReferenceError(f"{where} = {value!r} must be a finite number {bounds}")
+    return float(value)
+
+
+def _count(value, where):
+    if type(value) is not int or value < 0:
+        raise ReferenceError(f"{where} = {value!r} must be a non-negative integer")
+    return value
+
+
+def parse_micro_batch(data, vocab_size, where):
+    _check_keys(data, ("input_ids", "labels", "doc_lens"), where)
+    ids = token_grid(data.get("input_ids"), f"{where}.input_ids", vocab_size, False)
+    labels = token_grid(data.get("labels"), f"{where}.labels", vocab_size, True)
+    if labels.shape != ids.shape:
+        raise ReferenceError(f"{where}: labels {list(labels.shape)} and input_ids {list(ids.shape)} differ in shape")
+    doc_lens = data.get("doc_lens") or None  # null or [] (a nil or empty Go slice): one document per row
+    if doc_lens is not None:
+        b, t = ids.shape
+        if not isinstance(doc_lens, list) or len(doc_lens) != b:
+            raise ReferenceError(f"{where}.doc_lens must be a list of {b} rows, one per row of input_ids")
+        for i, lens in enumerate(doc_lens):
+            if not isinstance(lens, list) or not lens or \
+                    not all(type(n) is int and n > 0 for n in lens) or sum(lens) != t:
+                raise ReferenceError(f"{where}.doc_lens[{i}] = {lens!r} must be positive lengths summing to T = {t}")
+    return MicroBatch(ids, labels, doc_lens)
+
+
+def parse_plan(data, vocab_size, where="plan"):
+    """Check PLAN.json (already decoded) against a vocabulary; every problem is a ReferenceError."""
+    _check_keys(data, ("steps", "optimizer", "schedule", "max_grad_norm"), where)
+    steps = data.get("steps")
+    if not isinstance(steps, list) or not steps:
+        raise ReferenceError(f"{where}: steps must be a non-empty list")
+    parsed = []
+    for s, step in enumerate(steps):
+        here = f"{where}: steps[{s}]"
+        _check_keys(step, ("micro_batches",), here)
+        mbs = step.get("micro_batches")
+        if not isinstance(mbs, list) or not mbs:
+            raise ReferenceError(f"{here}.micro_batches must be a non-empty list")
+        batches = [parse_micro_batch(mb, vocab_size, f"{here}.micro_batches[{m}]") for m, mb in enumerate(mbs)]
+        if sum(mb.counted for mb in batches) == 0:
+            raise ReferenceError(f"{here}: every label is -100: the step's loss would be 0/0")
+        parsed.append(batches)
+
+    opt = data.get("optimizer")
+    _check_keys(opt, ("lr", "betas", "eps", "weight_decay"), f"{where}: optimizer")
+    # torch.optim.AdamW's defaults for what is left out; lr must be given.
+    lr = _number(opt.get("lr"), f"{where}: optimizer.lr")
+    betas = opt.get("betas", [0.9, 0.999])
+    if not isinstance(betas, list) or len(betas) != 2:
+        raise ReferenceError(f"{where}: optimizer.betas must be a list of two numbers")
+    betas = tuple(_number(v, f"{where}: optimizer.betas[{i}]", 0.0, 1.0) for i, v in enumerate(betas))
+    eps = _number(opt.get("eps", 1e-8), f"{where}: optimizer.eps")
+    weight_decay = _number(opt.get("weight_decay", 0.01), f"{where}: optimizer.weight_decay")
+
+    sched = data.get("schedule")
+    sched = {} if sched is None else sched
+    _check_keys(sched, ("name", "warmup_steps", "total_steps", "min_lr"), f"{where}: schedule")
+    schedule = {
+        "name": sched.get("name", "constant"),
+        "warmup_steps": _count(sched.get("warmup_steps", 0), f"{where}: schedule.warmup_steps"),
+        "total_steps": _count(sched.get("total_steps", len(parsed)), f"{where}: schedule.total_steps"),
+        "min_lr": _number(sched.get("min_lr", 0.0), f"{where}: schedule.min_lr"),
+    }
+    if schedule["name"] not in SCHEDULES:
+        raise ReferenceError(f"{where}: schedule.name {schedule['name']!r} is not one of {', '.join(SCHEDULES)}")
+
+    max_grad_norm = data.get("max_grad_norm")
+    max_grad_norm = 0.0 if max_grad_norm is None else _number(max_grad_norm, f"{where}: max_grad_norm")
+    return Plan(parsed, lr, betas, eps, weight_decay, schedule, max_grad_norm)
+
+
+def read_plan(path, vocab_size):
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise ReferenceError(f"{path}: {e}") from None
+    return parse_plan(data, vocab_size, path)
+
+
+def lr_factor(schedule, step, lr):
+    """f(s), the multiplier of lr at optimizer step s (0-based), as HF's LambdaLR schedules
+    (get_constant_schedule_with_warmup, get_linear_schedule_with_warmup,
+    get_cosine_with_min_lr_schedule_with_warmup) compute it: s / max(1, W) during warmup (step 0
+    uses lr 0); then, with p = (s - W) / max(1, total - W) and r = min_lr / lr, constant 1,
+    linear r + (1 - r) max(0, 1 - p), cosine r + (1 - r) (1 + cos(pi min(p, 1))) / 2."""
+    warmup = schedule["warmup_steps"]
+    if step < warmup:
+        return step / max(1, warmup)
+    name = schedule["name"]
+    if name == "constant":
+        return 1.0
+    r = schedule["min_lr"] / lr if lr > 0 else 0.0
+    p = (step - warmup) / max(1, schedule["total_steps"] - warmup)
+    if name == "linear":
+        return r + (1 - r) * max(0.0, 1 - p)
+    if name == "cosine":
+        return r + (1 - r) * 0.5 * (1 + math.cos(math.pi * min(p, 1.0)))
+    raise ReferenceError(f"schedule {name!r} is not one of {', '.join(SCHEDULES)}")
+
+
+def clip_grad_norm(params, max_norm):
+    """torch.nn.utils.clip_grad_norm_ (torch 1.13, 2-norm), written out: the global norm is the
+    2-norm of the per-tensor 2-norms; with max_norm > 0 every gradient is multiplied by
+    clamp(max_norm / (norm + 1e-6), max=1), computed in the gradients' dtype. Returns the norm
+    before clipping, as a float."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return 0.0
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.detach(), 2) for g in grads]), 2)
+    if max_norm > 0:
+        coef = torch.clamp(max_norm / (norm + 1e-6), max=1.0)
+        for g in grads:
+            g.detach().mul_(coef)
+    return float(norm)
+
+
+def step_gradients(model, params, micro_batches):
+    """Forward and backward of one optimizer step's micro-batches, gradients accumulated in
+    .grad (cleared first). Each micro-batch contributes sum(-log p(label)) / N where N counts the
+    labels of the whole step, so the step's loss is one mean over all its tokens, whatever the
+    split into micro-batches (as HF's Trainer does with num_items_in_batch). Returns (loss, N)."""
+    for p in params:
+        p.grad = None
+    total = sum(mb.counted for mb in micro_batches)
+    loss = 0.0
+    for mb in micro_batches:
+        logits = model_forward(model, mb.input_ids, mb.doc_lens)
+        work = logits if logits.dtype == torch.float64 else logits.float()  # HF upcasts the logits
+        summed = F.cross_entropy(work.reshape(-1, work.shape[-1]), mb.labels.reshape(-1),
+                                 ignore_index=IGNORE_INDEX, reduction="sum")
+        part = summed / total
+        part.backward()
+        loss += float(part)
+    return loss, total
+
+
+def train(model, params, plan):
+    """Run the plan on the LoRA parameters (base weights are never trainable here). Returns the
+    metrics: per step loss, grad_norm (before clipping), lr, tokens (counted labels); seconds and
+    tokens_per_s (all input ids, padding included) over the whole loop."""
+    trainable = list(params.values())
+    optimizer = torch.optim.AdamW(trainable, lr=plan.lr, betas=plan.betas, eps=plan.eps,
+                                  weight_decay=plan.weight_decay)
+    metrics = {"loss": [], "grad_norm": [], "lr": [], "tokens": []}
+    input_tokens = 0
+    start = time.perf_counter()
+    for s, micro_batches in enumerate(plan.steps):
+        loss, counted = step_gradients(model, trainable, micro_batches)
+        if not math.isfinite(loss):
+            raise ReferenceError(f"step {s}: loss is {loss}")
+        norm = clip_grad_norm(trainable, plan.max_grad_norm)
+        lr = plan.lr * lr_factor(plan.schedule, s, plan.lr)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        optimizer.step()  # also at lr 0: AdamW's moments and step count still advance, as in HF
+        metrics["loss"].append(loss)
+        metrics["grad_norm"].append(norm)
+        metrics["lr"].append(lr)
+        metrics["tokens"].append(counted)
+        input_tokens += sum(mb.input_ids.numel() for mb in micro_batches)
+    seconds = time.perf_counter() - start
+    metrics["seconds"] = seconds
+    metrics["tokens_per_s"] = input_tokens / seconds if seconds > 0 else 0.0
+    return metrics
+
+
+def write_atomic(path, data):
+    """Write bytes to path through a temporary file, fsync and rename: never a partial file."""
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------------------------
 # Subcommands
 # --------------------------------------------------------------------------------------------
 
@@ -864,19 +1145,11 @@ def read_input(path, vocab_size):
             data = json.load(f)
     except (OSError, json.JSONDecodeError) as e:
         raise ReferenceError(f"{path}: {e}") from None
+    if not isinstance(data, dict):
+        raise ReferenceError(f"{path}: must be a JSON object")
 
     def grid(key, allow_ignore):
-        rows = data.get(key)
-        if not isinstance(rows, list) or not rows or not all(isinstance(r, list) and r for r in rows):
-            raise ReferenceError(f"{path}: {key} must be a non-empty list of non-empty lists")
-        if len({len(r) for r in rows}) != 1:
-            raise ReferenceError(f"{path}: {key}: sequences must have equal lengths")
-        for b, row in enumerate(rows):
-            for t, v in enumerate(row):
-                if type(v) is not int or not (0 <= v < vocab_size or (allow_ignore and v == IGNORE_INDEX)):
-                    raise ReferenceError(f"{path}: {key}[{b}][{t}] = {v!r} is not a token id < {vocab_size}"
-                                         + (" or -100" if allow_ignore else ""))
-        return torch.tensor(rows, dtype=torch.int64)
+        return token_grid(data.get(key), f"{path}: {key}", vocab_size, allow_ignore)
 
     ids = grid("input_ids", False)
     labels = None
@@ -991,6 +1264,32 @@ def cmd_train_bench(args):
     }))
 
 
+def cmd_train(args):
+    model = load_model(args.model, args.dtype)
+    params = load_adapter(args.adapter, model)
+    try:
+        with open(os.path.join(args.adapter, ADAPTER_CONFIG), "rb") as f:
+            adapter_config = f.read()  # copied as is into the output
+    except OSError as e:
+        raise ReferenceError(str(e)) from None
+    plan = read_plan(args.plan, model.cfg.vocab_size)
+
+    metrics = train(model, params, plan)
+    metrics["torch"] = torch.__version__
+    metrics["threads"] = torch.get_num_threads()
+    metrics["dtype"] = str(model.dtype).replace("torch.", "")
+
+    try:
+        os.makedirs(args.output, exist_ok=True)
+        trained = {name: p.detach().to(torch.float32).contiguous() for name, p in params.items()}
+        safetensors_io.save(trained, os.path.join(args.output, ADAPTER_WEIGHTS), {"format": "pt"})
+        write_atomic(os.path.join(args.output, ADAPTER_CONFIG), adapter_config)
+        write_atomic(os.path.join(args.output, "metrics.json"),
+                     (json.dumps(metrics, indent=1, allow_nan=False) + "\n").encode())
+    except OSError as e:
+        raise ReferenceError(f"writing {args.output}: {e}") from None
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="reference.py", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -1028,6 +1327,15 @@ def build_parser():
     tb.add_argument("--lr", type=float, default=1e-4)
     tb.add_argument("--seed", type=int, default=0)
     tb.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float64"])
+
+    tr = sub.add_parser("train", help="LoRA training by a plan of batches; metrics and the trained adapter")
+    tr.add_argument("--model", required=True, help="checkpoint directory")
+    tr.add_argument("--adapter", required=True, help="initial PEFT LoRA adapter directory")
+    tr.add_argument("--plan", required=True, help="PLAN.json: steps of micro-batches, optimizer, schedule")
+    tr.add_argument("--output", required=True, help="directory for metrics.json and the trained adapter")
+    tr.add_argument("--threads", type=int, default=0, help="torch threads")
+    tr.add_argument("--dtype", default="auto", choices=["auto", "float32", "float64"],
+                    help="compute dtype (auto: the weights' dtype)")
     return parser
 
 
@@ -1036,7 +1344,9 @@ def main(argv=None):
     if getattr(args, "threads", 0):
         torch.set_num_threads(args.threads)
     try:
-        {"forward": cmd_forward, "make-adapter": cmd_make_adapter, "train-bench": cmd_train_bench}[args.command](args)
+        commands = {"forward": cmd_forward, "make-adapter": cmd_make_adapter, "train-bench": cmd_train_bench,
+                    "train": cmd_train}
+        commands[args.command](args)
     except ReferenceError as e:
         print(f"reference: {e}", file=sys.stderr)
         return 2

@@ -529,6 +529,291 @@ def test_cli_end_to_end():
     assert bad.returncode == 2 and "--merge needs --adapter" in bad.stderr
 
 
+# ---------------------------------------------------------------------------- training
+
+
+def doc_labels(x, doc_lens):
+    """Next-token labels that stay inside each packed document (its last position is -100)."""
+    lab = torch.full_like(x, ref.IGNORE_INDEX)
+    for b, lens in enumerate(doc_lens):
+        start = 0
+        for n in lens:
+            lab[b, start:start + n - 1] = x[b, start + 1:start + n]
+            start += n
+    return lab
+
+
+def test_packed_attention_equals_documents_alone():
+    doc_lens = [[4, 2, 3], [5, 4], [1, 5, 3]]  # every document <= 6: Phi-3 keeps its short factors
+    for name, config, targets in (
+            ("llama", LLAMA, ["q_proj", "v_proj", "o_proj"]),
+            ("qwen2_swa", dict(QWEN2, use_sliding_window=True, sliding_window=3, max_window_layers=1),
+             ["k_proj", "v_proj", "up_proj"]),
+            ("phi3_window", dict(PHI3, sliding_window=3), ["qkv_proj", "gate_up_proj"])):
+        d = write_model(f"pack_{name}", config)
+        a = write_adapter(f"pack_{name}_adapter", d, targets, b_std=0.2)
+        model, params = _forward_with_adapter(d, a, "float64")
+        x = ids(b=3, t=9, seed=11)
+        lab = doc_labels(x, doc_lens)
+        packed = ref.model_forward(model, x, doc_lens)
+        packed_sum = torch.nn.functional.cross_entropy(packed.reshape(-1, 41), lab.reshape(-1), reduction="sum")
+        want_grads = torch.autograd.grad(packed_sum, list(params.values()))
+        alone_sum = 0
+        for b, lens in enumerate(doc_lens):
+            start = 0
+            for n in lens:
+                alone = ref.model_forward(model, x[b:b + 1, start:start + n])
+                close(packed[b, start:start + n], alone[0], 1e-10, f"{name}: row {b} document at {start}")
+                alone_sum = alone_sum + torch.nn.functional.cross_entropy(
+                    alone[0], lab[b, start:start + n], reduction="sum")
+                start += n
+        close(packed_sum, alone_sum, 1e-10, f"{name}: loss")
+        for pname, g_packed, g_alone in zip(params, want_grads, torch.autograd.grad(alone_sum, list(params.values()))):
+            close(g_packed, g_alone, 1e-10, f"{name}: {pname}")
+        # The mask really separates documents: without doc_lens the logits change.
+        assert (ref.model_forward(model, x) - packed).abs().max() > 1e-3, name
+        # One document per row is the unpacked forward.
+        close(ref.model_forward(model, x, [[9]] * 3), ref.model_forward(model, x), 0, f"{name}: one document")
+
+
+def test_packed_longrope_uses_the_longest_document():
+    # Phi-3 longrope switches to the long factors when max(position_ids) + 1 > original (6): in a
+    # packed batch that is the longest document's length, whatever its row.
+    model = ref.load_model(write_model("pack_longrope", PHI3), "float64")
+    short, long_ = ids(b=1, t=3, seed=12)[0], ids(b=1, t=7, seed=13)[0]
+    x = torch.stack([torch.cat([short, long_]), torch.cat([long_, short])])
+    packed = ref.model_forward(model, x, [[3, 7], [7, 3]])
+    close(packed[0, :3], packed[1, 7:], 1e-10, "3-token document first vs last in its row")
+    alone_long = ref.model_forward(model, long_[None])[0]  # 7 positions: long factors too
+    close(packed[0, 3:], alone_long, 1e-10, "7-token document")
+    close(packed[1, :7], alone_long, 1e-10, "7-token document first in its row")
+    alone_short = ref.model_forward(model, short[None])[0]  # 3 positions: short factors
+    assert (packed[0, :3] - alone_short).abs().max() > 1e-6, "short document must see the long factors"
+    close(ref.model_forward(model, x[:, :6], [[3, 3], [3, 3]])[0, :3], alone_short, 1e-10, "all short")
+
+
+def test_step_loss_is_one_mean_over_micro_batches():
+    d = write_model("accum", LLAMA)
+    a = write_adapter("accum_adapter", d, ["q_proj", "v_proj", "gate_proj"], b_std=0.2)
+    model, params = _forward_with_adapter(d, a, "float64")
+    x = ids(b=2, t=9, seed=14)
+    lab = labels_for(x)
+    lab[1, :6] = ref.IGNORE_INDEX  # row 0 counts 7 labels, row 1 counts 2
+    whole = [ref.MicroBatch(x, lab)]
+    split = [ref.MicroBatch(x[:1], lab[:1]), ref.MicroBatch(x[1:], lab[1:])]
+    trainable = list(params.values())
+    loss_whole, n_whole = ref.step_gradients(model, trainable, whole)
+    grads_whole = [p.grad.clone() for p in trainable]
+    loss_split, n_split = ref.step_gradients(model, trainable, split)
+    assert n_whole == n_split == 9, (n_whole, n_split)
+    assert abs(loss_whole - loss_split) < 1e-12, (loss_whole, loss_split)
+    for g, p in zip(grads_whole, trainable):
+        close(p.grad, g, 1e-12, "accumulated gradient")
+    # The same as HF's mean over the batch, and not a mean of per-micro-batch means.
+    logits = ref.model_forward(model, x)
+    assert abs(loss_whole - ref.causal_lm_loss(logits, lab)[0].item()) < 1e-12
+    means = [ref.causal_lm_loss(logits[i:i + 1], lab[i:i + 1])[0].item() for i in range(2)]
+    assert abs(loss_whole - sum(means) / 2) > 1e-3, (loss_whole, means)
+
+
+def test_schedule_values():
+    def f(name, s, warmup=3, total=13, min_lr=1e-4, lr=1e-3):
+        return ref.lr_factor({"name": name, "warmup_steps": warmup, "total_steps": total, "min_lr": min_lr}, s, lr)
+
+    # r = min_lr / lr = 0.1; p = (s - 3) / 10. Values worked out by hand.
+    cases = [
+        ("constant", 0, 0.0), ("constant", 1, 1 / 3), ("constant", 2, 2 / 3), ("constant", 3, 1.0),
+        ("constant", 50, 1.0),
+        ("linear", 0, 0.0), ("linear", 2, 2 / 3), ("linear", 3, 1.0), ("linear", 5, 0.82), ("linear", 8, 0.55),
+        ("linear", 13, 0.1), ("linear", 20, 0.1),
+        ("cosine", 0, 0.0), ("cosine", 1, 1 / 3), ("cosine", 3, 1.0),
+        ("cosine", 5, 0.914057647468726),  # 0.1 + 0.45 (1 + cos 36 degrees)
+        ("cosine", 8, 0.55), ("cosine", 13, 0.1),
+        ("cosine", 20, 0.1),  # p = 1.7 clamped to 1
+    ]
+    for name, s, want in cases:
+        got = f(name, s)
+        assert abs(got - want) < 1e-12, f"{name} at step {s}: {got} != {want}"
+    # No warmup, min_lr 0: HF's get_linear_schedule_with_warmup(0, 10) is (10 - s) / 10.
+    assert f("linear", 0, 0, 10, 0.0) == 1.0 and abs(f("linear", 4, 0, 10, 0.0) - 0.6) < 1e-15
+    assert abs(f("cosine", 5, 0, 10, 0.0) - 0.5) < 1e-15 and f("cosine", 10, 0, 10, 0.0) < 1e-15
+
+
+def test_clipping_matches_clip_grad_norm_():
+    g = torch.Generator().manual_seed(15)
+    shapes = [(3, 8), (8, 3), (5,), (2, 2)]
+    grads = [torch.randn(s, generator=g) for s in shapes]
+    norm = math.sqrt(sum(float((x.double() ** 2).sum()) for x in grads))
+    for max_norm in (0.25 * norm, 4.0 * norm, norm):
+        mine = [torch.zeros(s, requires_grad=True) for s in shapes]
+        theirs = [torch.zeros(s, requires_grad=True) for s in shapes]
+        for p, q, x in zip(mine, theirs, grads):
+            p.grad, q.grad = x.clone(), x.clone()
+        got = ref.clip_grad_norm(mine, max_norm)
+        want = float(torch.nn.utils.clip_grad_norm_(theirs, max_norm))
+        assert abs(got - want) <= 1e-6 * want and abs(got - norm) <= 1e-5 * norm, (got, want, norm)
+        for p, q in zip(mine, theirs):
+            close(p.grad, q.grad, 1e-7, f"clipped to {max_norm:.3g}")
+    clipped = math.sqrt(sum(float((p.grad.double() ** 2).sum()) for p in mine))
+    assert abs(clipped - norm) < 1e-5 * norm  # max_norm == norm: a coefficient of 1 - 1e-6 / norm
+    # max_grad_norm 0: the norm is reported, nothing is clipped.
+    mine = [torch.zeros(s, requires_grad=True) for s in shapes]
+    for p, x in zip(mine, grads):
+        p.grad = x.clone()
+    assert abs(ref.clip_grad_norm(mine, 0.0) - norm) <= 1e-5 * norm
+    for p, x in zip(mine, grads):
+        assert torch.equal(p.grad, x)
+
+
+def test_adamw_steps_by_hand():
+    # AdamW's first update is p (1 - lr wd) - lr g / (|g| + eps) (bias-corrected moments m = g,
+    # sqrt(v) = |g|); warmup's step 0 runs at lr 0 and leaves the weights as they were.
+    d = write_model("adamw", QWEN2)
+    a = write_adapter("adamw_adapter", d, ["q_proj", "o_proj"], b_std=0.2)
+    x = ids(b=2, t=7, seed=16)
+    batch = [ref.MicroBatch(x, labels_for(x))]
+    model, params = _forward_with_adapter(d, a, "float64")
+    before = {n: p.detach().clone() for n, p in params.items()}
+    ref.step_gradients(model, list(params.values()), batch)
+    grads = {n: p.grad.clone() for n, p in params.items()}
+    lr, wd, eps = 0.01, 0.1, 1e-8
+    schedule = {"name": "constant", "warmup_steps": 0, "total_steps": 1, "min_lr": 0.0}
+    plan = ref.Plan([batch], lr, (0.9, 0.999), eps, wd, schedule, 0.0)
+    metrics = ref.train(model, params, plan)
+    assert metrics["lr"] == [lr] and metrics["tokens"] == [11]
+    for n, p in params.items():
+        want = before[n] * (1 - lr * wd) - lr * grads[n] / (grads[n].abs() + eps)
+        close(p.detach(), want, 1e-12, f"AdamW step of {n}")
+    warm = ref.Plan([batch], lr, (0.9, 0.999), eps, wd, dict(schedule, warmup_steps=2), 0.0)
+    model, params = _forward_with_adapter(d, a, "float64")
+    assert ref.train(model, params, warm)["lr"] == [0.0]
+    for n, p in params.items():
+        assert torch.equal(p.detach(), before[n]), n
+
+
+def _train_plan(packed):
+    """Eight steps of two micro-batches over the same few rows, for the `train` CLI test."""
+    x = ids(b=3, t=10, seed=17)
+    doc_lens = [[4, 6], [10], [3, 3, 4]]
+    lab = doc_labels(x, doc_lens) if packed else labels_for(x)
+    first = {"input_ids": x[:2].tolist(), "labels": lab[:2].tolist()}
+    second = {"input_ids": x[2:].tolist(), "labels": lab[2:].tolist()}
+    if packed:
+        first["doc_lens"], second["doc_lens"] = doc_lens[:2], doc_lens[2:]
+    return {"steps": [{"micro_batches": [first, second]}] * 8,
+            "optimizer": {"lr": 0.02, "betas": [0.9, 0.99], "eps": 1e-8, "weight_decay": 0.01},
+            "schedule": {"name": "linear", "warmup_steps": 2, "total_steps": 8, "min_lr": 0.002},
+            "max_grad_norm": 0.5}, int((lab != ref.IGNORE_INDEX).sum())
+
+
+def test_train_cli_end_to_end():
+    d = write_model("train_cli", PHI3)
+    a = write_adapter("train_cli_adapter", d, ["qkv_proj", "o_proj", "down_proj"], b_std=0.1)
+    script = os.path.join(HERE, "reference.py")
+    initial, _ = st.load(os.path.join(a, "adapter_model.safetensors"))
+    runs = {}
+    for packed, dtype in ((True, "auto"), (True, "float64"), (False, "auto")):
+        plan, counted = _train_plan(packed)
+        plan_path = os.path.join(TMP.name, f"plan_{packed}.json")
+        with open(plan_path, "w") as f:
+            json.dump(plan, f)
+        out = os.path.join(TMP.name, f"trained_{packed}_{dtype}")
+        subprocess.run([sys.executable, script, "train", "--model", d, "--adapter", a, "--plan", plan_path,
+                        "--output", out, "--threads", "1", "--dtype", dtype],
+                       check=True, capture_output=True, text=True)
+        with open(os.path.join(out, "metrics.json")) as f:
+            metrics = json.load(f)
+        trained, meta = st.load(os.path.join(out, "adapter_model.safetensors"))
+        runs[packed, dtype] = metrics, trained
+        assert meta == {"format": "pt"}
+        with open(os.path.join(out, "adapter_config.json"), "rb") as f, \
+                open(os.path.join(a, "adapter_config.json"), "rb") as g:
+            assert f.read() == g.read(), "adapter_config.json must be copied as is"
+        assert set(trained) == set(initial) and len(trained) == 12
+        for n, t in trained.items():
+            assert t.dtype == torch.float32 and t.shape == initial[n].shape, n
+        assert any((trained[n] - initial[n]).abs().max() > 1e-4 for n in trained), "nothing trained"
+        for key in ("loss", "grad_norm", "lr", "tokens"):
+            assert len(metrics[key]) == 8, key
+        assert metrics["tokens"] == [counted] * 8
+        want_lr = [0.02 * ref.lr_factor(ref.parse_plan(plan, 41).schedule, s, 0.02) for s in range(8)]
+        assert metrics["lr"] == want_lr, metrics["lr"]
+        assert max(metrics["grad_norm"]) > plan["max_grad_norm"], "clipping never bites"
+        assert metrics["loss"][0] == metrics["loss"][1], "step 0 runs at lr 0"
+        assert metrics["loss"][-1] < metrics["loss"][0] - 0.1, metrics["loss"]
+        assert metrics["threads"] == 1 and metrics["torch"] == torch.__version__ and metrics["seconds"] > 0
+        assert abs(metrics["tokens_per_s"] * metrics["seconds"] - 8 * 30) < 1e-6
+    # Packing changes what is trained; float32 follows the float64 run closely.
+    assert runs[True, "auto"][0]["loss"][0] != runs[False, "auto"][0]["loss"][0]
+    (m32, t32), (m64, t64) = runs[True, "auto"], runs[True, "float64"]
+    assert m32["dtype"] == "float32" and m64["dtype"] == "float64"
+    for s in range(8):
+        assert abs(m32["loss"][s] - m64["loss"][s]) <= 1e-5 * m64["loss"][s], (s, m32["loss"][s], m64["loss"][s])
+        assert abs(m32["grad_norm"][s] - m64["grad_norm"][s]) <= 1e-4 * m64["grad_norm"][s]
+    for n in t32:
+        close(t32[n], t64[n], 1e-4, f"float32 vs float64 {n}")
+
+
+def test_train_rejects_bad_plans():
+    x = ids(b=2, t=5, seed=18)
+    good = {"steps": [{"micro_batches": [{"input_ids": x.tolist(), "labels": labels_for(x).tolist(),
+                                          "doc_lens": [[2, 3], [5]]}]}],
+            "optimizer": {"lr": 1e-3}}
+    plan = ref.parse_plan(good, 41)
+    assert plan.betas == (0.9, 0.999) and plan.weight_decay == 0.01 and plan.max_grad_norm == 0.0
+    assert plan.schedule == {"name": "constant", "warmup_steps": 0, "total_steps": 1, "min_lr": 0.0}
+    assert plan.steps[0][0].doc_lens == [[2, 3], [5]]
+    for empty in (None, []):  # a nil or empty Go slice: not packed
+        unpacked = dict(good["steps"][0]["micro_batches"][0], doc_lens=empty)
+        assert ref.parse_plan(dict(good, steps=[{"micro_batches": [unpacked]}]), 41).steps[0][0].doc_lens is None
+
+    def mb(**change):
+        return dict(good, steps=[{"micro_batches": [dict(good["steps"][0]["micro_batches"][0], **change)]}])
+
+    bad = {
+        "ragged rows": mb(input_ids=[[1, 2, 3, 4, 5], [1, 2, 3, 4]]),
+        "doc_lens not summing to T": mb(doc_lens=[[2, 2], [5]]),
+        "doc_lens with a zero": mb(doc_lens=[[0, 5], [5]]),
+        "doc_lens for one row of two": mb(doc_lens=[[5]]),
+        "label out of range": mb(labels=[[41, -100, 1, 2, 3], [1, 2, 3, 4, 5]]),
+        "negative label": mb(labels=[[-5, -100, 1, 2, 3], [1, 2, 3, 4, 5]]),
+        "input id out of range": mb(input_ids=[[1, 2, 3, 4, 99], [1, 2, 3, 4, 5]]),
+        "boolean id": mb(input_ids=[[True, 2, 3, 4, 5], [1, 2, 3, 4, 5]]),
+        "labels of another shape": mb(labels=[[1, 2, 3, 4, 5]]),
+        "every label ignored": mb(labels=[[-100] * 5] * 2),
+        "no labels": {"steps": [{"micro_batches": [{"input_ids": x.tolist()}]}], "optimizer": {"lr": 1e-3}},
+        "empty steps": dict(good, steps=[]),
+        "empty micro_batches": dict(good, steps=[{"micro_batches": []}]),
+        "no optimizer": {"steps": good["steps"]},
+        "no lr": dict(good, optimizer={"betas": [0.9, 0.999]}),
+        "negative lr": dict(good, optimizer={"lr": -1e-3}),
+        "beta of 1": dict(good, optimizer={"lr": 1e-3, "betas": [0.9, 1.0]}),
+        "unknown schedule": dict(good, schedule={"name": "polynomial"}),
+        "misspelt schedule key": dict(good, schedule={"name": "linear", "warmup": 3}),
+        "fractional warmup": dict(good, schedule={"name": "linear", "warmup_steps": 1.5}),
+        "negative max_grad_norm": dict(good, max_grad_norm=-1),
+        "not an object": [good],
+    }
+    for what, data in bad.items():
+        try:
+            ref.parse_plan(data, 41)
+        except ref.ReferenceError:
+            continue
+        raise AssertionError(f"{what}: accepted")
+
+    d = write_model("train_bad", LLAMA)
+    a = write_adapter("train_bad_adapter", d, ["q_proj"])
+    plan_path = os.path.join(TMP.name, "bad_plan.json")
+    with open(plan_path, "w") as f:
+        json.dump(bad["doc_lens not summing to T"], f)
+    out = os.path.join(TMP.name, "bad_out")
+    res = subprocess.run([sys.executable, os.path.join(HERE, "reference.py"), "train", "--model", d, "--adapter", a,
+                          "--plan", plan_path, "--output", out], capture_output=True, text=True)
+    assert res.returncode == 2, res
+    assert res.stderr.startswith("reference: ") and res.stderr.count("\n") == 1 and "doc_lens" in res.stderr, res.stderr
+    assert not os.path.exists(out), "a refused plan must write nothing"
+
+
 def main():
     torch.manual_seed(0)
     tests = [(n, f) for n, f in globals().items() if n.startswith("test_") and callable(f)]
