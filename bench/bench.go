@@ -53,7 +53,7 @@ type Machine struct {
 }
 
 // Suites lists the suite names in the order they run.
-var Suites = []string{"safetensors", "matmul", "train", "kmeans"}
+var Suites = []string{"safetensors", "matmul", "train", "train-run", "kmeans"}
 
 // Run runs the selected suites, printing a table for each to w.
 func Run(w io.Writer, o Options) ([]Result, error) {
@@ -94,6 +94,8 @@ func Run(w io.Writer, o Options) ([]Result, error) {
 			rs, err = runMatMul(w, o)
 		case "train":
 			rs, err = runTrain(w, o)
+		case "train-run":
+			rs, err = runTrainRun(w, o)
 		case "kmeans":
 			rs, err = runKMeans(w, o)
 		}

@@ -25,6 +25,7 @@ func newApp() *cli.Command {
 		Commands: []*cli.Command{
 			inspectCommand(),
 			scoreCommand(),
+			trainCommand(),
 			tokenizeCommand(),
 			embedCommand(),
 			clusterCommand(),
