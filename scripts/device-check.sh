@@ -126,7 +126,7 @@ fi
 # memcheck: out-of-bounds and misaligned accesses in every kernel the
 # subset launches (small shapes: the tool slows kernels tens of times).
 stage "memcheck" 60 "$san" "$sanitizer" --tool memcheck --error-exitcode 3 --print-limit 20 \
-  "$bundle/cgo.test" -test.count 1 -test.run '^TestGPU(Elementwise|Embedding|RMSNorm|RoPE|SwiGLU|CrossEntropy|AdamW|LoRAGemm|Attention)$'
+  "$bundle/cgo.test" -test.count 1 -test.run '^TestGPU(Elementwise|Embedding|RMSNorm|RoPE|SwiGLU|CrossEntropy|AdamW|LoRAGemm|Attention|Dropout)$'
 # racecheck: shared-memory hazards in the kernels that use shared memory.
 stage "racecheck" 45 "$san" "$sanitizer" --tool racecheck --error-exitcode 3 --print-limit 20 \
   "$bundle/cgo.test" -test.count 1 -test.run '^TestGPU(RMSNorm|CrossEntropy|LoRAGemm|Attention)$'
