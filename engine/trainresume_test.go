@@ -67,6 +67,10 @@ func TestTrainResumeIsExact(t *testing.T) {
 	if _, err := Train(context.Background(), resumeOptions(modelDir, data, whole), TrainEnv{}); err != nil {
 		t.Fatal(err)
 	}
+	// Saved at steps 2, 4, 6, 8 and 10; --keep 2 leaves the last two.
+	if have, _ := checkpoints(whole); len(have) != 2 || filepath.Base(have[0]) != "checkpoint-00000008" || filepath.Base(have[1]) != "checkpoint-00000010" {
+		t.Errorf("checkpoints kept: %v, want 8 and 10", have)
+	}
 
 	for _, stopAt := range []int{1, 4, 7} {
 		t.Run(fmt.Sprint("stop after step ", stopAt), func(t *testing.T) {

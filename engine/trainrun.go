@@ -338,8 +338,9 @@ func (r *trainRun) loadData(tok *tokenizer.Tokenizer, cfg *model.Config) error {
 	if len(r.rows) == 0 {
 		return fmt.Errorf("train: --data %s: no usable training example", strings.Join(o.Data, ", "))
 	}
-	fmt.Fprintf(r.env.Log, "train: %d training rows of %d tokens (packing %v), %d held-out rows\n",
-		len(r.rows), o.SeqLen, o.Packing, len(r.evalRows))
+	packing := map[bool]string{true: "packed", false: "padded, one example each"}[o.Packing]
+	fmt.Fprintf(r.env.Log, "train: %d training rows of %d tokens (%s), %d held-out rows\n",
+		len(r.rows), o.SeqLen, packing, len(r.evalRows))
 	return nil
 }
 
