@@ -17,7 +17,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"strings"
 	"sync"
 	"unicode/utf8"
 )
@@ -115,9 +114,14 @@ type modelJSON struct {
 
 func parse(data []byte) (*Tokenizer, error) {
 	var tj tokenizerJSON
-	if err := json.Unmarshal(data, &tj); err != nil {
+	mem, err := members(data, true)
+	if err == nil {
+		err = unmarshalMembers(mem, &tj, "model")
+	}
+	if err != nil {
 		return nil, fmt.Errorf("parse: %w", err)
 	}
+	tj.Model = mem["model"]
 	t := &Tokenizer{addedByID: map[int]*addedToken{}}
 	vocab, err := t.parseModel(tj.Model)
 	if err != nil {
@@ -144,9 +148,14 @@ func parse(data []byte) (*Tokenizer, error) {
 // parseModel reads the BPE model and returns its vocabulary.
 func (t *Tokenizer) parseModel(raw json.RawMessage) (map[string]int, error) {
 	var mj modelJSON
-	if err := json.Unmarshal(raw, &mj); err != nil {
+	mem, err := members(raw, false) // a part of the checked file
+	if err == nil {
+		err = unmarshalMembers(mem, &mj, "vocab", "merges")
+	}
+	if err != nil {
 		return nil, fmt.Errorf("model: %w", err)
 	}
+	mj.Vocab, mj.Merges = mem["vocab"], mem["merges"]
 	switch {
 	case mj.Type != "BPE":
 		return nil, fmt.Errorf("model type %q is not supported (only byte-level BPE)", mj.Type)
@@ -164,7 +173,7 @@ func (t *Tokenizer) parseModel(raw json.RawMessage) (map[string]int, error) {
 	var vocabErr, mergesErr error
 	var wg sync.WaitGroup
 	wg.Go(func() { pairs, mergesErr = parseMerges(mj.Merges) })
-	vocabErr = json.Unmarshal(mj.Vocab, &vocab)
+	vocab, vocabErr = parseVocab(mj.Vocab)
 	wg.Wait()
 	if vocabErr != nil {
 		return nil, fmt.Errorf("model: vocab: %w", vocabErr)
@@ -183,7 +192,19 @@ func (t *Tokenizer) parseModel(raw json.RawMessage) (map[string]int, error) {
 		}
 		maxID = max(maxID, id)
 	}
+	for b, r := range byteChars {
+		id, ok := vocab[string(r)]
+		if !ok {
+			return nil, fmt.Errorf("vocab lacks the byte-level token %q for byte %#02x: not a byte-level BPE vocabulary", string(r), b)
+		}
+		m.byteID[b] = int32(id)
+	}
+	// The byte strings of the tokens and the merge table do not depend on
+	// each other: build them side by side.
 	t.tokenBytes = make([][]byte, maxID+1)
+	m.merges = newMergeTable(len(pairs))
+	wg.Go(func() { mergesErr = buildMerges(m.merges, pairs, vocab) })
+	var ar arena
 	for tok, id := range vocab {
 		b, ok := byteLevelDecode(tok)
 		if !ok {
@@ -193,57 +214,17 @@ func (t *Tokenizer) parseModel(raw json.RawMessage) (map[string]int, error) {
 			continue
 		}
 		t.tokenBytes[id] = b
-		m.tokens[string(b)] = int32(id)
+		m.tokens[ar.str(b)] = int32(id)
 	}
-	for b, r := range byteChars {
-		id, ok := vocab[string(r)]
-		if !ok {
-			return nil, fmt.Errorf("vocab lacks the byte-level token %q for byte %#02x: not a byte-level BPE vocabulary", string(r), b)
-		}
-		m.byteID[b] = int32(id)
-	}
-	m.merges = newMergeTable(len(pairs))
-	var buf []byte
-	for rank, p := range pairs {
-		a, okA := vocab[p[0]]
-		b, okB := vocab[p[1]]
-		buf = append(append(buf[:0], p[0]...), p[1]...)
-		ab, okAB := vocab[string(buf)]
-		if !okA || !okB || !okAB {
-			return nil, fmt.Errorf("merge %d (%q %q): token not in vocab", rank, p[0], p[1])
-		}
-		m.merges.put(int32(a), int32(b), int32(rank), int32(ab))
+	wg.Wait()
+	if mergesErr != nil {
+		return nil, mergesErr
 	}
 	t.model = m
 	t.vocabSize = maxID + 1
 	t.modelVocabLen = len(vocab)
 	t.tokenIDs = vocab // added tokens are registered here too
 	return vocab, nil
-}
-
-// parseMerges reads merges in either on-disk form: ["a b", ...] (older
-// files) or [["a", "b"], ...].
-func parseMerges(raw json.RawMessage) ([][2]string, error) {
-	var pairs [][2]string
-	if err := json.Unmarshal(raw, &pairs); err == nil {
-		return pairs, nil
-	}
-	var lines []string
-	if err := json.Unmarshal(raw, &lines); err != nil {
-		return nil, fmt.Errorf("merges: neither [\"a b\", ...] nor [[\"a\", \"b\"], ...]: %w", err)
-	}
-	pairs = make([][2]string, 0, len(lines))
-	for i, l := range lines {
-		if strings.HasPrefix(l, "#version") {
-			continue
-		}
-		a, b, ok := strings.Cut(l, " ")
-		if !ok || strings.Contains(b, " ") {
-			return nil, fmt.Errorf("merges: line %d %q is not two tokens separated by one space", i+1, l)
-		}
-		pairs = append(pairs, [2]string{a, b})
-	}
-	return pairs, nil
 }
 
 type componentJSON struct {
@@ -277,6 +258,23 @@ type templateItem struct {
 }
 
 func isNull(raw json.RawMessage) bool { return len(raw) == 0 || string(raw) == "null" }
+
+// buildMerges puts each merge, by rank, into the table: the ids of its two
+// parts and of their concatenation, all of which must be in the vocabulary.
+func buildMerges(table *mergeTable, pairs [][2]string, vocab map[string]int) error {
+	var buf []byte
+	for rank, p := range pairs {
+		a, okA := vocab[p[0]]
+		b, okB := vocab[p[1]]
+		buf = append(append(buf[:0], p[0]...), p[1]...)
+		ab, okAB := vocab[string(buf)]
+		if !okA || !okB || !okAB {
+			return fmt.Errorf("merge %d (%q %q): token not in vocab", rank, p[0], p[1])
+		}
+		table.put(int32(a), int32(b), int32(rank), int32(ab))
+	}
+	return nil
+}
 
 // parseNormalizer accepts no normalizer, NFC, or a Sequence of those.
 func parseNormalizer(raw json.RawMessage) (nfc bool, err error) {
