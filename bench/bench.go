@@ -53,7 +53,7 @@ type Machine struct {
 }
 
 // Suites lists the suite names in the order they run.
-var Suites = []string{"safetensors", "matmul", "train", "train-run", "kmeans"}
+var Suites = []string{"safetensors", "matmul", "train", "train-run", "kmeans", "tokenize"}
 
 // Run runs the selected suites, printing a table for each to w.
 func Run(w io.Writer, o Options) ([]Result, error) {
@@ -98,6 +98,8 @@ func Run(w io.Writer, o Options) ([]Result, error) {
 			rs, err = runTrainRun(w, o)
 		case "kmeans":
 			rs, err = runKMeans(w, o)
+		case "tokenize":
+			rs, err = runTokenize(w, o)
 		}
 		if err != nil {
 			return all, fmt.Errorf("bench %s: %w", s, err)
