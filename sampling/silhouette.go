@@ -59,26 +59,35 @@ func silhouette(m *matrix, labels []int32, o SilhouetteOptions) (float64, error)
 		size = m.n
 	}
 	rows := sampleRows(m.n, size, newRand(o.Seed, 1))
-	xs := m.gather(rows)
-	// Compact the labels of the sample to 0..L-1.
+	// Compact the labels of the sample to 0..L-1, and order the sampled rows
+	// by cluster, so that each row's distances to a cluster are one
+	// contiguous run of the distance block (summed without a scatter).
 	ids := map[int32]int{}
-	ls := make([]int, xs.n)
-	for i, r := range rows {
-		id, ok := ids[labels[r]]
-		if !ok {
-			id = len(ids)
-			ids[labels[r]] = id
+	for _, r := range rows {
+		if _, ok := ids[labels[r]]; !ok {
+			ids[labels[r]] = len(ids)
 		}
-		ls[i] = id
 	}
 	nl := len(ids)
-	if nl < 2 || nl > xs.n-1 {
-		return 0, fmt.Errorf("sampling: silhouette: %d clusters among %d rows; need 2 to %d", nl, xs.n, xs.n-1)
+	if nl < 2 || nl > len(rows)-1 {
+		return 0, fmt.Errorf("sampling: silhouette: %d clusters among %d rows; need 2 to %d", nl, len(rows), len(rows)-1)
 	}
 	sizes := make([]int, nl)
-	for _, l := range ls {
-		sizes[l]++
+	for _, r := range rows {
+		sizes[ids[labels[r]]]++
 	}
+	starts := make([]int, nl+1)
+	for c := range nl {
+		starts[c+1] = starts[c] + sizes[c]
+	}
+	sorted, ls := make([]int, len(rows)), make([]int, len(rows))
+	fill := append([]int(nil), starts[:nl]...)
+	for _, r := range rows {
+		c := ids[labels[r]]
+		sorted[fill[c]], ls[fill[c]] = r, c
+		fill[c]++
+	}
+	xs := m.gather(sorted)
 
 	// Distances come from one GEMM per block of rows: cosine on unit rows,
 	// euclidean on rows centred on their mean, which keeps the float32
@@ -88,9 +97,9 @@ func silhouette(m *matrix, labels []int32, o SilhouetteOptions) (float64, error)
 	} else {
 		centre(xs)
 	}
-	norms := make([]float64, xs.n)
+	norms := make([]float32, xs.n)
 	for i := range norms {
-		norms[i] = norm2(xs.row(i))
+		norms[i] = float32(norm2(xs.row(i)))
 	}
 	block := max(1, min(xs.n, blockBytes/4/xs.n))
 	out := tensor.New(tensor.F32, block, xs.n)
@@ -113,25 +122,59 @@ func silhouette(m *matrix, labels []int32, o SilhouetteOptions) (float64, error)
 			acc := make([]float64, nl)
 			for r := r0; r < r1; r++ {
 				i := lo + r
-				clear(acc)
 				row := dots[r*xs.n : (r+1)*xs.n]
-				for j, p := range row {
-					var dist float64
-					switch {
-					case j == i:
-						continue
-					case o.Cosine:
-						dist = max(0, 1-float64(p))
-					default:
-						dist = math.Sqrt(max(0, norms[i]+norms[j]-2*float64(p)))
+				for c := range nl {
+					seg := row[starts[c]:starts[c+1]]
+					if o.Cosine {
+						acc[c] = cosineSum(seg)
+					} else {
+						acc[c] = euclideanSum(seg, norms[starts[c]:starts[c+1]], norms[i])
 					}
-					acc[ls[j]] += dist
+				}
+				// The row's distance to itself is in its own cluster's sum:
+				// take it out as it was computed (about 0).
+				if o.Cosine {
+					acc[ls[i]] -= cosineSum(row[i : i+1])
+				} else {
+					acc[ls[i]] -= euclideanSum(row[i:i+1], norms[i:i+1], norms[i])
 				}
 				scores[i] = silhouetteOf(acc, sizes, ls[i])
 			}
 		})
 	}
 	return sum64(scores) / float64(xs.n), nil
+}
+
+// euclideanSum returns the sum of sqrt(ni + norms[j] - 2 dots[j]) over j
+// (negative differences, rounding noise, count as 0): the distance math
+// in float32, the sum in float64 over short float32 partial sums.
+func euclideanSum(dots, norms []float32, ni float32) float64 {
+	total := 0.0
+	for len(dots) > 0 {
+		n := min(len(dots), 256)
+		var part float32
+		for j, p := range dots[:n] {
+			part += float32(math.Sqrt(float64(max(0, ni+norms[j]-2*p))))
+		}
+		total += float64(part)
+		dots, norms = dots[n:], norms[n:]
+	}
+	return total
+}
+
+// cosineSum returns the sum of max(0, 1 - dots[j]).
+func cosineSum(dots []float32) float64 {
+	total := 0.0
+	for len(dots) > 0 {
+		n := min(len(dots), 256)
+		var part float32
+		for _, p := range dots[:n] {
+			part += max(0, 1-p)
+		}
+		total += float64(part)
+		dots = dots[n:]
+	}
+	return total
 }
 
 // silhouetteOf is s(i) from the summed distances of row i to each cluster.
