@@ -6,8 +6,9 @@ import (
 	"time"
 )
 
-// The k-means suite at smoke size: both sides run the same iterations and
-// agree on the inertia; without a Python only compass is measured.
+// The k-means suite at smoke size: all three run the same iterations and
+// agree on the inertia; the whole run's phases are measured; without a
+// Python only compass is.
 func TestKMeansQuick(t *testing.T) {
 	o := Options{Quick: true, MinTime: time.Millisecond, Threads: []int{1}, Python: "/usr/bin/python3", TempDir: t.TempDir(), Log: &strings.Builder{}}
 	var out strings.Builder
@@ -17,21 +18,25 @@ func TestKMeansQuick(t *testing.T) {
 	}
 	impls := map[string]bool{}
 	for _, r := range rs {
-		if r.Value <= 0 || r.Unit != "iterations/s" {
+		whole := strings.HasSuffix(r.Case, "whole run")
+		if r.Value <= 0 || (!whole && r.Unit != "iterations/s") || (whole && r.Unit != "runs/s") {
 			t.Errorf("result %+v", r)
 		}
 		impls[r.Impl] = true
+		if whole && r.Impl == "compass" && !strings.Contains(r.Note, "seeding") {
+			t.Errorf("whole run without its phases: %+v", r)
+		}
 	}
-	if !impls["compass"] || !impls["scikit-learn"] {
+	if !impls["compass"] || !impls["scikit-learn"] || !impls["faiss"] {
 		t.Fatalf("results %+v; log:\n%s", rs, o.Log)
 	}
-	if !strings.Contains(out.String(), "5 / 5") || !strings.Contains(out.String(), "speed-up") {
+	if !strings.Contains(out.String(), "vs faiss") || !strings.Contains(out.String(), "silhouette") {
 		t.Errorf("table:\n%s", out.String())
 	}
 
 	o.Python = "/nonexistent/python3"
 	rs, err = runKMeans(&out, o)
-	if err != nil || len(rs) != 1 || rs[0].Impl != "compass" {
+	if err != nil || len(rs) != 2 || rs[0].Impl != "compass" || rs[1].Impl != "compass" {
 		t.Errorf("without python: %+v %v", rs, err)
 	}
 }

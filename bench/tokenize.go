@@ -42,6 +42,14 @@ func runTokenize(w io.Writer, o Options) ([]Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	args := []string{filepath.Join(tokref, "tiktoken.js"), "bench"}
+	if o.Quick { // every 20th paragraph, on both sides
+		var some []string
+		for i := 0; i < len(texts); i += 20 {
+			some = append(some, texts[i])
+		}
+		texts, args = some, append(args, "--quick")
+	}
 	bytes := 0
 	for _, s := range texts {
 		bytes += len(s)
@@ -86,7 +94,7 @@ func runTokenize(w io.Writer, o Options) ([]Result, error) {
 	}
 
 	fmt.Fprintf(o.Log, "tokenize: tiktoken and HF tokenizers (node)\n")
-	ref := exec.Command("node", filepath.Join(tokref, "tiktoken.js"), "bench")
+	ref := exec.Command("node", args...)
 	ref.Stderr = o.Log
 	out, err := ref.Output()
 	if err != nil {
@@ -112,7 +120,7 @@ func runTokenize(w io.Writer, o Options) ([]Result, error) {
 	for _, r := range rows {
 		encodeOf[fmt.Sprint(r.impl, r.threads)] = r.encode
 	}
-	caseName := fmt.Sprintf("o200k, UDHR %d paragraphs, %.1f MB", len(texts), float64(bytes)/1e6)
+	caseName := fmt.Sprintf("o200k, UDHR %d paragraphs, %.2f MB", len(texts), float64(bytes)/1e6)
 	for _, r := range rows {
 		mbps := float64(r.nbytes) / 1e6 / r.encode
 		results = append(results,

@@ -5,7 +5,8 @@
 //
 //   node tools/tokref/tiktoken.js parity BIN   compass's ids (BIN tokenize, o200k tokenizer.json)
 //                                              must equal tiktoken's on every paragraph; exit 1 if not
-//   node tools/tokref/tiktoken.js bench        load and encode times, one JSON line per measurement:
+//   node tools/tokref/tiktoken.js bench [--quick]   load and encode times (--quick: every 20th
+//                                              paragraph), one JSON line per measurement:
 //     {"impl", "threads", "load_s", "encode_s", "bytes", "tokens", "paragraphs"}
 //
 // Load is timed in a fresh worker (reading and building the encoder);
@@ -91,7 +92,8 @@ function hfBench(texts, threads) {
 
 async function main() {
   const [cmd, bin] = process.argv.slice(2);
-  const lines = corpus();
+  let lines = corpus();
+  if (cmd === 'bench' && bin === '--quick') lines = lines.filter((_, i) => i % 20 === 0);
   const texts = lines.map((l) => l.text);
   const bytes = texts.reduce((n, s) => n + Buffer.byteLength(s, 'utf8'), 0);
   if (cmd === 'bench') {
