@@ -35,7 +35,7 @@ func checkBaseline(in SelectInput, o BaselineOptions, method string) (*checked, 
 	if err != nil {
 		return nil, nil, err
 	}
-	rep := &Report{Method: method, Target: c.target.ISO3, Budget: o.Budget, Pool: len(in.Items), Options: baselineOptionsSummary(o)}
+	rep := &Report{Method: method, Target: c.target.Code(), Budget: o.Budget, Pool: len(in.Items), Options: baselineOptionsSummary(o)}
 	for _, e := range c.eligible {
 		if e {
 			rep.Eligible++
@@ -133,7 +133,7 @@ func LangSim(in SelectInput, o BaselineOptions) (*Selection, error) {
 	}
 	picks := takeRandom(c, in.Items, rows, o, func(row int) string {
 		l := ranked[chosen[c.canon[row]]]
-		return fmt.Sprintf("langsim: %s (%s), distance %.4f, rank %d", l.Name, l.ISO3, l.Distance, chosen[c.canon[row]]+1)
+		return fmt.Sprintf("langsim: %s (%s), distance %.4f, rank %d", l.Name, l.Language, l.Distance, chosen[c.canon[row]]+1)
 	})
 	return finishBaseline(rep, picks, o), nil
 }

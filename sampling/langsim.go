@@ -27,6 +27,16 @@ type Language struct {
 	WALS       string // WALS language code, "-" where WALS has none
 }
 
+// Code is how compass writes the language everywhere a person reads it:
+// the ISO 639-1 code where there is one, else the ISO 639-3 code, the form
+// dataset.NormalizeLanguage gives data rows ("sw", "yo", but "ary").
+func (l Language) Code() string {
+	if l.ISO1 != "" {
+		return l.ISO1
+	}
+	return l.ISO3
+}
+
 // LanguageTable looks languages up by any of their codes or their name.
 type LanguageTable struct {
 	langs []Language

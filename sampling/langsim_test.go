@@ -127,3 +127,21 @@ func TestReadLanguagesErrors(t *testing.T) {
 		}
 	}
 }
+
+// Reports name a language as the data rows do after normalisation: the
+// ISO 639-1 code where one exists.
+func TestLanguageCodeMatchesDataRows(t *testing.T) {
+	langs, err := DefaultLanguages()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for in, want := range map[string]string{"swa": "sw", "Swahili": "sw", "yor": "yo", "ary": "ary", "arb": "ar"} {
+		l, err := langs.Lookup(in)
+		if err != nil {
+			t.Fatalf("%s: %v", in, err)
+		}
+		if got := l.Code(); got != want {
+			t.Errorf("%s: code %q, want %q", in, got, want)
+		}
+	}
+}

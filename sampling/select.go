@@ -213,7 +213,7 @@ func checkInput(in SelectInput, langs *LanguageTable, includeTarget, needPool bo
 		}
 	}
 	if n == 0 {
-		return nil, fmt.Errorf("sampling: the auxiliary pool is empty: all %d items are in the target language %s", len(in.Items), target.ISO3)
+		return nil, fmt.Errorf("sampling: the auxiliary pool is empty: all %d items are in the target language %s", len(in.Items), target.Code())
 	}
 	return c, nil
 }
@@ -295,7 +295,7 @@ func Select(in SelectInput, o SelectOptions) (*Selection, error) {
 	so := o.Silhouette
 	so.Cosine = km.Spherical
 	so.Seed = o.Seed
-	rep := &Report{Method: "compass", Target: c.target.ISO3, Budget: o.Budget, Pool: c.pool.n, Options: optionsSummary(o)}
+	rep := &Report{Method: "compass", Target: c.target.Code(), Budget: o.Budget, Pool: c.pool.n, Options: optionsSummary(o)}
 	for _, e := range c.eligible {
 		if e {
 			rep.Eligible++
