@@ -53,7 +53,7 @@ type Machine struct {
 }
 
 // Suites lists the suite names in the order they run.
-var Suites = []string{"safetensors", "matmul", "train", "train-run", "kmeans", "tokenize"}
+var Suites = []string{"safetensors", "matmul", "train", "train-run", "generate", "kmeans", "tokenize"}
 
 // Run runs the selected suites, printing a table for each to w.
 func Run(w io.Writer, o Options) ([]Result, error) {
@@ -96,6 +96,8 @@ func Run(w io.Writer, o Options) ([]Result, error) {
 			rs, err = runTrain(w, o)
 		case "train-run":
 			rs, err = runTrainRun(w, o)
+		case "generate":
+			rs, err = runGenerate(w, o)
 		case "kmeans":
 			rs, err = runKMeans(w, o)
 		case "tokenize":

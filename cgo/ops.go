@@ -442,6 +442,54 @@ func (b *Backend) AttentionBackward(dq, dk, dv, dout, q, k, v, docStart, out, ls
 	return b.q.launch(op, "attention_backward_dkdv", s, args)
 }
 
+// AttentionKV implements tensor.Backend in two launches: the new keys and
+// values into the cache, then one block per (query row, head) over the
+// cached keys (attention_kv.cu). pos stays on the device, unchecked: the
+// kernels skip writes past the cache and clamp the rows they read.
+func (b *Backend) AttentionKV(out, q, k, v, kCache, vCache, pos *tensor.Tensor, scale float32) error {
+	const op = "attention kv"
+	if err := floatCheck(op, out, q, k, v, kCache, vCache); err != nil {
+		return err
+	}
+	if err := deviceCheck(op, pos); err != nil {
+		return err
+	}
+	if q.Rank() != 4 || k.Rank() != 4 || kCache.Rank() != 4 {
+		return fmt.Errorf("cuda: %s: q %v, k %v and kCache %v must be [B, T, heads, D]", op, q, k, kCache)
+	}
+	s := kernels.Sizes{B: q.Dim(0), T: q.Dim(1), Hq: q.Dim(2), Hkv: k.Dim(2), D: q.Dim(3), N: kCache.Dim(1)}
+	switch {
+	case !out.SameShape(q):
+		return fmt.Errorf("cuda: %s: out %v must have the shape of q %v", op, out, q)
+	case k.Dim(0) != s.B || k.Dim(1) != s.T || k.Dim(3) != s.D || !v.SameShape(k):
+		return fmt.Errorf("cuda: %s: k %v and v %v must be [%d %d heads %d]", op, k, v, s.B, s.T, s.D)
+	case s.Hkv == 0 || s.Hq%s.Hkv != 0:
+		return fmt.Errorf("cuda: %s: %d query heads are not a multiple of %d kv heads", op, s.Hq, s.Hkv)
+	case kCache.Dim(0) != s.B || kCache.Dim(2) != s.Hkv || kCache.Dim(3) != s.D || !vCache.SameShape(kCache):
+		return fmt.Errorf("cuda: %s: kCache %v and vCache %v must be [%d S %d %d]", op, kCache, vCache, s.B, s.Hkv, s.D)
+	case pos.DType() != tensor.I32 || pos.NumElements() != s.B:
+		return fmt.Errorf("cuda: %s: pos %v must be I32 [%d]", op, pos, s.B)
+	case s.D > kernels.AttentionMaxHeadDim:
+		return fmt.Errorf("cuda: %s: head dimension %d is above the kernels' %d", op, s.D, kernels.AttentionMaxHeadDim)
+	case s.B*s.T > 65535*1024 || s.Hq > 65535:
+		return fmt.Errorf("cuda: %s: q %v is beyond the kernels' grid", op, q)
+	}
+	if s.B*s.T*s.Hq*s.D == 0 {
+		return nil
+	}
+	if err := int32Check(op, q.NumElements(), kCache.NumElements()); err != nil {
+		return err
+	}
+	args := new(Args).Tensor(kCache).Tensor(vCache).Tensor(k).Tensor(v).Raw(pos).
+		I32(s.B).I32(s.T).I32(s.N).I32(s.Hkv).I32(s.D)
+	if err := b.q.launch(op, "kv_cache_write", s, args); err != nil {
+		return err
+	}
+	args.Reset().Tensor(out).Tensor(q).Tensor(kCache).Tensor(vCache).Raw(pos).
+		I32(s.B).I32(s.T).I32(s.N).I32(s.Hq).I32(s.Hkv).I32(s.D).F32(scale)
+	return b.q.launch(op, "attention_kv", s, args)
+}
+
 func sameShapes(op string, ts ...*tensor.Tensor) error {
 	for _, t := range ts[1:] {
 		if !t.SameShape(ts[0]) {

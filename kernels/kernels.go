@@ -17,7 +17,7 @@ var ptxFiles embed.FS
 
 // Sources are the .cu files, without the extension; each has one PTX file
 // per architecture.
-var Sources = []string{"adamw", "attention", "cross_entropy", "dropout", "elementwise", "embedding", "kmeans", "lora", "rmsnorm", "rope", "swiglu"}
+var Sources = []string{"adamw", "attention", "attention_kv", "cross_entropy", "dropout", "elementwise", "embedding", "kmeans", "lora", "rmsnorm", "rope", "swiglu"}
 
 // Architectures are the PTX targets gen.sh generates: compute_80 (A100 and
 // later) and compute_90 (H100, H200). The driver compiles the PTX for the
@@ -210,6 +210,14 @@ var Table = []Kernel{
 	{Name: "attention_backward_dkdv", Source: "attention", Matches: "AttentionBackward (dk, dv)", Block: 128,
 		Grid:   func(s Sizes) [3]int { return [3]int{ceilDiv(s.T, attBKB), s.Hkv, s.B} },
 		Shared: func(s Sizes) int { return (2*attBKB*s.D + 2*attBQ*s.D + 2*attBQ*attBKB + 2*attBQ) * f32Bytes }},
+
+	// attention_kv.cu: B, T = new tokens per row, N = cache rows S, Hq,
+	// Hkv, D.
+	{Name: "kv_cache_write", Source: "attention_kv", Matches: "AttentionKV (the cache write)", Block: 256,
+		Grid: func(s Sizes) [3]int { return strided(s.B*s.T*s.Hkv*s.D, 256) }},
+	{Name: "attention_kv", Source: "attention_kv", Matches: "AttentionKV", Block: 128,
+		Grid:   func(s Sizes) [3]int { return [3]int{s.B * s.T, s.Hq, 1} },
+		Shared: func(s Sizes) int { return (s.D + 128 + 32) * f32Bytes }},
 
 	// lora.cu: C is [M, Cols].
 	{Name: "lora_gemm", Source: "lora", Matches: "MatMul (the LoRA products)", Block: 128,

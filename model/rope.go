@@ -71,10 +71,19 @@ func longRopeOriginal(c *Config) int {
 func RopeTables(c *Config, positions []int) (cos, sin *tensor.Tensor, err error) {
 	maxPos := 0
 	for _, p := range positions {
+		maxPos = max(maxPos, p)
+	}
+	return ropeTablesAt(c, positions, maxPos)
+}
+
+// ropeTablesAt is RopeTables with longrope's factors chosen from maxPos
+// instead: generation computes the tables of a few positions at a time but
+// must choose as for the whole sequence.
+func ropeTablesAt(c *Config, positions []int, maxPos int) (cos, sin *tensor.Tensor, err error) {
+	for _, p := range positions {
 		if p < 0 {
 			return nil, nil, fmt.Errorf("model: rope: negative position %d", p)
 		}
-		maxPos = max(maxPos, p)
 	}
 	inv := InvFreq(c, maxPos)
 	scale := float32(c.RopeAttentionFactor())

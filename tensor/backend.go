@@ -102,6 +102,18 @@ type Backend interface {
 	// dk = scale dS^T q, dv = P^T dout; dk and dv sum over the query heads
 	// of a group.
 	AttentionBackward(dq, dk, dv, dout, q, k, v, docStart, out, lse *Tensor, scale float32) error
+	// AttentionKV is the attention of generation: Tq new tokens per row
+	// against a key/value cache. kCache and vCache are [B, S, Hkv, D] (any
+	// float dtype), pos is I32 [B], k and v [B, Tq, Hkv, D] are the new
+	// tokens' keys and values (after RoPE), q and out [B, Tq, Hq, D]. It first
+	// writes k and v, rounded to the cache's dtype, into the cache at rows
+	// pos[b] .. pos[b]+Tq-1 of row b; then query t of row b, at position
+	// p = pos[b]+t, attends to cache rows 0..p (its own included) with
+	// scores scale * q·k and a float32 softmax. Memory is linear in S: no
+	// [Tq x S] matrix. A pos[b] with pos[b]+Tq > S is an error on the CPU;
+	// the CUDA backend (pos stays on the device) skips such writes and reads
+	// no row at or past S.
+	AttentionKV(out, q, k, v, kCache, vCache, pos *Tensor, scale float32) error
 
 	// SwiGLU sets out = silu(gate) * up elementwise, silu(x) = x/(1+exp(-x)),
 	// computed in float32. gate, up and out have the same shape.

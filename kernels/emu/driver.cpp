@@ -19,6 +19,7 @@
 
 #include "../adamw.cu"
 #include "../attention.cu"
+#include "../attention_kv.cu"
 #include "../cross_entropy.cu"
 #include "../dropout.cu"
 #include "../elementwise.cu"
@@ -405,6 +406,25 @@ void cmd_attention_forward(Run& run) {
             doc_start(run), B, T, Hq, Hkv, D, run.f("scale"));
 }
 
+// ---- attention_kv.cu
+
+void cmd_attention_kv(Run& run) {
+  Buffer& q = run.in("q");
+  Buffer& k = run.in("k");
+  Buffer& v = run.in("v");
+  Buffer& kc = run.inout("k_cache");
+  Buffer& vc = run.inout("v_cache");
+  Buffer& pos = run.in("pos");
+  int B = (int)q.dim(0), Tq = (int)q.dim(1), Hq = (int)q.dim(2), Hkv = (int)k.dim(2), D = (int)q.dim(3);
+  int S = (int)kc.dim(1);
+  Buffer& out = run.out("out", (int)run.i("out_dtype"), q.shape);
+  launch_as(run, "kv_cache_write", kv_cache_write, kc.data(), kc.dtype, vc.data(), vc.dtype, (const void*)k.data(),
+            k.dtype, (const void*)v.data(), v.dtype, (const int*)pos.as<int>(), B, Tq, S, Hkv, D);
+  launch_as(run, "attention_kv", attention_kv, out.data(), out.dtype, (const void*)q.data(), q.dtype,
+            (const void*)kc.data(), kc.dtype, (const void*)vc.data(), vc.dtype, (const int*)pos.as<int>(), B, Tq, S,
+            Hq, Hkv, D, run.f("scale"));
+}
+
 void cmd_attention_backward(Run& run) {
   Buffer& dout = run.in("dout");
   Buffer& q = run.in("q");
@@ -603,6 +623,7 @@ const std::map<std::string, void (*)(Run&)> kCommands = {
     {"cross_entropy", cmd_cross_entropy},
     {"attention_forward", cmd_attention_forward},
     {"attention_backward", cmd_attention_backward},
+    {"attention_kv", cmd_attention_kv},
     {"lora_gemm", cmd_lora_gemm},
     {"adamw", cmd_adamw},
     {"kmeans_assign", cmd_kmeans_assign},

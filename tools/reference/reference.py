@@ -1290,6 +1290,90 @@ def cmd_train(args):
         raise ReferenceError(f"writing {args.output}: {e}") from None
 
 
+def attention_cached(cfg, layer, x, cos, sin, cache, start):
+    """attention() for generation with a KV cache (HF's DynamicCache): the new tokens' keys and
+    values [B, KV, t, D] (after RoPE) are appended to cache (a [k, v] list, empty at first) and
+    query i, at position start + i, attends to cached keys 0..start+i."""
+    b, t, _ = x.shape
+    if cfg.family == "phi3":
+        qkv = linear(x, layer["qkv_proj"])
+        q = qkv[..., :cfg.q_size]
+        k = qkv[..., cfg.q_size:cfg.q_size + cfg.kv_size]
+        v = qkv[..., cfg.q_size + cfg.kv_size:]
+    else:
+        q, k, v = linear(x, layer["q_proj"]), linear(x, layer["k_proj"]), linear(x, layer["v_proj"])
+    q = apply_rope(q.view(b, t, cfg.num_heads, cfg.head_dim).transpose(1, 2), cos, sin)
+    k = apply_rope(k.view(b, t, cfg.num_kv_heads, cfg.head_dim).transpose(1, 2), cos, sin)
+    v = v.view(b, t, cfg.num_kv_heads, cfg.head_dim).transpose(1, 2)
+    if cache:
+        k, v = torch.cat((cache[0], k), dim=2), torch.cat((cache[1], v), dim=2)
+    cache[:] = [k, v]
+    n_rep = cfg.num_heads // cfg.num_kv_heads
+    k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)
+    scores = torch.matmul(q, k.transpose(2, 3)) * cfg.head_dim ** -0.5
+    i = torch.arange(t)[:, None] + start
+    j = torch.arange(start + t)[None, :]
+    scores = scores.masked_fill(j > i, torch.finfo(scores.dtype).min)
+    probs = F.softmax(scores, dim=-1, dtype=upcast_dtype(q.dtype)).to(q.dtype)
+    out = torch.matmul(probs, v).transpose(1, 2).reshape(b, t, cfg.q_size)
+    return linear(out, layer["o_proj"])
+
+
+def cached_step(model, ids, caches, start):
+    """Runs ids [B, t] at positions start.. against the per-layer caches (updated); returns the
+    logits of the last position [B, V]."""
+    cfg = model.cfg
+    b, t = ids.shape
+    h = F.embedding(ids, model.embed)
+    positions = (torch.arange(t) + start)[None, :].expand(b, t)
+    cos, sin = rope_cos_sin(cfg, positions, model.dtype)
+    for layer, cache in zip(model.layers, caches):
+        x = rms_norm(h, layer["input_layernorm"], cfg.rms_norm_eps)
+        h = h + attention_cached(cfg, layer, x, cos, sin, cache, start)
+        x = rms_norm(h, layer["post_attention_layernorm"], cfg.rms_norm_eps)
+        h = h + mlp(cfg, layer, x)
+    h = rms_norm(h[:, -1:], model.norm, cfg.rms_norm_eps)
+    return linear(h, model.lm_head)[:, 0]
+
+
+def cmd_generate_bench(args):
+    """Greedy decoding with a KV cache, timed: the prefill of the prompts (one forward) and the
+    decode steps (one token per prompt each). Prompts of equal length, no sampling, no stops."""
+    if args.new_tokens < 1:
+        raise ReferenceError("--new-tokens must be positive")
+    model = load_model(args.model, args.dtype)
+    try:
+        with open(args.input) as f:
+            prompts = json.load(f)["input_ids"]
+    except (OSError, ValueError, KeyError) as e:
+        raise ReferenceError(f"{args.input}: {e}") from None
+    if not prompts or len({len(p) for p in prompts}) != 1 or not prompts[0]:
+        raise ReferenceError("input_ids must be non-empty rows of one length")
+    ids = token_grid(prompts, "input_ids", model.cfg.vocab_size, False)
+    b, t = ids.shape
+    with torch.inference_mode():
+        cached_step(model, ids[:, :8], [[] for _ in model.layers], 0)  # warm-up
+        caches = [[] for _ in model.layers]
+        begin = time.perf_counter()
+        logits = cached_step(model, ids, caches, 0)
+        prefill = time.perf_counter() - begin
+        generated = []
+        begin = time.perf_counter()
+        for step in range(args.new_tokens):
+            nxt = logits.argmax(dim=-1)
+            generated.append(nxt)
+            if step + 1 < args.new_tokens:
+                logits = cached_step(model, nxt[:, None], caches, t + step)
+        decode = time.perf_counter() - begin
+    print(json.dumps({
+        "prefill_tokens_per_s": b * t / prefill,
+        "decode_tokens_per_s": b * (args.new_tokens - 1) / decode if args.new_tokens > 1 else 0.0,
+        "generated": torch.stack(generated, dim=1).tolist(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }))
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="reference.py", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -1336,6 +1420,13 @@ def build_parser():
     tr.add_argument("--threads", type=int, default=0, help="torch threads")
     tr.add_argument("--dtype", default="auto", choices=["auto", "float32", "float64"],
                     help="compute dtype (auto: the weights' dtype)")
+
+    gb = sub.add_parser("generate-bench", help="time KV-cached greedy decoding: prefill and decode tokens/s")
+    gb.add_argument("--model", required=True)
+    gb.add_argument("--input", required=True, help='JSON {"input_ids": [[...], ...]}, rows of one length')
+    gb.add_argument("--new-tokens", type=int, default=32)
+    gb.add_argument("--threads", type=int, default=0)
+    gb.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
     return parser
 
 
@@ -1345,7 +1436,7 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     try:
         commands = {"forward": cmd_forward, "make-adapter": cmd_make_adapter, "train-bench": cmd_train_bench,
-                    "train": cmd_train}
+                    "train": cmd_train, "generate-bench": cmd_generate_bench}
         commands[args.command](args)
     except ReferenceError as e:
         print(f"reference: {e}", file=sys.stderr)
