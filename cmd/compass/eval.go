@@ -34,13 +34,9 @@ func evalCommand() *cli.Command {
 			deviceFlag(),
 		},
 		Action: func(ctx context.Context, cmd *cli.Command) error {
-			params := map[string]string{}
-			for _, kv := range cmd.StringSlice("task-param") {
-				k, v, ok := strings.Cut(kv, "=")
-				if !ok || k == "" {
-					return fmt.Errorf("eval: --task-param %q: want key=value", kv)
-				}
-				params[k] = v
+			params, err := parseTaskParams(cmd.StringSlice("task-param"))
+			if err != nil {
+				return err
 			}
 			be, release, err := openBackend(cmd)
 			if err != nil {
@@ -68,4 +64,24 @@ func evalCommand() *cli.Command {
 			return nil
 		},
 	}
+}
+
+// parseTaskParams reads --task-param key=value settings. The flag's values
+// arrive split at commas: a piece without "=" continues the list of the key
+// before it (length=8192,32768).
+func parseTaskParams(pieces []string) (map[string]string, error) {
+	params := map[string]string{}
+	last := ""
+	for _, kv := range pieces {
+		k, v, ok := strings.Cut(kv, "=")
+		switch {
+		case ok && k != "":
+			params[k], last = v, k
+		case !ok && last != "":
+			params[last] += "," + kv
+		default:
+			return nil, fmt.Errorf("eval: --task-param %q: want key=value", kv)
+		}
+	}
+	return params, nil
 }
