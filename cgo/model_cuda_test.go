@@ -129,7 +129,14 @@ func TestGPUModelParity(t *testing.T) {
 				batch := randomBatch(onCPU.Config.VocabSize, 2, v.seqLen, 13)
 				tolLogits, tolLoss, tolGrad := 1e-4, 1e-5, 1e-3
 				if c.dt != tensor.F32 && !c.precise {
-					tolLogits, tolLoss, tolGrad = 3e-2, 1e-2, 5e-2
+					// Activations rounded to bf16 for the tensor-core GEMMs, against
+					// the CPU's float32. Measured on an H200 (2026-12-04): logits
+					// within 8.7e-3, LoRA gradients within 7.9e-2 (llama-gqa2; its
+					// random weights give a loss of 25, a saturated softmax), where
+					// the same kernels with float32 activations (precise) agree to
+					// 3e-5: the difference is the rounding, not the kernels. A wrong
+					// kernel or backward is off by O(1).
+					tolLogits, tolLoss, tolGrad = 3e-2, 1e-2, 0.15
 				}
 
 				want, err := onCPU.Logits(batch.IDs)
