@@ -10,7 +10,7 @@ VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo 
 # about them are noise.
 export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 
-.PHONY: build test check bench fuzz clean tokref parity kernels device-bundle
+.PHONY: build test check bench fuzz clean tokref parity kernels device-bundle mutations
 
 build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o bin/compass ./cmd/compass
@@ -42,6 +42,12 @@ kernels:
 # tiny fixtures and the reference; scripts/device-check.sh runs there.
 device-bundle:
 	bash scripts/device-bundle.sh
+
+# Plant, one at a time in a copy of the tree, each bug a test claims to catch
+# (kernel fragment layouts, masks, barriers, rounding order, ...) and check
+# that the test fails. Minutes; not part of `make test`.
+mutations:
+	GO=$(GO) PYTHON=$(PYTHON) bash scripts/mutations.sh
 
 # Regenerate the tokenizer goldens with the references; fail on any difference.
 # Then compass's o200k ids against tiktoken's on every paragraph of the UDHR

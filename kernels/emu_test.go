@@ -28,7 +28,12 @@ import (
 	"github.com/compassml/compass/tensor"
 )
 
-var seedFlag = flag.Uint64("emu.seed", 0, "seed of the emulator tests' random inputs (0: a new one each run)")
+var seedFlag = flag.Uint64("emu.seed", 0, "seed of the emulator tests' random inputs (0: COMPASS_TEST_SEED, else the fixed default)")
+
+// defaultSeed makes every run draw the same inputs, so that a failure in CI
+// repeats anywhere. COMPASS_TEST_SEED=N (or -emu.seed=N) draws others, and
+// COMPASS_TEST_SEED=random a new seed each run; each test logs its seed.
+const defaultSeed = 1
 
 var (
 	driverPath string // the compiled emulator driver
@@ -38,9 +43,10 @@ var (
 
 func TestMain(m *testing.M) {
 	flag.Parse()
-	seed = *seedFlag
-	if seed == 0 {
-		seed = uint64(time.Now().UnixNano())
+	var err error
+	if seed, err = testSeed(*seedFlag, os.Getenv("COMPASS_TEST_SEED")); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
 	}
 	dir, err := os.MkdirTemp("", "kernels-emu-")
 	if err != nil {
@@ -51,6 +57,25 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+// testSeed returns the seed of the run: the flag's when set, else
+// COMPASS_TEST_SEED's (a number, or "random" for one from the clock), else
+// defaultSeed.
+func testSeed(flagSeed uint64, env string) (uint64, error) {
+	switch {
+	case flagSeed != 0:
+		return flagSeed, nil
+	case env == "":
+		return defaultSeed, nil
+	case env == "random":
+		return uint64(time.Now().UnixNano()) | 1, nil
+	}
+	s, err := strconv.ParseUint(env, 10, 64)
+	if err != nil || s == 0 {
+		return 0, fmt.Errorf("COMPASS_TEST_SEED=%q: want a positive integer or \"random\"", env)
+	}
+	return s, nil
 }
 
 // emuSources are the files the driver is built from.
@@ -97,7 +122,8 @@ var (
 // that go test's cache knows that a change to any of them changes the
 // result.
 func readSources() error {
-	os.Getenv("EMU_CXXFLAGS") // read by TestMain too: a change rebuilds the driver
+	os.Getenv("EMU_CXXFLAGS")      // read by TestMain too: a change rebuilds the driver
+	os.Getenv("COMPASS_TEST_SEED") // and a change of seed draws other inputs ("random" needs -count=1)
 	files, err := emuSources()
 	if err != nil {
 		return err
@@ -112,14 +138,14 @@ func readSources() error {
 
 // newRand returns the random source of one test, derived from the run's
 // seed and the test's name; the seed is logged so that a failure can be
-// repeated with -emu.seed.
+// repeated with COMPASS_TEST_SEED.
 func newRand(t *testing.T) *rand.Rand {
 	t.Helper()
 	h := uint64(14695981039346656037)
 	for _, c := range []byte(t.Name()) {
 		h = (h ^ uint64(c)) * 1099511628211
 	}
-	t.Logf("seed %d (-emu.seed=%d repeats it)", seed, seed)
+	t.Logf("seed %d (COMPASS_TEST_SEED=%d repeats it)", seed, seed)
 	return rand.New(rand.NewPCG(seed, h))
 }
 

@@ -6,6 +6,10 @@ import (
 	"testing"
 )
 
+// These tests check the estimate's arithmetic. Whether it describes real
+// memory is checked against the CUDA allocator's peak on a GPU by
+// TestGPUMemoryEstimate (cgo/memory_cuda_test.go, -tags cuda).
+
 // smallLlama: H 64, I 160, L 3, 4 heads of 16 (Q 64), 2 kv heads (KV 32),
 // V 1000, untied, no biases.
 //

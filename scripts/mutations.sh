@@ -1,0 +1,246 @@
+#!/usr/bin/env bash
+# mutations.sh: plants, one at a time, each bug that a test is said to
+# catch, and checks that the test then fails. It shows that those tests can
+# fail; it is not part of `make test` (it takes minutes): run it with
+# `make mutations` after changing one of the tests below or the code under
+# them.
+#
+#	scripts/mutations.sh            every mutation
+#	scripts/mutations.sh NAME...    only these (scripts/mutations.sh -l lists them)
+#
+# The working tree is never modified: the script copies it (tracked and
+# untracked files that git does not ignore) into a temporary folder, first
+# runs each named test there unchanged (it must pass, or its failure under
+# a mutation would prove nothing), then for each mutation replaces one exact
+# piece of source text, runs the test, and puts the file back before the
+# next. The copy is removed on any exit, Ctrl-C included. A mutation whose
+# text is no longer in the source is reported STALE: update it here.
+#
+# Exit status: 0 when every mutation is caught, 1 otherwise.
+set -euo pipefail
+
+root="$(cd "$(dirname "$0")/.." && pwd)"
+python=${PYTHON:-/usr/bin/python3}
+go=${GO:-go}
+
+# Each mutation: name, file, the exact text to replace (it must occur once),
+# the replacement, and the command (run from the copy's root) that must
+# fail. For a Go test the command is `gotest PKG TEST`: it counts as caught
+# only when TEST itself reports a failure (a mutation that breaks the build
+# is BROKEN, not caught).
+names=()
+declare -A m_file m_old m_new m_cmd
+
+mutation() {
+  names+=("$1")
+  m_file[$1]=$2
+  m_old[$1]=$3
+  m_new[$1]=$4
+  m_cmd[$1]=$5
+}
+
+# RMSNorm rounds the normalised row to bf16 before the weight, as HF does;
+# rounding once, after the weight, must fail.
+mutation rmsnorm-one-rounding tensor/ops_norm.go \
+  '			roundTo(x.dtype, row) // HF casts the normalised row back to x'"'"'s dtype before the weight' \
+  '			// (mutation: no rounding before the weight)' \
+  'gotest ./tensor/ TestRMSNormRoundsLikeHF'
+
+# A Parquet file that cannot be opened read as an empty data set, with no
+# error.
+mutation parquet-damaged-reads-empty dataset/parquet.go \
+  '	f, err := parquet.OpenFile(ra, size)
+	if err != nil {
+		return nil, fmt.Errorf("dataset: %s: %w", path, err)
+	}' \
+  '	f, err := parquet.OpenFile(ra, size)
+	if err != nil {
+		return &parquetSource{path: path}, nil // (mutation: damaged reads as empty)
+	}' \
+  'gotest ./dataset/ TestDamagedParquet'
+
+# The inertia summed in float32: off by ~1e-8 relative, which a 1e-4 bound
+# let through.
+mutation kmeans-inertia-float32 sampling/kmeans_lloyd.go \
+  '	return sum64(rowDistances(m, labels, cent))' \
+  '	return float64(float32(sum64(rowDistances(m, labels, cent)))) // (mutation)' \
+  'gotest ./sampling/ TestKMeansAgainstScikitLearn'
+
+# Every cluster gets a small share of the budget, under-served or not:
+# about 3% of the picks leave the gap clusters (a "> 0.9 of the picks"
+# bound let that through).
+select_leak_old='	for j, v := range g {
+		if v > 0 {
+			w[j] = math.Pow(v/top, 1/temperature)
+		}
+	}'
+select_leak_new='	for j, v := range g {
+		w[j] = 0.02 // (mutation: every cluster gets a little)
+		if v > 0 {
+			w[j] = math.Pow(v/top, 1/temperature)
+		}
+	}'
+mutation select-budget-leaks sampling/select.go "$select_leak_old" "$select_leak_new" \
+  'gotest ./sampling/ TestCompassSelectsUnderServedClusters'
+# The command's test: about 2 of its 60 picks leave, which ">= 55" let
+# through.
+mutation select-budget-leaks-cli sampling/select.go "$select_leak_old" "$select_leak_new" \
+  'gotest ./cmd/compass/ TestSelectCommand'
+
+# The reference's self-test without the published configs must fail, not
+# pass having checked nothing.
+mutation selftest-no-configs tools/reference/selftest.py \
+  'd = os.path.join(REPO, "testdata", "configs")' \
+  'd = os.path.join(REPO, "testdata", "no-such-configs")  # (mutation)' \
+  'pytest_one test_published_configs'
+
+# The kernels under the emulator (README: "deliberately broken fragment
+# layouts, masks, head mappings and barriers make it fail").
+mutation mma-fragment-a-layout kernels/mma.cuh \
+  '  a.x[1] = s[(g + 8) * ld + t];      // a2, a3: row g+8, cols 2t, 2t+1' \
+  '  a.x[1] = s[g * ld + t];            // (mutation: a2, a3 from row g)' \
+  'gotest ./kernels/ TestLoRA'
+
+mutation mma-fragment-c-layout kernels/mma.cuh \
+  '__device__ __forceinline__ int frag_c_col(int lane, int i) { return (lane & 3) * 2 + (i & 1); }' \
+  '__device__ __forceinline__ int frag_c_col(int lane, int i) { return (lane & 3) * 2 + ((i + 1) & 1); }  // (mutation)' \
+  'gotest ./kernels/ TestLoRA'
+
+mutation attention-mask-sees-next-key kernels/attention.cu \
+  '      sc[jj] = (unsigned)(k0 + c - qstart) <= (unsigned)(qi - qstart) ? scale * dot : -INFINITY;' \
+  '      sc[jj] = (unsigned)(k0 + c - qstart) <= (unsigned)(qi + 1 - qstart) ? scale * dot : -INFINITY;  // (mutation)' \
+  'gotest ./kernels/ TestAttention'
+
+# The forward's query head h reads kv head h % Hkv instead of h / group.
+mutation attention-head-mapping kernels/attention.cu \
+  '  int q0 = blockIdx.x * ATT_BQ, h = blockIdx.y, b = blockIdx.z, g = h / (Hq / Hkv);
+  int qi = q0 + r;                                  // this thread'"'"'s query position' \
+  '  int q0 = blockIdx.x * ATT_BQ, h = blockIdx.y, b = blockIdx.z, g = h % Hkv;  // (mutation)
+  int qi = q0 + r;                                  // this thread'"'"'s query position' \
+  'gotest ./kernels/ TestAttention'
+
+mutation attention-missing-barrier kernels/attention.cu \
+  '    m_run = m_new;
+    __syncthreads();' \
+  '    m_run = m_new;  // (mutation: no barrier before the probabilities are read)' \
+  'gotest ./kernels/ TestAttention'
+
+mutation block-sum-missing-barrier kernels/common.cuh \
+  '  if (lane == 0) red[warp] = v;
+  __syncthreads();
+  return warp_sum(lane < nwarps ? red[lane] : 0.0f);' \
+  '  if (lane == 0) red[warp] = v;
+  return warp_sum(lane < nwarps ? red[lane] : 0.0f);  // (mutation: no barrier)' \
+  'gotest ./kernels/ TestRMSNorm'
+
+if [ "${1:-}" = "-l" ]; then
+  printf '%s\n' "${names[@]}"
+  exit 0
+fi
+selected=("$@")
+if [ ${#selected[@]} -eq 0 ]; then
+  selected=("${names[@]}")
+fi
+for n in "${selected[@]}"; do
+  if [ -z "${m_file[$n]:-}" ]; then
+    echo "mutations: no mutation $n (scripts/mutations.sh -l lists them)" >&2
+    exit 2
+  fi
+done
+
+work="$(mktemp -d "${TMPDIR:-/tmp}/compass-mutations.XXXXXX")"
+cleanup() { rm -rf "$work"; }
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+echo "mutations: copying the working tree to $work"
+(cd "$root" && git ls-files -z --cached --others --exclude-standard |
+  xargs -0 -r sh -c 'for f; do [ -e "$f" ] && printf "%s\0" "$f"; done' sh |
+  tar --null -T - -cf -) | tar -C "$work" -xf -
+cd "$work"
+
+# gotest PKG TEST: runs one test (and its subtests) afresh; fails when it
+# fails. Its output is in $log.
+log="$work/.mutation.log"
+gotest() {
+  "$go" test -count=1 -run "^$2\$" "$1" >"$log" 2>&1
+}
+# pytest_one NAME: runs one test function of the reference's self-test.
+pytest_one() {
+  SELFTEST_ONE=$1 "$python" - >"$log" 2>&1 <<'EOF'
+import os, sys
+sys.path.insert(0, "tools/reference")
+import selftest
+getattr(selftest, os.environ["SELFTEST_ONE"])()
+EOF
+}
+
+# caught CMD: whether the failure is the test's own, not a build or import
+# error.
+caught() {
+  case "$1" in
+    gotest\ *) grep -q -- "--- FAIL: ${1##* }" "$log" ;;
+    pytest_one\ *) grep -q '^AssertionError' "$log" ;;
+    *) true ;;
+  esac
+}
+
+# replace FILE OLD NEW: replaces the one occurrence of OLD in FILE.
+replace() {
+  OLD=$2 NEW=$3 "$python" - "$1" <<'EOF'
+import os, sys
+path, old, new = sys.argv[1], os.environ["OLD"], os.environ["NEW"]
+with open(path) as f:
+    text = f.read()
+n = text.count(old)
+if n != 1:
+    sys.exit(f"{path}: the text to replace occurs {n} times, want once")
+with open(path, "w") as f:
+    f.write(text.replace(old, new))
+EOF
+}
+
+# Each command must pass before its mutations count: run once unmutated.
+declare -A baseline
+missed=0
+for n in "${selected[@]}"; do
+  file=${m_file[$n]} cmd=${m_cmd[$n]}
+  if [ -z "${baseline[$cmd]:-}" ]; then
+    baseline[$cmd]=ok
+    if ! eval "$cmd"; then
+      baseline[$cmd]=failed
+      echo "mutations: '$cmd' fails without any mutation:"
+      tail -n 15 "$log" | sed 's/^/    /'
+    fi
+  fi
+  if [ "${baseline[$cmd]}" = failed ]; then
+    printf '%-32s UNTRIED %s fails without the bug\n' "$n" "$cmd"
+    missed=$((missed + 1))
+    continue
+  fi
+  cp -p "$file" "$file.orig"
+  if ! replace "$file" "${m_old[$n]}" "${m_new[$n]}" 2>"$log"; then
+    printf '%-32s STALE   %s\n' "$n" "$(tail -n 1 "$log")"
+    mv "$file.orig" "$file"
+    missed=$((missed + 1))
+    continue
+  fi
+  start=$(date +%s)
+  if eval "$cmd"; then
+    printf '%-32s MISSED  %s passed with the bug planted\n' "$n" "$cmd"
+    missed=$((missed + 1))
+  elif caught "$cmd"; then
+    printf '%-32s caught  by %s (%ds)\n' "$n" "$cmd" "$(($(date +%s) - start))"
+  else
+    printf '%-32s BROKEN  %s failed without the test failing:\n' "$n" "$cmd"
+    tail -n 15 "$log" | sed 's/^/    /'
+    missed=$((missed + 1))
+  fi
+  mv "$file.orig" "$file"
+done
+
+if [ "$missed" -gt 0 ]; then
+  echo "mutations: $missed of ${#selected[@]} not caught"
+  exit 1
+fi
+echo "mutations: all ${#selected[@]} caught"
