@@ -32,6 +32,7 @@ func newApp() *cli.Command {
 			clusterCommand(),
 			selectCommand(),
 			evalCommand(),
+			adaptCommand(),
 			gpuCommand(),
 			benchCommand(),
 			versionCommand(),

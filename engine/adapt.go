@@ -1,0 +1,717 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/compassml/compass/dataset"
+	"github.com/compassml/compass/internal/atomicfile"
+	"github.com/compassml/compass/lora"
+	"github.com/compassml/compass/model"
+	"github.com/compassml/compass/model/tokenizer"
+	"github.com/compassml/compass/sampling"
+	"github.com/compassml/compass/tensor"
+)
+
+// AdaptStepKinds are the kinds of step, in pipeline order; --force takes
+// one of them.
+var AdaptStepKinds = []string{"embed", "cluster", "select", "train", "eval"}
+
+// AdaptEnv is what Adapt runs with besides its config.
+type AdaptEnv struct {
+	Backend tensor.Backend // nil: the CPU
+	Version string         // compass's version, recorded in the report and step.json
+	// Log receives one line per step; nil discards them.
+	Log io.Writer
+	// Progress, when not nil, receives "step i of n" and each step's own
+	// progress line (the caller passes stderr only when it is a terminal).
+	Progress io.Writer
+	// Force lists step kinds to redo even where their output exists.
+	Force []string
+	// ReportDir is where the report goes; "": <work>/report.
+	ReportDir string
+	// AfterStep, when not nil, is called after each step, done or reused
+	// (the tests interrupt a run with it).
+	AfterStep func(AdaptStep)
+
+	onTrainStep func(step int) // tests: called before each training step
+}
+
+// AdaptStep is one step as it ended up in a run.
+type AdaptStep struct {
+	Kind   string   `json:"kind"`
+	Name   string   `json:"name"`
+	Key    string   `json:"key"`
+	Dir    string   `json:"dir"`
+	Reused bool     `json:"reused"`
+	Cost   StepCost `json:"cost"`
+}
+
+// AdaptResult sums up a run.
+type AdaptResult struct {
+	Steps     []AdaptStep
+	ReportDir string
+	Report    *AdaptReport
+}
+
+// adaptRun is one run: the config, its plan and what it has loaded.
+type adaptRun struct {
+	ctx    context.Context
+	cfg    *AdaptConfig
+	env    AdaptEnv
+	work   string
+	hashes fileHashes
+	sig    string // the model's signature
+	steps  []*adaptStep
+	byKey  map[string]*adaptStep
+
+	// The model and tokenizer, loaded by the first embed step that runs.
+	m   *model.Model
+	tok *tokenizer.Tokenizer
+
+	cells []*adaptCell
+}
+
+// adaptCell is one (language, method, seed) of the report and the steps
+// that produce it.
+type adaptCell struct {
+	lang, method string
+	seed         uint64
+	sel          *adaptStep // nil for none
+	eval         *adaptStep
+}
+
+// Adapt runs the COMPASS pipeline the config describes: for each target
+// language, method and seed, embed -> cluster -> select -> train ->
+// evaluate, reusing every step whose output the work directory holds,
+// then writes the report. The config is validated before any work.
+func Adapt(ctx context.Context, cfg *AdaptConfig, env AdaptEnv) (*AdaptResult, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	for _, f := range env.Force {
+		if !slices.Contains(AdaptStepKinds, f) {
+			return nil, fmt.Errorf("adapt: --force %q: want one of %s", f, strings.Join(AdaptStepKinds, ", "))
+		}
+	}
+	if env.Log == nil {
+		env.Log = io.Discard
+	}
+	r, err := planAdapt(ctx, cfg, env)
+	if err != nil {
+		return nil, err
+	}
+	defer r.close()
+	res := &AdaptResult{}
+	for i, s := range r.steps {
+		if err := ctx.Err(); err != nil {
+			return res, fmt.Errorf("adapt: stopped before step %d of %d: %w", i+1, len(r.steps), err)
+		}
+		if env.Progress != nil {
+			fmt.Fprintf(env.Progress, "\r\033[Kadapt: step %d of %d: %s %s\n", i+1, len(r.steps), s.kind, s.name)
+		}
+		if err := s.execute(slices.Contains(env.Force, s.kind), env.Version); err != nil {
+			return res, err
+		}
+		verb := fmt.Sprintf("done in %.1fs", s.cost.Seconds)
+		if s.reused {
+			verb = "reused"
+		}
+		fmt.Fprintf(env.Log, "adapt: [%d/%d] %s %s: %s (%s)\n", i+1, len(r.steps), s.kind, s.name, verb, s.key)
+		st := AdaptStep{Kind: s.kind, Name: s.name, Key: s.key, Dir: s.dir, Reused: s.reused, Cost: s.cost}
+		res.Steps = append(res.Steps, st)
+		if env.AfterStep != nil {
+			env.AfterStep(st)
+		}
+	}
+	res.ReportDir = env.ReportDir
+	if res.ReportDir == "" {
+		res.ReportDir = filepath.Join(r.work, "report")
+	}
+	rep, err := r.report(res.Steps)
+	if err != nil {
+		return res, err
+	}
+	res.Report = rep
+	if err := writeAdaptReport(res.ReportDir, rep); err != nil {
+		return res, err
+	}
+	fmt.Fprintf(env.Log, "adapt: report written to %s\n", res.ReportDir)
+	return res, nil
+}
+
+func (r *adaptRun) close() {
+	if r.m != nil {
+		r.m.Close()
+	}
+}
+
+// planAdapt lists the steps in the order they run, each with its content
+// address; a step several cells need (an embedding, the base model's
+// evaluation) appears once.
+func planAdapt(ctx context.Context, cfg *AdaptConfig, env AdaptEnv) (*adaptRun, error) {
+	work := cfg.WorkDir
+	if work == "" {
+		work = "adapt-work"
+	}
+	r := &adaptRun{ctx: ctx, cfg: cfg, env: env, work: cfg.path(work), hashes: fileHashes{}, byKey: map[string]*adaptStep{}}
+	sig, err := sampling.ModelSignature(cfg.path(cfg.Model))
+	if err != nil {
+		return nil, fmt.Errorf("adapt: config key model: %w", err)
+	}
+	// The signature names the directory; the address needs only its hash,
+	// so that the same checkpoint elsewhere reuses the steps.
+	r.sig = sig
+	modelID := sig[strings.LastIndex(sig, "#")+1:]
+
+	pool, err := r.embedStep(cfg.Pool, "pool", modelID)
+	if err != nil {
+		return nil, err
+	}
+	ks, err := cfg.kRange()
+	if err != nil {
+		return nil, err
+	}
+	for _, t := range cfg.Targets {
+		lang, _ := dataset.NormalizeLanguage(t.Language)
+		usageData := *t.Usage
+		if usageData.Language == "" {
+			usageData.Language = lang
+		}
+		usage, err := r.embedStep(usageData, lang+" usage", modelID)
+		if err != nil {
+			return nil, err
+		}
+		var have []*adaptStep
+		var haveFiles []string
+		for _, d := range t.Data {
+			if d.Language == "" {
+				d.Language = lang
+			}
+			e, err := r.embedStep(d, lang+" data "+filepath.Base(d.File), modelID)
+			if err != nil {
+				return nil, err
+			}
+			have = append(have, e)
+			haveFiles = append(haveFiles, cfg.path(d.File))
+		}
+		for _, seed := range cfg.Seeds {
+			var clusters *adaptStep
+			if slices.Contains(cfg.Methods, "compass") {
+				if clusters, err = r.clusterStep(lang, seed, ks, usage, have, pool); err != nil {
+					return nil, err
+				}
+			}
+			for _, method := range cfg.Methods {
+				cell := &adaptCell{lang: lang, method: method, seed: seed}
+				var trained *adaptStep
+				if method != "none" {
+					if cell.sel, err = r.selectStep(lang, method, seed, usage, have, pool, clusters); err != nil {
+						return nil, err
+					}
+					if trained, err = r.trainStep(lang, method, seed, cell.sel, haveFiles); err != nil {
+						return nil, err
+					}
+				}
+				if cell.eval, err = r.evalStep(lang, method, seed, trained, modelID, r.cfg.path(t.Heldout)); err != nil {
+					return nil, err
+				}
+				r.cells = append(r.cells, cell)
+			}
+		}
+	}
+	return r, nil
+}
+
+// add keys a step and appends it, or returns the step with the same key
+// that is already planned.
+func (r *adaptRun) add(s *adaptStep) (*adaptStep, error) {
+	key, err := stepKey(s.kind, s.settings, s.inputs)
+	if err != nil {
+		return nil, err
+	}
+	if prev, ok := r.byKey[key]; ok {
+		return prev, nil
+	}
+	s.key = key
+	s.dir = filepath.Join(r.work, s.kind, key)
+	r.byKey[key] = s
+	r.steps = append(r.steps, s)
+	return s, nil
+}
+
+// embedStep embeds one data file with the model.
+func (r *adaptRun) embedStep(d AdaptData, name, modelID string) (*adaptStep, error) {
+	path := r.cfg.path(d.File)
+	h, err := r.hashes.of(path)
+	if err != nil {
+		return nil, err
+	}
+	settings := map[string]any{"schema": d.Schema, "language": d.Language,
+		"batch_tokens": r.cfg.Embed.BatchTokens, "max_len": r.cfg.Embed.MaxLen}
+	return r.add(&adaptStep{kind: "embed", name: name, settings: settings, inputs: []string{"model:" + modelID, h},
+		run: func(s *adaptStep, dir string) (StepCost, error) { return r.embed(path, d, dir) }})
+}
+
+// embed writes dir/embeddings.safetensors (and its rows file).
+func (r *adaptRun) embed(path string, d AdaptData, dir string) (StepCost, error) {
+	if r.m == nil {
+		mdir := r.cfg.path(r.cfg.Model)
+		m, err := model.Load(mdir, r.env.Backend)
+		if err != nil {
+			return StepCost{}, err
+		}
+		tok, err := tokenizer.Load(mdir)
+		if err != nil {
+			m.Close()
+			return StepCost{}, err
+		}
+		r.m, r.tok = m, tok
+	}
+	var tokens int64
+	encode := func(text string) ([]int, error) {
+		ids, err := r.tok.Encode(text, true)
+		tokens += int64(len(ids))
+		return ids, err
+	}
+	rd, err := dataset.Open(path, dataset.Options{Schema: dataset.Schema(d.Schema), Language: d.Language})
+	if err != nil {
+		return StepCost{}, err
+	}
+	defer rd.Close()
+	var progress *sampling.EmbedProgress
+	if r.env.Progress != nil {
+		progress = sampling.NewEmbedProgress(r.env.Progress, rd.Progress)
+	}
+	e, err := sampling.NewModelEmbedder(r.m, encode, r.sig, sampling.ModelOptions{
+		BatchTokens: r.cfg.Embed.BatchTokens, MaxLen: r.cfg.Embed.MaxLen, Progress: progress})
+	if err != nil {
+		return StepCost{}, err
+	}
+	emb, err := sampling.EmbedRecords(rd, e, e.Dim(), progress)
+	progress.Finish()
+	if err != nil {
+		return StepCost{}, err
+	}
+	if err := sampling.SaveEmbeddings(filepath.Join(dir, "embeddings.safetensors"), emb); err != nil {
+		return StepCost{}, err
+	}
+	return StepCost{Tokens: tokens}, nil
+}
+
+// loadEmbeddings reads an embed step's output.
+func loadEmbeddings(s *adaptStep) (*sampling.Embeddings, error) {
+	return sampling.LoadEmbeddings(filepath.Join(s.dir, "embeddings.safetensors"), sampling.LoadOptions{})
+}
+
+// concatEmbeddings stacks the vectors of several embed steps; nil when
+// there are none or they hold no rows.
+func concatEmbeddings(steps []*adaptStep) (*tensor.Tensor, error) {
+	var v []float32
+	n, d := 0, 0
+	for _, s := range steps {
+		e, err := loadEmbeddings(s)
+		if err != nil {
+			return nil, err
+		}
+		if e.Vectors.Dim(0) == 0 {
+			continue
+		}
+		v = append(v, e.Vectors.F32()...)
+		n += e.Vectors.Dim(0)
+		d = e.Vectors.Dim(1)
+	}
+	if n == 0 {
+		return nil, nil
+	}
+	return tensor.FromF32(v, n, d)
+}
+
+// clusterInfo is a cluster step's clusters.json.
+type clusterInfo struct {
+	K          int               `json:"k"`
+	Silhouette float64           `json:"silhouette"`
+	Inertia    float64           `json:"inertia"`
+	Sizes      []int             `json:"sizes"`
+	KScores    []sampling.KScore `json:"k_scores"`
+}
+
+// clusterStep chooses K for one target and seed: k-means over the
+// embeddings that define the clusters for every K tried, scored by
+// silhouette. The select step clusters again with the chosen K.
+func (r *adaptRun) clusterStep(lang string, seed uint64, ks []int, usage *adaptStep, have []*adaptStep, pool *adaptStep) (*adaptStep, error) {
+	o := r.cfg.selectOptions(0, seed)
+	inputs := []string{usage.key, pool.key}
+	parts := []*adaptStep{usage}
+	if o.Cluster == sampling.ClusterAll {
+		parts = append(parts, have...)
+		for _, h := range have {
+			inputs = append(inputs, h.key)
+		}
+	}
+	parts = append(parts, pool)
+	settings := map[string]any{"ks": ks, "spherical": o.KMeans.Spherical, "n_init": o.KMeans.NInit, "max_iter": o.KMeans.MaxIter,
+		"cluster": o.Cluster, "silhouette_sample": o.Silhouette.SampleSize, "seed": seed}
+	return r.add(&adaptStep{kind: "cluster", name: fmt.Sprintf("%s seed %d", lang, seed), settings: settings, inputs: inputs,
+		run: func(s *adaptStep, dir string) (StepCost, error) {
+			x, err := concatEmbeddings(parts)
+			if err != nil {
+				return StepCost{}, err
+			}
+			km := o.KMeans
+			km.Seed, km.Backend = seed, r.env.Backend
+			so := o.Silhouette
+			so.Cosine, so.Seed, so.Backend = km.Spherical, seed, r.env.Backend
+			res, scores, err := sampling.ChooseK(x, ks, km, so)
+			if err != nil {
+				return StepCost{}, err
+			}
+			info := clusterInfo{K: len(res.Sizes), Inertia: res.Inertia, Sizes: res.Sizes, KScores: scores}
+			for _, sc := range scores {
+				if sc.K == info.K {
+					info.Silhouette = sc.Silhouette
+				}
+			}
+			return StepCost{}, writeJSONFile(filepath.Join(dir, "clusters.json"), info)
+		}})
+}
+
+// selectStep selects pool items for one target, method and seed, and
+// writes what training reads: selected.jsonl, the selected pool rows.
+func (r *adaptRun) selectStep(lang, method string, seed uint64, usage *adaptStep, have []*adaptStep, pool, clusters *adaptStep) (*adaptStep, error) {
+	settings := map[string]any{"method": method, "target": lang, "budget": r.cfg.Budget, "seed": seed}
+	inputs := []string{pool.key}
+	switch method {
+	case "compass":
+		settings["options"] = r.cfg.selectOptions(0, seed) // K comes from the cluster step
+		inputs = append(inputs, usage.key, clusters.key)
+		for _, h := range have {
+			inputs = append(inputs, h.key)
+		}
+	case "all":
+		settings["options"], settings["seed"], settings["budget"] = r.cfg.baselineOptions(0), 0, 0 // all is all, whatever the seed
+	default:
+		settings["options"] = r.cfg.baselineOptions(seed)
+	}
+	poolPath := r.cfg.path(r.cfg.Pool.File)
+	poolHash, err := r.hashes.of(poolPath)
+	if err != nil {
+		return nil, err
+	}
+	inputs = append(inputs, poolHash) // selected.jsonl copies the pool's rows
+	name := fmt.Sprintf("%s %s seed %d", lang, method, seed)
+	if method == "all" {
+		name = lang + " all"
+	}
+	return r.add(&adaptStep{kind: "select", name: name, settings: settings, inputs: inputs,
+		run: func(s *adaptStep, dir string) (StepCost, error) {
+			pe, err := loadEmbeddings(pool)
+			if err != nil {
+				return StepCost{}, err
+			}
+			in := sampling.SelectInput{Target: lang, Pool: pe.Vectors}
+			for _, row := range pe.Rows {
+				in.Items = append(in.Items, sampling.Item{ID: row.ID, Language: row.Language})
+			}
+			var sel *sampling.Selection
+			switch method {
+			case "compass":
+				var info clusterInfo
+				if err := readJSONFile(filepath.Join(clusters.dir, "clusters.json"), &info); err != nil {
+					return StepCost{}, err
+				}
+				ue, err := loadEmbeddings(usage)
+				if err != nil {
+					return StepCost{}, err
+				}
+				in.Usage = ue.Vectors
+				if in.Have, err = concatEmbeddings(have); err != nil {
+					return StepCost{}, err
+				}
+				o := r.cfg.selectOptions(info.K, seed)
+				o.KMeans.Backend, o.Silhouette.Backend = r.env.Backend, r.env.Backend
+				if sel, err = sampling.Select(in, o); err != nil {
+					return StepCost{}, err
+				}
+				sel.Report.KScores = info.KScores
+			case "all":
+				sel, err = sampling.AllData(in, r.cfg.baselineOptions(0))
+			case "random":
+				sel, err = sampling.Random(in, r.cfg.baselineOptions(seed))
+			case "langsim":
+				sel, err = sampling.LangSim(in, r.cfg.baselineOptions(seed))
+			}
+			if err != nil {
+				return StepCost{}, err
+			}
+			if err := sampling.WriteManifest(filepath.Join(dir, "manifest.jsonl"), sel.Picks); err != nil {
+				return StepCost{}, err
+			}
+			if err := sampling.WriteReport(filepath.Join(dir, "selection"), sel.Report); err != nil {
+				return StepCost{}, err
+			}
+			return StepCost{}, writeSelectedRows(poolPath, r.cfg.Pool, sel.Picks, filepath.Join(dir, "selected.jsonl"))
+		}})
+}
+
+// writeSelectedRows copies the picked rows of the pool, with all their
+// columns, into a JSONL file that training reads like the pool itself.
+func writeSelectedRows(poolPath string, d AdaptData, picks []sampling.Pick, out string) error {
+	want := map[int]bool{}
+	for _, p := range picks {
+		want[p.Row] = true
+	}
+	rd, err := dataset.Open(poolPath, dataset.Options{Schema: dataset.Schema(d.Schema), Language: d.Language})
+	if err != nil {
+		return err
+	}
+	defer rd.Close()
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	for row := 0; rd.Next(); row++ {
+		if !want[row] {
+			continue
+		}
+		if err := enc.Encode(rd.Record().Fields); err != nil {
+			return fmt.Errorf("adapt: %s row %d: %w", poolPath, row, err)
+		}
+	}
+	if err := rd.Err(); err != nil {
+		return err
+	}
+	return atomicfile.WriteBytes(out, buf.Bytes())
+}
+
+// trainStep trains one adapter on D_t and the selected pool rows.
+func (r *adaptRun) trainStep(lang, method string, seed uint64, sel *adaptStep, haveFiles []string) (*adaptStep, error) {
+	o := r.cfg.Train
+	o.Seed = seed
+	id := o.identity() // what changes the computation; data and model are inputs
+	id["model"], id["data"], id["eval_data"] = nil, nil, nil
+	for _, k := range []string{"eval_every", "eval_batches", "save_every", "keep", "patience"} {
+		id[k] = nil
+	}
+	settings := map[string]any{"train": id, "target": lang}
+	inputs := []string{sel.key}
+	for _, f := range haveFiles {
+		h, err := r.hashes.of(f)
+		if err != nil {
+			return nil, err
+		}
+		inputs = append(inputs, h)
+	}
+	for _, f := range o.EvalData {
+		h, err := r.hashes.of(r.cfg.path(f))
+		if err != nil {
+			return nil, err
+		}
+		inputs = append(inputs, h)
+	}
+	return r.add(&adaptStep{kind: "train", name: fmt.Sprintf("%s %s seed %d", lang, method, seed), settings: settings, inputs: inputs,
+		run: func(s *adaptStep, dir string) (StepCost, error) {
+			o.Model = r.cfg.path(r.cfg.Model)
+			o.Data = append(slices.Clone(haveFiles), filepath.Join(sel.dir, "selected.jsonl"))
+			o.EvalData = nil
+			for _, f := range r.cfg.Train.EvalData {
+				o.EvalData = append(o.EvalData, r.cfg.path(f))
+			}
+			o.Output = dir
+			if ck, _ := filepath.Glob(filepath.Join(dir, "checkpoint-*")); len(ck) > 0 {
+				o.Resume = "latest" // a run stopped during this step left checkpoints
+			}
+			env := TrainEnv{Backend: r.env.Backend, Version: r.env.Version, Progress: r.env.Progress}
+			if r.env.onTrainStep != nil {
+				env.OnStep = func(step int, _ []model.Batch) { r.env.onTrainStep(step) }
+			}
+			res, err := Train(r.ctx, o, env)
+			if err != nil {
+				return StepCost{}, err
+			}
+			if res.Interrupted {
+				return StepCost{}, fmt.Errorf("interrupted at step %d (checkpoint %s; the next run resumes it): %w", res.Steps, res.Checkpoint, context.Canceled)
+			}
+			return StepCost{Seconds: res.Seconds, Tokens: res.Tokens, PeakBytes: res.PeakBytes}, nil
+		}})
+}
+
+// evalStep evaluates the adapter of a train step, or the base model when
+// trained is nil, on the configured tasks in the target language.
+func (r *adaptRun) evalStep(lang, method string, seed uint64, trained *adaptStep, modelID, heldout string) (*adaptStep, error) {
+	e := r.cfg.Eval
+	shots := -1
+	if e.Shots != nil {
+		shots = *e.Shots
+	}
+	settings := map[string]any{"tasks": e.Tasks, "shots": shots, "limit": e.Limit, "params": e.Params, "lang": lang}
+	dataHash, err := r.hashDir(r.cfg.path(e.Data))
+	if err != nil {
+		return nil, err
+	}
+	inputs := []string{"model:" + modelID, dataHash}
+	if heldout != "" {
+		h, err := r.hashes.of(heldout)
+		if err != nil {
+			return nil, err
+		}
+		inputs = append(inputs, "heldout:"+h)
+	}
+	name := lang + " base model"
+	if trained != nil {
+		inputs = append(inputs, trained.key)
+		name = fmt.Sprintf("%s %s seed %d", lang, method, seed)
+	}
+	return r.add(&adaptStep{kind: "eval", name: name, settings: settings, inputs: inputs,
+		run: func(s *adaptStep, dir string) (StepCost, error) {
+			start := time.Now()
+			o := EvalOptions{ModelDir: r.cfg.path(r.cfg.Model), Tasks: e.Tasks, Data: r.cfg.path(e.Data), Langs: []string{lang},
+				Shots: shots, Limit: e.Limit, Params: e.Params, OutputDir: dir, Backend: r.env.Backend,
+				BatchTokens: e.BatchTokens, Bootstrap: 200, Seed: 1, Progress: r.env.Progress}
+			if trained != nil {
+				o.Adapters = []string{trained.dir}
+			}
+			res, err := Eval(o)
+			if err != nil {
+				return StepCost{}, err
+			}
+			system := "base"
+			if trained != nil {
+				system = trained.dir
+			}
+			sc := evalScores{}
+			var tokens int64
+			for _, tr := range res.Tasks {
+				for _, it := range tr.Items {
+					for _, q := range it.Requests {
+						tokens += int64(q.ContextLen + len(q.ContIDs))
+					}
+					tokens += int64(it.PromptTokens)
+					if sr := it.Results[system]; sr != nil {
+						sc[tr.Task] = append(sc[tr.Task], itemScore{ID: it.ID, Acc: sr.Acc})
+					}
+				}
+			}
+			if heldout != "" {
+				adapter := ""
+				if trained != nil {
+					adapter = trained.dir
+				}
+				nll, n, err := heldoutNLL(o.ModelDir, adapter, heldout, r.env.Backend)
+				if err != nil {
+					return StepCost{}, err
+				}
+				sc[HeldoutTask] = nll
+				tokens += n
+			}
+			return StepCost{Seconds: time.Since(start).Seconds(), Tokens: tokens}, writeJSONFile(filepath.Join(dir, "scores.json"), sc)
+		}})
+}
+
+// HeldoutTask names the held-out negative log-likelihood in the report.
+const HeldoutTask = "heldout-nll"
+
+// heldoutNLL scores each line of a JSONL file of {"text"} with the model
+// and, when adapter is not "", its adapter: the mean negative
+// log-likelihood per predicted token, by line. It returns the tokens read.
+func heldoutNLL(modelDir, adapter, path string, be tensor.Backend) ([]itemScore, int64, error) {
+	m, err := model.Load(modelDir, be)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer m.Close()
+	if adapter != "" {
+		a, err := lora.Load(adapter, m.LinearModules())
+		if err != nil {
+			return nil, 0, err
+		}
+		if err := m.AttachAdapter(a); err != nil {
+			return nil, 0, err
+		}
+	}
+	tok, err := tokenizer.Load(modelDir)
+	if err != nil {
+		return nil, 0, err
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer f.Close()
+	var out bytes.Buffer
+	if _, err := Score(m, specialEncoder{tok}, f, &out); err != nil {
+		return nil, 0, fmt.Errorf("held-out %s: %w", path, err)
+	}
+	var scores []itemScore
+	var tokens int64
+	dec := json.NewDecoder(&out)
+	for dec.More() {
+		var rec ScoreRecord
+		if err := dec.Decode(&rec); err != nil {
+			return nil, 0, err
+		}
+		scores = append(scores, itemScore{ID: fmt.Sprintf("line %d", rec.Line), Acc: -rec.Sum / float64(rec.Tokens-1)})
+		tokens += int64(rec.Tokens)
+	}
+	return scores, tokens, nil
+}
+
+// specialEncoder encodes with the tokenizer's special tokens (BOS), as
+// training saw the text.
+type specialEncoder struct{ tok *tokenizer.Tokenizer }
+
+func (e specialEncoder) Encode(text string) ([]int, error) { return e.tok.Encode(text, true) }
+
+// evalScores is an eval step's scores.json: per task, each item's score.
+type evalScores map[string][]itemScore
+
+type itemScore struct {
+	ID  string  `json:"id"`
+	Acc float64 `json:"acc"`
+}
+
+// hashDir hashes a file, or every file under a directory (names and
+// contents), for the evaluation data's address.
+func (r *adaptRun) hashDir(path string) (string, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return "", fmt.Errorf("adapt: %w", err)
+	}
+	if !st.IsDir() {
+		return r.hashes.of(path)
+	}
+	var parts []string
+	err = filepath.WalkDir(path, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		h, err := r.hashes.of(p)
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(path, p)
+		parts = append(parts, rel+"="+h)
+		return nil
+	})
+	if err != nil {
+		return "", fmt.Errorf("adapt: hashing %s: %w", path, err)
+	}
+	return stepKey("dir", parts, nil)
+}
+
+func readJSONFile(path string, v any) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("adapt: %w", err)
+	}
+	if err := json.Unmarshal(data, v); err != nil {
+		return fmt.Errorf("adapt: %s: %w", path, err)
+	}
+	return nil
+}

@@ -1,0 +1,460 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/compassml/compass/lora"
+)
+
+// adaptFixture writes a tiny pipeline into a new directory: the tiny byte
+// model, a pool of three languages over three topics, Swahili usage about
+// the sky (the Global-MMLU fixture's astronomy questions) and Swahili data
+// about other things, and a config over them. It returns the config's
+// path and the config as a map, to be changed and rewritten by tests.
+func adaptFixture(t *testing.T) (string, map[string]any) {
+	t.Helper()
+	dir := t.TempDir()
+	modelDir := writeTinyByteModel(t, tinyByteLlama, 1)
+	topics := map[string][]string{
+		"sky":    {"the sun is a star", "the moon goes round the earth", "mars is a red planet", "stars shine at night"},
+		"food":   {"rice with beans", "bread and butter", "a bowl of soup", "fresh mango juice"},
+		"market": {"the price of cloth", "selling goats", "buying shoes", "a busy market day"},
+	}
+	var pool []string
+	for _, lang := range []string{"en", "fr", "yo"} {
+		for _, topic := range []string{"sky", "food", "market"} {
+			for i, s := range topics[topic] {
+				pool = append(pool, fmt.Sprintf(`{"id":"%s-%s-%d","text":"%s (%s)","language":"%s"}`, lang, topic, i, s, lang, lang))
+			}
+		}
+	}
+	write := func(name string, lines []string) string {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return name
+	}
+	write("pool.jsonl", pool)
+	write("usage.jsonl", []string{`{"text":"jua ni nyota"}`, `{"text":"mwezi huzunguka dunia"}`, `{"text":"sayari ya mars"}`, `{"text":"nyota usiku"}`})
+	write("heldout.jsonl", []string{`{"text":"jua huwaka mchana"}`, `{"text":"nyota nyingi angani"}`, `{"text":"mwezi mpevu"}`})
+	write("data.jsonl", []string{`{"text":"wali na maharagwe"}`, `{"text":"bei ya nguo sokoni"}`, `{"text":"mkate na siagi"}`, `{"text":"kununua viatu"}`})
+	evalData, err := filepath.Abs(filepath.Join(evalFixtures, "global-mmlu"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := map[string]any{
+		"model":    modelDir,
+		"work_dir": "work",
+		"pool":     map[string]any{"file": "pool.jsonl"},
+		"targets":  []any{map[string]any{"language": "sw", "usage": map[string]any{"file": "usage.jsonl"}, "data": []any{map[string]any{"file": "data.jsonl"}}, "heldout": "heldout.jsonl"}},
+		"budget":   6,
+		"k_range":  "2:3",
+		"methods":  []any{"compass", "random"},
+		"seeds":    []any{1, 2},
+		"train": map[string]any{"seq_len": 32, "micro_batch": 2, "global_batch": 2, "max_steps": 2, "rank": 2, "alpha": 4,
+			"eval_every": 0, "save_every": 1, "keep": 1, "lr": 1e-2},
+		"eval":         map[string]any{"tasks": []any{"global-mmlu"}, "data": evalData, "shots": 0},
+		"bootstrap":    200,
+		"permutations": 200,
+	}
+	path := filepath.Join(dir, "adapt.json")
+	writeJSON(t, path, cfg)
+	return path, cfg
+}
+
+func readAdapt(t *testing.T, path string) *AdaptConfig {
+	t.Helper()
+	c, err := ReadAdaptConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func stepFinished(t *testing.T, dir string) string {
+	t.Helper()
+	rec, err := readStepRecord(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rec.Finished.String()
+}
+
+// The pipeline end to end with two methods and two seeds; a second run
+// reuses every step; --force select redoes the select steps alone.
+func TestAdaptEndToEnd(t *testing.T) {
+	path, cfg := adaptFixture(t)
+	res, err := Adapt(context.Background(), readAdapt(t, path), AdaptEnv{Version: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 3 embeddings; per seed a clustering and, per method, select, train, eval.
+	if len(res.Steps) != 3+2*(1+2*3) {
+		t.Fatalf("%d steps, want 17", len(res.Steps))
+	}
+	finished := map[string]string{}
+	for _, s := range res.Steps {
+		if s.Reused {
+			t.Errorf("first run reused %s %s", s.Kind, s.Name)
+		}
+		finished[s.Key] = stepFinished(t, s.Dir)
+	}
+	rep := res.Report
+	if len(rep.Languages) != 1 || rep.Languages[0].Language != "sw" || len(rep.Languages[0].Tasks) != 2 {
+		t.Fatalf("report languages %+v", rep.Languages)
+	}
+	// The held-out NLL: finite, positive, and moved by training away from
+	// the base model's, differently for each seed.
+	nll := rep.Languages[0].Tasks[1]
+	if nll.Task != HeldoutTask || len(nll.Scores) != 2 {
+		t.Fatalf("held-out task %+v", nll)
+	}
+	base, _, err := heldoutNLL(cfg["model"].(string), "", filepath.Join(filepath.Dir(path), "heldout.jsonl"), nil)
+	if err != nil || len(base) != 3 {
+		t.Fatalf("base model's held-out NLL: %v, %v", base, err)
+	}
+	baseMean := (base[0].Acc + base[1].Acc + base[2].Acc) / 3
+	for _, s := range nll.Scores {
+		if s.Items != 3 || !(s.Mean > 0 && s.Mean < 100) || s.PerSeed[0] == s.PerSeed[1] || s.PerSeed[0] == baseMean {
+			t.Errorf("held-out NLL %+v; the base model's %.4f", s, baseMean)
+		}
+	}
+	task := rep.Languages[0].Tasks[0]
+	if task.Task != "global-mmlu" || len(task.Scores) != 2 || len(task.Paired) != 1 {
+		t.Fatalf("task %+v", task)
+	}
+	for _, s := range task.Scores {
+		if s.Items == 0 || len(s.PerSeed) != 2 || s.Mean < 0 || s.Mean > 1 {
+			t.Errorf("score %+v", s)
+		}
+	}
+	if p := task.Paired[0]; p.A != "compass" || p.B != "random" || p.Seeds != 2 || p.P <= 0 || p.P > 1 || p.Low > p.Diff || p.Diff > p.High {
+		t.Errorf("paired %+v", p)
+	}
+	sels := rep.Languages[0].Selections
+	if len(sels) != 4 {
+		t.Fatalf("%d selections, want 4", len(sels))
+	}
+	for _, s := range sels {
+		if s.Selected != 6 || s.ByLanguage["sw"] != 0 {
+			t.Errorf("selection %+v", s)
+		}
+		if s.Method == "compass" && (s.K < 2 || s.K > 3 || len(s.ByCluster) == 0) {
+			t.Errorf("compass selection %+v", s)
+		}
+	}
+	if len(rep.Languages[0].Gaps) == 0 {
+		t.Error("no cluster gap table")
+	}
+	for _, name := range []string{"report.md", "report.json", "scores-sw.png"} {
+		if st, err := os.Stat(filepath.Join(res.ReportDir, name)); err != nil || st.Size() == 0 {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	md, _ := os.ReadFile(filepath.Join(res.ReportDir, "report.md"))
+	for _, want := range []string{"compass test", rep.Model, "| compass | random |", "seeds 1, 2", "## Steps", "### heldout-nll"} {
+		if !strings.Contains(string(md), want) {
+			t.Errorf("report.md lacks %q", want)
+		}
+	}
+	// Training read D_t and the selection: 2 steps of 2 rows of 32 tokens.
+	for _, s := range res.Steps {
+		if s.Kind == "train" && s.Cost.Tokens != 2*2*32 {
+			t.Errorf("train %s: %d tokens", s.Name, s.Cost.Tokens)
+		}
+	}
+
+	// The second run: nothing is computed again.
+	res2, err := Adapt(context.Background(), readAdapt(t, path), AdaptEnv{Version: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, s := range res2.Steps {
+		if !s.Reused || s.Key != res.Steps[i].Key || stepFinished(t, s.Dir) != finished[s.Key] {
+			t.Errorf("second run: %s %s reused %v", s.Kind, s.Name, s.Reused)
+		}
+	}
+
+	// --force select: the select steps again, nothing else.
+	res3, err := Adapt(context.Background(), readAdapt(t, path), AdaptEnv{Version: "test", Force: []string{"select"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range res3.Steps {
+		redone := stepFinished(t, s.Dir) != finished[s.Key]
+		if s.Reused == (s.Kind == "select") || redone != (s.Kind == "select") {
+			t.Errorf("--force select: %s %s reused %v, redone %v", s.Kind, s.Name, s.Reused, redone)
+		}
+	}
+	if _, err := Adapt(context.Background(), readAdapt(t, path), AdaptEnv{Force: []string{"selection"}}); err == nil || !strings.Contains(err.Error(), "selection") {
+		t.Errorf("--force selection: err = %v", err)
+	}
+}
+
+// A run stopped during training resumes: the steps before are reused and
+// the interrupted training continues from its checkpoint.
+func TestAdaptResume(t *testing.T) {
+	path, cfg := adaptFixture(t)
+	cfg["methods"], cfg["seeds"] = []any{"random", "none"}, []any{3}
+	cfg["train"].(map[string]any)["max_steps"] = 3
+	writeJSON(t, path, cfg)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	env := AdaptEnv{onTrainStep: func(step int) {
+		if step == 2 {
+			cancel() // Train finishes step 2, saves and returns
+		}
+	}}
+	res, err := Adapt(ctx, readAdapt(t, path), env)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v, want the cancellation", err)
+	}
+	done := len(res.Steps) // the embeddings and the selection
+	if done != 4 {
+		t.Fatalf("%d steps done before the interruption, want 4", done)
+	}
+	partial, _ := filepath.Glob(filepath.Join(filepath.Dir(path), "work", "train", "*.partial", "checkpoint-*"))
+	if len(partial) == 0 {
+		t.Fatal("the interrupted training left no checkpoint")
+	}
+
+	var steps []int
+	env = AdaptEnv{onTrainStep: func(step int) { steps = append(steps, step) }}
+	res, err = Adapt(context.Background(), readAdapt(t, path), env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, s := range res.Steps {
+		if s.Reused != (i < done) {
+			t.Errorf("resumed run: %s %s reused %v", s.Kind, s.Name, s.Reused)
+		}
+	}
+	if fmt.Sprint(steps) != "[3]" {
+		t.Errorf("the resumed training ran steps %v, want [3]", steps)
+	}
+	var state struct {
+		Step int `json:"step"`
+	}
+	for _, s := range res.Steps {
+		if s.Kind == "train" {
+			ck, _ := filepath.Glob(filepath.Join(s.Dir, "checkpoint-*", "trainer_state.json"))
+			if len(ck) == 0 {
+				t.Fatal("no checkpoint in the finished training")
+			}
+			data, _ := os.ReadFile(ck[len(ck)-1])
+			if json.Unmarshal(data, &state); state.Step != 3 {
+				t.Errorf("trainer_state step %d, want 3", state.Step)
+			}
+		}
+	}
+}
+
+// The kill test's child process: runs the config COMPASS_ADAPT_CONFIG and
+// kills itself with SIGKILL before training step 3.
+func TestAdaptKillChild(t *testing.T) {
+	path := os.Getenv("COMPASS_ADAPT_CONFIG")
+	if path == "" {
+		t.Skip("run by TestAdaptSurvivesKill as its child process")
+	}
+	env := AdaptEnv{onTrainStep: func(step int) {
+		if step == 3 {
+			syscall.Kill(os.Getpid(), syscall.SIGKILL)
+		}
+	}}
+	if _, err := Adapt(context.Background(), readAdapt(t, path), env); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// kill -9 during training: the next run reuses the finished steps, resumes
+// the training from its last checkpoint and ends with the adapter an
+// uninterrupted run trains, bit for bit.
+func TestAdaptSurvivesKill(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a child process")
+	}
+	path, cfg := adaptFixture(t)
+	cfg["methods"], cfg["seeds"] = []any{"random"}, []any{5}
+	cfg["train"].(map[string]any)["max_steps"] = 4
+	writeJSON(t, path, cfg)
+	cmd := exec.Command(os.Args[0], "-test.run", "^TestAdaptKillChild$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "COMPASS_ADAPT_CONFIG="+path)
+	if out, err := cmd.CombinedOutput(); err == nil {
+		t.Fatalf("the child was not killed:\n%s", out)
+	}
+	var steps []int
+	res, err := Adapt(context.Background(), readAdapt(t, path), AdaptEnv{onTrainStep: func(step int) { steps = append(steps, step) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range res.Steps {
+		if s.Reused != (s.Kind == "embed" || s.Kind == "select") {
+			t.Errorf("after the kill: %s %s reused %v", s.Kind, s.Name, s.Reused)
+		}
+	}
+	if fmt.Sprint(steps) != "[3 4]" {
+		t.Errorf("the resumed training ran steps %v, want [3 4]", steps)
+	}
+	// The same config in a fresh work directory, uninterrupted.
+	cfg["work_dir"] = "whole"
+	writeJSON(t, path, cfg)
+	whole, err := Adapt(context.Background(), readAdapt(t, path), AdaptEnv{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, s := range res.Steps {
+		if s.Kind != "train" {
+			continue
+		}
+		a, b := readFile(t, filepath.Join(s.Dir, lora.WeightsName)), readFile(t, filepath.Join(whole.Steps[i].Dir, lora.WeightsName))
+		if len(a) == 0 || !bytes.Equal(a, b) {
+			t.Error("the adapter after kill and resume differs from the uninterrupted run's")
+		}
+	}
+}
+
+// A setting changes the addresses of its step and those downstream only.
+func TestAdaptKeys(t *testing.T) {
+	path, cfg := adaptFixture(t)
+	keys := func() map[string][]string {
+		t.Helper()
+		c := readAdapt(t, path)
+		r, err := planAdapt(context.Background(), c, AdaptEnv{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		k := map[string][]string{}
+		for _, s := range r.steps {
+			k[s.kind] = append(k[s.kind], s.key)
+		}
+		return k
+	}
+	base := keys()
+	check := func(what string, changed ...string) {
+		t.Helper()
+		now := keys()
+		for _, kind := range AdaptStepKinds {
+			differs := fmt.Sprint(now[kind]) != fmt.Sprint(base[kind])
+			want := strings.Contains(strings.Join(changed, ","), kind)
+			if differs != want {
+				t.Errorf("%s: %s keys changed %v, want %v", what, kind, differs, want)
+			}
+		}
+	}
+	cfg["train"].(map[string]any)["lr"] = 2e-2
+	writeJSON(t, path, cfg)
+	check("train.lr", "train", "eval")
+	cfg["budget"] = 5
+	writeJSON(t, path, cfg)
+	check("budget", "select", "train", "eval")
+	cfg["train"].(map[string]any)["lr"], cfg["budget"] = 1e-2, 6
+	if err := os.WriteFile(filepath.Join(filepath.Dir(path), "usage.jsonl"), []byte(`{"text":"jua"}`+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	writeJSON(t, path, cfg)
+	check("usage file", "embed", "cluster", "select", "train", "eval")
+}
+
+// Bad configs fail before any work, naming the key or the file.
+func TestAdaptBadConfig(t *testing.T) {
+	path, cfg := adaptFixture(t)
+	dir := filepath.Dir(path)
+	if err := os.WriteFile(filepath.Join(dir, "nolang.jsonl"), []byte(`{"id":"a","text":"x"}`+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name string
+		edit func(c map[string]any)
+		want string
+	}{
+		{"unknown key", func(c map[string]any) { c["budjet"] = 3 }, `unknown field "budjet"`},
+		{"unknown method", func(c map[string]any) { c["methods"] = []any{"compass", "oracle"} }, `unknown method "oracle"`},
+		{"budget over pool", func(c map[string]any) { c["budget"] = 37 }, "37 is larger than the pool"},
+		{"missing pool", func(c map[string]any) { c["pool"] = map[string]any{"file": "nope.jsonl"} }, "pool.file: " + filepath.Join(dir, "nope.jsonl") + " does not exist"},
+		{"pool without language", func(c map[string]any) { c["pool"] = map[string]any{"file": "nolang.jsonl"} }, "needs a language column"},
+		{"no usage set", func(c map[string]any) {
+			c["targets"] = []any{map[string]any{"language": "sw", "data": []any{map[string]any{"file": "data.jsonl"}}}}
+		}, "targets[0].usage: target sw has no usage set"},
+		{"missing data", func(c map[string]any) {
+			c["targets"] = []any{map[string]any{"language": "sw", "usage": map[string]any{"file": "usage.jsonl"}, "data": []any{map[string]any{"file": "gone.jsonl"}}}}
+		}, "targets[0].data[0].file"},
+		{"unknown train key", func(c map[string]any) { c["train"] = map[string]any{"learning_rate": 1} }, `unknown field "learning_rate"`},
+		{"train data", func(c map[string]any) { c["train"] = map[string]any{"data": []any{"x"}} }, "set by adapt"},
+		{"bad gap", func(c map[string]any) { c["compass"] = map[string]any{"gap": "log"} }, "compass.gap"},
+		{"unknown task", func(c map[string]any) { c["eval"] = map[string]any{"tasks": []any{"mmlu-9"}, "data": "usage.jsonl"} }, "eval.tasks"},
+		{"no seeds", func(c map[string]any) { c["seeds"] = []any{} }, "config key seeds"},
+		{"bad k range", func(c map[string]any) { c["k_range"] = "1:x" }, "k_range"},
+	}
+	for _, tc := range cases {
+		c := map[string]any{}
+		for k, v := range cfg {
+			c[k] = v
+		}
+		tc.edit(c)
+		p := filepath.Join(dir, "bad.json")
+		writeJSON(t, p, c)
+		ac, err := ReadAdaptConfig(p)
+		if err == nil {
+			_, err = Adapt(context.Background(), ac, AdaptEnv{})
+		}
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: err = %v, want %q", tc.name, err, tc.want)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "work")); !os.IsNotExist(err) {
+		t.Errorf("a bad config left a work directory (%v)", err)
+	}
+	// YAML reads the same keys.
+	y := filepath.Join(dir, "adapt.yaml")
+	if err := os.WriteFile(y, []byte("model: m\nbudjet: 3\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReadAdaptConfig(y); err == nil || !strings.Contains(err.Error(), "budjet") {
+		t.Errorf("yaml: err = %v", err)
+	}
+}
+
+func TestComparePairedSeeds(t *testing.T) {
+	ones, zeros := map[string]float64{}, map[string]float64{}
+	for i := range 20 {
+		id := fmt.Sprint(i)
+		ones[id], zeros[id] = 1, 0
+	}
+	p := comparePairedSeeds([]map[string]float64{zeros, zeros}, []map[string]float64{ones, ones}, 500, 500, 1)
+	if p.Diff != 1 || p.Low != 1 || p.High != 1 || p.P > 0.01 || p.Items != 20 || p.Seeds != 2 {
+		t.Errorf("always better: %+v", p)
+	}
+	p = comparePairedSeeds([]map[string]float64{ones}, []map[string]float64{ones, ones}, 500, 500, 1)
+	if p.Diff != 0 || p.P != 1 || p.Seeds != 2 {
+		t.Errorf("the same: %+v", p)
+	}
+	// Half the items better, half worse: no evidence either way.
+	mixed := map[string]float64{}
+	for i := range 20 {
+		mixed[fmt.Sprint(i)] = float64(i % 2)
+	}
+	p = comparePairedSeeds([]map[string]float64{mixed}, []map[string]float64{ones}, 500, 500, 1)
+	if p.Diff != 0.5 || p.P > 0.01 {
+		t.Errorf("better on half: %+v", p)
+	}
+	half := map[string]float64{}
+	for i := range 20 {
+		half[fmt.Sprint(i)] = float64((i + 1) % 2)
+	}
+	p = comparePairedSeeds([]map[string]float64{mixed}, []map[string]float64{half}, 500, 500, 1)
+	if p.Diff != 0 || p.P < 0.5 || p.Low >= 0 || p.High <= 0 {
+		t.Errorf("swapped halves: %+v", p)
+	}
+}
