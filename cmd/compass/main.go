@@ -33,6 +33,7 @@ func newApp() *cli.Command {
 			selectCommand(),
 			evalCommand(),
 			adaptCommand(),
+			monitorCommand(),
 			gpuCommand(),
 			benchCommand(),
 			versionCommand(),

@@ -1,0 +1,395 @@
+package sampling
+
+import (
+	"fmt"
+	"math"
+	"sort"
+
+	"gonum.org/v1/gonum/stat/distuv"
+
+	"github.com/compassml/compass/tensor"
+)
+
+// Drift statistics for COMPASS-ECDA: a window of production texts, embedded
+// and assigned to the clusters of an adapter's last selection, is compared
+// with the reference distribution those clusters were built from.
+
+// DriftOptions are the monitor's settings. The zero value of each field
+// means its default (DefaultDriftOptions).
+type DriftOptions struct {
+	// Threshold is the Jensen-Shannon divergence (base 2, in [0, 1]) above
+	// which a window's cluster histogram counts as shifted. Default 0.05:
+	// moving 30% of the probability mass of 8 equal clusters onto one gives
+	// 0.085, moving 20% gives 0.043; the noise of a stationary window of 200
+	// rows in 8 clusters averages about 0.006 and stayed under 0.032 over
+	// 2000 windows (drift_test.go). Not a number from the paper.
+	Threshold float64
+	// Alpha is the level of the chi-square test of homogeneity between the
+	// reference counts and the window's. A window only counts as shifted
+	// when the test also rejects at Alpha, so a small window's noise (whose
+	// JS grows like K/N) does not trigger. Default 0.01; negative disables
+	// the test as a condition (the p-value is still reported).
+	Alpha float64
+	// K of the last M windows must be shifted for drift to be confirmed, so
+	// one noisy window never triggers. Default 2 of 3.
+	K, M int
+	// Quantile of the reference rows' distance to their nearest centroid
+	// beyond which a window row lies in a new region. Default 0.99.
+	Quantile float64
+}
+
+// DefaultDriftOptions returns the defaults documented on DriftOptions.
+func DefaultDriftOptions() DriftOptions {
+	return DriftOptions{Threshold: 0.05, Alpha: 0.01, K: 2, M: 3, Quantile: 0.99}
+}
+
+func (o DriftOptions) withDefaults() (DriftOptions, error) {
+	d := DefaultDriftOptions()
+	if o.Threshold == 0 {
+		o.Threshold = d.Threshold
+	}
+	if o.Alpha == 0 {
+		o.Alpha = d.Alpha
+	}
+	if o.K == 0 {
+		o.K = d.K
+	}
+	if o.M == 0 {
+		o.M = max(d.M, o.K)
+	}
+	if o.Quantile == 0 {
+		o.Quantile = d.Quantile
+	}
+	switch {
+	case math.IsNaN(o.Threshold) || o.Threshold < 0 || o.Threshold > 1:
+		return o, fmt.Errorf("sampling: drift threshold %v is outside [0, 1]", o.Threshold)
+	case math.IsNaN(o.Alpha) || o.Alpha >= 1:
+		return o, fmt.Errorf("sampling: drift test level %v is not below 1", o.Alpha)
+	case o.K < 1 || o.M < o.K:
+		return o, fmt.Errorf("sampling: drift rule %d of %d windows: want 1 <= k <= m", o.K, o.M)
+	case math.IsNaN(o.Quantile) || o.Quantile <= 0 || o.Quantile > 1:
+		return o, fmt.Errorf("sampling: new-region quantile %v is outside (0, 1]", o.Quantile)
+	}
+	return o, nil
+}
+
+// DriftReference is what a window is compared with: the clusters of the
+// adapter's selection, how many reference rows each holds, and the radius
+// beyond which a row is far from every cluster. It is plain data, saved as
+// JSON next to an adapter.
+type DriftReference struct {
+	Dim       int       `json:"dim"`
+	Centroids []float32 `json:"centroids"` // [K, Dim] row-major
+	Counts    []int     `json:"counts"`    // reference rows per cluster
+	Spherical bool      `json:"spherical"` // cosine distance on unit rows
+	Quantile  float64   `json:"quantile"`
+	Radius    float64   `json:"radius"` // Quantile of the reference rows' nearest-centroid distance
+}
+
+// NewDriftReference assigns the reference rows x (the usage distribution
+// the adapter was selected for) to centroids ([K, d], e.g.
+// KMeansResult.Centroids) and records their counts and the quantile of
+// their distance to the nearest centroid. With spherical, rows and
+// centroids are compared by cosine distance (1 - cos).
+func NewDriftReference(x, centroids *tensor.Tensor, spherical bool, quantile float64) (*DriftReference, error) {
+	if quantile == 0 {
+		quantile = DefaultDriftOptions().Quantile
+	}
+	if math.IsNaN(quantile) || quantile <= 0 || quantile > 1 {
+		return nil, fmt.Errorf("sampling: drift reference: quantile %v is outside (0, 1]", quantile)
+	}
+	c, err := checkMatrix("drift reference centroids", centroids)
+	if err != nil {
+		return nil, err
+	}
+	r := &DriftReference{Dim: c.d, Centroids: append([]float32(nil), c.v...), Spherical: spherical, Quantile: quantile}
+	if spherical {
+		if r.Centroids, err = unitRows("drift reference centroids", r.Centroids, c.d); err != nil {
+			return nil, err
+		}
+	}
+	labels, dist, err := r.assign("drift reference rows", x)
+	if err != nil {
+		return nil, err
+	}
+	r.Counts = make([]int, c.n)
+	for _, l := range labels {
+		r.Counts[l]++
+	}
+	sort.Float64s(dist)
+	r.Radius = dist[max(0, int(math.Ceil(quantile*float64(len(dist))))-1)]
+	return r, nil
+}
+
+// Check validates a reference read from disk.
+func (r *DriftReference) Check() error {
+	k := len(r.Counts)
+	switch {
+	case r.Dim <= 0 || k == 0:
+		return fmt.Errorf("sampling: drift reference: empty (dim %d, %d clusters)", r.Dim, k)
+	case len(r.Centroids) != k*r.Dim:
+		return fmt.Errorf("sampling: drift reference: %d centroid values for %d clusters of dim %d", len(r.Centroids), k, r.Dim)
+	case math.IsNaN(r.Radius) || r.Radius < 0:
+		return fmt.Errorf("sampling: drift reference: radius %v", r.Radius)
+	}
+	total := 0
+	for j, n := range r.Counts {
+		if n < 0 {
+			return fmt.Errorf("sampling: drift reference: cluster %d has count %d", j, n)
+		}
+		total += n
+	}
+	if total == 0 {
+		return fmt.Errorf("sampling: drift reference: no reference rows")
+	}
+	for i, v := range r.Centroids {
+		if v-v != 0 {
+			return fmt.Errorf("sampling: drift reference: centroid value %d is %v", i, v)
+		}
+	}
+	return nil
+}
+
+// Distribution is the reference cluster distribution, with half a row added
+// to every cluster so that no share is zero (Jeffreys smoothing).
+func (r *DriftReference) Distribution() []float64 { return smoothed(r.Counts) }
+
+func smoothed(counts []int) []float64 {
+	total := 0.0
+	for _, n := range counts {
+		total += float64(n) + 0.5
+	}
+	p := make([]float64, len(counts))
+	for j, n := range counts {
+		p[j] = (float64(n) + 0.5) / total
+	}
+	return p
+}
+
+// assign returns the nearest centroid of each row of x and its distance
+// (Euclidean, or 1 - cos when spherical).
+func (r *DriftReference) assign(what string, x *tensor.Tensor) ([]int, []float64, error) {
+	m, err := checkMatrix(what, x)
+	if err != nil {
+		return nil, nil, err
+	}
+	if m.d != r.Dim {
+		return nil, nil, fmt.Errorf("sampling: %s: dimension %d, the clusters have %d", what, m.d, r.Dim)
+	}
+	if r.Spherical {
+		if m, err = m.normalized(what); err != nil {
+			return nil, nil, err
+		}
+	}
+	k := len(r.Centroids) / r.Dim
+	labels := make([]int, m.n)
+	dist := make([]float64, m.n)
+	parallelChunks(m.n, workers(m.n), func(_, lo, hi int) {
+		for i := lo; i < hi; i++ {
+			row := m.row(i)
+			best, bestD := 0, math.Inf(1)
+			for j := 0; j < k; j++ {
+				c := r.Centroids[j*r.Dim : (j+1)*r.Dim]
+				var s float64
+				for t, v := range row {
+					if r.Spherical {
+						s += float64(v) * float64(c[t])
+					} else {
+						e := float64(v) - float64(c[t])
+						s += e * e
+					}
+				}
+				if r.Spherical {
+					s = 1 - s
+				}
+				if s < bestD {
+					best, bestD = j, s
+				}
+			}
+			if !r.Spherical {
+				bestD = math.Sqrt(bestD)
+			}
+			labels[i], dist[i] = best, max(bestD, 0)
+		}
+	})
+	return labels, dist, nil
+}
+
+func unitRows(what string, v []float32, d int) ([]float32, error) {
+	out := make([]float32, len(v))
+	for i := 0; i < len(v)/d; i++ {
+		s := norm2(v[i*d : (i+1)*d])
+		if s == 0 {
+			return nil, fmt.Errorf("sampling: %s: row %d is all zeros and has no direction", what, i)
+		}
+		inv := 1 / math.Sqrt(s)
+		for t := i * d; t < (i+1)*d; t++ {
+			out[t] = float32(float64(v[t]) * inv)
+		}
+	}
+	return out, nil
+}
+
+// WindowDrift is one window's comparison with the reference.
+type WindowDrift struct {
+	Window    int     `json:"window"` // 0-based index in the stream
+	Rows      int     `json:"rows"`
+	Histogram []int   `json:"histogram"` // window rows per cluster
+	JS        float64 `json:"js"`        // Jensen-Shannon divergence, base 2
+	ChiSquare float64 `json:"chi_square"`
+	DF        int     `json:"df"`
+	PValue    float64 `json:"p_value"`
+	// NewRegion is how many rows lie beyond the reference radius of every
+	// cluster, NewRegionShare their share of the window.
+	NewRegion      int     `json:"new_region"`
+	NewRegionShare float64 `json:"new_region_share"`
+	Shifted        bool    `json:"shifted"`   // this window passes the threshold (and the test)
+	Recent         int     `json:"recent"`    // shifted windows among the last M
+	Confirmed      bool    `json:"confirmed"` // K of the last M windows shifted
+}
+
+// Compare computes a window's statistics against the reference without
+// the k-of-m rule (Shifted is set from o; Recent and Confirmed are not).
+func (r *DriftReference) Compare(x *tensor.Tensor, o DriftOptions) (*WindowDrift, error) {
+	o, err := o.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if err := r.Check(); err != nil {
+		return nil, err
+	}
+	labels, dist, err := r.assign("drift window", x)
+	if err != nil {
+		return nil, err
+	}
+	w := &WindowDrift{Rows: len(labels), Histogram: make([]int, len(r.Counts))}
+	for i, l := range labels {
+		w.Histogram[l]++
+		if dist[i] > r.Radius {
+			w.NewRegion++
+		}
+	}
+	w.NewRegionShare = float64(w.NewRegion) / float64(w.Rows)
+	q := make([]float64, len(w.Histogram))
+	for j, n := range w.Histogram {
+		q[j] = float64(n) / float64(w.Rows)
+	}
+	w.JS = JSDivergence(r.Distribution(), q)
+	w.ChiSquare, w.DF, w.PValue = ChiSquareHomogeneity(r.Counts, w.Histogram)
+	w.Shifted = w.JS > o.Threshold && (o.Alpha < 0 || w.PValue < o.Alpha)
+	return w, nil
+}
+
+// JSDivergence is the Jensen-Shannon divergence of two distributions over
+// the same bins, in bits (so in [0, 1]). Both are normalised first; zero
+// bins are fine.
+func JSDivergence(p, q []float64) float64 {
+	if len(p) != len(q) {
+		return math.NaN()
+	}
+	sp, sq := 0.0, 0.0
+	for j := range p {
+		sp += p[j]
+		sq += q[j]
+	}
+	if sp <= 0 || sq <= 0 {
+		return math.NaN()
+	}
+	var js float64
+	for j := range p {
+		a, b := p[j]/sp, q[j]/sq
+		m := (a + b) / 2
+		if a > 0 {
+			js += a * math.Log2(a/m) / 2
+		}
+		if b > 0 {
+			js += b * math.Log2(b/m) / 2
+		}
+	}
+	return max(js, 0)
+}
+
+// ChiSquareHomogeneity tests whether two count vectors over the same bins
+// come from one distribution (Pearson's chi-square on the 2 x K table; bins
+// empty in both are dropped). It returns the statistic, the degrees of
+// freedom and the p-value; with fewer than two non-empty bins there is
+// nothing to test and the p-value is 1.
+func ChiSquareHomogeneity(a, b []int) (stat float64, df int, p float64) {
+	na, nb := 0, 0
+	for j := range a {
+		na += a[j]
+		nb += b[j]
+	}
+	if na == 0 || nb == 0 || len(a) != len(b) {
+		return 0, 0, 1
+	}
+	n := float64(na + nb)
+	bins := 0
+	for j := range a {
+		col := float64(a[j] + b[j])
+		if col == 0 {
+			continue
+		}
+		bins++
+		ea, eb := col*float64(na)/n, col*float64(nb)/n
+		da, db := float64(a[j])-ea, float64(b[j])-eb
+		stat += da*da/ea + db*db/eb
+	}
+	if bins < 2 {
+		return 0, 0, 1
+	}
+	df = bins - 1
+	return stat, df, distuv.ChiSquared{K: float64(df)}.Survival(stat)
+}
+
+// DriftMonitor applies the k-of-m rule to a stream of windows.
+type DriftMonitor struct {
+	ref    *DriftReference
+	opts   DriftOptions
+	recent []bool // shifted flags of the last M windows, oldest first
+	next   int    // index of the next window
+}
+
+// NewDriftMonitor returns a monitor of windows against ref.
+func NewDriftMonitor(ref *DriftReference, o DriftOptions) (*DriftMonitor, error) {
+	o, err := o.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if ref == nil {
+		return nil, fmt.Errorf("sampling: drift monitor: no reference")
+	}
+	if err := ref.Check(); err != nil {
+		return nil, err
+	}
+	return &DriftMonitor{ref: ref, opts: o}, nil
+}
+
+// Options returns the monitor's options with defaults filled in.
+func (m *DriftMonitor) Options() DriftOptions { return m.opts }
+
+// Observe compares the next window with the reference and applies the
+// k-of-m rule.
+func (m *DriftMonitor) Observe(x *tensor.Tensor) (*WindowDrift, error) {
+	w, err := m.ref.Compare(x, m.opts)
+	if err != nil {
+		return nil, fmt.Errorf("window %d: %w", m.next, err)
+	}
+	w.Window = m.next
+	m.next++
+	m.recent = append(m.recent, w.Shifted)
+	if len(m.recent) > m.opts.M {
+		m.recent = m.recent[1:]
+	}
+	for _, s := range m.recent {
+		if s {
+			w.Recent++
+		}
+	}
+	w.Confirmed = w.Recent >= m.opts.K
+	return w, nil
+}
+
+// Reset forgets the recent windows, e.g. once a confirmed drift has been
+// acted on, so the next alarm needs K fresh shifted windows.
+func (m *DriftMonitor) Reset() { m.recent = m.recent[:0] }
