@@ -10,7 +10,7 @@ VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo 
 # about them are noise.
 export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 
-.PHONY: build test check bench fuzz clean tokref parity kernels device-bundle mutations
+.PHONY: build test check bench fuzz clean tokref parity kernels device-bundle mutations emu
 
 build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o bin/compass ./cmd/compass
@@ -21,8 +21,9 @@ build:
 tokref:
 	npm ci --prefix tools/tokref --no-audit --no-fund --loglevel=error
 
-test: tokref
+test: tokref emu
 	$(GO) test ./...
+	bash scripts/gpu-emu-test.sh $(EMU_LIB)
 	$(PYTHON) tools/reference/selftest.py
 
 check:
@@ -37,6 +38,16 @@ check:
 # fails on register spills. `go test ./kernels/` checks it is up to date.
 kernels:
 	bash kernels/gen.sh
+
+# The emulated CUDA device (kernels/emu/device.cpp): a stand-in for
+# libcuda.so.1 and cuBLAS, built from the kernels' sources, that runs them
+# on the CPU. `make test` runs the GPU tests of cgo/ against it
+# (COMPASS_CUDA_EMULATOR names it).
+EMU_LIB := bin/libcompass_emu.so
+emu: $(EMU_LIB)
+$(EMU_LIB): kernels/emu/device.cpp kernels/emu/cuda_emu.h $(wildcard kernels/*.cu kernels/*.cuh)
+	@mkdir -p bin
+	g++ -O2 -fopenmp -std=c++17 -ffp-contract=off -Wall -Wno-unknown-pragmas -fPIC -shared -o $@ kernels/emu/device.cpp
 
 # The folder the GPU machine runs: the compass binary, the GPU test binary,
 # tiny fixtures and the reference; scripts/device-check.sh runs there.

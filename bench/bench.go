@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -185,8 +186,9 @@ func table(w io.Writer, title string, header []string, rows [][]string) {
 }
 
 func ratio(a, b float64) string {
-	if b == 0 {
-		return "-"
+	r := a / b
+	if b == 0 || math.IsNaN(r) || math.IsInf(r, 0) {
+		return "-" // a side that did not run, or measured no time
 	}
-	return fmt.Sprintf("%.2fx", a/b)
+	return fmt.Sprintf("%.2fx", r)
 }

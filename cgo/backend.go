@@ -175,6 +175,16 @@ func (b *Backend) Alloc(dtype tensor.DType, shape ...int) (*tensor.Tensor, error
 	return t, nil
 }
 
+// Zero sets every element of a device tensor to zero with a memset: unlike
+// Scale by 0, it also clears NaNs and infinities (0 x NaN is NaN).
+func (b *Backend) Zero(t *tensor.Tensor) error {
+	mem, ok := t.Device()
+	if !ok {
+		return fmt.Errorf("cuda: zero: %v is not on the device", t)
+	}
+	return b.q.memsetD8(mem.Ptr, 0, mem.Bytes)
+}
+
 // Free implements tensor.Backend: the block goes back to the allocator's
 // cache. A view (a Slice that is not the whole tensor) is not freed. A
 // Reshape of a whole tensor cannot be told from the tensor: freeing it

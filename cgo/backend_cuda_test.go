@@ -186,6 +186,23 @@ func compare(tb testing.TB, b *Backend, name string, got pair, tol float64) {
 	}
 }
 
+// nearZero checks a device result that is zero up to rounding on both
+// backends (a relative error means nothing there): every element written,
+// none above bound, on the device and on the CPU.
+func nearZero(tb testing.TB, b *Backend, name string, got pair, bound float64) {
+	tb.Helper()
+	h, err := b.ToHost(got.d)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for i, v := range h.ToF32() {
+		if w := got.h.ToF32()[i]; !isFinite(v) || math.Abs(float64(v)) > bound || math.Abs(float64(w)) > bound {
+			tb.Errorf("%s: element %d is %g, CPU %g: want both within %g of zero", name, i, v, w, bound)
+			return
+		}
+	}
+}
+
 func isFinite(f float32) bool { return !math.IsNaN(float64(f)) && !math.IsInf(float64(f), 0) }
 
 var cpu = tensor.NewCPU()
@@ -505,8 +522,15 @@ func TestGPUAttention(t *testing.T) {
 			outD, lseD := copyPair(t, b, pair{out.h, nil}), copyPair(t, b, pair{lse.h, nil})
 			must(t, cpu.AttentionBackward(dq.h, dk.h, dv.h, dout.h, q.h, k.h, v.h, ds.h, out.h, lse.h, scale))
 			must(t, b.AttentionBackward(dq.d, dk.d, dv.d, dout.d, q.d, k.d, v.d, ds.d, outD.d, lseD.d, scale))
-			compare(t, b, name+" dq", dq, tolFor(tolReduce, dt))
-			compare(t, b, name+" dk", dk, tolFor(tolReduce, dt))
+			if s.T == 1 {
+				// A softmax over one key has no gradient: dq and dk are
+				// rounding noise on both backends, of either sign.
+				nearZero(t, b, name+" dq", dq, 1e-5)
+				nearZero(t, b, name+" dk", dk, 1e-5)
+			} else {
+				compare(t, b, name+" dq", dq, tolFor(tolReduce, dt))
+				compare(t, b, name+" dk", dk, tolFor(tolReduce, dt))
+			}
 			compare(t, b, name+" dv", dv, tolFor(tolReduce, dt))
 		}
 	}
@@ -556,6 +580,11 @@ func TestGPUCrossEntropy(t *testing.T) {
 		{tensor.BF16, tensor.BF16, tensor.BF16, false, 1000, true},
 		{tensor.F32, tensor.F32, tensor.F32, false, 1, true},
 	} {
+		if c.chunk == 1 && onEmulator() {
+			// A thousand chunks of one are minutes of emulated launches;
+			// chunks of 333 still end with a chunk of one (1000 = 3*333 + 1).
+			c.chunk = 333
+		}
 		h, w := input(t, b, rng, c.h, N, H), input(t, b, rng, c.w, V, H)
 		lp := output(t, b, tensor.F32, N)
 		var dh pair

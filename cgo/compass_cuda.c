@@ -200,16 +200,23 @@ CUresult cc_func_set_max_dynamic_shared(CUcontext ctx, CUfunction f, int bytes) 
 // cc_launch copies the packed argument values into C memory (args holds
 // nargs values at offsets, argbytes in all) and launches f on stream s.
 // cuLaunchKernel reads the values during the call; nothing is kept.
+//
+// The pointer array ends with NULL and then the end of the packed values.
+// The driver reads only as many pointers as the kernel has parameters; the
+// emulated device (kernels/emu/device.cpp) reads these two to check the
+// count and size of every argument against the PTX's .param list.
 CUresult cc_launch(CUcontext ctx, CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx,
                    unsigned int by, unsigned int bz, unsigned int shared, CUstream s, const unsigned char *args,
                    const int *offsets, int nargs, int argbytes) {
   _Alignas(16) unsigned char buf[CC_MAX_ARG_BYTES];
-  void *params[CC_MAX_ARGS];
+  void *params[CC_MAX_ARGS + 2];
   if (nargs > CC_MAX_ARGS || argbytes > CC_MAX_ARG_BYTES || nargs < 0 || argbytes < 0) {
     return 1;  // CUDA_ERROR_INVALID_VALUE
   }
   memcpy(buf, args, (size_t)argbytes);
   for (int i = 0; i < nargs; i++) params[i] = buf + offsets[i];
+  params[nargs] = NULL;
+  params[nargs + 1] = buf + argbytes;
   WITH_CTX(ctx, p_cuLaunchKernel(f, gx, gy, gz, bx, by, bz, shared, s, params, NULL));
 }
 

@@ -17,11 +17,12 @@ import (
 	"github.com/compassml/compass/tensor"
 )
 
-// cuBLAS is loaded once per process, the newest major version found first.
+// cuBLAS is loaded once per process, the newest major version that loads
+// and creates a handle first.
 var (
-	cublasOnce sync.Once
-	cublasErr  error
-	cublasPath string // the libcublas that was loaded
+	cublasMu   sync.Mutex
+	cublasPath string // the libcublas loaded
+	cublasUsed bool   // a handle was created with it: it stays
 )
 
 // cublasMajors are the cuBLAS sonames tried, newest first: the driver of a
@@ -39,8 +40,12 @@ func cublasDirs() []string {
 	return append(dirs, "/usr/local/cuda/lib64", "/usr/lib/x86_64-linux-gnu", "")
 }
 
-// cublasCandidates lists the (libcublasLt, libcublas) pairs to try, in order.
+// cublasCandidates lists the (libcublasLt, libcublas) pairs to try, in
+// order: only the emulator's library when EmulatorEnv names one.
 func cublasCandidates() [][2]string {
+	if p := os.Getenv(EmulatorEnv); p != "" {
+		return [][2]string{{p, p}}
+	}
 	var out [][2]string
 	for _, dir := range cublasDirs() {
 		for _, v := range cublasMajors {
@@ -57,29 +62,42 @@ func cublasCandidates() [][2]string {
 	return out
 }
 
-// loadCublas opens the first cuBLAS (with its cuBLASLt) that loads and has
-// every entry point compass uses.
+// openCublas loads one (libcublasLt, libcublas) pair and resolves every
+// entry point compass uses. A later pair that loads resolves every pointer
+// again, so a half-resolved table is never used.
+func openCublas(c [2]string) error {
+	lt := C.CString(c[0])
+	lib := C.CString(c[1])
+	defer C.free(unsafe.Pointer(lt))
+	defer C.free(unsafe.Pointer(lib))
+	var msg [512]C.char
+	if C.cc_cublas_load(lt, lib, &msg[0], C.int(len(msg))) != C.CC_LOAD_OK {
+		return fmt.Errorf("%s: %s", c[1], C.GoString(&msg[0]))
+	}
+	return nil
+}
+
+// errNoCublas starts the error when no cuBLAS can be used.
+const errNoCublas = "cuda: no usable cuBLAS (libcublas.so.13, .12 or .11; set COMPASS_CUBLAS_DIR to its folder)"
+
+// loadCublas opens the first cuBLAS (with its cuBLASLt) that loads, unless
+// one is loaded already.
 func loadCublas() error {
-	cublasOnce.Do(func() {
-		var errs []error
-		for _, c := range cublasCandidates() {
-			lt := C.CString(c[0])
-			lib := C.CString(c[1])
-			var msg [512]C.char
-			r := C.cc_cublas_load(lt, lib, &msg[0], C.int(len(msg)))
-			C.free(unsafe.Pointer(lt))
-			C.free(unsafe.Pointer(lib))
-			if r == C.CC_LOAD_OK {
-				cublasPath = c[1]
-				return
-			}
-			// A later candidate that loads resolves every pointer again,
-			// so a half-resolved table is never used.
-			errs = append(errs, fmt.Errorf("%s: %s", c[1], C.GoString(&msg[0])))
+	cublasMu.Lock()
+	defer cublasMu.Unlock()
+	if cublasPath != "" {
+		return nil
+	}
+	var errs []error
+	for _, c := range cublasCandidates() {
+		err := openCublas(c)
+		if err == nil {
+			cublasPath = c[1]
+			return nil
 		}
-		cublasErr = fmt.Errorf("cuda: no usable cuBLAS (libcublas.so.13, .12 or .11; set COMPASS_CUBLAS_DIR to its folder): %w", errors.Join(errs...))
-	})
-	return cublasErr
+		errs = append(errs, err)
+	}
+	return fmt.Errorf("%s: %w", errNoCublas, errors.Join(errs...))
 }
 
 // BlasError is a cuBLAS call that failed.
@@ -113,10 +131,35 @@ type blas struct {
 // newBlas creates a handle on d's stream with workspace bytes of device
 // memory at ws (cuBLAS wants 32 MiB on Hopper; a workspace set once keeps
 // it from allocating its own during calls, which would sync the device).
+//
+// A cuBLAS that loads but cannot create a handle (one newer than the driver
+// supports, say) gives way to the next older one, until a handle has been
+// created: from then on the loaded one stays, since handles use it.
 func newBlas(d *Device, ws uintptr, wsBytes int) (*blas, error) {
-	if err := loadCublas(); err != nil {
-		return nil, err
+	cublasMu.Lock()
+	defer cublasMu.Unlock()
+	if cublasUsed {
+		return createBlas(d, ws, wsBytes)
 	}
+	var errs []error
+	for _, c := range cublasCandidates() {
+		if err := openCublas(c); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		cublasPath = c[1]
+		b, err := createBlas(d, ws, wsBytes)
+		if err == nil {
+			cublasUsed = true
+			return b, nil
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", c[1], err))
+	}
+	return nil, fmt.Errorf("%s: %w", errNoCublas, errors.Join(errs...))
+}
+
+// createBlas creates a handle with the loaded cuBLAS.
+func createBlas(d *Device, ws uintptr, wsBytes int) (*blas, error) {
 	b := &blas{d: d, ltVersion: int(C.cc_cublaslt_version())}
 	var v C.int
 	if err := checkBlas(C.cc_cublas_version(&v), "cublasGetProperty"); err != nil {
@@ -158,6 +201,7 @@ func cudaDataType(dt tensor.DType) int {
 // operands, a and b of dtype in and c of dtype out (a combination
 // gemmSupported accepts). cuBLAS's first operand is b (see gemmPlan).
 func (bl *blas) gemm(p gemmPlan, c, a, b uintptr, in, out tensor.DType, alpha, beta float32) error {
+	bl.d.issued("cublasGemmEx")
 	return checkBlas(C.cc_cublas_gemm(bl.d.ctx, bl.h, C.int(p.transA), C.int(p.transB), C.int(p.m), C.int(p.n), C.int(p.k),
 		C.float(alpha), C.CUdeviceptr(b), C.int(cudaDataType(in)), C.int(p.lda),
 		C.CUdeviceptr(a), C.int(cudaDataType(in)), C.int(p.ldb),

@@ -10,7 +10,9 @@ import "C"
 import (
 	"errors"
 	"fmt"
+	"os"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 )
 
@@ -73,11 +75,25 @@ var (
 // libcuda.so belongs to development packages and the toolkit's stubs.
 const driverLibrary = "libcuda.so.1"
 
+// EmulatorEnv names the emulated device's library (`make emu`,
+// kernels/emu/device.cpp): when set, it is loaded in place of libcuda.so.1
+// and of cuBLAS, which it also stands in for.
+const EmulatorEnv = "COMPASS_CUDA_EMULATOR"
+
+// driverPath is the driver library to load: the emulator's when
+// EmulatorEnv names one.
+func driverPath() string {
+	if p := os.Getenv(EmulatorEnv); p != "" {
+		return p
+	}
+	return driverLibrary
+}
+
 // loadDriver opens libcuda.so.1 and calls cuInit, once per process. Any
 // failure means the process has no usable CUDA device, and wraps
 // ErrNoDevice.
 func loadDriver() error {
-	driverOnce.Do(func() { driverErr = openDriver(driverLibrary) })
+	driverOnce.Do(func() { driverErr = openDriver(driverPath()) })
 	return driverErr
 }
 
@@ -130,6 +146,26 @@ type Device struct {
 	driverVersion int // e.g. 13000 for CUDA 13.0
 	closeMu       sync.Mutex
 	closed        bool
+
+	// last is the last kernel or GEMM issued: a fault in one shows at a
+	// later synchronisation, whose error then names it.
+	last atomic.Pointer[string]
+}
+
+// issued records the work just issued (a kernel launch, a GEMM).
+func (d *Device) issued(what string) { d.last.Store(&what) }
+
+// afterLast adds the last work issued to the error of a call that waits
+// for the device or copies from it, where the errors of earlier
+// asynchronous work show.
+func (d *Device) afterLast(err error) error {
+	if err == nil {
+		return nil
+	}
+	if p := d.last.Load(); p != nil {
+		return fmt.Errorf("%w (the last work issued: %s; with CUDA_LAUNCH_BLOCKING=1 each launch reports its own errors)", err, *p)
+	}
+	return err
 }
 
 // Device attributes (cuda.h's CUdevice_attribute values).
@@ -228,7 +264,7 @@ func (d *Device) DriverVersion() int { return d.driverVersion }
 
 // Synchronize waits for all work issued on the device's stream.
 func (d *Device) Synchronize() error {
-	return check(C.cc_stream_synchronize(d.ctx, d.stream), "cuStreamSynchronize")
+	return d.afterLast(check(C.cc_stream_synchronize(d.ctx, d.stream), "cuStreamSynchronize"))
 }
 
 // MemInfo returns the device's free and total memory as the driver sees it.
@@ -311,13 +347,13 @@ func (p *pinned) slice(n int) []byte { return unsafe.Slice((*byte)(p.ptr), n) }
 
 // copyHtoD copies n bytes of a pinned buffer to the device, in stream order.
 func (d *Device) copyHtoD(dst uintptr, src *pinned, n int) error {
-	return check(C.cc_memcpy_htod(d.ctx, C.CUdeviceptr(dst), src.ptr, C.size_t(n), d.stream), "cuMemcpyHtoDAsync of %d bytes", n)
+	return d.afterLast(check(C.cc_memcpy_htod(d.ctx, C.CUdeviceptr(dst), src.ptr, C.size_t(n), d.stream), "cuMemcpyHtoDAsync of %d bytes", n))
 }
 
 // copyDtoH copies n bytes from the device into a pinned buffer, in stream
 // order.
 func (d *Device) copyDtoH(dst *pinned, src uintptr, n int) error {
-	return check(C.cc_memcpy_dtoh(d.ctx, dst.ptr, C.CUdeviceptr(src), C.size_t(n), d.stream), "cuMemcpyDtoHAsync of %d bytes", n)
+	return d.afterLast(check(C.cc_memcpy_dtoh(d.ctx, dst.ptr, C.CUdeviceptr(src), C.size_t(n), d.stream), "cuMemcpyDtoHAsync of %d bytes", n))
 }
 
 // Event marks a point in the device's stream, for timing and waiting.
@@ -342,7 +378,7 @@ func (e *Event) Record() error {
 
 // Wait blocks until the work before the last Record has finished.
 func (e *Event) Wait() error {
-	return check(C.cc_event_synchronize(e.d.ctx, e.ev), "cuEventSynchronize")
+	return e.d.afterLast(check(C.cc_event_synchronize(e.d.ctx, e.ev), "cuEventSynchronize"))
 }
 
 // Since returns the milliseconds between start's and e's recordings; both
@@ -427,20 +463,51 @@ func (f *Function) Launch(grid, block Dim3, shared int, args *Args) error {
 		return fmt.Errorf("cuda: launch %s: %d arguments (%d bytes) are more than %d (%d bytes)",
 			f.name, len(args.offsets), len(args.buf), maxArgs, maxArgBytes)
 	}
-	for _, v := range []int{grid.X, grid.Y, grid.Z, block.X, block.Y, block.Z} {
-		if v < 1 || v > 1<<31-1 {
-			return fmt.Errorf("cuda: launch %s: grid %v, block %v: every size must be in [1, 2^31)", f.name, grid, block)
-		}
+	if err := checkLaunchShape(grid, block); err != nil {
+		return fmt.Errorf("cuda: launch %s: %w", f.name, err)
 	}
 	var buf *C.uchar
 	var offs *C.int
 	if len(args.buf) > 0 {
 		buf, offs = (*C.uchar)(unsafe.Pointer(&args.buf[0])), (*C.int)(unsafe.Pointer(&args.offsets[0]))
 	}
-	return check(C.cc_launch(f.d.ctx, f.fn, C.uint(grid.X), C.uint(grid.Y), C.uint(grid.Z),
+	err := check(C.cc_launch(f.d.ctx, f.fn, C.uint(grid.X), C.uint(grid.Y), C.uint(grid.Z),
 		C.uint(block.X), C.uint(block.Y), C.uint(block.Z), C.uint(shared), f.d.stream,
 		buf, offs, C.int(len(args.offsets)), C.int(len(args.buf))),
 		"cuLaunchKernel %s grid %v block %v shared %d", f.name, grid, block, shared)
+	if err != nil {
+		return err
+	}
+	f.d.issued("kernel " + f.name)
+	return nil
+}
+
+// The launch limits of every device compass runs on (compute capability
+// 8.0 and later): the driver would refuse more, with less to say why.
+const (
+	maxGridX          = 1<<31 - 1
+	maxGridYZ         = 65535
+	maxBlockXY        = 1024
+	maxBlockZ         = 64
+	maxThreadsOfBlock = 1024
+)
+
+// checkLaunchShape checks grid and block sizes against those limits.
+func checkLaunchShape(grid, block Dim3) error {
+	for _, v := range []int{grid.X, grid.Y, grid.Z, block.X, block.Y, block.Z} {
+		if v < 1 {
+			return fmt.Errorf("grid %v, block %v: every size must be at least 1", grid, block)
+		}
+	}
+	switch {
+	case grid.X > maxGridX || grid.Y > maxGridYZ || grid.Z > maxGridYZ:
+		return fmt.Errorf("grid %v: x must be below 2^31, y and z at most %d", grid, maxGridYZ)
+	case block.X > maxBlockXY || block.Y > maxBlockXY || block.Z > maxBlockZ:
+		return fmt.Errorf("block %v: x and y must be at most %d, z at most %d", block, maxBlockXY, maxBlockZ)
+	case block.X*block.Y*block.Z > maxThreadsOfBlock:
+		return fmt.Errorf("block %v: %d threads, at most %d", block, block.X*block.Y*block.Z, maxThreadsOfBlock)
+	}
+	return nil
 }
 
 // The limits of compass_cuda.c's cc_launch.

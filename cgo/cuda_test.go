@@ -91,6 +91,7 @@ func TestCublasLoads(t *testing.T) {
 }
 
 func TestCublasCandidates(t *testing.T) {
+	t.Setenv(EmulatorEnv, "") // the search for a real cuBLAS
 	dir := t.TempDir()
 	for _, name := range []string{"libcublas.so.12", "libcublasLt.so.12"} {
 		if err := os.WriteFile(filepath.Join(dir, name), nil, 0o644); err != nil {
@@ -105,6 +106,14 @@ func TestCublasCandidates(t *testing.T) {
 	last := c[len(c)-1]
 	if last != [2]string{"libcublasLt.so.11", "libcublas.so.11"} {
 		t.Errorf("the loader's own search comes last: %v", last)
+	}
+	// The emulated device stands in for both libraries, alone.
+	t.Setenv(EmulatorEnv, "/x/libcompass_emu.so")
+	if c := cublasCandidates(); len(c) != 1 || c[0] != [2]string{"/x/libcompass_emu.so", "/x/libcompass_emu.so"} {
+		t.Errorf("with %s set: %v", EmulatorEnv, c)
+	}
+	if got := driverPath(); got != "/x/libcompass_emu.so" {
+		t.Errorf("driverPath with %s set: %q", EmulatorEnv, got)
 	}
 }
 

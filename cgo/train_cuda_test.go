@@ -51,11 +51,18 @@ func TestGPUTrainMatchesCPU(t *testing.T) {
 	must(t, tinymodel.WriteTokenizer(modelDir))
 	data := filepath.Join(work, "train.jsonl")
 	must(t, tinymodel.WriteTextData(data, 3))
+	// 12 steps of 4 rows of 64 tokens, interrupted after step 5 (a
+	// checkpoint every 4); on the emulated device, where a step takes
+	// seconds, 6 steps of rows of 32, interrupted after step 3.
+	steps, seqLen, stop, every := 12, 64, 5, 4
+	if onEmulator() {
+		steps, seqLen, stop, every = 6, 32, 3, 2
+	}
 	opts := func(out string) engine.TrainOptions {
 		o := engine.DefaultTrainOptions()
 		o.Model, o.Data, o.Output = modelDir, []string{data}, out
-		o.SeqLen, o.MicroBatch, o.GlobalBatch, o.MaxSteps, o.Rank, o.Alpha = 64, 2, 4, 12, 4, 8
-		o.LR, o.WarmupSteps, o.Dropout, o.MaxGradNorm, o.EvalEvery, o.SaveEvery, o.Seed = 5e-3, 2, 0.1, 0.5, 0, 4, 7
+		o.SeqLen, o.MicroBatch, o.GlobalBatch, o.MaxSteps, o.Rank, o.Alpha = seqLen, 2, 4, steps, 4, 8
+		o.LR, o.WarmupSteps, o.Dropout, o.MaxGradNorm, o.EvalEvery, o.SaveEvery, o.Seed = 5e-3, 2, 0.1, 0.5, 0, every, 7
 		return o
 	}
 	cpuOut, gpuOut := filepath.Join(work, "cpu"), filepath.Join(work, "gpu")
@@ -64,8 +71,8 @@ func TestGPUTrainMatchesCPU(t *testing.T) {
 	res, err := engine.Train(context.Background(), opts(gpuOut), engine.TrainEnv{Backend: b})
 	must(t, err)
 	want, got := trainLosses(t, cpuOut), trainLosses(t, gpuOut)
-	if len(got) != 12 || len(want) != 12 {
-		t.Fatalf("%d GPU and %d CPU losses, want 12", len(got), len(want))
+	if len(got) != steps || len(want) != steps {
+		t.Fatalf("%d GPU and %d CPU losses, want %d", len(got), len(want), steps)
 	}
 	worst := 0.0
 	for i := range want {
@@ -75,13 +82,13 @@ func TestGPUTrainMatchesCPU(t *testing.T) {
 			t.Errorf("step %d: GPU loss %.6f, CPU %.6f", i+1, got[i], want[i])
 		}
 	}
-	t.Logf("largest relative loss difference GPU vs CPU over 12 steps: %.2g; %.0f tokens/s; peak %d bytes", worst, res.TokensPerSec, res.PeakBytes)
+	t.Logf("largest relative loss difference GPU vs CPU over %d steps: %.2g; %.0f tokens/s; peak %d bytes", steps, worst, res.TokensPerSec, res.PeakBytes)
 
-	// Interrupted after step 5 (checkpoint 4 plus the interruption's), resumed.
+	// Interrupted after step stop (a checkpoint plus the interruption's), resumed.
 	partOut := filepath.Join(work, "part")
 	ctx, cancel := context.WithCancel(context.Background())
 	env := engine.TrainEnv{Backend: b, OnStep: func(step int, _ []model.Batch) {
-		if step == 5 {
+		if step == stop {
 			cancel()
 		}
 	}}

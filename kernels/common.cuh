@@ -124,3 +124,11 @@ __device__ __forceinline__ float block_max(float v, float* red) {
 // Grid-stride loop bounds for one-thread-per-element kernels.
 __device__ __forceinline__ size_t grid_start() { return (size_t)blockIdx.x * blockDim.x + threadIdx.x; }
 __device__ __forceinline__ size_t grid_stride() { return (size_t)gridDim.x * blockDim.x; }
+
+// index_fits_32 says whether a grid-stride loop over n elements may count
+// in 32 bits: below 2^31 elements, i + stride stays below 2^32 (a grid is
+// at most 8192 blocks of 1024 threads). The kernels whose loops divide or
+// take a modulo per element run a 32-bit copy of the loop then: on the GPU
+// a 64-bit division is a long software routine, in loops otherwise bound
+// by memory.
+__device__ __forceinline__ bool index_fits_32(size_t n) { return n <= 0x7fffffffu; }

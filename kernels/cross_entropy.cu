@@ -90,7 +90,12 @@ extern "C" __global__ void __launch_bounds__(1024)
 // per element, grid-stride: block 256, grid min(ceil(N*H/256), 8192).
 extern "C" __global__ void __launch_bounds__(256) ce_rescale(float* acc, const float* rescale, int N, int H) {
   size_t n = (size_t)N * H;
-  for (size_t i = grid_start(); i < n; i += grid_stride()) acc[i] *= rescale[i / H];
+  if (index_fits_32(n)) {
+    for (unsigned i = (unsigned)grid_start(); i < (unsigned)n; i += (unsigned)grid_stride())
+      acc[i] *= rescale[i / (unsigned)H];
+  } else {
+    for (size_t i = grid_start(); i < n; i += grid_stride()) acc[i] *= rescale[i / H];
+  }
 }
 
 // ce_finalize writes logprob F32 [N] = target - m - log(s) for counted rows
@@ -100,12 +105,14 @@ extern "C" __global__ void __launch_bounds__(256) ce_rescale(float* acc, const f
 // before it is written, by the same thread). One thread per element of dh
 // (the thread of column 0 also writes logprob), grid-stride: block 256,
 // grid min(ceil(N*H/256), 8192).
-extern "C" __global__ void __launch_bounds__(256)
-    ce_finalize(float* logprob, void* dh, int dh_dt, const float* acc, const void* w, int w_dt, const float* m,
-                const float* s, const float* target, const int* labels, int N, int H, float grad_scale) {
-  size_t n = (size_t)N * H;
-  for (size_t i = grid_start(); i < n; i += grid_stride()) {
-    size_t row = i / H, j = i % H;
+//
+// The loop counts in I (see index_fits_32).
+template <class I>
+__device__ __forceinline__ void ce_finalize_loop(float* logprob, void* dh, int dh_dt, const float* acc, const void* w,
+                                                 int w_dt, const float* m, const float* s, const float* target,
+                                                 const int* labels, I n, I H, float grad_scale) {
+  for (I i = (I)grid_start(); i < n; i += (I)grid_stride()) {
+    I row = i / H, j = i % H;
     int label = labels[row];
     bool counted = label != IGNORE_INDEX;
     if (j == 0) logprob[row] = counted ? target[row] - m[row] - logf(s[row]) : 0.0f;
@@ -117,4 +124,15 @@ extern "C" __global__ void __launch_bounds__(256)
     }
     store_f32(dh, dh_dt, i, g);
   }
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+    ce_finalize(float* logprob, void* dh, int dh_dt, const float* acc, const void* w, int w_dt, const float* m,
+                const float* s, const float* target, const int* labels, int N, int H, float grad_scale) {
+  size_t n = (size_t)N * H;
+  if (index_fits_32(n))
+    ce_finalize_loop<unsigned>(logprob, dh, dh_dt, acc, w, w_dt, m, s, target, labels, (unsigned)n, (unsigned)H,
+                               grad_scale);
+  else
+    ce_finalize_loop<size_t>(logprob, dh, dh_dt, acc, w, w_dt, m, s, target, labels, n, (size_t)H, grad_scale);
 }

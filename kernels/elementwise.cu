@@ -11,19 +11,34 @@ extern "C" __global__ void __launch_bounds__(256)
   for (size_t i = grid_start(); i < n; i += grid_stride()) store_f32(out, out_dt, i, load_f32(in, in_dt, i));
 }
 
+// binary_loop is add (mul = 0) or mul over n elements with b broadcast,
+// counting in I (see index_fits_32).
+template <class I>
+__device__ __forceinline__ void binary_loop(void* out, int out_dt, const void* a, int a_dt, const void* b, int b_dt, I n,
+                                            I nb, int mul) {
+  for (I i = (I)grid_start(); i < n; i += (I)grid_stride()) {
+    float x = load_f32(a, a_dt, i), y = load_f32(b, b_dt, i % nb);
+    store_f32(out, out_dt, i, mul ? x * y : x + y);
+  }
+}
+
 // elementwise_add matches tensor.CPU.Add: out[i] = a[i] + b[i % nb], where
 // b has a's shape (nb = n) or its trailing dimensions (broadcast).
 extern "C" __global__ void __launch_bounds__(256)
     elementwise_add(void* out, int out_dt, const void* a, int a_dt, const void* b, int b_dt, size_t n, size_t nb) {
-  for (size_t i = grid_start(); i < n; i += grid_stride())
-    store_f32(out, out_dt, i, load_f32(a, a_dt, i) + load_f32(b, b_dt, i % nb));
+  if (index_fits_32(n))
+    binary_loop<unsigned>(out, out_dt, a, a_dt, b, b_dt, (unsigned)n, (unsigned)nb, 0);
+  else
+    binary_loop<size_t>(out, out_dt, a, a_dt, b, b_dt, n, nb, 0);
 }
 
 // elementwise_mul matches tensor.CPU.Mul: out[i] = a[i] * b[i % nb].
 extern "C" __global__ void __launch_bounds__(256)
     elementwise_mul(void* out, int out_dt, const void* a, int a_dt, const void* b, int b_dt, size_t n, size_t nb) {
-  for (size_t i = grid_start(); i < n; i += grid_stride())
-    store_f32(out, out_dt, i, load_f32(a, a_dt, i) * load_f32(b, b_dt, i % nb));
+  if (index_fits_32(n))
+    binary_loop<unsigned>(out, out_dt, a, a_dt, b, b_dt, (unsigned)n, (unsigned)nb, 1);
+  else
+    binary_loop<size_t>(out, out_dt, a, a_dt, b, b_dt, n, nb, 1);
 }
 
 // elementwise_scale matches tensor.CPU.Scale: out[i] = s * a[i].

@@ -9,12 +9,12 @@
 // recorded in *bad, which the caller sets to INT_MAX (0x7fffffff) before the
 // launch and checks after it, so that the error names the position the CPU
 // op would.
-extern "C" __global__ void __launch_bounds__(256)
-    embedding_forward(void* out, int out_dt, const void* table, int table_dt, const int* ids, int N, int H, int V,
-                      int* bad) {
-  size_t n = (size_t)N * H;
-  for (size_t i = grid_start(); i < n; i += grid_stride()) {
-    size_t row = i / H, j = i % H;
+// The loop counts in I (see index_fits_32).
+template <class I>
+__device__ __forceinline__ void embedding_forward_loop(void* out, int out_dt, const void* table, int table_dt,
+                                                       const int* ids, I n, I H, int V, int* bad) {
+  for (I i = (I)grid_start(); i < n; i += (I)grid_stride()) {
+    I row = i / H, j = i % H;
     int id = ids[row];
     if (id < 0 || id >= V) {
       atomicMin(bad, (int)row);
@@ -25,19 +25,38 @@ extern "C" __global__ void __launch_bounds__(256)
   }
 }
 
+extern "C" __global__ void __launch_bounds__(256)
+    embedding_forward(void* out, int out_dt, const void* table, int table_dt, const int* ids, int N, int H, int V,
+                      int* bad) {
+  size_t n = (size_t)N * H;
+  if (index_fits_32(n))
+    embedding_forward_loop<unsigned>(out, out_dt, table, table_dt, ids, (unsigned)n, (unsigned)H, V, bad);
+  else
+    embedding_forward_loop<size_t>(out, out_dt, table, table_dt, ids, n, (size_t)H, V, bad);
+}
+
 // embedding_backward adds dout [N, H] into the rows ids select of dtable
 // F32 [V, H] (accumulated: the caller zeroes dtable first). Rows repeat when
 // ids repeat, hence the float atomics; the order of the additions, and so
 // the last bits, vary from run to run. Ids outside [0, V) are skipped
 // (embedding_forward reported them). No CPU op has this backward (compass
 // keeps embeddings frozen); the test checks it against a float64 sum.
-extern "C" __global__ void __launch_bounds__(256)
-    embedding_backward(float* dtable, const void* dout, int dout_dt, const int* ids, int N, int H, int V) {
-  size_t n = (size_t)N * H;
-  for (size_t i = grid_start(); i < n; i += grid_stride()) {
-    size_t row = i / H, j = i % H;
+template <class I>
+__device__ __forceinline__ void embedding_backward_loop(float* dtable, const void* dout, int dout_dt, const int* ids,
+                                                        I n, I H, int V) {
+  for (I i = (I)grid_start(); i < n; i += (I)grid_stride()) {
+    I row = i / H, j = i % H;
     int id = ids[row];
     if (id < 0 || id >= V) continue;
     atomicAdd(&dtable[(size_t)id * H + j], load_f32(dout, dout_dt, i));
   }
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+    embedding_backward(float* dtable, const void* dout, int dout_dt, const int* ids, int N, int H, int V) {
+  size_t n = (size_t)N * H;
+  if (index_fits_32(n))
+    embedding_backward_loop<unsigned>(dtable, dout, dout_dt, ids, (unsigned)n, (unsigned)H, V);
+  else
+    embedding_backward_loop<size_t>(dtable, dout, dout_dt, ids, n, (size_t)H, V);
 }

@@ -115,15 +115,24 @@ extern "C" __global__ void __launch_bounds__(KM_THREADS)
 // both first. The order of the float additions varies from run to run.
 // One thread per element of x, grid-stride: block 256, grid
 // min(ceil(N*Dm/256), 8192).
-extern "C" __global__ void __launch_bounds__(256)
-    kmeans_accumulate(float* sums, int* counts, const void* x, int x_dt, const int* assign, int N, int Dm) {
-  size_t n = (size_t)N * Dm;
-  for (size_t i = grid_start(); i < n; i += grid_stride()) {
-    size_t point = i / Dm, d = i % Dm;
+template <class I>
+__device__ __forceinline__ void kmeans_accumulate_loop(float* sums, int* counts, const void* x, int x_dt,
+                                                       const int* assign, I n, I Dm) {
+  for (I i = (I)grid_start(); i < n; i += (I)grid_stride()) {
+    I point = i / Dm, d = i % Dm;
     int k = assign[point];
     atomicAdd(&sums[(size_t)k * Dm + d], load_f32(x, x_dt, i));
     if (d == 0) atomicAdd(&counts[k], 1);
   }
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+    kmeans_accumulate(float* sums, int* counts, const void* x, int x_dt, const int* assign, int N, int Dm) {
+  size_t n = (size_t)N * Dm;
+  if (index_fits_32(n))
+    kmeans_accumulate_loop<unsigned>(sums, counts, x, x_dt, assign, (unsigned)n, (unsigned)Dm);
+  else
+    kmeans_accumulate_loop<size_t>(sums, counts, x, x_dt, assign, n, (size_t)Dm);
 }
 
 // kmeans_divide sets each centroid with points to the mean of its points,
@@ -133,8 +142,15 @@ extern "C" __global__ void __launch_bounds__(256)
 extern "C" __global__ void __launch_bounds__(256)
     kmeans_divide(float* c, const float* sums, const int* counts, int K, int Dm) {
   size_t n = (size_t)K * Dm;
-  for (size_t i = grid_start(); i < n; i += grid_stride()) {
-    int count = counts[i / Dm];
-    if (count > 0) c[i] = sums[i] / (float)count;
+  if (index_fits_32(n)) {
+    for (unsigned i = (unsigned)grid_start(); i < (unsigned)n; i += (unsigned)grid_stride()) {
+      int count = counts[i / (unsigned)Dm];
+      if (count > 0) c[i] = sums[i] / (float)count;
+    }
+  } else {
+    for (size_t i = grid_start(); i < n; i += grid_stride()) {
+      int count = counts[i / Dm];
+      if (count > 0) c[i] = sums[i] / (float)count;
+    }
   }
 }

@@ -11,17 +11,18 @@
 //	out[j+half] = x[j+half] c + x[j] s
 // with c = cos[n, j] and s = sin[n, j] (s negated for the inverse), and item
 // j >= half copies dimension j+half, one of R..D-1 (partial rotary).
-extern "C" __global__ void __launch_bounds__(256)
-    rope(void* out, int out_dt, const void* x, int x_dt, const float* cos, const float* sin, int N, int heads, int D,
-         int half, int inverse) {
-  size_t per_row = (size_t)(D - half);
-  size_t items = (size_t)N * heads * per_row;
-  for (size_t i = grid_start(); i < items; i += grid_stride()) {
-    size_t row = i / per_row;  // n * heads + h
+//
+// The loop counts in I (see index_fits_32).
+template <class I>
+__device__ __forceinline__ void rope_loop(void* out, int out_dt, const void* x, int x_dt, const float* cos,
+                                          const float* sin, I items, I per_row, int heads, int D, int half,
+                                          int inverse) {
+  for (I i = (I)grid_start(); i < items; i += (I)grid_stride()) {
+    I row = i / per_row;  // n * heads + h
     int j = (int)(i % per_row);
-    size_t base = row * D;
+    size_t base = (size_t)row * D;
     if (j < half) {
-      size_t n = row / heads;
+      size_t n = row / (I)heads;
       float c = cos[n * half + j], s = sin[n * half + j];
       if (inverse) s = -s;
       float a = load_f32(x, x_dt, base + j), b = load_f32(x, x_dt, base + j + half);
@@ -31,4 +32,15 @@ extern "C" __global__ void __launch_bounds__(256)
       store_f32(out, out_dt, base + j + half, load_f32(x, x_dt, base + j + half));
     }
   }
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+    rope(void* out, int out_dt, const void* x, int x_dt, const float* cos, const float* sin, int N, int heads, int D,
+         int half, int inverse) {
+  size_t per_row = (size_t)(D - half);
+  size_t items = (size_t)N * heads * per_row;
+  if (index_fits_32(items))
+    rope_loop<unsigned>(out, out_dt, x, x_dt, cos, sin, (unsigned)items, (unsigned)per_row, heads, D, half, inverse);
+  else
+    rope_loop<size_t>(out, out_dt, x, x_dt, cos, sin, items, per_row, heads, D, half, inverse);
 }

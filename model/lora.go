@@ -174,7 +174,13 @@ func (m *Model) LoRAGrads() map[string][2]*tensor.Tensor {
 	return g
 }
 
-// ZeroLoRAGrads clears the accumulated gradients.
+// zeroer is a backend that clears device tensors with a memset (cgo's).
+type zeroer interface {
+	Zero(t *tensor.Tensor) error
+}
+
+// ZeroLoRAGrads clears the accumulated gradients. A memset, not a Scale by
+// 0: 0 x NaN is NaN, so one NaN step would otherwise poison every later one.
 func (m *Model) ZeroLoRAGrads() error {
 	for _, s := range m.slots {
 		for _, g := range []*tensor.Tensor{s.da, s.db} {
@@ -182,8 +188,12 @@ func (m *Model) ZeroLoRAGrads() error {
 				clear(g.F32())
 				continue
 			}
-			if err := m.be.Scale(g, g, 0); err != nil { // gradients are finite: 0*g is 0
-				return err
+			z, ok := m.be.(zeroer)
+			if !ok {
+				return fmt.Errorf("model: zero the LoRA gradients: backend %s cannot clear device memory", m.be.Name())
+			}
+			if err := z.Zero(g); err != nil {
+				return fmt.Errorf("model: zero the LoRA gradients of %s: %w", s.module, err)
 			}
 		}
 	}

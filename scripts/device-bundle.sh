@@ -23,7 +23,9 @@ mkdir -p "$out/testdata"
 export CGO_CFLAGS="${CGO_CFLAGS:--O2 -g -Wno-deprecated-declarations}"
 version="$(git describe --tags --always --dirty 2>/dev/null || echo devel)"
 go build -trimpath -ldflags "-s -w -X main.version=$version" -o "$out/compass" ./cmd/compass
-go test -c -tags cuda -trimpath -o "$out/cgo.test" ./cgo/
+# -s -w: no symbol table or DWARF (stack traces keep their names); the
+# bundle must stay well under what the device tool carries.
+go test -c -tags cuda -trimpath -ldflags "-s -w" -o "$out/cgo.test" ./cgo/
 go run ./scripts/tinyfixtures "$out/fixtures"
 cp -r testdata/configs "$out/testdata/"
 cp -r tools/reference "$out/reference"

@@ -12,7 +12,8 @@
 //     on the GPU; blocks must be whole warps.
 //   - __syncthreads() is an OpenMP barrier. __shared__ is `static`: one
 //     array per kernel, shared by the block's threads, reused by the next
-//     block. Dynamic shared memory (DYNAMIC_SHARED) is one buffer per launch,
+//     block. Dynamic shared memory (DYNAMIC_SHARED) is one buffer per launch
+//     that ends just before a page that faults on any access,
 //     filled with 0xff bytes (NaN floats, -1 integers) before each block so
 //     that a read of something no thread wrote shows.
 //   - Warp shuffles, votes and the tensor-core mma (mma.cuh) exchange values
@@ -61,6 +62,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <vector>
 
@@ -100,11 +103,39 @@ namespace emu {
 // (an mma publishes 6).
 constexpr int kSlot = 8;
 
+// SharedBuffer is a launch's dynamic shared memory. Its last byte sits just
+// before a page that faults on any access, so that a kernel that reads or
+// writes past the launch's shared size (exactly, not rounded up) faults.
+struct SharedBuffer {
+  unsigned char* map = nullptr;
+  size_t map_bytes = 0;
+  unsigned char* data = nullptr;
+  size_t bytes = 0;
+
+  void assign(size_t n) {
+    release();
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    size_t body = (n + page - 1) / page * page;
+    void* m = mmap(nullptr, body + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) fail("launch: cannot map dynamic shared memory");
+    map = static_cast<unsigned char*>(m);
+    map_bytes = body + page;
+    if (mprotect(map + body, page, PROT_NONE) != 0) fail("launch: cannot protect dynamic shared memory's guard page");
+    data = map + body - n;
+    bytes = n;
+  }
+  void release() {
+    if (map != nullptr) munmap(map, map_bytes);
+    map = data = nullptr;
+    map_bytes = bytes = 0;
+  }
+};
+
 // The state of the block that is running.
 struct BlockState {
   int nthreads = 0;
   std::vector<uint32_t> exchange[2];  // nthreads * kSlot words, used alternately
-  std::vector<unsigned char> dynamic_smem;
+  SharedBuffer dynamic_smem;
   std::vector<long> barriers;  // per thread, at the end of a launch
 };
 inline BlockState block;
@@ -151,7 +182,7 @@ inline T value_of_lane(T v, int src) {
   return r;
 }
 
-inline void* dynamic_smem() { return block.dynamic_smem.data(); }
+inline void* dynamic_smem() { return block.dynamic_smem.data; }
 
 }  // namespace emu
 
@@ -370,7 +401,8 @@ void launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t shared_bytes, A.
   st.nthreads = (int)n;
   st.exchange[0].assign(n * emu::kSlot, 0);
   st.exchange[1].assign(n * emu::kSlot, 0);
-  st.dynamic_smem.assign(shared_bytes + 16, 0xff);
+  st.dynamic_smem.assign(shared_bytes);
+  memset(st.dynamic_smem.data, 0xff, shared_bytes);
   st.barriers.assign(n, 0);
   omp_set_dynamic(0);
 #pragma omp parallel num_threads(n)
@@ -387,7 +419,7 @@ void launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t shared_bytes, A.
           blockIdx = {bx, by, bz};
           emu::exchange_phase = 0;
           if (shared_bytes > 0) {
-            if (t == 0) memset(st.dynamic_smem.data(), 0xff, shared_bytes);
+            if (t == 0) memset(st.dynamic_smem.data, 0xff, shared_bytes);
 #pragma omp barrier
           }
           kernel(args...);
@@ -400,6 +432,31 @@ void launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t shared_bytes, A.
   for (long t = 1; t < n; t++) {
     if (st.barriers[t] != st.barriers[0])
       emu::fail("launch: threads passed different numbers of barriers (a __syncthreads, shuffle, vote or mma in divergent code)");
+  }
+}
+
+// launch_independent runs a launch whose threads never meet: no barrier,
+// shuffle, vote, mma or shared memory (the emulated device reads that from
+// the kernel's PTX). Any order of its threads is then a schedule the GPU
+// could run, so each CUDA thread runs to completion in turn, on as many
+// OpenMP threads as there are CPUs: large grid-stride launches take
+// milliseconds instead of one barrier of the whole block per block.
+template <class... P, class... A>
+void launch_independent(void (*kernel)(P...), dim3 grid, dim3 block, A... args) {
+  static_assert(sizeof...(P) == sizeof...(A), "launch: wrong number of kernel arguments");
+  long per_block = (long)block.x * block.y * block.z;
+  long total = (long)grid.x * grid.y * grid.z * per_block;
+#pragma omp parallel
+  {
+    blockDim = block;
+    gridDim = grid;
+#pragma omp for schedule(static)
+    for (long i = 0; i < total; i++) {
+      long b = i / per_block, t = i % per_block;
+      blockIdx = {(unsigned)(b % grid.x), (unsigned)(b / grid.x % grid.y), (unsigned)(b / ((long)grid.x * grid.y))};
+      threadIdx = {(unsigned)(t % block.x), (unsigned)(t / block.x % block.y), (unsigned)(t / ((long)block.x * block.y))};
+      kernel(args...);
+    }
   }
 }
 

@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# emu-mutations.sh: shows that the GPU tests of cgo/, run on the emulated
+# device (make emu), catch bugs of the Go code that drives the kernels. It
+# plants each bug below, one at a time, in a copy of the working tree and
+# checks that the GPU test named for it then fails; before that, each test
+# must pass unchanged. Not part of `make test` (minutes).
+#
+#	scripts/emu-mutations.sh            every mutation
+#	scripts/emu-mutations.sh NAME...    only these (-l lists them)
+#
+# The working tree is never modified: the copy (tracked and untracked files
+# git does not ignore) is in a temporary folder, removed on any exit. A
+# mutation whose text is no longer in the source is STALE: update it here.
+# Exit status: 0 when every mutation is caught, 1 otherwise.
+set -euo pipefail
+
+root="$(cd "$(dirname "$0")/.." && pwd)"
+go=${GO:-go}
+
+names=()
+declare -A m_file m_old m_new m_test
+# A second edit some mutations need, in another file.
+declare -A extra_file extra_old extra_new
+
+mutation() {
+  names+=("$1")
+  m_file[$1]=$2
+  m_old[$1]=$3
+  m_new[$1]=$4
+  m_test[$1]=$5
+}
+
+# Two launch arguments of the same type swapped in cgo/ops.go: SwiGLU's
+# backward writes dup where dgate belongs.
+mutation swapped-arguments cgo/ops.go \
+  'new(Args).Tensor(dgate).Tensor(dup).Tensor(dout)' \
+  'new(Args).Tensor(dup).Tensor(dgate).Tensor(dout)' \
+  TestGPUSwiGLU
+
+# A wrong leading dimension in the cuBLAS call of every MatMul: cuBLAS
+# accepts it (it is not below the rows) and reads past the operand.
+mutation wrong-leading-dimension cgo/gemm.go \
+  'lda: bCols, ldb: aCols, ldc: N}' \
+  'lda: bCols + 1, ldb: aCols, ldc: N}' \
+  TestGPUMatMul
+
+# attention_forward's dynamic shared memory one float too small: the
+# kernel's last score of a full tile lands on the emulator's guard page.
+mutation shared-one-float-short kernels/kernels.go \
+  'Shared: func(s Sizes) int { return (attBQ*s.D + 2*attBK*s.D + attBQ*attBK) * f32Bytes }},' \
+  'Shared: func(s Sizes) int { return (attBQ*s.D + 2*attBK*s.D + attBQ*attBK - 1) * f32Bytes }},' \
+  TestGPUAttention
+
+# A grid.y over 65535 (attention_forward's heads scaled up; its Grid line
+# is told from attention_backward_dq's, which reads the same, by the
+# Shared line after it): Function.Launch refuses it.
+att_grid=$'Grid:   func(s Sizes) [3]int { return [3]int{ceilDiv(s.T, attBQ), s.Hq, s.B} },\n\t\tShared: func(s Sizes) int { return (attBQ*s.D + 2*attBK*s.D'
+att_grid_big=$'Grid:   func(s Sizes) [3]int { return [3]int{ceilDiv(s.T, attBQ), s.Hq << 16, s.B} },\n\t\tShared: func(s Sizes) int { return (attBQ*s.D + 2*attBK*s.D'
+mutation grid-y-over-65535 kernels/kernels.go "$att_grid" "$att_grid_big" TestGPUAttention
+
+# The same grid with Function.Launch's own check gone: the emulated
+# driver refuses it (CUDA_ERROR_INVALID_VALUE), as a GPU would.
+mutation grid-y-over-65535-driver kernels/kernels.go "$att_grid" "$att_grid_big" TestGPUAttention
+extra_file[grid-y-over-65535-driver]=cgo/cuda.go
+extra_old[grid-y-over-65535-driver]='	case grid.X > maxGridX || grid.Y > maxGridYZ || grid.Z > maxGridYZ:'
+extra_new[grid-y-over-65535-driver]='	case grid.X > maxGridX:'
+
+if [ "${1:-}" = "-l" ]; then
+  printf '%s\n' "${names[@]}"
+  exit 0
+fi
+selected=("$@")
+[ ${#selected[@]} -eq 0 ] && selected=("${names[@]}")
+for n in "${selected[@]}"; do
+  [ -n "${m_file[$n]:-}" ] || { echo "unknown mutation $n (-l lists them)" >&2; exit 2; }
+done
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+(cd "$root" && git ls-files -co --exclude-standard -z | xargs -0 cp --parents -t "$work" 2>/dev/null || true)
+cd "$work"
+mkdir -p bin
+echo "building the emulated device..."
+g++ -O2 -fopenmp -std=c++17 -ffp-contract=off -fPIC -shared -o bin/libcompass_emu.so kernels/emu/device.cpp
+export COMPASS_CUDA_EMULATOR="$work/bin/libcompass_emu.so" OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
+
+# run TEST: 0 when it passes, 1 when it fails (a failed check, or a fault
+# the emulated device reports and ends the process with), 2 when it does
+# not build.
+run() {
+  local out
+  out=$("$go" test -tags cuda -count=1 -run "^$1\$" ./cgo/ 2>&1) && return 0
+  if grep -q -e '\[build failed\]' -e '\[setup failed\]' <<<"$out"; then
+    echo "$out" | tail -5 >&2
+    return 2
+  fi
+  # What caught it: the emulator's report, or the test's first error.
+  grep -E -- "cuda emulator: |_test\.go:[0-9]+: .*(error|cuda)" <<<"$out" | grep -v "(tolerance" | head -2 | cut -c1-240 | sed 's/^ */          /'
+  return 1
+}
+
+# replace FILE OLD NEW: exactly one occurrence, else STALE.
+replace() {
+  python3 - "$1" "$2" "$3" <<'EOF'
+import sys
+path, old, new = sys.argv[1:4]
+s = open(path).read()
+if s.count(old) != 1:
+    sys.exit(1)
+open(path, "w").write(s.replace(old, new))
+EOF
+}
+
+declare -A passed
+failed=0
+for n in "${selected[@]}"; do
+  t=${m_test[$n]}
+  if [ -z "${passed[$t]:-}" ]; then
+    if ! run "$t"; then
+      echo "BASELINE FAILS  $t: fix it first"
+      exit 1
+    fi
+    passed[$t]=1
+  fi
+  f=${m_file[$n]}
+  cp "$f" "$f.orig"
+  ef=${extra_file[$n]:-}
+  [ -n "$ef" ] && cp "$ef" "$ef.orig"
+  if ! replace "$f" "${m_old[$n]}" "${m_new[$n]}" || { [ -n "$ef" ] && ! replace "$ef" "${extra_old[$n]}" "${extra_new[$n]}"; }; then
+    echo "STALE     $n: its text is no longer in the source"
+    failed=1
+  else
+    set +e
+    run "$t"
+    r=$?
+    set -e
+    case $r in
+      1) echo "caught    $n ($t fails)" ;;
+      0) echo "MISSED    $n ($t passes)"; failed=1 ;;
+      *) echo "BROKEN    $n (does not build)"; failed=1 ;;
+    esac
+  fi
+  mv "$f.orig" "$f"
+  [ -n "$ef" ] && mv "$ef.orig" "$ef"
+done
+exit $failed

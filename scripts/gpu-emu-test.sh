@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# gpu-emu-test.sh: runs the GPU tests of cgo/ (go test -tags cuda) against
+# the emulated device (`make emu`, kernels/emu/device.cpp), and says how
+# many ran. `make test` runs it.
+#
+#	scripts/gpu-emu-test.sh [LIBRARY] [go test flags...]
+#
+# LIBRARY defaults to bin/libcompass_emu.so. It is used through a copy
+# named by its content hash, so that go test's cache (which sees the
+# COMPASS_CUDA_EMULATOR it reads, not the library) reruns the tests when
+# the library changes.
+#
+# Fails when a test fails, when no GPU test ran, or when one skipped for
+# lack of a device.
+set -euo pipefail
+
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+lib=${1:-bin/libcompass_emu.so}
+shift || true
+if [ ! -f "$lib" ]; then
+  echo "gpu-emu-test: $lib not found: run make emu" >&2
+  exit 2
+fi
+hash=$(sha256sum "$lib" | cut -c1-16)
+mkdir -p bin/emu
+named="$root/bin/emu/libcompass_emu-$hash.so"
+if [ ! -f "$named" ]; then
+  rm -f bin/emu/libcompass_emu-*.so # older builds
+  cp "$lib" "$named"
+fi
+
+# Hundreds of OpenMP threads share the CPUs: waiting ones should sleep.
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
+
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+COMPASS_CUDA_EMULATOR="$named" ${GO:-go} test -tags cuda -timeout 40m -v "$@" ./cgo/ >"$log" 2>&1 || status=$?
+
+# One line per GPU test, then the package's result and any fault the
+# emulated device reported (the failures' details are in the tail below).
+grep -E '^--- (PASS|FAIL|SKIP): TestGPU|^(FAIL|ok|panic)|cuda emulator: CUDA_ERROR' "$log" | head -200 || true
+passed=$(grep -cE '^--- PASS: TestGPU' "$log" || true)
+failed=$(grep -cE '^--- FAIL: TestGPU' "$log" || true)
+skipped=$(grep -cE '^--- SKIP: TestGPU' "$log" || true)
+echo "GPU tests on the emulated device: $((passed + failed)) ran ($passed passed, $failed failed), $skipped skipped"
+if [ "$status" -ne 0 ]; then
+  echo "gpu-emu-test: go test failed (exit $status); the last lines:" >&2
+  grep -E -B2 -A12 '^--- FAIL|^panic' "$log" | head -150 >&2 || true
+  tail -20 "$log" >&2
+  exit 1
+fi
+if [ $((passed + failed)) -eq 0 ]; then
+  echo "gpu-emu-test: no GPU test ran" >&2
+  exit 1
+fi
+if grep -A2 -E '^--- SKIP: TestGPU' "$log" | grep -q 'no CUDA device'; then
+  echo "gpu-emu-test: a GPU test skipped for lack of a device: the emulator did not load" >&2
+  exit 1
+fi
