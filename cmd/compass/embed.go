@@ -9,8 +9,6 @@ import (
 	"strings"
 
 	"github.com/compassml/compass/dataset"
-	"github.com/compassml/compass/model"
-	"github.com/compassml/compass/model/tokenizer"
 	"github.com/compassml/compass/sampling"
 	"github.com/urfave/cli/v3"
 )
@@ -76,27 +74,12 @@ func embedCommand() *cli.Command {
 				return err
 			}
 			defer release()
-			dir := cmd.String("model")
-			m, err := model.Load(dir, be)
+			m, err := loadModel(cmd.String("model"), "", be)
 			if err != nil {
 				return err
 			}
 			defer m.Close()
-			tok, err := tokenizer.Load(dir)
-			if err != nil {
-				return err
-			}
-			source, err := sampling.ModelSignature(dir)
-			if err != nil {
-				return err
-			}
-			// Special tokens as the model saw them in training (Llama's BOS).
-			encode := func(text string) ([]int, error) { return tok.Encode(text, true) }
-			me, err := sampling.NewModelEmbedder(m, encode, source, sampling.ModelOptions{
-				BatchTokens: int(cmd.Int("batch-tokens")),
-				MaxLen:      int(cmd.Int("max-len")),
-				Progress:    progress,
-			})
+			me, err := modelEmbedder(cmd, m, progress)
 			if err != nil {
 				return err
 			}

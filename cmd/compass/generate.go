@@ -53,16 +53,11 @@ func generateCommand() *cli.Command {
 			}
 			defer release()
 			dir := cmd.String("model")
-			m, err := model.Load(dir, be)
+			m, err := loadModel(dir, cmd.String("adapter"), be)
 			if err != nil {
 				return err
 			}
 			defer m.Close()
-			if a := cmd.String("adapter"); a != "" {
-				if err := attachAdapter(m, a); err != nil {
-					return err
-				}
-			}
 			tok, err := tokenizer.Load(dir)
 			if err != nil {
 				return err

@@ -7,8 +7,6 @@ import (
 	"time"
 
 	"github.com/compassml/compass/engine"
-	"github.com/compassml/compass/model"
-	"github.com/compassml/compass/model/tokenizer"
 	"github.com/compassml/compass/sampling"
 	"github.com/urfave/cli/v3"
 )
@@ -66,25 +64,12 @@ func monitorCommand() *cli.Command {
 				return err
 			}
 			defer release()
-			dir := cmd.String("model")
-			m, err := model.Load(dir, be)
+			m, err := loadModel(cmd.String("model"), "", be)
 			if err != nil {
 				return err
 			}
 			defer m.Close()
-			tok, err := tokenizer.Load(dir)
-			if err != nil {
-				return err
-			}
-			source, err := sampling.ModelSignature(dir)
-			if err != nil {
-				return err
-			}
-			encode := func(text string) ([]int, error) { return tok.Encode(text, true) }
-			e, err := sampling.NewModelEmbedder(m, encode, source, sampling.ModelOptions{
-				BatchTokens: int(cmd.Int("batch-tokens")),
-				MaxLen:      int(cmd.Int("max-len")),
-			})
+			e, err := modelEmbedder(cmd, m, nil)
 			if err != nil {
 				return err
 			}

@@ -8,7 +8,6 @@ import (
 
 	"github.com/compassml/compass/engine"
 	"github.com/compassml/compass/internal/atomicfile"
-	"github.com/compassml/compass/model"
 	"github.com/urfave/cli/v3"
 )
 
@@ -32,16 +31,11 @@ func scoreCommand() *cli.Command {
 				return err
 			}
 			defer release()
-			m, err := model.Load(cmd.String("model"), be)
+			m, err := loadModel(cmd.String("model"), cmd.String("adapter"), be)
 			if err != nil {
 				return err
 			}
 			defer m.Close()
-			if dir := cmd.String("adapter"); dir != "" {
-				if err := attachAdapter(m, dir); err != nil {
-					return err
-				}
-			}
 			enc, err := loadEncoder(cmd.String("model"))
 			if err != nil {
 				return err
