@@ -16,7 +16,6 @@ import (
 	"github.com/compassml/compass/internal/atomicfile"
 	"github.com/compassml/compass/sampling"
 	"gonum.org/v1/plot"
-	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/vg"
 )
 
@@ -409,33 +408,16 @@ func writeAdaptChart(path string, l AdaptLanguage) error {
 		return nil
 	}
 	methods := len(l.Tasks[0].Scores)
-	width := 0.8 / float64(max(1, methods))
 	for mi := range methods {
-		var bars []*plotter.Polygon
-		eb := errBars{}
+		values, errs := make([]float64, len(l.Tasks)), make([]float64, len(l.Tasks))
 		for ti, t := range l.Tasks {
-			s := t.Scores[mi]
-			x0 := float64(ti) - 0.4 + float64(mi)*width
-			y := 100 * s.Mean
-			poly, err := plotter.NewPolygon(plotter.XYs{{X: x0, Y: 0}, {X: x0 + width, Y: 0}, {X: x0 + width, Y: y}, {X: x0, Y: y}})
-			if err != nil {
-				return fmt.Errorf("adapt: chart: %w", err)
-			}
-			poly.Color = evalColors[mi%len(evalColors)]
-			poly.LineStyle.Width = 0
-			bars = append(bars, poly)
-			eb.XYs = append(eb.XYs, plotter.XY{X: x0 + width/2, Y: y})
-			eb.YErrors = append(eb.YErrors, struct{ Low, High float64 }{100 * s.Stderr, 100 * s.Stderr})
+			values[ti], errs[ti] = t.Scores[mi].Mean, t.Scores[mi].Stderr
 		}
-		for _, poly := range bars {
-			p.Add(poly)
-		}
-		e, err := plotter.NewYErrorBars(eb)
+		first, err := addBarSeries(p, mi, methods, values, errs)
 		if err != nil {
 			return fmt.Errorf("adapt: chart: %w", err)
 		}
-		p.Add(e)
-		p.Legend.Add(l.Tasks[0].Scores[mi].Method, bars[0])
+		p.Legend.Add(l.Tasks[0].Scores[mi].Method, first)
 	}
 	names := make([]string, len(l.Tasks))
 	for i, t := range l.Tasks {

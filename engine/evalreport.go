@@ -177,34 +177,17 @@ func writeEvalChart(path string, tr *EvalTaskResult, res *EvalResults) error {
 	p.Legend.Top = true
 	labels := append(append([]string{}, res.Langs...), "all")
 	groups := append(mapStrings(res.Langs, func(l string) string { return "lang:" + l }), "all")
-	width := 0.8 / float64(len(res.Systems))
 	for si, s := range res.Systems {
-		col := evalColors[si%len(evalColors)]
-		var bars []*plotter.Polygon
-		eb := errBars{}
+		values, errs := make([]float64, len(groups)), make([]float64, len(groups))
 		for gi, g := range groups {
 			m, _ := tr.metric(s, g)
-			x0 := float64(gi) - 0.4 + float64(si)*width
-			y := 100 * m.Acc
-			poly, err := plotter.NewPolygon(plotter.XYs{{X: x0, Y: 0}, {X: x0 + width, Y: 0}, {X: x0 + width, Y: y}, {X: x0, Y: y}})
-			if err != nil {
-				return fmt.Errorf("eval: chart: %w", err)
-			}
-			poly.Color = col
-			poly.LineStyle.Width = 0
-			bars = append(bars, poly)
-			eb.XYs = append(eb.XYs, plotter.XY{X: x0 + width/2, Y: y})
-			eb.YErrors = append(eb.YErrors, struct{ Low, High float64 }{100 * m.Stderr, 100 * m.Stderr})
+			values[gi], errs[gi] = m.Acc, m.Stderr
 		}
-		for _, poly := range bars {
-			p.Add(poly)
-		}
-		e, err := plotter.NewYErrorBars(eb)
+		first, err := addBarSeries(p, si, len(res.Systems), values, errs)
 		if err != nil {
 			return fmt.Errorf("eval: chart: %w", err)
 		}
-		p.Add(e)
-		p.Legend.Add(systemName(s), bars[0])
+		p.Legend.Add(systemName(s), first)
 	}
 	p.NominalX(labels...)
 	p.X.Min, p.X.Max = -0.6, float64(len(labels))-0.4
@@ -216,4 +199,36 @@ func writeEvalChart(path string, tr *EvalTaskResult, res *EvalResults) error {
 		_, err := wt.WriteTo(w)
 		return err
 	})
+}
+
+// addBarSeries draws series number si of n side by side over the groups
+// 0..len(values)-1: one bar per group at 100 x value (a share, in
+// percent), with a +-100 x errs error bar, in the series' colour. It
+// returns the first bar, for the legend.
+func addBarSeries(p *plot.Plot, si, n int, values, errs []float64) (*plotter.Polygon, error) {
+	width := 0.8 / float64(max(1, n))
+	var bars []*plotter.Polygon
+	eb := errBars{}
+	for gi, v := range values {
+		x0 := float64(gi) - 0.4 + float64(si)*width
+		y := 100 * v
+		poly, err := plotter.NewPolygon(plotter.XYs{{X: x0, Y: 0}, {X: x0 + width, Y: 0}, {X: x0 + width, Y: y}, {X: x0, Y: y}})
+		if err != nil {
+			return nil, err
+		}
+		poly.Color = evalColors[si%len(evalColors)]
+		poly.LineStyle.Width = 0
+		bars = append(bars, poly)
+		eb.XYs = append(eb.XYs, plotter.XY{X: x0 + width/2, Y: y})
+		eb.YErrors = append(eb.YErrors, struct{ Low, High float64 }{100 * errs[gi], 100 * errs[gi]})
+	}
+	for _, poly := range bars {
+		p.Add(poly)
+	}
+	e, err := plotter.NewYErrorBars(eb)
+	if err != nil {
+		return nil, err
+	}
+	p.Add(e)
+	return bars[0], nil
 }
