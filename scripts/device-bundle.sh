@@ -2,8 +2,8 @@
 # device-bundle.sh: builds, on this machine (Go, no GPU), everything the
 # device run needs, into dist/device/ (git-ignored):
 #
-#	compass          the CLI (compass gpu, compass version there)
-#	cgo.test         the CUDA backend's tests and benchmarks (go test -c -tags cuda)
+#	compass.gz       the CLI (compass gpu, compass version there)
+#	cgo.test.gz      the CUDA backend's tests and benchmarks (go test -c -tags cuda)
 #	fixtures/        tiny checkpoints, PEFT adapters and inputs (scripts/tinyfixtures)
 #	testdata/configs the published configs (the Llama-3.1-8B training-step benchmark)
 #	reference/       tools/reference, the PyTorch reference
@@ -30,6 +30,8 @@ go run ./scripts/tinyfixtures "$out/fixtures"
 cp -r testdata/configs "$out/testdata/"
 cp -r tools/reference "$out/reference"
 rm -rf "$out/reference/__pycache__"
+# The two binaries are 28 MiB each; gzipped, 11. device-check.sh unpacks them.
+gzip -9 "$out/compass" "$out/cgo.test"
 
 # The device tool sends the working tree and the carried paths, 64 MiB in
 # all; keep the bundle well under that.
