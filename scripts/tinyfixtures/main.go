@@ -53,11 +53,13 @@ const llama = `{"architectures":["LlamaForCausalLM"],"model_type":"llama","hidde
 	"num_hidden_layers":2,"num_attention_heads":4,"num_key_value_heads":2,"vocab_size":61,"rms_norm_eps":1e-5,"max_position_embeddings":2048,
 	"rope_theta":10000.0,"tie_word_embeddings":false,"torch_dtype":"float32"}`
 
+// pad_token_id: transformers 5's Phi3Config defaults it to 32000, past this
+// vocabulary, and nn.Embedding refuses a padding index outside the table.
 const phi3 = `{"architectures":["Phi3ForCausalLM"],"model_type":"phi3","hidden_size":64,"intermediate_size":48,
 	"num_hidden_layers":2,"num_attention_heads":4,"num_key_value_heads":2,"vocab_size":71,"rms_norm_eps":1e-5,
 	"rope_theta":10000.0,"partial_rotary_factor":0.75,"max_position_embeddings":64,"original_max_position_embeddings":16,
 	"rope_scaling":{"type":"longrope","short_factor":[1.0,1.1,1.3,1.7,2.2,3.0],"long_factor":[1.5,2.5,4.0,6.5,9.0,12.0]},
-	"tie_word_embeddings":true,"torch_dtype":"float32"}`
+	"tie_word_embeddings":true,"pad_token_id":0,"torch_dtype":"float32"}`
 
 func main() {
 	if len(os.Args) != 2 {
