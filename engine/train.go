@@ -3,7 +3,6 @@ package engine
 import (
 	"fmt"
 	"math"
-	"sort"
 
 	"github.com/compassml/compass/model"
 	"github.com/compassml/compass/tensor"
@@ -36,49 +35,47 @@ type Trainer struct {
 	names                     []string
 	params, grads, mom1, mom2 []*tensor.Tensor
 	scratch, scalar           *tensor.Tensor // for the gradient norm on a device
+	ewc                       *ewcState      // the EWC penalty (SetEWC); nil: none
 }
 
 // StepResult is what one optimizer step did.
 type StepResult struct {
-	Loss     float64 // mean -log p over the counted tokens of all micro-batches
-	Tokens   int     // counted (target) tokens
-	GradNorm float64 // global 2-norm of the gradient, before clipping
-	LR       float64 // the learning rate used
+	Loss   float64 // mean -log p over the counted tokens of all micro-batches
+	Tokens int     // counted (target) tokens
+	// With replay (TrainStepReplay): the replay micro-batches' mean loss
+	// and tokens, and the weight Objective gives their loss.
+	ReplayLoss   float64
+	ReplayTokens int
+	ReplayWeight float64
+	Penalty      float64 // the EWC penalty's value before the update (SetEWC); 0 without
+	// Objective is what the step descended: Loss + ReplayWeight*ReplayLoss + Penalty.
+	Objective float64
+	GradNorm  float64 // global 2-norm of the gradient, before clipping
+	LR        float64 // the learning rate used
 }
 
 // NewTrainer prepares AdamW state for every LoRA parameter attached to m;
 // the trainer updates the adapters' A and B in place.
 func NewTrainer(m *model.Model, cfg AdamWConfig) (*Trainer, error) {
-	grads, params := m.LoRAGrads(), m.LoRAParams()
-	if len(grads) == 0 {
+	if len(m.LoRAGrads()) == 0 {
 		return nil, fmt.Errorf("train: the model has no LoRA adapter attached")
 	}
-	modules := make([]string, 0, len(grads))
-	for name := range grads {
-		modules = append(modules, name)
-	}
-	sort.Strings(modules)
 	t := &Trainer{m: m, cfg: cfg}
+	t.names, t.params, t.grads = loraTables(m)
 	be := m.Backend()
 	largest := 0
-	for _, name := range modules {
-		g := grads[name]
-		for k, p := range params[name] {
-			m1, err := be.Alloc(tensor.F32, p.Shape()...)
-			if err != nil {
-				return nil, fmt.Errorf("train: AdamW state of %s: %w", name, err)
-			}
-			m2, err := be.Alloc(tensor.F32, p.Shape()...)
-			if err != nil {
-				return nil, fmt.Errorf("train: AdamW state of %s: %w", name, err)
-			}
-			t.names = append(t.names, name+[]string{".lora_A.weight", ".lora_B.weight"}[k])
-			t.params = append(t.params, p)
-			t.grads = append(t.grads, g[k])
-			t.mom1 = append(t.mom1, m1)
-			t.mom2 = append(t.mom2, m2)
-			largest = max(largest, p.NumElements())
+	for i, p := range t.params {
+		m1, err := be.Alloc(tensor.F32, p.Shape()...)
+		if err != nil {
+			return nil, fmt.Errorf("train: AdamW state of %s: %w", t.names[i], err)
 		}
+		m2, err := be.Alloc(tensor.F32, p.Shape()...)
+		if err != nil {
+			return nil, fmt.Errorf("train: AdamW state of %s: %w", t.names[i], err)
+		}
+		t.mom1 = append(t.mom1, m1)
+		t.mom2 = append(t.mom2, m2)
+		largest = max(largest, p.NumElements())
 	}
 	if !t.grads[0].OnHost() {
 		var err error
@@ -103,6 +100,7 @@ func (t *Trainer) Close() {
 		be.Free(t.scalar)
 	}
 	t.mom1, t.mom2, t.scratch, t.scalar = nil, nil, nil, nil
+	t.freeEWC()
 }
 
 // Steps returns how many optimizer steps the trainer has taken.
@@ -126,10 +124,27 @@ func (t *Trainer) Step(b model.Batch) (*model.Output, error) {
 // LoRA dropout seed (Model.DropoutSeed). A loss or gradient that is not finite is an
 // error before any parameter changes.
 func (t *Trainer) TrainStep(micro []model.Batch, seeds []uint64, lr float64) (StepResult, error) {
-	res := StepResult{LR: lr}
+	return t.TrainStepReplay(micro, nil, 0, seeds, lr)
+}
+
+// TrainStepReplay is TrainStep on the objective
+//
+//	mean loss of micro + replayWeight * mean loss of replay (+ the EWC penalty)
+//
+// for COMPASS-ECDA's updates: replay holds micro-batches of earlier rounds'
+// data, each mean taken over its own counted tokens. seeds, when not nil,
+// gives the dropout seeds of micro then replay.
+func (t *Trainer) TrainStepReplay(micro, replay []model.Batch, replayWeight float64, seeds []uint64, lr float64) (StepResult, error) {
+	res := StepResult{LR: lr, ReplayWeight: replayWeight}
 	n := t.step + 1
 	if len(micro) == 0 {
 		return res, fmt.Errorf("train: step %d: no micro-batch", n)
+	}
+	if replayWeight < 0 || math.IsNaN(replayWeight) || math.IsInf(replayWeight, 0) {
+		return res, fmt.Errorf("train: step %d: replay weight %v: want a finite number >= 0", n, replayWeight)
+	}
+	if seeds != nil && len(seeds) != len(micro)+len(replay) {
+		return res, fmt.Errorf("train: step %d: %d dropout seeds for %d micro-batches", n, len(seeds), len(micro)+len(replay))
 	}
 	total := 0
 	for _, b := range micro {
@@ -141,25 +156,45 @@ func (t *Trainer) TrainStep(micro []model.Batch, seeds []uint64, lr float64) (St
 	if err := t.m.ZeroLoRAGrads(); err != nil {
 		return res, fmt.Errorf("train: step %d: %w", n, err)
 	}
-	sum := 0.0
-	for i, b := range micro {
-		if countTargets(b) == 0 {
-			continue
-		}
-		b.GradDivisor = total
+	// The replay part first: its gradient (of its own mean) is scaled by
+	// the weight, then the new data's gradient is accumulated on top.
+	be := t.m.Backend()
+	if replayWeight > 0 && len(replay) > 0 {
+		var seedsR []uint64
 		if seeds != nil {
-			t.m.DropoutSeed = seeds[i]
+			seedsR = seeds[len(micro):]
 		}
-		out, err := t.m.ForwardBackward(b)
+		loss, tokens, err := t.accumulate(n, replay, seedsR)
 		if err != nil {
-			return res, fmt.Errorf("train: step %d, micro-batch %d: %w", n, i+1, err)
+			return res, err
 		}
-		sum += out.Loss * float64(out.Tokens)
+		if tokens > 0 {
+			for _, g := range t.grads {
+				if err := be.Scale(g, g, float32(replayWeight)); err != nil {
+					return res, fmt.Errorf("train: step %d: replay weight: %w", n, err)
+				}
+			}
+		}
+		res.ReplayLoss, res.ReplayTokens = loss, tokens
 	}
-	res.Loss, res.Tokens = sum/float64(total), total
+	var seedsM []uint64
+	if seeds != nil {
+		seedsM = seeds[:len(micro)]
+	}
+	loss, tokens, err := t.accumulate(n, micro, seedsM)
+	if err != nil {
+		return res, err
+	}
+	res.Loss, res.Tokens = loss, tokens
 	if math.IsNaN(res.Loss) || math.IsInf(res.Loss, 0) {
 		return res, fmt.Errorf("train: step %d: loss is %v", n, res.Loss)
 	}
+	if t.ewc != nil {
+		if res.Penalty, err = t.addEWC(); err != nil {
+			return res, fmt.Errorf("train: step %d: EWC penalty: %w", n, err)
+		}
+	}
+	res.Objective = res.Loss + res.ReplayWeight*res.ReplayLoss + res.Penalty
 	norm, err := t.gradNorm()
 	if err != nil {
 		return res, fmt.Errorf("train: step %d: gradient norm: %w", n, err)
@@ -168,7 +203,6 @@ func (t *Trainer) TrainStep(micro []model.Batch, seeds []uint64, lr float64) (St
 	if math.IsNaN(norm) || math.IsInf(norm, 0) {
 		return res, fmt.Errorf("train: step %d: gradient norm is %v (loss %.6g)", n, norm, res.Loss)
 	}
-	be := t.m.Backend()
 	if t.MaxGradNorm > 0 {
 		// torch.nn.utils.clip_grad_norm_: coefficient max/(norm+1e-6), at most 1.
 		if coef := t.MaxGradNorm / (norm + 1e-6); coef < 1 {
@@ -185,6 +219,34 @@ func (t *Trainer) TrainStep(micro []model.Batch, seeds []uint64, lr float64) (St
 	}
 	t.step = n
 	return res, nil
+}
+
+// accumulate adds the gradient of the mean loss over the counted tokens
+// of micro into the LoRA gradients and returns that mean and the count.
+func (t *Trainer) accumulate(n int, micro []model.Batch, seeds []uint64) (float64, int, error) {
+	total := 0
+	for _, b := range micro {
+		total += countTargets(b)
+	}
+	if total == 0 {
+		return 0, 0, nil
+	}
+	sum := 0.0
+	for i, b := range micro {
+		if countTargets(b) == 0 {
+			continue
+		}
+		b.GradDivisor = total
+		if seeds != nil {
+			t.m.DropoutSeed = seeds[i]
+		}
+		out, err := t.m.ForwardBackward(b)
+		if err != nil {
+			return 0, 0, fmt.Errorf("train: step %d, micro-batch %d: %w", n, i+1, err)
+		}
+		sum += out.Loss * float64(out.Tokens)
+	}
+	return sum / float64(total), total, nil
 }
 
 // countTargets counts the labels of b that are not ignored.

@@ -1192,6 +1192,35 @@ def cmd_forward(args):
     safetensors_io.save(out, args.output)
 
 
+def cmd_fisher(args):
+    """The diagonal empirical Fisher of the LoRA parameters: for each row of the input on its own,
+    the gradient of its loss (the mean -log p over its counted tokens), squared, averaged over
+    the rows that have a counted token. Rows with none are left out of the mean."""
+    dtype_choice = "float64" if args.float64 else "float32"
+    model = load_model(args.model, dtype_choice)
+    ids, labels = read_input(args.input, model.cfg.vocab_size)
+    if labels is None:
+        raise ReferenceError("fisher needs labels")
+    params = load_adapter(args.adapter, model)
+    names = list(params)
+    sums = {name: torch.zeros_like(p) for name, p in params.items()}
+    used = 0
+    for i in range(ids.shape[0]):
+        row_labels = labels[i:i + 1]
+        if not bool((row_labels != -100).any()):
+            continue
+        logits = model_forward(model, ids[i:i + 1])
+        loss, _ = causal_lm_loss(logits, row_labels)
+        grads = torch.autograd.grad(loss, [params[n] for n in names])
+        for name, g in zip(names, grads):
+            sums[name] += g.detach() ** 2
+        used += 1
+    if used == 0:
+        raise ReferenceError("no row has a counted token")
+    out = {name: (sums[name] / used).to(torch.float64 if args.output_f64 else torch.float32) for name in names}
+    safetensors_io.save(out, args.output)
+
+
 def cmd_make_adapter(args):
     model = load_model(args.model, "float32")
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
@@ -1390,6 +1419,15 @@ def build_parser():
     fwd.add_argument("--output-f64", action="store_true", help="write F64 tensors instead of F32")
     fwd.add_argument("--threads", type=int, default=0, help="torch threads")
 
+    fi = sub.add_parser("fisher", help="diagonal empirical Fisher of the LoRA parameters: mean of squared per-row gradients")
+    fi.add_argument("--model", required=True)
+    fi.add_argument("--adapter", required=True)
+    fi.add_argument("--input", required=True, help='JSON {"input_ids": [[...]], "labels": [[...]]}: one example per row')
+    fi.add_argument("--output", required=True, help="safetensors file: one tensor per LoRA parameter, PEFT names")
+    fi.add_argument("--float64", action="store_true", help="compute in float64")
+    fi.add_argument("--output-f64", action="store_true", help="write F64 tensors instead of F32")
+    fi.add_argument("--threads", type=int, default=0)
+
     mk = sub.add_parser("make-adapter", help="write a seeded PEFT LoRA adapter for a checkpoint")
     mk.add_argument("--model", required=True)
     mk.add_argument("--output", required=True)
@@ -1435,7 +1473,7 @@ def main(argv=None):
     if getattr(args, "threads", 0):
         torch.set_num_threads(args.threads)
     try:
-        commands = {"forward": cmd_forward, "make-adapter": cmd_make_adapter, "train-bench": cmd_train_bench,
+        commands = {"forward": cmd_forward, "fisher": cmd_fisher, "make-adapter": cmd_make_adapter, "train-bench": cmd_train_bench,
                     "train": cmd_train, "generate-bench": cmd_generate_bench}
         commands[args.command](args)
     except ReferenceError as e:
