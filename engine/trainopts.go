@@ -65,6 +65,17 @@ type TrainOptions struct {
 	Device       string  `json:"device,omitempty"` // recorded; the caller opens the backend
 	Quiet        bool    `json:"quiet,omitempty"`
 	ProgressSecs float64 `json:"-"`
+
+	// COMPASS-ECDA's continued training (ewc.go): earlier rounds' data
+	// replayed with a weighted loss, an EWC penalty around InitAdapter
+	// weighted by the previous round's Fisher, and the Fisher of this
+	// run's result for the next round. All off when unset.
+	ReplayData     []string `json:"replay_data,omitempty"`
+	ReplayWeight   float64  `json:"replay_weight,omitempty"`   // 0 with replay_data: DefaultReplayWeight
+	ReplayBatches  int      `json:"replay_batches,omitempty"`  // replay micro-batches per step; 0: 1
+	EWCFisher      string   `json:"ewc_fisher,omitempty"`      // the previous round's fisher.safetensors
+	EWCLambda      float64  `json:"ewc_lambda,omitempty"`      // 0 with ewc_fisher: DefaultEWCLambda
+	FisherExamples int      `json:"fisher_examples,omitempty"` // write OUTPUT/fisher.safetensors over this many training examples
 }
 
 // DefaultTrainOptions returns the defaults of `compass train`.
@@ -159,6 +170,14 @@ func (o *TrainOptions) Validate() error {
 		return bad("eval-split", "give --eval-data or --eval-split, not both")
 	case o.EvalEvery < 0 || o.SaveEvery < 0 || o.Keep < 0 || o.Patience < 0 || o.EvalBatches < 0:
 		return bad("eval-every", "step counts must not be negative")
+	case o.ReplayWeight < 0 || math.IsNaN(o.ReplayWeight) || o.ReplayBatches < 0:
+		return bad("replay-weight", "the replay weight and batch count must not be negative")
+	case o.EWCLambda < 0 || math.IsNaN(o.EWCLambda):
+		return bad("ewc-lambda", "%g: must not be negative", o.EWCLambda)
+	case o.EWCFisher != "" && o.InitAdapter == "":
+		return bad("ewc-fisher", "the EWC penalty is around the previous round's adapter: give it as --init-adapter")
+	case o.FisherExamples < 0:
+		return bad("fisher-examples", "%d: must not be negative", o.FisherExamples)
 	}
 	s := Schedule{Name: o.Schedule, LR: o.LR, MinLR: o.MinLR}
 	if err := s.Validate(); err != nil {

@@ -65,13 +65,16 @@ type trainRun struct {
 	tr       *Trainer
 	rows     []dataset.Row
 	evalRows []dataset.Row
-	accum    int // micro-batches per step
-	perEpoch int // micro-batches per epoch
-	total    int // optimizer steps of the run
-	sched    Schedule
-	state    trainerState
-	identity runIdentity
-	metrics  *os.File
+	// Continued training (traincontinual.go): replayed rows, and the
+	// one-example rows the Fisher of the result is estimated on.
+	replayRows, fisherRows []dataset.Row
+	accum                  int // micro-batches per step
+	perEpoch               int // micro-batches per epoch
+	total                  int // optimizer steps of the run
+	sched                  Schedule
+	state                  trainerState
+	identity               runIdentity
+	metrics                *os.File
 }
 
 // Train runs `compass train`: it loads the model and the data, creates (or,
@@ -184,6 +187,9 @@ func (r *trainRun) prepare() error {
 		return err
 	}
 	r.tr.MaxGradNorm = o.MaxGradNorm
+	if err := r.setupEWC(); err != nil {
+		return err
+	}
 
 	// The length of the run and its schedule.
 	r.accum = o.accumulation()
@@ -315,6 +321,20 @@ func (r *trainRun) loadData(tok *tokenizer.Tokenizer, cfg *model.Config) error {
 		return err
 	}
 	r.identity.Data = st.Files
+	if len(o.ReplayData) > 0 {
+		replay, _, err := load(o.ReplayData, "--replay-data")
+		if err != nil {
+			return err
+		}
+		if o.Packing {
+			r.replayRows = dataset.Pack(replay, o.SeqLen, pad)
+		} else {
+			r.replayRows = dataset.Pad(replay, o.SeqLen, pad)
+		}
+	}
+	if o.FisherExamples > 0 {
+		r.fisherRows = fisherRows(train, o.FisherExamples, o.SeqLen, pad, o.Seed)
+	}
 	var eval []dataset.Example
 	switch {
 	case len(o.EvalData) > 0:
@@ -405,7 +425,11 @@ func (r *trainRun) loop(ctx context.Context) (*TrainResult, error) {
 			r.env.OnStep(step+1, micro)
 		}
 		t0 := time.Now()
-		sr, err := r.tr.TrainStep(micro, seeds, lr)
+		replay := r.replayMicro(step)
+		for j := range replay {
+			seeds = append(seeds, dropoutSeed(o.Seed^0x5eed, step*len(replay)+j))
+		}
+		sr, err := r.tr.TrainStepReplay(micro, replay, r.replayWeight(), seeds, lr)
 		if err != nil {
 			prog.clear()
 			last := "no checkpoint was written yet"
@@ -427,6 +451,9 @@ func (r *trainRun) loop(ctx context.Context) (*TrainResult, error) {
 		rec := map[string]any{"type": "train", "step": r.state.Step, "loss": sr.Loss, "lr": sr.LR, "grad_norm": sr.GradNorm,
 			"target_tokens": sr.Tokens, "tokens": tokens, "step_s": time.Since(t0).Seconds(),
 			"tokens_per_s": float64(res.Tokens) / elapsed, "epoch": float64(r.state.MicroBatch) / float64(r.perEpoch)}
+		if len(replay) > 0 || r.tr.ewc != nil {
+			rec["replay_loss"], rec["penalty"], rec["objective"] = sr.ReplayLoss, sr.Penalty, sr.Objective
+		}
 		if err := r.writeMetric(rec); err != nil {
 			return nil, err
 		}
@@ -459,6 +486,9 @@ func (r *trainRun) loop(ctx context.Context) (*TrainResult, error) {
 		return nil, err
 	}
 	if err := r.saveAdapter(r.opts.Output); err != nil {
+		return nil, err
+	}
+	if err := r.saveFisher(); err != nil {
 		return nil, err
 	}
 	if err := r.plot(); err != nil {

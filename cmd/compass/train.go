@@ -87,6 +87,12 @@ func trainFlags() []trainFlag {
 		integer("save-every", fmt.Sprintf("write a checkpoint every N steps, and always at the end (default %d)", d.SaveEvery), func(o *engine.TrainOptions, v int) { o.SaveEvery = v }),
 		integer("keep", fmt.Sprintf("keep the last N checkpoints; 0: all (default %d)", d.Keep), func(o *engine.TrainOptions, v int) { o.Keep = v }),
 		str("resume", "continue a run: latest (the newest checkpoint in --output) or a checkpoint directory", func(o *engine.TrainOptions, v string) { o.Resume = v }),
+		strs("replay-data", "ECDA: earlier rounds' data, replayed in every step with a weighted loss", func(o *engine.TrainOptions, v []string) { o.ReplayData = v }),
+		float("replay-weight", fmt.Sprintf("weight of the replay loss (default %g)", engine.DefaultReplayWeight), func(o *engine.TrainOptions, v float64) { o.ReplayWeight = v }),
+		integer("replay-batches", "replay micro-batches per optimizer step (default 1)", func(o *engine.TrainOptions, v int) { o.ReplayBatches = v }),
+		str("ewc-fisher", "ECDA: the previous round's "+engine.FisherName+": an EWC penalty around --init-adapter", func(o *engine.TrainOptions, v string) { o.EWCFisher = v }),
+		float("ewc-lambda", fmt.Sprintf("EWC weight lambda (default %g)", engine.DefaultEWCLambda), func(o *engine.TrainOptions, v float64) { o.EWCLambda = v }),
+		integer("fisher-examples", "write OUTPUT/"+engine.FisherName+", the diagonal Fisher of the final adapter over N training examples, for the next round's EWC", func(o *engine.TrainOptions, v int) { o.FisherExamples = v }),
 	}
 }
 
@@ -122,7 +128,7 @@ func trainCommand() *cli.Command {
 					f.apply(cmd, &opts)
 				}
 			}
-			opts.Data, opts.EvalData = splitList(opts.Data), splitList(opts.EvalData)
+			opts.Data, opts.EvalData, opts.ReplayData = splitList(opts.Data), splitList(opts.EvalData), splitList(opts.ReplayData)
 			opts.Device = cmd.String("device")
 			if err := opts.Validate(); err != nil {
 				return err
