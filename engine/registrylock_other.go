@@ -1,0 +1,15 @@
+//go:build !unix
+
+package engine
+
+import (
+	"fmt"
+	"runtime"
+	"time"
+)
+
+// lockFile needs flock, which this system lacks: the registry is read-only
+// here.
+func lockFile(path string, timeout time.Duration) (unlock func(), err error) {
+	return nil, fmt.Errorf("lock %s: the registry's file lock (flock) is not available on %s", path, runtime.GOOS)
+}

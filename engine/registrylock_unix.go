@@ -1,0 +1,61 @@
+//go:build unix
+
+package engine
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"syscall"
+	"time"
+)
+
+// lockFile takes an exclusive flock on path, creating the file, waiting up
+// to timeout for another process to release it. The kernel releases the
+// lock when its holder exits, killed included, so a crash never leaves the
+// registry locked. The holder writes its process id into the file for the
+// error message of those that wait in vain.
+func lockFile(path string, timeout time.Duration) (unlock func(), err error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("lock: %w", err)
+	}
+	fd := int(f.Fd())
+	deadline := time.Now().Add(timeout)
+	wait := time.Millisecond
+	for {
+		err := syscall.Flock(fd, syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) && !errors.Is(err, syscall.EINTR) {
+			f.Close()
+			return nil, fmt.Errorf("lock %s: %w", path, err)
+		}
+		if time.Now().After(deadline) {
+			holder := ""
+			if b, err := os.ReadFile(path); err == nil {
+				// The file keeps the last holder's pid: name it only while
+				// that process lives.
+				if pid, err := strconv.Atoi(string(bytes.TrimSpace(b))); err == nil && syscall.Kill(pid, 0) == nil {
+					holder = fmt.Sprintf(" (pid %d)", pid)
+				}
+			}
+			f.Close()
+			return nil, fmt.Errorf("%w: another compass process%s holds %s; gave up after waiting %v (a longer lock timeout waits longer)",
+				ErrRegistryLocked, holder, path, timeout)
+		}
+		time.Sleep(wait)
+		wait = min(2*wait, 50*time.Millisecond)
+	}
+	// The pid is for messages only: failing to write it is no reason to fail.
+	if err := f.Truncate(0); err == nil {
+		f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	}
+	return func() {
+		syscall.Flock(fd, syscall.LOCK_UN)
+		f.Close()
+	}, nil
+}
