@@ -12,7 +12,8 @@ import (
 	"runtime"
 	"time"
 
-	"github.com/compassml/compass/sampling"
+	"github.com/compassml/compass/sampling/cluster"
+	"github.com/compassml/compass/sampling/embed"
 	"github.com/compassml/compass/tensor"
 	"github.com/compassml/compass/tensor/safetensors"
 )
@@ -76,10 +77,10 @@ func runKMeansCase(o Options, c kmeansCase) (results []Result, lloydRows, runRow
 	fmt.Fprintf(o.Log, "kmeans: generating %s\n", c)
 	xMem, init := kmeansData(c)
 	xPath, initPath, stPath := filepath.Join(dir, "x.npy"), filepath.Join(dir, "init.npy"), filepath.Join(dir, "x.safetensors")
-	if err := sampling.WriteNPY(xPath, xMem); err != nil {
+	if err := embed.WriteNPY(xPath, xMem); err != nil {
 		return nil, nil, nil, err
 	}
-	if err := sampling.WriteNPY(initPath, init); err != nil {
+	if err := embed.WriteNPY(initPath, init); err != nil {
 		return nil, nil, nil, err
 	}
 	if err := safetensors.Write(stPath, []safetensors.Entry{safetensors.EntryFromTensor("x", xMem)}, nil); err != nil {
@@ -170,13 +171,13 @@ type kmeansPhases struct{ seed, iters, silhouette, output float64 }
 func compassWholeRun(threads int, c kmeansCase, x *tensor.Tensor, dir string) (kmeansPhases, error) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(threads))
 	var ph kmeansPhases
-	res, err := sampling.KMeans(x, sampling.KMeansOptions{K: c.K, NInit: 1, MaxIter: c.Iters, Tol: 0, Seed: 1})
+	res, err := cluster.KMeans(x, cluster.KMeansOptions{K: c.K, NInit: 1, MaxIter: c.Iters, Tol: 0, Seed: 1})
 	if err != nil {
 		return ph, err
 	}
 	ph.seed, ph.iters = res.SeedSeconds, res.LloydSeconds
 	t0 := time.Now()
-	if _, err := sampling.Silhouette(x, res.Labels, sampling.SilhouetteOptions{Seed: 1}); err != nil {
+	if _, err := cluster.Silhouette(x, res.Labels, cluster.SilhouetteOptions{Seed: 1}); err != nil {
 		return ph, err
 	}
 	ph.silhouette = time.Since(t0).Seconds()
@@ -224,14 +225,14 @@ type kmeansRun struct {
 
 func compassKMeans(o Options, threads int, c kmeansCase, x, init *tensor.Tensor) (kmeansRun, error) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(threads))
-	var res *sampling.KMeansResult
+	var res *cluster.KMeansResult
 	minTime := o.MinTime
 	if c.Big {
 		minTime = 0 // one warm-up and one timed run
 	}
 	d, err := measure(minTime, func() error {
 		var err error
-		res, err = sampling.KMeans(x, sampling.KMeansOptions{K: c.K, Init: init, NInit: 1, MaxIter: c.Iters, Tol: 0})
+		res, err = cluster.KMeans(x, cluster.KMeansOptions{K: c.K, Init: init, NInit: 1, MaxIter: c.Iters, Tol: 0})
 		return err
 	})
 	if err != nil {

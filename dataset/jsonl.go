@@ -12,46 +12,36 @@ import (
 
 // jsonlSource reads JSON Lines: one JSON object per line.
 type jsonlSource struct {
-	path string
-	in   *bufio.Reader
-	line int
-	prog func() float64
+	path  string
+	lines *JSONLines
+	prog  func() float64
 }
 
 func newJSONLSource(path string, in *bufio.Reader, prog func() float64) *jsonlSource {
-	return &jsonlSource{path: path, in: in, prog: prog}
+	return &jsonlSource{path: path, lines: NewJSONLines(in, path), prog: prog}
 }
 
 func (s *jsonlSource) columns() []string { return nil }
 func (s *jsonlSource) progress() float64 { return s.prog() }
 func (s *jsonlSource) close() error      { return nil }
 func (s *jsonlSource) rowError(err error) error {
-	return &RowError{Path: s.path, Line: s.line, Err: err}
+	return &RowError{Path: s.path, Line: s.lines.Line(), Err: err}
 }
 
+// next returns the next object; blank lines, such as a trailing one, hold
+// no record.
 func (s *jsonlSource) next() (row, error) {
-	for {
-		b, err := s.in.ReadBytes('\n')
-		if err != nil && err != io.EOF {
-			return row{}, fmt.Errorf("dataset: %s: after line %d: %w", s.path, s.line, err)
+	if !s.lines.Next() {
+		if err := s.lines.Err(); err != nil {
+			return row{}, fmt.Errorf("dataset: %w", err)
 		}
-		if len(b) == 0 && err == io.EOF {
-			return row{}, io.EOF
-		}
-		s.line++
-		if s.line == 1 {
-			b = bytes.TrimPrefix(b, utf8BOM)
-		}
-		b = bytes.TrimSpace(b)
-		if len(b) == 0 {
-			continue // blank lines, such as a trailing one, hold no record
-		}
-		values, nested, perr := parseObject(b)
-		if perr != nil {
-			return row{}, s.rowError(perr)
-		}
-		return row{line: s.line, values: values, nested: nested}, nil
+		return row{}, io.EOF
 	}
+	values, nested, err := parseObject(s.lines.Bytes())
+	if err != nil {
+		return row{}, s.rowError(err)
+	}
+	return row{line: s.lines.Line(), values: values, nested: nested}, nil
 }
 
 // parseObject decodes one JSON object into its scalar values as text and

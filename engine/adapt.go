@@ -17,7 +17,8 @@ import (
 	"github.com/compassml/compass/lora"
 	"github.com/compassml/compass/model"
 	"github.com/compassml/compass/model/tokenizer"
-	"github.com/compassml/compass/sampling"
+	"github.com/compassml/compass/sampling/embed"
+	"github.com/compassml/compass/sampling/selection"
 	"github.com/compassml/compass/tensor"
 )
 
@@ -73,9 +74,8 @@ type adaptRun struct {
 	steps  []*adaptStep
 	byKey  map[string]*adaptStep
 
-	// The model and tokenizer, loaded by the first embed step that runs.
-	m   *model.Model
-	tok *tokenizer.Tokenizer
+	// The embedding model, loaded by the first embed step that runs.
+	em *EmbedModel
 
 	cells []*adaptCell
 }
@@ -149,8 +149,8 @@ func Adapt(ctx context.Context, cfg *AdaptConfig, env AdaptEnv) (*AdaptResult, e
 }
 
 func (r *adaptRun) close() {
-	if r.m != nil {
-		r.m.Close()
+	if r.em != nil {
+		r.em.Close()
 	}
 }
 
@@ -163,7 +163,7 @@ func planAdapt(ctx context.Context, cfg *AdaptConfig, env AdaptEnv) (*adaptRun, 
 		work = "adapt-work"
 	}
 	r := &adaptRun{ctx: ctx, cfg: cfg, env: env, work: cfg.path(work), hashes: fileHashes{}, byKey: map[string]*adaptStep{}}
-	sig, err := sampling.ModelSignature(cfg.path(cfg.Model))
+	sig, err := embed.ModelSignature(cfg.path(cfg.Model))
 	if err != nil {
 		return nil, fmt.Errorf("adapt: config key model: %w", err)
 	}
@@ -263,85 +263,33 @@ func (r *adaptRun) embedStep(d AdaptData, name, modelID string) (*adaptStep, err
 
 // embed writes dir/embeddings.safetensors (and its rows file).
 func (r *adaptRun) embed(path string, d AdaptData, dir string) (StepCost, error) {
-	if r.m == nil {
-		mdir := r.cfg.path(r.cfg.Model)
-		m, err := model.Load(mdir, r.env.Backend)
+	if r.em == nil {
+		em, err := LoadEmbedModel(r.cfg.path(r.cfg.Model), r.env.Backend)
 		if err != nil {
 			return StepCost{}, err
 		}
-		tok, err := tokenizer.Load(mdir)
-		if err != nil {
-			m.Close()
-			return StepCost{}, err
-		}
-		r.m, r.tok = m, tok
+		r.em = em
 	}
-	var tokens int64
-	encode := func(text string) ([]int, error) {
-		ids, err := r.tok.Encode(text, true)
-		tokens += int64(len(ids))
-		return ids, err
-	}
-	rd, err := dataset.Open(path, dataset.Options{Schema: dataset.Schema(d.Schema), Language: d.Language})
+	res, err := Embed(EmbedOptions{Model: r.em, Input: path,
+		Data:   dataset.Options{Schema: dataset.Schema(d.Schema), Language: d.Language},
+		Output: embeddingsFile(dir), BatchTokens: r.cfg.Embed.BatchTokens, MaxLen: r.cfg.Embed.MaxLen,
+		Progress: r.env.Progress})
 	if err != nil {
 		return StepCost{}, err
 	}
-	defer rd.Close()
-	var progress *sampling.EmbedProgress
-	if r.env.Progress != nil {
-		progress = sampling.NewEmbedProgress(r.env.Progress, rd.Progress)
-	}
-	e, err := sampling.NewModelEmbedder(r.m, encode, r.sig, sampling.ModelOptions{
-		BatchTokens: r.cfg.Embed.BatchTokens, MaxLen: r.cfg.Embed.MaxLen, Progress: progress})
-	if err != nil {
-		return StepCost{}, err
-	}
-	emb, err := sampling.EmbedRecords(rd, e, e.Dim(), progress)
-	progress.Finish()
-	if err != nil {
-		return StepCost{}, err
-	}
-	if err := sampling.SaveEmbeddings(filepath.Join(dir, "embeddings.safetensors"), emb); err != nil {
-		return StepCost{}, err
-	}
-	return StepCost{Tokens: tokens}, nil
+	return StepCost{Tokens: res.Tokens}, nil
 }
 
-// loadEmbeddings reads an embed step's output.
-func loadEmbeddings(s *adaptStep) (*sampling.Embeddings, error) {
-	return sampling.LoadEmbeddings(filepath.Join(s.dir, "embeddings.safetensors"), sampling.LoadOptions{})
-}
+// embeddingsFile is where an embed step's directory holds its matrix.
+func embeddingsFile(dir string) string { return filepath.Join(dir, "embeddings.safetensors") }
 
-// concatEmbeddings stacks the vectors of several embed steps; nil when
-// there are none or they hold no rows.
-func concatEmbeddings(steps []*adaptStep) (*tensor.Tensor, error) {
-	var v []float32
-	n, d := 0, 0
+// embeddingsFiles lists the matrices of embed steps.
+func embeddingsFiles(steps []*adaptStep) []string {
+	var files []string
 	for _, s := range steps {
-		e, err := loadEmbeddings(s)
-		if err != nil {
-			return nil, err
-		}
-		if e.Vectors.Dim(0) == 0 {
-			continue
-		}
-		v = append(v, e.Vectors.F32()...)
-		n += e.Vectors.Dim(0)
-		d = e.Vectors.Dim(1)
+		files = append(files, embeddingsFile(s.dir))
 	}
-	if n == 0 {
-		return nil, nil
-	}
-	return tensor.FromF32(v, n, d)
-}
-
-// clusterInfo is a cluster step's clusters.json.
-type clusterInfo struct {
-	K          int               `json:"k"`
-	Silhouette float64           `json:"silhouette"`
-	Inertia    float64           `json:"inertia"`
-	Sizes      []int             `json:"sizes"`
-	KScores    []sampling.KScore `json:"k_scores"`
+	return files
 }
 
 // clusterStep chooses K for one target and seed: k-means over the
@@ -351,7 +299,7 @@ func (r *adaptRun) clusterStep(lang string, seed uint64, ks []int, usage *adaptS
 	o := r.cfg.selectOptions(0, seed)
 	inputs := []string{usage.key, pool.key}
 	parts := []*adaptStep{usage}
-	if o.Cluster == sampling.ClusterAll {
+	if o.Cluster == selection.ClusterAll {
 		parts = append(parts, have...)
 		for _, h := range have {
 			inputs = append(inputs, h.key)
@@ -362,25 +310,11 @@ func (r *adaptRun) clusterStep(lang string, seed uint64, ks []int, usage *adaptS
 		"cluster": o.Cluster, "silhouette_sample": o.Silhouette.SampleSize, "seed": seed}
 	return r.add(&adaptStep{kind: "cluster", name: fmt.Sprintf("%s seed %d", lang, seed), settings: settings, inputs: inputs,
 		run: func(s *adaptStep, dir string) (StepCost, error) {
-			x, err := concatEmbeddings(parts)
-			if err != nil {
-				return StepCost{}, err
-			}
 			km := o.KMeans
-			km.Seed, km.Backend = seed, r.env.Backend
-			so := o.Silhouette
-			so.Cosine, so.Seed, so.Backend = km.Spherical, seed, r.env.Backend
-			res, scores, err := sampling.ChooseK(x, ks, km, so)
-			if err != nil {
-				return StepCost{}, err
-			}
-			info := clusterInfo{K: len(res.Sizes), Inertia: res.Inertia, Sizes: res.Sizes, KScores: scores}
-			for _, sc := range scores {
-				if sc.K == info.K {
-					info.Silhouette = sc.Silhouette
-				}
-			}
-			return StepCost{}, writeJSONFile(filepath.Join(dir, "clusters.json"), info)
+			km.Seed = seed
+			_, err := Cluster(ClusterOptions{Inputs: embeddingsFiles(parts), KRange: ks, KMeans: km,
+				SilhouetteSample: o.Silhouette.SampleSize, Backend: r.env.Backend, OutputDir: dir})
+			return StepCost{}, err
 		}})
 }
 
@@ -413,49 +347,17 @@ func (r *adaptRun) selectStep(lang, method string, seed uint64, usage *adaptStep
 	}
 	return r.add(&adaptStep{kind: "select", name: name, settings: settings, inputs: inputs,
 		run: func(s *adaptStep, dir string) (StepCost, error) {
-			pe, err := loadEmbeddings(pool)
-			if err != nil {
-				return StepCost{}, err
-			}
-			in := sampling.SelectInput{Target: lang, Pool: pe.Vectors}
-			for _, row := range pe.Rows {
-				in.Items = append(in.Items, sampling.Item{ID: row.ID, Language: row.Language})
-			}
-			var sel *sampling.Selection
+			o := SelectOptions{Method: method, Target: lang, Pool: embeddingsFile(pool.dir),
+				Options: r.cfg.selectOptions(0, seed), Baseline: r.cfg.baselineOptions(seed), Backend: r.env.Backend,
+				Output: filepath.Join(dir, "manifest.jsonl"), ReportDir: filepath.Join(dir, "selection")}
 			switch method {
 			case "compass":
-				var info clusterInfo
-				if err := readJSONFile(filepath.Join(clusters.dir, "clusters.json"), &info); err != nil {
-					return StepCost{}, err
-				}
-				ue, err := loadEmbeddings(usage)
-				if err != nil {
-					return StepCost{}, err
-				}
-				in.Usage = ue.Vectors
-				if in.Have, err = concatEmbeddings(have); err != nil {
-					return StepCost{}, err
-				}
-				o := r.cfg.selectOptions(info.K, seed)
-				o.KMeans.Backend, o.Silhouette.Backend = r.env.Backend, r.env.Backend
-				if sel, err = sampling.Select(in, o); err != nil {
-					return StepCost{}, err
-				}
-				sel.Report.KScores = info.KScores
+				o.Usage, o.Data, o.Clusters = embeddingsFile(usage.dir), embeddingsFiles(have), clusters.dir
 			case "all":
-				sel, err = sampling.AllData(in, r.cfg.baselineOptions(0))
-			case "random":
-				sel, err = sampling.Random(in, r.cfg.baselineOptions(seed))
-			case "langsim":
-				sel, err = sampling.LangSim(in, r.cfg.baselineOptions(seed))
+				o.Baseline = r.cfg.baselineOptions(0)
 			}
+			sel, err := Select(o)
 			if err != nil {
-				return StepCost{}, err
-			}
-			if err := sampling.WriteManifest(filepath.Join(dir, "manifest.jsonl"), sel.Picks); err != nil {
-				return StepCost{}, err
-			}
-			if err := sampling.WriteReport(filepath.Join(dir, "selection"), sel.Report); err != nil {
 				return StepCost{}, err
 			}
 			return StepCost{}, writeSelectedRows(poolPath, r.cfg.Pool, sel.Picks, filepath.Join(dir, "selected.jsonl"))
@@ -464,7 +366,7 @@ func (r *adaptRun) selectStep(lang, method string, seed uint64, usage *adaptStep
 
 // writeSelectedRows copies the picked rows of the pool, with all their
 // columns, into a JSONL file that training reads like the pool itself.
-func writeSelectedRows(poolPath string, d AdaptData, picks []sampling.Pick, out string) error {
+func writeSelectedRows(poolPath string, d AdaptData, picks []selection.Pick, out string) error {
 	want := map[int]bool{}
 	for _, p := range picks {
 		want[p.Row] = true
@@ -650,16 +552,16 @@ func heldoutNLL(modelDir, adapter, path string, be tensor.Backend) ([]itemScore,
 	}
 	var scores []itemScore
 	var tokens int64
-	dec := json.NewDecoder(&out)
-	for dec.More() {
+	lines := dataset.NewJSONLines(&out, "")
+	for lines.Next() {
 		var rec ScoreRecord
-		if err := dec.Decode(&rec); err != nil {
+		if err := lines.Decode(&rec); err != nil {
 			return nil, 0, err
 		}
 		scores = append(scores, itemScore{ID: fmt.Sprintf("line %d", rec.Line), Acc: -rec.Sum / float64(rec.Tokens-1)})
 		tokens += int64(rec.Tokens)
 	}
-	return scores, tokens, nil
+	return scores, tokens, lines.Err()
 }
 
 // specialEncoder encodes with the tokenizer's special tokens (BOS), as

@@ -7,11 +7,11 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/compassml/compass/dataset"
-	"github.com/compassml/compass/sampling"
+	"github.com/compassml/compass/sampling/cluster"
+	"github.com/compassml/compass/sampling/selection"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -146,19 +146,7 @@ func (c *AdaptConfig) kRange() ([]int, error) {
 	if s == "" {
 		s = "80:120:10"
 	}
-	parts := strings.Split(s, ":")
-	if len(parts) < 2 || len(parts) > 3 {
-		return nil, fmt.Errorf("adapt: config key k_range %q: want LO:HI or LO:HI:STEP", s)
-	}
-	v := []int{0, 0, 10}
-	for i, p := range parts {
-		n, err := strconv.Atoi(strings.TrimSpace(p))
-		if err != nil {
-			return nil, fmt.Errorf("adapt: config key k_range %q: %q is not a number", s, p)
-		}
-		v[i] = n
-	}
-	ks, err := sampling.KRange(v[0], v[1], v[2])
+	ks, err := cluster.ParseKRange(s)
 	if err != nil {
 		return nil, fmt.Errorf("adapt: config key k_range: %w", err)
 	}
@@ -166,8 +154,8 @@ func (c *AdaptConfig) kRange() ([]int, error) {
 }
 
 // selectOptions returns COMPASS's options for a target and seed.
-func (c *AdaptConfig) selectOptions(k int, seed uint64) sampling.SelectOptions {
-	o := sampling.DefaultSelectOptions(c.Budget)
+func (c *AdaptConfig) selectOptions(k int, seed uint64) selection.Options {
+	o := selection.DefaultOptions(c.Budget)
 	s := c.Compass
 	o.K = k
 	if s.Spherical != nil {
@@ -183,10 +171,10 @@ func (c *AdaptConfig) selectOptions(k int, seed uint64) sampling.SelectOptions {
 		o.Silhouette.SampleSize = s.Silhouette
 	}
 	if s.Cluster != "" {
-		o.Cluster = sampling.ClusterSet(s.Cluster)
+		o.Cluster = selection.ClusterSet(s.Cluster)
 	}
 	if s.Gap != "" {
-		o.Gap = sampling.GapKind(s.Gap)
+		o.Gap = selection.GapKind(s.Gap)
 	}
 	if s.Epsilon > 0 {
 		o.Epsilon = s.Epsilon
@@ -198,7 +186,7 @@ func (c *AdaptConfig) selectOptions(k int, seed uint64) sampling.SelectOptions {
 		o.Temperature = s.Temperature
 	}
 	if s.Within != "" {
-		o.Within = sampling.WithinKind(s.Within)
+		o.Within = selection.WithinKind(s.Within)
 	}
 	o.LanguageCap, o.LanguageShare, o.IncludeTarget = s.LanguageCap, s.LanguageShare, s.IncludeTarget
 	o.Seed = seed
@@ -206,9 +194,9 @@ func (c *AdaptConfig) selectOptions(k int, seed uint64) sampling.SelectOptions {
 }
 
 // baselineOptions returns the baselines' options for a seed.
-func (c *AdaptConfig) baselineOptions(seed uint64) sampling.BaselineOptions {
+func (c *AdaptConfig) baselineOptions(seed uint64) selection.BaselineOptions {
 	s := c.Compass
-	return sampling.BaselineOptions{Budget: c.Budget, LanguageCap: s.LanguageCap, LanguageShare: s.LanguageShare,
+	return selection.BaselineOptions{Budget: c.Budget, LanguageCap: s.LanguageCap, LanguageShare: s.LanguageShare,
 		IncludeTarget: s.IncludeTarget, TopK: s.TopK, Seed: seed}
 }
 
@@ -298,7 +286,7 @@ func (c *AdaptConfig) Validate() error {
 	}
 	s := c.Compass
 	switch {
-	case s.Cluster != "" && s.Cluster != string(sampling.ClusterAll) && s.Cluster != string(sampling.ClusterUsagePool):
+	case s.Cluster != "" && s.Cluster != string(selection.ClusterAll) && s.Cluster != string(selection.ClusterUsagePool):
 		return bad("compass.cluster", "%q: want all or usage+pool", s.Cluster)
 	case s.Gap != "" && !slices.Contains([]string{"diff", "ratio", "smoothed"}, s.Gap):
 		return bad("compass.gap", "%q: want diff, ratio or smoothed", s.Gap)

@@ -14,7 +14,7 @@ import (
 
 	"github.com/compassml/compass/dataset"
 	"github.com/compassml/compass/internal/atomicfile"
-	"github.com/compassml/compass/sampling"
+	"github.com/compassml/compass/sampling/selection"
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/vg"
 )
@@ -22,7 +22,7 @@ import (
 // AdaptReport is report.json of `compass adapt`.
 type AdaptReport struct {
 	Version   string          `json:"version"`
-	Model     string          `json:"model"` // sampling.ModelSignature of the checkpoint
+	Model     string          `json:"model"` // embed.ModelSignature of the checkpoint
 	Methods   []string        `json:"methods"`
 	Seeds     []uint64        `json:"seeds"`
 	Budget    int             `json:"budget"`
@@ -32,11 +32,11 @@ type AdaptReport struct {
 
 // AdaptLanguage is one target language's results.
 type AdaptLanguage struct {
-	Language   string                   `json:"language"`
-	Tasks      []AdaptTask              `json:"tasks"`
-	Selections []AdaptSelection         `json:"selections"`
-	Gaps       []sampling.ClusterReport `json:"gaps,omitempty"` // COMPASS's cluster table, first seed
-	GapSeed    uint64                   `json:"gap_seed,omitempty"`
+	Language   string                    `json:"language"`
+	Tasks      []AdaptTask               `json:"tasks"`
+	Selections []AdaptSelection          `json:"selections"`
+	Gaps       []selection.ClusterReport `json:"gaps,omitempty"` // COMPASS's cluster table, first seed
+	GapSeed    uint64                    `json:"gap_seed,omitempty"`
 }
 
 // AdaptTask is one evaluation task in one language.
@@ -109,7 +109,7 @@ func (r *adaptRun) report(steps []AdaptStep) (*AdaptReport, error) {
 				scores[c.method][task] = append(scores[c.method][task], byID)
 			}
 			if c.sel != nil {
-				var sr sampling.Report
+				var sr selection.Report
 				if err := readJSONFile(filepath.Join(c.sel.dir, "selection", "report.json"), &sr); err != nil {
 					return nil, err
 				}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/compassml/compass/dataset"
 	"github.com/compassml/compass/model"
 	"github.com/compassml/compass/model/tokenizer"
 )
@@ -55,19 +56,16 @@ func (p Prompter) Messages(msgs []tokenizer.Message) ([]int, error) {
 // and line numbers (blank lines are skipped). A bad line is an error
 // naming it.
 func ReadPrompts(r io.Reader, p Prompter) (prompts [][]int, lines []int, err error) {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 1<<20), 1<<30)
-	for line := 1; sc.Scan(); line++ {
-		if len(sc.Bytes()) == 0 {
-			continue
-		}
+	rd := dataset.NewJSONLines(r, "")
+	for rd.Next() {
+		line := rd.Line()
 		var in struct {
 			Text     *string             `json:"text"`
 			IDs      []int               `json:"ids"`
 			Messages []tokenizer.Message `json:"messages"`
 		}
-		if err := json.Unmarshal(sc.Bytes(), &in); err != nil {
-			return nil, nil, fmt.Errorf("generate: line %d: %w", line, err)
+		if err := rd.Decode(&in); err != nil {
+			return nil, nil, fmt.Errorf("generate: %w", err)
 		}
 		given := 0
 		for _, ok := range []bool{in.Text != nil, in.IDs != nil, in.Messages != nil} {
@@ -95,7 +93,7 @@ func ReadPrompts(r io.Reader, p Prompter) (prompts [][]int, lines []int, err err
 		}
 		prompts, lines = append(prompts, ids), append(lines, line)
 	}
-	if err := sc.Err(); err != nil {
+	if err := rd.Err(); err != nil {
 		return nil, nil, fmt.Errorf("generate: %w", err)
 	}
 	return prompts, lines, nil

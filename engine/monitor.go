@@ -1,9 +1,7 @@
 package engine
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -12,18 +10,20 @@ import (
 	"strings"
 	"time"
 
-	"github.com/compassml/compass/sampling"
+	"github.com/compassml/compass/dataset"
+	"github.com/compassml/compass/sampling/drift"
+	"github.com/compassml/compass/sampling/embed"
 	"github.com/compassml/compass/tensor"
 )
 
 // The ECDA drift monitor: production texts arrive as JSONL, are embedded in
 // windows of N, and each window's cluster histogram is compared with the
-// adapter's reference (sampling.DriftMonitor). A confirmed drift is written
+// adapter's reference (drift.Monitor). A confirmed drift is written
 // as a record under the adapter's registry directory.
 //
 // Layout under --registry DIR for adapter NAME:
 //
-//	DIR/NAME/drift-reference.json   the clusters and reference counts (sampling.DriftReference)
+//	DIR/NAME/drift-reference.json   the clusters and reference counts (drift.Reference)
 //	DIR/NAME/drift/*.json           one record per confirmed drift (DriftRecord)
 
 // DefaultMonitorWindow is the default number of texts in a window: with 8
@@ -36,8 +36,8 @@ type MonitorOptions struct {
 	Registry string // registry directory
 	Adapter  string // adapter name in the registry
 	Window   int    // texts per window; 0 means DefaultMonitorWindow
-	Drift    sampling.DriftOptions
-	Embedder sampling.Embedder // the embedder the adapter's clusters were built with
+	Drift    drift.Options
+	Embedder embed.Embedder // the embedder the adapter's clusters were built with
 
 	// Input is read to its end when Watch is empty (e.g. stdin).
 	Input io.Reader
@@ -55,13 +55,13 @@ type MonitorOptions struct {
 
 // DriftRecord is written when drift is confirmed.
 type DriftRecord struct {
-	Adapter   string                `json:"adapter"`
-	Time      time.Time             `json:"time"`
-	Version   string                `json:"compass_version"`
-	Options   sampling.DriftOptions `json:"options"`
-	Window    sampling.WindowDrift  `json:"window"`
-	Source    string                `json:"source"` // the file (or "stdin") the window ended in
-	Reference string                `json:"reference"`
+	Adapter   string        `json:"adapter"`
+	Time      time.Time     `json:"time"`
+	Version   string        `json:"compass_version"`
+	Options   drift.Options `json:"options"`
+	Window    drift.Window  `json:"window"`
+	Source    string        `json:"source"` // the file (or "stdin") the window ended in
+	Reference string        `json:"reference"`
 }
 
 // MonitorResult summarises a Monitor run.
@@ -77,7 +77,7 @@ func DriftReferencePath(registry, name string) string {
 }
 
 // SaveDriftReference writes ref atomically as JSON.
-func SaveDriftReference(path string, ref *sampling.DriftReference) error {
+func SaveDriftReference(path string, ref *drift.Reference) error {
 	if err := ref.Check(); err != nil {
 		return fmt.Errorf("save drift reference %s: %w", path, err)
 	}
@@ -89,8 +89,8 @@ func SaveDriftReference(path string, ref *sampling.DriftReference) error {
 
 // LoadDriftReference reads and checks a reference written by
 // SaveDriftReference.
-func LoadDriftReference(path string) (*sampling.DriftReference, error) {
-	var ref sampling.DriftReference
+func LoadDriftReference(path string) (*drift.Reference, error) {
+	var ref drift.Reference
 	if err := readJSONFile(path, &ref); err != nil {
 		return nil, fmt.Errorf("load drift reference: %w", err)
 	}
@@ -132,7 +132,7 @@ func Monitor(ctx context.Context, o MonitorOptions) (*MonitorResult, error) {
 	if err != nil {
 		return nil, fmt.Errorf("monitor %s: %w", o.Adapter, err)
 	}
-	mon, err := sampling.NewDriftMonitor(ref, o.Drift)
+	mon, err := drift.NewMonitor(ref, o.Drift)
 	if err != nil {
 		return nil, fmt.Errorf("monitor %s: %w", o.Adapter, err)
 	}
@@ -148,9 +148,9 @@ func Monitor(ctx context.Context, o MonitorOptions) (*MonitorResult, error) {
 
 type monitorRun struct {
 	o       MonitorOptions
-	ref     *sampling.DriftReference
+	ref     *drift.Reference
 	refPath string
-	mon     *sampling.DriftMonitor
+	mon     *drift.Monitor
 	texts   []string
 	res     *MonitorResult
 }
@@ -195,23 +195,16 @@ func (m *monitorRun) watch(ctx context.Context) error {
 
 // read takes JSONL records {"text": ...} from r, comparing each full window.
 func (m *monitorRun) read(ctx context.Context, r io.Reader, source string) error {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 1<<20), 64<<20)
-	line := 0
-	for sc.Scan() {
-		line++
-		b := sc.Bytes()
-		if len(strings.TrimSpace(string(b))) == 0 {
-			continue
-		}
+	lines := dataset.NewJSONLines(r, source)
+	for lines.Next() {
 		var rec struct {
 			Text *string `json:"text"`
 		}
-		if err := json.Unmarshal(b, &rec); err != nil {
-			return fmt.Errorf("monitor: %s line %d: %w", source, line, err)
+		if err := lines.Decode(&rec); err != nil {
+			return fmt.Errorf("monitor: %w", err)
 		}
 		if rec.Text == nil {
-			return fmt.Errorf("monitor: %s line %d: no \"text\" field", source, line)
+			return fmt.Errorf("monitor: %w", lines.Errorf("no \"text\" field"))
 		}
 		m.texts = append(m.texts, *rec.Text)
 		if len(m.texts) == m.o.Window {
@@ -224,8 +217,8 @@ func (m *monitorRun) read(ctx context.Context, r io.Reader, source string) error
 			m.texts = m.texts[:0]
 		}
 	}
-	if err := sc.Err(); err != nil {
-		return fmt.Errorf("monitor: read %s: %w", source, err)
+	if err := lines.Err(); err != nil {
+		return fmt.Errorf("monitor: read %w", err)
 	}
 	return nil
 }
@@ -290,16 +283,16 @@ func matrixOf(vecs [][]float32) (*tensor.Tensor, error) {
 // BuildDriftReference makes an adapter's reference from the embeddings of
 // the usage distribution it was selected for (a file `compass embed` wrote)
 // and the centroids of its clusters (`compass cluster`'s centroids.npy).
-func BuildDriftReference(usagePath, centroidsPath string, spherical bool, quantile float64) (*sampling.DriftReference, error) {
-	usage, err := sampling.LoadEmbeddings(usagePath, sampling.LoadOptions{})
+func BuildDriftReference(usagePath, centroidsPath string, spherical bool, quantile float64) (*drift.Reference, error) {
+	usage, err := embed.Load(usagePath, embed.LoadOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("drift reference: usage embeddings: %w", err)
 	}
-	cent, err := sampling.ReadNPY(centroidsPath)
+	cent, err := embed.ReadNPY(centroidsPath)
 	if err != nil {
 		return nil, fmt.Errorf("drift reference: centroids: %w", err)
 	}
-	ref, err := sampling.NewDriftReference(usage.Vectors, cent, spherical, quantile)
+	ref, err := drift.NewReference(usage.Vectors, cent, spherical, quantile)
 	if err != nil {
 		return nil, fmt.Errorf("drift reference from %s and %s: %w", usagePath, centroidsPath, err)
 	}

@@ -12,7 +12,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/compassml/compass/sampling"
+	"github.com/compassml/compass/sampling/drift"
 	"github.com/compassml/compass/tensor"
 )
 
@@ -82,7 +82,7 @@ func monitorRegistry(t *testing.T, k int, rng *rand.Rand) string {
 	for j := 0; j < k; j++ {
 		cent.F32()[j*k+j] = 4
 	}
-	ref, err := sampling.NewDriftReference(x, cent, false, 0)
+	ref, err := drift.NewReference(x, cent, false, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

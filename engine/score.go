@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 
+	"github.com/compassml/compass/dataset"
 	"github.com/compassml/compass/model"
 	"github.com/compassml/compass/tensor"
 )
@@ -31,22 +32,19 @@ type Encoder interface {
 // token has no prediction. enc may be nil when every line has ids. A bad
 // line is an error naming its number; lines already written stay valid.
 func Score(m *model.Model, enc Encoder, r io.Reader, w io.Writer) (int, error) {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 1<<20), 1<<30)
+	lines := dataset.NewJSONLines(r, "")
 	bw := bufio.NewWriter(w)
 	defer bw.Flush()
 	enc2 := json.NewEncoder(bw)
 	n := 0
-	for line := 1; sc.Scan(); line++ {
-		if len(sc.Bytes()) == 0 {
-			continue
-		}
+	for lines.Next() {
+		line := lines.Line()
 		var in struct {
 			IDs  []int   `json:"ids"`
 			Text *string `json:"text"`
 		}
-		if err := json.Unmarshal(sc.Bytes(), &in); err != nil {
-			return n, fmt.Errorf("score: line %d: %w", line, err)
+		if err := lines.Decode(&in); err != nil {
+			return n, fmt.Errorf("score: %w", err)
 		}
 		ids := in.IDs
 		switch {
@@ -74,7 +72,7 @@ func Score(m *model.Model, enc Encoder, r io.Reader, w io.Writer) (int, error) {
 		}
 		n++
 	}
-	if err := sc.Err(); err != nil {
+	if err := lines.Err(); err != nil {
 		return n, fmt.Errorf("score: %w", err)
 	}
 	return n, bw.Flush()

@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -12,6 +11,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/compassml/compass/dataset"
 	"github.com/compassml/compass/internal/atomicfile"
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
@@ -51,17 +51,19 @@ func truncateMetrics(path string, step int) error {
 		return err
 	}
 	var keep bytes.Buffer
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(make([]byte, 1<<16), 1<<24)
-	for sc.Scan() {
+	lines := dataset.NewJSONLines(bytes.NewReader(data), path)
+	for lines.Next() {
 		var rec struct {
 			Step *int `json:"step"`
 		}
-		if json.Unmarshal(sc.Bytes(), &rec) != nil || rec.Step == nil || *rec.Step > step {
+		if lines.Decode(&rec) != nil || rec.Step == nil || *rec.Step > step {
 			continue
 		}
-		keep.Write(sc.Bytes())
+		keep.Write(lines.Bytes())
 		keep.WriteByte('\n')
+	}
+	if err := lines.Err(); err != nil {
+		return err
 	}
 	return atomicfile.WriteBytes(path, keep.Bytes())
 }
@@ -85,16 +87,15 @@ func readMetrics(path string) (train, eval plotter.XYs, err error) {
 		return nil, nil, err
 	}
 	defer f.Close()
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<16), 1<<24)
-	for sc.Scan() {
+	lines := dataset.NewJSONLines(f, path)
+	for lines.Next() {
 		var rec struct {
 			Type     string  `json:"type"`
 			Step     int     `json:"step"`
 			Loss     float64 `json:"loss"`
 			EvalLoss float64 `json:"eval_loss"`
 		}
-		if json.Unmarshal(sc.Bytes(), &rec) != nil {
+		if lines.Decode(&rec) != nil {
 			continue
 		}
 		switch rec.Type {
@@ -104,7 +105,7 @@ func readMetrics(path string) (train, eval plotter.XYs, err error) {
 			eval = append(eval, plotter.XY{X: float64(rec.Step), Y: rec.EvalLoss})
 		}
 	}
-	return train, eval, sc.Err()
+	return train, eval, lines.Err()
 }
 
 // plot draws OUTPUT/loss.png: the training loss of every step and the

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"io"
 	"io/fs"
 	"math"
 	"math/rand/v2"
@@ -11,8 +12,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 
+	"github.com/compassml/compass/internal/atomicfile"
 	"github.com/compassml/compass/tensor"
 	"github.com/compassml/compass/tensor/safetensors"
 )
@@ -322,73 +323,26 @@ func (a *Adapter) Save(dir string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("lora: save: %w", err)
 	}
-	// Reserve a temporary name for the weights; safetensors.Write replaces
-	// it atomically with the synced file.
-	weightsTmp, err := writeTemp(dir, WeightsName, nil)
+	weights, err := atomicfile.Prepare(filepath.Join(dir, WeightsName), func(w io.Writer) error {
+		return safetensors.Encode(w, entries, map[string]string{"format": "pt"})
+	})
 	if err != nil {
 		return fmt.Errorf("lora: save %s: %w", dir, err)
 	}
-	defer os.Remove(weightsTmp) // fails harmlessly once renamed
-	if err := safetensors.Write(weightsTmp, entries, map[string]string{"format": "pt"}); err != nil {
-		return fmt.Errorf("lora: save %s: %w", dir, err)
-	}
-	configTmp, err := writeTemp(dir, ConfigName, config)
-	if err != nil {
-		return fmt.Errorf("lora: save %s: %w", dir, err)
-	}
-	defer os.Remove(configTmp)
-
-	if err := os.Rename(weightsTmp, filepath.Join(dir, WeightsName)); err != nil {
-		return fmt.Errorf("lora: save: %w", err)
-	}
-	if err := os.Rename(configTmp, filepath.Join(dir, ConfigName)); err != nil {
-		return fmt.Errorf("lora: save: %w", err)
-	}
-	if err := syncDir(dir); err != nil {
-		return fmt.Errorf("lora: save: %w", err)
-	}
-	return nil
-}
-
-// writeTemp writes data to a new hidden file in dir named after base, syncs
-// it and returns its path. The file has mode 0644, as os.Create gives under
-// the usual umask.
-func writeTemp(dir, base string, data []byte) (path string, err error) {
-	f, err := os.CreateTemp(dir, "."+base+".tmp-*")
-	if err != nil {
-		return "", err
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if _, err := f.Write(data); err != nil {
-		return "", err
-	}
-	if err := f.Chmod(0o644); err != nil {
-		return "", err
-	}
-	if err := f.Sync(); err != nil {
-		return "", err
-	}
-	if err := f.Close(); err != nil {
-		return "", err
-	}
-	return f.Name(), nil
-}
-
-// syncDir makes the renames in dir durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
+	defer weights.Discard() // does nothing once committed
+	cfg, err := atomicfile.Prepare(filepath.Join(dir, ConfigName), func(w io.Writer) error {
+		_, err := w.Write(config)
 		return err
+	})
+	if err != nil {
+		return fmt.Errorf("lora: save %s: %w", dir, err)
 	}
-	defer d.Close()
-	// Some file systems cannot sync a directory; the rename is done anyway.
-	if err := d.Sync(); err != nil && !errors.Is(err, syscall.EINVAL) {
-		return err
+	defer cfg.Discard()
+	if err := weights.Commit(); err != nil {
+		return fmt.Errorf("lora: save: %w", err)
+	}
+	if err := cfg.Commit(); err != nil {
+		return fmt.Errorf("lora: save: %w", err)
 	}
 	return nil
 }

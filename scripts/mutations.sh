@@ -61,10 +61,10 @@ mutation parquet-damaged-reads-empty dataset/parquet.go \
 
 # The inertia summed in float32: off by ~1e-8 relative, which a 1e-4 bound
 # let through.
-mutation kmeans-inertia-float32 sampling/kmeans_lloyd.go \
-  '	return sum64(rowDistances(m, labels, cent))' \
-  '	return float64(float32(sum64(rowDistances(m, labels, cent)))) // (mutation)' \
-  'gotest ./sampling/ TestKMeansAgainstScikitLearn'
+mutation kmeans-inertia-float32 sampling/cluster/kmeans_lloyd.go \
+  '	return matrix.Sum64(rowDistances(m, labels, cent))' \
+  '	return float64(float32(matrix.Sum64(rowDistances(m, labels, cent)))) // (mutation)' \
+  'gotest ./sampling/cluster/ TestKMeansAgainstScikitLearn'
 
 # Every cluster gets a small share of the budget, under-served or not:
 # about 3% of the picks leave the gap clusters (a "> 0.9 of the picks"
@@ -80,11 +80,11 @@ select_leak_new='	for j, v := range g {
 			w[j] = math.Pow(v/top, 1/temperature)
 		}
 	}'
-mutation select-budget-leaks sampling/select.go "$select_leak_old" "$select_leak_new" \
-  'gotest ./sampling/ TestCompassSelectsUnderServedClusters'
+mutation select-budget-leaks sampling/selection/select.go "$select_leak_old" "$select_leak_new" \
+  'gotest ./sampling/selection/ TestCompassSelectsUnderServedClusters'
 # The command's test: about 2 of its 60 picks leave, which ">= 55" let
 # through.
-mutation select-budget-leaks-cli sampling/select.go "$select_leak_old" "$select_leak_new" \
+mutation select-budget-leaks-cli sampling/selection/select.go "$select_leak_old" "$select_leak_new" \
   'gotest ./cmd/compass/ TestSelectCommand'
 
 # The reference's self-test without the published configs must fail, not

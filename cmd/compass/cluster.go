@@ -1,17 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
-	"strconv"
-	"strings"
 
-	"github.com/compassml/compass/internal/atomicfile"
-	"github.com/compassml/compass/sampling"
+	"github.com/compassml/compass/engine"
+	"github.com/compassml/compass/sampling/cluster"
 	"github.com/urfave/cli/v3"
 )
 
@@ -40,50 +34,35 @@ func clusterCommand() *cli.Command {
 			&cli.BoolFlag{Name: "quiet", Usage: "no progress lines on stderr"},
 		},
 		Action: func(ctx context.Context, cmd *cli.Command) error {
-			e, err := sampling.LoadEmbeddings(cmd.String("input"), sampling.LoadOptions{})
-			if err != nil {
-				return err
+			o := engine.ClusterOptions{
+				Inputs: []string{cmd.String("input")},
+				K:      int(cmd.Int("k")),
+				KMeans: cluster.KMeansOptions{Spherical: cmd.Bool("spherical"), Seed: cmd.Uint64("seed"),
+					MaxIter: int(cmd.Int("max-iter")), NInit: int(cmd.Int("n-init")), Tol: cmd.Float("tol")},
+				SilhouetteSample: int(cmd.Int("silhouette-sample")),
+				OutputDir:        cmd.String("output-dir"),
 			}
-			b, release, err := openBackend(cmd)
+			if o.K == 0 {
+				ks, err := cluster.ParseKRange(cmd.String("k-range"))
+				if err != nil {
+					return fmt.Errorf("cluster: --k-range: %w", err)
+				}
+				o.KRange = ks
+			}
+			if !cmd.Bool("quiet") {
+				o.KMeans.Progress = cmd.Root().ErrWriter
+			}
+			if n := cmd.Int("mini-batch"); n > 0 {
+				o.KMeans.MiniBatch = &cluster.MiniBatchOptions{BatchSize: int(n)}
+			}
+			be, release, err := openBackend(cmd)
 			if err != nil {
 				return err
 			}
 			defer release()
-			o := sampling.KMeansOptions{K: cmd.Int("k"), Spherical: cmd.Bool("spherical"), Seed: cmd.Uint64("seed"),
-				MaxIter: cmd.Int("max-iter"), NInit: cmd.Int("n-init"), Tol: cmd.Float("tol"), Backend: b}
-			if !cmd.Bool("quiet") {
-				o.Progress = cmd.Root().ErrWriter
-			}
-			if n := cmd.Int("mini-batch"); n > 0 {
-				o.MiniBatch = &sampling.MiniBatchOptions{BatchSize: n}
-			}
-			so := sampling.SilhouetteOptions{Cosine: o.Spherical, SampleSize: cmd.Int("silhouette-sample"), Seed: o.Seed, Backend: b}
-			sum := clusterSummary{Input: cmd.String("input"), Rows: e.Vectors.Dim(0), Dim: e.Vectors.Dim(1), Spherical: o.Spherical, Seed: o.Seed}
-			var res *sampling.KMeansResult
-			if o.K > 0 {
-				if res, err = sampling.KMeans(e.Vectors, o); err != nil {
-					return err
-				}
-				// A silhouette needs 2 <= K < rows; without it the rest stands.
-				if s, err := sampling.Silhouette(e.Vectors, res.Labels, so); err == nil {
-					sum.Silhouette = &s
-				}
-			} else {
-				ks, err := parseKRange(cmd.String("k-range"))
-				if err != nil {
-					return err
-				}
-				if res, sum.KScores, err = sampling.ChooseK(e.Vectors, ks, o, so); err != nil {
-					return err
-				}
-				for _, s := range sum.KScores {
-					if s.K == len(res.Sizes) {
-						sum.Silhouette = &s.Silhouette
-					}
-				}
-			}
-			sum.K, sum.Inertia, sum.Iterations, sum.Converged, sum.Sizes = len(res.Sizes), res.Inertia, res.Iterations, res.Converged, res.Sizes
-			if err := writeClusters(cmd.String("output-dir"), e, res, sum); err != nil {
+			o.Backend = be
+			sum, err := engine.Cluster(o)
+			if err != nil {
 				return err
 			}
 			w := cmd.Root().Writer
@@ -91,74 +70,8 @@ func clusterCommand() *cli.Command {
 			if sum.Silhouette != nil {
 				fmt.Fprintf(w, ", silhouette %.4f", *sum.Silhouette)
 			}
-			fmt.Fprintf(w, "\nwritten to %s\n", cmd.String("output-dir"))
+			fmt.Fprintf(w, "\nwritten to %s\n", o.OutputDir)
 			return nil
 		},
 	}
-}
-
-// clusterSummary is clusters.json.
-type clusterSummary struct {
-	Input      string            `json:"input"`
-	Rows       int               `json:"rows"`
-	Dim        int               `json:"dim"`
-	K          int               `json:"k"`
-	Spherical  bool              `json:"spherical"`
-	Seed       uint64            `json:"seed"`
-	Inertia    float64           `json:"inertia"`
-	Silhouette *float64          `json:"silhouette,omitempty"`
-	Iterations int               `json:"iterations"`
-	Converged  bool              `json:"converged"`
-	Sizes      []int             `json:"sizes"`
-	KScores    []sampling.KScore `json:"k_scores,omitempty"`
-}
-
-// parseKRange reads LO:HI or LO:HI:STEP (step 10 by default).
-func parseKRange(s string) ([]int, error) {
-	parts := strings.Split(s, ":")
-	if len(parts) < 2 || len(parts) > 3 {
-		return nil, fmt.Errorf("--k-range %q: want LO:HI or LO:HI:STEP", s)
-	}
-	v := []int{0, 0, 10}
-	for i, p := range parts {
-		n, err := strconv.Atoi(strings.TrimSpace(p))
-		if err != nil {
-			return nil, fmt.Errorf("--k-range %q: %q is not a number", s, p)
-		}
-		v[i] = n
-	}
-	return sampling.KRange(v[0], v[1], v[2])
-}
-
-// writeClusters writes the three output files, each atomically.
-func writeClusters(dir string, e *sampling.Embeddings, res *sampling.KMeansResult, sum clusterSummary) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	for i, l := range res.Labels {
-		a := struct {
-			Row     int    `json:"row"`
-			ID      string `json:"id,omitempty"`
-			Cluster int32  `json:"cluster"`
-		}{Row: i, Cluster: l}
-		if e.Rows != nil {
-			a.ID = e.Rows[i].ID
-		}
-		if err := enc.Encode(a); err != nil {
-			return err
-		}
-	}
-	if err := atomicfile.WriteBytes(filepath.Join(dir, "assignments.jsonl"), buf.Bytes()); err != nil {
-		return err
-	}
-	if err := sampling.WriteNPY(filepath.Join(dir, "centroids.npy"), res.Centroids); err != nil {
-		return err
-	}
-	js, err := json.MarshalIndent(sum, "", "  ")
-	if err != nil {
-		return err
-	}
-	return atomicfile.WriteBytes(filepath.Join(dir, "clusters.json"), append(js, '\n'))
 }

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/compassml/compass/sampling"
+	"github.com/compassml/compass/sampling/embed"
 	"github.com/compassml/compass/tensor"
 	"github.com/urfave/cli/v3"
 )
@@ -39,7 +39,7 @@ func writeBlobs(t *testing.T, path string, n, d, k int) {
 		}
 		v[i*d+c%d] += 10
 	}
-	if err := sampling.WriteNPY(path, x); err != nil {
+	if err := embed.WriteNPY(path, x); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -70,7 +70,7 @@ func TestClusterCommand(t *testing.T) {
 	if len(lines) != 300 || !strings.HasPrefix(lines[0], `{"row":0,`) {
 		t.Errorf("%d assignment lines, first %q", len(lines), lines[0])
 	}
-	c, err := sampling.ReadNPY(filepath.Join(out, "centroids.npy"))
+	c, err := embed.ReadNPY(filepath.Join(out, "centroids.npy"))
 	if err != nil || c.Dim(0) != 3 || c.Dim(1) != 5 {
 		t.Errorf("centroids %v %v", c, err)
 	}

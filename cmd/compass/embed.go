@@ -5,11 +5,11 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/compassml/compass/dataset"
-	"github.com/compassml/compass/sampling"
+	"github.com/compassml/compass/engine"
+	"github.com/compassml/compass/sampling/embed"
 	"github.com/urfave/cli/v3"
 )
 
@@ -34,8 +34,8 @@ func embedCommand() *cli.Command {
 			&cli.StringFlag{Name: "output", Value: "embeddings.safetensors", Usage: "matrix to write (atomically): .safetensors or .npy"},
 			&cli.StringFlag{Name: "cache", Usage: "embedding cache directory (default: the user cache directory's compass/embeddings)"},
 			&cli.BoolFlag{Name: "no-cache", Usage: "neither read nor write the embedding cache"},
-			&cli.IntFlag{Name: "batch-tokens", Value: sampling.DefaultBatchTokens, Usage: "most tokens in one forward pass, padding included"},
-			&cli.IntFlag{Name: "max-len", Value: sampling.DefaultMaxLen, Usage: "truncate each text to this many tokens"},
+			&cli.IntFlag{Name: "batch-tokens", Value: embed.DefaultBatchTokens, Usage: "most tokens in one forward pass, padding included"},
+			&cli.IntFlag{Name: "max-len", Value: embed.DefaultMaxLen, Usage: "truncate each text to this many tokens"},
 			&cli.BoolFlag{Name: "skip-bad", Usage: "skip rows that cannot be read and report how many, instead of stopping"},
 			&cli.BoolFlag{Name: "quiet", Usage: "no progress line on stderr"},
 			deviceFlag(),
@@ -48,90 +48,49 @@ func embedCommand() *cli.Command {
 			if err != nil {
 				return fmt.Errorf("embed: %w", err)
 			}
-			output := cmd.String("output")
-			if ext := strings.ToLower(filepath.Ext(output)); ext != ".safetensors" && ext != ".npy" {
-				return fmt.Errorf("embed: --output %s: want a .safetensors or .npy file", output)
-			}
 			errw := cmd.Root().ErrWriter
-
-			// The data set first: a bad input fails before a model is loaded.
-			r, err := dataset.Open(cmd.String("input"), dataset.Options{
-				Schema:   schema,
-				Language: cmd.String("language"),
-				SkipBad:  cmd.Bool("skip-bad"),
-			})
-			if err != nil {
-				return err
+			o := engine.EmbedOptions{
+				ModelDir:    cmd.String("model"),
+				Input:       cmd.String("input"),
+				Data:        dataset.Options{Schema: schema, Language: cmd.String("language"), SkipBad: cmd.Bool("skip-bad")},
+				Output:      cmd.String("output"),
+				CacheDir:    cmd.String("cache"),
+				BatchTokens: int(cmd.Int("batch-tokens")),
+				MaxLen:      int(cmd.Int("max-len")),
+				Warn:        errw,
 			}
-			defer r.Close()
-			var progress *sampling.EmbedProgress
+			switch {
+			case cmd.Bool("no-cache"):
+				o.CacheDir = ""
+			case o.CacheDir == "":
+				if o.CacheDir, err = engine.DefaultEmbedCacheDir(); err != nil {
+					return fmt.Errorf("%w: give --cache or --no-cache", err)
+				}
+			}
 			if !cmd.Bool("quiet") && embedIsTerminal(errw) {
-				progress = sampling.NewEmbedProgress(errw, r.Progress)
+				o.Progress = errw
 			}
-
 			be, release, err := openBackend(cmd)
 			if err != nil {
 				return err
 			}
 			defer release()
-			m, err := loadModel(cmd.String("model"), "", be)
+			o.Backend = be
+			res, err := engine.Embed(o)
 			if err != nil {
 				return err
 			}
-			defer m.Close()
-			me, err := modelEmbedder(cmd, m, progress)
-			if err != nil {
-				return err
-			}
-			var e sampling.Embedder = me
-			var cached *sampling.CachedEmbedder
-			if !cmd.Bool("no-cache") {
-				cacheDir, err := embedCacheDir(cmd.String("cache"))
-				if err != nil {
-					return err
-				}
-				if cached, err = sampling.NewCachedEmbedder(me, cacheDir, errw); err != nil {
-					return err
-				}
-				defer cached.Close()
-				cached.Progress = progress
-				e = cached
-			}
-
-			emb, err := sampling.EmbedRecords(r, e, me.Dim(), progress)
-			progress.Finish()
-			if err != nil {
-				return err
-			}
-			if err := sampling.SaveEmbeddings(output, emb); err != nil {
-				return err
-			}
-			n := emb.Vectors.Dim(0)
-			fmt.Fprintf(errw, "embedded %d records (schema %s) into %s and %s", n, r.Schema(), output, sampling.RowsPath(output))
-			if cached != nil {
-				hits, misses := cached.Stats()
-				fmt.Fprintf(errw, "; %d by the model, %d from the cache %s", misses, hits, cached.Cache().Path())
+			fmt.Fprintf(errw, "embedded %d records (schema %s) into %s and %s", res.Records, res.Schema, o.Output, res.Rows)
+			if res.CachePath != "" {
+				fmt.Fprintf(errw, "; %d by the model, %d from the cache %s", res.Embedded, res.Cached, res.CachePath)
 			}
 			fmt.Fprintln(errw)
-			if skipped, first := r.Skipped(); skipped > 0 {
-				fmt.Fprintf(errw, "skipped %d bad rows; the first: %v\n", skipped, first)
+			if res.Skipped > 0 {
+				fmt.Fprintf(errw, "skipped %d bad rows; the first: %v\n", res.Skipped, res.FirstSkipped)
 			}
 			return nil
 		},
 	}
-}
-
-// embedCacheDir returns the cache directory: the flag's, or compass/embeddings
-// under the user's cache directory ($XDG_CACHE_HOME, ~/.cache).
-func embedCacheDir(flag string) (string, error) {
-	if flag != "" {
-		return flag, nil
-	}
-	base, err := os.UserCacheDir()
-	if err != nil {
-		return "", fmt.Errorf("embed: no cache directory (%v): give --cache or --no-cache", err)
-	}
-	return filepath.Join(base, "compass", "embeddings"), nil
 }
 
 // embedIsTerminal reports whether w is a terminal, where a progress line that

@@ -12,7 +12,7 @@ import (
 	"testing"
 
 	"github.com/compassml/compass/model"
-	"github.com/compassml/compass/sampling"
+	"github.com/compassml/compass/sampling/embed"
 	"github.com/compassml/compass/tensor"
 	"github.com/urfave/cli/v3"
 )
@@ -73,7 +73,7 @@ func TestEmbedCommand(t *testing.T) {
 	if !strings.Contains(msg, "embedded 7 records (schema aya)") || !strings.Contains(msg, "7 by the model, 0 from the cache") {
 		t.Errorf("first run printed %q", msg)
 	}
-	first, err := sampling.LoadEmbeddings(out, sampling.LoadOptions{})
+	first, err := embed.Load(out, embed.LoadOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +102,7 @@ func TestEmbedCommand(t *testing.T) {
 	if !strings.Contains(msg, "0 by the model, 7 from the cache") {
 		t.Errorf("second run printed %q", msg)
 	}
-	second, err := sampling.LoadEmbeddings(out2, sampling.LoadOptions{})
+	second, err := embed.Load(out2, embed.LoadOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,7 +114,7 @@ func TestEmbedCommand(t *testing.T) {
 	if msg, err := runEmbed(t, "--model", modelDir, "--input", input, "--output", out3, "--no-cache", "--batch-tokens", "8"); err != nil {
 		t.Fatalf("%v\n%s", err, msg)
 	}
-	third, err := sampling.LoadEmbeddings(out3, sampling.LoadOptions{})
+	third, err := embed.Load(out3, embed.LoadOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,7 +129,7 @@ func TestEmbedCommand(t *testing.T) {
 	if msg, err := runEmbed(t, "--model", modelDir, "--input", "../../testdata/datasets/global-mmlu-sw-dev.parquet", "--language", "sw", "--output", out4, "--cache", cache); err != nil {
 		t.Fatalf("%v\n%s", err, msg)
 	}
-	gm, err := sampling.LoadEmbeddings(out4, sampling.LoadOptions{})
+	gm, err := embed.Load(out4, embed.LoadOptions{})
 	if err != nil || len(gm.Rows) != 3 || gm.Rows[0].Language != "sw" || gm.Rows[0].ID != "high_school_geography/dev/0" {
 		t.Errorf("global-mmlu rows %+v, %v", gm, err)
 	}
@@ -159,7 +159,7 @@ func TestEmbedCommand(t *testing.T) {
 	if msg, err := runEmbed(t, "--model", modelDir, "--input", empty, "--output", out5, "--no-cache"); err != nil || !strings.Contains(msg, "embedded 0 records") {
 		t.Fatalf("empty: %v\n%s", err, msg)
 	}
-	if e, err := sampling.LoadEmbeddings(out5, sampling.LoadOptions{}); err != nil || !reflect.DeepEqual(e.Vectors.Shape(), []int{0, 16}) {
+	if e, err := embed.Load(out5, embed.LoadOptions{}); err != nil || !reflect.DeepEqual(e.Vectors.Shape(), []int{0, 16}) {
 		t.Errorf("empty output: %v, %v", e, err)
 	}
 }

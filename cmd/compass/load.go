@@ -8,9 +8,7 @@ import (
 	"github.com/compassml/compass/lora"
 	"github.com/compassml/compass/model"
 	"github.com/compassml/compass/model/tokenizer"
-	"github.com/compassml/compass/sampling"
 	"github.com/compassml/compass/tensor"
-	"github.com/urfave/cli/v3"
 )
 
 // attachAdapter loads the PEFT adapter in dir onto m.
@@ -36,28 +34,6 @@ func loadModel(dir, adapter string, be tensor.Backend) (*model.Model, error) {
 		}
 	}
 	return m, nil
-}
-
-// modelEmbedder embeds texts with the --model checkpoint m (mean-pooled
-// final hidden states), encoding them as the model saw them in training
-// (with its special tokens, Llama's BOS), with the --batch-tokens and
-// --max-len flags.
-func modelEmbedder(cmd *cli.Command, m *model.Model, progress *sampling.EmbedProgress) (*sampling.ModelEmbedder, error) {
-	dir := cmd.String("model")
-	tok, err := tokenizer.Load(dir)
-	if err != nil {
-		return nil, err
-	}
-	source, err := sampling.ModelSignature(dir)
-	if err != nil {
-		return nil, err
-	}
-	encode := func(text string) ([]int, error) { return tok.Encode(text, true) }
-	return sampling.NewModelEmbedder(m, encode, source, sampling.ModelOptions{
-		BatchTokens: int(cmd.Int("batch-tokens")),
-		MaxLen:      int(cmd.Int("max-len")),
-		Progress:    progress,
-	})
 }
 
 // loadEncoder returns the tokenizer of the model directory (its

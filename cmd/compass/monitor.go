@@ -7,12 +7,13 @@ import (
 	"time"
 
 	"github.com/compassml/compass/engine"
-	"github.com/compassml/compass/sampling"
+	"github.com/compassml/compass/sampling/drift"
+	"github.com/compassml/compass/sampling/embed"
 	"github.com/urfave/cli/v3"
 )
 
 func monitorCommand() *cli.Command {
-	d := sampling.DefaultDriftOptions()
+	d := drift.DefaultOptions()
 	return &cli.Command{
 		Name:  "monitor",
 		Usage: "watch production texts for distribution drift against an adapter's clusters (COMPASS-ECDA)",
@@ -37,8 +38,8 @@ func monitorCommand() *cli.Command {
 			&cli.StringFlag{Name: "watch", Usage: "directory of JSONL files to watch (default: read stdin)"},
 			&cli.BoolFlag{Name: "once", Usage: "with --watch: read the files present and exit"},
 			&cli.DurationFlag{Name: "poll", Value: 2 * time.Second, Usage: "with --watch: how often to look for new files"},
-			&cli.IntFlag{Name: "batch-tokens", Value: sampling.DefaultBatchTokens, Usage: "most tokens in one forward pass, padding included"},
-			&cli.IntFlag{Name: "max-len", Value: sampling.DefaultMaxLen, Usage: "truncate each text to this many tokens"},
+			&cli.IntFlag{Name: "batch-tokens", Value: embed.DefaultBatchTokens, Usage: "most tokens in one forward pass, padding included"},
+			&cli.IntFlag{Name: "max-len", Value: embed.DefaultMaxLen, Usage: "truncate each text to this many tokens"},
 			deviceFlag(),
 		},
 		Action: func(ctx context.Context, cmd *cli.Command) error {
@@ -64,12 +65,12 @@ func monitorCommand() *cli.Command {
 				return err
 			}
 			defer release()
-			m, err := loadModel(cmd.String("model"), "", be)
+			em, err := engine.LoadEmbedModel(cmd.String("model"), be)
 			if err != nil {
 				return err
 			}
-			defer m.Close()
-			e, err := modelEmbedder(cmd, m, nil)
+			defer em.Close()
+			e, err := em.Embedder(embed.ModelOptions{BatchTokens: int(cmd.Int("batch-tokens")), MaxLen: int(cmd.Int("max-len"))})
 			if err != nil {
 				return err
 			}
@@ -77,7 +78,7 @@ func monitorCommand() *cli.Command {
 				Registry: cmd.String("registry"),
 				Adapter:  cmd.String("adapter"),
 				Window:   int(cmd.Int("window")),
-				Drift: sampling.DriftOptions{
+				Drift: drift.Options{
 					Threshold: cmd.Float("threshold"), Alpha: cmd.Float("alpha"),
 					K: int(cmd.Int("k")), M: int(cmd.Int("m")),
 				},

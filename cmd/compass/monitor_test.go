@@ -10,7 +10,8 @@ import (
 	"testing"
 
 	"github.com/compassml/compass/model"
-	"github.com/compassml/compass/sampling"
+	"github.com/compassml/compass/sampling/cluster"
+	"github.com/compassml/compass/sampling/embed"
 	"github.com/compassml/compass/tensor"
 	"github.com/urfave/cli/v3"
 )
@@ -30,16 +31,16 @@ func TestMonitorCommand(t *testing.T) {
 	if msg, err := runEmbed(t, "--model", modelDir, "--input", "../../testdata/datasets/aya.parquet", "--output", usage, "--no-cache"); err != nil {
 		t.Fatalf("%v\n%s", err, msg)
 	}
-	emb, err := sampling.LoadEmbeddings(usage, sampling.LoadOptions{})
+	emb, err := embed.Load(usage, embed.LoadOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	km, err := sampling.KMeans(emb.Vectors, sampling.DefaultKMeansOptions(2))
+	km, err := cluster.KMeans(emb.Vectors, cluster.DefaultKMeansOptions(2))
 	if err != nil {
 		t.Fatal(err)
 	}
 	centroids := filepath.Join(dir, "centroids.npy")
-	if err := sampling.WriteNPY(centroids, km.Centroids); err != nil {
+	if err := embed.WriteNPY(centroids, km.Centroids); err != nil {
 		t.Fatal(err)
 	}
 	watch := filepath.Join(dir, "incoming")

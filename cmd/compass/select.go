@@ -1,14 +1,12 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
-	"os"
-	"strings"
 
-	"github.com/compassml/compass/sampling"
+	"github.com/compassml/compass/engine"
+	"github.com/compassml/compass/sampling/cluster"
+	"github.com/compassml/compass/sampling/selection"
 	"github.com/urfave/cli/v3"
 )
 
@@ -36,12 +34,12 @@ func selectCommand() *cli.Command {
 			&cli.BoolFlag{Name: "spherical", Value: true, Usage: "cosine k-means (the embeddings are L2-normalised); --spherical=false for euclidean"},
 			&cli.IntFlag{Name: "n-init", Value: 1, Usage: "k-means restarts"},
 			&cli.IntFlag{Name: "max-iter", Value: 300, Usage: "Lloyd iterations per restart"},
-			&cli.StringFlag{Name: "cluster", Value: string(sampling.ClusterAll), Usage: "what defines the clusters: all (E_t, D_t, D_aux) or usage+pool"},
-			&cli.StringFlag{Name: "gap", Value: string(sampling.GapDiff), Usage: "diff: max(0, p_E - p_D); ratio: p_E / (p_D + eps); smoothed: diff of additively smoothed shares"},
+			&cli.StringFlag{Name: "cluster", Value: string(selection.ClusterAll), Usage: "what defines the clusters: all (E_t, D_t, D_aux) or usage+pool"},
+			&cli.StringFlag{Name: "gap", Value: string(selection.GapDiff), Usage: "diff: max(0, p_E - p_D); ratio: p_E / (p_D + eps); smoothed: diff of additively smoothed shares"},
 			&cli.FloatFlag{Name: "epsilon", Value: 1e-3, Usage: "eps of --gap ratio"},
 			&cli.FloatFlag{Name: "smoothing", Value: 1, Usage: "pseudo-count of --gap smoothed"},
 			&cli.FloatFlag{Name: "temperature", Value: 1, Usage: "budget share of a cluster ~ gap^(1/temperature)"},
-			&cli.StringFlag{Name: "within", Value: string(sampling.WithinNearest), Usage: "nearest (to the cluster's target items), centroid or random"},
+			&cli.StringFlag{Name: "within", Value: string(selection.WithinNearest), Usage: "nearest (to the cluster's target items), centroid or random"},
 			&cli.IntFlag{Name: "language-cap", Usage: "at most this many items per source language (0: no cap)"},
 			&cli.FloatFlag{Name: "language-share", Usage: "at most this share of the budget per source language (0: no cap)"},
 			&cli.BoolFlag{Name: "include-target", Usage: "allow pool items in the target language itself"},
@@ -58,102 +56,44 @@ func selectCommand() *cli.Command {
 }
 
 func runSelect(ctx context.Context, cmd *cli.Command) error {
-	method := cmd.String("method")
-	in := sampling.SelectInput{Target: cmd.String("target")}
-	var langs *sampling.LanguageTable
-	if path := cmd.String("languages"); path != "" {
-		f, err := os.Open(path)
-		if err != nil {
-			return fmt.Errorf("select: %w", err)
-		}
-		langs, err = sampling.ReadLanguages(f)
-		f.Close()
-		if err != nil {
-			return fmt.Errorf("select: %s: %w", path, err)
-		}
+	o := engine.SelectOptions{
+		Method:    cmd.String("method"),
+		Target:    cmd.String("target"),
+		Usage:     cmd.String("target-usage"),
+		Pool:      cmd.String("pool"),
+		PoolMeta:  cmd.String("pool-meta"),
+		Languages: cmd.String("languages"),
+		Baseline: selection.BaselineOptions{Budget: int(cmd.Int("budget")), LanguageCap: int(cmd.Int("language-cap")),
+			LanguageShare: cmd.Float("language-share"), IncludeTarget: cmd.Bool("include-target"),
+			TopK: int(cmd.Int("top-k")), Seed: cmd.Uint64("seed")},
+		Output:    cmd.String("output"),
+		ReportDir: cmd.String("report-dir"),
 	}
-	load := func(flag string) (*sampling.Embeddings, error) {
-		path := cmd.String(flag)
-		if path == "" {
-			return nil, nil
-		}
-		e, err := sampling.LoadEmbeddings(path, sampling.LoadOptions{})
-		if err != nil {
-			return nil, fmt.Errorf("select: --%s: %w", flag, err)
-		}
-		return e, nil
+	if d := cmd.String("target-data"); d != "" {
+		o.Data = []string{d}
 	}
-	pool, err := load("pool")
-	if err != nil {
-		return err
-	}
-	if pool != nil {
-		in.Pool = pool.Vectors
-	}
-	switch meta := cmd.String("pool-meta"); {
-	case meta != "":
-		if in.Items, err = readPoolMeta(meta); err != nil {
-			return err
-		}
-	case pool != nil && pool.Rows != nil:
-		for _, r := range pool.Rows {
-			in.Items = append(in.Items, sampling.Item{ID: r.ID, Language: r.Language})
-		}
-	default:
-		return fmt.Errorf("select: no pool items: give --pool-meta (JSONL with id and language per pool row)")
-	}
-
-	var sel *sampling.Selection
-	switch method {
+	switch o.Method {
+	case "random", "langsim", "all":
 	case "compass":
-		if cmd.String("target-usage") == "" || in.Pool == nil {
+		if o.Usage == "" || o.Pool == "" {
 			return fmt.Errorf("select: --method compass needs --target-usage and --pool embeddings")
 		}
-		usage, err := load("target-usage")
-		if err != nil {
+		var err error
+		if o.Options, err = selectOptions(cmd); err != nil {
 			return err
 		}
-		in.Usage = usage.Vectors
-		have, err := load("target-data")
-		if err != nil {
-			return err
-		}
-		if have != nil {
-			in.Have = have.Vectors
-		}
-		o, err := selectOptions(cmd, langs)
-		if err != nil {
-			return err
-		}
-		b, release, err := openBackend(cmd)
+		be, release, err := openBackend(cmd)
 		if err != nil {
 			return err
 		}
 		defer release()
-		o.KMeans.Backend, o.Silhouette.Backend = b, b
-		if sel, err = sampling.Select(in, o); err != nil {
-			return err
-		}
-	case "random", "langsim", "all":
-		o := sampling.BaselineOptions{Budget: cmd.Int("budget"), LanguageCap: cmd.Int("language-cap"),
-			LanguageShare: cmd.Float("language-share"), IncludeTarget: cmd.Bool("include-target"),
-			TopK: cmd.Int("top-k"), Languages: langs, Seed: cmd.Uint64("seed")}
-		run := map[string]func(sampling.SelectInput, sampling.BaselineOptions) (*sampling.Selection, error){
-			"random": sampling.Random, "langsim": sampling.LangSim, "all": sampling.AllData}[method]
-		if sel, err = run(in, o); err != nil {
-			return err
-		}
+		o.Backend = be
 	default:
-		return fmt.Errorf("select: unknown --method %q (compass, random, langsim, all)", method)
+		return fmt.Errorf("select: unknown --method %q (compass, random, langsim, all)", o.Method)
 	}
-
-	if err := sampling.WriteManifest(cmd.String("output"), sel.Picks); err != nil {
-		return fmt.Errorf("select: %w", err)
-	}
-	if dir := cmd.String("report-dir"); dir != "" {
-		if err := sampling.WriteReport(dir, sel.Report); err != nil {
-			return fmt.Errorf("select: report: %w", err)
-		}
+	sel, err := engine.Select(o)
+	if err != nil {
+		return err
 	}
 	r := sel.Report
 	w := cmd.Root().Writer
@@ -161,7 +101,7 @@ func runSelect(ctx context.Context, cmd *cli.Command) error {
 	if r.Method == "compass" {
 		fmt.Fprintf(w, " (K = %d, silhouette %.4f)", r.K, r.Silhouette)
 	}
-	fmt.Fprintf(w, "\nmanifest: %s\n", cmd.String("output"))
+	fmt.Fprintf(w, "\nmanifest: %s\n", o.Output)
 	for _, n := range r.Notes {
 		fmt.Fprintf(w, "note: %s\n", n)
 	}
@@ -169,13 +109,13 @@ func runSelect(ctx context.Context, cmd *cli.Command) error {
 }
 
 // selectOptions builds COMPASS's options from the flags.
-func selectOptions(cmd *cli.Command, langs *sampling.LanguageTable) (sampling.SelectOptions, error) {
-	o := sampling.DefaultSelectOptions(cmd.Int("budget"))
-	o.K = cmd.Int("k")
+func selectOptions(cmd *cli.Command) (selection.Options, error) {
+	o := selection.DefaultOptions(int(cmd.Int("budget")))
+	o.K = int(cmd.Int("k"))
 	if o.K == 0 {
-		ks, err := parseKRange(cmd.String("k-range"))
+		ks, err := cluster.ParseKRange(cmd.String("k-range"))
 		if err != nil {
-			return o, err
+			return o, fmt.Errorf("select: --k-range: %w", err)
 		}
 		o.KMin, o.KMax = ks[0], ks[len(ks)-1]
 		if len(ks) > 1 {
@@ -183,57 +123,20 @@ func selectOptions(cmd *cli.Command, langs *sampling.LanguageTable) (sampling.Se
 		}
 	}
 	o.KMeans.Spherical = cmd.Bool("spherical")
-	o.KMeans.NInit = cmd.Int("n-init")
-	o.KMeans.MaxIter = cmd.Int("max-iter")
-	o.Cluster = sampling.ClusterSet(cmd.String("cluster"))
-	o.Gap = sampling.GapKind(cmd.String("gap"))
+	o.KMeans.NInit = int(cmd.Int("n-init"))
+	o.KMeans.MaxIter = int(cmd.Int("max-iter"))
+	o.Cluster = selection.ClusterSet(cmd.String("cluster"))
+	o.Gap = selection.GapKind(cmd.String("gap"))
 	o.Epsilon = cmd.Float("epsilon")
 	o.Smoothing = cmd.Float("smoothing")
 	o.Temperature = cmd.Float("temperature")
-	o.Within = sampling.WithinKind(cmd.String("within"))
-	o.LanguageCap = cmd.Int("language-cap")
+	o.Within = selection.WithinKind(cmd.String("within"))
+	o.LanguageCap = int(cmd.Int("language-cap"))
 	o.LanguageShare = cmd.Float("language-share")
 	o.IncludeTarget = cmd.Bool("include-target")
-	o.Languages = langs
 	o.Seed = cmd.Uint64("seed")
 	if !cmd.Bool("quiet") {
 		o.Progress = cmd.Root().ErrWriter
 	}
 	return o, nil
-}
-
-// readPoolMeta reads one {"id", "language"} object per line; line i
-// describes pool row i. Blank lines are not allowed: they would shift rows.
-func readPoolMeta(path string) ([]sampling.Item, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("select: %w", err)
-	}
-	defer f.Close()
-	var items []sampling.Item
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 1<<26)
-	for line := 1; sc.Scan(); line++ {
-		var rec struct {
-			ID       json.RawMessage `json:"id"`
-			Language string          `json:"language"`
-		}
-		if err := json.Unmarshal([]byte(strings.TrimSpace(sc.Text())), &rec); err != nil {
-			return nil, fmt.Errorf("select: %s line %d: %v", path, line, err)
-		}
-		// IDs may be strings or numbers (the Aya Dataset numbers its rows).
-		it := sampling.Item{ID: string(rec.ID), Language: rec.Language}
-		var s string
-		if json.Unmarshal(rec.ID, &s) == nil {
-			it.ID = s
-		}
-		if it.ID == "" || it.ID == "null" || it.Language == "" {
-			return nil, fmt.Errorf("select: %s line %d: want {\"id\": ..., \"language\": ...}", path, line)
-		}
-		items = append(items, it)
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("select: %s: %w", path, err)
-	}
-	return items, nil
 }

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/compassml/compass/sampling"
+	"github.com/compassml/compass/sampling/embed"
 	"github.com/compassml/compass/tensor"
 )
 
@@ -31,7 +31,7 @@ func writePlanted(t *testing.T) (string, []int) {
 			}
 			v[i*d+tp] += 5
 		}
-		if err := sampling.WriteNPY(filepath.Join(dir, name), x); err != nil {
+		if err := embed.WriteNPY(filepath.Join(dir, name), x); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -3,6 +3,7 @@ package atomicfile
 import (
 	"errors"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"testing"
@@ -38,5 +39,67 @@ func TestWriteReplacesOrLeavesAlone(t *testing.T) {
 	}
 	if err := WriteBytes(filepath.Join(dir, "no", "such", "dir"), nil); err == nil {
 		t.Error("missing directory: no error")
+	}
+}
+
+func TestPrepareCommitsTogether(t *testing.T) {
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "a"), filepath.Join(dir, "b")
+	for _, p := range []string{a, b} {
+		if err := WriteBytes(p, []byte("old")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pa, err := Prepare(a, func(w io.Writer) error { _, err := w.Write([]byte("new a")); return err })
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The second file fails: the first is discarded and both stay old.
+	if _, err := Prepare(b, func(w io.Writer) error { return errors.New("no space") }); err == nil {
+		t.Fatal("failed write: no error")
+	}
+	pa.Discard()
+	for _, p := range []string{a, b} {
+		if got, _ := os.ReadFile(p); string(got) != "old" {
+			t.Errorf("%s holds %q after a discarded write", p, got)
+		}
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 2 {
+		t.Errorf("temporary files left behind: %v", entries)
+	}
+	pa, err = Prepare(a, func(w io.Writer) error { _, err := w.Write([]byte("new a")); return err })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(a); string(got) != "old" {
+		t.Errorf("before Commit the file holds %q", got)
+	}
+	if err := pa.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	pa.Discard() // a no-op after Commit
+	if got, _ := os.ReadFile(a); string(got) != "new a" {
+		t.Errorf("after Commit the file holds %q", got)
+	}
+}
+
+func TestWriteNewNeverReplaces(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "f")
+	write := func(s string) func(io.Writer) error {
+		return func(w io.Writer) error { _, err := w.Write([]byte(s)); return err }
+	}
+	if err := WriteNew(path, write("first")); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteNew(path, write("second")); !errors.Is(err, fs.ErrExist) {
+		t.Errorf("second WriteNew: err = %v, want fs.ErrExist", err)
+	}
+	st, _ := os.Stat(path)
+	if got, _ := os.ReadFile(path); string(got) != "first" || st.Mode().Perm() != 0o644 {
+		t.Errorf("file holds %q with mode %v", got, st.Mode().Perm())
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
+		t.Errorf("temporary files left behind: %v", entries)
 	}
 }

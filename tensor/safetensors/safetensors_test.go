@@ -594,6 +594,27 @@ func TestWriteIsAtomic(t *testing.T) {
 	}
 }
 
+// Encode writes the bytes Write puts in the file, and refuses what Write
+// refuses.
+func TestEncodeIsWrite(t *testing.T) {
+	entries := []Entry{{Name: "b", DType: F32, Shape: []int{2}, Data: make([]byte, 8)}, {Name: "a", DType: U8, Shape: []int{3}, Data: []byte{1, 2, 3}}}
+	meta := map[string]string{"format": "pt"}
+	path := filepath.Join(t.TempDir(), "x.safetensors")
+	if err := Write(path, entries, meta); err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := Encode(&buf, entries, meta); err != nil {
+		t.Fatal(err)
+	}
+	if file, _ := os.ReadFile(path); !bytes.Equal(buf.Bytes(), file) {
+		t.Errorf("Encode gave %d bytes that differ from Write's %d", buf.Len(), len(file))
+	}
+	if err := Encode(&buf, []Entry{entries[0], entries[0]}, nil); err == nil || !strings.Contains(err.Error(), "duplicate") {
+		t.Errorf("duplicate entries: %v", err)
+	}
+}
+
 func TestConcurrentReads(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 8))
 	entries := allDTypeEntries(rng)

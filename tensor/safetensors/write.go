@@ -50,19 +50,32 @@ func Write(path string, tensors []Entry, metadata map[string]string) error {
 	if err != nil {
 		return fmt.Errorf("safetensors: write %s: %w", path, err)
 	}
-	err = atomicfile.Write(path, func(w io.Writer) error {
-		if _, err := w.Write(hdr); err != nil {
+	if err := atomicfile.Write(path, func(w io.Writer) error { return writeData(w, hdr, order, tensors) }); err != nil {
+		return fmt.Errorf("safetensors: write %s: %w", path, err)
+	}
+	return nil
+}
+
+// Encode writes the tensors and the metadata as a safetensors file to w,
+// laid out as Write lays it out, for a caller that places the file itself
+// (lora writes an adapter's two files together).
+func Encode(w io.Writer, tensors []Entry, metadata map[string]string) error {
+	hdr, order, err := encodeHeader(tensors, metadata)
+	if err != nil {
+		return fmt.Errorf("safetensors: %w", err)
+	}
+	return writeData(w, hdr, order, tensors)
+}
+
+// writeData writes the header and then the tensors' data in order.
+func writeData(w io.Writer, hdr []byte, order []int, tensors []Entry) error {
+	if _, err := w.Write(hdr); err != nil {
+		return err
+	}
+	for _, i := range order {
+		if _, err := w.Write(tensors[i].Data); err != nil {
 			return err
 		}
-		for _, i := range order {
-			if _, err := w.Write(tensors[i].Data); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("safetensors: write %s: %w", path, err)
 	}
 	return nil
 }

@@ -1,4 +1,4 @@
-package sampling
+package selection
 
 import (
 	"bytes"
@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/compassml/compass/sampling/cluster"
 	"github.com/compassml/compass/tensor"
 )
 
@@ -23,7 +24,7 @@ import (
 // topics 0-4; topics 5-7 are in English, French, Hindi and Japanese. The
 // pool also holds Swahili items, which are not auxiliary data.
 type planted struct {
-	in    SelectInput
+	in    Input
 	topic []int // topic of each pool row
 }
 
@@ -67,9 +68,9 @@ func newPlanted(seed uint64) planted {
 		p.in.Items = append(p.in.Items, Item{ID: fmt.Sprintf("sw-%d", i), Language: "swa"})
 	}
 	p.in.Target = "sw"
-	p.in.Usage, _ = NewMatrix(usage)
-	p.in.Have, _ = NewMatrix(have)
-	p.in.Pool, _ = NewMatrix(pool)
+	p.in.Usage, _ = cluster.NewMatrix(usage)
+	p.in.Have, _ = cluster.NewMatrix(have)
+	p.in.Pool, _ = cluster.NewMatrix(pool)
 	return p
 }
 
@@ -90,8 +91,8 @@ func (p planted) gapShare(picks []Pick) float64 {
 // (GapRatio).
 const minGapShare = 0.97
 
-func plantedOptions() SelectOptions {
-	o := DefaultSelectOptions(300)
+func plantedOptions() Options {
+	o := DefaultOptions(300)
 	o.K = 8
 	o.KMeans.NInit = 3
 	o.Seed = 42
@@ -193,17 +194,17 @@ func TestCompassOptions(t *testing.T) {
 	p := newPlanted(3)
 	for _, tc := range []struct {
 		name string
-		set  func(*SelectOptions)
+		set  func(*Options)
 	}{
-		{"ratio", func(o *SelectOptions) { o.Gap = GapRatio }},
-		{"smoothed", func(o *SelectOptions) { o.Gap = GapSmoothed }},
-		{"centroid", func(o *SelectOptions) { o.Within = WithinCentroid }},
-		{"random within", func(o *SelectOptions) { o.Within = WithinRandom }},
-		{"usage+pool", func(o *SelectOptions) { o.Cluster = ClusterUsagePool }},
-		{"euclidean", func(o *SelectOptions) { o.KMeans.Spherical = false }},
-		{"cold", func(o *SelectOptions) { o.Temperature = 0.05 }},
-		{"hot", func(o *SelectOptions) { o.Temperature = 20 }},
-		{"language share", func(o *SelectOptions) { o.LanguageShare = 0.25 }}, // 75 each: the 4 languages of the gap topics suffice
+		{"ratio", func(o *Options) { o.Gap = GapRatio }},
+		{"smoothed", func(o *Options) { o.Gap = GapSmoothed }},
+		{"centroid", func(o *Options) { o.Within = WithinCentroid }},
+		{"random within", func(o *Options) { o.Within = WithinRandom }},
+		{"usage+pool", func(o *Options) { o.Cluster = ClusterUsagePool }},
+		{"euclidean", func(o *Options) { o.KMeans.Spherical = false }},
+		{"cold", func(o *Options) { o.Temperature = 0.05 }},
+		{"hot", func(o *Options) { o.Temperature = 20 }},
+		{"language share", func(o *Options) { o.LanguageShare = 0.25 }}, // 75 each: the 4 languages of the gap topics suffice
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			o := plantedOptions()
@@ -281,7 +282,7 @@ func TestSelectionReproducible(t *testing.T) {
 	if reflect.DeepEqual(a, c) {
 		t.Error("another seed gave the same random within-cluster order")
 	}
-	for _, method := range []func(SelectInput, BaselineOptions) (*Selection, error){Random, LangSim} {
+	for _, method := range []func(Input, BaselineOptions) (*Selection, error){Random, LangSim} {
 		x, _ := method(p.in, BaselineOptions{Budget: 100, Seed: 9})
 		y, _ := method(p.in, BaselineOptions{Budget: 100, Seed: 9})
 		if !reflect.DeepEqual(x.Picks, y.Picks) {
@@ -298,26 +299,26 @@ func TestSelectErrors(t *testing.T) {
 	narrow := tensor.New(tensor.F32, 10, plantedDim-1)
 	for _, tc := range []struct {
 		name string
-		edit func(*SelectInput, *SelectOptions)
+		edit func(*Input, *Options)
 		want string
 	}{
-		{"K > N", func(_ *SelectInput, o *SelectOptions) { o.K = 100000 }, "more than the"},
-		{"NaN", func(in *SelectInput, _ *SelectOptions) { in.Usage = nanUsage }, "target usage: row 3, column 2"},
-		{"dimensions", func(in *SelectInput, _ *SelectOptions) { in.Usage = narrow }, "dimension 15, the pool 16"},
-		{"dimensions of D_t", func(in *SelectInput, _ *SelectOptions) { in.Have = narrow }, "dimension 15, the pool 16"},
-		{"empty pool", func(in *SelectInput, _ *SelectOptions) {
+		{"K > N", func(_ *Input, o *Options) { o.K = 100000 }, "more than the"},
+		{"NaN", func(in *Input, _ *Options) { in.Usage = nanUsage }, "target usage: row 3, column 2"},
+		{"dimensions", func(in *Input, _ *Options) { in.Usage = narrow }, "dimension 15, the pool 16"},
+		{"dimensions of D_t", func(in *Input, _ *Options) { in.Have = narrow }, "dimension 15, the pool 16"},
+		{"empty pool", func(in *Input, _ *Options) {
 			in.Pool, in.Items = tensor.New(tensor.F32, 0, plantedDim), nil
 		}, "pool is empty"},
-		{"only target language", func(in *SelectInput, _ *SelectOptions) {
+		{"only target language", func(in *Input, _ *Options) {
 			in.Pool, _ = in.Pool.Slice(4000, 4200)
 			in.Items = in.Items[4000:]
 		}, "all 200 items are in the target language"},
-		{"items", func(in *SelectInput, _ *SelectOptions) { in.Items = in.Items[:10] }, "10 pool items for 4200"},
-		{"unknown target", func(in *SelectInput, _ *SelectOptions) { in.Target = "xx" }, `unknown language "xx"`},
-		{"budget", func(_ *SelectInput, o *SelectOptions) { o.Budget = 0 }, "budget 0"},
-		{"no usage", func(in *SelectInput, _ *SelectOptions) { in.Usage = nil }, "no target usage"},
-		{"temperature", func(_ *SelectInput, o *SelectOptions) { o.Temperature = 0 }, "temperature"},
-		{"gap", func(_ *SelectInput, o *SelectOptions) { o.Gap = "log" }, "unknown gap"},
+		{"items", func(in *Input, _ *Options) { in.Items = in.Items[:10] }, "10 pool items for 4200"},
+		{"unknown target", func(in *Input, _ *Options) { in.Target = "xx" }, `unknown language "xx"`},
+		{"budget", func(_ *Input, o *Options) { o.Budget = 0 }, "budget 0"},
+		{"no usage", func(in *Input, _ *Options) { in.Usage = nil }, "no target usage"},
+		{"temperature", func(_ *Input, o *Options) { o.Temperature = 0 }, "temperature"},
+		{"gap", func(_ *Input, o *Options) { o.Gap = "log" }, "unknown gap"},
 	} {
 		in, oo := p.in, o
 		tc.edit(&in, &oo)
@@ -333,10 +334,10 @@ func TestSelectErrors(t *testing.T) {
 	if _, err := LangSim(in, BaselineOptions{Budget: 10}); err == nil || !strings.Contains(err.Error(), `"tlh"`) {
 		t.Errorf("unknown pool language: %v", err)
 	}
-	if _, err := Random(SelectInput{Target: "sw"}, BaselineOptions{Budget: 10}); err == nil || !strings.Contains(err.Error(), "pool is empty") {
+	if _, err := Random(Input{Target: "sw"}, BaselineOptions{Budget: 10}); err == nil || !strings.Contains(err.Error(), "pool is empty") {
 		t.Errorf("random on an empty pool: %v", err)
 	}
-	if _, err := LangSim(SelectInput{Target: "xx", Items: p.in.Items}, BaselineOptions{Budget: 10}); err == nil || !strings.Contains(err.Error(), "unknown language") {
+	if _, err := LangSim(Input{Target: "xx", Items: p.in.Items}, BaselineOptions{Budget: 10}); err == nil || !strings.Contains(err.Error(), "unknown language") {
 		t.Errorf("langsim, unknown target: %v", err)
 	}
 }

@@ -1,4 +1,4 @@
-package sampling
+package embed
 
 import (
 	"errors"
@@ -8,19 +8,19 @@ import (
 	"github.com/compassml/compass/tensor"
 )
 
-// EmbedChunk is how many records EmbedRecords reads before it embeds
+// Chunk is how many records Records reads before it embeds
 // them: enough to fill batches of similar lengths, few enough that the
 // texts waiting in memory stay small.
-const EmbedChunk = 512
+const Chunk = 512
 
-// EmbedRecords reads every record of r and embeds its Text with e, a chunk
+// Records reads every record of r and embeds its Text with e, a chunk
 // of records at a time, so that only the vectors (N x D float32) and the
 // rows accumulate in memory, not the texts. progress, when not nil, is
 // told of each chunk. dim is the vector length to give an empty input
 // (0 when unknown).
-func EmbedRecords(r *dataset.Reader, e Embedder, dim int, progress *EmbedProgress) (*Embeddings, error) {
+func Records(r *dataset.Reader, e Embedder, dim int, progress *Progress) (*Embeddings, error) {
 	var vectors []float32
-	var rows []EmbeddingRow
+	var rows []Row
 	var texts []string
 	flush := func() error {
 		if len(texts) == 0 {
@@ -30,20 +30,20 @@ func EmbedRecords(r *dataset.Reader, e Embedder, dim int, progress *EmbedProgres
 		vecs, err := e.Embed(texts)
 		var te *TextError
 		if errors.As(err, &te) && te.Index >= 0 && te.Index < len(texts) {
-			return fmt.Errorf("sampling: embed %s: %w", rows[first+te.Index].Source, te.Err)
+			return fmt.Errorf("embed: embed %s: %w", rows[first+te.Index].Source, te.Err)
 		}
 		if err != nil {
 			return err
 		}
 		if len(vecs) != len(texts) {
-			return fmt.Errorf("sampling: %s gave %d vectors for %d texts", e.Name(), len(vecs), len(texts))
+			return fmt.Errorf("embed: %s gave %d vectors for %d texts", e.Name(), len(vecs), len(texts))
 		}
 		for _, v := range vecs {
 			if len(vectors) == 0 {
 				dim = len(v)
 			}
 			if len(v) != dim || dim == 0 {
-				return fmt.Errorf("sampling: %s gave a vector of %d values, the first had %d", e.Name(), len(v), dim)
+				return fmt.Errorf("embed: %s gave a vector of %d values, the first had %d", e.Name(), len(v), dim)
 			}
 			vectors = append(vectors, v...)
 		}
@@ -53,9 +53,9 @@ func EmbedRecords(r *dataset.Reader, e Embedder, dim int, progress *EmbedProgres
 	}
 	for r.Next() {
 		rec := r.Record()
-		rows = append(rows, EmbeddingRow{ID: rec.ID, Language: rec.Language, Source: rec.Source})
+		rows = append(rows, Row{ID: rec.ID, Language: rec.Language, Source: rec.Source})
 		texts = append(texts, rec.Text)
-		if len(texts) == EmbedChunk {
+		if len(texts) == Chunk {
 			if err := flush(); err != nil {
 				return nil, err
 			}
@@ -68,11 +68,11 @@ func EmbedRecords(r *dataset.Reader, e Embedder, dim int, progress *EmbedProgres
 		return nil, err
 	}
 	if rows == nil {
-		rows = []EmbeddingRow{}
+		rows = []Row{}
 	}
 	t, err := tensor.FromF32(vectors, len(rows), dim)
 	if err != nil {
-		return nil, fmt.Errorf("sampling: %w", err)
+		return nil, fmt.Errorf("embed: %w", err)
 	}
 	return &Embeddings{Vectors: t, Rows: rows, Embedder: e.Name()}, nil
 }

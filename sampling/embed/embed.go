@@ -1,4 +1,4 @@
-package sampling
+package embed
 
 import (
 	"cmp"
@@ -34,7 +34,7 @@ type TextError struct {
 	Err   error
 }
 
-func (e *TextError) Error() string { return fmt.Sprintf("sampling: text %d: %v", e.Index, e.Err) }
+func (e *TextError) Error() string { return fmt.Sprintf("embed: text %d: %v", e.Index, e.Err) }
 
 func (e *TextError) Unwrap() error { return e.Err }
 
@@ -47,7 +47,7 @@ type ModelOptions struct {
 	// MaxLen truncates each text to its first MaxLen tokens. Default 512.
 	MaxLen int
 	// Progress is told after each forward pass; nil for none.
-	Progress *EmbedProgress
+	Progress *Progress
 }
 
 // Defaults of ModelOptions. They are ours: the paper does not say how it
@@ -76,10 +76,10 @@ type ModelEmbedder struct {
 // names the model, e.g. ModelSignature of its directory.
 func NewModelEmbedder(m *model.Model, encode func(string) ([]int, error), source string, opts ModelOptions) (*ModelEmbedder, error) {
 	if m == nil || encode == nil {
-		return nil, fmt.Errorf("sampling: NewModelEmbedder needs a model and an encode function")
+		return nil, fmt.Errorf("embed: NewModelEmbedder needs a model and an encode function")
 	}
 	if opts.BatchTokens < 0 || opts.MaxLen < 0 {
-		return nil, fmt.Errorf("sampling: batch tokens %d and max length %d must not be negative", opts.BatchTokens, opts.MaxLen)
+		return nil, fmt.Errorf("embed: batch tokens %d and max length %d must not be negative", opts.BatchTokens, opts.MaxLen)
 	}
 	opts.BatchTokens = cmp.Or(opts.BatchTokens, DefaultBatchTokens)
 	opts.MaxLen = cmp.Or(opts.MaxLen, DefaultMaxLen)
@@ -155,11 +155,11 @@ func (e *ModelEmbedder) forward(ids [][]int, batch []int, seqLen int) ([][]float
 	}
 	in, err := tensor.FromI32(flat, len(batch), seqLen)
 	if err != nil {
-		return nil, fmt.Errorf("sampling: %w", err)
+		return nil, fmt.Errorf("embed: %w", err)
 	}
 	h, err := e.model.LastHidden(in)
 	if err != nil {
-		return nil, fmt.Errorf("sampling: %w", err)
+		return nil, fmt.Errorf("embed: %w", err)
 	}
 	hidden := e.model.Config.HiddenSize
 	states := h.F32()
@@ -207,7 +207,7 @@ func meanNormalized(rows []float32, dim int) ([]float32, error) {
 func ModelSignature(dir string) (string, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
-		return "", fmt.Errorf("sampling: %w", err)
+		return "", fmt.Errorf("embed: %w", err)
 	}
 	h := sha256.New()
 	for _, name := range []string{"config.json", "tokenizer.json", "tokenizer_config.json"} {
@@ -216,18 +216,18 @@ func ModelSignature(dir string) (string, error) {
 			continue
 		}
 		if err != nil {
-			return "", fmt.Errorf("sampling: model signature: %w", err)
+			return "", fmt.Errorf("embed: model signature: %w", err)
 		}
 		fmt.Fprintf(h, "%s\x00", name)
 		_, err = io.Copy(h, f)
 		f.Close()
 		if err != nil {
-			return "", fmt.Errorf("sampling: model signature: %w", err)
+			return "", fmt.Errorf("embed: model signature: %w", err)
 		}
 	}
 	entries, err := os.ReadDir(abs)
 	if err != nil {
-		return "", fmt.Errorf("sampling: model signature: %w", err)
+		return "", fmt.Errorf("embed: model signature: %w", err)
 	}
 	for _, e := range entries { // sorted by name
 		if !strings.HasSuffix(e.Name(), ".safetensors") && !strings.HasSuffix(e.Name(), ".safetensors.index.json") {
@@ -235,7 +235,7 @@ func ModelSignature(dir string) (string, error) {
 		}
 		info, err := e.Info()
 		if err != nil {
-			return "", fmt.Errorf("sampling: model signature: %w", err)
+			return "", fmt.Errorf("embed: model signature: %w", err)
 		}
 		fmt.Fprintf(h, "%s\x00%d\x00%d\x00", e.Name(), info.Size(), info.ModTime().UnixNano())
 	}

@@ -1,4 +1,4 @@
-package sampling
+package cluster
 
 import (
 	"encoding/json"
@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/compassml/compass/sampling/embed"
+	"github.com/compassml/compass/sampling/internal/matrix"
 	"github.com/compassml/compass/tensor"
 )
 
@@ -85,10 +87,10 @@ func TestKMeansAgainstScikitLearn(t *testing.T) {
 				copy(init.F32()[j*tc.d:(j+1)*tc.d], x.F32()[r*tc.d:(r+1)*tc.d])
 			}
 			dir := t.TempDir()
-			if err := WriteNPY(filepath.Join(dir, "x.npy"), x); err != nil {
+			if err := embed.WriteNPY(filepath.Join(dir, "x.npy"), x); err != nil {
 				t.Fatal(err)
 			}
-			if err := WriteNPY(filepath.Join(dir, "c.npy"), init); err != nil {
+			if err := embed.WriteNPY(filepath.Join(dir, "c.npy"), init); err != nil {
 				t.Fatal(err)
 			}
 			script := filepath.Join(dir, "km.py")
@@ -130,7 +132,7 @@ func TestKMeansAgainstScikitLearn(t *testing.T) {
 				da := sqDist64(row, sk.Centers[int(l)*tc.d:int(l+1)*tc.d])
 				db := sqDist64(row, sk.Centers[int(sk.Labels[i])*tc.d:int(sk.Labels[i]+1)*tc.d])
 				t.Errorf("row %d: ours %d (squared distance to scikit-learn's centroid %v), scikit-learn %d (%v; relative gap %.2g)",
-					i, l, da, sk.Labels[i], db, (da-db)/(norm2(row)+1))
+					i, l, da, sk.Labels[i], db, (da-db)/(matrix.Norm2(row)+1))
 			}
 			if differ > 0 {
 				t.Errorf("%d of %d assignments differ from scikit-learn's", differ, tc.n)
@@ -189,7 +191,7 @@ func TestSilhouetteAgainstScikitLearn(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	if err := WriteNPY(filepath.Join(dir, "x.npy"), x); err != nil {
+	if err := embed.WriteNPY(filepath.Join(dir, "x.npy"), x); err != nil {
 		t.Fatal(err)
 	}
 	script := filepath.Join(dir, "s.py")

@@ -1,4 +1,4 @@
-package sampling
+package selection
 
 import (
 	"bytes"
@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/compassml/compass/internal/atomicfile"
+	"github.com/compassml/compass/sampling/cluster"
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/vg"
@@ -29,11 +30,11 @@ type Report struct {
 	Eligible int    `json:"eligible"` // pool rows that could be selected
 
 	// COMPASS only.
-	K          int             `json:"k,omitempty"`
-	Silhouette float64         `json:"silhouette,omitempty"`
-	Inertia    float64         `json:"inertia,omitempty"`
-	KScores    []KScore        `json:"k_scores,omitempty"` // when K was chosen by silhouette
-	Clusters   []ClusterReport `json:"clusters,omitempty"`
+	K          int              `json:"k,omitempty"`
+	Silhouette float64          `json:"silhouette,omitempty"`
+	Inertia    float64          `json:"inertia,omitempty"`
+	KScores    []cluster.KScore `json:"k_scores,omitempty"` // when K was chosen by silhouette
+	Clusters   []ClusterReport  `json:"clusters,omitempty"`
 
 	// LangSim only: the auxiliary languages, nearest first, and how many
 	// of them were used.
@@ -70,7 +71,7 @@ func (r *Report) finish(picks []Pick) {
 }
 
 // optionsSummary records the options a selection ran with.
-func optionsSummary(o SelectOptions) map[string]string {
+func optionsSummary(o Options) map[string]string {
 	k := fmt.Sprint(o.K)
 	if o.K == 0 {
 		k = fmt.Sprintf("silhouette over %d:%d step %d", o.KMin, o.KMax, o.KStep)

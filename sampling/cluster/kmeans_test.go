@@ -1,4 +1,4 @@
-package sampling
+package cluster
 
 import (
 	"math"
@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/compassml/compass/sampling/internal/matrix"
 	"github.com/compassml/compass/tensor"
 )
 
@@ -152,7 +153,7 @@ func TestRelocateEmptyTakesFarthestRows(t *testing.T) {
 	// empty: it must take row 4 (farthest from centroid 0), and row 4 must
 	// leave cluster 0's sum.
 	x, _ := tensor.FromF32([]float32{0, 1, 2, 3, 10}, 5, 1)
-	m, _ := checkMatrix("x", x)
+	m, _ := check("x", x)
 	labels := []int32{0, 0, 0, 0, 0}
 	s := newClusterSums(m, 2)
 	s.sync(labels)
@@ -190,7 +191,7 @@ func TestKMeansSpherical(t *testing.T) {
 	}
 	cv := res.Centroids.F32()
 	for j := 0; j < 4; j++ {
-		if n := norm2(cv[j*6 : (j+1)*6]); math.Abs(n-1) > 1e-5 {
+		if n := matrix.Norm2(cv[j*6 : (j+1)*6]); math.Abs(n-1) > 1e-5 {
 			t.Errorf("centroid %d has squared norm %v", j, n)
 		}
 	}
@@ -199,7 +200,7 @@ func TestKMeansSpherical(t *testing.T) {
 		t.Errorf("purity %.3f", p)
 	}
 	// The input was not modified (normalisation works on a copy).
-	if n := norm2(x.F32()[:6]); math.Abs(n-1) < 1e-3 {
+	if n := matrix.Norm2(x.F32()[:6]); math.Abs(n-1) < 1e-3 {
 		t.Error("input rows were normalised in place")
 	}
 }
@@ -406,6 +407,20 @@ func TestChooseKFindsPlantedK(t *testing.T) {
 	}
 }
 
+func TestParseKRange(t *testing.T) {
+	// The step defaults to 10.
+	for s, want := range map[string][]int{"80:120:10": {80, 90, 100, 110, 120}, "2:14": {2, 12}, " 3 : 5 : 2 ": {3, 5}} {
+		if got, err := ParseKRange(s); err != nil || !slices.Equal(got, want) {
+			t.Errorf("ParseKRange(%q) = %v, %v; want %v", s, got, err, want)
+		}
+	}
+	for _, s := range []string{"", "5", "1:2:3:4", "a:b", "5:2", "1:3"} {
+		if _, err := ParseKRange(s); err == nil {
+			t.Errorf("ParseKRange(%q): no error", s)
+		}
+	}
+}
+
 func TestKMeansSameOnAnyThreadCount(t *testing.T) {
 	x, _ := blobs(14, 5000, 24, 10, 2)
 	run := func(threads int) *KMeansResult {
@@ -425,10 +440,10 @@ func TestKMeansSameOnAnyThreadCount(t *testing.T) {
 
 func TestClusterSumsIncremental(t *testing.T) {
 	x, _ := blobs(15, 3000, 7, 5, 1)
-	m, _ := checkMatrix("x", x)
+	m, _ := check("x", x)
 	s := newClusterSums(m, 6)
 	rng := rand.New(rand.NewPCG(1, 1))
-	labels := make([]int32, m.n)
+	labels := make([]int32, m.N)
 	for round := 0; round < 8; round++ {
 		// Round 0 sets everything (from scratch); later rounds move a few
 		// rows (incrementally), and one empties cluster 5 completely.
@@ -445,7 +460,7 @@ func TestClusterSumsIncremental(t *testing.T) {
 		counts := make([]int, 6)
 		for i, l := range labels {
 			counts[l]++
-			for j, v := range m.row(i) {
+			for j, v := range m.Row(i) {
 				want[int(l)*7+j] += float64(v)
 			}
 		}

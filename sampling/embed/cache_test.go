@@ -1,4 +1,4 @@
-package sampling
+package embed
 
 import (
 	"bytes"
@@ -164,7 +164,7 @@ func TestEmbedCacheTruncatedRecord(t *testing.T) {
 
 func TestEmbedCacheErrors(t *testing.T) {
 	dir := t.TempDir()
-	c, err := OpenEmbedCache(dir, "fake", nil)
+	c, err := OpenCache(dir, "fake", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,14 +188,14 @@ func TestEmbedCacheErrors(t *testing.T) {
 	if err := os.WriteFile(otherPath, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := OpenEmbedCache(dir, "other", nil); err == nil || !strings.Contains(err.Error(), `holds vectors of "fake", not "other"`) {
+	if _, err := OpenCache(dir, "other", nil); err == nil || !strings.Contains(err.Error(), `holds vectors of "fake", not "other"`) {
 		t.Errorf("name mismatch: %v", err)
 	}
 	// A file that is not a cache.
 	if err := os.WriteFile(path, []byte("hello"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := OpenEmbedCache(dir, "fake", nil); err == nil || !strings.Contains(err.Error(), "not an embedding cache") {
+	if _, err := OpenCache(dir, "fake", nil); err == nil || !strings.Contains(err.Error(), "not an embedding cache") {
 		t.Errorf("garbage file: %v", err)
 	}
 

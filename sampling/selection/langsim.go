@@ -1,4 +1,4 @@
-package sampling
+package selection
 
 import (
 	"bufio"
@@ -76,12 +76,12 @@ func ReadLanguages(r io.Reader) (*LanguageTable, error) {
 		f := strings.Split(sc.Text(), "\t")
 		if line == 1 {
 			if !slices.Equal(f, languageColumns) {
-				return nil, fmt.Errorf("sampling: language table: header %q, want %q", f, languageColumns)
+				return nil, fmt.Errorf("selection: language table: header %q, want %q", f, languageColumns)
 			}
 			continue
 		}
 		if len(f) != len(languageColumns) {
-			return nil, fmt.Errorf("sampling: language table line %d: %d fields, want %d", line, len(f), len(languageColumns))
+			return nil, fmt.Errorf("selection: language table line %d: %d fields, want %d", line, len(f), len(languageColumns))
 		}
 		for i := range f {
 			if f[i] == "-" {
@@ -91,7 +91,7 @@ func ReadLanguages(r io.Reader) (*LanguageTable, error) {
 		lat, err1 := strconv.ParseFloat(f[7], 64)
 		lon, err2 := strconv.ParseFloat(f[8], 64)
 		if err1 != nil || err2 != nil || math.Abs(lat) > 90 || math.Abs(lon) > 180 {
-			return nil, fmt.Errorf("sampling: language table line %d: bad coordinates %q, %q", line, f[7], f[8])
+			return nil, fmt.Errorf("selection: language table line %d: bad coordinates %q, %q", line, f[7], f[8])
 		}
 		l := Language{ISO3: f[0], ISO1: f[1], Name: f[3], Family: f[4], Genus: f[5], Script: f[6],
 			Latitude: lat, Longitude: lon, Glottocode: f[9], WALS: f[10]}
@@ -99,7 +99,7 @@ func ReadLanguages(r io.Reader) (*LanguageTable, error) {
 			l.Aliases = strings.Split(f[2], ",")
 		}
 		if l.ISO3 == "" || l.Name == "" || l.Family == "" || l.Genus == "" || l.Script == "" {
-			return nil, fmt.Errorf("sampling: language table line %d: code, name, family, genus and script are required", line)
+			return nil, fmt.Errorf("selection: language table line %d: code, name, family, genus and script are required", line)
 		}
 		row := len(t.langs)
 		for _, key := range append([]string{l.ISO3, l.ISO1, l.Name}, l.Aliases...) {
@@ -108,17 +108,17 @@ func ReadLanguages(r io.Reader) (*LanguageTable, error) {
 				continue
 			}
 			if other, ok := t.index[key]; ok && other != row {
-				return nil, fmt.Errorf("sampling: language table line %d: %q also names %s", line, key, t.langs[other].ISO3)
+				return nil, fmt.Errorf("selection: language table line %d: %q also names %s", line, key, t.langs[other].ISO3)
 			}
 			t.index[key] = row
 		}
 		t.langs = append(t.langs, l)
 	}
 	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("sampling: language table: %w", err)
+		return nil, fmt.Errorf("selection: language table: %w", err)
 	}
 	if len(t.langs) == 0 {
-		return nil, fmt.Errorf("sampling: language table: no languages")
+		return nil, fmt.Errorf("selection: language table: no languages")
 	}
 	return t, nil
 }
@@ -140,7 +140,7 @@ func (t *LanguageTable) Lookup(code string) (Language, error) {
 			return t.langs[i], nil
 		}
 	}
-	return Language{}, fmt.Errorf("sampling: unknown language %q: not among the %d languages of the table (ISO 639-1 or 639-3 codes, or English names)", code, len(t.langs))
+	return Language{}, fmt.Errorf("selection: unknown language %q: not among the %d languages of the table (ISO 639-1 or 639-3 codes, or English names)", code, len(t.langs))
 }
 
 // LanguageDistance is the linguistic distance LangSim ranks by, in [0, 1.5]:
@@ -208,7 +208,7 @@ func (t *LanguageTable) RankLanguages(target string, candidates []string) ([]Ran
 		ranked = append(ranked, RankedLanguage{Language: c, ISO3: l.ISO3, Name: l.Name, Distance: LanguageDistance(tl, l)})
 	}
 	if len(unknown) > 0 {
-		return nil, fmt.Errorf("sampling: unknown languages %s: not in the language table", strings.Join(unknown, ", "))
+		return nil, fmt.Errorf("selection: unknown languages %s: not in the language table", strings.Join(unknown, ", "))
 	}
 	slices.SortStableFunc(ranked, func(a, b RankedLanguage) int {
 		if a.Distance != b.Distance {

@@ -1,4 +1,4 @@
-package sampling
+package embed
 
 import (
 	"encoding/binary"
@@ -16,7 +16,7 @@ import (
 	"github.com/parquet-go/parquet-go"
 )
 
-const embedFixtures = "../testdata/datasets"
+const embedFixtures = "../../testdata/datasets"
 
 // embedFixtureMatrix is the 5 x 4 matrix of the embeddings fixtures.
 func embedFixtureMatrix() []float32 {
@@ -140,15 +140,15 @@ func TestSaveLoadEmbeddings(t *testing.T) {
 	dir := t.TempDir()
 	e := &Embeddings{
 		Vectors:  embedMatrixOf(t, 5, 4, embedFixtureMatrix()),
-		Rows:     []EmbeddingRow{{"a", "en", "x.jsonl:1"}, {"b", "sw", "x.jsonl:2"}, {"c", "", "x.jsonl:3"}, {"d", "ary", "x.jsonl:4"}, {"e", "zh", "x.jsonl:5"}},
+		Rows:     []Row{{"a", "en", "x.jsonl:1"}, {"b", "sw", "x.jsonl:2"}, {"c", "", "x.jsonl:3"}, {"d", "ary", "x.jsonl:4"}, {"e", "zh", "x.jsonl:5"}},
 		Embedder: "model:/m#1234;pool=mean;maxlen=512",
 	}
 	for _, name := range []string{"e.safetensors", "e.npy"} {
 		path := filepath.Join(dir, name)
-		if err := SaveEmbeddings(path, e); err != nil {
+		if err := Save(path, e); err != nil {
 			t.Fatal(err)
 		}
-		got, err := LoadEmbeddings(path, LoadOptions{})
+		got, err := Load(path, LoadOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -179,19 +179,19 @@ func TestSaveLoadEmbeddings(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "e.rows.jsonl"), rows[:len(rows)/2], 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := LoadEmbeddings(filepath.Join(dir, "e.npy"), LoadOptions{}); err == nil {
+	if _, err := Load(filepath.Join(dir, "e.npy"), LoadOptions{}); err == nil {
 		t.Errorf("a rows file shorter than the matrix was accepted")
 	}
 	// An empty matrix (no records) saves and loads.
-	empty := &Embeddings{Vectors: embedMatrixOf(t, 0, 32, nil), Rows: []EmbeddingRow{}}
+	empty := &Embeddings{Vectors: embedMatrixOf(t, 0, 32, nil), Rows: []Row{}}
 	path := filepath.Join(dir, "empty.safetensors")
-	if err := SaveEmbeddings(path, empty); err != nil {
+	if err := Save(path, empty); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := LoadEmbeddings(path, LoadOptions{}); err != nil || !reflect.DeepEqual(got.Vectors.Shape(), []int{0, 32}) || len(got.Rows) != 0 {
+	if got, err := Load(path, LoadOptions{}); err != nil || !reflect.DeepEqual(got.Vectors.Shape(), []int{0, 32}) || len(got.Rows) != 0 {
 		t.Errorf("empty: %+v, %v", got, err)
 	}
-	if err := SaveEmbeddings(filepath.Join(dir, "e.csv"), e); err == nil {
+	if err := Save(filepath.Join(dir, "e.csv"), e); err == nil {
 		t.Errorf("unknown extension accepted")
 	}
 }
@@ -217,15 +217,15 @@ func TestLoadEmbeddingsSafetensorsDTypes(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, name := range []string{"vecs64", "vecs16"} {
-		e, err := LoadEmbeddings(path, LoadOptions{Tensor: name})
+		e, err := Load(path, LoadOptions{Tensor: name})
 		if err != nil || !reflect.DeepEqual(e.Vectors.F32(), want) {
 			t.Errorf("%s: %v, %v", name, e, err) // every value is exact in bf16
 		}
 	}
-	if _, err := LoadEmbeddings(path, LoadOptions{}); err == nil || !strings.Contains(err.Error(), "2 2-D tensors (vecs16, vecs64): name one") {
+	if _, err := Load(path, LoadOptions{}); err == nil || !strings.Contains(err.Error(), "2 2-D tensors (vecs16, vecs64): name one") {
 		t.Errorf("ambiguous: %v", err)
 	}
-	if _, err := LoadEmbeddings(path, LoadOptions{Tensor: "bias"}); err == nil || !strings.Contains(err.Error(), "want 2-D") {
+	if _, err := Load(path, LoadOptions{Tensor: "bias"}); err == nil || !strings.Contains(err.Error(), "want 2-D") {
 		t.Errorf("1-D: %v", err)
 	}
 	// NaN is refused.
@@ -235,21 +235,21 @@ func TestLoadEmbeddingsSafetensorsDTypes(t *testing.T) {
 	if err := WriteNPY(path, embedMatrixOf(t, 5, 4, nan)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := LoadEmbeddings(path, LoadOptions{}); err == nil || !strings.Contains(err.Error(), "row 1, column 2 is NaN") {
+	if _, err := Load(path, LoadOptions{}); err == nil || !strings.Contains(err.Error(), "row 1, column 2 is NaN") {
 		t.Errorf("NaN: %v", err)
 	}
 }
 
 func TestLoadEmbeddingsParquet(t *testing.T) {
 	// Written by DuckDB: ids, no language.
-	e, err := LoadEmbeddings(filepath.Join(embedFixtures, "embeddings.parquet"), LoadOptions{})
+	e, err := Load(filepath.Join(embedFixtures, "embeddings.parquet"), LoadOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !reflect.DeepEqual(e.Vectors.F32(), embedFixtureMatrix()) || len(e.Rows) != 5 || e.Rows[3].ID != "e3" || e.Rows[3].Language != "" {
 		t.Errorf("DuckDB file: %+v", e.Rows)
 	}
-	if e, err := LoadEmbeddings(filepath.Join(embedFixtures, "embeddings.parquet"), LoadOptions{Column: "embedding64"}); err != nil || !reflect.DeepEqual(e.Vectors.F32(), embedFixtureMatrix()) {
+	if e, err := Load(filepath.Join(embedFixtures, "embeddings.parquet"), LoadOptions{Column: "embedding64"}); err != nil || !reflect.DeepEqual(e.Vectors.F32(), embedFixtureMatrix()) {
 		t.Errorf("DOUBLE column: %v", err)
 	}
 
@@ -272,7 +272,7 @@ func TestLoadEmbeddingsParquet(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.Close()
-	e, err = LoadEmbeddings(path, LoadOptions{Column: "emb"})
+	e, err = Load(path, LoadOptions{Column: "emb"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -283,12 +283,12 @@ func TestLoadEmbeddingsParquet(t *testing.T) {
 	if !reflect.DeepEqual(langs, []string{"en", "ar", "ary"}) || e.Rows[1].ID != "pool.parquet:2" {
 		t.Errorf("rows %+v", e.Rows)
 	}
-	if _, err := LoadEmbeddings(path, LoadOptions{Column: "emb", IDColumn: "uid"}); err == nil || !strings.Contains(err.Error(), `no column "uid"`) {
+	if _, err := Load(path, LoadOptions{Column: "emb", IDColumn: "uid"}); err == nil || !strings.Contains(err.Error(), `no column "uid"`) {
 		t.Errorf("missing id column: %v", err)
 	}
 }
 
-// EmbedRecords reads a data set through an embedder into the matrix and
+// Records reads a data set through an embedder into the matrix and
 // its rows, and an empty data set into an empty matrix.
 func TestEmbedRecords(t *testing.T) {
 	inner := &embedCountingEmbedder{name: "fake", dim: 6}
@@ -297,7 +297,7 @@ func TestEmbedRecords(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	e, err := EmbedRecords(r, inner, 6, nil)
+	e, err := Records(r, inner, 6, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -318,7 +318,7 @@ func TestEmbedRecords(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r2.Close()
-	e, err = EmbedRecords(r2, inner, 6, nil)
+	e, err = Records(r2, inner, 6, nil)
 	if err != nil || !reflect.DeepEqual(e.Vectors.Shape(), []int{0, 6}) || len(e.Rows) != 0 {
 		t.Errorf("empty: %+v, %v", e, err)
 	}
@@ -333,7 +333,7 @@ func TestEmbedRecords(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r3.Close()
-	if _, err := EmbedRecords(r3, inner, 6, nil); err == nil || !strings.Contains(err.Error(), "bad.jsonl:2: cannot embed") {
+	if _, err := Records(r3, inner, 6, nil); err == nil || !strings.Contains(err.Error(), "bad.jsonl:2: cannot embed") {
 		t.Errorf("bad text: %v", err)
 	}
 }

@@ -1,12 +1,16 @@
-package sampling
+package selection
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/compassml/compass/sampling/internal/matrix"
+)
 
 // BaselineOptions configure the baselines, which spend the same budget as
 // COMPASS without looking at the target usage.
 type BaselineOptions struct {
 	Budget int
-	// Language caps and the target-language rule, as in SelectOptions.
+	// Language caps and the target-language rule, as in Options.
 	LanguageCap   int
 	LanguageShare float64
 	IncludeTarget bool
@@ -24,12 +28,12 @@ func baselineOptionsSummary(o BaselineOptions) map[string]string {
 		"include_target": fmt.Sprint(o.IncludeTarget), "top_k": fmt.Sprint(o.TopK), "seed": fmt.Sprint(o.Seed)}
 }
 
-func checkBaseline(in SelectInput, o BaselineOptions, method string) (*checked, *Report, error) {
+func checkBaseline(in Input, o BaselineOptions, method string) (*checked, *Report, error) {
 	if o.Budget < 1 && method != "all" {
-		return nil, nil, fmt.Errorf("sampling: %s: budget %d; need at least 1", method, o.Budget)
+		return nil, nil, fmt.Errorf("selection: %s: budget %d; need at least 1", method, o.Budget)
 	}
 	if o.LanguageCap < 0 || o.LanguageShare < 0 || o.TopK < 0 {
-		return nil, nil, fmt.Errorf("sampling: %s: negative language cap or top-k", method)
+		return nil, nil, fmt.Errorf("selection: %s: negative language cap or top-k", method)
 	}
 	c, err := checkInput(in, o.Languages, o.IncludeTarget, false)
 	if err != nil {
@@ -46,7 +50,7 @@ func checkBaseline(in SelectInput, o BaselineOptions, method string) (*checked, 
 
 // Random selects the budget uniformly at random (by the seed) from the
 // eligible pool items, under the language caps.
-func Random(in SelectInput, o BaselineOptions) (*Selection, error) {
+func Random(in Input, o BaselineOptions) (*Selection, error) {
 	c, rep, err := checkBaseline(in, o, "random")
 	if err != nil {
 		return nil, err
@@ -64,7 +68,7 @@ func Random(in SelectInput, o BaselineOptions) (*Selection, error) {
 // AllData selects every eligible pool item: the budget and the language
 // caps are ignored (the report says so). It is the "use everything"
 // reference point.
-func AllData(in SelectInput, o BaselineOptions) (*Selection, error) {
+func AllData(in Input, o BaselineOptions) (*Selection, error) {
 	c, rep, err := checkBaseline(in, o, "all")
 	if err != nil {
 		return nil, err
@@ -86,7 +90,7 @@ func AllData(in SelectInput, o BaselineOptions) (*Selection, error) {
 // cover the budget (under the language caps), and draws the budget
 // uniformly at random from the chosen languages' items. Every pool language
 // and the target must be in the language table.
-func LangSim(in SelectInput, o BaselineOptions) (*Selection, error) {
+func LangSim(in Input, o BaselineOptions) (*Selection, error) {
 	c, rep, err := checkBaseline(in, o, "langsim")
 	if err != nil {
 		return nil, err
@@ -112,7 +116,7 @@ func LangSim(in SelectInput, o BaselineOptions) (*Selection, error) {
 		return nil, err
 	}
 	if len(ranked) == 0 {
-		return nil, fmt.Errorf("sampling: langsim: the pool has no language other than the target")
+		return nil, fmt.Errorf("selection: langsim: the pool has no language other than the target")
 	}
 	limit := languageLimit(o.Budget, o.LanguageCap, o.LanguageShare)
 	chosen := map[string]int{} // ISO 639-3 -> rank
@@ -141,7 +145,7 @@ func LangSim(in SelectInput, o BaselineOptions) (*Selection, error) {
 // takeRandom shuffles rows by the seed and takes up to the budget of them,
 // skipping languages at their limit.
 func takeRandom(c *checked, items []Item, rows []int, o BaselineOptions, why func(row int) string) []Pick {
-	rng := newRand(o.Seed, 3)
+	rng := matrix.NewRand(o.Seed, 3)
 	rng.Shuffle(len(rows), func(a, b int) { rows[a], rows[b] = rows[b], rows[a] })
 	limit := languageLimit(o.Budget, o.LanguageCap, o.LanguageShare)
 	byLang := map[string]int{}

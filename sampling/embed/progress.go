@@ -1,4 +1,4 @@
-package sampling
+package embed
 
 import (
 	"fmt"
@@ -6,13 +6,13 @@ import (
 	"time"
 )
 
-// EmbedProgress draws one status line of an embedding run on a terminal:
+// Progress draws one status line of an embedding run on a terminal:
 //
 //	embed  42%  1,234 records  1,000 embedded (83,210 tokens, 412 tok/s)  234 cached  eta 3m12s
 //
-// A nil *EmbedProgress draws nothing, so code can report progress
+// A nil *Progress draws nothing, so code can report progress
 // unconditionally.
-type EmbedProgress struct {
+type Progress struct {
 	w        io.Writer
 	fraction func() float64 // how much of the input has been read; nil when unknown
 	start    time.Time
@@ -26,20 +26,20 @@ type EmbedProgress struct {
 // redrawEvery limits how often the line is redrawn.
 const redrawEvery = 200 * time.Millisecond
 
-// NewEmbedProgress returns a progress line on w (a terminal: the line is
+// NewProgress returns a progress line on w (a terminal: the line is
 // redrawn in place with a carriage return), or nil when w is nil. fraction
 // reports how much of the input has been read, from 0 to 1, for the
 // percentage and the estimate of the time left; nil when unknown.
-func NewEmbedProgress(w io.Writer, fraction func() float64) *EmbedProgress {
+func NewProgress(w io.Writer, fraction func() float64) *Progress {
 	if w == nil {
 		return nil
 	}
 	now := time.Now()
-	return &EmbedProgress{w: w, fraction: fraction, start: now}
+	return &Progress{w: w, fraction: fraction, start: now}
 }
 
 // addEmbedded counts texts a model embedded and their tokens.
-func (p *EmbedProgress) addEmbedded(texts, tokens int) {
+func (p *Progress) addEmbedded(texts, tokens int) {
 	if p == nil {
 		return
 	}
@@ -49,7 +49,7 @@ func (p *EmbedProgress) addEmbedded(texts, tokens int) {
 }
 
 // addCached counts texts found in a cache.
-func (p *EmbedProgress) addCached(texts int) {
+func (p *Progress) addCached(texts int) {
 	if p == nil {
 		return
 	}
@@ -58,7 +58,7 @@ func (p *EmbedProgress) addCached(texts int) {
 }
 
 // setRecords sets how many input records are done.
-func (p *EmbedProgress) setRecords(n int) {
+func (p *Progress) setRecords(n int) {
 	if p == nil {
 		return
 	}
@@ -67,7 +67,7 @@ func (p *EmbedProgress) setRecords(n int) {
 }
 
 // Finish draws the final line and ends it.
-func (p *EmbedProgress) Finish() {
+func (p *Progress) Finish() {
 	if p == nil {
 		return
 	}
@@ -75,7 +75,7 @@ func (p *EmbedProgress) Finish() {
 	fmt.Fprintln(p.w)
 }
 
-func (p *EmbedProgress) draw(force bool) {
+func (p *Progress) draw(force bool) {
 	now := time.Now()
 	if !force && now.Sub(p.last) < redrawEvery {
 		return

@@ -1,4 +1,4 @@
-package sampling
+package embed
 
 import (
 	"bufio"
@@ -10,13 +10,16 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"io/fs"
 	"math"
 	"os"
 	"path/filepath"
 	"slices"
+
+	"github.com/compassml/compass/internal/atomicfile"
 )
 
-// EmbedCache keeps the vectors one embedder gave, keyed by the SHA-256 of
+// Cache keeps the vectors one embedder gave, keyed by the SHA-256 of
 // each text, in one append-only file per embedder in a directory, so that
 // a re-run embeds only texts it has not seen.
 //
@@ -25,8 +28,8 @@ import (
 //	header:  "CMPEMBC1" | dim uint32 | len(name) uint32 | name
 //	records: SHA-256(text) [32]byte | dim float32 | CRC-32C of the hash and vector, uint32
 //
-// all little-endian. The header is written once, through a temporary file
-// renamed into place; records are appended, each batch with one write and
+// all little-endian. The header is written once, whole, by atomicfile.WriteNew
+// (never over a cache another process created meanwhile); records are appended, each batch with one write and
 // an fsync. Opening the file reads every record's hash and checks its
 // checksum into an index of offsets; vectors are read from the file when
 // asked for, so the index, not the vectors, is what stays in memory. A
@@ -34,7 +37,7 @@ import (
 // records before the first incomplete or damaged one, says so on its warn
 // writer and cuts the file there, so that appends go on from a record
 // boundary. One process should write a cache at a time.
-type EmbedCache struct {
+type Cache struct {
 	path  string
 	name  string
 	dim   int
@@ -43,21 +46,21 @@ type EmbedCache struct {
 	warn  io.Writer
 }
 
-var embedCacheMagic = []byte("CMPEMBC1")
+var cacheMagic = []byte("CMPEMBC1")
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-// OpenEmbedCache opens (or prepares to create) the cache of embedder name
+// OpenCache opens (or prepares to create) the cache of embedder name
 // in dir. Warnings about a damaged file go to warn (nil: discarded).
-func OpenEmbedCache(dir, name string, warn io.Writer) (*EmbedCache, error) {
+func OpenCache(dir, name string, warn io.Writer) (*Cache, error) {
 	if warn == nil {
 		warn = io.Discard
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("sampling: embedding cache: %w", err)
+		return nil, fmt.Errorf("embed: embedding cache: %w", err)
 	}
 	sum := sha256.Sum256([]byte(name))
-	c := &EmbedCache{
+	c := &Cache{
 		path:  filepath.Join(dir, hex.EncodeToString(sum[:16])+".embcache"),
 		name:  name,
 		index: map[[32]byte]int64{},
@@ -68,7 +71,7 @@ func OpenEmbedCache(dir, name string, warn io.Writer) (*EmbedCache, error) {
 		return c, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("sampling: embedding cache: %w", err)
+		return nil, fmt.Errorf("embed: embedding cache: %w", err)
 	}
 	c.file = f
 	if err := c.load(); err != nil {
@@ -79,31 +82,31 @@ func OpenEmbedCache(dir, name string, warn io.Writer) (*EmbedCache, error) {
 }
 
 // Path returns the cache file's path.
-func (c *EmbedCache) Path() string { return c.path }
+func (c *Cache) Path() string { return c.path }
 
 // Len returns how many vectors the cache holds.
-func (c *EmbedCache) Len() int { return len(c.index) }
+func (c *Cache) Len() int { return len(c.index) }
 
-func (c *EmbedCache) recordSize() int64 { return int64(32 + 4*c.dim + 4) }
+func (c *Cache) recordSize() int64 { return int64(32 + 4*c.dim + 4) }
 
 // load reads the header and indexes the records.
-func (c *EmbedCache) load() error {
+func (c *Cache) load() error {
 	r := bufio.NewReaderSize(c.file, 1<<20)
 	var head [16]byte
-	if _, err := io.ReadFull(r, head[:]); err != nil || !bytes.Equal(head[:8], embedCacheMagic) {
-		return fmt.Errorf("sampling: %s is not an embedding cache (bad header)", c.path)
+	if _, err := io.ReadFull(r, head[:]); err != nil || !bytes.Equal(head[:8], cacheMagic) {
+		return fmt.Errorf("embed: %s is not an embedding cache (bad header)", c.path)
 	}
 	c.dim = int(binary.LittleEndian.Uint32(head[8:]))
 	nameLen := int(binary.LittleEndian.Uint32(head[12:]))
 	if c.dim <= 0 || c.dim > 1<<20 || nameLen > 1<<16 {
-		return fmt.Errorf("sampling: %s: bad header (dimension %d, name of %d bytes)", c.path, c.dim, nameLen)
+		return fmt.Errorf("embed: %s: bad header (dimension %d, name of %d bytes)", c.path, c.dim, nameLen)
 	}
 	name := make([]byte, nameLen)
 	if _, err := io.ReadFull(r, name); err != nil {
-		return fmt.Errorf("sampling: %s: bad header: %w", c.path, err)
+		return fmt.Errorf("embed: %s: bad header: %w", c.path, err)
 	}
 	if string(name) != c.name {
-		return fmt.Errorf("sampling: %s holds vectors of %q, not %q", c.path, name, c.name)
+		return fmt.Errorf("embed: %s holds vectors of %q, not %q", c.path, name, c.name)
 	}
 	off := int64(16 + nameLen)
 	rec := make([]byte, c.recordSize())
@@ -113,7 +116,7 @@ func (c *EmbedCache) load() error {
 			return nil
 		}
 		if err != nil && err != io.ErrUnexpectedEOF {
-			return fmt.Errorf("sampling: %s: %w", c.path, err)
+			return fmt.Errorf("embed: %s: %w", c.path, err)
 		}
 		body := rec[:len(rec)-4]
 		if n < len(rec) || crc32.Checksum(body, castagnoli) != binary.LittleEndian.Uint32(rec[len(rec)-4:]) {
@@ -126,31 +129,31 @@ func (c *EmbedCache) load() error {
 
 // cut drops everything from off on: an incomplete or damaged record and
 // whatever follows it.
-func (c *EmbedCache) cut(off int64) error {
+func (c *Cache) cut(off int64) error {
 	st, err := c.file.Stat()
 	if err != nil {
-		return fmt.Errorf("sampling: %s: %w", c.path, err)
+		return fmt.Errorf("embed: %s: %w", c.path, err)
 	}
 	fmt.Fprintf(c.warn, "warning: embedding cache %s: dropping %d bytes after record %d (an interrupted write?); %d vectors kept\n",
 		c.path, st.Size()-off, len(c.index), len(c.index))
 	if err := c.file.Truncate(off); err != nil {
-		return fmt.Errorf("sampling: %s: %w", c.path, err)
+		return fmt.Errorf("embed: %s: %w", c.path, err)
 	}
 	return c.file.Sync()
 }
 
 // Get returns the vector cached for the text with this SHA-256, if any.
-func (c *EmbedCache) Get(hash [32]byte) ([]float32, bool, error) {
+func (c *Cache) Get(hash [32]byte) ([]float32, bool, error) {
 	off, ok := c.index[hash]
 	if !ok {
 		return nil, false, nil
 	}
 	rec := make([]byte, c.recordSize())
 	if _, err := c.file.ReadAt(rec, off); err != nil {
-		return nil, false, fmt.Errorf("sampling: %s: %w", c.path, err)
+		return nil, false, fmt.Errorf("embed: %s: %w", c.path, err)
 	}
 	if crc32.Checksum(rec[:len(rec)-4], castagnoli) != binary.LittleEndian.Uint32(rec[len(rec)-4:]) {
-		return nil, false, fmt.Errorf("sampling: %s: record at byte %d is damaged", c.path, off)
+		return nil, false, fmt.Errorf("embed: %s: record at byte %d is damaged", c.path, off)
 	}
 	v := make([]float32, c.dim)
 	for i := range v {
@@ -160,9 +163,9 @@ func (c *EmbedCache) Get(hash [32]byte) ([]float32, bool, error) {
 }
 
 // Put appends vectors for the texts with these hashes, in one write.
-func (c *EmbedCache) Put(hashes [][32]byte, vecs [][]float32) error {
+func (c *Cache) Put(hashes [][32]byte, vecs [][]float32) error {
 	if len(hashes) != len(vecs) {
-		return fmt.Errorf("sampling: embedding cache: %d hashes for %d vectors", len(hashes), len(vecs))
+		return fmt.Errorf("embed: embedding cache: %d hashes for %d vectors", len(hashes), len(vecs))
 	}
 	if len(vecs) == 0 {
 		return nil
@@ -176,7 +179,7 @@ func (c *EmbedCache) Put(hashes [][32]byte, vecs [][]float32) error {
 	buf := make([]byte, 0, int64(len(vecs))*size)
 	for i, v := range vecs {
 		if len(v) != c.dim {
-			return fmt.Errorf("sampling: embedding cache %s: a vector of %d values, the cache holds %d", c.path, len(v), c.dim)
+			return fmt.Errorf("embed: embedding cache %s: a vector of %d values, the cache holds %d", c.path, len(v), c.dim)
 		}
 		start := len(buf)
 		buf = append(buf, hashes[i][:]...)
@@ -186,15 +189,15 @@ func (c *EmbedCache) Put(hashes [][32]byte, vecs [][]float32) error {
 		buf = binary.LittleEndian.AppendUint32(buf, crc32.Checksum(buf[start:], castagnoli))
 	}
 	if _, err := c.file.Write(buf); err != nil {
-		return fmt.Errorf("sampling: embedding cache %s: %w", c.path, err)
+		return fmt.Errorf("embed: embedding cache %s: %w", c.path, err)
 	}
 	if err := c.file.Sync(); err != nil {
-		return fmt.Errorf("sampling: embedding cache %s: %w", c.path, err)
+		return fmt.Errorf("embed: embedding cache %s: %w", c.path, err)
 	}
 	// O_APPEND left the offset at the end of what was just written.
 	end, err := c.file.Seek(0, io.SeekCurrent)
 	if err != nil {
-		return fmt.Errorf("sampling: embedding cache %s: %w", c.path, err)
+		return fmt.Errorf("embed: embedding cache %s: %w", c.path, err)
 	}
 	off := end - int64(len(buf))
 	for i := range vecs {
@@ -203,38 +206,26 @@ func (c *EmbedCache) Put(hashes [][32]byte, vecs [][]float32) error {
 	return nil
 }
 
-// create writes the header of a new cache file. The header goes to a
-// temporary file that is then linked into place, which fails if another
-// process created the cache meanwhile: then that file is used.
-func (c *EmbedCache) create(dim int) error {
+// create writes the header of a new cache file, complete or not at all.
+// If another process created the cache meanwhile, that file is used.
+func (c *Cache) create(dim int) error {
 	if dim <= 0 {
-		return fmt.Errorf("sampling: embedding cache: vectors of %d values", dim)
+		return fmt.Errorf("embed: embedding cache: vectors of %d values", dim)
 	}
-	head := append([]byte(nil), embedCacheMagic...)
+	head := append([]byte(nil), cacheMagic...)
 	head = binary.LittleEndian.AppendUint32(head, uint32(dim))
 	head = binary.LittleEndian.AppendUint32(head, uint32(len(c.name)))
 	head = append(head, c.name...)
-	tmp, err := os.CreateTemp(filepath.Dir(c.path), "."+filepath.Base(c.path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("sampling: embedding cache: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	_, err = tmp.Write(head)
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Link(tmp.Name(), c.path)
-	}
-	if err != nil && !os.IsExist(err) {
-		return fmt.Errorf("sampling: embedding cache: %w", err)
+	err := atomicfile.WriteNew(c.path, func(w io.Writer) error {
+		_, err := w.Write(head)
+		return err
+	})
+	if err != nil && !errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("embed: embedding cache: %w", err)
 	}
 	f, err := os.OpenFile(c.path, os.O_RDWR|os.O_APPEND, 0)
 	if err != nil {
-		return fmt.Errorf("sampling: embedding cache: %w", err)
+		return fmt.Errorf("embed: embedding cache: %w", err)
 	}
 	c.file = f
 	if err := c.load(); err != nil {
@@ -242,13 +233,13 @@ func (c *EmbedCache) create(dim int) error {
 		return err
 	}
 	if c.dim != dim {
-		return fmt.Errorf("sampling: embedding cache %s holds vectors of %d values, not %d", c.path, c.dim, dim)
+		return fmt.Errorf("embed: embedding cache %s holds vectors of %d values, not %d", c.path, c.dim, dim)
 	}
 	return nil
 }
 
 // Close closes the cache file.
-func (c *EmbedCache) Close() error {
+func (c *Cache) Close() error {
 	if c.file == nil {
 		return nil
 	}
@@ -257,20 +248,20 @@ func (c *EmbedCache) Close() error {
 	return err
 }
 
-// CachedEmbedder serves texts from an EmbedCache and embeds only the rest
+// CachedEmbedder serves texts from an Cache and embeds only the rest
 // with the embedder it wraps, adding their vectors to the cache.
 type CachedEmbedder struct {
 	inner  Embedder
-	cache  *EmbedCache
+	cache  *Cache
 	hits   int
 	misses int
 	// Progress, when set, counts the texts served from the cache.
-	Progress *EmbedProgress
+	Progress *Progress
 }
 
 // NewCachedEmbedder wraps inner with the cache of inner.Name() in dir.
 func NewCachedEmbedder(inner Embedder, dir string, warn io.Writer) (*CachedEmbedder, error) {
-	c, err := OpenEmbedCache(dir, inner.Name(), warn)
+	c, err := OpenCache(dir, inner.Name(), warn)
 	if err != nil {
 		return nil, err
 	}
@@ -295,7 +286,7 @@ func (c *CachedEmbedder) Dim() int {
 func (c *CachedEmbedder) Stats() (hits, misses int) { return c.hits, c.misses }
 
 // Cache returns the cache.
-func (c *CachedEmbedder) Cache() *EmbedCache { return c.cache }
+func (c *CachedEmbedder) Cache() *Cache { return c.cache }
 
 // Embed returns cached vectors where there are some and embeds the rest.
 func (c *CachedEmbedder) Embed(texts []string) ([][]float32, error) {
@@ -336,7 +327,7 @@ func (c *CachedEmbedder) Embed(texts []string) ([][]float32, error) {
 			return nil, err
 		}
 		if len(vecs) != len(missTexts) {
-			return nil, fmt.Errorf("sampling: %s gave %d vectors for %d texts", c.inner.Name(), len(vecs), len(missTexts))
+			return nil, fmt.Errorf("embed: %s gave %d vectors for %d texts", c.inner.Name(), len(vecs), len(missTexts))
 		}
 		if err := c.cache.Put(missHashes, vecs); err != nil {
 			return nil, err

@@ -1,4 +1,4 @@
-package sampling
+package selection
 
 import (
 	"cmp"
@@ -7,6 +7,8 @@ import (
 	"math"
 	"slices"
 
+	"github.com/compassml/compass/sampling/cluster"
+	"github.com/compassml/compass/sampling/internal/matrix"
 	"github.com/compassml/compass/tensor"
 )
 
@@ -16,9 +18,9 @@ type Item struct {
 	Language string `json:"language"` // ISO 639-1/639-3 code or name
 }
 
-// SelectInput is what a selection for one target language t works on. All
+// Input is what a selection for one target language t works on. All
 // embeddings have the same dimension and come from the same encoder.
-type SelectInput struct {
+type Input struct {
 	Target string         // t, a language the table knows
 	Usage  *tensor.Tensor // E_t [nE, d]: how t is used (e.g. the benchmark's dev questions in t)
 	Have   *tensor.Tensor // D_t [nD, d]: the data t already has; nil when it has none
@@ -68,15 +70,15 @@ const (
 	WithinRandom WithinKind = "random"
 )
 
-// SelectOptions configure Select. DefaultSelectOptions documents the
+// Options configure Select. DefaultOptions documents the
 // defaults and where each comes from.
-type SelectOptions struct {
+type Options struct {
 	Budget int // B, how many pool items to select
 
 	K                 int // clusters; 0 chooses K by silhouette among KMin, KMin+KStep, ..., KMax
 	KMin, KMax, KStep int
-	KMeans            KMeansOptions     // Spherical, NInit, MaxIter, Tol, SeedSample, MiniBatch, Backend (K and Seed are set by Select)
-	Silhouette        SilhouetteOptions // SampleSize, Backend (Cosine follows KMeans.Spherical; Seed is set by Select)
+	KMeans            cluster.KMeansOptions     // Spherical, NInit, MaxIter, Tol, SeedSample, MiniBatch, Backend (K and Seed are set by Select)
+	Silhouette        cluster.SilhouetteOptions // SampleSize, Backend (Cosine follows KMeans.Spherical; Seed is set by Select)
 	Cluster           ClusterSet
 
 	Gap         GapKind
@@ -101,7 +103,7 @@ type SelectOptions struct {
 	Progress io.Writer // progress lines; nil for none
 }
 
-// DefaultSelectOptions returns the defaults for a budget. From the paper:
+// DefaultOptions returns the defaults for a budget. From the paper:
 // K chosen by silhouette in 80..120, the gap max(0, p_E - p_D), the budget
 // in proportion to the gap (Temperature 1), candidates closest to the
 // target usage items. Ours, where the paper leaves the choice open: K
@@ -111,10 +113,10 @@ type SelectOptions struct {
 // rows, clustering E_t, D_t and D_aux together, "nearest" meaning the
 // single nearest usage item of the cluster, no language cap, target-language
 // pool items left out, Epsilon 1e-3, Smoothing 1.
-func DefaultSelectOptions(budget int) SelectOptions {
-	km := DefaultKMeansOptions(0)
+func DefaultOptions(budget int) Options {
+	km := cluster.DefaultKMeansOptions(0)
 	km.Spherical = true
-	return SelectOptions{
+	return Options{
 		Budget: budget,
 		KMin:   80, KMax: 120, KStep: 10,
 		KMeans:      km,
@@ -146,7 +148,7 @@ type Selection struct {
 
 // checked is validated selection input.
 type checked struct {
-	usage, have, pool *matrix
+	usage, have, pool *matrix.Matrix
 	target            Language
 	langs             *LanguageTable
 	eligible          []bool   // pool rows that may be selected
@@ -157,7 +159,7 @@ type checked struct {
 // the pool is not empty, every matrix is finite and of one dimension, and
 // there is one item per pool row. Pool embeddings may be absent only when
 // needPool is false (the baselines look at items alone).
-func checkInput(in SelectInput, langs *LanguageTable, includeTarget, needPool bool) (*checked, error) {
+func checkInput(in Input, langs *LanguageTable, includeTarget, needPool bool) (*checked, error) {
 	if langs == nil {
 		var err error
 		if langs, err = DefaultLanguages(); err != nil {
@@ -166,34 +168,34 @@ func checkInput(in SelectInput, langs *LanguageTable, includeTarget, needPool bo
 	}
 	target, err := langs.Lookup(in.Target)
 	if err != nil {
-		return nil, fmt.Errorf("sampling: target: %w", err)
+		return nil, fmt.Errorf("selection: target: %w", err)
 	}
 	c := &checked{target: target, langs: langs}
 	if len(in.Items) == 0 || in.Pool != nil && in.Pool.Rank() == 2 && in.Pool.Dim(0) == 0 {
-		return nil, fmt.Errorf("sampling: the auxiliary pool is empty")
+		return nil, fmt.Errorf("selection: the auxiliary pool is empty")
 	}
 	if in.Pool != nil || needPool {
-		if c.pool, err = checkMatrix("pool", in.Pool); err != nil {
+		if c.pool, err = check("pool", in.Pool); err != nil {
 			return nil, err
 		}
-		if len(in.Items) != c.pool.n {
-			return nil, fmt.Errorf("sampling: %d pool items for %d pool embedding rows", len(in.Items), c.pool.n)
+		if len(in.Items) != c.pool.N {
+			return nil, fmt.Errorf("selection: %d pool items for %d pool embedding rows", len(in.Items), c.pool.N)
 		}
 	}
 	if in.Usage != nil {
-		if c.usage, err = checkMatrix("target usage", in.Usage); err != nil {
+		if c.usage, err = check("target usage", in.Usage); err != nil {
 			return nil, err
 		}
-		if c.pool != nil && c.usage.d != c.pool.d {
-			return nil, fmt.Errorf("sampling: target usage embeddings have dimension %d, the pool %d", c.usage.d, c.pool.d)
+		if c.pool != nil && c.usage.D != c.pool.D {
+			return nil, fmt.Errorf("selection: target usage embeddings have dimension %d, the pool %d", c.usage.D, c.pool.D)
 		}
 	}
 	if in.Have != nil && !(in.Have.Rank() == 2 && in.Have.Dim(0) == 0) {
-		if c.have, err = checkMatrix("target data", in.Have); err != nil {
+		if c.have, err = check("target data", in.Have); err != nil {
 			return nil, err
 		}
-		if c.pool != nil && c.have.d != c.pool.d {
-			return nil, fmt.Errorf("sampling: target data embeddings have dimension %d, the pool %d", c.have.d, c.pool.d)
+		if c.pool != nil && c.have.D != c.pool.D {
+			return nil, fmt.Errorf("selection: target data embeddings have dimension %d, the pool %d", c.have.D, c.pool.D)
 		}
 	}
 	c.eligible = make([]bool, len(in.Items))
@@ -201,7 +203,7 @@ func checkInput(in SelectInput, langs *LanguageTable, includeTarget, needPool bo
 	n := 0
 	for i, it := range in.Items {
 		if it.ID == "" || it.Language == "" {
-			return nil, fmt.Errorf("sampling: pool row %d: empty id or language", i)
+			return nil, fmt.Errorf("selection: pool row %d: empty id or language", i)
 		}
 		c.canon[i] = it.Language
 		if l, err := langs.Lookup(it.Language); err == nil {
@@ -213,9 +215,18 @@ func checkInput(in SelectInput, langs *LanguageTable, includeTarget, needPool bo
 		}
 	}
 	if n == 0 {
-		return nil, fmt.Errorf("sampling: the auxiliary pool is empty: all %d items are in the target language %s", len(in.Items), target.Code())
+		return nil, fmt.Errorf("selection: the auxiliary pool is empty: all %d items are in the target language %s", len(in.Items), target.Code())
 	}
 	return c, nil
+}
+
+// check validates x, naming it what in errors.
+func check(what string, x *tensor.Tensor) (*matrix.Matrix, error) {
+	m, err := matrix.Check(what, x)
+	if err != nil {
+		return nil, fmt.Errorf("selection: %w", err)
+	}
+	return m, nil
 }
 
 // languageLimit is the most items one source language may give.
@@ -246,33 +257,33 @@ func languageLimit(budget, cap int, share float64) int {
 // Language caps are applied while picking; the shortfall they cause is
 // allocated again the same way. Picks are listed cluster by cluster, the
 // largest gap first.
-func Select(in SelectInput, o SelectOptions) (*Selection, error) {
+func Select(in Input, o Options) (*Selection, error) {
 	if o.Budget < 1 {
-		return nil, fmt.Errorf("sampling: select: budget %d; need at least 1", o.Budget)
+		return nil, fmt.Errorf("selection: select: budget %d; need at least 1", o.Budget)
 	}
 	if in.Usage == nil {
-		return nil, fmt.Errorf("sampling: select: no target usage embeddings (E_t)")
+		return nil, fmt.Errorf("selection: select: no target usage embeddings (E_t)")
 	}
 	if o.Temperature <= 0 || math.IsNaN(o.Temperature) {
-		return nil, fmt.Errorf("sampling: select: temperature %v; must be positive", o.Temperature)
+		return nil, fmt.Errorf("selection: select: temperature %v; must be positive", o.Temperature)
 	}
 	if o.Epsilon < 0 || o.Smoothing < 0 || o.LanguageCap < 0 || o.LanguageShare < 0 {
-		return nil, fmt.Errorf("sampling: select: negative epsilon, smoothing or language cap")
+		return nil, fmt.Errorf("selection: select: negative epsilon, smoothing or language cap")
 	}
 	switch o.Gap {
 	case GapDiff, GapRatio, GapSmoothed:
 	default:
-		return nil, fmt.Errorf("sampling: select: unknown gap %q (diff, ratio, smoothed)", o.Gap)
+		return nil, fmt.Errorf("selection: select: unknown gap %q (diff, ratio, smoothed)", o.Gap)
 	}
 	switch o.Within {
 	case WithinNearest, WithinCentroid, WithinRandom:
 	default:
-		return nil, fmt.Errorf("sampling: select: unknown within-cluster choice %q (nearest, centroid, random)", o.Within)
+		return nil, fmt.Errorf("selection: select: unknown within-cluster choice %q (nearest, centroid, random)", o.Within)
 	}
 	switch o.Cluster {
 	case ClusterAll, ClusterUsagePool:
 	default:
-		return nil, fmt.Errorf("sampling: select: unknown cluster set %q (all, usage+pool)", o.Cluster)
+		return nil, fmt.Errorf("selection: select: unknown cluster set %q (all, usage+pool)", o.Cluster)
 	}
 	c, err := checkInput(in, o.Languages, o.IncludeTarget, true)
 	if err != nil {
@@ -284,40 +295,40 @@ func Select(in SelectInput, o SelectOptions) (*Selection, error) {
 	}
 
 	// Cluster E_t ∪ D_aux, and D_t unless it is assigned afterwards.
-	parts := []*matrix{c.usage, c.pool}
+	parts := []*matrix.Matrix{c.usage, c.pool}
 	if o.Cluster == ClusterAll && c.have != nil {
 		parts = append(parts, c.have)
 	}
-	all := concat(parts)
+	all := matrix.Concat(parts)
 	km := o.KMeans
 	km.Seed = o.Seed
 	km.Progress = o.Progress
 	so := o.Silhouette
 	so.Cosine = km.Spherical
 	so.Seed = o.Seed
-	rep := &Report{Method: "compass", Target: c.target.Code(), Budget: o.Budget, Pool: c.pool.n, Options: optionsSummary(o)}
+	rep := &Report{Method: "compass", Target: c.target.Code(), Budget: o.Budget, Pool: c.pool.N, Options: optionsSummary(o)}
 	for _, e := range c.eligible {
 		if e {
 			rep.Eligible++
 		}
 	}
-	var res *KMeansResult
+	var res *cluster.KMeansResult
 	if o.K > 0 {
 		km.K = o.K
-		fmt.Fprintf(progress, "select: clustering %d embeddings into %d clusters\n", all.n, o.K)
-		if res, err = kmeansMatrix(all, km); err != nil {
+		fmt.Fprintf(progress, "select: clustering %d embeddings into %d clusters\n", all.N, o.K)
+		if res, err = cluster.KMeans(all.T, km); err != nil {
 			return nil, err
 		}
-		if rep.Silhouette, err = silhouette(all, res.Labels, so); err != nil {
+		if rep.Silhouette, err = cluster.Silhouette(all.T, res.Labels, so); err != nil {
 			rep.Notes = append(rep.Notes, "silhouette not computed: "+err.Error())
 		}
 	} else {
-		ks, err := KRange(o.KMin, o.KMax, o.KStep)
+		ks, err := cluster.KRange(o.KMin, o.KMax, o.KStep)
 		if err != nil {
 			return nil, err
 		}
-		fmt.Fprintf(progress, "select: clustering %d embeddings, K chosen by silhouette among %v\n", all.n, ks)
-		if res, rep.KScores, err = chooseK(all, ks, km, so); err != nil {
+		fmt.Fprintf(progress, "select: clustering %d embeddings, K chosen by silhouette among %v\n", all.N, ks)
+		if res, rep.KScores, err = cluster.ChooseK(all.T, ks, km, so); err != nil {
 			return nil, err
 		}
 		for _, s := range rep.KScores {
@@ -328,13 +339,13 @@ func Select(in SelectInput, o SelectOptions) (*Selection, error) {
 	}
 	k := len(res.Sizes)
 	rep.K, rep.Inertia = k, res.Inertia
-	usageLabels := res.Labels[:c.usage.n]
-	poolLabels := res.Labels[c.usage.n : c.usage.n+c.pool.n]
+	usageLabels := res.Labels[:c.usage.N]
+	poolLabels := res.Labels[c.usage.N : c.usage.N+c.pool.N]
 	var haveLabels []int32
 	if c.have != nil {
 		if o.Cluster == ClusterAll {
-			haveLabels = res.Labels[c.usage.n+c.pool.n:]
-		} else if haveLabels, _, err = Assign(c.have.t, res.Centroids, km.Spherical, km.Backend); err != nil {
+			haveLabels = res.Labels[c.usage.N+c.pool.N:]
+		} else if haveLabels, _, err = cluster.Assign(c.have.T, res.Centroids, km.Spherical, km.Backend); err != nil {
 			return nil, err
 		}
 	}
@@ -415,7 +426,7 @@ func Select(in SelectInput, o SelectOptions) (*Selection, error) {
 
 	// The report.
 	rep.Clusters = make([]ClusterReport, k)
-	totalW := sum64(weights)
+	totalW := matrix.Sum64(weights)
 	for j := range rep.Clusters {
 		share := 0.0
 		if totalW > 0 {
@@ -441,34 +452,13 @@ func limitString(limit int) string {
 }
 
 // reason explains a pick in the manifest.
-func reason(stage string, o SelectOptions, j int, pE, pD, gap float64) string {
+func reason(stage string, o Options, j int, pE, pD, gap float64) string {
 	how := map[WithinKind]string{WithinNearest: "nearest to the cluster's target usage items",
 		WithinCentroid: "nearest to the centroid", WithinRandom: "random within the cluster"}[o.Within]
 	if stage == "gap" {
 		return fmt.Sprintf("under-served cluster %d: p_E %.4f, p_D %.4f, %s gap %.4f; %s", j, pE, pD, o.Gap, gap, how)
 	}
 	return fmt.Sprintf("fill: budget left after the under-served clusters ran out of candidates; cluster %d, p_E %.4f; %s", j, pE, how)
-}
-
-// concat stacks matrices (nil ones skipped) into one.
-func concat(parts []*matrix) *matrix {
-	n, d := 0, 0
-	for _, p := range parts {
-		if p != nil {
-			n += p.n
-			d = p.d
-		}
-	}
-	t := tensor.New(tensor.F32, n, d)
-	m := &matrix{t: t, v: t.F32(), n: n, d: d}
-	off := 0
-	for _, p := range parts {
-		if p != nil {
-			copy(m.v[off:], p.v)
-			off += len(p.v)
-		}
-	}
-	return m
 }
 
 // shares returns (n_k + alpha) / (sum n + K alpha); all zeros when there is
@@ -610,24 +600,24 @@ func (p *picker) take(j, n int) []int {
 // rankWithin orders every cluster's candidates best first and returns their
 // scores (by pool row): the similarity to the nearest usage item of the
 // cluster, or to the centroid, or 0 in a random order.
-func rankWithin(c *checked, members [][]int, usageLabels []int32, cent []float32, o SelectOptions, spherical bool) ([][]int, []float64, error) {
-	d := c.pool.d
-	scores := make([]float64, c.pool.n)
+func rankWithin(c *checked, members [][]int, usageLabels []int32, cent []float32, o Options, spherical bool) ([][]int, []float64, error) {
+	d := c.pool.D
+	scores := make([]float64, c.pool.N)
 	ranked := make([][]int, len(members))
 	usageBy := make([][]int, len(members))
 	for i, l := range usageLabels {
 		usageBy[l] = append(usageBy[l], i)
 	}
-	rng := newRand(o.Seed, 2)
+	rng := matrix.NewRand(o.Seed, 2)
 	// Similarities on unit vectors in spherical mode (cosine).
 	pool, usage := c.pool, c.usage
 	if spherical {
 		var err error
-		if pool, err = pool.normalized("pool"); err != nil {
-			return nil, nil, err
+		if pool, err = pool.Normalized("pool"); err != nil {
+			return nil, nil, fmt.Errorf("selection: %w", err)
 		}
-		if usage, err = usage.normalized("target usage"); err != nil {
-			return nil, nil, err
+		if usage, err = usage.Normalized("target usage"); err != nil {
+			return nil, nil, fmt.Errorf("selection: %w", err)
 		}
 	}
 	b := o.KMeans.Backend
@@ -644,10 +634,10 @@ func rankWithin(c *checked, members [][]int, usageLabels []int32, cent []float32
 			refs := cent[j*d : (j+1)*d]
 			nref := 1
 			if o.Within == WithinNearest && len(usageBy[j]) > 0 {
-				refs = usage.gather(usageBy[j]).v
+				refs = usage.Gather(usageBy[j]).V
 				nref = len(usageBy[j])
 			}
-			if err := similarity(b, pool.gather(list), refs, nref, spherical, func(r int, s float64) { scores[list[r]] = s }); err != nil {
+			if err := similarity(b, pool.Gather(list), refs, nref, spherical, func(r int, s float64) { scores[list[r]] = s }); err != nil {
 				return nil, nil, err
 			}
 			slices.SortStableFunc(list, func(a, b int) int { return cmp.Compare(scores[b], scores[a]) })
@@ -660,29 +650,29 @@ func rankWithin(c *checked, members [][]int, usageLabels []int32, cent []float32
 // similarity passes each row r of cand its best similarity to the nref rows
 // of refs ([nref*d]): the largest dot product on unit vectors, or minus the
 // smallest squared distance, from one GEMM per block of candidates.
-func similarity(b tensor.Backend, cand *matrix, refs []float32, nref int, spherical bool, fn func(r int, s float64)) error {
-	rt, err := tensor.FromF32(refs, nref, cand.d)
+func similarity(b tensor.Backend, cand *matrix.Matrix, refs []float32, nref int, spherical bool, fn func(r int, s float64)) error {
+	rt, err := tensor.FromF32(refs, nref, cand.D)
 	if err != nil {
 		return err
 	}
 	rnorm := make([]float64, nref)
 	for i := range rnorm {
-		rnorm[i] = norm2(refs[i*cand.d : (i+1)*cand.d])
+		rnorm[i] = matrix.Norm2(refs[i*cand.D : (i+1)*cand.D])
 	}
-	block := max(1, min(cand.n, blockBytes/4/nref))
-	for lo := 0; lo < cand.n; lo += block {
-		hi := min(lo+block, cand.n)
-		xb, err := cand.t.Slice(lo, hi)
+	block := max(1, min(cand.N, matrix.BlockBytes/4/nref))
+	for lo := 0; lo < cand.N; lo += block {
+		hi := min(lo+block, cand.N)
+		xb, err := cand.T.Slice(lo, hi)
 		if err != nil {
 			return err
 		}
 		out := tensor.New(tensor.F32, hi-lo, nref)
-		if err := matmulHost(b, out, xb, rt, 1); err != nil {
-			return fmt.Errorf("sampling: similarities: %w", err)
+		if err := matrix.MatMulHost(b, out, xb, rt, 1); err != nil {
+			return fmt.Errorf("selection: similarities: %w", err)
 		}
 		dots := out.F32()
 		for r := 0; r < hi-lo; r++ {
-			xn := norm2(cand.row(lo + r))
+			xn := matrix.Norm2(cand.Row(lo + r))
 			best := math.Inf(-1)
 			for i, p := range dots[r*nref : (r+1)*nref] {
 				s := float64(p)

@@ -1,4 +1,4 @@
-package sampling
+package embed
 
 import (
 	"bufio"
@@ -25,20 +25,20 @@ import (
 // about each record.
 type Embeddings struct {
 	Vectors  *tensor.Tensor // F32 [N, D] in host memory
-	Rows     []EmbeddingRow // row i's record; nil when the source names none
+	Rows     []Row          // row i's record; nil when the source names none
 	Embedder string         // the embedder that made them; "" when unknown
 }
 
-// EmbeddingRow identifies the record of one row of an embedding matrix.
-type EmbeddingRow struct {
+// Row identifies the record of one row of an embedding matrix.
+type Row struct {
 	ID       string `json:"id"`
 	Language string `json:"language,omitempty"`
 	Source   string `json:"source,omitempty"`
 }
 
-// EmbeddingsTensor is the name of the matrix in a safetensors file that
-// SaveEmbeddings writes, and the one LoadEmbeddings reads by default.
-const EmbeddingsTensor = "embeddings"
+// TensorName is the name of the matrix in a safetensors file that
+// Save writes, and the one Load reads by default.
+const TensorName = "embeddings"
 
 // RowsPath returns where the rows of an embedding file are kept: beside
 // it, its name with the extension replaced by ".rows.jsonl"
@@ -49,26 +49,26 @@ func RowsPath(path string) string {
 	return strings.TrimSuffix(path, filepath.Ext(path)) + ".rows.jsonl"
 }
 
-// SaveEmbeddings writes the matrix to path as .npy (float32, C order) or
+// Save writes the matrix to path as .npy (float32, C order) or
 // .safetensors (an F32 tensor "embeddings", with the embedder's name and
 // the rows file in the metadata), and the rows, when there are any, to
 // RowsPath(path). Each file is written atomically; the rows go first, so
 // a matrix is never newer than its rows.
-func SaveEmbeddings(path string, e *Embeddings) error {
+func Save(path string, e *Embeddings) error {
 	if e.Vectors == nil || e.Vectors.DType() != tensor.F32 || e.Vectors.Rank() != 2 {
-		return fmt.Errorf("sampling: save %s: vectors must be an F32 [N, D] tensor, got %v", path, e.Vectors)
+		return fmt.Errorf("embed: save %s: vectors must be an F32 [N, D] tensor, got %v", path, e.Vectors)
 	}
 	n := e.Vectors.Dim(0)
 	if e.Rows != nil && len(e.Rows) != n {
-		return fmt.Errorf("sampling: save %s: %d rows for %d vectors", path, len(e.Rows), n)
+		return fmt.Errorf("embed: save %s: %d rows for %d vectors", path, len(e.Rows), n)
 	}
 	ext := strings.ToLower(filepath.Ext(path))
 	if ext != ".npy" && ext != ".safetensors" {
-		return fmt.Errorf("sampling: save %s: unknown format %q (want .npy or .safetensors)", path, ext)
+		return fmt.Errorf("embed: save %s: unknown format %q (want .npy or .safetensors)", path, ext)
 	}
 	if e.Rows != nil {
 		if err := writeRows(RowsPath(path), e.Rows); err != nil {
-			return fmt.Errorf("sampling: save %s: %w", RowsPath(path), err)
+			return fmt.Errorf("embed: save %s: %w", RowsPath(path), err)
 		}
 	}
 	if ext == ".npy" {
@@ -81,17 +81,17 @@ func SaveEmbeddings(path string, e *Embeddings) error {
 	if e.Rows != nil {
 		meta["rows"] = filepath.Base(RowsPath(path))
 	}
-	return safetensors.Write(path, []safetensors.Entry{safetensors.EntryFromTensor(EmbeddingsTensor, e.Vectors)}, meta)
+	return safetensors.Write(path, []safetensors.Entry{safetensors.EntryFromTensor(TensorName, e.Vectors)}, meta)
 }
 
-func writeRows(path string, rows []EmbeddingRow) error {
+func writeRows(path string, rows []Row) error {
 	return atomicfile.Write(path, func(w io.Writer) error {
 		enc := json.NewEncoder(w)
 		enc.SetEscapeHTML(false)
 		for i, r := range rows {
 			line := struct {
-				Row int `json:"row"`
-				EmbeddingRow
+				Index int `json:"row"`
+				Row
 			}{i, r}
 			if err := enc.Encode(line); err != nil {
 				return err
@@ -102,34 +102,29 @@ func writeRows(path string, rows []EmbeddingRow) error {
 }
 
 // readRows reads a rows file; line i must be row i.
-func readRows(path string) ([]EmbeddingRow, error) {
+func readRows(path string) ([]Row, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	r := bufio.NewReader(f)
-	rows := []EmbeddingRow{}
-	for line := 1; ; line++ {
-		b, err := r.ReadBytes('\n')
-		if len(b) == 0 && err == io.EOF {
-			return rows, nil
+	lines := dataset.NewJSONLines(f, path)
+	lines.KeepBlank = true // a skipped line would shift the rows after it
+	rows := []Row{}
+	for lines.Next() {
+		var row struct {
+			Index *int `json:"row"`
+			Row
 		}
-		if err != nil && err != io.EOF {
+		if err := lines.Decode(&row); err != nil {
 			return nil, err
 		}
-		var row struct {
-			Row *int `json:"row"`
-			EmbeddingRow
+		if row.Index == nil || *row.Index != lines.Line()-1 {
+			return nil, lines.Errorf("want \"row\": %d", lines.Line()-1)
 		}
-		if err := json.Unmarshal(b, &row); err != nil {
-			return nil, fmt.Errorf("%s:%d: %w", path, line, err)
-		}
-		if row.Row == nil || *row.Row != line-1 {
-			return nil, fmt.Errorf("%s:%d: want \"row\": %d", path, line, line-1)
-		}
-		rows = append(rows, row.EmbeddingRow)
+		rows = append(rows, row.Row)
 	}
+	return rows, lines.Err()
 }
 
 // LoadOptions say where the vectors are in a file; zero values take the
@@ -146,14 +141,14 @@ type LoadOptions struct {
 	IDColumn, LanguageColumn string
 }
 
-// LoadEmbeddings reads precomputed embeddings: a .npy file (float32 or
+// Load reads precomputed embeddings: a .npy file (float32 or
 // float64, 2-D, C order), a .safetensors file (a 2-D F32, F64, BF16 or F16
 // tensor) or a Parquet file (a list column of FLOAT or DOUBLE, one vector
 // per row; .parquet, optionally .zst). Vectors are converted to float32
 // and must be finite. For .npy and .safetensors, the rows come from
 // RowsPath(path) when it exists; for Parquet, from its id and language
 // columns.
-func LoadEmbeddings(path string, opts LoadOptions) (*Embeddings, error) {
+func Load(path string, opts LoadOptions) (*Embeddings, error) {
 	name := strings.ToLower(path)
 	for _, z := range []string{".zst", ".zstd"} {
 		name = strings.TrimSuffix(name, z)
@@ -169,7 +164,7 @@ func LoadEmbeddings(path string, opts LoadOptions) (*Embeddings, error) {
 	case ".parquet", ".pq":
 		return loadParquet(path, opts)
 	default:
-		return nil, fmt.Errorf("sampling: %s: unknown embeddings format (want .npy, .safetensors or .parquet)", path)
+		return nil, fmt.Errorf("embed: %s: unknown embeddings format (want .npy, .safetensors or .parquet)", path)
 	}
 	if err != nil {
 		return nil, err
@@ -181,9 +176,9 @@ func LoadEmbeddings(path string, opts LoadOptions) (*Embeddings, error) {
 	switch {
 	case errors.Is(err, os.ErrNotExist):
 	case err != nil:
-		return nil, fmt.Errorf("sampling: %w", err)
+		return nil, fmt.Errorf("embed: %w", err)
 	case len(rows) != e.Vectors.Dim(0):
-		return nil, fmt.Errorf("sampling: %s has %d rows, %s %d vectors", RowsPath(path), len(rows), path, e.Vectors.Dim(0))
+		return nil, fmt.Errorf("embed: %s has %d rows, %s %d vectors", RowsPath(path), len(rows), path, e.Vectors.Dim(0))
 	default:
 		e.Rows = rows
 	}
@@ -193,11 +188,11 @@ func LoadEmbeddings(path string, opts LoadOptions) (*Embeddings, error) {
 func loadSafetensors(path, name string) (*Embeddings, error) {
 	f, err := safetensors.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("sampling: %w", err)
+		return nil, fmt.Errorf("embed: %w", err)
 	}
 	defer f.Close()
 	if name == "" {
-		name = EmbeddingsTensor
+		name = TensorName
 		if _, ok := f.Info(name); !ok {
 			var twoD []string
 			for _, n := range f.Names() {
@@ -206,24 +201,24 @@ func loadSafetensors(path, name string) (*Embeddings, error) {
 				}
 			}
 			if len(twoD) != 1 {
-				return nil, fmt.Errorf("sampling: %s: no tensor %q and %d 2-D tensors (%s): name one", path, EmbeddingsTensor, len(twoD), strings.Join(twoD, ", "))
+				return nil, fmt.Errorf("embed: %s: no tensor %q and %d 2-D tensors (%s): name one", path, TensorName, len(twoD), strings.Join(twoD, ", "))
 			}
 			name = twoD[0]
 		}
 	}
 	info, ok := f.Info(name)
 	if !ok {
-		return nil, fmt.Errorf("sampling: %s: no tensor %q (tensors: %s)", path, name, strings.Join(f.Names(), ", "))
+		return nil, fmt.Errorf("embed: %s: no tensor %q (tensors: %s)", path, name, strings.Join(f.Names(), ", "))
 	}
 	if len(info.Shape) != 2 {
-		return nil, fmt.Errorf("sampling: %s: tensor %q has shape %v, want 2-D [N, D]", path, name, info.Shape)
+		return nil, fmt.Errorf("embed: %s: tensor %q has shape %v, want 2-D [N, D]", path, name, info.Shape)
 	}
 	e := &Embeddings{Embedder: f.Metadata()["embedder"]}
 	switch info.DType {
 	case safetensors.F64:
 		b, err := f.Bytes(name)
 		if err != nil {
-			return nil, fmt.Errorf("sampling: %w", err)
+			return nil, fmt.Errorf("embed: %w", err)
 		}
 		v := make([]float32, len(b)/8)
 		for i := range v {
@@ -231,19 +226,19 @@ func loadSafetensors(path, name string) (*Embeddings, error) {
 		}
 		e.Vectors, err = tensor.FromF32(v, info.Shape...)
 		if err != nil {
-			return nil, fmt.Errorf("sampling: %w", err)
+			return nil, fmt.Errorf("embed: %w", err)
 		}
 	case safetensors.F32, safetensors.BF16, safetensors.F16:
 		t, err := f.Tensor(name)
 		if err != nil {
-			return nil, fmt.Errorf("sampling: %w", err)
+			return nil, fmt.Errorf("embed: %w", err)
 		}
 		// A copy: the tensor is a view of the mapping, which Close unmaps.
 		if e.Vectors, err = tensor.FromF32(t.ToF32(), info.Shape...); err != nil {
-			return nil, fmt.Errorf("sampling: %w", err)
+			return nil, fmt.Errorf("embed: %w", err)
 		}
 	default:
-		return nil, fmt.Errorf("sampling: %s: tensor %q is %s, want F32, F64, BF16 or F16", path, name, info.DType)
+		return nil, fmt.Errorf("embed: %s: tensor %q is %s, want F32, F64, BF16 or F16", path, name, info.DType)
 	}
 	return e, nil
 }
@@ -263,11 +258,11 @@ func loadParquet(path string, opts LoadOptions) (*Embeddings, error) {
 	}
 	v, err := dataset.ReadParquetVectors(path, column, append(slices.Clone(idCols), langCols...))
 	if err != nil {
-		return nil, fmt.Errorf("sampling: %w", err)
+		return nil, fmt.Errorf("embed: %w", err)
 	}
 	ids := v.Labels[idCols[0]]
 	if opts.IDColumn != "" && ids == nil {
-		return nil, fmt.Errorf("sampling: %s: no column %q", path, opts.IDColumn)
+		return nil, fmt.Errorf("embed: %s: no column %q", path, opts.IDColumn)
 	}
 	var langs []string
 	for _, c := range langCols {
@@ -276,15 +271,15 @@ func loadParquet(path string, opts LoadOptions) (*Embeddings, error) {
 		}
 	}
 	if opts.LanguageColumn != "" && langs == nil {
-		return nil, fmt.Errorf("sampling: %s: no column %q", path, opts.LanguageColumn)
+		return nil, fmt.Errorf("embed: %s: no column %q", path, opts.LanguageColumn)
 	}
 	t, err := tensor.FromF32(v.Data, v.Rows, v.Dim)
 	if err != nil {
-		return nil, fmt.Errorf("sampling: %w", err)
+		return nil, fmt.Errorf("embed: %w", err)
 	}
 	e := &Embeddings{Vectors: t}
 	if ids != nil || langs != nil {
-		e.Rows = make([]EmbeddingRow, v.Rows)
+		e.Rows = make([]Row, v.Rows)
 		for i := range e.Rows {
 			e.Rows[i].Source = path + ":" + strconv.Itoa(i+1)
 			e.Rows[i].ID = filepath.Base(path) + ":" + strconv.Itoa(i+1)
@@ -305,7 +300,7 @@ func checkFinite(path string, t *tensor.Tensor) error {
 	d := t.Dim(1)
 	for i, x := range t.F32() {
 		if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) {
-			return fmt.Errorf("sampling: %s: row %d, column %d is %v", path, i/d, i%d, x)
+			return fmt.Errorf("embed: %s: row %d, column %d is %v", path, i/d, i%d, x)
 		}
 	}
 	return nil
@@ -319,17 +314,17 @@ var npyMagic = []byte("\x93NUMPY")
 func ReadNPY(path string) (*tensor.Tensor, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("sampling: %w", err)
+		return nil, fmt.Errorf("embed: %w", err)
 	}
 	defer f.Close()
 	st, err := f.Stat()
 	if err != nil {
-		return nil, fmt.Errorf("sampling: %w", err)
+		return nil, fmt.Errorf("embed: %w", err)
 	}
 	r := bufio.NewReaderSize(f, 1<<20)
 	descr, shape, headerLen, err := readNPYHeader(r)
 	if err != nil {
-		return nil, fmt.Errorf("sampling: %s: %w", path, err)
+		return nil, fmt.Errorf("embed: %s: %w", path, err)
 	}
 	var size int
 	var order binary.ByteOrder
@@ -343,21 +338,21 @@ func ReadNPY(path string) (*tensor.Tensor, error) {
 	case ">f8":
 		size, order = 8, binary.BigEndian
 	default:
-		return nil, fmt.Errorf("sampling: %s: dtype %q, want float32 or float64", path, descr)
+		return nil, fmt.Errorf("embed: %s: dtype %q, want float32 or float64", path, descr)
 	}
 	rows, cols := shape[0], shape[1]
 	if cols > 0 && rows > math.MaxInt/size/cols {
-		return nil, fmt.Errorf("sampling: %s: shape %v is too large", path, shape)
+		return nil, fmt.Errorf("embed: %s: shape %v is too large", path, shape)
 	}
 	if want := int64(headerLen) + int64(rows*cols*size); st.Size() != want {
-		return nil, fmt.Errorf("sampling: %s: %d bytes, shape %v of %s needs %d", path, st.Size(), shape, descr, want)
+		return nil, fmt.Errorf("embed: %s: %d bytes, shape %v of %s needs %d", path, st.Size(), shape, descr, want)
 	}
 	v := make([]float32, rows*cols)
 	buf := make([]byte, 1<<16) // a multiple of both sizes
 	for i := 0; i < len(v); {
 		chunk := buf[:min(len(buf), (len(v)-i)*size)]
 		if _, err := io.ReadFull(r, chunk); err != nil {
-			return nil, fmt.Errorf("sampling: %s: %w", path, err)
+			return nil, fmt.Errorf("embed: %s: %w", path, err)
 		}
 		for off := 0; off < len(chunk); off += size {
 			if size == 4 {
@@ -530,7 +525,7 @@ func (p *npyParser) tuple() ([]int, error) {
 // little-endian float32, C order), atomically.
 func WriteNPY(path string, t *tensor.Tensor) error {
 	if t == nil || t.DType() != tensor.F32 || t.Rank() != 2 {
-		return fmt.Errorf("sampling: write %s: want an F32 [N, D] tensor, got %v", path, t)
+		return fmt.Errorf("embed: write %s: want an F32 [N, D] tensor, got %v", path, t)
 	}
 	dict := fmt.Sprintf("{'descr': '<f4', 'fortran_order': False, 'shape': (%d, %d), }", t.Dim(0), t.Dim(1))
 	// NumPy pads the header with spaces and a newline so that the data
@@ -541,7 +536,7 @@ func WriteNPY(path string, t *tensor.Tensor) error {
 	}
 	header := dict + strings.Repeat(" ", pad) + "\n"
 	if len(header) > math.MaxUint16 {
-		return fmt.Errorf("sampling: write %s: header too long", path)
+		return fmt.Errorf("embed: write %s: header too long", path)
 	}
 	err := atomicfile.Write(path, func(w io.Writer) error {
 		pre := append(slices.Clone(npyMagic), 1, 0)
@@ -566,7 +561,7 @@ func WriteNPY(path string, t *tensor.Tensor) error {
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("sampling: write %s: %w", path, err)
+		return fmt.Errorf("embed: write %s: %w", path, err)
 	}
 	return nil
 }

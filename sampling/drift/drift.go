@@ -1,4 +1,4 @@
-package sampling
+package drift
 
 import (
 	"fmt"
@@ -7,16 +7,13 @@ import (
 
 	"gonum.org/v1/gonum/stat/distuv"
 
+	"github.com/compassml/compass/sampling/internal/matrix"
 	"github.com/compassml/compass/tensor"
 )
 
-// Drift statistics for COMPASS-ECDA: a window of production texts, embedded
-// and assigned to the clusters of an adapter's last selection, is compared
-// with the reference distribution those clusters were built from.
-
-// DriftOptions are the monitor's settings. The zero value of each field
-// means its default (DefaultDriftOptions).
-type DriftOptions struct {
+// Options are the monitor's settings. The zero value of each field
+// means its default (DefaultOptions).
+type Options struct {
 	// Threshold is the Jensen-Shannon divergence (base 2, in [0, 1]) above
 	// which a window's cluster histogram counts as shifted. Default 0.05:
 	// moving 30% of the probability mass of 8 equal clusters onto one gives
@@ -38,13 +35,13 @@ type DriftOptions struct {
 	Quantile float64
 }
 
-// DefaultDriftOptions returns the defaults documented on DriftOptions.
-func DefaultDriftOptions() DriftOptions {
-	return DriftOptions{Threshold: 0.05, Alpha: 0.01, K: 2, M: 3, Quantile: 0.99}
+// DefaultOptions returns the defaults documented on Options.
+func DefaultOptions() Options {
+	return Options{Threshold: 0.05, Alpha: 0.01, K: 2, M: 3, Quantile: 0.99}
 }
 
-func (o DriftOptions) withDefaults() (DriftOptions, error) {
-	d := DefaultDriftOptions()
+func (o Options) withDefaults() (Options, error) {
+	d := DefaultOptions()
 	if o.Threshold == 0 {
 		o.Threshold = d.Threshold
 	}
@@ -62,22 +59,22 @@ func (o DriftOptions) withDefaults() (DriftOptions, error) {
 	}
 	switch {
 	case math.IsNaN(o.Threshold) || o.Threshold < 0 || o.Threshold > 1:
-		return o, fmt.Errorf("sampling: drift threshold %v is outside [0, 1]", o.Threshold)
+		return o, fmt.Errorf("drift: drift threshold %v is outside [0, 1]", o.Threshold)
 	case math.IsNaN(o.Alpha) || o.Alpha >= 1:
-		return o, fmt.Errorf("sampling: drift test level %v is not below 1", o.Alpha)
+		return o, fmt.Errorf("drift: drift test level %v is not below 1", o.Alpha)
 	case o.K < 1 || o.M < o.K:
-		return o, fmt.Errorf("sampling: drift rule %d of %d windows: want 1 <= k <= m", o.K, o.M)
+		return o, fmt.Errorf("drift: drift rule %d of %d windows: want 1 <= k <= m", o.K, o.M)
 	case math.IsNaN(o.Quantile) || o.Quantile <= 0 || o.Quantile > 1:
-		return o, fmt.Errorf("sampling: new-region quantile %v is outside (0, 1]", o.Quantile)
+		return o, fmt.Errorf("drift: new-region quantile %v is outside (0, 1]", o.Quantile)
 	}
 	return o, nil
 }
 
-// DriftReference is what a window is compared with: the clusters of the
+// Reference is what a window is compared with: the clusters of the
 // adapter's selection, how many reference rows each holds, and the radius
 // beyond which a row is far from every cluster. It is plain data, saved as
 // JSON next to an adapter.
-type DriftReference struct {
+type Reference struct {
 	Dim       int       `json:"dim"`
 	Centroids []float32 `json:"centroids"` // [K, Dim] row-major
 	Counts    []int     `json:"counts"`    // reference rows per cluster
@@ -86,25 +83,25 @@ type DriftReference struct {
 	Radius    float64   `json:"radius"` // Quantile of the reference rows' nearest-centroid distance
 }
 
-// NewDriftReference assigns the reference rows x (the usage distribution
+// NewReference assigns the reference rows x (the usage distribution
 // the adapter was selected for) to centroids ([K, d], e.g.
 // KMeansResult.Centroids) and records their counts and the quantile of
 // their distance to the nearest centroid. With spherical, rows and
 // centroids are compared by cosine distance (1 - cos).
-func NewDriftReference(x, centroids *tensor.Tensor, spherical bool, quantile float64) (*DriftReference, error) {
+func NewReference(x, centroids *tensor.Tensor, spherical bool, quantile float64) (*Reference, error) {
 	if quantile == 0 {
-		quantile = DefaultDriftOptions().Quantile
+		quantile = DefaultOptions().Quantile
 	}
 	if math.IsNaN(quantile) || quantile <= 0 || quantile > 1 {
-		return nil, fmt.Errorf("sampling: drift reference: quantile %v is outside (0, 1]", quantile)
+		return nil, fmt.Errorf("drift: drift reference: quantile %v is outside (0, 1]", quantile)
 	}
-	c, err := checkMatrix("drift reference centroids", centroids)
+	c, err := check("drift reference centroids", centroids)
 	if err != nil {
 		return nil, err
 	}
-	r := &DriftReference{Dim: c.d, Centroids: append([]float32(nil), c.v...), Spherical: spherical, Quantile: quantile}
+	r := &Reference{Dim: c.D, Centroids: append([]float32(nil), c.V...), Spherical: spherical, Quantile: quantile}
 	if spherical {
-		if r.Centroids, err = unitRows("drift reference centroids", r.Centroids, c.d); err != nil {
+		if r.Centroids, err = unitRows("drift reference centroids", r.Centroids, c.D); err != nil {
 			return nil, err
 		}
 	}
@@ -112,7 +109,7 @@ func NewDriftReference(x, centroids *tensor.Tensor, spherical bool, quantile flo
 	if err != nil {
 		return nil, err
 	}
-	r.Counts = make([]int, c.n)
+	r.Counts = make([]int, c.N)
 	for _, l := range labels {
 		r.Counts[l]++
 	}
@@ -122,29 +119,29 @@ func NewDriftReference(x, centroids *tensor.Tensor, spherical bool, quantile flo
 }
 
 // Check validates a reference read from disk.
-func (r *DriftReference) Check() error {
+func (r *Reference) Check() error {
 	k := len(r.Counts)
 	switch {
 	case r.Dim <= 0 || k == 0:
-		return fmt.Errorf("sampling: drift reference: empty (dim %d, %d clusters)", r.Dim, k)
+		return fmt.Errorf("drift: drift reference: empty (dim %d, %d clusters)", r.Dim, k)
 	case len(r.Centroids) != k*r.Dim:
-		return fmt.Errorf("sampling: drift reference: %d centroid values for %d clusters of dim %d", len(r.Centroids), k, r.Dim)
+		return fmt.Errorf("drift: drift reference: %d centroid values for %d clusters of dim %d", len(r.Centroids), k, r.Dim)
 	case math.IsNaN(r.Radius) || r.Radius < 0:
-		return fmt.Errorf("sampling: drift reference: radius %v", r.Radius)
+		return fmt.Errorf("drift: drift reference: radius %v", r.Radius)
 	}
 	total := 0
 	for j, n := range r.Counts {
 		if n < 0 {
-			return fmt.Errorf("sampling: drift reference: cluster %d has count %d", j, n)
+			return fmt.Errorf("drift: drift reference: cluster %d has count %d", j, n)
 		}
 		total += n
 	}
 	if total == 0 {
-		return fmt.Errorf("sampling: drift reference: no reference rows")
+		return fmt.Errorf("drift: drift reference: no reference rows")
 	}
 	for i, v := range r.Centroids {
 		if v-v != 0 {
-			return fmt.Errorf("sampling: drift reference: centroid value %d is %v", i, v)
+			return fmt.Errorf("drift: drift reference: centroid value %d is %v", i, v)
 		}
 	}
 	return nil
@@ -152,7 +149,7 @@ func (r *DriftReference) Check() error {
 
 // Distribution is the reference cluster distribution, with half a row added
 // to every cluster so that no share is zero (Jeffreys smoothing).
-func (r *DriftReference) Distribution() []float64 { return smoothed(r.Counts) }
+func (r *Reference) Distribution() []float64 { return smoothed(r.Counts) }
 
 func smoothed(counts []int) []float64 {
 	total := 0.0
@@ -168,25 +165,25 @@ func smoothed(counts []int) []float64 {
 
 // assign returns the nearest centroid of each row of x and its distance
 // (Euclidean, or 1 - cos when spherical).
-func (r *DriftReference) assign(what string, x *tensor.Tensor) ([]int, []float64, error) {
-	m, err := checkMatrix(what, x)
+func (r *Reference) assign(what string, x *tensor.Tensor) ([]int, []float64, error) {
+	m, err := check(what, x)
 	if err != nil {
 		return nil, nil, err
 	}
-	if m.d != r.Dim {
-		return nil, nil, fmt.Errorf("sampling: %s: dimension %d, the clusters have %d", what, m.d, r.Dim)
+	if m.D != r.Dim {
+		return nil, nil, fmt.Errorf("drift: %s: dimension %d, the clusters have %d", what, m.D, r.Dim)
 	}
 	if r.Spherical {
-		if m, err = m.normalized(what); err != nil {
-			return nil, nil, err
+		if m, err = m.Normalized(what); err != nil {
+			return nil, nil, fmt.Errorf("drift: %w", err)
 		}
 	}
 	k := len(r.Centroids) / r.Dim
-	labels := make([]int, m.n)
-	dist := make([]float64, m.n)
-	parallelChunks(m.n, workers(m.n), func(_, lo, hi int) {
+	labels := make([]int, m.N)
+	dist := make([]float64, m.N)
+	matrix.ParallelChunks(m.N, matrix.Workers(m.N), func(_, lo, hi int) {
 		for i := lo; i < hi; i++ {
-			row := m.row(i)
+			row := m.Row(i)
 			best, bestD := 0, math.Inf(1)
 			for j := 0; j < k; j++ {
 				c := r.Centroids[j*r.Dim : (j+1)*r.Dim]
@@ -215,12 +212,21 @@ func (r *DriftReference) assign(what string, x *tensor.Tensor) ([]int, []float64
 	return labels, dist, nil
 }
 
+// check validates x, naming it what in errors.
+func check(what string, x *tensor.Tensor) (*matrix.Matrix, error) {
+	m, err := matrix.Check(what, x)
+	if err != nil {
+		return nil, fmt.Errorf("drift: %w", err)
+	}
+	return m, nil
+}
+
 func unitRows(what string, v []float32, d int) ([]float32, error) {
 	out := make([]float32, len(v))
 	for i := 0; i < len(v)/d; i++ {
-		s := norm2(v[i*d : (i+1)*d])
+		s := matrix.Norm2(v[i*d : (i+1)*d])
 		if s == 0 {
-			return nil, fmt.Errorf("sampling: %s: row %d is all zeros and has no direction", what, i)
+			return nil, fmt.Errorf("drift: %s: row %d is all zeros and has no direction", what, i)
 		}
 		inv := 1 / math.Sqrt(s)
 		for t := i * d; t < (i+1)*d; t++ {
@@ -230,8 +236,8 @@ func unitRows(what string, v []float32, d int) ([]float32, error) {
 	return out, nil
 }
 
-// WindowDrift is one window's comparison with the reference.
-type WindowDrift struct {
+// Window is one window's comparison with the reference.
+type Window struct {
 	Window    int     `json:"window"` // 0-based index in the stream
 	Rows      int     `json:"rows"`
 	Histogram []int   `json:"histogram"` // window rows per cluster
@@ -250,7 +256,7 @@ type WindowDrift struct {
 
 // Compare computes a window's statistics against the reference without
 // the k-of-m rule (Shifted is set from o; Recent and Confirmed are not).
-func (r *DriftReference) Compare(x *tensor.Tensor, o DriftOptions) (*WindowDrift, error) {
+func (r *Reference) Compare(x *tensor.Tensor, o Options) (*Window, error) {
 	o, err := o.withDefaults()
 	if err != nil {
 		return nil, err
@@ -262,7 +268,7 @@ func (r *DriftReference) Compare(x *tensor.Tensor, o DriftOptions) (*WindowDrift
 	if err != nil {
 		return nil, err
 	}
-	w := &WindowDrift{Rows: len(labels), Histogram: make([]int, len(r.Counts))}
+	w := &Window{Rows: len(labels), Histogram: make([]int, len(r.Counts))}
 	for i, l := range labels {
 		w.Histogram[l]++
 		if dist[i] > r.Radius {
@@ -342,35 +348,35 @@ func ChiSquareHomogeneity(a, b []int) (stat float64, df int, p float64) {
 	return stat, df, distuv.ChiSquared{K: float64(df)}.Survival(stat)
 }
 
-// DriftMonitor applies the k-of-m rule to a stream of windows.
-type DriftMonitor struct {
-	ref    *DriftReference
-	opts   DriftOptions
+// Monitor applies the k-of-m rule to a stream of windows.
+type Monitor struct {
+	ref    *Reference
+	opts   Options
 	recent []bool // shifted flags of the last M windows, oldest first
 	next   int    // index of the next window
 }
 
-// NewDriftMonitor returns a monitor of windows against ref.
-func NewDriftMonitor(ref *DriftReference, o DriftOptions) (*DriftMonitor, error) {
+// NewMonitor returns a monitor of windows against ref.
+func NewMonitor(ref *Reference, o Options) (*Monitor, error) {
 	o, err := o.withDefaults()
 	if err != nil {
 		return nil, err
 	}
 	if ref == nil {
-		return nil, fmt.Errorf("sampling: drift monitor: no reference")
+		return nil, fmt.Errorf("drift: drift monitor: no reference")
 	}
 	if err := ref.Check(); err != nil {
 		return nil, err
 	}
-	return &DriftMonitor{ref: ref, opts: o}, nil
+	return &Monitor{ref: ref, opts: o}, nil
 }
 
 // Options returns the monitor's options with defaults filled in.
-func (m *DriftMonitor) Options() DriftOptions { return m.opts }
+func (m *Monitor) Options() Options { return m.opts }
 
 // Observe compares the next window with the reference and applies the
 // k-of-m rule.
-func (m *DriftMonitor) Observe(x *tensor.Tensor) (*WindowDrift, error) {
+func (m *Monitor) Observe(x *tensor.Tensor) (*Window, error) {
 	w, err := m.ref.Compare(x, m.opts)
 	if err != nil {
 		return nil, fmt.Errorf("window %d: %w", m.next, err)
@@ -392,4 +398,4 @@ func (m *DriftMonitor) Observe(x *tensor.Tensor) (*WindowDrift, error) {
 
 // Reset forgets the recent windows, e.g. once a confirmed drift has been
 // acted on, so the next alarm needs K fresh shifted windows.
-func (m *DriftMonitor) Reset() { m.recent = m.recent[:0] }
+func (m *Monitor) Reset() { m.recent = m.recent[:0] }

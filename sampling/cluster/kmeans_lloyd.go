@@ -1,11 +1,11 @@
-package sampling
+package cluster
 
 import (
 	"cmp"
 	"fmt"
-	"math"
 	"slices"
 
+	"github.com/compassml/compass/sampling/internal/matrix"
 	"github.com/compassml/compass/tensor"
 )
 
@@ -17,20 +17,17 @@ import (
 // rows.
 type assigner struct {
 	b     tensor.Backend
-	m     *matrix
+	m     *matrix.Matrix
 	k     int
 	block int
-	dev   *tensor.Tensor // m on the backend (m.t itself on the CPU)
+	dev   *tensor.Tensor // m on the backend (m.T itself on the CPU)
 	out   *tensor.Tensor // host scratch [block, k]
 	cnorm []float32
 }
 
-// blockBytes bounds the [rows x K] distance block of the assignment.
-const blockBytes = 16 << 20
-
-func newAssigner(b tensor.Backend, m *matrix, k int) (*assigner, error) {
-	block := min(m.n, max(256, blockBytes/4/k))
-	dev, err := b.ToDevice(m.t)
+func newAssigner(b tensor.Backend, m *matrix.Matrix, k int) (*assigner, error) {
+	block := min(m.N, max(256, matrix.BlockBytes/4/k))
+	dev, err := b.ToDevice(m.T)
 	if err != nil {
 		return nil, err
 	}
@@ -39,7 +36,7 @@ func newAssigner(b tensor.Backend, m *matrix, k int) (*assigner, error) {
 }
 
 func (a *assigner) close() {
-	if a.dev != a.m.t {
+	if a.dev != a.m.T {
 		a.b.Free(a.dev)
 	}
 }
@@ -47,9 +44,9 @@ func (a *assigner) close() {
 // assign writes the nearest centroid of every row into labels and returns
 // how many labels changed. Ties go to the lowest index.
 func (a *assigner) assign(cent []float32, labels []int32) (changed int, err error) {
-	d := a.m.d
+	d := a.m.D
 	for j := 0; j < a.k; j++ {
-		a.cnorm[j] = float32(norm2(cent[j*d : (j+1)*d]))
+		a.cnorm[j] = float32(matrix.Norm2(cent[j*d : (j+1)*d]))
 	}
 	ct, err := tensor.FromF32(cent, a.k, d)
 	if err != nil {
@@ -71,10 +68,10 @@ func (a *assigner) assign(cent []float32, labels []int32) (changed int, err erro
 		}
 		defer a.b.Free(dout)
 	}
-	nw := workers(a.block)
+	nw := matrix.Workers(a.block)
 	counts := make([]int, nw)
-	for lo := 0; lo < a.m.n; lo += a.block {
-		hi := min(lo+a.block, a.m.n)
+	for lo := 0; lo < a.m.N; lo += a.block {
+		hi := min(lo+a.block, a.m.N)
 		xb, err := a.dev.Slice(lo, hi)
 		if err != nil {
 			return 0, err
@@ -97,11 +94,11 @@ func (a *assigner) assign(cent []float32, labels []int32) (changed int, err erro
 			}
 		}
 		if err != nil {
-			return 0, fmt.Errorf("sampling: kmeans distances: %w", err)
+			return 0, fmt.Errorf("cluster: kmeans distances: %w", err)
 		}
 		scores := out.F32()
 		k := a.k
-		parallelChunks(hi-lo, nw, func(w, r0, r1 int) {
+		matrix.ParallelChunks(hi-lo, nw, func(w, r0, r1 int) {
 			n := 0
 			for r := r0; r < r1; r++ {
 				cn := a.cnorm
@@ -141,7 +138,7 @@ const sumBytes = 64 << 20
 // is much cheaper than summing everything again (late Lloyd iterations
 // change a few percent of the rows).
 type clusterSums struct {
-	m      *matrix
+	m      *matrix.Matrix
 	k      int
 	xx     float64     // sum of ||x||^2 over the rows
 	member []int32     // cluster each row is counted in; -1: none yet
@@ -151,12 +148,12 @@ type clusterSums struct {
 	dirty  []bool      // chunks whose partial holds changes
 }
 
-func newClusterSums(m *matrix, k int) *clusterSums {
-	chunks := max(1, min(sumChunks, m.n/256, sumBytes/(8*k*m.d)))
-	s := &clusterSums{k: k, member: make([]int32, m.n), sums: make([]float64, k*m.d), counts: make([]int, k),
+func newClusterSums(m *matrix.Matrix, k int) *clusterSums {
+	chunks := max(1, min(sumChunks, m.N/256, sumBytes/(8*k*m.D)))
+	s := &clusterSums{k: k, member: make([]int32, m.N), sums: make([]float64, k*m.D), counts: make([]int, k),
 		part: make([][]float64, chunks), dirty: make([]bool, chunks)}
 	for c := range s.part {
-		s.part[c] = make([]float64, k*m.d)
+		s.part[c] = make([]float64, k*m.D)
 	}
 	s.reset(m)
 	return s
@@ -164,7 +161,7 @@ func newClusterSums(m *matrix, k int) *clusterSums {
 
 // reset starts over on the rows of m (as many rows as before), with no row
 // counted anywhere.
-func (s *clusterSums) reset(m *matrix) {
+func (s *clusterSums) reset(m *matrix.Matrix) {
 	s.m, s.xx = m, sumSquares(m)
 	for i := range s.member {
 		s.member[i] = -1
@@ -179,7 +176,7 @@ func (s *clusterSums) reset(m *matrix) {
 // partials are added in chunk order, so the result does not depend on the
 // number of threads.
 func (s *clusterSums) sync(labels []int32) {
-	m, d := s.m, s.m.d
+	m, d := s.m, s.m.D
 	changed := 0
 	for i, l := range labels {
 		if l != s.member[i] {
@@ -190,14 +187,14 @@ func (s *clusterSums) sync(labels []int32) {
 		return
 	}
 	chunks := len(s.part)
-	fresh := 2*changed > m.n
-	parallelTasks(chunks, func(c int) {
+	fresh := 2*changed > m.N
+	matrix.ParallelTasks(chunks, func(c int) {
 		acc := s.part[c]
-		lo, hi := c*m.n/chunks, (c+1)*m.n/chunks
+		lo, hi := c*m.N/chunks, (c+1)*m.N/chunks
 		if fresh {
 			clear(acc)
 			for i := lo; i < hi; i++ {
-				addRow(acc[int(labels[i])*d:int(labels[i]+1)*d], m.row(i))
+				addRow(acc[int(labels[i])*d:int(labels[i]+1)*d], m.Row(i))
 			}
 			s.dirty[c] = true
 			return
@@ -213,9 +210,9 @@ func (s *clusterSums) sync(labels []int32) {
 				s.dirty[c] = true
 			}
 			if from >= 0 {
-				subRow(acc[int(from)*d:int(from+1)*d], m.row(i))
+				subRow(acc[int(from)*d:int(from+1)*d], m.Row(i))
 			}
-			addRow(acc[int(to)*d:int(to+1)*d], m.row(i))
+			addRow(acc[int(to)*d:int(to+1)*d], m.Row(i))
 		}
 	})
 	if fresh {
@@ -253,9 +250,9 @@ func (s *clusterSums) sync(labels []int32) {
 
 // move counts row i in cluster to instead of its current one.
 func (s *clusterSums) move(i, to int) {
-	d := s.m.d
+	d := s.m.D
 	from := int(s.member[i])
-	x := s.m.row(i)
+	x := s.m.Row(i)
 	subRow(s.sums[from*d:(from+1)*d], x)
 	s.counts[from]--
 	if s.counts[from] == 0 {
@@ -273,7 +270,7 @@ func (s *clusterSums) move(i, to int) {
 // computed from the sums as sum ||x||^2 - 2 sum_k c_k.S_k + sum_k n_k ||c_k||^2
 // in float64, without a pass over the data.
 func (s *clusterSums) objective(cent []float32) float64 {
-	d := s.m.d
+	d := s.m.D
 	obj := s.xx
 	for j := 0; j < s.k; j++ {
 		c := cent[j*d : (j+1)*d]
@@ -282,7 +279,7 @@ func (s *clusterSums) objective(cent []float32) float64 {
 		for f, v := range c {
 			cs += float64(v) * sum[f]
 		}
-		obj += float64(s.counts[j])*norm2(c) - 2*cs
+		obj += float64(s.counts[j])*matrix.Norm2(c) - 2*cs
 	}
 	return max(0, obj)
 }
@@ -318,13 +315,13 @@ func addRow(acc []float64, x []float32) {
 }
 
 // rowDistances returns ||x_i - c_{labels_i}||^2 for every row (float64).
-func rowDistances(m *matrix, labels []int32, cent []float32) []float64 {
-	dist := make([]float64, m.n)
-	parallelChunks(m.n, workers(m.n), func(_, lo, hi int) {
+func rowDistances(m *matrix.Matrix, labels []int32, cent []float32) []float64 {
+	dist := make([]float64, m.N)
+	matrix.ParallelChunks(m.N, matrix.Workers(m.N), func(_, lo, hi int) {
 		for i := lo; i < hi; i++ {
-			c := cent[int(labels[i])*m.d : int(labels[i]+1)*m.d]
+			c := cent[int(labels[i])*m.D : int(labels[i]+1)*m.D]
 			var s float64
-			for j, v := range m.row(i) {
+			for j, v := range m.Row(i) {
 				e := float64(v) - float64(c[j])
 				s += e * e
 			}
@@ -335,19 +332,19 @@ func rowDistances(m *matrix, labels []int32, cent []float32) []float64 {
 }
 
 // sumSquares is the sum of the squared norms of the rows (float64).
-func sumSquares(m *matrix) float64 {
+func sumSquares(m *matrix.Matrix) float64 {
 	part := make([]float64, sumChunks)
-	parallelChunks(m.n, sumChunks, func(c, lo, hi int) {
+	matrix.ParallelChunks(m.N, sumChunks, func(c, lo, hi int) {
 		for i := lo; i < hi; i++ {
-			part[c] += norm2(m.row(i))
+			part[c] += matrix.Norm2(m.Row(i))
 		}
 	})
-	return sum64(part)
+	return matrix.Sum64(part)
 }
 
 // inertia is the exact sum of rowDistances, summed in row order.
-func inertia(m *matrix, labels []int32, cent []float32) float64 {
-	return sum64(rowDistances(m, labels, cent))
+func inertia(m *matrix.Matrix, labels []int32, cent []float32) float64 {
+	return matrix.Sum64(rowDistances(m, labels, cent))
 }
 
 // relocateEmpty re-seeds the clusters with no rows as scikit-learn does
@@ -369,7 +366,7 @@ func relocateEmpty(s *clusterSums, labels []int32, cent []float32) int {
 		return 0
 	}
 	dist := rowDistances(s.m, labels, cent)
-	order := make([]int, s.m.n)
+	order := make([]int, s.m.N)
 	for i := range order {
 		order[i] = i
 	}
@@ -389,8 +386,8 @@ func relocateEmpty(s *clusterSums, labels []int32, cent []float32) int {
 }
 
 // lloyd runs Lloyd iterations from the centroids init (not modified).
-func lloyd(m *matrix, init []float32, o KMeansOptions, tol float64, restart int) (*KMeansResult, error) {
-	k, d := o.K, m.d
+func lloyd(m *matrix.Matrix, init []float32, o KMeansOptions, tol float64, restart int) (*KMeansResult, error) {
+	k, d := o.K, m.D
 	a, err := newAssigner(o.Backend, m, k)
 	if err != nil {
 		return nil, err
@@ -398,7 +395,7 @@ func lloyd(m *matrix, init []float32, o KMeansOptions, tol float64, restart int)
 	defer a.close()
 	cent := slices.Clone(init)
 	next := make([]float32, k*d)
-	labels := make([]int32, m.n)
+	labels := make([]int32, m.N)
 	for i := range labels {
 		labels[i] = -1 // as scikit-learn: the first iteration never counts as converged
 	}
@@ -425,7 +422,7 @@ func lloyd(m *matrix, init []float32, o KMeansOptions, tol float64, restart int)
 			}
 		}
 		if o.Spherical {
-			normalizeRows(next, d)
+			matrix.NormalizeRows(next, d)
 		}
 		var shift float64
 		for f := range next {
@@ -457,29 +454,15 @@ func lloyd(m *matrix, init []float32, o KMeansOptions, tol float64, restart int)
 }
 
 // finish fills the result's labels, sizes, centroids and exact inertia.
-func finish(m *matrix, res *KMeansResult, labels []int32, cent []float32, k int) *KMeansResult {
+func finish(m *matrix.Matrix, res *KMeansResult, labels []int32, cent []float32, k int) *KMeansResult {
 	res.Labels = labels
 	res.Sizes = make([]int, k)
 	for _, l := range labels {
 		res.Sizes[l]++
 	}
 	res.Inertia = inertia(m, labels, cent)
-	res.Centroids, _ = tensor.FromF32(cent, k, m.d)
+	res.Centroids, _ = tensor.FromF32(cent, k, m.D)
 	return res
-}
-
-// normalizeRows scales each row of v ([*, d]) to unit length; zero rows
-// stay zero.
-func normalizeRows(v []float32, d int) {
-	for i := 0; i+d <= len(v); i += d {
-		r := v[i : i+d]
-		if s := norm2(r); s > 0 {
-			inv := 1 / math.Sqrt(s)
-			for j := range r {
-				r[j] = float32(float64(r[j]) * inv)
-			}
-		}
-	}
 }
 
 // Assign returns the nearest centroid of every row of x (ties to the lowest
@@ -487,33 +470,33 @@ func normalizeRows(v []float32, d int) {
 // with the d of x. With spherical set, rows of x are L2-normalised first
 // (the centroids are taken as given).
 func Assign(x, centroids *tensor.Tensor, spherical bool, b tensor.Backend) ([]int32, []float64, error) {
-	m, err := checkMatrix("assign", x)
+	m, err := check("assign", x)
 	if err != nil {
 		return nil, nil, err
 	}
-	c, err := checkMatrix("assign centroids", centroids)
+	c, err := check("assign centroids", centroids)
 	if err != nil {
 		return nil, nil, err
 	}
-	if c.d != m.d {
-		return nil, nil, fmt.Errorf("sampling: assign: rows have dimension %d, centroids %d", m.d, c.d)
+	if c.D != m.D {
+		return nil, nil, fmt.Errorf("cluster: assign: rows have dimension %d, centroids %d", m.D, c.D)
 	}
 	if spherical {
-		if m, err = m.normalized("assign"); err != nil {
-			return nil, nil, err
+		if m, err = m.Normalized("assign"); err != nil {
+			return nil, nil, fmt.Errorf("cluster: %w", err)
 		}
 	}
 	if b == nil {
 		b = tensor.NewCPU()
 	}
-	a, err := newAssigner(b, m, c.n)
+	a, err := newAssigner(b, m, c.N)
 	if err != nil {
 		return nil, nil, err
 	}
 	defer a.close()
-	labels := make([]int32, m.n)
-	if _, err := a.assign(c.v, labels); err != nil {
+	labels := make([]int32, m.N)
+	if _, err := a.assign(c.V, labels); err != nil {
 		return nil, nil, err
 	}
-	return labels, rowDistances(m, labels, c.v), nil
+	return labels, rowDistances(m, labels, c.V), nil
 }

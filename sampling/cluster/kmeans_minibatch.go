@@ -1,17 +1,18 @@
-package sampling
+package cluster
 
 import (
 	"fmt"
+	"github.com/compassml/compass/sampling/internal/matrix"
 	"math"
 	"slices"
 )
 
 // miniBatch runs mini-batch k-means (see MiniBatchOptions) and returns the
 // clustering of all rows under its final centroids.
-func miniBatch(m *matrix, o KMeansOptions, init []float32) (*KMeansResult, error) {
+func miniBatch(m *matrix.Matrix, o KMeansOptions, init []float32) (*KMeansResult, error) {
 	mb := *o.MiniBatch
 	if mb.BatchSize < 0 {
-		return nil, fmt.Errorf("sampling: kmeans: negative mini-batch size %d", mb.BatchSize)
+		return nil, fmt.Errorf("cluster: kmeans: negative mini-batch size %d", mb.BatchSize)
 	}
 	if mb.BatchSize == 0 {
 		mb.BatchSize = 1024
@@ -25,26 +26,26 @@ func miniBatch(m *matrix, o KMeansOptions, init []float32) (*KMeansResult, error
 	if o.MaxIter == 0 {
 		o.MaxIter = 100
 	}
-	k, d := o.K, m.d
-	batch := min(mb.BatchSize, m.n)
-	rng := newRand(o.Seed, 0)
+	k, d := o.K, m.D
+	batch := min(mb.BatchSize, m.N)
+	rng := matrix.NewRand(o.Seed, 0)
 
 	// Seeding: NInit k-means++ runs on random rows, judged on another sample.
 	cent := init
 	if cent == nil {
-		initSize := min(m.n, max(3*batch, 3*k))
-		valid := m.gather(randomRows(m.n, initSize, rng))
+		initSize := min(m.N, max(3*batch, 3*k))
+		valid := m.Gather(randomRows(m.N, initSize, rng))
 		best := math.Inf(1)
 		for r := 0; r < o.NInit; r++ {
-			sample := m.gather(randomRows(m.n, initSize, rng))
-			c, err := seedPlusPlus(sample, k, sample.n, rng, o.Backend)
+			sample := m.Gather(randomRows(m.N, initSize, rng))
+			c, err := seedPlusPlus(sample, k, sample.N, rng, o.Backend)
 			if err != nil {
 				return nil, err
 			}
 			if o.Spherical {
-				normalizeRows(c, d)
+				matrix.NormalizeRows(c, d)
 			}
-			labels := make([]int32, valid.n)
+			labels := make([]int32, valid.N)
 			a, err := newAssigner(o.Backend, valid, k)
 			if err != nil {
 				return nil, err
@@ -62,8 +63,8 @@ func miniBatch(m *matrix, o KMeansOptions, init []float32) (*KMeansResult, error
 	cent = slices.Clone(cent)
 
 	weights := make([]float64, k) // rows each centre has received
-	steps := max(1, o.MaxIter*m.n/batch)
-	alpha := min(1, 2*float64(batch)/float64(m.n+1))
+	steps := max(1, o.MaxIter*m.N/batch)
+	alpha := min(1, 2*float64(batch)/float64(m.N+1))
 	ewa, ewaMin := 0.0, math.Inf(1)
 	noImprovement, sinceReassign := 0, 0
 	res := &KMeansResult{}
@@ -71,8 +72,8 @@ func miniBatch(m *matrix, o KMeansOptions, init []float32) (*KMeansResult, error
 	var sums *clusterSums // reused across steps
 
 	for step := 0; step < steps; step++ {
-		rows := randomRows(m.n, batch, rng)
-		xb := m.gather(rows)
+		rows := randomRows(m.N, batch, rng)
+		xb := m.Gather(rows)
 		a, err := newAssigner(o.Backend, xb, k)
 		if err != nil {
 			return nil, err
@@ -105,7 +106,7 @@ func miniBatch(m *matrix, o KMeansOptions, init []float32) (*KMeansResult, error
 			weights[j] = w
 		}
 		if o.Spherical {
-			normalizeRows(cent, d)
+			matrix.NormalizeRows(cent, d)
 		}
 
 		sinceReassign += batch
@@ -144,7 +145,7 @@ func miniBatch(m *matrix, o KMeansOptions, init []float32) (*KMeansResult, error
 		return nil, err
 	}
 	defer a.close()
-	all := make([]int32, m.n)
+	all := make([]int32, m.N)
 	if _, err := a.assign(cent, all); err != nil {
 		return nil, err
 	}
@@ -165,7 +166,7 @@ func randomRows(n, s int, rng interface{ IntN(int) int }) []int {
 // the batch, the least-fed centres first), and gives them the smallest
 // count among the centres that stay, so that they are not moved again at
 // once (scikit-learn's _mini_batch_step). It returns how many it moved.
-func reassign(xb *matrix, cent []float32, weights []float64, ratio float64, rng interface {
+func reassign(xb *matrix.Matrix, cent []float32, weights []float64, ratio float64, rng interface {
 	IntN(int) int
 	Perm(int) []int
 }) int {
@@ -176,7 +177,7 @@ func reassign(xb *matrix, cent []float32, weights []float64, ratio float64, rng 
 			move = append(move, j)
 		}
 	}
-	if maxMove := xb.n / 2; len(move) > maxMove {
+	if maxMove := xb.N / 2; len(move) > maxMove {
 		slices.SortStableFunc(move, func(a, b int) int {
 			switch {
 			case weights[a] < weights[b]:
@@ -201,10 +202,10 @@ func reassign(xb *matrix, cent []float32, weights []float64, ratio float64, rng 
 	if math.IsInf(floor, 1) {
 		floor = 0
 	}
-	rows := rng.Perm(xb.n)[:len(move)]
-	d := xb.d
+	rows := rng.Perm(xb.N)[:len(move)]
+	d := xb.D
 	for i, j := range move {
-		copy(cent[j*d:(j+1)*d], xb.row(rows[i]))
+		copy(cent[j*d:(j+1)*d], xb.Row(rows[i]))
 		weights[j] = floor
 	}
 	return len(move)

@@ -1,10 +1,13 @@
-package sampling
+package cluster
 
 import (
 	"fmt"
 	"io"
 	"math"
+	"strconv"
+	"strings"
 
+	"github.com/compassml/compass/sampling/internal/matrix"
 	"github.com/compassml/compass/tensor"
 )
 
@@ -32,20 +35,20 @@ type SilhouetteOptions struct {
 // (scikit-learn's definition). It needs at least 2 clusters and fewer
 // clusters than rows, among the sampled rows.
 func Silhouette(x *tensor.Tensor, labels []int32, o SilhouetteOptions) (float64, error) {
-	m, err := checkMatrix("silhouette", x)
+	m, err := check("silhouette", x)
 	if err != nil {
 		return 0, err
 	}
 	return silhouette(m, labels, o)
 }
 
-func silhouette(m *matrix, labels []int32, o SilhouetteOptions) (float64, error) {
-	if len(labels) != m.n {
-		return 0, fmt.Errorf("sampling: silhouette: %d labels for %d rows", len(labels), m.n)
+func silhouette(m *matrix.Matrix, labels []int32, o SilhouetteOptions) (float64, error) {
+	if len(labels) != m.N {
+		return 0, fmt.Errorf("cluster: silhouette: %d labels for %d rows", len(labels), m.N)
 	}
 	for i, l := range labels {
 		if l < 0 {
-			return 0, fmt.Errorf("sampling: silhouette: row %d has negative label %d", i, l)
+			return 0, fmt.Errorf("cluster: silhouette: row %d has negative label %d", i, l)
 		}
 	}
 	if o.Backend == nil {
@@ -56,9 +59,9 @@ func silhouette(m *matrix, labels []int32, o SilhouetteOptions) (float64, error)
 	case size == 0:
 		size = 10000
 	case size < 0:
-		size = m.n
+		size = m.N
 	}
-	rows := sampleRows(m.n, size, newRand(o.Seed, 1))
+	rows := sampleRows(m.N, size, matrix.NewRand(o.Seed, 1))
 	// Compact the labels of the sample to 0..L-1, and order the sampled rows
 	// by cluster, so that each row's distances to a cluster are one
 	// contiguous run of the distance block (summed without a scatter).
@@ -70,7 +73,7 @@ func silhouette(m *matrix, labels []int32, o SilhouetteOptions) (float64, error)
 	}
 	nl := len(ids)
 	if nl < 2 || nl > len(rows)-1 {
-		return 0, fmt.Errorf("sampling: silhouette: %d clusters among %d rows; need 2 to %d", nl, len(rows), len(rows)-1)
+		return 0, fmt.Errorf("cluster: silhouette: %d clusters among %d rows; need 2 to %d", nl, len(rows), len(rows)-1)
 	}
 	sizes := make([]int, nl)
 	for _, r := range rows {
@@ -87,26 +90,26 @@ func silhouette(m *matrix, labels []int32, o SilhouetteOptions) (float64, error)
 		sorted[fill[c]], ls[fill[c]] = r, c
 		fill[c]++
 	}
-	xs := m.gather(sorted)
+	xs := m.Gather(sorted)
 
 	// Distances come from one GEMM per block of rows: cosine on unit rows,
 	// euclidean on rows centred on their mean, which keeps the float32
 	// cancellation in ||a||^2 + ||b||^2 - 2 a.b small.
 	if o.Cosine {
-		normalizeRows(xs.v, xs.d)
+		matrix.NormalizeRows(xs.V, xs.D)
 	} else {
 		centre(xs)
 	}
-	norms := make([]float32, xs.n)
+	norms := make([]float32, xs.N)
 	for i := range norms {
-		norms[i] = float32(norm2(xs.row(i)))
+		norms[i] = float32(matrix.Norm2(xs.Row(i)))
 	}
-	block := max(1, min(xs.n, blockBytes/4/xs.n))
-	out := tensor.New(tensor.F32, block, xs.n)
-	scores := make([]float64, xs.n)
-	for lo := 0; lo < xs.n; lo += block {
-		hi := min(lo+block, xs.n)
-		xb, err := xs.t.Slice(lo, hi)
+	block := max(1, min(xs.N, matrix.BlockBytes/4/xs.N))
+	out := tensor.New(tensor.F32, block, xs.N)
+	scores := make([]float64, xs.N)
+	for lo := 0; lo < xs.N; lo += block {
+		hi := min(lo+block, xs.N)
+		xb, err := xs.T.Slice(lo, hi)
 		if err != nil {
 			return 0, err
 		}
@@ -114,15 +117,15 @@ func silhouette(m *matrix, labels []int32, o SilhouetteOptions) (float64, error)
 		if err != nil {
 			return 0, err
 		}
-		if err := matmulHost(o.Backend, ob, xb, xs.t, 1); err != nil {
-			return 0, fmt.Errorf("sampling: silhouette distances: %w", err)
+		if err := matrix.MatMulHost(o.Backend, ob, xb, xs.T, 1); err != nil {
+			return 0, fmt.Errorf("cluster: silhouette distances: %w", err)
 		}
 		dots := ob.F32()
-		parallelChunks(hi-lo, workers(hi-lo), func(_, r0, r1 int) {
+		matrix.ParallelChunks(hi-lo, matrix.Workers(hi-lo), func(_, r0, r1 int) {
 			acc := make([]float64, nl)
 			for r := r0; r < r1; r++ {
 				i := lo + r
-				row := dots[r*xs.n : (r+1)*xs.n]
+				row := dots[r*xs.N : (r+1)*xs.N]
 				for c := range nl {
 					seg := row[starts[c]:starts[c+1]]
 					if o.Cosine {
@@ -142,7 +145,7 @@ func silhouette(m *matrix, labels []int32, o SilhouetteOptions) (float64, error)
 			}
 		})
 	}
-	return sum64(scores) / float64(xs.n), nil
+	return matrix.Sum64(scores) / float64(xs.N), nil
 }
 
 // euclideanSum returns the sum of sqrt(ni + norms[j] - 2 dots[j]) over j
@@ -196,17 +199,17 @@ func silhouetteOf(acc []float64, sizes []int, own int) float64 {
 }
 
 // centre subtracts the column means from the rows of m.
-func centre(m *matrix) {
-	mean := make([]float64, m.d)
-	for i := 0; i < m.n; i++ {
-		for j, v := range m.row(i) {
+func centre(m *matrix.Matrix) {
+	mean := make([]float64, m.D)
+	for i := 0; i < m.N; i++ {
+		for j, v := range m.Row(i) {
 			mean[j] += float64(v)
 		}
 	}
-	for i := 0; i < m.n; i++ {
-		r := m.row(i)
+	for i := 0; i < m.N; i++ {
+		r := m.Row(i)
 		for j := range r {
-			r[j] = float32(float64(r[j]) - mean[j]/float64(m.n))
+			r[j] = float32(float64(r[j]) - mean[j]/float64(m.N))
 		}
 	}
 }
@@ -221,7 +224,7 @@ type KScore struct {
 // KRange lists lo, lo+step, ... up to hi inclusive.
 func KRange(lo, hi, step int) ([]int, error) {
 	if lo < 2 || hi < lo || step < 1 {
-		return nil, fmt.Errorf("sampling: K range %d:%d step %d: need 2 <= lo <= hi and step >= 1", lo, hi, step)
+		return nil, fmt.Errorf("cluster: K range %d:%d step %d: need 2 <= lo <= hi and step >= 1", lo, hi, step)
 	}
 	var ks []int
 	for k := lo; k <= hi; k += step {
@@ -230,26 +233,44 @@ func KRange(lo, hi, step int) ([]int, error) {
 	return ks, nil
 }
 
+// ParseKRange reads "LO:HI" or "LO:HI:STEP" (STEP 10 when left out) and
+// returns KRange(LO, HI, STEP).
+func ParseKRange(s string) ([]int, error) {
+	parts := strings.Split(s, ":")
+	if len(parts) < 2 || len(parts) > 3 {
+		return nil, fmt.Errorf("cluster: K range %q: want LO:HI or LO:HI:STEP", s)
+	}
+	v := []int{0, 0, 10}
+	for i, p := range parts {
+		n, err := strconv.Atoi(strings.TrimSpace(p))
+		if err != nil {
+			return nil, fmt.Errorf("cluster: K range %q: %q is not a number", s, p)
+		}
+		v[i] = n
+	}
+	return KRange(v[0], v[1], v[2])
+}
+
 // ChooseK runs KMeans for every K in ks (o.K is ignored) and keeps the
 // clustering with the highest silhouette (the smallest K on ties). Every K
 // is scored on the same sample of rows (so.Seed). It returns the kept
 // clustering and the score of every K, in the order of ks.
 func ChooseK(x *tensor.Tensor, ks []int, o KMeansOptions, so SilhouetteOptions) (*KMeansResult, []KScore, error) {
-	m, err := checkMatrix("choose K", x)
+	m, err := check("choose K", x)
 	if err != nil {
 		return nil, nil, err
 	}
 	return chooseK(m, ks, o, so)
 }
 
-func chooseK(m *matrix, ks []int, o KMeansOptions, so SilhouetteOptions) (*KMeansResult, []KScore, error) {
+func chooseK(m *matrix.Matrix, ks []int, o KMeansOptions, so SilhouetteOptions) (*KMeansResult, []KScore, error) {
 	if len(ks) == 0 {
-		return nil, nil, fmt.Errorf("sampling: choose K: no K to try")
+		return nil, nil, fmt.Errorf("cluster: choose K: no K to try")
 	}
 	if o.Spherical {
 		var err error
-		if m, err = m.normalized("choose K"); err != nil {
-			return nil, nil, err
+		if m, err = m.Normalized("choose K"); err != nil {
+			return nil, nil, fmt.Errorf("cluster: %w", err)
 		}
 	}
 	progress := o.Progress

@@ -1,4 +1,4 @@
-package sampling
+package embed
 
 import (
 	"bytes"
@@ -242,14 +242,14 @@ func TestModelSignature(t *testing.T) {
 }
 
 func TestEmbedProgress(t *testing.T) {
-	if NewEmbedProgress(nil, nil) != nil {
+	if NewProgress(nil, nil) != nil {
 		t.Fatal("a progress line on no writer")
 	}
-	var nilProgress *EmbedProgress
+	var nilProgress *Progress
 	nilProgress.addEmbedded(1, 2) // a nil progress draws nothing and does not panic
 	nilProgress.Finish()
 	var buf bytes.Buffer
-	p := NewEmbedProgress(&buf, func() float64 { return 0.5 })
+	p := NewProgress(&buf, func() float64 { return 0.5 })
 	p.addEmbedded(1200, 83210)
 	p.addCached(3)
 	p.setRecords(1203)

@@ -1,4 +1,4 @@
-package sampling
+package drift
 
 import (
 	"math"
@@ -74,9 +74,9 @@ const (
 	driftShift  = 0.3
 )
 
-func driftReference(t *testing.T, g mixture) *DriftReference {
+func driftReference(t *testing.T, g mixture) *Reference {
 	t.Helper()
-	ref, err := NewDriftReference(g.rows(4000, uniform(driftK), 0), g.centroids(driftK), false, 0)
+	ref, err := NewReference(g.rows(4000, uniform(driftK), 0), g.centroids(driftK), false, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +90,7 @@ func driftReference(t *testing.T, g mixture) *DriftReference {
 func TestDriftFalseAlarmRate(t *testing.T) {
 	g := mixture{d: driftDim, rng: rand.New(rand.NewPCG(1, 2))}
 	ref := driftReference(t, g)
-	mon, err := NewDriftMonitor(ref, DriftOptions{})
+	mon, err := NewMonitor(ref, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,7 +138,7 @@ func TestDriftPlantedShiftDetected(t *testing.T) {
 	const trials, within = 50, 3
 	worst := 0
 	for trial := range trials {
-		mon, err := NewDriftMonitor(ref, DriftOptions{})
+		mon, err := NewMonitor(ref, Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -169,7 +169,7 @@ func TestDriftPlantedShiftDetected(t *testing.T) {
 func TestDriftOneNoisyWindow(t *testing.T) {
 	g := mixture{d: driftDim, rng: rand.New(rand.NewPCG(5, 6))}
 	ref := driftReference(t, g)
-	mon, err := NewDriftMonitor(ref, DriftOptions{})
+	mon, err := NewMonitor(ref, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,7 +192,7 @@ func TestDriftOneNoisyWindow(t *testing.T) {
 func TestDriftNewRegion(t *testing.T) {
 	g := mixture{d: driftDim, rng: rand.New(rand.NewPCG(7, 8))}
 	ref := driftReference(t, g)
-	w, err := ref.Compare(g.rows(2000, uniform(driftK), 0.2), DriftOptions{})
+	w, err := ref.Compare(g.rows(2000, uniform(driftK), 0.2), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -233,25 +233,25 @@ func TestJSDivergenceAndChiSquare(t *testing.T) {
 func TestDriftBadInput(t *testing.T) {
 	g := mixture{d: driftDim, rng: rand.New(rand.NewPCG(9, 10))}
 	ref := driftReference(t, g)
-	if _, err := ref.Compare(tensor.New(tensor.F32, 3, driftDim+1), DriftOptions{}); err == nil {
+	if _, err := ref.Compare(tensor.New(tensor.F32, 3, driftDim+1), Options{}); err == nil {
 		t.Error("window of the wrong dimension: no error")
 	}
 	nan := g.rows(3, uniform(driftK), 0)
 	nan.F32()[4] = float32(math.NaN())
-	if _, err := ref.Compare(nan, DriftOptions{}); err == nil {
+	if _, err := ref.Compare(nan, Options{}); err == nil {
 		t.Error("window with NaN: no error")
 	}
-	for _, o := range []DriftOptions{{Threshold: 2}, {K: 3, M: 2}, {Quantile: 1.5}, {Alpha: 1}} {
-		if _, err := NewDriftMonitor(ref, o); err == nil {
+	for _, o := range []Options{{Threshold: 2}, {K: 3, M: 2}, {Quantile: 1.5}, {Alpha: 1}} {
+		if _, err := NewMonitor(ref, o); err == nil {
 			t.Errorf("options %+v: no error", o)
 		}
 	}
 	bad := *ref
 	bad.Centroids = bad.Centroids[1:]
-	if _, err := NewDriftMonitor(&bad, DriftOptions{}); err == nil {
+	if _, err := NewMonitor(&bad, Options{}); err == nil {
 		t.Error("reference with a short centroid list: no error")
 	}
-	if _, err := NewDriftMonitor(nil, DriftOptions{}); err == nil {
+	if _, err := NewMonitor(nil, Options{}); err == nil {
 		t.Error("nil reference: no error")
 	}
 }

@@ -1,15 +1,14 @@
-package sampling
+package cluster
 
 import (
 	"fmt"
 	"io"
 	"math"
 	"math/rand/v2"
-	"runtime"
 	"slices"
-	"sync"
 	"time"
 
+	"github.com/compassml/compass/sampling/internal/matrix"
 	"github.com/compassml/compass/tensor"
 )
 
@@ -114,128 +113,30 @@ type KMeansResult struct {
 // have the same length.
 func NewMatrix(rows [][]float32) (*tensor.Tensor, error) {
 	if len(rows) == 0 {
-		return nil, fmt.Errorf("sampling: empty input: no rows")
+		return nil, fmt.Errorf("cluster: empty input: no rows")
 	}
 	d := len(rows[0])
 	if d == 0 {
-		return nil, fmt.Errorf("sampling: empty input: row 0 has no values")
+		return nil, fmt.Errorf("cluster: empty input: row 0 has no values")
 	}
 	t := tensor.New(tensor.F32, len(rows), d)
 	v := t.F32()
 	for i, r := range rows {
 		if len(r) != d {
-			return nil, fmt.Errorf("sampling: row %d has %d values, row 0 has %d", i, len(r), d)
+			return nil, fmt.Errorf("cluster: row %d has %d values, row 0 has %d", i, len(r), d)
 		}
 		copy(v[i*d:], r)
 	}
 	return t, nil
 }
 
-// matrix is validated input: a host F32 [n, d] tensor of finite values.
-type matrix struct {
-	t    *tensor.Tensor
-	v    []float32
-	n, d int
-}
-
-// checkMatrix validates x and returns it as F32 (BF16 and F16 are widened
-// into a copy). what names the input in errors.
-func checkMatrix(what string, x *tensor.Tensor) (*matrix, error) {
-	if x == nil {
-		return nil, fmt.Errorf("sampling: %s: empty input: no tensor", what)
-	}
-	if !x.OnHost() {
-		return nil, fmt.Errorf("sampling: %s: %v is on a device; pass host memory", what, x)
-	}
-	if x.Rank() != 2 {
-		return nil, fmt.Errorf("sampling: %s: want a [rows, dim] matrix, got %v", what, x)
-	}
-	n, d := x.Dim(0), x.Dim(1)
-	if n == 0 {
-		return nil, fmt.Errorf("sampling: %s: empty input: %v has no rows", what, x)
-	}
-	if d == 0 {
-		return nil, fmt.Errorf("sampling: %s: empty input: %v has no columns", what, x)
-	}
-	switch x.DType() {
-	case tensor.F32:
-	case tensor.BF16, tensor.F16:
-		f := tensor.New(tensor.F32, n, d)
-		if err := tensor.NewCPU().Copy(f, x); err != nil {
-			return nil, fmt.Errorf("sampling: %s: %w", what, err)
-		}
-		x = f
-	default:
-		return nil, fmt.Errorf("sampling: %s: %v is not a floating-point tensor", what, x)
-	}
-	m := &matrix{t: x, v: x.F32(), n: n, d: d}
-	if bad := firstNonFinite(m); bad >= 0 {
-		row, col := bad/d, bad%d
-		return nil, fmt.Errorf("sampling: %s: row %d, column %d is %v (NaN or Inf are not allowed)", what, row, col, m.v[bad])
+// check validates x, naming it what in errors.
+func check(what string, x *tensor.Tensor) (*matrix.Matrix, error) {
+	m, err := matrix.Check(what, x)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: %w", err)
 	}
 	return m, nil
-}
-
-// firstNonFinite returns the index of the first NaN or Inf value, or -1.
-func firstNonFinite(m *matrix) int {
-	found := make([]int, workers(m.n))
-	parallelChunks(m.n, len(found), func(w, lo, hi int) {
-		found[w] = -1
-		for i, x := range m.v[lo*m.d : hi*m.d] {
-			if x-x != 0 { // NaN - NaN and Inf - Inf are NaN; finite x - x is 0
-				found[w] = lo*m.d + i
-				return
-			}
-		}
-	})
-	for _, f := range found {
-		if f >= 0 {
-			return f // chunks are in row order, so the first hit is the lowest
-		}
-	}
-	return -1
-}
-
-// row returns row i.
-func (m *matrix) row(i int) []float32 { return m.v[i*m.d : (i+1)*m.d] }
-
-// normalized returns m with unit rows for spherical k-means: m itself when
-// every row already has norm 1 (within 1e-3), else a normalised copy. A zero
-// row has no direction and is an error naming it.
-func (m *matrix) normalized(what string) (*matrix, error) {
-	unit := true
-	for i := 0; i < m.n; i++ {
-		s := norm2(m.row(i))
-		if s == 0 {
-			return nil, fmt.Errorf("sampling: %s: row %d is all zeros and has no direction for spherical k-means", what, i)
-		}
-		if math.Abs(math.Sqrt(s)-1) > 1e-3 {
-			unit = false
-		}
-	}
-	if unit {
-		return m, nil
-	}
-	t := tensor.New(tensor.F32, m.n, m.d)
-	c := &matrix{t: t, v: t.F32(), n: m.n, d: m.d}
-	parallelChunks(m.n, workers(m.n), func(_, lo, hi int) {
-		for i := lo; i < hi; i++ {
-			src, dst := m.row(i), c.row(i)
-			inv := 1 / math.Sqrt(norm2(src))
-			for j, x := range src {
-				dst[j] = float32(float64(x) * inv)
-			}
-		}
-	})
-	return c, nil
-}
-
-func norm2(x []float32) float64 {
-	var s float64
-	for _, v := range x {
-		s += float64(v) * float64(v)
-	}
-	return s
 }
 
 // KMeans clusters the rows of x (F32 [N, d]; BF16 and F16 are widened) into
@@ -259,22 +160,22 @@ func norm2(x []float32) float64 {
 // stopped on the tolerance or MaxIter is re-assigned to its final
 // centroids. The restart with the lowest inertia wins (the first on ties).
 func KMeans(x *tensor.Tensor, o KMeansOptions) (*KMeansResult, error) {
-	m, err := checkMatrix("kmeans", x)
+	m, err := check("kmeans", x)
 	if err != nil {
 		return nil, err
 	}
 	return kmeansMatrix(m, o)
 }
 
-func kmeansMatrix(m *matrix, o KMeansOptions) (*KMeansResult, error) {
+func kmeansMatrix(m *matrix.Matrix, o KMeansOptions) (*KMeansResult, error) {
 	if o.K < 1 {
-		return nil, fmt.Errorf("sampling: kmeans: K = %d; need at least 1 cluster", o.K)
+		return nil, fmt.Errorf("cluster: kmeans: K = %d; need at least 1 cluster", o.K)
 	}
-	if o.K > m.n {
-		return nil, fmt.Errorf("sampling: kmeans: K = %d is more than the %d rows", o.K, m.n)
+	if o.K > m.N {
+		return nil, fmt.Errorf("cluster: kmeans: K = %d is more than the %d rows", o.K, m.N)
 	}
 	if o.NInit < 0 || o.MaxIter < 0 || o.Tol < 0 || math.IsNaN(o.Tol) {
-		return nil, fmt.Errorf("sampling: kmeans: negative NInit, MaxIter or Tol (%d, %d, %v)", o.NInit, o.MaxIter, o.Tol)
+		return nil, fmt.Errorf("cluster: kmeans: negative NInit, MaxIter or Tol (%d, %d, %v)", o.NInit, o.MaxIter, o.Tol)
 	}
 	if o.NInit == 0 {
 		o.NInit = 1
@@ -288,24 +189,24 @@ func kmeansMatrix(m *matrix, o KMeansOptions) (*KMeansResult, error) {
 	var init []float32
 	if o.Init != nil {
 		if o.NInit != 1 {
-			return nil, fmt.Errorf("sampling: kmeans: NInit = %d with explicit initial centroids; use 1", o.NInit)
+			return nil, fmt.Errorf("cluster: kmeans: NInit = %d with explicit initial centroids; use 1", o.NInit)
 		}
-		c, err := checkMatrix("kmeans initial centroids", o.Init)
+		c, err := check("kmeans initial centroids", o.Init)
 		if err != nil {
 			return nil, err
 		}
-		if c.n != o.K || c.d != m.d {
-			return nil, fmt.Errorf("sampling: kmeans: initial centroids are [%d %d], want [%d %d]", c.n, c.d, o.K, m.d)
+		if c.N != o.K || c.D != m.D {
+			return nil, fmt.Errorf("cluster: kmeans: initial centroids are [%d %d], want [%d %d]", c.N, c.D, o.K, m.D)
 		}
-		init = slices.Clone(c.v)
+		init = slices.Clone(c.V)
 	}
 	if o.Spherical {
 		var err error
-		if m, err = m.normalized("kmeans"); err != nil {
-			return nil, err
+		if m, err = m.Normalized("kmeans"); err != nil {
+			return nil, fmt.Errorf("cluster: %w", err)
 		}
 		if init != nil {
-			normalizeRows(init, m.d)
+			matrix.NormalizeRows(init, m.D)
 		}
 	}
 	if o.MiniBatch != nil {
@@ -321,12 +222,12 @@ func kmeansMatrix(m *matrix, o KMeansOptions) (*KMeansResult, error) {
 	var best *KMeansResult
 	var seeding, lloyds time.Duration
 	for r := 0; r < o.NInit; r++ {
-		rng := newRand(o.Seed, uint64(r))
+		rng := matrix.NewRand(o.Seed, uint64(r))
 		c := init
 		t0 := time.Now()
 		if c == nil {
 			var err error
-			if c, err = seedPlusPlus(m, o.K, seedSample(o, m.n), rng, o.Backend); err != nil {
+			if c, err = seedPlusPlus(m, o.K, seedSample(o, m.N), rng, o.Backend); err != nil {
 				return nil, err
 			}
 		}
@@ -345,11 +246,6 @@ func kmeansMatrix(m *matrix, o KMeansOptions) (*KMeansResult, error) {
 	return best, nil
 }
 
-// newRand is the random source of restart (or stream) r of a seed.
-func newRand(seed, r uint64) *rand.Rand {
-	return rand.New(rand.NewPCG(seed, 0x9e3779b97f4a7c15^r))
-}
-
 func seedSample(o KMeansOptions, n int) int {
 	s := o.SeedSample
 	switch {
@@ -363,24 +259,24 @@ func seedSample(o KMeansOptions, n int) int {
 
 // meanVariance is the mean over features of the per-feature variance,
 // scikit-learn's scale for the tolerance (two passes, float64).
-func meanVariance(m *matrix) float64 {
-	mean := make([]float64, m.d)
-	for i := 0; i < m.n; i++ {
-		for j, x := range m.row(i) {
+func meanVariance(m *matrix.Matrix) float64 {
+	mean := make([]float64, m.D)
+	for i := 0; i < m.N; i++ {
+		for j, x := range m.Row(i) {
 			mean[j] += float64(x)
 		}
 	}
 	for j := range mean {
-		mean[j] /= float64(m.n)
+		mean[j] /= float64(m.N)
 	}
 	var s float64
-	for i := 0; i < m.n; i++ {
-		for j, x := range m.row(i) {
+	for i := 0; i < m.N; i++ {
+		for j, x := range m.Row(i) {
 			e := float64(x) - mean[j]
 			s += e * e
 		}
 	}
-	return s / float64(m.n) / float64(m.d)
+	return s / float64(m.N) / float64(m.D)
 }
 
 // sampleRows returns s distinct row indices of n in increasing order (all
@@ -408,38 +304,28 @@ func sampleRows(n, s int, rng *rand.Rand) []int {
 	return idx
 }
 
-// gather copies the given rows of m into a new matrix.
-func (m *matrix) gather(rows []int) *matrix {
-	t := tensor.New(tensor.F32, len(rows), m.d)
-	g := &matrix{t: t, v: t.F32(), n: len(rows), d: m.d}
-	for i, r := range rows {
-		copy(g.row(i), m.row(r))
-	}
-	return g
-}
-
 // seedPlusPlus is scikit-learn's greedy k-means++ (_kmeans_plusplus), run on
 // a sample of sample rows of m, and returns K centroids ([K*d] row-major).
-func seedPlusPlus(m *matrix, k, sample int, rng *rand.Rand, b tensor.Backend) ([]float32, error) {
+func seedPlusPlus(m *matrix.Matrix, k, sample int, rng *rand.Rand, b tensor.Backend) ([]float32, error) {
 	xs := m
-	if sample < m.n {
-		xs = m.gather(sampleRows(m.n, sample, rng))
+	if sample < m.N {
+		xs = m.Gather(sampleRows(m.N, sample, rng))
 	}
-	n, d := xs.n, xs.d
+	n, d := xs.N, xs.D
 	trials := 2 + int(math.Log(float64(k)))
 	xnorm := make([]float64, n)
 	for i := range xnorm {
-		xnorm[i] = norm2(xs.row(i))
+		xnorm[i] = matrix.Norm2(xs.Row(i))
 	}
 	centers := make([]float32, k*d)
 	first := rng.IntN(n)
-	copy(centers, xs.row(first))
+	copy(centers, xs.Row(first))
 
 	closest := make([]float64, n)
-	if err := sqDistances(b, xs.row(first), 1, xs, xnorm, func(_ int, dist []float64) { copy(closest, dist) }); err != nil {
+	if err := sqDistances(b, xs.Row(first), 1, xs, xnorm, func(_ int, dist []float64) { copy(closest, dist) }); err != nil {
 		return nil, err
 	}
-	pot := sum64(closest)
+	pot := matrix.Sum64(closest)
 	cum := make([]float64, n)
 	cand := make([]int, trials)
 	candRows := make([]float32, trials*d)
@@ -458,7 +344,7 @@ func seedPlusPlus(m *matrix, k, sample int, rng *rand.Rand, b tensor.Backend) ([
 			r := rng.Float64() * pot
 			i, _ := slices.BinarySearch(cum, r) // numpy.searchsorted, side left
 			cand[t] = min(i, n-1)
-			copy(candRows[t*d:], xs.row(cand[t]))
+			copy(candRows[t*d:], xs.Row(cand[t]))
 		}
 		err := sqDistances(b, candRows, trials, xs, xnorm, func(t int, dist []float64) {
 			var p float64
@@ -480,7 +366,7 @@ func seedPlusPlus(m *matrix, k, sample int, rng *rand.Rand, b tensor.Backend) ([
 		}
 		pot = candPot[bestT]
 		copy(closest, candDist[bestT])
-		copy(centers[c*d:], xs.row(cand[bestT]))
+		copy(centers[c*d:], xs.Row(cand[bestT]))
 	}
 	return centers, nil
 }
@@ -488,118 +374,23 @@ func seedPlusPlus(m *matrix, k, sample int, rng *rand.Rand, b tensor.Backend) ([
 // sqDistances computes the squared distances of the rows of a ([rows*d]
 // row-major) to every row of xs, as ||a||^2 - 2 a.x + ||x||^2 with the
 // products from one GEMM, clamped at 0, and passes row r's distances to fn.
-func sqDistances(b tensor.Backend, a []float32, rows int, xs *matrix, xnorm []float64, fn func(r int, dist []float64)) error {
-	at, err := tensor.FromF32(a, rows, xs.d)
+func sqDistances(b tensor.Backend, a []float32, rows int, xs *matrix.Matrix, xnorm []float64, fn func(r int, dist []float64)) error {
+	at, err := tensor.FromF32(a, rows, xs.D)
 	if err != nil {
 		return err
 	}
-	out := tensor.New(tensor.F32, rows, xs.n)
-	if err := matmulHost(b, out, at, xs.t, -2); err != nil {
+	out := tensor.New(tensor.F32, rows, xs.N)
+	if err := matrix.MatMulHost(b, out, at, xs.T, -2); err != nil {
 		return err
 	}
 	prod := out.F32()
-	dist := make([]float64, xs.n)
+	dist := make([]float64, xs.N)
 	for r := 0; r < rows; r++ {
-		an := norm2(a[r*xs.d : (r+1)*xs.d])
+		an := matrix.Norm2(a[r*xs.D : (r+1)*xs.D])
 		for i := range dist {
-			dist[i] = max(0, an+float64(prod[r*xs.n+i])+xnorm[i])
+			dist[i] = max(0, an+float64(prod[r*xs.N+i])+xnorm[i])
 		}
 		fn(r, dist)
 	}
 	return nil
-}
-
-// matmulHost sets out = alpha a b^T for host tensors through the backend,
-// moving operands to the device and the result back where the backend is
-// not the CPU.
-func matmulHost(b tensor.Backend, out, a, bt *tensor.Tensor, alpha float32) error {
-	da, err := b.ToDevice(a)
-	if err != nil {
-		return err
-	}
-	db, err := b.ToDevice(bt)
-	if err != nil {
-		return err
-	}
-	dout := out
-	if !out.OnHost() || b.Name() != "cpu" {
-		if dout, err = b.Alloc(tensor.F32, out.Shape()...); err != nil {
-			return err
-		}
-		defer b.Free(dout)
-	}
-	if err := b.MatMul(dout, da, db, false, true, alpha, 0); err != nil {
-		return err
-	}
-	if dout != out {
-		h, err := b.ToHost(dout)
-		if err != nil {
-			return err
-		}
-		copy(out.F32(), h.F32())
-	}
-	if da != a {
-		b.Free(da)
-	}
-	if db != bt {
-		b.Free(db)
-	}
-	return nil
-}
-
-func sum64(x []float64) float64 {
-	var s float64
-	for _, v := range x {
-		s += v
-	}
-	return s
-}
-
-// workers is how many goroutines to use for n independent items.
-func workers(n int) int { return max(1, min(n, runtime.GOMAXPROCS(0))) }
-
-// parallelChunks splits [0, n) into parts contiguous chunks (in order) and
-// runs fn(part, lo, hi) for each on its own goroutine.
-func parallelChunks(n, parts int, fn func(part, lo, hi int)) {
-	if parts <= 1 || n < 2 {
-		fn(0, 0, n)
-		return
-	}
-	var wg sync.WaitGroup
-	for p := 0; p < parts; p++ {
-		lo, hi := p*n/parts, (p+1)*n/parts
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			fn(p, lo, hi)
-		}()
-	}
-	wg.Wait()
-}
-
-// parallelTasks runs fn(0..n-1) on up to GOMAXPROCS goroutines.
-func parallelTasks(n int, fn func(i int)) {
-	w := workers(n)
-	if w <= 1 {
-		for i := 0; i < n; i++ {
-			fn(i)
-		}
-		return
-	}
-	next := make(chan int, n)
-	for i := 0; i < n; i++ {
-		next <- i
-	}
-	close(next)
-	var wg sync.WaitGroup
-	for range w {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range next {
-				fn(i)
-			}
-		}()
-	}
-	wg.Wait()
 }

@@ -1,0 +1,171 @@
+package engine
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/compassml/compass/internal/atomicfile"
+	"github.com/compassml/compass/sampling/cluster"
+	"github.com/compassml/compass/sampling/embed"
+	"github.com/compassml/compass/tensor"
+)
+
+// ClusterOptions say what `compass cluster` runs: k-means over the rows of
+// one or more embedding files, K fixed or chosen by silhouette.
+type ClusterOptions struct {
+	// Inputs are embedding files (.npy, .safetensors, .parquet) whose rows
+	// are clustered together, in order (files without rows add none).
+	Inputs []string
+	// K is the number of clusters; 0 chooses K by silhouette among KRange.
+	K      int
+	KRange []int
+	// KMeans holds Spherical, Seed, MaxIter, NInit, Tol, MiniBatch and
+	// Progress; K and Backend are set by Cluster.
+	KMeans cluster.KMeansOptions
+	// SilhouetteSample is how many rows the silhouette is computed on: 0
+	// means 10,000, negative all. Its distance follows KMeans.Spherical
+	// and its sample KMeans.Seed.
+	SilhouetteSample int
+	Backend          tensor.Backend // nil: the CPU
+	// OutputDir receives assignments.jsonl, centroids.npy and clusters.json.
+	OutputDir string
+}
+
+// ClusterSummary is clusters.json.
+type ClusterSummary struct {
+	Inputs     []string         `json:"inputs"`
+	Rows       int              `json:"rows"`
+	Dim        int              `json:"dim"`
+	K          int              `json:"k"`
+	Spherical  bool             `json:"spherical"`
+	Seed       uint64           `json:"seed"`
+	Inertia    float64          `json:"inertia"`
+	Silhouette *float64         `json:"silhouette,omitempty"` // absent when it cannot be computed (K = 1, say)
+	Iterations int              `json:"iterations"`
+	Converged  bool             `json:"converged"`
+	Sizes      []int            `json:"sizes"`
+	KScores    []cluster.KScore `json:"k_scores,omitempty"` // every K tried, when K was chosen
+}
+
+// ClustersFile is the name of the summary in a Cluster output directory.
+const ClustersFile = "clusters.json"
+
+// Cluster clusters the rows of o.Inputs and writes the assignments, the
+// centroids and the summary into o.OutputDir, each atomically.
+func Cluster(o ClusterOptions) (*ClusterSummary, error) {
+	if o.OutputDir == "" {
+		return nil, fmt.Errorf("cluster: no output directory")
+	}
+	if len(o.Inputs) == 0 {
+		return nil, fmt.Errorf("cluster: no input embeddings")
+	}
+	x, rows, err := loadEmbeddingRows(o.Inputs)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: %w", err)
+	}
+	if x == nil {
+		return nil, fmt.Errorf("cluster: %v hold no rows", o.Inputs)
+	}
+	km := o.KMeans
+	km.K, km.Backend = o.K, o.Backend
+	so := cluster.SilhouetteOptions{Cosine: km.Spherical, SampleSize: o.SilhouetteSample, Seed: km.Seed, Backend: o.Backend}
+	sum := &ClusterSummary{Inputs: o.Inputs, Rows: x.Dim(0), Dim: x.Dim(1), Spherical: km.Spherical, Seed: km.Seed}
+	var res *cluster.KMeansResult
+	if o.K > 0 {
+		if res, err = cluster.KMeans(x, km); err != nil {
+			return nil, err
+		}
+		// A silhouette needs 2 <= K < rows; without it the rest stands.
+		if s, err := cluster.Silhouette(x, res.Labels, so); err == nil {
+			sum.Silhouette = &s
+		}
+	} else {
+		if res, sum.KScores, err = cluster.ChooseK(x, o.KRange, km, so); err != nil {
+			return nil, err
+		}
+		for _, s := range sum.KScores {
+			if s.K == len(res.Sizes) {
+				sum.Silhouette = &s.Silhouette
+			}
+		}
+	}
+	sum.K, sum.Inertia, sum.Iterations, sum.Converged, sum.Sizes = len(res.Sizes), res.Inertia, res.Iterations, res.Converged, res.Sizes
+	if err := writeClusters(o.OutputDir, rows, res, sum); err != nil {
+		return nil, fmt.Errorf("cluster: %w", err)
+	}
+	return sum, nil
+}
+
+// ReadClusterSummary reads the clusters.json of a Cluster output directory.
+func ReadClusterSummary(dir string) (*ClusterSummary, error) {
+	var sum ClusterSummary
+	if err := readJSONFile(filepath.Join(dir, ClustersFile), &sum); err != nil {
+		return nil, err
+	}
+	return &sum, nil
+}
+
+// loadEmbeddingRows stacks the vectors of embedding files, and their rows
+// where every file has them (else rows is nil). x is nil when the files
+// hold no rows at all.
+func loadEmbeddingRows(paths []string) (x *tensor.Tensor, rows []embed.Row, err error) {
+	var v []float32
+	n, d := 0, 0
+	haveRows := true
+	for _, p := range paths {
+		e, err := embed.Load(p, embed.LoadOptions{})
+		if err != nil {
+			return nil, nil, err
+		}
+		if e.Vectors.Dim(0) == 0 {
+			continue
+		}
+		if d != 0 && e.Vectors.Dim(1) != d {
+			return nil, nil, fmt.Errorf("%s has vectors of dimension %d, %s %d", p, e.Vectors.Dim(1), paths[0], d)
+		}
+		v = append(v, e.Vectors.F32()...)
+		n, d = n+e.Vectors.Dim(0), e.Vectors.Dim(1)
+		haveRows = haveRows && e.Rows != nil
+		rows = append(rows, e.Rows...)
+	}
+	if n == 0 {
+		return nil, nil, nil
+	}
+	if !haveRows {
+		rows = nil
+	}
+	x, err = tensor.FromF32(v, n, d)
+	return x, rows, err
+}
+
+// writeClusters writes the three output files, each atomically.
+func writeClusters(dir string, rows []embed.Row, res *cluster.KMeansResult, sum *ClusterSummary) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	for i, l := range res.Labels {
+		a := struct {
+			Row     int    `json:"row"`
+			ID      string `json:"id,omitempty"`
+			Cluster int32  `json:"cluster"`
+		}{Row: i, Cluster: l}
+		if rows != nil {
+			a.ID = rows[i].ID
+		}
+		if err := enc.Encode(a); err != nil {
+			return err
+		}
+	}
+	if err := atomicfile.WriteBytes(filepath.Join(dir, "assignments.jsonl"), buf.Bytes()); err != nil {
+		return err
+	}
+	if err := embed.WriteNPY(filepath.Join(dir, "centroids.npy"), res.Centroids); err != nil {
+		return err
+	}
+	return writeJSONFile(filepath.Join(dir, ClustersFile), sum)
+}

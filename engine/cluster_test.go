@@ -1,0 +1,133 @@
+package engine
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/compassml/compass/sampling/cluster"
+	"github.com/compassml/compass/sampling/embed"
+	"github.com/compassml/compass/sampling/selection"
+	"github.com/compassml/compass/tensor"
+)
+
+// writeTopics writes embeddings with one row per topic in topics (a
+// blob around axis topic) and their rows file, ids prefix0, prefix1...
+func writeTopics(t *testing.T, path, prefix, lang string, topics []int, rng *rand.Rand) {
+	t.Helper()
+	const d = 8
+	x := tensor.New(tensor.F32, len(topics), d)
+	rows := make([]embed.Row, len(topics))
+	for i, tp := range topics {
+		for j := 0; j < d; j++ {
+			x.F32()[i*d+j] = float32(rng.NormFloat64() * 0.3)
+		}
+		x.F32()[i*d+tp] += 5
+		rows[i] = embed.Row{ID: fmt.Sprintf("%s%d", prefix, i), Language: lang}
+	}
+	if err := embed.Save(path, &embed.Embeddings{Vectors: x, Rows: rows}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Cluster stacks its inputs in order, and Select with a Cluster output
+// directory clusters with the K chosen there and reports every K tried.
+func TestClusterThenSelect(t *testing.T) {
+	dir := t.TempDir()
+	rng := rand.New(rand.NewPCG(5, 6))
+	var usage, pool []int
+	for i := 0; i < 60; i++ {
+		usage = append(usage, i%2) // the target uses topics 0 and 1
+	}
+	for i := 0; i < 300; i++ {
+		pool = append(pool, i%4)
+	}
+	p := func(name string) string { return filepath.Join(dir, name) }
+	writeTopics(t, p("usage.safetensors"), "u", "sw", usage, rng)
+	writeTopics(t, p("pool.safetensors"), "p", "yo", pool, rng)
+	writeTopics(t, p("empty.safetensors"), "e", "sw", nil, rng)
+
+	out := p("clusters")
+	sum, err := Cluster(ClusterOptions{Inputs: []string{p("usage.safetensors"), p("empty.safetensors"), p("pool.safetensors")},
+		KRange: []int{2, 3, 4, 5}, KMeans: cluster.KMeansOptions{Seed: 1, NInit: 2, MaxIter: 100}, OutputDir: out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Rows != 360 || sum.K != 4 || len(sum.KScores) != 4 || sum.Silhouette == nil {
+		t.Errorf("summary %+v", sum)
+	}
+	lines := strings.Split(strings.TrimSpace(readTestFile(t, filepath.Join(out, "assignments.jsonl"))), "\n")
+	if len(lines) != 360 || !strings.HasPrefix(lines[0], `{"row":0,"id":"u0",`) || !strings.HasPrefix(lines[60], `{"row":60,"id":"p0",`) {
+		t.Errorf("%d assignments; line 1 %q, line 61 %q", len(lines), lines[0], lines[60])
+	}
+	if got, err := ReadClusterSummary(out); err != nil || got.K != sum.K || !slices.Equal(got.Sizes, sum.Sizes) {
+		t.Errorf("read back %+v, %v", got, err)
+	}
+
+	o := selection.DefaultOptions(40)
+	o.K, o.Seed = 2, 1 // overridden by the cluster directory's K = 4
+	sel, err := Select(SelectOptions{Method: "compass", Target: "sw", Usage: p("usage.safetensors"), Pool: p("pool.safetensors"),
+		Clusters: out, Options: o, Output: p("manifest.jsonl")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sel.Report.K != 4 || len(sel.Report.KScores) != 4 || len(sel.Picks) != 40 {
+		t.Errorf("K %d, %d K scores, %d picks", sel.Report.K, len(sel.Report.KScores), len(sel.Picks))
+	}
+	// The gap is where the target's usage is: topics 0 and 1.
+	for _, pk := range sel.Picks {
+		if tp := pool[pk.Row]; tp > 1 {
+			t.Errorf("picked pool row %d of topic %d", pk.Row, tp)
+			break
+		}
+	}
+	if got := readTestFile(t, p("manifest.jsonl")); strings.Count(got, "\n") != 40 {
+		t.Errorf("manifest of %d lines", strings.Count(got, "\n"))
+	}
+
+	// Inputs of different dimensions, and no rows at all, are errors.
+	x := tensor.New(tensor.F32, 3, 5)
+	if err := embed.Save(p("other.npy"), &embed.Embeddings{Vectors: x}); err != nil {
+		t.Fatal(err)
+	}
+	for _, inputs := range [][]string{{p("usage.safetensors"), p("other.npy")}, {p("empty.safetensors")}, nil} {
+		if _, err := Cluster(ClusterOptions{Inputs: inputs, K: 2, OutputDir: p("bad")}); err == nil {
+			t.Errorf("%v: no error", inputs)
+		}
+	}
+}
+
+// ReadPoolMeta reads string and numeric ids and names the bad line; a
+// blank line, which would shift every row after it, is an error.
+func TestReadPoolMeta(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "meta.jsonl")
+	os.WriteFile(path, []byte("{\"id\": \"a\", \"language\": \"sw\"}\n{\"id\": 7, \"language\": \"yo\"}\n"), 0o644)
+	items, err := ReadPoolMeta(path)
+	if err != nil || !slices.Equal(items, []selection.Item{{ID: "a", Language: "sw"}, {ID: "7", Language: "yo"}}) {
+		t.Errorf("items %v, %v", items, err)
+	}
+	for content, want := range map[string]string{
+		"{\"id\": \"a\", \"language\": \"sw\"}\n\n{\"id\": \"b\", \"language\": \"sw\"}\n": "meta.jsonl line 2: blank line",
+		"{\"id\": \"a\"}\n":             "meta.jsonl line 1: want",
+		"{\"id\": \"a\", \"language\":": "meta.jsonl line 1: unexpected end",
+	} {
+		os.WriteFile(path, []byte(content), 0o644)
+		if _, err := ReadPoolMeta(path); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: error %v, want %q", content, err, want)
+		}
+	}
+}
+
+func readTestFile(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
