@@ -1,0 +1,156 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// continualDomains are three periods' worth of text, each its own topic.
+var continualDomains = [][]string{
+	{"ships sail across the grey northern sea at dawn", "the harbour master counts the boats returning home",
+		"nets and ropes lie drying on the stones of the quay", "a lighthouse keeper climbs the stairs at dusk",
+		"waves break white against the harbour wall", "the fishing fleet waits for the tide to turn"},
+	{"simmer the onions slowly in butter until golden", "add a pinch of salt and the chopped garlic",
+		"knead the dough for ten minutes on a floured table", "bake the bread until the crust sounds hollow",
+		"stir the soup and taste it before serving", "slice the tomatoes thinly for the salad"},
+	{"the climbers reached the snowy summit before noon", "a narrow ridge leads from the pass to the peak",
+		"thin air makes every step up the slope slow", "the glacier cracks and groans in the summer heat",
+		"ropes and ice axes hang in the mountain hut", "clouds gather around the highest peaks at night"},
+}
+
+// writeContinualStream writes a 3-period stream and its config.
+func writeContinualStream(t *testing.T, work string) string {
+	t.Helper()
+	modelDir := writeTinyByteModel(t, tinyByteLlama, 4)
+	var periods []string
+	for i, texts := range continualDomains {
+		var train []string
+		for k := range 4 {
+			for _, s := range texts[:4] {
+				train = append(train, fmt.Sprintf("%s %d", s, k))
+			}
+		}
+		data := writeLines(t, filepath.Join(work, fmt.Sprintf("p%d.jsonl", i+1)), train)
+		eval := writeLines(t, filepath.Join(work, fmt.Sprintf("p%d-eval.jsonl", i+1)), texts[4:])
+		periods = append(periods, fmt.Sprintf(`{"name": "p%d", "data": [%q], "eval": %q}`, i+1, filepath.Base(data), filepath.Base(eval)))
+	}
+	cfg := fmt.Sprintf(`{"model": %q, "work_dir": "work", "periods": [%s], "fisher_examples": 8, "seed": 3,
+		"train": {"seq_len": 48, "micro_batch": 4, "global_batch": 4, "max_steps": 6, "lr": 0.01, "rank": 4, "alpha": 8,
+		"schedule": "constant", "warmup_ratio": 0}}`, modelDir, strings.Join(periods, ", "))
+	path := filepath.Join(work, "continual.json")
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// The whole experiment on a tiny stream: every strategy's score matrix,
+// the shared first period, the report's files, and a re-run that reuses
+// every step and writes the same report.
+func TestContinual(t *testing.T) {
+	work := t.TempDir()
+	cfg, err := ReadContinualConfig(writeContinualStream(t, work))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var log bytes.Buffer
+	rep, err := Continual(context.Background(), cfg, ContinualEnv{Log: &log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Strategies) != len(ContinualStrategies) || len(rep.Base) != 3 {
+		t.Fatalf("%d strategies, %d base scores", len(rep.Strategies), len(rep.Base))
+	}
+	for _, s := range rep.Strategies {
+		if len(s.After) != 3 || len(s.Final) != 3 {
+			t.Fatalf("%s: %d rows", s.Strategy, len(s.After))
+		}
+		for i, row := range s.After {
+			for j, v := range row {
+				if !(v > 0) || math.IsInf(v, 0) {
+					t.Fatalf("%s: after %d on %d: NLL %v", s.Strategy, i, j, v)
+				}
+			}
+		}
+		// Period 1 is shared; each strategy learns the newest period
+		// (its NLL falls below the base model's).
+		if fmt.Sprint(s.After[0]) != fmt.Sprint(rep.Strategies[0].After[0]) {
+			t.Errorf("%s: period 1 scores %v differ from %v", s.Strategy, s.After[0], rep.Strategies[0].After[0])
+		}
+		if !(s.Newest < rep.Base[2]) {
+			t.Errorf("%s: NLL on the newest period %v, base model %v", s.Strategy, s.Newest, rep.Base[2])
+		}
+		want := (s.Final[0] - s.After[0][0] + s.Final[1] - s.After[1][1]) / 2
+		if math.Abs(s.Forgetting-want) > 1e-12 {
+			t.Errorf("%s: forgetting %v, want %v", s.Strategy, s.Forgetting, want)
+		}
+	}
+	t.Logf("\n%s", log.String())
+	report := filepath.Join(work, "work", "report")
+	for _, f := range []string{"report.json", "report.md", "continual.png"} {
+		if _, err := os.Stat(filepath.Join(report, f)); err != nil {
+			t.Errorf("report lacks %s", f)
+		}
+	}
+	md1, _ := os.ReadFile(filepath.Join(report, "report.md"))
+	t.Logf("\n%s", md1)
+
+	// The replay buffer before period 3: 5% of the 32 earlier records,
+	// rounded up, each one of them.
+	buf, err := os.ReadFile(filepath.Join(work, "work", "replay", "before-period-3.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(buf)), "\n")
+	history, _ := os.ReadFile(filepath.Join(work, "p1.jsonl"))
+	history2, _ := os.ReadFile(filepath.Join(work, "p2.jsonl"))
+	if len(lines) != 2 {
+		t.Errorf("replay buffer has %d records, want ceil(0.05 x 32) = 2", len(lines))
+	}
+	for _, l := range lines {
+		if !strings.Contains(string(history)+string(history2), l) {
+			t.Errorf("replay record %s is not from the earlier periods", l)
+		}
+	}
+
+	log.Reset()
+	if _, err := Continual(context.Background(), cfg, ContinualEnv{Log: &log}); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(log.String(), ": training") {
+		t.Errorf("the re-run trained again:\n%s", log.String())
+	}
+	md2, _ := os.ReadFile(filepath.Join(report, "report.md"))
+	if !bytes.Equal(md1, md2) {
+		t.Errorf("the re-run's report differs")
+	}
+}
+
+// Bad configs are errors naming the key, before any work.
+func TestContinualBadConfig(t *testing.T) {
+	work := t.TempDir()
+	good := writeContinualStream(t, work)
+	data, _ := os.ReadFile(good)
+	for name, c := range map[string]struct{ from, to, want string }{
+		"unknown key":      {`"seed": 3`, `"seed": 3, "sede": 1`, "sede"},
+		"unknown strategy": {`"seed": 3`, `"seed": 3, "strategies": ["naive", "magic"]`, `"magic"`},
+		"missing eval":     {`p2-eval.jsonl`, `nope.jsonl`, "nope.jsonl"},
+		"train sets data":  {`"max_steps": 6`, `"max_steps": 6, "data": ["x"]`, "data is set by compass continual"},
+		"bad train key":    {`"max_steps": 6`, `"max_stepz": 6`, "max_stepz"},
+	} {
+		path := filepath.Join(work, "bad.json")
+		bad := strings.Replace(string(data), c.from, c.to, 1)
+		if err := os.WriteFile(path, []byte(bad), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ReadContinualConfig(path); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}
