@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/compassml/compass/dataset"
+	"github.com/compassml/compass/internal/atomicfile"
 	"github.com/compassml/compass/sampling/drift"
 	"github.com/compassml/compass/sampling/embed"
 	"github.com/compassml/compass/tensor"
@@ -51,6 +53,11 @@ type MonitorOptions struct {
 
 	Out     io.Writer // one line per window; nil discards
 	Version string    // compass's version, recorded in drift records
+
+	// OnDrift, when not nil, is called after each drift record is written,
+	// with the record's path and the window's texts (a JSONL file beside
+	// it): compass monitor --update starts an update from it.
+	OnDrift func(record, texts string) error
 }
 
 // DriftRecord is written when drift is confirmed.
@@ -62,6 +69,7 @@ type DriftRecord struct {
 	Window    drift.Window  `json:"window"`
 	Source    string        `json:"source"` // the file (or "stdin") the window ended in
 	Reference string        `json:"reference"`
+	Texts     string        `json:"texts"` // the window's texts, JSONL {"text"}, beside the record
 }
 
 // MonitorResult summarises a Monitor run.
@@ -253,13 +261,32 @@ func (m *monitorRun) window(source string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("monitor: drift record: %w", err)
 	}
-	path := filepath.Join(dir, fmt.Sprintf("drift-%s-w%06d.json", rec.Time.Format("20060102T150405Z"), w.Window))
+	base := filepath.Join(dir, fmt.Sprintf("drift-%s-w%06d", rec.Time.Format("20060102T150405Z"), w.Window))
+	path := base + ".json"
+	rec.Texts = base + "-texts.jsonl"
+	if err := atomicfile.Write(rec.Texts, func(wr io.Writer) error {
+		enc := json.NewEncoder(wr)
+		enc.SetEscapeHTML(false)
+		for _, text := range m.texts {
+			if err := enc.Encode(map[string]string{"text": text}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("monitor: drift window texts: %w", err)
+	}
 	if err := writeJSONFile(path, rec); err != nil {
 		return fmt.Errorf("monitor: drift record: %w", err)
 	}
 	m.res.Records = append(m.res.Records, path)
 	fmt.Fprintf(m.o.Out, ": DRIFT confirmed, record %s\n", path)
 	m.mon.Reset() // the next alarm needs fresh evidence
+	if m.o.OnDrift != nil {
+		if err := m.o.OnDrift(path, rec.Texts); err != nil {
+			return fmt.Errorf("monitor: update after %s: %w", path, err)
+		}
+	}
 	return nil
 }
 

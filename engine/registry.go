@@ -99,6 +99,10 @@ type VersionMeta struct {
 	// adapter directory, copied into the version with the adapter.
 	ReplayBuffer string // the replay buffer of earlier training data
 	Fisher       string // the diagonal Fisher information of the adapter's parameters (EWC)
+	// ReplayHistory is how many records, over all versions' training data,
+	// the replay buffer samples from (so that the next update keeps its
+	// share).
+	ReplayHistory int
 }
 
 // AdapterVersion is one version in the manifest.
@@ -113,6 +117,7 @@ type AdapterVersion struct {
 	Note              string             `json:"note,omitempty"`
 	ReplayBuffer      string             `json:"replay_buffer,omitempty"`
 	Fisher            string             `json:"fisher,omitempty"`
+	ReplayHistory     int                `json:"replay_history,omitempty"`
 	Files             map[string]string  `json:"files"` // file name -> SHA-256 (hex) of its bytes
 }
 
@@ -449,7 +454,7 @@ func (r *Registry) Add(name, adapterDir string, meta VersionMeta, promote bool) 
 			Version: version, Parent: m.Current, Created: time.Now().UTC().Truncate(time.Second),
 			CompassVersion: meta.CompassVersion, DataSelectionHash: meta.DataSelectionHash,
 			Trigger: trigger, Eval: meta.Eval, Note: meta.Note,
-			ReplayBuffer: meta.ReplayBuffer, Fisher: meta.Fisher, Files: sums,
+			ReplayBuffer: meta.ReplayBuffer, Fisher: meta.Fisher, ReplayHistory: meta.ReplayHistory, Files: sums,
 		}
 		m.Versions = append(m.Versions, added)
 		if promote || m.Current == "" {

@@ -34,6 +34,7 @@ func newApp() *cli.Command {
 			evalCommand(),
 			adaptCommand(),
 			monitorCommand(),
+			updateCommand(),
 			continualCommand(),
 			registryCommand(),
 			gpuCommand(),

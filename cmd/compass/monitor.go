@@ -23,7 +23,7 @@ func monitorCommand() *cli.Command {
 			"Jensen-Shannon divergence against --threshold, a chi-square test at --alpha, new regions beyond the\n" +
 			"reference's 99th-percentile distance. One line per window on stdout; when --k of the last --m windows\n" +
 			"have shifted, drift is confirmed and a record is written to REGISTRY/ADAPTER/drift/.",
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "registry", Required: true, Usage: "adapter registry directory"},
 			&cli.StringFlag{Name: "adapter", Required: true, Usage: "adapter name in the registry"},
 			&cli.StringFlag{Name: "model", Required: true, Usage: "checkpoint directory of the embedder the adapter's clusters were built with"},
@@ -40,11 +40,19 @@ func monitorCommand() *cli.Command {
 			&cli.DurationFlag{Name: "poll", Value: 2 * time.Second, Usage: "with --watch: how often to look for new files"},
 			&cli.IntFlag{Name: "batch-tokens", Value: embed.DefaultBatchTokens, Usage: "most tokens in one forward pass, padding included"},
 			&cli.IntFlag{Name: "max-len", Value: embed.DefaultMaxLen, Usage: "truncate each text to this many tokens"},
+			&cli.StringFlag{Name: "update", Usage: "a compass adapt config: on each confirmed drift, run compass update with it on the drifted window"},
 			deviceFlag(),
-		},
+		}, updateFlags()...),
 		Action: func(ctx context.Context, cmd *cli.Command) error {
 			if cmd.NArg() != 0 {
 				return fmt.Errorf("monitor: unexpected arguments %v", cmd.Args().Slice())
+			}
+			var updateCfg *engine.AdaptConfig
+			if path := cmd.String("update"); path != "" {
+				var err error
+				if updateCfg, err = engine.ReadAdaptConfig(path); err != nil {
+					return err // before any window is read
+				}
 			}
 			if (cmd.String("reference") == "") != (cmd.String("centroids") == "") {
 				return fmt.Errorf("monitor: --reference and --centroids go together")
@@ -74,6 +82,20 @@ func monitorCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
+			var onDrift func(record, texts string) error
+			if updateCfg != nil {
+				onDrift = func(record, texts string) error {
+					res, err := engine.Update(ctx, updateCfg, engine.UpdateRequest{
+						Registry: cmd.String("registry"), Adapter: cmd.String("adapter"), Usage: texts, DriftRecord: record,
+						ReplayShare: cmd.Float("replay-share"), FisherExamples: int(cmd.Int("fisher-examples")),
+					}, engine.AdaptEnv{Backend: be, Version: versionString(), Log: cmd.Root().ErrWriter})
+					if err != nil {
+						return err
+					}
+					fmt.Fprintf(cmd.Root().Writer, "update: %s %s now serves (parent %s)\n", cmd.String("adapter"), res.Version.Version, res.Version.Parent)
+					return nil
+				}
+			}
 			res, err := engine.Monitor(ctx, engine.MonitorOptions{
 				Registry: cmd.String("registry"),
 				Adapter:  cmd.String("adapter"),
@@ -89,6 +111,7 @@ func monitorCommand() *cli.Command {
 				Once:     cmd.Bool("once"),
 				Out:      cmd.Root().Writer,
 				Version:  versionString(),
+				OnDrift:  onDrift,
 			})
 			if err != nil {
 				return err

@@ -1,0 +1,279 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/compassml/compass/dataset"
+	"github.com/compassml/compass/internal/atomicfile"
+	"github.com/compassml/compass/lora"
+)
+
+// COMPASS-ECDA's update: when the usage of an adapter in the registry has
+// drifted, select auxiliary data for the drifted usage with the COMPASS gap
+// analysis, continue the current adapter on it with replay of earlier data
+// and the EWC penalty, and register the result as a new version.
+
+// ReplayBufferName is the replay buffer a registry version carries beside
+// its adapter (and FisherName its Fisher).
+const ReplayBufferName = "replay.jsonl"
+
+// UpdateRequest says which adapter to update and with what usage.
+type UpdateRequest struct {
+	Registry, Adapter string
+	// Usage is the drifted usage: JSONL texts, such as the window the
+	// monitor saved with its drift record.
+	Usage string
+	// DriftRecord, when not "", is the monitor's record that triggered the
+	// update (the new version's trigger); "" is a manual update.
+	DriftRecord string
+	// ReplayShare is the replay buffer's share of all data the adapter's
+	// versions were trained on (default DefaultReplayShare);
+	// FisherExamples the examples the new version's Fisher is estimated on
+	// (default 64).
+	ReplayShare    float64
+	FisherExamples int
+	Note           string
+}
+
+// UpdateResult is what an update did.
+type UpdateResult struct {
+	Version  *AdapterVersion
+	Adapt    *AdaptResult // the pipeline run (selection, training, evaluation)
+	Selected int          // pool records selected for the drifted usage
+	Replay   int          // records in the new replay buffer
+	History  int          // records the buffer samples from
+}
+
+// Update runs one update of req.Adapter with the pipeline settings of cfg
+// (compass adapt's config: the model, the pool, the target language and its
+// own data, the budget, K, the selection, training and evaluation settings;
+// its first target is the adapter's language, its usage replaced by
+// req.Usage, its methods by compass alone, its seeds by the first).
+func Update(ctx context.Context, cfg *AdaptConfig, req UpdateRequest, env AdaptEnv) (*UpdateResult, error) {
+	if env.Log == nil {
+		env.Log = io.Discard
+	}
+	if len(cfg.Targets) == 0 {
+		return nil, fmt.Errorf("update: the config names no target language")
+	}
+	if _, err := os.Stat(req.Usage); err != nil {
+		return nil, fmt.Errorf("update: usage: %w", err)
+	}
+	reg, err := OpenRegistry(req.Registry)
+	if err != nil {
+		return nil, err
+	}
+	cur, err := reg.Show(req.Adapter, "")
+	if err != nil {
+		return nil, fmt.Errorf("update: %w", err)
+	}
+	curDir, err := reg.Path(req.Adapter, cur.Version)
+	if err != nil {
+		return nil, fmt.Errorf("update: %w", err)
+	}
+	share := req.ReplayShare
+	if share == 0 {
+		share = DefaultReplayShare
+	}
+	if share < 0 || share > 1 {
+		return nil, fmt.Errorf("update: replay share %v: want (0, 1]", share)
+	}
+
+	// The pipeline for the drifted usage alone: compass's selection and
+	// one adapter, continued from the current version.
+	c := *cfg
+	usage, err := filepath.Abs(req.Usage)
+	if err != nil {
+		return nil, err
+	}
+	t := cfg.Targets[0]
+	t.Usage = &AdaptData{File: usage}
+	c.Targets, c.Methods = []AdaptTarget{t}, []string{"compass"}
+	if len(cfg.Seeds) > 0 {
+		c.Seeds = cfg.Seeds[:1]
+	}
+	c.Train.InitAdapter = curDir
+	c.Train.ReplayData, c.Train.EWCFisher = nil, ""
+	if cur.ReplayBuffer != "" {
+		c.Train.ReplayData = []string{filepath.Join(curDir, cur.ReplayBuffer)}
+	}
+	if cur.Fisher != "" {
+		c.Train.EWCFisher = filepath.Join(curDir, cur.Fisher)
+	}
+	c.Train.FisherExamples = req.FisherExamples
+	if c.Train.FisherExamples == 0 {
+		c.Train.FisherExamples = 64
+	}
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("update: %w", err)
+	}
+	fmt.Fprintf(env.Log, "update: %s %s: selecting for the drifted usage %s, continuing with replay %v, EWC %v\n",
+		req.Adapter, cur.Version, req.Usage, cur.ReplayBuffer != "", cur.Fisher != "")
+	res, err := Adapt(ctx, &c, env)
+	if err != nil {
+		return nil, fmt.Errorf("update: %w", err)
+	}
+	var trainDir, selectDir string
+	for _, s := range res.Steps {
+		switch s.Kind {
+		case "train":
+			trainDir = s.Dir
+		case "select":
+			selectDir = s.Dir
+		}
+	}
+	if trainDir == "" || selectDir == "" {
+		return nil, fmt.Errorf("update: the pipeline ran no selection or training step")
+	}
+	selected := filepath.Join(selectDir, "selected.jsonl")
+
+	// The new version's directory: the adapter, its Fisher, and the replay
+	// buffer for the next update.
+	stage, err := os.MkdirTemp(filepath.Dir(trainDir), ".update-")
+	if err != nil {
+		return nil, fmt.Errorf("update: %w", err)
+	}
+	defer os.RemoveAll(stage)
+	for _, f := range []string{lora.ConfigName, lora.WeightsName, FisherName} {
+		if err := copyFile(filepath.Join(trainDir, f), filepath.Join(stage, f)); err != nil {
+			return nil, fmt.Errorf("update: %w", err)
+		}
+	}
+	var old string
+	if cur.ReplayBuffer != "" {
+		old = filepath.Join(curDir, cur.ReplayBuffer)
+	}
+	out := &UpdateResult{Adapt: res}
+	out.Replay, out.History, out.Selected, err = extendReplayBuffer(filepath.Join(stage, ReplayBufferName), old, cur.ReplayHistory, selected, share, c.Seeds[0])
+	if err != nil {
+		return nil, err
+	}
+	meta := VersionMeta{CompassVersion: env.Version, Note: req.Note, ReplayBuffer: ReplayBufferName, Fisher: FisherName,
+		ReplayHistory: out.History, Eval: map[string]float64{}}
+	if meta.DataSelectionHash, err = FileSHA256(filepath.Join(selectDir, "manifest.jsonl")); err != nil {
+		return nil, fmt.Errorf("update: %w", err)
+	}
+	if req.DriftRecord != "" {
+		if meta.Trigger, err = DriftTrigger(req.DriftRecord); err != nil {
+			return nil, fmt.Errorf("update: %w", err)
+		}
+	} else {
+		meta.Trigger = Trigger{Kind: TriggerManual}
+	}
+	if rep := res.Report; rep != nil && len(rep.Languages) > 0 {
+		for _, task := range rep.Languages[0].Tasks {
+			for _, s := range task.Scores {
+				if s.Method == "compass" {
+					meta.Eval[task.Task] = s.Mean
+				}
+			}
+		}
+	}
+	if out.Version, err = reg.Add(req.Adapter, stage, meta, true); err != nil {
+		return nil, fmt.Errorf("update: %w", err)
+	}
+	fmt.Fprintf(env.Log, "update: %s %s registered (parent %s): %d records selected, replay buffer %d of %d, at %s\n",
+		req.Adapter, out.Version.Version, cur.Version, out.Selected, out.Replay, out.History, time.Now().UTC().Format(time.RFC3339))
+	return out, nil
+}
+
+// extendReplayBuffer writes path: the replay buffer after adding the newly
+// selected records to the history. It continues reservoir sampling
+// (algorithm R) over the new records from the old buffer, which samples the
+// oldHistory earlier records, growing the reservoir so that it stays at
+// share of the history. It returns the buffer's size, the new history and
+// the number of new records.
+func extendReplayBuffer(path, old string, oldHistory int, selected string, share float64, seed uint64) (size, history, added int, err error) {
+	read := func(f string) ([][]byte, error) {
+		if f == "" {
+			return nil, nil
+		}
+		fh, err := os.Open(f)
+		if err != nil {
+			return nil, err
+		}
+		defer fh.Close()
+		var out [][]byte
+		lines := dataset.NewJSONLines(fh, f)
+		for lines.Next() {
+			out = append(out, slices.Clone(lines.Bytes()))
+		}
+		return out, lines.Err()
+	}
+	buf, err := read(old)
+	if err != nil {
+		return 0, 0, 0, fmt.Errorf("update: replay buffer: %w", err)
+	}
+	if oldHistory < len(buf) {
+		oldHistory = len(buf) // a buffer without its history: it is all it knows
+	}
+	fresh, err := read(selected)
+	if err != nil {
+		return 0, 0, 0, fmt.Errorf("update: selected records: %w", err)
+	}
+	history = oldHistory + len(fresh)
+	k := max(1, int(math.Ceil(share*float64(history))))
+	rng := rand.New(rand.NewPCG(seed, uint64(history)))
+	for t, rec := range fresh {
+		i := oldHistory + t // the record's index in the whole history
+		switch {
+		case len(buf) < k:
+			buf = append(buf, rec)
+		default:
+			if j := rng.IntN(i + 1); j < k {
+				buf[j] = rec
+			}
+		}
+	}
+	err = atomicfile.Write(path, func(w io.Writer) error {
+		for _, rec := range buf {
+			if _, err := w.Write(append(rec, '\n')); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, 0, 0, fmt.Errorf("update: replay buffer: %w", err)
+	}
+	return len(buf), history, len(fresh), nil
+}
+
+// copyFile copies src to dst (a new file), synced.
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	return atomicfile.Write(dst, func(w io.Writer) error {
+		_, err := io.Copy(w, in)
+		return err
+	})
+}
+
+// DriftRecordTexts returns the file of the window's texts that compass
+// monitor saved with a drift record.
+func DriftRecordTexts(record string) (string, error) {
+	data, err := os.ReadFile(record)
+	if err != nil {
+		return "", fmt.Errorf("update: drift record: %w", err)
+	}
+	var rec DriftRecord
+	if err := json.Unmarshal(data, &rec); err != nil {
+		return "", fmt.Errorf("update: drift record %s: %w", record, err)
+	}
+	if rec.Texts == "" {
+		return "", fmt.Errorf("update: drift record %s has no saved window texts (written by an older compass monitor): give --usage", record)
+	}
+	return rec.Texts, nil
+}

@@ -1,0 +1,152 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/compassml/compass/lora"
+	"github.com/compassml/compass/sampling/drift"
+)
+
+// Two ECDA updates of an adapter in a registry: the first (from a version
+// without continual files) selects for the drifted usage and trains with
+// neither replay nor EWC; the second replays the first's buffer and
+// penalises distance from it with its Fisher. Each becomes the current
+// version with its parent, trigger, selection hash, eval score, Fisher and
+// a replay buffer at 5% of the history; a rollback serves the previous one.
+func TestUpdateTwice(t *testing.T) {
+	path, _ := adaptFixture(t)
+	cfg := readAdapt(t, path)
+	cfg.Train.WarmupRatio = 0 // the first step moves the adapter, so the second sees a penalty
+	dir := filepath.Dir(path)
+
+	// v1: an adapter trained by hand, registered without continual files.
+	o := cfg.Train
+	o.Model, o.Data, o.Output = cfg.path(cfg.Model), []string{filepath.Join(dir, "data.jsonl")}, filepath.Join(dir, "v1")
+	if _, err := Train(context.Background(), o, TrainEnv{}); err != nil {
+		t.Fatal(err)
+	}
+	regDir := filepath.Join(dir, "registry")
+	reg, err := OpenRegistry(regDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := reg.Add("sw", o.Output, VersionMeta{}, true); err != nil {
+		t.Fatal(err)
+	}
+	// A drift record as compass monitor writes it.
+	record := filepath.Join(regDir, "sw", "drift", "drift-1.json")
+	if err := os.MkdirAll(filepath.Dir(record), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeJSON(t, record, DriftRecord{Adapter: "sw", Time: time.Now(), Options: drift.DefaultOptions(),
+		Window: drift.Window{Window: 4, JS: 0.2, PValue: 1e-5, Shifted: true, Recent: 2, Confirmed: true}})
+
+	req := UpdateRequest{Registry: regDir, Adapter: "sw", Usage: filepath.Join(dir, "usage.jsonl"), DriftRecord: record, FisherExamples: 4}
+	r1, err := Update(context.Background(), cfg, req, AdaptEnv{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v2 := r1.Version
+	if v2.Version != "v2" || v2.Parent != "v1" || v2.Trigger.Kind != TriggerDrift || v2.Trigger.JS != 0.2 || v2.DataSelectionHash == "" {
+		t.Fatalf("v2: %+v", v2)
+	}
+	if _, ok := v2.Eval["global-mmlu"]; !ok {
+		t.Errorf("v2 has no evaluation score: %v", v2.Eval)
+	}
+	if r1.Selected != cfg.Budget || r1.History != cfg.Budget || r1.Replay != 1 {
+		t.Errorf("first update: %d selected, history %d, buffer %d; want %d, %d, ceil(0.05 x %d) = 1",
+			r1.Selected, r1.History, r1.Replay, cfg.Budget, cfg.Budget, cfg.Budget)
+	}
+	v2Dir, _ := reg.Path("sw", "v2")
+	for _, f := range []string{lora.WeightsName, FisherName, ReplayBufferName} {
+		if _, err := os.Stat(filepath.Join(v2Dir, f)); err != nil {
+			t.Errorf("v2 lacks %s", f)
+		}
+	}
+	metrics := func(r *UpdateResult) string {
+		for _, s := range r.Adapt.Steps {
+			if s.Kind == "train" {
+				b, _ := os.ReadFile(filepath.Join(s.Dir, metricsName))
+				return string(b)
+			}
+		}
+		t.Fatal("no train step")
+		return ""
+	}
+	if m := metrics(r1); strings.Contains(m, `"penalty"`) {
+		t.Errorf("the first update had no Fisher to use, but its metrics have a penalty:\n%s", m)
+	}
+
+	// v3: replay of v2's buffer and EWC with v2's Fisher.
+	req.DriftRecord, req.Note = "", "by hand"
+	r2, err := Update(context.Background(), cfg, req, AdaptEnv{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r2.Version.Version != "v3" || r2.Version.Parent != "v2" || r2.Version.Trigger.Kind != TriggerManual {
+		t.Fatalf("v3: %+v", r2.Version)
+	}
+	var last map[string]any
+	for _, line := range strings.Split(strings.TrimSpace(metrics(r2)), "\n") {
+		if err := json.Unmarshal([]byte(line), &last); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !(last["penalty"].(float64) > 0) || !(last["replay_loss"].(float64) > 0) {
+		t.Errorf("the second update's last step: penalty %v, replay loss %v", last["penalty"], last["replay_loss"])
+	}
+	if r2.History != 2*cfg.Budget || r2.Replay != 1 {
+		t.Errorf("second update: history %d, buffer %d; want %d and 1", r2.History, r2.Replay, 2*cfg.Budget)
+	}
+	if back, err := reg.Rollback("sw"); err != nil || back.Version != "v2" {
+		t.Fatalf("rollback: %v %v", back, err)
+	}
+
+	// A bad request fails before any work.
+	req.Adapter = "nope"
+	if _, err := Update(context.Background(), cfg, req, AdaptEnv{}); err == nil {
+		t.Error("an adapter the registry lacks was accepted")
+	}
+}
+
+// The replay buffer stays at its share of a growing history, and keeps
+// only records of it.
+func TestExtendReplayBuffer(t *testing.T) {
+	dir := t.TempDir()
+	var first, second []string
+	for i := range 40 {
+		first = append(first, `{"text":"a`+strings.Repeat("x", i)+`"}`)
+		second = append(second, `{"text":"b`+strings.Repeat("y", i)+`"}`)
+	}
+	writeLines := func(name string, lines []string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	a, b := writeLines("a.jsonl", first), writeLines("b.jsonl", second)
+	buf1 := filepath.Join(dir, "buf1.jsonl")
+	size, hist, added, err := extendReplayBuffer(buf1, "", 0, a, 0.1, 1)
+	if err != nil || size != 4 || hist != 40 || added != 40 {
+		t.Fatalf("first: size %d history %d added %d, %v", size, hist, added, err)
+	}
+	buf2 := filepath.Join(dir, "buf2.jsonl")
+	size, hist, _, err = extendReplayBuffer(buf2, buf1, 40, b, 0.1, 2)
+	if err != nil || size != 8 || hist != 80 {
+		t.Fatalf("second: size %d history %d, %v", size, hist, err)
+	}
+	data, _ := os.ReadFile(buf2)
+	all := strings.Join(first, "\n") + "\n" + strings.Join(second, "\n")
+	for _, l := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		if !strings.Contains(all, l) {
+			t.Errorf("buffer record %s is from neither period", l)
+		}
+	}
+}
