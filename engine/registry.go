@@ -175,7 +175,7 @@ func (m *RegistryManifest) check() error {
 func versionNumber(version string) (int, error) {
 	n, err := strconv.Atoi(strings.TrimPrefix(version, "v"))
 	if !strings.HasPrefix(version, "v") || err != nil || n < 1 || version != "v"+strconv.Itoa(n) {
-		return 0, fmt.Errorf("version name %q: want v1, v2, ...", version)
+		return 0, fmt.Errorf("version name %q: want v1, v2 and so on", version)
 	}
 	return n, nil
 }
