@@ -55,10 +55,12 @@ device-bundle:
 	bash scripts/device-bundle.sh
 
 # Plant, one at a time in a copy of the tree, each bug a test claims to catch
-# (kernel fragment layouts, masks, barriers, rounding order, ...) and check
-# that the test fails. Minutes; not part of `make test`.
+# (rounding order, ...; kernel fragment layouts, masks, barriers and the Go
+# launch code on the emulated device) and check that the test fails.
+# Minutes; not part of `make test`.
 mutations:
 	GO=$(GO) PYTHON=$(PYTHON) bash scripts/mutations.sh
+	GO=$(GO) bash scripts/emu-mutations.sh
 
 # Regenerate the tokenizer goldens with the references; fail on any difference.
 # Then compass's o200k ids against tiktoken's on every paragraph of the UDHR

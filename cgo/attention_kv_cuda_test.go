@@ -16,18 +16,23 @@ import (
 // TestGPUAttentionKV compares AttentionKV with the CPU's: the caches after
 // the write and the output, for decoding (one new token) and chunks, rows
 // at different positions (0 and the cache's last row), caches of several
-// 128-key tiles, GQA, head dimensions up to 128, f32 and bf16 caches.
+// 128-key tiles and one key past a tile, GQA groups of 1 to 4, head
+// dimensions from 5 to 128, f32 and bf16 caches.
 func TestGPUAttentionKV(t *testing.T) {
 	b := gpuBackend(t)
 	rng := newRNG(t)
 	for _, s := range []struct {
 		B, Tq, S, Hq, Hkv, D int
 		pos                  []int32
+		elementwise          bool // also held element by element (1e-5, bf16 1e-2)
 	}{
-		{3, 1, 1000, 8, 2, 64, []int32{0, 999, 517}},
-		{2, 7, 300, 4, 4, 128, []int32{100, 293}},
-		{1, 1, 5000, 32, 8, 128, []int32{4321}},
-		{2, 64, 200, 6, 2, 96, []int32{0, 136}},
+		{3, 1, 1000, 8, 2, 64, []int32{0, 999, 517}, false},
+		{2, 7, 300, 4, 4, 128, []int32{100, 293}, false},
+		{1, 1, 5000, 32, 8, 128, []int32{4321}, false},
+		{2, 64, 200, 6, 2, 96, []int32{0, 136}, false},
+		{2, 5, 40, 4, 1, 5, []int32{35, 7}, true},      // a head dimension of 5, a group of 4
+		{2, 1, 129, 8, 2, 64, []int32{128, 127}, true}, // one key past a 128-key tile, the cache filled to its end
+		{2, 40, 150, 4, 2, 16, []int32{0, 93}, true},   // the CPU's blocked path
 	} {
 		for _, dt := range []tensor.DType{tensor.F32, tensor.BF16} {
 			for _, cache := range []tensor.DType{tensor.F32, tensor.BF16} {
@@ -46,6 +51,9 @@ func TestGPUAttentionKV(t *testing.T) {
 				compare(t, b, name+" k cache", kc, 0)
 				compare(t, b, name+" v cache", vc, 0)
 				compare(t, b, name, out, tolFor(tolReduce, dt))
+				if s.elementwise {
+					closeTo(t, b, name, out, elemTol(dt, 1e-5), 0)
+				}
 			}
 		}
 	}

@@ -4,14 +4,18 @@ package cgo
 
 import (
 	"errors"
+	"flag"
 	"fmt"
 	"math"
 	"math/rand/v2"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/compassml/compass/kernels"
 	"github.com/compassml/compass/tensor"
 )
 
@@ -33,7 +37,26 @@ func gpuBackend(tb testing.TB) *Backend {
 	return b
 }
 
+// launchLogEnv names the file the emulated device appends the name of
+// each kernel to at its first launch (kernels/emu/device.cpp).
+const launchLogEnv = "COMPASS_EMU_LAUNCH_LOG"
+
 func TestMain(m *testing.M) {
+	// On the emulated device, a run of the whole suite must launch every
+	// kernel of kernels.Table (through the operations' Go code): a kernel
+	// no GPU test runs is a kernel nothing checks. A process the tests
+	// start keeps its parent's log.
+	var launchLog string
+	if onEmulator() && os.Getenv(launchLogEnv) == "" {
+		f, err := os.CreateTemp("", "compass-emu-launches-")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		f.Close()
+		launchLog = f.Name()
+		os.Setenv(launchLogEnv, launchLog)
+	}
 	code := m.Run()
 	if b, err := gpuOnce(); err == nil {
 		if err := b.Close(); err != nil {
@@ -41,17 +64,78 @@ func TestMain(m *testing.M) {
 			code = 1
 		}
 	}
+	if launchLog != "" {
+		if code == 0 && wholeSuite() {
+			if err := checkLaunched(launchLog); err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				code = 1
+			}
+		}
+		os.Remove(launchLog)
+	}
 	os.Exit(code)
 }
 
-// seed gives every test its own random stream (the inputs differ from test
-// to test and from run to run of different tests, never zeros).
+// wholeSuite reports whether no -run or -skip pattern left tests out.
+func wholeSuite() bool {
+	for _, name := range []string{"test.run", "test.skip"} {
+		if f := flag.Lookup(name); f != nil && f.Value.String() != "" {
+			return false
+		}
+	}
+	return true
+}
+
+// checkLaunched fails unless the launch log names every kernel of
+// kernels.Table.
+func checkLaunched(path string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("the emulated device's launch log: %w", err)
+	}
+	launched := map[string]bool{}
+	for _, name := range strings.Fields(string(b)) {
+		launched[name] = true
+	}
+	var missing []string
+	for _, k := range kernels.Table {
+		if !launched[k.Name] {
+			missing = append(missing, k.Name)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("no GPU test launched %s on the emulated device: add a test of the operation that launches it", strings.Join(missing, ", "))
+	}
+	fmt.Printf("kernels launched on the emulated device: all %d of kernels.Table\n", len(kernels.Table))
+	return nil
+}
+
+// newRNG gives every test its own random stream, derived from its name
+// (the inputs differ from test to test, never zeros) and the same on every
+// run, so that a failure in CI repeats anywhere. COMPASS_TEST_SEED=N draws
+// other inputs, COMPASS_TEST_SEED=random new ones each run (with -count=1);
+// either way the test logs the seed that repeats it.
 func newRNG(tb testing.TB) *rand.Rand {
+	tb.Helper()
 	h := uint64(14695981039346656037)
 	for _, c := range tb.Name() {
 		h = (h ^ uint64(c)) * 1099511628211
 	}
-	return rand.New(rand.NewPCG(h, 0x9e3779b97f4a7c15))
+	seed := uint64(0)
+	switch env := os.Getenv("COMPASS_TEST_SEED"); env {
+	case "":
+	case "random":
+		seed = uint64(time.Now().UnixNano()) | 1
+	default:
+		var err error
+		if seed, err = strconv.ParseUint(env, 10, 64); err != nil || seed == 0 {
+			tb.Fatalf("COMPASS_TEST_SEED=%q: want a positive integer or \"random\"", env)
+		}
+	}
+	if seed != 0 {
+		tb.Logf("seed %d (COMPASS_TEST_SEED=%d repeats it)", seed, seed)
+	}
+	return rand.New(rand.NewPCG(h, 0x9e3779b97f4a7c15^seed))
 }
 
 // randHost returns a host tensor of N(0, 1) values (scaled by scale),
@@ -186,6 +270,61 @@ func compare(tb testing.TB, b *Backend, name string, got pair, tol float64) {
 	}
 }
 
+// closeTo checks a device result against the CPU's element by element:
+// |got - want| <= tol (|want| + rms(want) + floor), rms(want) a floor for
+// the elements near zero, floor one for results that cancel to rounding
+// noise (0 for most). A NaN or infinity in got never passes. It is
+// stricter than compare on a few wrong elements of a large tensor; the
+// kernels' ported cases state their bounds this way (1e-5 to 1e-6 for
+// float32 results, 1e-2 for bf16 outputs, 2e-3 for f16).
+func closeTo(tb testing.TB, b *Backend, name string, got pair, tol, floor float64) {
+	tb.Helper()
+	h, err := b.ToHost(got.d)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	g, w := h.ToF32(), got.h.ToF32()
+	rms := 0.0
+	for _, x := range w {
+		rms += float64(x) * float64(x)
+	}
+	if len(w) > 0 {
+		rms = math.Sqrt(rms / float64(len(w)))
+	}
+	worst, bad := 0.0, 0
+	for i := range w {
+		e := math.Abs(float64(g[i])-float64(w[i])) / (math.Abs(float64(w[i])) + rms + floor)
+		if !isFinite(g[i]) || math.IsNaN(e) {
+			e = math.Inf(1)
+		}
+		worst = math.Max(worst, e)
+		if e > tol {
+			if bad < 3 {
+				tb.Errorf("%s: element %d is %g, CPU %g (error %.3g > %g)", name, i, g[i], w[i], e, tol)
+			}
+			bad++
+		}
+	}
+	if bad > 0 {
+		tb.Errorf("%s: %d of %d elements out of tolerance", name, bad, len(w))
+	} else if testing.Verbose() {
+		tb.Logf("%s: %d elements, largest error %.2g (tolerance %g)", name, len(w), worst, tol)
+	}
+}
+
+// elemTol is the elementwise tolerance of closeTo for a result of dtype
+// dt: float32 results are held to f32, 16-bit outputs to their own
+// rounding.
+func elemTol(dt tensor.DType, f32 float64) float64 {
+	switch dt {
+	case tensor.BF16:
+		return 1e-2
+	case tensor.F16:
+		return 2e-3
+	}
+	return f32
+}
+
 // nearZero checks a device result that is zero up to rounding on both
 // backends (a relative error means nothing there): every element written,
 // none above bound, on the device and on the CPU.
@@ -295,27 +434,44 @@ func TestGPUAllocator(t *testing.T) {
 	}
 }
 
+// Add, Mul and Scale compute in float32 and round once on both backends:
+// bit for bit, for mixed operand and output dtypes, with b the shape of a
+// or of its trailing dimensions (broadcast).
 func TestGPUElementwise(t *testing.T) {
 	b := gpuBackend(t)
 	rng := newRNG(t)
-	for _, dt := range dtypes {
-		for _, bshape := range [][]int{{7, 33}, {33}} {
+	f32, bf16, f16 := tensor.F32, tensor.BF16, tensor.F16
+	for _, c := range []struct{ a, b, out tensor.DType }{
+		{f32, f32, f32}, {f32, bf16, bf16}, {f32, f16, f16}, {f32, bf16, f32},
+		{bf16, bf16, bf16}, {f16, f32, f16}, {bf16, f16, f32},
+	} {
+		for _, bshape := range [][]int{{3, 5, 7}, {5, 7}, {7}} {
 			for _, op := range []struct {
 				name     string
 				cpu, gpu func(out, x, y *tensor.Tensor) error
 			}{{"add", cpu.Add, b.Add}, {"mul", cpu.Mul, b.Mul}} {
-				x, y := input(t, b, rng, tensor.F32, 7, 33), input(t, b, rng, dt, bshape...)
-				out := output(t, b, dt, 7, 33)
+				x, y := input(t, b, rng, c.a, 3, 5, 7), input(t, b, rng, c.b, bshape...)
+				out := output(t, b, c.out, 3, 5, 7)
 				must(t, op.cpu(out.h, x.h, y.h))
 				must(t, op.gpu(out.d, x.d, y.d))
-				compare(t, b, fmt.Sprintf("%s f32 (%s%v) -> %s", op.name, dt, bshape, dt), out, tolFor(tolF32, dt))
+				compare(t, b, fmt.Sprintf("%s %s (%s%v) -> %s", op.name, c.a, c.b, bshape, c.out), out, 0)
 			}
 		}
-		x := input(t, b, rng, dt, 1000)
-		out := output(t, b, tensor.F32, 1000)
+		x := input(t, b, rng, c.a, 3, 5, 7)
+		out := output(t, b, c.out, 3, 5, 7)
+		s := float32(rng.Float64()*4 - 2)
+		must(t, cpu.Scale(out.h, x.h, s))
+		must(t, b.Scale(out.d, x.d, s))
+		compare(t, b, fmt.Sprintf("scale %s -> %s by %g", c.a, c.out, s), out, 0)
+	}
+	for _, dt := range dtypes {
+		// 1024 elements: each tensor fills its allocator block exactly, so
+		// that on the emulated device an access one past its end faults.
+		x := input(t, b, rng, dt, 1024)
+		out := output(t, b, tensor.F32, 1024)
 		must(t, cpu.Scale(out.h, x.h, -0.37))
 		must(t, b.Scale(out.d, x.d, -0.37))
-		compare(t, b, "scale "+dt.String(), out, tolFor(tolF32, dt))
+		compare(t, b, "scale "+dt.String(), out, 0)
 		// In place, as ZeroLoRAGrads uses it.
 		must(t, cpu.Scale(x.h, x.h, 0))
 		must(t, b.Scale(x.d, x.d, 0))
@@ -418,6 +574,27 @@ func TestGPUEmbedding(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "id 200 at position 2") {
 		t.Errorf("bad id: %v (CPU: %v)", err, cpuErr)
 	}
+	// The lowest bad position is reported, whatever its id; the kernel
+	// zeroes the rows of bad ids and gathers the others.
+	ids := []int32{3, 0, 10, 2, -1, 5, 5, 97, 1}
+	idh, _ = tensor.FromI32(ids, len(ids))
+	out = output(t, b, tensor.F32, len(ids), H)
+	err = b.Embedding(out.d, table.d, toDev(t, b, idh))
+	if err == nil || !strings.Contains(err.Error(), "id -1 at position 4") {
+		t.Errorf("ids %v: %v, want id -1 at position 4 named", ids, err)
+	}
+	got, tv := hostOf(t, b, out.d).F32(), table.h.F32()
+	for i, id := range ids {
+		for j := 0; j < H; j++ {
+			want := float32(0)
+			if id >= 0 && id < V {
+				want = tv[int(id)*H+j]
+			}
+			if got[i*H+j] != want {
+				t.Fatalf("ids %v: out[%d, %d] = %g, want %g", ids, i, j, got[i*H+j], want)
+			}
+		}
+	}
 }
 
 func TestGPURMSNorm(t *testing.T) {
@@ -439,6 +616,47 @@ func TestGPURMSNorm(t *testing.T) {
 				must(t, b.RMSNormBackward(dx.d, dout.d, x.d, w.d, rstd.d))
 				compare(t, b, name+" backward", dx, tolFor(tolReduce, xdt, odt, tensor.BF16))
 			}
+		}
+	}
+
+	// Rows and widths that are not multiples of the block (a single row of
+	// H = 1 too), weights of another dtype than x, element by element, with
+	// the Table's block of 128 and with blocks of one warp (the block
+	// reduction's other path).
+	f32, bf16, f16 := tensor.F32, tensor.BF16, tensor.F16
+	oneWarp := func(l kernels.Launch) kernels.Launch {
+		l.Block[0] = 32
+		return l
+	}
+	fwd32, bwd32 := withShape(t, b, "rmsnorm_forward", oneWarp), withShape(t, b, "rmsnorm_backward", oneWarp)
+	for _, c := range []struct {
+		rows, H   int
+		x, w, out tensor.DType
+		scale     float64 // of x
+	}{
+		{13, 100, f32, f32, f32, 1}, {5, 300, bf16, bf16, bf16, 1}, {3, 77, f32, bf16, f32, 1}, {2, 50, f16, f32, f16, 1},
+		// H = 1: dx = r dn eps/(x^2 + eps), which for |x| >> sqrt(eps) is
+		// the cancellation of two large terms; |x| ~ 0.004 keeps it a
+		// well-conditioned check of the indexing.
+		{1, 1, f32, f32, f32, 0.004},
+	} {
+		xh := randHost(rng, c.x, c.scale, c.rows, c.H)
+		x, w := pair{xh, toDev(t, b, xh)}, input(t, b, rng, c.w, c.H)
+		dout := input(t, b, rng, c.out, c.rows, c.H)
+		for _, blk := range []struct {
+			name     string
+			fwd, bwd *Backend
+		}{{"block 128", b, b}, {"block 32", fwd32, bwd32}} {
+			name := fmt.Sprintf("rmsnorm %dx%d x %s w %s -> %s, %s", c.rows, c.H, c.x, c.w, c.out, blk.name)
+			out, rstd := output(t, b, c.out, c.rows, c.H), output(t, b, f32, c.rows)
+			must(t, cpu.RMSNorm(out.h, rstd.h, x.h, w.h, 1e-5))
+			must(t, blk.fwd.RMSNorm(out.d, rstd.d, x.d, w.d, 1e-5))
+			closeTo(t, b, name, out, elemTol(c.out, 1e-5), 0)
+			closeTo(t, b, name+" rstd", rstd, 1e-5, 0)
+			dx := output(t, b, c.out, c.rows, c.H)
+			must(t, cpu.RMSNormBackward(dx.h, dout.h, x.h, w.h, rstd.h))
+			must(t, blk.bwd.RMSNormBackward(dx.d, dout.d, x.d, w.d, toDev(t, b, rstd.h)))
+			closeTo(t, b, name+" backward", dx, elemTol(c.out, 1e-5), 0)
 		}
 	}
 }
@@ -463,6 +681,41 @@ func TestGPURoPE(t *testing.T) {
 				must(t, b.RoPE(x.d, x.d, cos.d, sin.d, inverse))
 				compare(t, b, name+" in place", x, tolFor(tolF32, dt))
 			}
+		}
+	}
+
+	// Small and odd sizes, element by element, on true rotations: full and
+	// partial rotary (R < D, the rest copied), bf16 in and out, in place,
+	// and a single token of one head into another dtype.
+	f32, bf16, f16 := tensor.F32, tensor.BF16, tensor.F16
+	for _, c := range []struct {
+		N, heads, D, half int
+		x, out            tensor.DType
+		inplace           bool
+	}{
+		{7, 3, 10, 5, f32, f32, false}, {7, 3, 10, 3, f32, f32, false}, {9, 2, 24, 8, bf16, bf16, false},
+		{5, 4, 12, 4, f32, f32, true}, {1, 1, 2, 1, f16, f32, false},
+	} {
+		x := input(t, b, rng, c.x, c.N, c.heads, c.D)
+		cos, sin := tensor.New(f32, c.N, c.half), tensor.New(f32, c.N, c.half)
+		for i := range cos.F32() {
+			a := rng.Float64() * 2 * math.Pi
+			cos.F32()[i], sin.F32()[i] = float32(math.Cos(a)), float32(math.Sin(a))
+		}
+		cosD, sinD := toDev(t, b, cos), toDev(t, b, sin)
+		for _, inverse := range []bool{false, true} {
+			name := fmt.Sprintf("rope N %d heads %d D %d half %d %s -> %s in place %v inverse %v", c.N, c.heads, c.D, c.half, c.x, c.out, c.inplace, inverse)
+			out := output(t, b, c.out, c.N, c.heads, c.D)
+			if c.inplace {
+				out = copyPair(t, b, x)
+			}
+			must(t, cpu.RoPE(out.h, x.h, cos, sin, inverse))
+			if c.inplace {
+				must(t, b.RoPE(out.d, out.d, cosD, sinD, inverse))
+			} else {
+				must(t, b.RoPE(out.d, x.d, cosD, sinD, inverse))
+			}
+			closeTo(t, b, name, out, elemTol(c.out, 1e-6), 0)
 		}
 	}
 }
@@ -491,18 +744,36 @@ func docStartPair(t *testing.T, b *Backend, T int, docs [][]int) pair {
 	return pair{h, toDev(t, b, h)}
 }
 
+// TestGPUAttention compares Attention and AttentionBackward with the
+// CPU's: GQA groups of 1 to 8, sequences that do not fill the 16-row and
+// 32-key tiles, a single token, head dimensions from 5 to the largest
+// supported (128), f32, bf16 and f16, and rows packing documents
+// (docStart) that start inside tiles, on their edges, and hold one token.
+// Besides the relative error of the whole result, each element of the
+// small cases is held to 1e-5 (float32), 1e-2 (bf16) or 2e-3 (f16) of its
+// scale (the larger ones reach 5e-6 in float32 on the emulated device).
 func TestGPUAttention(t *testing.T) {
 	b := gpuBackend(t)
 	rng := newRNG(t)
+	f32, bf16, f16 := tensor.F32, tensor.BF16, tensor.F16
+	both := []tensor.DType{f32, bf16}
 	for _, s := range []struct {
 		B, T, Hq, Hkv, D int
 		docs             [][]int // documents packed in each row; nil: one per row
+		dts              []tensor.DType
+		elementwise      bool // also held element by element
 	}{
-		{1, 1, 1, 1, 8, nil}, {2, 67, 8, 2, 64, nil}, {1, 40, 4, 4, 128, nil}, {2, 33, 6, 2, 96, nil}, {1, 130, 8, 1, 16, nil},
-		{2, 140, 8, 2, 64, [][]int{{5, 1, 64, 70}, {15, 17, 1, 32, 75}}},
-		{1, 300, 4, 1, 128, [][]int{{1, 100, 16, 183}}},
+		{1, 1, 1, 1, 8, nil, both, false}, {2, 67, 8, 2, 64, nil, both, false}, {1, 40, 4, 4, 128, nil, both, false},
+		{2, 33, 6, 2, 96, nil, both, false}, {1, 130, 8, 1, 16, nil, both, false},
+		{2, 140, 8, 2, 64, [][]int{{5, 1, 64, 70}, {15, 17, 1, 32, 75}}, both, false},
+		{1, 300, 4, 1, 128, [][]int{{1, 100, 16, 183}}, both, false},
+		{1, 1, 2, 1, 8, nil, []tensor.DType{f32}, true}, {1, 20, 4, 1, 5, nil, []tensor.DType{f32}, true},
+		{2, 37, 4, 2, 24, nil, []tensor.DType{f32}, true}, {1, 70, 2, 2, 128, nil, []tensor.DType{bf16}, true},
+		{1, 33, 3, 3, 16, nil, []tensor.DType{f16}, true},
+		{2, 140, 4, 2, 24, [][]int{{5, 1, 64, 70}, {15, 17, 1, 32, 75}}, []tensor.DType{f32}, true},
+		{1, 50, 4, 1, 16, [][]int{{16, 1, 33}}, []tensor.DType{bf16}, true},
 	} {
-		for _, dt := range []tensor.DType{tensor.F32, tensor.BF16} {
+		for _, dt := range s.dts {
 			scale := float32(1 / math.Sqrt(float64(s.D)))
 			q := input(t, b, rng, dt, s.B, s.T, s.Hq, s.D)
 			k, v := input(t, b, rng, dt, s.B, s.T, s.Hkv, s.D), input(t, b, rng, dt, s.B, s.T, s.Hkv, s.D)
@@ -510,9 +781,19 @@ func TestGPUAttention(t *testing.T) {
 			out, lse := output(t, b, dt, s.B, s.T, s.Hq, s.D), output(t, b, tensor.F32, s.B, s.Hq, s.T)
 			must(t, cpu.Attention(out.h, lse.h, q.h, k.h, v.h, ds.h, scale))
 			must(t, b.Attention(out.d, lse.d, q.d, k.d, v.d, ds.d, scale))
-			name := fmt.Sprintf("attention %+v %s", s, dt)
-			compare(t, b, name, out, tolFor(tolReduce, dt))
-			compare(t, b, name+" lse", lse, tolReduce)
+			name := fmt.Sprintf("attention B %d T %d Hq %d Hkv %d D %d docs %v %s", s.B, s.T, s.Hq, s.Hkv, s.D, s.docs, dt)
+			// each checks one result as a whole and, for the small cases,
+			// element by element.
+			each := func(what string, got pair, tol, elemTol float64) {
+				t.Helper()
+				compare(t, b, name+what, got, tol)
+				if s.elementwise {
+					closeTo(t, b, name+what, got, elemTol, 0)
+				}
+			}
+			tol := elemTol(dt, 1e-5)
+			each("", out, tolFor(tolReduce, dt), tol)
+			each(" lse", lse, tolReduce, 1e-5)
 
 			dout := input(t, b, rng, dt, s.B, s.T, s.Hq, s.D)
 			dq := output(t, b, dt, s.B, s.T, s.Hq, s.D)
@@ -520,6 +801,12 @@ func TestGPUAttention(t *testing.T) {
 			// Both backends start from the CPU's forward, so that only the
 			// backward is compared.
 			outD, lseD := copyPair(t, b, pair{out.h, nil}), copyPair(t, b, pair{lse.h, nil})
+			// bf16 with D 64, 96, 128 runs on the tensor cores
+			// (attention_tc_cuda_test.go), with bf16 P and dS.
+			gradTol := tol
+			if _, ok := attentionTC("attention_tc_backward_dq", kernels.Sizes{D: s.D}, dq.d, dk.d, dv.d, dout.d, q.d, k.d, v.d); ok {
+				gradTol = tolTCGrad
+			}
 			must(t, cpu.AttentionBackward(dq.h, dk.h, dv.h, dout.h, q.h, k.h, v.h, ds.h, out.h, lse.h, scale))
 			must(t, b.AttentionBackward(dq.d, dk.d, dv.d, dout.d, q.d, k.d, v.d, ds.d, outD.d, lseD.d, scale))
 			if s.T == 1 {
@@ -528,10 +815,10 @@ func TestGPUAttention(t *testing.T) {
 				nearZero(t, b, name+" dq", dq, 1e-5)
 				nearZero(t, b, name+" dk", dk, 1e-5)
 			} else {
-				compare(t, b, name+" dq", dq, tolFor(tolReduce, dt))
-				compare(t, b, name+" dk", dk, tolFor(tolReduce, dt))
+				each(" dq", dq, tolFor(tolReduce, dt), gradTol)
+				each(" dk", dk, tolFor(tolReduce, dt), gradTol)
 			}
-			compare(t, b, name+" dv", dv, tolFor(tolReduce, dt))
+			each(" dv", dv, tolFor(tolReduce, dt), gradTol)
 		}
 	}
 }
@@ -551,6 +838,26 @@ func TestGPUSwiGLU(t *testing.T) {
 		must(t, b.SwiGLUBackward(dg.d, du.d, dout.d, g.d, u.d))
 		compare(t, b, "swiglu backward dgate "+dt.String(), dg, tolFor(tolF32, dt))
 		compare(t, b, "swiglu backward dup "+dt.String(), du, tolFor(tolF32, dt))
+	}
+	// Gates of standard deviation 6 (the sigmoid saturating both ways) and
+	// a single element, element by element.
+	for _, c := range []struct {
+		shape []int
+		dt    tensor.DType
+	}{{[]int{5, 67}, tensor.F32}, {[]int{3, 41}, tensor.BF16}, {[]int{1}, tensor.F32}} {
+		name := fmt.Sprintf("swiglu %v %s, wide gates", c.shape, c.dt)
+		gh := randHost(rng, c.dt, 6, c.shape...)
+		g, u := pair{gh, toDev(t, b, gh)}, input(t, b, rng, c.dt, c.shape...)
+		out := output(t, b, c.dt, c.shape...)
+		must(t, cpu.SwiGLU(out.h, g.h, u.h))
+		must(t, b.SwiGLU(out.d, g.d, u.d))
+		closeTo(t, b, name, out, elemTol(c.dt, 1e-6), 0)
+		dout := input(t, b, rng, c.dt, c.shape...)
+		dg, du := output(t, b, c.dt, c.shape...), output(t, b, c.dt, c.shape...)
+		must(t, cpu.SwiGLUBackward(dg.h, du.h, dout.h, g.h, u.h))
+		must(t, b.SwiGLUBackward(dg.d, du.d, dout.d, g.d, u.d))
+		closeTo(t, b, name+" backward dgate", dg, elemTol(c.dt, 1e-6), 0)
+		closeTo(t, b, name+" backward dup", du, elemTol(c.dt, 1e-6), 0)
 	}
 }
 
@@ -606,6 +913,48 @@ func TestGPUCrossEntropy(t *testing.T) {
 			compare(t, b, name+" dh", dh, tolFor(tol, c.dh))
 		}
 	}
+	// Small sizes, element by element: chunks that do not divide the
+	// vocabulary, a chunk of one column and one wider than the vocabulary,
+	// a label in the last chunk, ignored rows, bf16 inputs with bf16 dh (a
+	// separate accumulator) and float32 ones (dh is the accumulator), the
+	// loss alone, and a single row.
+	for _, c := range []struct {
+		N, H, V, chunk int
+		dt             tensor.DType
+		withDh         bool
+	}{
+		{13, 24, 50, 16, tensor.F32, true}, {13, 24, 50, 64, tensor.F32, true}, {9, 40, 37, 8, tensor.BF16, true},
+		{3, 5, 7, 1, tensor.F32, true}, {6, 16, 30, 7, tensor.F32, false}, {1, 3, 4, 3, tensor.F32, true},
+	} {
+		name := fmt.Sprintf("cross entropy N %d H %d V %d chunk %d %s dh %v", c.N, c.H, c.V, c.chunk, c.dt, c.withDh)
+		labels := make([]int32, c.N)
+		for i := range labels {
+			switch {
+			case i == 0:
+				labels[i] = int32(c.V - 1) // the last chunk
+			case i == 1 && c.N > 2, i%4 == 3:
+				labels[i] = -100
+			default:
+				labels[i] = int32(rng.IntN(c.V))
+			}
+		}
+		lh, _ := tensor.FromI32(labels, c.N)
+		hh := randHost(rng, c.dt, 2, c.N, c.H) // logits of a few units, as a trained model has
+		h, w := pair{hh, toDev(t, b, hh)}, input(t, b, rng, c.dt, c.V, c.H)
+		lp := output(t, b, tensor.F32, c.N)
+		var dh pair
+		if c.withDh {
+			dh = output(t, b, c.dt, c.N, c.H)
+		}
+		gradScale := 1 / float32(c.N)
+		must(t, cpu.CrossEntropy(lp.h, dh.h, h.h, w.h, lh, c.chunk, gradScale))
+		must(t, b.CrossEntropy(lp.d, dh.d, h.d, w.d, toDev(t, b, lh), c.chunk, gradScale))
+		closeTo(t, b, name+" logprob", lp, 1e-5, 0)
+		if c.withDh {
+			closeTo(t, b, name+" dh", dh, elemTol(c.dt, 1e-5), 0)
+		}
+	}
+
 	bad, _ := tensor.FromI32([]int32{1, V}, 2)
 	err := b.CrossEntropy(output(t, b, tensor.F32, 2).d, nil, input(t, b, rng, tensor.F32, 2, H).d,
 		input(t, b, rng, tensor.F32, V, H).d, toDev(t, b, bad), 0, 1)
@@ -614,30 +963,57 @@ func TestGPUCrossEntropy(t *testing.T) {
 	}
 }
 
+// AdamW spells out every rounding (no fused multiply-adds), so the device
+// matches the CPU bit for bit: tensors of 1 to 65536 elements in one
+// launch, three steps, with the Table's grid and with one block per tensor
+// (each thread then strides over many elements).
 func TestGPUAdamW(t *testing.T) {
 	b := gpuBackend(t)
 	rng := newRNG(t)
-	var ph, gh, mh, vh, pd, gd, md, vd []*tensor.Tensor
-	for _, shape := range [][]int{{16, 4096}, {1024, 16}, {3}, {7, 9}} {
-		p, g := input(t, b, rng, tensor.F32, shape...), input(t, b, rng, tensor.F32, shape...)
-		m := input(t, b, rng, tensor.F32, shape...)
+	oneBlock := withShape(t, b, "adamw", gridX(1))
+	var ph, gh, mh, vh []*tensor.Tensor
+	for _, shape := range [][]int{{16, 4096}, {1024, 16}, {3}, {7, 9}, {1}, {1037}} {
+		ph, gh = append(ph, randHost(rng, tensor.F32, 1, shape...)), append(gh, randHost(rng, tensor.F32, 1, shape...))
+		mh = append(mh, randHost(rng, tensor.F32, 1, shape...))
 		vHost := randHost(rng, tensor.F32, 1, shape...)
 		for i, x := range vHost.F32() {
 			vHost.F32()[i] = x * x // the second moment is not negative
 		}
-		v := pair{vHost, toDev(t, b, vHost)}
-		ph, gh, mh, vh = append(ph, p.h), append(gh, g.h), append(mh, m.h), append(vh, v.h)
-		pd, gd, md, vd = append(pd, p.d), append(gd, g.d), append(md, m.d), append(vd, v.d)
+		vh = append(vh, vHost)
 	}
-	for step := 1; step <= 3; step++ {
-		must(t, cpu.AdamW(ph, gh, mh, vh, step, 1e-3, 0.9, 0.999, 1e-8, 0.01))
-		must(t, b.AdamW(pd, gd, md, vd, step, 1e-3, 0.9, 0.999, 1e-8, 0.01))
+	onDevice := func(hs []*tensor.Tensor) []*tensor.Tensor {
+		var ds []*tensor.Tensor
+		for _, h := range hs {
+			ds = append(ds, toDev(t, b, h))
+		}
+		return ds
 	}
-	for i := range ph {
-		compare(t, b, fmt.Sprintf("adamw p[%d]", i), pair{ph[i], pd[i]}, 0)
-		compare(t, b, fmt.Sprintf("adamw m[%d]", i), pair{mh[i], md[i]}, 0)
-		compare(t, b, fmt.Sprintf("adamw v[%d]", i), pair{vh[i], vd[i]}, 0)
+	for _, grid := range []struct {
+		name string
+		b    *Backend
+	}{{"Table grid", b}, {"one block per tensor", oneBlock}} {
+		pd, gd, md, vd := onDevice(ph), onDevice(gh), onDevice(mh), onDevice(vh)
+		var p, m, v []*tensor.Tensor // the CPU's copies
+		for i := range ph {
+			p, m, v = append(p, hostClone(ph[i])), append(m, hostClone(mh[i])), append(v, hostClone(vh[i]))
+		}
+		for step := 1; step <= 3; step++ {
+			must(t, cpu.AdamW(p, gh, m, v, step, 1e-3, 0.9, 0.999, 1e-8, 0.01))
+			must(t, grid.b.AdamW(pd, gd, md, vd, step, 1e-3, 0.9, 0.999, 1e-8, 0.01))
+		}
+		for i := range ph {
+			compare(t, b, fmt.Sprintf("adamw %s p[%d]", grid.name, i), pair{p[i], pd[i]}, 0)
+			compare(t, b, fmt.Sprintf("adamw %s m[%d]", grid.name, i), pair{m[i], md[i]}, 0)
+			compare(t, b, fmt.Sprintf("adamw %s v[%d]", grid.name, i), pair{v[i], vd[i]}, 0)
+		}
 	}
+}
+
+// hostClone is a copy of a host tensor.
+func hostClone(h *tensor.Tensor) *tensor.Tensor {
+	c := tensor.New(h.DType(), h.Shape()...)
+	copy(c.Bytes(), h.Bytes())
+	return c
 }
 
 // Operations on host tensors are errors, not crashes.
@@ -661,39 +1037,80 @@ func TestGPUErrors(t *testing.T) {
 }
 
 // lora_gemm, with the strides of each LoRA product (kernels/lora.cu), gives
-// the CPU MatMul of the same product.
+// the CPU MatMul of the same product, on the tensor cores: sizes that fill
+// no tile (tokens 37, in 70, out 45, rank 5), whole tiles, a single token,
+// bf16 activations (x, dy and the outputs y and dx), with split = 1 (hi +
+// lo bf16: 1e-4 of each element's scale, 1e-2 into a bf16 output) and
+// split = 0 (plain bf16: 2e-2). The largest errors seen over seeds 1-20
+// were 3.1e-5 (split), 4.3e-3 (split, bf16 output) and 1.5e-2 (plain).
 func TestGPULoRAGemm(t *testing.T) {
 	b := gpuBackend(t)
 	rng := newRNG(t)
-	const N, in, out, r = 67, 96, 80, 16
-	const s = 2.0
-	x, A, B := input(t, b, rng, tensor.F32, N, in), input(t, b, rng, tensor.F32, r, in), input(t, b, rng, tensor.F32, out, r)
-	tt, dy := input(t, b, rng, tensor.F32, N, r), input(t, b, rng, tensor.F32, N, out)
-	type product struct {
-		name                   string
-		c                      pair
-		a, w                   pair
-		transA, transB         bool
-		ldc, sam, sak, sbk, sb int
-		M, cols, K             int
-		alpha, beta            float32
-	}
-	for _, split := range []int{0, 1} {
-		for _, p := range []product{
-			{"t = x A^T", output(t, b, tensor.F32, N, r), x, A, false, true, r, in, 1, 1, in, N, r, in, 1, 0},
-			{"y += s t B^T", input(t, b, rng, tensor.F32, N, out), tt, B, false, true, out, r, 1, 1, r, N, out, r, s, 1},
-			{"dB += s dy^T t", input(t, b, rng, tensor.F32, out, r), dy, tt, true, false, r, 1, out, r, 1, out, r, N, s, 1},
-			{"dt = s dy B", output(t, b, tensor.F32, N, r), dy, B, false, false, r, out, 1, r, 1, N, r, out, s, 0},
-			{"dA += dt^T x", input(t, b, rng, tensor.F32, r, in), tt, x, true, false, in, 1, r, in, 1, r, in, N, 1, 1},
-			{"dx += dt A", input(t, b, rng, tensor.F32, N, in), tt, A, false, false, in, r, 1, in, 1, N, in, r, 1, 1},
-		} {
-			must(t, cpu.MatMul(p.c.h, p.a.h, p.w.h, p.transA, p.transB, p.alpha, p.beta))
-			must(t, b.loraGemm(p.c.d, p.a.d, p.w.d, p.ldc, p.sam, p.sak, p.sbk, p.sb, p.M, p.cols, p.K, p.alpha, p.beta, split))
-			tol := tol16 // each operand rounded to bf16
-			if split == 1 {
-				tol = 1e-4 // hi + lo: near float32 (lora.cu)
+	const s = 2.0 // alpha / r
+	for _, c := range []struct {
+		N, in, out, r int
+		act           tensor.DType
+	}{
+		{67, 96, 80, 16, tensor.F32}, {37, 70, 45, 5, tensor.F32}, {64, 64, 32, 16, tensor.F32},
+		{1, 40, 24, 8, tensor.F32}, {29, 48, 40, 16, tensor.BF16},
+	} {
+		N, in, out, r := c.N, c.in, c.out, c.r
+		x, A, B := input(t, b, rng, c.act, N, in), input(t, b, rng, tensor.F32, r, in), input(t, b, rng, tensor.F32, out, r)
+		tt, dt, dy := input(t, b, rng, tensor.F32, N, r), input(t, b, rng, tensor.F32, N, r), input(t, b, rng, c.act, N, out)
+		type product struct {
+			name                   string
+			c                      pair
+			a, w                   pair
+			transA, transB         bool
+			ldc, sam, sak, sbk, sb int
+			M, cols, K             int
+			alpha, beta            float32
+		}
+		for _, split := range []int{0, 1} {
+			for _, p := range []product{
+				{"t = x A^T", output(t, b, tensor.F32, N, r), x, A, false, true, r, in, 1, 1, in, N, r, in, 1, 0},
+				{"y += s t B^T", input(t, b, rng, c.act, N, out), tt, B, false, true, out, r, 1, 1, r, N, out, r, s, 1},
+				{"dB += s dy^T t", input(t, b, rng, tensor.F32, out, r), dy, tt, true, false, r, 1, out, r, 1, out, r, N, s, 1},
+				{"dt = s dy B", output(t, b, tensor.F32, N, r), dy, B, false, false, r, out, 1, r, 1, N, r, out, s, 0},
+				{"dA += dt^T x", input(t, b, rng, tensor.F32, r, in), dt, x, true, false, in, 1, r, in, 1, r, in, N, 1, 1},
+				{"dx += dt A", input(t, b, rng, c.act, N, in), dt, A, false, false, in, r, 1, in, 1, N, in, r, 1, 1},
+			} {
+				must(t, cpu.MatMul(p.c.h, p.a.h, p.w.h, p.transA, p.transB, p.alpha, p.beta))
+				must(t, b.loraGemm(p.c.d, p.a.d, p.w.d, p.ldc, p.sam, p.sak, p.sbk, p.sb, p.M, p.cols, p.K, p.alpha, p.beta, split))
+				name := fmt.Sprintf("lora_gemm N %d in %d out %d r %d %s: %s, split %d", N, in, out, r, c.act, p.name, split)
+				tol, elem := tol16, 2e-2 // each operand rounded to bf16
+				if split == 1 {
+					tol, elem = 1e-4, elemTol(p.c.h.DType(), 1e-4) // hi + lo: near float32 (lora.cu)
+				}
+				compare(t, b, name, p.c, tolFor(tol, p.c.h.DType()))
+				closeTo(t, b, name, p.c, elem, 0)
 			}
-			compare(t, b, fmt.Sprintf("lora_gemm %s split %d", p.name, split), p.c, tol)
+		}
+	}
+}
+
+// lora_gemm writes only C's first cols columns of each ldc-wide row (a
+// view into a wider matrix, as Phi-3's fused projections are): the others
+// stay as they were, bit for bit.
+func TestGPULoRAStridedC(t *testing.T) {
+	b := gpuBackend(t)
+	rng := newRNG(t)
+	const M, N, K, ldc = 19, 21, 33, 40
+	a, w, c := input(t, b, rng, tensor.F32, M, K), input(t, b, rng, tensor.F32, N, K), input(t, b, rng, tensor.F32, M, ldc)
+	must(t, b.loraGemm(c.d, a.d, w.d, ldc, K, 1, 1, K, M, N, K, 1, 1, kernels.LoRASplitTraining))
+	av, wv, cv, got := a.h.F32(), w.h.F32(), c.h.F32(), hostOf(t, b, c.d).F32()
+	for i := 0; i < M; i++ {
+		for j := 0; j < ldc; j++ {
+			want := float64(cv[i*ldc+j])
+			if j < N {
+				for k := 0; k < K; k++ {
+					want += float64(av[i*K+k]) * float64(wv[j*K+k])
+				}
+			}
+			g := float64(got[i*ldc+j])
+			if j >= N && g != want || math.Abs(g-want) > 1e-4*(math.Abs(want)+1) {
+				t.Fatalf("c[%d, %d] = %g, want %g", i, j, g, want)
+			}
 		}
 	}
 }

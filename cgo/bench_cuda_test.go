@@ -277,6 +277,21 @@ func BenchmarkGPUKernels(b *testing.B) {
 			keep(q, k, v, o, lse, dq, dk, dv, d)
 			return func() error { return be.AttentionBackward(dq, dk, dv, d, q, k, v, nil, o, lse, scale) }, 0, 5 * Hq * N * N * D
 		}},
+		{"attention_forward_bf16_tc", func(keep func(...*tensor.Tensor)) (func() error, float64, float64) {
+			// bf16 q, k, v and out: the tensor-core kernel (attention_tc.cu).
+			q, k, v := rnd(bf16, 1, 1, N, Hq, D), rnd(bf16, 1, 1, N, Hkv, D), rnd(bf16, 1, 1, N, Hkv, D)
+			o, lse := rnd(bf16, 1, 1, N, Hq, D), rnd(f32, 1, 1, Hq, N)
+			keep(q, k, v, o, lse)
+			return func() error { return be.Attention(o, lse, q, k, v, nil, scale) }, 0, 2 * Hq * N * N * D
+		}},
+		{"attention_backward_bf16_tc", func(keep func(...*tensor.Tensor)) (func() error, float64, float64) {
+			q, k, v := rnd(bf16, 1, 1, N, Hq, D), rnd(bf16, 1, 1, N, Hkv, D), rnd(bf16, 1, 1, N, Hkv, D)
+			o, lse := rnd(bf16, 1, 1, N, Hq, D), rnd(f32, 1, 1, Hq, N)
+			must(b, be.Attention(o, lse, q, k, v, nil, scale))
+			dq, dk, dv, d := rnd(bf16, 1, 1, N, Hq, D), rnd(bf16, 1, 1, N, Hkv, D), rnd(bf16, 1, 1, N, Hkv, D), rnd(bf16, 1, 1, N, Hq, D)
+			keep(q, k, v, o, lse, dq, dk, dv, d)
+			return func() error { return be.AttentionBackward(dq, dk, dv, d, q, k, v, nil, o, lse, scale) }, 0, 5 * Hq * N * N * D
+		}},
 		{"cross_entropy_f32xbf16_with_dh", func(keep func(...*tensor.Tensor)) (func() error, float64, float64) {
 			lv := make([]int32, N)
 			for i := range lv {

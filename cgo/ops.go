@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"slices"
 
 	"github.com/compassml/compass/kernels"
 	"github.com/compassml/compass/tensor"
@@ -249,6 +250,41 @@ func (b *Backend) Embedding(out, table, ids *tensor.Tensor) error {
 	return fmt.Errorf("cuda: embedding: id %d at position %d is outside the vocabulary [0, %d)", id, pos, V)
 }
 
+// embeddingBackward adds the rows of dout [..., H] into the rows of dtable
+// F32 [V, H] that ids select: repeated ids add up (float atomics, so the
+// last bits vary from run to run), ids outside [0, V) are skipped (the
+// forward reported them). No tensor.Backend operation needs it, since
+// compass keeps embeddings frozen; it is the kernel's launch in Go, which
+// the GPU tests run like every other operation's.
+func (b *Backend) embeddingBackward(dtable, dout, ids *tensor.Tensor) error {
+	const op = "embedding backward"
+	if err := floatCheck(op, dtable, dout); err != nil {
+		return err
+	}
+	if err := deviceCheck(op, ids); err != nil {
+		return err
+	}
+	if dtable.DType() != tensor.F32 || dtable.Rank() != 2 {
+		return fmt.Errorf("cuda: %s: dtable %v must be F32 [V, H]", op, dtable)
+	}
+	if ids.DType() != tensor.I32 {
+		return fmt.Errorf("cuda: %s: ids %v must be I32", op, ids)
+	}
+	V, H := dtable.Dim(0), dtable.Dim(1)
+	n := ids.NumElements()
+	if dout.Rank() == 0 || dout.Dim(-1) != H || dout.NumElements() != n*H {
+		return fmt.Errorf("cuda: %s: dout %v must hold %d rows of %d (ids %v, dtable %v)", op, dout, n, H, ids, dtable)
+	}
+	if err := int32Check(op, n, H, V); err != nil {
+		return err
+	}
+	if n == 0 || H == 0 {
+		return nil
+	}
+	args := new(Args).Raw(dtable).Tensor(dout).Raw(ids).I32(n).I32(H).I32(V)
+	return b.q.launch(op, "embedding_backward", kernels.Sizes{N: n, H: H}, args)
+}
+
 // normShapes checks x [..., H], weight [H], the tensors shaped like x and
 // rstd (F32, one per row), and returns the rows and H.
 func normShapes(op string, x, weight, rstd *tensor.Tensor, likeX ...*tensor.Tensor) (nrows, H int, err error) {
@@ -407,13 +443,36 @@ func (b *Backend) Attention(out, lse, q, k, v, docStart *tensor.Tensor, scale fl
 	if err != nil || s.B*s.T*s.Hq*s.D == 0 {
 		return err
 	}
+	if name, ok := attentionTC("attention_tc_forward", s, out, q, k, v); ok {
+		args := new(Args).Raw(out).Raw(lse).Raw(q).Raw(k).Raw(v).Raw(docStart).
+			I32(s.B).I32(s.T).I32(s.Hq).I32(s.Hkv).F32(scale)
+		return b.q.launch("attention", name, s, args)
+	}
 	args := new(Args).Tensor(out).Raw(lse).Tensor(q).Tensor(k).Tensor(v).Raw(docStart).
 		I32(s.B).I32(s.T).I32(s.Hq).I32(s.Hkv).I32(s.D).F32(scale)
 	return b.q.launch("attention", "attention_forward", s, args)
 }
 
+// attentionTC returns the tensor-core kernel prefix_dD (attention_tc.cu)
+// when it can do the work: every tensor bf16, a head dimension it was
+// built for, and addresses 16-byte aligned for its 16-byte copies. Else
+// the float32 kernels of attention.cu do it.
+func attentionTC(prefix string, s kernels.Sizes, ts ...*tensor.Tensor) (string, bool) {
+	if !slices.Contains(kernels.AttentionTCHeadDims, s.D) {
+		return "", false
+	}
+	for _, t := range ts {
+		mem, _ := t.Device()
+		if t.DType() != tensor.BF16 || mem.Ptr%16 != 0 {
+			return "", false
+		}
+	}
+	return fmt.Sprintf("%s_d%d", prefix, s.D), true
+}
+
 // AttentionBackward implements tensor.Backend: D = rowsum(dout * out)
-// first, then dq, and dk with dv, in three launches.
+// first, then dq, and dk with dv, in three launches (the last two on the
+// tensor cores when attentionTC allows).
 func (b *Backend) AttentionBackward(dq, dk, dv, dout, q, k, v, docStart, out, lse *tensor.Tensor, scale float32) error {
 	const op = "attention backward"
 	s, err := attnCheck(op, q, k, v, lse, []*tensor.Tensor{dq, dout, out}, []*tensor.Tensor{dk, dv})
@@ -431,6 +490,17 @@ func (b *Backend) AttentionBackward(dq, dk, dv, dout, q, k, v, docStart, out, ls
 	args := new(Args).Raw(delta).Tensor(dout).Tensor(out).I32(s.B).I32(s.T).I32(s.Hq).I32(s.D)
 	if err := b.q.launch(op, "attention_backward_delta", s, args); err != nil {
 		return err
+	}
+	if dqName, ok := attentionTC("attention_tc_backward_dq", s, dq, dk, dv, dout, q, k, v); ok {
+		dkdvName, _ := attentionTC("attention_tc_backward_dkdv", s)
+		args.Reset().Raw(dq).Raw(q).Raw(k).Raw(v).Raw(docStart).Raw(dout).Raw(lse).Raw(delta).
+			I32(s.B).I32(s.T).I32(s.Hq).I32(s.Hkv).F32(scale)
+		if err := b.q.launch(op, dqName, s, args); err != nil {
+			return err
+		}
+		args.Reset().Raw(dk).Raw(dv).Raw(q).Raw(k).Raw(v).Raw(docStart).Raw(dout).Raw(lse).Raw(delta).
+			I32(s.B).I32(s.T).I32(s.Hq).I32(s.Hkv).F32(scale)
+		return b.q.launch(op, dkdvName, s, args)
 	}
 	args.Reset().Tensor(dq).Tensor(q).Tensor(k).Tensor(v).Raw(docStart).Tensor(dout).Raw(lse).Raw(delta).
 		I32(s.B).I32(s.T).I32(s.Hq).I32(s.Hkv).I32(s.D).F32(scale)

@@ -314,6 +314,15 @@ func TestRecordedOps(t *testing.T) {
 			// t = x A^T: x [N, H], A [3, H], t [N, 3].
 			return b.loraGemm(dev(t, b, f32, N, 3), dev(t, b, f32, N, H), dev(t, b, f32, 3, H), 3, H, 1, 1, H, N, 3, H, 1, 0, kernels.LoRASplitTraining)
 		}},
+		{"embedding backward", []string{"embedding_backward"}, func() error {
+			return b.embeddingBackward(dev(t, b, f32, V, H), dev(t, b, bf16, B, T, H), dev(t, b, i32, B, T))
+		}},
+		{"kmeans assign", []string{"kmeans_sqnorm", "kmeans_sqnorm", "kmeans_assign"}, func() error {
+			return b.KMeansAssign(dev(t, b, i32, N), dev(t, b, f32, N), dev(t, b, f16, N, H), dev(t, b, f32, 5, H))
+		}},
+		{"kmeans update", []string{"kmeans_accumulate", "kmeans_divide"}, func() error {
+			return b.KMeansUpdate(dev(t, b, f32, 7, H), dev(t, b, i32, 7), dev(t, b, bf16, N, H), dev(t, b, i32, N))
+		}},
 		{"matmul f32", []string{"gemm"}, func() error {
 			return b.MatMul(dev(t, b, f32, B, T, I), dev(t, b, f32, B, T, H), dev(t, b, f32, I, H), false, true, 1, 0)
 		}},
@@ -370,6 +379,7 @@ func TestRecordedScratchFreed(t *testing.T) {
 	lp, dh, h, w, labels := dev(t, b, f32, 6), dev(t, b, bf16, 6, 8), dev(t, b, f32, 6, 8), dev(t, b, bf16, 21, 8), dev(t, b, i32, 6)
 	c, x, wt := dev(t, b, bf16, 6, 5), dev(t, b, f32, 6, 8), dev(t, b, bf16, 5, 8)
 	q4, kv, lse := dev(t, b, f32, 1, 6, 2, 4), dev(t, b, f32, 1, 6, 1, 4), dev(t, b, f32, 1, 2, 6)
+	cent, counts := dev(t, b, f32, 7, 8), dev(t, b, i32, 7)
 	before := b.InUseBytes()
 	for _, run := range []func() error{
 		func() error { return b.CrossEntropy(lp, dh, h, w, labels, 8, 1) },
@@ -377,6 +387,8 @@ func TestRecordedScratchFreed(t *testing.T) {
 		func() error { return b.AttentionBackward(q4, kv, kv, q4, q4, kv, kv, nil, q4, lse, 0.5) },
 		func() error { return b.Embedding(h, w, labels) },
 		func() error { return b.Copy(tensor.New(f32, 6, 5), c) },
+		func() error { return b.KMeansAssign(labels, lp, h, cent) },
+		func() error { return b.KMeansUpdate(cent, counts, h, labels) },
 	} {
 		if err := run(); err != nil {
 			t.Fatal(err)
@@ -495,7 +507,8 @@ func TestKernelsUsedExist(t *testing.T) {
 	used := []string{"elementwise_cast", "elementwise_add", "elementwise_mul", "elementwise_scale", "embedding_forward",
 		"rmsnorm_forward", "rmsnorm_backward", "rope", "attention_forward", "attention_backward_delta",
 		"attention_backward_dq", "attention_backward_dkdv", "swiglu_forward", "swiglu_backward", "ce_init",
-		"ce_chunk_update", "ce_rescale", "ce_finalize", "adamw", "lora_gemm"}
+		"ce_chunk_update", "ce_rescale", "ce_finalize", "adamw", "lora_gemm", "embedding_backward", "kmeans_sqnorm",
+		"kmeans_assign", "kmeans_accumulate", "kmeans_divide"}
 	for _, name := range used {
 		if _, err := kernels.Lookup(name); err != nil {
 			t.Errorf("%v", err)

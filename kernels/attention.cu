@@ -1,7 +1,9 @@
 // attention.cu: causal grouped-query attention, forward and backward,
 // flash-style: tiles of K and V pass through shared memory, the softmax is
 // online, and no [T x T] matrix exists anywhere. Plain float32 FMA (tensor
-// cores may come later); correct first.
+// cores may come later); correct first. The forward also has a
+// bidirectional mode for encoders (attention_bidir_forward: no causal mask,
+// right padding masked out of the keys by a length per row).
 //
 // Layouts (tensor.Backend.Attention): q, out, dq, dout [B, T, Hq, D]; k, v,
 // dk, dv [B, T, Hkv, D]; query head h reads kv head h / (Hq/Hkv); lse and
@@ -84,14 +86,16 @@ __device__ __forceinline__ int queries_until(const int* doc_start, int b, int T,
   return lo;
 }
 
-// attention_forward matches tensor.CPU.Attention: out = softmax(scale q k^T,
-// causal) v per query row, lse = log-sum-exp of the row's scaled scores.
-// Grid (ceil(T/16), Hq, B), block 128, dynamic shared memory
-// (16 D + 2*32 D + 16*32) floats (kernels.go).
-extern "C" __global__ void __launch_bounds__(ATT_THREADS)
-    attention_forward(void* out, int out_dt, float* lse, const void* q, int q_dt, const void* k, int k_dt,
-                      const void* v, int v_dt, const int* doc_start, int B, int T, int Hq, int Hkv, int D,
-                      float scale) {
+// attention_forward_body is the forward of both masks. Causal: query t of
+// row b sees keys doc_start[b, t] <= s <= t, and lse is written.
+// Bidirectional (an encoder's): every query of row b sees keys
+// 0 <= s < key_len[b] (clamped to [1, T]: the rest is padding), and there
+// is no lse. The mask is one range [klo, khi] per query row either way.
+template <bool Causal>
+__device__ __forceinline__ void attention_forward_body(void* out, int out_dt, float* lse, const void* q, int q_dt,
+                                                       const void* k, int k_dt, const void* v, int v_dt,
+                                                       const int* doc_start, const int* key_len, int B, int T,
+                                                       int Hq, int Hkv, int D, float scale) {
   DYNAMIC_SHARED(float, smem);
   float* Qs = smem;            // [ATT_BQ][D]
   float* Ks = Qs + ATT_BQ * D;  // [ATT_BK][D]
@@ -100,8 +104,22 @@ extern "C" __global__ void __launch_bounds__(ATT_THREADS)
 
   int tid = threadIdx.x, r = tid >> 3, l8 = tid & 7;
   int q0 = blockIdx.x * ATT_BQ, h = blockIdx.y, b = blockIdx.z, g = h / (Hq / Hkv);
-  int qi = q0 + r;                                  // this thread's query position
-  int qstart = doc_start_at(doc_start, b, T, qi);  // and the first key it sees
+  int qi = q0 + r;  // this thread's query position
+  // The keys it sees, klo..khi, and the tiles of keys kbegin..kend-1 that
+  // the block loads: before the tile's first start and after its last
+  // query (causal), or past the row's length (bidirectional), none is seen.
+  int klo, khi, kbegin, kend;
+  if (Causal) {
+    klo = doc_start_at(doc_start, b, T, qi);
+    khi = qi;
+    kbegin = tile_doc_start(doc_start, b, T, q0);
+    kend = min(T, q0 + ATT_BQ);
+  } else {
+    kend = min(max(key_len[b], 1), T);
+    klo = 0;
+    khi = kend - 1;
+    kbegin = 0;
+  }
 
   for (int i = tid; i < ATT_BQ * D; i += ATT_THREADS) {
     int t = q0 + i / D;
@@ -115,9 +133,7 @@ extern "C" __global__ void __launch_bounds__(ATT_THREADS)
 #pragma unroll
   for (int j = 0; j < ATT_DMAX / 8; j++) o[j] = 0.0f;
 
-  // Keys before the tile's first start and after its last query are masked.
-  int kend = min(T, q0 + ATT_BQ);
-  for (int k0 = tile_doc_start(doc_start, b, T, q0); k0 < kend; k0 += ATT_BK) {
+  for (int k0 = kbegin; k0 < kend; k0 += ATT_BK) {
     __syncthreads();  // Qs written; the previous tile's Ks, Vs, Ps read
     for (int i = tid; i < ATT_BK * D; i += ATT_THREADS) {
       int t = k0 + i / D;
@@ -127,7 +143,7 @@ extern "C" __global__ void __launch_bounds__(ATT_THREADS)
     }
     __syncthreads();
 
-    // Scores of row r for keys c = l8 + 8jj; keys before qstart or after qi
+    // Scores of row r for keys c = l8 + 8jj; keys before klo or after khi
     // (or past T) masked.
     float sc[ATT_BK / 8];
     float mt = -INFINITY;
@@ -136,9 +152,9 @@ extern "C" __global__ void __launch_bounds__(ATT_THREADS)
       int c = l8 + 8 * jj;
       float dot = 0.0f;
       for (int d = 0; d < D; d++) dot += Qs[r * D + d] * Ks[c * D + d];
-      // qstart <= k0 + c <= qi as one unsigned comparison: with two,
+      // klo <= k0 + c <= khi as one unsigned comparison: with two,
       // ptxas (nvcc 11.8) spills on sm_80.
-      sc[jj] = (unsigned)(k0 + c - qstart) <= (unsigned)(qi - qstart) ? scale * dot : -INFINITY;
+      sc[jj] = (unsigned)(k0 + c - klo) <= (unsigned)(khi - klo) ? scale * dot : -INFINITY;
       mt = fmaxf(mt, sc[jj]);
     }
     mt = fmaxf(mt, __shfl_xor_sync(0xffffffffu, mt, 1));
@@ -177,7 +193,7 @@ extern "C" __global__ void __launch_bounds__(ATT_THREADS)
   l += __shfl_xor_sync(0xffffffffu, l, 1);
   l += __shfl_xor_sync(0xffffffffu, l, 2);
   l += __shfl_xor_sync(0xffffffffu, l, 4);
-  if (qi < T && l8 == 0) lse[((size_t)b * Hq + h) * T + qi] = m_run + logf(l);
+  if (Causal && qi < T && l8 == 0) lse[((size_t)b * Hq + h) * T + qi] = m_run + logf(l);
   // The tile goes out through shared memory (Qs is free now): one store
   // loop, consecutive threads on consecutive elements.
 #pragma unroll
@@ -187,6 +203,29 @@ extern "C" __global__ void __launch_bounds__(ATT_THREADS)
   }
   __syncthreads();
   store_tile(out, out_dt, Qs, q0, T, Hq, h, b, D);
+}
+
+// attention_forward matches tensor.CPU.Attention: out = softmax(scale q k^T,
+// causal) v per query row, lse = log-sum-exp of the row's scaled scores.
+// Grid (ceil(T/16), Hq, B), block 128, dynamic shared memory
+// (16 D + 2*32 D + 16*32) floats (kernels.go).
+extern "C" __global__ void __launch_bounds__(ATT_THREADS)
+    attention_forward(void* out, int out_dt, float* lse, const void* q, int q_dt, const void* k, int k_dt,
+                      const void* v, int v_dt, const int* doc_start, int B, int T, int Hq, int Hkv, int D,
+                      float scale) {
+  attention_forward_body<true>(out, out_dt, lse, q, q_dt, k, k_dt, v, v_dt, doc_start, nullptr, B, T, Hq, Hkv, D,
+                               scale);
+}
+
+// attention_bidir_forward matches tensor.CPU.BidirectionalAttention: out =
+// softmax(scale q k^T) v over keys 0 <= s < key_len[b] for every query of
+// row b, key_len int32 [B] (each clamped to [1, T]). Launched as
+// attention_forward.
+extern "C" __global__ void __launch_bounds__(ATT_THREADS)
+    attention_bidir_forward(void* out, int out_dt, const void* q, int q_dt, const void* k, int k_dt, const void* v,
+                            int v_dt, const int* key_len, int B, int T, int Hq, int Hkv, int D, float scale) {
+  attention_forward_body<false>(out, out_dt, nullptr, q, q_dt, k, k_dt, v, v_dt, nullptr, key_len, B, T, Hq, Hkv, D,
+                                scale);
 }
 
 // attention_backward_delta writes delta F32 [B, Hq, T] = rowsum(dout * out),

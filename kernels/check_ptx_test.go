@@ -129,3 +129,36 @@ func TestTableMatchesPTX(t *testing.T) {
 		}
 	}
 }
+
+// TestAttentionTCUsesTensorCores checks, without nvcc, that every entry
+// point of the tensor-core attention (attention_tc.cu) does its products
+// with mma.sync and loads its fragments with ldmatrix and its tiles with
+// cp.async, for each architecture: a change that made nvcc fall back to
+// scalar code, or left a kernel without them, fails here.
+func TestAttentionTCUsesTensorCores(t *testing.T) {
+	const source = "attention_tc"
+	entry := regexp.MustCompile(`(?m)^\.visible \.entry (\w+)\(`)
+	for _, arch := range kernels.Architectures {
+		ptx, err := kernels.PTX(source, arch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		text := string(ptx)
+		locs := entry.FindAllStringSubmatchIndex(text, -1)
+		if len(locs) == 0 {
+			t.Fatalf("%s %s: no entry points", source, arch)
+		}
+		for i, loc := range locs {
+			name, end := text[loc[2]:loc[3]], len(text)
+			if i+1 < len(locs) {
+				end = locs[i+1][0]
+			}
+			body := text[loc[0]:end]
+			for _, instr := range []string{"mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32", "ldmatrix.sync.aligned.m8n8.x4", "cp.async.cg.shared.global"} {
+				if !strings.Contains(body, instr) {
+					t.Errorf("%s %s: %s has no %s", source, arch, name, instr)
+				}
+			}
+		}
+	}
+}

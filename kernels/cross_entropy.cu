@@ -18,8 +18,8 @@
 // After the last chunk s is each row's softmax denominator (relative to m)
 // and acc/s = softmax(h w^T) w, so dh = gradScale * (acc/s - w[label]). The
 // caller checks the labels before uploading them (a label outside [0, V)
-// other than -100 is an error there). kernels/emu/driver.cpp runs exactly
-// this sequence, with a plain loop standing in for cuBLAS.
+// other than -100 is an error there). cgo/loss.go runs this sequence; the
+// GPU tests run it on the emulated device, whose cuBLAS is plain loops.
 #include "common.cuh"
 
 // ce_init starts the running statistics: m = -inf, s = 0, target = 0 for

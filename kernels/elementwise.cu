@@ -1,7 +1,8 @@
 // elementwise.cu: dtype casts, add and mul with trailing-dimension
-// broadcasting, and scale. One thread per element, grid-stride loops:
-// block 256, grid min(ceil(n/256), 8192) (kernels.go). Each computes in
-// float32 and rounds once, so it matches the CPU op bit for bit.
+// broadcasting, scale, and the exact GELU of encoders. One thread per
+// element, grid-stride loops: block 256, grid min(ceil(n/256), 8192)
+// (kernels.go). Each computes in float32 and rounds once, so it matches the
+// CPU op bit for bit (GELU: to the last bit or so of erf).
 #include "common.cuh"
 
 // elementwise_cast matches tensor.CPU.Copy (dst and src of any float dtype):
@@ -45,4 +46,15 @@ extern "C" __global__ void __launch_bounds__(256)
 extern "C" __global__ void __launch_bounds__(256)
     elementwise_scale(void* out, int out_dt, const void* a, int a_dt, float s, size_t n) {
   for (size_t i = grid_start(); i < n; i += grid_stride()) store_f32(out, out_dt, i, load_f32(a, a_dt, i) * s);
+}
+
+// gelu_forward matches tensor.CPU.GELU: out[i] = x/2 (1 + erf(x/sqrt(2))),
+// the exact GELU, in float32 as x/2 erfc(-x/sqrt(2)): 1 + erff(...) would
+// cancel for x < -2 (a relative error of 1e-4 at x = -3.3), erfcf does not.
+// It matches the CPU's float64 erf to a few float32 ulps. out may be x.
+extern "C" __global__ void __launch_bounds__(256) gelu_forward(void* out, int out_dt, const void* x, int x_dt, size_t n) {
+  for (size_t i = grid_start(); i < n; i += grid_stride()) {
+    float v = load_f32(x, x_dt, i);
+    store_f32(out, out_dt, i, 0.5f * v * erfcf(v * -0.70710678118654752f));
+  }
 }

@@ -32,7 +32,7 @@ cp -r "$here"/*.cu "$here"/*.cuh "$here"/emu "$stage"/
 cd "$stage"
 
 command -v nvcc >/dev/null || { echo "gen.sh: nvcc not found (Debian: apt-get install nvidia-cuda-toolkit, from non-free)" >&2; exit 1; }
-sources=(adamw attention attention_kv cross_entropy dropout elementwise embedding kmeans lora rmsnorm rope swiglu)
+sources=(adamw attention attention_kv attention_tc cross_entropy dropout elementwise embedding kmeans layernorm lora rmsnorm rope swiglu)
 
 # nvcc, all sources and architectures at once (each is one process).
 pids=()
@@ -55,7 +55,8 @@ spilled=0
 for src in "${sources[@]}"; do
   for arch in 80 90; do
     ptx="$out/${src}_sm${arch}.ptx"
-    report="$(ptxas -v -arch="sm_${arch}" "$ptx" -o /dev/null 2>&1)"
+    report="$(ptxas -v -arch="sm_${arch}" "$ptx" -o /dev/null 2>&1)" ||
+      { echo "gen.sh: ptxas failed on ${src}_sm${arch}.ptx (exit $?):" >&2; echo "$report" >&2; exit 1; }
     # ptxas prints, per kernel: "Compiling entry function 'NAME' for 'sm_XX'",
     # then "N bytes stack frame, N bytes spill stores, N bytes spill loads",
     # then "Used N registers, ...".

@@ -17,7 +17,7 @@ var ptxFiles embed.FS
 
 // Sources are the .cu files, without the extension; each has one PTX file
 // per architecture.
-var Sources = []string{"adamw", "attention", "attention_kv", "cross_entropy", "dropout", "elementwise", "embedding", "kmeans", "lora", "rmsnorm", "rope", "swiglu"}
+var Sources = []string{"adamw", "attention", "attention_kv", "attention_tc", "cross_entropy", "dropout", "elementwise", "embedding", "kmeans", "layernorm", "lora", "rmsnorm", "rope", "swiglu"}
 
 // Architectures are the PTX targets gen.sh generates: compute_80 (A100 and
 // later) and compute_90 (H100, H200). The driver compiles the PTX for the
@@ -141,6 +141,10 @@ const (
 	attBQ    = 16 // query rows per block
 	attBK    = 32 // keys per tile, forward
 	attBKB   = 16 // keys per tile, backward
+	attTcBQ  = 64 // attention_tc: query rows per block
+	attTcBK  = 64 // attention_tc: keys per tile
+	attTcBQB = 32 // attention_tc_backward_dkdv: query rows per tile
+	attTcPad = 8  // attention_tc: bf16 of padding per shared-memory row
 	kmBM     = 32 // points per block
 	loraBM   = 32 // lora_gemm output tile rows
 	loraBN   = 32 // lora_gemm output tile columns
@@ -160,6 +164,8 @@ var Table = []Kernel{
 		Grid: func(s Sizes) [3]int { return strided(s.N, 256) }},
 	{Name: "elementwise_scale", Source: "elementwise", Matches: "Scale", Block: 256,
 		Grid: func(s Sizes) [3]int { return strided(s.N, 256) }},
+	{Name: "gelu_forward", Source: "elementwise", Matches: "GELU", Block: 256,
+		Grid: func(s Sizes) [3]int { return strided(s.N, 256) }},
 
 	// dropout.cu: N = elements.
 	{Name: "dropout", Source: "dropout", Matches: "Dropout", Block: 256,
@@ -169,6 +175,10 @@ var Table = []Kernel{
 	{Name: "rmsnorm_forward", Source: "rmsnorm", Matches: "RMSNorm", Block: 128,
 		Grid: func(s Sizes) [3]int { return [3]int{s.N, 1, 1} }},
 	{Name: "rmsnorm_backward", Source: "rmsnorm", Matches: "RMSNormBackward", Block: 128,
+		Grid: func(s Sizes) [3]int { return [3]int{s.N, 1, 1} }},
+
+	// layernorm.cu: N = rows, one block each.
+	{Name: "layernorm_forward", Source: "layernorm", Matches: "LayerNorm", Block: 128,
 		Grid: func(s Sizes) [3]int { return [3]int{s.N, 1, 1} }},
 
 	// rope.cu: N tokens, Heads, D, Half = R/2.
@@ -202,6 +212,9 @@ var Table = []Kernel{
 	{Name: "attention_forward", Source: "attention", Matches: "Attention", Block: 128,
 		Grid:   func(s Sizes) [3]int { return [3]int{ceilDiv(s.T, attBQ), s.Hq, s.B} },
 		Shared: func(s Sizes) int { return (attBQ*s.D + 2*attBK*s.D + attBQ*attBK) * f32Bytes }},
+	{Name: "attention_bidir_forward", Source: "attention", Matches: "BidirectionalAttention", Block: 128,
+		Grid:   func(s Sizes) [3]int { return [3]int{ceilDiv(s.T, attBQ), s.Hq, s.B} },
+		Shared: func(s Sizes) int { return (attBQ*s.D + 2*attBK*s.D + attBQ*attBK) * f32Bytes }},
 	{Name: "attention_backward_delta", Source: "attention", Matches: "AttentionBackward (D = rowsum(dout*out))", Block: 128,
 		Grid: func(s Sizes) [3]int { return [3]int{ceilDiv(s.B*s.T*s.Hq, 4), 1, 1} }},
 	{Name: "attention_backward_dq", Source: "attention", Matches: "AttentionBackward (dq)", Block: 128,
@@ -210,6 +223,12 @@ var Table = []Kernel{
 	{Name: "attention_backward_dkdv", Source: "attention", Matches: "AttentionBackward (dk, dv)", Block: 128,
 		Grid:   func(s Sizes) [3]int { return [3]int{ceilDiv(s.T, attBKB), s.Hkv, s.B} },
 		Shared: func(s Sizes) int { return (2*attBKB*s.D + 2*attBQ*s.D + 2*attBQ*attBKB + 2*attBQ) * f32Bytes }},
+
+	// attention_tc.cu: B, T, Hq, Hkv; D is in the name (64, 96, 128). Q
+	// tile, then K and V tiles double buffered, rows padded.
+	attentionTcForward(64), attentionTcForward(96), attentionTcForward(128),
+	attentionTcBackwardDq(64), attentionTcBackwardDq(96), attentionTcBackwardDq(128),
+	attentionTcBackwardDkdv(64), attentionTcBackwardDkdv(96), attentionTcBackwardDkdv(128),
 
 	// attention_kv.cu: B, T = new tokens per row, N = cache rows S, Hq,
 	// Hkv, D.
@@ -237,4 +256,35 @@ var Table = []Kernel{
 		Grid: func(s Sizes) [3]int { return strided(s.N*s.H, 256) }},
 	{Name: "kmeans_divide", Source: "kmeans", Matches: "(k-means: centroids = sums / counts)", Block: 256,
 		Grid: func(s Sizes) [3]int { return strided(s.K*s.H, 256) }},
+}
+
+// AttentionTCHeadDims are the head dimensions of the tensor-core attention
+// kernels (attention_tc.cu), which take bf16 q, k, v and out.
+var AttentionTCHeadDims = []int{64, 96, 128}
+
+// attentionTcForward is the Table entry of attention_tc_forward_dD.
+func attentionTcForward(D int) Kernel {
+	return Kernel{Name: fmt.Sprintf("attention_tc_forward_d%d", D), Source: "attention_tc",
+		Matches: fmt.Sprintf("Attention (bf16, D %d, tensor cores)", D), Block: 128,
+		Grid:   func(s Sizes) [3]int { return [3]int{ceilDiv(s.T, attTcBQ), s.Hq, s.B} },
+		Shared: func(s Sizes) int { return (attTcBQ + 4*attTcBK) * (D + attTcPad) * 2 }}
+}
+
+// attentionTcBackwardDq is the Table entry of attention_tc_backward_dq_dD:
+// Q and dO tiles, then K and V tiles double buffered.
+func attentionTcBackwardDq(D int) Kernel {
+	return Kernel{Name: fmt.Sprintf("attention_tc_backward_dq_d%d", D), Source: "attention_tc",
+		Matches: fmt.Sprintf("AttentionBackward (dq; bf16, D %d, tensor cores)", D), Block: 128,
+		Grid:   func(s Sizes) [3]int { return [3]int{ceilDiv(s.T, attTcBQ), s.Hq, s.B} },
+		Shared: func(s Sizes) int { return (2*attTcBQ + 4*attTcBK) * (D + attTcPad) * 2 }}
+}
+
+// attentionTcBackwardDkdv is the Table entry of
+// attention_tc_backward_dkdv_dD: K and V tiles, then Q and dO tiles double
+// buffered, and lse, delta and the documents' starts of the Q tiles.
+func attentionTcBackwardDkdv(D int) Kernel {
+	return Kernel{Name: fmt.Sprintf("attention_tc_backward_dkdv_d%d", D), Source: "attention_tc",
+		Matches: fmt.Sprintf("AttentionBackward (dk, dv; bf16, D %d, tensor cores)", D), Block: 128,
+		Grid:   func(s Sizes) [3]int { return [3]int{ceilDiv(s.T, attTcBK), s.Hkv, s.B} },
+		Shared: func(s Sizes) int { return (2*attTcBK+4*attTcBQB)*(D+attTcPad)*2 + 2*3*attTcBQB*f32Bytes }}
 }

@@ -9,7 +9,7 @@
 //	kmeans_accumulate(sums, counts, x, assign)
 //	kmeans_divide(c, sums, counts)             empty clusters: count 0, c kept
 //
-// There is no Go k-means yet: the test holds a float64 brute-force one.
+// cgo/kmeans.go runs it (Backend.KMeansAssign, Backend.KMeansUpdate).
 #include "common.cuh"
 
 #define KM_THREADS 128

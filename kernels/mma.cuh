@@ -22,7 +22,8 @@
 // Tiles in shared memory hold bf16 pairs packed in 32-bit words, the even
 // depth index k in the low half: A as [row][k/2] and B as [n][k/2] (B is
 // "col": k runs along a stored row), so that each fragment register is one
-// 32-bit load (ldmatrix would do the same with fewer instructions: later).
+// 32-bit load (ldmatrix_x4, below, loads them with fewer instructions;
+// attention_tc.cu uses it).
 //
 // On the GPU mma_bf16_m16n8k16 is the PTX instruction. Under the emulator it
 // gathers the registers of the warp's 32 lanes and decodes them with the
@@ -116,6 +117,124 @@ inline void mma_bf16_m16n8k16(FragC& d, const FragA& a, const FragB& b) {
     for (int kk = 0; kk < 16; kk++) sum += A[row][kk] * B[kk][col];
     d.x[i] = sum;
   }
+}
+
+#endif  // __CUDACC__
+
+// pack_bf16_rn packs two float32 values rounded to bf16, lo in the low half:
+// pack_bf16's rounding for every finite value (on the GPU one cvt
+// instruction instead of a dozen integer ones; NaN becomes the canonical
+// NaN there, which only matters for inputs that are NaN already).
+#ifdef __CUDACC__
+__device__ __forceinline__ uint32_t pack_bf16_rn(float lo, float hi) {
+  uint32_t r;
+  asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
+  return r;
+}
+#else
+inline uint32_t pack_bf16_rn(float lo, float hi) { return pack_bf16(lo, hi); }
+#endif
+
+// ldmatrix_x4 loads four 8x8 matrices of 16-bit elements from shared memory,
+// the PTX instruction ldmatrix.sync.aligned.m8n8.x4(.trans).shared.b16
+// (PTX ISA, "Warp-level matrix load instruction: ldmatrix"): lanes 8i to
+// 8i+7 give the addresses of the 8 rows of matrix i (16 bytes each, 16-byte
+// aligned) and r[i] of lane l receives, with g = l >> 2 and t = l % 4,
+//	row g, columns 2t and 2t+1 of matrix i           (ldmatrix_x4)
+//	rows 2t and 2t+1, column g of matrix i           (ldmatrix_x4_trans)
+// the lower column (row) in the low half: an mma fragment of A or B. Every
+// lane of the warp must call it.
+//
+// cp_async_16 copies 16 bytes from global to shared memory without going
+// through registers (cp.async.cg, PTX ISA "cp.async"), or writes 16 zero
+// bytes when valid is false (src must still be a valid address);
+// cp_async_commit closes a group of copies and cp_async_wait<N>() waits
+// until at most N committed groups are still in flight (then a barrier
+// makes the other threads' copies visible). Both need sm_80.
+#ifdef __CUDACC__
+
+__device__ __forceinline__ uint32_t shared_addr(const void* p) {
+  return (uint32_t)__cvta_generic_to_shared(p);
+}
+__device__ __forceinline__ void ldmatrix_x4(uint32_t r[4], const void* row) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(shared_addr(row)));
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t r[4], const void* row) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(shared_addr(row)));
+}
+__device__ __forceinline__ void cp_async_16(void* dst, const void* src, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(shared_addr(dst)), "l"(src),
+               "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+#else  // the emulator
+
+// The emulated ldmatrix exchanges the 32 lanes' row addresses, as the
+// hardware does, and reads each element from the row its lane is given by
+// the formulas above: a wrong address or a wrong register shows as a wrong
+// product.
+inline void ldmatrix_x4_impl(uint32_t r[4], const void* row, bool trans) {
+  uint64_t a = (uint64_t)(uintptr_t)row;
+  if (a % 16 != 0) emu::fail("ldmatrix: a row address that is not 16-byte aligned");
+  uint32_t mine[2] = {(uint32_t)a, (uint32_t)(a >> 32)};
+  const uint32_t* warp = emu::warp_exchange(mine, 2);
+  int lane = emu::lane_id(), g = lane >> 2, t = lane & 3;
+  for (int i = 0; i < 4; i++) {
+    uint32_t v = 0;
+    for (int j = 0; j < 2; j++) {
+      int src = trans ? 8 * i + 2 * t + j : 8 * i + g;  // the lane whose row holds the element
+      int col = trans ? g : 2 * t + j;
+      const uint32_t* w = warp + src * emu::kSlot;
+      const uint16_t* p = (const uint16_t*)(uintptr_t)((uint64_t)w[0] | ((uint64_t)w[1] << 32));
+      v |= (uint32_t)p[col] << (16 * j);
+    }
+    r[i] = v;
+  }
+}
+inline void ldmatrix_x4(uint32_t r[4], const void* row) { ldmatrix_x4_impl(r, row, false); }
+inline void ldmatrix_x4_trans(uint32_t r[4], const void* row) { ldmatrix_x4_impl(r, row, true); }
+
+// The emulated cp.async defers each copy until a cp_async_wait that covers
+// its group: a kernel that reads a tile before waiting for it reads what
+// was there before (poison, or the previous tile), as it could on the GPU.
+struct AsyncCopy {
+  void* dst;
+  const void* src;  // nullptr: zero fill
+  long group;
+};
+inline thread_local std::vector<AsyncCopy> async_pending;
+inline thread_local long async_committed;  // groups committed so far
+
+inline void cp_async_16(void* dst, const void* src, bool valid) {
+  if ((uintptr_t)dst % 16 != 0 || (uintptr_t)src % 16 != 0) emu::fail("cp.async: an address that is not 16-byte aligned");
+  async_pending.push_back({dst, valid ? src : nullptr, async_committed});
+}
+inline void cp_async_commit() { async_committed++; }
+template <int N>
+inline void cp_async_wait() {
+  // Groups numbered below async_committed - N are complete after the wait.
+  std::vector<AsyncCopy> rest;
+  for (const AsyncCopy& c : async_pending) {
+    if (c.group < async_committed - N) {
+      if (c.src != nullptr) {
+        memcpy(c.dst, c.src, 16);
+      } else {
+        memset(c.dst, 0, 16);
+      }
+    } else {
+      rest.push_back(c);
+    }
+  }
+  async_pending.swap(rest);
 }
 
 #endif  // __CUDACC__

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # emu-mutations.sh: shows that the GPU tests of cgo/, run on the emulated
-# device (make emu), catch bugs of the Go code that drives the kernels. It
-# plants each bug below, one at a time, in a copy of the working tree and
-# checks that the GPU test named for it then fails; before that, each test
-# must pass unchanged. Not part of `make test` (minutes).
+# device (make emu), catch bugs of the Go code that drives the kernels and
+# of the kernels themselves. It plants each bug below, one at a time, in a
+# copy of the working tree (rebuilding the emulated device when the bug is
+# in a kernel's source) and checks that the GPU test named for it then
+# fails; before that, each test must pass unchanged. Not part of `make
+# test` (minutes); `make mutations` runs it.
 #
 #	scripts/emu-mutations.sh            every mutation
 #	scripts/emu-mutations.sh NAME...    only these (-l lists them)
@@ -44,18 +46,23 @@ mutation wrong-leading-dimension cgo/gemm.go \
   'lda: bCols + 1, ldb: aCols, ldc: N}' \
   TestGPUMatMul
 
+# attention_forward's Table entry (told from the others, whose Grid and
+# Shared lines may read the same, by its Name line).
+att_name=$'{Name: "attention_forward", Source: "attention", Matches: "Attention", Block: 128,\n\t\t'
+att_grid='Grid:   func(s Sizes) [3]int { return [3]int{ceilDiv(s.T, attBQ), s.Hq, s.B} },'
+att_shared='Shared: func(s Sizes) int { return (attBQ*s.D + 2*attBK*s.D + attBQ*attBK) * f32Bytes }},'
+
 # attention_forward's dynamic shared memory one float too small: the
 # kernel's last score of a full tile lands on the emulator's guard page.
 mutation shared-one-float-short kernels/kernels.go \
-  'Shared: func(s Sizes) int { return (attBQ*s.D + 2*attBK*s.D + attBQ*attBK) * f32Bytes }},' \
-  'Shared: func(s Sizes) int { return (attBQ*s.D + 2*attBK*s.D + attBQ*attBK - 1) * f32Bytes }},' \
+  "$att_name$att_grid"$'\n\t\t'"$att_shared" \
+  "$att_name$att_grid"$'\n\t\t''Shared: func(s Sizes) int { return (attBQ*s.D + 2*attBK*s.D + attBQ*attBK - 1) * f32Bytes }},' \
   TestGPUAttention
 
-# A grid.y over 65535 (attention_forward's heads scaled up; its Grid line
-# is told from attention_backward_dq's, which reads the same, by the
-# Shared line after it): Function.Launch refuses it.
-att_grid=$'Grid:   func(s Sizes) [3]int { return [3]int{ceilDiv(s.T, attBQ), s.Hq, s.B} },\n\t\tShared: func(s Sizes) int { return (attBQ*s.D + 2*attBK*s.D'
-att_grid_big=$'Grid:   func(s Sizes) [3]int { return [3]int{ceilDiv(s.T, attBQ), s.Hq << 16, s.B} },\n\t\tShared: func(s Sizes) int { return (attBQ*s.D + 2*attBK*s.D'
+# A grid.y over 65535 (attention_forward's heads scaled up): Function.Launch
+# refuses it.
+att_grid_big="$att_name"'Grid:   func(s Sizes) [3]int { return [3]int{ceilDiv(s.T, attBQ), s.Hq << 16, s.B} },'
+att_grid="$att_name$att_grid"
 mutation grid-y-over-65535 kernels/kernels.go "$att_grid" "$att_grid_big" TestGPUAttention
 
 # The same grid with Function.Launch's own check gone: the emulated
@@ -64,6 +71,61 @@ mutation grid-y-over-65535-driver kernels/kernels.go "$att_grid" "$att_grid_big"
 extra_file[grid-y-over-65535-driver]=cgo/cuda.go
 extra_old[grid-y-over-65535-driver]='	case grid.X > maxGridX || grid.Y > maxGridYZ || grid.Z > maxGridYZ:'
 extra_new[grid-y-over-65535-driver]='	case grid.X > maxGridX:'
+
+# The kernels themselves (kernels/README.md: "deliberately broken fragment
+# layouts, masks, head mappings, barriers and tie rules make it fail"),
+# through the operations that launch them.
+mutation mma-fragment-a-layout kernels/mma.cuh \
+  '  a.x[1] = s[(g + 8) * ld + t];      // a2, a3: row g+8, cols 2t, 2t+1' \
+  '  a.x[1] = s[g * ld + t];            // (mutation: a2, a3 from row g)' \
+  TestGPULoRAGemm
+
+mutation mma-fragment-c-layout kernels/mma.cuh \
+  '__device__ __forceinline__ int frag_c_col(int lane, int i) { return (lane & 3) * 2 + (i & 1); }' \
+  '__device__ __forceinline__ int frag_c_col(int lane, int i) { return (lane & 3) * 2 + ((i + 1) & 1); }  // (mutation)' \
+  TestGPULoRAGemm
+
+# The forward's mask one key off: each query sees the key after its last
+# and not the first of its range.
+mutation attention-mask-off-by-one kernels/attention.cu \
+  '(unsigned)(k0 + c - ' \
+  '(unsigned)(k0 + c - 1 - ' \
+  TestGPUAttention
+
+# The forward's query head h reads kv head h % Hkv instead of h / group
+# (its line is told from dq's, which reads the same, by the line after it).
+mutation attention-head-mapping kernels/attention.cu \
+  $'g = h / (Hq / Hkv);\n  int qi = q0 + r;' \
+  $'g = h % Hkv;  // (mutation)\n  int qi = q0 + r;' \
+  TestGPUAttention
+
+mutation attention-missing-barrier kernels/attention.cu \
+  $'    m_run = m_new;\n    __syncthreads();' \
+  '    m_run = m_new;  // (mutation: no barrier before the probabilities are read)' \
+  TestGPUAttention
+
+mutation block-sum-missing-barrier kernels/common.cuh \
+  $'  if (lane == 0) red[warp] = v;\n  __syncthreads();\n  return warp_sum(lane < nwarps ? red[lane] : 0.0f);' \
+  $'  if (lane == 0) red[warp] = v;\n  return warp_sum(lane < nwarps ? red[lane] : 0.0f);  // (mutation: no barrier)' \
+  TestGPURMSNorm
+
+# RoPE's partial rotary copies the wrong dimension past R.
+mutation rope-pass-through kernels/rope.cu \
+  '      store_f32(out, out_dt, base + j + half, load_f32(x, x_dt, base + j + half));' \
+  '      store_f32(out, out_dt, base + j + half, load_f32(x, x_dt, base + j));  // (mutation)' \
+  TestGPURoPE
+
+# Scale's loop leaves the last element unwritten, or runs one past the end
+# (the test's tensors fill their allocator blocks: the access faults).
+scale_loop='  for (size_t i = grid_start(); i < n; i += grid_stride()) store_f32(out, out_dt, i, load_f32(a, a_dt, i) * s);'
+mutation last-element-unwritten kernels/elementwise.cu "$scale_loop" "${scale_loop/i < n;/i + 1 < n;}" TestGPUElementwise
+mutation write-one-past-the-end kernels/elementwise.cu "$scale_loop" "${scale_loop/i < n;/i <= n;}" TestGPUElementwise
+
+# k-means ties to the highest index instead of the lowest.
+mutation kmeans-tie-rule kernels/kmeans.cu \
+  '  return d < best || (d == best && k < best_k);' \
+  '  return d < best || (d == best && k > best_k);  // (mutation)' \
+  TestGPUKMeansAssign
 
 if [ "${1:-}" = "-l" ]; then
   printf '%s\n' "${names[@]}"
@@ -80,9 +142,17 @@ trap 'rm -rf "$work"' EXIT
 (cd "$root" && git ls-files -co --exclude-standard -z | xargs -0 cp --parents -t "$work" 2>/dev/null || true)
 cd "$work"
 mkdir -p bin
-echo "building the emulated device..."
-g++ -O2 -fopenmp -std=c++17 -ffp-contract=off -fPIC -shared -o bin/libcompass_emu.so kernels/emu/device.cpp
+# build_emu builds the emulated device from the copy's kernel sources.
+build_emu() {
+  echo "building the emulated device..."
+  g++ -O2 -fopenmp -std=c++17 -ffp-contract=off -fPIC -shared -o bin/libcompass_emu.so kernels/emu/device.cpp
+}
+build_emu
 export COMPASS_CUDA_EMULATOR="$work/bin/libcompass_emu.so" OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
+# A mutation of a kernel's source is in the device, not in the Go test
+# binary: the device is rebuilt with it, and again once it is undone.
+kernel_source() { case $1 in kernels/*.cu | kernels/*.cuh | kernels/emu/*) return 0 ;; esac; return 1; }
+emu_stale=0
 
 # run TEST: 0 when it passes, 1 when it fails (a failed check, or a fault
 # the emulated device reports and ends the process with), 2 when it does
@@ -115,6 +185,10 @@ declare -A passed
 failed=0
 for n in "${selected[@]}"; do
   t=${m_test[$n]}
+  if [ "$emu_stale" = 1 ]; then
+    build_emu
+    emu_stale=0
+  fi
   if [ -z "${passed[$t]:-}" ]; then
     if ! run "$t"; then
       echo "BASELINE FAILS  $t: fix it first"
@@ -130,6 +204,10 @@ for n in "${selected[@]}"; do
     echo "STALE     $n: its text is no longer in the source"
     failed=1
   else
+    if kernel_source "$f"; then
+      build_emu
+      emu_stale=1
+    fi
     set +e
     run "$t"
     r=$?

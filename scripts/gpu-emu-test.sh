@@ -10,8 +10,9 @@
 # COMPASS_CUDA_EMULATOR it reads, not the library) reruns the tests when
 # the library changes.
 #
-# Fails when a test fails, when no GPU test ran, or when one skipped for
-# lack of a device.
+# Fails when a test fails, when no GPU test ran, when one skipped for lack
+# of a device, or when a run of every test did not launch every kernel of
+# kernels.Table (cgo's TestMain checks the emulated device's launch log).
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -40,7 +41,7 @@ COMPASS_CUDA_EMULATOR="$named" ${GO:-go} test -tags cuda -timeout 40m -v "$@" ./
 
 # One line per GPU test, then the package's result and any fault the
 # emulated device reported (the failures' details are in the tail below).
-grep -E '^--- (PASS|FAIL|SKIP): TestGPU|^(FAIL|ok|panic)|cuda emulator: CUDA_ERROR' "$log" | head -200 || true
+grep -E '^--- (PASS|FAIL|SKIP): TestGPU|^(FAIL|ok|panic)|cuda emulator: CUDA_ERROR|^kernels launched|^no GPU test launched' "$log" | head -200 || true
 passed=$(grep -cE '^--- PASS: TestGPU' "$log" || true)
 failed=$(grep -cE '^--- FAIL: TestGPU' "$log" || true)
 skipped=$(grep -cE '^--- SKIP: TestGPU' "$log" || true)

@@ -94,44 +94,9 @@ mutation selftest-no-configs tools/reference/selftest.py \
   'd = os.path.join(REPO, "testdata", "no-such-configs")  # (mutation)' \
   'pytest_one test_published_configs'
 
-# The kernels under the emulator (README: "deliberately broken fragment
-# layouts, masks, head mappings and barriers make it fail").
-mutation mma-fragment-a-layout kernels/mma.cuh \
-  '  a.x[1] = s[(g + 8) * ld + t];      // a2, a3: row g+8, cols 2t, 2t+1' \
-  '  a.x[1] = s[g * ld + t];            // (mutation: a2, a3 from row g)' \
-  'gotest ./kernels/ TestLoRA'
-
-mutation mma-fragment-c-layout kernels/mma.cuh \
-  '__device__ __forceinline__ int frag_c_col(int lane, int i) { return (lane & 3) * 2 + (i & 1); }' \
-  '__device__ __forceinline__ int frag_c_col(int lane, int i) { return (lane & 3) * 2 + ((i + 1) & 1); }  // (mutation)' \
-  'gotest ./kernels/ TestLoRA'
-
-mutation attention-mask-sees-next-key kernels/attention.cu \
-  '      sc[jj] = (unsigned)(k0 + c - qstart) <= (unsigned)(qi - qstart) ? scale * dot : -INFINITY;' \
-  '      sc[jj] = (unsigned)(k0 + c - qstart) <= (unsigned)(qi + 1 - qstart) ? scale * dot : -INFINITY;  // (mutation)' \
-  'gotest ./kernels/ TestAttention'
-
-# The forward's query head h reads kv head h % Hkv instead of h / group.
-mutation attention-head-mapping kernels/attention.cu \
-  '  int q0 = blockIdx.x * ATT_BQ, h = blockIdx.y, b = blockIdx.z, g = h / (Hq / Hkv);
-  int qi = q0 + r;                                  // this thread'"'"'s query position' \
-  '  int q0 = blockIdx.x * ATT_BQ, h = blockIdx.y, b = blockIdx.z, g = h % Hkv;  // (mutation)
-  int qi = q0 + r;                                  // this thread'"'"'s query position' \
-  'gotest ./kernels/ TestAttention'
-
-mutation attention-missing-barrier kernels/attention.cu \
-  '    m_run = m_new;
-    __syncthreads();' \
-  '    m_run = m_new;  // (mutation: no barrier before the probabilities are read)' \
-  'gotest ./kernels/ TestAttention'
-
-mutation block-sum-missing-barrier kernels/common.cuh \
-  '  if (lane == 0) red[warp] = v;
-  __syncthreads();
-  return warp_sum(lane < nwarps ? red[lane] : 0.0f);' \
-  '  if (lane == 0) red[warp] = v;
-  return warp_sum(lane < nwarps ? red[lane] : 0.0f);  // (mutation: no barrier)' \
-  'gotest ./kernels/ TestRMSNorm'
+# The kernels' own mutations (fragment layouts, masks, head mappings,
+# barriers, the k-means tie rule) are in scripts/emu-mutations.sh, with the
+# GPU tests that catch them on the emulated device.
 
 if [ "${1:-}" = "-l" ]; then
   printf '%s\n' "${names[@]}"

@@ -65,6 +65,12 @@ type Backend interface {
 	// RMSNormBackward writes (does not accumulate) dx for a frozen weight,
 	// from dout, x, weight and the rstd saved by RMSNorm.
 	RMSNormBackward(dx, dout, x, weight, rstd *Tensor) error
+	// LayerNorm normalises each row of x [..., H] as torch.nn.LayerNorm
+	// does: in float32, with the row's mean and biased variance,
+	// out = (x - mean) / sqrt(var + eps) * weight + bias, rounded to out's
+	// dtype once. weight is [H]; bias is [H] or nil. Forward only (the
+	// encoders that use it are frozen and never trained here).
+	LayerNorm(out, x, weight, bias *Tensor, eps float32) error
 
 	// RoPE rotates, in HF's rotate-half layout, the first R = 2*cos.Dim(1)
 	// dimensions of every head of x [N, heads, headDim] (N tokens; leading
@@ -114,6 +120,15 @@ type Backend interface {
 	// the CUDA backend (pos stays on the device) skips such writes and reads
 	// no row at or past S.
 	AttentionKV(out, q, k, v, kCache, vCache, pos *Tensor, scale float32) error
+	// BidirectionalAttention is the attention of an encoder: no causal
+	// mask, and right padding masked out of the keys. q and out are
+	// [B, T, Hq, D], k and v [B, T, Hkv, D] (grouped as in Attention), and
+	// keyLen I32 [B] holds each row's unpadded length: every query of row b,
+	// padded ones included, attends to keys 0 .. keyLen[b]-1 with scores
+	// scale * q·k and a float32 softmax. A keyLen[b] outside [1, T] is an
+	// error on the CPU; the CUDA backend (whose values stay on the device)
+	// clamps it to that range. Forward only; no [T x T] matrix is kept.
+	BidirectionalAttention(out, q, k, v, keyLen *Tensor, scale float32) error
 
 	// SwiGLU sets out = silu(gate) * up elementwise, silu(x) = x/(1+exp(-x)),
 	// computed in float32. gate, up and out have the same shape.
@@ -121,6 +136,10 @@ type Backend interface {
 	// SwiGLUBackward writes dgate and dup (not accumulated) from dout, gate
 	// and up.
 	SwiGLUBackward(dgate, dup, dout, gate, up *Tensor) error
+	// GELU sets out = x/2 * (1 + erf(x/sqrt(2))) elementwise, the exact
+	// form (torch's default, HF's "gelu"), computed in float32 (float64 erf
+	// on the CPU). out and x have the same shape; out may be x. Forward only.
+	GELU(out, x *Tensor) error
 
 	// Dropout sets out = x * keep / (1-p) elementwise, where keep for
 	// element i (row-major index) is decided by a counter-based hash of

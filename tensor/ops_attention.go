@@ -17,6 +17,18 @@ func (a attnDims) group() int { return a.Hq / a.Hkv }
 // attnCheck validates q, k, v and lse, and that every tensor of likeQ has q's
 // shape and every tensor of likeKV has k's.
 func attnCheck(op string, q, k, v, lse *Tensor, likeQ, likeKV []*Tensor) (attnDims, error) {
+	a, err := attnShapes(op, q, k, v, likeQ, likeKV)
+	if err != nil {
+		return a, err
+	}
+	if lse.dtype != F32 || lse.NumElements() != a.B*a.Hq*a.T {
+		return a, fmt.Errorf("tensor: %s: lse %v must be F32 [%d %d %d]", op, lse, a.B, a.Hq, a.T)
+	}
+	return a, nil
+}
+
+// attnShapes is attnCheck without lse.
+func attnShapes(op string, q, k, v *Tensor, likeQ, likeKV []*Tensor) (attnDims, error) {
 	var a attnDims
 	all := append(append([]*Tensor{q, k, v}, likeQ...), likeKV...)
 	if err := floatCheck(op, all...); err != nil {
@@ -41,9 +53,6 @@ func attnCheck(op string, q, k, v, lse *Tensor, likeQ, likeKV []*Tensor) (attnDi
 		if !t.SameShape(q) {
 			return a, fmt.Errorf("tensor: %s: %v must have the shape of q %v", op, t, q)
 		}
-	}
-	if lse.dtype != F32 || lse.NumElements() != a.B*a.Hq*a.T {
-		return a, fmt.Errorf("tensor: %s: lse %v must be F32 [%d %d %d]", op, lse, a.B, a.Hq, a.T)
 	}
 	return a, nil
 }

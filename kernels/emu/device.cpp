@@ -33,6 +33,9 @@
 //     and ends the process (a GPU's context would be lost too).
 //   - cuBLAS: cublasGemmEx in its documented column-major semantics with
 //     plain loops, checking arguments as cuBLAS does.
+//   - With COMPASS_EMU_LAUNCH_LOG naming a file, each kernel's name is
+//     appended to it at its first launch: the GPU tests check that they
+//     ran every kernel of kernels.Table.
 
 // The system headers first: cuda_emu.h defines names (__noinline__) they use.
 #include <signal.h>
@@ -47,6 +50,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -56,11 +60,13 @@
 #include "../adamw.cu"
 #include "../attention.cu"
 #include "../attention_kv.cu"
+#include "../attention_tc.cu"
 #include "../cross_entropy.cu"
 #include "../dropout.cu"
 #include "../elementwise.cu"
 #include "../embedding.cu"
 #include "../kmeans.cu"
+#include "../layernorm.cu"
 #include "../lora.cu"
 #include "../rmsnorm.cu"
 #include "../rope.cu"
@@ -403,9 +409,19 @@ const std::vector<Emulated>& emulated() {
       KERNEL(kv_cache_write),
       KERNEL(attention_kv),
       KERNEL(attention_forward),
+      KERNEL(attention_bidir_forward),
       KERNEL(attention_backward_delta),
       KERNEL(attention_backward_dq),
       KERNEL(attention_backward_dkdv),
+      KERNEL(attention_tc_forward_d64),
+      KERNEL(attention_tc_forward_d96),
+      KERNEL(attention_tc_forward_d128),
+      KERNEL(attention_tc_backward_dq_d64),
+      KERNEL(attention_tc_backward_dq_d96),
+      KERNEL(attention_tc_backward_dq_d128),
+      KERNEL(attention_tc_backward_dkdv_d64),
+      KERNEL(attention_tc_backward_dkdv_d96),
+      KERNEL(attention_tc_backward_dkdv_d128),
       KERNEL(ce_init),
       KERNEL(ce_chunk_update),
       KERNEL(ce_rescale),
@@ -415,12 +431,14 @@ const std::vector<Emulated>& emulated() {
       KERNEL(elementwise_add),
       KERNEL(elementwise_mul),
       KERNEL(elementwise_scale),
+      KERNEL(gelu_forward),
       KERNEL(embedding_forward),
       KERNEL(embedding_backward),
       KERNEL(kmeans_sqnorm),
       KERNEL(kmeans_assign),
       KERNEL(kmeans_accumulate),
       KERNEL(kmeans_divide),
+      KERNEL(layernorm_forward),
       KERNEL(lora_gemm),
       KERNEL(rmsnorm_forward),
       KERNEL(rmsnorm_backward),
@@ -603,6 +621,24 @@ std::string check_params(const Function& f, void** params) {
     return "the arguments end at byte " + std::to_string(end - base) + ", the .param list at " +
            std::to_string(f.param_offsets[n - 1] + f.param_sizes[n - 1]) + " (the last argument has the wrong size)";
   return "";
+}
+
+// log_launch appends the name of each kernel the first time it is
+// launched to the file COMPASS_EMU_LAUNCH_LOG names, when it names one:
+// cgo's GPU tests read it to check that every kernel of kernels.Table ran
+// on this device.
+void log_launch(const std::string& name) {
+  static std::set<std::string> seen;
+  if (!seen.insert(name).second) return;
+  const char* path = getenv("COMPASS_EMU_LAUNCH_LOG");
+  if (path == nullptr || *path == 0) return;
+  FILE* f = fopen(path, "a");
+  if (f == nullptr) {
+    note("cannot append to %s (COMPASS_EMU_LAUNCH_LOG)", path);
+    return;
+  }
+  fprintf(f, "%s\n", name.c_str());
+  fclose(f);
 }
 
 // ---- events
@@ -1085,6 +1121,7 @@ EXPORT int cuLaunchKernel(void* fn, unsigned gx, unsigned gy, unsigned gz, unsig
   snprintf(desc, sizeof desc, "kernel %s (grid %u,%u,%u block %u,%u,%u shared %u)", name, gx, gy, gz, bx, by, bz,
            shared);
   last_launch = desc;
+  log_launch(f->name);
   const Emulated* k = f->kernel;
   std::vector<size_t> offsets = f->param_offsets;
   std::string label = desc;

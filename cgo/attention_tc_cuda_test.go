@@ -1,0 +1,138 @@
+//go:build cuda
+
+package cgo
+
+import (
+	"fmt"
+	"math"
+	"testing"
+
+	"github.com/compassml/compass/kernels"
+	"github.com/compassml/compass/tensor"
+)
+
+// TestGPUAttentionTC compares the tensor-core attention (attention_tc.cu,
+// which Attention and AttentionBackward pick for bf16 tensors of head
+// dimension 64, 96 or 128) with the CPU's Attention and AttentionBackward: head dimensions 64, 96 and 128, GQA groups of
+// 1, 4 and 7, lengths that fill no 64-row or 64-key tile (1, 77, 130,
+// 200), and rows packing documents: documents of one token, a boundary
+// inside a tile, a row whose documents put whole key tiles out of reach
+// of a query tile (skipped). Outputs and gradients element by element at
+// bf16's tolerance (P and dS are rounded to bf16 as mma operands, as
+// FlashAttention does: tolTCGrad for the gradients), lse at float32's.
+// tolTCGrad is the elementwise tolerance of the tensor-core gradients: P
+// and dS are bf16 mma operands there (the float32 kernels keep them in
+// float32), so a few elements in 10^5 reach 1.4e-2 (lora_gemm's bf16
+// operands have 2e-2 too); the norm of each gradient stays within 1e-2.
+const tolTCGrad = 2e-2
+
+func TestGPUAttentionTC(t *testing.T) {
+	b := gpuBackend(t)
+	rng := newRNG(t)
+	ones := func(n int) []int {
+		d := make([]int, n)
+		for i := range d {
+			d[i] = 1
+		}
+		return d
+	}
+	for _, s := range []struct {
+		B, T, Hq, Hkv, D int
+		docs             [][]int // documents packed in each row; nil: one per row
+	}{
+		{1, 1, 2, 1, 64, nil},
+		{1, 77, 4, 1, 64, nil},
+		{2, 130, 7, 1, 96, nil},
+		{1, 130, 2, 2, 128, nil},
+		{1, 64, 4, 4, 128, nil},
+		{2, 140, 8, 2, 64, [][]int{{5, 1, 64, 70}, {15, 17, 1, 32, 75}}},
+		{1, 200, 4, 1, 128, [][]int{{1, 100, 16, 83}}},
+		{1, 150, 7, 1, 96, [][]int{{130, 1, 1, 18}}},
+		{1, 70, 2, 1, 64, [][]int{append(ones(66), 4)}},
+	} {
+		name := fmt.Sprintf("attention tc B %d T %d Hq %d Hkv %d D %d docs %v", s.B, s.T, s.Hq, s.Hkv, s.D, s.docs)
+		bf16 := tensor.BF16
+		scale := float32(1 / math.Sqrt(float64(s.D)))
+		q := input(t, b, rng, bf16, s.B, s.T, s.Hq, s.D)
+		k, v := input(t, b, rng, bf16, s.B, s.T, s.Hkv, s.D), input(t, b, rng, bf16, s.B, s.T, s.Hkv, s.D)
+		ds := docStartPair(t, b, s.T, s.docs)
+		out, lse := output(t, b, bf16, s.B, s.T, s.Hq, s.D), output(t, b, tensor.F32, s.B, s.Hq, s.T)
+		sizes := kernels.Sizes{B: s.B, T: s.T, Hq: s.Hq, Hkv: s.Hkv, D: s.D}
+		if got, ok := attentionTC("attention_tc_forward", sizes, out.d, q.d, k.d, v.d); !ok || got != fmt.Sprintf("attention_tc_forward_d%d", s.D) {
+			t.Fatalf("%s: Attention would not launch the tensor-core kernel (%q, %v)", name, got, ok)
+		}
+		must(t, cpu.Attention(out.h, lse.h, q.h, k.h, v.h, ds.h, scale))
+		must(t, b.Attention(out.d, lse.d, q.d, k.d, v.d, ds.d, scale))
+		compare(t, b, name, out, tolFor(tolReduce, bf16))
+		closeTo(t, b, name, out, elemTol(bf16, 0), 0)
+		compare(t, b, name+" lse", lse, tolReduce)
+		closeTo(t, b, name+" lse", lse, 1e-5, 0)
+
+		// The backward, from the CPU's forward on both backends.
+		dout := input(t, b, rng, bf16, s.B, s.T, s.Hq, s.D)
+		dq := output(t, b, bf16, s.B, s.T, s.Hq, s.D)
+		dk, dv := output(t, b, bf16, s.B, s.T, s.Hkv, s.D), output(t, b, bf16, s.B, s.T, s.Hkv, s.D)
+		if _, ok := attentionTC("attention_tc_backward_dq", sizes, dq.d, dk.d, dv.d, dout.d, q.d, k.d, v.d); !ok {
+			t.Fatalf("%s: AttentionBackward would not launch the tensor-core kernels", name)
+		}
+		outD, lseD := copyPair(t, b, pair{out.h, nil}), copyPair(t, b, pair{lse.h, nil})
+		must(t, cpu.AttentionBackward(dq.h, dk.h, dv.h, dout.h, q.h, k.h, v.h, ds.h, out.h, lse.h, scale))
+		must(t, b.AttentionBackward(dq.d, dk.d, dv.d, dout.d, q.d, k.d, v.d, ds.d, outD.d, lseD.d, scale))
+		grads := []struct {
+			what string
+			got  pair
+		}{{" dq", dq}, {" dk", dk}, {" dv", dv}}
+		for _, gr := range grads {
+			if s.T == 1 && gr.what != " dv" {
+				// A softmax over one key has no gradient: rounding noise.
+				nearZero(t, b, name+gr.what, gr.got, 1e-5)
+				continue
+			}
+			compare(t, b, name+gr.what, gr.got, tolFor(tolReduce, bf16))
+			closeTo(t, b, name+gr.what, gr.got, tolTCGrad, 0)
+		}
+	}
+}
+
+// TestGPUAttentionTCPeaked scales the inputs so that the softmax is peaked
+// (scores of tens): the online rescaling across key tiles and P's bf16
+// rounding at their worst.
+func TestGPUAttentionTCPeaked(t *testing.T) {
+	b := gpuBackend(t)
+	rng := newRNG(t)
+	const B, T, Hq, Hkv, D = 1, 190, 4, 2, 128
+	bf16 := tensor.BF16
+	qh := randHost(rng, bf16, 3, B, T, Hq, D)
+	q := pair{qh, toDev(t, b, qh)}
+	k, v := input(t, b, rng, bf16, B, T, Hkv, D), input(t, b, rng, bf16, B, T, Hkv, D)
+	out, lse := output(t, b, bf16, B, T, Hq, D), output(t, b, tensor.F32, B, Hq, T)
+	scale := float32(1 / math.Sqrt(D))
+	must(t, cpu.Attention(out.h, lse.h, q.h, k.h, v.h, nil, scale))
+	must(t, b.Attention(out.d, lse.d, q.d, k.d, v.d, nil, scale))
+	closeTo(t, b, "attention tc peaked", out, elemTol(bf16, 0), 0)
+	closeTo(t, b, "attention tc peaked lse", lse, 1e-5, 0)
+}
+
+// TestGPUAttentionTCChoice checks when Attention takes the tensor-core
+// kernels: bf16 everywhere and a head dimension they were built for.
+func TestGPUAttentionTCChoice(t *testing.T) {
+	b := gpuBackend(t)
+	rng := newRNG(t)
+	for _, c := range []struct {
+		D      int
+		q, out tensor.DType
+		want   bool
+	}{
+		{64, tensor.BF16, tensor.BF16, true}, {96, tensor.BF16, tensor.BF16, true}, {128, tensor.BF16, tensor.BF16, true},
+		{32, tensor.BF16, tensor.BF16, false}, {80, tensor.BF16, tensor.BF16, false},
+		{128, tensor.F32, tensor.F32, false}, {128, tensor.F16, tensor.F16, false}, {128, tensor.BF16, tensor.F32, false},
+	} {
+		q := input(t, b, rng, c.q, 1, 3, 2, c.D)
+		k := input(t, b, rng, c.q, 1, 3, 1, c.D)
+		out := output(t, b, c.out, 1, 3, 2, c.D)
+		s := kernels.Sizes{B: 1, T: 3, Hq: 2, Hkv: 1, D: c.D}
+		if _, ok := attentionTC("attention_tc_forward", s, out.d, q.d, k.d, k.d); ok != c.want {
+			t.Errorf("D %d, q %s, out %s: tensor cores %v, want %v", c.D, c.q, c.out, ok, c.want)
+		}
+	}
+}

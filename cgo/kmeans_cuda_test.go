@@ -1,0 +1,258 @@
+//go:build cuda
+
+package cgo
+
+import (
+	"fmt"
+	"math"
+	"strings"
+	"testing"
+
+	"github.com/compassml/compass/tensor"
+)
+
+// sqDistances is the float64 brute force of the assignment: the squared
+// distance from point i to every centroid.
+func sqDistances(x, c []float32, i, K, D int) []float64 {
+	d := make([]float64, K)
+	for k := range d {
+		for j := 0; j < D; j++ {
+			diff := float64(x[i*D+j]) - float64(c[k*D+j])
+			d[k] += diff * diff
+		}
+	}
+	return d
+}
+
+// poisonedI32 is an I32 device tensor of -1 (what a kernel that writes
+// nothing leaves).
+func poisonedI32(tb testing.TB, b *Backend, n int) *tensor.Tensor {
+	h := tensor.New(tensor.I32, n)
+	for i := range h.I32() {
+		h.I32()[i] = -1
+	}
+	return toDev(tb, b, h)
+}
+
+// TestGPUKMeansAssign checks KMeansAssign against a float64 brute force:
+// points, centroids and dimensions that fill no 32-wide tile, more of each
+// than one tile holds, whole tiles, one point, one centroid, bf16 and f16
+// points; a centroid duplicated at a higher index must never be chosen
+// (ties go to the lowest index). The float32 expansion ||x||^2 - 2 x.c +
+// ||c||^2 can swap two centroids whose distances differ by its rounding,
+// so the assigned centroid must be within that rounding of the nearest,
+// and dist within it of the assigned centroid's distance.
+func TestGPUKMeansAssign(t *testing.T) {
+	b := gpuBackend(t)
+	rng := newRNG(t)
+	for _, c := range []struct {
+		N, K, D int
+		dt      tensor.DType
+	}{
+		{45, 13, 20, tensor.F32}, {70, 40, 70, tensor.F32}, {33, 9, 24, tensor.BF16}, {64, 32, 32, tensor.F16},
+		{1, 5, 3, tensor.F32}, {10, 1, 8, tensor.F32},
+	} {
+		name := fmt.Sprintf("kmeans assign N %d K %d D %d %s", c.N, c.K, c.D, c.dt)
+		x := input(t, b, rng, c.dt, c.N, c.D)
+		xv := x.h.ToF32()
+		ch := randHost(rng, tensor.F32, 1, c.K, c.D)
+		cv := ch.F32()
+		dup := -1
+		if c.K >= 3 {
+			// Centroids 1 and K-1 are both point 0, which has then two
+			// nearest centroids at exactly the same float32 distance.
+			copy(cv[c.D:2*c.D], xv[:c.D])
+			copy(cv[(c.K-1)*c.D:], cv[c.D:2*c.D])
+			dup = c.K - 1
+		}
+		assign, dist := poisonedI32(t, b, c.N), output(t, b, tensor.F32, c.N).d
+		must(t, b.KMeansAssign(assign, dist, x.d, toDev(t, b, ch)))
+		av, dv := hostOf(t, b, assign).I32(), hostOf(t, b, dist).F32()
+		for i := 0; i < c.N; i++ {
+			d := sqDistances(xv, cv, i, c.K, c.D)
+			best := 0
+			for k := range d {
+				if d[k] < d[best] {
+					best = k
+				}
+			}
+			a := int(av[i])
+			if a < 0 || a >= c.K {
+				t.Fatalf("%s: point %d assigned to %d", name, i, a)
+			}
+			// The rounding of the expansion: a few float32 ulps of its terms.
+			xn, cn := 0.0, 0.0
+			for j := 0; j < c.D; j++ {
+				xn += float64(xv[i*c.D+j]) * float64(xv[i*c.D+j])
+				cn += float64(cv[a*c.D+j]) * float64(cv[a*c.D+j])
+			}
+			slack := 1e-5 * (xn + cn)
+			if d[a] > d[best]+slack {
+				t.Errorf("%s: point %d assigned to %d at %g, nearest is %d at %g", name, i, a, d[a], best, d[best])
+			}
+			if a == dup || (i == 0 && dup > 0 && a != 1) {
+				t.Errorf("%s: point %d assigned to centroid %d; centroid %d is centroid 1 again and ties go to 1", name, i, a, dup)
+			}
+			if math.Abs(float64(dv[i])-d[a]) > slack {
+				t.Errorf("%s: point %d: dist %g, want %g", name, i, dv[i], d[a])
+			}
+		}
+	}
+
+	x, c := input(t, b, rng, tensor.F32, 4, 3).d, input(t, b, rng, tensor.F32, 2, 3).d
+	assign, dist := poisonedI32(t, b, 4), output(t, b, tensor.F32, 4).d
+	for name, err := range map[string]error{
+		"bf16 centroids":     b.KMeansAssign(assign, dist, x, input(t, b, rng, tensor.BF16, 2, 3).d),
+		"centroid dims":      b.KMeansAssign(assign, dist, x, input(t, b, rng, tensor.F32, 2, 4).d),
+		"no centroids":       b.KMeansAssign(assign, dist, x, output(t, b, tensor.F32, 0, 3).d),
+		"assign too short":   b.KMeansAssign(poisonedI32(t, b, 3), dist, x, c),
+		"assign f32":         b.KMeansAssign(dist, dist, x, c),
+		"dist bf16":          b.KMeansAssign(assign, output(t, b, tensor.BF16, 4).d, x, c),
+		"host points":        b.KMeansAssign(assign, dist, tensor.New(tensor.F32, 4, 3), c),
+		"points of rank one": b.KMeansAssign(assign, dist, input(t, b, rng, tensor.F32, 12).d, c),
+	} {
+		if err == nil {
+			t.Errorf("%s: no error", name)
+		} else if !strings.HasPrefix(err.Error(), "cuda: kmeans assign: ") {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}
+
+// TestGPUKMeansUpdate checks KMeansUpdate against float64 sums: every
+// centroid with points becomes their mean (1e-6 of its scale: the float32
+// atomics add in any order), an empty one keeps its value bit for bit and
+// reports count 0; dimensions and counts that fill no block, bf16 points,
+// one point. An assignment outside [0, K) is an error that changes
+// nothing.
+func TestGPUKMeansUpdate(t *testing.T) {
+	b := gpuBackend(t)
+	rng := newRNG(t)
+	for _, c := range []struct {
+		N, K, D int
+		dt      tensor.DType
+	}{
+		{50, 7, 19, tensor.F32}, {20, 4, 33, tensor.BF16}, {1, 2, 5, tensor.F32}, {300, 37, 40, tensor.F32},
+	} {
+		name := fmt.Sprintf("kmeans update N %d K %d D %d %s", c.N, c.K, c.D, c.dt)
+		x := input(t, b, rng, c.dt, c.N, c.D)
+		cent := input(t, b, rng, tensor.F32, c.K, c.D)
+		empty := c.K - 1 // nobody is assigned here
+		assign := make([]int32, c.N)
+		for i := range assign {
+			assign[i] = int32(rng.IntN(c.K - 1))
+		}
+		ah, err := tensor.FromI32(assign, c.N)
+		must(t, err)
+		counts := poisonedI32(t, b, c.K)
+		must(t, b.KMeansUpdate(cent.d, counts, x.d, toDev(t, b, ah)))
+
+		xv, cv := x.h.ToF32(), cent.h.F32()
+		sums := make([]float64, c.K*c.D)
+		wantCounts := make([]int32, c.K)
+		for i, a := range assign {
+			wantCounts[a]++
+			for j := 0; j < c.D; j++ {
+				sums[int(a)*c.D+j] += float64(xv[i*c.D+j])
+			}
+		}
+		want := tensor.New(tensor.F32, c.K, c.D)
+		for i, s := range sums {
+			want.F32()[i] = cv[i]
+			if n := wantCounts[i/c.D]; n > 0 {
+				want.F32()[i] = float32(s / float64(n))
+			}
+		}
+		for k, n := range hostOf(t, b, counts).I32() {
+			if n != wantCounts[k] {
+				t.Errorf("%s: count[%d] = %d, want %d", name, k, n, wantCounts[k])
+			}
+		}
+		closeTo(t, b, name+" centroids", pair{want, cent.d}, 1e-6, 0)
+		got := hostOf(t, b, cent.d).F32()
+		for j := 0; j < c.D; j++ {
+			if g := got[empty*c.D+j]; math.Float32bits(g) != math.Float32bits(cv[empty*c.D+j]) {
+				t.Fatalf("%s: empty centroid %d changed: %g, was %g", name, empty, g, cv[empty*c.D+j])
+			}
+		}
+	}
+
+	// A bad assignment: an error naming it, before anything is written.
+	x, cent := input(t, b, rng, tensor.F32, 4, 3), input(t, b, rng, tensor.F32, 2, 3)
+	counts := poisonedI32(t, b, 2)
+	for _, bad := range [][]int32{{0, 1, 2, 0}, {0, -1, 1, 1}} {
+		ah, err := tensor.FromI32(bad, 4)
+		must(t, err)
+		err = b.KMeansUpdate(cent.d, counts, x.d, toDev(t, b, ah))
+		if err == nil || !strings.Contains(err.Error(), "is not a centroid of [0, 2)") {
+			t.Errorf("assign %v: %v", bad, err)
+		}
+	}
+	compare(t, b, "centroids after refused updates", cent, 0)
+	for name, err := range map[string]error{
+		"counts f32":     b.KMeansUpdate(cent.d, output(t, b, tensor.F32, 2).d, x.d, poisonedI32(t, b, 4)),
+		"counts of 3":    b.KMeansUpdate(cent.d, poisonedI32(t, b, 3), x.d, poisonedI32(t, b, 4)),
+		"assign of 5":    b.KMeansUpdate(cent.d, counts, x.d, poisonedI32(t, b, 5)),
+		"bf16 centroids": b.KMeansUpdate(input(t, b, rng, tensor.BF16, 2, 3).d, counts, x.d, poisonedI32(t, b, 4)),
+	} {
+		if err == nil {
+			t.Errorf("%s: no error", name)
+		} else if !strings.HasPrefix(err.Error(), "cuda: kmeans update: ") {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}
+
+// TestGPUKMeansLloyd runs Lloyd iterations with the two operations, the
+// points staying on the device, on well separated clusters: the centroids
+// reach the clusters' means and every point its own cluster, as a float64
+// Lloyd from the same start does.
+func TestGPUKMeansLloyd(t *testing.T) {
+	b := gpuBackend(t)
+	rng := newRNG(t)
+	const N, K, D = 200, 5, 12
+	xh := tensor.New(tensor.F32, N, D)
+	truth := make([]int, N)
+	for i := range truth {
+		truth[i] = i % K
+		for j := 0; j < D; j++ {
+			center := 0.0
+			if j == truth[i] {
+				center = 10
+			}
+			xh.F32()[i*D+j] = float32(center + 0.5*rng.NormFloat64())
+		}
+	}
+	start := tensor.New(tensor.F32, K, D) // the first point of each cluster
+	for k := 0; k < K; k++ {
+		copy(start.F32()[k*D:(k+1)*D], xh.F32()[k*D:(k+1)*D])
+	}
+	x, cent := toDev(t, b, xh), toDev(t, b, start)
+	assign, dist, counts := poisonedI32(t, b, N), output(t, b, tensor.F32, N).d, poisonedI32(t, b, K)
+	for it := 0; it < 5; it++ {
+		must(t, b.KMeansAssign(assign, dist, x, cent))
+		must(t, b.KMeansUpdate(cent, counts, x, assign))
+	}
+	must(t, b.KMeansAssign(assign, dist, x, cent))
+	for i, a := range hostOf(t, b, assign).I32() {
+		if int(a) != truth[i] {
+			t.Fatalf("point %d in cluster %d, want %d", i, a, truth[i])
+		}
+	}
+	sums := make([]float64, K*D)
+	for i := 0; i < N; i++ {
+		for j := 0; j < D; j++ {
+			sums[truth[i]*D+j] += float64(xh.F32()[i*D+j])
+		}
+	}
+	want := tensor.New(tensor.F32, K, D)
+	for i, s := range sums {
+		want.F32()[i] = float32(s / (N / K))
+	}
+	closeTo(t, b, "centroids after Lloyd", pair{want, cent}, 1e-5, 0)
+	for k, n := range hostOf(t, b, counts).I32() {
+		if n != N/K {
+			t.Errorf("cluster %d: %d points, want %d", k, n, N/K)
+		}
+	}
+}

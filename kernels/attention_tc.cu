@@ -1,0 +1,565 @@
+// attention_tc.cu: causal GQA attention on the bf16 tensor cores, the
+// FlashAttention-2 way, for bf16 q, k, v, out and head dimensions 64, 96
+// and 128: the fast path of tensor.Backend.Attention (cgo/ops.go picks it;
+// attention.cu's float32 kernels stay the reference and do every other
+// case).
+//
+// Forward: a block of 4 warps takes 64 query rows of one head (16 rows per
+// warp) and loops over key tiles of 64 from the first key any of its rows
+// sees to the diagonal. Per tile, each warp computes its 16x64 scores
+// S = Q K^T with mma m16n8k16 (bf16 operands, float32 accumulators),
+// updates the running max and sum of its rows in registers (online
+// softmax), rounds P to bf16 and adds P V into its 16xD float32 output
+// accumulators, P going from the scores' accumulator registers straight
+// into the A fragments of the second product. K and V tiles are double
+// buffered with cp.async: the next tile loads while this one is computed.
+// Tiles wholly above the diagonal or before the rows' documents are never
+// loaded; masks are applied only to the tiles that need them.
+//
+// Backward (FlashAttention-2, deterministic: no atomics), after
+// attention.cu's attention_backward_delta: attention_tc_backward_dq takes
+// 64 query rows per block and loops over key tiles, recomputing P from q,
+// k and lse (dS = P (dO V^T - delta), dq = scale dS K);
+// attention_tc_backward_dkdv takes 64 keys of one kv head per block (16
+// per warp) and loops over the group's query heads and their query tiles
+// of 32 from the key tile on (dV += P^T dO, dK += dS^T Q, dk = scale dK).
+// Every product is an mma with float32 accumulators; P and dS are rounded
+// to bf16 as operands.
+//
+// Shared memory rows are D + 8 bf16 long: 16 bytes of padding make the
+// eight 16-byte rows an ldmatrix reads at once fall in distinct banks
+// (row strides of 144, 208 and 272 bytes are 4, 20 and 4 words mod 32).
+//
+// The grid runs the query tiles last to first: the tiles near the end of
+// a sequence hold the most keys, and starting them first evens out the
+// tail of the launch.
+#include "mma.cuh"
+
+#define TC_THREADS 128      // 4 warps
+#define TC_BQ 64            // query rows per block, 16 per warp
+#define TC_BK 64            // keys per tile
+#define TC_BQB 32           // query rows per tile of attention_tc_backward_dkdv
+#define TC_PAD 8            // bf16 of padding per shared-memory row
+#define TC_LOG2E 1.4426950408889634f
+#define TC_LN2 0.6931471805599453f
+
+// Sixteen bytes: one cp.async or one vector store.
+struct __align__(16) tc_chunk {
+  uint32_t w[4];
+};
+
+// tc_doc_start_at is where the document of token t of row b begins (as
+// attention.cu's doc_start_at): 0 without documents or past T, else
+// doc_start[b, t] clamped to [0, t].
+__device__ __forceinline__ int tc_doc_start_at(const int* doc_start, int b, int T, int t) {
+  if (doc_start == nullptr || t >= T) return 0;
+  return min(max(doc_start[(size_t)b * T + t], 0), t);
+}
+
+// tc_load_rows starts the cp.async copies of rows t0..t0+rows-1 of head h
+// of x [B, T, heads, D] bf16 into s [rows][D + TC_PAD]; rows at or past T
+// are zero filled. The caller commits.
+template <int D>
+__device__ __forceinline__ void tc_load_rows(uint16_t* s, const uint16_t* x, int rows, int t0, int T, int heads,
+                                             int h, int b) {
+  constexpr int chunks = D / 8;  // 16-byte chunks per row
+  for (int i = threadIdx.x; i < rows * chunks; i += TC_THREADS) {
+    int r = i / chunks, c = i % chunks, t = t0 + r;
+    const uint16_t* src = x + (((size_t)b * T + min(t, T - 1)) * heads + h) * D + c * 8;
+    cp_async_16(s + r * (D + TC_PAD) + c * 8, src, t < T);
+  }
+}
+
+// tc_scores sets s = A B^T for the warp: A is the 16 rows of D bf16 at a,
+// B the N rows at b (both with row stride D + TC_PAD); s[j] holds columns
+// 8j..8j+7.
+template <int D, int N>
+__device__ __forceinline__ void tc_scores(FragC (&s)[N / 8], const uint16_t* a, const uint16_t* b, int lane) {
+  constexpr int LD = D + TC_PAD;
+#pragma unroll
+  for (int j = 0; j < N / 8; j++) s[j].x[0] = s[j].x[1] = s[j].x[2] = s[j].x[3] = 0.0f;
+#pragma unroll
+  for (int kk = 0; kk < D / 16; kk++) {
+    FragA fa;
+    // Matrices: rows 0-7 and 8-15 at columns kk*16, then at kk*16 + 8.
+    ldmatrix_x4(fa.x, a + (lane & 15) * LD + kk * 16 + (lane >> 4) * 8);
+#pragma unroll
+    for (int nj = 0; nj < N / 16; nj++) {
+      // B rows nj*16 + 0-7 at columns kk*16 and +8, then rows + 8-15.
+      uint32_t r[4];
+      ldmatrix_x4(r, b + (nj * 16 + (lane & 7) + (lane >> 4) * 8) * LD + kk * 16 + ((lane >> 3) & 1) * 8);
+      FragB b0 = {{r[0], r[1]}}, b1 = {{r[2], r[3]}};
+      mma_bf16_m16n8k16(s[2 * nj], fa, b0);
+      mma_bf16_m16n8k16(s[2 * nj + 1], fa, b1);
+    }
+  }
+}
+
+// tc_accumulate adds P B to acc for the warp: P is 16 x N in the
+// accumulator layout of tc_scores (rounded to bf16 here), B the N rows of
+// D bf16 at b. The accumulators of tiles 2kk and 2kk+1 are the A fragment
+// of columns kk*16..kk*16+15 (rows g and g+8, columns 2tg, 2tg+1 and 2tg+8,
+// 2tg+9), so P never goes through shared memory.
+template <int D, int N>
+__device__ __forceinline__ void tc_accumulate(FragC (&acc)[D / 8], const FragC (&p)[N / 8], const uint16_t* b,
+                                              int lane) {
+  constexpr int LD = D + TC_PAD;
+#pragma unroll
+  for (int kk = 0; kk < N / 16; kk++) {
+    FragA fa;
+    fa.x[0] = pack_bf16_rn(p[2 * kk].x[0], p[2 * kk].x[1]);          // row g,     columns 2tg, 2tg+1
+    fa.x[1] = pack_bf16_rn(p[2 * kk].x[2], p[2 * kk].x[3]);          // row g + 8
+    fa.x[2] = pack_bf16_rn(p[2 * kk + 1].x[0], p[2 * kk + 1].x[1]);  // row g,     columns 2tg+8, 2tg+9
+    fa.x[3] = pack_bf16_rn(p[2 * kk + 1].x[2], p[2 * kk + 1].x[3]);  // row g + 8
+#pragma unroll
+    for (int dj = 0; dj < D / 16; dj++) {
+      // Transposed: B rows kk*16 + 0-7 and 8-15 at columns dj*16, then +8.
+      uint32_t r[4];
+      ldmatrix_x4_trans(r, b + (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * LD + dj * 16 + (lane >> 4) * 8);
+      FragB b0 = {{r[0], r[1]}}, b1 = {{r[2], r[3]}};
+      mma_bf16_m16n8k16(acc[2 * dj], fa, b0);
+      mma_bf16_m16n8k16(acc[2 * dj + 1], fa, b1);
+    }
+  }
+}
+
+// tc_stage_rows writes the warp's 16 x D accumulators, times mul, as bf16
+// into the 16 rows at s (row stride D + TC_PAD).
+template <int D>
+__device__ __forceinline__ void tc_stage_rows(uint16_t* s, const FragC (&acc)[D / 8], float mul0, float mul1,
+                                              int lane) {
+  constexpr int LD = D + TC_PAD;
+  int g = lane >> 2, tg = lane & 3;
+#pragma unroll
+  for (int j = 0; j < D / 8; j++) {
+    int col = 8 * j + 2 * tg;
+    *(uint32_t*)(s + g * LD + col) = pack_bf16(acc[j].x[0] * mul0, acc[j].x[1] * mul0);
+    *(uint32_t*)(s + (g + 8) * LD + col) = pack_bf16(acc[j].x[2] * mul1, acc[j].x[3] * mul1);
+  }
+}
+
+// tc_store_rows writes rows t0..t0+rows-1 (those < T) of head h of
+// x [B, T, heads, D] bf16 from s [rows][D + TC_PAD] in 16-byte stores.
+template <int D>
+__device__ __forceinline__ void tc_store_rows(uint16_t* x, const uint16_t* s, int rows, int t0, int T, int heads,
+                                              int h, int b) {
+  constexpr int chunks = D / 8;
+  for (int i = threadIdx.x; i < rows * chunks; i += TC_THREADS) {
+    int r = i / chunks, c = i % chunks, t = t0 + r;
+    if (t < T) *(tc_chunk*)(x + (((size_t)b * T + t) * heads + h) * D + c * 8) = *(const tc_chunk*)(s + r * (D + TC_PAD) + c * 8);
+  }
+}
+
+// tc_queries_until is the first query row after klast whose document
+// starts after klast (T if none): no row from there on sees a key <= klast
+// (attention.cu's queries_until; doc_start non-decreasing within a row).
+__device__ __forceinline__ int tc_queries_until(const int* doc_start, int b, int T, int klast) {
+  if (doc_start == nullptr) return T;
+  int lo = klast + 1, hi = T;
+  while (lo < hi) {
+    int mid = (lo + hi) / 2;
+    if (tc_doc_start_at(doc_start, b, T, mid) > klast) {
+      hi = mid;
+    } else {
+      lo = mid + 1;
+    }
+  }
+  return lo;
+}
+
+// attention_tc_forward matches tensor.CPU.Attention for bf16 tensors (with
+// P rounded to bf16 before P V, as FlashAttention does): out = softmax(scale
+// q k^T, causal, within documents) v, lse = log-sum-exp of each row's scaled
+// scores, F32 [B, Hq, T] like attention_forward's. Grid (ceil(T/64), Hq,
+// B), block 128, dynamic shared memory (64 + 4*64) (D + 8) * 2 bytes
+// (kernels.go). Every pointer 16-byte aligned (the caller checks).
+template <int D>
+__device__ __forceinline__ void attention_tc_forward(uint16_t* out, float* lse, const uint16_t* q, const uint16_t* k,
+                                                     const uint16_t* v, const int* doc_start, int B, int T, int Hq,
+                                                     int Hkv, float scale) {
+  constexpr int LD = D + TC_PAD;
+  DYNAMIC_SHARED(uint16_t, smem);
+  uint16_t* Qs = smem;                // [TC_BQ][LD]
+  uint16_t* Ks = Qs + TC_BQ * LD;     // [2][TC_BK][LD]
+  uint16_t* Vs = Ks + 2 * TC_BK * LD;  // [2][TC_BK][LD]
+
+  int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, tg = lane & 3;
+  int q0 = (gridDim.x - 1 - blockIdx.x) * TC_BQ, h = blockIdx.y, b = blockIdx.z, kvh = h / (Hq / Hkv);
+
+  // This thread's two rows (g and g + 8 of its warp's 16) and where their
+  // documents start.
+  int row[2] = {q0 + warp * 16 + g, q0 + warp * 16 + g + 8};
+  int rstart[2] = {tc_doc_start_at(doc_start, b, T, row[0]), tc_doc_start_at(doc_start, b, T, row[1])};
+
+  // The block's rows see keys from kfirst (the smallest document start
+  // among them) to their last row; all of them see every key from klate
+  // (the largest start) to q0.
+  int kfirst = q0, klate = 0;
+  for (int i = 0; i < TC_BQ && q0 + i < T; i++) {
+    int s = tc_doc_start_at(doc_start, b, T, q0 + i);
+    kfirst = min(kfirst, s);
+    klate = max(klate, s);
+  }
+  int kbegin = kfirst / TC_BK * TC_BK, kend = min(T, q0 + TC_BQ);
+  int ntiles = (kend - kbegin + TC_BK - 1) / TC_BK;
+
+  tc_load_rows<D>(Qs, q, TC_BQ, q0, T, Hq, h, b);
+  tc_load_rows<D>(Ks, k, TC_BK, kbegin, T, Hkv, kvh, b);
+  tc_load_rows<D>(Vs, v, TC_BK, kbegin, T, Hkv, kvh, b);
+  cp_async_commit();
+
+  // Scores in the log2 domain: exp2(x - m) with x = scale log2(e) q.k.
+  float scale2 = scale * TC_LOG2E;
+  float m_run[2] = {-INFINITY, -INFINITY}, l_part[2] = {0.0f, 0.0f};
+  FragC o[D / 8];
+#pragma unroll
+  for (int j = 0; j < D / 8; j++) o[j].x[0] = o[j].x[1] = o[j].x[2] = o[j].x[3] = 0.0f;
+
+  const uint16_t* Qw = Qs + warp * 16 * LD;  // this warp's 16 rows
+  for (int it = 0; it < ntiles; it++) {
+    int k0 = kbegin + it * TC_BK, buf = it & 1;
+    // Start the next tile's copies into the other buffer (freed by the
+    // barrier at the end of the previous iteration), then wait for this
+    // one's.
+    if (it + 1 < ntiles) {
+      tc_load_rows<D>(Ks + (buf ^ 1) * TC_BK * LD, k, TC_BK, k0 + TC_BK, T, Hkv, kvh, b);
+      tc_load_rows<D>(Vs + (buf ^ 1) * TC_BK * LD, v, TC_BK, k0 + TC_BK, T, Hkv, kvh, b);
+      cp_async_commit();
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncthreads();
+    const uint16_t* Kt = Ks + buf * TC_BK * LD;
+    const uint16_t* Vt = Vs + buf * TC_BK * LD;
+
+    // S = Q K^T: 16 rows x 64 keys per warp, 8 accumulator tiles of 16x8.
+    FragC s[TC_BK / 8];
+    tc_scores<D, TC_BK>(s, Qw, Kt, lane);
+
+    // Scale, mask where the tile may hold keys a row does not see (past
+    // the row, or before its document), and find each row's tile max.
+    // Element i of tile j is row row[i >> 1], key k0 + 8j + 2tg + (i & 1).
+    bool masked = k0 < klate || k0 + TC_BK > q0 + 1;
+    float mt[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+    for (int j = 0; j < TC_BK / 8; j++) {
+#pragma unroll
+      for (int i = 0; i < 4; i++) {
+        float x = s[j].x[i] * scale2;
+        if (masked) {
+          int key = k0 + 8 * j + 2 * tg + (i & 1), r = i >> 1;
+          // rstart <= key <= row as one unsigned comparison.
+          if ((unsigned)(key - rstart[r]) > (unsigned)(row[r] - rstart[r])) x = -INFINITY;
+        }
+        s[j].x[i] = x;
+        mt[i >> 1] = fmaxf(mt[i >> 1], x);
+      }
+    }
+    // The four lanes of a quad hold a row between them.
+    float corr[2], m_ref[2];
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+      mt[r] = fmaxf(mt[r], __shfl_xor_sync(0xffffffffu, mt[r], 1));
+      mt[r] = fmaxf(mt[r], __shfl_xor_sync(0xffffffffu, mt[r], 2));
+      // Until a tile holds a key the row sees, its max is -inf and the
+      // exponentials take 0 as the reference (exp2(-inf - -inf) is NaN):
+      // every one is 0 then, and corr is 0 once, with nothing to rescale.
+      float m_new = fmaxf(m_run[r], mt[r]);
+      m_ref[r] = m_new == -INFINITY ? 0.0f : m_new;
+      corr[r] = exp2f(m_run[r] - m_ref[r]);
+      m_run[r] = m_new;
+      l_part[r] *= corr[r];
+    }
+#pragma unroll
+    for (int j = 0; j < D / 8; j++) {
+      o[j].x[0] *= corr[0];
+      o[j].x[1] *= corr[0];
+      o[j].x[2] *= corr[1];
+      o[j].x[3] *= corr[1];
+    }
+
+    // P = exp2(x - m) and O += P V.
+#pragma unroll
+    for (int j = 0; j < TC_BK / 8; j++) {
+#pragma unroll
+      for (int i = 0; i < 4; i++) {
+        s[j].x[i] = exp2f(s[j].x[i] - m_ref[i >> 1]);
+        l_part[i >> 1] += s[j].x[i];
+      }
+    }
+    tc_accumulate<D, TC_BK>(o, s, Vt, lane);
+    __syncthreads();  // every warp is done with this buffer before it is refilled
+  }
+
+  // Each row's sum over the quad; out = o / l, lse = (m + log2 l) ln 2.
+  float inv[2];
+#pragma unroll
+  for (int r = 0; r < 2; r++) {
+    float l = l_part[r];
+    l += __shfl_xor_sync(0xffffffffu, l, 1);
+    l += __shfl_xor_sync(0xffffffffu, l, 2);
+    inv[r] = 1.0f / l;
+    if (tg == 0 && row[r] < T) lse[((size_t)b * Hq + h) * T + row[r]] = (m_run[r] + log2f(l)) * TC_LN2;
+  }
+  // The tile goes out through Qs (each warp overwrites only its own rows,
+  // which only it read), then in 16-byte stores of whole rows.
+  tc_stage_rows<D>(Qs + warp * 16 * LD, o, inv[0], inv[1], lane);
+  __syncthreads();
+  tc_store_rows<D>(out, Qs, TC_BQ, q0, T, Hq, h, b);
+}
+
+// attention_tc_backward_dq matches the dq of tensor.CPU.AttentionBackward
+// for bf16 tensors: dq = scale sum_s dS[t, s] k[s], P = exp(scale q k^T -
+// lse), dS = P (dout v^T - delta), delta F32 [B, Hq, T] from
+// attention_backward_delta. Grid (ceil(T/64), Hq, B), block 128, dynamic
+// shared memory (2*64 + 4*64) (D + 8) * 2 bytes.
+template <int D>
+__device__ __forceinline__ void attention_tc_backward_dq(uint16_t* dq, const uint16_t* q, const uint16_t* k,
+                                                         const uint16_t* v, const int* doc_start, const uint16_t* dout,
+                                                         const float* lse, const float* delta, int B, int T, int Hq,
+                                                         int Hkv, float scale) {
+  constexpr int LD = D + TC_PAD;
+  DYNAMIC_SHARED(uint16_t, smem);
+  uint16_t* Qs = smem;                 // [TC_BQ][LD]
+  uint16_t* dOs = Qs + TC_BQ * LD;     // [TC_BQ][LD]
+  uint16_t* Ks = dOs + TC_BQ * LD;     // [2][TC_BK][LD]
+  uint16_t* Vs = Ks + 2 * TC_BK * LD;  // [2][TC_BK][LD]
+
+  int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, tg = lane & 3;
+  int q0 = (gridDim.x - 1 - blockIdx.x) * TC_BQ, h = blockIdx.y, b = blockIdx.z, kvh = h / (Hq / Hkv);
+  int row[2] = {q0 + warp * 16 + g, q0 + warp * 16 + g + 8};
+  int rstart[2] = {tc_doc_start_at(doc_start, b, T, row[0]), tc_doc_start_at(doc_start, b, T, row[1])};
+  // lse in the log2 domain; +inf past T makes those rows' P 0.
+  float lse2[2], delta_r[2];
+#pragma unroll
+  for (int r = 0; r < 2; r++) {
+    size_t stat = ((size_t)b * Hq + h) * T + row[r];
+    lse2[r] = row[r] < T ? lse[stat] * TC_LOG2E : INFINITY;
+    delta_r[r] = row[r] < T ? delta[stat] : 0.0f;
+  }
+  int kfirst = q0, klate = 0;
+  for (int i = 0; i < TC_BQ && q0 + i < T; i++) {
+    int st = tc_doc_start_at(doc_start, b, T, q0 + i);
+    kfirst = min(kfirst, st);
+    klate = max(klate, st);
+  }
+  int kbegin = kfirst / TC_BK * TC_BK, kend = min(T, q0 + TC_BQ);
+  int ntiles = (kend - kbegin + TC_BK - 1) / TC_BK;
+
+  tc_load_rows<D>(Qs, q, TC_BQ, q0, T, Hq, h, b);
+  tc_load_rows<D>(dOs, dout, TC_BQ, q0, T, Hq, h, b);
+  tc_load_rows<D>(Ks, k, TC_BK, kbegin, T, Hkv, kvh, b);
+  tc_load_rows<D>(Vs, v, TC_BK, kbegin, T, Hkv, kvh, b);
+  cp_async_commit();
+
+  float scale2 = scale * TC_LOG2E;
+  FragC acc[D / 8];
+#pragma unroll
+  for (int j = 0; j < D / 8; j++) acc[j].x[0] = acc[j].x[1] = acc[j].x[2] = acc[j].x[3] = 0.0f;
+  const uint16_t* Qw = Qs + warp * 16 * LD;
+  const uint16_t* dOw = dOs + warp * 16 * LD;
+  for (int it = 0; it < ntiles; it++) {
+    int k0 = kbegin + it * TC_BK, buf = it & 1;
+    if (it + 1 < ntiles) {
+      tc_load_rows<D>(Ks + (buf ^ 1) * TC_BK * LD, k, TC_BK, k0 + TC_BK, T, Hkv, kvh, b);
+      tc_load_rows<D>(Vs + (buf ^ 1) * TC_BK * LD, v, TC_BK, k0 + TC_BK, T, Hkv, kvh, b);
+      cp_async_commit();
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncthreads();
+    const uint16_t* Kt = Ks + buf * TC_BK * LD;
+    const uint16_t* Vt = Vs + buf * TC_BK * LD;
+
+    FragC s[TC_BK / 8], dp[TC_BK / 8];
+    tc_scores<D, TC_BK>(s, Qw, Kt, lane);
+    tc_scores<D, TC_BK>(dp, dOw, Vt, lane);
+    bool masked = k0 < klate || k0 + TC_BK > q0 + 1;
+#pragma unroll
+    for (int j = 0; j < TC_BK / 8; j++) {
+#pragma unroll
+      for (int i = 0; i < 4; i++) {
+        int r = i >> 1;
+        float x = s[j].x[i] * scale2;
+        if (masked) {
+          int key = k0 + 8 * j + 2 * tg + (i & 1);
+          if ((unsigned)(key - rstart[r]) > (unsigned)(row[r] - rstart[r])) x = -INFINITY;
+        }
+        float p = exp2f(x - lse2[r]);
+        s[j].x[i] = p * (dp[j].x[i] - delta_r[r]);  // dS
+      }
+    }
+    tc_accumulate<D, TC_BK>(acc, s, Kt, lane);
+    __syncthreads();  // every warp is done with this buffer before it is refilled
+  }
+  // Qs is free (each warp read only its own rows): the tile goes out
+  // through it.
+  tc_stage_rows<D>(Qs + warp * 16 * LD, acc, scale, scale, lane);
+  __syncthreads();
+  tc_store_rows<D>(dq, Qs, TC_BQ, q0, T, Hq, h, b);
+}
+
+// attention_tc_backward_dkdv matches the dk and dv of
+// tensor.CPU.AttentionBackward for bf16 tensors: dk = scale sum dS^T q,
+// dv = sum P^T dout, summed over the query heads of the kv group (written,
+// not accumulated). Grid (ceil(T/64), Hkv, B), block 128, dynamic shared
+// memory (2*64 + 4*32) (D + 8) * 2 + 2*3*32*4 bytes.
+template <int D>
+__device__ __forceinline__ void attention_tc_backward_dkdv(uint16_t* dk, uint16_t* dv, const uint16_t* q,
+                                                           const uint16_t* k, const uint16_t* v, const int* doc_start,
+                                                           const uint16_t* dout, const float* lse, const float* delta,
+                                                           int B, int T, int Hq, int Hkv, float scale) {
+  constexpr int LD = D + TC_PAD;
+  DYNAMIC_SHARED(uint16_t, smem);
+  uint16_t* Ks = smem;                   // [TC_BK][LD]
+  uint16_t* Vs = Ks + TC_BK * LD;        // [TC_BK][LD]
+  uint16_t* Qs = Vs + TC_BK * LD;        // [2][TC_BQB][LD]
+  uint16_t* dOs = Qs + 2 * TC_BQB * LD;  // [2][TC_BQB][LD]
+  float* lse_s = (float*)(dOs + 2 * TC_BQB * LD);  // [2][TC_BQB], log2 domain, +inf past T
+  float* delta_s = lse_s + 2 * TC_BQB;             // [2][TC_BQB]
+  int* qstart_s = (int*)(delta_s + 2 * TC_BQB);    // [2][TC_BQB]
+
+  int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, tg = lane & 3;
+  int k0 = blockIdx.x * TC_BK, kvh = blockIdx.y, b = blockIdx.z, group = Hq / Hkv;
+  int key[2] = {k0 + warp * 16 + g, k0 + warp * 16 + g + 8};  // this thread's two key rows
+
+  // The query rows that see any of these keys: from k0 to qend.
+  int qend = tc_queries_until(doc_start, b, T, min(k0 + TC_BK, T) - 1);
+  int ntiles = (qend - k0 + TC_BQB - 1) / TC_BQB;  // per query head
+  int nsteps = ntiles * group;
+
+  // load_step starts the copies of step st (head, query tile) into buffer
+  // st & 1; lse, delta and the documents' starts go in plain stores (seen
+  // after the barrier that follows the wait).
+  auto load_step = [&](int st) {
+    int h = kvh * group + st / ntiles, q0 = k0 + (st % ntiles) * TC_BQB, buf = st & 1;
+    tc_load_rows<D>(Qs + buf * TC_BQB * LD, q, TC_BQB, q0, T, Hq, h, b);
+    tc_load_rows<D>(dOs + buf * TC_BQB * LD, dout, TC_BQB, q0, T, Hq, h, b);
+    if (tid < TC_BQB) {
+      int t = q0 + tid;
+      size_t stat = ((size_t)b * Hq + h) * T + t;
+      lse_s[buf * TC_BQB + tid] = t < T ? lse[stat] * TC_LOG2E : INFINITY;
+      delta_s[buf * TC_BQB + tid] = t < T ? delta[stat] : 0.0f;
+      qstart_s[buf * TC_BQB + tid] = tc_doc_start_at(doc_start, b, T, t);
+    }
+  };
+  tc_load_rows<D>(Ks, k, TC_BK, k0, T, Hkv, kvh, b);
+  tc_load_rows<D>(Vs, v, TC_BK, k0, T, Hkv, kvh, b);
+  if (nsteps > 0) load_step(0);
+  cp_async_commit();
+
+  float scale2 = scale * TC_LOG2E;
+  FragC dk_acc[D / 8], dv_acc[D / 8];
+#pragma unroll
+  for (int j = 0; j < D / 8; j++) {
+    dk_acc[j].x[0] = dk_acc[j].x[1] = dk_acc[j].x[2] = dk_acc[j].x[3] = 0.0f;
+    dv_acc[j].x[0] = dv_acc[j].x[1] = dv_acc[j].x[2] = dv_acc[j].x[3] = 0.0f;
+  }
+  const uint16_t* Kw = Ks + warp * 16 * LD;
+  const uint16_t* Vw = Vs + warp * 16 * LD;
+  for (int st = 0; st < nsteps; st++) {
+    int q0 = k0 + (st % ntiles) * TC_BQB, buf = st & 1;
+    if (st + 1 < nsteps) {
+      load_step(st + 1);
+      cp_async_commit();
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncthreads();
+    const uint16_t* Qt = Qs + buf * TC_BQB * LD;
+    const uint16_t* dOt = dOs + buf * TC_BQB * LD;
+    const float* lse_t = lse_s + buf * TC_BQB;
+    const float* delta_t = delta_s + buf * TC_BQB;
+    const int* qstart_t = qstart_s + buf * TC_BQB;
+
+    // S^T = K Q^T and dP^T = V dO^T: 16 keys x 32 queries per warp.
+    FragC p[TC_BQB / 8], ds[TC_BQB / 8];
+    tc_scores<D, TC_BQB>(p, Kw, Qt, lane);
+    tc_scores<D, TC_BQB>(ds, Vw, dOt, lane);
+    // Masks where a query may not see a key: on the diagonal, or when the
+    // tile's last query's document starts after k0.
+    int qlast = min(q0 + TC_BQB, T) - 1;
+    bool masked = q0 < k0 + TC_BK || qstart_t[qlast - q0] > k0;
+#pragma unroll
+    for (int j = 0; j < TC_BQB / 8; j++) {
+#pragma unroll
+      for (int i = 0; i < 4; i++) {
+        int c = 8 * j + 2 * tg + (i & 1), kr = key[i >> 1];
+        float x = p[j].x[i] * scale2;
+        if (masked && (unsigned)(kr - qstart_t[c]) > (unsigned)(q0 + c - qstart_t[c])) x = -INFINITY;
+        float pv = exp2f(x - lse_t[c]);
+        p[j].x[i] = pv;
+        ds[j].x[i] = pv * (ds[j].x[i] - delta_t[c]);
+      }
+    }
+    tc_accumulate<D, TC_BQB>(dv_acc, p, dOt, lane);
+    tc_accumulate<D, TC_BQB>(dk_acc, ds, Qt, lane);
+    __syncthreads();  // every warp is done with this buffer before it is refilled
+  }
+  if (nsteps == 0) cp_async_wait<0>();
+  // Each warp's own rows of Ks and Vs, which only it read, take the tiles
+  // out.
+  tc_stage_rows<D>(Ks + warp * 16 * LD, dk_acc, scale, scale, lane);
+  tc_stage_rows<D>(Vs + warp * 16 * LD, dv_acc, 1.0f, 1.0f, lane);
+  __syncthreads();
+  tc_store_rows<D>(dk, Ks, TC_BK, k0, T, Hkv, kvh, b);
+  tc_store_rows<D>(dv, Vs, TC_BK, k0, T, Hkv, kvh, b);
+}
+
+// The entry points, one per head dimension (the accumulators are sized
+// at compile time). Written out: with the three generated by a macro,
+// ptxas 11.8 crashes on the sm_90 PTX's line information.
+extern "C" __global__ void __launch_bounds__(TC_THREADS)
+    attention_tc_forward_d64(uint16_t* out, float* lse, const uint16_t* q, const uint16_t* k, const uint16_t* v,
+                             const int* doc_start, int B, int T, int Hq, int Hkv, float scale) {
+  attention_tc_forward<64>(out, lse, q, k, v, doc_start, B, T, Hq, Hkv, scale);
+}
+extern "C" __global__ void __launch_bounds__(TC_THREADS)
+    attention_tc_forward_d96(uint16_t* out, float* lse, const uint16_t* q, const uint16_t* k, const uint16_t* v,
+                             const int* doc_start, int B, int T, int Hq, int Hkv, float scale) {
+  attention_tc_forward<96>(out, lse, q, k, v, doc_start, B, T, Hq, Hkv, scale);
+}
+extern "C" __global__ void __launch_bounds__(TC_THREADS)
+    attention_tc_forward_d128(uint16_t* out, float* lse, const uint16_t* q, const uint16_t* k, const uint16_t* v,
+                             const int* doc_start, int B, int T, int Hq, int Hkv, float scale) {
+  attention_tc_forward<128>(out, lse, q, k, v, doc_start, B, T, Hq, Hkv, scale);
+}
+extern "C" __global__ void __launch_bounds__(TC_THREADS)
+    attention_tc_backward_dq_d64(uint16_t* dq, const uint16_t* q, const uint16_t* k, const uint16_t* v,
+                                 const int* doc_start, const uint16_t* dout, const float* lse, const float* delta,
+                                 int B, int T, int Hq, int Hkv, float scale) {
+  attention_tc_backward_dq<64>(dq, q, k, v, doc_start, dout, lse, delta, B, T, Hq, Hkv, scale);
+}
+extern "C" __global__ void __launch_bounds__(TC_THREADS)
+    attention_tc_backward_dkdv_d64(uint16_t* dk, uint16_t* dv, const uint16_t* q, const uint16_t* k,
+                                   const uint16_t* v, const int* doc_start, const uint16_t* dout, const float* lse,
+                                   const float* delta, int B, int T, int Hq, int Hkv, float scale) {
+  attention_tc_backward_dkdv<64>(dk, dv, q, k, v, doc_start, dout, lse, delta, B, T, Hq, Hkv, scale);
+}
+extern "C" __global__ void __launch_bounds__(TC_THREADS)
+    attention_tc_backward_dq_d96(uint16_t* dq, const uint16_t* q, const uint16_t* k, const uint16_t* v,
+                                 const int* doc_start, const uint16_t* dout, const float* lse, const float* delta,
+                                 int B, int T, int Hq, int Hkv, float scale) {
+  attention_tc_backward_dq<96>(dq, q, k, v, doc_start, dout, lse, delta, B, T, Hq, Hkv, scale);
+}
+extern "C" __global__ void __launch_bounds__(TC_THREADS)
+    attention_tc_backward_dkdv_d96(uint16_t* dk, uint16_t* dv, const uint16_t* q, const uint16_t* k,
+                                   const uint16_t* v, const int* doc_start, const uint16_t* dout, const float* lse,
+                                   const float* delta, int B, int T, int Hq, int Hkv, float scale) {
+  attention_tc_backward_dkdv<96>(dk, dv, q, k, v, doc_start, dout, lse, delta, B, T, Hq, Hkv, scale);
+}
+extern "C" __global__ void __launch_bounds__(TC_THREADS)
+    attention_tc_backward_dq_d128(uint16_t* dq, const uint16_t* q, const uint16_t* k, const uint16_t* v,
+                                 const int* doc_start, const uint16_t* dout, const float* lse, const float* delta,
+                                 int B, int T, int Hq, int Hkv, float scale) {
+  attention_tc_backward_dq<128>(dq, q, k, v, doc_start, dout, lse, delta, B, T, Hq, Hkv, scale);
+}
+extern "C" __global__ void __launch_bounds__(TC_THREADS)
+    attention_tc_backward_dkdv_d128(uint16_t* dk, uint16_t* dv, const uint16_t* q, const uint16_t* k,
+                                   const uint16_t* v, const int* doc_start, const uint16_t* dout, const float* lse,
+                                   const float* delta, int B, int T, int Hq, int Hkv, float scale) {
+  attention_tc_backward_dkdv<128>(dk, dv, q, k, v, doc_start, dout, lse, delta, B, T, Hq, Hkv, scale);
+}

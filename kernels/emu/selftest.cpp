@@ -1,0 +1,113 @@
+// selftest.cpp: checks the kernel emulator's own primitives (cuda_emu.h)
+// against what CUDA documents: shuffles of each kind and width, 64-bit
+// shuffles, votes, atomics, barriers, the poisoning of dynamic shared
+// memory, thread indices and the bf16/half types. The kernels themselves are
+// checked through the GPU backend on the emulated device (device.cpp, cgo's
+// GPU tests); these primitives are what that rests on. kernels/emu_test.go
+// builds and runs it:
+//
+//	g++ -O2 -fopenmp -std=c++17 -ffp-contract=off -o selftest emu/selftest.cpp
+//
+// It prints each failed check and exits 1 when any failed.
+#include "../common.cuh"
+
+namespace {
+
+// selftest_kernel checks the emulated primitives against what CUDA
+// documents; each failed check adds to fails[check] (a 2D block of
+// 32 x 4 threads, 2 blocks).
+enum {
+  kXor,
+  kDown,
+  kUp,
+  kIdx,
+  kWide,
+  kBallot,
+  kAnyAll,
+  kAtomics,
+  kSync,
+  kPoison,
+  kIndex,
+  kChecks
+};
+const char* const kCheckNames[kChecks] = {"shfl_xor", "shfl_down", "shfl_up",     "shfl",  "shfl 64-bit", "ballot",
+                                          "any/all",  "atomics",   "syncthreads", "poison", "thread index"};
+
+__global__ void selftest_kernel(int* fails, int* counter, float* fsum, int* imax, int* imin, int* cas_winner) {
+  DYNAMIC_SHARED(int, dyn);
+  __shared__ int s[128];
+  int t = threadIdx.x + blockDim.x * threadIdx.y, lane = t & 31;
+  auto check = [&](int id, bool ok) {
+    if (!ok) atomicAdd(&fails[id], 1);
+  };
+  check(kIndex, (int)threadIdx.x == lane && (int)threadIdx.y == t / 32 && blockDim.x == 32 && blockDim.y == 4 &&
+                    gridDim.x == 2);
+  bool poisoned = dyn[t] == -1;  // before anyone writes it
+  __syncthreads();
+  dyn[t] = t;
+  check(kPoison, poisoned);
+
+  int base = 100 * (int)blockIdx.x;
+  check(kXor, __shfl_xor_sync(0xffffffffu, base + lane, 5) == base + (lane ^ 5));
+  // width 8: lanes whose source is past their group of 8 keep their value
+  int down = __shfl_down_sync(0xffffffffu, base + lane, 3, 8);
+  check(kDown, down == base + ((lane & 7) + 3 < 8 ? lane + 3 : lane));
+  int up = __shfl_up_sync(0xffffffffu, base + lane, 5, 16);
+  check(kUp, up == base + ((lane & 15) >= 5 ? lane - 5 : lane));
+  int idx = __shfl_sync(0xffffffffu, base + lane, 7, 4);  // lane 7 % 4 = 3 of each group of 4
+  check(kIdx, idx == base + (lane & ~3) + 3);
+  double wide = __shfl_xor_sync(0xffffffffu, (double)lane * 1e10 + 0.5, 31);
+  check(kWide, wide == (double)(lane ^ 31) * 1e10 + 0.5);
+
+  unsigned ballot = __ballot_sync(0xffffffffu, lane % 3 == 0);
+  unsigned want = 0;
+  for (int l = 0; l < 32; l += 3) want |= 1u << l;
+  check(kBallot, ballot == want);
+  check(kAnyAll, __any_sync(0xffffffffu, lane == 17) && !__any_sync(0xffffffffu, 0) &&
+                     __all_sync(0xffffffffu, 1) && !__all_sync(0xffffffffu, lane != 4));
+
+  atomicAdd(counter, 1);
+  atomicAdd(fsum, 0.5f);
+  atomicMax(imax, t * 7 % 128);
+  atomicMin(imin, 1000 - t);
+  atomicCAS(cas_winner, -1, t);  // one thread wins; the host checks the winner is a thread
+
+  s[t] = t * 3;
+  __syncthreads();
+  check(kSync, s[(t + 1) % 128] == ((t + 1) % 128) * 3 && dyn[(t + 5) % 128] == (t + 5) % 128);
+  __syncthreads();
+}
+
+int run_selftest() {
+  int fails[kChecks] = {};
+  int counter = 0, imax = -1, imin = 1 << 30, cas_winner = -1;
+  float fsum = 0.0f;
+  launch(selftest_kernel, dim3(2), dim3(32, 4), 128 * sizeof(int), fails, &counter, &fsum, &imax, &imin, &cas_winner);
+  if (counter != 256 || fsum != 128.0f || imax != 127 || imin != 1000 - 127 || cas_winner < 0 || cas_winner >= 128)
+    fails[kAtomics]++;
+  // The bf16 and half types convert as cuda_bf16.h and cuda_fp16.h: nearest
+  // even, canonical NaN.
+  bool types = __bfloat16_as_ushort(__float2bfloat16(1.00390625f)) == 0x3f80 &&  // tie to even: down
+               __bfloat16_as_ushort(__float2bfloat16(1.01171875f)) == 0x3f82 &&  // tie to even: up
+               __bfloat16_as_ushort(__float2bfloat16(__uint_as_float(0x7fc12345u))) == 0x7fff &&
+               __bfloat162float(__ushort_as_bfloat16(0xc0a0)) == -5.0f &&
+               __half_as_ushort(__float2half(65504.0f)) == 0x7bff && __half_as_ushort(__float2half(65520.0f)) == 0x7c00 &&
+               __half2float(__ushort_as_half(0x0001)) == 5.9604644775390625e-8f &&
+               __half_as_ushort(__float2half(__uint_as_float(0x7f800001u))) == 0x7fff;
+  int failed = 0;
+  for (int i = 0; i < kChecks; i++) {
+    if (fails[i] != 0) {
+      fprintf(stderr, "selftest: %s failed (%d threads)\n", kCheckNames[i], fails[i]);
+      failed = 1;
+    }
+  }
+  if (!types) {
+    fprintf(stderr, "selftest: bf16/half conversions failed\n");
+    failed = 1;
+  }
+  return failed;
+}
+
+}  // namespace
+
+int main() { return run_selftest(); }
