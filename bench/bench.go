@@ -54,7 +54,7 @@ type Machine struct {
 }
 
 // Suites lists the suite names in the order they run.
-var Suites = []string{"safetensors", "matmul", "train", "train-run", "generate", "kmeans", "tokenize"}
+var Suites = []string{"safetensors", "matmul", "train", "train-run", "generate", "encode", "kmeans", "tokenize"}
 
 // Run runs the selected suites, printing a table for each to w.
 func Run(w io.Writer, o Options) ([]Result, error) {
@@ -99,6 +99,8 @@ func Run(w io.Writer, o Options) ([]Result, error) {
 			rs, err = runTrainRun(w, o)
 		case "generate":
 			rs, err = runGenerate(w, o)
+		case "encode":
+			rs, err = runEncode(w, o)
 		case "kmeans":
 			rs, err = runKMeans(w, o)
 		case "tokenize":

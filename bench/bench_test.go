@@ -26,7 +26,7 @@ func TestRunQuick(t *testing.T) {
 		}
 		impls[r.Suite+"/"+r.Impl] = true
 	}
-	for _, want := range []string{"safetensors/compass", "matmul/compass", "matmul/gonum"} {
+	for _, want := range []string{"safetensors/compass", "matmul/compass", "matmul/gonum", "encode/compass"} {
 		if !impls[want] {
 			t.Errorf("no %s result in %v", want, impls)
 		}

@@ -74,8 +74,10 @@ type adaptRun struct {
 	steps  []*adaptStep
 	byKey  map[string]*adaptStep
 
-	// The embedding model, loaded by the first embed step that runs.
-	em *EmbedModel
+	// The embedding model (or encoder), loaded by the first embed step
+	// that runs.
+	em  *EmbedModel
+	enc *EmbedEncoder
 
 	cells []*adaptCell
 }
@@ -152,6 +154,9 @@ func (r *adaptRun) close() {
 	if r.em != nil {
 		r.em.Close()
 	}
+	if r.enc != nil {
+		r.enc.Close()
+	}
 }
 
 // planAdapt lists the steps in the order they run, each with its content
@@ -171,8 +176,18 @@ func planAdapt(ctx context.Context, cfg *AdaptConfig, env AdaptEnv) (*adaptRun, 
 	// so that the same checkpoint elsewhere reuses the steps.
 	r.sig = sig
 	modelID := sig[strings.LastIndex(sig, "#")+1:]
+	// What embeds the data: the model, or the encoder of embed.encoder.
+	embedID := "model:" + modelID
+	if cfg.Embed.Encoder != "" {
+		esig, err := embed.ModelSignature(cfg.path(cfg.Embed.Encoder))
+		if err != nil {
+			return nil, fmt.Errorf("adapt: config key embed.encoder: %w", err)
+		}
+		embedID = "encoder:" + esig[strings.LastIndex(esig, "#")+1:]
+	}
+	usagePrefix, poolPrefix := cfg.Embed.prefixes()
 
-	pool, err := r.embedStep(cfg.Pool, "pool", modelID)
+	pool, err := r.embedStep(cfg.Pool, "pool", embedID, poolPrefix)
 	if err != nil {
 		return nil, err
 	}
@@ -186,7 +201,7 @@ func planAdapt(ctx context.Context, cfg *AdaptConfig, env AdaptEnv) (*adaptRun, 
 		if usageData.Language == "" {
 			usageData.Language = lang
 		}
-		usage, err := r.embedStep(usageData, lang+" usage", modelID)
+		usage, err := r.embedStep(usageData, lang+" usage", embedID, usagePrefix)
 		if err != nil {
 			return nil, err
 		}
@@ -196,7 +211,7 @@ func planAdapt(ctx context.Context, cfg *AdaptConfig, env AdaptEnv) (*adaptRun, 
 			if d.Language == "" {
 				d.Language = lang
 			}
-			e, err := r.embedStep(d, lang+" data "+filepath.Base(d.File), modelID)
+			e, err := r.embedStep(d, lang+" data "+filepath.Base(d.File), embedID, poolPrefix)
 			if err != nil {
 				return nil, err
 			}
@@ -248,8 +263,9 @@ func (r *adaptRun) add(s *adaptStep) (*adaptStep, error) {
 	return s, nil
 }
 
-// embedStep embeds one data file with the model.
-func (r *adaptRun) embedStep(d AdaptData, name, modelID string) (*adaptStep, error) {
+// embedStep embeds one data file with the model or the encoder (embedID
+// names which), each text after prefix.
+func (r *adaptRun) embedStep(d AdaptData, name, embedID, prefix string) (*adaptStep, error) {
 	path := r.cfg.path(d.File)
 	h, err := r.hashes.of(path)
 	if err != nil {
@@ -257,23 +273,40 @@ func (r *adaptRun) embedStep(d AdaptData, name, modelID string) (*adaptStep, err
 	}
 	settings := map[string]any{"schema": d.Schema, "language": d.Language,
 		"batch_tokens": r.cfg.Embed.BatchTokens, "max_len": r.cfg.Embed.MaxLen}
-	return r.add(&adaptStep{kind: "embed", name: name, settings: settings, inputs: []string{"model:" + modelID, h},
-		run: func(s *adaptStep, dir string) (StepCost, error) { return r.embed(path, d, dir) }})
+	if r.cfg.Embed.Encoder != "" { // only then, so that the decoder's steps keep their addresses
+		settings["pooling"], settings["prefix"] = r.cfg.Embed.Pooling, prefix
+	}
+	return r.add(&adaptStep{kind: "embed", name: name, settings: settings, inputs: []string{embedID, h},
+		run: func(s *adaptStep, dir string) (StepCost, error) { return r.embed(path, d, dir, prefix) }})
 }
 
 // embed writes dir/embeddings.safetensors (and its rows file).
-func (r *adaptRun) embed(path string, d AdaptData, dir string) (StepCost, error) {
-	if r.em == nil {
-		em, err := LoadEmbedModel(r.cfg.path(r.cfg.Model), r.env.Backend)
-		if err != nil {
-			return StepCost{}, err
-		}
-		r.em = em
-	}
-	res, err := Embed(EmbedOptions{Model: r.em, Input: path,
+func (r *adaptRun) embed(path string, d AdaptData, dir, prefix string) (StepCost, error) {
+	o := EmbedOptions{Input: path,
 		Data:   dataset.Options{Schema: dataset.Schema(d.Schema), Language: d.Language},
 		Output: embeddingsFile(dir), BatchTokens: r.cfg.Embed.BatchTokens, MaxLen: r.cfg.Embed.MaxLen,
-		Progress: r.env.Progress})
+		Progress: r.env.Progress}
+	switch {
+	case r.cfg.Embed.Encoder != "":
+		if r.enc == nil {
+			enc, err := LoadEmbedEncoder(r.cfg.path(r.cfg.Embed.Encoder), r.env.Backend)
+			if err != nil {
+				return StepCost{}, err
+			}
+			r.enc = enc
+		}
+		o.Encoder, o.Pooling, o.Prefix = r.enc, r.cfg.Embed.Pooling, prefix
+	default:
+		if r.em == nil {
+			em, err := LoadEmbedModel(r.cfg.path(r.cfg.Model), r.env.Backend)
+			if err != nil {
+				return StepCost{}, err
+			}
+			r.em = em
+		}
+		o.Model = r.em
+	}
+	res, err := Embed(o)
 	if err != nil {
 		return StepCost{}, err
 	}

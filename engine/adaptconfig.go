@@ -10,7 +10,9 @@ import (
 	"strings"
 
 	"github.com/compassml/compass/dataset"
+	"github.com/compassml/compass/model/encoder"
 	"github.com/compassml/compass/sampling/cluster"
+	"github.com/compassml/compass/sampling/embed"
 	"github.com/compassml/compass/sampling/selection"
 	"go.yaml.in/yaml/v3"
 )
@@ -85,6 +87,33 @@ type AdaptSelectOptions struct {
 type AdaptEmbed struct {
 	BatchTokens int `json:"batch_tokens,omitempty"`
 	MaxLen      int `json:"max_len,omitempty"`
+	// Encoder is a sentence encoder's checkpoint directory (XLM-R or
+	// BERT: multilingual-e5) that embeds every data file; "": the model's
+	// own mean-pooled hidden states.
+	Encoder string `json:"encoder,omitempty"`
+	// Pooling is the encoder's: "mean" (default) or "cls".
+	Pooling string `json:"pooling,omitempty"`
+	// UsagePrefix is put before each usage text (E_t), PoolPrefix before
+	// each text of the pool and of D_t; with an encoder they default to
+	// e5's "query: " and "passage: " (set "" for encoders without them).
+	UsagePrefix *string `json:"usage_prefix,omitempty"`
+	PoolPrefix  *string `json:"pool_prefix,omitempty"`
+}
+
+// prefixes returns the usage and pool prefixes: none without an encoder,
+// else as set, e5's by default.
+func (e AdaptEmbed) prefixes() (usage, pool string) {
+	if e.Encoder == "" {
+		return "", ""
+	}
+	usage, pool = embed.E5Query, embed.E5Passage
+	if e.UsagePrefix != nil {
+		usage = *e.UsagePrefix
+	}
+	if e.PoolPrefix != nil {
+		pool = *e.PoolPrefix
+	}
+	return usage, pool
 }
 
 // AdaptEval are the evaluation settings (those of EvalOptions that a
@@ -222,6 +251,19 @@ func (c *AdaptConfig) Validate() error {
 	}
 	if err := exists("pool.file", c.Pool.File); err != nil {
 		return err
+	}
+	if c.Embed.Encoder != "" {
+		if err := exists("embed.encoder", c.Embed.Encoder); err != nil {
+			return err
+		}
+	}
+	if c.Embed.Pooling != "" {
+		if c.Embed.Encoder == "" {
+			return bad("embed.pooling", "goes with embed.encoder (the model's own states are mean-pooled)")
+		}
+		if _, err := encoder.ParsePooling(c.Embed.Pooling); err != nil {
+			return bad("embed.pooling", "%v", err)
+		}
 	}
 	if len(c.Targets) == 0 {
 		return bad("targets", "name at least one target language")

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"os"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/compassml/compass/dataset"
 	"github.com/compassml/compass/model"
+	"github.com/compassml/compass/model/encoder"
 	"github.com/compassml/compass/model/tokenizer"
 	"github.com/compassml/compass/sampling/embed"
 	"github.com/compassml/compass/tensor"
@@ -67,6 +69,15 @@ type EmbedOptions struct {
 	Model    *EmbedModel
 	Backend  tensor.Backend // nil: the CPU
 
+	// EncoderDir, or Encoder already loaded (left open), is a sentence
+	// encoder (XLM-R, BERT: multilingual-e5) that embeds the texts instead
+	// of ModelDir's decoder, with Pooling ("mean", the default, or "cls")
+	// and Prefix before every text (e5's "query: " or "passage: ").
+	EncoderDir string
+	Encoder    *EmbedEncoder
+	Pooling    string
+	Prefix     string
+
 	Input string          // data set: .jsonl, .csv, .tsv or .parquet, optionally .zst
 	Data  dataset.Options // schema, language of rows that name none, bad rows
 	// Output is the matrix, .safetensors or .npy, written atomically with
@@ -76,7 +87,8 @@ type EmbedOptions struct {
 	// CacheDir holds the embedding cache, so that a re-run embeds only
 	// texts it has not seen; "": no cache.
 	CacheDir string
-	// BatchTokens and MaxLen are embed.ModelOptions'; 0 takes the defaults.
+	// BatchTokens and MaxLen are embed.ModelOptions' (or
+	// EncoderOptions'); 0 takes the defaults.
 	BatchTokens, MaxLen int
 
 	Progress io.Writer // a terminal for the progress line; nil for none
@@ -114,21 +126,47 @@ func Embed(o EmbedOptions) (*EmbedResult, error) {
 	if o.Progress != nil {
 		progress = embed.NewProgress(o.Progress, r.Progress)
 	}
-	em := o.Model
-	if em == nil {
-		if em, err = LoadEmbedModel(o.ModelDir, o.Backend); err != nil {
+	var (
+		e      embed.Embedder
+		dim    int
+		tokens func() int64 // read by the embedder
+	)
+	if o.EncoderDir != "" || o.Encoder != nil {
+		enc := o.Encoder
+		if enc == nil {
+			if enc, err = LoadEmbedEncoder(o.EncoderDir, o.Backend); err != nil {
+				return nil, err
+			}
+			defer enc.Close()
+		}
+		pooling, err := encoder.ParsePooling(cmp.Or(o.Pooling, string(encoder.PoolMean)))
+		if err != nil {
 			return nil, err
 		}
-		defer em.Close()
+		ee, err := enc.Embedder(embed.EncoderOptions{BatchTokens: o.BatchTokens, MaxLen: o.MaxLen, Pooling: pooling,
+			Prefix: o.Prefix, Progress: progress})
+		if err != nil {
+			return nil, err
+		}
+		e, dim, tokens = ee, ee.Dim(), ee.Tokens
+	} else {
+		em := o.Model
+		if em == nil {
+			if em, err = LoadEmbedModel(o.ModelDir, o.Backend); err != nil {
+				return nil, err
+			}
+			defer em.Close()
+		}
+		me, err := em.Embedder(embed.ModelOptions{BatchTokens: o.BatchTokens, MaxLen: o.MaxLen, Progress: progress})
+		if err != nil {
+			return nil, err
+		}
+		start := em.tokens
+		e, dim, tokens = me, me.Dim(), func() int64 { return em.tokens - start }
 	}
-	me, err := em.Embedder(embed.ModelOptions{BatchTokens: o.BatchTokens, MaxLen: o.MaxLen, Progress: progress})
-	if err != nil {
-		return nil, err
-	}
-	var e embed.Embedder = me
 	var cached *embed.CachedEmbedder
 	if o.CacheDir != "" {
-		if cached, err = embed.NewCachedEmbedder(me, o.CacheDir, o.Warn); err != nil {
+		if cached, err = embed.NewCachedEmbedder(e, o.CacheDir, o.Warn); err != nil {
 			return nil, err
 		}
 		defer cached.Close()
@@ -136,8 +174,7 @@ func Embed(o EmbedOptions) (*EmbedResult, error) {
 		e = cached
 	}
 
-	tokens := em.tokens
-	emb, err := embed.Records(r, e, me.Dim(), progress)
+	emb, err := embed.Records(r, e, dim, progress)
 	progress.Finish()
 	if err != nil {
 		return nil, err
@@ -146,7 +183,7 @@ func Embed(o EmbedOptions) (*EmbedResult, error) {
 		return nil, err
 	}
 	res := &EmbedResult{Records: emb.Vectors.Dim(0), Schema: r.Schema(), Rows: embed.RowsPath(o.Output),
-		Embedded: emb.Vectors.Dim(0), Tokens: em.tokens - tokens}
+		Embedded: emb.Vectors.Dim(0), Tokens: tokens()}
 	if cached != nil {
 		res.Cached, res.Embedded = cached.Stats()
 		res.CachePath = cached.Cache().Path()

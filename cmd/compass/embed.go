@@ -20,14 +20,20 @@ func embedCommand() *cli.Command {
 	}
 	return &cli.Command{
 		Name:  "embed",
-		Usage: "embed the records of a data set with a model: mean-pooled, unit-length last hidden states",
+		Usage: "embed the records of a data set with a model or a sentence encoder: mean-pooled, unit-length states",
 		Description: "Reads JSONL, CSV/TSV or Parquet (plain or .zst) with the schema of the Aya Dataset,\n" +
 			"Global-MMLU, MMLU-ProX or a plain {\"text\", \"language\"}, and writes one vector per record to\n" +
 			"--output (.safetensors: tensor \"embeddings\" F32 [N, hidden]; or .npy) and the records' id,\n" +
 			"language and source, line i for row i, to the same name with .rows.jsonl. Vectors are cached\n" +
-			"under --cache by model and text, so a re-run embeds only new texts.",
+			"under --cache by model and text, so a re-run embeds only new texts.\n\n" +
+			"--model embeds with a decoder's last hidden states; --encoder DIR with a sentence encoder\n" +
+			"(XLMRobertaModel or BertModel, e.g. intfloat/multilingual-e5-base), with --pooling and --prefix\n" +
+			"(e5 wants \"query: \" on the usage set and \"passage: \" on the pool).",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "model", Required: true, Usage: "checkpoint directory (config.json, safetensors, tokenizer.json)"},
+			&cli.StringFlag{Name: "model", Usage: "decoder checkpoint directory (config.json, safetensors, tokenizer.json)"},
+			&cli.StringFlag{Name: "encoder", Usage: "sentence encoder checkpoint directory (XLM-R or BERT: multilingual-e5), instead of --model"},
+			&cli.StringFlag{Name: "pooling", Value: "mean", Usage: "with --encoder: mean (e5) or cls"},
+			&cli.StringFlag{Name: "prefix", Usage: `with --encoder: put before every text, e.g. "query: " or "passage: " for e5`},
 			&cli.StringFlag{Name: "input", Required: true, Usage: "data set file: .jsonl, .csv, .tsv or .parquet, optionally .zst"},
 			&cli.StringFlag{Name: "schema", Value: string(dataset.SchemaAuto), Usage: strings.Join(schemas, ", ")},
 			&cli.StringFlag{Name: "language", Usage: "the language of records whose data names none (e.g. sw for a Global-MMLU config)"},
@@ -35,7 +41,7 @@ func embedCommand() *cli.Command {
 			&cli.StringFlag{Name: "cache", Usage: "embedding cache directory (default: the user cache directory's compass/embeddings)"},
 			&cli.BoolFlag{Name: "no-cache", Usage: "neither read nor write the embedding cache"},
 			&cli.IntFlag{Name: "batch-tokens", Value: embed.DefaultBatchTokens, Usage: "most tokens in one forward pass, padding included"},
-			&cli.IntFlag{Name: "max-len", Value: embed.DefaultMaxLen, Usage: "truncate each text to this many tokens"},
+			&cli.IntFlag{Name: "max-len", Usage: fmt.Sprintf("truncate each text to this many tokens (default %d; an encoder's: what its positions cover)", embed.DefaultMaxLen)},
 			&cli.BoolFlag{Name: "skip-bad", Usage: "skip rows that cannot be read and report how many, instead of stopping"},
 			&cli.BoolFlag{Name: "quiet", Usage: "no progress line on stderr"},
 			deviceFlag(),
@@ -44,6 +50,12 @@ func embedCommand() *cli.Command {
 			if cmd.NArg() != 0 {
 				return fmt.Errorf("embed: unexpected arguments %v", cmd.Args().Slice())
 			}
+			if (cmd.String("model") == "") == (cmd.String("encoder") == "") {
+				return fmt.Errorf("embed: give one of --model and --encoder")
+			}
+			if cmd.String("encoder") == "" && (cmd.IsSet("pooling") || cmd.IsSet("prefix")) {
+				return fmt.Errorf("embed: --pooling and --prefix go with --encoder")
+			}
 			schema, err := dataset.ParseSchema(cmd.String("schema"))
 			if err != nil {
 				return fmt.Errorf("embed: %w", err)
@@ -51,6 +63,9 @@ func embedCommand() *cli.Command {
 			errw := cmd.Root().ErrWriter
 			o := engine.EmbedOptions{
 				ModelDir:    cmd.String("model"),
+				EncoderDir:  cmd.String("encoder"),
+				Pooling:     cmd.String("pooling"),
+				Prefix:      cmd.String("prefix"),
 				Input:       cmd.String("input"),
 				Data:        dataset.Options{Schema: schema, Language: cmd.String("language"), SkipBad: cmd.Bool("skip-bad")},
 				Output:      cmd.String("output"),

@@ -169,7 +169,9 @@ func TestEmbedCommandErrors(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"--input", "x.jsonl"}, `"model" not set`},
+		{[]string{"--input", "x.jsonl"}, "give one of --model and --encoder"},
+		{[]string{"--model", "m", "--encoder", "e", "--input", "x.jsonl"}, "give one of --model and --encoder"},
+		{[]string{"--model", "m", "--prefix", "query: ", "--input", "x.jsonl"}, "go with --encoder"},
 		{[]string{"--model", "m", "--input", "x.jsonl", "--schema", "alpaca"}, `unknown schema "alpaca"`},
 		{[]string{"--model", "m", "--input", "x.jsonl", "--output", "e.csv"}, "want a .safetensors or .npy file"},
 		{[]string{"--model", "m", "--input", "no/such.jsonl"}, "no such file"},

@@ -575,6 +575,19 @@ func (t *Tokenizer) IsSpecial(id int) bool {
 	return ok && a.Special
 }
 
+// SpecialAround returns the tokens the post-processor puts before and after
+// a single sequence (XLM-R's <s> and </s>, BERT's [CLS] and [SEP]), so that
+// a caller can truncate the text between them as HF's truncation does.
+func (t *Tokenizer) SpecialAround() (prefix, suffix []int) {
+	for _, id := range t.prefix {
+		prefix = append(prefix, int(id))
+	}
+	for _, id := range t.suffix {
+		suffix = append(suffix, int(id))
+	}
+	return prefix, suffix
+}
+
 // Path is the tokenizer.json file the tokenizer was loaded from.
 func (t *Tokenizer) Path() string { return t.path }
 

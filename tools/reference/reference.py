@@ -15,6 +15,8 @@ on tiny random checkpoints and compare logits, loss and LoRA gradients.
                              [--threads T] [--lr 1e-4] [--seed S]
     reference.py train       --model DIR --adapter DIR --plan PLAN.json --output OUTDIR
                              [--threads T] [--dtype auto|float32|float64]
+    reference.py encode      --model DIR --input IN.json --output OUT.safetensors [--float64]
+    reference.py encode-bench --model DIR [--batch 16] [--seq 64] [--steps N] [--threads T]
 
 Only the standard library and torch (and safetensors_io.py beside this file) are used.
 """
@@ -48,6 +50,7 @@ import torch  # noqa: E402  (after the thread variables)
 import torch.nn.functional as F  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import encoder  # noqa: E402
 import safetensors_io  # noqa: E402
 
 IGNORE_INDEX = -100  # HF's ignore_index for labels
@@ -1465,6 +1468,21 @@ def build_parser():
     gb.add_argument("--new-tokens", type=int, default=32)
     gb.add_argument("--threads", type=int, default=0)
     gb.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
+    en = sub.add_parser("encode", help="XLM-R / BERT encoder: last hidden states and pooled embeddings")
+    en.add_argument("--model", required=True, help="checkpoint directory (config.json, *.safetensors)")
+    en.add_argument("--input", required=True, help='JSON {"input_ids": [[...], ...]}: rows of any lengths')
+    en.add_argument("--output", required=True, help="safetensors file to write")
+    en.add_argument("--float64", action="store_true", help="compute in float64")
+    en.add_argument("--output-f64", action="store_true", help="write F64 tensors instead of F32")
+    en.add_argument("--threads", type=int, default=0)
+
+    eb = sub.add_parser("encode-bench", help="time encoder forward passes with mean pooling: texts/s, tokens/s")
+    eb.add_argument("--model", required=True)
+    eb.add_argument("--batch", type=int, default=16)
+    eb.add_argument("--seq", type=int, default=64)
+    eb.add_argument("--steps", type=int, default=5)
+    eb.add_argument("--seed", type=int, default=0)
+    eb.add_argument("--threads", type=int, default=0)
     return parser
 
 
@@ -1474,9 +1492,10 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     try:
         commands = {"forward": cmd_forward, "fisher": cmd_fisher, "make-adapter": cmd_make_adapter, "train-bench": cmd_train_bench,
-                    "train": cmd_train, "generate-bench": cmd_generate_bench}
+                    "train": cmd_train, "generate-bench": cmd_generate_bench,
+                    "encode": encoder.cmd_encode, "encode-bench": encoder.cmd_encode_bench}
         commands[args.command](args)
-    except ReferenceError as e:
+    except (ReferenceError, encoder.EncoderError) as e:
         print(f"reference: {e}", file=sys.stderr)
         return 2
     return 0
