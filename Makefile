@@ -10,10 +10,26 @@ VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo 
 # about them are noise.
 export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 
-.PHONY: build test check bench fuzz clean tokref parity kernels device-bundle mutations emu
+.PHONY: build test check bench fuzz clean tokref parity kernels device-bundle mutations emu demo demo-continual experiment
 
 build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o bin/compass ./cmd/compass
+
+# The demonstration: compass adapt on the shipped demo model and task
+# (testdata/demo), every method, one report in demo-work/report/. Minutes on
+# two CPU cores; nothing is downloaded. demo-continual: compass continual on
+# the demo's stream of three periods, into demo-work/continual/.
+demo: build
+	bin/compass demo --work-dir demo-work
+
+demo-continual: build
+	bin/compass demo --continual --work-dir demo-work/continual
+
+# The demo task at a larger budget with five seeds per method and all 300
+# multiple-choice items (testdata/demo/experiment.yaml): under an hour on two
+# CPU cores. Its report is committed in bench/results/.
+experiment: build
+	bin/compass adapt --config testdata/demo/experiment.yaml --work-dir experiment-work --report-dir experiment-work/report
 
 # The tokenizer fixtures (real tokenizer.json files) and the reference
 # libraries (HF tokenizers, @huggingface/jinja), into the ignored

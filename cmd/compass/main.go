@@ -23,6 +23,7 @@ func newApp() *cli.Command {
 		Name:  "compass",
 		Usage: "adapt LLMs to target languages with semantic-gap data selection and LoRA",
 		Commands: []*cli.Command{
+			demoCommand(),
 			inspectCommand(),
 			scoreCommand(),
 			trainCommand(),

@@ -1,0 +1,79 @@
+package main
+
+import (
+	"bufio"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// compass demo on the shipped demo model and task, cut down (the first
+// records of the pool, two methods, two training steps, five items) so
+// that it takes seconds: the command reads the assets' adapt.yaml,
+// resolves its paths, runs adapt and prints the report. The full demo is
+// `make demo`.
+func TestDemoCommandOnTheShippedModel(t *testing.T) {
+	demo, err := filepath.Abs("../../testdata/demo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	assets := t.TempDir()
+	pool := filepath.Join(assets, "pool.jsonl")
+	writeHead(t, filepath.Join(demo, "task", "pool.jsonl"), pool, 120)
+	config := "model: " + filepath.Join(demo, "model") + "\n" +
+		"pool: {file: " + pool + "}\n" +
+		"targets:\n  - language: uk\n" +
+		"    usage: {file: " + filepath.Join(demo, "task", "uk-usage.jsonl") + "}\n" +
+		"    data: [{file: " + filepath.Join(demo, "task", "uk-data.jsonl") + "}]\n" +
+		"    heldout: " + filepath.Join(demo, "task", "uk-heldout.jsonl") + "\n" +
+		"budget: 20\nk: 3\nmethods: [compass, none]\nseeds: [1]\nembed: {max_len: 16}\n" +
+		"train: {seq_len: 64, micro_batch: 2, global_batch: 2, max_steps: 2, rank: 2}\n" +
+		"eval: {tasks: [global-mmlu], data: " + filepath.Join(demo, "task", "mc") + ", shots: 0, limit: 5}\n" +
+		"bootstrap: 100\npermutations: 100\n"
+	if err := os.WriteFile(filepath.Join(assets, "adapt.yaml"), []byte(config), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	work := filepath.Join(t.TempDir(), "work")
+	out, stderr, err := runErr(t, "demo", "--assets", assets, "--work-dir", work, "--device", "cpu")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, stderr)
+	}
+	for _, want := range []string{"# compass adapt", "| compass |", "| none |", "heldout-nll", "report: " + filepath.Join(work, "report")} {
+		if !strings.Contains(out, want) {
+			t.Errorf("stdout lacks %q:\n%s", want, out)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(work, "report", "report.json")); err != nil {
+		t.Error(err)
+	}
+
+	if _, _, err := runErr(t, "demo", "--assets", t.TempDir()); err == nil || !strings.Contains(err.Error(), "adapt.yaml") {
+		t.Errorf("assets without adapt.yaml: %v", err)
+	}
+	if _, _, err := runErr(t, "demo", "extra"); err == nil || !strings.Contains(err.Error(), "unexpected arguments") {
+		t.Errorf("an argument: %v", err)
+	}
+}
+
+// writeHead copies the first n lines of src to dst.
+func writeHead(t *testing.T, src, dst string, n int) {
+	t.Helper()
+	f, err := os.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var b strings.Builder
+	sc := bufio.NewScanner(f)
+	sc.Buffer(nil, 1<<20)
+	for i := 0; i < n && sc.Scan(); i++ {
+		b.WriteString(sc.Text() + "\n")
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dst, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
