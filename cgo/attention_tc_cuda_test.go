@@ -5,6 +5,7 @@ package cgo
 import (
 	"fmt"
 	"math"
+	"slices"
 	"testing"
 
 	"github.com/compassml/compass/kernels"
@@ -133,6 +134,69 @@ func TestGPUAttentionTCChoice(t *testing.T) {
 		s := kernels.Sizes{B: 1, T: 3, Hq: 2, Hkv: 1, D: c.D}
 		if _, ok := attentionTC("attention_tc_forward", s, out.d, q.d, k.d, k.d); ok != c.want {
 			t.Errorf("D %d, q %s, out %s: tensor cores %v, want %v", c.D, c.q, c.out, ok, c.want)
+		}
+	}
+}
+
+// TestGPUAttentionRounded checks the default mode's float32 attention at
+// the tensor-core head dimensions (Backend.roundAttention): q, k, v (and
+// dout) rounded to bf16, the tensor-core kernels, the results widened to
+// float32, against the CPU's float32 on the unrounded inputs. The inputs'
+// rounding adds to the kernels' own bf16 error, hence bounds above
+// TestGPUAttentionTC's. That the rounded path ran is checked too: Precise
+// mode (the float32 kernels) gives a different output.
+func TestGPUAttentionRounded(t *testing.T) {
+	b := gpuBackend(t)
+	rng := newRNG(t)
+	const tolOut, tolGrad = 3e-2, 5e-2
+	f32 := tensor.F32
+	for _, s := range []struct {
+		B, T, Hq, Hkv, D int
+		docs             [][]int
+	}{
+		{1, 77, 4, 1, 64, nil},
+		{2, 130, 7, 1, 96, nil},
+		{1, 200, 4, 2, 128, [][]int{{1, 100, 16, 83}}},
+	} {
+		name := fmt.Sprintf("attention rounded B %d T %d Hq %d Hkv %d D %d docs %v", s.B, s.T, s.Hq, s.Hkv, s.D, s.docs)
+		scale := float32(1 / math.Sqrt(float64(s.D)))
+		q := input(t, b, rng, f32, s.B, s.T, s.Hq, s.D)
+		k, v := input(t, b, rng, f32, s.B, s.T, s.Hkv, s.D), input(t, b, rng, f32, s.B, s.T, s.Hkv, s.D)
+		ds := docStartPair(t, b, s.T, s.docs)
+		out, lse := output(t, b, f32, s.B, s.T, s.Hq, s.D), output(t, b, f32, s.B, s.Hq, s.T)
+		if !b.roundAttention(kernels.Sizes{D: s.D}, out.d, q.d, k.d, v.d) {
+			t.Fatalf("%s: the default mode would not round to the tensor cores", name)
+		}
+		must(t, cpu.Attention(out.h, lse.h, q.h, k.h, v.h, ds.h, scale))
+		must(t, b.Attention(out.d, lse.d, q.d, k.d, v.d, ds.d, scale))
+		compare(t, b, name, out, tolFor(tolReduce, tensor.BF16))
+		closeTo(t, b, name, out, tolOut, 0)
+		closeTo(t, b, name+" lse", lse, 1e-2, 0)
+
+		precise := output(t, b, f32, s.B, s.T, s.Hq, s.D)
+		b.Precise = true
+		must(t, b.Attention(precise.d, lse.d, q.d, k.d, v.d, ds.d, scale))
+		b.Precise = false
+		got, err := b.ToHost(out.d)
+		must(t, err)
+		exact, err := b.ToHost(precise.d)
+		must(t, err)
+		if slices.Equal(got.F32(), exact.F32()) {
+			t.Errorf("%s: the default mode's output equals Precise mode's bit for bit: the rounded path did not run", name)
+		}
+
+		dout := input(t, b, rng, f32, s.B, s.T, s.Hq, s.D)
+		dq := output(t, b, f32, s.B, s.T, s.Hq, s.D)
+		dk, dv := output(t, b, f32, s.B, s.T, s.Hkv, s.D), output(t, b, f32, s.B, s.T, s.Hkv, s.D)
+		outD, lseD := copyPair(t, b, pair{out.h, nil}), copyPair(t, b, pair{lse.h, nil})
+		must(t, cpu.AttentionBackward(dq.h, dk.h, dv.h, dout.h, q.h, k.h, v.h, ds.h, out.h, lse.h, scale))
+		must(t, b.AttentionBackward(dq.d, dk.d, dv.d, dout.d, q.d, k.d, v.d, ds.d, outD.d, lseD.d, scale))
+		for _, g := range []struct {
+			what string
+			got  pair
+		}{{" dq", dq}, {" dk", dk}, {" dv", dv}} {
+			compare(t, b, name+g.what, g.got, tolFor(tolReduce, tensor.BF16))
+			closeTo(t, b, name+g.what, g.got, tolGrad, 0)
 		}
 	}
 }

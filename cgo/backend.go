@@ -23,8 +23,10 @@ type Backend struct {
 
 	// Precise makes MatMul widen the 16-bit operand of a mixed-dtype
 	// product (an F32 activation times a BF16 weight) to float32 instead of
-	// rounding the F32 one to 16 bits: float32 results at float32 speed,
-	// for parity checks.
+	// rounding the F32 one to 16 bits, and keeps float32 attention on the
+	// float32 kernels instead of rounding q, k, v to bf16 for the
+	// tensor-core ones (head dims 64, 96, 128): float32 results at float32
+	// speed, for parity checks.
 	Precise bool
 }
 

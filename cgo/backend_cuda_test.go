@@ -752,8 +752,14 @@ func docStartPair(t *testing.T, b *Backend, T int, docs [][]int) pair {
 // Besides the relative error of the whole result, each element of the
 // small cases is held to 1e-5 (float32), 1e-2 (bf16) or 2e-3 (f16) of its
 // scale (the larger ones reach 5e-6 in float32 on the emulated device).
+//
+// It runs in Precise mode, so that float32 inputs take the float32 kernels
+// at every head dimension; TestGPUAttentionRounded covers the default
+// mode's rounding of float32 attention to the tensor cores.
 func TestGPUAttention(t *testing.T) {
 	b := gpuBackend(t)
+	b.Precise = true
+	defer func() { b.Precise = false }()
 	rng := newRNG(t)
 	f32, bf16, f16 := tensor.F32, tensor.BF16, tensor.F16
 	both := []tensor.DType{f32, bf16}

@@ -263,13 +263,33 @@ func BenchmarkGPUKernels(b *testing.B) {
 			keep(ids, table, out)
 			return func() error { return be.Embedding(out, table, ids) }, (2 + 4) * N * H, 0
 		}},
-		{"attention_forward_f32", func(keep func(...*tensor.Tensor)) (func() error, float64, float64) {
+		// The float32 kernels of attention.cu (Precise mode).
+		{"attention_forward_f32_precise", func(keep func(...*tensor.Tensor)) (func() error, float64, float64) {
+			q, k, v := rnd(f32, 1, 1, N, Hq, D), rnd(f32, 1, 1, N, Hkv, D), rnd(f32, 1, 1, N, Hkv, D)
+			o, lse := rnd(f32, 1, 1, N, Hq, D), rnd(f32, 1, 1, Hq, N)
+			keep(q, k, v, o, lse)
+			return func() error { return preciseDo(be, func() error { return be.Attention(o, lse, q, k, v, nil, scale) }) }, 0, 2 * Hq * N * N * D
+		}},
+		{"attention_backward_f32_precise", func(keep func(...*tensor.Tensor)) (func() error, float64, float64) {
+			q, k, v := rnd(f32, 1, 1, N, Hq, D), rnd(f32, 1, 1, N, Hkv, D), rnd(f32, 1, 1, N, Hkv, D)
+			o, lse := rnd(f32, 1, 1, N, Hq, D), rnd(f32, 1, 1, Hq, N)
+			must(b, be.Attention(o, lse, q, k, v, nil, scale))
+			dq, dk, dv, d := rnd(f32, 1, 1, N, Hq, D), rnd(f32, 1, 1, N, Hkv, D), rnd(f32, 1, 1, N, Hkv, D), rnd(f32, 1, 1, N, Hq, D)
+			keep(q, k, v, o, lse, dq, dk, dv, d)
+			return func() error {
+				return preciseDo(be, func() error { return be.AttentionBackward(dq, dk, dv, d, q, k, v, nil, o, lse, scale) })
+			}, 0, 5 * Hq * N * N * D
+		}},
+		// float32 tensors in the default mode: rounded to bf16 for the
+		// tensor-core kernels and widened back (roundAttention), as the
+		// decoder's training step runs them.
+		{"attention_forward_f32_rounded", func(keep func(...*tensor.Tensor)) (func() error, float64, float64) {
 			q, k, v := rnd(f32, 1, 1, N, Hq, D), rnd(f32, 1, 1, N, Hkv, D), rnd(f32, 1, 1, N, Hkv, D)
 			o, lse := rnd(f32, 1, 1, N, Hq, D), rnd(f32, 1, 1, Hq, N)
 			keep(q, k, v, o, lse)
 			return func() error { return be.Attention(o, lse, q, k, v, nil, scale) }, 0, 2 * Hq * N * N * D
 		}},
-		{"attention_backward_f32", func(keep func(...*tensor.Tensor)) (func() error, float64, float64) {
+		{"attention_backward_f32_rounded", func(keep func(...*tensor.Tensor)) (func() error, float64, float64) {
 			q, k, v := rnd(f32, 1, 1, N, Hq, D), rnd(f32, 1, 1, N, Hkv, D), rnd(f32, 1, 1, N, Hkv, D)
 			o, lse := rnd(f32, 1, 1, N, Hq, D), rnd(f32, 1, 1, Hq, N)
 			must(b, be.Attention(o, lse, q, k, v, nil, scale))
@@ -587,4 +607,11 @@ func BenchmarkGPUTrainStepLlama8B(b *testing.B) {
 		})
 	}
 	fmt.Fprintf(os.Stderr, "train step: device %s\n", be.DeviceName())
+}
+
+// preciseDo runs f with be in Precise mode.
+func preciseDo(be *Backend, f func() error) error {
+	be.Precise = true
+	defer func() { be.Precise = false }()
+	return f()
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"testing"
 
@@ -40,11 +41,75 @@ var tinyConfigs = []struct {
 		"tie_word_embeddings":true,"torch_dtype":"float32"}`, 20},
 }
 
+// llamaHeadDim64 has a head dimension of the tensor-core attention kernels:
+// in the default mode its float32 attention runs on them with q, k, v
+// rounded to bf16 (Backend.roundAttention), in Precise mode on the float32
+// kernels. Not in tinyConfigs, whose tests compare float32 checkpoints at
+// float32's tolerance in the default mode.
+var llamaHeadDim64 = struct {
+	name   string
+	config string
+	seqLen int
+}{"llama-headdim64", `{"architectures":["LlamaForCausalLM"],"model_type":"llama","hidden_size":128,"intermediate_size":96,
+		"num_hidden_layers":2,"num_attention_heads":2,"num_key_value_heads":1,"vocab_size":301,"rms_norm_eps":1e-5,"max_position_embeddings":2048,
+		"rope_theta":10000.0,"tie_word_embeddings":false,"torch_dtype":"float32"}`, 37}
+
+// roundingCPU is the CPU backend with the GPU's default-mode rounding of
+// float32 attention (Backend.roundAttention): q, k, v, and in the backward
+// dout and out, rounded to bf16 before the CPU's attention, and the results
+// rounded to bf16. A model on it is the reference for one on the GPU in
+// the default mode: what is left between the two is the kernels' own error
+// (P and dS as bf16 mma operands), not the inputs' rounding, which a
+// model's random LoRA adapters amplify in its gradients (measured on the
+// emulated device: 0.44 relative against the plain CPU for llamaHeadDim64).
+type roundingCPU struct{ tensor.Backend }
+
+// roundedCopy returns a float32 copy of x with its values rounded to bf16.
+func roundedCopy(x *tensor.Tensor) *tensor.Tensor {
+	v := slices.Clone(x.F32())
+	roundInPlace(v)
+	r, err := tensor.FromF32(v, x.Shape()...)
+	if err != nil {
+		panic(err)
+	}
+	return r
+}
+
+func roundInPlace(v []float32) {
+	for i := range v {
+		v[i] = tensor.BF16ToF32(tensor.F32ToBF16(v[i]))
+	}
+}
+
+func (r roundingCPU) Attention(out, lse, q, k, v, docStart *tensor.Tensor, scale float32) error {
+	if err := r.Backend.Attention(out, lse, roundedCopy(q), roundedCopy(k), roundedCopy(v), docStart, scale); err != nil {
+		return err
+	}
+	roundInPlace(out.F32())
+	return nil
+}
+
+func (r roundingCPU) AttentionBackward(dq, dk, dv, dout, q, k, v, docStart, out, lse *tensor.Tensor, scale float32) error {
+	if err := r.Backend.AttentionBackward(dq, dk, dv, roundedCopy(dout), roundedCopy(q), roundedCopy(k), roundedCopy(v),
+		docStart, roundedCopy(out), lse, scale); err != nil {
+		return err
+	}
+	for _, g := range []*tensor.Tensor{dq, dk, dv} {
+		roundInPlace(g.F32())
+	}
+	return nil
+}
+
 // loadPair loads one checkpoint on the CPU and on the GPU, with the same
 // random LoRA adapters (A and B both random: B = 0 would hide dA).
 func loadPair(t *testing.T, b *Backend, dir string, seed uint64) (onCPU, onGPU *model.Model) {
+	return loadPairOn(t, cpu, b, dir, seed)
+}
+
+// loadPairOn is loadPair with ref (the CPU, or roundingCPU) for the CPU.
+func loadPairOn(t *testing.T, ref tensor.Backend, b *Backend, dir string, seed uint64) (onCPU, onGPU *model.Model) {
 	t.Helper()
-	onCPU, err := model.Load(dir, cpu)
+	onCPU, err := model.Load(dir, ref)
 	must(t, err)
 	t.Cleanup(func() { onCPU.Close() })
 	onGPU, err = model.Load(dir, b)
@@ -110,14 +175,23 @@ func gradsOf(t *testing.T, b tensor.Backend, m *model.Model) map[string][]float3
 // and LoRA gradients on the GPU. Float32 checkpoints compute in float32 on
 // both; bf16 checkpoints are compared in Precise mode (the same float32
 // math) and in the default mode (activations rounded to bf16 for the
-// tensor cores) at bf16's tolerance.
+// tensor cores) at bf16's tolerance; so is llamaHeadDim64 in float32, whose
+// attention the default mode rounds to bf16 too, against roundingCPU.
 func TestGPUModelParity(t *testing.T) {
 	b := gpuBackend(t)
-	for _, v := range tinyConfigs {
+	for _, v := range append(slices.Clone(tinyConfigs), llamaHeadDim64) {
 		for _, c := range []struct {
 			dt      tensor.DType
 			precise bool
 		}{{tensor.F32, false}, {tensor.BF16, true}, {tensor.BF16, false}} {
+			if v.name == llamaHeadDim64.name && c.dt == tensor.BF16 && !c.precise {
+				// The GEMMs' rounding of activations to bf16, which
+				// roundingCPU does not mimic, on top of the attention's:
+				// the random adapters amplify it past bf16's bound (0.53
+				// measured on the emulated device). The F32 case isolates
+				// the attention's rounding; tinyConfigs cover the GEMMs'.
+				continue
+			}
 			t.Run(fmt.Sprintf("%s/%s/precise=%v", v.name, c.dt, c.precise), func(t *testing.T) {
 				dir := t.TempDir()
 				_, err := model.WriteRandomCheckpoint(dir, []byte(v.config), c.dt, 11)
@@ -125,10 +199,14 @@ func TestGPUModelParity(t *testing.T) {
 				b.Precise = c.precise
 				defer func() { b.Precise = false }()
 				base := b.InUseBytes()
-				onCPU, onGPU := loadPair(t, b, dir, 12)
+				ref := tensor.Backend(cpu)
+				if !c.precise && v.name == llamaHeadDim64.name {
+					ref = roundingCPU{cpu}
+				}
+				onCPU, onGPU := loadPairOn(t, ref, b, dir, 12)
 				batch := randomBatch(onCPU.Config.VocabSize, 2, v.seqLen, 13)
 				tolLogits, tolLoss, tolGrad := 1e-4, 1e-5, 1e-3
-				if c.dt != tensor.F32 && !c.precise {
+				if !c.precise && (c.dt != tensor.F32 || v.name == llamaHeadDim64.name) {
 					// Activations rounded to bf16 for the tensor-core GEMMs, against
 					// the CPU's float32. Measured on an H200 (2026-12-04): logits
 					// within 8.7e-3, LoRA gradients within 7.9e-2 (llama-gqa2; its

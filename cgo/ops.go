@@ -448,6 +448,9 @@ func (b *Backend) Attention(out, lse, q, k, v, docStart *tensor.Tensor, scale fl
 			I32(s.B).I32(s.T).I32(s.Hq).I32(s.Hkv).F32(scale)
 		return b.q.launch("attention", name, s, args)
 	}
+	if b.roundAttention(s, out, q, k, v) {
+		return b.attentionRounded(out, lse, q, k, v, docStart, scale)
+	}
 	args := new(Args).Tensor(out).Raw(lse).Tensor(q).Tensor(k).Tensor(v).Raw(docStart).
 		I32(s.B).I32(s.T).I32(s.Hq).I32(s.Hkv).I32(s.D).F32(scale)
 	return b.q.launch("attention", "attention_forward", s, args)
@@ -470,6 +473,84 @@ func attentionTC(prefix string, s kernels.Sizes, ts ...*tensor.Tensor) (string, 
 	return fmt.Sprintf("%s_d%d", prefix, s.D), true
 }
 
+// roundAttention reports whether float32 attention should run on the
+// tensor cores with its inputs rounded to bf16: not in Precise mode, every
+// tensor float32, and a head dimension the tensor-core kernels have. It is
+// MatMul's rule for a float32 activation (rounded to bf16 unless Precise)
+// applied to attention, and it is what a bf16 model does in PyTorch's
+// flash SDPA; the float32 kernels stay for Precise mode and parity checks.
+func (b *Backend) roundAttention(s kernels.Sizes, ts ...*tensor.Tensor) bool {
+	if b.Precise || !slices.Contains(kernels.AttentionTCHeadDims, s.D) {
+		return false
+	}
+	for _, t := range ts {
+		if t.DType() != tensor.F32 {
+			return false
+		}
+	}
+	return true
+}
+
+// bf16Copies returns bf16 copies of ts (cast on the device) and a function
+// freeing them. Fresh allocations are aligned for the tensor-core kernels'
+// 16-byte copies.
+func (b *Backend) bf16Copies(ts ...*tensor.Tensor) ([]*tensor.Tensor, func(), error) {
+	var made []*tensor.Tensor
+	free := func() {
+		for _, t := range made {
+			b.Free(t)
+		}
+	}
+	for _, t := range ts {
+		c, _, err := b.castTo(t, tensor.BF16)
+		if err != nil {
+			free()
+			return nil, func() {}, err
+		}
+		made = append(made, c)
+	}
+	return made, free, nil
+}
+
+// bf16Buffers allocates bf16 tensors shaped like ts.
+func (b *Backend) bf16Buffers(ts ...*tensor.Tensor) ([]*tensor.Tensor, func(), error) {
+	var made []*tensor.Tensor
+	free := func() {
+		for _, t := range made {
+			b.Free(t)
+		}
+	}
+	for _, t := range ts {
+		c, err := b.alloc(tensor.BF16, t.Shape()...)
+		if err != nil {
+			free()
+			return nil, func() {}, err
+		}
+		made = append(made, c)
+	}
+	return made, free, nil
+}
+
+// attentionRounded is Attention on the tensor cores for float32 tensors:
+// q, k, v rounded to bf16, the bf16 Attention (accumulating in float32),
+// its output widened into out; lse stays float32.
+func (b *Backend) attentionRounded(out, lse, q, k, v, docStart *tensor.Tensor, scale float32) error {
+	in, freeIn, err := b.bf16Copies(q, k, v)
+	if err != nil {
+		return err
+	}
+	defer freeIn()
+	o, freeO, err := b.bf16Buffers(out)
+	if err != nil {
+		return err
+	}
+	defer freeO()
+	if err := b.Attention(o[0], lse, in[0], in[1], in[2], docStart, scale); err != nil {
+		return err
+	}
+	return b.cast(out, o[0])
+}
+
 // AttentionBackward implements tensor.Backend: D = rowsum(dout * out)
 // first, then dq, and dk with dv, in three launches (the last two on the
 // tensor cores when attentionTC allows).
@@ -481,6 +562,9 @@ func (b *Backend) AttentionBackward(dq, dk, dv, dout, q, k, v, docStart, out, ls
 	}
 	if err != nil || s.B*s.T*s.Hq*s.D == 0 {
 		return err
+	}
+	if b.roundAttention(s, dq, dk, dv, dout, q, k, v, out) {
+		return b.attentionBackwardRounded(dq, dk, dv, dout, q, k, v, docStart, out, lse, scale)
 	}
 	delta, err := b.alloc(tensor.F32, s.B, s.Hq, s.T)
 	if err != nil {
@@ -510,6 +594,34 @@ func (b *Backend) AttentionBackward(dq, dk, dv, dout, q, k, v, docStart, out, ls
 	args.Reset().Tensor(dk).Tensor(dv).Tensor(q).Tensor(k).Tensor(v).Raw(docStart).Tensor(dout).Raw(lse).Raw(delta).
 		I32(s.B).I32(s.T).I32(s.Hq).I32(s.Hkv).I32(s.D).F32(scale)
 	return b.q.launch(op, "attention_backward_dkdv", s, args)
+}
+
+// attentionBackwardRounded is the tensor-core backward for float32
+// tensors (see roundAttention): q, k, v, dout and out rounded to bf16, the
+// bf16 AttentionBackward, the gradients widened into dq, dk, dv. out and
+// dout are rounded too so that D = rowsum(dout * out) matches the dP the
+// kernels compute from the rounded dout and v: where a query sees one key,
+// dS = P (dP - D) must come out zero, as in float32.
+func (b *Backend) attentionBackwardRounded(dq, dk, dv, dout, q, k, v, docStart, out, lse *tensor.Tensor, scale float32) error {
+	in, freeIn, err := b.bf16Copies(q, k, v, dout, out)
+	if err != nil {
+		return err
+	}
+	defer freeIn()
+	g, freeG, err := b.bf16Buffers(dq, dk, dv)
+	if err != nil {
+		return err
+	}
+	defer freeG()
+	if err := b.AttentionBackward(g[0], g[1], g[2], in[3], in[0], in[1], in[2], docStart, in[4], lse, scale); err != nil {
+		return err
+	}
+	for i, dst := range []*tensor.Tensor{dq, dk, dv} {
+		if err := b.cast(dst, g[i]); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // AttentionKV implements tensor.Backend in two launches: the new keys and
