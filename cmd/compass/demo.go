@@ -9,6 +9,7 @@ import (
 	"syscall"
 
 	"github.com/compassml/compass/engine"
+	"github.com/compassml/compass/tensor"
 	"github.com/urfave/cli/v3"
 )
 
@@ -27,7 +28,7 @@ func demoCommand() *cli.Command {
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "assets", Value: filepath.Join("testdata", "demo"), Usage: "the demo's directory (adapt.yaml, continual.yaml, model/)"},
 			&cli.StringFlag{Name: "work-dir", Value: "demo-work", Usage: "where the steps and the report go"},
-			&cli.BoolFlag{Name: "continual", Usage: "run compass continual on the demo's shifting stream instead"},
+			&cli.BoolFlag{Name: "continual", Usage: "run compass continual on the demo's shifting stream instead, then the drift monitor and an update (COMPASS-ECDA)"},
 			&cli.BoolFlag{Name: "quiet", Usage: "no progress display on stderr"},
 			deviceFlag(),
 		},
@@ -68,7 +69,7 @@ func demoCommand() *cli.Command {
 				}
 				rep.WriteMarkdown(out)
 				fmt.Fprintf(out, "\nreport: %s\n", cfg.ReportDir)
-				return nil
+				return demoECDA(ctx, cmd, assets, cfg, be)
 			}
 			cfg, err := engine.ReadAdaptConfig(config)
 			if err != nil {
@@ -100,3 +101,36 @@ func demoCommand() *cli.Command {
 		},
 	}
 }
+
+// demoECDA is the second half of compass demo --continual: the first
+// period's adapter registered, the monitor on texts that stay in that period
+// and then move to the next, and the update its drift starts (the demo's
+// adapt.yaml gives the update's pipeline).
+func demoECDA(ctx context.Context, cmd *cli.Command, assets string, cont *engine.ContinualConfig, be tensor.Backend) error {
+	out := cmd.Root().Writer
+	upd, err := engine.ReadAdaptConfig(filepath.Join(assets, "adapt.yaml"))
+	if err != nil {
+		return err
+	}
+	work := filepath.Join(cont.WorkDir, "ecda")
+	upd.WorkDir = filepath.Join(work, "update")
+	p1, p2 := cont.Periods[0], cont.Periods[1]
+	fmt.Fprintf(out, "\n# COMPASS-ECDA: detection and update\n\n"+
+		"v1 = the adapter of period 1 (%s); the monitor's reference = period 1's training texts in %d clusters;\n"+
+		"the stream = period 1's evaluation texts, then period 2's (%s) training texts, in windows of %d.\n\n",
+		p1.Name, demoECDAClusters, p2.Name, demoECDAWindow)
+	res, err := engine.ECDADemo(ctx, engine.ECDADemoOptions{
+		Update: upd, AdapterV1: filepath.Join(cont.WorkDir, "period-1"), Name: "demo",
+		Reference: p1.Data[0], K: demoECDAClusters, Stream: []string{p1.Eval, p2.Data[0]}, Window: demoECDAWindow,
+		WorkDir: work, Backend: be, Version: versionString(), Out: out, Log: cmd.Root().ErrWriter,
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "\nregistry: %s (compass registry list --registry %s --adapter demo)\n", res.Registry, res.Registry)
+	return nil
+}
+
+// The demo's monitor: 4 clusters and windows of 40 texts (the period's 40
+// evaluation texts are the one stationary window).
+const demoECDAClusters, demoECDAWindow = 4, 40
