@@ -5,9 +5,12 @@ package cgo
 import (
 	"fmt"
 	"math"
+	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/compassml/compass/sampling/cluster"
 	"github.com/compassml/compass/tensor"
 )
 
@@ -254,5 +257,64 @@ func TestGPUKMeansLloyd(t *testing.T) {
 		if n != N/K {
 			t.Errorf("cluster %d: %d points, want %d", k, n, N/K)
 		}
+	}
+}
+
+// TestGPUKMeansClustering runs the selection's k-means (sampling/cluster)
+// with the GPU backend, whose fused KMeansAssign replaces the host's GEMM
+// and argmin, and with the CPU, on the same seeded blobs (Lloyd and
+// mini-batch, euclidean and spherical): the same labels and the same
+// inertia to 1e-6.
+func TestGPUKMeansClustering(t *testing.T) {
+	b := gpuBackend(t)
+	rng := rand.New(rand.NewPCG(3, 4))
+	const N, D, K = 700, 24, 6
+	centers := make([][]float32, K)
+	for k := range centers {
+		centers[k] = make([]float32, D)
+		for j := range centers[k] {
+			centers[k][j] = float32(rng.NormFloat64() * 4)
+		}
+	}
+	rows := make([][]float32, N)
+	for i := range rows {
+		c := centers[rng.IntN(K)]
+		rows[i] = make([]float32, D)
+		for j := range rows[i] {
+			rows[i][j] = c[j] + float32(rng.NormFloat64())
+		}
+	}
+	x, err := cluster.NewMatrix(rows)
+	must(t, err)
+	for _, c := range []struct {
+		name      string
+		spherical bool
+		batch     int
+	}{{"lloyd", false, 0}, {"spherical", true, 0}, {"minibatch", false, 128}} {
+		t.Run(c.name, func(t *testing.T) {
+			o := cluster.DefaultKMeansOptions(K)
+			o.Seed, o.Spherical = 5, c.spherical
+			if c.batch > 0 {
+				o.MiniBatch = &cluster.MiniBatchOptions{BatchSize: c.batch}
+			}
+			want, err := cluster.KMeans(x, o)
+			must(t, err)
+			o.Backend = b
+			got, err := cluster.KMeans(x, o)
+			must(t, err)
+			if !slices.Equal(got.Labels, want.Labels) {
+				diff := 0
+				for i := range got.Labels {
+					if got.Labels[i] != want.Labels[i] {
+						diff++
+					}
+				}
+				t.Errorf("%d of %d labels differ from the CPU's", diff, N)
+			}
+			if e := math.Abs(got.Inertia-want.Inertia) / want.Inertia; e > 1e-6 {
+				t.Errorf("inertia %g, CPU %g (relative %.2g)", got.Inertia, want.Inertia, e)
+			}
+			t.Logf("%d iterations, inertia %.6g (CPU %.6g)", got.Iterations, got.Inertia, want.Inertia)
+		})
 	}
 }

@@ -41,6 +41,13 @@ func (a *assigner) close() {
 	}
 }
 
+// fusedAssigner is what a GPU backend offers (cgo.Backend.KMeansAssign):
+// the assignment with the argmin fused into the distance kernel, so that
+// only N labels come back from the device, not an N x K matrix.
+type fusedAssigner interface {
+	KMeansAssign(assign, dist, x, c *tensor.Tensor) error
+}
+
 // assign writes the nearest centroid of every row into labels and returns
 // how many labels changed. Ties go to the lowest index.
 func (a *assigner) assign(cent []float32, labels []int32) (changed int, err error) {
@@ -61,6 +68,9 @@ func (a *assigner) assign(cent []float32, labels []int32) (changed int, err erro
 			a.b.Free(dc)
 		}
 	}()
+	if fa, ok := a.b.(fusedAssigner); ok {
+		return a.assignFused(fa, dc, labels)
+	}
 	var dout *tensor.Tensor
 	if a.b.Name() != "cpu" {
 		if dout, err = a.b.Alloc(tensor.F32, a.block, a.k); err != nil {
@@ -120,6 +130,38 @@ func (a *assigner) assign(cent []float32, labels []int32) (changed int, err erro
 	}
 	for _, c := range counts {
 		changed += c
+	}
+	return changed, nil
+}
+
+// assignFused is assign on a backend with the fused kernel: every row at
+// once on the device, the labels copied back. Its distances are float32
+// ||x||^2 - 2 x.c + ||c||^2, as the host path's, so the two agree except
+// where two centroids are within that rounding of each other.
+func (a *assigner) assignFused(fa fusedAssigner, dc *tensor.Tensor, labels []int32) (changed int, err error) {
+	n := a.m.N
+	lab, err := a.b.Alloc(tensor.I32, n)
+	if err != nil {
+		return 0, err
+	}
+	defer a.b.Free(lab)
+	dist, err := a.b.Alloc(tensor.F32, n)
+	if err != nil {
+		return 0, err
+	}
+	defer a.b.Free(dist)
+	if err := fa.KMeansAssign(lab, dist, a.dev, dc); err != nil {
+		return 0, fmt.Errorf("cluster: kmeans assignment: %w", err)
+	}
+	h, err := a.b.ToHost(lab)
+	if err != nil {
+		return 0, err
+	}
+	for i, l := range h.I32() {
+		if labels[i] != l {
+			labels[i] = l
+			changed++
+		}
 	}
 	return changed, nil
 }
