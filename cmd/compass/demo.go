@@ -58,6 +58,12 @@ func demoCommand() *cli.Command {
 					return err
 				}
 				cfg.WorkDir, cfg.ReportDir = work, filepath.Join(work, "report")
+				// The update's pipeline, read now so that a bad adapt.yaml
+				// stops the demo before its minutes of training.
+				upd, err := engine.ReadAdaptConfig(filepath.Join(assets, "adapt.yaml"))
+				if err != nil {
+					return err
+				}
 				be, release, err := openBackend(cmd)
 				if err != nil {
 					return err
@@ -69,7 +75,7 @@ func demoCommand() *cli.Command {
 				}
 				rep.WriteMarkdown(out)
 				fmt.Fprintf(out, "\nreport: %s\n", cfg.ReportDir)
-				return demoECDA(ctx, cmd, assets, cfg, be)
+				return demoECDA(ctx, cmd, upd, cfg, be)
 			}
 			cfg, err := engine.ReadAdaptConfig(config)
 			if err != nil {
@@ -106,12 +112,8 @@ func demoCommand() *cli.Command {
 // period's adapter registered, the monitor on texts that stay in that period
 // and then move to the next, and the update its drift starts (the demo's
 // adapt.yaml gives the update's pipeline).
-func demoECDA(ctx context.Context, cmd *cli.Command, assets string, cont *engine.ContinualConfig, be tensor.Backend) error {
+func demoECDA(ctx context.Context, cmd *cli.Command, upd *engine.AdaptConfig, cont *engine.ContinualConfig, be tensor.Backend) error {
 	out := cmd.Root().Writer
-	upd, err := engine.ReadAdaptConfig(filepath.Join(assets, "adapt.yaml"))
-	if err != nil {
-		return err
-	}
 	work := filepath.Join(cont.WorkDir, "ecda")
 	upd.WorkDir = filepath.Join(work, "update")
 	p1, p2 := cont.Periods[0], cont.Periods[1]
