@@ -179,38 +179,7 @@ func TestParityWithHFTokenizers(t *testing.T) {
 	for _, name := range []string{"llama3_1", "qwen3", "gpt4o", "gpt4o-extra", "qwen3-extra"} {
 		t.Run(name, func(t *testing.T) {
 			tok := fixture(t, name)
-			var g golden
-			readJSON(t, filepath.Join("..", "..", "testdata", "tokenizers", "golden", name+".json"), &g)
-			if len(g.Cases) != len(corpus) {
-				t.Fatalf("golden has %d cases, corpus %d lines: regenerate with `node tools/tokref/golden.js`", len(g.Cases), len(corpus))
-			}
-			bad := 0
-			for i, c := range g.Cases {
-				text := corpus[i].Text
-				ids, err := tok.Encode(text, false)
-				if err != nil {
-					t.Fatalf("line %d: %v", i+1, err)
-				}
-				idsSpecial, err := tok.Encode(text, true)
-				if err != nil {
-					t.Fatalf("line %d: %v", i+1, err)
-				}
-				if !slices.Equal(ids, c.IDs) || !slices.Equal(idsSpecial, c.IDsSpecial) {
-					t.Errorf("line %d (%s) %.60q:\n got %v\nwant %v\n special got %v\n special want %v", i+1, corpus[i].Lang, text, ids, c.IDs, idsSpecial, c.IDsSpecial)
-					bad++
-				}
-				if d, err := tok.Decode(c.IDsSpecial, false); err != nil || d != c.Decoded {
-					t.Errorf("line %d: decode = %q, %v; want %q", i+1, d, err, c.Decoded)
-					bad++
-				}
-				if d, err := tok.Decode(c.IDsSpecial, true); err != nil || d != c.DecodedSkip {
-					t.Errorf("line %d: decode skipping special = %q, %v; want %q", i+1, d, err, c.DecodedSkip)
-					bad++
-				}
-				if bad > 10 {
-					t.Fatal("too many differences")
-				}
-			}
+			g := checkCorpusGolden(t, tok, name, corpus)
 			for _, c := range g.DecodeBytes {
 				var ids []int
 				for _, b := range c.Bytes {
@@ -226,4 +195,45 @@ func TestParityWithHFTokenizers(t *testing.T) {
 			}
 		})
 	}
+}
+
+// checkCorpusGolden compares tok with the golden file name.json of
+// tools/tokref/golden.js on every corpus line: the ids with and without
+// special tokens and the two decodings. It returns the golden for the
+// checks particular to a tokenizer.
+func checkCorpusGolden(t *testing.T, tok *Tokenizer, name string, corpus []corpusLine) golden {
+	t.Helper()
+	var g golden
+	readJSON(t, filepath.Join("..", "..", "testdata", "tokenizers", "golden", name+".json"), &g)
+	if len(g.Cases) != len(corpus) {
+		t.Fatalf("golden has %d cases, corpus %d lines: regenerate with `node tools/tokref/golden.js`", len(g.Cases), len(corpus))
+	}
+	bad := 0
+	for i, c := range g.Cases {
+		text := corpus[i].Text
+		ids, err := tok.Encode(text, false)
+		if err != nil {
+			t.Fatalf("line %d: %v", i+1, err)
+		}
+		idsSpecial, err := tok.Encode(text, true)
+		if err != nil {
+			t.Fatalf("line %d: %v", i+1, err)
+		}
+		if !slices.Equal(ids, c.IDs) || !slices.Equal(idsSpecial, c.IDsSpecial) {
+			t.Errorf("line %d (%s) %.60q:\n got %v\nwant %v\n special got %v\n special want %v", i+1, corpus[i].Lang, text, ids, c.IDs, idsSpecial, c.IDsSpecial)
+			bad++
+		}
+		if d, err := tok.Decode(c.IDsSpecial, false); err != nil || d != c.Decoded {
+			t.Errorf("line %d: decode = %q, %v; want %q", i+1, d, err, c.Decoded)
+			bad++
+		}
+		if d, err := tok.Decode(c.IDsSpecial, true); err != nil || d != c.DecodedSkip {
+			t.Errorf("line %d: decode skipping special = %q, %v; want %q", i+1, d, err, c.DecodedSkip)
+			bad++
+		}
+		if bad > 10 {
+			t.Fatal("too many differences")
+		}
+	}
+	return g
 }
