@@ -491,30 +491,12 @@ func (b *Backend) roundAttention(s kernels.Sizes, ts ...*tensor.Tensor) bool {
 	return true
 }
 
-// bf16Copies returns bf16 copies of ts (cast on the device) and a function
+// bf16Temps allocates a bf16 tensor shaped like each of ts, with its
+// values cast from it when fill is set, and returns them with a function
 // freeing them. Fresh allocations are aligned for the tensor-core kernels'
 // 16-byte copies.
-func (b *Backend) bf16Copies(ts ...*tensor.Tensor) ([]*tensor.Tensor, func(), error) {
-	var made []*tensor.Tensor
-	free := func() {
-		for _, t := range made {
-			b.Free(t)
-		}
-	}
-	for _, t := range ts {
-		c, _, err := b.castTo(t, tensor.BF16)
-		if err != nil {
-			free()
-			return nil, func() {}, err
-		}
-		made = append(made, c)
-	}
-	return made, free, nil
-}
-
-// bf16Buffers allocates bf16 tensors shaped like ts.
-func (b *Backend) bf16Buffers(ts ...*tensor.Tensor) ([]*tensor.Tensor, func(), error) {
-	var made []*tensor.Tensor
+func (b *Backend) bf16Temps(fill bool, ts ...*tensor.Tensor) ([]*tensor.Tensor, func(), error) {
+	made := make([]*tensor.Tensor, 0, len(ts))
 	free := func() {
 		for _, t := range made {
 			b.Free(t)
@@ -522,11 +504,16 @@ func (b *Backend) bf16Buffers(ts ...*tensor.Tensor) ([]*tensor.Tensor, func(), e
 	}
 	for _, t := range ts {
 		c, err := b.alloc(tensor.BF16, t.Shape()...)
+		if err == nil {
+			made = append(made, c)
+			if fill {
+				err = b.cast(c, t)
+			}
+		}
 		if err != nil {
 			free()
 			return nil, func() {}, err
 		}
-		made = append(made, c)
 	}
 	return made, free, nil
 }
@@ -535,12 +522,12 @@ func (b *Backend) bf16Buffers(ts ...*tensor.Tensor) ([]*tensor.Tensor, func(), e
 // q, k, v rounded to bf16, the bf16 Attention (accumulating in float32),
 // its output widened into out; lse stays float32.
 func (b *Backend) attentionRounded(out, lse, q, k, v, docStart *tensor.Tensor, scale float32) error {
-	in, freeIn, err := b.bf16Copies(q, k, v)
+	in, freeIn, err := b.bf16Temps(true, q, k, v)
 	if err != nil {
 		return err
 	}
 	defer freeIn()
-	o, freeO, err := b.bf16Buffers(out)
+	o, freeO, err := b.bf16Temps(false, out)
 	if err != nil {
 		return err
 	}
@@ -603,12 +590,12 @@ func (b *Backend) AttentionBackward(dq, dk, dv, dout, q, k, v, docStart, out, ls
 // kernels compute from the rounded dout and v: where a query sees one key,
 // dS = P (dP - D) must come out zero, as in float32.
 func (b *Backend) attentionBackwardRounded(dq, dk, dv, dout, q, k, v, docStart, out, lse *tensor.Tensor, scale float32) error {
-	in, freeIn, err := b.bf16Copies(q, k, v, dout, out)
+	in, freeIn, err := b.bf16Temps(true, q, k, v, dout, out)
 	if err != nil {
 		return err
 	}
 	defer freeIn()
-	g, freeG, err := b.bf16Buffers(dq, dk, dv)
+	g, freeG, err := b.bf16Temps(false, dq, dk, dv)
 	if err != nil {
 		return err
 	}
