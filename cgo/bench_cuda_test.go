@@ -33,6 +33,12 @@ func record(b *testing.B, be *Backend, name string, metrics map[string]float64) 
 	for unit, v := range metrics {
 		b.ReportMetric(v, unit)
 	}
+	writeRecord(b, be, name, metrics, nil)
+}
+
+// writeRecord appends one JSONL line to COMPASS_BENCH_OUT: the metrics and
+// the text fields of extra.
+func writeRecord(b *testing.B, be *Backend, name string, metrics map[string]float64, extra map[string]string) {
 	path := os.Getenv("COMPASS_BENCH_OUT")
 	if path == "" {
 		return
@@ -40,6 +46,9 @@ func record(b *testing.B, be *Backend, name string, metrics map[string]float64) 
 	line := map[string]any{"time": time.Now().UTC().Format(time.RFC3339), "device": be.DeviceName(), "bench": name}
 	for k, v := range metrics {
 		line[strings.ReplaceAll(k, "/", "_per_")] = v
+	}
+	for k, v := range extra {
+		line[k] = v
 	}
 	data, err := json.Marshal(line)
 	if err != nil {
@@ -606,7 +615,32 @@ func BenchmarkGPUTrainStepLlama8B(b *testing.B) {
 			"flops_per_step": flops, "loss": loss,
 		})
 	}
+	// One more step with every piece of device work timed: where the
+	// step's time goes, kernel by kernel and product by product.
+	must(b, be.StartProfile())
+	_, err = trainStep()
+	must(b, err)
+	lines, err := be.StopProfile()
+	must(b, err)
+	logProfile(b, be, "train_step_llama31_8b_profile", lines)
 	fmt.Fprintf(os.Stderr, "train step: device %s\n", be.DeviceName())
+}
+
+// logProfile prints a profile's lines (each with its share of the total
+// device time) and records the largest 40 in the benchmark's JSONL.
+func logProfile(b *testing.B, be *Backend, name string, lines []ProfileLine) {
+	total := 0.0
+	for _, l := range lines {
+		total += l.Seconds
+	}
+	fmt.Fprintf(os.Stderr, "%s: %.1f ms of device work\n", name, total*1e3)
+	for i, l := range lines {
+		fmt.Fprintf(os.Stderr, "  %8.3f ms %5.1f%% %6d calls  %s\n", l.Seconds*1e3, 100*l.Seconds/total, l.Calls, l.Name)
+		if i < 40 {
+			writeRecord(b, be, name, map[string]float64{"ms": l.Seconds * 1e3, "calls": float64(l.Calls), "share": l.Seconds / total},
+				map[string]string{"work": l.Name})
+		}
+	}
 }
 
 // preciseDo runs f with be in Precise mode.

@@ -199,7 +199,7 @@ stage "hf goldens" 60 "$OUT/hf-goldens.log" python3 scripts/hf_goldens.py "$bund
 export COMPASS_BENCH_OUT="$OUT/bench.jsonl"
 stage "benchmarks" 120 "$OUT/bench.log" "$bundle/cgo.test" -test.run '^$' -test.bench . -test.benchtime 1x -test.timeout 115s
 # PyTorch's flash SDPA on the attention benchmark's shape, into the same
-# bench.jsonl (not yet run on a GPU: written after the last device run).
+# bench.jsonl.
 stage "sdpa bench" 60 "$OUT/bench.log" python3 scripts/sdpa_bench.py "$COMPASS_BENCH_OUT"
 # The same 8B LoRA step in HF transformers + PEFT, into the same bench.jsonl.
 stage "hf train bench" 90 "$OUT/bench.log" python3 scripts/hf_train_bench.py "$COMPASS_TESTDATA/configs/llama-3.1-8b.json" "$COMPASS_BENCH_OUT"
