@@ -28,6 +28,11 @@ type Backend struct {
 	// tensor-core ones (head dims 64, 96, 128): float32 results at float32
 	// speed, for parity checks.
 	Precise bool
+
+	// PoisonEmpty makes Empty fill its tensors with NaNs: the tests set it,
+	// so that an operation that leaves part of an Empty output unwritten,
+	// or a caller that reads one before writing it, fails them.
+	PoisonEmpty bool
 }
 
 // The CUDA backend implements every operation of tensor.Backend.
@@ -171,6 +176,22 @@ func (b *Backend) Alloc(dtype tensor.DType, shape ...int) (*tensor.Tensor, error
 	}
 	mem, _ := t.Device()
 	if err := b.q.memsetD8(mem.Ptr, 0, mem.Bytes); err != nil {
+		b.Free(t)
+		return nil, err
+	}
+	return t, nil
+}
+
+// Empty implements tensor.Backend: a device tensor that is not cleared.
+// With PoisonEmpty it is filled with 0xFF bytes instead (NaN in F32, BF16
+// and F16), so that a read before the first write shows in any result.
+func (b *Backend) Empty(dtype tensor.DType, shape ...int) (*tensor.Tensor, error) {
+	t, err := b.alloc(dtype, shape...)
+	if err != nil || !b.PoisonEmpty {
+		return t, err
+	}
+	mem, _ := t.Device()
+	if err := b.q.memsetD8(mem.Ptr, 0xFF, mem.Bytes); err != nil {
 		b.Free(t)
 		return nil, err
 	}

@@ -258,11 +258,12 @@ func (m *Model) layerStep(ar, outAr *arena, i int, x *tensor.Tensor, ps *pass, c
 	eps := float32(cfg.RMSNormEps)
 	t := &loraActs{xa: map[*loraSlot]*tensor.Tensor{}}
 
-	n1, rstd := ar.f32(N, H), ar.f32(N)
-	q, k, v, attn := ar.f32(N, Q), ar.f32(N, KV), ar.f32(N, KV), ar.f32(N, Q)
-	o, h, n2 := ar.f32(N, H), ar.f32(N, H), ar.f32(N, H)
-	gate, up, act := ar.f32(N, I), ar.f32(N, I), ar.f32(N, I)
-	down, out := ar.f32(N, H), outAr.f32(N, H)
+	// Every tensor here is an operation's whole output.
+	n1, rstd := ar.empty(N, H), ar.empty(N)
+	q, k, v, attn := ar.empty(N, Q), ar.empty(N, KV), ar.empty(N, KV), ar.empty(N, Q)
+	o, h, n2 := ar.empty(N, H), ar.empty(N, H), ar.empty(N, H)
+	gate, up, act := ar.empty(N, I), ar.empty(N, I), ar.empty(N, I)
+	down, out := ar.empty(N, H), outAr.empty(N, H)
 	if ar.err != nil {
 		return nil, ar.err
 	}

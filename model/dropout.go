@@ -58,7 +58,7 @@ func (m *Model) adapterInput(ar *arena, x *tensor.Tensor, s *loraSlot, d dropout
 	if d.p == 0 {
 		return x, nil
 	}
-	xd := ar.f32(x.Shape()...)
+	xd := ar.empty(x.Shape()...)
 	if ar.err != nil {
 		return nil, ar.err
 	}
@@ -71,13 +71,18 @@ func (m *Model) adapterInput(ar *arena, x *tensor.Tensor, s *loraSlot, d dropout
 // adapterInputBackward ends an adapter's backward, from dt, the gradient of
 // t = dropout(x) A^T: dA += dt^T dropout(x) and dx += dropout'(dt A), where
 // dropout' applies the forward's mask and 1/(1-p) (the op itself, with the
-// same seed). Without dropout: dA += dt^T x and dx += dt A.
-func (m *Model) adapterInputBackward(dx, dt, x *tensor.Tensor, s *loraSlot, d dropout) error {
+// same seed). Without dropout: dA += dt^T x and dx += dt A. With accumulate
+// false, dx is set to its term instead (dx may hold anything before).
+func (m *Model) adapterInputBackward(dx, dt, x *tensor.Tensor, s *loraSlot, d dropout, accumulate bool) error {
+	beta := float32(0)
+	if accumulate {
+		beta = 1
+	}
 	if d.p == 0 {
 		if err := m.be.MatMul(s.da, dt, x, true, false, 1, 1); err != nil {
 			return fmt.Errorf("lora %s: dA: %w", s.module, err)
 		}
-		if err := m.be.MatMul(dx, dt, s.a, false, false, 1, 1); err != nil {
+		if err := m.be.MatMul(dx, dt, s.a, false, false, 1, beta); err != nil {
 			return fmt.Errorf("lora %s: dx: %w", s.module, err)
 		}
 		return nil
@@ -92,14 +97,19 @@ func (m *Model) adapterInputBackward(dx, dt, x *tensor.Tensor, s *loraSlot, d dr
 		return fmt.Errorf("lora %s: dA: %w", s.module, err)
 	}
 	g := xd // dropout(x) is used: its memory takes dt A
+	if !accumulate {
+		g = dx
+	}
 	if err := m.be.MatMul(g, dt, s.a, false, false, 1, 0); err != nil {
 		return fmt.Errorf("lora %s: dx: %w", s.module, err)
 	}
 	if err := m.be.Dropout(g, g, d.p, d.seedFor(s)); err != nil {
 		return fmt.Errorf("lora %s: dropout backward: %w", s.module, err)
 	}
-	if err := m.be.Add(dx, dx, g); err != nil {
-		return fmt.Errorf("lora %s: dx: %w", s.module, err)
+	if accumulate {
+		if err := m.be.Add(dx, dx, g); err != nil {
+			return fmt.Errorf("lora %s: dx: %w", s.module, err)
+		}
 	}
 	return nil
 }

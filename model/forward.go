@@ -52,11 +52,18 @@ type arena struct {
 	err error
 }
 
-func (a *arena) f32(shape ...int) *tensor.Tensor {
+// f32 allocates a zeroed F32 tensor: for what is accumulated into.
+func (a *arena) f32(shape ...int) *tensor.Tensor { return a.alloc(a.be.Alloc, shape) }
+
+// empty allocates an F32 tensor with undefined contents: for the output of
+// an operation that overwrites it all (most of a step's tensors).
+func (a *arena) empty(shape ...int) *tensor.Tensor { return a.alloc(a.be.Empty, shape) }
+
+func (a *arena) alloc(allocate func(tensor.DType, ...int) (*tensor.Tensor, error), shape []int) *tensor.Tensor {
 	if a.err != nil {
 		return nil
 	}
-	t, err := a.be.Alloc(tensor.F32, shape...)
+	t, err := allocate(tensor.F32, shape...)
 	if err != nil {
 		a.err = fmt.Errorf("allocate F32%v: %w", shape, err)
 		return nil
@@ -150,41 +157,45 @@ func (m *Model) newPass(run *arena, ids *tensor.Tensor, docLens [][]int) (*pass,
 // linearForward sets y = x W^T + b, plus the LoRA term
 // scaling * (dropout(x) A^T) B^T when the module is adapted (dropout only
 // when t.drop is on); dropout(x) A^T is computed once per adapter and kept
-// in t (the fused q/k/v of Phi-3 share it, and so one mask).
+// in t (the fused q/k/v of Phi-3 share it, and so one mask). The LoRA term
+// is written first and the base product added to it: the base product is
+// the large one, and it adds y in its epilogue for the price of one read
+// of y, where adding the LoRA term after it would read and write y again.
 func (m *Model) linearForward(ar *arena, y, x *tensor.Tensor, p *linear, t *loraActs) error {
-	if err := m.be.MatMul(y, x, p.w, false, true, 1, 0); err != nil {
+	beta := float32(0)
+	if s := p.slot; s != nil {
+		xa, ok := t.xa[s]
+		if !ok {
+			if xa = ar.empty(x.Dim(0), s.a.Dim(0)); ar.err != nil {
+				return ar.err
+			}
+			tmp := &arena{be: m.be} // dropout(x) is needed only here
+			in, err := m.adapterInput(tmp, x, s, t.drop)
+			if err == nil {
+				err = m.be.MatMul(xa, in, s.a, false, true, 1, 0)
+			}
+			tmp.free()
+			if err != nil {
+				return fmt.Errorf("lora %s: %w", s.module, err)
+			}
+			t.xa[s] = xa
+		}
+		b, err := s.b.Slice(p.rows, p.rows+y.Dim(1))
+		if err != nil {
+			return err
+		}
+		if err := m.be.MatMul(y, xa, b, false, true, s.scaling, 0); err != nil {
+			return fmt.Errorf("lora %s: %w", s.module, err)
+		}
+		beta = 1
+	}
+	if err := m.be.MatMul(y, x, p.w, false, true, 1, beta); err != nil {
 		return err
 	}
 	if p.b != nil {
-		if err := m.be.Add(y, y, p.b); err != nil {
-			return err
-		}
+		return m.be.Add(y, y, p.b)
 	}
-	s := p.slot
-	if s == nil {
-		return nil
-	}
-	xa, ok := t.xa[s]
-	if !ok {
-		if xa = ar.f32(x.Dim(0), s.a.Dim(0)); ar.err != nil {
-			return ar.err
-		}
-		tmp := &arena{be: m.be} // dropout(x) is needed only here
-		in, err := m.adapterInput(tmp, x, s, t.drop)
-		if err == nil {
-			err = m.be.MatMul(xa, in, s.a, false, true, 1, 0)
-		}
-		tmp.free()
-		if err != nil {
-			return fmt.Errorf("lora %s: %w", s.module, err)
-		}
-		t.xa[s] = xa
-	}
-	b, err := s.b.Slice(p.rows, p.rows+y.Dim(1))
-	if err != nil {
-		return err
-	}
-	return m.be.MatMul(y, xa, b, false, true, s.scaling, 1)
+	return nil
 }
 
 // layerForward runs one decoder layer on x [N, H] and returns its output and
@@ -201,14 +212,15 @@ func (m *Model) layerForward(ar, outAr *arena, l *layer, x *tensor.Tensor, ps *p
 	eps := float32(c.RMSNormEps)
 	a := &layerActs{x: x, t: &loraActs{xa: map[*loraSlot]*tensor.Tensor{}, drop: ps.drop}}
 
-	a.n1, a.rstd1 = ar.f32(N, H), ar.f32(N)
-	a.q, a.k, a.v = ar.f32(N, Q), ar.f32(N, KV), ar.f32(N, KV)
-	a.attn, a.lse = ar.f32(N, Q), ar.f32(ps.B, c.NumAttentionHeads, ps.T)
-	o, h := ar.f32(N, H), ar.f32(N, H)
+	// Every tensor here is an operation's whole output.
+	a.n1, a.rstd1 = ar.empty(N, H), ar.empty(N)
+	a.q, a.k, a.v = ar.empty(N, Q), ar.empty(N, KV), ar.empty(N, KV)
+	a.attn, a.lse = ar.empty(N, Q), ar.empty(ps.B, c.NumAttentionHeads, ps.T)
+	o, h := ar.empty(N, H), ar.empty(N, H)
 	a.h = h
-	a.n2, a.rstd2 = ar.f32(N, H), ar.f32(N)
-	a.gate, a.up, a.act = ar.f32(N, I), ar.f32(N, I), ar.f32(N, I)
-	down, out := ar.f32(N, H), outAr.f32(N, H)
+	a.n2, a.rstd2 = ar.empty(N, H), ar.empty(N)
+	a.gate, a.up, a.act = ar.empty(N, I), ar.empty(N, I), ar.empty(N, I)
+	down, out := ar.empty(N, H), outAr.empty(N, H)
 	if ar.err != nil {
 		return nil, nil, ar.err
 	}
@@ -295,17 +307,10 @@ func (m *Model) attnScale() float32 { return float32(1 / math.Sqrt(float64(m.Con
 // gradients: with x' = dropout(x) (x' = x without dropout),
 // dB += scaling dy^T (x' A^T), dt = scaling dy B, dA += dt^T x',
 // dx += dropout'(dt A) (adapterInputBackward). The base weights get no
-// gradient.
+// gradient. As in linearForward, the adapters write dx first and the base
+// products add to it.
 func (m *Model) groupBackward(ar *arena, dx, x *tensor.Tensor, projs []*linear, dys []*tensor.Tensor, t *loraActs) error {
-	for i, p := range projs {
-		beta := float32(1)
-		if i == 0 {
-			beta = 0
-		}
-		if err := m.be.MatMul(dx, dys[i], p.w, false, false, 1, beta); err != nil {
-			return err
-		}
-	}
+	written := false // whether dx holds a first term
 	done := map[*loraSlot]bool{}
 	for _, p := range projs {
 		s := p.slot
@@ -313,7 +318,7 @@ func (m *Model) groupBackward(ar *arena, dx, x *tensor.Tensor, projs []*linear, 
 			continue
 		}
 		done[s] = true
-		dt := ar.f32(x.Dim(0), s.a.Dim(0))
+		dt := ar.f32(x.Dim(0), s.a.Dim(0)) // zeroed: the projections of a fused slot add to it
 		if ar.err != nil {
 			return ar.err
 		}
@@ -337,7 +342,17 @@ func (m *Model) groupBackward(ar *arena, dx, x *tensor.Tensor, projs []*linear, 
 				return fmt.Errorf("lora %s: dt: %w", s.module, err)
 			}
 		}
-		if err := m.adapterInputBackward(dx, dt, x, s, t.drop); err != nil {
+		if err := m.adapterInputBackward(dx, dt, x, s, t.drop, written); err != nil {
+			return err
+		}
+		written = true
+	}
+	for i, p := range projs {
+		beta := float32(1)
+		if i == 0 && !written {
+			beta = 0
+		}
+		if err := m.be.MatMul(dx, dys[i], p.w, false, false, 1, beta); err != nil {
 			return err
 		}
 	}
@@ -354,10 +369,12 @@ func (m *Model) layerBackward(out *arena, l *layer, a *layerActs, dout *tensor.T
 	Q, KV := c.NumAttentionHeads*c.HeadDim, c.NumKeyValueHeads*c.HeadDim
 	ar := &arena{be: m.be}
 	defer ar.free()
-	dAct, dGate, dUp := ar.f32(N, I), ar.f32(N, I), ar.f32(N, I)
-	dn2, dh, dAttn := ar.f32(N, H), ar.f32(N, H), ar.f32(N, Q)
-	dq, dk, dv := ar.f32(N, Q), ar.f32(N, KV), ar.f32(N, KV)
-	dn1, dx := ar.f32(N, H), out.f32(N, H)
+	// Each is written whole (groupBackward's first product has beta 0)
+	// before it is read.
+	dAct, dGate, dUp := ar.empty(N, I), ar.empty(N, I), ar.empty(N, I)
+	dn2, dh, dAttn := ar.empty(N, H), ar.empty(N, H), ar.empty(N, Q)
+	dq, dk, dv := ar.empty(N, Q), ar.empty(N, KV), ar.empty(N, KV)
+	dn1, dx := ar.empty(N, H), out.empty(N, H)
 	if ar.err != nil {
 		return nil, ar.err
 	}
@@ -410,7 +427,7 @@ func (m *Model) layerBackward(out *arena, l *layer, a *layerActs, dout *tensor.T
 // (freed by the caller after that layer's backward); with Recompute only
 // each layer's input is kept and the rest is rebuilt in the backward.
 func (m *Model) hidden(run *arena, ids *tensor.Tensor, ps *pass, keepActs bool) (*tensor.Tensor, []*layerActs, []*arena, error) {
-	x := run.f32(ps.N, m.Config.HiddenSize)
+	x := run.empty(ps.N, m.Config.HiddenSize)
 	if run.err != nil {
 		return nil, nil, nil, run.err
 	}
@@ -445,7 +462,7 @@ func (m *Model) hidden(run *arena, ids *tensor.Tensor, ps *pass, keepActs bool) 
 
 // finalNorm applies the model's last RMSNorm.
 func (m *Model) finalNorm(ar *arena, x *tensor.Tensor) (y, rstd *tensor.Tensor, err error) {
-	y, rstd = ar.f32(x.Dim(0), x.Dim(1)), ar.f32(x.Dim(0))
+	y, rstd = ar.empty(x.Dim(0), x.Dim(1)), ar.empty(x.Dim(0))
 	if ar.err != nil {
 		return nil, nil, ar.err
 	}
@@ -617,7 +634,7 @@ func (m *Model) run(b Batch, backward bool) (*Output, error) {
 	}
 
 	grads := &arena{be: m.be} // holds the gradient flowing into the current layer
-	dx := grads.f32(ps.N, m.Config.HiddenSize)
+	dx := grads.empty(ps.N, m.Config.HiddenSize)
 	if grads.err != nil {
 		return nil, grads.err
 	}

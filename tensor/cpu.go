@@ -79,6 +79,9 @@ func (*CPU) Alloc(dtype DType, shape ...int) (*Tensor, error) {
 	return New(dtype, shape...), nil
 }
 
+// Empty implements Backend: on the CPU, Alloc (Go zeroes host memory).
+func (c *CPU) Empty(dtype DType, shape ...int) (*Tensor, error) { return c.Alloc(dtype, shape...) }
+
 // Free implements Backend; host memory goes back to the garbage collector.
 func (*CPU) Free(*Tensor) {}
 
