@@ -132,3 +132,57 @@ __device__ __forceinline__ size_t grid_stride() { return (size_t)gridDim.x * blo
 // a 64-bit division is a long software routine, in loops otherwise bound
 // by memory.
 __device__ __forceinline__ bool index_fits_32(size_t n) { return n <= 0x7fffffffu; }
+
+// Groups of 8 consecutive elements for the memory-bound kernels: one
+// 16-byte load or store per group of a 16-bit dtype, two of F32 (a scalar
+// loop of 2- or 4-byte accesses keeps fewer bytes in flight than the copy
+// engine's rate needs). Element 8g is the group's first; the tensor's
+// address must be 16-byte aligned (aligned16), which the caching
+// allocator's blocks are and a view at an odd offset may not be: the
+// kernels check, and take their scalar loop when it is not.
+struct __align__(16) word4 {
+  uint32_t w[4];
+};
+
+__device__ __forceinline__ bool aligned16(const void* p) { return ((size_t)p & 15) == 0; }
+
+// load8 widens elements 8g..8g+7 of a tensor of dtype dt into v.
+__device__ __forceinline__ void load8(float v[8], const void* p, int dt, size_t g) {
+  const word4* q = static_cast<const word4*>(p);
+  if (dt == DT_F32) {
+    word4 a = q[2 * g], b = q[2 * g + 1];
+    for (int k = 0; k < 4; k++) {
+      v[k] = __uint_as_float(a.w[k]);
+      v[4 + k] = __uint_as_float(b.w[k]);
+    }
+    return;
+  }
+  word4 a = q[g];
+  for (int k = 0; k < 4; k++) {  // little-endian: the lower half is the earlier element
+    uint16_t lo = (uint16_t)(a.w[k] & 0xffffu), hi = (uint16_t)(a.w[k] >> 16);
+    v[2 * k] = dt == DT_BF16 ? bf16_to_f32(lo) : f16_to_f32(lo);
+    v[2 * k + 1] = dt == DT_BF16 ? bf16_to_f32(hi) : f16_to_f32(hi);
+  }
+}
+
+// store8 rounds v to dtype dt and writes it as elements 8g..8g+7.
+__device__ __forceinline__ void store8(void* p, int dt, size_t g, const float v[8]) {
+  word4* q = static_cast<word4*>(p);
+  if (dt == DT_F32) {
+    word4 a, b;
+    for (int k = 0; k < 4; k++) {
+      a.w[k] = __float_as_uint(v[k]);
+      b.w[k] = __float_as_uint(v[4 + k]);
+    }
+    q[2 * g] = a;
+    q[2 * g + 1] = b;
+    return;
+  }
+  word4 a;
+  for (int k = 0; k < 4; k++) {
+    uint16_t lo = dt == DT_BF16 ? f32_to_bf16(v[2 * k]) : f32_to_f16(v[2 * k]);
+    uint16_t hi = dt == DT_BF16 ? f32_to_bf16(v[2 * k + 1]) : f32_to_f16(v[2 * k + 1]);
+    a.w[k] = (uint32_t)lo | ((uint32_t)hi << 16);
+  }
+  q[g] = a;
+}

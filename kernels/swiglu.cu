@@ -1,5 +1,7 @@
-// swiglu.cu: SwiGLU forward and backward, one thread per element,
-// grid-stride: block 256, grid min(ceil(n/256), 8192) (kernels.go).
+// swiglu.cu: SwiGLU forward and backward, grid-stride: block 256, grid
+// min(ceil(n/256), 8192) (kernels.go); 8 elements per step with 16-byte
+// accesses when every tensor is 16-byte aligned, then one per step for the
+// tail.
 #include "common.cuh"
 
 // sigmoid in float32; expf(+large) = Inf gives 0, as it should. (The CPU
@@ -10,7 +12,19 @@ __device__ __forceinline__ float sigmoid(float x) { return 1.0f / (1.0f + expf(-
 // silu(g) = g * sigmoid(g).
 extern "C" __global__ void __launch_bounds__(256)
     swiglu_forward(void* out, int out_dt, const void* gate, int gate_dt, const void* up, int up_dt, size_t n) {
-  for (size_t i = grid_start(); i < n; i += grid_stride()) {
+  size_t done = 0;
+  if (aligned16(out) && aligned16(gate) && aligned16(up)) {
+    size_t groups = n / 8;
+    for (size_t g8 = grid_start(); g8 < groups; g8 += grid_stride()) {
+      float g[8], u[8];
+      load8(g, gate, gate_dt, g8);
+      load8(u, up, up_dt, g8);
+      for (int k = 0; k < 8; k++) g[k] = g[k] * sigmoid(g[k]) * u[k];
+      store8(out, out_dt, g8, g);
+    }
+    done = groups * 8;
+  }
+  for (size_t i = done + grid_start(); i < n; i += grid_stride()) {
     float g = load_f32(gate, gate_dt, i);
     store_f32(out, out_dt, i, g * sigmoid(g) * load_f32(up, up_dt, i));
   }
@@ -22,7 +36,25 @@ extern "C" __global__ void __launch_bounds__(256)
 extern "C" __global__ void __launch_bounds__(256)
     swiglu_backward(void* dgate, int dgate_dt, void* dup, int dup_dt, const void* dout, int dout_dt,
                     const void* gate, int gate_dt, const void* up, int up_dt, size_t n) {
-  for (size_t i = grid_start(); i < n; i += grid_stride()) {
+  size_t done = 0;
+  if (aligned16(dgate) && aligned16(dup) && aligned16(dout) && aligned16(gate) && aligned16(up)) {
+    size_t groups = n / 8;
+    for (size_t g8 = grid_start(); g8 < groups; g8 += grid_stride()) {
+      float g[8], u[8], d[8], dg[8], du[8];
+      load8(g, gate, gate_dt, g8);
+      load8(u, up, up_dt, g8);
+      load8(d, dout, dout_dt, g8);
+      for (int k = 0; k < 8; k++) {
+        float s = sigmoid(g[k]);
+        dg[k] = d[k] * u[k] * s * (1.0f + g[k] * (1.0f - s));
+        du[k] = d[k] * g[k] * s;
+      }
+      store8(dgate, dgate_dt, g8, dg);
+      store8(dup, dup_dt, g8, du);
+    }
+    done = groups * 8;
+  }
+  for (size_t i = done + grid_start(); i < n; i += grid_stride()) {
     float g = load_f32(gate, gate_dt, i), u = load_f32(up, up_dt, i), d = load_f32(dout, dout_dt, i);
     float s = sigmoid(g);
     store_f32(dgate, dgate_dt, i, d * u * s * (1.0f + g * (1.0f - s)));

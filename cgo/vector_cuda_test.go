@@ -1,0 +1,102 @@
+//go:build cuda
+
+package cgo
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/compassml/compass/tensor"
+)
+
+// TestGPUVectorPaths runs the memory-bound kernels that move 8 elements at
+// a time (cast, add, mul, scale, SwiGLU, RMSNorm) on both of their paths
+// against the CPU: aligned tensors whose length is not a multiple of 8
+// (groups, then a tail of single elements), and views one element into
+// their block, which are not 16-byte aligned and take the single-element
+// loop. Add and Mul also broadcast a b whose period is a multiple of 8
+// (the grouped path) and one whose period is not.
+func TestGPUVectorPaths(t *testing.T) {
+	b := gpuBackend(t)
+	rng := newRNG(t)
+	// at returns p (an input or output of one more element than shape
+	// holds) viewed from element offset, with shape.
+	at := func(p pair, offset int, shape ...int) pair {
+		n := p.h.NumElements() - 1
+		view := func(x *tensor.Tensor) *tensor.Tensor {
+			v, err := x.Slice(offset, offset+n)
+			must(t, err)
+			v, err = v.Reshape(shape...)
+			must(t, err)
+			return v
+		}
+		return pair{view(p.h), view(p.d)}
+	}
+	in := func(dt tensor.DType, offset int, shape ...int) pair {
+		return at(input(t, b, rng, dt, product(shape)+1), offset, shape...)
+	}
+	out := func(dt tensor.DType, offset int, shape ...int) pair {
+		return at(output(t, b, dt, product(shape)+1), offset, shape...)
+	}
+	const n = 8*37 + 5
+	for _, offset := range []int{0, 1} {
+		for _, c := range []struct{ in, out tensor.DType }{
+			{tensor.F32, tensor.BF16}, {tensor.BF16, tensor.F32}, {tensor.F16, tensor.F32}, {tensor.F32, tensor.F32},
+		} {
+			name := fmt.Sprintf("offset %d %s -> %s", offset, c.in, c.out)
+			x, y, o := in(c.in, offset, n), in(c.in, offset, n), out(c.out, offset, n)
+			must(t, cpu.Copy(o.h, x.h))
+			must(t, b.Copy(o.d, x.d))
+			compare(t, b, "cast "+name, o, 0)
+			must(t, cpu.Scale(o.h, x.h, 0.75))
+			must(t, b.Scale(o.d, x.d, 0.75))
+			compare(t, b, "scale "+name, o, 0)
+			must(t, cpu.SwiGLU(o.h, x.h, y.h))
+			must(t, b.SwiGLU(o.d, x.d, y.d))
+			closeTo(t, b, "swiglu "+name, o, elemTol(c.out, 1e-6), 0)
+			dout, dg, du := in(c.out, offset, n), out(c.in, offset, n), out(c.in, offset, n)
+			must(t, cpu.SwiGLUBackward(dg.h, du.h, dout.h, x.h, y.h))
+			must(t, b.SwiGLUBackward(dg.d, du.d, dout.d, x.d, y.d))
+			closeTo(t, b, "swiglu backward dgate "+name, dg, elemTol(c.in, 1e-6), 0)
+			closeTo(t, b, "swiglu backward dup "+name, du, elemTol(c.in, 1e-6), 0)
+		}
+		// Add and Mul, a [5, 6, 16] (or [5, 6, 12]) and b its trailing
+		// dimensions: periods 96 and 16 take the grouped path, 12 not.
+		for _, bshape := range [][]int{{6, 16}, {16}, {12}} {
+			shape := []int{5, 6, bshape[len(bshape)-1]}
+			x, o := in(tensor.F32, offset, shape...), out(tensor.F32, offset, shape...)
+			y := in(tensor.BF16, offset, bshape...)
+			for _, op := range []struct {
+				name     string
+				cpu, gpu func(out, x, y *tensor.Tensor) error
+			}{{"add", cpu.Add, b.Add}, {"mul", cpu.Mul, b.Mul}} {
+				must(t, op.cpu(o.h, x.h, y.h))
+				must(t, op.gpu(o.d, x.d, y.d))
+				compare(t, b, fmt.Sprintf("%s offset %d, b %v", op.name, offset, bshape), o, 0)
+			}
+		}
+		// RMSNorm, rows of 72 elements: grouped when aligned.
+		for _, dt := range dtypes {
+			const rows, H = 5, 72
+			x, w := in(dt, offset, rows, H), in(tensor.BF16, offset, H)
+			o, rstd := out(tensor.F32, offset, rows, H), output(t, b, tensor.F32, rows)
+			must(t, cpu.RMSNorm(o.h, rstd.h, x.h, w.h, 1e-5))
+			must(t, b.RMSNorm(o.d, rstd.d, x.d, w.d, 1e-5))
+			name := fmt.Sprintf("rmsnorm offset %d %s", offset, dt)
+			compare(t, b, name+" rstd", rstd, tolF32)
+			compare(t, b, name, o, tolFor(tolF32, dt, tensor.F32, tensor.BF16))
+			dout, dx := in(tensor.F32, offset, rows, H), out(dt, offset, rows, H)
+			must(t, cpu.RMSNormBackward(dx.h, dout.h, x.h, w.h, rstd.h))
+			must(t, b.RMSNormBackward(dx.d, dout.d, x.d, w.d, rstd.d))
+			compare(t, b, name+" backward", dx, tolFor(tolReduce, dt, tensor.F32, tensor.BF16))
+		}
+	}
+}
+
+func product(shape []int) int {
+	n := 1
+	for _, d := range shape {
+		n *= d
+	}
+	return n
+}
