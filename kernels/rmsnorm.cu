@@ -1,17 +1,22 @@
 // rmsnorm.cu: RMSNorm forward and backward (frozen weight). One block per
 // row, threads striding over the row, the sums reduced by warp shuffles and
-// a shared-memory step (block_sum): block 128 (any whole number of warps
+// a shared-memory step (block_sum): block 256 (any whole number of warps up to 8
 // works), grid rows (kernels.go). Rows of a multiple of 8 elements, in
 // 16-byte aligned tensors, are read and written 8 elements at a time
 // (load8, store8): the scalar loop kept too few bytes in flight per block
-// to reach the memory's rate (37% of a copy's on an H200).
+// to reach the memory's rate (37% of a copy's on an H200). Each thread
+// keeps its first RN_KEEP groups in registers between the sum and the
+// output (the second pass read the row again: 56% of a copy's); longer
+// rows read the rest twice.
 #include "common.cuh"
+
+#define RN_KEEP 2  // groups of 8 kept per thread: rows up to 4096 at block 256
 
 // rmsnorm_forward matches tensor.CPU.RMSNorm: for a row x of length H,
 // rstd = 1/sqrt(mean(x^2) + eps) in float32, n = x * rstd rounded to x's
 // dtype (as HF casts it back before the weight), out = n * w rounded to
 // out's dtype, and rstd saved (F32, one per row) for the backward.
-extern "C" __global__ void __launch_bounds__(1024)
+extern "C" __global__ void __launch_bounds__(256)
     rmsnorm_forward(void* out, int out_dt, float* rstd, const void* x, int x_dt, const void* w, int w_dt, int rows,
                     int H, float eps) {
   __shared__ float red[32];
@@ -19,21 +24,50 @@ extern "C" __global__ void __launch_bounds__(1024)
   size_t base = (size_t)row * H;
   float ss = 0.0f;
   if (H % 8 == 0 && aligned16(out) && aligned16(x) && aligned16(w)) {
-    size_t G = (size_t)H / 8, gbase = (size_t)row * G;
-    for (size_t g = threadIdx.x; g < G; g += blockDim.x) {
-      float v[8];
-      load8(v, x, x_dt, gbase + g);
-      for (int k = 0; k < 8; k++) ss += v[k] * v[k];
+    int G = H / 8;
+    size_t gbase = (size_t)row * G;
+    float v[RN_KEEP][8];  // the thread's first groups, kept for the second pass
+#pragma unroll
+    for (int u = 0; u < RN_KEEP; u++) {
+      int g = threadIdx.x + u * blockDim.x;
+      if (g < G) {
+        load8(v[u], x, x_dt, gbase + g);
+      } else {
+#pragma unroll
+        for (int k = 0; k < 8; k++) v[u][k] = 0.0f;
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < RN_KEEP; u++)
+#pragma unroll
+      for (int k = 0; k < 8; k++) ss += v[u][k] * v[u][k];
+    for (int g = threadIdx.x + RN_KEEP * blockDim.x; g < G; g += blockDim.x) {  // rows longer than that
+      float t[8];
+      load8(t, x, x_dt, gbase + g);
+#pragma unroll
+      for (int k = 0; k < 8; k++) ss += t[k] * t[k];
     }
     ss = block_sum(ss, red);
     float inv = 1.0f / sqrtf(ss / (float)H + eps);
     if (threadIdx.x == 0) rstd[row] = inv;
-    for (size_t g = threadIdx.x; g < G; g += blockDim.x) {
-      float v[8], wv[8];
-      load8(v, x, x_dt, gbase + g);
+#pragma unroll
+    for (int u = 0; u < RN_KEEP; u++) {
+      int g = threadIdx.x + u * blockDim.x;
+      if (g < G) {
+        float wv[8];
+        load8(wv, w, w_dt, g);
+#pragma unroll
+        for (int k = 0; k < 8; k++) v[u][k] = round_to(x_dt, v[u][k] * inv) * wv[k];
+        store8(out, out_dt, gbase + g, v[u]);
+      }
+    }
+    for (int g = threadIdx.x + RN_KEEP * blockDim.x; g < G; g += blockDim.x) {
+      float t[8], wv[8];
+      load8(t, x, x_dt, gbase + g);
       load8(wv, w, w_dt, g);
-      for (int k = 0; k < 8; k++) v[k] = round_to(x_dt, v[k] * inv) * wv[k];
-      store8(out, out_dt, gbase + g, v);
+#pragma unroll
+      for (int k = 0; k < 8; k++) t[k] = round_to(x_dt, t[k] * inv) * wv[k];
+      store8(out, out_dt, gbase + g, t);
     }
     return;
   }
@@ -53,7 +87,7 @@ extern "C" __global__ void __launch_bounds__(1024)
 // rmsnorm_backward matches tensor.CPU.RMSNormBackward: with dn = dout * w
 // and r the saved rstd, dx = r dn - r^3 x (dn . x) / H (written, not
 // accumulated; the rounding of n in the forward counts as the identity).
-extern "C" __global__ void __launch_bounds__(1024)
+extern "C" __global__ void __launch_bounds__(256)
     rmsnorm_backward(void* dx, int dx_dt, const void* dout, int dout_dt, const void* x, int x_dt, const void* w,
                      int w_dt, const float* rstd, int rows, int H) {
   __shared__ float red[32];
@@ -61,23 +95,55 @@ extern "C" __global__ void __launch_bounds__(1024)
   size_t base = (size_t)row * H;
   float dot = 0.0f;
   if (H % 8 == 0 && aligned16(dx) && aligned16(dout) && aligned16(x) && aligned16(w)) {
-    size_t G = (size_t)H / 8, gbase = (size_t)row * G;
-    for (size_t g = threadIdx.x; g < G; g += blockDim.x) {
-      float d[8], wv[8], v[8];
+    int G = H / 8;
+    size_t gbase = (size_t)row * G;
+    float dn[RN_KEEP][8], v[RN_KEEP][8];  // dout * w and x of the thread's first groups
+#pragma unroll
+    for (int u = 0; u < RN_KEEP; u++) {
+      int g = threadIdx.x + u * blockDim.x;
+      if (g < G) {
+        float wv[8];
+        load8(dn[u], dout, dout_dt, gbase + g);
+        load8(wv, w, w_dt, g);
+        load8(v[u], x, x_dt, gbase + g);
+#pragma unroll
+        for (int k = 0; k < 8; k++) dn[u][k] *= wv[k];
+      } else {
+#pragma unroll
+        for (int k = 0; k < 8; k++) dn[u][k] = v[u][k] = 0.0f;
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < RN_KEEP; u++)
+#pragma unroll
+      for (int k = 0; k < 8; k++) dot += dn[u][k] * v[u][k];
+    for (int g = threadIdx.x + RN_KEEP * blockDim.x; g < G; g += blockDim.x) {  // rows longer than that
+      float d[8], wv[8], t[8];
       load8(d, dout, dout_dt, gbase + g);
       load8(wv, w, w_dt, g);
-      load8(v, x, x_dt, gbase + g);
-      for (int k = 0; k < 8; k++) dot += d[k] * wv[k] * v[k];
+      load8(t, x, x_dt, gbase + g);
+#pragma unroll
+      for (int k = 0; k < 8; k++) dot += d[k] * wv[k] * t[k];
     }
     dot = block_sum(dot, red);
     float inv = rstd[row];
     float c = inv * inv * inv * dot / (float)H;
-    for (size_t g = threadIdx.x; g < G; g += blockDim.x) {
-      float d[8], wv[8], v[8];
+#pragma unroll
+    for (int u = 0; u < RN_KEEP; u++) {
+      int g = threadIdx.x + u * blockDim.x;
+      if (g < G) {
+#pragma unroll
+        for (int k = 0; k < 8; k++) dn[u][k] = inv * dn[u][k] - c * v[u][k];
+        store8(dx, dx_dt, gbase + g, dn[u]);
+      }
+    }
+    for (int g = threadIdx.x + RN_KEEP * blockDim.x; g < G; g += blockDim.x) {
+      float d[8], wv[8], t[8];
       load8(d, dout, dout_dt, gbase + g);
       load8(wv, w, w_dt, g);
-      load8(v, x, x_dt, gbase + g);
-      for (int k = 0; k < 8; k++) d[k] = inv * (d[k] * wv[k]) - c * v[k];
+      load8(t, x, x_dt, gbase + g);
+#pragma unroll
+      for (int k = 0; k < 8; k++) d[k] = inv * (d[k] * wv[k]) - c * t[k];
       store8(dx, dx_dt, gbase + g, d);
     }
     return;

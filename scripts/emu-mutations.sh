@@ -115,11 +115,30 @@ mutation rope-pass-through kernels/rope.cu \
   '      store_f32(out, out_dt, base + j + half, load_f32(x, x_dt, base + j));  // (mutation)' \
   TestGPURoPE
 
-# Scale's loop leaves the last element unwritten, or runs one past the end
-# (the test's tensors fill their allocator blocks: the access faults).
-scale_loop='  for (size_t i = grid_start(); i < n; i += grid_stride()) store_f32(out, out_dt, i, load_f32(a, a_dt, i) * s);'
-mutation last-element-unwritten kernels/elementwise.cu "$scale_loop" "${scale_loop/i < n;/i + 1 < n;}" TestGPUElementwise
-mutation write-one-past-the-end kernels/elementwise.cu "$scale_loop" "${scale_loop/i < n;/i <= n;}" TestGPUElementwise
+# Scale's loop over groups of 8 leaves the last group unwritten, or runs
+# one group past the end (the test's tensors fill their allocator blocks:
+# the access faults).
+scale_loop=$'    for (size_t g = grid_start(); g < groups; g += grid_stride()) {\n      float v[8];\n      load8(v, a, a_dt, g);'
+mutation last-group-unwritten kernels/elementwise.cu "$scale_loop" "${scale_loop/g < groups;/g + 1 < groups;}" TestGPUElementwise
+mutation write-one-past-the-end kernels/elementwise.cu "$scale_loop" "${scale_loop/g < groups;/g <= groups;}" TestGPUElementwise
+
+# load8 swaps the two 16-bit elements of each 32-bit word.
+mutation load8-halves-swapped kernels/common.cuh \
+  '    v[2 * k] = dt == DT_BF16 ? bf16_to_f32(lo) : f16_to_f32(lo);' \
+  '    v[2 * k] = dt == DT_BF16 ? bf16_to_f32(hi) : f16_to_f32(hi);  // (mutation)' \
+  TestGPUVectorPaths
+
+# thin_narrow's parts all land on part 0 (the sums of the others lost).
+mutation thin-parts-overlap kernels/thin.cu \
+  '        part[((size_t)blockIdx.y * M + m) * THIN_R + lane] = sum;' \
+  '        part[((size_t)0 * M + m) * THIN_R + lane] = sum;  // (mutation)' \
+  TestGPUThinMatMul
+
+# thin_rows's warps read the others' sums before they are written.
+mutation thin-rows-missing-barrier kernels/thin.cu \
+  $'        for (int q = 0; q < 4; q++) r[j * 4 + q] = acc[j][q];\n    }\n    __syncthreads();' \
+  $'        for (int q = 0; q < 4; q++) r[j * 4 + q] = acc[j][q];\n    }  // (mutation)' \
+  TestGPUThinMatMul
 
 # k-means ties to the highest index instead of the lowest.
 mutation kmeans-tie-rule kernels/kmeans.cu \

@@ -71,6 +71,7 @@
 #include "../rmsnorm.cu"
 #include "../rope.cu"
 #include "../swiglu.cu"
+#include "../thin.cu"
 
 
 namespace {
@@ -445,6 +446,10 @@ const std::vector<Emulated>& emulated() {
       KERNEL(rope),
       KERNEL(swiglu_forward),
       KERNEL(swiglu_backward),
+      KERNEL(thin_small_k),
+      KERNEL(thin_narrow),
+      KERNEL(thin_rows),
+      KERNEL(thin_reduce),
   };
   return table;
 }
