@@ -33,10 +33,6 @@ type Backend struct {
 	// so that an operation that leaves part of an Empty output unwritten,
 	// or a caller that reads one before writing it, fails them.
 	PoisonEmpty bool
-
-	// cublasOnly sends every MatMul to cuBLAS, thin ones too: the
-	// benchmarks' reference for thin.cu's kernels.
-	cublasOnly bool
 }
 
 // The CUDA backend implements every operation of tensor.Backend.

@@ -5,8 +5,7 @@ import (
 )
 
 // MatMul implements tensor.Backend through cublasGemmEx with float32
-// accumulation (no TF32), except float32 products with a side of at most 16
-// (LoRA's), which thin.cu's kernels do (thinMatMul). Operands of two dtypes are first brought to one
+// accumulation (no TF32). Operands of two dtypes are first brought to one
 // (gemmInputDType: the F32 one rounded to the other's 16-bit dtype, or with
 // Precise the 16-bit one widened); an output cuBLAS cannot write directly
 // (BF16 or F16 from F32 inputs) goes through a float32 scratch.
@@ -23,9 +22,6 @@ func (b *Backend) MatMul(c, x, w *tensor.Tensor, transA, transB bool, alpha, bet
 	}
 	if K == 0 || alpha == 0 {
 		return b.scaleOutput(c, beta) // c = beta c, and c is not read when beta is 0
-	}
-	if ok, err := b.thinMatMul(c, x, w, transA, transB, alpha, beta, M, K, N); ok {
-		return err
 	}
 	in := gemmInputDType(x.DType(), w.DType(), b.Precise)
 	xi, freeX, err := b.castTo(x, in)

@@ -32,7 +32,7 @@ cp -r "$here"/*.cu "$here"/*.cuh "$here"/emu "$stage"/
 cd "$stage"
 
 command -v nvcc >/dev/null || { echo "gen.sh: nvcc not found (Debian: apt-get install nvidia-cuda-toolkit, from non-free)" >&2; exit 1; }
-sources=(adamw attention attention_kv attention_tc cross_entropy dropout elementwise embedding kmeans layernorm lora rmsnorm rope swiglu thin)
+sources=(adamw attention attention_kv attention_tc cross_entropy dropout elementwise embedding kmeans layernorm lora rmsnorm rope swiglu)
 
 # nvcc, all sources and architectures at once (each is one process).
 pids=()

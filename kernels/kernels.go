@@ -17,7 +17,7 @@ var ptxFiles embed.FS
 
 // Sources are the .cu files, without the extension; each has one PTX file
 // per architecture.
-var Sources = []string{"adamw", "attention", "attention_kv", "attention_tc", "cross_entropy", "dropout", "elementwise", "embedding", "kmeans", "layernorm", "lora", "rmsnorm", "rope", "swiglu", "thin"}
+var Sources = []string{"adamw", "attention", "attention_kv", "attention_tc", "cross_entropy", "dropout", "elementwise", "embedding", "kmeans", "layernorm", "lora", "rmsnorm", "rope", "swiglu"}
 
 // Architectures are the PTX targets gen.sh generates: compute_80 (A100 and
 // later) and compute_90 (H100, H200). The driver compiles the PTX for the
@@ -80,8 +80,7 @@ type Sizes struct {
 	Half    int // rope: rotated pairs per head, R/2
 	B, T    int // attention: batch and sequence length
 	Hq, Hkv int // attention: query and key/value heads
-	M, Cols int // lora_gemm, thin_*: the output C is [M, Cols]
-	Parts   int // thin_narrow, thin_rows: the parts the sum over K is split into
+	M, Cols int // lora_gemm: the output C is [M, Cols]
 	K       int // k-means: centroids
 	Tensors int // adamw: tensors in the table (N is then the largest)
 }
@@ -149,18 +148,6 @@ const (
 	kmBM     = 32 // points per block
 	loraBM   = 32 // lora_gemm output tile rows
 	loraBN   = 32 // lora_gemm output tile columns
-
-	// ThinSide is the largest thin side thin.cu's kernels take (THIN_R).
-	ThinSide = 16
-	// ThinNarrowK and ThinRowsK are the granules of thin_narrow's and
-	// thin_rows's parts (their staged tiles, NA_BK and RO_BK).
-	ThinNarrowK = 128
-	ThinRowsK   = 64
-
-	thinSmallKRows = 64  // thin_small_k: rows per block (SK_BM)
-	thinSmallKCols = 256 // thin_small_k: columns per block (SK_BN)
-	thinNarrowRows = 32  // thin_narrow: rows per block
-	thinRowsCols   = 128 // thin_rows: columns per block (RO_COLS)
 	f32Bytes = 4  // bytes of a float32
 )
 
@@ -254,18 +241,6 @@ var Table = []Kernel{
 	// lora.cu: C is [M, Cols].
 	{Name: "lora_gemm", Source: "lora", Matches: "MatMul (the LoRA products)", Block: 128,
 		Grid: func(s Sizes) [3]int { return [3]int{ceilDiv(s.Cols, loraBN), ceilDiv(s.M, loraBM), 1} }},
-
-	// thin.cu: products with a side of at most 16 (thin_small_k: C is
-	// [M, Cols]; thin_narrow: M rows of A; thin_rows: Cols columns of g;
-	// thin_reduce: N = elements of C).
-	{Name: "thin_small_k", Source: "thin", Matches: "MatMul (K <= 16)", Block: 256,
-		Grid: func(s Sizes) [3]int { return [3]int{ceilDiv(s.Cols, thinSmallKCols), ceilDiv(s.M, thinSmallKRows), 1} }},
-	{Name: "thin_narrow", Source: "thin", Matches: "MatMul (N <= 16, parts)", Block: 256,
-		Grid: func(s Sizes) [3]int { return [3]int{ceilDiv(s.M, thinNarrowRows), s.Parts, 1} }},
-	{Name: "thin_rows", Source: "thin", Matches: "MatMul (a transposed, M or N <= 16, parts)", Block: 256,
-		Grid: func(s Sizes) [3]int { return [3]int{ceilDiv(s.Cols, thinRowsCols), s.Parts, 1} }},
-	{Name: "thin_reduce", Source: "thin", Matches: "MatMul (the sum of thin_narrow's or thin_rows's parts)", Block: 256,
-		Grid: func(s Sizes) [3]int { return strided(s.N, 256) }},
 
 	// adamw.cu: Tensors, N = the largest tensor's elements.
 	{Name: "adamw", Source: "adamw", Matches: "AdamW", Block: 256,

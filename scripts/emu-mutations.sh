@@ -128,18 +128,6 @@ mutation load8-halves-swapped kernels/common.cuh \
   '    v[2 * k] = dt == DT_BF16 ? bf16_to_f32(hi) : f16_to_f32(hi);  // (mutation)' \
   TestGPUVectorPaths
 
-# thin_narrow's parts all land on part 0 (the sums of the others lost).
-mutation thin-parts-overlap kernels/thin.cu \
-  '        part[((size_t)blockIdx.y * M + m) * THIN_R + lane] = sum;' \
-  '        part[((size_t)0 * M + m) * THIN_R + lane] = sum;  // (mutation)' \
-  TestGPUThinMatMul
-
-# thin_rows's warps read the others' sums before they are written.
-mutation thin-rows-missing-barrier kernels/thin.cu \
-  $'        for (int q = 0; q < 4; q++) r[j * 4 + q] = acc[j][q];\n    }\n    __syncthreads();' \
-  $'        for (int q = 0; q < 4; q++) r[j * 4 + q] = acc[j][q];\n    }  // (mutation)' \
-  TestGPUThinMatMul
-
 # k-means ties to the highest index instead of the lowest.
 mutation kmeans-tie-rule kernels/kmeans.cu \
   '  return d < best || (d == best && k < best_k);' \

@@ -84,10 +84,6 @@ struct dim3 {
 struct uint3 {
   unsigned x, y, z;
 };
-struct __align__(16) float4 {
-  float x, y, z, w;
-};
-inline float4 make_float4(float x, float y, float z, float w) { return float4{x, y, z, w}; }
 
 inline thread_local uint3 threadIdx;
 inline thread_local uint3 blockIdx;

@@ -71,7 +71,6 @@
 #include "../rmsnorm.cu"
 #include "../rope.cu"
 #include "../swiglu.cu"
-#include "../thin.cu"
 
 
 namespace {
@@ -446,10 +445,6 @@ const std::vector<Emulated>& emulated() {
       KERNEL(rope),
       KERNEL(swiglu_forward),
       KERNEL(swiglu_backward),
-      KERNEL(thin_small_k),
-      KERNEL(thin_narrow),
-      KERNEL(thin_rows),
-      KERNEL(thin_reduce),
   };
   return table;
 }
