@@ -40,7 +40,7 @@ type Result struct {
 	Impl    string  `json:"impl"` // "compass", "pytorch", "gonum", "read(2)", ...
 	Threads int     `json:"threads,omitempty"`
 	Value   float64 `json:"value"`
-	Unit    string  `json:"unit"` // higher is better for every unit used here
+	Unit    string  `json:"unit"` // higher is better, except for times (us, ms, s/step) and memory (peak_GiB)
 	Note    string  `json:"note,omitempty"`
 }
 
@@ -54,7 +54,7 @@ type Machine struct {
 }
 
 // Suites lists the suite names in the order they run.
-var Suites = []string{"safetensors", "matmul", "train", "train-run", "generate", "encode", "kmeans", "tokenize"}
+var Suites = []string{"safetensors", "matmul", "train", "train-run", "generate", "encode", "kmeans", "tokenize", "gpu"}
 
 // Run runs the selected suites, printing a table for each to w.
 func Run(w io.Writer, o Options) ([]Result, error) {
@@ -105,6 +105,8 @@ func Run(w io.Writer, o Options) ([]Result, error) {
 			rs, err = runKMeans(w, o)
 		case "tokenize":
 			rs, err = runTokenize(w, o)
+		case "gpu":
+			rs, err = runGPU(w, o)
 		}
 		if err != nil {
 			return all, fmt.Errorf("bench %s: %w", s, err)

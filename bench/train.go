@@ -121,21 +121,7 @@ func randomBatch(vocab, B, T int) model.Batch {
 // referenceScript finds tools/reference/reference.py from the working
 // directory or its parents (the benchmark runs from the repository).
 func referenceScript() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		p := filepath.Join(dir, "tools", "reference", "reference.py")
-		if _, err := os.Stat(p); err == nil {
-			return p, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", fmt.Errorf("tools/reference/reference.py not found from the working directory: run from the compass repository")
-		}
-		dir = parent
-	}
+	return findInRepository(filepath.Join("tools", "reference", "reference.py"))
 }
 
 func torchTrain(o Options, modelDir, adapterDir string, B, T, threads int) (float64, error) {

@@ -142,23 +142,6 @@ func newRNG(tb testing.TB) *rand.Rand {
 	return rand.New(rand.NewPCG(h, 0x9e3779b97f4a7c15^seed))
 }
 
-// randHost returns a host tensor of N(0, 1) values (scaled by scale),
-// rounded to dt.
-func randHost(rng *rand.Rand, dt tensor.DType, scale float64, shape ...int) *tensor.Tensor {
-	f := tensor.New(tensor.F32, shape...)
-	for i := range f.F32() {
-		f.F32()[i] = float32(scale * rng.NormFloat64())
-	}
-	if dt == tensor.F32 {
-		return f
-	}
-	t := tensor.New(dt, shape...)
-	if err := tensor.NewCPU().Copy(t, f); err != nil {
-		panic(err)
-	}
-	return t
-}
-
 func toDev(tb testing.TB, b *Backend, h *tensor.Tensor) *tensor.Tensor {
 	tb.Helper()
 	d, err := b.ToDevice(h)

@@ -4,57 +4,61 @@ package cgo
 
 import (
 	"encoding/json"
-	"fmt"
+	"io"
 	"math"
-	"math/rand/v2"
 	"os"
-	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
-
-	"github.com/compassml/compass/lora"
-	"github.com/compassml/compass/model"
-	"github.com/compassml/compass/tensor"
 )
 
-// The GPU benchmarks (go test -tags cuda -run '^$' -bench . -benchtime 1x)
-// time with device events after a warm-up, take the median of five
-// measurements, and report each kernel's achieved bandwidth or arithmetic
-// rate next to the two ceilings measured in the same run: a large
-// device-to-device copy (bytes read plus written) and a large cuBLAS bf16
-// GEMM. With COMPASS_BENCH_OUT set, every result is also appended to that
-// file as one JSON line.
-
-// record appends one result to $COMPASS_BENCH_OUT (JSONL) and reports it.
-func record(b *testing.B, be *Backend, name string, metrics map[string]float64) {
-	for unit, v := range metrics {
-		b.ReportMetric(v, unit)
+// BenchmarkGPU runs the GPU benchmark suite (gpubench.go; the same as
+// `compass bench --only gpu` without the PyTorch references), one
+// sub-benchmark per group:
+//
+//	go test -tags cuda -run '^$' -bench GPU -benchtime 1x ./cgo/
+//
+// The results are logged; with COMPASS_BENCH_OUT set each is also appended
+// to that file as one JSON line. The training step reads
+// testdata/configs/llama-3.1-8b.json (or $COMPASS_TESTDATA/configs/...).
+func BenchmarkGPU(b *testing.B) {
+	be := gpuBackend(b)
+	config, err := os.ReadFile("../testdata/configs/llama-3.1-8b.json")
+	if err != nil {
+		config, _ = os.ReadFile(os.Getenv("COMPASS_TESTDATA") + "/configs/llama-3.1-8b.json")
 	}
-	writeRecord(b, be, name, metrics, nil)
+	for _, group := range GPUBenchGroups {
+		b.Run(group, func(b *testing.B) {
+			for b.Loop() {
+				err := RunGPUBenchmarks(be, []string{group}, config, false, os.Stderr, func(r BenchRecord) {
+					b.Logf("%s %v %v", r.Name, r.Metrics, r.Text)
+					appendBenchRecord(b, be, r)
+				})
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }
 
-// writeRecord appends one JSONL line to COMPASS_BENCH_OUT: the metrics and
-// the text fields of extra.
-func writeRecord(b *testing.B, be *Backend, name string, metrics map[string]float64, extra map[string]string) {
+// appendBenchRecord appends r to $COMPASS_BENCH_OUT as one JSON line.
+func appendBenchRecord(b *testing.B, be *Backend, r BenchRecord) {
 	path := os.Getenv("COMPASS_BENCH_OUT")
 	if path == "" {
 		return
 	}
-	line := map[string]any{"time": time.Now().UTC().Format(time.RFC3339), "device": be.DeviceName(), "bench": name}
-	for k, v := range metrics {
+	line := map[string]any{"time": time.Now().UTC().Format(time.RFC3339), "device": be.DeviceName(), "bench": r.Name}
+	for k, v := range r.Metrics {
 		line[strings.ReplaceAll(k, "/", "_per_")] = v
 	}
-	for k, v := range extra {
+	for k, v := range r.Text {
 		line[k] = v
 	}
 	data, err := json.Marshal(line)
 	if err != nil {
 		b.Fatal(err)
 	}
-	benchMu.Lock()
-	defer benchMu.Unlock()
 	f, err := os.OpenFile(path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
 	if err != nil {
 		b.Fatal(err)
@@ -65,576 +69,31 @@ func writeRecord(b *testing.B, be *Backend, name string, metrics map[string]floa
 	}
 }
 
-var benchMu sync.Mutex
-
-// measure returns the median seconds per call of fn over five timed runs,
-// each of enough calls to last at least 20 ms, after three warm-up calls.
-func measure(b *testing.B, be *Backend, fn func() error) float64 {
-	b.Helper()
-	for i := 0; i < 3; i++ {
-		must(b, fn())
-	}
-	must(b, be.Synchronize())
-	start, err := be.Device().NewEvent()
-	must(b, err)
-	defer start.Destroy()
-	end, err := be.Device().NewEvent()
-	must(b, err)
-	defer end.Destroy()
-	timed := func(reps int) float64 {
-		must(b, start.Record())
-		for i := 0; i < reps; i++ {
-			must(b, fn())
-		}
-		must(b, end.Record())
-		must(b, end.Wait())
-		ms, err := end.Since(start)
-		must(b, err)
-		return float64(ms) / 1e3
-	}
-	reps := 1
-	for t := timed(1); t < 0.02 && reps < 1<<16; t = timed(reps) {
-		reps *= 4
-	}
-	var runs []float64
-	for i := 0; i < 5; i++ {
-		runs = append(runs, timed(reps)/float64(reps))
-	}
-	slices.Sort(runs)
-	return runs[2]
-}
-
-// ceilings are the copy bandwidth (GB/s, read plus written) and the cuBLAS
-// bf16 rate (TFLOP/s), measured once per run.
-var ceilings = struct {
-	sync.Once
-	copyGBs, bf16TFLOPs float64
-}{}
-
-func measureCeilings(b *testing.B, be *Backend) (copyGBs, bf16TFLOPs float64) {
-	ceilings.Do(func() {
-		const n = 1 << 30
-		src, err := be.alloc(tensor.I32, n/4)
-		must(b, err)
-		dst, err := be.alloc(tensor.I32, n/4)
-		must(b, err)
-		sm, _ := src.Device()
-		dm, _ := dst.Device()
-		must(b, be.q.memsetD32(sm.Ptr, 0x3f800001, n/4)) // not zeros
-		sec := measure(b, be, func() error { return be.q.copyDtoD(dm.Ptr, sm.Ptr, n) })
-		ceilings.copyGBs = 2 * n / sec / 1e9
-		be.Free(src)
-		be.Free(dst)
-
-		const m = 8192
-		rng := rand.New(rand.NewPCG(1, 1))
-		x, w := randDevice(b, be, rng, tensor.BF16, 1, m, m), randDevice(b, be, rng, tensor.BF16, 1, m, m)
-		c, err := be.alloc(tensor.BF16, m, m)
-		must(b, err)
-		sec = measure(b, be, func() error { return be.MatMul(c, x, w, false, true, 1, 0) })
-		ceilings.bf16TFLOPs = 2 * m * m * m / sec / 1e12
-		be.Free(x)
-		be.Free(w)
-		be.Free(c)
-	})
-	return ceilings.copyGBs, ceilings.bf16TFLOPs
-}
-
-// randDevice is a device tensor of N(0, scale^2) values; beyond 16M
-// elements a random block is tiled (drawing billions of normals on the
-// host would take longer than the benchmarks).
-func randDevice(b *testing.B, be *Backend, rng *rand.Rand, dt tensor.DType, scale float64, shape ...int) *tensor.Tensor {
-	const block = 1 << 24
-	n := 1
-	for _, d := range shape {
-		n *= d
-	}
-	if n <= block {
-		return toDev(b, be, randHost(rng, dt, scale, shape...))
-	}
-	t, err := be.alloc(dt, shape...)
-	must(b, err)
-	src := toDev(b, be, randHost(rng, dt, scale, block))
-	defer be.Free(src)
-	tm, _ := t.Device()
-	sm, _ := src.Device()
-	for off := 0; off < tm.Bytes; off += sm.Bytes {
-		must(b, be.q.copyDtoD(tm.Ptr+uintptr(off), sm.Ptr, min(sm.Bytes, tm.Bytes-off)))
-	}
-	return t
-}
-
-// BenchmarkGPUCeilings reports the two ceilings themselves.
-func BenchmarkGPUCeilings(b *testing.B) {
-	be := gpuBackend(b)
-	for b.Loop() {
-		gbs, tflops := measureCeilings(b, be)
-		record(b, be, "copy_dtod_1GiB", map[string]float64{"GB/s": gbs})
-		record(b, be, "cublas_bf16_gemm_8192", map[string]float64{"TFLOP/s": tflops})
-	}
-}
-
-// BenchmarkGPUGemm times cuBLAS on the products of a Llama-3.1-8B layer for
-// 2048 tokens (x W^T), bf16 inputs, and the mixed f32 x bf16 product the
-// decoder issues (its activations are float32).
-func BenchmarkGPUGemm(b *testing.B) {
-	be := gpuBackend(b)
-	rng := rand.New(rand.NewPCG(2, 2))
-	for _, s := range []struct {
-		name    string
-		M, K, N int
-		x       tensor.DType
-	}{
-		{"q_proj_bf16", 2048, 4096, 4096, tensor.BF16}, {"kv_proj_bf16", 2048, 4096, 1024, tensor.BF16},
-		{"up_proj_bf16", 2048, 4096, 14336, tensor.BF16}, {"down_proj_bf16", 2048, 14336, 4096, tensor.BF16},
-		{"up_proj_f32xbf16", 2048, 4096, 14336, tensor.F32}, {"lm_head_chunk_f32xbf16", 2048, 4096, 8192, tensor.F32},
-	} {
-		b.Run(s.name, func(b *testing.B) {
-			x, w := randDevice(b, be, rng, s.x, 1, s.M, s.K), randDevice(b, be, rng, tensor.BF16, 1, s.N, s.K)
-			c, err := be.alloc(tensor.F32, s.M, s.N)
-			must(b, err)
-			defer func() { be.Free(x); be.Free(w); be.Free(c) }()
-			for b.Loop() {
-				sec := measure(b, be, func() error { return be.MatMul(c, x, w, false, true, 1, 0) })
-				_, peak := measureCeilings(b, be)
-				tf := 2 * float64(s.M) * float64(s.K) * float64(s.N) / sec / 1e12
-				record(b, be, "gemm_"+s.name, map[string]float64{"us": sec * 1e6, "TFLOP/s": tf, "of_bf16_gemm": tf / peak})
-			}
-		})
-	}
-}
-
-// BenchmarkGPUKernels times each kernel on Llama-3.1-8B sizes (2048 tokens,
-// hidden 4096, intermediate 14336, 32 heads of 128, 8 kv heads, vocabulary
-// 128256), float32 activations as the decoder keeps them, and reports GB/s
-// for the memory-bound ones (the fewest bytes: inputs read once, outputs
-// written once) and TFLOP/s for attention and the loss.
-func BenchmarkGPUKernels(b *testing.B) {
-	be := gpuBackend(b)
-	rng := rand.New(rand.NewPCG(3, 3))
-	const N, H, I, Hq, Hkv, D, V = 2048, 4096, 14336, 32, 8, 128, 128256
-	f32, bf16 := tensor.F32, tensor.BF16
-	rnd := func(dt tensor.DType, scale float64, shape ...int) *tensor.Tensor {
-		return randDevice(b, be, rng, dt, scale, shape...)
-	}
-	// Each case allocates its inputs (freed after it) and returns the call
-	// to time with the fewest bytes it must move or the FLOPs it must do.
-	type kern struct {
-		name  string
-		setup func(keep func(...*tensor.Tensor)) (run func() error, bytes, flops float64)
-	}
-	const n = N * I
-	scale := float32(1 / math.Sqrt(D))
-	cases := []kern{
-		{"elementwise_add_f32", func(keep func(...*tensor.Tensor)) (func() error, float64, float64) {
-			x, y, o := rnd(f32, 1, N, I), rnd(f32, 1, N, I), rnd(f32, 1, N, I)
-			keep(x, y, o)
-			return func() error { return be.Add(o, x, y) }, 3 * 4 * n, 0
-		}},
-		{"elementwise_cast_f32_to_bf16", func(keep func(...*tensor.Tensor)) (func() error, float64, float64) {
-			x, o := rnd(f32, 1, N, I), rnd(bf16, 1, N, I)
-			keep(x, o)
-			return func() error { return be.Copy(o, x) }, 6 * n, 0
-		}},
-		{"swiglu_forward_f32", func(keep func(...*tensor.Tensor)) (func() error, float64, float64) {
-			g, u, o := rnd(f32, 1, N, I), rnd(f32, 1, N, I), rnd(f32, 1, N, I)
-			keep(g, u, o)
-			return func() error { return be.SwiGLU(o, g, u) }, 3 * 4 * n, 0
-		}},
-		{"swiglu_backward_f32", func(keep func(...*tensor.Tensor)) (func() error, float64, float64) {
-			g, u, d, dg, du := rnd(f32, 1, N, I), rnd(f32, 1, N, I), rnd(f32, 1, N, I), rnd(f32, 1, N, I), rnd(f32, 1, N, I)
-			keep(g, u, d, dg, du)
-			return func() error { return be.SwiGLUBackward(dg, du, d, g, u) }, 5 * 4 * n, 0
-		}},
-		{"rmsnorm_forward_f32", func(keep func(...*tensor.Tensor)) (func() error, float64, float64) {
-			x, w, rstd, o := rnd(f32, 1, N, H), rnd(bf16, 1, H), rnd(f32, 1, N), rnd(f32, 1, N, H)
-			keep(x, w, rstd, o)
-			return func() error { return be.RMSNorm(o, rstd, x, w, 1e-5) }, 2*4*N*H + 2*H + 4*N, 0
-		}},
-		{"rmsnorm_backward_f32", func(keep func(...*tensor.Tensor)) (func() error, float64, float64) {
-			x, w, rstd, d, dx := rnd(f32, 1, N, H), rnd(bf16, 1, H), rnd(f32, 1, N), rnd(f32, 1, N, H), rnd(f32, 1, N, H)
-			keep(x, w, rstd, d, dx)
-			return func() error { return be.RMSNormBackward(dx, d, x, w, rstd) }, 3*4*N*H + 2*H + 4*N, 0
-		}},
-		{"rope_f32_in_place", func(keep func(...*tensor.Tensor)) (func() error, float64, float64) {
-			q, cos, sin := rnd(f32, 1, N, Hq, D), rnd(f32, 1, N, D/2), rnd(f32, 1, N, D/2)
-			keep(q, cos, sin)
-			return func() error { return be.RoPE(q, q, cos, sin, false) }, 2*4*N*Hq*D + 2*4*N*D/2, 0
-		}},
-		{"embedding_bf16_to_f32", func(keep func(...*tensor.Tensor)) (func() error, float64, float64) {
-			idv := make([]int32, N)
-			for i := range idv {
-				idv[i] = int32(rng.IntN(V))
-			}
-			ih, _ := tensor.FromI32(idv, N)
-			ids, table, out := toDev(b, be, ih), rnd(bf16, 1, V, H), rnd(f32, 1, N, H)
-			keep(ids, table, out)
-			return func() error { return be.Embedding(out, table, ids) }, (2 + 4) * N * H, 0
-		}},
-		// The float32 kernels of attention.cu (Precise mode).
-		{"attention_forward_f32_precise", func(keep func(...*tensor.Tensor)) (func() error, float64, float64) {
-			q, k, v := rnd(f32, 1, 1, N, Hq, D), rnd(f32, 1, 1, N, Hkv, D), rnd(f32, 1, 1, N, Hkv, D)
-			o, lse := rnd(f32, 1, 1, N, Hq, D), rnd(f32, 1, 1, Hq, N)
-			keep(q, k, v, o, lse)
-			return func() error { return preciseDo(be, func() error { return be.Attention(o, lse, q, k, v, nil, scale) }) }, 0, 2 * Hq * N * N * D
-		}},
-		{"attention_backward_f32_precise", func(keep func(...*tensor.Tensor)) (func() error, float64, float64) {
-			q, k, v := rnd(f32, 1, 1, N, Hq, D), rnd(f32, 1, 1, N, Hkv, D), rnd(f32, 1, 1, N, Hkv, D)
-			o, lse := rnd(f32, 1, 1, N, Hq, D), rnd(f32, 1, 1, Hq, N)
-			must(b, be.Attention(o, lse, q, k, v, nil, scale))
-			dq, dk, dv, d := rnd(f32, 1, 1, N, Hq, D), rnd(f32, 1, 1, N, Hkv, D), rnd(f32, 1, 1, N, Hkv, D), rnd(f32, 1, 1, N, Hq, D)
-			keep(q, k, v, o, lse, dq, dk, dv, d)
-			return func() error {
-				return preciseDo(be, func() error { return be.AttentionBackward(dq, dk, dv, d, q, k, v, nil, o, lse, scale) })
-			}, 0, 5 * Hq * N * N * D
-		}},
-		// float32 tensors in the default mode: rounded to bf16 for the
-		// tensor-core kernels and widened back (roundAttention), as the
-		// decoder's training step runs them.
-		{"attention_forward_f32_rounded", func(keep func(...*tensor.Tensor)) (func() error, float64, float64) {
-			q, k, v := rnd(f32, 1, 1, N, Hq, D), rnd(f32, 1, 1, N, Hkv, D), rnd(f32, 1, 1, N, Hkv, D)
-			o, lse := rnd(f32, 1, 1, N, Hq, D), rnd(f32, 1, 1, Hq, N)
-			keep(q, k, v, o, lse)
-			return func() error { return be.Attention(o, lse, q, k, v, nil, scale) }, 0, 2 * Hq * N * N * D
-		}},
-		{"attention_backward_f32_rounded", func(keep func(...*tensor.Tensor)) (func() error, float64, float64) {
-			q, k, v := rnd(f32, 1, 1, N, Hq, D), rnd(f32, 1, 1, N, Hkv, D), rnd(f32, 1, 1, N, Hkv, D)
-			o, lse := rnd(f32, 1, 1, N, Hq, D), rnd(f32, 1, 1, Hq, N)
-			must(b, be.Attention(o, lse, q, k, v, nil, scale))
-			dq, dk, dv, d := rnd(f32, 1, 1, N, Hq, D), rnd(f32, 1, 1, N, Hkv, D), rnd(f32, 1, 1, N, Hkv, D), rnd(f32, 1, 1, N, Hq, D)
-			keep(q, k, v, o, lse, dq, dk, dv, d)
-			return func() error { return be.AttentionBackward(dq, dk, dv, d, q, k, v, nil, o, lse, scale) }, 0, 5 * Hq * N * N * D
-		}},
-		{"attention_forward_bf16_tc", func(keep func(...*tensor.Tensor)) (func() error, float64, float64) {
-			// bf16 q, k, v and out: the tensor-core kernel (attention_tc.cu).
-			q, k, v := rnd(bf16, 1, 1, N, Hq, D), rnd(bf16, 1, 1, N, Hkv, D), rnd(bf16, 1, 1, N, Hkv, D)
-			o, lse := rnd(bf16, 1, 1, N, Hq, D), rnd(f32, 1, 1, Hq, N)
-			keep(q, k, v, o, lse)
-			return func() error { return be.Attention(o, lse, q, k, v, nil, scale) }, 0, 2 * Hq * N * N * D
-		}},
-		{"attention_backward_bf16_tc", func(keep func(...*tensor.Tensor)) (func() error, float64, float64) {
-			q, k, v := rnd(bf16, 1, 1, N, Hq, D), rnd(bf16, 1, 1, N, Hkv, D), rnd(bf16, 1, 1, N, Hkv, D)
-			o, lse := rnd(bf16, 1, 1, N, Hq, D), rnd(f32, 1, 1, Hq, N)
-			must(b, be.Attention(o, lse, q, k, v, nil, scale))
-			dq, dk, dv, d := rnd(bf16, 1, 1, N, Hq, D), rnd(bf16, 1, 1, N, Hkv, D), rnd(bf16, 1, 1, N, Hkv, D), rnd(bf16, 1, 1, N, Hq, D)
-			keep(q, k, v, o, lse, dq, dk, dv, d)
-			return func() error { return be.AttentionBackward(dq, dk, dv, d, q, k, v, nil, o, lse, scale) }, 0, 5 * Hq * N * N * D
-		}},
-		{"cross_entropy_f32xbf16_with_dh", func(keep func(...*tensor.Tensor)) (func() error, float64, float64) {
-			lv := make([]int32, N)
-			for i := range lv {
-				lv[i] = int32(rng.IntN(V))
-			}
-			lh, _ := tensor.FromI32(lv, N)
-			h, w, labels, lp, dh := rnd(f32, 1, N, H), rnd(bf16, 0.02, V, H), toDev(b, be, lh), rnd(f32, 1, N), rnd(f32, 1, N, H)
-			keep(h, w, labels, lp, dh)
-			return func() error { return be.CrossEntropy(lp, dh, h, w, labels, 0, 1.0/N) }, 0, 4 * float64(N) * V * H
-		}},
-		{"adamw_lora_8b_r16", func(keep func(...*tensor.Tensor)) (func() error, float64, float64) {
-			// Llama-3.1-8B, r = 16 on all seven projections: 448 tensors.
-			ins := []int{H, H, H, H, H, H, I}
-			outs := []int{H, 1024, 1024, H, I, I, H}
-			var ps, gs, ms, vs []*tensor.Tensor
-			total := 0
-			for l := 0; l < 32; l++ {
-				for j := range ins {
-					for _, shape := range [][]int{{16, ins[j]}, {outs[j], 16}} {
-						ps, gs = append(ps, rnd(f32, 0.01, shape...)), append(gs, rnd(f32, 0.01, shape...))
-						ms, vs = append(ms, rnd(f32, 0.01, shape...)), append(vs, rnd(f32, 0.01, shape...))
-						total += shape[0] * shape[1]
-					}
-				}
-			}
-			for i := range vs {
-				must(b, be.Mul(vs[i], vs[i], vs[i])) // the second moment is not negative
-			}
-			keep(ps...)
-			keep(gs...)
-			keep(ms...)
-			keep(vs...)
-			// p, g, m, v read; p, m, v written.
-			return func() error { return be.AdamW(ps, gs, ms, vs, 10, 1e-4, 0.9, 0.999, 1e-8, 0.01) }, 7 * 4 * float64(total), 0
-		}},
-	}
-	for _, kr := range cases {
-		b.Run(kr.name, func(b *testing.B) {
-			var held []*tensor.Tensor
-			run, bytes, flops := kr.setup(func(ts ...*tensor.Tensor) { held = append(held, ts...) })
-			defer func() {
-				for _, t := range held {
-					be.Free(t)
-				}
-			}()
-			for b.Loop() {
-				sec := measure(b, be, run)
-				copyGBs, peak := measureCeilings(b, be)
-				m := map[string]float64{"us": sec * 1e6}
-				if bytes > 0 {
-					gbs := bytes / sec / 1e9
-					m["GB/s"], m["of_copy_bw"] = gbs, gbs/copyGBs
-				}
-				if flops > 0 {
-					tf := flops / sec / 1e12
-					m["TFLOP/s"], m["of_bf16_gemm"] = tf, tf/peak
-				}
-				record(b, be, kr.name, m)
-			}
-		})
-	}
-}
-
-// BenchmarkGPULoRA times, for each projection of a Llama-3.1-8B layer
-// (2048 tokens, r = 16, float32 activations and adapters), the six LoRA
-// products of a training step as the model issues them (forward y = s t B^T
-// and t = x A^T; backward dB, dt, dA, dx), all float32 cuBLAS products
-// through MatMul, against the bytes they must move at the copy bandwidth
-// measured in the same run. (thin.cu, CUDA-core kernels shaped for the
-// rank-16 side, measured 0.80-1.02x of these on an H200 and was taken out:
-// bench/results/2026-12-04-h200-device-check-5.md.)
-func BenchmarkGPULoRA(b *testing.B) {
-	be := gpuBackend(b)
-	rng := rand.New(rand.NewPCG(4, 4))
-	const N, r, s = 2048, 16, 2.0
-	for _, p := range []struct {
-		name    string
-		in, out int
-	}{{"q_proj", 4096, 4096}, {"k_proj", 4096, 1024}, {"o_proj", 4096, 4096}, {"up_proj", 4096, 14336}, {"down_proj", 14336, 4096}} {
-		b.Run(p.name, func(b *testing.B) {
-			f32 := tensor.F32
-			rnd := func(shape ...int) *tensor.Tensor { return toDev(b, be, randHost(rng, f32, 0.1, shape...)) }
-			x, A, B, y, dy := rnd(N, p.in), rnd(r, p.in), rnd(p.out, r), rnd(N, p.out), rnd(N, p.out)
-			t, dt, dA, dB, dx := rnd(N, r), rnd(N, r), rnd(r, p.in), rnd(p.out, r), rnd(N, p.in)
-			defer func() {
-				for _, x := range []*tensor.Tensor{x, A, B, y, dy, t, dt, dA, dB, dx} {
-					be.Free(x)
-				}
-			}()
-			products := func() error {
-				for _, err := range []error{
-					be.MatMul(t, x, A, false, true, 1, 0),
-					be.MatMul(y, t, B, false, true, s, 0),
-					be.MatMul(dB, dy, t, true, false, s, 1),
-					be.MatMul(dt, dy, B, false, false, s, 0),
-					be.MatMul(dA, dt, x, true, false, 1, 1),
-					be.MatMul(dx, dt, A, false, false, 1, 0),
-				} {
-					if err != nil {
-						return err
-					}
-				}
-				return nil
-			}
-			// Fewest bytes: x twice (t, dA), y written, dy twice (dB, dt),
-			// dx written, the adapters.
-			bytes := 4 * float64(2*N*p.in+N*p.out+2*N*p.out+N*p.in+2*r*(p.in+p.out))
-			for b.Loop() {
-				sec := measure(b, be, products)
-				copyGBs, _ := measureCeilings(b, be)
-				record(b, be, "lora_"+p.name, map[string]float64{
-					"cublas_us": sec * 1e6, "GB/s": bytes / sec / 1e9, "of_copy_bw": bytes / sec / 1e9 / copyGBs,
-				})
-			}
-		})
-	}
-}
-
-// BenchmarkGPUTrainStepLlama8B times one LoRA training step (forward, fused
-// loss, backward, AdamW; r = 16 on all seven projections, batch 1 x 2048
-// tokens) of a model with Llama-3.1-8B's exact config and random bf16
-// weights built in device memory (no checkpoint on disk), and reports
-// tokens/s, the model FLOP utilisation and the allocator's peak memory.
-//
-// FLOPs per step: the base weights are frozen, so the backward computes
-// activation gradients only: 2 N P forward plus 2 N P backward over the P
-// matrix parameters (lm_head included), attention 2 Hq T^2 D forward
-// (causal: half the scores) and 5 Hq T^2 D backward, and the LoRA products
-// 2 N r (in + out) forward and twice that backward per adapter. MFU is that
-// over the step time, against the bf16 dense peak of the datasheet (989
-// TFLOP/s on H100 and H200 SXM) and against the cuBLAS bf16 rate measured
-// in the same run.
-func BenchmarkGPUTrainStepLlama8B(b *testing.B) {
-	be := gpuBackend(b)
-	configJSON, err := os.ReadFile("../testdata/configs/llama-3.1-8b.json")
+// TestGPUBenchQuick runs the GPU benchmark suite on its small sizes (the
+// training step is skipped there) and checks that every group reports
+// each of its cases with positive, finite metrics.
+func TestGPUBenchQuick(t *testing.T) {
+	be := gpuBackend(t)
+	got := map[string]BenchRecord{}
+	err := RunGPUBenchmarks(be, nil, nil, true, io.Discard, func(r BenchRecord) { got[r.Name] = r })
 	if err != nil {
-		configJSON, err = os.ReadFile(os.Getenv("COMPASS_TESTDATA") + "/configs/llama-3.1-8b.json")
+		t.Fatal(err)
 	}
-	if err != nil {
-		b.Skipf("llama-3.1-8b.json: %v (set COMPASS_TESTDATA to the testdata folder)", err)
-	}
-	cfg, err := model.ParseConfig(configJSON)
-	must(b, err)
-	must(b, be.Trim()) // the earlier benchmarks' cached blocks
-	free, _, err := be.Device().MemInfo()
-	must(b, err)
-	if free < 60<<30 {
-		b.Skipf("%d GiB free on the device: the step needs about 45", free>>30)
-	}
-
-	// A pool of random bf16 values, tiled into every weight and scaled
-	// like model.WriteRandomCheckpoint's: N(0, 1/in) for linear weights.
-	rng := rand.New(rand.NewPCG(5, 5))
-	const poolElems = 32 << 20
-	pool := toDev(b, be, randHost(rng, tensor.BF16, 1, poolElems))
-	poolMem, _ := pool.Device()
-	ones := tensor.New(tensor.F32, cfg.HiddenSize)
-	for i := range ones.F32() {
-		ones.F32()[i] = 1 + 0.1*float32(rng.NormFloat64())
-	}
-	shapes := map[string][]int{}
-	for _, s := range cfg.Tensors() {
-		shapes[s.Name] = s.Shape
-	}
-	var held []*tensor.Tensor // freed at the end: the model has no Free
-	defer func() {
-		for _, t := range held {
-			be.Free(t)
+	for _, name := range []string{"copy_dtod", "cublas_bf16_gemm", "gemm_q_proj_bf16", "gemm_lm_head_chunk_f32xbf16",
+		"elementwise_cast_f32_to_bf16", "rmsnorm_backward_f32", "attention_forward_bf16_tc", "attention_backward_f32_rounded",
+		"cross_entropy_f32xbf16_with_dh", "adamw_lora_8b_r16", "lora_q_proj", "lora_down_proj"} {
+		r, ok := got[name]
+		if !ok {
+			t.Errorf("no result %s (have %d)", name, len(got))
+			continue
 		}
-	}()
-	get := func(name string) (*tensor.Tensor, error) {
-		shape := shapes[name]
-		t, err := be.alloc(tensor.BF16, shape...)
-		if err != nil {
-			return nil, err
-		}
-		held = append(held, t)
-		mem, _ := t.Device()
-		if strings.HasSuffix(name, "norm.weight") {
-			return t, be.Copy(t, ones)
-		}
-		for off := 0; off < mem.Bytes; off += 2 * poolElems {
-			if err := be.q.copyDtoD(mem.Ptr+uintptr(off), poolMem.Ptr, min(2*poolElems, mem.Bytes-off)); err != nil {
-				return nil, err
+		for unit, v := range r.Metrics {
+			if !(v > 0) || math.IsInf(v, 0) {
+				t.Errorf("%s: %s = %g", name, unit, v)
 			}
 		}
-		if strings.HasSuffix(name, "proj.weight") {
-			return t, be.Scale(t, t, float32(1/math.Sqrt(float64(shape[1]))))
-		}
-		return t, nil
 	}
-	before := be.InUseBytes()
-	m, err := model.New(cfg, be, get)
-	must(b, err)
-	be.Free(pool)
-	weights := be.InUseBytes() - before
-
-	lcfg := lora.DefaultConfig()
-	lcfg.R, lcfg.LoraAlpha = 16, 32
-	lcfg.TargetModules = lora.TargetString("all-linear")
-	lcfg.InitLoraWeights = false // B random too: no timing on zeros
-	adapter, err := lora.New(lcfg, m.LinearModules(), 1)
-	must(b, err)
-	must(b, m.AttachAdapter(adapter))
-	var params, grads, m1, m2 []*tensor.Tensor
-	loraParams := 0
-	for name, p := range m.LoRAParams() {
-		g := m.LoRAGrads()[name]
-		for k := range p {
-			mt, err := be.Alloc(tensor.F32, p[k].Shape()...)
-			must(b, err)
-			vt, err := be.Alloc(tensor.F32, p[k].Shape()...)
-			must(b, err)
-			params, grads, m1, m2 = append(params, p[k]), append(grads, g[k]), append(m1, mt), append(m2, vt)
-			held = append(held, p[k], g[k], mt, vt)
-			loraParams += p[k].NumElements()
-		}
+	if err := RunGPUBenchmarks(be, []string{"nope"}, nil, true, io.Discard, func(BenchRecord) {}); err == nil {
+		t.Error("an unknown group: no error")
 	}
-
-	const T = 2048
-	ids, labels := make([]int32, T), make([]int32, T)
-	for i := range ids {
-		ids[i] = int32(rng.IntN(cfg.VocabSize))
-	}
-	for i := range labels {
-		labels[i] = model.IgnoreIndex
-		if i < T-1 {
-			labels[i] = ids[i+1]
-		}
-	}
-	idT, _ := tensor.FromI32(ids, 1, T)
-	labT, _ := tensor.FromI32(labels, 1, T)
-	batch := model.Batch{IDs: idT, Labels: labT}
-	step := 0
-	trainStep := func() (float64, error) {
-		if err := m.ZeroLoRAGrads(); err != nil {
-			return 0, err
-		}
-		out, err := m.ForwardBackward(batch)
-		if err != nil {
-			return 0, err
-		}
-		step++
-		if err := be.AdamW(params, grads, m1, m2, step, 1e-4, 0.9, 0.999, 1e-8, 0.01); err != nil {
-			return 0, err
-		}
-		return out.Loss, be.Synchronize()
-	}
-
-	// FLOPs of a step (see above).
-	c := cfg
-	Q, KV := c.NumAttentionHeads*c.HeadDim, c.NumKeyValueHeads*c.HeadDim
-	perLayer := float64(c.HiddenSize*Q + 2*c.HiddenSize*KV + Q*c.HiddenSize + 3*c.HiddenSize*c.IntermediateSize)
-	P := float64(c.NumHiddenLayers)*perLayer + float64(c.VocabSize*c.HiddenSize)
-	attn := float64(c.NumHiddenLayers) * float64(c.NumAttentionHeads) * float64(T) * float64(T) * float64(c.HeadDim)
-	flops := 4*T*P + 7*attn + 6*T*float64(loraParams)
-
-	loss, err := trainStep() // warm-up: JIT, cuBLAS heuristics, allocator caches
-	must(b, err)
-	b.Logf("warm-up loss %.4f; weights %.2f GiB, %d LoRA parameters", loss, float64(weights)/(1<<30), loraParams)
-	// median3 is the median wall time of three steps.
-	median3 := func() float64 {
-		var times []float64
-		for i := 0; i < 3; i++ {
-			start := time.Now()
-			_, err := trainStep()
-			must(b, err)
-			times = append(times, time.Since(start).Seconds())
-		}
-		slices.Sort(times)
-		return times[1]
-	}
-	for b.Loop() {
-		be.ResetPeak()
-		sec := median3()
-		_, peak := measureCeilings(b, be)
-		tf := flops / sec / 1e12
-		record(b, be, "train_step_llama31_8b_r16_seq2048", map[string]float64{
-			"s/step": sec, "tokens/s": T / sec, "TFLOP/s": tf,
-			"MFU_datasheet": tf / 989, "MFU_of_cublas_bf16": tf / peak,
-			"peak_GiB": float64(be.PeakBytes()) / (1 << 30), "weights_GiB": float64(weights) / (1 << 30),
-			"flops_per_step": flops, "loss": loss,
-		})
-	}
-	// One more step with every piece of device work timed: where the
-	// step's time goes, kernel by kernel and product by product.
-	must(b, be.StartProfile())
-	_, err = trainStep()
-	must(b, err)
-	lines, err := be.StopProfile()
-	must(b, err)
-	logProfile(b, be, "train_step_llama31_8b_profile", lines)
-	fmt.Fprintf(os.Stderr, "train step: device %s\n", be.DeviceName())
-}
-
-// logProfile prints a profile's lines (each with its share of the total
-// device time) and records the largest 40 in the benchmark's JSONL.
-func logProfile(b *testing.B, be *Backend, name string, lines []ProfileLine) {
-	total := 0.0
-	for _, l := range lines {
-		total += l.Seconds
-	}
-	fmt.Fprintf(os.Stderr, "%s: %.1f ms of device work\n", name, total*1e3)
-	for i, l := range lines {
-		fmt.Fprintf(os.Stderr, "  %8.3f ms %5.1f%% %6d calls  %s\n", l.Seconds*1e3, 100*l.Seconds/total, l.Calls, l.Name)
-		if i < 40 {
-			writeRecord(b, be, name, map[string]float64{"ms": l.Seconds * 1e3, "calls": float64(l.Calls), "share": l.Seconds / total},
-				map[string]string{"work": l.Name})
-		}
-	}
-}
-
-// preciseDo runs f with be in Precise mode.
-func preciseDo(be *Backend, f func() error) error {
-	be.Precise = true
-	defer func() { be.Precise = false }()
-	return f()
 }

@@ -21,9 +21,9 @@
 #	hf-goldens.log           scripts/hf_goldens.py's output
 #	hf_goldens.safetensors   HF transformers + PEFT logits, loss, LoRA gradients of the
 #	                         fixtures, for testdata/
-#	bench.log, bench.jsonl   the GPU benchmarks (go test -bench), PyTorch's flash SDPA on the
-#	                         attention's shape (scripts/sdpa_bench.py) and HF transformers + PEFT
-#	                         doing the same 8B LoRA step (scripts/hf_train_bench.py), as JSONL
+#	bench.log, DATE-gpu.jsonl  compass bench --only gpu: every kernel against the ceilings,
+#	                         PyTorch's flash SDPA on the attention's shape and HF transformers +
+#	                         PEFT doing the same 8B LoRA step, on the same GPU (bench/gpu.go)
 #	summary.txt              each stage: exit status and seconds; test counts
 #
 # Where there is no GPU (a dry run: OUT=/tmp/x bash scripts/device-check.sh)
@@ -196,11 +196,9 @@ stage "racecheck attention tc" 60 "$san" "$sanitizer" --tool racecheck --error-e
 
 stage "hf goldens" 60 "$OUT/hf-goldens.log" python3 scripts/hf_goldens.py "$bundle/fixtures" "$OUT/hf_goldens.safetensors"
 
-export COMPASS_BENCH_OUT="$OUT/bench.jsonl"
-stage "benchmarks" 120 "$OUT/bench.log" "$bundle/cgo.test" -test.run '^$' -test.bench . -test.benchtime 1x -test.timeout 115s
-# PyTorch's flash SDPA on the attention benchmark's shape, into the same
-# bench.jsonl.
-stage "sdpa bench" 60 "$OUT/bench.log" python3 scripts/sdpa_bench.py "$COMPASS_BENCH_OUT"
-# The same 8B LoRA step in HF transformers + PEFT, into the same bench.jsonl.
-stage "hf train bench" 90 "$OUT/bench.log" python3 scripts/hf_train_bench.py "$COMPASS_TESTDATA/configs/llama-3.1-8b.json" "$COMPASS_BENCH_OUT"
+# The GPU benchmark suite with its references on the same GPU (PyTorch's
+# flash SDPA, HF transformers + PEFT's training step): compass bench --only
+# gpu, from the repository root (it reads testdata/configs), its table in
+# bench.log and its results in $OUT/DATE-gpu.jsonl.
+stage "benchmarks" 200 "$OUT/bench.log" "$bundle/compass" bench --only gpu --python python3 --out "$OUT" --name gpu
 note "total: $(($(date +%s) - begin))s"

@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
-"""PyTorch's scaled_dot_product_attention on the shape cgo's BenchmarkGPUKernels
-times attention at (Llama-3.1-8B's layer: one sequence of 2048 tokens, 32
-query heads, 8 key/value heads, head dim 128, causal, bf16), with the flash
-backend forced, forward and forward + backward, on the same GPU in the same
-device run: the reference compass's tensor-core attention is measured
-against. The backward's time is forward + backward minus the forward.
+"""PyTorch's scaled_dot_product_attention on the shape the gpu suite of
+`compass bench` (cgo/gpubench.go) times attention at (Llama-3.1-8B's
+layer: one sequence of 2048 tokens, 32 query heads, 8 key/value heads,
+head dim 128, causal, bf16), with the flash backend forced, forward and
+forward + backward, on the same GPU in the same run: the reference
+compass's tensor-core attention is measured against. The backward's time
+is forward + backward minus the forward.
 Prints one JSON line per case and appends them to OUT.jsonl.
 
-Usage: python3 scripts/sdpa_bench.py OUT.jsonl
+Usage: python3 torch_sdpa.py OUT.jsonl (compass bench writes it to a temporary folder)
 """
 import json
 import sys

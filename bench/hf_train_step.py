@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
-"""HF transformers + PEFT doing the LoRA training step that cgo's
-BenchmarkGPUTrainStepLlama8B times for compass, on the same GPU in the same
-device run: Llama-3.1-8B's exact config with random bf16 weights, LoRA r=16
+"""HF transformers + PEFT doing the LoRA training step that the gpu suite of
+`compass bench` (cgo/gpubench.go) times for compass, on the same GPU in the
+same run: Llama-3.1-8B's exact config with random bf16 weights, LoRA r=16
 (alpha 32) on all seven projections with float32 LoRA parameters (as compass
 keeps them), one sequence of 2048 tokens, forward + loss + backward +
 torch.optim.AdamW on the LoRA parameters. Prints one JSON line and appends
 it to OUT.jsonl.
 
-Usage: python3 scripts/hf_train_bench.py llama-3.1-8b.json OUT.jsonl
+Usage: python3 hf_train_step.py llama-3.1-8b.json OUT.jsonl (compass bench writes it to a temporary folder)
 """
 import json
 import sys

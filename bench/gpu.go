@@ -1,0 +1,212 @@
+package bench
+
+import (
+	"bufio"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+
+	"github.com/compassml/compass/cgo"
+)
+
+//go:embed torch_sdpa.py
+var torchSDPAScript []byte
+
+//go:embed hf_train_step.py
+var hfTrainStepScript []byte
+
+// runGPU runs the GPU suite (cgo.RunGPUBenchmarks: every kernel and product
+// on Llama-3.1-8B's sizes against the copy bandwidth and cuBLAS's bf16 rate
+// measured in the same run, and one LoRA training step of Llama-3.1-8B's
+// shapes) on CUDA device 0, then the references on the same GPU: PyTorch's
+// flash SDPA on the attention's shape and HF transformers + PEFT doing the
+// same training step (--python's interpreter, with torch, transformers and
+// peft). Without a CUDA device it says so and records nothing. --quick runs
+// the suite on small sizes without the step or the references.
+func runGPU(w io.Writer, o Options) ([]Result, error) {
+	be, err := cgo.NewBackend(0)
+	if errors.Is(err, cgo.ErrNoDevice) {
+		fmt.Fprintf(w, "\nGPU suite: skipped (%v)\n", err)
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer be.Close()
+	var config []byte
+	configPath, err := findInRepository(filepath.Join("testdata", "configs", "llama-3.1-8b.json"))
+	if err == nil {
+		config, err = os.ReadFile(configPath)
+	}
+	if err != nil && !o.Quick {
+		fmt.Fprintf(o.Log, "gpu: %v: the training step is skipped\n", err)
+	}
+
+	var results []Result
+	byName := map[string]cgo.BenchRecord{}
+	var order []string // the records' names, in the order they came
+	var profile []cgo.BenchRecord
+	err = cgo.RunGPUBenchmarks(be, nil, config, o.Quick, o.Log, func(r cgo.BenchRecord) {
+		if r.Text["work"] != "" {
+			profile = append(profile, r)
+			results = append(results, Result{Suite: "gpu", Case: r.Name + ": " + r.Text["work"], Impl: "compass", Value: r.Metrics["ms"], Unit: "ms"})
+			return
+		}
+		byName[r.Name] = r
+		order = append(order, r.Name)
+		for unit, v := range r.Metrics {
+			results = append(results, Result{Suite: "gpu", Case: r.Name, Impl: "compass", Value: v, Unit: unit})
+		}
+	})
+	if err != nil {
+		return results, err
+	}
+
+	// The references, on the same GPU.
+	var sdpa, hf []map[string]any
+	if !o.Quick {
+		dir, err := os.MkdirTemp(o.TempDir, "compass-bench-gpu-")
+		if err != nil {
+			return results, err
+		}
+		defer os.RemoveAll(dir)
+		fmt.Fprintln(o.Log, "gpu: PyTorch SDPA (flash) on the attention's shape")
+		if sdpa, err = runPythonJSONL(o, dir, "torch_sdpa.py", torchSDPAScript); err != nil {
+			fmt.Fprintf(o.Log, "gpu: PyTorch SDPA: %v\n", err)
+		}
+		if config != nil {
+			fmt.Fprintln(o.Log, "gpu: HF transformers + PEFT, the same training step")
+			if hf, err = runPythonJSONL(o, dir, "hf_train_step.py", hfTrainStepScript, configPath); err != nil {
+				fmt.Fprintf(o.Log, "gpu: HF transformers + PEFT: %v\n", err)
+			}
+		}
+	}
+	for _, r := range sdpa {
+		results = append(results, Result{Suite: "gpu", Case: fmt.Sprint(r["bench"]), Impl: "pytorch-sdpa-flash", Value: num(r["us"]), Unit: "us"})
+	}
+	for _, r := range hf {
+		results = append(results,
+			Result{Suite: "gpu", Case: "train_step_llama31_8b_r16_seq2048", Impl: "hf-transformers+peft", Value: num(r["tokens_per_s"]), Unit: "tokens/s"},
+			Result{Suite: "gpu", Case: "train_step_llama31_8b_r16_seq2048", Impl: "hf-transformers+peft", Value: num(r["peak_memory_bytes"]) / (1 << 30), Unit: "peak_GiB"})
+	}
+
+	// Tables: the ceilings, each kernel against its ceiling, attention
+	// against SDPA, the step against HF + PEFT, and the step's profile.
+	copyGBs, tflops := byName["copy_dtod"].Metrics["GB/s"], byName["cublas_bf16_gemm"].Metrics["TFLOP/s"]
+	fmt.Fprintf(w, "\nGPU: %s\nceilings measured in this run: device-to-device copy %.0f GB/s, cuBLAS bf16 GEMM %.0f TFLOP/s\n",
+		be.DeviceName(), copyGBs, tflops)
+	var rows [][]string
+	for _, name := range order {
+		r := byName[name]
+		m := r.Metrics
+		switch {
+		case name == "copy_dtod" || name == "cublas_bf16_gemm": // the ceilings, above
+		case m["GB/s"] > 0:
+			rows = append(rows, []string{r.Name, fmt.Sprintf("%.1f", m["us"]), fmt.Sprintf("%.0f GB/s", m["GB/s"]), fmt.Sprintf("%.2f of copy", m["of_copy_bw"])})
+		case m["of_bf16_gemm"] > 0:
+			rows = append(rows, []string{r.Name, fmt.Sprintf("%.1f", m["us"]), fmt.Sprintf("%.1f TFLOP/s", m["TFLOP/s"]), fmt.Sprintf("%.2f of bf16 GEMM", m["of_bf16_gemm"])})
+		}
+	}
+	sizes := "Llama-3.1-8B's sizes (2048 tokens)"
+	if o.Quick {
+		sizes = "small sizes (--quick: checks the suite, not a measurement)"
+	}
+	table(w, "Kernels and products on "+sizes+", against the ceilings",
+		[]string{"case", "us", "rate", "of the ceiling"}, rows)
+	rows = nil
+	for _, r := range sdpa {
+		name := fmt.Sprint(r["bench"])
+		ours := byName[name+"_tc"].Metrics["us"]
+		rows = append(rows, []string{name, fmt.Sprintf("%.1f", ours), fmt.Sprintf("%.1f", num(r["us"])), ratio(num(r["us"]), ours)})
+	}
+	if len(rows) > 0 {
+		table(w, "Attention, T 2048, 32/8 heads, D 128, causal, bf16, against PyTorch's flash SDPA (ratio = compass speed / PyTorch's)",
+			[]string{"case", "compass us", "pytorch us", "ratio"}, rows)
+	}
+	if step, ok := byName["train_step_llama31_8b_r16_seq2048"]; ok {
+		m := step.Metrics
+		row := []string{"Llama-3.1-8B LoRA step, seq 2048, r 16, 7 projections", fmt.Sprintf("%.0f", m["tokens/s"]),
+			fmt.Sprintf("%.1f", m["peak_GiB"]), fmt.Sprintf("%.3f", m["MFU_datasheet"])}
+		if len(hf) > 0 {
+			theirs := num(hf[0]["tokens_per_s"])
+			row = append(row, fmt.Sprintf("%.0f", theirs), fmt.Sprintf("%.1f", num(hf[0]["peak_memory_bytes"])/(1<<30)), ratio(m["tokens/s"], theirs))
+		} else {
+			row = append(row, "-", "-", "-")
+		}
+		table(w, "Training step against HF transformers + PEFT on the same GPU (ratio = compass tokens/s / HF's)",
+			[]string{"case", "compass tokens/s", "compass peak GiB", "MFU (989 TFLOP/s)", "HF tokens/s", "HF peak GiB", "ratio"}, [][]string{row})
+	}
+	if len(profile) > 0 {
+		rows = nil
+		for i, r := range profile {
+			if i == 15 {
+				break
+			}
+			rows = append(rows, []string{r.Text["work"], fmt.Sprintf("%.2f", r.Metrics["ms"]), fmt.Sprintf("%.1f%%", 100*r.Metrics["share"]), fmt.Sprint(r.Metrics["calls"])})
+		}
+		table(w, "Where one training step's device time goes (the largest 15)", []string{"work", "ms", "share", "calls"}, rows)
+	}
+	return results, nil
+}
+
+// runPythonJSONL writes script to dir and runs it with --python's
+// interpreter, the extra arguments and an output file, and returns the
+// JSON lines it wrote there.
+func runPythonJSONL(o Options, dir, name string, script []byte, args ...string) ([]map[string]any, error) {
+	path := filepath.Join(dir, name)
+	if err := os.WriteFile(path, script, 0o644); err != nil {
+		return nil, err
+	}
+	out := filepath.Join(dir, strings.TrimSuffix(name, ".py")+".jsonl")
+	cmd := exec.Command(o.Python, append(append([]string{path}, args...), out)...)
+	cmd.Stdout, cmd.Stderr = o.Log, o.Log
+	if err := cmd.Run(); err != nil {
+		return nil, fmt.Errorf("%s %s: %w", o.Python, name, err)
+	}
+	f, err := os.Open(out)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var lines []map[string]any
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		var m map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+			return nil, fmt.Errorf("%s: %w", out, err)
+		}
+		lines = append(lines, m)
+	}
+	return lines, sc.Err()
+}
+
+// findInRepository finds rel under the working directory or one of its
+// parents (the repository's root, from anywhere inside it).
+func findInRepository(rel string) (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		p := filepath.Join(dir, rel)
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", fmt.Errorf("%s not found from the working directory: run from the compass repository", rel)
+		}
+		dir = parent
+	}
+}
+
+func num(v any) float64 {
+	f, _ := v.(float64)
+	return f
+}

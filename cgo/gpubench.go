@@ -1,0 +1,705 @@
+package cgo
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/compassml/compass/lora"
+	"github.com/compassml/compass/model"
+	"github.com/compassml/compass/tensor"
+)
+
+// The GPU benchmark suite (`compass bench --only gpu`, and BenchmarkGPU for
+// go test -tags cuda -bench): each kernel and product on Llama-3.1-8B's
+// sizes, timed with device events after a warm-up (the median of five
+// measurements), next to the two ceilings measured first in the same run:
+// a large device-to-device copy (bytes read plus written) and a large
+// cuBLAS bf16 GEMM; and one LoRA training step of Llama-3.1-8B's shapes,
+// with a profile of where its device time goes.
+
+// benchSizes are the suite's problem sizes: Llama-3.1-8B's layer for 2048
+// tokens, or (quick) a small model's for 64, to check the suite runs.
+type benchSizes struct {
+	N, H, I, Hq, Hkv, D, V, KV int // tokens, hidden, intermediate, heads, kv heads, head dim, vocabulary, kv width
+	Layers                     int // layers of adapters AdamW updates
+	CopyBytes, GemmM           int // the ceilings' copy and square bf16 GEMM
+}
+
+var (
+	llama8bSizes = benchSizes{N: 2048, H: 4096, I: 14336, Hq: 32, Hkv: 8, D: 128, V: 128256, KV: 1024, Layers: 32, CopyBytes: 1 << 30, GemmM: 8192}
+	quickSizes   = benchSizes{N: 64, H: 256, I: 512, Hq: 4, Hkv: 2, D: 64, V: 1000, KV: 128, Layers: 2, CopyBytes: 1 << 20, GemmM: 256}
+)
+
+// BenchRecord is one result of RunGPUBenchmarks: metrics by unit ("us",
+// "GB/s", "of_copy_bw", "TFLOP/s", "of_bf16_gemm", "tokens/s", ...) and,
+// for a profile line, the work it times in Text["work"].
+type BenchRecord struct {
+	Name    string
+	Metrics map[string]float64
+	Text    map[string]string
+}
+
+// GPUBenchGroups are RunGPUBenchmarks' groups, in the order they run.
+var GPUBenchGroups = []string{"ceilings", "gemm", "kernels", "lora", "train-step"}
+
+// RunGPUBenchmarks runs the named groups of the GPU benchmark suite (all
+// when groups is empty) on be, calling report with each result as it is
+// measured and writing progress to log. llama8bConfig is Llama-3.1-8B's
+// config.json, for the training step (skipped, saying so, when it is nil
+// or the device has less than 60 GiB free). The ceilings are measured
+// first whatever the groups. quick runs every group but the training step
+// on small sizes, in seconds, to check the suite itself (results are not
+// worth recording).
+func RunGPUBenchmarks(be *Backend, groups []string, llama8bConfig []byte, quick bool, log io.Writer, report func(BenchRecord)) (err error) {
+	for _, name := range groups {
+		if !slices.Contains(GPUBenchGroups, name) {
+			return fmt.Errorf("cuda: gpu bench: unknown group %q (have %s)", name, strings.Join(GPUBenchGroups, ", "))
+		}
+	}
+	if log == nil {
+		log = io.Discard
+	}
+	g := &gpuBench{be: be, log: log, report: report, sz: llama8bSizes}
+	if quick {
+		g.sz = quickSizes
+	}
+	defer func() { // g.must's panics end the suite with their error
+		if r := recover(); r != nil {
+			e, ok := r.(benchError)
+			if !ok {
+				panic(r)
+			}
+			err = fmt.Errorf("cuda: gpu bench: %w", e.err)
+		}
+	}()
+	want := func(name string) bool { return len(groups) == 0 || slices.Contains(groups, name) }
+	fmt.Fprintf(log, "gpu bench: %s: ceilings\n", be.DeviceName())
+	copyGBs, tflops := g.ceilings()
+	if want("ceilings") {
+		g.record("copy_dtod", map[string]float64{"GB/s": copyGBs, "bytes": float64(g.sz.CopyBytes)}, nil)
+		g.record("cublas_bf16_gemm", map[string]float64{"TFLOP/s": tflops, "M": float64(g.sz.GemmM)}, nil)
+	}
+	for _, step := range []struct {
+		name string
+		run  func()
+	}{
+		{"gemm", g.benchGemm}, {"kernels", g.benchKernels}, {"lora", g.benchLoRA},
+		{"train-step", func() {
+			if quick {
+				fmt.Fprintln(log, "gpu bench: train step skipped (quick)")
+				return
+			}
+			g.benchTrainStep(llama8bConfig)
+		}},
+	} {
+		if want(step.name) {
+			fmt.Fprintf(log, "gpu bench: %s\n", step.name)
+			step.run()
+		}
+	}
+	return nil
+}
+
+// gpuBench is one run of the suite.
+type gpuBench struct {
+	be     *Backend
+	log    io.Writer
+	report func(BenchRecord)
+	sz     benchSizes
+
+	copyGBs, bf16TFLOPs float64 // the ceilings, once measured
+}
+
+// benchError carries an error out of the suite's code through a panic, so
+// that each step reads as a list of operations (as the benchmark functions
+// it was written as did with b.Fatal).
+type benchError struct{ err error }
+
+func (g *gpuBench) must(err error) {
+	if err != nil {
+		panic(benchError{err})
+	}
+}
+
+func (g *gpuBench) record(name string, metrics map[string]float64, text map[string]string) {
+	g.report(BenchRecord{Name: name, Metrics: metrics, Text: text})
+}
+
+// measure returns the median seconds per call of fn over five timed runs,
+// each of enough calls to last at least 20 ms, after three warm-up calls.
+func (g *gpuBench) measure(fn func() error) float64 {
+	be := g.be
+	for i := 0; i < 3; i++ {
+		g.must(fn())
+	}
+	g.must(be.Synchronize())
+	start, err := be.Device().NewEvent()
+	g.must(err)
+	defer start.Destroy()
+	end, err := be.Device().NewEvent()
+	g.must(err)
+	defer end.Destroy()
+	timed := func(reps int) float64 {
+		g.must(start.Record())
+		for i := 0; i < reps; i++ {
+			g.must(fn())
+		}
+		g.must(end.Record())
+		g.must(end.Wait())
+		ms, err := end.Since(start)
+		g.must(err)
+		return float64(ms) / 1e3
+	}
+	reps := 1
+	for t := timed(1); t < 0.02 && reps < 1<<16; t = timed(reps) {
+		reps *= 4
+	}
+	var runs []float64
+	for i := 0; i < 5; i++ {
+		runs = append(runs, timed(reps)/float64(reps))
+	}
+	slices.Sort(runs)
+	return runs[2]
+}
+
+// ceilings returns the copy bandwidth (GB/s, read plus written) and the
+// cuBLAS bf16 rate (TFLOP/s), measuring them the first time.
+func (g *gpuBench) ceilings() (copyGBs, bf16TFLOPs float64) {
+	if g.copyGBs > 0 {
+		return g.copyGBs, g.bf16TFLOPs
+	}
+	be := g.be
+	n := g.sz.CopyBytes
+	src, err := be.alloc(tensor.I32, n/4)
+	g.must(err)
+	defer be.Free(src)
+	dst, err := be.alloc(tensor.I32, n/4)
+	g.must(err)
+	defer be.Free(dst)
+	sm, _ := src.Device()
+	dm, _ := dst.Device()
+	g.must(be.q.memsetD32(sm.Ptr, 0x3f800001, n/4)) // not zeros
+	sec := g.measure(func() error { return be.q.copyDtoD(dm.Ptr, sm.Ptr, n) })
+	copyGBs = 2 * float64(n) / sec / 1e9
+
+	m := g.sz.GemmM
+	rng := rand.New(rand.NewPCG(1, 1))
+	x, w := g.randDevice(rng, tensor.BF16, 1, m, m), g.randDevice(rng, tensor.BF16, 1, m, m)
+	defer be.Free(x)
+	defer be.Free(w)
+	c, err := be.alloc(tensor.BF16, m, m)
+	g.must(err)
+	defer be.Free(c)
+	sec = g.measure(func() error { return be.MatMul(c, x, w, false, true, 1, 0) })
+	g.copyGBs, g.bf16TFLOPs = copyGBs, 2*float64(m)*float64(m)*float64(m)/sec/1e12
+	return g.copyGBs, g.bf16TFLOPs
+}
+
+// toDevice copies a host tensor to the device.
+func (g *gpuBench) toDevice(h *tensor.Tensor) *tensor.Tensor {
+	d, err := g.be.ToDevice(h)
+	g.must(err)
+	return d
+}
+
+// randDevice is a device tensor of N(0, scale^2) values; beyond 16M
+// elements a random block is tiled (drawing billions of normals on the
+// host would take longer than the benchmarks).
+func (g *gpuBench) randDevice(rng *rand.Rand, dt tensor.DType, scale float64, shape ...int) *tensor.Tensor {
+	be := g.be
+	const block = 1 << 24
+	n := 1
+	for _, d := range shape {
+		n *= d
+	}
+	if n <= block {
+		return g.toDevice(randHost(rng, dt, scale, shape...))
+	}
+	t, err := be.alloc(dt, shape...)
+	g.must(err)
+	src := g.toDevice(randHost(rng, dt, scale, block))
+	defer be.Free(src)
+	tm, _ := t.Device()
+	sm, _ := src.Device()
+	for off := 0; off < tm.Bytes; off += sm.Bytes {
+		g.must(be.q.copyDtoD(tm.Ptr+uintptr(off), sm.Ptr, min(sm.Bytes, tm.Bytes-off)))
+	}
+	return t
+}
+
+// randHost returns a host tensor of N(0, 1) values (scaled by scale),
+// rounded to dt.
+func randHost(rng *rand.Rand, dt tensor.DType, scale float64, shape ...int) *tensor.Tensor {
+	f := tensor.New(tensor.F32, shape...)
+	for i := range f.F32() {
+		f.F32()[i] = float32(scale * rng.NormFloat64())
+	}
+	if dt == tensor.F32 {
+		return f
+	}
+	t := tensor.New(dt, shape...)
+	if err := tensor.NewCPU().Copy(t, f); err != nil {
+		panic(err) // F32 to a float dtype does not fail
+	}
+	return t
+}
+
+// benchGemm times cuBLAS on the products of a Llama-3.1-8B layer for
+// 2048 tokens (x W^T), bf16 inputs, and the mixed f32 x bf16 product the
+// decoder issues (its activations are float32).
+func (g *gpuBench) benchGemm() {
+	be, z := g.be, g.sz
+	rng := rand.New(rand.NewPCG(2, 2))
+	for _, s := range []struct {
+		name    string
+		M, K, N int
+		x       tensor.DType
+	}{
+		{"q_proj_bf16", z.N, z.H, z.H, tensor.BF16}, {"kv_proj_bf16", z.N, z.H, z.KV, tensor.BF16},
+		{"up_proj_bf16", z.N, z.H, z.I, tensor.BF16}, {"down_proj_bf16", z.N, z.I, z.H, tensor.BF16},
+		{"up_proj_f32xbf16", z.N, z.H, z.I, tensor.F32}, {"lm_head_chunk_f32xbf16", z.N, z.H, 2 * z.H, tensor.F32},
+	} {
+		func() {
+			x, w := g.randDevice(rng, s.x, 1, s.M, s.K), g.randDevice(rng, tensor.BF16, 1, s.N, s.K)
+			c, err := be.alloc(tensor.F32, s.M, s.N)
+			g.must(err)
+			defer func() { be.Free(x); be.Free(w); be.Free(c) }()
+			sec := g.measure(func() error { return be.MatMul(c, x, w, false, true, 1, 0) })
+			_, peak := g.ceilings()
+			tf := 2 * float64(s.M) * float64(s.K) * float64(s.N) / sec / 1e12
+			g.record("gemm_"+s.name, map[string]float64{"us": sec * 1e6, "TFLOP/s": tf, "of_bf16_gemm": tf / peak}, nil)
+		}()
+	}
+}
+
+// benchKernels times each kernel on Llama-3.1-8B sizes (2048 tokens,
+// hidden 4096, intermediate 14336, 32 heads of 128, 8 kv heads, vocabulary
+// 128256), float32 activations as the decoder keeps them, and reports GB/s
+// for the memory-bound ones (the fewest bytes: inputs read once, outputs
+// written once) and TFLOP/s for attention and the loss.
+func (g *gpuBench) benchKernels() {
+	be := g.be
+	rng := rand.New(rand.NewPCG(3, 3))
+	z := g.sz
+	N, H, I, Hq, Hkv, D, V := z.N, z.H, z.I, z.Hq, z.Hkv, z.D, z.V
+	f32, bf16 := tensor.F32, tensor.BF16
+	rnd := func(dt tensor.DType, scale float64, shape ...int) *tensor.Tensor {
+		return g.randDevice(rng, dt, scale, shape...)
+	}
+	// Each case allocates its inputs (freed after it) and returns the call
+	// to time with the fewest bytes it must move or the FLOPs it must do.
+	type kern struct {
+		name  string
+		setup func(keep func(...*tensor.Tensor)) (run func() error, bytes, flops float64)
+	}
+	n := float64(N * I)
+	scale := float32(1 / math.Sqrt(float64(D)))
+	cases := []kern{
+		{"elementwise_add_f32", func(keep func(...*tensor.Tensor)) (func() error, float64, float64) {
+			x, y, o := rnd(f32, 1, N, I), rnd(f32, 1, N, I), rnd(f32, 1, N, I)
+			keep(x, y, o)
+			return func() error { return be.Add(o, x, y) }, 3 * 4 * n, 0
+		}},
+		{"elementwise_cast_f32_to_bf16", func(keep func(...*tensor.Tensor)) (func() error, float64, float64) {
+			x, o := rnd(f32, 1, N, I), rnd(bf16, 1, N, I)
+			keep(x, o)
+			return func() error { return be.Copy(o, x) }, 6 * n, 0
+		}},
+		{"swiglu_forward_f32", func(keep func(...*tensor.Tensor)) (func() error, float64, float64) {
+			gt, u, o := rnd(f32, 1, N, I), rnd(f32, 1, N, I), rnd(f32, 1, N, I)
+			keep(gt, u, o)
+			return func() error { return be.SwiGLU(o, gt, u) }, 3 * 4 * n, 0
+		}},
+		{"swiglu_backward_f32", func(keep func(...*tensor.Tensor)) (func() error, float64, float64) {
+			gt, u, d, dg, du := rnd(f32, 1, N, I), rnd(f32, 1, N, I), rnd(f32, 1, N, I), rnd(f32, 1, N, I), rnd(f32, 1, N, I)
+			keep(gt, u, d, dg, du)
+			return func() error { return be.SwiGLUBackward(dg, du, d, gt, u) }, 5 * 4 * n, 0
+		}},
+		{"rmsnorm_forward_f32", func(keep func(...*tensor.Tensor)) (func() error, float64, float64) {
+			x, w, rstd, o := rnd(f32, 1, N, H), rnd(bf16, 1, H), rnd(f32, 1, N), rnd(f32, 1, N, H)
+			keep(x, w, rstd, o)
+			return func() error { return be.RMSNorm(o, rstd, x, w, 1e-5) }, float64(2*4*N*H + 2*H + 4*N), 0
+		}},
+		{"rmsnorm_backward_f32", func(keep func(...*tensor.Tensor)) (func() error, float64, float64) {
+			x, w, rstd, d, dx := rnd(f32, 1, N, H), rnd(bf16, 1, H), rnd(f32, 1, N), rnd(f32, 1, N, H), rnd(f32, 1, N, H)
+			keep(x, w, rstd, d, dx)
+			return func() error { return be.RMSNormBackward(dx, d, x, w, rstd) }, float64(3*4*N*H + 2*H + 4*N), 0
+		}},
+		{"rope_f32_in_place", func(keep func(...*tensor.Tensor)) (func() error, float64, float64) {
+			q, cos, sin := rnd(f32, 1, N, Hq, D), rnd(f32, 1, N, D/2), rnd(f32, 1, N, D/2)
+			keep(q, cos, sin)
+			return func() error { return be.RoPE(q, q, cos, sin, false) }, float64(2*4*N*Hq*D + 2*4*N*D/2), 0
+		}},
+		{"embedding_bf16_to_f32", func(keep func(...*tensor.Tensor)) (func() error, float64, float64) {
+			idv := make([]int32, N)
+			for i := range idv {
+				idv[i] = int32(rng.IntN(V))
+			}
+			ih, _ := tensor.FromI32(idv, N)
+			ids, table, out := g.toDevice(ih), rnd(bf16, 1, V, H), rnd(f32, 1, N, H)
+			keep(ids, table, out)
+			return func() error { return be.Embedding(out, table, ids) }, float64((2 + 4) * N * H), 0
+		}},
+		// The float32 kernels of attention.cu (Precise mode).
+		{"attention_forward_f32_precise", func(keep func(...*tensor.Tensor)) (func() error, float64, float64) {
+			q, k, v := rnd(f32, 1, 1, N, Hq, D), rnd(f32, 1, 1, N, Hkv, D), rnd(f32, 1, 1, N, Hkv, D)
+			o, lse := rnd(f32, 1, 1, N, Hq, D), rnd(f32, 1, 1, Hq, N)
+			keep(q, k, v, o, lse)
+			return func() error { return preciseDo(be, func() error { return be.Attention(o, lse, q, k, v, nil, scale) }) }, 0, float64(2 * Hq * N * N * D)
+		}},
+		{"attention_backward_f32_precise", func(keep func(...*tensor.Tensor)) (func() error, float64, float64) {
+			q, k, v := rnd(f32, 1, 1, N, Hq, D), rnd(f32, 1, 1, N, Hkv, D), rnd(f32, 1, 1, N, Hkv, D)
+			o, lse := rnd(f32, 1, 1, N, Hq, D), rnd(f32, 1, 1, Hq, N)
+			g.must(be.Attention(o, lse, q, k, v, nil, scale))
+			dq, dk, dv, d := rnd(f32, 1, 1, N, Hq, D), rnd(f32, 1, 1, N, Hkv, D), rnd(f32, 1, 1, N, Hkv, D), rnd(f32, 1, 1, N, Hq, D)
+			keep(q, k, v, o, lse, dq, dk, dv, d)
+			return func() error {
+				return preciseDo(be, func() error { return be.AttentionBackward(dq, dk, dv, d, q, k, v, nil, o, lse, scale) })
+			}, 0, float64(5 * Hq * N * N * D)
+		}},
+		// float32 tensors in the default mode: rounded to bf16 for the
+		// tensor-core kernels and widened back (roundAttention), as the
+		// decoder's training step runs them.
+		{"attention_forward_f32_rounded", func(keep func(...*tensor.Tensor)) (func() error, float64, float64) {
+			q, k, v := rnd(f32, 1, 1, N, Hq, D), rnd(f32, 1, 1, N, Hkv, D), rnd(f32, 1, 1, N, Hkv, D)
+			o, lse := rnd(f32, 1, 1, N, Hq, D), rnd(f32, 1, 1, Hq, N)
+			keep(q, k, v, o, lse)
+			return func() error { return be.Attention(o, lse, q, k, v, nil, scale) }, 0, float64(2 * Hq * N * N * D)
+		}},
+		{"attention_backward_f32_rounded", func(keep func(...*tensor.Tensor)) (func() error, float64, float64) {
+			q, k, v := rnd(f32, 1, 1, N, Hq, D), rnd(f32, 1, 1, N, Hkv, D), rnd(f32, 1, 1, N, Hkv, D)
+			o, lse := rnd(f32, 1, 1, N, Hq, D), rnd(f32, 1, 1, Hq, N)
+			g.must(be.Attention(o, lse, q, k, v, nil, scale))
+			dq, dk, dv, d := rnd(f32, 1, 1, N, Hq, D), rnd(f32, 1, 1, N, Hkv, D), rnd(f32, 1, 1, N, Hkv, D), rnd(f32, 1, 1, N, Hq, D)
+			keep(q, k, v, o, lse, dq, dk, dv, d)
+			return func() error { return be.AttentionBackward(dq, dk, dv, d, q, k, v, nil, o, lse, scale) }, 0, float64(5 * Hq * N * N * D)
+		}},
+		{"attention_forward_bf16_tc", func(keep func(...*tensor.Tensor)) (func() error, float64, float64) {
+			// bf16 q, k, v and out: the tensor-core kernel (attention_tc.cu).
+			q, k, v := rnd(bf16, 1, 1, N, Hq, D), rnd(bf16, 1, 1, N, Hkv, D), rnd(bf16, 1, 1, N, Hkv, D)
+			o, lse := rnd(bf16, 1, 1, N, Hq, D), rnd(f32, 1, 1, Hq, N)
+			keep(q, k, v, o, lse)
+			return func() error { return be.Attention(o, lse, q, k, v, nil, scale) }, 0, float64(2 * Hq * N * N * D)
+		}},
+		{"attention_backward_bf16_tc", func(keep func(...*tensor.Tensor)) (func() error, float64, float64) {
+			q, k, v := rnd(bf16, 1, 1, N, Hq, D), rnd(bf16, 1, 1, N, Hkv, D), rnd(bf16, 1, 1, N, Hkv, D)
+			o, lse := rnd(bf16, 1, 1, N, Hq, D), rnd(f32, 1, 1, Hq, N)
+			g.must(be.Attention(o, lse, q, k, v, nil, scale))
+			dq, dk, dv, d := rnd(bf16, 1, 1, N, Hq, D), rnd(bf16, 1, 1, N, Hkv, D), rnd(bf16, 1, 1, N, Hkv, D), rnd(bf16, 1, 1, N, Hq, D)
+			keep(q, k, v, o, lse, dq, dk, dv, d)
+			return func() error { return be.AttentionBackward(dq, dk, dv, d, q, k, v, nil, o, lse, scale) }, 0, float64(5 * Hq * N * N * D)
+		}},
+		{"cross_entropy_f32xbf16_with_dh", func(keep func(...*tensor.Tensor)) (func() error, float64, float64) {
+			lv := make([]int32, N)
+			for i := range lv {
+				lv[i] = int32(rng.IntN(V))
+			}
+			lh, _ := tensor.FromI32(lv, N)
+			h, w, labels, lp, dh := rnd(f32, 1, N, H), rnd(bf16, 0.02, V, H), g.toDevice(lh), rnd(f32, 1, N), rnd(f32, 1, N, H)
+			keep(h, w, labels, lp, dh)
+			return func() error { return be.CrossEntropy(lp, dh, h, w, labels, 0, 1/float32(N)) }, 0, 4 * float64(N) * float64(V) * float64(H)
+		}},
+		{"adamw_lora_8b_r16", func(keep func(...*tensor.Tensor)) (func() error, float64, float64) {
+			// Llama-3.1-8B, r = 16 on all seven projections: 448 tensors.
+			ins := []int{H, H, H, H, H, H, I}
+			outs := []int{H, z.KV, z.KV, H, I, I, H}
+			var ps, gs, ms, vs []*tensor.Tensor
+			total := 0
+			for l := 0; l < z.Layers; l++ {
+				for j := range ins {
+					for _, shape := range [][]int{{16, ins[j]}, {outs[j], 16}} {
+						ps, gs = append(ps, rnd(f32, 0.01, shape...)), append(gs, rnd(f32, 0.01, shape...))
+						ms, vs = append(ms, rnd(f32, 0.01, shape...)), append(vs, rnd(f32, 0.01, shape...))
+						total += shape[0] * shape[1]
+					}
+				}
+			}
+			for i := range vs {
+				g.must(be.Mul(vs[i], vs[i], vs[i])) // the second moment is not negative
+			}
+			keep(ps...)
+			keep(gs...)
+			keep(ms...)
+			keep(vs...)
+			// p, g, m, v read; p, m, v written.
+			return func() error { return be.AdamW(ps, gs, ms, vs, 10, 1e-4, 0.9, 0.999, 1e-8, 0.01) }, 7 * 4 * float64(total), 0
+		}},
+	}
+	for _, kr := range cases {
+		func() {
+			var held []*tensor.Tensor
+			run, bytes, flops := kr.setup(func(ts ...*tensor.Tensor) { held = append(held, ts...) })
+			defer func() {
+				for _, t := range held {
+					be.Free(t)
+				}
+			}()
+			sec := g.measure(run)
+			copyGBs, peak := g.ceilings()
+			m := map[string]float64{"us": sec * 1e6}
+			if bytes > 0 {
+				gbs := bytes / sec / 1e9
+				m["GB/s"], m["of_copy_bw"] = gbs, gbs/copyGBs
+			}
+			if flops > 0 {
+				tf := flops / sec / 1e12
+				m["TFLOP/s"], m["of_bf16_gemm"] = tf, tf/peak
+			}
+			g.record(kr.name, m, nil)
+		}()
+	}
+}
+
+// benchLoRA times, for each projection of a Llama-3.1-8B layer
+// (2048 tokens, r = 16, float32 activations and adapters), the six LoRA
+// products of a training step as the model issues them (forward y = s t B^T
+// and t = x A^T; backward dB, dt, dA, dx), all float32 cuBLAS products
+// through MatMul, against the bytes they must move at the copy bandwidth
+// measured in the same run. (thin.cu, CUDA-core kernels shaped for the
+// rank-16 side, measured 0.80-1.02x of these on an H200 and was taken out:
+// bench/results/2026-12-04-h200-device-check-5.md.)
+func (g *gpuBench) benchLoRA() {
+	be := g.be
+	rng := rand.New(rand.NewPCG(4, 4))
+	z := g.sz
+	N, r, s := z.N, 16, float32(2.0)
+	for _, p := range []struct {
+		name    string
+		in, out int
+	}{{"q_proj", z.H, z.H}, {"k_proj", z.H, z.KV}, {"o_proj", z.H, z.H}, {"up_proj", z.H, z.I}, {"down_proj", z.I, z.H}} {
+		func() {
+			rnd := func(shape ...int) *tensor.Tensor { return g.randDevice(rng, tensor.F32, 0.1, shape...) }
+			x, A, B, y, dy := rnd(N, p.in), rnd(r, p.in), rnd(p.out, r), rnd(N, p.out), rnd(N, p.out)
+			t, dt, dA, dB, dx := rnd(N, r), rnd(N, r), rnd(r, p.in), rnd(p.out, r), rnd(N, p.in)
+			defer func() {
+				for _, x := range []*tensor.Tensor{x, A, B, y, dy, t, dt, dA, dB, dx} {
+					be.Free(x)
+				}
+			}()
+			products := func() error {
+				for _, err := range []error{
+					be.MatMul(t, x, A, false, true, 1, 0),
+					be.MatMul(y, t, B, false, true, s, 0),
+					be.MatMul(dB, dy, t, true, false, s, 1),
+					be.MatMul(dt, dy, B, false, false, s, 0),
+					be.MatMul(dA, dt, x, true, false, 1, 1),
+					be.MatMul(dx, dt, A, false, false, 1, 0),
+				} {
+					if err != nil {
+						return err
+					}
+				}
+				return nil
+			}
+			// Fewest bytes: x twice (t, dA), y written, dy twice (dB, dt),
+			// dx written, the adapters.
+			bytes := 4 * float64(2*N*p.in+N*p.out+2*N*p.out+N*p.in+2*r*(p.in+p.out))
+			sec := g.measure(products)
+			copyGBs, _ := g.ceilings()
+			g.record("lora_"+p.name, map[string]float64{
+				"us": sec * 1e6, "GB/s": bytes / sec / 1e9, "of_copy_bw": bytes / sec / 1e9 / copyGBs,
+			}, nil)
+		}()
+	}
+}
+
+// benchTrainStep times one LoRA training step (forward, fused
+// loss, backward, AdamW; r = 16 on all seven projections, batch 1 x 2048
+// tokens) of a model with Llama-3.1-8B's exact config and random bf16
+// weights built in device memory (no checkpoint on disk), and reports
+// tokens/s, the model FLOP utilisation and the allocator's peak memory.
+//
+// FLOPs per step: the base weights are frozen, so the backward computes
+// activation gradients only: 2 N P forward plus 2 N P backward over the P
+// matrix parameters (lm_head included), attention 2 Hq T^2 D forward
+// (causal: half the scores) and 5 Hq T^2 D backward, and the LoRA products
+// 2 N r (in + out) forward and twice that backward per adapter. MFU is that
+// over the step time, against the bf16 dense peak of the datasheet (989
+// TFLOP/s on H100 and H200 SXM) and against the cuBLAS bf16 rate measured
+// in the same run.
+func (g *gpuBench) benchTrainStep(configJSON []byte) {
+	be := g.be
+	if configJSON == nil {
+		fmt.Fprintln(g.log, "gpu bench: train step skipped: no llama-3.1-8b.json")
+		return
+	}
+	cfg, err := model.ParseConfig(configJSON)
+	g.must(err)
+	g.must(be.Trim()) // the earlier benchmarks' cached blocks
+	free, _, err := be.Device().MemInfo()
+	g.must(err)
+	if free < 60<<30 {
+		fmt.Fprintf(g.log, "gpu bench: train step skipped: %d GiB free on the device, the step needs about 45\n", free>>30)
+		return
+	}
+
+	// A pool of random bf16 values, tiled into every weight and scaled
+	// like model.WriteRandomCheckpoint's: N(0, 1/in) for linear weights.
+	rng := rand.New(rand.NewPCG(5, 5))
+	const poolElems = 32 << 20
+	pool := g.randDevice(rng, tensor.BF16, 1, poolElems)
+	poolMem, _ := pool.Device()
+	ones := tensor.New(tensor.F32, cfg.HiddenSize)
+	for i := range ones.F32() {
+		ones.F32()[i] = 1 + 0.1*float32(rng.NormFloat64())
+	}
+	shapes := map[string][]int{}
+	for _, s := range cfg.Tensors() {
+		shapes[s.Name] = s.Shape
+	}
+	var held []*tensor.Tensor // freed at the end: the model has no Free
+	defer func() {
+		for _, t := range held {
+			be.Free(t)
+		}
+	}()
+	get := func(name string) (*tensor.Tensor, error) {
+		shape := shapes[name]
+		t, err := be.alloc(tensor.BF16, shape...)
+		if err != nil {
+			return nil, err
+		}
+		held = append(held, t)
+		mem, _ := t.Device()
+		if strings.HasSuffix(name, "norm.weight") {
+			return t, be.Copy(t, ones)
+		}
+		for off := 0; off < mem.Bytes; off += 2 * poolElems {
+			if err := be.q.copyDtoD(mem.Ptr+uintptr(off), poolMem.Ptr, min(2*poolElems, mem.Bytes-off)); err != nil {
+				return nil, err
+			}
+		}
+		if strings.HasSuffix(name, "proj.weight") {
+			return t, be.Scale(t, t, float32(1/math.Sqrt(float64(shape[1]))))
+		}
+		return t, nil
+	}
+	before := be.InUseBytes()
+	m, err := model.New(cfg, be, get)
+	g.must(err)
+	be.Free(pool)
+	weights := be.InUseBytes() - before
+
+	lcfg := lora.DefaultConfig()
+	lcfg.R, lcfg.LoraAlpha = 16, 32
+	lcfg.TargetModules = lora.TargetString("all-linear")
+	lcfg.InitLoraWeights = false // B random too: no timing on zeros
+	adapter, err := lora.New(lcfg, m.LinearModules(), 1)
+	g.must(err)
+	g.must(m.AttachAdapter(adapter))
+	var params, grads, m1, m2 []*tensor.Tensor
+	loraParams := 0
+	for name, p := range m.LoRAParams() {
+		gr := m.LoRAGrads()[name]
+		for k := range p {
+			mt, err := be.Alloc(tensor.F32, p[k].Shape()...)
+			g.must(err)
+			vt, err := be.Alloc(tensor.F32, p[k].Shape()...)
+			g.must(err)
+			params, grads, m1, m2 = append(params, p[k]), append(grads, gr[k]), append(m1, mt), append(m2, vt)
+			held = append(held, p[k], gr[k], mt, vt)
+			loraParams += p[k].NumElements()
+		}
+	}
+
+	const T = 2048
+	ids, labels := make([]int32, T), make([]int32, T)
+	for i := range ids {
+		ids[i] = int32(rng.IntN(cfg.VocabSize))
+	}
+	for i := range labels {
+		labels[i] = model.IgnoreIndex
+		if i < T-1 {
+			labels[i] = ids[i+1]
+		}
+	}
+	idT, _ := tensor.FromI32(ids, 1, T)
+	labT, _ := tensor.FromI32(labels, 1, T)
+	batch := model.Batch{IDs: idT, Labels: labT}
+	step := 0
+	trainStep := func() (float64, error) {
+		if err := m.ZeroLoRAGrads(); err != nil {
+			return 0, err
+		}
+		out, err := m.ForwardBackward(batch)
+		if err != nil {
+			return 0, err
+		}
+		step++
+		if err := be.AdamW(params, grads, m1, m2, step, 1e-4, 0.9, 0.999, 1e-8, 0.01); err != nil {
+			return 0, err
+		}
+		return out.Loss, be.Synchronize()
+	}
+
+	// FLOPs of a step (see above).
+	c := cfg
+	Q, KV := c.NumAttentionHeads*c.HeadDim, c.NumKeyValueHeads*c.HeadDim
+	perLayer := float64(c.HiddenSize*Q + 2*c.HiddenSize*KV + Q*c.HiddenSize + 3*c.HiddenSize*c.IntermediateSize)
+	P := float64(c.NumHiddenLayers)*perLayer + float64(c.VocabSize*c.HiddenSize)
+	attn := float64(c.NumHiddenLayers) * float64(c.NumAttentionHeads) * float64(T) * float64(T) * float64(c.HeadDim)
+	flops := 4*T*P + 7*attn + 6*T*float64(loraParams)
+
+	loss, err := trainStep() // warm-up: JIT, cuBLAS heuristics, allocator caches
+	g.must(err)
+	fmt.Fprintf(g.log, "gpu bench: train step: warm-up loss %.4f; weights %.2f GiB, %d LoRA parameters\n", loss, float64(weights)/(1<<30), loraParams)
+	// median3 is the median wall time of three steps.
+	median3 := func() float64 {
+		var times []float64
+		for i := 0; i < 3; i++ {
+			start := time.Now()
+			_, err := trainStep()
+			g.must(err)
+			times = append(times, time.Since(start).Seconds())
+		}
+		slices.Sort(times)
+		return times[1]
+	}
+	be.ResetPeak()
+	sec := median3()
+	_, peak := g.ceilings()
+	tf := flops / sec / 1e12
+	g.record("train_step_llama31_8b_r16_seq2048", map[string]float64{
+		"s/step": sec, "tokens/s": T / sec, "TFLOP/s": tf,
+		"MFU_datasheet": tf / 989, "MFU_of_cublas_bf16": tf / peak,
+		"peak_GiB": float64(be.PeakBytes()) / (1 << 30), "weights_GiB": float64(weights) / (1 << 30),
+		"flops_per_step": flops, "loss": loss,
+	}, nil)
+	// One more step with every piece of device work timed: where the
+	// step's time goes, kernel by kernel and product by product.
+	g.must(be.StartProfile())
+	_, err = trainStep()
+	g.must(err)
+	lines, err := be.StopProfile()
+	g.must(err)
+	g.profile("train_step_llama31_8b_profile", lines)
+}
+
+// profile prints a profile's lines (each with its share of the total
+// device time) and reports the largest 40.
+func (g *gpuBench) profile(name string, lines []ProfileLine) {
+	total := 0.0
+	for _, l := range lines {
+		total += l.Seconds
+	}
+	fmt.Fprintf(g.log, "%s: %.1f ms of device work\n", name, total*1e3)
+	for i, l := range lines {
+		fmt.Fprintf(g.log, "  %8.3f ms %5.1f%% %6d calls  %s\n", l.Seconds*1e3, 100*l.Seconds/total, l.Calls, l.Name)
+		if i < 40 {
+			g.record(name, map[string]float64{"ms": l.Seconds * 1e3, "calls": float64(l.Calls), "share": l.Seconds / total},
+				map[string]string{"work": l.Name})
+		}
+	}
+}
+
+// preciseDo runs f with be in Precise mode.
+func preciseDo(be *Backend, f func() error) error {
+	be.Precise = true
+	defer func() { be.Precise = false }()
+	return f()
+}
