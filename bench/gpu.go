@@ -49,19 +49,20 @@ func runGPU(w io.Writer, o Options) ([]Result, error) {
 	}
 
 	var results []Result
+	device := be.DeviceName() // in every result's note: the machine line names the CPU
 	byName := map[string]cgo.BenchRecord{}
 	var order []string // the records' names, in the order they came
 	var profile []cgo.BenchRecord
 	err = cgo.RunGPUBenchmarks(be, nil, config, o.Quick, o.Log, func(r cgo.BenchRecord) {
 		if r.Text["work"] != "" {
 			profile = append(profile, r)
-			results = append(results, Result{Suite: "gpu", Case: r.Name + ": " + r.Text["work"], Impl: "compass", Value: r.Metrics["ms"], Unit: "ms"})
+			results = append(results, Result{Suite: "gpu", Case: r.Name + ": " + r.Text["work"], Impl: "compass", Value: r.Metrics["ms"], Unit: "ms", Note: device})
 			return
 		}
 		byName[r.Name] = r
 		order = append(order, r.Name)
 		for unit, v := range r.Metrics {
-			results = append(results, Result{Suite: "gpu", Case: r.Name, Impl: "compass", Value: v, Unit: unit})
+			results = append(results, Result{Suite: "gpu", Case: r.Name, Impl: "compass", Value: v, Unit: unit, Note: device})
 		}
 	})
 	if err != nil {
@@ -88,12 +89,12 @@ func runGPU(w io.Writer, o Options) ([]Result, error) {
 		}
 	}
 	for _, r := range sdpa {
-		results = append(results, Result{Suite: "gpu", Case: fmt.Sprint(r["bench"]), Impl: "pytorch-sdpa-flash", Value: num(r["us"]), Unit: "us"})
+		results = append(results, Result{Suite: "gpu", Case: fmt.Sprint(r["bench"]), Impl: "pytorch-sdpa-flash", Value: num(r["us"]), Unit: "us", Note: device})
 	}
 	for _, r := range hf {
 		results = append(results,
-			Result{Suite: "gpu", Case: "train_step_llama31_8b_r16_seq2048", Impl: "hf-transformers+peft", Value: num(r["tokens_per_s"]), Unit: "tokens/s"},
-			Result{Suite: "gpu", Case: "train_step_llama31_8b_r16_seq2048", Impl: "hf-transformers+peft", Value: num(r["peak_memory_bytes"]) / (1 << 30), Unit: "peak_GiB"})
+			Result{Suite: "gpu", Case: "train_step_llama31_8b_r16_seq2048", Impl: "hf-transformers+peft", Value: num(r["tokens_per_s"]), Unit: "tokens/s", Note: device},
+			Result{Suite: "gpu", Case: "train_step_llama31_8b_r16_seq2048", Impl: "hf-transformers+peft", Value: num(r["peak_memory_bytes"]) / (1 << 30), Unit: "peak_GiB", Note: device})
 	}
 
 	// Tables: the ceilings, each kernel against its ceiling, attention
