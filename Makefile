@@ -50,8 +50,12 @@ check:
 	$(STATICCHECK) -tags cuda ./cgo/
 
 # The PTX of the hand-written kernels (nvcc 11.8 from Debian's
-# nvidia-cuda-toolkit, compute_80 and compute_90), committed and embedded;
-# fails on register spills. `go test ./kernels/` checks it is up to date.
+# nvidia-cuda-toolkit, compute_80 and compute_90), committed and embedded,
+# and each kernel's static report: registers, shared memory, spills,
+# theoretical occupancy and the tensor-core instructions of its SASS
+# (ptxas, cuobjdump). Fails on register spills, or on a tensor-core kernel
+# (attention_tc_*, lora_gemm) without tensor-core instructions. `go test
+# ./kernels/` runs it and checks the PTX is up to date.
 kernels:
 	bash kernels/gen.sh
 

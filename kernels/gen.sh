@@ -50,25 +50,69 @@ for pid in "${pids[@]}"; do
 done
 [ "$failed" = 0 ] || { echo "gen.sh: nvcc failed" >&2; exit 1; }
 
-# ptxas: the resources of each kernel; any spill fails.
+# ptxas: the resources of each kernel, into a cubin whose SASS cuobjdump
+# lists. Per kernel and architecture it prints registers, static shared
+# memory, stack frame and spills (ptxas -v), the largest block it was
+# compiled for (__launch_bounds__, .maxntid in the PTX: the Table's block,
+# except ce_chunk_update and layernorm_forward, bound at 1024 and launched
+# at 128), the theoretical occupancy at that block (warps resident per SM
+# of 64, from registers, threads and static shared memory; the dynamic
+# shared memory the attention kernels take per launch lowers it further:
+# kernels/README.md), and the tensor-core instructions in the SASS (HMMA,
+# HGMMA) next to the ldmatrix loads (LDSM). Any spill fails, and so does a
+# kernel that must run on the tensor cores (attention_tc_*, lora_gemm)
+# without tensor-core instructions.
+sass_dir=$(mktemp -d)
+trap 'rm -rf "$sass_dir"' EXIT
 spilled=0
+no_tc=0
+printf '%-34s %-5s %4s %6s %6s %6s %5s %9s %5s %4s\n' kernel arch regs smem stack spill block occupancy HMMA LDSM
 for src in "${sources[@]}"; do
   for arch in 80 90; do
     ptx="$out/${src}_sm${arch}.ptx"
-    report="$(ptxas -v -arch="sm_${arch}" "$ptx" -o /dev/null 2>&1)" ||
+    cubin="$sass_dir/${src}_sm${arch}.cubin"
+    report="$(ptxas -v -arch="sm_${arch}" "$ptx" -o "$cubin" 2>&1)" ||
       { echo "gen.sh: ptxas failed on ${src}_sm${arch}.ptx (exit $?):" >&2; echo "$report" >&2; exit 1; }
     # ptxas prints, per kernel: "Compiling entry function 'NAME' for 'sm_XX'",
     # then "N bytes stack frame, N bytes spill stores, N bytes spill loads",
-    # then "Used N registers, ...".
-    echo "$report" | awk -v arch="sm_$arch" '
-      /Compiling entry function/ { match($0, /'"'"'[^'"'"']*'"'"'/); name = substr($0, RSTART + 1, RLENGTH - 2) }
-      /bytes stack frame/ { sub(/^ */, ""); frame = $0 }
-      /Used [0-9]+ registers/ { sub(/.*info *: */, ""); printf "%-26s %-6s %s; %s\n", name, arch, $0, frame }'
+    # then "Used N registers, [N bytes smem, ]...". The PTX gives each
+    # entry's .maxntid; cuobjdump -sass gives "Function : NAME" and its
+    # instructions.
+    { awk '/^\.visible \.entry/ { n = $3; sub(/\(.*/, "", n) } /\.maxntid/ { b = $2; sub(/,/, "", b); print "B", n, b }' "$ptx"
+      cuobjdump -sass "$cubin" | awk '/Function :/ { n = $3 } / HMMA| HGMMA/ { tc[n]++ } / LDSM/ { ld[n]++ }
+        END { for (k in tc) print "T", k, tc[k]; for (k in ld) print "L", k, ld[k] }'
+      echo "$report" | awk '
+        /Compiling entry function/ { match($0, /'"'"'[^'"'"']*'"'"'/); name = substr($0, RSTART + 1, RLENGTH - 2) }
+        /bytes stack frame/ { frame = $1; spill = $5 + $9 }
+        /Used [0-9]+ registers/ { match($0, /Used [0-9]+/); regs = substr($0, RSTART + 5, RLENGTH - 5); smem = 0
+          if (match($0, /[0-9]+ bytes smem/)) smem = substr($0, RSTART, RLENGTH - 11)
+          print "R", name, regs, smem, frame, spill }'
+    } | awk -v arch="sm_$arch" -v smem_sm="$([ "$arch" = 80 ] && echo 167936 || echo 233472)" '
+      $1 == "B" { block[$2] = $3 } $1 == "T" { tc[$2] = $3 } $1 == "L" { ld[$2] = $3 }
+      $1 == "R" { order[++n] = $2; regs[$2] = $3; smem[$2] = $4; frame[$2] = $5; spill[$2] = $6 }
+      END {
+        for (i = 1; i <= n; i++) {
+          k = order[i]; b = block[k]; occ = "-"
+          if (b > 0) {
+            w = int((b + 31) / 32); rw = int((regs[k] * 32 + 255) / 256) * 256
+            nb = int(65536 / (rw * w)); t = int(2048 / (w * 32)); if (t < nb) nb = t; if (nb > 32) nb = 32
+            if (smem[k] > 0) { s = int(smem_sm / (smem[k] + 1024)); if (s < nb) nb = s }
+            occ = sprintf("%d/64", nb * w)
+          }
+          printf "%-34s %-5s %4d %6d %6d %6d %5s %9s %5d %4d\n", k, arch, regs[k], smem[k], frame[k], spill[k], (b > 0 ? b : "-"), occ, tc[k], ld[k]
+        }
+      }'
     if echo "$report" | grep -Eq '[1-9][0-9]* bytes spill (stores|loads)'; then
       echo "gen.sh: $src.cu spills registers on sm_$arch:" >&2
       echo "$report" | grep -E 'Compiling|spill' >&2
       spilled=1
     fi
+    for k in $(awk '/^\.visible \.entry/ { n = $3; sub(/\(.*/, "", n); print n }' "$ptx" | grep -E '^(attention_tc_|lora_gemm)'); do
+      if ! cuobjdump -sass -fun "$k" "$cubin" | grep -Eq ' HMMA| HGMMA'; then
+        echo "gen.sh: $k has no tensor-core instruction in its sm_$arch SASS" >&2
+        no_tc=1
+      fi
+    done
   done
 done
-exit "$spilled"
+[ "$spilled" = 0 ] && [ "$no_tc" = 0 ]
