@@ -17,7 +17,7 @@ func benchCommand() *cli.Command {
 		Description: "Runs the benchmark suites (" + strings.Join(bench.Suites, ", ") + "), prints a table with\n" +
 			"ratios for each, and with --out records the results as JSONL with the machine and date.",
 		Flags: []cli.Flag{
-			&cli.StringSliceFlag{Name: "only", Usage: "run only these suites"},
+			&cli.StringSliceFlag{Name: "only", Aliases: []string{"suite"}, Usage: "run only these suites (--suite gpu: the GPU suite)"},
 			&cli.StringFlag{Name: "python", Value: "/usr/bin/python3", Usage: "Python interpreter with torch (Debian python3-torch)"},
 			&cli.IntSliceFlag{Name: "threads", Usage: "thread counts to compare at (default 1 and all cores)"},
 			&cli.DurationFlag{Name: "min-time", Value: 0, Usage: "repeat each measurement for at least this long (default 2s)"},
