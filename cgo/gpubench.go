@@ -5,6 +5,7 @@ import (
 	"io"
 	"math"
 	"math/rand/v2"
+	"os"
 	"slices"
 	"strings"
 	"time"
@@ -538,51 +539,16 @@ func (g *gpuBench) benchTrainStep(configJSON []byte) {
 		return
 	}
 
-	// A pool of random bf16 values, tiled into every weight and scaled
-	// like model.WriteRandomCheckpoint's: N(0, 1/in) for linear weights.
+	// Weights like model.WriteRandomCheckpoint's, built on the device.
 	rng := rand.New(rand.NewPCG(5, 5))
-	const poolElems = 32 << 20
-	pool := g.randDevice(rng, tensor.BF16, 1, poolElems)
-	poolMem, _ := pool.Device()
-	ones := tensor.New(tensor.F32, cfg.HiddenSize)
-	for i := range ones.F32() {
-		ones.F32()[i] = 1 + 0.1*float32(rng.NormFloat64())
-	}
-	shapes := map[string][]int{}
-	for _, s := range cfg.Tensors() {
-		shapes[s.Name] = s.Shape
-	}
-	var held []*tensor.Tensor // freed at the end: the model has no Free
-	defer func() {
+	before := be.InUseBytes()
+	m, held, err := randomDeviceModel(be, cfg, rng, 32<<20)
+	g.must(err)
+	defer func() { // the model has no Free
 		for _, t := range held {
 			be.Free(t)
 		}
 	}()
-	get := func(name string) (*tensor.Tensor, error) {
-		shape := shapes[name]
-		t, err := be.alloc(tensor.BF16, shape...)
-		if err != nil {
-			return nil, err
-		}
-		held = append(held, t)
-		mem, _ := t.Device()
-		if strings.HasSuffix(name, "norm.weight") {
-			return t, be.Copy(t, ones)
-		}
-		for off := 0; off < mem.Bytes; off += 2 * poolElems {
-			if err := be.q.copyDtoD(mem.Ptr+uintptr(off), poolMem.Ptr, min(2*poolElems, mem.Bytes-off)); err != nil {
-				return nil, err
-			}
-		}
-		if strings.HasSuffix(name, "proj.weight") {
-			return t, be.Scale(t, t, float32(1/math.Sqrt(float64(shape[1]))))
-		}
-		return t, nil
-	}
-	before := be.InUseBytes()
-	m, err := model.New(cfg, be, get)
-	g.must(err)
-	be.Free(pool)
 	weights := be.InUseBytes() - before
 
 	lcfg := lora.DefaultConfig()
@@ -678,6 +644,61 @@ func (g *gpuBench) benchTrainStep(configJSON []byte) {
 	lines, err := be.StopProfile()
 	g.must(err)
 	g.profile("train_step_llama31_8b_profile", lines)
+}
+
+// randomDeviceModel builds a model of cfg with random bf16 weights made in
+// device memory: a pool of poolElems random values tiled into each weight,
+// norm weights 1 + N(0, 0.01), linear weights scaled by 1/sqrt(in) (as
+// model.WriteRandomCheckpoint's N(0, 1/in)). It returns the model and its
+// weights, which the caller frees when done with the model.
+func randomDeviceModel(be *Backend, cfg *model.Config, rng *rand.Rand, poolElems int) (*model.Model, []*tensor.Tensor, error) {
+	pool, err := be.ToDevice(randHost(rng, tensor.BF16, 1, poolElems))
+	if err != nil {
+		return nil, nil, err
+	}
+	defer be.Free(pool)
+	poolMem, _ := pool.Device()
+	ones := tensor.New(tensor.F32, cfg.HiddenSize)
+	for i := range ones.F32() {
+		ones.F32()[i] = 1 + 0.1*float32(rng.NormFloat64())
+	}
+	shapes := map[string][]int{}
+	for _, s := range cfg.Tensors() {
+		shapes[s.Name] = s.Shape
+	}
+	var held []*tensor.Tensor
+	get := func(name string) (*tensor.Tensor, error) {
+		shape, ok := shapes[name]
+		if !ok {
+			return nil, os.ErrNotExist
+		}
+		w, err := be.alloc(tensor.BF16, shape...)
+		if err != nil {
+			return nil, err
+		}
+		held = append(held, w)
+		if strings.HasSuffix(name, "norm.weight") {
+			return w, be.Copy(w, ones)
+		}
+		mem, _ := w.Device()
+		for off := 0; off < mem.Bytes; off += 2 * poolElems {
+			if err := be.q.copyDtoD(mem.Ptr+uintptr(off), poolMem.Ptr, min(2*poolElems, mem.Bytes-off)); err != nil {
+				return nil, err
+			}
+		}
+		if strings.HasSuffix(name, "proj.weight") {
+			return w, be.Scale(w, w, float32(1/math.Sqrt(float64(shape[len(shape)-1]))))
+		}
+		return w, nil
+	}
+	m, err := model.New(cfg, be, get)
+	if err != nil {
+		for _, w := range held {
+			be.Free(w)
+		}
+		return nil, nil, err
+	}
+	return m, held, nil
 }
 
 // profile prints a profile's lines (each with its share of the total

@@ -70,7 +70,7 @@ func TestGPUMemoryEstimate(t *testing.T) {
 			}
 			before := be.InUseBytes() // cuBLAS's workspace, anything still held
 
-			m, held := randomDeviceModel(t, be, cfg)
+			m, held := deviceModel(t, be, cfg)
 			defer func() {
 				must(t, m.Close())
 				for _, x := range held {
@@ -156,55 +156,13 @@ func readTestConfig(t *testing.T, name string) *model.Config {
 	return cfg
 }
 
-// randomDeviceModel builds a model of cfg with random bf16 weights made in
-// device memory (a pool of random values tiled into each weight, linear
-// weights scaled by 1/sqrt(in)), and returns it with the weights, which
-// the caller frees after closing the model.
-func randomDeviceModel(t *testing.T, be *Backend, cfg *model.Config) (*model.Model, []*tensor.Tensor) {
+// deviceModel builds a model of cfg with random weights made in device
+// memory (randomDeviceModel) and returns it with the weights, which the
+// caller frees after closing the model.
+func deviceModel(t *testing.T, be *Backend, cfg *model.Config) (*model.Model, []*tensor.Tensor) {
 	t.Helper()
-	rng := rand.New(rand.NewPCG(6, 6))
-	const poolElems = 16 << 20
-	pool := toDev(t, be, randHost(rng, tensor.BF16, 1, poolElems))
-	defer be.Free(pool)
-	poolMem, _ := pool.Device()
-	ones := tensor.New(tensor.F32, cfg.HiddenSize)
-	for i := range ones.F32() {
-		ones.F32()[i] = 1 + 0.1*float32(rng.NormFloat64())
-	}
-	shapes := map[string][]int{}
-	for _, s := range cfg.Tensors() {
-		shapes[s.Name] = s.Shape
-	}
-	var held []*tensor.Tensor
-	get := func(name string) (*tensor.Tensor, error) {
-		shape, ok := shapes[name]
-		if !ok {
-			return nil, os.ErrNotExist
-		}
-		w, err := be.alloc(tensor.BF16, shape...)
-		if err != nil {
-			return nil, err
-		}
-		held = append(held, w)
-		if strings.HasSuffix(name, "norm.weight") {
-			return w, be.Copy(w, ones)
-		}
-		mem, _ := w.Device()
-		for off := 0; off < mem.Bytes; off += 2 * poolElems {
-			if err := be.q.copyDtoD(mem.Ptr+uintptr(off), poolMem.Ptr, min(2*poolElems, mem.Bytes-off)); err != nil {
-				return nil, err
-			}
-		}
-		if strings.HasSuffix(name, "proj.weight") {
-			return w, be.Scale(w, w, float32(1/math.Sqrt(float64(shape[len(shape)-1]))))
-		}
-		return w, nil
-	}
-	m, err := model.New(cfg, be, get)
+	m, held, err := randomDeviceModel(be, cfg, rand.New(rand.NewPCG(6, 6)), 16<<20)
 	if err != nil {
-		for _, w := range held {
-			be.Free(w)
-		}
 		t.Fatal(err)
 	}
 	return m, held

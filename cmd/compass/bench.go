@@ -23,7 +23,7 @@ func benchCommand() *cli.Command {
 			&cli.DurationFlag{Name: "min-time", Value: 0, Usage: "repeat each measurement for at least this long (default 2s)"},
 			&cli.BoolFlag{Name: "quick", Usage: "small sizes, for a smoke run"},
 			&cli.StringFlag{Name: "out", Usage: "directory to write DATE-NAME.jsonl results into"},
-			&cli.StringFlag{Name: "name", Value: "cpu", Usage: "name of the results file"},
+			&cli.StringFlag{Name: "name", Value: "cpu", Usage: "name of the results file (\"gpu\" by default with --suite gpu alone)"},
 			&cli.BoolFlag{Name: "quiet", Usage: "no progress lines on stderr"},
 		},
 		Action: func(ctx context.Context, cmd *cli.Command) error {
@@ -39,7 +39,11 @@ func benchCommand() *cli.Command {
 				return err
 			}
 			if dir := cmd.String("out"); dir != "" {
-				path, err := bench.WriteResults(dir, cmd.String("name"), m, rs)
+				name := cmd.String("name")
+				if !cmd.IsSet("name") && len(o.Only) == 1 && o.Only[0] == "gpu" {
+					name = "gpu"
+				}
+				path, err := bench.WriteResults(dir, name, m, rs)
 				if err != nil {
 					return fmt.Errorf("write results: %w", err)
 				}
