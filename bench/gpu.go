@@ -21,13 +21,17 @@ var torchSDPAScript []byte
 //go:embed hf_train_step.py
 var hfTrainStepScript []byte
 
+//go:embed torch_kmeans.py
+var torchKMeansScript []byte
+
 // runGPU runs the GPU suite (cgo.RunGPUBenchmarks: every kernel and product
 // on Llama-3.1-8B's sizes against the copy bandwidth and cuBLAS's bf16 rate
-// measured in the same run, and one LoRA training step of Llama-3.1-8B's
-// shapes) on CUDA device 0, then the references on the same GPU: PyTorch's
-// flash SDPA on the attention's shape and HF transformers + PEFT doing the
-// same training step (--python's interpreter, with torch, transformers and
-// peft). Without a CUDA device it says so and records nothing. --quick runs
+// measured in the same run, a k-means iteration on 1M x 768 points and 1024
+// centroids, and one LoRA training step of Llama-3.1-8B's shapes) on CUDA
+// device 0, then the references on the same GPU: PyTorch's flash SDPA on
+// the attention's shape, PyTorch's matmul + argmin and index_add_ on the
+// k-means shape, and HF transformers + PEFT doing the same training step
+// (--python's interpreter, with torch, transformers and peft). Without a CUDA device it says so and records nothing. --quick runs
 // the suite on small sizes without the step or the references.
 func runGPU(w io.Writer, o Options) ([]Result, error) {
 	be, err := cgo.NewBackend(0)
@@ -70,7 +74,7 @@ func runGPU(w io.Writer, o Options) ([]Result, error) {
 	}
 
 	// The references, on the same GPU.
-	var sdpa, hf []map[string]any
+	var sdpa, km, hf []map[string]any
 	if !o.Quick {
 		dir, err := os.MkdirTemp(o.TempDir, "compass-bench-gpu-")
 		if err != nil {
@@ -81,6 +85,10 @@ func runGPU(w io.Writer, o Options) ([]Result, error) {
 		if sdpa, err = runPythonJSONL(o, dir, "torch_sdpa.py", torchSDPAScript); err != nil {
 			fmt.Fprintf(o.Log, "gpu: PyTorch SDPA: %v\n", err)
 		}
+		fmt.Fprintln(o.Log, "gpu: PyTorch matmul + argmin on the k-means shape")
+		if km, err = runPythonJSONL(o, dir, "torch_kmeans.py", torchKMeansScript); err != nil {
+			fmt.Fprintf(o.Log, "gpu: PyTorch k-means: %v\n", err)
+		}
 		if config != nil {
 			fmt.Fprintln(o.Log, "gpu: HF transformers + PEFT, the same training step")
 			if hf, err = runPythonJSONL(o, dir, "hf_train_step.py", hfTrainStepScript, configPath); err != nil {
@@ -90,6 +98,9 @@ func runGPU(w io.Writer, o Options) ([]Result, error) {
 	}
 	for _, r := range sdpa {
 		results = append(results, Result{Suite: "gpu", Case: fmt.Sprint(r["bench"]), Impl: "pytorch-sdpa-flash", Value: num(r["us"]), Unit: "us", Note: device})
+	}
+	for _, r := range km {
+		results = append(results, Result{Suite: "gpu", Case: fmt.Sprint(r["bench"]), Impl: "pytorch", Value: num(r["us"]), Unit: "us", Note: device})
 	}
 	for _, r := range hf {
 		results = append(results,
@@ -130,6 +141,10 @@ func runGPU(w io.Writer, o Options) ([]Result, error) {
 		table(w, "Attention, T 2048, 32/8 heads, D 128, causal, bf16, against PyTorch's flash SDPA (ratio = compass speed / PyTorch's)",
 			[]string{"case", "compass us", "pytorch us", "ratio"}, rows)
 	}
+	if rows := kmeansRows(byName, km); len(rows) > 0 {
+		table(w, "k-means iteration, 1M points x 768, K 1024, against PyTorch on the same GPU (ratio = PyTorch's time / compass's)",
+			[]string{"compass case", "us", "same as float32 FMA", "PyTorch case", "us", "same as float32", "ratio"}, rows)
+	}
 	if step, ok := byName["train_step_llama31_8b_r16_seq2048"]; ok {
 		m := step.Metrics
 		row := []string{"Llama-3.1-8B LoRA step, seq 2048, r 16, 7 projections", fmt.Sprintf("%.0f", m["tokens/s"]),
@@ -154,6 +169,40 @@ func runGPU(w io.Writer, o Options) ([]Result, error) {
 		table(w, "Where one training step's device time goes (the largest 15)", []string{"work", "ms", "share", "calls"}, rows)
 	}
 	return results, nil
+}
+
+// kmeansRows pairs compass's k-means cases with PyTorch's: each assignment
+// against PyTorch's float32 matmul + argmin (the same precision class) and
+// its bf16 one, the update against index_add_.
+func kmeansRows(ours map[string]cgo.BenchRecord, torch []map[string]any) [][]string {
+	theirs := map[string]map[string]any{}
+	for _, r := range torch {
+		theirs[fmt.Sprint(r["bench"])] = r
+	}
+	var rows [][]string
+	for _, p := range [][2]string{
+		{"kmeans_assign_tc_bf16", "kmeans_assign_bf16"}, {"kmeans_assign_tc_f32", "kmeans_assign_f32"},
+		{"kmeans_assign_tc_f32", "kmeans_assign_tf32"}, {"kmeans_assign_fma_f32", "kmeans_assign_f32"},
+		{"kmeans_update_f32", "kmeans_update_f32"},
+	} {
+		r, ok := ours[p[0]]
+		if !ok {
+			continue
+		}
+		row := []string{p[0], fmt.Sprintf("%.0f", r.Metrics["us"]), "-", p[1], "-", "-", "-"}
+		if same, ok := r.Metrics["same_as_fma"]; ok {
+			row[2] = fmt.Sprintf("%.5f", same)
+		}
+		if t, ok := theirs[p[1]]; ok {
+			row[4] = fmt.Sprintf("%.0f", num(t["us"]))
+			if same, ok := t["same_as_f32"]; ok {
+				row[5] = fmt.Sprintf("%.5f", num(same))
+			}
+			row[6] = ratio(num(t["us"]), r.Metrics["us"])
+		}
+		rows = append(rows, row)
+	}
+	return rows
 }
 
 // runPythonJSONL writes script to dir and runs it with --python's

@@ -168,6 +168,32 @@ func (b *Backend) alloc(dtype tensor.DType, shape ...int) (*tensor.Tensor, error
 	return t, nil
 }
 
+// scratch is the device tensors an operation allocates for itself and
+// frees when it returns (defer s.free()).
+type scratch struct {
+	b  *Backend
+	ts []*tensor.Tensor
+}
+
+// alloc returns an uninitialised device tensor that free releases.
+func (s *scratch) alloc(dtype tensor.DType, shape ...int) (*tensor.Tensor, error) {
+	t, err := s.b.alloc(dtype, shape...)
+	if err == nil {
+		s.ts = append(s.ts, t)
+	}
+	return t, err
+}
+
+// keep has free release t too.
+func (s *scratch) keep(t *tensor.Tensor) { s.ts = append(s.ts, t) }
+
+func (s *scratch) free() {
+	for _, t := range s.ts {
+		s.b.Free(t)
+	}
+	s.ts = nil
+}
+
 // Alloc implements tensor.Backend: a zeroed device tensor.
 func (b *Backend) Alloc(dtype tensor.DType, shape ...int) (*tensor.Tensor, error) {
 	t, err := b.alloc(dtype, shape...)

@@ -71,7 +71,9 @@ func appendBenchRecord(b *testing.B, be *Backend, r BenchRecord) {
 
 // TestGPUBenchQuick runs the GPU benchmark suite on its small sizes (the
 // training step is skipped there) and checks that every group reports
-// each of its cases with positive, finite metrics.
+// each of its cases with positive, finite metrics, and that the
+// tensor-core k-means assigns (nearly) every point as the float32 kernel
+// does.
 func TestGPUBenchQuick(t *testing.T) {
 	be := gpuBackend(t)
 	got := map[string]BenchRecord{}
@@ -81,7 +83,8 @@ func TestGPUBenchQuick(t *testing.T) {
 	}
 	for _, name := range []string{"copy_dtod", "cublas_bf16_gemm", "gemm_q_proj_bf16", "gemm_lm_head_chunk_f32xbf16",
 		"elementwise_cast_f32_to_bf16", "rmsnorm_backward_f32", "attention_forward_bf16_tc", "attention_backward_f32_rounded",
-		"cross_entropy_f32xbf16_with_dh", "adamw_lora_8b_r16", "lora_q_proj", "lora_down_proj"} {
+		"cross_entropy_f32xbf16_with_dh", "adamw_lora_8b_r16", "lora_q_proj", "lora_down_proj",
+		"kmeans_assign_tc_bf16", "kmeans_assign_tc_f32", "kmeans_assign_fma_f32", "kmeans_update_f32"} {
 		r, ok := got[name]
 		if !ok {
 			t.Errorf("no result %s (have %d)", name, len(got))
@@ -91,6 +94,9 @@ func TestGPUBenchQuick(t *testing.T) {
 			if !(v > 0) || math.IsInf(v, 0) {
 				t.Errorf("%s: %s = %g", name, unit, v)
 			}
+		}
+		if same, ok := r.Metrics["same_as_fma"]; ok && same < 0.999 {
+			t.Errorf("%s: %.4f of the points assigned as the float32 kernel assigns them", name, same)
 		}
 	}
 	if err := RunGPUBenchmarks(be, []string{"nope"}, nil, true, io.Discard, func(BenchRecord) {}); err == nil {

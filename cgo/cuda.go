@@ -18,8 +18,9 @@ import (
 
 // ErrNoDevice means no CUDA device can be used: libcuda.so.1 could not be
 // loaded (no driver), it lacks an entry point compass needs (a driver too
-// old), cuInit failed (no kernel driver, no GPU), or the device asked for
-// does not exist. The error wrapping it says which.
+// old), cuInit failed (no kernel driver, no GPU), the device asked for
+// does not exist, or it is older than compute capability 8.0. The error
+// wrapping it says which.
 var ErrNoDevice = errors.New("no CUDA device")
 
 // Error is a CUDA driver call that failed: what was being done and the

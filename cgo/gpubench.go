@@ -29,11 +29,14 @@ type benchSizes struct {
 	N, H, I, Hq, Hkv, D, V, KV int // tokens, hidden, intermediate, heads, kv heads, head dim, vocabulary, kv width
 	Layers                     int // layers of adapters AdamW updates
 	CopyBytes, GemmM           int // the ceilings' copy and square bf16 GEMM
+	KmN, KmD, KmK              int // k-means: points, dimension, centroids
 }
 
 var (
-	llama8bSizes = benchSizes{N: 2048, H: 4096, I: 14336, Hq: 32, Hkv: 8, D: 128, V: 128256, KV: 1024, Layers: 32, CopyBytes: 1 << 30, GemmM: 8192}
-	quickSizes   = benchSizes{N: 64, H: 256, I: 512, Hq: 4, Hkv: 2, D: 64, V: 1000, KV: 128, Layers: 2, CopyBytes: 1 << 20, GemmM: 256}
+	llama8bSizes = benchSizes{N: 2048, H: 4096, I: 14336, Hq: 32, Hkv: 8, D: 128, V: 128256, KV: 1024, Layers: 32, CopyBytes: 1 << 30, GemmM: 8192,
+		KmN: 1000000, KmD: 768, KmK: 1024}
+	quickSizes = benchSizes{N: 64, H: 256, I: 512, Hq: 4, Hkv: 2, D: 64, V: 1000, KV: 128, Layers: 2, CopyBytes: 1 << 20, GemmM: 256,
+		KmN: 300, KmD: 40, KmK: 136}
 )
 
 // BenchRecord is one result of RunGPUBenchmarks: metrics by unit ("us",
@@ -46,7 +49,7 @@ type BenchRecord struct {
 }
 
 // GPUBenchGroups are RunGPUBenchmarks' groups, in the order they run.
-var GPUBenchGroups = []string{"ceilings", "gemm", "kernels", "lora", "train-step"}
+var GPUBenchGroups = []string{"ceilings", "gemm", "kernels", "lora", "kmeans", "train-step"}
 
 // RunGPUBenchmarks runs the named groups of the GPU benchmark suite (all
 // when groups is empty) on be, calling report with each result as it is
@@ -89,7 +92,7 @@ func RunGPUBenchmarks(be *Backend, groups []string, llama8bConfig []byte, quick 
 		name string
 		run  func()
 	}{
-		{"gemm", g.benchGemm}, {"kernels", g.benchKernels}, {"lora", g.benchLoRA},
+		{"gemm", g.benchGemm}, {"kernels", g.benchKernels}, {"lora", g.benchLoRA}, {"kmeans", g.benchKMeans},
 		{"train-step", func() {
 			if quick {
 				fmt.Fprintln(log, "gpu bench: train step skipped (quick)")
@@ -507,6 +510,83 @@ func (g *gpuBench) benchLoRA() {
 			}, nil)
 		}()
 	}
+}
+
+// benchKMeans times one Lloyd iteration of k-means on 1M points of 768
+// dimensions into 1024 clusters (the COMPASS clustering's shape at scale):
+// the assignment on the tensor cores with bf16 points (used in place) and
+// with float32 points (split in two per call, the split included), the
+// float32 FMA kernel on the float32 points, and the update. The assignments
+// report their rate against the cuBLAS bf16 ceiling (2 N K D FLOPs) and
+// the share of points the tensor-core kernels assign as the float32 one
+// does.
+func (g *gpuBench) benchKMeans() {
+	be, z := g.be, g.sz
+	rng := rand.New(rand.NewPCG(5, 5))
+	N, D, K := z.KmN, z.KmD, z.KmK
+	x32 := g.randDevice(rng, tensor.F32, 1, N, D)
+	defer be.Free(x32)
+	x16 := g.randDevice(rng, tensor.BF16, 1, N, D)
+	defer be.Free(x16)
+	c := g.toDevice(randHost(rng, tensor.F32, 1, K, D))
+	defer be.Free(c)
+	assign, err := be.alloc(tensor.I32, N)
+	g.must(err)
+	defer be.Free(assign)
+	dist, err := be.alloc(tensor.F32, N)
+	g.must(err)
+	defer be.Free(dist)
+	counts, err := be.alloc(tensor.I32, K)
+	g.must(err)
+	defer be.Free(counts)
+	labels := func(x *tensor.Tensor, f func(assign, dist, x, c *tensor.Tensor) error) []int32 {
+		g.must(f(assign, dist, x, c))
+		h, err := be.ToHost(assign)
+		g.must(err)
+		return h.I32()
+	}
+	same := func(a, b []int32) float64 {
+		n := 0
+		for i := range a {
+			if a[i] == b[i] {
+				n++
+			}
+		}
+		return float64(n) / float64(len(a))
+	}
+	ref32, ref16 := labels(x32, be.kmeansAssignF32), labels(x16, be.kmeansAssignF32)
+	_, tflops := g.ceilings()
+	flops := 2 * float64(N) * float64(K) * float64(D)
+	for _, cs := range []struct {
+		name string
+		x    *tensor.Tensor
+		f    func(assign, dist, x, c *tensor.Tensor) error
+		ref  []int32
+	}{
+		{"kmeans_assign_tc_bf16", x16, be.KMeansAssign, ref16},
+		{"kmeans_assign_tc_f32", x32, be.KMeansAssign, ref32},
+		{"kmeans_assign_fma_f32", x32, be.kmeansAssignF32, ref32},
+	} {
+		agree := same(labels(cs.x, cs.f), cs.ref)
+		sec := g.measure(func() error { return cs.f(assign, dist, cs.x, c) })
+		g.record(cs.name, map[string]float64{"us": sec * 1e6, "TFLOP/s": flops / sec / 1e12,
+			"of_bf16_gemm": flops / sec / 1e12 / tflops, "same_as_fma": agree,
+			"N": float64(N), "D": float64(D), "K": float64(K)}, nil)
+	}
+	// The update from the last assignment (float32 points), restoring the
+	// centroids after each call so that every call does the same work.
+	g.must(be.kmeansAssignF32(assign, dist, x32, c))
+	c0, err := be.alloc(tensor.F32, K, D)
+	g.must(err)
+	defer be.Free(c0)
+	g.must(be.Copy(c0, c))
+	sec := g.measure(func() error {
+		if err := be.Copy(c, c0); err != nil {
+			return err
+		}
+		return be.KMeansUpdate(c, counts, x32, assign)
+	})
+	g.record("kmeans_update_f32", map[string]float64{"us": sec * 1e6, "N": float64(N), "D": float64(D), "K": float64(K)}, nil)
 }
 
 // benchTrainStep times one LoRA training step (forward, fused

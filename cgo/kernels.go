@@ -28,7 +28,7 @@ type kernelSet struct {
 func loadKernels(d *Device) (*kernelSet, error) {
 	target, err := kernels.ArchFor(d.major, d.minor)
 	if err != nil {
-		return nil, fmt.Errorf("cuda: %s: %w", d.name, err)
+		return nil, fmt.Errorf("%w: %s: %w", ErrNoDevice, d.name, err)
 	}
 	ks := &kernelSet{d: d, target: target, funcs: map[string]*Function{}, sharedSet: map[string]int{}}
 	for _, src := range kernels.Sources {

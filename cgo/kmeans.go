@@ -49,70 +49,145 @@ func i32Check(op, what string, t *tensor.Tensor, n int) error {
 
 // KMeansAssign writes the nearest centroid of each point: assign[i] is the
 // index of the row of c closest to row i of x (ties to the lowest index),
-// dist[i] the squared distance to it, computed as ||x||^2 - 2 x.c + ||c||^2
-// in float32 (so two centroids whose distances differ by less than the
-// rounding of those terms may swap, and dist may be a little below 0 for
-// a point on its centroid).
+// dist[i] the squared distance to it, ||x||^2 - 2 x.c + ||c||^2 with the
+// norms in float32 and x.c on the bf16 tensor cores with each operand split
+// into two bf16 (hi + lo: about 3 * 2^-16 relative per product, near
+// float32; kernels/kmeans.cu). So two centroids whose distances differ by
+// less than that rounding may swap, and dist may be a little below 0 for a
+// point on its centroid.
 //
 // Operands, all device tensors the caller allocates and frees: x [N, D]
-// (F32, BF16 or F16), c F32 [K, D], assign I32 [N], dist F32 [N]. The row
-// norms are scratch, allocated and freed here. Like the other operations
-// it only queues the work; ToHost of assign or dist waits for it.
+// (F32, BF16 or F16), c F32 [K, D], assign I32 [N], dist F32 [N]. Scratch,
+// allocated and freed here: the row norms, the centroids' hi and lo parts
+// (2 K Dp bf16, Dp = D rounded up to a multiple of 32) and, except for
+// BF16 points with D a multiple of 32 (used in place), the points' hi and,
+// for F32 and F16 points, lo parts: 2 or 4 N Dp bytes. Like the other
+// operations it only queues the work; ToHost of assign or dist waits for
+// it.
 func (b *Backend) KMeansAssign(assign, dist, x, c *tensor.Tensor) error {
 	const op = "kmeans assign"
-	N, K, D, err := kmeansShapes(op, x, c)
+	N, K, D, err := kmeansAssignCheck(op, assign, dist, x, c)
+	if err != nil || N == 0 {
+		return err
+	}
+	s := &scratch{b: b}
+	defer s.free()
+	xn, cn, err := b.kmeansNorms(op, x, c, s)
 	if err != nil {
 		return err
+	}
+	Dp := (D + kernels.KMeansTCPad - 1) / kernels.KMeansTCPad * kernels.KMeansTCPad
+	split := func(hi, lo, src *tensor.Tensor, rows int) error {
+		args := new(Args).Raw(hi).Raw(lo).Tensor(src).I32(rows).I32(D).I32(Dp)
+		return b.q.launch(op, "kmeans_split", kernels.Sizes{N: rows, H: Dp}, args)
+	}
+	ch, err := s.alloc(tensor.BF16, K, Dp)
+	if err != nil {
+		return err
+	}
+	cl, err := s.alloc(tensor.BF16, K, Dp)
+	if err != nil {
+		return err
+	}
+	if err := split(ch, cl, c, K); err != nil {
+		return err
+	}
+	xh, xl := x, (*tensor.Tensor)(nil)
+	if mem, _ := x.Device(); x.DType() != tensor.BF16 || D != Dp || mem.Ptr%16 != 0 {
+		if xh, err = s.alloc(tensor.BF16, N, Dp); err != nil {
+			return err
+		}
+		if x.DType() != tensor.BF16 {
+			if xl, err = s.alloc(tensor.BF16, N, Dp); err != nil {
+				return err
+			}
+		}
+		if err := split(xh, xl, x, N); err != nil {
+			return err
+		}
+	}
+	sizes := kernels.Sizes{N: N, K: K}
+	if xl == nil {
+		args := new(Args).Raw(assign).Raw(dist).Raw(xh).Raw(xn).Raw(ch).Raw(cl).Raw(cn).I32(N).I32(K).I32(Dp)
+		return b.q.launch(op, "kmeans_assign_tc", sizes, args)
+	}
+	args := new(Args).Raw(assign).Raw(dist).Raw(xh).Raw(xl).Raw(xn).Raw(ch).Raw(cl).Raw(cn).I32(N).I32(K).I32(Dp)
+	return b.q.launch(op, "kmeans_assign_tc_split", sizes, args)
+}
+
+// kmeansAssignF32 is KMeansAssign with the float32 FMA kernel
+// (kmeans_assign): the reference the tests hold the tensor-core kernels
+// to, and the GPU benchmark's baseline for them.
+func (b *Backend) kmeansAssignF32(assign, dist, x, c *tensor.Tensor) error {
+	const op = "kmeans assign"
+	N, K, D, err := kmeansAssignCheck(op, assign, dist, x, c)
+	if err != nil || N == 0 {
+		return err
+	}
+	s := &scratch{b: b}
+	defer s.free()
+	xn, cn, err := b.kmeansNorms(op, x, c, s)
+	if err != nil {
+		return err
+	}
+	args := new(Args).Raw(assign).Raw(dist).Tensor(x).Raw(xn).Raw(c).Raw(cn).I32(N).I32(K).I32(D)
+	return b.q.launch(op, "kmeans_assign", kernels.Sizes{N: N, K: K}, args)
+}
+
+// kmeansAssignCheck checks the operands of an assignment and returns N, K
+// and D.
+func kmeansAssignCheck(op string, assign, dist, x, c *tensor.Tensor) (N, K, D int, err error) {
+	if N, K, D, err = kmeansShapes(op, x, c); err != nil {
+		return 0, 0, 0, err
 	}
 	if err := i32Check(op, "assign", assign, N); err != nil {
-		return err
+		return 0, 0, 0, err
 	}
 	if err := deviceCheck(op, dist); err != nil {
-		return err
+		return 0, 0, 0, err
 	}
 	if dist.DType() != tensor.F32 || dist.NumElements() != N {
-		return fmt.Errorf("cuda: %s: dist %v must be F32 with %d elements", op, dist, N)
+		return 0, 0, 0, fmt.Errorf("cuda: %s: dist %v must be F32 with %d elements", op, dist, N)
 	}
-	if N == 0 {
-		return nil
+	return N, K, D, nil
+}
+
+// kmeansNorms queues the squared norms of the rows of x and c into F32
+// tensors of s.
+func (b *Backend) kmeansNorms(op string, x, c *tensor.Tensor, s *scratch) (xn, cn *tensor.Tensor, err error) {
+	N, D, K := x.Dim(0), x.Dim(1), c.Dim(0)
+	if xn, err = s.alloc(tensor.F32, N); err != nil {
+		return nil, nil, err
 	}
-	xn, err := b.alloc(tensor.F32, N)
-	if err != nil {
-		return err
+	if cn, err = s.alloc(tensor.F32, K); err != nil {
+		return nil, nil, err
 	}
-	defer b.Free(xn)
-	cn, err := b.alloc(tensor.F32, K)
-	if err != nil {
-		return err
-	}
-	defer b.Free(cn)
 	args := new(Args).Raw(cn).Tensor(c).I32(K).I32(D)
 	if err := b.q.launch(op, "kmeans_sqnorm", kernels.Sizes{N: K}, args); err != nil {
-		return err
+		return nil, nil, err
 	}
 	args.Reset().Raw(xn).Tensor(x).I32(N).I32(D)
-	if err := b.q.launch(op, "kmeans_sqnorm", kernels.Sizes{N: N}, args); err != nil {
-		return err
-	}
-	args.Reset().Raw(assign).Raw(dist).Tensor(x).Raw(xn).Raw(c).Raw(cn).I32(N).I32(K).I32(D)
-	return b.q.launch(op, "kmeans_assign", kernels.Sizes{N: N, K: K}, args)
+	return xn, cn, b.q.launch(op, "kmeans_sqnorm", kernels.Sizes{N: N}, args)
 }
 
 // KMeansUpdate moves each centroid to the mean of the points assigned to
 // it: c[k] = mean of the rows i of x with assign[i] = k, counts[k] their
 // number. A centroid no point is assigned to keeps its value, bit for bit,
 // with count 0: the caller finds empty clusters in counts and decides what
-// to do with them. The sums are float32 atomics, so their order, and the
-// last bits of c, vary from run to run.
+// to do with them. The means are a segmented reduction (kernels/kmeans.cu):
+// the points sorted by cluster, stably, then each cluster's summed in
+// index order in float32, so the same inputs give the same centroids bit
+// for bit on every run.
 //
 // Operands, all device tensors the caller allocates and frees: c F32
 // [K, D] (read and written), counts I32 [K] (written), x [N, D] (F32, BF16
 // or F16), assign I32 [N] with values in [0, K), as KMeansAssign writes
-// them. The kernel adds each point into the row assign names, so the
-// values are checked first on a copy read back to the host (N int32: a
-// synchronisation, and little beside the update's N D reads); a value
-// outside [0, K) is an error and nothing is changed. The sums are scratch,
-// allocated and freed here.
+// them. The kernels index with the values of assign, so they are checked
+// first on a copy read back to the host (N int32: a synchronisation, and
+// little beside the update's N D reads); a value outside [0, K) is an
+// error and nothing is changed. Scratch, allocated and freed here: the
+// sort's chunk counts (ceil(N/8192) K int32), order (N) and cluster sizes
+// and starts (2K + 1).
 func (b *Backend) KMeansUpdate(c, counts, x, assign *tensor.Tensor) error {
 	const op = "kmeans update"
 	N, K, D, err := kmeansShapes(op, x, c)
@@ -125,37 +200,56 @@ func (b *Backend) KMeansUpdate(c, counts, x, assign *tensor.Tensor) error {
 	if err := i32Check(op, "assign", assign, N); err != nil {
 		return err
 	}
-	if N > 0 {
-		host, err := b.ToHost(assign)
-		if err != nil {
-			return err
-		}
-		for i, k := range host.I32() {
-			if k < 0 || int(k) >= K {
-				return fmt.Errorf("cuda: %s: assign[%d] = %d is not a centroid of [0, %d)", op, i, k, K)
-			}
-		}
-	}
-	countsMem, _ := counts.Device()
-	if err := b.q.memsetD32(countsMem.Ptr, 0, K); err != nil {
-		return err
-	}
 	if N == 0 {
-		return nil // every cluster empty: c stays
+		countsMem, _ := counts.Device()
+		return b.q.memsetD32(countsMem.Ptr, 0, K) // every cluster empty: c stays
 	}
-	sums, err := b.alloc(tensor.F32, K, D)
+	host, err := b.ToHost(assign)
 	if err != nil {
 		return err
 	}
-	defer b.Free(sums)
-	sumsMem, _ := sums.Device()
-	if err := b.q.memsetD32(sumsMem.Ptr, 0, K*D); err != nil {
+	for i, k := range host.I32() {
+		if k < 0 || int(k) >= K {
+			return fmt.Errorf("cuda: %s: assign[%d] = %d is not a centroid of [0, %d)", op, i, k, K)
+		}
+	}
+	s := &scratch{b: b}
+	defer s.free()
+	chunks := (N + kernels.KMeansSortChunk - 1) / kernels.KMeansSortChunk
+	chunkCounts, err := s.alloc(tensor.I32, chunks, K)
+	if err != nil {
 		return err
 	}
-	args := new(Args).Raw(sums).Raw(counts).Tensor(x).Raw(assign).I32(N).I32(D)
-	if err := b.q.launch(op, "kmeans_accumulate", kernels.Sizes{N: N, H: D}, args); err != nil {
+	sizes, err := s.alloc(tensor.I32, K)
+	if err != nil {
 		return err
 	}
-	args.Reset().Raw(c).Raw(sums).Raw(counts).I32(K).I32(D)
-	return b.q.launch(op, "kmeans_divide", kernels.Sizes{K: K, H: D}, args)
+	start, err := s.alloc(tensor.I32, K+1)
+	if err != nil {
+		return err
+	}
+	order, err := s.alloc(tensor.I32, N)
+	if err != nil {
+		return err
+	}
+	ccMem, _ := chunkCounts.Device()
+	if err := b.q.memsetD32(ccMem.Ptr, 0, chunks*K); err != nil {
+		return err
+	}
+	sz := kernels.Sizes{N: N, K: K, H: D}
+	for _, l := range []struct {
+		kernel string
+		args   *Args
+	}{
+		{"kmeans_chunk_counts", new(Args).Raw(chunkCounts).Raw(assign).I32(N).I32(K)},
+		{"kmeans_chunk_offsets", new(Args).Raw(chunkCounts).Raw(sizes).I32(chunks).I32(K)},
+		{"kmeans_cluster_starts", new(Args).Raw(start).Raw(sizes).I32(K)},
+		{"kmeans_scatter", new(Args).Raw(order).Raw(chunkCounts).Raw(start).Raw(assign).I32(N).I32(K)},
+		{"kmeans_segment_mean", new(Args).Raw(c).Raw(counts).Tensor(x).Raw(order).Raw(start).I32(K).I32(D)},
+	} {
+		if err := b.q.launch(op, l.kernel, sz, l.args); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/compassml/compass/kernels"
 	"github.com/compassml/compass/sampling/cluster"
 	"github.com/compassml/compass/tensor"
 )
@@ -27,6 +28,24 @@ func sqDistances(x, c []float32, i, K, D int) []float64 {
 	return d
 }
 
+// sqNorm is the float64 squared norm of row i of v [_, D].
+func sqNorm(v []float32, i, D int) float64 {
+	n := 0.0
+	for _, e := range v[i*D : (i+1)*D] {
+		n += float64(e) * float64(e)
+	}
+	return n
+}
+
+// absDot is sum_j |x_ij c_kj| in float64, the scale of the rounding of x.c.
+func absDot(x, c []float32, i, k, D int) float64 {
+	s := 0.0
+	for j := 0; j < D; j++ {
+		s += math.Abs(float64(x[i*D+j]) * float64(c[k*D+j]))
+	}
+	return s
+}
+
 // poisonedI32 is an I32 device tensor of -1 (what a kernel that writes
 // nothing leaves).
 func poisonedI32(tb testing.TB, b *Backend, n int) *tensor.Tensor {
@@ -37,14 +56,19 @@ func poisonedI32(tb testing.TB, b *Backend, n int) *tensor.Tensor {
 	return toDev(tb, b, h)
 }
 
-// TestGPUKMeansAssign checks KMeansAssign against a float64 brute force:
-// points, centroids and dimensions that fill no 32-wide tile, more of each
-// than one tile holds, whole tiles, one point, one centroid, bf16 and f16
-// points; a centroid duplicated at a higher index must never be chosen
-// (ties go to the lowest index). The float32 expansion ||x||^2 - 2 x.c +
-// ||c||^2 can swap two centroids whose distances differ by its rounding,
-// so the assigned centroid must be within that rounding of the nearest,
-// and dist within it of the assigned centroid's distance.
+// TestGPUKMeansAssign checks KMeansAssign (the tensor-core kernels) and
+// the float32 kernel it is measured against, kmeans_assign, against a
+// float64 brute force: points, centroids and dimensions that fill no tile
+// (32 for the float32 kernel, 128 x 128 x 32 for the tensor-core one),
+// more of each than one tile holds, whole tiles, one point, one centroid,
+// bf16 points used in place (D a multiple of 32) or copied (not), f16 and
+// f32 points split in two; a centroid duplicated at a higher index must
+// never be chosen (ties go to the lowest index). The expansion ||x||^2 -
+// 2 x.c + ||c||^2 can swap two centroids whose distances differ by its
+// rounding, so the assigned centroid must be within that rounding of the
+// nearest, and dist within it of the assigned centroid's distance: a few
+// float32 ulps of the terms for kmeans_assign, and for the tensor cores
+// the split's error besides, 2 * 3 * 2^-16 * sum |x_j c_j| (kmeans.cu).
 func TestGPUKMeansAssign(t *testing.T) {
 	b := gpuBackend(t)
 	rng := newRNG(t)
@@ -54,8 +78,8 @@ func TestGPUKMeansAssign(t *testing.T) {
 	}{
 		{45, 13, 20, tensor.F32}, {70, 40, 70, tensor.F32}, {33, 9, 24, tensor.BF16}, {64, 32, 32, tensor.F16},
 		{1, 5, 3, tensor.F32}, {10, 1, 8, tensor.F32},
+		{300, 200, 70, tensor.F32}, {260, 130, 64, tensor.BF16}, {129, 257, 40, tensor.BF16}, {150, 140, 33, tensor.F16},
 	} {
-		name := fmt.Sprintf("kmeans assign N %d K %d D %d %s", c.N, c.K, c.D, c.dt)
 		x := input(t, b, rng, c.dt, c.N, c.D)
 		xv := x.h.ToF32()
 		ch := randHost(rng, tensor.F32, 1, c.K, c.D)
@@ -68,37 +92,49 @@ func TestGPUKMeansAssign(t *testing.T) {
 			copy(cv[(c.K-1)*c.D:], cv[c.D:2*c.D])
 			dup = c.K - 1
 		}
-		assign, dist := poisonedI32(t, b, c.N), output(t, b, tensor.F32, c.N).d
-		must(t, b.KMeansAssign(assign, dist, x.d, toDev(t, b, ch)))
-		av, dv := hostOf(t, b, assign).I32(), hostOf(t, b, dist).F32()
-		for i := 0; i < c.N; i++ {
-			d := sqDistances(xv, cv, i, c.K, c.D)
-			best := 0
-			for k := range d {
-				if d[k] < d[best] {
-					best = k
+		cd := toDev(t, b, ch)
+		for _, k := range []struct {
+			name   string
+			assign func(assign, dist, x, c *tensor.Tensor) error
+			split  float64 // the products' relative error besides float32's
+		}{
+			{"tensor cores", b.KMeansAssign, 6 * math.Pow(2, -16)},
+			{"float32", b.kmeansAssignF32, 0},
+		} {
+			name := fmt.Sprintf("kmeans assign (%s) N %d K %d D %d %s", k.name, c.N, c.K, c.D, c.dt)
+			assign, dist := poisonedI32(t, b, c.N), output(t, b, tensor.F32, c.N).d
+			must(t, k.assign(assign, dist, x.d, cd))
+			av, dv := hostOf(t, b, assign).I32(), hostOf(t, b, dist).F32()
+			worst := 0.0 // the largest dist deviation, as a share of its slack
+			for i := 0; i < c.N; i++ {
+				d := sqDistances(xv, cv, i, c.K, c.D)
+				best := 0
+				for k := range d {
+					if d[k] < d[best] {
+						best = k
+					}
 				}
+				a := int(av[i])
+				if a < 0 || a >= c.K {
+					t.Fatalf("%s: point %d assigned to %d", name, i, a)
+				}
+				// The rounding of the expansion: a few float32 ulps of its
+				// terms, and the split's error in the products of the two
+				// centroids compared.
+				slack := 1e-5 * (sqNorm(xv, i, c.D) + max(sqNorm(cv, a, c.D), sqNorm(cv, best, c.D)))
+				slack += k.split * max(absDot(xv, cv, i, a, c.D), absDot(xv, cv, i, best, c.D))
+				if d[a] > d[best]+slack {
+					t.Errorf("%s: point %d assigned to %d at %g, nearest is %d at %g", name, i, a, d[a], best, d[best])
+				}
+				if a == dup || (i == 0 && dup > 0 && a != 1) {
+					t.Errorf("%s: point %d assigned to centroid %d; centroid %d is centroid 1 again and ties go to 1", name, i, a, dup)
+				}
+				if math.Abs(float64(dv[i])-d[a]) > slack {
+					t.Errorf("%s: point %d: dist %g, want %g", name, i, dv[i], d[a])
+				}
+				worst = max(worst, math.Abs(float64(dv[i])-d[a])/slack)
 			}
-			a := int(av[i])
-			if a < 0 || a >= c.K {
-				t.Fatalf("%s: point %d assigned to %d", name, i, a)
-			}
-			// The rounding of the expansion: a few float32 ulps of its terms.
-			xn, cn := 0.0, 0.0
-			for j := 0; j < c.D; j++ {
-				xn += float64(xv[i*c.D+j]) * float64(xv[i*c.D+j])
-				cn += float64(cv[a*c.D+j]) * float64(cv[a*c.D+j])
-			}
-			slack := 1e-5 * (xn + cn)
-			if d[a] > d[best]+slack {
-				t.Errorf("%s: point %d assigned to %d at %g, nearest is %d at %g", name, i, a, d[a], best, d[best])
-			}
-			if a == dup || (i == 0 && dup > 0 && a != 1) {
-				t.Errorf("%s: point %d assigned to centroid %d; centroid %d is centroid 1 again and ties go to 1", name, i, a, dup)
-			}
-			if math.Abs(float64(dv[i])-d[a]) > slack {
-				t.Errorf("%s: point %d: dist %g, want %g", name, i, dv[i], d[a])
-			}
+			t.Logf("%s: dist off by at most %.2f of its slack", name, worst)
 		}
 	}
 
@@ -123,11 +159,13 @@ func TestGPUKMeansAssign(t *testing.T) {
 }
 
 // TestGPUKMeansUpdate checks KMeansUpdate against float64 sums: every
-// centroid with points becomes their mean (1e-6 of its scale: the float32
-// atomics add in any order), an empty one keeps its value bit for bit and
-// reports count 0; dimensions and counts that fill no block, bf16 points,
-// one point. An assignment outside [0, K) is an error that changes
-// nothing.
+// centroid with points becomes their mean (1e-6 of its scale), and bit for
+// bit the float32 sum the kernel defines (each cluster's points in index
+// order, four partial sums by position mod 4), which only a stable sort
+// of the points by cluster gives; an empty centroid keeps its value bit
+// for bit and reports count 0; dimensions and counts that fill no block,
+// bf16 points, one point, more points than one chunk of the counting sort
+// holds. An assignment outside [0, K) is an error that changes nothing.
 func TestGPUKMeansUpdate(t *testing.T) {
 	b := gpuBackend(t)
 	rng := newRNG(t)
@@ -136,6 +174,7 @@ func TestGPUKMeansUpdate(t *testing.T) {
 		dt      tensor.DType
 	}{
 		{50, 7, 19, tensor.F32}, {20, 4, 33, tensor.BF16}, {1, 2, 5, tensor.F32}, {300, 37, 40, tensor.F32},
+		{kernels.KMeansSortChunk + 808, 37, 130, tensor.F32},
 	} {
 		name := fmt.Sprintf("kmeans update N %d K %d D %d %s", c.N, c.K, c.D, c.dt)
 		x := input(t, b, rng, c.dt, c.N, c.D)
@@ -173,6 +212,27 @@ func TestGPUKMeansUpdate(t *testing.T) {
 		}
 		closeTo(t, b, name+" centroids", pair{want, cent.d}, 1e-6, 0)
 		got := hostOf(t, b, cent.d).F32()
+		for k := 0; k < c.K-1; k++ {
+			var members []int
+			for i, a := range assign {
+				if int(a) == k {
+					members = append(members, i)
+				}
+			}
+			if len(members) == 0 {
+				continue
+			}
+			for j := 0; j < c.D; j++ {
+				var part [4]float32
+				for n, i := range members {
+					part[n%4] += xv[i*c.D+j]
+				}
+				w := ((part[0] + part[1]) + (part[2] + part[3])) / float32(len(members))
+				if g := got[k*c.D+j]; math.Float32bits(g) != math.Float32bits(w) {
+					t.Fatalf("%s: centroid %d [%d] = %g, want %g: the float32 sum in index order", name, k, j, g, w)
+				}
+			}
+		}
 		for j := 0; j < c.D; j++ {
 			if g := got[empty*c.D+j]; math.Float32bits(g) != math.Float32bits(cv[empty*c.D+j]) {
 				t.Fatalf("%s: empty centroid %d changed: %g, was %g", name, empty, g, cv[empty*c.D+j])

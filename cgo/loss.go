@@ -61,19 +61,9 @@ func (b *Backend) CrossEntropy(logprob, dh, h, w, labels *tensor.Tensor, chunk i
 
 	// Scratch: the running statistics, one chunk of logits and, when dh is
 	// wanted, the float32 accumulator (dh itself when dh is F32).
-	var scratch []*tensor.Tensor
-	defer func() {
-		for _, t := range scratch {
-			b.Free(t)
-		}
-	}()
-	f32 := func(shape ...int) (*tensor.Tensor, error) {
-		t, err := b.alloc(tensor.F32, shape...)
-		if err == nil {
-			scratch = append(scratch, t)
-		}
-		return t, err
-	}
+	scr := &scratch{b: b}
+	defer scr.free()
+	f32 := func(shape ...int) (*tensor.Tensor, error) { return scr.alloc(tensor.F32, shape...) }
 	m, err := f32(N)
 	if err != nil {
 		return err
@@ -113,7 +103,7 @@ func (b *Backend) CrossEntropy(logprob, dh, h, w, labels *tensor.Tensor, chunk i
 		return err
 	}
 	if freeH {
-		scratch = append(scratch, hc)
+		scr.keep(hc)
 	}
 
 	accH := 1 // ce_init's grid covers acc only when there is one

@@ -317,10 +317,10 @@ func TestRecordedOps(t *testing.T) {
 		{"embedding backward", []string{"embedding_backward"}, func() error {
 			return b.embeddingBackward(dev(t, b, f32, V, H), dev(t, b, bf16, B, T, H), dev(t, b, i32, B, T))
 		}},
-		{"kmeans assign", []string{"kmeans_sqnorm", "kmeans_sqnorm", "kmeans_assign"}, func() error {
+		{"kmeans assign", []string{"kmeans_sqnorm", "kmeans_sqnorm", "kmeans_split", "kmeans_split", "kmeans_assign_tc_split"}, func() error {
 			return b.KMeansAssign(dev(t, b, i32, N), dev(t, b, f32, N), dev(t, b, f16, N, H), dev(t, b, f32, 5, H))
 		}},
-		{"kmeans update", []string{"kmeans_accumulate", "kmeans_divide"}, func() error {
+		{"kmeans update", []string{"kmeans_chunk_counts", "kmeans_chunk_offsets", "kmeans_cluster_starts", "kmeans_scatter", "kmeans_segment_mean"}, func() error {
 			return b.KMeansUpdate(dev(t, b, f32, 7, H), dev(t, b, i32, 7), dev(t, b, bf16, N, H), dev(t, b, i32, N))
 		}},
 		{"matmul f32", []string{"gemm"}, func() error {
@@ -508,7 +508,8 @@ func TestKernelsUsedExist(t *testing.T) {
 		"rmsnorm_forward", "rmsnorm_backward", "rope", "attention_forward", "attention_backward_delta",
 		"attention_backward_dq", "attention_backward_dkdv", "swiglu_forward", "swiglu_backward", "ce_init",
 		"ce_chunk_update", "ce_rescale", "ce_finalize", "adamw", "lora_gemm", "embedding_backward", "kmeans_sqnorm",
-		"kmeans_assign", "kmeans_accumulate", "kmeans_divide"}
+		"kmeans_assign", "kmeans_split", "kmeans_assign_tc", "kmeans_assign_tc_split", "kmeans_chunk_counts",
+		"kmeans_chunk_offsets", "kmeans_cluster_starts", "kmeans_scatter", "kmeans_segment_mean"}
 	for _, name := range used {
 		if _, err := kernels.Lookup(name); err != nil {
 			t.Errorf("%v", err)

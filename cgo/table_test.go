@@ -123,6 +123,12 @@ func tableLaunches(t *testing.T) map[string]bool {
 		"kmeans assign": func() error {
 			return b.KMeansAssign(dev(t, b, i32, N), dev(t, b, f32, N), dev(t, b, bf16, N, H), dev(t, b, f32, 5, H))
 		},
+		"kmeans assign, float32 points": func() error {
+			return b.KMeansAssign(dev(t, b, i32, N), dev(t, b, f32, N), dev(t, b, f32, N, H), dev(t, b, f32, 5, H))
+		},
+		"kmeans assign, float32 FMA": func() error {
+			return b.kmeansAssignF32(dev(t, b, i32, N), dev(t, b, f32, N), dev(t, b, f32, N, H), dev(t, b, f32, 5, H))
+		},
 		"kmeans update": func() error {
 			return b.KMeansUpdate(dev(t, b, f32, 7, H), dev(t, b, i32, 7), dev(t, b, f32, N, H), dev(t, b, i32, N))
 		},

@@ -138,17 +138,21 @@ func ceilDiv(a, b int) int { return (a + b - 1) / b }
 
 // Tiles of the attention and k-means kernels (attention.cu, kmeans.cu).
 const (
-	attBQ    = 16 // query rows per block
-	attBK    = 32 // keys per tile, forward
-	attBKB   = 16 // keys per tile, backward
-	attTcBQ  = 64 // attention_tc: query rows per block
-	attTcBK  = 64 // attention_tc: keys per tile
-	attTcBQB = 32 // attention_tc_backward_dkdv: query rows per tile
-	attTcPad = 8  // attention_tc: bf16 of padding per shared-memory row
-	kmBM     = 32 // points per block
-	loraBM   = 32 // lora_gemm output tile rows
-	loraBN   = 32 // lora_gemm output tile columns
-	f32Bytes = 4  // bytes of a float32
+	attBQ       = 16         // query rows per block
+	attBK       = 32         // keys per tile, forward
+	attBKB      = 16         // keys per tile, backward
+	attTcBQ     = 64         // attention_tc: query rows per block
+	attTcBK     = 64         // attention_tc: keys per tile
+	attTcBQB    = 32         // attention_tc_backward_dkdv: query rows per tile
+	attTcPad    = 8          // attention_tc: bf16 of padding per shared-memory row
+	kmBM        = 32         // points per block
+	kmSortChunk = 8192       // the k-means update's counting sort: points per block
+	kmTcBM      = 128        // kmeans_assign_tc: points per block
+	kmTcBK      = 32         // kmeans_assign_tc: dimensions per stage; kmeans_split pads rows to a multiple
+	kmTcLD      = kmTcBK + 8 // kmeans_assign_tc: bf16 per shared-memory row
+	loraBM      = 32         // lora_gemm output tile rows
+	loraBN      = 32         // lora_gemm output tile columns
+	f32Bytes    = 4          // bytes of a float32
 )
 
 // Table lists every kernel. Arguments are in the .cu file's signature;
@@ -246,16 +250,30 @@ var Table = []Kernel{
 	{Name: "adamw", Source: "adamw", Matches: "AdamW", Block: 256,
 		Grid: func(s Sizes) [3]int { return [3]int{max(1, min(ceilDiv(s.N, 256), 1024)), s.Tensors, 1} }},
 
-	// kmeans.cu: N points (kmeans_sqnorm: N rows), K centroids, H = point
-	// dimension.
+	// kmeans.cu: N points (kmeans_sqnorm, kmeans_split: N rows), K
+	// centroids, H = point dimension (kmeans_split: the padded one).
 	{Name: "kmeans_sqnorm", Source: "kmeans", Matches: "(k-means: squared norms)", Block: 128,
 		Grid: func(s Sizes) [3]int { return [3]int{max(1, ceilDiv(s.N, 4)), 1, 1} }},
 	{Name: "kmeans_assign", Source: "kmeans", Matches: "(k-means: nearest centroid, float64 brute force in the test)", Block: 128,
 		Grid: func(s Sizes) [3]int { return [3]int{max(1, ceilDiv(s.N, kmBM)), 1, 1} }},
-	{Name: "kmeans_accumulate", Source: "kmeans", Matches: "(k-means: cluster sums and counts)", Block: 256,
+	{Name: "kmeans_split", Source: "kmeans", Matches: "(k-means: bf16 hi and lo parts, through the tensor-core assignment's test)", Block: 256,
 		Grid: func(s Sizes) [3]int { return strided(s.N*s.H, 256) }},
-	{Name: "kmeans_divide", Source: "kmeans", Matches: "(k-means: centroids = sums / counts)", Block: 256,
-		Grid: func(s Sizes) [3]int { return strided(s.K*s.H, 256) }},
+	{Name: "kmeans_assign_tc", Source: "kmeans", Matches: "(k-means: nearest centroid on the tensor cores, against kmeans_assign and float64)", Block: 256,
+		Grid:   func(s Sizes) [3]int { return [3]int{max(1, ceilDiv(s.N, kmTcBM)), 1, 1} },
+		Shared: func(s Sizes) int { return 2 * 4 * kmTcBM * kmTcLD * 2 }},
+	{Name: "kmeans_assign_tc_split", Source: "kmeans", Matches: "(k-means: nearest centroid on the tensor cores, split points, against kmeans_assign and float64)", Block: 256,
+		Grid:   func(s Sizes) [3]int { return [3]int{max(1, ceilDiv(s.N, kmTcBM)), 1, 1} },
+		Shared: func(s Sizes) int { return 2 * 4 * kmTcBM * kmTcLD * 2 }},
+	{Name: "kmeans_chunk_counts", Source: "kmeans", Matches: "(k-means update: the counting sort, through KMeansUpdate's test)", Block: 256,
+		Grid: func(s Sizes) [3]int { return [3]int{max(1, ceilDiv(s.N, kmSortChunk)), 1, 1} }},
+	{Name: "kmeans_chunk_offsets", Source: "kmeans", Matches: "(k-means update: the counting sort, through KMeansUpdate's test)", Block: 256,
+		Grid: func(s Sizes) [3]int { return [3]int{max(1, ceilDiv(s.K, 256)), 1, 1} }},
+	{Name: "kmeans_cluster_starts", Source: "kmeans", Matches: "(k-means update: the counting sort, through KMeansUpdate's test)", Block: 256,
+		Grid: func(s Sizes) [3]int { return [3]int{1, 1, 1} }},
+	{Name: "kmeans_scatter", Source: "kmeans", Matches: "(k-means update: the counting sort, through KMeansUpdate's test)", Block: 256,
+		Grid: func(s Sizes) [3]int { return [3]int{max(1, ceilDiv(s.N, kmSortChunk)), 1, 1} }},
+	{Name: "kmeans_segment_mean", Source: "kmeans", Matches: "(k-means update: centroids = means, float64 sums in the test)", Block: 128,
+		Grid: func(s Sizes) [3]int { return [3]int{s.K, ceilDiv(s.H, 128), 1} }},
 }
 
 // AttentionTCHeadDims are the head dimensions of the tensor-core attention
@@ -288,3 +306,11 @@ func attentionTcBackwardDkdv(D int) Kernel {
 		Grid:   func(s Sizes) [3]int { return [3]int{ceilDiv(s.T, attTcBK), s.Hkv, s.B} },
 		Shared: func(s Sizes) int { return (2*attTcBK+4*attTcBQB)*(D+attTcPad)*2 + 2*3*attTcBQB*f32Bytes }}
 }
+
+// KMeansSortChunk is the points per block of the k-means update's counting
+// sort: its chunk counts are [ceil(N/KMeansSortChunk), K].
+const KMeansSortChunk = kmSortChunk
+
+// KMeansTCPad is the multiple kmeans_split pads the rows of the operands of
+// kmeans_assign_tc to (its dimensions per pipeline stage).
+const KMeansTCPad = kmTcBK

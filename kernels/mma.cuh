@@ -238,3 +238,23 @@ inline void cp_async_wait() {
 }
 
 #endif  // __CUDACC__
+
+// ldmatrix_frag_a loads the A fragment of the 16x16 bf16 tile at s (row
+// major, ld elements per row, rows 16-byte aligned): matrices rows 0-7 and
+// 8-15 at columns 0-7, then at columns 8-15.
+__device__ __forceinline__ void ldmatrix_frag_a(FragA& a, const uint16_t* s, int ld, int lane) {
+  ldmatrix_x4(a.x, s + (lane & 15) * ld + (lane >> 4) * 8);
+}
+
+// ldmatrix_frag_b2 loads the B fragments of two 16(k) x 8(n) tiles stored
+// [n][k] (row major, ld elements per n) from the 16 rows at s: b0 for rows
+// 0-7, b1 for rows 8-15 (matrices rows 0-7 at k 0-7 and 8-15, then rows
+// 8-15).
+__device__ __forceinline__ void ldmatrix_frag_b2(FragB& b0, FragB& b1, const uint16_t* s, int ld, int lane) {
+  uint32_t r[4];
+  ldmatrix_x4(r, s + ((lane & 7) + (lane >> 4) * 8) * ld + ((lane >> 3) & 1) * 8);
+  b0.x[0] = r[0];
+  b0.x[1] = r[1];
+  b1.x[0] = r[2];
+  b1.x[1] = r[3];
+}

@@ -22,8 +22,9 @@
 #	hf_goldens.safetensors   HF transformers + PEFT logits, loss, LoRA gradients of the
 #	                         fixtures, for testdata/
 #	bench.log, DATE-gpu.jsonl  compass bench --only gpu: every kernel against the ceilings,
-#	                         PyTorch's flash SDPA on the attention's shape and HF transformers +
-#	                         PEFT doing the same 8B LoRA step, on the same GPU (bench/gpu.go)
+#	                         PyTorch's flash SDPA on the attention's shape, its matmul + argmin
+#	                         on the k-means shape and HF transformers + PEFT doing the same 8B
+#	                         LoRA step, on the same GPU (bench/gpu.go)
 #	summary.txt              each stage: exit status and seconds; test counts
 #
 # Where there is no GPU (a dry run: OUT=/tmp/x bash scripts/device-check.sh)
@@ -197,7 +198,8 @@ stage "racecheck attention tc" 60 "$san" "$sanitizer" --tool racecheck --error-e
 stage "hf goldens" 60 "$OUT/hf-goldens.log" python3 scripts/hf_goldens.py "$bundle/fixtures" "$OUT/hf_goldens.safetensors"
 
 # The GPU benchmark suite with its references on the same GPU (PyTorch's
-# flash SDPA, HF transformers + PEFT's training step): compass bench --only
+# flash SDPA, its matmul + argmin k-means, HF transformers + PEFT's training
+# step): compass bench --only
 # gpu, from the repository root (it reads testdata/configs), its table in
 # bench.log and its results in $OUT/DATE-gpu.jsonl.
 stage "benchmarks" 200 "$OUT/bench.log" "$bundle/compass" bench --only gpu --python python3 --out "$OUT" --name gpu

@@ -134,6 +134,41 @@ mutation kmeans-tie-rule kernels/kmeans.cu \
   '  return d < best || (d == best && k > best_k);  // (mutation)' \
   TestGPUKMeansAssign
 
+# The tensor-core k-means without the points' lo part (x.c loses the
+# float32 correction of float32 and float16 points).
+mutation kmeans-tc-lo-dropped kernels/kmeans.cu \
+  '              mma_bf16_m16n8k16(acc[mt][2 * nj], al[mt], bh0);' \
+  '              // (mutation) mma_bf16_m16n8k16(acc[mt][2 * nj], al[mt], bh0);' \
+  TestGPUKMeansAssign
+
+# The tensor-core k-means computing on a stage before its copies are in.
+mutation kmeans-tc-no-wait kernels/kmeans.cu \
+  '      cp_async_wait<1>();  // step s - 1'"'"'s tiles are in' \
+  '      // (mutation) cp_async_wait<1>();' \
+  TestGPUKMeansAssign
+
+# The tensor-core k-means scoring the zero-filled centroids past K.
+mutation kmeans-tc-padding-scored kernels/kmeans.cu \
+  '        if (k < K) {
+          float ck = cn[k];' \
+  '        if (k < K + 8) {  // (mutation)
+          float ck = k < K ? cn[k] : 0.0f;' \
+  TestGPUKMeansAssign
+
+# The k-means update's counting sort ranks a warp's points of a cluster
+# in reverse: every point still placed once, but not in index order.
+mutation kmeans-sort-unstable kernels/kmeans.cu \
+  '        if (j < lane) before++;' \
+  '        if (j > lane) before++;  // (mutation)' \
+  TestGPUKMeansUpdate
+
+# The clusters' starts as an inclusive prefix sum: each cluster's points
+# placed one cluster late.
+mutation kmeans-starts-inclusive kernels/kmeans.cu \
+  '    if (k < K) start[k] = carry + part[threadIdx.x] - v;' \
+  '    if (k < K) start[k] = carry + part[threadIdx.x];  // (mutation)' \
+  TestGPUKMeansUpdate
+
 if [ "${1:-}" = "-l" ]; then
   printf '%s\n' "${names[@]}"
   exit 0
