@@ -357,3 +357,73 @@ func TestGPUModelNoLeak(t *testing.T) {
 		t.Errorf("%d bytes in use after two passes, %d before", after, before)
 	}
 }
+
+// plainBackend hides the Backend's methods beyond tensor.Backend, so that
+// the model takes its generic path (no fused casts).
+type plainBackend struct{ tensor.Backend }
+
+// The fused casts (RMSNormCast and SwiGLUCast, which the model uses for
+// bf16 weights in the default mode) change nothing: logits, loss, log-probs
+// and LoRA gradients are the same bits as the model's without them, which
+// casts in each product instead; and they ran: the forward and backward
+// launched fewer casts.
+func TestGPUModelFusedCasts(t *testing.T) {
+	b := gpuBackend(t)
+	v := tinyConfigs[0]
+	dir := t.TempDir()
+	_, err := model.WriteRandomCheckpoint(dir, []byte(v.config), tensor.BF16, 11)
+	must(t, err)
+	fused, err := model.Load(dir, b)
+	must(t, err)
+	defer fused.Close()
+	plain, err := model.Load(dir, plainBackend{b})
+	must(t, err)
+	defer plain.Close()
+	rng := rand.New(rand.NewPCG(12, 7))
+	adapters := map[string]model.LoRAWeights{}
+	for _, lm := range fused.LinearModules() {
+		adapters[lm.Name] = model.LoRAWeights{A: randHost(rng, tensor.F32, 0.3, 3, lm.In), B: randHost(rng, tensor.F32, 0.3, lm.Out, 3), Scaling: 2}
+	}
+	must(t, fused.AttachLoRA(adapters))
+	must(t, plain.AttachLoRA(adapters))
+	batch := randomBatch(fused.Config.VocabSize, 2, v.seqLen, 13)
+
+	casts := map[string]int{}
+	outs := map[string]*model.Output{}
+	logits := map[string][]float32{}
+	for _, r := range []struct {
+		name string
+		m    *model.Model
+	}{{"fused", fused}, {"plain", plain}} {
+		must(t, b.StartProfile())
+		l, err := r.m.Logits(batch.IDs)
+		if err == nil {
+			outs[r.name], err = r.m.ForwardBackward(batch)
+		}
+		lines, perr := b.StopProfile()
+		must(t, err)
+		must(t, perr)
+		logits[r.name] = l.F32()
+		for _, line := range lines {
+			if line.Name == "elementwise_cast" {
+				casts[r.name] = line.Calls
+			}
+		}
+	}
+	if !slices.Equal(logits["fused"], logits["plain"]) {
+		t.Error("logits differ with the fused casts")
+	}
+	if outs["fused"].Loss != outs["plain"].Loss || !slices.Equal(outs["fused"].LogProbs.F32(), outs["plain"].LogProbs.F32()) {
+		t.Errorf("loss %v or log-probs differ with the fused casts (%v without)", outs["fused"].Loss, outs["plain"].Loss)
+	}
+	gf, gp := gradsOf(t, b, fused), gradsOf(t, b, plain)
+	for name, g := range gp {
+		if !slices.Equal(gf[name], g) {
+			t.Errorf("gradient %s differs with the fused casts", name)
+		}
+	}
+	if casts["fused"] >= casts["plain"] {
+		t.Errorf("%d casts with the fused ones, %d without: the fused path did not run", casts["fused"], casts["plain"])
+	}
+	t.Logf("casts launched: %d fused, %d without", casts["fused"], casts["plain"])
+}

@@ -315,12 +315,31 @@ func normShapes(op string, x, weight, rstd *tensor.Tensor, likeX ...*tensor.Tens
 
 // RMSNorm implements tensor.Backend.
 func (b *Backend) RMSNorm(out, rstd, x, weight *tensor.Tensor, eps float32) error {
-	n, H, err := normShapes("rmsnorm", x, weight, rstd, out)
+	return b.RMSNormCast(out, nil, rstd, x, weight, eps)
+}
+
+// RMSNormCast is RMSNorm writing its output twice: into out and, cast to
+// its own dtype, into cast (same shape; nil for none), in one pass: cast
+// holds what Copy(cast, out) would. The model gives the frozen weights'
+// products cast, the input they would each cast out to (ProductInput).
+func (b *Backend) RMSNormCast(out, cast, rstd, x, weight *tensor.Tensor, eps float32) error {
+	likeX := []*tensor.Tensor{out}
+	if cast != nil {
+		likeX = append(likeX, cast)
+	}
+	n, H, err := normShapes("rmsnorm", x, weight, rstd, likeX...)
 	if err != nil || n == 0 {
 		return err
 	}
-	args := new(Args).Tensor(out).Raw(rstd).Tensor(x).Tensor(weight).I32(n).I32(H).F32(eps)
+	args := new(Args).Tensor(out).Tensor(cast).Raw(rstd).Tensor(x).Tensor(weight).I32(n).I32(H).F32(eps)
 	return b.q.launch("rmsnorm", "rmsnorm_forward", kernels.Sizes{N: n, H: H}, args)
+}
+
+// ProductInput is the dtype MatMul multiplies an x of dtype x by a weight
+// of dtype w in (cuBLAS takes one dtype: a float32 x is rounded to a 16-bit
+// weight's dtype, unless Precise). An x already of that dtype is not cast.
+func (b *Backend) ProductInput(x, w tensor.DType) tensor.DType {
+	return gemmInputDType(x, w, b.Precise)
 }
 
 // RMSNormBackward implements tensor.Backend.
@@ -670,17 +689,27 @@ func sameShapes(op string, ts ...*tensor.Tensor) error {
 
 // SwiGLU implements tensor.Backend.
 func (b *Backend) SwiGLU(out, gate, up *tensor.Tensor) error {
-	if err := floatCheck("swiglu", out, gate, up); err != nil {
+	return b.SwiGLUCast(out, nil, gate, up)
+}
+
+// SwiGLUCast is SwiGLU writing its output twice: into out and, cast to its
+// own dtype, into cast (same shape; nil for none), as RMSNormCast.
+func (b *Backend) SwiGLUCast(out, cast, gate, up *tensor.Tensor) error {
+	ts := []*tensor.Tensor{out, gate, up}
+	if cast != nil {
+		ts = append(ts, cast)
+	}
+	if err := floatCheck("swiglu", ts...); err != nil {
 		return err
 	}
-	if err := sameShapes("swiglu", out, gate, up); err != nil {
+	if err := sameShapes("swiglu", ts...); err != nil {
 		return err
 	}
 	n := out.NumElements()
 	if n == 0 {
 		return nil
 	}
-	args := new(Args).Tensor(out).Tensor(gate).Tensor(up).U64(n)
+	args := new(Args).Tensor(out).Tensor(cast).Tensor(gate).Tensor(up).U64(n)
 	return b.q.launch("swiglu", "swiglu_forward", kernels.Sizes{N: n}, args)
 }
 

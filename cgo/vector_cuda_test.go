@@ -3,6 +3,7 @@
 package cgo
 
 import (
+	"bytes"
 	"fmt"
 	"testing"
 
@@ -15,7 +16,9 @@ import (
 // (groups, then a tail of single elements), and views one element into
 // their block, which are not 16-byte aligned and take the single-element
 // loop. Add and Mul also broadcast a b whose period is a multiple of 8
-// (the grouped path) and one whose period is not.
+// (the grouped path) and one whose period is not. RMSNormCast and
+// SwiGLUCast must write the plain ops' output bit for bit and, into their
+// second output, bit for bit what Copy makes of it.
 func TestGPUVectorPaths(t *testing.T) {
 	b := gpuBackend(t)
 	rng := newRNG(t)
@@ -54,6 +57,11 @@ func TestGPUVectorPaths(t *testing.T) {
 			must(t, cpu.SwiGLU(o.h, x.h, y.h))
 			must(t, b.SwiGLU(o.d, x.d, y.d))
 			closeTo(t, b, "swiglu "+name, o, elemTol(c.out, 1e-6), 0)
+			for _, dt := range []tensor.DType{tensor.BF16, tensor.F16} {
+				o2, cast := out(c.out, offset, n), out(dt, offset, n)
+				must(t, b.SwiGLUCast(o2.d, cast.d, x.d, y.d))
+				sameAsCopy(t, b, fmt.Sprintf("swiglu cast to %s %s", dt, name), o.d, o2.d, cast.d)
+			}
 			dout, dg, du := in(c.out, offset, n), out(c.in, offset, n), out(c.in, offset, n)
 			must(t, cpu.SwiGLUBackward(dg.h, du.h, dout.h, x.h, y.h))
 			must(t, b.SwiGLUBackward(dg.d, du.d, dout.d, x.d, y.d))
@@ -85,11 +93,32 @@ func TestGPUVectorPaths(t *testing.T) {
 			name := fmt.Sprintf("rmsnorm offset %d %s", offset, dt)
 			compare(t, b, name+" rstd", rstd, tolF32)
 			compare(t, b, name, o, tolFor(tolF32, dt, tensor.F32, tensor.BF16))
+			for _, cdt := range []tensor.DType{tensor.BF16, tensor.F16} {
+				o2, cast := out(tensor.F32, offset, rows, H), out(cdt, offset, rows, H)
+				must(t, b.RMSNormCast(o2.d, cast.d, rstd.d, x.d, w.d, 1e-5))
+				sameAsCopy(t, b, fmt.Sprintf("%s cast to %s", name, cdt), o.d, o2.d, cast.d)
+			}
 			dout, dx := in(tensor.F32, offset, rows, H), out(dt, offset, rows, H)
 			must(t, cpu.RMSNormBackward(dx.h, dout.h, x.h, w.h, rstd.h))
 			must(t, b.RMSNormBackward(dx.d, dout.d, x.d, w.d, rstd.d))
 			compare(t, b, name+" backward", dx, tolFor(tolReduce, dt, tensor.F32, tensor.BF16))
 		}
+	}
+}
+
+// sameAsCopy checks a fused cast: got has want's bits (the op without the
+// cast) and cast has the bits Copy(cast, want) writes.
+func sameAsCopy(t *testing.T, b *Backend, name string, want, got, cast *tensor.Tensor) {
+	t.Helper()
+	if !bytes.Equal(hostOf(t, b, got).Bytes(), hostOf(t, b, want).Bytes()) {
+		t.Errorf("%s: the output differs from the op's without the cast", name)
+	}
+	ref, err := b.Alloc(cast.DType(), cast.Shape()...)
+	must(t, err)
+	defer b.Free(ref)
+	must(t, b.Copy(ref, want))
+	if !bytes.Equal(hostOf(t, b, cast).Bytes(), hostOf(t, b, ref).Bytes()) {
+		t.Errorf("%s: the cast output differs from Copy's", name)
 	}
 }
 

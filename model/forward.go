@@ -53,19 +53,24 @@ type arena struct {
 }
 
 // f32 allocates a zeroed F32 tensor: for what is accumulated into.
-func (a *arena) f32(shape ...int) *tensor.Tensor { return a.alloc(a.be.Alloc, shape) }
+func (a *arena) f32(shape ...int) *tensor.Tensor { return a.alloc(a.be.Alloc, tensor.F32, shape) }
 
 // empty allocates an F32 tensor with undefined contents: for the output of
 // an operation that overwrites it all (most of a step's tensors).
-func (a *arena) empty(shape ...int) *tensor.Tensor { return a.alloc(a.be.Empty, shape) }
+func (a *arena) empty(shape ...int) *tensor.Tensor { return a.emptyOf(tensor.F32, shape...) }
 
-func (a *arena) alloc(allocate func(tensor.DType, ...int) (*tensor.Tensor, error), shape []int) *tensor.Tensor {
+// emptyOf is empty in dtype dt.
+func (a *arena) emptyOf(dt tensor.DType, shape ...int) *tensor.Tensor {
+	return a.alloc(a.be.Empty, dt, shape)
+}
+
+func (a *arena) alloc(allocate func(tensor.DType, ...int) (*tensor.Tensor, error), dt tensor.DType, shape []int) *tensor.Tensor {
 	if a.err != nil {
 		return nil
 	}
-	t, err := allocate(tensor.F32, shape...)
+	t, err := allocate(dt, shape...)
 	if err != nil {
-		a.err = fmt.Errorf("allocate F32%v: %w", shape, err)
+		a.err = fmt.Errorf("allocate %s%v: %w", dt, shape, err)
 		return nil
 	}
 	a.ts = append(a.ts, t)
@@ -161,7 +166,9 @@ func (m *Model) newPass(run *arena, ids *tensor.Tensor, docLens [][]int) (*pass,
 // is written first and the base product added to it: the base product is
 // the large one, and it adds y in its epilogue for the price of one read
 // of y, where adding the LoRA term after it would read and write y again.
-func (m *Model) linearForward(ar *arena, y, x *tensor.Tensor, p *linear, t *loraActs) error {
+// xw, when not nil, is x already in the dtype the base product takes it in
+// (castInputs); the LoRA term always reads x.
+func (m *Model) linearForward(ar *arena, y, x, xw *tensor.Tensor, p *linear, t *loraActs) error {
 	beta := float32(0)
 	if s := p.slot; s != nil {
 		xa, ok := t.xa[s]
@@ -189,13 +196,77 @@ func (m *Model) linearForward(ar *arena, y, x *tensor.Tensor, p *linear, t *lora
 		}
 		beta = 1
 	}
-	if err := m.be.MatMul(y, x, p.w, false, true, 1, beta); err != nil {
+	if xw == nil {
+		xw = x
+	}
+	if err := m.be.MatMul(y, xw, p.w, false, true, 1, beta); err != nil {
 		return err
 	}
 	if p.b != nil {
 		return m.be.Add(y, y, p.b)
 	}
 	return nil
+}
+
+// castFuser is what a GPU backend adds (cgo.Backend): RMSNorm and SwiGLU
+// writing their output a second time, in the dtype the frozen weights'
+// products take it in (ProductInput: bf16 for bf16 weights), in the same
+// pass. The products reading it then do not each cast it again: three
+// casts of n1 for q, k and v, two of n2 for gate and up, one of the SwiGLU
+// output for down. The values are the casts' own, so nothing else changes.
+type castFuser interface {
+	ProductInput(x, w tensor.DType) tensor.DType
+	RMSNormCast(out, cast, rstd, x, weight *tensor.Tensor, eps float32) error
+	SwiGLUCast(out, cast, gate, up *tensor.Tensor) error
+}
+
+// productCast returns the backend's castFuser and a tensor of out's shape
+// in the dtype the products of the weights ws take out in, from tmp; nil
+// for both on a backend without castFuser, when out is already that dtype,
+// or when the weights' dtypes differ (their products would take out in
+// different dtypes).
+func (m *Model) productCast(tmp *arena, out *tensor.Tensor, ws ...*tensor.Tensor) (castFuser, *tensor.Tensor) {
+	f, ok := m.be.(castFuser)
+	if !ok {
+		return nil, nil
+	}
+	for _, w := range ws[1:] {
+		if w.DType() != ws[0].DType() {
+			return nil, nil
+		}
+	}
+	dt := f.ProductInput(out.DType(), ws[0].DType())
+	if dt == out.DType() {
+		return nil, nil
+	}
+	return f, tmp.emptyOf(dt, out.Shape()...)
+}
+
+// normForProducts sets out = rmsnorm(x) (rstd saved) and returns the input
+// of the frozen products of the weights ws: out's cast written by the same
+// kernel (productCast), or nil (they read out).
+func (m *Model) normForProducts(tmp *arena, out, rstd, x, weight *tensor.Tensor, eps float32, ws ...*tensor.Tensor) (*tensor.Tensor, error) {
+	f, cast := m.productCast(tmp, out, ws...)
+	if tmp.err != nil {
+		return nil, tmp.err
+	}
+	if cast == nil {
+		return nil, m.be.RMSNorm(out, rstd, x, weight, eps)
+	}
+	return cast, f.RMSNormCast(out, cast, rstd, x, weight, eps)
+}
+
+// swigluForProducts sets out = swiglu(gate, up) and returns the input of
+// the frozen products of weight w, as normForProducts.
+func (m *Model) swigluForProducts(tmp *arena, out, gate, up, w *tensor.Tensor) (*tensor.Tensor, error) {
+	f, cast := m.productCast(tmp, out, w)
+	if tmp.err != nil {
+		return nil, tmp.err
+	}
+	if cast == nil {
+		return nil, m.be.SwiGLU(out, gate, up)
+	}
+	return cast, f.SwiGLUCast(out, cast, gate, up)
 }
 
 // layerForward runs one decoder layer on x [N, H] and returns its output and
@@ -227,14 +298,17 @@ func (m *Model) layerForward(ar, outAr *arena, l *layer, x *tensor.Tensor, ps *p
 	if outAr.err != nil {
 		return nil, nil, outAr.err
 	}
-	if err := m.be.RMSNorm(a.n1, a.rstd1, x, l.inputNorm, eps); err != nil {
+	tmp := &arena{be: m.be} // the products' inputs, cast (castFuser)
+	defer tmp.free()
+	n1w, err := m.normForProducts(tmp, a.n1, a.rstd1, x, l.inputNorm, eps, l.q.w, l.k.w, l.v.w)
+	if err != nil {
 		return nil, nil, err
 	}
 	for _, p := range []struct {
 		y *tensor.Tensor
 		w *linear
 	}{{a.q, &l.q}, {a.k, &l.k}, {a.v, &l.v}} {
-		if err := m.linearForward(ar, p.y, a.n1, p.w, a.t); err != nil {
+		if err := m.linearForward(ar, p.y, a.n1, n1w, p.w, a.t); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -245,26 +319,28 @@ func (m *Model) layerForward(ar, outAr *arena, l *layer, x *tensor.Tensor, ps *p
 	if err := m.be.Attention(m.heads(a.attn, ps, c.NumAttentionHeads), a.lse, q4, k4, v4, ps.docStart, m.attnScale()); err != nil {
 		return nil, nil, err
 	}
-	if err := m.linearForward(ar, o, a.attn, &l.o, a.t); err != nil {
+	if err := m.linearForward(ar, o, a.attn, nil, &l.o, a.t); err != nil {
 		return nil, nil, err
 	}
 	if err := m.be.Add(a.h, x, o); err != nil {
 		return nil, nil, err
 	}
 
-	if err := m.be.RMSNorm(a.n2, a.rstd2, a.h, l.postNorm, eps); err != nil {
+	n2w, err := m.normForProducts(tmp, a.n2, a.rstd2, a.h, l.postNorm, eps, l.gate.w, l.up.w)
+	if err != nil {
 		return nil, nil, err
 	}
-	if err := m.linearForward(ar, a.gate, a.n2, &l.gate, a.t); err != nil {
+	if err := m.linearForward(ar, a.gate, a.n2, n2w, &l.gate, a.t); err != nil {
 		return nil, nil, err
 	}
-	if err := m.linearForward(ar, a.up, a.n2, &l.up, a.t); err != nil {
+	if err := m.linearForward(ar, a.up, a.n2, n2w, &l.up, a.t); err != nil {
 		return nil, nil, err
 	}
-	if err := m.be.SwiGLU(a.act, a.gate, a.up); err != nil {
+	actw, err := m.swigluForProducts(tmp, a.act, a.gate, a.up, l.down.w)
+	if err != nil {
 		return nil, nil, err
 	}
-	if err := m.linearForward(ar, down, a.act, &l.down, a.t); err != nil {
+	if err := m.linearForward(ar, down, a.act, actw, &l.down, a.t); err != nil {
 		return nil, nil, err
 	}
 	if err := m.be.Add(out, a.h, down); err != nil {

@@ -169,6 +169,19 @@ mutation kmeans-starts-inclusive kernels/kmeans.cu \
   '    if (k < K) start[k] = carry + part[threadIdx.x];  // (mutation)' \
   TestGPUKMeansUpdate
 
+# RMSNorm's fused cast stored in the output's dtype, not its own: a
+# float32 row written into a bf16 tensor.
+mutation fused-cast-dtype kernels/rmsnorm.cu \
+  '        if (out2 != nullptr) store8(out2, out2_dt, gbase + g, v[u]);' \
+  '        if (out2 != nullptr) store8(out2, out_dt, gbase + g, v[u]);  // (mutation)' \
+  TestGPUVectorPaths
+
+# SwiGLU's fused cast skipped on the single-element tail.
+mutation fused-cast-tail-unwritten kernels/swiglu.cu \
+  '    if (out2 != nullptr) store_f32(out2, out2_dt, i, y);' \
+  '    // (mutation) if (out2 != nullptr) store_f32(out2, out2_dt, i, y);' \
+  TestGPUVectorPaths
+
 if [ "${1:-}" = "-l" ]; then
   printf '%s\n' "${names[@]}"
   exit 0
