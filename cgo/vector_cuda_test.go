@@ -5,6 +5,7 @@ package cgo
 import (
 	"bytes"
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/compassml/compass/tensor"
@@ -16,7 +17,9 @@ import (
 // (groups, then a tail of single elements), and views one element into
 // their block, which are not 16-byte aligned and take the single-element
 // loop. Add and Mul also broadcast a b whose period is a multiple of 8
-// (the grouped path) and one whose period is not. RMSNormCast and
+// (the grouped path) and one whose period is not. The embedding gather,
+// RoPE and AdamW likewise: aligned rows of a multiple of 8 (AdamW: 4)
+// elements, and views one element in. RMSNormCast and
 // SwiGLUCast must write the plain ops' output bit for bit and, into their
 // second output, bit for bit what Copy makes of it.
 func TestGPUVectorPaths(t *testing.T) {
@@ -81,6 +84,52 @@ func TestGPUVectorPaths(t *testing.T) {
 				must(t, op.cpu(o.h, x.h, y.h))
 				must(t, op.gpu(o.d, x.d, y.d))
 				compare(t, b, fmt.Sprintf("%s offset %d, b %v", op.name, offset, bshape), o, 0)
+			}
+		}
+		// The embedding gather from a table of rows of 24, then of 21 (never
+		// grouped); ids that include a bad one, whose row is zeros and whose
+		// position the error names.
+		for _, H := range []int{24, 21} {
+			const V, N = 13, 9
+			table, o := in(tensor.BF16, offset, V, H), out(tensor.F32, offset, N, H)
+			idh, err := tensor.FromI32([]int32{3, 0, 12, 5, 5, 1, 7, 2, 11}, N)
+			must(t, err)
+			ids := toDev(t, b, idh)
+			must(t, cpu.Embedding(o.h, table.h, idh))
+			must(t, b.Embedding(o.d, table.d, ids))
+			compare(t, b, fmt.Sprintf("embedding offset %d H %d", offset, H), o, 0)
+			bad, err := tensor.FromI32([]int32{3, 0, 12, 13, 5, 1, 7, 2, 11}, N)
+			must(t, err)
+			if err := b.Embedding(o.d, table.d, toDev(t, b, bad)); err == nil || !strings.Contains(err.Error(), "id 13 at position 3") {
+				t.Errorf("embedding offset %d H %d, a bad id: %v", offset, H, err)
+			}
+		}
+		// RoPE: half 16 of D 40 (grouped when aligned; 8 dimensions past the
+		// rotated ones), half 12 (never grouped).
+		for _, dims := range [][2]int{{40, 16}, {32, 12}} {
+			const N, heads = 6, 3
+			D, half := dims[0], dims[1]
+			x, o := in(tensor.BF16, offset, N, heads, D), out(tensor.F32, offset, N, heads, D)
+			cos, sin := in(tensor.F32, offset, N, half), in(tensor.F32, offset, N, half)
+			for _, inverse := range []bool{false, true} {
+				must(t, cpu.RoPE(o.h, x.h, cos.h, sin.h, inverse))
+				must(t, b.RoPE(o.d, x.d, cos.d, sin.d, inverse))
+				compare(t, b, fmt.Sprintf("rope offset %d D %d half %d inverse %v", offset, D, half, inverse), o, tolF32)
+			}
+		}
+		// AdamW on tensors of 36 elements (grouped when aligned) and 37.
+		for _, n := range []int{36, 37} {
+			p, g, m, v := in(tensor.F32, offset, n), in(tensor.F32, offset, n), in(tensor.F32, offset, n), in(tensor.F32, offset, n)
+			for i, x := range v.h.F32() {
+				v.h.F32()[i] = x * x // the second moment is not negative
+			}
+			must(t, b.Copy(v.d, toDev(t, b, v.h)))
+			for step := 1; step <= 2; step++ {
+				must(t, cpu.AdamW([]*tensor.Tensor{p.h}, []*tensor.Tensor{g.h}, []*tensor.Tensor{m.h}, []*tensor.Tensor{v.h}, step, 1e-3, 0.9, 0.999, 1e-8, 0.01))
+				must(t, b.AdamW([]*tensor.Tensor{p.d}, []*tensor.Tensor{g.d}, []*tensor.Tensor{m.d}, []*tensor.Tensor{v.d}, step, 1e-3, 0.9, 0.999, 1e-8, 0.01))
+			}
+			for name, x := range map[string]pair{"p": p, "m": m, "v": v} {
+				compare(t, b, fmt.Sprintf("adamw offset %d n %d %s", offset, n, name), x, 0)
 			}
 		}
 		// RMSNorm, rows of 72 elements: grouped when aligned.

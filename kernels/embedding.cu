@@ -1,6 +1,7 @@
-// embedding.cu: the token-embedding gather and its backward (scatter-add).
-// One thread per element of the output (or of dout), grid-stride: block 256,
-// grid min(ceil(N*H/256), 8192) (kernels.go).
+// embedding.cu: the token-embedding gather and its backward (scatter-add),
+// grid-stride: block 256, grid min(ceil(N*H/8/256), 8192) for the gather (a
+// thread per group of 8 elements) and min(ceil(N*H/256), 8192) for the
+// scatter (a thread per element of dout) (kernels.go).
 #include "common.cuh"
 
 // embedding_forward matches tensor.CPU.Embedding: out[i, :] = table[ids[i], :]
@@ -8,11 +9,28 @@
 // the GPU: its row is written as zeros and the lowest such position is
 // recorded in *bad, which the caller sets to INT_MAX (0x7fffffff) before the
 // launch and checks after it, so that the error names the position the CPU
-// op would.
+// op would. Rows of a multiple of 8 elements in 16-byte aligned tensors go
+// 8 elements at a time (load8, store8), one division per group; otherwise
+// one element at a time.
 // The loop counts in I (see index_fits_32).
 template <class I>
 __device__ __forceinline__ void embedding_forward_loop(void* out, int out_dt, const void* table, int table_dt,
                                                        const int* ids, I n, I H, int V, int* bad) {
+  if (H % 8 == 0 && aligned16(out) && aligned16(table)) {
+    I G = H / 8, groups = n / 8;
+    for (I i = (I)grid_start(); i < groups; i += (I)grid_stride()) {
+      I row = i / G, g = i % G;
+      int id = ids[row];
+      float v[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+      if (id < 0 || id >= V) {
+        atomicMin(bad, (int)row);
+      } else {
+        load8(v, table, table_dt, (size_t)id * G + g);
+      }
+      store8(out, out_dt, i, v);
+    }
+    return;
+  }
   for (I i = (I)grid_start(); i < n; i += (I)grid_stride()) {
     I row = i / H, j = i % H;
     int id = ids[row];

@@ -187,7 +187,7 @@ var Table = []Kernel{
 
 	// rope.cu: N tokens, Heads, D, Half = R/2.
 	{Name: "rope", Source: "rope", Matches: "RoPE", Block: 256,
-		Grid: func(s Sizes) [3]int { return strided(s.N*s.Heads*(s.D-s.Half), 256) }},
+		Grid: func(s Sizes) [3]int { return strided(ceilDiv(s.N*s.Heads*(s.D-s.Half), 8), 256) }},
 
 	// swiglu.cu: N = elements.
 	{Name: "swiglu_forward", Source: "swiglu", Matches: "SwiGLU", Block: 256,
@@ -197,7 +197,7 @@ var Table = []Kernel{
 
 	// embedding.cu: N ids, H = row length.
 	{Name: "embedding_forward", Source: "embedding", Matches: "Embedding", Block: 256,
-		Grid: func(s Sizes) [3]int { return strided(s.N*s.H, 256) }},
+		Grid: func(s Sizes) [3]int { return strided(ceilDiv(s.N*s.H, 8), 256) }},
 	{Name: "embedding_backward", Source: "embedding", Matches: "(no CPU op: a float64 scatter-add in the test)", Block: 256,
 		Grid: func(s Sizes) [3]int { return strided(s.N*s.H, 256) }},
 

@@ -182,6 +182,24 @@ mutation fused-cast-tail-unwritten kernels/swiglu.cu \
   '    // (mutation) if (out2 != nullptr) store_f32(out2, out2_dt, i, y);' \
   TestGPUVectorPaths
 
+# RoPE's grouped path copies the wrong group past the rotated dimensions.
+mutation rope-group-pass-through kernels/rope.cu \
+  '        load8(v, x, x_dt, base + hg + j);' \
+  '        load8(v, x, x_dt, base + j);  // (mutation)' \
+  TestGPUVectorPaths
+
+# The embedding's grouped path reads the row of the position, not of the id.
+mutation embedding-group-row kernels/embedding.cu \
+  '        load8(v, table, table_dt, (size_t)id * G + g);' \
+  '        load8(v, table, table_dt, (size_t)row * G + g);  // (mutation)' \
+  TestGPUVectorPaths
+
+# AdamW's 4-wide path leaves the last component of each group's v unwritten.
+mutation adamw-group-component kernels/adamw.cu \
+  '      adamw_one(p.w, g.w, m.w, v.w, k);' \
+  '      // (mutation) adamw_one(p.w, g.w, m.w, v.w, k);' \
+  TestGPUVectorPaths
+
 if [ "${1:-}" = "-l" ]; then
   printf '%s\n' "${names[@]}"
   exit 0

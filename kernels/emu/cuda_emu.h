@@ -81,6 +81,10 @@ struct dim3 {
   unsigned x, y, z;
   constexpr dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
 };
+// float4: CUDA's 16-byte vector of four floats (one 128-bit load or store).
+struct __align__(16) float4 {
+  float x, y, z, w;
+};
 struct uint3 {
   unsigned x, y, z;
 };
