@@ -3,6 +3,7 @@
 package cgo
 
 import (
+	"bytes"
 	"errors"
 	"flag"
 	"fmt"
@@ -673,8 +674,23 @@ func TestGPURoPE(t *testing.T) {
 				must(t, cpu.RoPE(x.h, x.h, cos.h, sin.h, inverse))
 				must(t, b.RoPE(x.d, x.d, cos.d, sin.d, inverse))
 				compare(t, b, name+" in place", x, tolFor(tolF32, dt))
+				// q and k in one launch: the bits of one RoPE each.
+				k := input(t, b, rng, dt, N, heads/2, D)
+				q1, k1 := toDev(t, b, hostOf(t, b, x.d)), toDev(t, b, k.h)
+				must(t, b.RoPEPair(x.d, k.d, cos.d, sin.d, inverse))
+				must(t, b.RoPE(q1, q1, cos.d, sin.d, inverse))
+				must(t, b.RoPE(k1, k1, cos.d, sin.d, inverse))
+				if !bytes.Equal(hostOf(t, b, x.d).Bytes(), hostOf(t, b, q1).Bytes()) ||
+					!bytes.Equal(hostOf(t, b, k.d).Bytes(), hostOf(t, b, k1).Bytes()) {
+					t.Errorf("%s: RoPEPair differs from two RoPE calls", name)
+				}
 			}
 		}
+	}
+	x, k := input(t, b, rng, tensor.F32, N, heads, 16), input(t, b, rng, tensor.F32, N-1, heads, 16)
+	cos, sin := input(t, b, rng, tensor.F32, N, 8), input(t, b, rng, tensor.F32, N, 8)
+	if err := b.RoPEPair(x.d, k.d, cos.d, sin.d, false); err == nil || !strings.HasPrefix(err.Error(), "cuda: rope: ") {
+		t.Errorf("RoPEPair with k of another length: %v", err)
 	}
 
 	// Small and odd sizes, element by element, on true rotations: full and

@@ -362,12 +362,13 @@ func TestGPUModelNoLeak(t *testing.T) {
 // the model takes its generic path (no fused casts).
 type plainBackend struct{ tensor.Backend }
 
-// The fused casts (RMSNormCast and SwiGLUCast, which the model uses for
-// bf16 weights in the default mode) change nothing: logits, loss, log-probs
-// and LoRA gradients are the same bits as the model's without them, which
-// casts in each product instead; and they ran: the forward and backward
-// launched fewer casts.
-func TestGPUModelFusedCasts(t *testing.T) {
+// The fusions the model takes from the CUDA backend (RMSNormCast and
+// SwiGLUCast for bf16 weights in the default mode, RoPEPair always) change
+// nothing: logits, loss, log-probs and LoRA gradients are the same bits as
+// the model's without them, which casts in each product and rotates q and
+// k in two launches; and they ran: the forward and backward launched fewer
+// casts and half the rope launches.
+func TestGPUModelFusions(t *testing.T) {
 	b := gpuBackend(t)
 	v := tinyConfigs[0]
 	dir := t.TempDir()
@@ -388,7 +389,7 @@ func TestGPUModelFusedCasts(t *testing.T) {
 	must(t, plain.AttachLoRA(adapters))
 	batch := randomBatch(fused.Config.VocabSize, 2, v.seqLen, 13)
 
-	casts := map[string]int{}
+	casts, ropes := map[string]int{}, map[string]int{}
 	outs := map[string]*model.Output{}
 	logits := map[string][]float32{}
 	for _, r := range []struct {
@@ -405,8 +406,11 @@ func TestGPUModelFusedCasts(t *testing.T) {
 		must(t, perr)
 		logits[r.name] = l.F32()
 		for _, line := range lines {
-			if line.Name == "elementwise_cast" {
+			switch line.Name {
+			case "elementwise_cast":
 				casts[r.name] = line.Calls
+			case "rope":
+				ropes[r.name] = line.Calls
 			}
 		}
 	}
@@ -425,5 +429,8 @@ func TestGPUModelFusedCasts(t *testing.T) {
 	if casts["fused"] >= casts["plain"] {
 		t.Errorf("%d casts with the fused ones, %d without: the fused path did not run", casts["fused"], casts["plain"])
 	}
-	t.Logf("casts launched: %d fused, %d without", casts["fused"], casts["plain"])
+	if 2*ropes["fused"] != ropes["plain"] {
+		t.Errorf("%d rope launches with RoPEPair, %d without: want half", ropes["fused"], ropes["plain"])
+	}
+	t.Logf("casts launched: %d fused, %d without; rope launches: %d, %d", casts["fused"], casts["plain"], ropes["fused"], ropes["plain"])
 }

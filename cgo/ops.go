@@ -354,42 +354,75 @@ func (b *Backend) RMSNormBackward(dx, dout, x, weight, rstd *tensor.Tensor) erro
 
 // RoPE implements tensor.Backend.
 func (b *Backend) RoPE(out, x, cos, sin *tensor.Tensor, inverse bool) error {
-	if err := floatCheck("rope", out, x); err != nil {
+	return b.rope(out, x, nil, nil, cos, sin, inverse)
+}
+
+// RoPEPair rotates q [N, Hq, D] and k [N, Hkv, D] in place with the same
+// tables, in one launch: RoPE(q, q, ...) and RoPE(k, k, ...), bit for bit.
+func (b *Backend) RoPEPair(q, k, cos, sin *tensor.Tensor, inverse bool) error {
+	return b.rope(q, q, k, k, cos, sin, inverse)
+}
+
+// rope launches the rope kernel on x into out and, when x2 is not nil, on
+// x2 into out2 (the same N, head dimension and tables; any head count).
+func (b *Backend) rope(out, x, out2, x2, cos, sin *tensor.Tensor, inverse bool) error {
+	N, heads, D, half, err := ropeShape(out, x, cos, sin)
+	if err != nil {
 		return err
 	}
-	if err := deviceCheck("rope", cos, sin); err != nil {
+	heads2 := 0
+	if x2 != nil {
+		var N2, D2 int
+		if N2, heads2, D2, _, err = ropeShape(out2, x2, cos, sin); err != nil {
+			return err
+		}
+		if N2 != N || D2 != D {
+			return fmt.Errorf("cuda: rope: x2 %v does not have the tokens and head dimension of x %v", x2, x)
+		}
+	}
+	if err := int32Check("rope", N*(heads+heads2)*D); err != nil {
 		return err
 	}
-	if x.Rank() < 3 {
-		return fmt.Errorf("cuda: rope: x %v must be [N, heads, headDim]", x)
-	}
-	if !out.SameShape(x) {
-		return fmt.Errorf("cuda: rope: out %v != x %v", out, x)
-	}
-	if cos.DType() != tensor.F32 || sin.DType() != tensor.F32 || cos.Rank() != 2 || !sin.SameShape(cos) {
-		return fmt.Errorf("cuda: rope: cos %v and sin %v must both be F32 [N, R/2]", cos, sin)
-	}
-	heads, D := x.Dim(-2), x.Dim(-1)
-	N := 1
-	for i := 0; i < x.Rank()-2; i++ {
-		N *= x.Dim(i)
-	}
-	half := cos.Dim(1)
-	if cos.Dim(0) != N || 2*half > D {
-		return fmt.Errorf("cuda: rope: cos %v does not fit x %v: want [%d, R/2] with R <= %d", cos, x, N, D)
-	}
-	if err := int32Check("rope", N, heads, D, N*heads*D); err != nil {
-		return err
-	}
-	if N*heads*D == 0 {
+	if N*D == 0 || heads+heads2 == 0 {
 		return nil
 	}
 	inv := 0
 	if inverse {
 		inv = 1
 	}
-	args := new(Args).Tensor(out).Tensor(x).Raw(cos).Raw(sin).I32(N).I32(heads).I32(D).I32(half).I32(inv)
-	return b.q.launch("rope", "rope", kernels.Sizes{N: N, Heads: heads, D: D, Half: half}, args)
+	args := new(Args).Tensor(out).Tensor(x).Tensor(out2).Tensor(x2).Raw(cos).Raw(sin).
+		I32(N).I32(heads).I32(heads2).I32(D).I32(half).I32(inv)
+	return b.q.launch("rope", "rope", kernels.Sizes{N: N, Heads: heads + heads2, D: D, Half: half}, args)
+}
+
+// ropeShape checks one rotated tensor and its tables and returns N, heads,
+// the head dimension and R/2.
+func ropeShape(out, x, cos, sin *tensor.Tensor) (N, heads, D, half int, err error) {
+	if err := floatCheck("rope", out, x); err != nil {
+		return 0, 0, 0, 0, err
+	}
+	if err := deviceCheck("rope", cos, sin); err != nil {
+		return 0, 0, 0, 0, err
+	}
+	if x.Rank() < 3 {
+		return 0, 0, 0, 0, fmt.Errorf("cuda: rope: x %v must be [N, heads, headDim]", x)
+	}
+	if !out.SameShape(x) {
+		return 0, 0, 0, 0, fmt.Errorf("cuda: rope: out %v != x %v", out, x)
+	}
+	if cos.DType() != tensor.F32 || sin.DType() != tensor.F32 || cos.Rank() != 2 || !sin.SameShape(cos) {
+		return 0, 0, 0, 0, fmt.Errorf("cuda: rope: cos %v and sin %v must both be F32 [N, R/2]", cos, sin)
+	}
+	heads, D = x.Dim(-2), x.Dim(-1)
+	N = 1
+	for i := 0; i < x.Rank()-2; i++ {
+		N *= x.Dim(i)
+	}
+	half = cos.Dim(1)
+	if cos.Dim(0) != N || 2*half > D {
+		return 0, 0, 0, 0, fmt.Errorf("cuda: rope: cos %v does not fit x %v: want [%d, R/2] with R <= %d", cos, x, N, D)
+	}
+	return N, heads, D, half, int32Check("rope", N, heads, D, N*heads*D)
 }
 
 // attnCheck validates q, k, v, lse and the tensors shaped like q or k, as

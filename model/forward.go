@@ -358,9 +358,26 @@ func (m *Model) heads(x *tensor.Tensor, ps *pass, heads int) *tensor.Tensor {
 	return v
 }
 
+// ropePairer is what a GPU backend adds (cgo.Backend): q and k rotated in
+// one launch, the same bits as two RoPE calls.
+type ropePairer interface {
+	RoPEPair(q, k, cos, sin *tensor.Tensor, inverse bool) error
+}
+
 // rope rotates q and k (in place) or, with inverse, their gradients.
 func (m *Model) rope(q, k *tensor.Tensor, ps *pass, inverse bool) error {
 	c := m.Config
+	if rp, ok := m.be.(ropePairer); ok {
+		q3, err := q.Reshape(ps.N, c.NumAttentionHeads, c.HeadDim)
+		if err != nil {
+			return err
+		}
+		k3, err := k.Reshape(ps.N, c.NumKeyValueHeads, c.HeadDim)
+		if err != nil {
+			return err
+		}
+		return rp.RoPEPair(q3, k3, ps.cos, ps.sin, inverse)
+	}
 	for _, x := range []struct {
 		t     *tensor.Tensor
 		heads int

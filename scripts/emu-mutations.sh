@@ -111,8 +111,8 @@ mutation block-sum-missing-barrier kernels/common.cuh \
 
 # RoPE's partial rotary copies the wrong dimension past R.
 mutation rope-pass-through kernels/rope.cu \
-  '      store_f32(out, out_dt, base + j + half, load_f32(x, x_dt, base + j + half));' \
-  '      store_f32(out, out_dt, base + j + half, load_f32(x, x_dt, base + j));  // (mutation)' \
+  '      store_f32(r.out, r.out_dt, base + j + half, load_f32(r.x, r.x_dt, base + j + half));' \
+  '      store_f32(r.out, r.out_dt, base + j + half, load_f32(r.x, r.x_dt, base + j));  // (mutation)' \
   TestGPURoPE
 
 # Scale's loop over groups of 8 leaves the last group unwritten, or runs
@@ -184,8 +184,8 @@ mutation fused-cast-tail-unwritten kernels/swiglu.cu \
 
 # RoPE's grouped path copies the wrong group past the rotated dimensions.
 mutation rope-group-pass-through kernels/rope.cu \
-  '        load8(v, x, x_dt, base + hg + j);' \
-  '        load8(v, x, x_dt, base + j);  // (mutation)' \
+  '        load8(v, r.x, r.x_dt, base + hg + j);' \
+  '        load8(v, r.x, r.x_dt, base + j);  // (mutation)' \
   TestGPUVectorPaths
 
 # The embedding's grouped path reads the row of the position, not of the id.
@@ -199,6 +199,13 @@ mutation adamw-group-component kernels/adamw.cu \
   '      adamw_one(p.w, g.w, m.w, v.w, k);' \
   '      // (mutation) adamw_one(p.w, g.w, m.w, v.w, k);' \
   TestGPUVectorPaths
+
+# RoPEPair takes k's token from q's head count: k's rows get the wrong
+# position's rotation.
+mutation rope-pair-token kernels/rope.cu \
+  '  return (size_t)(row / (I)r.heads);' \
+  '  return (size_t)(row / (I)a.heads);  // (mutation)' \
+  TestGPURoPE
 
 if [ "${1:-}" = "-l" ]; then
   printf '%s\n' "${names[@]}"
