@@ -106,7 +106,8 @@ func loadPair(t *testing.T, b *Backend, dir string, seed uint64) (onCPU, onGPU *
 	return loadPairOn(t, cpu, b, dir, seed)
 }
 
-// loadPairOn is loadPair with ref (the CPU, or roundingCPU) for the CPU.
+// loadPairOn is loadPair with ref (the CPU, roundingCPU, or the GPU behind
+// plainBackend) in the CPU model's place.
 func loadPairOn(t *testing.T, ref tensor.Backend, b *Backend, dir string, seed uint64) (onCPU, onGPU *model.Model) {
 	t.Helper()
 	onCPU, err := model.Load(dir, ref)
@@ -359,7 +360,7 @@ func TestGPUModelNoLeak(t *testing.T) {
 }
 
 // plainBackend hides the Backend's methods beyond tensor.Backend, so that
-// the model takes its generic path (no fused casts).
+// the model takes its generic path (none of the backend's fusions).
 type plainBackend struct{ tensor.Backend }
 
 // The fusions the model takes from the CUDA backend (RMSNormCast and
@@ -374,19 +375,7 @@ func TestGPUModelFusions(t *testing.T) {
 	dir := t.TempDir()
 	_, err := model.WriteRandomCheckpoint(dir, []byte(v.config), tensor.BF16, 11)
 	must(t, err)
-	fused, err := model.Load(dir, b)
-	must(t, err)
-	defer fused.Close()
-	plain, err := model.Load(dir, plainBackend{b})
-	must(t, err)
-	defer plain.Close()
-	rng := rand.New(rand.NewPCG(12, 7))
-	adapters := map[string]model.LoRAWeights{}
-	for _, lm := range fused.LinearModules() {
-		adapters[lm.Name] = model.LoRAWeights{A: randHost(rng, tensor.F32, 0.3, 3, lm.In), B: randHost(rng, tensor.F32, 0.3, lm.Out, 3), Scaling: 2}
-	}
-	must(t, fused.AttachLoRA(adapters))
-	must(t, plain.AttachLoRA(adapters))
+	plain, fused := loadPairOn(t, plainBackend{b}, b, dir, 12)
 	batch := randomBatch(fused.Config.VocabSize, 2, v.seqLen, 13)
 
 	casts, ropes := map[string]int{}, map[string]int{}
