@@ -65,17 +65,60 @@ func i32Check(op, what string, t *tensor.Tensor, n int) error {
 // operations it only queues the work; ToHost of assign or dist waits for
 // it.
 func (b *Backend) KMeansAssign(assign, dist, x, c *tensor.Tensor) error {
+	return b.kmeansAssign(assign, dist, x, c, true)
+}
+
+// kmeansAssignF32 is KMeansAssign with the float32 FMA kernel
+// (kmeans_assign): the reference the tests hold the tensor-core kernels
+// to, and the GPU benchmark's baseline for them.
+func (b *Backend) kmeansAssignF32(assign, dist, x, c *tensor.Tensor) error {
+	return b.kmeansAssign(assign, dist, x, c, false)
+}
+
+// kmeansAssign is KMeansAssign on the tensor cores or, without
+// tensorCores, in float32 FMA.
+func (b *Backend) kmeansAssign(assign, dist, x, c *tensor.Tensor, tensorCores bool) error {
 	const op = "kmeans assign"
-	N, K, D, err := kmeansAssignCheck(op, assign, dist, x, c)
-	if err != nil || N == 0 {
-		return err
-	}
-	s := &scratch{b: b}
-	defer s.free()
-	xn, cn, err := b.kmeansNorms(op, x, c, s)
+	N, K, D, err := kmeansShapes(op, x, c)
 	if err != nil {
 		return err
 	}
+	if err := i32Check(op, "assign", assign, N); err != nil {
+		return err
+	}
+	if err := deviceCheck(op, dist); err != nil {
+		return err
+	}
+	if dist.DType() != tensor.F32 || dist.NumElements() != N {
+		return fmt.Errorf("cuda: %s: dist %v must be F32 with %d elements", op, dist, N)
+	}
+	if N == 0 {
+		return nil
+	}
+	s := &scratch{b: b}
+	defer s.free()
+	xn, err := s.alloc(tensor.F32, N)
+	if err != nil {
+		return err
+	}
+	cn, err := s.alloc(tensor.F32, K)
+	if err != nil {
+		return err
+	}
+	args := new(Args).Raw(cn).Tensor(c).I32(K).I32(D)
+	if err := b.q.launch(op, "kmeans_sqnorm", kernels.Sizes{N: K}, args); err != nil {
+		return err
+	}
+	args.Reset().Raw(xn).Tensor(x).I32(N).I32(D)
+	if err := b.q.launch(op, "kmeans_sqnorm", kernels.Sizes{N: N}, args); err != nil {
+		return err
+	}
+	if !tensorCores {
+		args.Reset().Raw(assign).Raw(dist).Tensor(x).Raw(xn).Raw(c).Raw(cn).I32(N).I32(K).I32(D)
+		return b.q.launch(op, "kmeans_assign", kernels.Sizes{N: N, K: K}, args)
+	}
+
+	// The operands as bf16 hi and lo parts, rows padded to Dp.
 	Dp := (D + kernels.KMeansTCPad - 1) / kernels.KMeansTCPad * kernels.KMeansTCPad
 	split := func(hi, lo, src *tensor.Tensor, rows int) error {
 		args := new(Args).Raw(hi).Raw(lo).Tensor(src).I32(rows).I32(D).I32(Dp)
@@ -108,66 +151,11 @@ func (b *Backend) KMeansAssign(assign, dist, x, c *tensor.Tensor) error {
 	}
 	sizes := kernels.Sizes{N: N, K: K}
 	if xl == nil {
-		args := new(Args).Raw(assign).Raw(dist).Raw(xh).Raw(xn).Raw(ch).Raw(cl).Raw(cn).I32(N).I32(K).I32(Dp)
+		args.Reset().Raw(assign).Raw(dist).Raw(xh).Raw(xn).Raw(ch).Raw(cl).Raw(cn).I32(N).I32(K).I32(Dp)
 		return b.q.launch(op, "kmeans_assign_tc", sizes, args)
 	}
-	args := new(Args).Raw(assign).Raw(dist).Raw(xh).Raw(xl).Raw(xn).Raw(ch).Raw(cl).Raw(cn).I32(N).I32(K).I32(Dp)
+	args.Reset().Raw(assign).Raw(dist).Raw(xh).Raw(xl).Raw(xn).Raw(ch).Raw(cl).Raw(cn).I32(N).I32(K).I32(Dp)
 	return b.q.launch(op, "kmeans_assign_tc_split", sizes, args)
-}
-
-// kmeansAssignF32 is KMeansAssign with the float32 FMA kernel
-// (kmeans_assign): the reference the tests hold the tensor-core kernels
-// to, and the GPU benchmark's baseline for them.
-func (b *Backend) kmeansAssignF32(assign, dist, x, c *tensor.Tensor) error {
-	const op = "kmeans assign"
-	N, K, D, err := kmeansAssignCheck(op, assign, dist, x, c)
-	if err != nil || N == 0 {
-		return err
-	}
-	s := &scratch{b: b}
-	defer s.free()
-	xn, cn, err := b.kmeansNorms(op, x, c, s)
-	if err != nil {
-		return err
-	}
-	args := new(Args).Raw(assign).Raw(dist).Tensor(x).Raw(xn).Raw(c).Raw(cn).I32(N).I32(K).I32(D)
-	return b.q.launch(op, "kmeans_assign", kernels.Sizes{N: N, K: K}, args)
-}
-
-// kmeansAssignCheck checks the operands of an assignment and returns N, K
-// and D.
-func kmeansAssignCheck(op string, assign, dist, x, c *tensor.Tensor) (N, K, D int, err error) {
-	if N, K, D, err = kmeansShapes(op, x, c); err != nil {
-		return 0, 0, 0, err
-	}
-	if err := i32Check(op, "assign", assign, N); err != nil {
-		return 0, 0, 0, err
-	}
-	if err := deviceCheck(op, dist); err != nil {
-		return 0, 0, 0, err
-	}
-	if dist.DType() != tensor.F32 || dist.NumElements() != N {
-		return 0, 0, 0, fmt.Errorf("cuda: %s: dist %v must be F32 with %d elements", op, dist, N)
-	}
-	return N, K, D, nil
-}
-
-// kmeansNorms queues the squared norms of the rows of x and c into F32
-// tensors of s.
-func (b *Backend) kmeansNorms(op string, x, c *tensor.Tensor, s *scratch) (xn, cn *tensor.Tensor, err error) {
-	N, D, K := x.Dim(0), x.Dim(1), c.Dim(0)
-	if xn, err = s.alloc(tensor.F32, N); err != nil {
-		return nil, nil, err
-	}
-	if cn, err = s.alloc(tensor.F32, K); err != nil {
-		return nil, nil, err
-	}
-	args := new(Args).Raw(cn).Tensor(c).I32(K).I32(D)
-	if err := b.q.launch(op, "kmeans_sqnorm", kernels.Sizes{N: K}, args); err != nil {
-		return nil, nil, err
-	}
-	args.Reset().Raw(xn).Tensor(x).I32(N).I32(D)
-	return xn, cn, b.q.launch(op, "kmeans_sqnorm", kernels.Sizes{N: N}, args)
 }
 
 // KMeansUpdate moves each centroid to the mean of the points assigned to
