@@ -482,13 +482,18 @@ func (g *gpuBench) benchKernels() {
 	}
 }
 
-// benchLoRA times, for each projection of a Llama-3.1-8B layer
-// (2048 tokens, r = 16, float32 activations and adapters), the six LoRA
-// products of a training step as the model issues them (forward y = s t B^T
-// and t = x A^T; backward dB, dt, dA, dx), all float32 cuBLAS products
-// through MatMul, against the bytes they must move at the copy bandwidth
-// measured in the same run. (thin.cu, CUDA-core kernels shaped for the
-// rank-16 side, measured 0.80-1.02x of these on an H200 and was taken out:
+// benchLoRA times, for the adapters of each input of a Llama-3.1-8B layer
+// (2048 tokens, r = 16, float32 activations and adapters), the LoRA
+// products of a training step as the model issues them (linearForward and
+// groupBackward in package model): t = A x^T kept transposed [r, N],
+// y = s t^T B^T; backward dB += s dy^T t^T, dt = s B^T dy^T, dA += dt x,
+// dx = dt^T A, all float32 cuBLAS products through MatMul. Where several
+// adapters read one input (q, k and v; gate and up) it times them stacked,
+// as the model runs them (one t, one dA and one dx product for the group),
+// and one by one, and reports the ratio. The stacked time is set against
+// the fewest bytes the products must move at the copy bandwidth measured
+// in the same run. (thin.cu, CUDA-core kernels shaped for the rank-16
+// side, measured 0.80-1.02x of cuBLAS on an H200 and was taken out:
 // bench/results/2026-12-04-h200-device-check-5.md.)
 func (g *gpuBench) benchLoRA() {
 	be := g.be
@@ -496,41 +501,77 @@ func (g *gpuBench) benchLoRA() {
 	z := g.sz
 	N, r, s := z.N, 16, float32(2.0)
 	for _, p := range []struct {
-		name    string
-		in, out int
-	}{{"q_proj", z.H, z.H}, {"k_proj", z.H, z.KV}, {"o_proj", z.H, z.H}, {"up_proj", z.H, z.I}, {"down_proj", z.I, z.H}} {
+		name string
+		in   int
+		outs []int
+	}{{"qkv", z.H, []int{z.H, z.KV, z.KV}}, {"o_proj", z.H, []int{z.H}}, {"gate_up", z.H, []int{z.I, z.I}}, {"down_proj", z.I, []int{z.H}}} {
 		func() {
-			rnd := func(shape ...int) *tensor.Tensor { return g.randDevice(rng, tensor.F32, 0.1, shape...) }
-			x, A, B, y, dy := rnd(N, p.in), rnd(r, p.in), rnd(p.out, r), rnd(N, p.out), rnd(N, p.out)
-			t, dt, dA, dB, dx := rnd(N, r), rnd(N, r), rnd(r, p.in), rnd(p.out, r), rnd(N, p.in)
+			var all []*tensor.Tensor
 			defer func() {
-				for _, x := range []*tensor.Tensor{x, A, B, y, dy, t, dt, dA, dB, dx} {
+				for _, x := range all {
 					be.Free(x)
 				}
 			}()
-			products := func() error {
-				for _, err := range []error{
-					be.MatMul(t, x, A, false, true, 1, 0),
-					be.MatMul(y, t, B, false, true, s, 0),
-					be.MatMul(dB, dy, t, true, false, s, 1),
-					be.MatMul(dt, dy, B, false, false, s, 0),
-					be.MatMul(dA, dt, x, true, false, 1, 1),
-					be.MatMul(dx, dt, A, false, false, 1, 0),
-				} {
-					if err != nil {
-						return err
-					}
-				}
-				return nil
+			rnd := func(shape ...int) *tensor.Tensor {
+				t := g.randDevice(rng, tensor.F32, 0.1, shape...)
+				all = append(all, t)
+				return t
 			}
-			// Fewest bytes: x twice (t, dA), y written, dy twice (dB, dt),
-			// dx written, the adapters.
-			bytes := 4 * float64(2*N*p.in+N*p.out+2*N*p.out+N*p.in+2*r*(p.in+p.out))
-			sec := g.measure(products)
+			n := len(p.outs)
+			x, dx := rnd(N, p.in), rnd(N, p.in)
+			A, dA, t, dt := rnd(n*r, p.in), rnd(n*r, p.in), rnd(n*r, N), rnd(n*r, N) // stacked
+			var B, dB, y, dy []*tensor.Tensor
+			outs := 0
+			for _, out := range p.outs {
+				B, dB, y, dy = append(B, rnd(out, r)), append(dB, rnd(out, r)), append(y, rnd(N, out)), append(dy, rnd(N, out))
+				outs += out
+			}
+			rows := func(t *tensor.Tensor, i int) *tensor.Tensor { // adapter i's rows
+				v, err := t.Slice(i*r, (i+1)*r)
+				g.must(err)
+				return v
+			}
+			products := func(stacked bool) func() error {
+				return func() error {
+					var errs []error
+					do := func(err error) { errs = append(errs, err) }
+					if stacked {
+						do(be.MatMul(t, A, x, false, true, 1, 0))
+					}
+					for i := range n {
+						if !stacked {
+							do(be.MatMul(rows(t, i), rows(A, i), x, false, true, 1, 0))
+						}
+						do(be.MatMul(y[i], rows(t, i), B[i], true, true, s, 0))
+					}
+					for i := range n {
+						do(be.MatMul(dB[i], dy[i], rows(t, i), true, true, s, 1))
+						do(be.MatMul(rows(dt, i), B[i], dy[i], true, true, s, 0))
+					}
+					if stacked {
+						do(be.MatMul(dA, dt, x, false, false, 1, 1))
+						do(be.MatMul(dx, dt, A, true, false, 1, 0))
+					}
+					for i := range n {
+						if !stacked {
+							do(be.MatMul(rows(dA, i), rows(dt, i), x, false, false, 1, 1))
+							do(be.MatMul(dx, rows(dt, i), rows(A, i), true, false, 1, float32(min(i, 1))))
+						}
+					}
+					return errors.Join(errs...)
+				}
+			}
+			// Fewest bytes: x twice (t, dA), each y written, each dy twice
+			// (dB, dt), dx written, the adapters and their gradients.
+			bytes := 4 * float64(3*N*p.in+3*N*outs+3*n*r*p.in+3*r*outs)
+			sec := g.measure(products(n > 1))
 			copyGBs, _ := g.ceilings()
-			g.record("lora_"+p.name, map[string]float64{
-				"us": sec * 1e6, "GB/s": bytes / sec / 1e9, "of_copy_bw": bytes / sec / 1e9 / copyGBs,
-			}, nil)
+			m := map[string]float64{"us": sec * 1e6, "GB/s": bytes / sec / 1e9, "of_copy_bw": bytes / sec / 1e9 / copyGBs}
+			if n > 1 {
+				sep := g.measure(products(false))
+				m["separate_us"], m["stacked_speedup"] = sep*1e6, sep/sec
+			}
+			g.record("lora_"+p.name, m, nil)
 		}()
 	}
 }

@@ -86,6 +86,11 @@ func TestTrainerLowersLossAndSaves(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// The trained weights are the model's (AttachLoRA may copy A).
+	for name, p := range m.LoRAParams() {
+		copy(adapter.A[name].F32(), p[0].F32())
+		copy(adapter.B[name].F32(), p[1].F32())
+	}
 	dir := filepath.Join(t.TempDir(), "adapter")
 	if err := adapter.Save(dir); err != nil {
 		t.Fatal(err)

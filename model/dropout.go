@@ -23,7 +23,7 @@ type dropout struct {
 }
 
 // loraActs is what one layer's adapters keep between forward and backward:
-// t = dropout(x) A^T per adapter, and the pass's dropout, which the
+// t = dropout(x) A^T per adapter, transposed (xa [r, N]), and the pass's dropout, which the
 // backward needs to recreate each mask.
 type loraActs struct {
 	xa   map[*loraSlot]*tensor.Tensor
@@ -68,21 +68,18 @@ func (m *Model) adapterInput(ar *arena, x *tensor.Tensor, s *loraSlot, d dropout
 	return xd, nil
 }
 
-// adapterInputBackward ends an adapter's backward, from dt, the gradient of
-// t = dropout(x) A^T: dA += dt^T dropout(x) and dx += dropout'(dt A), where
-// dropout' applies the forward's mask and 1/(1-p) (the op itself, with the
-// same seed). Without dropout: dA += dt^T x and dx += dt A. With accumulate
-// false, dx is set to its term instead (dx may hold anything before).
+// adapterInputBackward ends an adapter's backward, from dt [r, N], the
+// transposed gradient of t = dropout(x) A^T: dA += dt dropout(x) and
+// dx += dropout'(dt^T A), where dropout' applies the forward's mask and
+// 1/(1-p) (the op itself, with the same seed). Without dropout:
+// dA += dt x and dx += dt^T A. With accumulate false, dx is set to its term
+// instead (dx may hold anything before).
 func (m *Model) adapterInputBackward(dx, dt, x *tensor.Tensor, s *loraSlot, d dropout, accumulate bool) error {
-	beta := float32(0)
-	if accumulate {
-		beta = 1
-	}
 	if d.p == 0 {
-		if err := m.be.MatMul(s.da, dt, x, true, false, 1, 1); err != nil {
+		if err := m.be.MatMul(s.da, dt, x, false, false, 1, 1); err != nil {
 			return fmt.Errorf("lora %s: dA: %w", s.module, err)
 		}
-		if err := m.be.MatMul(dx, dt, s.a, false, false, 1, beta); err != nil {
+		if err := m.be.MatMul(dx, dt, s.a, true, false, 1, boolBeta(accumulate)); err != nil {
 			return fmt.Errorf("lora %s: dx: %w", s.module, err)
 		}
 		return nil
@@ -93,14 +90,14 @@ func (m *Model) adapterInputBackward(dx, dt, x *tensor.Tensor, s *loraSlot, d dr
 	if err != nil {
 		return err
 	}
-	if err := m.be.MatMul(s.da, dt, xd, true, false, 1, 1); err != nil {
+	if err := m.be.MatMul(s.da, dt, xd, false, false, 1, 1); err != nil {
 		return fmt.Errorf("lora %s: dA: %w", s.module, err)
 	}
-	g := xd // dropout(x) is used: its memory takes dt A
+	g := xd // dropout(x) is used: its memory takes dt^T A
 	if !accumulate {
 		g = dx
 	}
-	if err := m.be.MatMul(g, dt, s.a, false, false, 1, 0); err != nil {
+	if err := m.be.MatMul(g, dt, s.a, true, false, 1, 0); err != nil {
 		return fmt.Errorf("lora %s: dx: %w", s.module, err)
 	}
 	if err := m.be.Dropout(g, g, d.p, d.seedFor(s)); err != nil {

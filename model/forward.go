@@ -3,6 +3,7 @@ package model
 import (
 	"fmt"
 	"math"
+	"slices"
 
 	"github.com/compassml/compass/tensor"
 )
@@ -161,37 +162,27 @@ func (m *Model) newPass(run *arena, ids *tensor.Tensor, docLens [][]int) (*pass,
 
 // linearForward sets y = x W^T + b, plus the LoRA term
 // scaling * (dropout(x) A^T) B^T when the module is adapted (dropout only
-// when t.drop is on); dropout(x) A^T is computed once per adapter and kept
-// in t (the fused q/k/v of Phi-3 share it, and so one mask). The LoRA term
-// is written first and the base product added to it: the base product is
-// the large one, and it adds y in its epilogue for the price of one read
-// of y, where adding the LoRA term after it would read and write y again.
-// xw, when not nil, is x already in the dtype the base product takes it in
-// (castInputs); the LoRA term always reads x.
+// when t.drop is on). The adapter's input product is kept in t, transposed,
+// xa = A dropout(x)^T [r, N], and computed once per adapter (the fused q/k/v
+// of Phi-3 share it, and so one mask), or once per loraGroup (inputProducts).
+// The LoRA term is written first and the base product added to it: the
+// base product is the large one, and it adds y in its epilogue for the
+// price of one read of y, where adding the LoRA term after it would read
+// and write y again. xw, when not nil, is x already in the dtype the base
+// product takes it in (castInputs); the LoRA term always reads x.
 func (m *Model) linearForward(ar *arena, y, x, xw *tensor.Tensor, p *linear, t *loraActs) error {
 	beta := float32(0)
 	if s := p.slot; s != nil {
-		xa, ok := t.xa[s]
-		if !ok {
-			if xa = ar.empty(x.Dim(0), s.a.Dim(0)); ar.err != nil {
-				return ar.err
-			}
-			tmp := &arena{be: m.be} // dropout(x) is needed only here
-			in, err := m.adapterInput(tmp, x, s, t.drop)
-			if err == nil {
-				err = m.be.MatMul(xa, in, s.a, false, true, 1, 0)
-			}
-			tmp.free()
-			if err != nil {
+		if _, ok := t.xa[s]; !ok {
+			if err := m.inputProducts(ar, x, s, t); err != nil {
 				return fmt.Errorf("lora %s: %w", s.module, err)
 			}
-			t.xa[s] = xa
 		}
 		b, err := s.b.Slice(p.rows, p.rows+y.Dim(1))
 		if err != nil {
 			return err
 		}
-		if err := m.be.MatMul(y, xa, b, false, true, s.scaling, 0); err != nil {
+		if err := m.be.MatMul(y, t.xa[s], b, true, true, s.scaling, 0); err != nil {
 			return fmt.Errorf("lora %s: %w", s.module, err)
 		}
 		beta = 1
@@ -204,6 +195,52 @@ func (m *Model) linearForward(ar *arena, y, x, xw *tensor.Tensor, p *linear, t *
 	}
 	if p.b != nil {
 		return m.be.Add(y, y, p.b)
+	}
+	return nil
+}
+
+// inputProducts sets t.xa[s] = A dropout(x)^T for adapter s, in ar; for
+// every adapter of s's group in one product when there is no dropout
+// (the stacked A times x^T, of which each slot's xa is a row view).
+func (m *Model) inputProducts(ar *arena, x *tensor.Tensor, s *loraSlot, t *loraActs) error {
+	if g := s.group; g != nil && t.drop.p == 0 {
+		xa := ar.empty(g.a.Dim(0), x.Dim(0))
+		if ar.err != nil {
+			return ar.err
+		}
+		if err := m.be.MatMul(xa, g.a, x, false, true, 1, 0); err != nil {
+			return err
+		}
+		return g.rowViews(xa, t.xa)
+	}
+	xa := ar.empty(s.a.Dim(0), x.Dim(0))
+	if ar.err != nil {
+		return ar.err
+	}
+	tmp := &arena{be: m.be} // dropout(x) is needed only here
+	defer tmp.free()
+	in, err := m.adapterInput(tmp, x, s, t.drop)
+	if err != nil {
+		return err
+	}
+	if err := m.be.MatMul(xa, s.a, in, false, true, 1, 0); err != nil {
+		return err
+	}
+	t.xa[s] = xa
+	return nil
+}
+
+// rowViews sets views[s] to slot s's rows of stacked, a tensor whose rows
+// follow the group's stacked A.
+func (g *loraGroup) rowViews(stacked *tensor.Tensor, views map[*loraSlot]*tensor.Tensor) error {
+	r := 0
+	for _, s := range g.slots {
+		v, err := stacked.Slice(r, r+s.a.Dim(0))
+		if err != nil {
+			return err
+		}
+		views[s] = v
+		r += s.a.Dim(0)
 	}
 	return nil
 }
@@ -397,45 +434,81 @@ func (m *Model) attnScale() float32 { return float32(1 / math.Sqrt(float64(m.Con
 
 // groupBackward is the backward of projections that share their input x:
 // dx = sum_p dy_p W_p, plus each adapter's part, accumulating the adapters'
-// gradients: with x' = dropout(x) (x' = x without dropout),
-// dB += scaling dy^T (x' A^T), dt = scaling dy B, dA += dt^T x',
-// dx += dropout'(dt A) (adapterInputBackward). The base weights get no
+// gradients: with x' = dropout(x) (x' = x without dropout) and
+// dt = dy B the gradient of t = x' A^T, both kept transposed ([r, N], as
+// t.xa), dB += scaling dy^T (x' A^T), dt^T = scaling B^T dy^T,
+// dA += dt^T x', dx += dropout'(dt A) (adapterInputBackward). The adapters
+// of a loraGroup, without dropout, take dA and dx in one product each: their
+// dt^T are row views of one stacked tensor. The base weights get no
 // gradient. As in linearForward, the adapters write dx first and the base
 // products add to it.
 func (m *Model) groupBackward(ar *arena, dx, x *tensor.Tensor, projs []*linear, dys []*tensor.Tensor, t *loraActs) error {
-	written := false // whether dx holds a first term
-	done := map[*loraSlot]bool{}
-	for _, p := range projs {
-		s := p.slot
-		if s == nil || done[s] {
+	dts := map[*loraSlot]*tensor.Tensor{}
+	var slots []*loraSlot // in the order first met
+	var stacks []*loraGroup
+	stacked := map[*loraGroup]*tensor.Tensor{}
+	for j, q := range projs {
+		s := q.slot
+		if s == nil {
 			continue
 		}
-		done[s] = true
-		dt := ar.f32(x.Dim(0), s.a.Dim(0)) // zeroed: the projections of a fused slot add to it
-		if ar.err != nil {
-			return ar.err
-		}
-		for j, q := range projs {
-			if q.slot != s {
-				continue
+		seen := slices.Contains(slots, s) // a group's views exist before their slot is seen
+		if !seen {
+			slots = append(slots, s)
+			if g := s.group; g != nil && t.drop.p == 0 && stacked[g] == nil {
+				stacked[g] = ar.empty(g.a.Dim(0), x.Dim(0))
+				if ar.err != nil {
+					return ar.err
+				}
+				if err := g.rowViews(stacked[g], dts); err != nil {
+					return err
+				}
+				stacks = append(stacks, g)
 			}
-			out := dys[j].Dim(1)
-			b, err := s.b.Slice(q.rows, q.rows+out)
-			if err != nil {
-				return err
-			}
-			db, err := s.db.Slice(q.rows, q.rows+out)
-			if err != nil {
-				return err
-			}
-			if err := m.be.MatMul(db, dys[j], t.xa[s], true, false, s.scaling, 1); err != nil {
-				return fmt.Errorf("lora %s: dB: %w", s.module, err)
-			}
-			if err := m.be.MatMul(dt, dys[j], b, false, false, s.scaling, 1); err != nil {
-				return fmt.Errorf("lora %s: dt: %w", s.module, err)
+			if dts[s] == nil {
+				dts[s] = ar.empty(s.a.Dim(0), x.Dim(0))
+				if ar.err != nil {
+					return ar.err
+				}
 			}
 		}
-		if err := m.adapterInputBackward(dx, dt, x, s, t.drop, written); err != nil {
+		dt := dts[s]
+		out := dys[j].Dim(1)
+		b, err := s.b.Slice(q.rows, q.rows+out)
+		if err != nil {
+			return err
+		}
+		db, err := s.db.Slice(q.rows, q.rows+out)
+		if err != nil {
+			return err
+		}
+		if err := m.be.MatMul(db, dys[j], t.xa[s], true, true, s.scaling, 1); err != nil {
+			return fmt.Errorf("lora %s: dB: %w", s.module, err)
+		}
+		beta := float32(0) // the projections of a fused slot add to its dt
+		if seen {
+			beta = 1
+		}
+		if err := m.be.MatMul(dt, b, dys[j], true, true, s.scaling, beta); err != nil {
+			return fmt.Errorf("lora %s: dt: %w", s.module, err)
+		}
+	}
+	written := false // whether dx holds a first term
+	for _, g := range stacks {
+		dt := stacked[g]
+		if err := m.be.MatMul(g.da, dt, x, false, false, 1, 1); err != nil {
+			return fmt.Errorf("lora %s: dA: %w", g.slots[0].module, err)
+		}
+		if err := m.be.MatMul(dx, dt, g.a, true, false, 1, boolBeta(written)); err != nil {
+			return fmt.Errorf("lora %s: dx: %w", g.slots[0].module, err)
+		}
+		written = true
+	}
+	for _, s := range slots {
+		if s.group != nil && stacked[s.group] != nil {
+			continue
+		}
+		if err := m.adapterInputBackward(dx, dts[s], x, s, t.drop, written); err != nil {
 			return err
 		}
 		written = true
@@ -450,6 +523,15 @@ func (m *Model) groupBackward(ar *arena, dx, x *tensor.Tensor, projs []*linear, 
 		}
 	}
 	return nil
+}
+
+// boolBeta is a product's beta: 1 to add to what the output holds, 0 to
+// overwrite it.
+func boolBeta(add bool) float32 {
+	if add {
+		return 1
+	}
+	return 0
 }
 
 // layerBackward takes the gradient of the layer's output and returns the

@@ -71,7 +71,9 @@ func (m *Model) moduleLinears(l *layer, module string) ([]*linear, *tensor.Tenso
 // AttachLoRA puts the given adapters, keyed by full module name
 // ("model.layers.0.self_attn.q_proj"), on the model, replacing any it had,
 // and allocates their gradients. Every key must be one of LinearModules,
-// with A [r, in] and B [out, r] in F32.
+// with A [r, in] and B [out, r] in F32. The model works on its own copy of
+// an A it stacks with others (loraGroup), even on the CPU backend, so the
+// trained weights are LoRAParams', not necessarily the given tensors.
 func (m *Model) AttachLoRA(adapters map[string]LoRAWeights) error {
 	dims := map[string]lora.Module{}
 	for _, lm := range m.LinearModules() {
@@ -133,6 +135,80 @@ func (m *Model) AttachLoRA(adapters map[string]LoRAWeights) error {
 			p.slot = s
 		}
 	}
+	if err := m.stackLoRA(); err != nil {
+		m.detachLoRA()
+		return err
+	}
+	return nil
+}
+
+// stackLoRA groups the adapters of each layer's modules that read the same
+// input, q, k and v, and gate and up, when two or more of them are adapted
+// as separate modules (loraGroup): their A and dA are moved into one
+// buffer each, of which the slots' a and da become row views.
+func (m *Model) stackLoRA() error {
+	for i := range m.layers {
+		l := &m.layers[i]
+		for _, ps := range [][]*linear{{&l.q, &l.k, &l.v}, {&l.gate, &l.up}} {
+			var slots []*loraSlot
+			for _, p := range ps {
+				if p.slot != nil && !slices.Contains(slots, p.slot) {
+					slots = append(slots, p.slot)
+				}
+			}
+			if len(slots) < 2 {
+				continue
+			}
+			if err := m.stackSlots(slots); err != nil {
+				return fmt.Errorf("model: LoRA stack of %s: %w", slots[0].module, err)
+			}
+		}
+	}
+	return nil
+}
+
+// stackSlots makes slots one loraGroup.
+func (m *Model) stackSlots(slots []*loraSlot) error {
+	rows, in := 0, slots[0].a.Dim(1)
+	for _, s := range slots {
+		rows += s.a.Dim(0)
+	}
+	g := &loraGroup{slots: slots}
+	var err error
+	if g.a, err = m.be.Alloc(tensor.F32, rows, in); err != nil {
+		return err
+	}
+	m.stacks = append(m.stacks, g.a)
+	if g.da, err = m.be.Alloc(tensor.F32, rows, in); err != nil {
+		return err
+	}
+	m.stacks = append(m.stacks, g.da)
+	r := 0
+	for _, s := range slots {
+		n := s.a.Dim(0)
+		a, err := g.a.Slice(r, r+n)
+		if err != nil {
+			return err
+		}
+		da, err := g.da.Slice(r, r+n)
+		if err != nil {
+			return err
+		}
+		if err := m.be.Copy(a, s.a); err != nil {
+			return err
+		}
+		// The slot's own A (when the backend copied it) and dA, zero as
+		// the stacked dA is, are no longer used.
+		s.owned = slices.DeleteFunc(s.owned, func(t *tensor.Tensor) bool {
+			if t == s.a || t == s.da {
+				m.be.Free(t)
+				return true
+			}
+			return false
+		})
+		s.a, s.da, s.group = a, da, g
+		r += n
+	}
 	return nil
 }
 
@@ -144,6 +220,10 @@ func (m *Model) detachLoRA() {
 			m.be.Free(t)
 		}
 	}
+	for _, t := range m.stacks {
+		m.be.Free(t)
+	}
+	m.stacks = nil
 	for i := range m.layers {
 		l := &m.layers[i]
 		for _, p := range []*linear{&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down} {

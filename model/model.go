@@ -22,8 +22,9 @@ type Model struct {
 	lmHead *tensor.Tensor // [V, H]; the embedding when tied
 	layers []layer
 
-	slots []*loraSlot      // the adapted modules, in module order
-	owned []*tensor.Tensor // backend copies of the weights, freed by Close
+	slots  []*loraSlot      // the adapted modules, in module order
+	stacks []*tensor.Tensor // the loraGroups' buffers, freed by detachLoRA
+	owned  []*tensor.Tensor // backend copies of the weights, freed by Close
 
 	// Recompute keeps only each layer's input during ForwardBackward and
 	// recomputes the layer's activations in the backward: less memory, one
@@ -70,6 +71,19 @@ type loraSlot struct {
 	da, db  *tensor.Tensor
 	scaling float32
 	owned   []*tensor.Tensor // what the backend allocated for this slot
+	group   *loraGroup       // the adapters sharing this one's input; nil when alone
+}
+
+// loraGroup is the adapters of a layer's modules that read the same input
+// (q, k and v; gate and up) with their A and dA stacked in one buffer
+// each, [sum of ranks, in], of which the slots' a and da are row views.
+// The forward's x A^T and the backward's dA += dt^T x and dx += dt A are
+// then one product each for the whole group instead of one per adapter:
+// x is read once, dx written once. Dropout gives each module its own mask,
+// so a pass with dropout goes adapter by adapter (dropout.go).
+type loraGroup struct {
+	slots []*loraSlot
+	a, da *tensor.Tensor
 }
 
 // Load opens a checkpoint directory (config.json and model.safetensors or a
