@@ -182,7 +182,8 @@ func kmeansRows(ours map[string]cgo.BenchRecord, torch []map[string]any) [][]str
 	var rows [][]string
 	for _, p := range [][2]string{
 		{"kmeans_assign_tc_bf16", "kmeans_assign_bf16"}, {"kmeans_assign_tc_f32", "kmeans_assign_f32"},
-		{"kmeans_assign_tc_f32", "kmeans_assign_tf32"}, {"kmeans_assign_fma_f32", "kmeans_assign_f32"},
+		{"kmeans_assign_tc_f32", "kmeans_assign_tf32"}, {"kmeans_assign_tc_f32_prepared", "kmeans_assign_f32"},
+		{"kmeans_assign_fma_f32", "kmeans_assign_f32"},
 		{"kmeans_update_f32", "kmeans_update_f32"},
 	} {
 		r, ok := ours[p[0]]

@@ -579,7 +579,8 @@ func (g *gpuBench) benchLoRA() {
 // benchKMeans times one Lloyd iteration of k-means on 1M points of 768
 // dimensions into 1024 clusters (the COMPASS clustering's shape at scale):
 // the assignment on the tensor cores with bf16 points (used in place) and
-// with float32 points (split in two per call, the split included), the
+// with float32 points (split in two per call, the split included, and
+// prepared once by KMeansAssigner, as the clustering's loop runs it), the
 // float32 FMA kernel on the float32 points, and the update. The assignments
 // report their rate against the cuBLAS bf16 ceiling (2 N K D FLOPs) and
 // the share of points the tensor-core kernels assign as the float32 one
@@ -619,6 +620,10 @@ func (g *gpuBench) benchKMeans() {
 		return float64(n) / float64(len(a))
 	}
 	ref32, ref16 := labels(x32, be.kmeansAssignF32), labels(x16, be.kmeansAssignF32)
+	prepared, free, err := be.KMeansAssigner(x32) // split once, as the Lloyd loop does
+	g.must(err)
+	defer free()
+	assignPrepared := func(assign, dist, _, c *tensor.Tensor) error { return prepared(assign, dist, c) }
 	_, tflops := g.ceilings()
 	flops := 2 * float64(N) * float64(K) * float64(D)
 	for _, cs := range []struct {
@@ -629,6 +634,7 @@ func (g *gpuBench) benchKMeans() {
 	}{
 		{"kmeans_assign_tc_bf16", x16, be.KMeansAssign, ref16},
 		{"kmeans_assign_tc_f32", x32, be.KMeansAssign, ref32},
+		{"kmeans_assign_tc_f32_prepared", x32, assignPrepared, ref32},
 		{"kmeans_assign_fma_f32", x32, be.kmeansAssignF32, ref32},
 	} {
 		agree := same(labels(cs.x, cs.f), cs.ref)

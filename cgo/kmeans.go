@@ -13,26 +13,40 @@ import (
 // and reads back only what it decides on: the counts (empty clusters) and,
 // when it wants them, the assignments and distances.
 
+// kmeansPointsCheck checks the points x [N, D] (any float dtype) on the
+// device and returns N and D.
+func kmeansPointsCheck(op string, x *tensor.Tensor) (N, D int, err error) {
+	if err := floatCheck(op, x); err != nil {
+		return 0, 0, err
+	}
+	if x.Rank() != 2 {
+		return 0, 0, fmt.Errorf("cuda: %s: x %v must be [N, D]", op, x)
+	}
+	N, D = x.Dim(0), x.Dim(1)
+	if D == 0 {
+		return 0, 0, fmt.Errorf("cuda: %s: points without dimensions (x %v)", op, x)
+	}
+	return N, D, int32Check(op, N, D)
+}
+
 // kmeansShapes checks x [N, D] (any float dtype) and c F32 [K, D], all on
 // the device, and returns N, K and D.
 func kmeansShapes(op string, x, c *tensor.Tensor) (N, K, D int, err error) {
-	if err := floatCheck(op, x, c); err != nil {
+	if N, D, err = kmeansPointsCheck(op, x); err != nil {
 		return 0, 0, 0, err
 	}
-	if x.Rank() != 2 || c.Rank() != 2 {
-		return 0, 0, 0, fmt.Errorf("cuda: %s: x %v and c %v must be [N, D] and [K, D]", op, x, c)
+	if err := floatCheck(op, c); err != nil {
+		return 0, 0, 0, err
 	}
-	N, D, K = x.Dim(0), x.Dim(1), c.Dim(0)
 	switch {
+	case c.Rank() != 2 || c.Dim(1) != D:
+		return 0, 0, 0, fmt.Errorf("cuda: %s: centroids %v must be [K, %d], as x %v is [N, %d]", op, c, D, x, D)
 	case c.DType() != tensor.F32:
 		return 0, 0, 0, fmt.Errorf("cuda: %s: centroids %v must be F32", op, c)
-	case c.Dim(1) != D:
-		return 0, 0, 0, fmt.Errorf("cuda: %s: centroids %v do not have the %d dimensions of x %v", op, c, D, x)
-	case K == 0:
+	case c.Dim(0) == 0:
 		return 0, 0, 0, fmt.Errorf("cuda: %s: no centroids (c %v)", op, c)
-	case D == 0:
-		return 0, 0, 0, fmt.Errorf("cuda: %s: points without dimensions (x %v)", op, x)
 	}
+	K = c.Dim(0)
 	return N, K, D, int32Check(op, N, K, D)
 }
 
@@ -63,9 +77,25 @@ func i32Check(op, what string, t *tensor.Tensor, n int) error {
 // BF16 points with D a multiple of 32 (used in place), the points' hi and,
 // for F32 and F16 points, lo parts: 2 or 4 N Dp bytes. Like the other
 // operations it only queues the work; ToHost of assign or dist waits for
-// it.
+// it. Iterations over the same points should use KMeansAssigner, which
+// prepares the points' norms and parts once.
 func (b *Backend) KMeansAssign(assign, dist, x, c *tensor.Tensor) error {
 	return b.kmeansAssign(assign, dist, x, c, true)
+}
+
+// KMeansAssigner prepares the points x [N, D] (F32, BF16 or F16, on the
+// device) for repeated assignments, as Lloyd's iterations make: their
+// float32 row norms and, unless x is BF16 with D a multiple of 32, their
+// bf16 hi and lo parts (KMeansAssign's scratch for them) are computed here,
+// once, instead of at every call. assign is then KMeansAssign on those
+// points, whose rows it reads as they were when prepared; x must stay
+// allocated while assign is used, and free releases what was prepared.
+func (b *Backend) KMeansAssigner(x *tensor.Tensor) (assign func(assign, dist, c *tensor.Tensor) error, free func(), err error) {
+	p, err := b.prepareKMeans(x, true)
+	if err != nil {
+		return nil, nil, err
+	}
+	return func(assign, dist, c *tensor.Tensor) error { return b.assignPrepared(assign, dist, p, c) }, p.s.free, nil
 }
 
 // kmeansAssignF32 is KMeansAssign with the float32 FMA kernel
@@ -78,10 +108,85 @@ func (b *Backend) kmeansAssignF32(assign, dist, x, c *tensor.Tensor) error {
 // kmeansAssign is KMeansAssign on the tensor cores or, without
 // tensorCores, in float32 FMA.
 func (b *Backend) kmeansAssign(assign, dist, x, c *tensor.Tensor, tensorCores bool) error {
-	const op = "kmeans assign"
-	N, K, D, err := kmeansShapes(op, x, c)
+	p, err := b.prepareKMeans(x, tensorCores)
 	if err != nil {
 		return err
+	}
+	defer p.s.free()
+	return b.assignPrepared(assign, dist, p, c)
+}
+
+// kmeansPoints is points prepared for assignments: x, its float32 row
+// norms xn and, for the tensor cores, its bf16 hi part xh (x itself for
+// BF16 points with D = Dp) and lo part xl (nil for BF16 points), with rows
+// padded to Dp; s holds what was allocated.
+type kmeansPoints struct {
+	x, xn, xh, xl *tensor.Tensor
+	N, D, Dp      int
+	tensorCores   bool
+	s             scratch
+}
+
+// prepareKMeans computes the points' norms and, with tensorCores, their
+// bf16 parts.
+func (b *Backend) prepareKMeans(x *tensor.Tensor, tensorCores bool) (*kmeansPoints, error) {
+	const op = "kmeans assign"
+	N, D, err := kmeansPointsCheck(op, x)
+	if err != nil {
+		return nil, err
+	}
+	p := &kmeansPoints{x: x, N: N, D: D, tensorCores: tensorCores, s: scratch{b: b},
+		Dp: (D + kernels.KMeansTCPad - 1) / kernels.KMeansTCPad * kernels.KMeansTCPad}
+	if N == 0 {
+		return p, nil
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			p.s.free()
+		}
+	}()
+	if p.xn, err = p.s.alloc(tensor.F32, N); err != nil {
+		return nil, err
+	}
+	args := new(Args).Raw(p.xn).Tensor(x).I32(N).I32(D)
+	if err := b.q.launch(op, "kmeans_sqnorm", kernels.Sizes{N: N}, args); err != nil {
+		return nil, err
+	}
+	p.xh = x
+	if mem, _ := x.Device(); tensorCores && (x.DType() != tensor.BF16 || D != p.Dp || mem.Ptr%16 != 0) {
+		if p.xh, err = p.s.alloc(tensor.BF16, N, p.Dp); err != nil {
+			return nil, err
+		}
+		if x.DType() != tensor.BF16 {
+			if p.xl, err = p.s.alloc(tensor.BF16, N, p.Dp); err != nil {
+				return nil, err
+			}
+		}
+		if err := b.kmeansSplit(p.xh, p.xl, x, N, D, p.Dp); err != nil {
+			return nil, err
+		}
+	}
+	ok = true
+	return p, nil
+}
+
+// kmeansSplit writes the rows of src [rows, D] as bf16 hi and, when lo is
+// not nil, lo parts, padded with zeros to Dp.
+func (b *Backend) kmeansSplit(hi, lo, src *tensor.Tensor, rows, D, Dp int) error {
+	args := new(Args).Raw(hi).Raw(lo).Tensor(src).I32(rows).I32(D).I32(Dp)
+	return b.q.launch("kmeans assign", "kmeans_split", kernels.Sizes{N: rows, H: Dp}, args)
+}
+
+// assignPrepared is kmeansAssign on prepared points.
+func (b *Backend) assignPrepared(assign, dist *tensor.Tensor, p *kmeansPoints, c *tensor.Tensor) error {
+	const op = "kmeans assign"
+	N, K, D, err := kmeansShapes(op, p.x, c)
+	if err != nil {
+		return err
+	}
+	if N != p.N || D != p.D {
+		return fmt.Errorf("cuda: %s: points %v are not the [%d, %d] prepared", op, p.x, p.N, p.D)
 	}
 	if err := i32Check(op, "assign", assign, N); err != nil {
 		return err
@@ -97,10 +202,6 @@ func (b *Backend) kmeansAssign(assign, dist, x, c *tensor.Tensor, tensorCores bo
 	}
 	s := &scratch{b: b}
 	defer s.free()
-	xn, err := s.alloc(tensor.F32, N)
-	if err != nil {
-		return err
-	}
 	cn, err := s.alloc(tensor.F32, K)
 	if err != nil {
 		return err
@@ -109,52 +210,28 @@ func (b *Backend) kmeansAssign(assign, dist, x, c *tensor.Tensor, tensorCores bo
 	if err := b.q.launch(op, "kmeans_sqnorm", kernels.Sizes{N: K}, args); err != nil {
 		return err
 	}
-	args.Reset().Raw(xn).Tensor(x).I32(N).I32(D)
-	if err := b.q.launch(op, "kmeans_sqnorm", kernels.Sizes{N: N}, args); err != nil {
-		return err
-	}
-	if !tensorCores {
-		args.Reset().Raw(assign).Raw(dist).Tensor(x).Raw(xn).Raw(c).Raw(cn).I32(N).I32(K).I32(D)
+	if !p.tensorCores {
+		args.Reset().Raw(assign).Raw(dist).Tensor(p.x).Raw(p.xn).Raw(c).Raw(cn).I32(N).I32(K).I32(D)
 		return b.q.launch(op, "kmeans_assign", kernels.Sizes{N: N, K: K}, args)
 	}
-
-	// The operands as bf16 hi and lo parts, rows padded to Dp.
-	Dp := (D + kernels.KMeansTCPad - 1) / kernels.KMeansTCPad * kernels.KMeansTCPad
-	split := func(hi, lo, src *tensor.Tensor, rows int) error {
-		args := new(Args).Raw(hi).Raw(lo).Tensor(src).I32(rows).I32(D).I32(Dp)
-		return b.q.launch(op, "kmeans_split", kernels.Sizes{N: rows, H: Dp}, args)
-	}
-	ch, err := s.alloc(tensor.BF16, K, Dp)
+	// The centroids as bf16 hi and lo parts, rows padded to Dp.
+	ch, err := s.alloc(tensor.BF16, K, p.Dp)
 	if err != nil {
 		return err
 	}
-	cl, err := s.alloc(tensor.BF16, K, Dp)
+	cl, err := s.alloc(tensor.BF16, K, p.Dp)
 	if err != nil {
 		return err
 	}
-	if err := split(ch, cl, c, K); err != nil {
+	if err := b.kmeansSplit(ch, cl, c, K, D, p.Dp); err != nil {
 		return err
-	}
-	xh, xl := x, (*tensor.Tensor)(nil)
-	if mem, _ := x.Device(); x.DType() != tensor.BF16 || D != Dp || mem.Ptr%16 != 0 {
-		if xh, err = s.alloc(tensor.BF16, N, Dp); err != nil {
-			return err
-		}
-		if x.DType() != tensor.BF16 {
-			if xl, err = s.alloc(tensor.BF16, N, Dp); err != nil {
-				return err
-			}
-		}
-		if err := split(xh, xl, x, N); err != nil {
-			return err
-		}
 	}
 	sizes := kernels.Sizes{N: N, K: K}
-	if xl == nil {
-		args.Reset().Raw(assign).Raw(dist).Raw(xh).Raw(xn).Raw(ch).Raw(cl).Raw(cn).I32(N).I32(K).I32(Dp)
+	if p.xl == nil {
+		args.Reset().Raw(assign).Raw(dist).Raw(p.xh).Raw(p.xn).Raw(ch).Raw(cl).Raw(cn).I32(N).I32(K).I32(p.Dp)
 		return b.q.launch(op, "kmeans_assign_tc", sizes, args)
 	}
-	args.Reset().Raw(assign).Raw(dist).Raw(xh).Raw(xl).Raw(xn).Raw(ch).Raw(cl).Raw(cn).I32(N).I32(K).I32(Dp)
+	args.Reset().Raw(assign).Raw(dist).Raw(p.xh).Raw(p.xl).Raw(p.xn).Raw(ch).Raw(cl).Raw(cn).I32(N).I32(K).I32(p.Dp)
 	return b.q.launch(op, "kmeans_assign_tc_split", sizes, args)
 }
 

@@ -158,6 +158,58 @@ func TestGPUKMeansAssign(t *testing.T) {
 	}
 }
 
+// TestGPUKMeansAssigner checks the prepared assignment of the clustering's
+// loop: on points prepared once (f32 and f16 split, bf16 used in place or
+// copied), every call with new centroids gives KMeansAssign's assignments
+// and distances bit for bit, and a later change to x is not seen (the
+// parts were taken when prepared; f32 points only, whose parts are
+// copies). Centroids of other dimensions are refused.
+func TestGPUKMeansAssigner(t *testing.T) {
+	b := gpuBackend(t)
+	rng := newRNG(t)
+	for _, c := range []struct {
+		N, K, D int
+		dt      tensor.DType
+	}{{150, 40, 70, tensor.F32}, {64, 9, 32, tensor.BF16}, {33, 20, 24, tensor.BF16}, {40, 7, 33, tensor.F16}} {
+		name := fmt.Sprintf("kmeans assigner N %d K %d D %d %s", c.N, c.K, c.D, c.dt)
+		x := input(t, b, rng, c.dt, c.N, c.D)
+		assign, free, err := b.KMeansAssigner(x.d)
+		must(t, err)
+		for round := range 3 {
+			cent := input(t, b, rng, tensor.F32, c.K, c.D).d
+			got, gotDist := poisonedI32(t, b, c.N), output(t, b, tensor.F32, c.N).d
+			want, wantDist := poisonedI32(t, b, c.N), output(t, b, tensor.F32, c.N).d
+			must(t, assign(got, gotDist, cent))
+			must(t, b.KMeansAssign(want, wantDist, x.d, cent))
+			if !slices.Equal(hostOf(t, b, got).I32(), hostOf(t, b, want).I32()) {
+				t.Errorf("%s, round %d: assignments differ from KMeansAssign's", name, round)
+			}
+			if !slices.Equal(hostOf(t, b, gotDist).F32(), hostOf(t, b, wantDist).F32()) {
+				t.Errorf("%s, round %d: distances differ from KMeansAssign's", name, round)
+			}
+		}
+		if c.dt == tensor.F32 {
+			cent := input(t, b, rng, tensor.F32, c.K, c.D).d
+			before, d := poisonedI32(t, b, c.N), output(t, b, tensor.F32, c.N).d
+			must(t, assign(before, d, cent))
+			must(t, b.Zero(x.d))
+			after := poisonedI32(t, b, c.N)
+			must(t, assign(after, d, cent))
+			if !slices.Equal(hostOf(t, b, before).I32(), hostOf(t, b, after).I32()) {
+				t.Errorf("%s: the assignment changed with x after it was prepared", name)
+			}
+		}
+		err = assign(poisonedI32(t, b, c.N), output(t, b, tensor.F32, c.N).d, input(t, b, rng, tensor.F32, c.K, c.D+1).d)
+		if err == nil || !strings.HasPrefix(err.Error(), "cuda: kmeans assign: ") {
+			t.Errorf("%s: centroids of %d dimensions: %v", name, c.D+1, err)
+		}
+		free()
+	}
+	if _, _, err := b.KMeansAssigner(tensor.New(tensor.F32, 4, 3)); err == nil {
+		t.Error("host points: no error")
+	}
+}
+
 // TestGPUKMeansUpdate checks KMeansUpdate against float64 sums: every
 // centroid with points becomes their mean (1e-6 of its scale), and bit for
 // bit the float32 sum the kernel defines (each cluster's points in index

@@ -317,7 +317,7 @@ func TestRecordedOps(t *testing.T) {
 		{"embedding backward", []string{"embedding_backward"}, func() error {
 			return b.embeddingBackward(dev(t, b, f32, V, H), dev(t, b, bf16, B, T, H), dev(t, b, i32, B, T))
 		}},
-		{"kmeans assign", []string{"kmeans_sqnorm", "kmeans_sqnorm", "kmeans_split", "kmeans_split", "kmeans_assign_tc_split"}, func() error {
+		{"kmeans assign", []string{"kmeans_sqnorm", "kmeans_split", "kmeans_sqnorm", "kmeans_split", "kmeans_assign_tc_split"}, func() error {
 			return b.KMeansAssign(dev(t, b, i32, N), dev(t, b, f32, N), dev(t, b, f16, N, H), dev(t, b, f32, 5, H))
 		}},
 		{"kmeans update", []string{"kmeans_chunk_counts", "kmeans_chunk_offsets", "kmeans_cluster_starts", "kmeans_scatter", "kmeans_segment_mean"}, func() error {

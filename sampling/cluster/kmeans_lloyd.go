@@ -23,6 +23,11 @@ type assigner struct {
 	dev   *tensor.Tensor // m on the backend (m.T itself on the CPU)
 	out   *tensor.Tensor // host scratch [block, k]
 	cnorm []float32
+
+	// The backend's fused assignment on dev, prepared once (fusedAssigner);
+	// nil on a backend without it.
+	fused     func(assign, dist, c *tensor.Tensor) error
+	freeFused func()
 }
 
 func newAssigner(b tensor.Backend, m *matrix.Matrix, k int) (*assigner, error) {
@@ -31,21 +36,33 @@ func newAssigner(b tensor.Backend, m *matrix.Matrix, k int) (*assigner, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &assigner{b: b, m: m, k: k, block: block, dev: dev,
-		out: tensor.New(tensor.F32, block, k), cnorm: make([]float32, k)}, nil
+	a := &assigner{b: b, m: m, k: k, block: block, dev: dev, cnorm: make([]float32, k)}
+	if fa, ok := b.(fusedAssigner); ok {
+		if a.fused, a.freeFused, err = fa.KMeansAssigner(dev); err != nil {
+			a.close()
+			return nil, fmt.Errorf("cluster: kmeans assignment: %w", err)
+		}
+		return a, nil
+	}
+	a.out = tensor.New(tensor.F32, block, k)
+	return a, nil
 }
 
 func (a *assigner) close() {
+	if a.freeFused != nil {
+		a.freeFused()
+	}
 	if a.dev != a.m.T {
 		a.b.Free(a.dev)
 	}
 }
 
-// fusedAssigner is what a GPU backend offers (cgo.Backend.KMeansAssign):
+// fusedAssigner is what a GPU backend offers (cgo.Backend.KMeansAssigner):
 // the assignment with the argmin fused into the distance kernel, so that
-// only N labels come back from the device, not an N x K matrix.
+// only N labels come back from the device, not an N x K matrix, on points
+// prepared once (their norms, their bf16 parts) for every iteration.
 type fusedAssigner interface {
-	KMeansAssign(assign, dist, x, c *tensor.Tensor) error
+	KMeansAssigner(x *tensor.Tensor) (assign func(assign, dist, c *tensor.Tensor) error, free func(), err error)
 }
 
 // assign writes the nearest centroid of every row into labels and returns
@@ -68,8 +85,8 @@ func (a *assigner) assign(cent []float32, labels []int32) (changed int, err erro
 			a.b.Free(dc)
 		}
 	}()
-	if fa, ok := a.b.(fusedAssigner); ok {
-		return a.assignFused(fa, dc, labels)
+	if a.fused != nil {
+		return a.assignFused(dc, labels)
 	}
 	var dout *tensor.Tensor
 	if a.b.Name() != "cpu" {
@@ -138,7 +155,7 @@ func (a *assigner) assign(cent []float32, labels []int32) (changed int, err erro
 // once on the device, the labels copied back. Its distances are float32
 // ||x||^2 - 2 x.c + ||c||^2, as the host path's, so the two agree except
 // where two centroids are within that rounding of each other.
-func (a *assigner) assignFused(fa fusedAssigner, dc *tensor.Tensor, labels []int32) (changed int, err error) {
+func (a *assigner) assignFused(dc *tensor.Tensor, labels []int32) (changed int, err error) {
 	n := a.m.N
 	lab, err := a.b.Alloc(tensor.I32, n)
 	if err != nil {
@@ -150,7 +167,7 @@ func (a *assigner) assignFused(fa fusedAssigner, dc *tensor.Tensor, labels []int
 		return 0, err
 	}
 	defer a.b.Free(dist)
-	if err := fa.KMeansAssign(lab, dist, a.dev, dc); err != nil {
+	if err := a.fused(lab, dist, dc); err != nil {
 		return 0, fmt.Errorf("cluster: kmeans assignment: %w", err)
 	}
 	h, err := a.b.ToHost(lab)
