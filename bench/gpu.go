@@ -132,6 +132,16 @@ func runGPU(w io.Writer, o Options) ([]Result, error) {
 	table(w, "Kernels and products on "+sizes+", against the ceilings",
 		[]string{"case", "us", "rate", "of the ceiling"}, rows)
 	rows = nil
+	for _, name := range order {
+		if m := byName[name].Metrics; m["stacked_speedup"] > 0 {
+			rows = append(rows, []string{name, fmt.Sprintf("%.1f", m["us"]), fmt.Sprintf("%.1f", m["separate_us"]), ratio(m["separate_us"], m["us"])})
+		}
+	}
+	if len(rows) > 0 {
+		table(w, "LoRA products of the adapters sharing an input, stacked (as the model runs them) against one by one (ratio = speed-up)",
+			[]string{"case", "stacked us", "one by one us", "ratio"}, rows)
+	}
+	rows = nil
 	for _, r := range sdpa {
 		name := fmt.Sprint(r["bench"])
 		ours := byName[name+"_tc"].Metrics["us"]

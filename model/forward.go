@@ -485,11 +485,8 @@ func (m *Model) groupBackward(ar *arena, dx, x *tensor.Tensor, projs []*linear, 
 		if err := m.be.MatMul(db, dys[j], t.xa[s], true, true, s.scaling, 1); err != nil {
 			return fmt.Errorf("lora %s: dB: %w", s.module, err)
 		}
-		beta := float32(0) // the projections of a fused slot add to its dt
-		if seen {
-			beta = 1
-		}
-		if err := m.be.MatMul(dt, b, dys[j], true, true, s.scaling, beta); err != nil {
+		// The projections of a fused slot add to its dt.
+		if err := m.be.MatMul(dt, b, dys[j], true, true, s.scaling, boolBeta(seen)); err != nil {
 			return fmt.Errorf("lora %s: dt: %w", s.module, err)
 		}
 	}
@@ -514,11 +511,7 @@ func (m *Model) groupBackward(ar *arena, dx, x *tensor.Tensor, projs []*linear, 
 		written = true
 	}
 	for i, p := range projs {
-		beta := float32(1)
-		if i == 0 && !written {
-			beta = 0
-		}
-		if err := m.be.MatMul(dx, dys[i], p.w, false, false, 1, beta); err != nil {
+		if err := m.be.MatMul(dx, dys[i], p.w, false, false, 1, boolBeta(i > 0 || written)); err != nil {
 			return err
 		}
 	}
