@@ -487,12 +487,12 @@ func (g *gpuBench) benchKernels() {
 // products of a training step as the model issues them (linearForward and
 // groupBackward in package model): t = A x^T kept transposed [r, N],
 // y = s t^T B^T; backward dB += s dy^T t^T, dt = s B^T dy^T, dA += dt x,
-// dx = dt^T A, all float32 cuBLAS products through MatMul. Where several
-// adapters read one input (q, k and v; gate and up) it times them stacked,
-// as the model runs them (one t, one dA and one dx product for the group),
-// and one by one, and reports the ratio. The stacked time is set against
-// the fewest bytes the products must move at the copy bandwidth measured
-// in the same run. (thin.cu, CUDA-core kernels shaped for the rank-16
+// dx = dt^T A, all float32 cuBLAS products through MatMul, stacked where
+// several adapters read one input (q, k and v; gate and up: one t, one dA
+// and one dx product for the group). Each time is set against the fewest
+// bytes the products must move at the copy bandwidth measured in the same
+// run, and against the products as the model issued them before the
+// stacking (one adapter at a time, t = x A^T [N, r]: before_us, speedup). (thin.cu, CUDA-core kernels shaped for the rank-16
 // side, measured 0.80-1.02x of cuBLAS on an H200 and was taken out:
 // bench/results/2026-12-04-h200-device-check-5.md.)
 func (g *gpuBench) benchLoRA() {
@@ -531,46 +531,55 @@ func (g *gpuBench) benchLoRA() {
 				g.must(err)
 				return v
 			}
-			products := func(stacked bool) func() error {
-				return func() error {
-					var errs []error
-					do := func(err error) { errs = append(errs, err) }
-					if stacked {
-						do(be.MatMul(t, A, x, false, true, 1, 0))
-					}
-					for i := range n {
-						if !stacked {
-							do(be.MatMul(rows(t, i), rows(A, i), x, false, true, 1, 0))
-						}
-						do(be.MatMul(y[i], rows(t, i), B[i], true, true, s, 0))
-					}
-					for i := range n {
-						do(be.MatMul(dB[i], dy[i], rows(t, i), true, true, s, 1))
-						do(be.MatMul(rows(dt, i), B[i], dy[i], true, true, s, 0))
-					}
-					if stacked {
-						do(be.MatMul(dA, dt, x, false, false, 1, 1))
-						do(be.MatMul(dx, dt, A, true, false, 1, 0))
-					}
-					for i := range n {
-						if !stacked {
-							do(be.MatMul(rows(dA, i), rows(dt, i), x, false, false, 1, 1))
-							do(be.MatMul(dx, rows(dt, i), rows(A, i), true, false, 1, float32(min(i, 1))))
-						}
-					}
-					return errors.Join(errs...)
+			// As the model runs them: t kept transposed, stacked where
+			// several adapters read x.
+			asModel := func() error {
+				var errs []error
+				do := func(err error) { errs = append(errs, err) }
+				if n > 1 {
+					do(be.MatMul(t, A, x, false, true, 1, 0))
+				} else {
+					do(be.MatMul(rows(t, 0), rows(A, 0), x, false, true, 1, 0))
 				}
+				for i := range n {
+					do(be.MatMul(y[i], rows(t, i), B[i], true, true, s, 0))
+				}
+				for i := range n {
+					do(be.MatMul(dB[i], dy[i], rows(t, i), true, true, s, 1))
+					do(be.MatMul(rows(dt, i), B[i], dy[i], true, true, s, 0))
+				}
+				do(be.MatMul(dA, dt, x, false, false, 1, 1))
+				do(be.MatMul(dx, dt, A, true, false, 1, 0))
+				return errors.Join(errs...)
+			}
+			// As the model ran them before the stacking: one adapter at a
+			// time, t = x A^T [N, r].
+			var tr, dtr []*tensor.Tensor
+			for range n {
+				tr, dtr = append(tr, rnd(N, r)), append(dtr, rnd(N, r))
+			}
+			before := func() error {
+				var errs []error
+				do := func(err error) { errs = append(errs, err) }
+				for i := range n {
+					do(be.MatMul(tr[i], x, rows(A, i), false, true, 1, 0))
+					do(be.MatMul(y[i], tr[i], B[i], false, true, s, 0))
+				}
+				for i := range n {
+					do(be.MatMul(dB[i], dy[i], tr[i], true, false, s, 1))
+					do(be.MatMul(dtr[i], dy[i], B[i], false, false, s, 0))
+					do(be.MatMul(rows(dA, i), dtr[i], x, true, false, 1, 1))
+					do(be.MatMul(dx, dtr[i], rows(A, i), false, false, 1, float32(min(i, 1))))
+				}
+				return errors.Join(errs...)
 			}
 			// Fewest bytes: x twice (t, dA), each y written, each dy twice
 			// (dB, dt), dx written, the adapters and their gradients.
 			bytes := 4 * float64(3*N*p.in+3*N*outs+3*n*r*p.in+3*r*outs)
-			sec := g.measure(products(n > 1))
+			sec, old := g.measure(asModel), g.measure(before)
 			copyGBs, _ := g.ceilings()
-			m := map[string]float64{"us": sec * 1e6, "GB/s": bytes / sec / 1e9, "of_copy_bw": bytes / sec / 1e9 / copyGBs}
-			if n > 1 {
-				sep := g.measure(products(false))
-				m["separate_us"], m["stacked_speedup"] = sep*1e6, sep/sec
-			}
+			m := map[string]float64{"us": sec * 1e6, "GB/s": bytes / sec / 1e9, "of_copy_bw": bytes / sec / 1e9 / copyGBs,
+				"before_us": old * 1e6, "speedup": old / sec}
 			g.record("lora_"+p.name, m, nil)
 		}()
 	}
