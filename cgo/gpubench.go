@@ -337,6 +337,22 @@ func (g *gpuBench) benchKernels() {
 			keep(gt, u, d, dg, du)
 			return func() error { return be.SwiGLUBackward(dg, du, d, gt, u) }, 5 * 4 * n, 0
 		}},
+		// The backward's fused casts (dgate and dup for the gate and up
+		// products), and the three launches they replace.
+		{"swiglu_backward_f32_cast_bf16_fused", func(keep func(...*tensor.Tensor)) (func() error, float64, float64) {
+			gt, u, d, dg, du := rnd(f32, 1, N, I), rnd(f32, 1, N, I), rnd(f32, 1, N, I), rnd(f32, 1, N, I), rnd(f32, 1, N, I)
+			gc, uc := rnd(bf16, 1, N, I), rnd(bf16, 1, N, I)
+			keep(gt, u, d, dg, du, gc, uc)
+			return func() error { return be.SwiGLUBackwardCast(dg, du, gc, uc, d, gt, u) }, 24 * n, 0
+		}},
+		{"swiglu_backward_f32_then_cast_bf16", func(keep func(...*tensor.Tensor)) (func() error, float64, float64) {
+			gt, u, d, dg, du := rnd(f32, 1, N, I), rnd(f32, 1, N, I), rnd(f32, 1, N, I), rnd(f32, 1, N, I), rnd(f32, 1, N, I)
+			gc, uc := rnd(bf16, 1, N, I), rnd(bf16, 1, N, I)
+			keep(gt, u, d, dg, du, gc, uc)
+			return func() error {
+				return errors.Join(be.SwiGLUBackward(dg, du, d, gt, u), be.Copy(gc, dg), be.Copy(uc, du))
+			}, 24 * n, 0
+		}},
 		{"rmsnorm_forward_f32", func(keep func(...*tensor.Tensor)) (func() error, float64, float64) {
 			x, w, rstd, o := rnd(f32, 1, N, H), rnd(bf16, 1, H), rnd(f32, 1, N), rnd(f32, 1, N, H)
 			keep(x, w, rstd, o)

@@ -363,12 +363,14 @@ func TestGPUModelNoLeak(t *testing.T) {
 // the model takes its generic path (none of the backend's fusions).
 type plainBackend struct{ tensor.Backend }
 
-// The fusions the model takes from the CUDA backend (RMSNormCast and
-// SwiGLUCast for bf16 weights in the default mode, RoPEPair always) change
-// nothing: logits, loss, log-probs and LoRA gradients are the same bits as
-// the model's without them, which casts in each product and rotates q and
-// k in two launches; and they ran: the forward and backward launched fewer
-// casts and half the rope launches.
+// The fusions the model takes from the CUDA backend (RMSNormCast,
+// SwiGLUCast and SwiGLUBackwardCast for bf16 weights in the default mode,
+// RoPEPair always) change nothing: logits, loss, log-probs and LoRA
+// gradients are the same bits as the model's without them, which casts in
+// each product and rotates q and k in two launches; and they ran: six
+// casts fewer in each layer's forward (q, k, v, gate, up, down; the forward
+// runs twice, for Logits and ForwardBackward), two in its backward (gate,
+// up), and half the rope launches.
 func TestGPUModelFusions(t *testing.T) {
 	b := gpuBackend(t)
 	v := tinyConfigs[0]
@@ -415,8 +417,8 @@ func TestGPUModelFusions(t *testing.T) {
 			t.Errorf("gradient %s differs with the fused casts", name)
 		}
 	}
-	if casts["fused"] >= casts["plain"] {
-		t.Errorf("%d casts with the fused ones, %d without: the fused path did not run", casts["fused"], casts["plain"])
+	if layers := fused.Config.NumHiddenLayers; casts["plain"]-casts["fused"] != 2*6*layers+2*layers {
+		t.Errorf("%d casts with the fused ones, %d without: want %d fewer", casts["fused"], casts["plain"], 2*6*layers+2*layers)
 	}
 	if 2*ropes["fused"] != ropes["plain"] {
 		t.Errorf("%d rope launches with RoPEPair, %d without: want half", ropes["fused"], ropes["plain"])

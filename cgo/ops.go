@@ -748,17 +748,31 @@ func (b *Backend) SwiGLUCast(out, cast, gate, up *tensor.Tensor) error {
 
 // SwiGLUBackward implements tensor.Backend.
 func (b *Backend) SwiGLUBackward(dgate, dup, dout, gate, up *tensor.Tensor) error {
-	if err := floatCheck("swiglu backward", dgate, dup, dout, gate, up); err != nil {
+	return b.SwiGLUBackwardCast(dgate, dup, nil, nil, dout, gate, up)
+}
+
+// SwiGLUBackwardCast is SwiGLUBackward writing dgate and dup twice: into
+// them and, cast to their own dtypes, into dgateCast and dupCast (same
+// shape; nil for none), in one pass, as RMSNormCast: the inputs of the
+// gate and up projections' frozen-weight products in the backward.
+func (b *Backend) SwiGLUBackwardCast(dgate, dup, dgateCast, dupCast, dout, gate, up *tensor.Tensor) error {
+	ts := []*tensor.Tensor{dgate, dup, dout, gate, up}
+	for _, c := range []*tensor.Tensor{dgateCast, dupCast} {
+		if c != nil {
+			ts = append(ts, c)
+		}
+	}
+	if err := floatCheck("swiglu backward", ts...); err != nil {
 		return err
 	}
-	if err := sameShapes("swiglu backward", dgate, dup, dout, gate, up); err != nil {
+	if err := sameShapes("swiglu backward", ts...); err != nil {
 		return err
 	}
 	n := dout.NumElements()
 	if n == 0 {
 		return nil
 	}
-	args := new(Args).Tensor(dgate).Tensor(dup).Tensor(dout).Tensor(gate).Tensor(up).U64(n)
+	args := new(Args).Tensor(dgate).Tensor(dup).Tensor(dgateCast).Tensor(dupCast).Tensor(dout).Tensor(gate).Tensor(up).U64(n)
 	return b.q.launch("swiglu backward", "swiglu_backward", kernels.Sizes{N: n}, args)
 }
 

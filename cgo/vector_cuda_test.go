@@ -19,9 +19,9 @@ import (
 // loop. Add and Mul also broadcast a b whose period is a multiple of 8
 // (the grouped path) and one whose period is not. The embedding gather,
 // RoPE and AdamW likewise: aligned rows of a multiple of 8 (AdamW: 4)
-// elements, and views one element in. RMSNormCast and
-// SwiGLUCast must write the plain ops' output bit for bit and, into their
-// second output, bit for bit what Copy makes of it.
+// elements, and views one element in. RMSNormCast, SwiGLUCast and
+// SwiGLUBackwardCast must write the plain ops' outputs bit for bit and,
+// into their second outputs, bit for bit what Copy makes of them.
 func TestGPUVectorPaths(t *testing.T) {
 	b := gpuBackend(t)
 	rng := newRNG(t)
@@ -70,6 +70,12 @@ func TestGPUVectorPaths(t *testing.T) {
 			must(t, b.SwiGLUBackward(dg.d, du.d, dout.d, x.d, y.d))
 			closeTo(t, b, "swiglu backward dgate "+name, dg, elemTol(c.in, 1e-6), 0)
 			closeTo(t, b, "swiglu backward dup "+name, du, elemTol(c.in, 1e-6), 0)
+			for _, dt := range []tensor.DType{tensor.BF16, tensor.F16} {
+				dg2, du2, gc, uc := out(c.in, offset, n), out(c.in, offset, n), out(dt, offset, n), out(dt, offset, n)
+				must(t, b.SwiGLUBackwardCast(dg2.d, du2.d, gc.d, uc.d, dout.d, x.d, y.d))
+				sameAsCopy(t, b, fmt.Sprintf("swiglu backward dgate cast to %s %s", dt, name), dg.d, dg2.d, gc.d)
+				sameAsCopy(t, b, fmt.Sprintf("swiglu backward dup cast to %s %s", dt, name), du.d, du2.d, uc.d)
+			}
 		}
 		// Add and Mul, a [5, 6, 16] (or [5, 6, 12]) and b its trailing
 		// dimensions: periods 96 and 16 take the grouped path, 12 not.

@@ -26,6 +26,11 @@ out="${1:-$here/ptx}"
 mkdir -p "$out"
 out="$(cd "$out" && pwd)"
 stage=/tmp/compass-kernels-src
+# One run at a time uses the staging directory (make kernels while go test
+# ./kernels/ regenerates the PTX in another clone, say): the lock is held
+# until the script exits.
+exec 9>"$stage.lock"
+flock 9
 rm -rf "$stage"
 mkdir -p "$stage"
 cp -r "$here"/*.cu "$here"/*.cuh "$here"/emu "$stage"/

@@ -250,11 +250,14 @@ func (g *loraGroup) rowViews(stacked *tensor.Tensor, views map[*loraSlot]*tensor
 // products take it in (ProductInput: bf16 for bf16 weights), in the same
 // pass. The products reading it then do not each cast it again: three
 // casts of n1 for q, k and v, two of n2 for gate and up, one of the SwiGLU
-// output for down. The values are the casts' own, so nothing else changes.
+// output for down; in the backward, SwiGLU's backward writes dgate and dup
+// twice likewise, for the gate and up products. The values are the casts'
+// own, so nothing else changes.
 type castFuser interface {
 	ProductInput(x, w tensor.DType) tensor.DType
 	RMSNormCast(out, cast, rstd, x, weight *tensor.Tensor, eps float32) error
 	SwiGLUCast(out, cast, gate, up *tensor.Tensor) error
+	SwiGLUBackwardCast(dgate, dup, dgateCast, dupCast, dout, gate, up *tensor.Tensor) error
 }
 
 // productCast returns the backend's castFuser and a tensor of out's shape
@@ -304,6 +307,22 @@ func (m *Model) swigluForProducts(tmp *arena, out, gate, up, w *tensor.Tensor) (
 		return nil, m.be.SwiGLU(out, gate, up)
 	}
 	return cast, f.SwiGLUCast(out, cast, gate, up)
+}
+
+// swigluBackwardForProducts sets dgate and dup, SwiGLU's backward, and
+// returns the inputs of the gate and up projections' frozen products in
+// the backward (dgate Wg, dup Wu), as normForProducts: their casts written
+// by the same kernel, or nil (the products read dgate and dup).
+func (m *Model) swigluBackwardForProducts(tmp *arena, dgate, dup, dout, gate, up *tensor.Tensor, l *layer) (dgw, duw *tensor.Tensor, err error) {
+	f, gc := m.productCast(tmp, dgate, l.gate.w, l.up.w)
+	_, uc := m.productCast(tmp, dup, l.gate.w, l.up.w)
+	if tmp.err != nil {
+		return nil, nil, tmp.err
+	}
+	if gc == nil || uc == nil {
+		return nil, nil, m.be.SwiGLUBackward(dgate, dup, dout, gate, up)
+	}
+	return gc, uc, f.SwiGLUBackwardCast(dgate, dup, gc, uc, dout, gate, up)
 }
 
 // layerForward runs one decoder layer on x [N, H] and returns its output and
@@ -441,8 +460,9 @@ func (m *Model) attnScale() float32 { return float32(1 / math.Sqrt(float64(m.Con
 // of a loraGroup, without dropout, take dA and dx in one product each: their
 // dt^T are row views of one stacked tensor. The base weights get no
 // gradient. As in linearForward, the adapters write dx first and the base
-// products add to it.
-func (m *Model) groupBackward(ar *arena, dx, x *tensor.Tensor, projs []*linear, dys []*tensor.Tensor, t *loraActs) error {
+// products add to it; dyws, when not nil, holds for each projection dy
+// already in the dtype its base product takes it in (nil where not).
+func (m *Model) groupBackward(ar *arena, dx, x *tensor.Tensor, projs []*linear, dys, dyws []*tensor.Tensor, t *loraActs) error {
 	dts := map[*loraSlot]*tensor.Tensor{}
 	var slots []*loraSlot // in the order first met
 	var stacks []*loraGroup
@@ -511,7 +531,11 @@ func (m *Model) groupBackward(ar *arena, dx, x *tensor.Tensor, projs []*linear, 
 		written = true
 	}
 	for i, p := range projs {
-		if err := m.be.MatMul(dx, dys[i], p.w, false, false, 1, boolBeta(i > 0 || written)); err != nil {
+		dy := dys[i]
+		if dyws != nil && dyws[i] != nil {
+			dy = dyws[i]
+		}
+		if err := m.be.MatMul(dx, dy, p.w, false, false, 1, boolBeta(i > 0 || written)); err != nil {
 			return err
 		}
 	}
@@ -551,13 +575,14 @@ func (m *Model) layerBackward(out *arena, l *layer, a *layerActs, dout *tensor.T
 	}
 
 	// MLP: out = h + down(act); act = silu(gate) * up.
-	if err := m.groupBackward(ar, dAct, a.act, []*linear{&l.down}, []*tensor.Tensor{dout}, a.t); err != nil {
+	if err := m.groupBackward(ar, dAct, a.act, []*linear{&l.down}, []*tensor.Tensor{dout}, nil, a.t); err != nil {
 		return nil, err
 	}
-	if err := m.be.SwiGLUBackward(dGate, dUp, dAct, a.gate, a.up); err != nil {
+	dGateW, dUpW, err := m.swigluBackwardForProducts(ar, dGate, dUp, dAct, a.gate, a.up, l)
+	if err != nil {
 		return nil, err
 	}
-	if err := m.groupBackward(ar, dn2, a.n2, []*linear{&l.gate, &l.up}, []*tensor.Tensor{dGate, dUp}, a.t); err != nil {
+	if err := m.groupBackward(ar, dn2, a.n2, []*linear{&l.gate, &l.up}, []*tensor.Tensor{dGate, dUp}, []*tensor.Tensor{dGateW, dUpW}, a.t); err != nil {
 		return nil, err
 	}
 	if err := m.be.RMSNormBackward(dh, dn2, a.h, l.postNorm, a.rstd2); err != nil {
@@ -568,7 +593,7 @@ func (m *Model) layerBackward(out *arena, l *layer, a *layerActs, dout *tensor.T
 	}
 
 	// Attention: h = x + o(attn(q, k, v)).
-	if err := m.groupBackward(ar, dAttn, a.attn, []*linear{&l.o}, []*tensor.Tensor{dh}, a.t); err != nil {
+	if err := m.groupBackward(ar, dAttn, a.attn, []*linear{&l.o}, []*tensor.Tensor{dh}, nil, a.t); err != nil {
 		return nil, err
 	}
 	hq, hkv := c.NumAttentionHeads, c.NumKeyValueHeads
@@ -580,7 +605,7 @@ func (m *Model) layerBackward(out *arena, l *layer, a *layerActs, dout *tensor.T
 	if err := m.rope(dq, dk, ps, true); err != nil {
 		return nil, err
 	}
-	if err := m.groupBackward(ar, dn1, a.n1, []*linear{&l.q, &l.k, &l.v}, []*tensor.Tensor{dq, dk, dv}, a.t); err != nil {
+	if err := m.groupBackward(ar, dn1, a.n1, []*linear{&l.q, &l.k, &l.v}, []*tensor.Tensor{dq, dk, dv}, nil, a.t); err != nil {
 		return nil, err
 	}
 	if err := m.be.RMSNormBackward(dx, dn1, a.x, l.inputNorm, a.rstd1); err != nil {

@@ -182,6 +182,12 @@ mutation fused-cast-tail-unwritten kernels/swiglu.cu \
   '    // (mutation) if (out2 != nullptr) store_f32(out2, out2_dt, i, y);' \
   TestGPUVectorPaths
 
+# SwiGLU backward's fused casts take each other's values in the grouped path.
+mutation fused-backward-cast-swapped kernels/swiglu.cu \
+  '      if (dup2 != nullptr) store8(dup2, dup2_dt, g8, du);' \
+  '      if (dup2 != nullptr) store8(dup2, dup2_dt, g8, dg);  // (mutation)' \
+  TestGPUVectorPaths
+
 # RoPE's grouped path copies the wrong group past the rotated dimensions.
 mutation rope-group-pass-through kernels/rope.cu \
   '        load8(v, r.x, r.x_dt, base + hg + j);' \
