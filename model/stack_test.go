@@ -9,21 +9,6 @@ import (
 	"github.com/compassml/compass/tensor"
 )
 
-// nanEmpty is the CPU backend with Empty's memory filled with NaN, as the
-// GPU backend's PoisonEmpty: a result that reads a tensor before writing
-// it comes out NaN, where the CPU's zeroed Empty would hide the mistake.
-type nanEmpty struct{ tensor.Backend }
-
-func (b nanEmpty) Empty(dt tensor.DType, shape ...int) (*tensor.Tensor, error) {
-	t, err := b.Backend.Empty(dt, shape...)
-	if err == nil {
-		for i := range t.Bytes() {
-			t.Bytes()[i] = 0xFF
-		}
-	}
-	return t, err
-}
-
 // attachSome attaches random adapters to the modules whose names end in
 // one of suffixes, with a rank per module name (so that stacked A have
 // rows of several ranks), and returns them.
