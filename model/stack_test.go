@@ -56,8 +56,8 @@ func groupCount(m *Model) int {
 // dropout; exactly with it, where the stacked path is not taken), groups
 // formed only where two or more separate modules share an input, the
 // stacked A holding the given values, gradients accumulating over passes,
-// and no tensor read before it is written (the stacked model runs on
-// nanEmpty).
+// and no tensor read before it is written (the stacked model runs with
+// PoisonEmpty).
 func TestStackedAdaptersMatchSeparate(t *testing.T) {
 	targets := []struct {
 		name     string
@@ -72,7 +72,7 @@ func TestStackedAdaptersMatchSeparate(t *testing.T) {
 		for _, tg := range targets {
 			t.Run(v.name+"/"+tg.name, func(t *testing.T) {
 				_, dir := tinyModel(t, v.config, 1)
-				stacked, err := Load(dir, nanEmpty{tensor.NewCPU()})
+				stacked, err := Load(dir, &tensor.CPU{PoisonEmpty: true})
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -45,30 +45,16 @@ const phi3Tiny = `{"architectures":["Phi3ForCausalLM"],"model_type":"phi3","hidd
 	"rope_scaling":{"type":"longrope","short_factor":[1.0,1.1,1.3,1.7,2.2,3.0],"long_factor":[1.5,2.5,4.0,6.5,9.0,12.0]},
 	"tie_word_embeddings":true,"torch_dtype":"float32"}`
 
-// nanEmpty is the CPU backend with Empty's memory filled with NaN, as the
-// GPU backend's PoisonEmpty: a result that reads a tensor before writing
-// it comes out NaN, where the CPU's zeroed Empty would hide the mistake.
-type nanEmpty struct{ tensor.Backend }
-
-func (b nanEmpty) Empty(dt tensor.DType, shape ...int) (*tensor.Tensor, error) {
-	t, err := b.Backend.Empty(dt, shape...)
-	if err == nil {
-		for i := range t.Bytes() {
-			t.Bytes()[i] = 0xFF
-		}
-	}
-	return t, err
-}
-
 // tinyModel writes variant v as a float32 checkpoint and loads it, on the
-// CPU backend with a NaN Empty (nanEmpty).
+// CPU backend with PoisonEmpty (a read of an Empty tensor before it is
+// written comes out NaN, where zeroed memory would hide it).
 func tinyModel(t *testing.T, config string, seed uint64) (*Model, string) {
 	t.Helper()
 	dir := t.TempDir()
 	if _, err := WriteRandomCheckpoint(dir, []byte(config), tensor.F32, seed); err != nil {
 		t.Fatal(err)
 	}
-	m, err := Load(dir, nanEmpty{tensor.NewCPU()})
+	m, err := Load(dir, &tensor.CPU{PoisonEmpty: true})
 	if err != nil {
 		t.Fatal(err)
 	}

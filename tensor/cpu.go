@@ -9,7 +9,13 @@ import (
 // CPU is the reference backend: plain Go for elementwise work, a blocked
 // GEMM with an AVX2/FMA micro-kernel (portable Go where the CPU lacks it) for
 // MatMul, spread over GOMAXPROCS goroutines.
-type CPU struct{}
+type CPU struct {
+	// PoisonEmpty makes Empty fill its tensors with 0xFF bytes (NaN in F32,
+	// BF16 and F16) instead of zeros, as the CUDA backend's option of the
+	// same name: tests set it, so that reading an Empty tensor before
+	// writing it shows in their results.
+	PoisonEmpty bool
+}
 
 // NewCPU returns the CPU backend.
 func NewCPU() *CPU { return &CPU{} }
@@ -79,8 +85,18 @@ func (*CPU) Alloc(dtype DType, shape ...int) (*Tensor, error) {
 	return New(dtype, shape...), nil
 }
 
-// Empty implements Backend: on the CPU, Alloc (Go zeroes host memory).
-func (c *CPU) Empty(dtype DType, shape ...int) (*Tensor, error) { return c.Alloc(dtype, shape...) }
+// Empty implements Backend: on the CPU, Alloc (Go zeroes host memory), or
+// with PoisonEmpty a tensor of 0xFF bytes.
+func (c *CPU) Empty(dtype DType, shape ...int) (*Tensor, error) {
+	t, err := c.Alloc(dtype, shape...)
+	if err == nil && c.PoisonEmpty {
+		b := t.Bytes()
+		for i := range b {
+			b[i] = 0xFF
+		}
+	}
+	return t, err
+}
 
 // Free implements Backend; host memory goes back to the garbage collector.
 func (*CPU) Free(*Tensor) {}

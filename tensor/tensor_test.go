@@ -213,3 +213,21 @@ func TestDeviceTensors(t *testing.T) {
 		t.Errorf("CPU ToDevice of a host tensor: %v, %v", got, err)
 	}
 }
+
+// The CPU's Empty is zeroed memory, and NaN in every float dtype with
+// PoisonEmpty.
+func TestCPUPoisonEmpty(t *testing.T) {
+	for _, dt := range []DType{F32, BF16, F16} {
+		for _, poison := range []bool{false, true} {
+			e, err := (&CPU{PoisonEmpty: poison}).Empty(dt, 3, 5)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, v := range e.ToF32() {
+				if poison != math.IsNaN(float64(v)) || (!poison && v != 0) {
+					t.Fatalf("%s, PoisonEmpty %v: element %d is %v", dt, poison, i, v)
+				}
+			}
+		}
+	}
+}
