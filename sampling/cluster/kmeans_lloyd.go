@@ -69,9 +69,6 @@ type fusedAssigner interface {
 // how many labels changed. Ties go to the lowest index.
 func (a *assigner) assign(cent []float32, labels []int32) (changed int, err error) {
 	d := a.m.D
-	for j := 0; j < a.k; j++ {
-		a.cnorm[j] = float32(matrix.Norm2(cent[j*d : (j+1)*d]))
-	}
 	ct, err := tensor.FromF32(cent, a.k, d)
 	if err != nil {
 		return 0, err
@@ -86,7 +83,10 @@ func (a *assigner) assign(cent []float32, labels []int32) (changed int, err erro
 		}
 	}()
 	if a.fused != nil {
-		return a.assignFused(dc, labels)
+		return a.assignFused(dc, labels) // the kernel takes the centroids' norms itself
+	}
+	for j := 0; j < a.k; j++ {
+		a.cnorm[j] = float32(matrix.Norm2(cent[j*d : (j+1)*d]))
 	}
 	var dout *tensor.Tensor
 	if a.b.Name() != "cpu" {
