@@ -33,6 +33,11 @@ type Backend struct {
 	// so that an operation that leaves part of an Empty output unwritten,
 	// or a caller that reads one before writing it, fails them.
 	PoisonEmpty bool
+
+	// loraKernelsOff makes NarrowMatMul and GradMatMul use MatMul: the GPU
+	// benchmark's step with the LoRA products on cuBLAS, against the
+	// kernels.
+	loraKernelsOff bool
 }
 
 // The CUDA backend implements every operation of tensor.Backend.

@@ -1,6 +1,9 @@
 package cgo
 
 import (
+	"fmt"
+
+	"github.com/compassml/compass/kernels"
 	"github.com/compassml/compass/tensor"
 )
 
@@ -74,3 +77,186 @@ func (b *Backend) scaleOutput(c *tensor.Tensor, beta float32) error {
 	}
 	return b.Scale(c, c, beta)
 }
+
+// NarrowMatMul sets c = alpha op(p) q^T + beta c for c [R, N] with R
+// small, op(p) = p [R, K] (or p^T, p [K, R], with transP) and q [N, K]: the
+// LoRA products t = A x^T and dt = s B^T dy^T of model/forward.go, which
+// read a large q to write a few rows. In float32 they run on the tensor
+// cores with each operand split into bf16 hi + lo (kernels/lora.cu's
+// lora_narrow: about 2^-16 relative per product, where cuBLAS's float32
+// GEMM is bound by its FMA rate at these shapes), the sum split into chunks
+// added in a fixed order. With Precise, or other dtypes, it is MatMul.
+func (b *Backend) NarrowMatMul(c, p, q *tensor.Tensor, transP bool, alpha, beta float32) error {
+	if b.Precise || b.loraKernelsOff || c.DType() != tensor.F32 || p.DType() != tensor.F32 || q.DType() != tensor.F32 {
+		return b.MatMul(c, p, q, transP, true, alpha, beta)
+	}
+	R, K, N, err := matmulDims(c, p, q, transP, true)
+	if err != nil {
+		return err
+	}
+	return b.narrowMatMul(c, p, q, transP, alpha, beta, b.narrowSplits(R, N, K))
+}
+
+// narrowSplits is the number of chunks lora_narrow splits a sum of K
+// terms into for c [R, N]: enough blocks for about four per SM, each
+// chunk at least 4 of the kernel's 64-deep stages.
+func (b *Backend) narrowSplits(R, N, K int) int {
+	blocks := ceilDiv(N, 64) * ceilDiv(R, 64)
+	return max(1, min(ceilDiv(4*b.multiprocessors(), blocks), ceilDiv(K, 4*kernels.LoRANarrowDepth)))
+}
+
+// narrowMatMul is NarrowMatMul with float32 operands and the sum split into
+// (at most) splits chunks, each a multiple of lora_narrow's stage; with
+// more than one, the partial sums go to a scratch [splits, R, N] that
+// lora_reduce adds up.
+func (b *Backend) narrowMatMul(c, p, q *tensor.Tensor, transP bool, alpha, beta float32, splits int) error {
+	const op = "narrow matmul"
+	R, K, N, err := matmulDims(c, p, q, transP, true)
+	if err != nil {
+		return err
+	}
+	if err := deviceCheck(op, c, p, q); err != nil {
+		return err
+	}
+	if err := int32Check(op, R, N, K); err != nil {
+		return err
+	}
+	if R == 0 || N == 0 {
+		return nil
+	}
+	if K == 0 || alpha == 0 {
+		return b.scaleOutput(c, beta)
+	}
+	depth := kernels.LoRANarrowDepth
+	chunk := ceilDiv(ceilDiv(K, max(1, splits)), depth) * depth
+	splits = ceilDiv(K, chunk)
+	spi, spk := K, 1 // p [R, K]
+	if transP {
+		spi, spk = 1, R // p [K, R]
+	}
+	var ws *tensor.Tensor
+	if splits > 1 {
+		if ws, err = b.alloc(tensor.F32, splits, R, N); err != nil {
+			return err
+		}
+		defer b.Free(ws)
+	}
+	args := new(Args).Raw(c).U64(N).Raw(ws).Raw(q).U64(K).Raw(p).U64(spi).U64(spk).
+		I32(R).I32(N).I32(K).I32(chunk).F32(alpha).F32(beta)
+	sizes := kernels.Sizes{M: R, Cols: N, Splits: splits}
+	if err := b.q.launch(op, "lora_narrow", sizes, args); err != nil {
+		return err
+	}
+	if splits == 1 {
+		return nil
+	}
+	return b.loraReduce(op, c, N, 1, ws, R, N, splits, alpha, beta)
+}
+
+// loraReduce sets c(i, m) = c[i*sci + m*scm] = alpha times the sum of the
+// splits partials ws [splits, R, M] plus beta c (lora_reduce).
+func (b *Backend) loraReduce(op string, c *tensor.Tensor, sci, scm int, ws *tensor.Tensor, R, M, splits int, alpha, beta float32) error {
+	args := new(Args).Raw(c).U64(sci).U64(scm).Raw(ws).I32(R).I32(M).I32(splits).F32(alpha).F32(beta)
+	return b.q.launch(op, "lora_reduce", kernels.Sizes{M: R, Cols: M}, args)
+}
+
+// GradMatMul sets c = alpha p q + beta c for p [R, N] with R small, q
+// [N, M] and c [R, M]; with transC, c is [M, R] and receives the
+// transpose (c = alpha (p q)^T + beta c). These are the LoRA gradient
+// products dA += dt x and dB += s (t dy)^T of model/forward.go, whose sum
+// runs over the tokens. In float32 they run on the tensor cores with each
+// operand split into bf16 hi + lo (kernels/lora.cu's lora_grad, about
+// 2^-16 relative per product), the tokens split into chunks added in a
+// fixed order. With Precise, or other dtypes, it is MatMul.
+func (b *Backend) GradMatMul(c, p, q *tensor.Tensor, transC bool, alpha, beta float32) error {
+	if b.Precise || b.loraKernelsOff || c.DType() != tensor.F32 || p.DType() != tensor.F32 || q.DType() != tensor.F32 {
+		if transC {
+			return b.MatMul(c, q, p, true, true, alpha, beta)
+		}
+		return b.MatMul(c, p, q, false, false, alpha, beta)
+	}
+	R, N, M, err := gradDims(c, p, q, transC)
+	if err != nil {
+		return err
+	}
+	return b.gradMatMul(c, p, q, transC, alpha, beta, b.gradSplits(R, M, N))
+}
+
+// gradDims checks GradMatMul's shapes and returns them.
+func gradDims(c, p, q *tensor.Tensor, transC bool) (R, N, M int, err error) {
+	if transC {
+		M, N, R, err = matmulDims(c, q, p, true, true) // c [M, R] = q^T p^T
+	} else {
+		R, N, M, err = matmulDims(c, p, q, false, false)
+	}
+	if err == nil && (p.Rank() != 2 || c.Rank() != 2) {
+		err = fmt.Errorf("cuda: grad matmul: p %v and c %v must have rank 2", p, c)
+	}
+	return R, N, M, err
+}
+
+// gradSplits is the number of chunks lora_grad splits the N tokens into
+// for c [R, M]: enough blocks for about four per SM, each chunk at least 4
+// of the kernel's 32-token stages.
+func (b *Backend) gradSplits(R, M, N int) int {
+	blocks := ceilDiv(M, 64) * ceilDiv(R, 64)
+	return max(1, min(ceilDiv(4*b.multiprocessors(), blocks), ceilDiv(N, 4*kernels.LoRAGradTokens)))
+}
+
+// multiprocessors is the device's SM count, or an H100's or H200's (132)
+// for the tests' recording queue.
+func (b *Backend) multiprocessors() int {
+	if b.dev != nil {
+		return b.dev.Multiprocessors()
+	}
+	return 132
+}
+
+// gradMatMul is GradMatMul with float32 operands and the tokens split into
+// (at most) splits chunks, each a multiple of lora_grad's stage; with more
+// than one, the partial sums go to a scratch [splits, R, M] that
+// lora_reduce adds up.
+func (b *Backend) gradMatMul(c, p, q *tensor.Tensor, transC bool, alpha, beta float32, splits int) error {
+	const op = "grad matmul"
+	R, N, M, err := gradDims(c, p, q, transC)
+	if err != nil {
+		return err
+	}
+	if err := deviceCheck(op, c, p, q); err != nil {
+		return err
+	}
+	if err := int32Check(op, R, N, M); err != nil {
+		return err
+	}
+	if R == 0 || M == 0 {
+		return nil
+	}
+	if N == 0 || alpha == 0 {
+		return b.scaleOutput(c, beta)
+	}
+	stage := kernels.LoRAGradTokens
+	chunk := ceilDiv(ceilDiv(N, max(1, splits)), stage) * stage
+	splits = ceilDiv(N, chunk)
+	sci, scm := M, 1 // c [R, M]
+	if transC {
+		sci, scm = 1, R // c [M, R]
+	}
+	var ws *tensor.Tensor
+	if splits > 1 {
+		if ws, err = b.alloc(tensor.F32, splits, R, M); err != nil {
+			return err
+		}
+		defer b.Free(ws)
+	}
+	args := new(Args).Raw(c).U64(sci).U64(scm).Raw(ws).Raw(p).U64(N).Raw(q).U64(M).
+		I32(R).I32(M).I32(N).I32(chunk).F32(alpha).F32(beta)
+	if err := b.q.launch(op, "lora_grad", kernels.Sizes{M: R, Cols: M, Splits: splits}, args); err != nil {
+		return err
+	}
+	if splits == 1 {
+		return nil
+	}
+	return b.loraReduce(op, c, sci, scm, ws, R, M, splits, alpha, beta)
+}
+
+func ceilDiv(a, b int) int { return (a + b - 1) / b }

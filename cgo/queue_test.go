@@ -314,6 +314,22 @@ func TestRecordedOps(t *testing.T) {
 			// t = x A^T: x [N, H], A [3, H], t [N, 3].
 			return b.loraGemm(dev(t, b, f32, N, 3), dev(t, b, f32, N, H), dev(t, b, f32, 3, H), 3, H, 1, 1, H, N, 3, H, 1, 0, kernels.LoRASplitTraining)
 		}},
+		{"narrow matmul", []string{"lora_narrow"}, func() error {
+			// t = A x^T: A [3, H], x [N, H], t [3, N], one chunk.
+			return b.NarrowMatMul(dev(t, b, f32, 3, N), dev(t, b, f32, 3, H), dev(t, b, f32, N, H), false, 1, 0)
+		}},
+		{"narrow matmul, split", []string{"lora_narrow", "lora_reduce"}, func() error {
+			// dt = B^T dy^T: B [130, 3], dy [N, 130], dt [3, N], two chunks.
+			return b.narrowMatMul(dev(t, b, f32, 3, N), dev(t, b, f32, 130, 3), dev(t, b, f32, N, 130), true, 2, 0, 2)
+		}},
+		{"grad matmul", []string{"lora_grad"}, func() error {
+			// dA += dt x: dt [3, N], x [N, H], dA [3, H], one chunk.
+			return b.GradMatMul(dev(t, b, f32, 3, H), dev(t, b, f32, 3, N), dev(t, b, f32, N, H), false, 1, 1)
+		}},
+		{"grad matmul, split", []string{"lora_grad", "lora_reduce"}, func() error {
+			// dB += s (t dy)^T: t [3, 70], dy [70, H], dB [H, 3], two chunks.
+			return b.gradMatMul(dev(t, b, f32, H, 3), dev(t, b, f32, 3, 70), dev(t, b, f32, 70, H), true, 2, 1, 2)
+		}},
 		{"embedding backward", []string{"embedding_backward"}, func() error {
 			return b.embeddingBackward(dev(t, b, f32, V, H), dev(t, b, bf16, B, T, H), dev(t, b, i32, B, T))
 		}},
@@ -507,7 +523,7 @@ func TestKernelsUsedExist(t *testing.T) {
 	used := []string{"elementwise_cast", "elementwise_add", "elementwise_mul", "elementwise_scale", "embedding_forward",
 		"rmsnorm_forward", "rmsnorm_backward", "rope", "attention_forward", "attention_backward_delta",
 		"attention_backward_dq", "attention_backward_dkdv", "swiglu_forward", "swiglu_backward", "ce_init",
-		"ce_chunk_update", "ce_rescale", "ce_finalize", "adamw", "lora_gemm", "embedding_backward", "kmeans_sqnorm",
+		"ce_chunk_update", "ce_rescale", "ce_finalize", "adamw", "lora_gemm", "lora_narrow", "lora_grad", "lora_reduce", "embedding_backward", "kmeans_sqnorm",
 		"kmeans_assign", "kmeans_split", "kmeans_assign_tc", "kmeans_assign_tc_split", "kmeans_chunk_counts",
 		"kmeans_chunk_offsets", "kmeans_cluster_starts", "kmeans_scatter", "kmeans_segment_mean"}
 	for _, name := range used {

@@ -135,6 +135,12 @@ func tableLaunches(t *testing.T) map[string]bool {
 		"lora gemm": func() error {
 			return b.loraGemm(dev(t, b, f32, N, 3), dev(t, b, f32, N, H), dev(t, b, f32, 3, H), 3, H, 1, 1, H, N, 3, H, 1, 0, kernels.LoRASplitTraining)
 		},
+		"narrow matmul, the sum in two chunks": func() error {
+			return b.narrowMatMul(dev(t, b, f32, 3, N), dev(t, b, f32, 3, 130), dev(t, b, f32, N, 130), false, 1, 0, 2)
+		},
+		"grad matmul, the tokens in two chunks": func() error {
+			return b.gradMatMul(dev(t, b, f32, 3, H), dev(t, b, f32, 3, 70), dev(t, b, f32, 70, H), false, 1, 1, 2)
+		},
 	}
 	launched := map[string]bool{}
 	for name, call := range calls {

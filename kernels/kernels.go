@@ -63,6 +63,12 @@ const (
 	// LoRASplitTraining is lora_gemm's split argument for training: each
 	// operand as two bf16 (hi + lo), about float32 precision (lora.cu).
 	LoRASplitTraining = 1
+	// LoRANarrowDepth is lora_narrow's depth per stage: the chunks its sum
+	// is split into are multiples of it.
+	LoRANarrowDepth = 64
+	// LoRAGradTokens is lora_grad's tokens per stage: the chunks its sum
+	// is split into are multiples of it.
+	LoRAGradTokens = 32
 	// AdamWTensorBytes is the size of one row of adamw's table: pointers p,
 	// g, m, v (8 bytes each) and the element count n (int64), in that order.
 	AdamWTensorBytes = 40
@@ -80,7 +86,8 @@ type Sizes struct {
 	Half    int // rope: rotated pairs per head, R/2
 	B, T    int // attention: batch and sequence length
 	Hq, Hkv int // attention: query and key/value heads
-	M, Cols int // lora_gemm: the output C is [M, Cols]
+	M, Cols int // lora_gemm, lora_narrow, lora_grad, lora_reduce: the output C is [M, Cols]
+	Splits  int // lora_narrow, lora_grad: the chunks the sum is split into
 	K       int // k-means: centroids
 	Tensors int // adamw: tensors in the table (N is then the largest)
 }
@@ -152,6 +159,9 @@ const (
 	kmTcLD      = kmTcBK + 8 // kmeans_assign_tc: bf16 per shared-memory row
 	loraBM      = 32         // lora_gemm output tile rows
 	loraBN      = 32         // lora_gemm output tile columns
+	loraNarrowN = 64         // lora_narrow: tokens (columns of C) per block
+	loraNarrowR = 64         // lora_narrow, lora_grad: rows of C per block
+	loraGradM   = 64         // lora_grad: features (columns of C) per block
 	f32Bytes    = 4          // bytes of a float32
 )
 
@@ -245,6 +255,16 @@ var Table = []Kernel{
 	// lora.cu: C is [M, Cols].
 	{Name: "lora_gemm", Source: "lora", Matches: "MatMul (the LoRA products)", Block: 128,
 		Grid: func(s Sizes) [3]int { return [3]int{ceilDiv(s.Cols, loraBN), ceilDiv(s.M, loraBM), 1} }},
+	{Name: "lora_narrow", Source: "lora", Matches: "MatMul (t = A x^T and dt = s B^T dy^T, C [M, Cols] with M a rank)", Block: 128,
+		Grid: func(s Sizes) [3]int {
+			return [3]int{ceilDiv(s.Cols, loraNarrowN), ceilDiv(s.M, loraNarrowR), max(1, s.Splits)}
+		}},
+	{Name: "lora_grad", Source: "lora", Matches: "MatMul (dA += dt x and dB += s (t dy)^T, C [M, Cols] or its transpose, M a rank)", Block: 128,
+		Grid: func(s Sizes) [3]int {
+			return [3]int{ceilDiv(s.Cols, loraGradM), ceilDiv(s.M, loraNarrowR), max(1, s.Splits)}
+		}},
+	{Name: "lora_reduce", Source: "lora", Matches: "(lora_narrow's and lora_grad's split sums, through their tests)", Block: 256,
+		Grid: func(s Sizes) [3]int { return strided(s.M*s.Cols, 256) }},
 
 	// adamw.cu: Tensors, N = the largest tensor's elements.
 	{Name: "adamw", Source: "adamw", Matches: "AdamW", Block: 256,

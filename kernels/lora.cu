@@ -120,3 +120,314 @@ extern "C" __global__ void __launch_bounds__(LG_THREADS)
     }
   }
 }
+
+// lora_narrow computes the LoRA products whose output has few rows and whose
+// sum runs along the rows of a large operand: C [R, N] = alpha P Q^T + beta C
+// with Q [N, K] float32 row-major (ldq elements per row) and P(i, k) =
+// p[i*spi + k*spk], R small (a rank, or the stacked ranks of a loraGroup):
+//
+//	forward   t  = A x^T       P = A [r, in]            Q = x  [N, in]
+//	backward  dt = s B^T dy^T  P(i, k) = B[k, i] (spi 1) Q = dy [N, out]
+//
+// (t and dt are kept [r, N]: model/forward.go). These products read N x K
+// floats to write R x N of them, so they are bound by memory if the
+// arithmetic keeps up; at R = 16 to 48 float32 FMA does not (thin.cu, in the
+// history, lost to cuBLAS for that reason), so the products run on the bf16
+// tensor cores with each operand split into hi + lo (lora_gemm's split = 1:
+// three mma per step, about 2^-16 relative per product).
+//
+// The grid is (ceil(N/64), ceil(R/64), S): a block takes 64 tokens (16 per
+// warp, the mma's M side), 64 rows of P (eight n-tiles of 8) and one of S
+// chunks of the sum, kchunk long (a multiple of LN_BK). Each warp reads its
+// tokens' Q straight into registers, 8-byte loads in the mma's A-fragment
+// order (a quad of lanes covers 32 contiguous bytes of a row, so every
+// sector fetched is used), and splits them there; P's chunk is split into
+// shared memory once per block and read with ldmatrix. With S = 1 the block
+// writes C = alpha acc + beta C (C not read when beta is 0); with S > 1 it
+// writes its partial sum to ws [S, R, N] and lora_reduce adds the S
+// partials in order, so the result does not depend on scheduling. Block 128,
+// static shared memory 18 KiB.
+#define LN_THREADS 128
+#define LN_BT 64           // tokens per block, 16 per warp
+#define LN_BR 64           // rows of P per block
+#define LN_BK 64           // depth per stage
+#define LN_LD (LN_BK + 8)  // bf16 per shared row: 144 bytes, so ldmatrix's 8 rows fall in 32 distinct banks
+
+// ln_load2 returns Q[row, k] and Q[row, k+1], zero past N rows or past kend;
+// vec says that 8-byte loads are aligned (ldq even, q 8-byte aligned).
+__device__ __forceinline__ float2 ln_load2(const float* q, long long ldq, int row, int N, int k, int kend, bool vec) {
+  float2 v = make_float2(0.0f, 0.0f);
+  if (row < N) {
+    const float* r = q + (size_t)row * ldq + k;
+    if (vec && k + 1 < kend) {
+#ifndef __CUDACC__
+      if ((uintptr_t)r % 8 != 0) emu::fail("lora_narrow: an 8-byte load from an address that is not 8-byte aligned");
+#endif
+      v = *(const float2*)r;
+    } else {
+      if (k < kend) v.x = r[0];
+      if (k + 1 < kend) v.y = r[1];
+    }
+  }
+  return v;
+}
+
+// ln_split sets hi to the bf16 pair of v and lo to the pair of what
+// rounding left over.
+__device__ __forceinline__ void ln_split(uint32_t& hi, uint32_t& lo, float2 v) {
+  hi = pack_bf16_rn(v.x, v.y);
+  lo = pack_bf16_rn(v.x - bf16_to_f32((uint16_t)hi), v.y - bf16_to_f32((uint16_t)(hi >> 16)));
+}
+
+extern "C" __global__ void __launch_bounds__(LN_THREADS)
+    lora_narrow(float* c, long long ldc, float* ws, const float* q, long long ldq, const float* p, long long spi,
+                long long spk, int R, int N, int K, int kchunk, float alpha, float beta) {
+  __shared__ __align__(16) uint16_t p_hi[LN_BR * LN_LD];
+  __shared__ __align__(16) uint16_t p_lo[LN_BR * LN_LD];
+  int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  int g = lane >> 2, t = lane & 3;
+  int n0 = blockIdx.x * LN_BT + warp * 16;  // this warp's first token
+  int r0 = blockIdx.y * LN_BR;
+  int rows = min(LN_BR, R - r0);
+  int pairs = (rows + 15) / 16;  // n-tile pairs with a row of P in them (warp-uniform)
+  int kbeg = blockIdx.z * kchunk, kend = min(K, kbeg + kchunk);
+  bool vec = (ldq & 1) == 0 && ((uintptr_t)q & 7) == 0;
+
+  FragC acc[LN_BR / 8];
+#pragma unroll
+  for (int j = 0; j < LN_BR / 8; j++) acc[j].x[0] = acc[j].x[1] = acc[j].x[2] = acc[j].x[3] = 0.0f;
+
+  for (int k0 = kbeg; k0 < kend; k0 += LN_BK) {
+    // This stage's Q: 4 k-steps of the A fragment, a0a1, a2a3, a4a5, a6a7.
+    float2 xv[LN_BK / 16][4];
+#pragma unroll
+    for (int s = 0; s < LN_BK / 16; s++) {
+      int k = k0 + 16 * s + 2 * t;
+      xv[s][0] = ln_load2(q, ldq, n0 + g, N, k, kend, vec);
+      xv[s][1] = ln_load2(q, ldq, n0 + g + 8, N, k, kend, vec);
+      xv[s][2] = ln_load2(q, ldq, n0 + g, N, k + 8, kend, vec);
+      xv[s][3] = ln_load2(q, ldq, n0 + g + 8, N, k + 8, kend, vec);
+    }
+    __syncthreads();  // the previous stage's P is read
+    // P's rows r0.. at depths k0..k0+LN_BK-1, split; the index runs along
+    // whichever of P's strides is 1, so that the loads coalesce.
+    for (int e = threadIdx.x; e < LN_BR * LN_BK; e += LN_THREADS) {
+      int i, k;
+      if (spi == 1) {
+        i = e % LN_BR;
+        k = e / LN_BR;
+      } else {
+        i = e / LN_BK;
+        k = e % LN_BK;
+      }
+      float v = i < rows && k0 + k < kend ? p[(size_t)(r0 + i) * spi + (size_t)(k0 + k) * spk] : 0.0f;
+      uint16_t h = f32_to_bf16(v);
+      p_hi[i * LN_LD + k] = h;
+      p_lo[i * LN_LD + k] = f32_to_bf16(v - bf16_to_f32(h));
+    }
+    __syncthreads();
+#pragma unroll
+    for (int s = 0; s < LN_BK / 16; s++) {
+      FragA ah, al;
+#pragma unroll
+      for (int i = 0; i < 4; i++) ln_split(ah.x[i], al.x[i], xv[s][i]);
+#pragma unroll
+      for (int jp = 0; jp < LN_BR / 16; jp++) {
+        if (jp < pairs) {
+          FragB bh0, bh1, bl0, bl1;
+          ldmatrix_frag_b2(bh0, bh1, p_hi + jp * 16 * LN_LD + 16 * s, LN_LD, lane);
+          ldmatrix_frag_b2(bl0, bl1, p_lo + jp * 16 * LN_LD + 16 * s, LN_LD, lane);
+          mma_bf16_m16n8k16(acc[2 * jp], ah, bh0);
+          mma_bf16_m16n8k16(acc[2 * jp], ah, bl0);
+          mma_bf16_m16n8k16(acc[2 * jp], al, bh0);
+          mma_bf16_m16n8k16(acc[2 * jp + 1], ah, bh1);
+          mma_bf16_m16n8k16(acc[2 * jp + 1], ah, bl1);
+          mma_bf16_m16n8k16(acc[2 * jp + 1], al, bh1);
+        }
+      }
+    }
+  }
+
+  // Accumulator element i of n-tile j: token n0 + g (+8 for i >= 2), row
+  // r0 + 8j + 2t + (i & 1) of C.
+#pragma unroll
+  for (int j = 0; j < LN_BR / 8; j++) {
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+      int n = n0 + frag_c_row(lane, i), r = r0 + 8 * j + frag_c_col(lane, i);
+      if (n < N && r < R) {
+        if (ws != nullptr) {
+          ws[((size_t)blockIdx.z * R + r) * N + n] = acc[j].x[i];
+        } else {
+          size_t off = (size_t)r * ldc + n;
+          float v = alpha * acc[j].x[i];
+          if (beta != 0.0f) v += beta * c[off];
+          c[off] = v;
+        }
+      }
+    }
+  }
+}
+
+// lora_grad computes the LoRA products whose sum runs over the tokens,
+// the adapters' gradients: C = alpha P Q + beta C with P [R, N] float32
+// row-major (ldp elements per row; R small), Q [N, M] float32 row-major
+// (ldq) and C(i, m) = c[i*sci + m*scm]:
+//
+//	dA += dt x         P = dt [r, N]   Q = x  [N, in]   C = dA [r, in]   (sci in, scm 1)
+//	dB += s (t dy)^T   P = t  [r, N]   Q = dy [N, out]  C = dB [out, r]  (sci 1, scm r)
+//
+// Like lora_narrow they read a large Q to write few values, on the tensor
+// cores with each operand split into bf16 hi + lo. Here the sum runs along
+// Q's columns' length, so Q goes through shared memory: a stage of 32
+// tokens x 64 features is loaded with 16-byte loads (coalesced along the
+// features), split, stored [token][feature], and read as the mma's A
+// operand (features x tokens) with ldmatrix .trans; P's stage, [rank][token],
+// as the B operand. The next stage's loads are in flight, in registers,
+// while this one's mma run. The grid is (ceil(M/64), ceil(R/64), S): 64
+// features (16 per warp), 64 rows of P, one of S chunks of the tokens
+// (nchunk long, a multiple of LG_BN); with S > 1 the partial sums go to
+// ws [S, R, M] and lora_reduce adds them in order. Block 128, static
+// shared memory 19 KiB.
+#define LG_BM2 64             // features per block, 16 per warp
+#define LG_BR2 64             // rows of P per block
+#define LG_BN2 32             // tokens per stage
+#define LG_LDQ (LG_BM2 + 8)   // bf16 per shared row of the Q tile: 144 bytes (ldmatrix rows in 32 distinct banks)
+#define LG_LDP (LG_BN2 + 8)   // bf16 per shared row of the P tile: 80 bytes (likewise)
+
+// lg_load4 returns base[row, col..col+3] (ld elements per row), zero past
+// rowEnd rows or colEnd columns; vec says that 16-byte loads are aligned
+// at columns that are multiples of 4.
+__device__ __forceinline__ float4 lg_load4(const float* base, long long ld, int row, int rowEnd, int col, int colEnd,
+                                           bool vec) {
+  float4 v = {0.0f, 0.0f, 0.0f, 0.0f};
+  if (row < rowEnd) {
+    const float* r = base + (size_t)row * ld + col;
+    if (vec && col + 3 < colEnd) {
+#ifndef __CUDACC__
+      if ((uintptr_t)r % 16 != 0) emu::fail("lora_grad: a 16-byte load from an address that is not 16-byte aligned");
+#endif
+      v = *(const float4*)r;
+    } else {
+      if (col < colEnd) v.x = r[0];
+      if (col + 1 < colEnd) v.y = r[1];
+      if (col + 2 < colEnd) v.z = r[2];
+      if (col + 3 < colEnd) v.w = r[3];
+    }
+  }
+  return v;
+}
+
+// lg_store4 stores v's four values split, as bf16 hi at hi and lo at lo
+// (4-byte aligned).
+__device__ __forceinline__ void lg_store4(uint16_t* hi, uint16_t* lo, float4 v) {
+  uint32_t h0 = pack_bf16_rn(v.x, v.y), h1 = pack_bf16_rn(v.z, v.w);
+  uint32_t* h = (uint32_t*)hi;
+  uint32_t* l = (uint32_t*)lo;
+  h[0] = h0;
+  h[1] = h1;
+  l[0] = pack_bf16_rn(v.x - bf16_to_f32((uint16_t)h0), v.y - bf16_to_f32((uint16_t)(h0 >> 16)));
+  l[1] = pack_bf16_rn(v.z - bf16_to_f32((uint16_t)h1), v.w - bf16_to_f32((uint16_t)(h1 >> 16)));
+}
+
+extern "C" __global__ void __launch_bounds__(LN_THREADS, 4)
+    lora_grad(float* c, long long sci, long long scm, float* ws, const float* p, long long ldp, const float* q,
+              long long ldq, int R, int M, int N, int nchunk, float alpha, float beta) {
+  __shared__ __align__(16) uint16_t q_hi[LG_BN2 * LG_LDQ];
+  __shared__ __align__(16) uint16_t q_lo[LG_BN2 * LG_LDQ];
+  __shared__ __align__(16) uint16_t p_hi[LG_BR2 * LG_LDP];
+  __shared__ __align__(16) uint16_t p_lo[LG_BR2 * LG_LDP];
+  int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  int m0 = blockIdx.x * LG_BM2, r0 = blockIdx.y * LG_BR2;
+  int rows = min(LG_BR2, R - r0);
+  int pairs = (rows + 15) / 16;  // n-tile pairs with a row of P in them (warp-uniform)
+  int nbeg = blockIdx.z * nchunk, nend = min(N, nbeg + nchunk);
+  bool qvec = (ldq & 3) == 0 && ((uintptr_t)q & 15) == 0;
+  bool pvec = (ldp & 3) == 0 && ((uintptr_t)p & 15) == 0;
+
+  FragC acc[LG_BR2 / 8];
+#pragma unroll
+  for (int j = 0; j < LG_BR2 / 8; j++) acc[j].x[0] = acc[j].x[1] = acc[j].x[2] = acc[j].x[3] = 0.0f;
+
+  // A stage is 512 float4 of Q (token e / 16, features 4 (e % 16)) and 512
+  // of P (row e / 8, tokens 4 (e % 8)): four of each per thread.
+  float4 qv[4], pv[4];
+  auto load = [&](int n0) {
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+      int e = threadIdx.x + LN_THREADS * j;
+      qv[j] = lg_load4(q, ldq, n0 + e / 16, nend, m0 + 4 * (e % 16), M, qvec);
+      pv[j] = lg_load4(p + (size_t)r0 * ldp, ldp, e / 8, rows, n0 + 4 * (e % 8), nend, pvec);
+    }
+  };
+  load(nbeg);
+  for (int n0 = nbeg; n0 < nend; n0 += LG_BN2) {
+    __syncthreads();  // the previous stage's tiles are read
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+      int e = threadIdx.x + LN_THREADS * j;
+      lg_store4(q_hi + (e / 16) * LG_LDQ + 4 * (e % 16), q_lo + (e / 16) * LG_LDQ + 4 * (e % 16), qv[j]);
+      lg_store4(p_hi + (e / 8) * LG_LDP + 4 * (e % 8), p_lo + (e / 8) * LG_LDP + 4 * (e % 8), pv[j]);
+    }
+    __syncthreads();
+    if (n0 + LG_BN2 < nend) load(n0 + LG_BN2);  // in flight while this stage computes
+#pragma unroll
+    for (int s = 0; s < LG_BN2 / 16; s++) {
+      FragA ah, al;
+      ldmatrix_frag_a_trans(ah, q_hi + 16 * s * LG_LDQ + 16 * warp, LG_LDQ, lane);
+      ldmatrix_frag_a_trans(al, q_lo + 16 * s * LG_LDQ + 16 * warp, LG_LDQ, lane);
+#pragma unroll
+      for (int jp = 0; jp < LG_BR2 / 16; jp++) {
+        if (jp < pairs) {
+          FragB bh0, bh1, bl0, bl1;
+          ldmatrix_frag_b2(bh0, bh1, p_hi + jp * 16 * LG_LDP + 16 * s, LG_LDP, lane);
+          ldmatrix_frag_b2(bl0, bl1, p_lo + jp * 16 * LG_LDP + 16 * s, LG_LDP, lane);
+          mma_bf16_m16n8k16(acc[2 * jp], ah, bh0);
+          mma_bf16_m16n8k16(acc[2 * jp], ah, bl0);
+          mma_bf16_m16n8k16(acc[2 * jp], al, bh0);
+          mma_bf16_m16n8k16(acc[2 * jp + 1], ah, bh1);
+          mma_bf16_m16n8k16(acc[2 * jp + 1], ah, bl1);
+          mma_bf16_m16n8k16(acc[2 * jp + 1], al, bh1);
+        }
+      }
+    }
+  }
+
+  // Accumulator element i of n-tile j: feature m0 + 16 warp + g (+8 for
+  // i >= 2), row r0 + 8j + 2t + (i & 1) of P.
+#pragma unroll
+  for (int j = 0; j < LG_BR2 / 8; j++) {
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+      int m = m0 + 16 * warp + frag_c_row(lane, i), r = r0 + 8 * j + frag_c_col(lane, i);
+      if (m < M && r < R) {
+        if (ws != nullptr) {
+          ws[((size_t)blockIdx.z * R + r) * M + m] = acc[j].x[i];
+        } else {
+          size_t off = (size_t)r * sci + (size_t)m * scm;
+          float v = alpha * acc[j].x[i];
+          if (beta != 0.0f) v += beta * c[off];
+          c[off] = v;
+        }
+      }
+    }
+  }
+}
+
+// lora_reduce sets C(i, m) = c[i*sci + m*scm] = alpha times the sum of the
+// S partials ws [S, R, M] of lora_narrow or lora_grad, added in order, plus
+// beta C (C not read when beta is 0). One thread per element, grid-stride:
+// block 256, grid min(ceil(R*M/256), 8192).
+extern "C" __global__ void __launch_bounds__(256)
+    lora_reduce(float* c, long long sci, long long scm, const float* ws, int R, int M, int S, float alpha,
+                float beta) {
+  size_t n = (size_t)R * M;
+  for (size_t e = grid_start(); e < n; e += grid_stride()) {
+    float sum = 0.0f;
+    for (int z = 0; z < S; z++) sum += ws[(size_t)z * n + e];
+    size_t off = (e / M) * sci + (e % M) * scm;
+    float v = alpha * sum;
+    if (beta != 0.0f) v += beta * c[off];
+    c[off] = v;
+  }
+}

@@ -246,6 +246,14 @@ __device__ __forceinline__ void ldmatrix_frag_a(FragA& a, const uint16_t* s, int
   ldmatrix_x4(a.x, s + (lane & 15) * ld + (lane >> 4) * 8);
 }
 
+// ldmatrix_frag_a_trans loads the A fragment of the 16x16 bf16 tile whose
+// transpose is stored at s ([k][m], row major, ld elements per k, rows
+// 16-byte aligned): matrices (m 0-7, k 0-7), (m 8-15, k 0-7), (m 0-7,
+// k 8-15), (m 8-15, k 8-15), each read from 8 stored rows and transposed.
+__device__ __forceinline__ void ldmatrix_frag_a_trans(FragA& a, const uint16_t* s, int ld, int lane) {
+  ldmatrix_x4_trans(a.x, s + ((lane & 7) + (lane >> 4) * 8) * ld + ((lane >> 3) & 1) * 8);
+}
+
 // ldmatrix_frag_b2 loads the B fragments of two 16(k) x 8(n) tiles stored
 // [n][k] (row major, ld elements per n) from the 16 rows at s: b0 for rows
 // 0-7, b1 for rows 8-15 (matrices rows 0-7 at k 0-7 and 8-15, then rows

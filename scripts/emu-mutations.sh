@@ -213,6 +213,39 @@ mutation rope-pair-token kernels/rope.cu \
   '  return (size_t)(row / (I)a.heads);  // (mutation)' \
   TestGPURoPE
 
+# lora_narrow drops the lo x hi term of its first n-tile: plain bf16
+# precision for half the ranks.
+mutation narrow-lo-dropped kernels/lora.cu \
+  '          ldmatrix_frag_b2(bl0, bl1, p_lo + jp * 16 * LN_LD + 16 * s, LN_LD, lane);
+          mma_bf16_m16n8k16(acc[2 * jp], ah, bh0);
+          mma_bf16_m16n8k16(acc[2 * jp], ah, bl0);
+          mma_bf16_m16n8k16(acc[2 * jp], al, bh0);' \
+  '          ldmatrix_frag_b2(bl0, bl1, p_lo + jp * 16 * LN_LD + 16 * s, LN_LD, lane);
+          mma_bf16_m16n8k16(acc[2 * jp], ah, bh0);
+          mma_bf16_m16n8k16(acc[2 * jp], ah, bl0);  // (mutation: no lo x hi)' \
+  TestGPUNarrowMatMul
+
+# lora_narrow's blocks all write their partial sums to the first chunk's
+# slot: the others stay unwritten (NaN on the emulated device).
+mutation narrow-partial-slot kernels/lora.cu \
+  '          ws[((size_t)blockIdx.z * R + r) * N + n] = acc[j].x[i];' \
+  '          ws[((size_t)0 * R + r) * N + n] = acc[j].x[i];  // (mutation)' \
+  TestGPUNarrowMatMul
+
+# lora_grad reads the Q tile's A fragment without the transpose: features
+# and tokens trade places.
+mutation grad-fragment-untransposed kernels/lora.cu \
+  '      ldmatrix_frag_a_trans(ah, q_hi + 16 * s * LG_LDQ + 16 * warp, LG_LDQ, lane);' \
+  '      ldmatrix_frag_a(ah, q_hi + 16 * s * LG_LDQ + 16 * warp, LG_LDQ, lane);  // (mutation)' \
+  TestGPUGradMatMul
+
+# lora_reduce writes the element (i, m) at C's strides swapped: right
+# for a square C only (dB's transposed C [M, R] shows it).
+mutation reduce-strides-swapped kernels/lora.cu \
+  '    size_t off = (e / M) * sci + (e % M) * scm;' \
+  '    size_t off = (e / M) * scm + (e % M) * sci;  // (mutation)' \
+  TestGPUGradMatMul
+
 if [ "${1:-}" = "-l" ]; then
   printf '%s\n' "${names[@]}"
   exit 0

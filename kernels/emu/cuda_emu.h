@@ -85,6 +85,11 @@ struct dim3 {
 struct __align__(16) float4 {
   float x, y, z, w;
 };
+// float2: CUDA's 8-byte vector of two floats (one 64-bit load or store).
+struct __align__(8) float2 {
+  float x, y;
+};
+inline float2 make_float2(float x, float y) { return float2{x, y}; }
 struct uint3 {
   unsigned x, y, z;
 };

@@ -1,0 +1,179 @@
+//go:build cuda
+
+package cgo
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/compassml/compass/tensor"
+)
+
+// NarrowMatMul's kernel (lora_narrow, with lora_narrow_reduce when the sum
+// is split) gives the CPU MatMul of the same product: t = A x^T (p [R, K])
+// and dt = s B^T dy^T (p [K, R], transP), beta 0 (the output poisoned with
+// NaN, so a read of it shows) and 1; ranks that fill no n-tile (1, 5), one
+// and three n-tile pairs (16, 48), two row blocks (72); token counts that
+// fill no warp (1, 33, 70); depths that are not a multiple of the 64-deep
+// stage (40, 200) and odd ones (333: 4-byte loads, rows not 8-byte
+// aligned); the sum in one chunk, in 3 and in more chunks than it has
+// stages (capped). Tolerance: 1e-4 of each element's scale, the hi + lo
+// bound of lora_gemm's split = 1 (kernels/lora.cu).
+func TestGPUNarrowMatMul(t *testing.T) {
+	b := gpuBackend(t)
+	rng := newRNG(t)
+	for _, c := range []struct{ R, N, K int }{
+		{16, 70, 200}, {48, 130, 333}, {1, 1, 40}, {5, 33, 64}, {72, 65, 128},
+	} {
+		for _, transP := range []bool{false, true} {
+			pShape := []int{c.R, c.K}
+			if transP {
+				pShape = []int{c.K, c.R}
+			}
+			p, q := input(t, b, rng, tensor.F32, pShape...), input(t, b, rng, tensor.F32, c.N, c.K)
+			for _, splits := range []int{1, 3, 1000} {
+				for _, beta := range []float32{0, 1} {
+					out := output(t, b, tensor.F32, c.R, c.N)
+					if beta != 0 {
+						out = input(t, b, rng, tensor.F32, c.R, c.N)
+					}
+					const alpha = 0.5
+					must(t, cpu.MatMul(out.h, p.h, q.h, transP, true, alpha, beta))
+					must(t, b.narrowMatMul(out.d, p.d, q.d, transP, alpha, beta, splits))
+					name := fmt.Sprintf("R %d N %d K %d transP %v splits %d beta %g", c.R, c.N, c.K, transP, splits, beta)
+					closeTo(t, b, name, out, 1e-4, 0)
+				}
+			}
+		}
+	}
+}
+
+// NarrowMatMul into a row view (one slot's rows of a loraGroup's stacked
+// dt, with beta 1 as a fused projection's second part adds to it) changes
+// those rows only; q a row view too, starting at an odd row with an odd
+// depth (addresses not 8-byte aligned: the 4-byte loads).
+func TestGPUNarrowMatMulViews(t *testing.T) {
+	b := gpuBackend(t)
+	rng := newRNG(t)
+	const R, N, K = 8, 50, 77
+	stacked := input(t, b, rng, tensor.F32, 3*R, N)
+	qAll := input(t, b, rng, tensor.F32, N+1, K)
+	p := input(t, b, rng, tensor.F32, R, K)
+	view := func(x *tensor.Tensor, from, to int) *tensor.Tensor {
+		v, err := x.Slice(from, to)
+		must(t, err)
+		return v
+	}
+	must(t, cpu.MatMul(view(stacked.h, R, 2*R), p.h, view(qAll.h, 1, N+1), false, true, 2, 1))
+	must(t, b.narrowMatMul(view(stacked.d, R, 2*R), p.d, view(qAll.d, 1, N+1), false, 2, 1, 2))
+	closeTo(t, b, "rows R..2R of a stacked [3R, N]", stacked, 1e-4, 0)
+	got, want := hostOf(t, b, stacked.d).F32(), stacked.h.F32()
+	for i := range want {
+		if row := i / N; (row < R || row >= 2*R) && got[i] != want[i] {
+			t.Fatalf("element %d (row %d, outside the view) is %g, was %g", i, row, got[i], want[i])
+		}
+	}
+}
+
+// NarrowMatMul and GradMatMul in the default mode run their kernels (the
+// result is not cuBLAS's bit for bit); in Precise mode, and for bf16
+// operands, they are MatMul, bit for bit.
+func TestGPULoRAKernelRouting(t *testing.T) {
+	b := gpuBackend(t)
+	rng := newRNG(t)
+	const R, N, K = 16, 40, 300
+	for _, dt := range []tensor.DType{tensor.F32, tensor.BF16} {
+		p, q := input(t, b, rng, dt, R, K), input(t, b, rng, dt, N, K)
+		for _, precise := range []bool{false, true} {
+			// t = A x^T through each; dB = (t dy)^T with dy = q^T's rows.
+			dy := input(t, b, rng, dt, N, K)
+			b.Precise = precise
+			viaMatMul, narrow := output(t, b, tensor.F32, R, N), output(t, b, tensor.F32, R, N)
+			must(t, b.MatMul(viaMatMul.d, p.d, q.d, false, true, 1, 0))
+			must(t, b.NarrowMatMul(narrow.d, p.d, q.d, false, 1, 0))
+			gradMatMul, grad := output(t, b, tensor.F32, K, R), output(t, b, tensor.F32, K, R)
+			must(t, b.MatMul(gradMatMul.d, dy.d, narrow.d, true, true, 1, 0))
+			must(t, b.GradMatMul(grad.d, narrow.d, dy.d, true, 1, 0))
+			b.Precise = false
+			kernel := dt == tensor.F32 && !precise
+			if same := sameBits(t, b, viaMatMul.d, narrow.d); same == kernel {
+				t.Errorf("%s, precise %v: NarrowMatMul equal to MatMul bit for bit: %v, want %v", dt, precise, same, !kernel)
+			}
+			if same := sameBits(t, b, gradMatMul.d, grad.d); same == kernel {
+				t.Errorf("%s, precise %v: GradMatMul equal to MatMul bit for bit: %v, want %v", dt, precise, same, !kernel)
+			}
+		}
+	}
+}
+
+// GradMatMul's kernel (lora_grad, with lora_reduce when the tokens are
+// split) gives the CPU MatMul of the same product: dA += dt x (c [R, M])
+// and dB += s (t dy)^T (transC: c [M, R]), beta 0 (poisoned output) and
+// 1, with the ranks, token counts (the sum) and feature counts of
+// TestGPUNarrowMatMul's cases: none a multiple of a tile, odd ones (4-byte
+// loads where rows are not 16-byte aligned), two row blocks; the tokens in
+// one chunk, in 3 and in more chunks than stages. Tolerance 1e-4 of each
+// element's scale, as there.
+func TestGPUGradMatMul(t *testing.T) {
+	b := gpuBackend(t)
+	rng := newRNG(t)
+	for _, c := range []struct{ R, N, M int }{
+		{16, 200, 70}, {48, 333, 130}, {1, 40, 1}, {5, 64, 33}, {72, 128, 65},
+	} {
+		p, q := input(t, b, rng, tensor.F32, c.R, c.N), input(t, b, rng, tensor.F32, c.N, c.M)
+		for _, transC := range []bool{false, true} {
+			cShape := []int{c.R, c.M}
+			if transC {
+				cShape = []int{c.M, c.R}
+			}
+			for _, splits := range []int{1, 3, 1000} {
+				for _, beta := range []float32{0, 1} {
+					out := output(t, b, tensor.F32, cShape...)
+					if beta != 0 {
+						out = input(t, b, rng, tensor.F32, cShape...)
+					}
+					const alpha = 0.5
+					if transC {
+						must(t, cpu.MatMul(out.h, q.h, p.h, true, true, alpha, beta))
+					} else {
+						must(t, cpu.MatMul(out.h, p.h, q.h, false, false, alpha, beta))
+					}
+					must(t, b.gradMatMul(out.d, p.d, q.d, transC, alpha, beta, splits))
+					name := fmt.Sprintf("R %d N %d M %d transC %v splits %d beta %g", c.R, c.N, c.M, transC, splits, beta)
+					closeTo(t, b, name, out, 1e-4, 0)
+				}
+			}
+		}
+	}
+}
+
+// GradMatMul into a row view (one projection's rows of a fused slot's dB,
+// [out, r] within [outs, r], beta 1) changes those rows only; p a row view
+// of a stacked t whose rows are not 16-byte aligned (the 4-byte loads).
+func TestGPUGradMatMulViews(t *testing.T) {
+	b := gpuBackend(t)
+	rng := newRNG(t)
+	const R, N, M = 8, 50, 36
+	db := input(t, b, rng, tensor.F32, 3*M, R)
+	stacked := input(t, b, rng, tensor.F32, 3*R+1, N)
+	q := input(t, b, rng, tensor.F32, N, M)
+	view := func(x *tensor.Tensor, from, to int) *tensor.Tensor {
+		v, err := x.Slice(from, to)
+		must(t, err)
+		return v
+	}
+	must(t, cpu.MatMul(view(db.h, M, 2*M), q.h, view(stacked.h, 1, R+1), true, true, 2, 1))
+	must(t, b.gradMatMul(view(db.d, M, 2*M), view(stacked.d, 1, R+1), q.d, true, 2, 1, 2))
+	closeTo(t, b, "rows M..2M of a [3M, R] dB", db, 1e-4, 0)
+	got, want := hostOf(t, b, db.d).F32(), db.h.F32()
+	for i := range want {
+		if row := i / R; (row < M || row >= 2*M) && got[i] != want[i] {
+			t.Fatalf("element %d (row %d, outside the view) is %g, was %g", i, row, got[i], want[i])
+		}
+	}
+}
+
+// sameBits says whether two device tensors hold the same bytes.
+func sameBits(t *testing.T, b *Backend, x, y *tensor.Tensor) bool {
+	return string(hostOf(t, b, x).Bytes()) == string(hostOf(t, b, y).Bytes())
+}
