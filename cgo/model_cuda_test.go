@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sort"
+	"strings"
 	"testing"
 
 	"github.com/compassml/compass/model"
@@ -360,8 +361,24 @@ func TestGPUModelNoLeak(t *testing.T) {
 }
 
 // plainBackend hides the Backend's methods beyond tensor.Backend, so that
-// the model takes its generic path (none of the backend's fusions).
+// the model takes its generic path (none of the backend's fusions or LoRA
+// product kernels).
 type plainBackend struct{ tensor.Backend }
+
+// unfusedBackend is plainBackend with the LoRA product kernels kept: the
+// model's generic path for the casts and RoPE only.
+type unfusedBackend struct {
+	plainBackend
+	b *Backend
+}
+
+func (u unfusedBackend) NarrowMatMul(c, p, q *tensor.Tensor, transP bool, alpha, beta float32) error {
+	return u.b.NarrowMatMul(c, p, q, transP, alpha, beta)
+}
+
+func (u unfusedBackend) GradMatMul(c, p, q *tensor.Tensor, transC bool, alpha, beta float32) error {
+	return u.b.GradMatMul(c, p, q, transC, alpha, beta)
+}
 
 // The fusions the model takes from the CUDA backend (RMSNormCast,
 // SwiGLUCast and SwiGLUBackwardCast for bf16 weights in the default mode,
@@ -377,7 +394,7 @@ func TestGPUModelFusions(t *testing.T) {
 	dir := t.TempDir()
 	_, err := model.WriteRandomCheckpoint(dir, []byte(v.config), tensor.BF16, 11)
 	must(t, err)
-	plain, fused := loadPairOn(t, plainBackend{b}, b, dir, 12)
+	plain, fused := loadPairOn(t, unfusedBackend{plainBackend{b}, b}, b, dir, 12)
 	batch := randomBatch(fused.Config.VocabSize, 2, v.seqLen, 13)
 
 	casts, ropes := map[string]int{}, map[string]int{}
@@ -424,4 +441,69 @@ func TestGPUModelFusions(t *testing.T) {
 		t.Errorf("%d rope launches with RoPEPair, %d without: want half", ropes["fused"], ropes["plain"])
 	}
 	t.Logf("casts launched: %d fused, %d without; rope launches: %d, %d", casts["fused"], casts["plain"], ropes["fused"], ropes["plain"])
+}
+
+// The model's LoRA products t = A x^T, dt = s B^T dy^T, dA += dt x and
+// dB += s (t dy)^T go through the backend's kernels (lora_narrow,
+// lora_grad) in the default mode: per layer, the forward's four t
+// products (q/k/v stacked, o, gate/up stacked, down), the backward's seven
+// dt and seven dB (one per projection) and four dA (one per input); and
+// the results are those of the model on cuBLAS (plainBackend) within the
+// kernels' rounding, not the same bits. The kernels' products are within
+// about 2^-16 of float32's (TestGPUNarrowMatMul); the sums over tokens and
+// features of this random model's gradients (a loss of 25: a saturated
+// softmax) cancel enough to make that 4.5e-4 of a gradient's norm on the
+// emulated device (cuBLAS's float32 against the CPU's: 2e-5), so the bound
+// is TestGPUModelParity's float32 one, 1e-3.
+func TestGPUModelLoRAKernels(t *testing.T) {
+	b := gpuBackend(t)
+	v := tinyConfigs[0]
+	dir := t.TempDir()
+	_, err := model.WriteRandomCheckpoint(dir, []byte(v.config), tensor.F32, 11)
+	must(t, err)
+	onCublas, onKernels := loadPairOn(t, plainBackend{b}, b, dir, 12)
+	batch := randomBatch(onKernels.Config.VocabSize, 2, v.seqLen, 13)
+	launches := map[string]int{}
+	outs := map[string]*model.Output{}
+	for _, r := range []struct {
+		name string
+		m    *model.Model
+	}{{"kernels", onKernels}, {"cublas", onCublas}} {
+		must(t, b.StartProfile())
+		out, err := r.m.ForwardBackward(batch)
+		lines, perr := b.StopProfile()
+		must(t, err)
+		must(t, perr)
+		outs[r.name] = out
+		for _, line := range lines {
+			if strings.HasPrefix(line.Name, "lora_") {
+				launches[r.name+" "+line.Name] = line.Calls
+			}
+		}
+	}
+	layers := onKernels.Config.NumHiddenLayers
+	for name, want := range map[string]int{"kernels lora_narrow": 11 * layers, "kernels lora_grad": 11 * layers, "cublas lora_narrow": 0, "cublas lora_grad": 0} {
+		if launches[name] != want {
+			t.Errorf("%s: %d launches, want %d", name, launches[name], want)
+		}
+	}
+	if e := math.Abs(outs["kernels"].Loss-outs["cublas"].Loss) / math.Abs(outs["cublas"].Loss); e > 1e-5 {
+		t.Errorf("loss %.7g with the kernels, %.7g on cuBLAS", outs["kernels"].Loss, outs["cublas"].Loss)
+	}
+	gk, gc := gradsOf(t, b, onKernels), gradsOf(t, b, onCublas)
+	worst, same := 0.0, 0
+	for name, g := range gc {
+		e := relErr(gk[name], g)
+		worst = max(worst, e)
+		if e > 1e-3 {
+			t.Errorf("gradient %s: relative error %.3g against cuBLAS's > 1e-3", name, e)
+		}
+		if slices.Equal(gk[name], g) {
+			same++
+		}
+	}
+	if same == len(gc) {
+		t.Error("every gradient is the same bits with the kernels as on cuBLAS: the kernels did not run")
+	}
+	t.Logf("launches %v; worst LoRA gradient relative error against cuBLAS %.3g", launches, worst)
 }

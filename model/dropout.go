@@ -76,7 +76,7 @@ func (m *Model) adapterInput(ar *arena, x *tensor.Tensor, s *loraSlot, d dropout
 // instead (dx may hold anything before).
 func (m *Model) adapterInputBackward(dx, dt, x *tensor.Tensor, s *loraSlot, d dropout, accumulate bool) error {
 	if d.p == 0 {
-		if err := m.be.MatMul(s.da, dt, x, false, false, 1, 1); err != nil {
+		if err := m.gradMatMul(s.da, dt, x, false, 1, 1); err != nil {
 			return fmt.Errorf("lora %s: dA: %w", s.module, err)
 		}
 		if err := m.be.MatMul(dx, dt, s.a, true, false, 1, boolBeta(accumulate)); err != nil {
@@ -90,7 +90,7 @@ func (m *Model) adapterInputBackward(dx, dt, x *tensor.Tensor, s *loraSlot, d dr
 	if err != nil {
 		return err
 	}
-	if err := m.be.MatMul(s.da, dt, xd, false, false, 1, 1); err != nil {
+	if err := m.gradMatMul(s.da, dt, xd, false, 1, 1); err != nil {
 		return fmt.Errorf("lora %s: dA: %w", s.module, err)
 	}
 	g := xd // dropout(x) is used: its memory takes dt^T A

@@ -208,7 +208,7 @@ func (m *Model) inputProducts(ar *arena, x *tensor.Tensor, s *loraSlot, t *loraA
 		if ar.err != nil {
 			return ar.err
 		}
-		if err := m.be.MatMul(xa, g.a, x, false, true, 1, 0); err != nil {
+		if err := m.narrowMatMul(xa, g.a, x, false, 1, 0); err != nil {
 			return err
 		}
 		return g.rowViews(xa, t.xa)
@@ -223,11 +223,44 @@ func (m *Model) inputProducts(ar *arena, x *tensor.Tensor, s *loraSlot, t *loraA
 	if err != nil {
 		return err
 	}
-	if err := m.be.MatMul(xa, s.a, in, false, true, 1, 0); err != nil {
+	if err := m.narrowMatMul(xa, s.a, in, false, 1, 0); err != nil {
 		return err
 	}
 	t.xa[s] = xa
 	return nil
+}
+
+// loraKernels is what a GPU backend adds (cgo.Backend): kernels for the
+// LoRA products that read a large operand to write a rank's rows, where a
+// general GEMM is slow: t = A x^T and dt = s B^T dy^T (NarrowMatMul: c =
+// alpha op(p) q^T + beta c), dA += dt x and dB += s (t dy)^T (GradMatMul:
+// c = alpha p q + beta c, or its transpose with transC).
+type loraKernels interface {
+	NarrowMatMul(c, p, q *tensor.Tensor, transP bool, alpha, beta float32) error
+	GradMatMul(c, p, q *tensor.Tensor, transC bool, alpha, beta float32) error
+}
+
+// narrowMatMul sets c = alpha op(p) q^T + beta c (op(p) = p^T with
+// transP) through the backend's NarrowMatMul where it has one, else
+// through MatMul.
+func (m *Model) narrowMatMul(c, p, q *tensor.Tensor, transP bool, alpha, beta float32) error {
+	if k, ok := m.be.(loraKernels); ok {
+		return k.NarrowMatMul(c, p, q, transP, alpha, beta)
+	}
+	return m.be.MatMul(c, p, q, transP, true, alpha, beta)
+}
+
+// gradMatMul sets c = alpha p q + beta c, or with transC c = alpha (p q)^T
+// + beta c, through the backend's GradMatMul where it has one, else
+// through MatMul.
+func (m *Model) gradMatMul(c, p, q *tensor.Tensor, transC bool, alpha, beta float32) error {
+	if k, ok := m.be.(loraKernels); ok {
+		return k.GradMatMul(c, p, q, transC, alpha, beta)
+	}
+	if transC {
+		return m.be.MatMul(c, q, p, true, true, alpha, beta)
+	}
+	return m.be.MatMul(c, p, q, false, false, alpha, beta)
 }
 
 // rowViews sets views[s] to slot s's rows of stacked, a tensor whose rows
@@ -502,18 +535,18 @@ func (m *Model) groupBackward(ar *arena, dx, x *tensor.Tensor, projs []*linear, 
 		if err != nil {
 			return err
 		}
-		if err := m.be.MatMul(db, dys[j], t.xa[s], true, true, s.scaling, 1); err != nil {
+		if err := m.gradMatMul(db, t.xa[s], dys[j], true, s.scaling, 1); err != nil {
 			return fmt.Errorf("lora %s: dB: %w", s.module, err)
 		}
 		// The projections of a fused slot add to its dt.
-		if err := m.be.MatMul(dt, b, dys[j], true, true, s.scaling, boolBeta(seen)); err != nil {
+		if err := m.narrowMatMul(dt, b, dys[j], true, s.scaling, boolBeta(seen)); err != nil {
 			return fmt.Errorf("lora %s: dt: %w", s.module, err)
 		}
 	}
 	written := false // whether dx holds a first term
 	for _, g := range stacks {
 		dt := stacked[g]
-		if err := m.be.MatMul(g.da, dt, x, false, false, 1, 1); err != nil {
+		if err := m.gradMatMul(g.da, dt, x, false, 1, 1); err != nil {
 			return fmt.Errorf("lora %s: dA: %w", g.slots[0].module, err)
 		}
 		if err := m.be.MatMul(dx, dt, g.a, true, false, 1, boolBeta(written)); err != nil {
