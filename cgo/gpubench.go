@@ -503,13 +503,19 @@ func (g *gpuBench) benchKernels() {
 // products of a training step as the model issues them (linearForward and
 // groupBackward in package model): t = A x^T kept transposed [r, N],
 // y = s t^T B^T; backward dB += s dy^T t^T, dt = s B^T dy^T, dA += dt x,
-// dx = dt^T A, all float32 cuBLAS products through MatMul, stacked where
-// several adapters read one input (q, k and v; gate and up: one t, one dA
-// and one dx product for the group). Each time is set against the fewest
-// bytes the products must move at the copy bandwidth measured in the same
-// run, and against the products as the model issued them before the
-// stacking (one adapter at a time, t = x A^T [N, r]: before_us, speedup). (thin.cu, CUDA-core kernels shaped for the rank-16
-// side, measured 0.80-1.02x of cuBLAS on an H200 and was taken out:
+// dx = dt^T A, stacked where several adapters read one input (q, k and v;
+// gate and up: one t, one dA and one dx product for the group); t and dt
+// through NarrowMatMul (lora_narrow), dA and dB through GradMatMul
+// (lora_grad), y and dx float32 cuBLAS products through MatMul. Each time
+// is set against the fewest bytes the products must move at the copy
+// bandwidth measured in the same run; against the same products all on
+// cuBLAS (cublas_us, kernels_speedup; and t, dt, dB and dA alone: t_us
+// and t_cublas_us and so on, each with the share of the copy bandwidth
+// its large operand's bytes take); and against the
+// products as the model issued them before the stacking (one adapter at a
+// time, t = x A^T [N, r], all on cuBLAS: before_us, speedup). (thin.cu,
+// float32 CUDA-core kernels shaped for the rank-16 side, measured
+// 0.80-1.02x of cuBLAS on an H200 and was taken out:
 // bench/results/2026-12-04-h200-device-check-5.md.)
 func (g *gpuBench) benchLoRA() {
 	be := g.be
@@ -548,23 +554,56 @@ func (g *gpuBench) benchLoRA() {
 				return v
 			}
 			// As the model runs them: t kept transposed, stacked where
-			// several adapters read x.
-			asModel := func() error {
+			// several adapters read x; t, dt, dA and dB through NarrowMatMul
+			// and GradMatMul (lora_narrow, lora_grad), or with on false
+			// through cuBLAS.
+			narrow := func(on bool, c, p, q *tensor.Tensor, transP bool, alpha float32) error {
+				if on {
+					return be.NarrowMatMul(c, p, q, transP, alpha, 0)
+				}
+				return be.MatMul(c, p, q, transP, true, alpha, 0)
+			}
+			grad := func(on bool, c, p, q *tensor.Tensor, transC bool, alpha float32) error {
+				if on {
+					return be.GradMatMul(c, p, q, transC, alpha, 1)
+				}
+				if transC {
+					return be.MatMul(c, q, p, true, true, alpha, 1)
+				}
+				return be.MatMul(c, p, q, false, false, alpha, 1)
+			}
+			tProduct := func(on bool) error {
+				if n > 1 {
+					return narrow(on, t, A, x, false, 1)
+				}
+				return narrow(on, rows(t, 0), rows(A, 0), x, false, 1)
+			}
+			each := func(f func(i int) error) error {
+				var errs []error
+				for i := range n {
+					errs = append(errs, f(i))
+				}
+				return errors.Join(errs...)
+			}
+			dtProducts := func(on bool) error {
+				return each(func(i int) error { return narrow(on, rows(dt, i), B[i], dy[i], true, s) })
+			}
+			dBProducts := func(on bool) error {
+				return each(func(i int) error { return grad(on, dB[i], rows(t, i), dy[i], true, s) })
+			}
+			dAProduct := func(on bool) error { return grad(on, dA, dt, x, false, 1) }
+			asModel := func(on bool) error {
 				var errs []error
 				do := func(err error) { errs = append(errs, err) }
-				if n > 1 {
-					do(be.MatMul(t, A, x, false, true, 1, 0))
-				} else {
-					do(be.MatMul(rows(t, 0), rows(A, 0), x, false, true, 1, 0))
-				}
+				do(tProduct(on))
 				for i := range n {
 					do(be.MatMul(y[i], rows(t, i), B[i], true, true, s, 0))
 				}
 				for i := range n {
-					do(be.MatMul(dB[i], dy[i], rows(t, i), true, true, s, 1))
-					do(be.MatMul(rows(dt, i), B[i], dy[i], true, true, s, 0))
+					do(grad(on, dB[i], rows(t, i), dy[i], true, s))
+					do(narrow(on, rows(dt, i), B[i], dy[i], true, s))
 				}
-				do(be.MatMul(dA, dt, x, false, false, 1, 1))
+				do(dAProduct(on))
 				do(be.MatMul(dx, dt, A, true, false, 1, 0))
 				return errors.Join(errs...)
 			}
@@ -592,10 +631,22 @@ func (g *gpuBench) benchLoRA() {
 			// Fewest bytes: x twice (t, dA), each y written, each dy twice
 			// (dB, dt), dx written, the adapters and their gradients.
 			bytes := 4 * float64(3*N*p.in+3*N*outs+3*n*r*p.in+3*r*outs)
-			sec, old := g.measure(asModel), g.measure(before)
+			sec, cublas := g.measure(func() error { return asModel(true) }), g.measure(func() error { return asModel(false) })
+			old := g.measure(before)
 			copyGBs, _ := g.ceilings()
 			m := map[string]float64{"us": sec * 1e6, "GB/s": bytes / sec / 1e9, "of_copy_bw": bytes / sec / 1e9 / copyGBs,
-				"before_us": old * 1e6, "speedup": old / sec}
+				"before_us": old * 1e6, "speedup": old / sec, "cublas_us": cublas * 1e6, "kernels_speedup": cublas / sec}
+			// Each kernel's products alone, against cuBLAS's, and the bytes
+			// of the large operand they read (x or each dy) at copy bandwidth.
+			for _, k := range []struct {
+				name  string
+				f     func(on bool) error
+				bytes int
+			}{{"t", tProduct, N * p.in}, {"dt", dtProducts, N * outs}, {"dB", dBProducts, N * outs}, {"dA", dAProduct, N * p.in}} {
+				on, off := g.measure(func() error { return k.f(true) }), g.measure(func() error { return k.f(false) })
+				m[k.name+"_us"], m[k.name+"_cublas_us"] = on*1e6, off*1e6
+				m[k.name+"_of_copy_bw"] = 4 * float64(k.bytes) / on / 1e9 / copyGBs
+			}
 			g.record("lora_"+p.name, m, nil)
 		}()
 	}
@@ -819,6 +870,14 @@ func (g *gpuBench) benchTrainStep(configJSON []byte) {
 	lines, err := be.StopProfile()
 	g.must(err)
 	g.profile("train_step_llama31_8b_profile", lines)
+	// The same step with t, dt, dA and dB on cuBLAS instead of
+	// lora_narrow and lora_grad.
+	be.loraKernelsOff = true
+	defer func() { be.loraKernelsOff = false }()
+	cublas := median3()
+	g.record("train_step_llama31_8b_r16_seq2048_lora_on_cublas", map[string]float64{
+		"s/step": cublas, "tokens/s": T / cublas, "kernels_speedup": cublas / sec,
+	}, nil)
 }
 
 // randomDeviceModel builds a model of cfg with random bf16 weights made in
