@@ -504,15 +504,15 @@ func (g *gpuBench) benchKernels() {
 // groupBackward in package model): t = A x^T kept transposed [r, N],
 // y = s t^T B^T; backward dB += s dy^T t^T, dt = s B^T dy^T, dA += dt x,
 // dx = dt^T A, stacked where several adapters read one input (q, k and v;
-// gate and up: one t, one dA and one dx product for the group); t and dt
-// through NarrowMatMul (lora_narrow), dA and dB through GradMatMul
-// (lora_grad), y and dx float32 cuBLAS products through MatMul. Each time
-// is set against the fewest bytes the products must move at the copy
-// bandwidth measured in the same run; against the same products all on
-// cuBLAS (cublas_us, kernels_speedup; and t, dt, dB and dA alone: t_us
-// and t_cublas_us and so on, each with the share of the copy bandwidth
-// its large operand's bytes take); and against the
-// products as the model issued them before the stacking (one adapter at a
+// gate and up: one t, one dA and one dx product for the group), on the
+// LoRA kernels: t and dt through NarrowMatMul (lora_narrow), dA and dB
+// through GradMatMul (lora_grad), y and dx through ExpandMatMul
+// (lora_expand). Each time is set against the fewest bytes the products
+// must move at the copy bandwidth measured in the same run; against the
+// same products all on cuBLAS (cublas_us, kernels_speedup; and each kind
+// alone: t_us and t_cublas_us and so on, each with the share of the copy
+// bandwidth its large operand's bytes take); and against the products as
+// the model issued them before the stacking (one adapter at a
 // time, t = x A^T [N, r], all on cuBLAS: before_us, speedup). (thin.cu,
 // float32 CUDA-core kernels shaped for the rank-16 side, measured
 // 0.80-1.02x of cuBLAS on an H200 and was taken out:
@@ -592,19 +592,27 @@ func (g *gpuBench) benchLoRA() {
 				return each(func(i int) error { return grad(on, dB[i], rows(t, i), dy[i], true, s) })
 			}
 			dAProduct := func(on bool) error { return grad(on, dA, dt, x, false, 1) }
+			expand := func(on bool, c, p, w *tensor.Tensor, transW bool, alpha float32) error {
+				if on {
+					return be.ExpandMatMul(c, p, w, transW, alpha, 0)
+				}
+				return be.MatMul(c, p, w, true, transW, alpha, 0)
+			}
+			yProducts := func(on bool) error {
+				return each(func(i int) error { return expand(on, y[i], rows(t, i), B[i], true, s) })
+			}
+			dxProduct := func(on bool) error { return expand(on, dx, dt, A, false, 1) }
 			asModel := func(on bool) error {
 				var errs []error
 				do := func(err error) { errs = append(errs, err) }
 				do(tProduct(on))
-				for i := range n {
-					do(be.MatMul(y[i], rows(t, i), B[i], true, true, s, 0))
-				}
+				do(yProducts(on))
 				for i := range n {
 					do(grad(on, dB[i], rows(t, i), dy[i], true, s))
 					do(narrow(on, rows(dt, i), B[i], dy[i], true, s))
 				}
 				do(dAProduct(on))
-				do(be.MatMul(dx, dt, A, true, false, 1, 0))
+				do(dxProduct(on))
 				return errors.Join(errs...)
 			}
 			// As the model ran them before the stacking: one adapter at a
@@ -637,12 +645,14 @@ func (g *gpuBench) benchLoRA() {
 			m := map[string]float64{"us": sec * 1e6, "GB/s": bytes / sec / 1e9, "of_copy_bw": bytes / sec / 1e9 / copyGBs,
 				"before_us": old * 1e6, "speedup": old / sec, "cublas_us": cublas * 1e6, "kernels_speedup": cublas / sec}
 			// Each kernel's products alone, against cuBLAS's, and the bytes
-			// of the large operand they read (x or each dy) at copy bandwidth.
+			// of the large operand they read or write (x, each dy, each y,
+			// dx) at copy bandwidth.
 			for _, k := range []struct {
 				name  string
 				f     func(on bool) error
 				bytes int
-			}{{"t", tProduct, N * p.in}, {"dt", dtProducts, N * outs}, {"dB", dBProducts, N * outs}, {"dA", dAProduct, N * p.in}} {
+			}{{"t", tProduct, N * p.in}, {"y", yProducts, N * outs}, {"dt", dtProducts, N * outs}, {"dB", dBProducts, N * outs},
+				{"dA", dAProduct, N * p.in}, {"dx", dxProduct, N * p.in}} {
 				on, off := g.measure(func() error { return k.f(true) }), g.measure(func() error { return k.f(false) })
 				m[k.name+"_us"], m[k.name+"_cublas_us"] = on*1e6, off*1e6
 				m[k.name+"_of_copy_bw"] = 4 * float64(k.bytes) / on / 1e9 / copyGBs
@@ -870,8 +880,8 @@ func (g *gpuBench) benchTrainStep(configJSON []byte) {
 	lines, err := be.StopProfile()
 	g.must(err)
 	g.profile("train_step_llama31_8b_profile", lines)
-	// The same step with t, dt, dA and dB on cuBLAS instead of
-	// lora_narrow and lora_grad.
+	// The same step with the LoRA products on cuBLAS instead of the LoRA
+	// kernels.
 	be.loraKernelsOff = true
 	defer func() { be.loraKernelsOff = false }()
 	cublas := median3()

@@ -260,3 +260,42 @@ func (b *Backend) gradMatMul(c, p, q *tensor.Tensor, transC bool, alpha, beta fl
 }
 
 func ceilDiv(a, b int) int { return (a + b - 1) / b }
+
+// ExpandMatMul sets c = alpha p^T op(w) + beta c for p [R, N] with R
+// small, op(w) = w [R, M] (or w^T, w [M, R], with transW) and c [N, M]:
+// the LoRA products y = s t^T B^T and dx += dt^T A of model/forward.go,
+// which write a large c from sums of R terms. In float32 they run on the
+// tensor cores with each operand split into bf16 hi + lo (kernels/lora.cu's
+// lora_expand, about 2^-16 relative per product). With Precise, or other
+// dtypes, it is MatMul.
+func (b *Backend) ExpandMatMul(c, p, w *tensor.Tensor, transW bool, alpha, beta float32) error {
+	if b.Precise || b.loraKernelsOff || c.DType() != tensor.F32 || p.DType() != tensor.F32 || w.DType() != tensor.F32 {
+		return b.MatMul(c, p, w, true, transW, alpha, beta)
+	}
+	const op = "expand matmul"
+	N, R, M, err := matmulDims(c, p, w, true, transW)
+	if err != nil {
+		return err
+	}
+	if c.Rank() != 2 {
+		return fmt.Errorf("cuda: %s: c %v must have rank 2", op, c)
+	}
+	if err := deviceCheck(op, c, p, w); err != nil {
+		return err
+	}
+	if err := int32Check(op, R, N, M); err != nil {
+		return err
+	}
+	if N == 0 || M == 0 {
+		return nil
+	}
+	if R == 0 || alpha == 0 {
+		return b.scaleOutput(c, beta)
+	}
+	swi, swm := M, 1 // w [R, M]
+	if transW {
+		swi, swm = 1, R // w [M, R]
+	}
+	args := new(Args).Raw(c).U64(M).Raw(p).U64(N).Raw(w).U64(swi).U64(swm).I32(R).I32(N).I32(M).F32(alpha).F32(beta)
+	return b.q.launch(op, "lora_expand", kernels.Sizes{N: N, Cols: M}, args)
+}

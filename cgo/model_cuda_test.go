@@ -175,9 +175,11 @@ func gradsOf(t *testing.T, b tensor.Backend, m *model.Model) map[string][]float3
 
 // The tiny models of every variant give the CPU's logits, loss, log-probs
 // and LoRA gradients on the GPU. Float32 checkpoints compute in float32 on
-// both; bf16 checkpoints are compared in Precise mode (the same float32
-// math) and in the default mode (activations rounded to bf16 for the
-// tensor cores) at bf16's tolerance; so is llamaHeadDim64 in float32, whose
+// both, but for the LoRA products, which the default mode runs on the
+// tensor cores at about 2^-16 (NarrowMatMul, GradMatMul, ExpandMatMul);
+// bf16 checkpoints are compared in Precise mode (the same float32 math)
+// and in the default mode (activations rounded to bf16 for the tensor
+// cores) at bf16's tolerance; so is llamaHeadDim64 in float32, whose
 // attention the default mode rounds to bf16 too, against roundingCPU.
 func TestGPUModelParity(t *testing.T) {
 	b := gpuBackend(t)
@@ -208,6 +210,15 @@ func TestGPUModelParity(t *testing.T) {
 				onCPU, onGPU := loadPairOn(t, ref, b, dir, 12)
 				batch := randomBatch(onCPU.Config.VocabSize, 2, v.seqLen, 13)
 				tolLogits, tolLoss, tolGrad := 1e-4, 1e-5, 1e-3
+				if !c.precise {
+					// The LoRA products on the tensor cores, float32 split
+					// into bf16 hi + lo (about 2^-16 per product): the
+					// gradients of these random models (losses of 13 to 32,
+					// saturated softmaxes) amplify that to 1.0e-3 at most
+					// on the emulated device, where Precise mode's float32
+					// products give 6e-5 (TestGPUModelLoRAKernels).
+					tolGrad = 3e-3
+				}
 				if !c.precise && (c.dt != tensor.F32 || v.name == llamaHeadDim64.name) {
 					// Activations rounded to bf16 for the tensor-core GEMMs, against
 					// the CPU's float32. Measured on an H200 (2026-12-04): logits
@@ -380,6 +391,10 @@ func (u unfusedBackend) GradMatMul(c, p, q *tensor.Tensor, transC bool, alpha, b
 	return u.b.GradMatMul(c, p, q, transC, alpha, beta)
 }
 
+func (u unfusedBackend) ExpandMatMul(c, p, w *tensor.Tensor, transW bool, alpha, beta float32) error {
+	return u.b.ExpandMatMul(c, p, w, transW, alpha, beta)
+}
+
 // The fusions the model takes from the CUDA backend (RMSNormCast,
 // SwiGLUCast and SwiGLUBackwardCast for bf16 weights in the default mode,
 // RoPEPair always) change nothing: logits, loss, log-probs and LoRA
@@ -443,18 +458,19 @@ func TestGPUModelFusions(t *testing.T) {
 	t.Logf("casts launched: %d fused, %d without; rope launches: %d, %d", casts["fused"], casts["plain"], ropes["fused"], ropes["plain"])
 }
 
-// The model's LoRA products t = A x^T, dt = s B^T dy^T, dA += dt x and
-// dB += s (t dy)^T go through the backend's kernels (lora_narrow,
-// lora_grad) in the default mode: per layer, the forward's four t
-// products (q/k/v stacked, o, gate/up stacked, down), the backward's seven
-// dt and seven dB (one per projection) and four dA (one per input); and
+// The model's LoRA products go through the backend's kernels in the
+// default mode: per layer, lora_narrow for the forward's four t = A x^T
+// (q/k/v stacked, o, gate/up stacked, down) and the backward's seven
+// dt = s B^T dy^T (one per projection), lora_grad for the seven dB and the
+// four dA (one per input), lora_expand for the forward's seven y and the
+// backward's four dx; and
 // the results are those of the model on cuBLAS (plainBackend) within the
 // kernels' rounding, not the same bits. The kernels' products are within
-// about 2^-16 of float32's (TestGPUNarrowMatMul); the sums over tokens and
-// features of this random model's gradients (a loss of 25: a saturated
-// softmax) cancel enough to make that 4.5e-4 of a gradient's norm on the
-// emulated device (cuBLAS's float32 against the CPU's: 2e-5), so the bound
-// is TestGPUModelParity's float32 one, 1e-3.
+// about 2^-16 of float32's (TestGPUNarrowMatMul); this random model's
+// gradients (a loss of 25: a saturated softmax) amplify that to 1.0e-3 of
+// a gradient's norm on the emulated device (cuBLAS's float32 against the
+// CPU's: 4e-5), so the bound is 3e-3; a kernel at bf16's precision, or
+// wrong, is off by far more.
 func TestGPUModelLoRAKernels(t *testing.T) {
 	b := gpuBackend(t)
 	v := tinyConfigs[0]
@@ -482,7 +498,8 @@ func TestGPUModelLoRAKernels(t *testing.T) {
 		}
 	}
 	layers := onKernels.Config.NumHiddenLayers
-	for name, want := range map[string]int{"kernels lora_narrow": 11 * layers, "kernels lora_grad": 11 * layers, "cublas lora_narrow": 0, "cublas lora_grad": 0} {
+	for name, want := range map[string]int{"kernels lora_narrow": 11 * layers, "kernels lora_grad": 11 * layers, "kernels lora_expand": 11 * layers,
+		"cublas lora_narrow": 0, "cublas lora_grad": 0, "cublas lora_expand": 0} {
 		if launches[name] != want {
 			t.Errorf("%s: %d launches, want %d", name, launches[name], want)
 		}
@@ -495,8 +512,8 @@ func TestGPUModelLoRAKernels(t *testing.T) {
 	for name, g := range gc {
 		e := relErr(gk[name], g)
 		worst = max(worst, e)
-		if e > 1e-3 {
-			t.Errorf("gradient %s: relative error %.3g against cuBLAS's > 1e-3", name, e)
+		if e > 3e-3 {
+			t.Errorf("gradient %s: relative error %.3g against cuBLAS's > 3e-3", name, e)
 		}
 		if slices.Equal(gk[name], g) {
 			same++

@@ -330,6 +330,10 @@ func TestRecordedOps(t *testing.T) {
 			// dB += s (t dy)^T: t [3, 70], dy [70, H], dB [H, 3], two chunks.
 			return b.gradMatMul(dev(t, b, f32, H, 3), dev(t, b, f32, 3, 70), dev(t, b, f32, 70, H), true, 2, 1, 2)
 		}},
+		{"expand matmul", []string{"lora_expand"}, func() error {
+			// dx += dt^T A: dt [3, N], A [3, H], dx [N, H].
+			return b.ExpandMatMul(dev(t, b, f32, N, H), dev(t, b, f32, 3, N), dev(t, b, f32, 3, H), false, 1, 1)
+		}},
 		{"embedding backward", []string{"embedding_backward"}, func() error {
 			return b.embeddingBackward(dev(t, b, f32, V, H), dev(t, b, bf16, B, T, H), dev(t, b, i32, B, T))
 		}},
@@ -523,7 +527,7 @@ func TestKernelsUsedExist(t *testing.T) {
 	used := []string{"elementwise_cast", "elementwise_add", "elementwise_mul", "elementwise_scale", "embedding_forward",
 		"rmsnorm_forward", "rmsnorm_backward", "rope", "attention_forward", "attention_backward_delta",
 		"attention_backward_dq", "attention_backward_dkdv", "swiglu_forward", "swiglu_backward", "ce_init",
-		"ce_chunk_update", "ce_rescale", "ce_finalize", "adamw", "lora_gemm", "lora_narrow", "lora_grad", "lora_reduce", "embedding_backward", "kmeans_sqnorm",
+		"ce_chunk_update", "ce_rescale", "ce_finalize", "adamw", "lora_gemm", "lora_narrow", "lora_grad", "lora_expand", "lora_reduce", "embedding_backward", "kmeans_sqnorm",
 		"kmeans_assign", "kmeans_split", "kmeans_assign_tc", "kmeans_assign_tc_split", "kmeans_chunk_counts",
 		"kmeans_chunk_offsets", "kmeans_cluster_starts", "kmeans_scatter", "kmeans_segment_mean"}
 	for _, name := range used {

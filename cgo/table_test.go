@@ -138,6 +138,9 @@ func tableLaunches(t *testing.T) map[string]bool {
 		"narrow matmul, the sum in two chunks": func() error {
 			return b.narrowMatMul(dev(t, b, f32, 3, N), dev(t, b, f32, 3, 130), dev(t, b, f32, N, 130), false, 1, 0, 2)
 		},
+		"expand matmul": func() error {
+			return b.ExpandMatMul(dev(t, b, f32, N, H), dev(t, b, f32, 3, N), dev(t, b, f32, H, 3), true, 1, 0)
+		},
 		"grad matmul, the tokens in two chunks": func() error {
 			return b.gradMatMul(dev(t, b, f32, 3, H), dev(t, b, f32, 3, 70), dev(t, b, f32, 70, H), false, 1, 1, 2)
 		},

@@ -79,14 +79,14 @@ const (
 // Sizes are the problem sizes a launch shape is computed from. Each kernel's
 // entry in Table says which it reads.
 type Sizes struct {
-	N       int // elements, rows, tokens or points
+	N       int // elements, rows, tokens (lora_expand: C's rows) or points
 	H       int // row length: hidden size, vocabulary chunk, point dimension
 	Heads   int // rope: heads per token
 	D       int // head dimension (rope, attention)
 	Half    int // rope: rotated pairs per head, R/2
 	B, T    int // attention: batch and sequence length
 	Hq, Hkv int // attention: query and key/value heads
-	M, Cols int // lora_gemm, lora_narrow, lora_grad, lora_reduce: the output C is [M, Cols]
+	M, Cols int // lora_gemm, lora_narrow, lora_grad, lora_reduce: the output C is [M, Cols] (lora_expand: [N, Cols])
 	Splits  int // lora_narrow, lora_grad: the chunks the sum is split into
 	K       int // k-means: centroids
 	Tensors int // adamw: tensors in the table (N is then the largest)
@@ -162,6 +162,8 @@ const (
 	loraNarrowN = 64         // lora_narrow: tokens (columns of C) per block
 	loraNarrowR = 64         // lora_narrow, lora_grad: rows of C per block
 	loraGradM   = 64         // lora_grad: features (columns of C) per block
+	loraExpandN = 64         // lora_expand: tokens (rows of C) per block
+	loraExpandM = 64         // lora_expand: columns of C per block
 	f32Bytes    = 4          // bytes of a float32
 )
 
@@ -263,6 +265,8 @@ var Table = []Kernel{
 		Grid: func(s Sizes) [3]int {
 			return [3]int{ceilDiv(s.Cols, loraGradM), ceilDiv(s.M, loraNarrowR), max(1, s.Splits)}
 		}},
+	{Name: "lora_expand", Source: "lora", Matches: "MatMul (y = s t^T B^T and dx += dt^T A, C [N, Cols] from sums over a rank)", Block: 128,
+		Grid: func(s Sizes) [3]int { return [3]int{ceilDiv(s.Cols, loraExpandM), ceilDiv(s.N, loraExpandN), 1} }},
 	{Name: "lora_reduce", Source: "lora", Matches: "(lora_narrow's and lora_grad's split sums, through their tests)", Block: 256,
 		Grid: func(s Sizes) [3]int { return strided(s.M*s.Cols, 256) }},
 

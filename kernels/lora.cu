@@ -153,6 +153,14 @@ extern "C" __global__ void __launch_bounds__(LG_THREADS)
 #define LN_BK 64           // depth per stage
 #define LN_LD (LN_BK + 8)  // bf16 per shared row: 144 bytes, so ldmatrix's 8 rows fall in 32 distinct banks
 
+// ln_ld2 is an 8-byte load of two floats (p 8-byte aligned).
+__device__ __forceinline__ float2 ln_ld2(const float* p) {
+#ifndef __CUDACC__
+  if ((uintptr_t)p % 8 != 0) emu::fail("lora_narrow: an 8-byte load from an address that is not 8-byte aligned");
+#endif
+  return *(const float2*)p;
+}
+
 // ln_load2 returns Q[row, k] and Q[row, k+1], zero past N rows or past kend;
 // vec says that 8-byte loads are aligned (ldq even, q 8-byte aligned).
 __device__ __forceinline__ float2 ln_load2(const float* q, long long ldq, int row, int N, int k, int kend, bool vec) {
@@ -160,10 +168,7 @@ __device__ __forceinline__ float2 ln_load2(const float* q, long long ldq, int ro
   if (row < N) {
     const float* r = q + (size_t)row * ldq + k;
     if (vec && k + 1 < kend) {
-#ifndef __CUDACC__
-      if ((uintptr_t)r % 8 != 0) emu::fail("lora_narrow: an 8-byte load from an address that is not 8-byte aligned");
-#endif
-      v = *(const float2*)r;
+      v = ln_ld2(r);
     } else {
       if (k < kend) v.x = r[0];
       if (k + 1 < kend) v.y = r[1];
@@ -198,24 +203,39 @@ extern "C" __global__ void __launch_bounds__(LN_THREADS)
   for (int j = 0; j < LN_BR / 8; j++) acc[j].x[0] = acc[j].x[1] = acc[j].x[2] = acc[j].x[3] = 0.0f;
 
   for (int k0 = kbeg; k0 < kend; k0 += LN_BK) {
-    // This stage's Q: 4 k-steps of the A fragment, a0a1, a2a3, a4a5, a6a7.
+    // This stage's Q: 4 k-steps of the A fragment, a0a1, a2a3, a4a5, a6a7;
+    // without a test per load where the warp's 16 rows and the stage's
+    // depths are all inside Q (warp-uniform).
     float2 xv[LN_BK / 16][4];
+    if (vec && n0 + 16 <= N && k0 + LN_BK <= kend) {
+      const float* row_g = q + (size_t)(n0 + g) * ldq + k0 + 2 * t;
+      const float* row_g8 = row_g + 8 * ldq;
 #pragma unroll
-    for (int s = 0; s < LN_BK / 16; s++) {
-      int k = k0 + 16 * s + 2 * t;
-      xv[s][0] = ln_load2(q, ldq, n0 + g, N, k, kend, vec);
-      xv[s][1] = ln_load2(q, ldq, n0 + g + 8, N, k, kend, vec);
-      xv[s][2] = ln_load2(q, ldq, n0 + g, N, k + 8, kend, vec);
-      xv[s][3] = ln_load2(q, ldq, n0 + g + 8, N, k + 8, kend, vec);
+      for (int s = 0; s < LN_BK / 16; s++) {
+        xv[s][0] = ln_ld2(row_g + 16 * s);
+        xv[s][1] = ln_ld2(row_g8 + 16 * s);
+        xv[s][2] = ln_ld2(row_g + 16 * s + 8);
+        xv[s][3] = ln_ld2(row_g8 + 16 * s + 8);
+      }
+    } else {
+#pragma unroll
+      for (int s = 0; s < LN_BK / 16; s++) {
+        int k = k0 + 16 * s + 2 * t;
+        xv[s][0] = ln_load2(q, ldq, n0 + g, N, k, kend, vec);
+        xv[s][1] = ln_load2(q, ldq, n0 + g + 8, N, k, kend, vec);
+        xv[s][2] = ln_load2(q, ldq, n0 + g, N, k + 8, kend, vec);
+        xv[s][3] = ln_load2(q, ldq, n0 + g + 8, N, k + 8, kend, vec);
+      }
     }
     __syncthreads();  // the previous stage's P is read
-    // P's rows r0.. at depths k0..k0+LN_BK-1, split; the index runs along
+    // P's rows r0.. at depths k0..k0+LN_BK-1, split, for the n-tile pairs
+    // that have a row of P (rows past R zero); the index runs along
     // whichever of P's strides is 1, so that the loads coalesce.
-    for (int e = threadIdx.x; e < LN_BR * LN_BK; e += LN_THREADS) {
+    for (int e = threadIdx.x; e < pairs * 16 * LN_BK; e += LN_THREADS) {
       int i, k;
       if (spi == 1) {
-        i = e % LN_BR;
-        k = e / LN_BR;
+        i = e % (pairs * 16);
+        k = e / (pairs * 16);
       } else {
         i = e / LN_BK;
         k = e % LN_BK;
@@ -295,6 +315,14 @@ extern "C" __global__ void __launch_bounds__(LN_THREADS)
 #define LG_LDQ (LG_BM2 + 8)   // bf16 per shared row of the Q tile: 144 bytes (ldmatrix rows in 32 distinct banks)
 #define LG_LDP (LG_BN2 + 8)   // bf16 per shared row of the P tile: 80 bytes (likewise)
 
+// lg_ld4 is a 16-byte load of four floats (p 16-byte aligned).
+__device__ __forceinline__ float4 lg_ld4(const float* p) {
+#ifndef __CUDACC__
+  if ((uintptr_t)p % 16 != 0) emu::fail("lora_grad: a 16-byte load from an address that is not 16-byte aligned");
+#endif
+  return *(const float4*)p;
+}
+
 // lg_load4 returns base[row, col..col+3] (ld elements per row), zero past
 // rowEnd rows or colEnd columns; vec says that 16-byte loads are aligned
 // at columns that are multiples of 4.
@@ -304,10 +332,7 @@ __device__ __forceinline__ float4 lg_load4(const float* base, long long ld, int 
   if (row < rowEnd) {
     const float* r = base + (size_t)row * ld + col;
     if (vec && col + 3 < colEnd) {
-#ifndef __CUDACC__
-      if ((uintptr_t)r % 16 != 0) emu::fail("lora_grad: a 16-byte load from an address that is not 16-byte aligned");
-#endif
-      v = *(const float4*)r;
+      v = lg_ld4(r);
     } else {
       if (col < colEnd) v.x = r[0];
       if (col + 1 < colEnd) v.y = r[1];
@@ -330,7 +355,7 @@ __device__ __forceinline__ void lg_store4(uint16_t* hi, uint16_t* lo, float4 v) 
   l[1] = pack_bf16_rn(v.z - bf16_to_f32((uint16_t)h1), v.w - bf16_to_f32((uint16_t)(h1 >> 16)));
 }
 
-extern "C" __global__ void __launch_bounds__(LN_THREADS, 4)
+extern "C" __global__ void __launch_bounds__(LN_THREADS, 3)
     lora_grad(float* c, long long sci, long long scm, float* ws, const float* p, long long ldp, const float* q,
               long long ldq, int R, int M, int N, int nchunk, float alpha, float beta) {
   __shared__ __align__(16) uint16_t q_hi[LG_BN2 * LG_LDQ];
@@ -351,13 +376,21 @@ extern "C" __global__ void __launch_bounds__(LN_THREADS, 4)
 
   // A stage is 512 float4 of Q (token e / 16, features 4 (e % 16)) and 512
   // of P (row e / 8, tokens 4 (e % 8)): four of each per thread.
+  // Rows of P past pairs * 16 are never read: not loaded. Where the stage
+  // is inside Q (or P's tokens inside the chunk), the loads go without a
+  // test each (block-uniform).
   float4 qv[4], pv[4];
+  const float* pr = p + (size_t)r0 * ldp;
   auto load = [&](int n0) {
+    bool qfull = qvec && n0 + LG_BN2 <= nend && m0 + LG_BM2 <= M;
+    bool pfull = pvec && n0 + LG_BN2 <= nend;
 #pragma unroll
     for (int j = 0; j < 4; j++) {
       int e = threadIdx.x + LN_THREADS * j;
-      qv[j] = lg_load4(q, ldq, n0 + e / 16, nend, m0 + 4 * (e % 16), M, qvec);
-      pv[j] = lg_load4(p + (size_t)r0 * ldp, ldp, e / 8, rows, n0 + 4 * (e % 8), nend, pvec);
+      int tok = n0 + e / 16, m = m0 + 4 * (e % 16);
+      qv[j] = qfull ? lg_ld4(q + (size_t)tok * ldq + m) : lg_load4(q, ldq, tok, nend, m, M, qvec);
+      int i = e / 8, n = n0 + 4 * (e % 8);
+      if (i < pairs * 16) pv[j] = pfull && i < rows ? lg_ld4(pr + (size_t)i * ldp + n) : lg_load4(pr, ldp, i, rows, n, nend, pvec);
     }
   };
   load(nbeg);
@@ -367,7 +400,7 @@ extern "C" __global__ void __launch_bounds__(LN_THREADS, 4)
     for (int j = 0; j < 4; j++) {
       int e = threadIdx.x + LN_THREADS * j;
       lg_store4(q_hi + (e / 16) * LG_LDQ + 4 * (e % 16), q_lo + (e / 16) * LG_LDQ + 4 * (e % 16), qv[j]);
-      lg_store4(p_hi + (e / 8) * LG_LDP + 4 * (e % 8), p_lo + (e / 8) * LG_LDP + 4 * (e % 8), pv[j]);
+      if (e / 8 < pairs * 16) lg_store4(p_hi + (e / 8) * LG_LDP + 4 * (e % 8), p_lo + (e / 8) * LG_LDP + 4 * (e % 8), pv[j]);
     }
     __syncthreads();
     if (n0 + LG_BN2 < nend) load(n0 + LG_BN2);  // in flight while this stage computes
@@ -429,5 +462,114 @@ extern "C" __global__ void __launch_bounds__(256)
     float v = alpha * sum;
     if (beta != 0.0f) v += beta * c[off];
     c[off] = v;
+  }
+}
+
+// lora_expand computes the two LoRA products whose sum runs over the rank:
+// C [N, M] = alpha P^T W + beta C with P [R, N] float32 row-major (ldp
+// elements per row), W(i, m) = w[i*swi + m*swm] and C row-major (ldc):
+//
+//	forward   y  = s t^T B^T   P = t  [r, N]   W(i, m) = B[m, i] (B [out, r]: swi 1, swm r)
+//	backward  dx += dt^T A     P = dt [r, N]   W = A [r, in] (swi in, swm 1)
+//
+// They write an [N, M] float32 matrix from a sum of R terms each, so they
+// are bound by the write (and the read of C with beta), as long as the
+// arithmetic keeps up: on the tensor cores with hi + lo as the other
+// kernels of this file. A block computes 64 tokens x 64 columns: per stage
+// of 32 ranks it splits P's [32 ranks][64 tokens] and W's [64 columns][32
+// ranks] into shared memory; warp w takes tokens 16w..16w+15 against the
+// 64 columns (P^T's A fragment read with ldmatrix .trans, W's B fragments
+// without), eight n-tiles. Each lane then writes two adjacent floats per
+// row (a quad of lanes covers 32 contiguous bytes). Grid (ceil(M/64),
+// ceil(N/64)), block 128, static shared memory 19 KiB.
+#define LE_BN 64            // tokens per block, 16 per warp
+#define LE_BM 64            // columns per block
+#define LE_BR 32            // ranks per stage
+#define LE_LDP (LE_BN + 8)  // bf16 per shared row of the P tile [rank][token]: 144 bytes
+#define LE_LDW (LE_BR + 8)  // bf16 per shared row of the W tile [column][rank]: 80 bytes
+
+extern "C" __global__ void __launch_bounds__(LN_THREADS)
+    lora_expand(float* c, long long ldc, const float* p, long long ldp, const float* w, long long swi, long long swm,
+                int R, int N, int M, float alpha, float beta) {
+  __shared__ __align__(16) uint16_t p_hi[LE_BR * LE_LDP];
+  __shared__ __align__(16) uint16_t p_lo[LE_BR * LE_LDP];
+  __shared__ __align__(16) uint16_t w_hi[LE_BM * LE_LDW];
+  __shared__ __align__(16) uint16_t w_lo[LE_BM * LE_LDW];
+  int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  int m0 = blockIdx.x * LE_BM, n0 = blockIdx.y * LE_BN;
+
+  FragC acc[LE_BM / 8];
+#pragma unroll
+  for (int j = 0; j < LE_BM / 8; j++) acc[j].x[0] = acc[j].x[1] = acc[j].x[2] = acc[j].x[3] = 0.0f;
+
+  for (int r0 = 0; r0 < R; r0 += LE_BR) {
+    __syncthreads();  // the previous stage's tiles are read
+    // P: rank e / 64, token e % 64 (along P's rows: coalesced). W: along
+    // whichever of its strides is 1. Zero past R, N and M.
+    for (int e = threadIdx.x; e < LE_BR * LE_BN; e += LN_THREADS) {
+      int i = e / LE_BN, n = e % LE_BN;
+      float v = r0 + i < R && n0 + n < N ? p[(size_t)(r0 + i) * ldp + n0 + n] : 0.0f;
+      uint16_t h = f32_to_bf16(v);
+      p_hi[i * LE_LDP + n] = h;
+      p_lo[i * LE_LDP + n] = f32_to_bf16(v - bf16_to_f32(h));
+    }
+    for (int e = threadIdx.x; e < LE_BM * LE_BR; e += LN_THREADS) {
+      int i, m;
+      if (swm == 1) {
+        i = e / LE_BM;
+        m = e % LE_BM;
+      } else {
+        i = e % LE_BR;
+        m = e / LE_BR;
+      }
+      float v = r0 + i < R && m0 + m < M ? w[(size_t)(r0 + i) * swi + (size_t)(m0 + m) * swm] : 0.0f;
+      uint16_t h = f32_to_bf16(v);
+      w_hi[m * LE_LDW + i] = h;
+      w_lo[m * LE_LDW + i] = f32_to_bf16(v - bf16_to_f32(h));
+    }
+    __syncthreads();
+#pragma unroll
+    for (int s = 0; s < LE_BR / 16; s++) {
+      FragA ah, al;
+      ldmatrix_frag_a_trans(ah, p_hi + 16 * s * LE_LDP + 16 * warp, LE_LDP, lane);
+      ldmatrix_frag_a_trans(al, p_lo + 16 * s * LE_LDP + 16 * warp, LE_LDP, lane);
+#pragma unroll
+      for (int jp = 0; jp < LE_BM / 16; jp++) {
+        FragB bh0, bh1, bl0, bl1;
+        ldmatrix_frag_b2(bh0, bh1, w_hi + jp * 16 * LE_LDW + 16 * s, LE_LDW, lane);
+        ldmatrix_frag_b2(bl0, bl1, w_lo + jp * 16 * LE_LDW + 16 * s, LE_LDW, lane);
+        mma_bf16_m16n8k16(acc[2 * jp], ah, bh0);
+        mma_bf16_m16n8k16(acc[2 * jp], ah, bl0);
+        mma_bf16_m16n8k16(acc[2 * jp], al, bh0);
+        mma_bf16_m16n8k16(acc[2 * jp + 1], ah, bh1);
+        mma_bf16_m16n8k16(acc[2 * jp + 1], ah, bl1);
+        mma_bf16_m16n8k16(acc[2 * jp + 1], al, bh1);
+      }
+    }
+  }
+
+  // Accumulator elements 0-1 (2-3) of n-tile j: token n0 + 16 warp + g
+  // (+8), columns m0 + 8j + 2t and + 1.
+  bool vec = (ldc & 1) == 0 && ((uintptr_t)c & 7) == 0;
+#pragma unroll
+  for (int j = 0; j < LE_BM / 8; j++) {
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+      int n = n0 + 16 * warp + frag_c_row(lane, 2 * h), m = m0 + 8 * j + frag_c_col(lane, 0);
+      if (n >= N) continue;
+      float* out = c + (size_t)n * ldc + m;
+      float v0 = alpha * acc[j].x[2 * h], v1 = alpha * acc[j].x[2 * h + 1];
+      if (vec && m + 1 < M) {
+        if (beta != 0.0f) {
+          float2 old = ln_ld2(out);
+          v0 += beta * old.x;
+          v1 += beta * old.y;
+        }
+        *(float2*)out = make_float2(v0, v1);
+      } else {
+        if (m < M) out[0] = beta != 0.0f ? v0 + beta * out[0] : v0;
+        if (m + 1 < M) out[1] = beta != 0.0f ? v1 + beta * out[1] : v1;
+      }
+    }
   }
 }

@@ -79,7 +79,7 @@ func (m *Model) adapterInputBackward(dx, dt, x *tensor.Tensor, s *loraSlot, d dr
 		if err := m.gradMatMul(s.da, dt, x, false, 1, 1); err != nil {
 			return fmt.Errorf("lora %s: dA: %w", s.module, err)
 		}
-		if err := m.be.MatMul(dx, dt, s.a, true, false, 1, boolBeta(accumulate)); err != nil {
+		if err := m.expandMatMul(dx, dt, s.a, false, 1, boolBeta(accumulate)); err != nil {
 			return fmt.Errorf("lora %s: dx: %w", s.module, err)
 		}
 		return nil
@@ -97,7 +97,7 @@ func (m *Model) adapterInputBackward(dx, dt, x *tensor.Tensor, s *loraSlot, d dr
 	if !accumulate {
 		g = dx
 	}
-	if err := m.be.MatMul(g, dt, s.a, true, false, 1, 0); err != nil {
+	if err := m.expandMatMul(g, dt, s.a, false, 1, 0); err != nil {
 		return fmt.Errorf("lora %s: dx: %w", s.module, err)
 	}
 	if err := m.be.Dropout(g, g, d.p, d.seedFor(s)); err != nil {

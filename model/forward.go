@@ -182,7 +182,7 @@ func (m *Model) linearForward(ar *arena, y, x, xw *tensor.Tensor, p *linear, t *
 		if err != nil {
 			return err
 		}
-		if err := m.be.MatMul(y, t.xa[s], b, true, true, s.scaling, 0); err != nil {
+		if err := m.expandMatMul(y, t.xa[s], b, true, s.scaling, 0); err != nil {
 			return fmt.Errorf("lora %s: %w", s.module, err)
 		}
 		beta = 1
@@ -231,13 +231,25 @@ func (m *Model) inputProducts(ar *arena, x *tensor.Tensor, s *loraSlot, t *loraA
 }
 
 // loraKernels is what a GPU backend adds (cgo.Backend): kernels for the
-// LoRA products that read a large operand to write a rank's rows, where a
-// general GEMM is slow: t = A x^T and dt = s B^T dy^T (NarrowMatMul: c =
-// alpha op(p) q^T + beta c), dA += dt x and dB += s (t dy)^T (GradMatMul:
-// c = alpha p q + beta c, or its transpose with transC).
+// LoRA products, whose rank side a general GEMM handles poorly: t = A x^T
+// and dt = s B^T dy^T (NarrowMatMul: c = alpha op(p) q^T + beta c), dA +=
+// dt x and dB += s (t dy)^T (GradMatMul: c = alpha p q + beta c, or its
+// transpose with transC), y = s t^T B^T and dx += dt^T A (ExpandMatMul:
+// c = alpha p^T op(w) + beta c).
 type loraKernels interface {
 	NarrowMatMul(c, p, q *tensor.Tensor, transP bool, alpha, beta float32) error
 	GradMatMul(c, p, q *tensor.Tensor, transC bool, alpha, beta float32) error
+	ExpandMatMul(c, p, w *tensor.Tensor, transW bool, alpha, beta float32) error
+}
+
+// expandMatMul sets c = alpha p^T op(w) + beta c (op(w) = w^T with
+// transW) through the backend's ExpandMatMul where it has one, else
+// through MatMul.
+func (m *Model) expandMatMul(c, p, w *tensor.Tensor, transW bool, alpha, beta float32) error {
+	if k, ok := m.be.(loraKernels); ok {
+		return k.ExpandMatMul(c, p, w, transW, alpha, beta)
+	}
+	return m.be.MatMul(c, p, w, true, transW, alpha, beta)
 }
 
 // narrowMatMul sets c = alpha op(p) q^T + beta c (op(p) = p^T with
@@ -549,7 +561,7 @@ func (m *Model) groupBackward(ar *arena, dx, x *tensor.Tensor, projs []*linear, 
 		if err := m.gradMatMul(g.da, dt, x, false, 1, 1); err != nil {
 			return fmt.Errorf("lora %s: dA: %w", g.slots[0].module, err)
 		}
-		if err := m.be.MatMul(dx, dt, g.a, true, false, 1, boolBeta(written)); err != nil {
+		if err := m.expandMatMul(dx, dt, g.a, false, 1, boolBeta(written)); err != nil {
 			return fmt.Errorf("lora %s: dx: %w", g.slots[0].module, err)
 		}
 		written = true

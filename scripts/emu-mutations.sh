@@ -246,6 +246,12 @@ mutation reduce-strides-swapped kernels/lora.cu \
   '    size_t off = (e / M) * scm + (e % M) * sci;  // (mutation)' \
   TestGPUGradMatMul
 
+# lora_expand writes each lane's pair of columns one column to the right.
+mutation expand-column-shift kernels/lora.cu \
+  '      int n = n0 + 16 * warp + frag_c_row(lane, 2 * h), m = m0 + 8 * j + frag_c_col(lane, 0);' \
+  '      int n = n0 + 16 * warp + frag_c_row(lane, 2 * h), m = m0 + 8 * j + frag_c_col(lane, 1);  // (mutation)' \
+  TestGPUExpandMatMul
+
 if [ "${1:-}" = "-l" ]; then
   printf '%s\n' "${names[@]}"
   exit 0

@@ -448,6 +448,7 @@ const std::vector<Emulated>& emulated() {
       KERNEL(lora_gemm),
       KERNEL(lora_narrow),
       KERNEL(lora_grad),
+      KERNEL(lora_expand),
       KERNEL(lora_reduce),
       KERNEL(rmsnorm_forward),
       KERNEL(rmsnorm_backward),
