@@ -184,6 +184,38 @@ __device__ __forceinline__ void ln_split(uint32_t& hi, uint32_t& lo, float2 v) {
   lo = pack_bf16_rn(v.x - bf16_to_f32((uint16_t)hi), v.y - bf16_to_f32((uint16_t)(hi >> 16)));
 }
 
+// mma_split_pair adds to the n-tiles c0 and c1 (a pair: 16 columns) the
+// product of a 16 x 16 A tile given as bf16 ah + al by the B tile stored
+// [n][k] as bf16 hi + lo at bhi and blo (ld elements per n): ah bh + ah bl
+// + al bh, the three mma of the hi + lo split (al bl is below float32's
+// rounding of the sum).
+__device__ __forceinline__ void mma_split_pair(FragC& c0, FragC& c1, const FragA& ah, const FragA& al,
+                                               const uint16_t* bhi, const uint16_t* blo, int ld, int lane) {
+  FragB bh0, bh1, bl0, bl1;
+  ldmatrix_frag_b2(bh0, bh1, bhi, ld, lane);
+  ldmatrix_frag_b2(bl0, bl1, blo, ld, lane);
+  mma_bf16_m16n8k16(c0, ah, bh0);
+  mma_bf16_m16n8k16(c0, ah, bl0);
+  mma_bf16_m16n8k16(c0, al, bh0);
+  mma_bf16_m16n8k16(c1, ah, bh1);
+  mma_bf16_m16n8k16(c1, ah, bl1);
+  mma_bf16_m16n8k16(c1, al, bh1);
+}
+
+// lora_out writes an output element's sum v: to its slot ws[wsoff] of the
+// partial sums when there are chunks (ws not null), else C[off] = alpha v
+// + beta C[off] (C not read when beta is 0).
+__device__ __forceinline__ void lora_out(float* c, size_t off, float* ws, size_t wsoff, float v, float alpha,
+                                         float beta) {
+  if (ws != nullptr) {
+    ws[wsoff] = v;
+    return;
+  }
+  float o = alpha * v;
+  if (beta != 0.0f) o += beta * c[off];
+  c[off] = o;
+}
+
 extern "C" __global__ void __launch_bounds__(LN_THREADS)
     lora_narrow(float* c, long long ldc, float* ws, const float* q, long long ldq, const float* p, long long spi,
                 long long spk, int R, int N, int K, int kchunk, float alpha, float beta) {
@@ -253,17 +285,9 @@ extern "C" __global__ void __launch_bounds__(LN_THREADS)
       for (int i = 0; i < 4; i++) ln_split(ah.x[i], al.x[i], xv[s][i]);
 #pragma unroll
       for (int jp = 0; jp < LN_BR / 16; jp++) {
-        if (jp < pairs) {
-          FragB bh0, bh1, bl0, bl1;
-          ldmatrix_frag_b2(bh0, bh1, p_hi + jp * 16 * LN_LD + 16 * s, LN_LD, lane);
-          ldmatrix_frag_b2(bl0, bl1, p_lo + jp * 16 * LN_LD + 16 * s, LN_LD, lane);
-          mma_bf16_m16n8k16(acc[2 * jp], ah, bh0);
-          mma_bf16_m16n8k16(acc[2 * jp], ah, bl0);
-          mma_bf16_m16n8k16(acc[2 * jp], al, bh0);
-          mma_bf16_m16n8k16(acc[2 * jp + 1], ah, bh1);
-          mma_bf16_m16n8k16(acc[2 * jp + 1], ah, bl1);
-          mma_bf16_m16n8k16(acc[2 * jp + 1], al, bh1);
-        }
+        if (jp < pairs)
+          mma_split_pair(acc[2 * jp], acc[2 * jp + 1], ah, al, p_hi + jp * 16 * LN_LD + 16 * s,
+                         p_lo + jp * 16 * LN_LD + 16 * s, LN_LD, lane);
       }
     }
   }
@@ -275,16 +299,8 @@ extern "C" __global__ void __launch_bounds__(LN_THREADS)
 #pragma unroll
     for (int i = 0; i < 4; i++) {
       int n = n0 + frag_c_row(lane, i), r = r0 + 8 * j + frag_c_col(lane, i);
-      if (n < N && r < R) {
-        if (ws != nullptr) {
-          ws[((size_t)blockIdx.z * R + r) * N + n] = acc[j].x[i];
-        } else {
-          size_t off = (size_t)r * ldc + n;
-          float v = alpha * acc[j].x[i];
-          if (beta != 0.0f) v += beta * c[off];
-          c[off] = v;
-        }
-      }
+      if (n < N && r < R)
+        lora_out(c, (size_t)r * ldc + n, ws, ((size_t)blockIdx.z * R + r) * N + n, acc[j].x[i], alpha, beta);
     }
   }
 }
@@ -411,17 +427,9 @@ extern "C" __global__ void __launch_bounds__(LN_THREADS, 3)
       ldmatrix_frag_a_trans(al, q_lo + 16 * s * LG_LDQ + 16 * warp, LG_LDQ, lane);
 #pragma unroll
       for (int jp = 0; jp < LG_BR2 / 16; jp++) {
-        if (jp < pairs) {
-          FragB bh0, bh1, bl0, bl1;
-          ldmatrix_frag_b2(bh0, bh1, p_hi + jp * 16 * LG_LDP + 16 * s, LG_LDP, lane);
-          ldmatrix_frag_b2(bl0, bl1, p_lo + jp * 16 * LG_LDP + 16 * s, LG_LDP, lane);
-          mma_bf16_m16n8k16(acc[2 * jp], ah, bh0);
-          mma_bf16_m16n8k16(acc[2 * jp], ah, bl0);
-          mma_bf16_m16n8k16(acc[2 * jp], al, bh0);
-          mma_bf16_m16n8k16(acc[2 * jp + 1], ah, bh1);
-          mma_bf16_m16n8k16(acc[2 * jp + 1], ah, bl1);
-          mma_bf16_m16n8k16(acc[2 * jp + 1], al, bh1);
-        }
+        if (jp < pairs)
+          mma_split_pair(acc[2 * jp], acc[2 * jp + 1], ah, al, p_hi + jp * 16 * LG_LDP + 16 * s,
+                         p_lo + jp * 16 * LG_LDP + 16 * s, LG_LDP, lane);
       }
     }
   }
@@ -433,16 +441,9 @@ extern "C" __global__ void __launch_bounds__(LN_THREADS, 3)
 #pragma unroll
     for (int i = 0; i < 4; i++) {
       int m = m0 + 16 * warp + frag_c_row(lane, i), r = r0 + 8 * j + frag_c_col(lane, i);
-      if (m < M && r < R) {
-        if (ws != nullptr) {
-          ws[((size_t)blockIdx.z * R + r) * M + m] = acc[j].x[i];
-        } else {
-          size_t off = (size_t)r * sci + (size_t)m * scm;
-          float v = alpha * acc[j].x[i];
-          if (beta != 0.0f) v += beta * c[off];
-          c[off] = v;
-        }
-      }
+      if (m < M && r < R)
+        lora_out(c, (size_t)r * sci + (size_t)m * scm, ws, ((size_t)blockIdx.z * R + r) * M + m, acc[j].x[i], alpha,
+                 beta);
     }
   }
 }
@@ -535,15 +536,8 @@ extern "C" __global__ void __launch_bounds__(LN_THREADS)
       ldmatrix_frag_a_trans(al, p_lo + 16 * s * LE_LDP + 16 * warp, LE_LDP, lane);
 #pragma unroll
       for (int jp = 0; jp < LE_BM / 16; jp++) {
-        FragB bh0, bh1, bl0, bl1;
-        ldmatrix_frag_b2(bh0, bh1, w_hi + jp * 16 * LE_LDW + 16 * s, LE_LDW, lane);
-        ldmatrix_frag_b2(bl0, bl1, w_lo + jp * 16 * LE_LDW + 16 * s, LE_LDW, lane);
-        mma_bf16_m16n8k16(acc[2 * jp], ah, bh0);
-        mma_bf16_m16n8k16(acc[2 * jp], ah, bl0);
-        mma_bf16_m16n8k16(acc[2 * jp], al, bh0);
-        mma_bf16_m16n8k16(acc[2 * jp + 1], ah, bh1);
-        mma_bf16_m16n8k16(acc[2 * jp + 1], ah, bl1);
-        mma_bf16_m16n8k16(acc[2 * jp + 1], al, bh1);
+        mma_split_pair(acc[2 * jp], acc[2 * jp + 1], ah, al, w_hi + jp * 16 * LE_LDW + 16 * s,
+                       w_lo + jp * 16 * LE_LDW + 16 * s, LE_LDW, lane);
       }
     }
   }

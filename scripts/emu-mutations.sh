@@ -213,23 +213,18 @@ mutation rope-pair-token kernels/rope.cu \
   '  return (size_t)(row / (I)a.heads);  // (mutation)' \
   TestGPURoPE
 
-# lora_narrow drops the lo x hi term of its first n-tile: plain bf16
-# precision for half the ranks.
+# The LoRA kernels' split product drops the lo x hi term of the first
+# n-tile of each pair: plain bf16 precision for half the ranks.
 mutation narrow-lo-dropped kernels/lora.cu \
-  '          ldmatrix_frag_b2(bl0, bl1, p_lo + jp * 16 * LN_LD + 16 * s, LN_LD, lane);
-          mma_bf16_m16n8k16(acc[2 * jp], ah, bh0);
-          mma_bf16_m16n8k16(acc[2 * jp], ah, bl0);
-          mma_bf16_m16n8k16(acc[2 * jp], al, bh0);' \
-  '          ldmatrix_frag_b2(bl0, bl1, p_lo + jp * 16 * LN_LD + 16 * s, LN_LD, lane);
-          mma_bf16_m16n8k16(acc[2 * jp], ah, bh0);
-          mma_bf16_m16n8k16(acc[2 * jp], ah, bl0);  // (mutation: no lo x hi)' \
+  '  mma_bf16_m16n8k16(c0, al, bh0);' \
+  '  // (mutation) mma_bf16_m16n8k16(c0, al, bh0);' \
   TestGPUNarrowMatMul
 
 # lora_narrow's blocks all write their partial sums to the first chunk's
 # slot: the others stay unwritten (NaN on the emulated device).
 mutation narrow-partial-slot kernels/lora.cu \
-  '          ws[((size_t)blockIdx.z * R + r) * N + n] = acc[j].x[i];' \
-  '          ws[((size_t)0 * R + r) * N + n] = acc[j].x[i];  // (mutation)' \
+  'lora_out(c, (size_t)r * ldc + n, ws, ((size_t)blockIdx.z * R + r) * N + n,' \
+  'lora_out(c, (size_t)r * ldc + n, ws, ((size_t)0 * R + r) * N + n,  /* (mutation) */' \
   TestGPUNarrowMatMul
 
 # lora_grad reads the Q tile's A fragment without the transpose: features
