@@ -545,3 +545,45 @@ func TestKernelsUsedExist(t *testing.T) {
 	sort.Strings(names)
 	t.Logf("PTX entry points: %s", strings.Join(names, ", "))
 }
+
+// The LoRA kernels' operations refuse shapes that do not fit, naming them,
+// and launch nothing: inner dimensions that differ, an output of the wrong
+// shape, a host tensor.
+func TestLoRAKernelShapeErrors(t *testing.T) {
+	b, q := recBackend(t)
+	defer b.Close()
+	f32 := tensor.F32
+	host := tensor.New(f32, 3, 10)
+	for _, c := range []struct {
+		name, want string
+		call       func() error
+	}{
+		{"narrow, inner dimensions", "inner dimensions differ", func() error {
+			return b.NarrowMatMul(dev(t, b, f32, 3, 10), dev(t, b, f32, 3, 16), dev(t, b, f32, 10, 17), false, 1, 0)
+		}},
+		{"narrow, output", "is not [3 10]", func() error {
+			return b.NarrowMatMul(dev(t, b, f32, 10, 3), dev(t, b, f32, 3, 16), dev(t, b, f32, 10, 16), false, 1, 0)
+		}},
+		{"grad, inner dimensions", "inner dimensions differ", func() error {
+			return b.GradMatMul(dev(t, b, f32, 3, 16), dev(t, b, f32, 3, 10), dev(t, b, f32, 11, 16), false, 1, 1)
+		}},
+		{"grad, transposed output", "is not [16 3]", func() error {
+			return b.GradMatMul(dev(t, b, f32, 3, 16), dev(t, b, f32, 3, 10), dev(t, b, f32, 10, 16), true, 1, 1)
+		}},
+		{"expand, inner dimensions", "inner dimensions differ", func() error {
+			return b.ExpandMatMul(dev(t, b, f32, 10, 16), dev(t, b, f32, 3, 10), dev(t, b, f32, 4, 16), false, 1, 0)
+		}},
+		{"expand, host tensor", "host memory", func() error {
+			return b.ExpandMatMul(dev(t, b, f32, 10, 16), host, dev(t, b, f32, 3, 16), false, 1, 0)
+		}},
+	} {
+		q.log = nil
+		err := c.call()
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: error %v, want one saying %q", c.name, err, c.want)
+		}
+		if len(q.log) != 0 {
+			t.Errorf("%s: %d launches after the error", c.name, len(q.log))
+		}
+	}
+}
