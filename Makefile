@@ -54,8 +54,8 @@ check:
 # and each kernel's static report: registers, shared memory, spills,
 # theoretical occupancy and the tensor-core instructions of its SASS
 # (ptxas, cuobjdump). Fails on register spills, or on a tensor-core kernel
-# (attention_tc_*, lora_gemm, lora_narrow, lora_grad, lora_expand,
-# kmeans_assign_tc*) without tensor-core instructions. `go test ./kernels/` runs it and
+# (attention_tc_*, lora_narrow, lora_grad, lora_expand, kmeans_assign_tc*)
+# without tensor-core instructions. `go test ./kernels/` runs it and
 # checks the PTX is up to date.
 kernels:
 	bash kernels/gen.sh

@@ -23,8 +23,8 @@ import (
 // FlashAttention does: tolTCGrad for the gradients), lse at float32's.
 // tolTCGrad is the elementwise tolerance of the tensor-core gradients: P
 // and dS are bf16 mma operands there (the float32 kernels keep them in
-// float32), so a few elements in 10^5 reach 1.4e-2 (lora_gemm's bf16
-// operands have 2e-2 too); the norm of each gradient stays within 1e-2.
+// float32), so a few elements in 10^5 reach 1.4e-2; the norm of each
+// gradient stays within 1e-2.
 const tolTCGrad = 2e-2
 
 func TestGPUAttentionTC(t *testing.T) {

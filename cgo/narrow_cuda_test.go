@@ -191,7 +191,7 @@ func sameBits(t *testing.T, b *Backend, x, y *tensor.Tensor) bool {
 
 // closeToProduct checks a product of the LoRA kernels against the CPU's
 // element by element: |got - want| <= 1e-4 (|want| + rms(want)) (closeTo's
-// bound, the hi + lo bound of lora_gemm's split = 1) + 2e-5 |alpha| sum_k
+// form) + 2e-5 |alpha| sum_k
 // |p_ik q_kj|, abs holding that sum (times |alpha|) for each element. The
 // second term is what hi + lo can promise where the sum cancels: each
 // product within about 2^-16 of float32's. (A dot product of 40 terms of

@@ -863,26 +863,3 @@ func (b *Backend) AdamW(params, grads, m, v []*tensor.Tensor, step int, lr, beta
 	}
 	return nil
 }
-
-// loraGemm runs the kernels package's LoRA product lora_gemm: c = alpha
-// opA opB + beta c for c [M, cols] (ldc elements per row), with opA(m, k) =
-// a[m*sam + k*sak] and opB(k, n) = w[n*sbn + k*sbk], so that every LoRA
-// product of the forward and the backward reads its operands in place,
-// transposed or not (kernels/lora.cu lists the strides of each). split 1
-// multiplies each operand as two bf16 parts, about float32 precision
-// (kernels.LoRASplitTraining). MatMul does not use it (cuBLAS does those
-// products); the GPU benchmarks compare the two.
-func (b *Backend) loraGemm(c, a, w *tensor.Tensor, ldc, sam, sak, sbk, sbn, M, cols, K int, alpha, beta float32, split int) error {
-	if err := floatCheck("lora gemm", c, a, w); err != nil {
-		return err
-	}
-	if err := int32Check("lora gemm", M, cols, K); err != nil {
-		return err
-	}
-	if M == 0 || cols == 0 {
-		return nil
-	}
-	args := new(Args).Tensor(c).U64(ldc).Tensor(a).U64(sam).U64(sak).Tensor(w).U64(sbk).U64(sbn).
-		I32(M).I32(cols).I32(K).F32(alpha).F32(beta).I32(split)
-	return b.q.launch("lora gemm", "lora_gemm", kernels.Sizes{M: M, Cols: cols}, args)
-}

@@ -310,10 +310,6 @@ func TestRecordedOps(t *testing.T) {
 			}
 			return b.AdamW(p, g, m, v, 3, 1e-3, 0.9, 0.999, 1e-8, 0.01)
 		}},
-		{"lora gemm", []string{"lora_gemm"}, func() error {
-			// t = x A^T: x [N, H], A [3, H], t [N, 3].
-			return b.loraGemm(dev(t, b, f32, N, 3), dev(t, b, f32, N, H), dev(t, b, f32, 3, H), 3, H, 1, 1, H, N, 3, H, 1, 0, kernels.LoRASplitTraining)
-		}},
 		{"narrow matmul", []string{"lora_narrow"}, func() error {
 			// t = A x^T: A [3, H], x [N, H], t [3, N], one chunk.
 			return b.NarrowMatMul(dev(t, b, f32, 3, N), dev(t, b, f32, 3, H), dev(t, b, f32, N, H), false, 1, 0)
@@ -527,7 +523,7 @@ func TestKernelsUsedExist(t *testing.T) {
 	used := []string{"elementwise_cast", "elementwise_add", "elementwise_mul", "elementwise_scale", "embedding_forward",
 		"rmsnorm_forward", "rmsnorm_backward", "rope", "attention_forward", "attention_backward_delta",
 		"attention_backward_dq", "attention_backward_dkdv", "swiglu_forward", "swiglu_backward", "ce_init",
-		"ce_chunk_update", "ce_rescale", "ce_finalize", "adamw", "lora_gemm", "lora_narrow", "lora_grad", "lora_expand", "lora_reduce", "embedding_backward", "kmeans_sqnorm",
+		"ce_chunk_update", "ce_rescale", "ce_finalize", "adamw", "lora_narrow", "lora_grad", "lora_expand", "lora_reduce", "embedding_backward", "kmeans_sqnorm",
 		"kmeans_assign", "kmeans_split", "kmeans_assign_tc", "kmeans_assign_tc_split", "kmeans_chunk_counts",
 		"kmeans_chunk_offsets", "kmeans_cluster_starts", "kmeans_scatter", "kmeans_segment_mean"}
 	for _, name := range used {

@@ -132,9 +132,6 @@ func tableLaunches(t *testing.T) map[string]bool {
 		"kmeans update": func() error {
 			return b.KMeansUpdate(dev(t, b, f32, 7, H), dev(t, b, i32, 7), dev(t, b, f32, N, H), dev(t, b, i32, N))
 		},
-		"lora gemm": func() error {
-			return b.loraGemm(dev(t, b, f32, N, 3), dev(t, b, f32, N, H), dev(t, b, f32, 3, H), 3, H, 1, 1, H, N, 3, H, 1, 0, kernels.LoRASplitTraining)
-		},
 		"narrow matmul, the sum in two chunks": func() error {
 			return b.narrowMatMul(dev(t, b, f32, 3, N), dev(t, b, f32, 3, 130), dev(t, b, f32, N, 130), false, 1, 0, 2)
 		},

@@ -60,9 +60,6 @@ const (
 	// AttentionMaxHeadDim is the largest head dimension the attention
 	// kernels handle (their per-thread accumulators are sized for it).
 	AttentionMaxHeadDim = 128
-	// LoRASplitTraining is lora_gemm's split argument for training: each
-	// operand as two bf16 (hi + lo), about float32 precision (lora.cu).
-	LoRASplitTraining = 1
 	// LoRANarrowDepth is lora_narrow's depth per stage: the chunks its sum
 	// is split into are multiples of it.
 	LoRANarrowDepth = 64
@@ -86,7 +83,7 @@ type Sizes struct {
 	Half    int // rope: rotated pairs per head, R/2
 	B, T    int // attention: batch and sequence length
 	Hq, Hkv int // attention: query and key/value heads
-	M, Cols int // lora_gemm, lora_narrow, lora_grad, lora_reduce: the output C is [M, Cols] (lora_expand: [N, Cols])
+	M, Cols int // lora_narrow, lora_grad, lora_reduce: the output C is [M, Cols] (lora_expand: [N, Cols])
 	Splits  int // lora_narrow, lora_grad: the chunks the sum is split into
 	K       int // k-means: centroids
 	Tensors int // adamw: tensors in the table (N is then the largest)
@@ -157,8 +154,6 @@ const (
 	kmTcBM      = 128        // kmeans_assign_tc: points per block
 	kmTcBK      = 32         // kmeans_assign_tc: dimensions per stage; kmeans_split pads rows to a multiple
 	kmTcLD      = kmTcBK + 8 // kmeans_assign_tc: bf16 per shared-memory row
-	loraBM      = 32         // lora_gemm output tile rows
-	loraBN      = 32         // lora_gemm output tile columns
 	loraNarrowN = 64         // lora_narrow: tokens (columns of C) per block
 	loraNarrowR = 64         // lora_narrow, lora_grad: rows of C per block
 	loraGradM   = 64         // lora_grad: features (columns of C) per block
@@ -255,8 +250,6 @@ var Table = []Kernel{
 		Shared: func(s Sizes) int { return (s.D + 128 + 32) * f32Bytes }},
 
 	// lora.cu: C is [M, Cols].
-	{Name: "lora_gemm", Source: "lora", Matches: "MatMul (the LoRA products)", Block: 128,
-		Grid: func(s Sizes) [3]int { return [3]int{ceilDiv(s.Cols, loraBN), ceilDiv(s.M, loraBM), 1} }},
 	{Name: "lora_narrow", Source: "lora", Matches: "MatMul (t = A x^T and dt = s B^T dy^T, C [M, Cols] with M a rank)", Block: 128,
 		Grid: func(s Sizes) [3]int {
 			return [3]int{ceilDiv(s.Cols, loraNarrowN), ceilDiv(s.M, loraNarrowR), max(1, s.Splits)}

@@ -1,125 +1,25 @@
 // lora.cu: the LoRA products, on the tensor cores (mma.cuh). A LoRA adapter
 // of rank r on a frozen projection y = x W^T adds s (x A^T) B^T, with x
-// [N, in], A [r, in], B [out, r] (F32 parameters) and s the scaling. Every
-// product of the forward and the backward (model/forward.go's linearForward
-// and groupBackward) is one launch of lora_gemm with the right strides:
+// [N, in], A [r, in], B [out, r] (float32 parameters and activations) and s
+// the scaling. The model (model/forward.go) keeps t = A x^T transposed,
+// [r, N], and its six products are three kernels:
 //
-//	forward   t  = x A^T           opA = x   [N, in]  opB(k, n) = A[n, k]   M=N,   Ncols=r,  K=in,  alpha 1, beta 0
-//	          y += s t B^T         opA = t   [N, r]   opB(k, n) = B[n, k]   M=N,   Ncols=out, K=r,  alpha s, beta 1
-//	backward  dB += s dy^T t       opA(m, k) = dy[k, m]  opB = t [N, r]     M=out, Ncols=r,  K=N,   alpha s, beta 1
-//	          dt  = s dy B         opA = dy  [N, out] opB = B  [out, r]     M=N,   Ncols=r,  K=out, alpha s, beta 0
-//	          dA += dt^T x         opA(m, k) = dt[k, m]  opB = x [N, in]    M=r,   Ncols=in, K=N,   alpha 1, beta 1
-//	          dx += dt A           opA = dt  [N, r]   opB = A  [r, in]      M=N,   Ncols=in, K=r,   alpha 1, beta 1
+//	lora_narrow  t  = A x^T,          dt = s B^T dy^T     the sum along x's or dy's rows
+//	lora_grad    dA += dt x,          dB += s (t dy)^T    the sum over the tokens
+//	lora_expand  y  = s t^T B^T,      dx += dt^T A        the sum over the rank
 //
-// (t is saved from the forward; y is the frozen GEMM's output, dx the
-// frozen backward's; Phi-3's fused projections take row slices of B and dB
-// and accumulate dt over their parts with beta 1.)
-//
-// Precision. The mma multiplies bf16 values and adds in float32. With
-// split = 0 each operand is rounded to bf16: up to 2^-8 relative error per
-// product; the tests bound the result at 2e-2 of its scale (the largest
-// seen is 8e-3), fine for an inference-time forward on bf16 activations.
-// With split = 1 each operand is split into hi = bf16(v) and
-// lo = bf16(v - hi), and the tile product is hi*hi + hi*lo + lo*hi, three
-// mma per step: about 2^-16 relative per product, bounded at 1e-4 in the
-// tests (the largest seen is 1.3e-5), near enough to float32 for the
-// float32 LoRA parameters and gradients of DESIGN decision 5. These
-// products have one small dimension (r), so they are bound by memory, not
-// by the tensor cores, and the three mma cost little: kernels.go's
-// LoRASplitTraining is 1.
+// (lora_reduce adds the partial sums of the first two when their long sum
+// is split over blocks.) Each reads or writes one large float32 matrix and
+// does little arithmetic per element, so it should run at memory speed if
+// the arithmetic keeps up; at rank 16 float32 FMA does not (thin.cu, in the
+// history, lost to cuBLAS for that reason), so every product runs on the
+// bf16 tensor cores with each float32 operand split into hi = bf16(v) and
+// lo = bf16(v - hi) and three mma per step, hi*hi + hi*lo + lo*hi: about
+// 2^-16 relative per product (kernels/README.md gives the bounds the tests
+// hold them to).
 #include "mma.cuh"
 
-#define LG_THREADS 128  // 4 warps, 2 x 2 over the output tile, each 16 x 16
-#define LG_BM 32
-#define LG_BN 32
-#define LG_BK 32
-#define LG_LDW (LG_BK / 2 + 4)  // words per tile row; the pad puts the 32 lanes' fragment loads in 32 banks
-
-// stage_tile converts a tile of rows x LG_BK elements of an operand into
-// bf16 pairs in shared memory: element (row i, depth k) of the tile is
-// p[(row0 + i) * s_row + (k0 + k) * s_k], and zero for rows i >= valid or
-// depths k0 + k >= K (the edges of the matrix). With split the remainders
-// v - hi go to lo.
-__device__ __forceinline__ void stage_tile(uint32_t* hi, uint32_t* lo, const void* p, int dt, long long s_row,
-                                           long long s_k, int row0, int rows, int valid, int k0, int K,
-                                           int split) {
-  for (int i = threadIdx.x; i < rows * (LG_BK / 2); i += LG_THREADS) {
-    int r = i / (LG_BK / 2), kp = i % (LG_BK / 2);
-    long long gr = row0 + r, gk = k0 + 2 * kp;
-    float v0 = 0.0f, v1 = 0.0f;
-    if (r < valid) {
-      if (gk < K) v0 = load_f32(p, dt, (size_t)(gr * s_row + gk * s_k));
-      if (gk + 1 < K) v1 = load_f32(p, dt, (size_t)(gr * s_row + (gk + 1) * s_k));
-    }
-    uint32_t h = pack_bf16(v0, v1);
-    hi[r * LG_LDW + kp] = h;
-    if (split) lo[r * LG_LDW + kp] = pack_bf16(v0 - bf16_to_f32((uint16_t)h), v1 - bf16_to_f32((uint16_t)(h >> 16)));
-  }
-}
-
-// lora_gemm computes C = alpha opA opB + beta C for C [M, Ncols] row-major
-// (ldc elements per row; with beta = 0, C is not read, as in BLAS), where
-// opA(m, k) = a[m*sam + k*sak] and opB(k, n) = b[n*sbn + k*sbk]: strides
-// in elements let every product of the table above read its operands where
-// they are, transposed or not. Operands and C of any float dtype. It is
-// checked against tensor.CPU.MatMul. Grid (ceil(Ncols/32), ceil(M/32)),
-// block 128, static shared memory 10 KiB.
-extern "C" __global__ void __launch_bounds__(LG_THREADS)
-    lora_gemm(void* c, int c_dt, long long ldc, const void* a, int a_dt, long long sam, long long sak, const void* b,
-              int b_dt, long long sbk, long long sbn, int M, int Ncols, int K, float alpha, float beta, int split) {
-  __shared__ uint32_t a_hi[LG_BM * LG_LDW], a_lo[LG_BM * LG_LDW];
-  __shared__ uint32_t b_hi[LG_BN * LG_LDW], b_lo[LG_BN * LG_LDW];
-  int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  int wm = warp >> 1, wn = warp & 1;  // this warp's 16 x 16 part of the tile
-  int m0 = blockIdx.y * LG_BM, n0 = blockIdx.x * LG_BN;
-  int mrows = min(LG_BM, M - m0), ncols = min(LG_BN, Ncols - n0);
-
-  FragC acc[2];
-#pragma unroll
-  for (int j = 0; j < 2; j++)
-#pragma unroll
-    for (int i = 0; i < 4; i++) acc[j].x[i] = 0.0f;
-
-  for (int k0 = 0; k0 < K; k0 += LG_BK) {
-    __syncthreads();  // the previous step's tiles are read
-    stage_tile(a_hi, a_lo, a, a_dt, sam, sak, m0, LG_BM, mrows, k0, K, split);
-    stage_tile(b_hi, b_lo, b, b_dt, sbn, sbk, n0, LG_BN, ncols, k0, K, split);
-    __syncthreads();
-#pragma unroll
-    for (int kk = 0; kk < LG_BK / 2; kk += 8) {  // 16 k = 8 words per mma
-      FragA ah, al;
-      load_frag_a(ah, a_hi + wm * 16 * LG_LDW + kk, LG_LDW, lane);
-      if (split) load_frag_a(al, a_lo + wm * 16 * LG_LDW + kk, LG_LDW, lane);
-#pragma unroll
-      for (int j = 0; j < 2; j++) {
-        FragB bh, bl;
-        const int nrow = (wn * 16 + j * 8) * LG_LDW + kk;
-        load_frag_b(bh, b_hi + nrow, LG_LDW, lane);
-        mma_bf16_m16n8k16(acc[j], ah, bh);
-        if (split) {
-          load_frag_b(bl, b_lo + nrow, LG_LDW, lane);
-          mma_bf16_m16n8k16(acc[j], ah, bl);
-          mma_bf16_m16n8k16(acc[j], al, bh);
-        }
-      }
-    }
-  }
-
-#pragma unroll
-  for (int j = 0; j < 2; j++) {
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-      int row = m0 + wm * 16 + frag_c_row(lane, i);
-      int col = n0 + wn * 16 + j * 8 + frag_c_col(lane, i);
-      if (row < M && col < Ncols) {
-        size_t off = (size_t)row * ldc + col;
-        float v = alpha * acc[j].x[i];
-        if (beta != 0.0f) v += beta * load_f32(c, c_dt, off);
-        store_f32(c, c_dt, off, v);
-      }
-    }
-  }
-}
+#define LORA_THREADS 128  // 4 warps, in all three kernels
 
 // lora_narrow computes the LoRA products whose output has few rows and whose
 // sum runs along the rows of a large operand: C [R, N] = alpha P Q^T + beta C
@@ -129,12 +29,7 @@ extern "C" __global__ void __launch_bounds__(LG_THREADS)
 //	forward   t  = A x^T       P = A [r, in]            Q = x  [N, in]
 //	backward  dt = s B^T dy^T  P(i, k) = B[k, i] (spi 1) Q = dy [N, out]
 //
-// (t and dt are kept [r, N]: model/forward.go). These products read N x K
-// floats to write R x N of them, so they are bound by memory if the
-// arithmetic keeps up; at R = 16 to 48 float32 FMA does not (thin.cu, in the
-// history, lost to cuBLAS for that reason), so the products run on the bf16
-// tensor cores with each operand split into hi + lo (lora_gemm's split = 1:
-// three mma per step, about 2^-16 relative per product).
+// These products read N x K floats to write R x N of them.
 //
 // The grid is (ceil(N/64), ceil(R/64), S): a block takes 64 tokens (16 per
 // warp, the mma's M side), 64 rows of P (eight n-tiles of 8) and one of S
@@ -147,7 +42,6 @@ extern "C" __global__ void __launch_bounds__(LG_THREADS)
 // writes its partial sum to ws [S, R, N] and lora_reduce adds the S
 // partials in order, so the result does not depend on scheduling. Block 128,
 // static shared memory 18 KiB.
-#define LN_THREADS 128
 #define LN_BT 64           // tokens per block, 16 per warp
 #define LN_BR 64           // rows of P per block
 #define LN_BK 64           // depth per stage
@@ -216,7 +110,7 @@ __device__ __forceinline__ void lora_out(float* c, size_t off, float* ws, size_t
   c[off] = o;
 }
 
-extern "C" __global__ void __launch_bounds__(LN_THREADS)
+extern "C" __global__ void __launch_bounds__(LORA_THREADS)
     lora_narrow(float* c, long long ldc, float* ws, const float* q, long long ldq, const float* p, long long spi,
                 long long spk, int R, int N, int K, int kchunk, float alpha, float beta) {
   __shared__ __align__(16) uint16_t p_hi[LN_BR * LN_LD];
@@ -263,7 +157,7 @@ extern "C" __global__ void __launch_bounds__(LN_THREADS)
     // P's rows r0.. at depths k0..k0+LN_BK-1, split, for the n-tile pairs
     // that have a row of P (rows past R zero); the index runs along
     // whichever of P's strides is 1, so that the loads coalesce.
-    for (int e = threadIdx.x; e < pairs * 16 * LN_BK; e += LN_THREADS) {
+    for (int e = threadIdx.x; e < pairs * 16 * LN_BK; e += LORA_THREADS) {
       int i, k;
       if (spi == 1) {
         i = e % (pairs * 16);
@@ -325,11 +219,11 @@ extern "C" __global__ void __launch_bounds__(LN_THREADS)
 // (nchunk long, a multiple of LG_BN); with S > 1 the partial sums go to
 // ws [S, R, M] and lora_reduce adds them in order. Block 128, static
 // shared memory 19 KiB.
-#define LG_BM2 64             // features per block, 16 per warp
-#define LG_BR2 64             // rows of P per block
-#define LG_BN2 32             // tokens per stage
-#define LG_LDQ (LG_BM2 + 8)   // bf16 per shared row of the Q tile: 144 bytes (ldmatrix rows in 32 distinct banks)
-#define LG_LDP (LG_BN2 + 8)   // bf16 per shared row of the P tile: 80 bytes (likewise)
+#define LG_BM 64             // features per block, 16 per warp
+#define LG_BR 64             // rows of P per block
+#define LG_BN 32             // tokens per stage
+#define LG_LDQ (LG_BM + 8)   // bf16 per shared row of the Q tile: 144 bytes (ldmatrix rows in 32 distinct banks)
+#define LG_LDP (LG_BN + 8)   // bf16 per shared row of the P tile: 80 bytes (likewise)
 
 // lg_ld4 is a 16-byte load of four floats (p 16-byte aligned).
 __device__ __forceinline__ float4 lg_ld4(const float* p) {
@@ -371,24 +265,24 @@ __device__ __forceinline__ void lg_store4(uint16_t* hi, uint16_t* lo, float4 v) 
   l[1] = pack_bf16_rn(v.z - bf16_to_f32((uint16_t)h1), v.w - bf16_to_f32((uint16_t)(h1 >> 16)));
 }
 
-extern "C" __global__ void __launch_bounds__(LN_THREADS, 3)
+extern "C" __global__ void __launch_bounds__(LORA_THREADS, 3)
     lora_grad(float* c, long long sci, long long scm, float* ws, const float* p, long long ldp, const float* q,
               long long ldq, int R, int M, int N, int nchunk, float alpha, float beta) {
-  __shared__ __align__(16) uint16_t q_hi[LG_BN2 * LG_LDQ];
-  __shared__ __align__(16) uint16_t q_lo[LG_BN2 * LG_LDQ];
-  __shared__ __align__(16) uint16_t p_hi[LG_BR2 * LG_LDP];
-  __shared__ __align__(16) uint16_t p_lo[LG_BR2 * LG_LDP];
+  __shared__ __align__(16) uint16_t q_hi[LG_BN * LG_LDQ];
+  __shared__ __align__(16) uint16_t q_lo[LG_BN * LG_LDQ];
+  __shared__ __align__(16) uint16_t p_hi[LG_BR * LG_LDP];
+  __shared__ __align__(16) uint16_t p_lo[LG_BR * LG_LDP];
   int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  int m0 = blockIdx.x * LG_BM2, r0 = blockIdx.y * LG_BR2;
-  int rows = min(LG_BR2, R - r0);
+  int m0 = blockIdx.x * LG_BM, r0 = blockIdx.y * LG_BR;
+  int rows = min(LG_BR, R - r0);
   int pairs = (rows + 15) / 16;  // n-tile pairs with a row of P in them (warp-uniform)
   int nbeg = blockIdx.z * nchunk, nend = min(N, nbeg + nchunk);
   bool qvec = (ldq & 3) == 0 && ((uintptr_t)q & 15) == 0;
   bool pvec = (ldp & 3) == 0 && ((uintptr_t)p & 15) == 0;
 
-  FragC acc[LG_BR2 / 8];
+  FragC acc[LG_BR / 8];
 #pragma unroll
-  for (int j = 0; j < LG_BR2 / 8; j++) acc[j].x[0] = acc[j].x[1] = acc[j].x[2] = acc[j].x[3] = 0.0f;
+  for (int j = 0; j < LG_BR / 8; j++) acc[j].x[0] = acc[j].x[1] = acc[j].x[2] = acc[j].x[3] = 0.0f;
 
   // A stage is 512 float4 of Q (token e / 16, features 4 (e % 16)) and 512
   // of P (row e / 8, tokens 4 (e % 8)): four of each per thread.
@@ -398,11 +292,11 @@ extern "C" __global__ void __launch_bounds__(LN_THREADS, 3)
   float4 qv[4], pv[4];
   const float* pr = p + (size_t)r0 * ldp;
   auto load = [&](int n0) {
-    bool qfull = qvec && n0 + LG_BN2 <= nend && m0 + LG_BM2 <= M;
-    bool pfull = pvec && n0 + LG_BN2 <= nend;
+    bool qfull = qvec && n0 + LG_BN <= nend && m0 + LG_BM <= M;
+    bool pfull = pvec && n0 + LG_BN <= nend;
 #pragma unroll
     for (int j = 0; j < 4; j++) {
-      int e = threadIdx.x + LN_THREADS * j;
+      int e = threadIdx.x + LORA_THREADS * j;
       int tok = n0 + e / 16, m = m0 + 4 * (e % 16);
       qv[j] = qfull ? lg_ld4(q + (size_t)tok * ldq + m) : lg_load4(q, ldq, tok, nend, m, M, qvec);
       int i = e / 8, n = n0 + 4 * (e % 8);
@@ -410,23 +304,23 @@ extern "C" __global__ void __launch_bounds__(LN_THREADS, 3)
     }
   };
   load(nbeg);
-  for (int n0 = nbeg; n0 < nend; n0 += LG_BN2) {
+  for (int n0 = nbeg; n0 < nend; n0 += LG_BN) {
     __syncthreads();  // the previous stage's tiles are read
 #pragma unroll
     for (int j = 0; j < 4; j++) {
-      int e = threadIdx.x + LN_THREADS * j;
+      int e = threadIdx.x + LORA_THREADS * j;
       lg_store4(q_hi + (e / 16) * LG_LDQ + 4 * (e % 16), q_lo + (e / 16) * LG_LDQ + 4 * (e % 16), qv[j]);
       if (e / 8 < pairs * 16) lg_store4(p_hi + (e / 8) * LG_LDP + 4 * (e % 8), p_lo + (e / 8) * LG_LDP + 4 * (e % 8), pv[j]);
     }
     __syncthreads();
-    if (n0 + LG_BN2 < nend) load(n0 + LG_BN2);  // in flight while this stage computes
+    if (n0 + LG_BN < nend) load(n0 + LG_BN);  // in flight while this stage computes
 #pragma unroll
-    for (int s = 0; s < LG_BN2 / 16; s++) {
+    for (int s = 0; s < LG_BN / 16; s++) {
       FragA ah, al;
       ldmatrix_frag_a_trans(ah, q_hi + 16 * s * LG_LDQ + 16 * warp, LG_LDQ, lane);
       ldmatrix_frag_a_trans(al, q_lo + 16 * s * LG_LDQ + 16 * warp, LG_LDQ, lane);
 #pragma unroll
-      for (int jp = 0; jp < LG_BR2 / 16; jp++) {
+      for (int jp = 0; jp < LG_BR / 16; jp++) {
         if (jp < pairs)
           mma_split_pair(acc[2 * jp], acc[2 * jp + 1], ah, al, p_hi + jp * 16 * LG_LDP + 16 * s,
                          p_lo + jp * 16 * LG_LDP + 16 * s, LG_LDP, lane);
@@ -437,7 +331,7 @@ extern "C" __global__ void __launch_bounds__(LN_THREADS, 3)
   // Accumulator element i of n-tile j: feature m0 + 16 warp + g (+8 for
   // i >= 2), row r0 + 8j + 2t + (i & 1) of P.
 #pragma unroll
-  for (int j = 0; j < LG_BR2 / 8; j++) {
+  for (int j = 0; j < LG_BR / 8; j++) {
 #pragma unroll
     for (int i = 0; i < 4; i++) {
       int m = m0 + 16 * warp + frag_c_row(lane, i), r = r0 + 8 * j + frag_c_col(lane, i);
@@ -489,7 +383,7 @@ extern "C" __global__ void __launch_bounds__(256)
 #define LE_LDP (LE_BN + 8)  // bf16 per shared row of the P tile [rank][token]: 144 bytes
 #define LE_LDW (LE_BR + 8)  // bf16 per shared row of the W tile [column][rank]: 80 bytes
 
-extern "C" __global__ void __launch_bounds__(LN_THREADS)
+extern "C" __global__ void __launch_bounds__(LORA_THREADS)
     lora_expand(float* c, long long ldc, const float* p, long long ldp, const float* w, long long swi, long long swm,
                 int R, int N, int M, float alpha, float beta) {
   __shared__ __align__(16) uint16_t p_hi[LE_BR * LE_LDP];
@@ -507,14 +401,14 @@ extern "C" __global__ void __launch_bounds__(LN_THREADS)
     __syncthreads();  // the previous stage's tiles are read
     // P: rank e / 64, token e % 64 (along P's rows: coalesced). W: along
     // whichever of its strides is 1. Zero past R, N and M.
-    for (int e = threadIdx.x; e < LE_BR * LE_BN; e += LN_THREADS) {
+    for (int e = threadIdx.x; e < LE_BR * LE_BN; e += LORA_THREADS) {
       int i = e / LE_BN, n = e % LE_BN;
       float v = r0 + i < R && n0 + n < N ? p[(size_t)(r0 + i) * ldp + n0 + n] : 0.0f;
       uint16_t h = f32_to_bf16(v);
       p_hi[i * LE_LDP + n] = h;
       p_lo[i * LE_LDP + n] = f32_to_bf16(v - bf16_to_f32(h));
     }
-    for (int e = threadIdx.x; e < LE_BM * LE_BR; e += LN_THREADS) {
+    for (int e = threadIdx.x; e < LE_BM * LE_BR; e += LORA_THREADS) {
       int i, m;
       if (swm == 1) {
         i = e / LE_BM;

@@ -19,11 +19,10 @@
 //	    row = groupID     for c0, c1;           groupID + 8 for c2, c3
 //	    col = tig*2 + (i & 1)
 //
-// Tiles in shared memory hold bf16 pairs packed in 32-bit words, the even
-// depth index k in the low half: A as [row][k/2] and B as [n][k/2] (B is
-// "col": k runs along a stored row), so that each fragment register is one
-// 32-bit load (ldmatrix_x4, below, loads them with fewer instructions;
-// attention_tc.cu uses it).
+// Tiles in shared memory hold bf16 elements, two to a 32-bit fragment
+// register, the even depth index k in the low half: A as [row][k] and B as
+// [n][k] (B is "col": k runs along a stored row); ldmatrix_x4 (below) loads
+// the fragments, or with .trans from tiles stored the other way round.
 //
 // On the GPU mma_bf16_m16n8k16 is the PTX instruction. Under the emulator it
 // gathers the registers of the warp's 32 lanes and decodes them with the
@@ -42,24 +41,6 @@ struct FragB {
 struct FragC {
   float x[4];
 };
-
-// load_frag_a loads the A fragment of the 16x16 tile whose top-left word is
-// s (ld words per row).
-__device__ __forceinline__ void load_frag_a(FragA& a, const uint32_t* s, int ld, int lane) {
-  int g = lane >> 2, t = lane & 3;
-  a.x[0] = s[g * ld + t];            // a0, a1: row g,   cols 2t, 2t+1
-  a.x[1] = s[(g + 8) * ld + t];      // a2, a3: row g+8, cols 2t, 2t+1
-  a.x[2] = s[g * ld + t + 4];        // a4, a5: row g,   cols 2t+8, 2t+9
-  a.x[3] = s[(g + 8) * ld + t + 4];  // a6, a7: row g+8, cols 2t+8, 2t+9
-}
-
-// load_frag_b loads the B fragment of the 16(k) x 8(n) tile stored [n][k/2]
-// from s (ld words per n).
-__device__ __forceinline__ void load_frag_b(FragB& b, const uint32_t* s, int ld, int lane) {
-  int g = lane >> 2, t = lane & 3;
-  b.x[0] = s[g * ld + t];      // b0, b1: k = 2t, 2t+1,   n = g
-  b.x[1] = s[g * ld + t + 4];  // b2, b3: k = 2t+8, 2t+9, n = g
-}
 
 // frag_c_row and frag_c_col give the (row, col) of accumulator element i
 // of a lane.

@@ -76,14 +76,14 @@ extra_new[grid-y-over-65535-driver]='	case grid.X > maxGridX:'
 # layouts, masks, head mappings, barriers and tie rules make it fail"),
 # through the operations that launch them.
 mutation mma-fragment-a-layout kernels/mma.cuh \
-  '  a.x[1] = s[(g + 8) * ld + t];      // a2, a3: row g+8, cols 2t, 2t+1' \
-  '  a.x[1] = s[g * ld + t];            // (mutation: a2, a3 from row g)' \
-  TestGPULoRAGemm
+  '  ldmatrix_x4_trans(a.x, s + ((lane & 7) + (lane >> 4) * 8) * ld + ((lane >> 3) & 1) * 8);' \
+  '  ldmatrix_x4_trans(a.x, s + ((lane & 7) + ((lane >> 3) & 1) * 8) * ld + (lane >> 4) * 8);  // (mutation: a2..a5 swapped)' \
+  TestGPUGradMatMul
 
 mutation mma-fragment-c-layout kernels/mma.cuh \
   '__device__ __forceinline__ int frag_c_col(int lane, int i) { return (lane & 3) * 2 + (i & 1); }' \
   '__device__ __forceinline__ int frag_c_col(int lane, int i) { return (lane & 3) * 2 + ((i + 1) & 1); }  // (mutation)' \
-  TestGPULoRAGemm
+  TestGPUNarrowMatMul
 
 # The forward's mask one key off: each query sees the key after its last
 # and not the first of its range.

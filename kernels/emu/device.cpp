@@ -445,7 +445,6 @@ const std::vector<Emulated>& emulated() {
       KERNEL(kmeans_scatter),
       KERNEL(kmeans_segment_mean),
       KERNEL(layernorm_forward),
-      KERNEL(lora_gemm),
       KERNEL(lora_narrow),
       KERNEL(lora_grad),
       KERNEL(lora_expand),
