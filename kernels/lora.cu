@@ -81,8 +81,8 @@ __device__ __forceinline__ void ln_split(uint32_t& hi, uint32_t& lo, float2 v) {
 // mma_split_pair adds to the n-tiles c0 and c1 (a pair: 16 columns) the
 // product of a 16 x 16 A tile given as bf16 ah + al by the B tile stored
 // [n][k] as bf16 hi + lo at bhi and blo (ld elements per n): ah bh + ah bl
-// + al bh, the three mma of the hi + lo split (al bl is below float32's
-// rounding of the sum).
+// + al bh, the three mma of the hi + lo split (al bl, about 2^-18 of the
+// product, is left out: the split's own rounding is of that order).
 __device__ __forceinline__ void mma_split_pair(FragC& c0, FragC& c1, const FragA& ah, const FragA& al,
                                                const uint16_t* bhi, const uint16_t* blo, int ld, int lane) {
   FragB bh0, bh1, bl0, bl1;
