@@ -63,9 +63,16 @@ func TestGPUAttentionKV(t *testing.T) {
 // different lengths on the GPU and on the CPU, with the same adapters,
 // and compares the logits of every step and the chosen tokens (both with
 // an f32 cache, so that only the backends differ), then checks that the
-// bf16 cache (the GPU's default) gives logits close to those.
+// bf16 cache (the GPU's default) gives logits close to those. It runs in
+// Precise mode: the default mode's LoRA products on the tensor cores
+// (about 2^-16 each) move these random adapters' logits by up to 4.4e-4
+// over 12 steps on the emulated device, which would make the tokens'
+// argmax a matter of near-ties; TestGPUModelParity bounds the default
+// mode's logits.
 func TestGPUGenerate(t *testing.T) {
 	b := gpuBackend(t)
+	b.Precise = true
+	defer func() { b.Precise = false }()
 	for i, c := range tinyConfigs {
 		t.Run(c.name, func(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "model")
@@ -98,8 +105,12 @@ func TestGPUGenerate(t *testing.T) {
 			gotBF, err := onGPU.Prefill(caches["gpu-bf16"], prompts)
 			must(t, err)
 			V := cfg.VocabSize
+			worst := 0.0
+			defer func() { t.Logf("largest logits relative error %.3g", worst) }()
 			for step := 0; ; step++ {
-				if e := relErr(got.F32(), want.F32()); e > 1e-4 {
+				e := relErr(got.F32(), want.F32())
+				worst = max(worst, e)
+				if e > 1e-4 {
 					t.Fatalf("step %d: logits relative error %.3g > 1e-4", step, e)
 				}
 				if e := relErr(gotBF.F32(), want.F32()); e > 3e-2 {
