@@ -184,9 +184,11 @@ inline void ldmatrix_x4_impl(uint32_t r[4], const void* row, bool trans) {
 inline void ldmatrix_x4(uint32_t r[4], const void* row) { ldmatrix_x4_impl(r, row, false); }
 inline void ldmatrix_x4_trans(uint32_t r[4], const void* row) { ldmatrix_x4_impl(r, row, true); }
 
-// The emulated cp.async defers each copy until a cp_async_wait that covers
-// its group: a kernel that reads a tile before waiting for it reads what
-// was there before (poison, or the previous tile), as it could on the GPU.
+// The emulated cp.async poisons its 16 bytes (0xff: NaN) at the issue and
+// copies them at a cp_async_wait that covers its group: on the GPU they
+// may land at any time between the two, so a kernel that reads a tile
+// before waiting for it, or that refills a buffer while another warp still
+// reads it, reads NaN here.
 struct AsyncCopy {
   void* dst;
   const void* src;  // nullptr: zero fill
@@ -197,6 +199,7 @@ inline thread_local long async_committed;  // groups committed so far
 
 inline void cp_async_16(void* dst, const void* src, bool valid) {
   if ((uintptr_t)dst % 16 != 0 || (uintptr_t)src % 16 != 0) emu::fail("cp.async: an address that is not 16-byte aligned");
+  memset(dst, 0xff, 16);
   async_pending.push_back({dst, valid ? src : nullptr, async_committed});
 }
 inline void cp_async_commit() { async_committed++; }

@@ -16,13 +16,17 @@
 //     that ends just before a page that faults on any access,
 //     filled with 0xff bytes (NaN floats, -1 integers) before each block so
 //     that a read of something no thread wrote shows.
-//   - Warp shuffles, votes and the tensor-core mma (mma.cuh) exchange values
-//     through a per-block scratch array between two barriers of the whole
-//     block. So every thread of the block must reach every shuffle, vote
-//     and mma, in the same order, as every thread must reach __syncthreads:
-//     the kernels only use them in block-uniform control flow. A launch
-//     whose threads passed different numbers of barriers is reported (or
-//     hangs, which the Go tests time out).
+//   - Warp shuffles, votes and the tensor-core mma and ldmatrix (mma.cuh)
+//     exchange values through a per-block scratch array between two
+//     barriers of the whole block. So every thread of the block must reach
+//     every shuffle, vote and mma, in the same order, as every thread must
+//     reach __syncthreads: the kernels only use them in block-uniform
+//     control flow. A launch whose threads passed different numbers of
+//     barriers is reported (or hangs, which the Go tests time out).
+//   - With COMPASS_EMU_WARP_ORDER=forward or reverse, the warps take turns
+//     instead: between two __syncthreads one warp runs at a time, in that
+//     order, and the exchanges above wait for the warp only (WarpTurns
+//     below). A missing __syncthreads then shows in one of the two orders.
 //   - Atomics are gcc __atomic builtins (a compare-and-swap loop for float
 //     add, max and min).
 //   - __nv_bfloat16 and __half convert as cuda_bf16.h and cuda_fp16.h do:
@@ -62,9 +66,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <limits.h>
+#include <linux/futex.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
+#include <condition_variable>
+#include <memory>
+#include <mutex>
 #include <vector>
 
 #define __global__
@@ -156,22 +166,152 @@ inline int linear_tid() {
 }
 inline int lane_id() { return linear_tid() & 31; }
 
-inline void barrier() {
-  barrier_count++;
+// Warps in turn (COMPASS_EMU_WARP_ORDER=forward, reverse or shuffle):
+// between two __syncthreads the warps of a block run one at a time, each
+// until it reaches the barrier: warp 0 first (forward), the last warp first
+// (reverse), or in an order drawn afresh for each stretch between barriers
+// (shuffle; from a fixed seed, so a run repeats). Shuffles, votes, ldmatrix
+// and mma then wait for their own warp only. Each order is a schedule a GPU
+// may run. A kernel that lacks a __syncthreads (a warp reads what another
+// wrote, or overwrites what another still reads, with no barrier between)
+// reads the wrong values when the two warps run the other way round, which
+// the default mode, where every exchange is a barrier of the whole block,
+// may hide.
+struct WarpTurns {
+  enum Order { kAtOnce, kForward, kReverse, kShuffle };
+  Order order = kAtOnce;
+  int nwarps = 0;
+  int turn = 0;           // how many warps finished the current stretch
+  std::vector<int> perm;  // the current stretch's order of the warps
+  uint64_t rng = 0;
+  long launches = 0;  // seeds each launch's shuffles
+  std::mutex mu;
+  std::unique_ptr<std::condition_variable[]> wake;  // one per warp
+  std::vector<int> at_barrier;                      // per warp: threads at the stretch's end
+  struct alignas(64) Sync {
+    int count;       // threads at the warp's current exchange
+    int generation;  // exchanges completed
+  };
+  std::unique_ptr<Sync[]> sync;  // one per warp
+
+  void start(Order order_, int nwarps_) {
+    order = order_;
+    nwarps = nwarps_;
+    turn = 0;
+    rng = 0x9e3779b97f4a7c15ull * (uint64_t)++launches;
+    wake.reset(new std::condition_variable[nwarps]);
+    at_barrier.assign(nwarps, 0);
+    sync.reset(new Sync[nwarps]());
+    perm.resize(nwarps);
+    next_stretch();
+  }
+  // next_stretch sets the order of the next stretch (turn is 0).
+  void next_stretch() {
+    for (int k = 0; k < nwarps; k++) perm[k] = order == kReverse ? nwarps - 1 - k : k;
+    if (order != kShuffle) return;
+    for (int k = nwarps - 1; k > 0; k--) {  // Fisher-Yates with splitmix64
+      uint64_t z = (rng += 0x9e3779b97f4a7c15ull);
+      z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+      z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+      z ^= z >> 31;
+      int j = (int)(z % (uint64_t)(k + 1));
+      int t = perm[k];
+      perm[k] = perm[j];
+      perm[j] = t;
+    }
+  }
+  int warp_at(int k) const { return perm[k]; }
+};
+inline WarpTurns turns;
+
+// warp_order reads COMPASS_EMU_WARP_ORDER.
+inline WarpTurns::Order warp_order() {
+  const char* e = getenv("COMPASS_EMU_WARP_ORDER");
+  if (e == nullptr || *e == 0) return WarpTurns::kAtOnce;
+  if (strcmp(e, "forward") == 0) return WarpTurns::kForward;
+  if (strcmp(e, "reverse") == 0) return WarpTurns::kReverse;
+  if (strcmp(e, "shuffle") == 0) return WarpTurns::kShuffle;
+  fail("COMPASS_EMU_WARP_ORDER must be forward, reverse or shuffle");
+}
+
+// wait_turn blocks until it is this thread's warp's turn.
+inline void wait_turn() {
+  int w = linear_tid() >> 5;
+  std::unique_lock<std::mutex> l(turns.mu);
+  turns.wake[w].wait(l, [&] { return turns.turn < turns.nwarps && turns.warp_at(turns.turn) == w; });
+}
+
+// end_turn: the last thread of a warp to reach the end of its stretch hands
+// the turn to the next warp; then the block waits until every warp is done
+// and starts the next stretch at the first warp of the order.
+inline void end_turn() {
+  {
+    std::lock_guard<std::mutex> l(turns.mu);
+    int w = linear_tid() >> 5;
+    if (++turns.at_barrier[w] == 32) {
+      turns.at_barrier[w] = 0;
+      turns.turn++;
+      if (turns.turn < turns.nwarps) turns.wake[turns.warp_at(turns.turn)].notify_all();
+    }
+  }
+#pragma omp barrier
+  if (linear_tid() == 0) {  // no thread waits for its turn between the two barriers
+    turns.turn = 0;
+    turns.next_stretch();
+  }
 #pragma omp barrier
 }
 
+// warp_barrier waits for the 32 threads of this thread's warp: a count and
+// a generation, the waiting threads asleep on the generation (a futex, as
+// OpenMP's barrier does: a mutex would wake them one after another).
+inline void warp_barrier() {
+  WarpTurns::Sync& s = turns.sync[linear_tid() >> 5];
+  int gen = __atomic_load_n(&s.generation, __ATOMIC_ACQUIRE);
+  if (__atomic_add_fetch(&s.count, 1, __ATOMIC_ACQ_REL) == 32) {
+    __atomic_store_n(&s.count, 0, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&s.generation, 1, __ATOMIC_RELEASE);
+    syscall(SYS_futex, &s.generation, FUTEX_WAKE_PRIVATE, INT_MAX, nullptr, nullptr, 0);
+    return;
+  }
+  while (__atomic_load_n(&s.generation, __ATOMIC_ACQUIRE) == gen)
+    syscall(SYS_futex, &s.generation, FUTEX_WAIT_PRIVATE, gen, nullptr, nullptr, 0);
+}
+
+// barrier is __syncthreads.
+inline void barrier() {
+  barrier_count++;
+  if (turns.order == WarpTurns::kAtOnce) {
+#pragma omp barrier
+    return;
+  }
+  end_turn();
+  wait_turn();
+}
+
+// exchange_barrier is the barrier of a shuffle, vote, ldmatrix, mma or
+// __syncwarp: the whole block's, or with warps in turn the warp's.
+inline void exchange_barrier() {
+  if (turns.order == WarpTurns::kAtOnce) {
+    barrier();
+    return;
+  }
+  barrier_count++;
+  warp_barrier();
+}
+
 // warp_exchange publishes this thread's n words and, after a barrier of the
-// whole block, returns the slots of its warp: lane l's words start at
-// [l * kSlot]. The two buffers alternate: a thread can only overwrite the
-// buffer of exchange k at exchange k+2, after every thread passed the
-// barrier of exchange k+1, so after every thread read exchange k's values.
+// whole block (of the warp, with warps in turn), returns the slots of its
+// warp: lane l's words start at [l * kSlot]. The two buffers alternate: a
+// thread can only overwrite the buffer of exchange k at exchange k+2, after
+// every thread of its warp passed the barrier of exchange k+1, so after
+// they all read exchange k's values.
 inline const uint32_t* warp_exchange(const uint32_t* words, int n) {
   int t = linear_tid();
   uint32_t* buf = block.exchange[exchange_phase].data();
   exchange_phase ^= 1;
   memcpy(buf + t * kSlot, words, n * sizeof(uint32_t));
-  barrier();
+  exchange_barrier();
   return buf + (t & ~31) * kSlot;
 }
 
@@ -198,10 +338,11 @@ inline void* dynamic_smem() { return block.dynamic_smem.data; }
 #define DYNAMIC_SHARED(T, name) T* name = reinterpret_cast<T*>(emu::dynamic_smem())
 
 inline void __syncthreads() { emu::barrier(); }
-// __syncwarp synchronises the whole block here: the same rule as shuffles.
+// __syncwarp synchronises the whole block here (with warps in turn, the
+// warp): the same rule as shuffles.
 inline void __syncwarp(unsigned mask = 0xffffffffu) {
   emu::check_full_mask(mask);
-  emu::barrier();
+  emu::exchange_barrier();
 }
 inline void __threadfence() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 inline void __threadfence_block() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
@@ -413,6 +554,8 @@ void launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t shared_bytes, A.
   st.dynamic_smem.assign(shared_bytes);
   memset(st.dynamic_smem.data, 0xff, shared_bytes);
   st.barriers.assign(n, 0);
+  emu::turns.start(emu::warp_order(), (int)(n / 32));
+  bool in_turn = emu::turns.order != emu::WarpTurns::kAtOnce;
   omp_set_dynamic(0);
 #pragma omp parallel num_threads(n)
   {
@@ -431,8 +574,13 @@ void launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t shared_bytes, A.
             if (t == 0) memset(st.dynamic_smem.data, 0xff, shared_bytes);
 #pragma omp barrier
           }
+          if (in_turn) emu::wait_turn();
           kernel(args...);
+          if (in_turn) {
+            emu::end_turn();
+          } else {
 #pragma omp barrier
+          }
         }
       }
     }

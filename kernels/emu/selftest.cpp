@@ -1,7 +1,8 @@
 // selftest.cpp: checks the kernel emulator's own primitives (cuda_emu.h)
 // against what CUDA documents: shuffles of each kind and width, 64-bit
 // shuffles, votes, atomics, barriers, the poisoning of dynamic shared
-// memory, thread indices and the bf16/half types. The kernels themselves are
+// memory, thread indices, the bf16/half types, and the warps in turn
+// (COMPASS_EMU_WARP_ORDER): each order runs the warps as it says. The kernels themselves are
 // checked through the GPU backend on the emulated device (device.cpp, cgo's
 // GPU tests); these primitives are what that rests on. kernels/emu_test.go
 // builds and runs it:
@@ -78,12 +79,81 @@ __global__ void selftest_kernel(int* fails, int* counter, float* fsum, int* imax
   __syncthreads();
 }
 
+// turns_kernel: each warp reads the slot the next warp writes, with no
+// barrier between (the bug the warps in turn expose: stale[w] counts the
+// threads of warp w that read the value from before), and its lane 0 takes
+// a rank at each of kStretches stretches between barriers (rank[s * 4 + w]:
+// the order the warps ran in). One block of 4 warps.
+constexpr int kStretches = 8;
+__global__ void turns_kernel(int* stale, int* rank) {
+  __shared__ int s[128];
+  __shared__ int next;
+  int t = threadIdx.x, w = t / 32;
+  s[t] = -1;
+  if (t == 0) next = 0;
+  __syncthreads();
+  s[t] = t;
+  if (s[(t + 32) % 128] != (t + 32) % 128) atomicAdd(&stale[w], 1);  // no barrier: a race
+  __syncthreads();
+  for (int i = 0; i < kStretches; i++) {
+    if (__shfl_sync(0xffffffffu, t, 0) == 32 * w && t % 32 == 0) rank[i * 4 + w] = atomicAdd(&next, 1) % 4;
+    __syncthreads();
+  }
+}
+
+// check_turns runs turns_kernel with the warps in each order and checks
+// what each order must show; 0 when all did.
+int check_turns() {
+  int failed = 0;
+  for (const char* order : {"forward", "reverse", "shuffle"}) {
+    setenv("COMPASS_EMU_WARP_ORDER", order, 1);
+    int stale[4] = {}, rank[kStretches * 4];
+    launch(turns_kernel, dim3(1), dim3(128), 0, stale, rank);
+    // Warp w reads stale values exactly when warp w + 1 (mod 4) runs after it.
+    bool ranks_ok = true, identity = true;
+    int stale_warps = 0;
+    for (int i = 0; i < kStretches; i++) {
+      int seen = 0;
+      for (int w = 0; w < 4; w++) {
+        int r = rank[i * 4 + w];
+        seen |= 1 << r;
+        identity = identity && r == w;
+        if (strcmp(order, "forward") == 0 && r != w) ranks_ok = false;
+        if (strcmp(order, "reverse") == 0 && r != 3 - w) ranks_ok = false;
+      }
+      if (seen != 15) ranks_ok = false;  // each stretch runs each warp once
+    }
+    for (int w = 0; w < 4; w++) {
+      if (stale[w] != 0 && stale[w] != 32) ranks_ok = false;  // a warp runs as a whole
+      stale_warps += stale[w] / 32;
+    }
+    bool ok = ranks_ok && (strcmp(order, "forward") != 0 || stale_warps == 3) &&
+              (strcmp(order, "reverse") != 0 || stale_warps == 1) &&
+              (strcmp(order, "shuffle") != 0 || (stale_warps >= 1 && stale_warps <= 3 && !identity));
+    if (!ok) {
+      fprintf(stderr, "selftest: warps in turn (%s): %d warps read stale values, ranks %s\n", order, stale_warps,
+              ranks_ok ? "as the order says" : "out of order");
+      failed = 1;
+    }
+  }
+  unsetenv("COMPASS_EMU_WARP_ORDER");
+  return failed;
+}
+
 int run_selftest() {
   int fails[kChecks] = {};
   int counter = 0, imax = -1, imin = 1 << 30, cas_winner = -1;
   float fsum = 0.0f;
-  launch(selftest_kernel, dim3(2), dim3(32, 4), 128 * sizeof(int), fails, &counter, &fsum, &imax, &imin, &cas_winner);
-  if (counter != 256 || fsum != 128.0f || imax != 127 || imin != 1000 - 127 || cas_winner < 0 || cas_winner >= 128)
+  // The primitives with all warps at once, then with the warps in turn
+  // (where shuffles, votes and barriers go another way).
+  for (const char* order : {"", "forward", "reverse", "shuffle"}) {
+    setenv("COMPASS_EMU_WARP_ORDER", order, 1);
+    launch(selftest_kernel, dim3(2), dim3(32, 4), 128 * sizeof(int), fails, &counter, &fsum, &imax, &imin,
+           &cas_winner);
+  }
+  unsetenv("COMPASS_EMU_WARP_ORDER");
+  if (counter != 4 * 256 || fsum != 4 * 128.0f || imax != 127 || imin != 1000 - 127 || cas_winner < 0 ||
+      cas_winner >= 128)
     fails[kAtomics]++;
   // The bf16 and half types convert as cuda_bf16.h and cuda_fp16.h: nearest
   // even, canonical NaN.
@@ -105,7 +175,7 @@ int run_selftest() {
     fprintf(stderr, "selftest: bf16/half conversions failed\n");
     failed = 1;
   }
-  return failed;
+  return failed | check_turns();
 }
 
 }  // namespace
