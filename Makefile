@@ -40,6 +40,7 @@ tokref:
 test: tokref emu
 	$(GO) test ./...
 	bash scripts/gpu-emu-test.sh $(EMU_LIB)
+	bash scripts/gpu-emu-test.sh --warp-turns $(EMU_LIB)
 	$(PYTHON) tools/reference/selftest.py
 
 check:

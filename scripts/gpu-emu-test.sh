@@ -3,7 +3,14 @@
 # the emulated device (`make emu`, kernels/emu/device.cpp), and says how
 # many ran. `make test` runs it.
 #
-#	scripts/gpu-emu-test.sh [LIBRARY] [go test flags...]
+#	scripts/gpu-emu-test.sh [--warp-turns] [LIBRARY] [go test flags...]
+#
+# --warp-turns runs the tests of the kernels with a barrier of the block
+# (__syncthreads) with the emulated device's warps taking turns between
+# barriers in a shuffled order (COMPASS_EMU_WARP_ORDER=shuffle, see
+# kernels/emu/cuda_emu.h): a missing barrier then reads the wrong values.
+# That run fails unless it launched every such kernel. `make test` runs
+# the script both ways.
 #
 # LIBRARY defaults to bin/libcompass_emu.so. It is used through a copy
 # named by its content hash, so that go test's cache (which sees the
@@ -17,6 +24,14 @@ set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
+turns=()
+if [ "${1:-}" = "--warp-turns" ]; then
+  shift
+  export COMPASS_EMU_WARP_ORDER=shuffle COMPASS_EMU_LAUNCH_CHECK=barriers
+  # Between them these launch every kernel whose PTX has a barrier (cgo's
+  # TestMain checks).
+  turns=(-run '^TestGPU(RMSNorm|LayerNorm|CrossEntropy|Attention|BidirectionalAttention|AttentionTC|AttentionKV|NarrowMatMul|GradMatMul|ExpandMatMul|KMeansAssign|KMeansUpdate)$')
+fi
 lib=${1:-bin/libcompass_emu.so}
 shift || true
 if [ ! -f "$lib" ]; then
@@ -37,7 +52,7 @@ export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
-COMPASS_CUDA_EMULATOR="$named" ${GO:-go} test -tags cuda -timeout 40m -v "$@" ./cgo/ >"$log" 2>&1 || status=$?
+COMPASS_CUDA_EMULATOR="$named" ${GO:-go} test -tags cuda -timeout 40m -v "${turns[@]}" "$@" ./cgo/ >"$log" 2>&1 || status=$?
 
 # One line per GPU test, then the package's result and any fault the
 # emulated device reported (the failures' details are in the tail below).
@@ -45,7 +60,7 @@ grep -E '^--- (PASS|FAIL|SKIP): TestGPU|^(FAIL|ok|panic)|cuda emulator: CUDA_ERR
 passed=$(grep -cE '^--- PASS: TestGPU' "$log" || true)
 failed=$(grep -cE '^--- FAIL: TestGPU' "$log" || true)
 skipped=$(grep -cE '^--- SKIP: TestGPU' "$log" || true)
-echo "GPU tests on the emulated device: $((passed + failed)) ran ($passed passed, $failed failed), $skipped skipped"
+echo "GPU tests on the emulated device${COMPASS_EMU_WARP_ORDER:+ (warps in turn, $COMPASS_EMU_WARP_ORDER)}: $((passed + failed)) ran ($passed passed, $failed failed), $skipped skipped"
 if [ "$status" -ne 0 ]; then
   echo "gpu-emu-test: go test failed (exit $status); the last lines:" >&2
   grep -E -B2 -A12 '^--- FAIL|^panic' "$log" | head -150 >&2 || true
