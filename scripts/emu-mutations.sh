@@ -21,6 +21,9 @@ go=${GO:-go}
 
 names=()
 declare -A m_file m_old m_new m_test
+# The emulated device's warp order for a mutation's test
+# (COMPASS_EMU_WARP_ORDER; unset: all warps at once).
+declare -A m_order
 # A second edit some mutations need, in another file.
 declare -A extra_file extra_old extra_new
 
@@ -247,6 +250,46 @@ mutation expand-column-shift kernels/lora.cu \
   '      int n = n0 + 16 * warp + frag_c_row(lane, 2 * h), m = m0 + 8 * j + frag_c_col(lane, 1);  // (mutation)' \
   TestGPUExpandMatMul
 
+# Missing barriers in the tensor-core kernels. On the emulated device every
+# mma and ldmatrix is a barrier of the whole block unless the warps take
+# turns (COMPASS_EMU_WARP_ORDER=shuffle): these are caught in that mode.
+# lora_grad's mma read a stage before every warp stored its part.
+mutation lora-grad-missing-barrier kernels/lora.cu \
+  $'    __syncthreads();\n    if (n0 + LG_BN < nend) load(n0 + LG_BN);' \
+  '    if (n0 + LG_BN < nend) load(n0 + LG_BN);  // (mutation: no barrier after the stage is stored)' \
+  TestGPUGradMatMul
+m_order[lora-grad-missing-barrier]=shuffle
+
+# lora_narrow stores the next stage's P while other warps still read this one.
+mutation lora-narrow-stage-overwritten kernels/lora.cu \
+  "    __syncthreads();  // the previous stage's P is read" \
+  '    // (mutation: no barrier before the next stage overwrites P)' \
+  TestGPUNarrowMatMul
+m_order[lora-narrow-stage-overwritten]=shuffle
+
+# lora_expand stores the next ranks' tiles while other warps still read these.
+mutation lora-expand-stage-overwritten kernels/lora.cu \
+  $'  for (int r0 = 0; r0 < R; r0 += LE_BR) {\n    __syncthreads();  // the previous stage\'s tiles are read' \
+  $'  for (int r0 = 0; r0 < R; r0 += LE_BR) {\n    // (mutation: no barrier before the next stage)' \
+  TestGPUExpandMatMul
+m_order[lora-expand-stage-overwritten]=shuffle
+
+# The tensor-core attention forward refills a K/V buffer while other warps
+# still read it.
+mutation attention-tc-buffer-refilled kernels/attention_tc.cu \
+  $'    tc_accumulate<D, TC_BK>(o, s, Vt, lane);\n    __syncthreads();  // every warp is done with this buffer before it is refilled' \
+  $'    tc_accumulate<D, TC_BK>(o, s, Vt, lane);  // (mutation: no barrier before the refill)' \
+  TestGPUAttentionTC
+m_order[attention-tc-buffer-refilled]=shuffle
+
+# The tensor-core k-means assignment loads step s + 1 into a stage other
+# warps still read.
+mutation kmeans-tc-stage-overwritten kernels/kmeans.cu \
+  '      __syncthreads();  // this stage is read before step s + 1 loads into it' \
+  '      // (mutation: no barrier before step s + 1 loads into this stage)' \
+  TestGPUKMeansAssign
+m_order[kmeans-tc-stage-overwritten]=shuffle
+
 if [ "${1:-}" = "-l" ]; then
   printf '%s\n' "${names[@]}"
   exit 0
@@ -274,12 +317,12 @@ export COMPASS_CUDA_EMULATOR="$work/bin/libcompass_emu.so" OMP_WAIT_POLICY=${OMP
 kernel_source() { case $1 in kernels/*.cu | kernels/*.cuh | kernels/emu/*) return 0 ;; esac; return 1; }
 emu_stale=0
 
-# run TEST: 0 when it passes, 1 when it fails (a failed check, or a fault
-# the emulated device reports and ends the process with), 2 when it does
-# not build.
+# run TEST [ORDER]: 0 when it passes, 1 when it fails (a failed check, or
+# a fault the emulated device reports and ends the process with), 2 when it
+# does not build. ORDER is the emulated device's warp order.
 run() {
   local out
-  out=$("$go" test -tags cuda -count=1 -run "^$1\$" ./cgo/ 2>&1) && return 0
+  out=$(COMPASS_EMU_WARP_ORDER=${2:-} "$go" test -tags cuda -count=1 -run "^$1\$" ./cgo/ 2>&1) && return 0
   if grep -q -e '\[build failed\]' -e '\[setup failed\]' <<<"$out"; then
     echo "$out" | tail -5 >&2
     return 2
@@ -305,16 +348,17 @@ declare -A passed
 failed=0
 for n in "${selected[@]}"; do
   t=${m_test[$n]}
+  o=${m_order[$n]:-}
   if [ "$emu_stale" = 1 ]; then
     build_emu
     emu_stale=0
   fi
-  if [ -z "${passed[$t]:-}" ]; then
-    if ! run "$t"; then
-      echo "BASELINE FAILS  $t: fix it first"
+  if [ -z "${passed[$t/$o]:-}" ]; then
+    if ! run "$t" "$o"; then
+      echo "BASELINE FAILS  $t${o:+ (warp order $o)}: fix it first"
       exit 1
     fi
-    passed[$t]=1
+    passed[$t/$o]=1
   fi
   f=${m_file[$n]}
   cp "$f" "$f.orig"
@@ -329,12 +373,12 @@ for n in "${selected[@]}"; do
       emu_stale=1
     fi
     set +e
-    run "$t"
+    run "$t" "$o"
     r=$?
     set -e
     case $r in
-      1) echo "caught    $n ($t fails)" ;;
-      0) echo "MISSED    $n ($t passes)"; failed=1 ;;
+      1) echo "caught    $n ($t fails${o:+, warp order $o})" ;;
+      0) echo "MISSED    $n ($t passes${o:+, warp order $o})"; failed=1 ;;
       *) echo "BROKEN    $n (does not build)"; failed=1 ;;
     esac
   fi
