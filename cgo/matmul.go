@@ -127,20 +127,16 @@ func (b *Backend) narrowMatMul(c, p, q *tensor.Tensor, transP bool, alpha, beta 
 	if K == 0 || alpha == 0 {
 		return b.scaleOutput(c, beta)
 	}
-	depth := kernels.LoRANarrowDepth
-	chunk := ceilDiv(ceilDiv(K, max(1, splits)), depth) * depth
-	splits = ceilDiv(K, chunk)
+	chunk, splits := chunks(K, splits, kernels.LoRANarrowDepth)
 	spi, spk := K, 1 // p [R, K]
 	if transP {
 		spi, spk = 1, R // p [K, R]
 	}
-	var ws *tensor.Tensor
-	if splits > 1 {
-		if ws, err = b.alloc(tensor.F32, splits, R, N); err != nil {
-			return err
-		}
-		defer b.Free(ws)
+	ws, err := b.partials(splits, R, N)
+	if err != nil {
+		return err
 	}
+	defer b.Free(ws)
 	args := new(Args).Raw(c).U64(N).Raw(ws).Raw(q).U64(K).Raw(p).U64(spi).U64(spk).
 		I32(R).I32(N).I32(K).I32(chunk).F32(alpha).F32(beta)
 	sizes := kernels.Sizes{M: R, Cols: N, Splits: splits}
@@ -151,6 +147,22 @@ func (b *Backend) narrowMatMul(c, p, q *tensor.Tensor, transP bool, alpha, beta 
 		return nil
 	}
 	return b.loraReduce(op, c, N, 1, ws, R, N, splits, alpha, beta)
+}
+
+// chunks splits a sum of n terms into at most splits chunks of whole
+// stages: the chunk's length and how many there are.
+func chunks(n, splits, stage int) (chunk, count int) {
+	chunk = ceilDiv(ceilDiv(n, max(1, splits)), stage) * stage
+	return chunk, ceilDiv(n, chunk)
+}
+
+// partials is the scratch [splits, R, M] for the partial sums of a split
+// LoRA product; nil (which Free ignores) for one chunk.
+func (b *Backend) partials(splits, R, M int) (*tensor.Tensor, error) {
+	if splits == 1 {
+		return nil, nil
+	}
+	return b.alloc(tensor.F32, splits, R, M)
 }
 
 // loraReduce sets c(i, m) = c[i*sci + m*scm] = alpha times the sum of the
@@ -234,20 +246,16 @@ func (b *Backend) gradMatMul(c, p, q *tensor.Tensor, transC bool, alpha, beta fl
 	if N == 0 || alpha == 0 {
 		return b.scaleOutput(c, beta)
 	}
-	stage := kernels.LoRAGradTokens
-	chunk := ceilDiv(ceilDiv(N, max(1, splits)), stage) * stage
-	splits = ceilDiv(N, chunk)
+	chunk, splits := chunks(N, splits, kernels.LoRAGradTokens)
 	sci, scm := M, 1 // c [R, M]
 	if transC {
 		sci, scm = 1, R // c [M, R]
 	}
-	var ws *tensor.Tensor
-	if splits > 1 {
-		if ws, err = b.alloc(tensor.F32, splits, R, M); err != nil {
-			return err
-		}
-		defer b.Free(ws)
+	ws, err := b.partials(splits, R, M)
+	if err != nil {
+		return err
 	}
+	defer b.Free(ws)
 	args := new(Args).Raw(c).U64(sci).U64(scm).Raw(ws).Raw(p).U64(N).Raw(q).U64(M).
 		I32(R).I32(M).I32(N).I32(chunk).F32(alpha).F32(beta)
 	if err := b.q.launch(op, "lora_grad", kernels.Sizes{M: R, Cols: M, Splits: splits}, args); err != nil {
