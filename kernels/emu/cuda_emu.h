@@ -23,10 +23,10 @@
 //     reach __syncthreads: the kernels only use them in block-uniform
 //     control flow. A launch whose threads passed different numbers of
 //     barriers is reported (or hangs, which the Go tests time out).
-//   - With COMPASS_EMU_WARP_ORDER=forward or reverse, the warps take turns
-//     instead: between two __syncthreads one warp runs at a time, in that
-//     order, and the exchanges above wait for the warp only (WarpTurns
-//     below). A missing __syncthreads then shows in one of the two orders.
+//   - With COMPASS_EMU_WARP_ORDER=forward, reverse or shuffle, the warps
+//     take turns instead: between two __syncthreads one warp runs at a
+//     time, in that order, and the exchanges above wait for the warp only
+//     (WarpTurns below). A missing __syncthreads then reads stale values.
 //   - Atomics are gcc __atomic builtins (a compare-and-swap loop for float
 //     add, max and min).
 //   - __nv_bfloat16 and __half convert as cuda_bf16.h and cuda_fp16.h do:
@@ -60,14 +60,14 @@
 
 #else  // the emulator
 
+#include <limits.h>
+#include <linux/futex.h>
 #include <math.h>
 #include <omp.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <limits.h>
-#include <linux/futex.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
