@@ -592,7 +592,8 @@ func (b *Backend) attentionRounded(out, lse, q, k, v, docStart *tensor.Tensor, s
 
 // AttentionBackward implements tensor.Backend: D = rowsum(dout * out)
 // first, then dq, and dk with dv, in three launches (the last two on the
-// tensor cores when attentionTC allows).
+// tensor cores when attentionTC allows; there, under GQA, a fourth adds
+// up each kv head's query heads).
 func (b *Backend) AttentionBackward(dq, dk, dv, dout, q, k, v, docStart, out, lse *tensor.Tensor, scale float32) error {
 	const op = "attention backward"
 	s, err := attnCheck(op, q, k, v, lse, []*tensor.Tensor{dq, dout, out}, []*tensor.Tensor{dk, dv})
@@ -621,9 +622,30 @@ func (b *Backend) AttentionBackward(dq, dk, dv, dout, q, k, v, docStart, out, ls
 		if err := b.q.launch(op, dqName, s, args); err != nil {
 			return err
 		}
-		args.Reset().Raw(dk).Raw(dv).Raw(q).Raw(k).Raw(v).Raw(docStart).Raw(dout).Raw(lse).Raw(delta).
+		if s.Hq == s.Hkv {
+			args.Reset().Raw(dk).Raw(dv).Ptr(0).Ptr(0).Raw(q).Raw(k).Raw(v).Raw(docStart).Raw(dout).Raw(lse).Raw(delta).
+				I32(s.B).I32(s.T).I32(s.Hq).I32(s.Hkv).F32(scale)
+			return b.q.launch(op, dkdvName, s, args)
+		}
+		// Under GQA each query head's share goes out in float32, and the
+		// group's shares are added up in a second launch.
+		dkPart, err := b.Empty(tensor.F32, s.B, s.T, s.Hq, s.D)
+		if err != nil {
+			return err
+		}
+		defer b.Free(dkPart)
+		dvPart, err := b.Empty(tensor.F32, s.B, s.T, s.Hq, s.D)
+		if err != nil {
+			return err
+		}
+		defer b.Free(dvPart)
+		args.Reset().Ptr(0).Ptr(0).Raw(dkPart).Raw(dvPart).Raw(q).Raw(k).Raw(v).Raw(docStart).Raw(dout).Raw(lse).Raw(delta).
 			I32(s.B).I32(s.T).I32(s.Hq).I32(s.Hkv).F32(scale)
-		return b.q.launch(op, dkdvName, s, args)
+		if err := b.q.launch(op, dkdvName, s, args); err != nil {
+			return err
+		}
+		args.Reset().Raw(dk).Raw(dv).Raw(dkPart).Raw(dvPart).I32(s.B * s.T * s.Hkv).I32(s.Hq / s.Hkv).I32(s.D).F32(scale)
+		return b.q.launch(op, "attention_dkdv_sum", s, args)
 	}
 	args.Reset().Tensor(dq).Tensor(q).Tensor(k).Tensor(v).Raw(docStart).Tensor(dout).Raw(lse).Raw(delta).
 		I32(s.B).I32(s.T).I32(s.Hq).I32(s.Hkv).I32(s.D).F32(scale)

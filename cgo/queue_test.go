@@ -296,6 +296,20 @@ func TestRecordedOps(t *testing.T) {
 			q4, kv := func() *tensor.Tensor { return dev(t, b, f32, B, T, Hq, D) }, func() *tensor.Tensor { return dev(t, b, f32, B, T, Hkv, D) }
 			return b.AttentionBackward(q4(), kv(), kv(), q4(), q4(), kv(), kv(), dev(t, b, i32, B, T), q4(), dev(t, b, f32, B, Hq, T), 0.3)
 		}},
+		{"attention, tensor cores", []string{"attention_tc_forward_d64"}, func() error {
+			return b.Attention(dev(t, b, bf16, B, T, Hq, 64), dev(t, b, f32, B, Hq, T), dev(t, b, bf16, B, T, Hq, 64),
+				dev(t, b, bf16, B, T, Hkv, 64), dev(t, b, bf16, B, T, Hkv, 64), dev(t, b, i32, B, T), 0.3)
+		}},
+		{"attention backward, tensor cores, GQA", []string{"attention_backward_delta", "attention_tc_backward_dq_d64",
+			"attention_tc_backward_dkdv_d64", "attention_dkdv_sum"}, func() error {
+			q4, kv := func() *tensor.Tensor { return dev(t, b, bf16, B, T, Hq, 64) }, func() *tensor.Tensor { return dev(t, b, bf16, B, T, Hkv, 64) }
+			return b.AttentionBackward(q4(), kv(), kv(), q4(), q4(), kv(), kv(), nil, q4(), dev(t, b, f32, B, Hq, T), 0.3)
+		}},
+		{"attention backward, tensor cores, a kv head per query head", []string{"attention_backward_delta",
+			"attention_tc_backward_dq_d64", "attention_tc_backward_dkdv_d64"}, func() error {
+			q4 := func() *tensor.Tensor { return dev(t, b, bf16, B, T, Hq, 64) }
+			return b.AttentionBackward(q4(), q4(), q4(), q4(), q4(), q4(), q4(), dev(t, b, i32, B, T), q4(), dev(t, b, f32, B, Hq, T), 0.3)
+		}},
 		{"swiglu", []string{"swiglu_forward"}, func() error {
 			return b.SwiGLU(dev(t, b, f32, N, I), dev(t, b, f32, N, I), dev(t, b, bf16, N, I))
 		}},
@@ -396,11 +410,15 @@ func TestRecordedScratchFreed(t *testing.T) {
 	c, x, wt := dev(t, b, bf16, 6, 5), dev(t, b, f32, 6, 8), dev(t, b, bf16, 5, 8)
 	q4, kv, lse := dev(t, b, f32, 1, 6, 2, 4), dev(t, b, f32, 1, 6, 1, 4), dev(t, b, f32, 1, 2, 6)
 	cent, counts := dev(t, b, f32, 7, 8), dev(t, b, i32, 7)
+	q4tc, kvtc := dev(t, b, bf16, 1, 6, 2, 64), dev(t, b, bf16, 1, 6, 1, 64) // the tensor cores' GQA path
 	before := b.InUseBytes()
 	for _, run := range []func() error{
 		func() error { return b.CrossEntropy(lp, dh, h, w, labels, 8, 1) },
 		func() error { return b.MatMul(c, x, wt, false, true, 1, 1) },
 		func() error { return b.AttentionBackward(q4, kv, kv, q4, q4, kv, kv, nil, q4, lse, 0.5) },
+		func() error {
+			return b.AttentionBackward(q4tc, kvtc, kvtc, q4tc, q4tc, kvtc, kvtc, nil, q4tc, lse, 0.5)
+		},
 		func() error { return b.Embedding(h, w, labels) },
 		func() error { return b.Copy(tensor.New(f32, 6, 5), c) },
 		func() error { return b.KMeansAssign(labels, lp, h, cent) },
@@ -522,7 +540,8 @@ func TestKernelsUsedExist(t *testing.T) {
 	}
 	used := []string{"elementwise_cast", "elementwise_add", "elementwise_mul", "elementwise_scale", "embedding_forward",
 		"rmsnorm_forward", "rmsnorm_backward", "rope", "attention_forward", "attention_backward_delta",
-		"attention_backward_dq", "attention_backward_dkdv", "swiglu_forward", "swiglu_backward", "ce_init",
+		"attention_backward_dq", "attention_backward_dkdv", "attention_tc_forward_d64", "attention_tc_backward_dq_d64",
+		"attention_tc_backward_dkdv_d64", "attention_dkdv_sum", "swiglu_forward", "swiglu_backward", "ce_init",
 		"ce_chunk_update", "ce_rescale", "ce_finalize", "adamw", "lora_narrow", "lora_grad", "lora_expand", "lora_reduce", "embedding_backward", "kmeans_sqnorm",
 		"kmeans_assign", "kmeans_split", "kmeans_assign_tc", "kmeans_assign_tc_split", "kmeans_chunk_counts",
 		"kmeans_chunk_offsets", "kmeans_cluster_starts", "kmeans_scatter", "kmeans_segment_mean"}

@@ -20,19 +20,27 @@
 // attention.cu's attention_backward_delta: attention_tc_backward_dq takes
 // 64 query rows per block and loops over key tiles, recomputing P from q,
 // k and lse (dS = P (dO V^T - delta), dq = scale dS K);
-// attention_tc_backward_dkdv takes 64 keys of one kv head per block (16
-// per warp) and loops over the group's query heads and their query tiles
-// of 32 from the key tile on (dV += P^T dO, dK += dS^T Q, dk = scale dK).
-// Every product is an mma with float32 accumulators; P and dS are rounded
-// to bf16 as operands.
+// attention_tc_backward_dkdv takes 64 keys and one query head per block
+// (16 keys per warp) and loops over that head's query tiles of 32 from the
+// key tile on (dV += P^T dO, dK += dS^T Q, dk = scale dK). With GQA each
+// query head's dK and dV go out in float32 and attention_dkdv_sum adds
+// up the group's in a fixed order. (One block per kv head looping over
+// its group's heads, as before, gave the first key tile's blocks 256
+// steps at T = 2048 with Llama's 32/8 heads, where the average block had
+// 132: with all 256 blocks on the 264 slots of an H200 at once, the launch
+// took as long as those blocks, twice its balanced time. Measured there: 0.60 ms per layer, against 0.28 for
+// the dq kernel's 3/4 as many products.) Every product is an mma with
+// float32 accumulators; P and dS are rounded to bf16 as operands.
 //
 // Shared memory rows are D + 8 bf16 long: 16 bytes of padding make the
 // eight 16-byte rows an ldmatrix reads at once fall in distinct banks
 // (row strides of 144, 208 and 272 bytes are 4, 20 and 4 words mod 32).
 //
-// The grid runs the query tiles last to first: the tiles near the end of
-// a sequence hold the most keys, and starting them first evens out the
-// tail of the launch.
+// The grids are (query heads, B, tiles), the tiles on z: GPUs start
+// blocks, in practice, in the order of their linear index (x fastest), so
+// every head's longest tile starts before any shorter one, and the
+// launch's tail is short tiles only. Query tiles run last to first (the last hold the
+// most keys); key tiles first to last (the first see the most queries).
 #include "mma.cuh"
 
 #define TC_THREADS 128      // 4 warps
@@ -170,8 +178,8 @@ __device__ __forceinline__ int tc_queries_until(const int* doc_start, int b, int
 // attention_tc_forward matches tensor.CPU.Attention for bf16 tensors (with
 // P rounded to bf16 before P V, as FlashAttention does): out = softmax(scale
 // q k^T, causal, within documents) v, lse = log-sum-exp of each row's scaled
-// scores, F32 [B, Hq, T] like attention_forward's. Grid (ceil(T/64), Hq,
-// B), block 128, dynamic shared memory (64 + 4*64) (D + 8) * 2 bytes
+// scores, F32 [B, Hq, T] like attention_forward's. Grid (Hq, B,
+// ceil(T/64)), block 128, dynamic shared memory (64 + 4*64) (D + 8) * 2 bytes
 // (kernels.go). Every pointer 16-byte aligned (the caller checks).
 template <int D>
 __device__ __forceinline__ void attention_tc_forward(uint16_t* out, float* lse, const uint16_t* q, const uint16_t* k,
@@ -184,7 +192,7 @@ __device__ __forceinline__ void attention_tc_forward(uint16_t* out, float* lse, 
   uint16_t* Vs = Ks + 2 * TC_BK * LD;  // [2][TC_BK][LD]
 
   int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, tg = lane & 3;
-  int q0 = (gridDim.x - 1 - blockIdx.x) * TC_BQ, h = blockIdx.y, b = blockIdx.z, kvh = h / (Hq / Hkv);
+  int q0 = (gridDim.z - 1 - blockIdx.z) * TC_BQ, h = blockIdx.x, b = blockIdx.y, kvh = h / (Hq / Hkv);
 
   // This thread's two rows (g and g + 8 of its warp's 16) and where their
   // documents start.
@@ -312,7 +320,7 @@ __device__ __forceinline__ void attention_tc_forward(uint16_t* out, float* lse, 
 // attention_tc_backward_dq matches the dq of tensor.CPU.AttentionBackward
 // for bf16 tensors: dq = scale sum_s dS[t, s] k[s], P = exp(scale q k^T -
 // lse), dS = P (dout v^T - delta), delta F32 [B, Hq, T] from
-// attention_backward_delta. Grid (ceil(T/64), Hq, B), block 128, dynamic
+// attention_backward_delta. Grid (Hq, B, ceil(T/64)), block 128, dynamic
 // shared memory (2*64 + 4*64) (D + 8) * 2 bytes.
 template <int D>
 __device__ __forceinline__ void attention_tc_backward_dq(uint16_t* dq, const uint16_t* q, const uint16_t* k,
@@ -327,7 +335,7 @@ __device__ __forceinline__ void attention_tc_backward_dq(uint16_t* dq, const uin
   uint16_t* Vs = Ks + 2 * TC_BK * LD;  // [2][TC_BK][LD]
 
   int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, tg = lane & 3;
-  int q0 = (gridDim.x - 1 - blockIdx.x) * TC_BQ, h = blockIdx.y, b = blockIdx.z, kvh = h / (Hq / Hkv);
+  int q0 = (gridDim.z - 1 - blockIdx.z) * TC_BQ, h = blockIdx.x, b = blockIdx.y, kvh = h / (Hq / Hkv);
   int row[2] = {q0 + warp * 16 + g, q0 + warp * 16 + g + 8};
   int rstart[2] = {tc_doc_start_at(doc_start, b, T, row[0]), tc_doc_start_at(doc_start, b, T, row[1])};
   // lse in the log2 domain; +inf past T makes those rows' P 0.
@@ -403,14 +411,19 @@ __device__ __forceinline__ void attention_tc_backward_dq(uint16_t* dq, const uin
 
 // attention_tc_backward_dkdv matches the dk and dv of
 // tensor.CPU.AttentionBackward for bf16 tensors: dk = scale sum dS^T q,
-// dv = sum P^T dout, summed over the query heads of the kv group (written,
-// not accumulated). Grid (ceil(T/64), Hkv, B), block 128, dynamic shared
-// memory (2*64 + 4*32) (D + 8) * 2 + 2*3*32*4 bytes.
+// dv = sum P^T dout, summed over the query heads of the kv group. A block
+// does one query head's share: with one head per kv head (Hq == Hkv) it
+// writes dk and dv, bf16 [B, T, Hkv, D]; else it writes that head's dK
+// (without the scale) and dV in float32 into dk_part and dv_part
+// [B, T, Hq, D], for attention_dkdv_sum. Written, not accumulated.
+// Grid (Hq, B, ceil(T/64)), block 128, dynamic shared memory (2*64 + 4*32)
+// (D + 8) * 2 + 2*3*32*4 bytes.
 template <int D>
-__device__ __forceinline__ void attention_tc_backward_dkdv(uint16_t* dk, uint16_t* dv, const uint16_t* q,
-                                                           const uint16_t* k, const uint16_t* v, const int* doc_start,
-                                                           const uint16_t* dout, const float* lse, const float* delta,
-                                                           int B, int T, int Hq, int Hkv, float scale) {
+__device__ __forceinline__ void attention_tc_backward_dkdv(uint16_t* dk, uint16_t* dv, float* dk_part, float* dv_part,
+                                                           const uint16_t* q, const uint16_t* k, const uint16_t* v,
+                                                           const int* doc_start, const uint16_t* dout,
+                                                           const float* lse, const float* delta, int B, int T, int Hq,
+                                                           int Hkv, float scale) {
   constexpr int LD = D + TC_PAD;
   DYNAMIC_SHARED(uint16_t, smem);
   uint16_t* Ks = smem;                   // [TC_BK][LD]
@@ -422,19 +435,18 @@ __device__ __forceinline__ void attention_tc_backward_dkdv(uint16_t* dk, uint16_
   int* qstart_s = (int*)(delta_s + 2 * TC_BQB);    // [2][TC_BQB]
 
   int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, tg = lane & 3;
-  int k0 = blockIdx.x * TC_BK, kvh = blockIdx.y, b = blockIdx.z, group = Hq / Hkv;
+  int k0 = blockIdx.z * TC_BK, h = blockIdx.x, b = blockIdx.y, kvh = h / (Hq / Hkv);
   int key[2] = {k0 + warp * 16 + g, k0 + warp * 16 + g + 8};  // this thread's two key rows
 
   // The query rows that see any of these keys: from k0 to qend.
   int qend = tc_queries_until(doc_start, b, T, min(k0 + TC_BK, T) - 1);
-  int ntiles = (qend - k0 + TC_BQB - 1) / TC_BQB;  // per query head
-  int nsteps = ntiles * group;
+  int nsteps = (qend - k0 + TC_BQB - 1) / TC_BQB;  // query tiles
 
-  // load_step starts the copies of step st (head, query tile) into buffer
-  // st & 1; lse, delta and the documents' starts go in plain stores (seen
-  // after the barrier that follows the wait).
+  // load_step starts the copies of query tile st into buffer st & 1; lse,
+  // delta and the documents' starts go in plain stores (seen after the
+  // barrier that follows the wait).
   auto load_step = [&](int st) {
-    int h = kvh * group + st / ntiles, q0 = k0 + (st % ntiles) * TC_BQB, buf = st & 1;
+    int q0 = k0 + st * TC_BQB, buf = st & 1;
     tc_load_rows<D>(Qs + buf * TC_BQB * LD, q, TC_BQB, q0, T, Hq, h, b);
     tc_load_rows<D>(dOs + buf * TC_BQB * LD, dout, TC_BQB, q0, T, Hq, h, b);
     if (tid < TC_BQB) {
@@ -460,7 +472,7 @@ __device__ __forceinline__ void attention_tc_backward_dkdv(uint16_t* dk, uint16_
   const uint16_t* Kw = Ks + warp * 16 * LD;
   const uint16_t* Vw = Vs + warp * 16 * LD;
   for (int st = 0; st < nsteps; st++) {
-    int q0 = k0 + (st % ntiles) * TC_BQB, buf = st & 1;
+    int q0 = k0 + st * TC_BQB, buf = st & 1;
     if (st + 1 < nsteps) {
       load_step(st + 1);
       cp_async_commit();
@@ -500,6 +512,21 @@ __device__ __forceinline__ void attention_tc_backward_dkdv(uint16_t* dk, uint16_
     __syncthreads();  // every warp is done with this buffer before it is refilled
   }
   if (nsteps == 0) cp_async_wait<0>();
+  if (Hq != Hkv) {
+    // This head's share in float32: each thread's pairs of columns as
+    // 8-byte stores (a quad writes 32 contiguous bytes of a row).
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+      if (key[r] >= T) continue;
+      size_t at = (((size_t)b * T + key[r]) * Hq + h) * D + 2 * tg;
+#pragma unroll
+      for (int j = 0; j < D / 8; j++) {
+        *(float2*)(dk_part + at + 8 * j) = make_float2(dk_acc[j].x[2 * r], dk_acc[j].x[2 * r + 1]);
+        *(float2*)(dv_part + at + 8 * j) = make_float2(dv_acc[j].x[2 * r], dv_acc[j].x[2 * r + 1]);
+      }
+    }
+    return;
+  }
   // Each warp's own rows of Ks and Vs, which only it read, take the tiles
   // out.
   tc_stage_rows<D>(Ks + warp * 16 * LD, dk_acc, scale, scale, lane);
@@ -507,6 +534,39 @@ __device__ __forceinline__ void attention_tc_backward_dkdv(uint16_t* dk, uint16_
   __syncthreads();
   tc_store_rows<D>(dk, Ks, TC_BK, k0, T, Hkv, kvh, b);
   tc_store_rows<D>(dv, Vs, TC_BK, k0, T, Hkv, kvh, b);
+}
+
+// attention_dkdv_sum finishes attention_tc_backward_dkdv under GQA:
+// dk = bf16(scale sum_j dk_part[.., kvh*group + j, ..]) and dv the same
+// without the scale, the group's heads added in order (deterministic).
+// rows = B*T*Hkv, D a multiple of 8; parts [B, T, Hq, D] float32, dk and
+// dv [B, T, Hkv, D] bf16, all 16-byte aligned. Grid-stride over groups of
+// 8 elements, block 256.
+extern "C" __global__ void __launch_bounds__(256)
+    attention_dkdv_sum(uint16_t* dk, uint16_t* dv, const float* dk_part, const float* dv_part, int rows,
+                          int group, int D, float scale) {
+  size_t n = (size_t)rows * (D / 8);
+  for (size_t i = grid_start(); i < n; i += grid_stride()) {
+    size_t row = i / (D / 8), c = i % (D / 8);
+    float sk[8] = {}, sv[8] = {};
+    for (int j = 0; j < group; j++) {
+      size_t at = (row * group + j) * D + c * 8;
+      float4 k0 = *(const float4*)(dk_part + at), k1 = *(const float4*)(dk_part + at + 4);
+      float4 v0 = *(const float4*)(dv_part + at), v1 = *(const float4*)(dv_part + at + 4);
+      sk[0] += k0.x, sk[1] += k0.y, sk[2] += k0.z, sk[3] += k0.w, sk[4] += k1.x, sk[5] += k1.y, sk[6] += k1.z,
+          sk[7] += k1.w;
+      sv[0] += v0.x, sv[1] += v0.y, sv[2] += v0.z, sv[3] += v0.w, sv[4] += v1.x, sv[5] += v1.y, sv[6] += v1.z,
+          sv[7] += v1.w;
+    }
+    tc_chunk ok, ov;
+#pragma unroll
+    for (int w = 0; w < 4; w++) {
+      ok.w[w] = pack_bf16(sk[2 * w] * scale, sk[2 * w + 1] * scale);
+      ov.w[w] = pack_bf16(sv[2 * w], sv[2 * w + 1]);
+    }
+    *(tc_chunk*)(dk + row * D + c * 8) = ok;
+    *(tc_chunk*)(dv + row * D + c * 8) = ov;
+  }
 }
 
 // The entry points, one per head dimension (the accumulators are sized
@@ -534,10 +594,10 @@ extern "C" __global__ void __launch_bounds__(TC_THREADS)
   attention_tc_backward_dq<64>(dq, q, k, v, doc_start, dout, lse, delta, B, T, Hq, Hkv, scale);
 }
 extern "C" __global__ void __launch_bounds__(TC_THREADS)
-    attention_tc_backward_dkdv_d64(uint16_t* dk, uint16_t* dv, const uint16_t* q, const uint16_t* k,
-                                   const uint16_t* v, const int* doc_start, const uint16_t* dout, const float* lse,
-                                   const float* delta, int B, int T, int Hq, int Hkv, float scale) {
-  attention_tc_backward_dkdv<64>(dk, dv, q, k, v, doc_start, dout, lse, delta, B, T, Hq, Hkv, scale);
+    attention_tc_backward_dkdv_d64(uint16_t* dk, uint16_t* dv, float* dk_part, float* dv_part, const uint16_t* q,
+                                   const uint16_t* k, const uint16_t* v, const int* doc_start, const uint16_t* dout,
+                                   const float* lse, const float* delta, int B, int T, int Hq, int Hkv, float scale) {
+  attention_tc_backward_dkdv<64>(dk, dv, dk_part, dv_part, q, k, v, doc_start, dout, lse, delta, B, T, Hq, Hkv, scale);
 }
 extern "C" __global__ void __launch_bounds__(TC_THREADS)
     attention_tc_backward_dq_d96(uint16_t* dq, const uint16_t* q, const uint16_t* k, const uint16_t* v,
@@ -546,10 +606,10 @@ extern "C" __global__ void __launch_bounds__(TC_THREADS)
   attention_tc_backward_dq<96>(dq, q, k, v, doc_start, dout, lse, delta, B, T, Hq, Hkv, scale);
 }
 extern "C" __global__ void __launch_bounds__(TC_THREADS)
-    attention_tc_backward_dkdv_d96(uint16_t* dk, uint16_t* dv, const uint16_t* q, const uint16_t* k,
-                                   const uint16_t* v, const int* doc_start, const uint16_t* dout, const float* lse,
-                                   const float* delta, int B, int T, int Hq, int Hkv, float scale) {
-  attention_tc_backward_dkdv<96>(dk, dv, q, k, v, doc_start, dout, lse, delta, B, T, Hq, Hkv, scale);
+    attention_tc_backward_dkdv_d96(uint16_t* dk, uint16_t* dv, float* dk_part, float* dv_part, const uint16_t* q,
+                                   const uint16_t* k, const uint16_t* v, const int* doc_start, const uint16_t* dout,
+                                   const float* lse, const float* delta, int B, int T, int Hq, int Hkv, float scale) {
+  attention_tc_backward_dkdv<96>(dk, dv, dk_part, dv_part, q, k, v, doc_start, dout, lse, delta, B, T, Hq, Hkv, scale);
 }
 extern "C" __global__ void __launch_bounds__(TC_THREADS)
     attention_tc_backward_dq_d128(uint16_t* dq, const uint16_t* q, const uint16_t* k, const uint16_t* v,
@@ -558,8 +618,8 @@ extern "C" __global__ void __launch_bounds__(TC_THREADS)
   attention_tc_backward_dq<128>(dq, q, k, v, doc_start, dout, lse, delta, B, T, Hq, Hkv, scale);
 }
 extern "C" __global__ void __launch_bounds__(TC_THREADS)
-    attention_tc_backward_dkdv_d128(uint16_t* dk, uint16_t* dv, const uint16_t* q, const uint16_t* k,
-                                   const uint16_t* v, const int* doc_start, const uint16_t* dout, const float* lse,
-                                   const float* delta, int B, int T, int Hq, int Hkv, float scale) {
-  attention_tc_backward_dkdv<128>(dk, dv, q, k, v, doc_start, dout, lse, delta, B, T, Hq, Hkv, scale);
+    attention_tc_backward_dkdv_d128(uint16_t* dk, uint16_t* dv, float* dk_part, float* dv_part, const uint16_t* q,
+                                   const uint16_t* k, const uint16_t* v, const int* doc_start, const uint16_t* dout,
+                                   const float* lse, const float* delta, int B, int T, int Hq, int Hkv, float scale) {
+  attention_tc_backward_dkdv<128>(dk, dv, dk_part, dv_part, q, k, v, doc_start, dout, lse, delta, B, T, Hq, Hkv, scale);
 }

@@ -240,6 +240,8 @@ var Table = []Kernel{
 	attentionTcForward(64), attentionTcForward(96), attentionTcForward(128),
 	attentionTcBackwardDq(64), attentionTcBackwardDq(96), attentionTcBackwardDq(128),
 	attentionTcBackwardDkdv(64), attentionTcBackwardDkdv(96), attentionTcBackwardDkdv(128),
+	{Name: "attention_dkdv_sum", Source: "attention_tc", Matches: "AttentionBackward (dk, dv under GQA: the group's query heads added up)", Block: 256,
+		Grid: func(s Sizes) [3]int { return strided(s.B*s.T*s.Hkv*s.D/8, 256) }},
 
 	// attention_kv.cu: B, T = new tokens per row, N = cache rows S, Hq,
 	// Hkv, D.
@@ -301,7 +303,7 @@ var AttentionTCHeadDims = []int{64, 96, 128}
 func attentionTcForward(D int) Kernel {
 	return Kernel{Name: fmt.Sprintf("attention_tc_forward_d%d", D), Source: "attention_tc",
 		Matches: fmt.Sprintf("Attention (bf16, D %d, tensor cores)", D), Block: 128,
-		Grid:   func(s Sizes) [3]int { return [3]int{ceilDiv(s.T, attTcBQ), s.Hq, s.B} },
+		Grid:   func(s Sizes) [3]int { return [3]int{s.Hq, s.B, ceilDiv(s.T, attTcBQ)} },
 		Shared: func(s Sizes) int { return (attTcBQ + 4*attTcBK) * (D + attTcPad) * 2 }}
 }
 
@@ -310,17 +312,18 @@ func attentionTcForward(D int) Kernel {
 func attentionTcBackwardDq(D int) Kernel {
 	return Kernel{Name: fmt.Sprintf("attention_tc_backward_dq_d%d", D), Source: "attention_tc",
 		Matches: fmt.Sprintf("AttentionBackward (dq; bf16, D %d, tensor cores)", D), Block: 128,
-		Grid:   func(s Sizes) [3]int { return [3]int{ceilDiv(s.T, attTcBQ), s.Hq, s.B} },
+		Grid:   func(s Sizes) [3]int { return [3]int{s.Hq, s.B, ceilDiv(s.T, attTcBQ)} },
 		Shared: func(s Sizes) int { return (2*attTcBQ + 4*attTcBK) * (D + attTcPad) * 2 }}
 }
 
 // attentionTcBackwardDkdv is the Table entry of
-// attention_tc_backward_dkdv_dD: K and V tiles, then Q and dO tiles double
-// buffered, and lse, delta and the documents' starts of the Q tiles.
+// attention_tc_backward_dkdv_dD, one block per query head and key tile: K
+// and V tiles, then Q and dO tiles double buffered, and lse, delta and the
+// documents' starts of the Q tiles.
 func attentionTcBackwardDkdv(D int) Kernel {
 	return Kernel{Name: fmt.Sprintf("attention_tc_backward_dkdv_d%d", D), Source: "attention_tc",
 		Matches: fmt.Sprintf("AttentionBackward (dk, dv; bf16, D %d, tensor cores)", D), Block: 128,
-		Grid:   func(s Sizes) [3]int { return [3]int{ceilDiv(s.T, attTcBK), s.Hkv, s.B} },
+		Grid:   func(s Sizes) [3]int { return [3]int{s.Hq, s.B, ceilDiv(s.T, attTcBK)} },
 		Shared: func(s Sizes) int { return (2*attTcBK+4*attTcBQB)*(D+attTcPad)*2 + 2*3*attTcBQB*f32Bytes }}
 }
 

@@ -290,6 +290,13 @@ mutation kmeans-tc-stage-overwritten kernels/kmeans.cu \
   TestGPUKMeansAssign
 m_order[kmeans-tc-stage-overwritten]=shuffle
 
+# Under GQA, the sum of the query heads' dK and dV shares leaves out the
+# group's last head.
+mutation attention-gqa-sum-short kernels/attention_tc.cu \
+  '    for (int j = 0; j < group; j++) {' \
+  '    for (int j = 0; j < group - 1; j++) {  // (mutation: the last head left out)' \
+  TestGPUAttentionTC
+
 if [ "${1:-}" = "-l" ]; then
   printf '%s\n' "${names[@]}"
   exit 0

@@ -422,6 +422,7 @@ const std::vector<Emulated>& emulated() {
       KERNEL(attention_tc_backward_dkdv_d64),
       KERNEL(attention_tc_backward_dkdv_d96),
       KERNEL(attention_tc_backward_dkdv_d128),
+      KERNEL(attention_dkdv_sum),
       KERNEL(ce_init),
       KERNEL(ce_chunk_update),
       KERNEL(ce_rescale),
