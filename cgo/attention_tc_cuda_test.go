@@ -21,6 +21,9 @@ import (
 // of a query tile (skipped). Outputs and gradients element by element at
 // bf16's tolerance (P and dS are rounded to bf16 as mma operands, as
 // FlashAttention does: tolTCGrad for the gradients), lse at float32's.
+// Under GQA the backward runs both ways the dk/dv kernel can take its
+// heads: one query head per block, the shares added by
+// attention_dkdv_sum, and a kv head's heads per block.
 // tolTCGrad is the elementwise tolerance of the tensor-core gradients: P
 // and dS are bf16 mma operands there (the float32 kernels keep them in
 // float32), so a few elements in 10^5 reach 1.4e-2; the norm of each
@@ -83,14 +86,29 @@ func TestGPUAttentionTC(t *testing.T) {
 			what string
 			got  pair
 		}{{" dq", dq}, {" dk", dk}, {" dv", dv}}
-		for _, gr := range grads {
-			if s.T == 1 && gr.what != " dv" {
-				// A softmax over one key has no gradient: rounding noise.
-				nearZero(t, b, name+gr.what, gr.got, 1e-5)
-				continue
+		check := func(name string) {
+			for _, gr := range grads {
+				if s.T == 1 && gr.what != " dv" {
+					// A softmax over one key has no gradient: rounding noise.
+					nearZero(t, b, name+gr.what, gr.got, 1e-5)
+					continue
+				}
+				compare(t, b, name+gr.what, gr.got, tolFor(tolReduce, bf16))
+				closeTo(t, b, name+gr.what, gr.got, tolTCGrad, 0)
 			}
-			compare(t, b, name+gr.what, gr.got, tolFor(tolReduce, bf16))
-			closeTo(t, b, name+gr.what, gr.got, tolTCGrad, 0)
+		}
+		check(name)
+		if s.Hq != s.Hkv {
+			// These launches are small: dk and dv were one query head per
+			// block (dkdvPerHead). Now a kv head's heads per block.
+			b.dkdvGroupBlocks = true
+			for _, gr := range grads {
+				must(t, b.Copy(gr.got.d, nanHost(tensor.BF16, gr.got.d.Shape()...)))
+			}
+			err := b.AttentionBackward(dq.d, dk.d, dv.d, dout.d, q.d, k.d, v.d, ds.d, outD.d, lseD.d, scale)
+			b.dkdvGroupBlocks = false
+			must(t, err)
+			check(name + " (group blocks)")
 		}
 	}
 }

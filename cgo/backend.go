@@ -38,6 +38,10 @@ type Backend struct {
 	// benchmark's step with the LoRA products on cuBLAS, against the
 	// kernels.
 	loraKernelsOff bool
+	// dkdvGroupBlocks makes the tensor-core attention backward take a kv
+	// head's query heads per block whatever the launch's size (dkdvPerHead):
+	// the tests run both ways.
+	dkdvGroupBlocks bool
 }
 
 // The CUDA backend implements every operation of tensor.Backend.

@@ -10,6 +10,7 @@ import (
 	"math"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 
@@ -117,6 +118,46 @@ func TestGPUZero(t *testing.T) {
 	}
 	if err := b.Zero(nan); err == nil {
 		t.Errorf("Zero of a host tensor: no error")
+	}
+}
+
+// TestGPUZeroTensors clears tensors of several sizes, a few bytes (no
+// whole 16-byte store) to several blocks' worth, and of several dtypes
+// in one ZeroTensors launch: every byte of each is zero after it, NaNs
+// included, and a tensor left out of the list keeps its values.
+func TestGPUZeroTensors(t *testing.T) {
+	b := gpuBackend(t)
+	rng := newRNG(t)
+	var list []*tensor.Tensor
+	var kept pair
+	for i, shape := range []struct {
+		dt   tensor.DType
+		dims []int
+	}{{tensor.F32, []int{3, 257}}, {tensor.BF16, []int{5}}, {tensor.F16, []int{1, 3}}, {tensor.F32, []int{2000, 9}},
+		{tensor.I32, []int{40}}, {tensor.F32, []int{0, 4}}, {tensor.BF16, []int{1024, 33}}} {
+		h := tensor.New(shape.dt, shape.dims...)
+		for j := range h.Bytes() {
+			h.Bytes()[j] = 0xFF // NaN in every float dtype
+		}
+		list = append(list, toDev(t, b, h))
+		if i == 2 {
+			kept = input(t, b, rng, tensor.F32, 7, 19)
+		}
+	}
+	must(t, b.ZeroTensors(list))
+	for i, d := range list {
+		for j, v := range hostOf(t, b, d).Bytes() {
+			if v != 0 {
+				t.Fatalf("tensor %d, %v: byte %d is %#x after ZeroTensors", i, d, j, v)
+			}
+		}
+	}
+	if !slices.Equal(hostOf(t, b, kept.d).F32(), kept.h.F32()) {
+		t.Error("a tensor not in the list changed")
+	}
+	must(t, b.ZeroTensors(nil))
+	if err := b.ZeroTensors([]*tensor.Tensor{list[0], tensor.New(tensor.F32, 2)}); err == nil {
+		t.Errorf("ZeroTensors with a host tensor: no error")
 	}
 }
 

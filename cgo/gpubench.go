@@ -437,6 +437,21 @@ func (g *gpuBench) benchKernels() {
 			keep(q, k, v, o, lse, dq, dk, dv, d)
 			return func() error { return be.AttentionBackward(dq, dk, dv, d, q, k, v, nil, o, lse, scale) }, 0, float64(5 * Hq * N * N * D)
 		}},
+		{"attention_backward_bf16_tc_group_blocks", func(keep func(...*tensor.Tensor)) (func() error, float64, float64) {
+			// The same with a kv head's query heads per block of the dk/dv
+			// kernel (the layout before dkdvPerHead, which at this shape
+			// picks one head per block): what that choice is worth.
+			q, k, v := rnd(bf16, 1, 1, N, Hq, D), rnd(bf16, 1, 1, N, Hkv, D), rnd(bf16, 1, 1, N, Hkv, D)
+			o, lse := rnd(bf16, 1, 1, N, Hq, D), rnd(f32, 1, 1, Hq, N)
+			g.must(be.Attention(o, lse, q, k, v, nil, scale))
+			dq, dk, dv, d := rnd(bf16, 1, 1, N, Hq, D), rnd(bf16, 1, 1, N, Hkv, D), rnd(bf16, 1, 1, N, Hkv, D), rnd(bf16, 1, 1, N, Hq, D)
+			keep(q, k, v, o, lse, dq, dk, dv, d)
+			return func() error {
+				be.dkdvGroupBlocks = true
+				defer func() { be.dkdvGroupBlocks = false }()
+				return be.AttentionBackward(dq, dk, dv, d, q, k, v, nil, o, lse, scale)
+			}, 0, float64(5 * Hq * N * N * D)
+		}},
 		{"cross_entropy_f32xbf16_with_dh", func(keep func(...*tensor.Tensor)) (func() error, float64, float64) {
 			lv := make([]int32, N)
 			for i := range lv {

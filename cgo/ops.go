@@ -622,13 +622,15 @@ func (b *Backend) AttentionBackward(dq, dk, dv, dout, q, k, v, docStart, out, ls
 		if err := b.q.launch(op, dqName, s, args); err != nil {
 			return err
 		}
-		if s.Hq == s.Hkv {
+		group := s.Hq / s.Hkv
+		ds := s
+		if ds.Heads = group; !b.dkdvPerHead(dkdvName, ds) {
 			args.Reset().Raw(dk).Raw(dv).Ptr(0).Ptr(0).Raw(q).Raw(k).Raw(v).Raw(docStart).Raw(dout).Raw(lse).Raw(delta).
-				I32(s.B).I32(s.T).I32(s.Hq).I32(s.Hkv).F32(scale)
-			return b.q.launch(op, dkdvName, s, args)
+				I32(s.B).I32(s.T).I32(s.Hq).I32(s.Hkv).I32(group).F32(scale)
+			return b.q.launch(op, dkdvName, ds, args)
 		}
-		// Under GQA each query head's share goes out in float32, and the
-		// group's shares are added up in a second launch.
+		// One query head per block: each head's share goes out in float32,
+		// and the group's shares are added up in a second launch.
 		dkPart, err := b.Empty(tensor.F32, s.B, s.T, s.Hq, s.D)
 		if err != nil {
 			return err
@@ -639,12 +641,13 @@ func (b *Backend) AttentionBackward(dq, dk, dv, dout, q, k, v, docStart, out, ls
 			return err
 		}
 		defer b.Free(dvPart)
+		ds.Heads = 1
 		args.Reset().Ptr(0).Ptr(0).Raw(dkPart).Raw(dvPart).Raw(q).Raw(k).Raw(v).Raw(docStart).Raw(dout).Raw(lse).Raw(delta).
-			I32(s.B).I32(s.T).I32(s.Hq).I32(s.Hkv).F32(scale)
-		if err := b.q.launch(op, dkdvName, s, args); err != nil {
+			I32(s.B).I32(s.T).I32(s.Hq).I32(s.Hkv).I32(1).F32(scale)
+		if err := b.q.launch(op, dkdvName, ds, args); err != nil {
 			return err
 		}
-		args.Reset().Raw(dk).Raw(dv).Raw(dkPart).Raw(dvPart).I32(s.B * s.T * s.Hkv).I32(s.Hq / s.Hkv).I32(s.D).F32(scale)
+		args.Reset().Raw(dk).Raw(dv).Raw(dkPart).Raw(dvPart).I32(s.B * s.T * s.Hkv).I32(group).I32(s.D).F32(scale)
 		return b.q.launch(op, "attention_dkdv_sum", s, args)
 	}
 	args.Reset().Tensor(dq).Tensor(q).Tensor(k).Tensor(v).Raw(docStart).Tensor(dout).Raw(lse).Raw(delta).
@@ -655,6 +658,31 @@ func (b *Backend) AttentionBackward(dq, dk, dv, dout, q, k, v, docStart, out, ls
 	args.Reset().Tensor(dk).Tensor(dv).Tensor(q).Tensor(k).Tensor(v).Raw(docStart).Tensor(dout).Raw(lse).Raw(delta).
 		I32(s.B).I32(s.T).I32(s.Hq).I32(s.Hkv).I32(s.D).F32(scale)
 	return b.q.launch(op, "attention_backward_dkdv", s, args)
+}
+
+// dkdvPerHead reports whether attention_tc_backward_dkdv should take one
+// query head per block rather than a kv head's group: under GQA, when the
+// group's blocks would number fewer than four per SM. A block's work grows
+// with the queries after its keys, so the first key tiles' blocks hold the
+// most; with few blocks they outlast the rest (at T = 2048 with Llama's
+// 32/8 heads, 256 blocks on an H200: twice the balanced time), with many
+// the scheduler fills in around them. One head per block costs a float32
+// scratch of the group's shares and a launch to add them up.
+// s.Heads is the group.
+func (b *Backend) dkdvPerHead(name string, s kernels.Sizes) bool {
+	if s.Hq == s.Hkv || b.dkdvGroupBlocks {
+		return false
+	}
+	kern, err := kernels.Lookup(name)
+	if err != nil {
+		return false // the launch will say so
+	}
+	sms := 132 // the recording queue's stand-in: an H100's or H200's
+	if b.dev != nil {
+		sms = b.dev.Multiprocessors()
+	}
+	g := kern.Grid(s)
+	return g[0]*g[1]*g[2] < 4*sms
 }
 
 // attentionBackwardRounded is the tensor-core backward for float32
@@ -880,6 +908,52 @@ func (b *Backend) AdamW(params, grads, m, v []*tensor.Tensor, step int, lr, beta
 		args := new(Args).Ptr(devMem.Ptr + uintptr(lo*kernels.AdamWTensorBytes)).I32(hi - lo).
 			F32(decay).F32(beta1).F32(beta2).F32(eps).F32(stepSize).F32(bc2Sqrt)
 		if err := b.q.launch(op, "adamw", kernels.Sizes{N: largest, Tensors: hi - lo}, args); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// zeroMaxTensors is the most tensors one zero_tensors launch takes: they
+// are the grid's y.
+const zeroMaxTensors = 65535
+
+// ZeroTensors sets every element of each device tensor to zero, in one
+// launch of zero_tensors (kernels/elementwise.cu) reading a table of the
+// tensors' addresses and sizes: the LoRA gradients of a step, one memset
+// each, were hundreds of launches. Like Zero, it clears NaNs too.
+func (b *Backend) ZeroTensors(ts []*tensor.Tensor) error {
+	table := make([]byte, 0, kernels.ZeroTensorBytes*len(ts))
+	largest := 0
+	for i, t := range ts {
+		mem, ok := t.Device()
+		if !ok {
+			return fmt.Errorf("cuda: zero tensors: tensor %d, %v, is not on the device", i, t)
+		}
+		if mem.Bytes == 0 {
+			continue
+		}
+		table = binary.LittleEndian.AppendUint64(table, uint64(mem.Ptr))
+		table = binary.LittleEndian.AppendUint64(table, uint64(mem.Bytes))
+		largest = max(largest, mem.Bytes)
+	}
+	rows := len(table) / kernels.ZeroTensorBytes
+	if rows == 0 {
+		return nil
+	}
+	dev, err := b.alloc(tensor.I32, len(table)/4)
+	if err != nil {
+		return err
+	}
+	defer b.Free(dev)
+	devMem, _ := dev.Device()
+	if err := b.q.upload(devMem.Ptr, table); err != nil {
+		return err
+	}
+	for lo := 0; lo < rows; lo += zeroMaxTensors {
+		hi := min(lo+zeroMaxTensors, rows)
+		args := new(Args).Ptr(devMem.Ptr + uintptr(lo*kernels.ZeroTensorBytes)).I32(hi - lo)
+		if err := b.q.launch("zero tensors", "zero_tensors", kernels.Sizes{N: largest, Tensors: hi - lo}, args); err != nil {
 			return err
 		}
 	}

@@ -305,10 +305,20 @@ func TestRecordedOps(t *testing.T) {
 			q4, kv := func() *tensor.Tensor { return dev(t, b, bf16, B, T, Hq, 64) }, func() *tensor.Tensor { return dev(t, b, bf16, B, T, Hkv, 64) }
 			return b.AttentionBackward(q4(), kv(), kv(), q4(), q4(), kv(), kv(), nil, q4(), dev(t, b, f32, B, Hq, T), 0.3)
 		}},
+		{"attention backward, tensor cores, GQA, a kv head's query heads per block", []string{"attention_backward_delta",
+			"attention_tc_backward_dq_d64", "attention_tc_backward_dkdv_d64"}, func() error {
+			q4, kv := func() *tensor.Tensor { return dev(t, b, bf16, B, T, Hq, 64) }, func() *tensor.Tensor { return dev(t, b, bf16, B, T, Hkv, 64) }
+			b.dkdvGroupBlocks = true
+			defer func() { b.dkdvGroupBlocks = false }()
+			return b.AttentionBackward(q4(), kv(), kv(), q4(), q4(), kv(), kv(), nil, q4(), dev(t, b, f32, B, Hq, T), 0.3)
+		}},
 		{"attention backward, tensor cores, a kv head per query head", []string{"attention_backward_delta",
 			"attention_tc_backward_dq_d64", "attention_tc_backward_dkdv_d64"}, func() error {
 			q4 := func() *tensor.Tensor { return dev(t, b, bf16, B, T, Hq, 64) }
 			return b.AttentionBackward(q4(), q4(), q4(), q4(), q4(), q4(), q4(), dev(t, b, i32, B, T), q4(), dev(t, b, f32, B, Hq, T), 0.3)
+		}},
+		{"zero tensors", []string{"zero_tensors"}, func() error {
+			return b.ZeroTensors([]*tensor.Tensor{dev(t, b, f32, N, H), dev(t, b, bf16, 3), dev(t, b, f32, 0, 2)})
 		}},
 		{"swiglu", []string{"swiglu_forward"}, func() error {
 			return b.SwiGLU(dev(t, b, f32, N, I), dev(t, b, f32, N, I), dev(t, b, bf16, N, I))
@@ -542,7 +552,7 @@ func TestKernelsUsedExist(t *testing.T) {
 		"rmsnorm_forward", "rmsnorm_backward", "rope", "attention_forward", "attention_backward_delta",
 		"attention_backward_dq", "attention_backward_dkdv", "attention_tc_forward_d64", "attention_tc_backward_dq_d64",
 		"attention_tc_backward_dkdv_d64", "attention_dkdv_sum", "swiglu_forward", "swiglu_backward", "ce_init",
-		"ce_chunk_update", "ce_rescale", "ce_finalize", "adamw", "lora_narrow", "lora_grad", "lora_expand", "lora_reduce", "embedding_backward", "kmeans_sqnorm",
+		"ce_chunk_update", "ce_rescale", "ce_finalize", "adamw", "zero_tensors", "lora_narrow", "lora_grad", "lora_expand", "lora_reduce", "embedding_backward", "kmeans_sqnorm",
 		"kmeans_assign", "kmeans_split", "kmeans_assign_tc", "kmeans_assign_tc_split", "kmeans_chunk_counts",
 		"kmeans_chunk_offsets", "kmeans_cluster_starts", "kmeans_scatter", "kmeans_segment_mean"}
 	for _, name := range used {
@@ -599,6 +609,30 @@ func TestLoRAKernelShapeErrors(t *testing.T) {
 		}
 		if len(q.log) != 0 {
 			t.Errorf("%s: %d launches after the error", c.name, len(q.log))
+		}
+	}
+}
+
+// TestDkdvPerHead checks the rule that picks one query head per block for
+// the tensor-core dk/dv kernel: only under GQA, and only while a kv head's
+// blocks would number fewer than four per SM (132 SMs here).
+func TestDkdvPerHead(t *testing.T) {
+	b, _ := recBackend(t)
+	defer b.Close()
+	for _, c := range []struct {
+		B, T, Hq, Hkv int
+		want          bool
+	}{
+		{1, 2048, 32, 8, true},  // Llama-3.1-8B at 2048: 256 blocks
+		{1, 4160, 32, 8, true},  // 65 key tiles x 8: 520 blocks
+		{1, 4224, 32, 8, false}, // 66 x 8: 528, four per SM
+		{1, 8192, 28, 4, true},  // Qwen2.5-7B: 128 x 4 = 512
+		{4, 8192, 28, 4, false}, // four rows: 2048
+		{1, 100, 32, 32, false}, // no GQA: nothing to add up
+	} {
+		s := kernels.Sizes{B: c.B, T: c.T, Hq: c.Hq, Hkv: c.Hkv, D: 128, Heads: c.Hq / c.Hkv}
+		if got := b.dkdvPerHead("attention_tc_backward_dkdv_d128", s); got != c.want {
+			t.Errorf("B %d T %d heads %d/%d: one head per block %v, want %v", c.B, c.T, c.Hq, c.Hkv, got, c.want)
 		}
 	}
 }

@@ -20,27 +20,31 @@
 // attention.cu's attention_backward_delta: attention_tc_backward_dq takes
 // 64 query rows per block and loops over key tiles, recomputing P from q,
 // k and lse (dS = P (dO V^T - delta), dq = scale dS K);
-// attention_tc_backward_dkdv takes 64 keys and one query head per block
-// (16 keys per warp) and loops over that head's query tiles of 32 from the
-// key tile on (dV += P^T dO, dK += dS^T Q, dk = scale dK). With GQA each
-// query head's dK and dV go out in float32 and attention_dkdv_sum adds
-// up the group's in a fixed order. (One block per kv head looping over
-// its group's heads, as before, gave the first key tile's blocks 256
-// steps at T = 2048 with Llama's 32/8 heads, where the average block had
-// 132: with all 256 blocks on the 264 slots of an H200 at once, the launch
-// took as long as those blocks, twice its balanced time. Measured there: 0.60 ms per layer, against 0.28 for
-// the dq kernel's 3/4 as many products.) Every product is an mma with
+// attention_tc_backward_dkdv takes 64 keys and one query head, or all of
+// a kv head's, per block (16 keys per warp) and loops over those heads'
+// query tiles of 32 from the key tile on (dV += P^T dO, dK += dS^T Q,
+// dk = scale dK). One head per block when the launch would otherwise have
+// few blocks: each query head's dK and dV go out in float32 and
+// attention_dkdv_sum adds up the group's in a fixed order. (A kv head's
+// blocks, at T = 2048 with Llama's 32/8 heads, gave the first key tile's
+// blocks 256 steps where the average block had 132: with all 256 blocks
+// on the 264 slots of an H200 at once, the launch took as long as those
+// blocks, twice its balanced time. Measured there: 0.60 ms per layer,
+// against 0.28 for the dq kernel's 3/4 as many products. With four blocks
+// per SM or more, list scheduling evens the work out, and the group's
+// blocks need no scratch.) Every product is an mma with
 // float32 accumulators; P and dS are rounded to bf16 as operands.
 //
 // Shared memory rows are D + 8 bf16 long: 16 bytes of padding make the
 // eight 16-byte rows an ldmatrix reads at once fall in distinct banks
 // (row strides of 144, 208 and 272 bytes are 4, 20 and 4 words mod 32).
 //
-// The grids are (query heads, B, tiles), the tiles on z: GPUs start
+// The grids are (heads, B, tiles), the tiles on z: GPUs start
 // blocks, in practice, in the order of their linear index (x fastest), so
 // every head's longest tile starts before any shorter one, and the
-// launch's tail is short tiles only. Query tiles run last to first (the last hold the
-// most keys); key tiles first to last (the first see the most queries).
+// launch's tail is short tiles only. Query tiles run last to first (the
+// last hold the most keys); key tiles first to last (the first see the
+// most queries).
 #include "mma.cuh"
 
 #define TC_THREADS 128      // 4 warps
@@ -412,18 +416,19 @@ __device__ __forceinline__ void attention_tc_backward_dq(uint16_t* dq, const uin
 // attention_tc_backward_dkdv matches the dk and dv of
 // tensor.CPU.AttentionBackward for bf16 tensors: dk = scale sum dS^T q,
 // dv = sum P^T dout, summed over the query heads of the kv group. A block
-// does one query head's share: with one head per kv head (Hq == Hkv) it
-// writes dk and dv, bf16 [B, T, Hkv, D]; else it writes that head's dK
-// (without the scale) and dV in float32 into dk_part and dv_part
-// [B, T, Hq, D], for attention_dkdv_sum. Written, not accumulated.
-// Grid (Hq, B, ceil(T/64)), block 128, dynamic shared memory (2*64 + 4*32)
-// (D + 8) * 2 + 2*3*32*4 bytes.
+// takes 64 keys and `heads` query heads of one group, the whole group or
+// one head: with the whole group it writes dk and dv, bf16 [B, T, Hkv, D];
+// with one head of several it writes that head's dK (without the scale)
+// and dV in float32 into dk_part and dv_part [B, T, Hq, D], for
+// attention_dkdv_sum. Written, not accumulated. Grid (Hq / heads, B,
+// ceil(T/64)), block 128, dynamic shared memory (2*64 + 4*32) (D + 8) * 2
+// + 2*3*32*4 bytes.
 template <int D>
 __device__ __forceinline__ void attention_tc_backward_dkdv(uint16_t* dk, uint16_t* dv, float* dk_part, float* dv_part,
                                                            const uint16_t* q, const uint16_t* k, const uint16_t* v,
                                                            const int* doc_start, const uint16_t* dout,
                                                            const float* lse, const float* delta, int B, int T, int Hq,
-                                                           int Hkv, float scale) {
+                                                           int Hkv, int heads, float scale) {
   constexpr int LD = D + TC_PAD;
   DYNAMIC_SHARED(uint16_t, smem);
   uint16_t* Ks = smem;                   // [TC_BK][LD]
@@ -435,18 +440,19 @@ __device__ __forceinline__ void attention_tc_backward_dkdv(uint16_t* dk, uint16_
   int* qstart_s = (int*)(delta_s + 2 * TC_BQB);    // [2][TC_BQB]
 
   int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, tg = lane & 3;
-  int k0 = blockIdx.z * TC_BK, h = blockIdx.x, b = blockIdx.y, kvh = h / (Hq / Hkv);
+  int k0 = blockIdx.z * TC_BK, h0 = blockIdx.x * heads, b = blockIdx.y, kvh = h0 / (Hq / Hkv);
   int key[2] = {k0 + warp * 16 + g, k0 + warp * 16 + g + 8};  // this thread's two key rows
 
   // The query rows that see any of these keys: from k0 to qend.
   int qend = tc_queries_until(doc_start, b, T, min(k0 + TC_BK, T) - 1);
-  int nsteps = (qend - k0 + TC_BQB - 1) / TC_BQB;  // query tiles
+  int ntiles = (qend - k0 + TC_BQB - 1) / TC_BQB;  // per query head
+  int nsteps = ntiles * heads;
 
-  // load_step starts the copies of query tile st into buffer st & 1; lse,
-  // delta and the documents' starts go in plain stores (seen after the
-  // barrier that follows the wait).
+  // load_step starts the copies of step st (head, query tile) into buffer
+  // st & 1; lse, delta and the documents' starts go in plain stores (seen
+  // after the barrier that follows the wait).
   auto load_step = [&](int st) {
-    int q0 = k0 + st * TC_BQB, buf = st & 1;
+    int h = h0 + st / ntiles, q0 = k0 + (st % ntiles) * TC_BQB, buf = st & 1;
     tc_load_rows<D>(Qs + buf * TC_BQB * LD, q, TC_BQB, q0, T, Hq, h, b);
     tc_load_rows<D>(dOs + buf * TC_BQB * LD, dout, TC_BQB, q0, T, Hq, h, b);
     if (tid < TC_BQB) {
@@ -472,7 +478,7 @@ __device__ __forceinline__ void attention_tc_backward_dkdv(uint16_t* dk, uint16_
   const uint16_t* Kw = Ks + warp * 16 * LD;
   const uint16_t* Vw = Vs + warp * 16 * LD;
   for (int st = 0; st < nsteps; st++) {
-    int q0 = k0 + st * TC_BQB, buf = st & 1;
+    int q0 = k0 + (st % ntiles) * TC_BQB, buf = st & 1;
     if (st + 1 < nsteps) {
       load_step(st + 1);
       cp_async_commit();
@@ -512,13 +518,13 @@ __device__ __forceinline__ void attention_tc_backward_dkdv(uint16_t* dk, uint16_
     __syncthreads();  // every warp is done with this buffer before it is refilled
   }
   if (nsteps == 0) cp_async_wait<0>();
-  if (Hq != Hkv) {
-    // This head's share in float32: each thread's pairs of columns as
+  if (heads != Hq / Hkv) {
+    // Head h0's share in float32: each thread's pairs of columns as
     // 8-byte stores (a quad writes 32 contiguous bytes of a row).
 #pragma unroll
     for (int r = 0; r < 2; r++) {
       if (key[r] >= T) continue;
-      size_t at = (((size_t)b * T + key[r]) * Hq + h) * D + 2 * tg;
+      size_t at = (((size_t)b * T + key[r]) * Hq + h0) * D + 2 * tg;
 #pragma unroll
       for (int j = 0; j < D / 8; j++) {
         *(float2*)(dk_part + at + 8 * j) = make_float2(dk_acc[j].x[2 * r], dk_acc[j].x[2 * r + 1]);
@@ -596,8 +602,10 @@ extern "C" __global__ void __launch_bounds__(TC_THREADS)
 extern "C" __global__ void __launch_bounds__(TC_THREADS)
     attention_tc_backward_dkdv_d64(uint16_t* dk, uint16_t* dv, float* dk_part, float* dv_part, const uint16_t* q,
                                    const uint16_t* k, const uint16_t* v, const int* doc_start, const uint16_t* dout,
-                                   const float* lse, const float* delta, int B, int T, int Hq, int Hkv, float scale) {
-  attention_tc_backward_dkdv<64>(dk, dv, dk_part, dv_part, q, k, v, doc_start, dout, lse, delta, B, T, Hq, Hkv, scale);
+                                   const float* lse, const float* delta, int B, int T, int Hq, int Hkv, int heads,
+                                   float scale) {
+  attention_tc_backward_dkdv<64>(dk, dv, dk_part, dv_part, q, k, v, doc_start, dout, lse, delta, B, T, Hq, Hkv, heads,
+                                scale);
 }
 extern "C" __global__ void __launch_bounds__(TC_THREADS)
     attention_tc_backward_dq_d96(uint16_t* dq, const uint16_t* q, const uint16_t* k, const uint16_t* v,
@@ -608,8 +616,10 @@ extern "C" __global__ void __launch_bounds__(TC_THREADS)
 extern "C" __global__ void __launch_bounds__(TC_THREADS)
     attention_tc_backward_dkdv_d96(uint16_t* dk, uint16_t* dv, float* dk_part, float* dv_part, const uint16_t* q,
                                    const uint16_t* k, const uint16_t* v, const int* doc_start, const uint16_t* dout,
-                                   const float* lse, const float* delta, int B, int T, int Hq, int Hkv, float scale) {
-  attention_tc_backward_dkdv<96>(dk, dv, dk_part, dv_part, q, k, v, doc_start, dout, lse, delta, B, T, Hq, Hkv, scale);
+                                   const float* lse, const float* delta, int B, int T, int Hq, int Hkv, int heads,
+                                   float scale) {
+  attention_tc_backward_dkdv<96>(dk, dv, dk_part, dv_part, q, k, v, doc_start, dout, lse, delta, B, T, Hq, Hkv, heads,
+                                scale);
 }
 extern "C" __global__ void __launch_bounds__(TC_THREADS)
     attention_tc_backward_dq_d128(uint16_t* dq, const uint16_t* q, const uint16_t* k, const uint16_t* v,
@@ -620,6 +630,8 @@ extern "C" __global__ void __launch_bounds__(TC_THREADS)
 extern "C" __global__ void __launch_bounds__(TC_THREADS)
     attention_tc_backward_dkdv_d128(uint16_t* dk, uint16_t* dv, float* dk_part, float* dv_part, const uint16_t* q,
                                    const uint16_t* k, const uint16_t* v, const int* doc_start, const uint16_t* dout,
-                                   const float* lse, const float* delta, int B, int T, int Hq, int Hkv, float scale) {
-  attention_tc_backward_dkdv<128>(dk, dv, dk_part, dv_part, q, k, v, doc_start, dout, lse, delta, B, T, Hq, Hkv, scale);
+                                   const float* lse, const float* delta, int B, int T, int Hq, int Hkv, int heads,
+                                   float scale) {
+  attention_tc_backward_dkdv<128>(dk, dv, dk_part, dv_part, q, k, v, doc_start, dout, lse, delta, B, T, Hq, Hkv, heads,
+                                scale);
 }

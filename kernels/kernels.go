@@ -69,6 +69,9 @@ const (
 	// AdamWTensorBytes is the size of one row of adamw's table: pointers p,
 	// g, m, v (8 bytes each) and the element count n (int64), in that order.
 	AdamWTensorBytes = 40
+	// ZeroTensorBytes is the size of one row of zero_tensors' table: the
+	// tensor's address and its size in bytes (int64), in that order.
+	ZeroTensorBytes = 16
 	// IgnoreIndex is the label that does not count in the loss.
 	IgnoreIndex = -100
 )
@@ -78,7 +81,7 @@ const (
 type Sizes struct {
 	N       int // elements, rows, tokens (lora_expand: C's rows) or points
 	H       int // row length: hidden size, vocabulary chunk, point dimension
-	Heads   int // rope: heads per token
+	Heads   int // rope: heads per token; attention_tc_backward_dkdv: query heads per block
 	D       int // head dimension (rope, attention)
 	Half    int // rope: rotated pairs per head, R/2
 	B, T    int // attention: batch and sequence length
@@ -86,7 +89,7 @@ type Sizes struct {
 	M, Cols int // lora_narrow, lora_grad, lora_reduce: the output C is [M, Cols] (lora_expand: [N, Cols])
 	Splits  int // lora_narrow, lora_grad: the chunks the sum is split into
 	K       int // k-means: centroids
-	Tensors int // adamw: tensors in the table (N is then the largest)
+	Tensors int // adamw, zero_tensors: tensors in the table (N is then the largest)
 }
 
 // Launch is a launch shape: grid and block dimensions and the dynamic shared
@@ -177,6 +180,9 @@ var Table = []Kernel{
 		Grid: func(s Sizes) [3]int { return strided(s.N, 256) }},
 	{Name: "gelu_forward", Source: "elementwise", Matches: "GELU", Block: 256,
 		Grid: func(s Sizes) [3]int { return strided(s.N, 256) }},
+	// N = the largest tensor's bytes.
+	{Name: "zero_tensors", Source: "elementwise", Matches: "(Backend.ZeroTensors: every byte 0, through its test)", Block: 256,
+		Grid: func(s Sizes) [3]int { return [3]int{max(1, min(ceilDiv(s.N, 16*256), 1024)), s.Tensors, 1} }},
 
 	// dropout.cu: N = elements.
 	{Name: "dropout", Source: "dropout", Matches: "Dropout", Block: 256,
@@ -317,13 +323,13 @@ func attentionTcBackwardDq(D int) Kernel {
 }
 
 // attentionTcBackwardDkdv is the Table entry of
-// attention_tc_backward_dkdv_dD, one block per query head and key tile: K
-// and V tiles, then Q and dO tiles double buffered, and lse, delta and the
-// documents' starts of the Q tiles.
+// attention_tc_backward_dkdv_dD, one block per key tile and Heads query
+// heads (one, or a kv head's): K and V tiles, then Q and dO tiles double
+// buffered, and lse, delta and the documents' starts of the Q tiles.
 func attentionTcBackwardDkdv(D int) Kernel {
 	return Kernel{Name: fmt.Sprintf("attention_tc_backward_dkdv_d%d", D), Source: "attention_tc",
 		Matches: fmt.Sprintf("AttentionBackward (dk, dv; bf16, D %d, tensor cores)", D), Block: 128,
-		Grid:   func(s Sizes) [3]int { return [3]int{s.Hq, s.B, ceilDiv(s.T, attTcBK)} },
+		Grid:   func(s Sizes) [3]int { return [3]int{s.Hq / max(1, s.Heads), s.B, ceilDiv(s.T, attTcBK)} },
 		Shared: func(s Sizes) int { return (2*attTcBK+4*attTcBQB)*(D+attTcPad)*2 + 2*3*attTcBQB*f32Bytes }}
 }
 

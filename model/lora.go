@@ -254,28 +254,36 @@ func (m *Model) LoRAGrads() map[string][2]*tensor.Tensor {
 	return g
 }
 
-// zeroer is a backend that clears device tensors with a memset (cgo's).
+// zeroer is a backend that clears device tensors, all of them in one
+// launch (cgo's).
 type zeroer interface {
-	Zero(t *tensor.Tensor) error
+	ZeroTensors(ts []*tensor.Tensor) error
 }
 
-// ZeroLoRAGrads clears the accumulated gradients. A memset, not a Scale by
-// 0: 0 x NaN is NaN, so one NaN step would otherwise poison every later one.
+// ZeroLoRAGrads clears the accumulated gradients: on the host in place, on
+// a device in one ZeroTensors call (a memset each was 448 launches per
+// Llama-3.1-8B step). Zeros written, not a Scale by 0: 0 x NaN is NaN, so
+// one NaN step would otherwise poison every later one.
 func (m *Model) ZeroLoRAGrads() error {
+	var dev []*tensor.Tensor
 	for _, s := range m.slots {
 		for _, g := range []*tensor.Tensor{s.da, s.db} {
 			if g.OnHost() {
 				clear(g.F32())
-				continue
-			}
-			z, ok := m.be.(zeroer)
-			if !ok {
-				return fmt.Errorf("model: zero the LoRA gradients: backend %s cannot clear device memory", m.be.Name())
-			}
-			if err := z.Zero(g); err != nil {
-				return fmt.Errorf("model: zero the LoRA gradients of %s: %w", s.module, err)
+			} else {
+				dev = append(dev, g)
 			}
 		}
+	}
+	if len(dev) == 0 {
+		return nil
+	}
+	z, ok := m.be.(zeroer)
+	if !ok {
+		return fmt.Errorf("model: zero the LoRA gradients: backend %s cannot clear device memory", m.be.Name())
+	}
+	if err := z.ZeroTensors(dev); err != nil {
+		return fmt.Errorf("model: zero the LoRA gradients: %w", err)
 	}
 	return nil
 }

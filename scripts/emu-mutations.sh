@@ -297,6 +297,12 @@ mutation attention-gqa-sum-short kernels/attention_tc.cu \
   '    for (int j = 0; j < group - 1; j++) {  // (mutation: the last head left out)' \
   TestGPUAttentionTC
 
+# zero_tensors' 16-byte stores stop one group short of each tensor's end.
+mutation zero-tensors-last-group kernels/elementwise.cu \
+  'for (size_t i = grid_start(); i < n / 16; i += grid_stride())' \
+  'for (size_t i = grid_start(); i + 1 < n / 16; i += grid_stride())' \
+  TestGPUZeroTensors
+
 if [ "${1:-}" = "-l" ]; then
   printf '%s\n' "${names[@]}"
   exit 0

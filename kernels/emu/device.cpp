@@ -431,6 +431,7 @@ const std::vector<Emulated>& emulated() {
       KERNEL(elementwise_cast),
       KERNEL(elementwise_add),
       KERNEL(elementwise_mul),
+      KERNEL(zero_tensors),
       KERNEL(elementwise_scale),
       KERNEL(gelu_forward),
       KERNEL(embedding_forward),
