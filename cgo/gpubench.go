@@ -304,6 +304,16 @@ func (g *gpuBench) benchKernels() {
 	}
 	n := float64(N * I)
 	scale := float32(1 / math.Sqrt(float64(D)))
+	// attnBackward makes an attention backward's inputs in dtype dt (the
+	// forward run for out and lse) and returns the backward.
+	attnBackward := func(dt tensor.DType, keep func(...*tensor.Tensor)) func() error {
+		q, k, v := rnd(dt, 1, 1, N, Hq, D), rnd(dt, 1, 1, N, Hkv, D), rnd(dt, 1, 1, N, Hkv, D)
+		o, lse := rnd(dt, 1, 1, N, Hq, D), rnd(f32, 1, 1, Hq, N)
+		g.must(be.Attention(o, lse, q, k, v, nil, scale))
+		dq, dk, dv, d := rnd(dt, 1, 1, N, Hq, D), rnd(dt, 1, 1, N, Hkv, D), rnd(dt, 1, 1, N, Hkv, D), rnd(dt, 1, 1, N, Hq, D)
+		keep(q, k, v, o, lse, dq, dk, dv, d)
+		return func() error { return be.AttentionBackward(dq, dk, dv, d, q, k, v, nil, o, lse, scale) }
+	}
 	cases := []kern{
 		{"elementwise_add_f32", func(keep func(...*tensor.Tensor)) (func() error, float64, float64) {
 			x, y, o := rnd(f32, 1, N, I), rnd(f32, 1, N, I), rnd(f32, 1, N, I)
@@ -396,14 +406,8 @@ func (g *gpuBench) benchKernels() {
 			return func() error { return preciseDo(be, func() error { return be.Attention(o, lse, q, k, v, nil, scale) }) }, 0, float64(2 * Hq * N * N * D)
 		}},
 		{"attention_backward_f32_precise", func(keep func(...*tensor.Tensor)) (func() error, float64, float64) {
-			q, k, v := rnd(f32, 1, 1, N, Hq, D), rnd(f32, 1, 1, N, Hkv, D), rnd(f32, 1, 1, N, Hkv, D)
-			o, lse := rnd(f32, 1, 1, N, Hq, D), rnd(f32, 1, 1, Hq, N)
-			g.must(be.Attention(o, lse, q, k, v, nil, scale))
-			dq, dk, dv, d := rnd(f32, 1, 1, N, Hq, D), rnd(f32, 1, 1, N, Hkv, D), rnd(f32, 1, 1, N, Hkv, D), rnd(f32, 1, 1, N, Hq, D)
-			keep(q, k, v, o, lse, dq, dk, dv, d)
-			return func() error {
-				return preciseDo(be, func() error { return be.AttentionBackward(dq, dk, dv, d, q, k, v, nil, o, lse, scale) })
-			}, 0, float64(5 * Hq * N * N * D)
+			run := attnBackward(f32, keep)
+			return func() error { return preciseDo(be, run) }, 0, float64(5 * Hq * N * N * D)
 		}},
 		// float32 tensors in the default mode: rounded to bf16 for the
 		// tensor-core kernels and widened back (roundAttention), as the
@@ -415,12 +419,7 @@ func (g *gpuBench) benchKernels() {
 			return func() error { return be.Attention(o, lse, q, k, v, nil, scale) }, 0, float64(2 * Hq * N * N * D)
 		}},
 		{"attention_backward_f32_rounded", func(keep func(...*tensor.Tensor)) (func() error, float64, float64) {
-			q, k, v := rnd(f32, 1, 1, N, Hq, D), rnd(f32, 1, 1, N, Hkv, D), rnd(f32, 1, 1, N, Hkv, D)
-			o, lse := rnd(f32, 1, 1, N, Hq, D), rnd(f32, 1, 1, Hq, N)
-			g.must(be.Attention(o, lse, q, k, v, nil, scale))
-			dq, dk, dv, d := rnd(f32, 1, 1, N, Hq, D), rnd(f32, 1, 1, N, Hkv, D), rnd(f32, 1, 1, N, Hkv, D), rnd(f32, 1, 1, N, Hq, D)
-			keep(q, k, v, o, lse, dq, dk, dv, d)
-			return func() error { return be.AttentionBackward(dq, dk, dv, d, q, k, v, nil, o, lse, scale) }, 0, float64(5 * Hq * N * N * D)
+			return attnBackward(f32, keep), 0, float64(5 * Hq * N * N * D)
 		}},
 		{"attention_forward_bf16_tc", func(keep func(...*tensor.Tensor)) (func() error, float64, float64) {
 			// bf16 q, k, v and out: the tensor-core kernel (attention_tc.cu).
@@ -430,26 +429,17 @@ func (g *gpuBench) benchKernels() {
 			return func() error { return be.Attention(o, lse, q, k, v, nil, scale) }, 0, float64(2 * Hq * N * N * D)
 		}},
 		{"attention_backward_bf16_tc", func(keep func(...*tensor.Tensor)) (func() error, float64, float64) {
-			q, k, v := rnd(bf16, 1, 1, N, Hq, D), rnd(bf16, 1, 1, N, Hkv, D), rnd(bf16, 1, 1, N, Hkv, D)
-			o, lse := rnd(bf16, 1, 1, N, Hq, D), rnd(f32, 1, 1, Hq, N)
-			g.must(be.Attention(o, lse, q, k, v, nil, scale))
-			dq, dk, dv, d := rnd(bf16, 1, 1, N, Hq, D), rnd(bf16, 1, 1, N, Hkv, D), rnd(bf16, 1, 1, N, Hkv, D), rnd(bf16, 1, 1, N, Hq, D)
-			keep(q, k, v, o, lse, dq, dk, dv, d)
-			return func() error { return be.AttentionBackward(dq, dk, dv, d, q, k, v, nil, o, lse, scale) }, 0, float64(5 * Hq * N * N * D)
+			return attnBackward(bf16, keep), 0, float64(5 * Hq * N * N * D)
 		}},
 		{"attention_backward_bf16_tc_group_blocks", func(keep func(...*tensor.Tensor)) (func() error, float64, float64) {
 			// The same with a kv head's query heads per block of the dk/dv
 			// kernel (the layout before dkdvPerHead, which at this shape
 			// picks one head per block): what that choice is worth.
-			q, k, v := rnd(bf16, 1, 1, N, Hq, D), rnd(bf16, 1, 1, N, Hkv, D), rnd(bf16, 1, 1, N, Hkv, D)
-			o, lse := rnd(bf16, 1, 1, N, Hq, D), rnd(f32, 1, 1, Hq, N)
-			g.must(be.Attention(o, lse, q, k, v, nil, scale))
-			dq, dk, dv, d := rnd(bf16, 1, 1, N, Hq, D), rnd(bf16, 1, 1, N, Hkv, D), rnd(bf16, 1, 1, N, Hkv, D), rnd(bf16, 1, 1, N, Hq, D)
-			keep(q, k, v, o, lse, dq, dk, dv, d)
+			run := attnBackward(bf16, keep)
 			return func() error {
 				be.dkdvGroupBlocks = true
 				defer func() { be.dkdvGroupBlocks = false }()
-				return be.AttentionBackward(dq, dk, dv, d, q, k, v, nil, o, lse, scale)
+				return run()
 			}, 0, float64(5 * Hq * N * N * D)
 		}},
 		{"cross_entropy_f32xbf16_with_dh", func(keep func(...*tensor.Tensor)) (func() error, float64, float64) {

@@ -845,9 +845,24 @@ func (b *Backend) Dropout(out, x *tensor.Tensor, p float32, seed uint64) error {
 	return b.q.launch("dropout", "dropout", kernels.Sizes{N: n}, args)
 }
 
-// adamwMaxTensors is the most tensors one adamw launch takes: they are the
-// grid's y dimension.
-const adamwMaxTensors = 65535
+// tableMaxTensors is the most tensors one launch of a kernel that reads a
+// table of tensors (adamw, zero_tensors) takes: they are the grid's y.
+const tableMaxTensors = 65535
+
+// deviceTable copies a launch's table of tensors to a device tensor, which
+// the caller frees once the launches that read it are queued.
+func (b *Backend) deviceTable(table []byte) (*tensor.Tensor, uintptr, error) {
+	dev, err := b.alloc(tensor.I32, len(table)/4)
+	if err != nil {
+		return nil, 0, err
+	}
+	mem, _ := dev.Device()
+	if err := b.q.upload(mem.Ptr, table); err != nil {
+		b.Free(dev)
+		return nil, 0, err
+	}
+	return dev, mem.Ptr, nil
+}
 
 // AdamW implements tensor.Backend: the table of tensors goes to the device
 // and one launch updates them all (one per 65535 tensors).
@@ -890,22 +905,18 @@ func (b *Backend) AdamW(params, grads, m, v []*tensor.Tensor, step int, lr, beta
 	stepSize := float32(float64(lr) / bc1)
 	bc2Sqrt := float32(math.Sqrt(bc2))
 
-	dev, err := b.alloc(tensor.I32, len(table)/4)
+	dev, ptr, err := b.deviceTable(table)
 	if err != nil {
 		return err
 	}
 	defer b.Free(dev)
-	devMem, _ := dev.Device()
-	if err := b.q.upload(devMem.Ptr, table); err != nil {
-		return err
-	}
-	for lo := 0; lo < len(params); lo += adamwMaxTensors {
-		hi := min(lo+adamwMaxTensors, len(params))
+	for lo := 0; lo < len(params); lo += tableMaxTensors {
+		hi := min(lo+tableMaxTensors, len(params))
 		largest := 0
 		for _, p := range params[lo:hi] {
 			largest = max(largest, p.NumElements())
 		}
-		args := new(Args).Ptr(devMem.Ptr + uintptr(lo*kernels.AdamWTensorBytes)).I32(hi - lo).
+		args := new(Args).Ptr(ptr + uintptr(lo*kernels.AdamWTensorBytes)).I32(hi - lo).
 			F32(decay).F32(beta1).F32(beta2).F32(eps).F32(stepSize).F32(bc2Sqrt)
 		if err := b.q.launch(op, "adamw", kernels.Sizes{N: largest, Tensors: hi - lo}, args); err != nil {
 			return err
@@ -913,10 +924,6 @@ func (b *Backend) AdamW(params, grads, m, v []*tensor.Tensor, step int, lr, beta
 	}
 	return nil
 }
-
-// zeroMaxTensors is the most tensors one zero_tensors launch takes: they
-// are the grid's y.
-const zeroMaxTensors = 65535
 
 // ZeroTensors sets every element of each device tensor to zero, in one
 // launch of zero_tensors (kernels/elementwise.cu) reading a table of the
@@ -941,18 +948,14 @@ func (b *Backend) ZeroTensors(ts []*tensor.Tensor) error {
 	if rows == 0 {
 		return nil
 	}
-	dev, err := b.alloc(tensor.I32, len(table)/4)
+	dev, ptr, err := b.deviceTable(table)
 	if err != nil {
 		return err
 	}
 	defer b.Free(dev)
-	devMem, _ := dev.Device()
-	if err := b.q.upload(devMem.Ptr, table); err != nil {
-		return err
-	}
-	for lo := 0; lo < rows; lo += zeroMaxTensors {
-		hi := min(lo+zeroMaxTensors, rows)
-		args := new(Args).Ptr(devMem.Ptr + uintptr(lo*kernels.ZeroTensorBytes)).I32(hi - lo)
+	for lo := 0; lo < rows; lo += tableMaxTensors {
+		hi := min(lo+tableMaxTensors, rows)
+		args := new(Args).Ptr(ptr + uintptr(lo*kernels.ZeroTensorBytes)).I32(hi - lo)
 		if err := b.q.launch("zero tensors", "zero_tensors", kernels.Sizes{N: largest, Tensors: hi - lo}, args); err != nil {
 			return err
 		}
