@@ -117,6 +117,9 @@ func tableLaunches(t *testing.T) map[string]bool {
 			p, g, m, v := dev(t, b, f32, 4, 16), dev(t, b, f32, 4, 16), dev(t, b, f32, 4, 16), dev(t, b, f32, 4, 16)
 			return b.AdamW([]*tensor.Tensor{p}, []*tensor.Tensor{g}, []*tensor.Tensor{m}, []*tensor.Tensor{v}, 1, 1e-3, 0.9, 0.999, 1e-8, 0.01)
 		},
+		"zero tensors": func() error {
+			return b.ZeroTensors([]*tensor.Tensor{dev(t, b, f32, 4, 16), dev(t, b, bf16, 3)})
+		},
 		"embedding backward": func() error {
 			return b.embeddingBackward(dev(t, b, f32, V, H), dev(t, b, bf16, N, H), dev(t, b, i32, N))
 		},
