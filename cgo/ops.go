@@ -622,29 +622,27 @@ func (b *Backend) AttentionBackward(dq, dk, dv, dout, q, k, v, docStart, out, ls
 		if err := b.q.launch(op, dqName, s, args); err != nil {
 			return err
 		}
+		// A kv head's query heads per block write dk and dv; one query head
+		// per block writes its float32 share, and the group's shares are
+		// added up in a second launch.
 		group := s.Hq / s.Hkv
 		ds := s
-		if ds.Heads = group; !b.dkdvPerHead(dkdvName, ds) {
-			args.Reset().Raw(dk).Raw(dv).Ptr(0).Ptr(0).Raw(q).Raw(k).Raw(v).Raw(docStart).Raw(dout).Raw(lse).Raw(delta).
-				I32(s.B).I32(s.T).I32(s.Hq).I32(s.Hkv).I32(group).F32(scale)
-			return b.q.launch(op, dkdvName, ds, args)
+		ds.Heads = group
+		var dkPart, dvPart *tensor.Tensor
+		if b.dkdvPerHead(dkdvName, ds) {
+			ds.Heads = 1
+			if dkPart, err = b.Empty(tensor.F32, s.B, s.T, s.Hq, s.D); err != nil {
+				return err
+			}
+			defer b.Free(dkPart)
+			if dvPart, err = b.Empty(tensor.F32, s.B, s.T, s.Hq, s.D); err != nil {
+				return err
+			}
+			defer b.Free(dvPart)
 		}
-		// One query head per block: each head's share goes out in float32,
-		// and the group's shares are added up in a second launch.
-		dkPart, err := b.Empty(tensor.F32, s.B, s.T, s.Hq, s.D)
-		if err != nil {
-			return err
-		}
-		defer b.Free(dkPart)
-		dvPart, err := b.Empty(tensor.F32, s.B, s.T, s.Hq, s.D)
-		if err != nil {
-			return err
-		}
-		defer b.Free(dvPart)
-		ds.Heads = 1
-		args.Reset().Ptr(0).Ptr(0).Raw(dkPart).Raw(dvPart).Raw(q).Raw(k).Raw(v).Raw(docStart).Raw(dout).Raw(lse).Raw(delta).
-			I32(s.B).I32(s.T).I32(s.Hq).I32(s.Hkv).I32(1).F32(scale)
-		if err := b.q.launch(op, dkdvName, ds, args); err != nil {
+		args.Reset().Raw(dk).Raw(dv).Raw(dkPart).Raw(dvPart).Raw(q).Raw(k).Raw(v).Raw(docStart).Raw(dout).Raw(lse).Raw(delta).
+			I32(s.B).I32(s.T).I32(s.Hq).I32(s.Hkv).I32(ds.Heads).F32(scale)
+		if err := b.q.launch(op, dkdvName, ds, args); err != nil || dkPart == nil {
 			return err
 		}
 		args.Reset().Raw(dk).Raw(dv).Raw(dkPart).Raw(dvPart).I32(s.B * s.T * s.Hkv).I32(group).I32(s.D).F32(scale)
@@ -661,14 +659,14 @@ func (b *Backend) AttentionBackward(dq, dk, dv, dout, q, k, v, docStart, out, ls
 }
 
 // dkdvPerHead reports whether attention_tc_backward_dkdv should take one
-// query head per block rather than a kv head's group: under GQA, when the
-// group's blocks would number fewer than four per SM. A block's work grows
+// query head per block rather than a kv head's group (s.Heads, the group,
+// sizes that launch): under GQA, when its blocks would number fewer than
+// four per SM. A block's work grows
 // with the queries after its keys, so the first key tiles' blocks hold the
 // most; with few blocks they outlast the rest (at T = 2048 with Llama's
 // 32/8 heads, 256 blocks on an H200: twice the balanced time), with many
 // the scheduler fills in around them. One head per block costs a float32
 // scratch of the group's shares and a launch to add them up.
-// s.Heads is the group.
 func (b *Backend) dkdvPerHead(name string, s kernels.Sizes) bool {
 	if s.Hq == s.Hkv || b.dkdvGroupBlocks {
 		return false
