@@ -85,9 +85,17 @@ func (b *Backend) scaleOutput(c *tensor.Tensor, beta float32) error {
 // cores with each operand split into bf16 hi + lo (kernels/lora.cu's
 // lora_narrow: about 2^-16 relative per product, where cuBLAS's float32
 // GEMM is bound by its FMA rate at these shapes), the sum split into chunks
-// added in a fixed order. With Precise, or other dtypes, it is MatMul.
+// added in a fixed order. q may also be bf16 (lora_narrow_bf16: its values
+// as they are, so the product is the one of q widened). With Precise, or
+// other dtypes, it is MatMul (a bf16 q widened first, so that p is not
+// rounded).
 func (b *Backend) NarrowMatMul(c, p, q *tensor.Tensor, transP bool, alpha, beta float32) error {
-	if b.Precise || b.loraKernelsOff || c.DType() != tensor.F32 || p.DType() != tensor.F32 || q.DType() != tensor.F32 {
+	if !b.loraKernels(c, p, q) {
+		q, free, err := b.widenForProduct(q, p)
+		if err != nil {
+			return err
+		}
+		defer free()
 		return b.MatMul(c, p, q, transP, true, alpha, beta)
 	}
 	R, K, N, err := matmulDims(c, p, q, transP, true)
@@ -105,10 +113,45 @@ func (b *Backend) narrowSplits(R, N, K int) int {
 	return max(1, min(ceilDiv(4*b.multiprocessors(), blocks), ceilDiv(K, 4*kernels.LoRANarrowDepth)))
 }
 
-// narrowMatMul is NarrowMatMul with float32 operands and the sum split into
-// (at most) splits chunks, each a multiple of lora_narrow's stage; with
-// more than one, the partial sums go to a scratch [splits, R, N] that
-// lora_reduce adds up.
+// loraKernels reports whether the LoRA kernels compute c from p and the
+// large operand q: c and p float32, q float32 or bf16, and neither Precise
+// nor the kernels turned off.
+func (b *Backend) loraKernels(c, p, q *tensor.Tensor) bool {
+	return !b.Precise && !b.loraKernelsOff && c.DType() == tensor.F32 && p.DType() == tensor.F32 &&
+		(q.DType() == tensor.F32 || q.DType() == tensor.BF16)
+}
+
+// widenForProduct returns q, or a float32 copy of it where q is bf16 and
+// its product's other operand w float32: MatMul would round w to bf16
+// (gemmInputDType) where the LoRA products keep their float32 parameters.
+// free releases the copy.
+func (b *Backend) widenForProduct(q, w *tensor.Tensor) (*tensor.Tensor, func(), error) {
+	if b.Precise || q.DType() != tensor.BF16 || w.DType() != tensor.F32 {
+		return q, func() {}, nil
+	}
+	f, err := b.alloc(tensor.F32, q.Shape()...)
+	if err != nil {
+		return nil, func() {}, err
+	}
+	if err := b.cast(f, q); err != nil {
+		b.Free(f)
+		return nil, func() {}, err
+	}
+	return f, func() { b.Free(f) }, nil
+}
+
+// loraKernel is name, or its _bf16 entry for a bf16 q.
+func loraKernel(name string, q *tensor.Tensor) string {
+	if q.DType() == tensor.BF16 {
+		return name + "_bf16"
+	}
+	return name
+}
+
+// narrowMatMul is NarrowMatMul on the kernels (loraKernels' dtypes) with
+// the sum split into (at most) splits chunks, each a multiple of
+// lora_narrow's stage; with more than one, the partial sums go to a
+// scratch [splits, R, N] that lora_reduce adds up.
 func (b *Backend) narrowMatMul(c, p, q *tensor.Tensor, transP bool, alpha, beta float32, splits int) error {
 	const op = "narrow matmul"
 	R, K, N, err := matmulDims(c, p, q, transP, true)
@@ -140,7 +183,7 @@ func (b *Backend) narrowMatMul(c, p, q *tensor.Tensor, transP bool, alpha, beta 
 	args := new(Args).Raw(c).U64(N).Raw(ws).Raw(q).U64(K).Raw(p).U64(spi).U64(spk).
 		I32(R).I32(N).I32(K).I32(chunk).F32(alpha).F32(beta)
 	sizes := kernels.Sizes{M: R, Cols: N, Splits: splits}
-	if err := b.q.launch(op, "lora_narrow", sizes, args); err != nil {
+	if err := b.q.launch(op, loraKernel("lora_narrow", q), sizes, args); err != nil {
 		return err
 	}
 	if splits == 1 {
@@ -179,9 +222,15 @@ func (b *Backend) loraReduce(op string, c *tensor.Tensor, sci, scm int, ws *tens
 // runs over the tokens. In float32 they run on the tensor cores with each
 // operand split into bf16 hi + lo (kernels/lora.cu's lora_grad, about
 // 2^-16 relative per product), the tokens split into chunks added in a
-// fixed order. With Precise, or other dtypes, it is MatMul.
+// fixed order. q may also be bf16 (lora_grad_bf16), as in NarrowMatMul.
+// With Precise, or other dtypes, it is MatMul (a bf16 q widened first).
 func (b *Backend) GradMatMul(c, p, q *tensor.Tensor, transC bool, alpha, beta float32) error {
-	if b.Precise || b.loraKernelsOff || c.DType() != tensor.F32 || p.DType() != tensor.F32 || q.DType() != tensor.F32 {
+	if !b.loraKernels(c, p, q) {
+		q, free, err := b.widenForProduct(q, p)
+		if err != nil {
+			return err
+		}
+		defer free()
 		if transC {
 			return b.MatMul(c, q, p, true, true, alpha, beta)
 		}
@@ -224,10 +273,10 @@ func (b *Backend) multiprocessors() int {
 	return 132
 }
 
-// gradMatMul is GradMatMul with float32 operands and the tokens split into
-// (at most) splits chunks, each a multiple of lora_grad's stage; with more
-// than one, the partial sums go to a scratch [splits, R, M] that
-// lora_reduce adds up.
+// gradMatMul is GradMatMul on the kernels (loraKernels' dtypes) with the
+// tokens split into (at most) splits chunks, each a multiple of lora_grad's
+// stage; with more than one, the partial sums go to a scratch [splits, R,
+// M] that lora_reduce adds up.
 func (b *Backend) gradMatMul(c, p, q *tensor.Tensor, transC bool, alpha, beta float32, splits int) error {
 	const op = "grad matmul"
 	R, N, M, err := gradDims(c, p, q, transC)
@@ -258,7 +307,7 @@ func (b *Backend) gradMatMul(c, p, q *tensor.Tensor, transC bool, alpha, beta fl
 	defer b.Free(ws)
 	args := new(Args).Raw(c).U64(sci).U64(scm).Raw(ws).Raw(p).U64(N).Raw(q).U64(M).
 		I32(R).I32(M).I32(N).I32(chunk).F32(alpha).F32(beta)
-	if err := b.q.launch(op, "lora_grad", kernels.Sizes{M: R, Cols: M, Splits: splits}, args); err != nil {
+	if err := b.q.launch(op, loraKernel("lora_grad", q), kernels.Sizes{M: R, Cols: M, Splits: splits}, args); err != nil {
 		return err
 	}
 	if splits == 1 {

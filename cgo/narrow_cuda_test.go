@@ -79,7 +79,8 @@ func TestGPUNarrowMatMulViews(t *testing.T) {
 
 // NarrowMatMul, GradMatMul and ExpandMatMul in the default mode run their
 // kernels (the result is not cuBLAS's bit for bit); in Precise mode, and
-// for bf16 operands, they are MatMul, bit for bit.
+// for bf16 operands, they are MatMul, bit for bit, but for a bf16 q with
+// float32 c and p (here GradMatMul's dy), which the _bf16 kernels take.
 func TestGPULoRAKernelRouting(t *testing.T) {
 	b := gpuBackend(t)
 	rng := newRNG(t)
@@ -104,8 +105,8 @@ func TestGPULoRAKernelRouting(t *testing.T) {
 			if same := sameBits(t, b, viaMatMul.d, narrow.d); same == kernel {
 				t.Errorf("%s, precise %v: NarrowMatMul equal to MatMul bit for bit: %v, want %v", dt, precise, same, !kernel)
 			}
-			if same := sameBits(t, b, gradMatMul.d, grad.d); same == kernel {
-				t.Errorf("%s, precise %v: GradMatMul equal to MatMul bit for bit: %v, want %v", dt, precise, same, !kernel)
+			if same := sameBits(t, b, gradMatMul.d, grad.d); same == !precise {
+				t.Errorf("%s, precise %v: GradMatMul equal to MatMul bit for bit: %v, want %v", dt, precise, same, precise)
 			}
 			if same := sameBits(t, b, expandMatMul.d, expand.d); same == kernel {
 				t.Errorf("%s, precise %v: ExpandMatMul equal to MatMul bit for bit: %v, want %v", dt, precise, same, !kernel)
@@ -270,6 +271,79 @@ func TestGPUExpandMatMul(t *testing.T) {
 				must(t, cpu.MatMul(abs, absOf(p.h), absOf(w.h), true, transW, alpha, 0))
 				closeToProduct(t, b, fmt.Sprintf("R %d N %d M %d transW %v beta %g", c.R, c.N, c.M, transW, beta), out, abs)
 			}
+		}
+	}
+}
+
+// NarrowMatMul and GradMatMul with a bf16 q (lora_narrow_bf16,
+// lora_grad_bf16: the model's o_proj input, the attention output kept in
+// bf16) give the float32 kernels' result on q widened, equal element by
+// element: q's split has no lo part, and the mma left out for it adds only
+// zeros. The cases cover the vector loads (depths and widths multiples of
+// the tiles) and the element loads (odd ones: rows not 4- or 8-byte
+// aligned), one and several chunks, beta 0 and 1. The float32 kernels are
+// checked against the CPU by the tests above. With the kernels off the
+// products are MatMul on q widened, so that p is not rounded to bf16.
+func TestGPULoRABF16Input(t *testing.T) {
+	b := gpuBackend(t)
+	rng := newRNG(t)
+	equal := func(name string, x, y *tensor.Tensor) {
+		t.Helper()
+		gx, gy := hostOf(t, b, x).F32(), hostOf(t, b, y).F32()
+		for i := range gx {
+			if gx[i] != gy[i] {
+				t.Fatalf("%s: element %d is %g from bf16 q, %g from q widened", name, i, gx[i], gy[i])
+			}
+		}
+	}
+	for _, c := range []struct{ R, N, K int }{{16, 70, 200}, {48, 130, 333}, {5, 33, 64}, {32, 128, 256}, {72, 65, 128}} {
+		q := input(t, b, rng, tensor.BF16, c.N, c.K)
+		qf := output(t, b, tensor.F32, c.N, c.K)
+		must(t, b.cast(qf.d, q.d))
+		for _, splits := range []int{1, 3} {
+			for _, beta := range []float32{0, 1} {
+				name := fmt.Sprintf("R %d N %d K %d splits %d beta %g", c.R, c.N, c.K, splits, beta)
+				// t = A x^T, x = q [N, K].
+				p := input(t, b, rng, tensor.F32, c.R, c.K)
+				fromBF16, fromF32 := input(t, b, rng, tensor.F32, c.R, c.N), output(t, b, tensor.F32, c.R, c.N)
+				must(t, b.Copy(fromF32.d, fromBF16.d))
+				must(t, b.narrowMatMul(fromBF16.d, p.d, q.d, false, 0.5, beta, splits))
+				must(t, b.narrowMatMul(fromF32.d, p.d, qf.d, false, 0.5, beta, splits))
+				equal("narrow "+name, fromBF16.d, fromF32.d)
+				// dA += dt x: p = dt [R, N], x = q [N, K].
+				dt := input(t, b, rng, tensor.F32, c.R, c.N)
+				gBF16, gF32 := input(t, b, rng, tensor.F32, c.R, c.K), output(t, b, tensor.F32, c.R, c.K)
+				must(t, b.Copy(gF32.d, gBF16.d))
+				must(t, b.gradMatMul(gBF16.d, dt.d, q.d, false, 0.5, beta, splits))
+				must(t, b.gradMatMul(gF32.d, dt.d, qf.d, false, 0.5, beta, splits))
+				equal("grad "+name, gBF16.d, gF32.d)
+			}
+		}
+	}
+
+	// Routing: the _bf16 kernels in the default mode; with the kernels off,
+	// MatMul on q widened, bit for bit.
+	const R, N, K = 16, 40, 96
+	p, q := input(t, b, rng, tensor.F32, R, K), input(t, b, rng, tensor.BF16, N, K)
+	qf := output(t, b, tensor.F32, N, K)
+	must(t, b.cast(qf.d, q.d))
+	dt := input(t, b, rng, tensor.F32, R, N)
+	for _, off := range []bool{false, true} {
+		b.loraKernelsOff = off
+		narrow, narrowF32 := output(t, b, tensor.F32, R, N), output(t, b, tensor.F32, R, N)
+		must(t, b.NarrowMatMul(narrow.d, p.d, q.d, false, 1, 0))
+		grad, gradF32 := output(t, b, tensor.F32, R, K), output(t, b, tensor.F32, R, K)
+		must(t, b.GradMatMul(grad.d, dt.d, q.d, false, 1, 0))
+		b.loraKernelsOff = false
+		if off {
+			must(t, b.MatMul(narrowF32.d, p.d, qf.d, false, true, 1, 0))
+			must(t, b.MatMul(gradF32.d, dt.d, qf.d, false, false, 1, 0))
+		} else {
+			must(t, b.narrowMatMul(narrowF32.d, p.d, qf.d, false, 1, 0, b.narrowSplits(R, N, K)))
+			must(t, b.gradMatMul(gradF32.d, dt.d, qf.d, false, 1, 0, b.gradSplits(R, K, N)))
+		}
+		if !sameBits(t, b, narrow.d, narrowF32.d) || !sameBits(t, b, grad.d, gradF32.d) {
+			t.Errorf("kernels off %v: a bf16 q does not give the product of q widened bit for bit", off)
 		}
 	}
 }

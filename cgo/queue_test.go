@@ -350,6 +350,14 @@ func TestRecordedOps(t *testing.T) {
 			// dB += s (t dy)^T: t [3, 70], dy [70, H], dB [H, 3], two chunks.
 			return b.gradMatMul(dev(t, b, f32, H, 3), dev(t, b, f32, 3, 70), dev(t, b, f32, 70, H), true, 2, 1, 2)
 		}},
+		{"narrow matmul, bf16 x", []string{"lora_narrow_bf16"}, func() error {
+			// t = A x^T with x bf16 (the o_proj input), one chunk.
+			return b.NarrowMatMul(dev(t, b, f32, 3, N), dev(t, b, f32, 3, H), dev(t, b, bf16, N, H), false, 1, 0)
+		}},
+		{"grad matmul, bf16 x, split", []string{"lora_grad_bf16", "lora_reduce"}, func() error {
+			// dA += dt x with x bf16: dt [3, 70], x [70, H], two chunks.
+			return b.gradMatMul(dev(t, b, f32, 3, H), dev(t, b, f32, 3, 70), dev(t, b, bf16, 70, H), false, 1, 1, 2)
+		}},
 		{"expand matmul", []string{"lora_expand"}, func() error {
 			// dx += dt^T A: dt [3, N], A [3, H], dx [N, H].
 			return b.ExpandMatMul(dev(t, b, f32, N, H), dev(t, b, f32, 3, N), dev(t, b, f32, 3, H), false, 1, 1)

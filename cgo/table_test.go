@@ -144,6 +144,12 @@ func tableLaunches(t *testing.T) map[string]bool {
 		"grad matmul, the tokens in two chunks": func() error {
 			return b.gradMatMul(dev(t, b, f32, 3, H), dev(t, b, f32, 3, 70), dev(t, b, f32, 70, H), false, 1, 1, 2)
 		},
+		"narrow matmul, bf16 x": func() error {
+			return b.NarrowMatMul(dev(t, b, f32, 3, N), dev(t, b, f32, 3, H), dev(t, b, bf16, N, H), false, 1, 0)
+		},
+		"grad matmul, bf16 x": func() error {
+			return b.GradMatMul(dev(t, b, f32, 3, H), dev(t, b, f32, 3, N), dev(t, b, bf16, N, H), false, 1, 1)
+		},
 	}
 	launched := map[string]bool{}
 	for name, call := range calls {

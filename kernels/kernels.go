@@ -262,7 +262,15 @@ var Table = []Kernel{
 		Grid: func(s Sizes) [3]int {
 			return [3]int{ceilDiv(s.Cols, loraNarrowN), ceilDiv(s.M, loraNarrowR), max(1, s.Splits)}
 		}},
+	{Name: "lora_narrow_bf16", Source: "lora", Matches: "MatMul (t = A x^T with x bf16, as lora_narrow)", Block: 128,
+		Grid: func(s Sizes) [3]int {
+			return [3]int{ceilDiv(s.Cols, loraNarrowN), ceilDiv(s.M, loraNarrowR), max(1, s.Splits)}
+		}},
 	{Name: "lora_grad", Source: "lora", Matches: "MatMul (dA += dt x and dB += s (t dy)^T, C [M, Cols] or its transpose, M a rank)", Block: 128,
+		Grid: func(s Sizes) [3]int {
+			return [3]int{ceilDiv(s.Cols, loraGradM), ceilDiv(s.M, loraNarrowR), max(1, s.Splits)}
+		}},
+	{Name: "lora_grad_bf16", Source: "lora", Matches: "MatMul (dA += dt x with x bf16, as lora_grad)", Block: 128,
 		Grid: func(s Sizes) [3]int {
 			return [3]int{ceilDiv(s.Cols, loraGradM), ceilDiv(s.M, loraNarrowR), max(1, s.Splits)}
 		}},

@@ -16,15 +16,20 @@
 // bf16 tensor cores with each float32 operand split into hi = bf16(v) and
 // lo = bf16(v - hi) and three mma per step, hi*hi + hi*lo + lo*hi: about
 // 2^-16 relative per product (kernels/README.md gives the bounds the tests
-// hold them to).
+// hold them to). lora_narrow and lora_grad also take their large operand
+// in bf16 (the _bf16 entries: the attention output, which the model keeps
+// in bf16 for o_proj): read as it is, hi = the value and lo = 0, so the
+// al mma is left out; the sums are those of the float32 entries on the
+// widened values.
 #include "mma.cuh"
 
 #define LORA_THREADS 128  // 4 warps, in all three kernels
 
 // lora_narrow computes the LoRA products whose output has few rows and whose
 // sum runs along the rows of a large operand: C [R, N] = alpha P Q^T + beta C
-// with Q [N, K] float32 row-major (ldq elements per row) and P(i, k) =
-// p[i*spi + k*spk], R small (a rank, or the stacked ranks of a loraGroup):
+// with Q [N, K] row-major (ldq elements per row; float32, bf16 in
+// lora_narrow_bf16) and P(i, k) = p[i*spi + k*spk] float32, R small (a
+// rank, or the stacked ranks of a loraGroup):
 //
 //	forward   t  = A x^T       P = A [r, in]            Q = x  [N, in]
 //	backward  dt = s B^T dy^T  P(i, k) = B[k, i] (spi 1) Q = dy [N, out]
@@ -47,7 +52,8 @@
 #define LN_BK 64           // depth per stage
 #define LN_LD (LN_BK + 8)  // bf16 per shared row: 144 bytes, so ldmatrix's 8 rows fall in 32 distinct banks
 
-// ln_ld2 is an 8-byte load of two floats (p 8-byte aligned).
+// ln_ld2 is a load of Q's two elements at p, one A-fragment register's
+// worth: 8 bytes of float32, or 4 of bf16 (p aligned to its size).
 __device__ __forceinline__ float2 ln_ld2(const float* p) {
 #ifndef __CUDACC__
   if ((uintptr_t)p % 8 != 0) emu::fail("lora_narrow: an 8-byte load from an address that is not 8-byte aligned");
@@ -55,8 +61,16 @@ __device__ __forceinline__ float2 ln_ld2(const float* p) {
   return *(const float2*)p;
 }
 
+__device__ __forceinline__ uint32_t ln_ld2(const uint16_t* p) {
+#ifndef __CUDACC__
+  if ((uintptr_t)p % 4 != 0) emu::fail("lora_narrow: a 4-byte load from an address that is not 4-byte aligned");
+#endif
+  return *(const uint32_t*)p;
+}
+
 // ln_load2 returns Q[row, k] and Q[row, k+1], zero past N rows or past kend;
-// vec says that 8-byte loads are aligned (ldq even, q 8-byte aligned).
+// vec says that the paired loads are aligned (ldq even, q aligned to two
+// elements).
 __device__ __forceinline__ float2 ln_load2(const float* q, long long ldq, int row, int N, int k, int kend, bool vec) {
   float2 v = make_float2(0.0f, 0.0f);
   if (row < N) {
@@ -71,18 +85,53 @@ __device__ __forceinline__ float2 ln_load2(const float* q, long long ldq, int ro
   return v;
 }
 
+__device__ __forceinline__ uint32_t ln_load2(const uint16_t* q, long long ldq, int row, int N, int k, int kend,
+                                             bool vec) {
+  uint32_t v = 0;
+  if (row < N) {
+    const uint16_t* r = q + (size_t)row * ldq + k;
+    if (vec && k + 1 < kend) {
+      v = ln_ld2(r);
+    } else {
+      if (k < kend) v = r[0];
+      if (k + 1 < kend) v |= (uint32_t)r[1] << 16;
+    }
+  }
+  return v;
+}
+
+// QPair is what ln_ld2 returns for Q's element type X: two floats, or two
+// bf16 packed as an A-fragment register.
+template <class X>
+struct QPair;
+template <>
+struct QPair<float> {
+  typedef float2 type;
+};
+template <>
+struct QPair<uint16_t> {
+  typedef uint32_t type;
+};
+
 // ln_split sets hi to the bf16 pair of v and lo to the pair of what
-// rounding left over.
+// rounding left over; a bf16 pair is its own hi (lo, zero, is not used).
 __device__ __forceinline__ void ln_split(uint32_t& hi, uint32_t& lo, float2 v) {
   hi = pack_bf16_rn(v.x, v.y);
   lo = pack_bf16_rn(v.x - bf16_to_f32((uint16_t)hi), v.y - bf16_to_f32((uint16_t)(hi >> 16)));
+}
+
+__device__ __forceinline__ void ln_split(uint32_t& hi, uint32_t& lo, uint32_t v) {
+  hi = v;
+  lo = 0;
 }
 
 // mma_split_pair adds to the n-tiles c0 and c1 (a pair: 16 columns) the
 // product of a 16 x 16 A tile given as bf16 ah + al by the B tile stored
 // [n][k] as bf16 hi + lo at bhi and blo (ld elements per n): ah bh + ah bl
 // + al bh, the three mma of the hi + lo split (al bl, about 2^-18 of the
-// product, is left out: the split's own rounding is of that order).
+// product, is left out: the split's own rounding is of that order). With
+// ALo false al is zero (a bf16 A) and its mma is left out too.
+template <bool ALo = true>
 __device__ __forceinline__ void mma_split_pair(FragC& c0, FragC& c1, const FragA& ah, const FragA& al,
                                                const uint16_t* bhi, const uint16_t* blo, int ld, int lane) {
   FragB bh0, bh1, bl0, bl1;
@@ -90,10 +139,10 @@ __device__ __forceinline__ void mma_split_pair(FragC& c0, FragC& c1, const FragA
   ldmatrix_frag_b2(bl0, bl1, blo, ld, lane);
   mma_bf16_m16n8k16(c0, ah, bh0);
   mma_bf16_m16n8k16(c0, ah, bl0);
-  mma_bf16_m16n8k16(c0, al, bh0);
+  if (ALo) mma_bf16_m16n8k16(c0, al, bh0);
   mma_bf16_m16n8k16(c1, ah, bh1);
   mma_bf16_m16n8k16(c1, ah, bl1);
-  mma_bf16_m16n8k16(c1, al, bh1);
+  if (ALo) mma_bf16_m16n8k16(c1, al, bh1);
 }
 
 // lora_out writes an output element's sum v: to its slot ws[wsoff] of the
@@ -110,9 +159,13 @@ __device__ __forceinline__ void lora_out(float* c, size_t off, float* ws, size_t
   c[off] = o;
 }
 
-extern "C" __global__ void __launch_bounds__(LORA_THREADS)
-    lora_narrow(float* c, long long ldc, float* ws, const float* q, long long ldq, const float* p, long long spi,
-                long long spk, int R, int N, int K, int kchunk, float alpha, float beta) {
+// lora_narrow_tile is lora_narrow with Q's elements of type X: float, or
+// bf16 (uint16_t) for lora_narrow_bf16.
+template <class X>
+__device__ __forceinline__ void lora_narrow_tile(float* c, long long ldc, float* ws, const X* q, long long ldq,
+                                                 const float* p, long long spi, long long spk, int R, int N, int K,
+                                                 int kchunk, float alpha, float beta) {
+  constexpr bool split = sizeof(X) == 4;  // float32 Q: hi + lo; bf16 Q: hi alone
   __shared__ __align__(16) uint16_t p_hi[LN_BR * LN_LD];
   __shared__ __align__(16) uint16_t p_lo[LN_BR * LN_LD];
   int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -122,7 +175,7 @@ extern "C" __global__ void __launch_bounds__(LORA_THREADS)
   int rows = min(LN_BR, R - r0);
   int pairs = (rows + 15) / 16;  // n-tile pairs with a row of P in them (warp-uniform)
   int kbeg = blockIdx.z * kchunk, kend = min(K, kbeg + kchunk);
-  bool vec = (ldq & 1) == 0 && ((uintptr_t)q & 7) == 0;
+  bool vec = (ldq & 1) == 0 && ((uintptr_t)q % (2 * sizeof(X))) == 0;
 
   FragC acc[LN_BR / 8];
 #pragma unroll
@@ -132,10 +185,10 @@ extern "C" __global__ void __launch_bounds__(LORA_THREADS)
     // This stage's Q: 4 k-steps of the A fragment, a0a1, a2a3, a4a5, a6a7;
     // without a test per load where the warp's 16 rows and the stage's
     // depths are all inside Q (warp-uniform).
-    float2 xv[LN_BK / 16][4];
+    typename QPair<X>::type xv[LN_BK / 16][4];
     if (vec && n0 + 16 <= N && k0 + LN_BK <= kend) {
-      const float* row_g = q + (size_t)(n0 + g) * ldq + k0 + 2 * t;
-      const float* row_g8 = row_g + 8 * ldq;
+      const X* row_g = q + (size_t)(n0 + g) * ldq + k0 + 2 * t;
+      const X* row_g8 = row_g + 8 * ldq;
 #pragma unroll
       for (int s = 0; s < LN_BK / 16; s++) {
         xv[s][0] = ln_ld2(row_g + 16 * s);
@@ -180,8 +233,8 @@ extern "C" __global__ void __launch_bounds__(LORA_THREADS)
 #pragma unroll
       for (int jp = 0; jp < LN_BR / 16; jp++) {
         if (jp < pairs)
-          mma_split_pair(acc[2 * jp], acc[2 * jp + 1], ah, al, p_hi + jp * 16 * LN_LD + 16 * s,
-                         p_lo + jp * 16 * LN_LD + 16 * s, LN_LD, lane);
+          mma_split_pair<split>(acc[2 * jp], acc[2 * jp + 1], ah, al, p_hi + jp * 16 * LN_LD + 16 * s,
+                                p_lo + jp * 16 * LN_LD + 16 * s, LN_LD, lane);
       }
     }
   }
@@ -199,10 +252,22 @@ extern "C" __global__ void __launch_bounds__(LORA_THREADS)
   }
 }
 
+extern "C" __global__ void __launch_bounds__(LORA_THREADS)
+    lora_narrow(float* c, long long ldc, float* ws, const float* q, long long ldq, const float* p, long long spi,
+                long long spk, int R, int N, int K, int kchunk, float alpha, float beta) {
+  lora_narrow_tile(c, ldc, ws, q, ldq, p, spi, spk, R, N, K, kchunk, alpha, beta);
+}
+
+extern "C" __global__ void __launch_bounds__(LORA_THREADS)
+    lora_narrow_bf16(float* c, long long ldc, float* ws, const uint16_t* q, long long ldq, const float* p,
+                     long long spi, long long spk, int R, int N, int K, int kchunk, float alpha, float beta) {
+  lora_narrow_tile(c, ldc, ws, q, ldq, p, spi, spk, R, N, K, kchunk, alpha, beta);
+}
+
 // lora_grad computes the LoRA products whose sum runs over the tokens,
 // the adapters' gradients: C = alpha P Q + beta C with P [R, N] float32
-// row-major (ldp elements per row; R small), Q [N, M] float32 row-major
-// (ldq) and C(i, m) = c[i*sci + m*scm]:
+// row-major (ldp elements per row; R small), Q [N, M] row-major (ldq;
+// float32, bf16 in lora_grad_bf16) and C(i, m) = c[i*sci + m*scm]:
 //
 //	dA += dt x         P = dt [r, N]   Q = x  [N, in]   C = dA [r, in]   (sci in, scm 1)
 //	dB += s (t dy)^T   P = t  [r, N]   Q = dy [N, out]  C = dB [out, r]  (sci 1, scm r)
@@ -225,7 +290,8 @@ extern "C" __global__ void __launch_bounds__(LORA_THREADS)
 #define LG_LDQ (LG_BM + 8)   // bf16 per shared row of the Q tile: 144 bytes (ldmatrix rows in 32 distinct banks)
 #define LG_LDP (LG_BN + 8)   // bf16 per shared row of the P tile: 80 bytes (likewise)
 
-// lg_ld4 is a 16-byte load of four floats (p 16-byte aligned).
+// lg_ld4 is a load of four elements at p: 16 bytes of float32, or 8 of
+// bf16 (p aligned to its size).
 __device__ __forceinline__ float4 lg_ld4(const float* p) {
 #ifndef __CUDACC__
   if ((uintptr_t)p % 16 != 0) emu::fail("lora_grad: a 16-byte load from an address that is not 16-byte aligned");
@@ -233,9 +299,16 @@ __device__ __forceinline__ float4 lg_ld4(const float* p) {
   return *(const float4*)p;
 }
 
+__device__ __forceinline__ uint2 lg_ld4(const uint16_t* p) {
+#ifndef __CUDACC__
+  if ((uintptr_t)p % 8 != 0) emu::fail("lora_grad: an 8-byte load from an address that is not 8-byte aligned");
+#endif
+  return *(const uint2*)p;
+}
+
 // lg_load4 returns base[row, col..col+3] (ld elements per row), zero past
-// rowEnd rows or colEnd columns; vec says that 16-byte loads are aligned
-// at columns that are multiples of 4.
+// rowEnd rows or colEnd columns; vec says that the loads of four are
+// aligned at columns that are multiples of 4.
 __device__ __forceinline__ float4 lg_load4(const float* base, long long ld, int row, int rowEnd, int col, int colEnd,
                                            bool vec) {
   float4 v = {0.0f, 0.0f, 0.0f, 0.0f};
@@ -253,8 +326,26 @@ __device__ __forceinline__ float4 lg_load4(const float* base, long long ld, int 
   return v;
 }
 
+__device__ __forceinline__ uint2 lg_load4(const uint16_t* base, long long ld, int row, int rowEnd, int col,
+                                          int colEnd, bool vec) {
+  uint2 v = {0u, 0u};
+  if (row < rowEnd) {
+    const uint16_t* r = base + (size_t)row * ld + col;
+    if (vec && col + 3 < colEnd) {
+      v = lg_ld4(r);
+    } else {
+      if (col < colEnd) v.x = r[0];
+      if (col + 1 < colEnd) v.x |= (uint32_t)r[1] << 16;
+      if (col + 2 < colEnd) v.y = r[2];
+      if (col + 3 < colEnd) v.y |= (uint32_t)r[3] << 16;
+    }
+  }
+  return v;
+}
+
 // lg_store4 stores v's four values split, as bf16 hi at hi and lo at lo
-// (4-byte aligned).
+// (4-byte aligned); four bf16 are their own hi (lo is not stored: the
+// kernel does not read it).
 __device__ __forceinline__ void lg_store4(uint16_t* hi, uint16_t* lo, float4 v) {
   uint32_t h0 = pack_bf16_rn(v.x, v.y), h1 = pack_bf16_rn(v.z, v.w);
   uint32_t* h = (uint32_t*)hi;
@@ -265,9 +356,31 @@ __device__ __forceinline__ void lg_store4(uint16_t* hi, uint16_t* lo, float4 v) 
   l[1] = pack_bf16_rn(v.z - bf16_to_f32((uint16_t)h1), v.w - bf16_to_f32((uint16_t)(h1 >> 16)));
 }
 
-extern "C" __global__ void __launch_bounds__(LORA_THREADS, 3)
-    lora_grad(float* c, long long sci, long long scm, float* ws, const float* p, long long ldp, const float* q,
-              long long ldq, int R, int M, int N, int nchunk, float alpha, float beta) {
+__device__ __forceinline__ void lg_store4(uint16_t* hi, uint16_t*, uint2 v) {
+  uint32_t* h = (uint32_t*)hi;
+  h[0] = v.x;
+  h[1] = v.y;
+}
+
+// QQuad is what lg_ld4 returns for Q's element type X.
+template <class X>
+struct QQuad;
+template <>
+struct QQuad<float> {
+  typedef float4 type;
+};
+template <>
+struct QQuad<uint16_t> {
+  typedef uint2 type;
+};
+
+// lora_grad_tile is lora_grad with Q's elements of type X: float, or bf16
+// (uint16_t) for lora_grad_bf16.
+template <class X>
+__device__ __forceinline__ void lora_grad_tile(float* c, long long sci, long long scm, float* ws, const float* p,
+                                               long long ldp, const X* q, long long ldq, int R, int M, int N,
+                                               int nchunk, float alpha, float beta) {
+  constexpr bool split = sizeof(X) == 4;  // float32 Q: hi + lo; bf16 Q: hi alone
   __shared__ __align__(16) uint16_t q_hi[LG_BN * LG_LDQ];
   __shared__ __align__(16) uint16_t q_lo[LG_BN * LG_LDQ];
   __shared__ __align__(16) uint16_t p_hi[LG_BR * LG_LDP];
@@ -277,7 +390,7 @@ extern "C" __global__ void __launch_bounds__(LORA_THREADS, 3)
   int rows = min(LG_BR, R - r0);
   int pairs = (rows + 15) / 16;  // n-tile pairs with a row of P in them (warp-uniform)
   int nbeg = blockIdx.z * nchunk, nend = min(N, nbeg + nchunk);
-  bool qvec = (ldq & 3) == 0 && ((uintptr_t)q & 15) == 0;
+  bool qvec = (ldq & 3) == 0 && ((uintptr_t)q % (4 * sizeof(X))) == 0;
   bool pvec = (ldp & 3) == 0 && ((uintptr_t)p & 15) == 0;
 
   FragC acc[LG_BR / 8];
@@ -289,7 +402,8 @@ extern "C" __global__ void __launch_bounds__(LORA_THREADS, 3)
   // Rows of P past pairs * 16 are never read: not loaded. Where the stage
   // is inside Q (or P's tokens inside the chunk), the loads go without a
   // test each (block-uniform).
-  float4 qv[4], pv[4];
+  typename QQuad<X>::type qv[4];
+  float4 pv[4];
   const float* pr = p + (size_t)r0 * ldp;
   auto load = [&](int n0) {
     bool qfull = qvec && n0 + LG_BN <= nend && m0 + LG_BM <= M;
@@ -318,12 +432,12 @@ extern "C" __global__ void __launch_bounds__(LORA_THREADS, 3)
     for (int s = 0; s < LG_BN / 16; s++) {
       FragA ah, al;
       ldmatrix_frag_a_trans(ah, q_hi + 16 * s * LG_LDQ + 16 * warp, LG_LDQ, lane);
-      ldmatrix_frag_a_trans(al, q_lo + 16 * s * LG_LDQ + 16 * warp, LG_LDQ, lane);
+      if (split) ldmatrix_frag_a_trans(al, q_lo + 16 * s * LG_LDQ + 16 * warp, LG_LDQ, lane);
 #pragma unroll
       for (int jp = 0; jp < LG_BR / 16; jp++) {
         if (jp < pairs)
-          mma_split_pair(acc[2 * jp], acc[2 * jp + 1], ah, al, p_hi + jp * 16 * LG_LDP + 16 * s,
-                         p_lo + jp * 16 * LG_LDP + 16 * s, LG_LDP, lane);
+          mma_split_pair<split>(acc[2 * jp], acc[2 * jp + 1], ah, al, p_hi + jp * 16 * LG_LDP + 16 * s,
+                                p_lo + jp * 16 * LG_LDP + 16 * s, LG_LDP, lane);
       }
     }
   }
@@ -340,6 +454,18 @@ extern "C" __global__ void __launch_bounds__(LORA_THREADS, 3)
                  beta);
     }
   }
+}
+
+extern "C" __global__ void __launch_bounds__(LORA_THREADS, 3)
+    lora_grad(float* c, long long sci, long long scm, float* ws, const float* p, long long ldp, const float* q,
+              long long ldq, int R, int M, int N, int nchunk, float alpha, float beta) {
+  lora_grad_tile(c, sci, scm, ws, p, ldp, q, ldq, R, M, N, nchunk, alpha, beta);
+}
+
+extern "C" __global__ void __launch_bounds__(LORA_THREADS, 3)
+    lora_grad_bf16(float* c, long long sci, long long scm, float* ws, const float* p, long long ldp,
+                   const uint16_t* q, long long ldq, int R, int M, int N, int nchunk, float alpha, float beta) {
+  lora_grad_tile(c, sci, scm, ws, p, ldp, q, ldq, R, M, N, nchunk, alpha, beta);
 }
 
 // lora_reduce sets C(i, m) = c[i*sci + m*scm] = alpha times the sum of the

@@ -100,6 +100,10 @@ struct __align__(8) float2 {
   float x, y;
 };
 inline float2 make_float2(float x, float y) { return float2{x, y}; }
+// uint2: CUDA's 8-byte vector of two unsigned ints (one 64-bit load or store).
+struct __align__(8) uint2 {
+  unsigned x, y;
+};
 struct uint3 {
   unsigned x, y, z;
 };
