@@ -42,6 +42,10 @@ type Backend struct {
 	// head's query heads per block whatever the launch's size (dkdvPerHead):
 	// the tests run both ways.
 	dkdvGroupBlocks bool
+	// attentionActsF32 makes AttentionRounds say no: the model keeps q, k,
+	// v and the attention output in float32, cast to bf16 around each
+	// attention launch (the GPU benchmark's step, against bf16 ones).
+	attentionActsF32 bool
 }
 
 // The CUDA backend implements every operation of tensor.Backend.

@@ -737,10 +737,21 @@ func TestGPURoPE(t *testing.T) {
 				must(t, cpu.RoPE(x.h, x.h, cos.h, sin.h, inverse))
 				must(t, b.RoPE(x.d, x.d, cos.d, sin.d, inverse))
 				compare(t, b, name+" in place", x, tolFor(tolF32, dt))
-				// q and k in one launch: the bits of one RoPE each.
+				// q and k in one launch: the bits of one RoPE each, in
+				// place and into bf16 outputs (the model's attention
+				// inputs, AttentionRounds).
 				k := input(t, b, rng, dt, N, heads/2, D)
 				q1, k1 := toDev(t, b, hostOf(t, b, x.d)), toDev(t, b, k.h)
-				must(t, b.RoPEPair(x.d, k.d, cos.d, sin.d, inverse))
+				q2, k2 := output(t, b, tensor.BF16, N, heads, D), output(t, b, tensor.BF16, N, heads/2, D)
+				q3, k3 := output(t, b, tensor.BF16, N, heads, D), output(t, b, tensor.BF16, N, heads/2, D)
+				must(t, b.RoPEPair(q2.d, k2.d, x.d, k.d, cos.d, sin.d, inverse))
+				must(t, b.RoPE(q3.d, x.d, cos.d, sin.d, inverse))
+				must(t, b.RoPE(k3.d, k.d, cos.d, sin.d, inverse))
+				if !bytes.Equal(hostOf(t, b, q2.d).Bytes(), hostOf(t, b, q3.d).Bytes()) ||
+					!bytes.Equal(hostOf(t, b, k2.d).Bytes(), hostOf(t, b, k3.d).Bytes()) {
+					t.Errorf("%s: RoPEPair into bf16 differs from two RoPE calls", name)
+				}
+				must(t, b.RoPEPair(x.d, k.d, x.d, k.d, cos.d, sin.d, inverse))
 				must(t, b.RoPE(q1, q1, cos.d, sin.d, inverse))
 				must(t, b.RoPE(k1, k1, cos.d, sin.d, inverse))
 				if !bytes.Equal(hostOf(t, b, x.d).Bytes(), hostOf(t, b, q1).Bytes()) ||
@@ -752,7 +763,7 @@ func TestGPURoPE(t *testing.T) {
 	}
 	x, k := input(t, b, rng, tensor.F32, N, heads, 16), input(t, b, rng, tensor.F32, N-1, heads, 16)
 	cos, sin := input(t, b, rng, tensor.F32, N, 8), input(t, b, rng, tensor.F32, N, 8)
-	if err := b.RoPEPair(x.d, k.d, cos.d, sin.d, false); err == nil || !strings.HasPrefix(err.Error(), "cuda: rope: ") {
+	if err := b.RoPEPair(x.d, k.d, x.d, k.d, cos.d, sin.d, false); err == nil || !strings.HasPrefix(err.Error(), "cuda: rope: ") {
 		t.Errorf("RoPEPair with k of another length: %v", err)
 	}
 

@@ -320,6 +320,18 @@ func (g *gpuBench) benchKernels() {
 			keep(x, y, o)
 			return func() error { return be.Add(o, x, y) }, 3 * 4 * n, 0
 		}},
+		// The residual's fused cast in the backward (AddCast, [N, H] as
+		// the model adds), and the two launches it replaces.
+		{"elementwise_add_f32_cast_bf16_fused", func(keep func(...*tensor.Tensor)) (func() error, float64, float64) {
+			x, y, o, c := rnd(f32, 1, N, H), rnd(f32, 1, N, H), rnd(f32, 1, N, H), rnd(bf16, 1, N, H)
+			keep(x, y, o, c)
+			return func() error { return be.AddCast(o, c, x, y) }, float64(14 * N * H), 0
+		}},
+		{"elementwise_add_f32_then_cast_bf16", func(keep func(...*tensor.Tensor)) (func() error, float64, float64) {
+			x, y, o, c := rnd(f32, 1, N, H), rnd(f32, 1, N, H), rnd(f32, 1, N, H), rnd(bf16, 1, N, H)
+			keep(x, y, o, c)
+			return func() error { return errors.Join(be.Add(o, x, y), be.Copy(c, o)) }, float64(14 * N * H), 0
+		}},
 		{"elementwise_cast_f32_to_bf16", func(keep func(...*tensor.Tensor)) (func() error, float64, float64) {
 			x, o := rnd(f32, 1, N, I), rnd(bf16, 1, N, I)
 			keep(x, o)
@@ -387,6 +399,14 @@ func (g *gpuBench) benchKernels() {
 			q, cos, sin := rnd(f32, 1, N, Hq, D), rnd(f32, 1, N, D/2), rnd(f32, 1, N, D/2)
 			keep(q, cos, sin)
 			return func() error { return be.RoPE(q, q, cos, sin, false) }, float64(2*4*N*Hq*D + 2*4*N*D/2), 0
+		}},
+		// q and k as the model rotates them for bf16 attention tensors: the
+		// float32 projections into bf16, in one launch (RoPEPair).
+		{"rope_pair_f32_to_bf16", func(keep func(...*tensor.Tensor)) (func() error, float64, float64) {
+			q, k, cos, sin := rnd(f32, 1, N, Hq, D), rnd(f32, 1, N, Hkv, D), rnd(f32, 1, N, D/2), rnd(f32, 1, N, D/2)
+			qo, ko := rnd(bf16, 1, N, Hq, D), rnd(bf16, 1, N, Hkv, D)
+			keep(q, k, cos, sin, qo, ko)
+			return func() error { return be.RoPEPair(qo, ko, q, k, cos, sin, false) }, float64(6*N*(Hq+Hkv)*D + 2*4*N*D/2), 0
 		}},
 		{"embedding_bf16_to_f32", func(keep func(...*tensor.Tensor)) (func() error, float64, float64) {
 			idv := make([]int32, N)
@@ -888,10 +908,21 @@ func (g *gpuBench) benchTrainStep(configJSON []byte) {
 	// The same step with the LoRA products on cuBLAS instead of the LoRA
 	// kernels.
 	be.loraKernelsOff = true
-	defer func() { be.loraKernelsOff = false }()
 	cublas := median3()
+	be.loraKernelsOff = false
 	g.record("train_step_llama31_8b_r16_seq2048_lora_on_cublas", map[string]float64{
 		"s/step": cublas, "tokens/s": T / cublas, "kernels_speedup": cublas / sec,
+	}, nil)
+	// And with q, k, v and the attention output kept in float32, cast to
+	// bf16 around each attention launch (the model's layout before
+	// attentionDType): what keeping them in bf16 saves in time and memory.
+	be.attentionActsF32 = true
+	defer func() { be.attentionActsF32 = false }()
+	be.ResetPeak()
+	f32Acts := median3()
+	g.record("train_step_llama31_8b_r16_seq2048_attention_acts_f32", map[string]float64{
+		"s/step": f32Acts, "tokens/s": T / f32Acts, "bf16_acts_speedup": f32Acts / sec,
+		"peak_GiB": float64(be.PeakBytes()) / (1 << 30),
 	}, nil)
 }
 

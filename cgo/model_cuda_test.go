@@ -397,65 +397,86 @@ func (u unfusedBackend) ExpandMatMul(c, p, w *tensor.Tensor, transW bool, alpha,
 
 // The fusions the model takes from the CUDA backend (RMSNormCast,
 // SwiGLUCast and SwiGLUBackwardCast for bf16 weights in the default mode,
-// RoPEPair always) change nothing: logits, loss, log-probs and LoRA
-// gradients are the same bits as the model's without them, which casts in
-// each product and rotates q and k in two launches; and they ran: six
-// casts fewer in each layer's forward (q, k, v, gate, up, down; the forward
-// runs twice, for Logits and ForwardBackward), two in its backward (gate,
-// up), and half the rope launches.
+// RoPEPair always, and for a head dimension of the tensor-core attention
+// q, k, v and the attention output kept in bf16, attentionDType) change
+// nothing: logits, loss, log-probs and LoRA gradients are the same bits as
+// the model's without them, which casts in each product, rotates q and k
+// in two launches and keeps float32 activations that the backend's
+// attention rounds to bf16; and they ran: six casts fewer in each layer's
+// forward (q, k, v, gate, up, down; the forward runs twice, for Logits
+// and ForwardBackward), four in its backward (gate, up; o and down, from
+// the residual's additions, AddCast, but for the top layer's down, whose
+// dy comes from the final RMSNorm's backward), and half the rope
+// launches; with bf16 attention activations four fewer again in the
+// forward (q and k out of RoPE in bf16, the output neither widened nor
+// cast for o_proj) and eight in the backward (q, k, v, out not cast again;
+// dq and dk not widened before RoPE's inverse, which reads them in bf16;
+// dv neither widened nor cast back: v's products read the bf16 one).
 func TestGPUModelFusions(t *testing.T) {
 	b := gpuBackend(t)
-	v := tinyConfigs[0]
-	dir := t.TempDir()
-	_, err := model.WriteRandomCheckpoint(dir, []byte(v.config), tensor.BF16, 11)
-	must(t, err)
-	plain, fused := loadPairOn(t, unfusedBackend{plainBackend{b}, b}, b, dir, 12)
-	batch := randomBatch(fused.Config.VocabSize, 2, v.seqLen, 13)
+	for _, v := range []struct {
+		name   string
+		config string
+		seqLen int
+	}{tinyConfigs[0], llamaHeadDim64} {
+		t.Run(v.name, func(t *testing.T) {
+			dir := t.TempDir()
+			_, err := model.WriteRandomCheckpoint(dir, []byte(v.config), tensor.BF16, 11)
+			must(t, err)
+			plain, fused := loadPairOn(t, unfusedBackend{plainBackend{b}, b}, b, dir, 12)
+			batch := randomBatch(fused.Config.VocabSize, 2, v.seqLen, 13)
 
-	casts, ropes := map[string]int{}, map[string]int{}
-	outs := map[string]*model.Output{}
-	logits := map[string][]float32{}
-	for _, r := range []struct {
-		name string
-		m    *model.Model
-	}{{"fused", fused}, {"plain", plain}} {
-		must(t, b.StartProfile())
-		l, err := r.m.Logits(batch.IDs)
-		if err == nil {
-			outs[r.name], err = r.m.ForwardBackward(batch)
-		}
-		lines, perr := b.StopProfile()
-		must(t, err)
-		must(t, perr)
-		logits[r.name] = l.F32()
-		for _, line := range lines {
-			switch line.Name {
-			case "elementwise_cast":
-				casts[r.name] = line.Calls
-			case "rope":
-				ropes[r.name] = line.Calls
+			casts, ropes := map[string]int{}, map[string]int{}
+			outs := map[string]*model.Output{}
+			logits := map[string][]float32{}
+			for _, r := range []struct {
+				name string
+				m    *model.Model
+			}{{"fused", fused}, {"plain", plain}} {
+				must(t, b.StartProfile())
+				l, err := r.m.Logits(batch.IDs)
+				if err == nil {
+					outs[r.name], err = r.m.ForwardBackward(batch)
+				}
+				lines, perr := b.StopProfile()
+				must(t, err)
+				must(t, perr)
+				logits[r.name] = l.F32()
+				for _, line := range lines {
+					switch line.Name {
+					case "elementwise_cast":
+						casts[r.name] = line.Calls
+					case "rope":
+						ropes[r.name] = line.Calls
+					}
+				}
 			}
-		}
+			if !slices.Equal(logits["fused"], logits["plain"]) {
+				t.Error("logits differ with the fusions")
+			}
+			if outs["fused"].Loss != outs["plain"].Loss || !slices.Equal(outs["fused"].LogProbs.F32(), outs["plain"].LogProbs.F32()) {
+				t.Errorf("loss %v or log-probs differ with the fusions (%v without)", outs["fused"].Loss, outs["plain"].Loss)
+			}
+			gf, gp := gradsOf(t, b, fused), gradsOf(t, b, plain)
+			for name, g := range gp {
+				if !slices.Equal(gf[name], g) {
+					t.Errorf("gradient %s differs with the fusions", name)
+				}
+			}
+			forward, backward := 6, 4
+			if b.AttentionRounds(fused.Config.HeadDim) {
+				forward, backward = forward+4, backward+8
+			}
+			layers := fused.Config.NumHiddenLayers
+			if want := (2*forward+backward)*layers - 1; casts["plain"]-casts["fused"] != want {
+				t.Errorf("%d casts with the fusions, %d without: want %d fewer", casts["fused"], casts["plain"], want)
+			}
+			if 2*ropes["fused"] != ropes["plain"] {
+				t.Errorf("%d rope launches with RoPEPair, %d without: want half", ropes["fused"], ropes["plain"])
+			}
+			t.Logf("casts launched: %d fused, %d without; rope launches: %d, %d", casts["fused"], casts["plain"], ropes["fused"], ropes["plain"])
+		})
 	}
-	if !slices.Equal(logits["fused"], logits["plain"]) {
-		t.Error("logits differ with the fused casts")
-	}
-	if outs["fused"].Loss != outs["plain"].Loss || !slices.Equal(outs["fused"].LogProbs.F32(), outs["plain"].LogProbs.F32()) {
-		t.Errorf("loss %v or log-probs differ with the fused casts (%v without)", outs["fused"].Loss, outs["plain"].Loss)
-	}
-	gf, gp := gradsOf(t, b, fused), gradsOf(t, b, plain)
-	for name, g := range gp {
-		if !slices.Equal(gf[name], g) {
-			t.Errorf("gradient %s differs with the fused casts", name)
-		}
-	}
-	if layers := fused.Config.NumHiddenLayers; casts["plain"]-casts["fused"] != 2*6*layers+2*layers {
-		t.Errorf("%d casts with the fused ones, %d without: want %d fewer", casts["fused"], casts["plain"], 2*6*layers+2*layers)
-	}
-	if 2*ropes["fused"] != ropes["plain"] {
-		t.Errorf("%d rope launches with RoPEPair, %d without: want half", ropes["fused"], ropes["plain"])
-	}
-	t.Logf("casts launched: %d fused, %d without; rope launches: %d, %d", casts["fused"], casts["plain"], ropes["fused"], ropes["plain"])
 }
 
 // The model's LoRA products go through the backend's kernels in the

@@ -139,7 +139,33 @@ func (b *Backend) binary(op, kernel string, out, x, y *tensor.Tensor) error {
 
 // Add implements tensor.Backend.
 func (b *Backend) Add(out, x, y *tensor.Tensor) error {
-	return b.binary("add", "elementwise_add", out, x, y)
+	return b.AddCast(out, nil, x, y)
+}
+
+// AddCast is Add writing out twice: into out and, cast to its own dtype,
+// into cast (out's shape; nil for none), in one pass, as RMSNormCast: the
+// residual stream's gradient in the backward and the bf16 input of the
+// frozen product that reads it next (o_proj's dx, and the layer below's
+// down_proj dx).
+func (b *Backend) AddCast(out, cast, x, y *tensor.Tensor) error {
+	const op = "add"
+	if err := broadcastCheck(op, out, x, y); err != nil {
+		return err
+	}
+	if cast != nil {
+		if err := floatCheck(op, cast); err != nil {
+			return err
+		}
+		if !cast.SameShape(out) {
+			return fmt.Errorf("cuda: %s: cast %v must have the shape of out %v", op, cast, out)
+		}
+	}
+	n, nb := x.NumElements(), y.NumElements()
+	if n == 0 || nb == 0 {
+		return nil
+	}
+	args := new(Args).Tensor(out).Tensor(cast).Tensor(x).Tensor(y).U64(n).U64(nb)
+	return b.q.launch(op, "elementwise_add", kernels.Sizes{N: n}, args)
 }
 
 // Mul implements tensor.Backend.
@@ -357,10 +383,12 @@ func (b *Backend) RoPE(out, x, cos, sin *tensor.Tensor, inverse bool) error {
 	return b.rope(out, x, nil, nil, cos, sin, inverse)
 }
 
-// RoPEPair rotates q [N, Hq, D] and k [N, Hkv, D] in place with the same
-// tables, in one launch: RoPE(q, q, ...) and RoPE(k, k, ...), bit for bit.
-func (b *Backend) RoPEPair(q, k, cos, sin *tensor.Tensor, inverse bool) error {
-	return b.rope(q, q, k, k, cos, sin, inverse)
+// RoPEPair rotates q [N, Hq, D] into qOut and k [N, Hkv, D] into kOut
+// with the same tables, in one launch: RoPE(qOut, q, ...) and RoPE(kOut,
+// k, ...), bit for bit. An output may be its input (in place) or of
+// another dtype (the model's bf16 q and k for attention, AttentionRounds).
+func (b *Backend) RoPEPair(qOut, kOut, q, k, cos, sin *tensor.Tensor, inverse bool) error {
+	return b.rope(qOut, q, kOut, k, cos, sin, inverse)
 }
 
 // rope launches the rope kernel on x into out and, when x2 is not nil, on
@@ -525,39 +553,63 @@ func attentionTC(prefix string, s kernels.Sizes, ts ...*tensor.Tensor) (string, 
 	return fmt.Sprintf("%s_d%d", prefix, s.D), true
 }
 
-// roundAttention reports whether float32 attention should run on the
-// tensor cores with its inputs rounded to bf16: not in Precise mode, every
-// tensor float32, and a head dimension the tensor-core kernels have. It is
-// MatMul's rule for a float32 activation (rounded to bf16 unless Precise)
-// applied to attention, and it is what a bf16 model does in PyTorch's
-// flash SDPA; the float32 kernels stay for Precise mode and parity checks.
+// roundAttention reports whether attention should run on the tensor cores
+// with its float32 tensors rounded to bf16: not in Precise mode, a head
+// dimension the tensor-core kernels have, every tensor float32 or bf16,
+// and one at least float32 (bf16 ones are taken as they are: the model
+// keeps q, k, v and the output in bf16 where this rounding would make them
+// so, AttentionRounds). It is MatMul's rule for a float32 activation
+// (rounded to bf16 unless Precise) applied to attention, and it is what a
+// bf16 model does in PyTorch's flash SDPA; the float32 kernels stay for
+// Precise mode and parity checks.
 func (b *Backend) roundAttention(s kernels.Sizes, ts ...*tensor.Tensor) bool {
 	if b.Precise || !slices.Contains(kernels.AttentionTCHeadDims, s.D) {
 		return false
 	}
+	f32 := false
 	for _, t := range ts {
-		if t.DType() != tensor.F32 {
+		switch t.DType() {
+		case tensor.F32:
+			f32 = true
+		case tensor.BF16:
+		default:
 			return false
 		}
 	}
-	return true
+	return f32
 }
 
-// bf16Temps allocates a bf16 tensor shaped like each of ts, with its
-// values cast from it when fill is set, and returns them with a function
-// freeing them. Fresh allocations are aligned for the tensor-core kernels'
-// 16-byte copies.
-func (b *Backend) bf16Temps(fill bool, ts ...*tensor.Tensor) ([]*tensor.Tensor, func(), error) {
-	made := make([]*tensor.Tensor, 0, len(ts))
-	free := func() {
+// AttentionRounds reports whether Attention and AttentionBackward round
+// float32 tensors with head dimension d to bf16 (roundAttention): a model
+// (model/forward.go) may then keep them in bf16 to the same effect, for
+// half their memory and none of the casts. attentionActsF32 (a test knob)
+// makes it say no, so that the model keeps them in float32 while the
+// attention still rounds them.
+func (b *Backend) AttentionRounds(d int) bool {
+	return !b.Precise && !b.attentionActsF32 && slices.Contains(kernels.AttentionTCHeadDims, d)
+}
+
+// bf16Temps returns each of ts as a bf16 tensor: t itself where it is bf16,
+// else a fresh one of its shape, with t's values cast into it when fill is
+// set. free releases the fresh ones. Fresh allocations are aligned for the
+// tensor-core kernels' 16-byte copies.
+func (b *Backend) bf16Temps(fill bool, ts ...*tensor.Tensor) (bf []*tensor.Tensor, free func(), err error) {
+	bf = make([]*tensor.Tensor, 0, len(ts))
+	var made []*tensor.Tensor
+	free = func() {
 		for _, t := range made {
 			b.Free(t)
 		}
 	}
 	for _, t := range ts {
+		if t.DType() == tensor.BF16 {
+			bf = append(bf, t)
+			continue
+		}
 		c, err := b.alloc(tensor.BF16, t.Shape()...)
 		if err == nil {
 			made = append(made, c)
+			bf = append(bf, c)
 			if fill {
 				err = b.cast(c, t)
 			}
@@ -567,12 +619,26 @@ func (b *Backend) bf16Temps(fill bool, ts ...*tensor.Tensor) ([]*tensor.Tensor, 
 			return nil, func() {}, err
 		}
 	}
-	return made, free, nil
+	return bf, free, nil
+}
+
+// widenFrom casts each of the bf16 tensors bf into its float32 original in
+// ts, where they differ (bf16Temps' fresh tensors).
+func (b *Backend) widenFrom(ts, bf []*tensor.Tensor) error {
+	for i, t := range ts {
+		if bf[i] != t {
+			if err := b.cast(t, bf[i]); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // attentionRounded is Attention on the tensor cores for float32 tensors:
 // q, k, v rounded to bf16, the bf16 Attention (accumulating in float32),
-// its output widened into out; lse stays float32.
+// its output widened into out; lse stays float32. Tensors already bf16 are
+// used as they are.
 func (b *Backend) attentionRounded(out, lse, q, k, v, docStart *tensor.Tensor, scale float32) error {
 	in, freeIn, err := b.bf16Temps(true, q, k, v)
 	if err != nil {
@@ -587,7 +653,7 @@ func (b *Backend) attentionRounded(out, lse, q, k, v, docStart *tensor.Tensor, s
 	if err := b.Attention(o[0], lse, in[0], in[1], in[2], docStart, scale); err != nil {
 		return err
 	}
-	return b.cast(out, o[0])
+	return b.widenFrom([]*tensor.Tensor{out}, o)
 }
 
 // AttentionBackward implements tensor.Backend: D = rowsum(dout * out)
@@ -688,7 +754,8 @@ func (b *Backend) dkdvPerHead(name string, s kernels.Sizes) bool {
 // bf16 AttentionBackward, the gradients widened into dq, dk, dv. out and
 // dout are rounded too so that D = rowsum(dout * out) matches the dP the
 // kernels compute from the rounded dout and v: where a query sees one key,
-// dS = P (dP - D) must come out zero, as in float32.
+// dS = P (dP - D) must come out zero, as in float32. Tensors already bf16
+// are used as they are.
 func (b *Backend) attentionBackwardRounded(dq, dk, dv, dout, q, k, v, docStart, out, lse *tensor.Tensor, scale float32) error {
 	in, freeIn, err := b.bf16Temps(true, q, k, v, dout, out)
 	if err != nil {
@@ -703,12 +770,7 @@ func (b *Backend) attentionBackwardRounded(dq, dk, dv, dout, q, k, v, docStart, 
 	if err := b.AttentionBackward(g[0], g[1], g[2], in[3], in[0], in[1], in[2], docStart, in[4], lse, scale); err != nil {
 		return err
 	}
-	for i, dst := range []*tensor.Tensor{dq, dk, dv} {
-		if err := b.cast(dst, g[i]); err != nil {
-			return err
-		}
-	}
-	return nil
+	return b.widenFrom([]*tensor.Tensor{dq, dk, dv}, g)
 }
 
 // AttentionKV implements tensor.Backend in two launches: the new keys and

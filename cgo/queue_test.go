@@ -257,6 +257,9 @@ func TestRecordedOps(t *testing.T) {
 		{"add broadcast", []string{"elementwise_add"}, func() error {
 			return b.Add(dev(t, b, bf16, N, H), dev(t, b, f32, N, H), dev(t, b, bf16, H))
 		}},
+		{"add with a cast", []string{"elementwise_add"}, func() error {
+			return b.AddCast(dev(t, b, f32, N, H), dev(t, b, bf16, N, H), dev(t, b, f32, N, H), dev(t, b, f32, N, H))
+		}},
 		{"mul", []string{"elementwise_mul"}, func() error {
 			return b.Mul(dev(t, b, f32, N, H), dev(t, b, f16, N, H), dev(t, b, f32, N, H))
 		}},
@@ -506,6 +509,8 @@ func TestRecordedErrors(t *testing.T) {
 	for name, err := range map[string]error{
 		"host operand":     b.Add(dev(t, b, f32, 4), host, dev(t, b, f32, 4)),
 		"broadcast":        b.Add(dev(t, b, f32, 4, 3), dev(t, b, f32, 4, 3), dev(t, b, f32, 4)),
+		"add cast shape":   b.AddCast(dev(t, b, f32, 4, 3), dev(t, b, f32, 3, 4), dev(t, b, f32, 4, 3), dev(t, b, f32, 3)),
+		"add cast ids":     b.AddCast(dev(t, b, f32, 4), dev(t, b, i32, 4), dev(t, b, f32, 4), dev(t, b, f32, 4)),
 		"matmul inner":     b.MatMul(dev(t, b, f32, 2, 2), dev(t, b, f32, 2, 3), dev(t, b, f32, 2, 2), false, false, 1, 0),
 		"matmul ids":       b.MatMul(dev(t, b, f32, 2, 2), dev(t, b, i32, 2, 2), dev(t, b, f32, 2, 2), false, false, 1, 0),
 		"attention head":   b.Attention(dev(t, b, f32, 1, 2, 1, 256), dev(t, b, f32, 1, 1, 2), dev(t, b, f32, 1, 2, 1, 256), dev(t, b, f32, 1, 2, 1, 256), dev(t, b, f32, 1, 2, 1, 256), nil, 1),

@@ -19,9 +19,9 @@ import (
 // loop. Add and Mul also broadcast a b whose period is a multiple of 8
 // (the grouped path) and one whose period is not. The embedding gather,
 // RoPE and AdamW likewise: aligned rows of a multiple of 8 (AdamW: 4)
-// elements, and views one element in. RMSNormCast, SwiGLUCast and
-// SwiGLUBackwardCast must write the plain ops' outputs bit for bit and,
-// into their second outputs, bit for bit what Copy makes of them.
+// elements, and views one element in. RMSNormCast, SwiGLUCast,
+// SwiGLUBackwardCast and AddCast must write the plain ops' outputs bit for
+// bit and, into their second outputs, bit for bit what Copy makes of them.
 func TestGPUVectorPaths(t *testing.T) {
 	b := gpuBackend(t)
 	rng := newRNG(t)
@@ -90,6 +90,12 @@ func TestGPUVectorPaths(t *testing.T) {
 				must(t, op.cpu(o.h, x.h, y.h))
 				must(t, op.gpu(o.d, x.d, y.d))
 				compare(t, b, fmt.Sprintf("%s offset %d, b %v", op.name, offset, bshape), o, 0)
+			}
+			must(t, b.Add(o.d, x.d, y.d))
+			for _, dt := range []tensor.DType{tensor.BF16, tensor.F16} {
+				o2, cast := out(tensor.F32, offset, shape...), out(dt, offset, shape...)
+				must(t, b.AddCast(o2.d, cast.d, x.d, y.d))
+				sameAsCopy(t, b, fmt.Sprintf("add cast to %s offset %d, b %v", dt, offset, bshape), o.d, o2.d, cast.d)
 			}
 		}
 		// The embedding gather from a table of rows of 24, then of 21 (never

@@ -26,45 +26,52 @@ extern "C" __global__ void __launch_bounds__(256)
 
 // binary_loop is add (mul = 0) or mul over n elements with b broadcast,
 // counting in I (see index_fits_32). Groups of 8 need b's period nb to be
-// a multiple of 8, so that a group of a reads a group of b.
+// a multiple of 8, so that a group of a reads a group of b. out2, when not
+// null, gets out again in its own dtype (a cast of out fused in).
 template <class I>
-__device__ __forceinline__ void binary_loop(void* out, int out_dt, const void* a, int a_dt, const void* b, int b_dt, I n,
-                                            I nb, int mul) {
+__device__ __forceinline__ void binary_loop(void* out, int out_dt, void* out2, int out2_dt, const void* a, int a_dt,
+                                            const void* b, int b_dt, I n, I nb, int mul) {
   I done = 0;
-  if (nb % 8 == 0 && aligned16(out) && aligned16(a) && aligned16(b)) {
+  if (nb % 8 == 0 && aligned16(out) && aligned16(out2) && aligned16(a) && aligned16(b)) {
     I groups = n / 8, bgroups = nb / 8;
     for (I g = (I)grid_start(); g < groups; g += (I)grid_stride()) {
       float x[8], y[8];
       load8(x, a, a_dt, g);
       load8(y, b, b_dt, g % bgroups);
-      for (int k = 0; k < 8; k++) x[k] = mul ? x[k] * y[k] : x[k] + y[k];
+      for (int k = 0; k < 8; k++) x[k] = round_to(out_dt, mul ? x[k] * y[k] : x[k] + y[k]);
       store8(out, out_dt, g, x);
+      if (out2 != nullptr) store8(out2, out2_dt, g, x);
     }
     done = groups * 8;
   }
   for (I i = done + (I)grid_start(); i < n; i += (I)grid_stride()) {
     float x = load_f32(a, a_dt, i), y = load_f32(b, b_dt, i % nb);
-    store_f32(out, out_dt, i, mul ? x * y : x + y);
+    float v = round_to(out_dt, mul ? x * y : x + y);
+    store_f32(out, out_dt, i, v);
+    if (out2 != nullptr) store_f32(out2, out2_dt, i, v);
   }
 }
 
 // elementwise_add matches tensor.CPU.Add: out[i] = a[i] + b[i % nb], where
-// b has a's shape (nb = n) or its trailing dimensions (broadcast).
+// b has a's shape (nb = n) or its trailing dimensions (broadcast); out2, when
+// not null, gets out[i] again in its dtype (Backend.AddCast: the residual
+// stream's gradient and its bf16 copy for the next frozen product).
 extern "C" __global__ void __launch_bounds__(256)
-    elementwise_add(void* out, int out_dt, const void* a, int a_dt, const void* b, int b_dt, size_t n, size_t nb) {
+    elementwise_add(void* out, int out_dt, void* out2, int out2_dt, const void* a, int a_dt, const void* b, int b_dt,
+                    size_t n, size_t nb) {
   if (index_fits_32(n))
-    binary_loop<unsigned>(out, out_dt, a, a_dt, b, b_dt, (unsigned)n, (unsigned)nb, 0);
+    binary_loop<unsigned>(out, out_dt, out2, out2_dt, a, a_dt, b, b_dt, (unsigned)n, (unsigned)nb, 0);
   else
-    binary_loop<size_t>(out, out_dt, a, a_dt, b, b_dt, n, nb, 0);
+    binary_loop<size_t>(out, out_dt, out2, out2_dt, a, a_dt, b, b_dt, n, nb, 0);
 }
 
 // elementwise_mul matches tensor.CPU.Mul: out[i] = a[i] * b[i % nb].
 extern "C" __global__ void __launch_bounds__(256)
     elementwise_mul(void* out, int out_dt, const void* a, int a_dt, const void* b, int b_dt, size_t n, size_t nb) {
   if (index_fits_32(n))
-    binary_loop<unsigned>(out, out_dt, a, a_dt, b, b_dt, (unsigned)n, (unsigned)nb, 1);
+    binary_loop<unsigned>(out, out_dt, nullptr, 0, a, a_dt, b, b_dt, (unsigned)n, (unsigned)nb, 1);
   else
-    binary_loop<size_t>(out, out_dt, a, a_dt, b, b_dt, n, nb, 1);
+    binary_loop<size_t>(out, out_dt, nullptr, 0, a, a_dt, b, b_dt, n, nb, 1);
 }
 
 // elementwise_scale matches tensor.CPU.Scale: out[i] = s * a[i].

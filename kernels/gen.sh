@@ -65,7 +65,7 @@ done
 # shared memory the attention kernels take per launch lowers it further:
 # kernels/README.md), and the tensor-core instructions in the SASS (HMMA,
 # HGMMA) next to the ldmatrix loads (LDSM). Any spill fails, and so does a
-# kernel that must run on the tensor cores (attention_tc_*, lora_narrow, lora_grad, lora_expand,
+# kernel that must run on the tensor cores (attention_tc_*, lora_narrow*, lora_grad*, lora_expand,
 # kmeans_assign_tc*) without tensor-core instructions.
 sass_dir=$(mktemp -d)
 trap 'rm -rf "$sass_dir"' EXIT
@@ -116,7 +116,7 @@ for src in "${sources[@]}"; do
       spilled=1
     fi
     # The table's last column but one: HMMA/HGMMA in the kernel's SASS.
-    for k in $(echo "$table" | awk '$1 ~ /^(attention_tc_|lora_narrow$|lora_grad$|lora_expand$|kmeans_assign_tc)/ && $9 == 0 { print $1 }'); do
+    for k in $(echo "$table" | awk '$1 ~ /^(attention_tc_|lora_narrow(_bf16)?$|lora_grad(_bf16)?$|lora_expand$|kmeans_assign_tc)/ && $9 == 0 { print $1 }'); do
       echo "gen.sh: $k has no tensor-core instruction in its sm_$arch SASS" >&2
       no_tc=1
     done

@@ -18,9 +18,9 @@
 // 2^-16 relative per product (kernels/README.md gives the bounds the tests
 // hold them to). lora_narrow and lora_grad also take their large operand
 // in bf16 (the _bf16 entries: the attention output, which the model keeps
-// in bf16 for o_proj): read as it is, hi = the value and lo = 0, so the
-// al mma is left out; the sums are those of the float32 entries on the
-// widened values.
+// in bf16 for o_proj, and the attention's dv for v's adapter): read as it
+// is, hi = the value and lo = 0, so the al mma is left out; the sums are
+// those of the float32 entries on the widened values.
 #include "mma.cuh"
 
 #define LORA_THREADS 128  // 4 warps, in all three kernels

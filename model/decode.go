@@ -284,7 +284,7 @@ func (m *Model) layerStep(ar, outAr *arena, i int, x *tensor.Tensor, ps *pass, c
 			return nil, err
 		}
 	}
-	if err := m.rope(q, k, ps, false); err != nil {
+	if err := m.rope(q, k, q, k, ps, false); err != nil {
 		return nil, err
 	}
 	hq, hkv := cfg.NumAttentionHeads, cfg.NumKeyValueHeads

@@ -296,10 +296,13 @@ func (g *loraGroup) rowViews(stacked *tensor.Tensor, views map[*loraSlot]*tensor
 // pass. The products reading it then do not each cast it again: three
 // casts of n1 for q, k and v, two of n2 for gate and up, one of the SwiGLU
 // output for down; in the backward, SwiGLU's backward writes dgate and dup
-// twice likewise, for the gate and up products. The values are the casts'
-// own, so nothing else changes.
+// twice likewise, for the gate and up products, and the residual stream's
+// additions (AddCast) their sums, for o_proj's product and the down_proj
+// of the layer below. The values are the casts' own, so nothing else
+// changes.
 type castFuser interface {
 	ProductInput(x, w tensor.DType) tensor.DType
+	AddCast(out, cast, x, y *tensor.Tensor) error
 	RMSNormCast(out, cast, rstd, x, weight *tensor.Tensor, eps float32) error
 	SwiGLUCast(out, cast, gate, up *tensor.Tensor) error
 	SwiGLUBackwardCast(dgate, dup, dgateCast, dupCast, dout, gate, up *tensor.Tensor) error
@@ -385,9 +388,10 @@ func (m *Model) layerForward(ar, outAr *arena, l *layer, x *tensor.Tensor, ps *p
 	a := &layerActs{x: x, t: &loraActs{xa: map[*loraSlot]*tensor.Tensor{}, drop: ps.drop}}
 
 	// Every tensor here is an operation's whole output.
+	attnDT := m.attentionDType(l)
 	a.n1, a.rstd1 = ar.empty(N, H), ar.empty(N)
-	a.q, a.k, a.v = ar.empty(N, Q), ar.empty(N, KV), ar.empty(N, KV)
-	a.attn, a.lse = ar.empty(N, Q), ar.empty(ps.B, c.NumAttentionHeads, ps.T)
+	a.q, a.k, a.v = ar.emptyOf(attnDT, N, Q), ar.emptyOf(attnDT, N, KV), ar.emptyOf(attnDT, N, KV)
+	a.attn, a.lse = ar.emptyOf(attnDT, N, Q), ar.empty(ps.B, c.NumAttentionHeads, ps.T)
 	o, h := ar.empty(N, H), ar.empty(N, H)
 	a.h = h
 	a.n2, a.rstd2 = ar.empty(N, H), ar.empty(N)
@@ -405,18 +409,35 @@ func (m *Model) layerForward(ar, outAr *arena, l *layer, x *tensor.Tensor, ps *p
 	if err != nil {
 		return nil, nil, err
 	}
+	// The projections write float32; in bf16 (attentionDType) q and k are
+	// rotated and v cast into the kept tensors, and the float32 ones freed.
+	proj := &arena{be: m.be}
+	defer proj.free()
+	qp, kp, vp := a.q, a.k, a.v
+	if attnDT != tensor.F32 {
+		qp, kp, vp = proj.empty(N, Q), proj.empty(N, KV), proj.empty(N, KV)
+		if proj.err != nil {
+			return nil, nil, proj.err
+		}
+	}
 	for _, p := range []struct {
 		y *tensor.Tensor
 		w *linear
-	}{{a.q, &l.q}, {a.k, &l.k}, {a.v, &l.v}} {
+	}{{qp, &l.q}, {kp, &l.k}, {vp, &l.v}} {
 		if err := m.linearForward(ar, p.y, a.n1, n1w, p.w, a.t); err != nil {
 			return nil, nil, err
 		}
 	}
-	q4, k4, v4 := m.heads(a.q, ps, c.NumAttentionHeads), m.heads(a.k, ps, c.NumKeyValueHeads), m.heads(a.v, ps, c.NumKeyValueHeads)
-	if err := m.rope(a.q, a.k, ps, false); err != nil {
+	if err := m.rope(a.q, a.k, qp, kp, ps, false); err != nil {
 		return nil, nil, err
 	}
+	if vp != a.v {
+		if err := m.be.Copy(a.v, vp); err != nil {
+			return nil, nil, err
+		}
+	}
+	proj.free()
+	q4, k4, v4 := m.heads(a.q, ps, c.NumAttentionHeads), m.heads(a.k, ps, c.NumKeyValueHeads), m.heads(a.v, ps, c.NumKeyValueHeads)
 	if err := m.be.Attention(m.heads(a.attn, ps, c.NumAttentionHeads), a.lse, q4, k4, v4, ps.docStart, m.attnScale()); err != nil {
 		return nil, nil, err
 	}
@@ -462,36 +483,61 @@ func (m *Model) heads(x *tensor.Tensor, ps *pass, heads int) *tensor.Tensor {
 // ropePairer is what a GPU backend adds (cgo.Backend): q and k rotated in
 // one launch, the same bits as two RoPE calls.
 type ropePairer interface {
-	RoPEPair(q, k, cos, sin *tensor.Tensor, inverse bool) error
+	RoPEPair(qOut, kOut, q, k, cos, sin *tensor.Tensor, inverse bool) error
 }
 
-// rope rotates q and k (in place) or, with inverse, their gradients.
-func (m *Model) rope(q, k *tensor.Tensor, ps *pass, inverse bool) error {
+// rope rotates q into qOut and k into kOut (in place where they are the
+// same tensor, in qOut's dtype where it differs) or, with inverse, their
+// gradients.
+func (m *Model) rope(qOut, kOut, q, k *tensor.Tensor, ps *pass, inverse bool) error {
 	c := m.Config
-	if rp, ok := m.be.(ropePairer); ok {
-		q3, err := q.Reshape(ps.N, c.NumAttentionHeads, c.HeadDim)
-		if err != nil {
-			return err
-		}
-		k3, err := k.Reshape(ps.N, c.NumKeyValueHeads, c.HeadDim)
-		if err != nil {
-			return err
-		}
-		return rp.RoPEPair(q3, k3, ps.cos, ps.sin, inverse)
+	view := func(x *tensor.Tensor, heads int) (*tensor.Tensor, error) {
+		return x.Reshape(ps.N, heads, c.HeadDim)
 	}
-	for _, x := range []struct {
+	ts := make([]*tensor.Tensor, 4)
+	for i, x := range []struct {
 		t     *tensor.Tensor
 		heads int
-	}{{q, c.NumAttentionHeads}, {k, c.NumKeyValueHeads}} {
-		v, err := x.t.Reshape(ps.N, x.heads, c.HeadDim)
+	}{{qOut, c.NumAttentionHeads}, {kOut, c.NumKeyValueHeads}, {q, c.NumAttentionHeads}, {k, c.NumKeyValueHeads}} {
+		v, err := view(x.t, x.heads)
 		if err != nil {
 			return err
 		}
-		if err := m.be.RoPE(v, v, ps.cos, ps.sin, inverse); err != nil {
-			return err
-		}
+		ts[i] = v
 	}
-	return nil
+	if rp, ok := m.be.(ropePairer); ok {
+		return rp.RoPEPair(ts[0], ts[1], ts[2], ts[3], ps.cos, ps.sin, inverse)
+	}
+	if err := m.be.RoPE(ts[0], ts[2], ps.cos, ps.sin, inverse); err != nil {
+		return err
+	}
+	return m.be.RoPE(ts[1], ts[3], ps.cos, ps.sin, inverse)
+}
+
+// attentionRounder is what a GPU backend adds (cgo.Backend): whether its
+// attention rounds float32 q, k, v (and in the backward the output and its
+// gradient) to bf16 for head dimension d, as it does outside Precise mode
+// for the tensor-core kernels.
+type attentionRounder interface {
+	AttentionRounds(d int) bool
+}
+
+// attentionDType is the dtype layer l keeps q, k, v (after RoPE) and the
+// attention output in: bf16 where the backend's attention would round
+// them to bf16 anyway and o_proj's base product takes its input in bf16
+// (ProductInput), float32 elsewhere. The values are then the same as in
+// float32 (every one a bf16 value, whose products widen it exactly: the
+// LoRA kernels read it as it is), but the casts around attention go
+// (q and k come out of RoPE in bf16, v is cast once; nothing is cast
+// again in the backward, nor for o_proj) and so does half of their
+// memory, which the backward keeps.
+func (m *Model) attentionDType(l *layer) tensor.DType {
+	r, ok := m.be.(attentionRounder)
+	f, fuses := m.be.(castFuser)
+	if !ok || !fuses || !r.AttentionRounds(m.Config.HeadDim) || f.ProductInput(tensor.F32, l.o.w.DType()) != tensor.BF16 {
+		return tensor.F32
+	}
+	return tensor.BF16
 }
 
 func (m *Model) attnScale() float32 { return float32(1 / math.Sqrt(float64(m.Config.HeadDim))) }
@@ -596,11 +642,28 @@ func boolBeta(add bool) float32 {
 	return 0
 }
 
-// layerBackward takes the gradient of the layer's output and returns the
-// gradient of its input, accumulating LoRA gradients on the way.
-// The gradients it returns is allocated in out; its temporaries in a
-// scratch arena freed on return.
-func (m *Model) layerBackward(out *arena, l *layer, a *layerActs, dout *tensor.Tensor, ps *pass) (*tensor.Tensor, error) {
+// addForProducts sets out = x + y and returns out cast for the frozen
+// products of the weights ws, written by the same kernel (AddCast), in
+// ar; nil where the backend has no castFuser or none is needed (the
+// products read out), as normForProducts.
+func (m *Model) addForProducts(ar *arena, out, x, y *tensor.Tensor, ws ...*tensor.Tensor) (*tensor.Tensor, error) {
+	f, cast := m.productCast(ar, out, ws...)
+	if ar.err != nil {
+		return nil, ar.err
+	}
+	if cast == nil {
+		return nil, m.be.Add(out, x, y)
+	}
+	return cast, f.AddCast(out, cast, x, y)
+}
+
+// layerBackward takes the gradient of the layer's output (dout, and
+// doutW, dout in its down_proj's product dtype, or nil) and returns the
+// gradient of its input, accumulating LoRA gradients on the way, with
+// that gradient cast for the down_proj of the layer below (nil where below
+// is nil or there is no castFuser). What it returns is allocated in out;
+// its temporaries in a scratch arena freed on return.
+func (m *Model) layerBackward(out *arena, l, below *layer, a *layerActs, dout, doutW *tensor.Tensor, ps *pass) (dx, dxW *tensor.Tensor, err error) {
 	c := m.Config
 	N, H, I := ps.N, c.HiddenSize, c.IntermediateSize
 	Q, KV := c.NumAttentionHeads*c.HeadDim, c.NumKeyValueHeads*c.HeadDim
@@ -610,53 +673,76 @@ func (m *Model) layerBackward(out *arena, l *layer, a *layerActs, dout *tensor.T
 	// before it is read.
 	dAct, dGate, dUp := ar.empty(N, I), ar.empty(N, I), ar.empty(N, I)
 	dn2, dh, dAttn := ar.empty(N, H), ar.empty(N, H), ar.empty(N, Q)
-	dq, dk, dv := ar.empty(N, Q), ar.empty(N, KV), ar.empty(N, KV)
+	dq, dk := ar.empty(N, Q), ar.empty(N, KV)
+	// With bf16 attention tensors (attentionDType) the attention writes its
+	// gradients in bf16 too, as it would before widening them: RoPE's
+	// inverse then reads dq and dk from them into float32, and v's products
+	// read dv as it is (its adapter's through the LoRA kernels' bf16
+	// entries, the same values as widened).
+	attnDT := a.q.DType()
+	dqa, dka, dva := dq, dk, ar.emptyOf(attnDT, N, KV)
+	if attnDT != tensor.F32 {
+		dqa, dka = ar.emptyOf(attnDT, N, Q), ar.emptyOf(attnDT, N, KV)
+	}
 	dn1, dx := ar.empty(N, H), out.empty(N, H)
 	if ar.err != nil {
-		return nil, ar.err
+		return nil, nil, ar.err
 	}
 	if out.err != nil {
-		return nil, out.err
+		return nil, nil, out.err
 	}
 
 	// MLP: out = h + down(act); act = silu(gate) * up.
-	if err := m.groupBackward(ar, dAct, a.act, []*linear{&l.down}, []*tensor.Tensor{dout}, nil, a.t); err != nil {
-		return nil, err
+	var doutWs []*tensor.Tensor
+	if doutW != nil {
+		doutWs = []*tensor.Tensor{doutW}
+	}
+	if err := m.groupBackward(ar, dAct, a.act, []*linear{&l.down}, []*tensor.Tensor{dout}, doutWs, a.t); err != nil {
+		return nil, nil, err
 	}
 	dGateW, dUpW, err := m.swigluBackwardForProducts(ar, dGate, dUp, dAct, a.gate, a.up, l)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := m.groupBackward(ar, dn2, a.n2, []*linear{&l.gate, &l.up}, []*tensor.Tensor{dGate, dUp}, []*tensor.Tensor{dGateW, dUpW}, a.t); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := m.be.RMSNormBackward(dh, dn2, a.h, l.postNorm, a.rstd2); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	if err := m.be.Add(dh, dh, dout); err != nil { // the residual
-		return nil, err
+	dhW, err := m.addForProducts(ar, dh, dh, dout, l.o.w) // the residual
+	if err != nil {
+		return nil, nil, err
 	}
 
 	// Attention: h = x + o(attn(q, k, v)).
-	if err := m.groupBackward(ar, dAttn, a.attn, []*linear{&l.o}, []*tensor.Tensor{dh}, nil, a.t); err != nil {
-		return nil, err
+	var dhWs []*tensor.Tensor
+	if dhW != nil {
+		dhWs = []*tensor.Tensor{dhW}
+	}
+	if err := m.groupBackward(ar, dAttn, a.attn, []*linear{&l.o}, []*tensor.Tensor{dh}, dhWs, a.t); err != nil {
+		return nil, nil, err
 	}
 	hq, hkv := c.NumAttentionHeads, c.NumKeyValueHeads
-	if err := m.be.AttentionBackward(m.heads(dq, ps, hq), m.heads(dk, ps, hkv), m.heads(dv, ps, hkv),
+	if err := m.be.AttentionBackward(m.heads(dqa, ps, hq), m.heads(dka, ps, hkv), m.heads(dva, ps, hkv),
 		m.heads(dAttn, ps, hq), m.heads(a.q, ps, hq), m.heads(a.k, ps, hkv), m.heads(a.v, ps, hkv), ps.docStart,
 		m.heads(a.attn, ps, hq), a.lse, m.attnScale()); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	if err := m.rope(dq, dk, ps, true); err != nil {
-		return nil, err
+	if err := m.rope(dq, dk, dqa, dka, ps, true); err != nil {
+		return nil, nil, err
 	}
-	if err := m.groupBackward(ar, dn1, a.n1, []*linear{&l.q, &l.k, &l.v}, []*tensor.Tensor{dq, dk, dv}, nil, a.t); err != nil {
-		return nil, err
+	if err := m.groupBackward(ar, dn1, a.n1, []*linear{&l.q, &l.k, &l.v}, []*tensor.Tensor{dq, dk, dva}, nil, a.t); err != nil {
+		return nil, nil, err
 	}
 	if err := m.be.RMSNormBackward(dx, dn1, a.x, l.inputNorm, a.rstd1); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return dx, m.be.Add(dx, dx, dh)
+	if below == nil {
+		return dx, nil, m.be.Add(dx, dx, dh)
+	}
+	dxW, err = m.addForProducts(out, dx, dx, dh, below.down.w)
+	return dx, dxW, err
 }
 
 // hidden runs the embedding and every layer. The embedding and the layer
@@ -873,6 +959,7 @@ func (m *Model) run(b Batch, backward bool) (*Output, error) {
 
 	grads := &arena{be: m.be} // holds the gradient flowing into the current layer
 	dx := grads.empty(ps.N, m.Config.HiddenSize)
+	var dxW *tensor.Tensor // dx in its down_proj's product dtype, where written with it (AddCast)
 	if grads.err != nil {
 		return nil, grads.err
 	}
@@ -892,7 +979,11 @@ func (m *Model) run(b Batch, backward bool) (*Output, error) {
 			arenas[i] = la
 		}
 		next := &arena{be: m.be}
-		dx, err = m.layerBackward(next, &m.layers[i], a, dx, ps)
+		var below *layer // the layer whose down_proj reads dx next
+		if i > 0 {
+			below = &m.layers[i-1]
+		}
+		dx, dxW, err = m.layerBackward(next, &m.layers[i], below, a, dx, dxW, ps)
 		grads.free() // the gradient of this layer's output is consumed
 		grads = next
 		arenas[i].free() // and so are this layer's activations

@@ -183,7 +183,7 @@ fi
 # memcheck: out-of-bounds and misaligned accesses in every kernel the
 # subset launches (small shapes: the tool slows kernels tens of times).
 stage "memcheck" 90 "$san" "$sanitizer" --tool memcheck --error-exitcode 3 --print-limit 20 \
-  "$bundle/cgo.test" -test.count 1 -test.run '^TestGPU(Elementwise|Embedding|RMSNorm|RoPE|SwiGLU|CrossEntropy|AdamW|NarrowMatMul|NarrowMatMulViews|GradMatMul|GradMatMulViews|ExpandMatMul|Attention|Dropout|AttentionTC|LayerNorm|GELU|BidirectionalAttention|KMeansAssign|KMeansUpdate|EmbeddingBackward|VectorPaths|ZeroTensors)$'
+  "$bundle/cgo.test" -test.count 1 -test.run '^TestGPU(Elementwise|Embedding|RMSNorm|RoPE|SwiGLU|CrossEntropy|AdamW|NarrowMatMul|NarrowMatMulViews|GradMatMul|GradMatMulViews|ExpandMatMul|Attention|Dropout|AttentionTC|LayerNorm|GELU|BidirectionalAttention|KMeansAssign|KMeansUpdate|EmbeddingBackward|VectorPaths|ZeroTensors|LoRABF16Input)$'
 # racecheck: shared-memory hazards in the kernels that use shared memory,
 # in two stages: all four together ran past 45 s on an H200 (2026-12-04).
 stage "racecheck" 45 "$san" "$sanitizer" --tool racecheck --error-exitcode 3 --print-limit 20 \

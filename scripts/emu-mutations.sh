@@ -179,6 +179,12 @@ mutation fused-cast-dtype kernels/rmsnorm.cu \
   '        if (out2 != nullptr) store8(out2, out_dt, gbase + g, v[u]);  // (mutation)' \
   TestGPUVectorPaths
 
+# The residual's fused cast (AddCast) skipped on the single-element tail.
+mutation add-cast-tail-unwritten kernels/elementwise.cu \
+  '    if (out2 != nullptr) store_f32(out2, out2_dt, i, v);' \
+  '    // (mutation) if (out2 != nullptr) store_f32(out2, out2_dt, i, v);' \
+  TestGPUVectorPaths
+
 # SwiGLU's fused cast skipped on the single-element tail.
 mutation fused-cast-tail-unwritten kernels/swiglu.cu \
   '    if (out2 != nullptr) store_f32(out2, out2_dt, i, y);' \
@@ -219,9 +225,16 @@ mutation rope-pair-token kernels/rope.cu \
 # The LoRA kernels' split product drops the lo x hi term of the first
 # n-tile of each pair: plain bf16 precision for half the ranks.
 mutation narrow-lo-dropped kernels/lora.cu \
-  '  mma_bf16_m16n8k16(c0, al, bh0);' \
-  '  // (mutation) mma_bf16_m16n8k16(c0, al, bh0);' \
+  '  if (ALo) mma_bf16_m16n8k16(c0, al, bh0);' \
+  '  // (mutation) if (ALo) mma_bf16_m16n8k16(c0, al, bh0);' \
   TestGPUNarrowMatMul
+
+# lora_narrow_bf16 reads each pair of bf16 with its halves swapped: the
+# elements of an A-fragment register trade places.
+mutation narrow-bf16-pair-swapped kernels/lora.cu \
+  '  return *(const uint32_t*)p;' \
+  '  uint32_t w = *(const uint32_t*)p; return (w << 16) | (w >> 16);  // (mutation)' \
+  TestGPULoRABF16Input
 
 # lora_narrow's blocks all write their partial sums to the first chunk's
 # slot: the others stay unwritten (NaN on the emulated device).
