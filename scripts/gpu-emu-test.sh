@@ -30,7 +30,7 @@ if [ "${1:-}" = "--warp-turns" ]; then
   export COMPASS_EMU_WARP_ORDER=shuffle COMPASS_EMU_LAUNCH_CHECK=barriers
   # Between them these launch every kernel whose PTX has a barrier (cgo's
   # TestMain checks).
-  turns=(-run '^TestGPU(RMSNorm|LayerNorm|CrossEntropy|Attention|BidirectionalAttention|AttentionTC|AttentionKV|NarrowMatMul|GradMatMul|ExpandMatMul|KMeansAssign|KMeansUpdate)$')
+  turns=(-run '^TestGPU(RMSNorm|LayerNorm|CrossEntropy|Attention|BidirectionalAttention|AttentionTC|AttentionKV|NarrowMatMul|GradMatMul|ExpandMatMul|LoRABF16Input|KMeansAssign|KMeansUpdate)$')
 fi
 lib=${1:-bin/libcompass_emu.so}
 shift || true
