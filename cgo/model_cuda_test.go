@@ -55,15 +55,34 @@ var llamaHeadDim64 = struct {
 		"num_hidden_layers":2,"num_attention_heads":2,"num_key_value_heads":1,"vocab_size":301,"rms_norm_eps":1e-5,"max_position_embeddings":2048,
 		"rope_theta":10000.0,"tie_word_embeddings":false,"torch_dtype":"float32"}`, 37}
 
-// roundingCPU is the CPU backend with the GPU's default-mode rounding of
-// float32 attention (Backend.roundAttention): q, k, v, and in the backward
-// dout and out, rounded to bf16 before the CPU's attention, and the results
-// rounded to bf16. A model on it is the reference for one on the GPU in
-// the default mode: what is left between the two is the kernels' own error
-// (P and dS as bf16 mma operands), not the inputs' rounding, which a
+// roundingCPU is the CPU backend with the GPU's default-mode rounding to
+// bf16 (Precise off): a float32 operand of a product with a bf16 one
+// rounded first (gemmInputDType; the products of a bf16 checkpoint's
+// frozen weights), and, with attention set, float32 attention rounded as
+// Backend.roundAttention does: q, k, v, and in the backward dout and out,
+// rounded before the CPU's attention, and its results rounded. A model on
+// it is the reference for one on the GPU in the default mode: what is left
+// between the two is the kernels' own error (P and dS as bf16 mma
+// operands, sums in another order), not the inputs' rounding, which a
 // model's random LoRA adapters amplify in its gradients (measured on the
-// emulated device: 0.44 relative against the plain CPU for llamaHeadDim64).
-type roundingCPU struct{ tensor.Backend }
+// emulated device: 0.44 relative against the plain CPU for llamaHeadDim64
+// with float32 weights, 0.53 with bf16 ones).
+type roundingCPU struct {
+	tensor.Backend
+	attention bool
+}
+
+// MatMul rounds a float32 operand to bf16 where the other is bf16, as the
+// GPU's products do outside Precise mode.
+func (r roundingCPU) MatMul(c, a, b *tensor.Tensor, transA, transB bool, alpha, beta float32) error {
+	if a.DType() == tensor.F32 && b.DType() == tensor.BF16 {
+		a = roundedCopy(a)
+	}
+	if b.DType() == tensor.F32 && a.DType() == tensor.BF16 {
+		b = roundedCopy(b)
+	}
+	return r.Backend.MatMul(c, a, b, transA, transB, alpha, beta)
+}
 
 // roundedCopy returns a float32 copy of x with its values rounded to bf16.
 func roundedCopy(x *tensor.Tensor) *tensor.Tensor {
@@ -83,6 +102,9 @@ func roundInPlace(v []float32) {
 }
 
 func (r roundingCPU) Attention(out, lse, q, k, v, docStart *tensor.Tensor, scale float32) error {
+	if !r.attention {
+		return r.Backend.Attention(out, lse, q, k, v, docStart, scale)
+	}
 	if err := r.Backend.Attention(out, lse, roundedCopy(q), roundedCopy(k), roundedCopy(v), docStart, scale); err != nil {
 		return err
 	}
@@ -91,6 +113,9 @@ func (r roundingCPU) Attention(out, lse, q, k, v, docStart *tensor.Tensor, scale
 }
 
 func (r roundingCPU) AttentionBackward(dq, dk, dv, dout, q, k, v, docStart, out, lse *tensor.Tensor, scale float32) error {
+	if !r.attention {
+		return r.Backend.AttentionBackward(dq, dk, dv, dout, q, k, v, docStart, out, lse, scale)
+	}
 	if err := r.Backend.AttentionBackward(dq, dk, dv, roundedCopy(dout), roundedCopy(q), roundedCopy(k), roundedCopy(v),
 		docStart, roundedCopy(out), lse, scale); err != nil {
 		return err
@@ -179,8 +204,9 @@ func gradsOf(t *testing.T, b tensor.Backend, m *model.Model) map[string][]float3
 // tensor cores at about 2^-16 (NarrowMatMul, GradMatMul, ExpandMatMul);
 // bf16 checkpoints are compared in Precise mode (the same float32 math)
 // and in the default mode (activations rounded to bf16 for the tensor
-// cores) at bf16's tolerance; so is llamaHeadDim64 in float32, whose
-// attention the default mode rounds to bf16 too, against roundingCPU.
+// cores) against roundingCPU, which rounds the same inputs; so is
+// llamaHeadDim64, whose attention the default mode rounds to bf16 too (and
+// with bf16 weights keeps q, k, v and its output in bf16).
 func TestGPUModelParity(t *testing.T) {
 	b := gpuBackend(t)
 	for _, v := range append(slices.Clone(tinyConfigs), llamaHeadDim64) {
@@ -188,14 +214,6 @@ func TestGPUModelParity(t *testing.T) {
 			dt      tensor.DType
 			precise bool
 		}{{tensor.F32, false}, {tensor.BF16, true}, {tensor.BF16, false}} {
-			if v.name == llamaHeadDim64.name && c.dt == tensor.BF16 && !c.precise {
-				// The GEMMs' rounding of activations to bf16, which
-				// roundingCPU does not mimic, on top of the attention's:
-				// the random adapters amplify it past bf16's bound (0.53
-				// measured on the emulated device). The F32 case isolates
-				// the attention's rounding; tinyConfigs cover the GEMMs'.
-				continue
-			}
 			t.Run(fmt.Sprintf("%s/%s/precise=%v", v.name, c.dt, c.precise), func(t *testing.T) {
 				dir := t.TempDir()
 				_, err := model.WriteRandomCheckpoint(dir, []byte(v.config), c.dt, 11)
@@ -204,8 +222,8 @@ func TestGPUModelParity(t *testing.T) {
 				defer func() { b.Precise = false }()
 				base := b.InUseBytes()
 				ref := tensor.Backend(cpu)
-				if !c.precise && v.name == llamaHeadDim64.name {
-					ref = roundingCPU{cpu}
+				if !c.precise {
+					ref = roundingCPU{cpu, v.name == llamaHeadDim64.name}
 				}
 				onCPU, onGPU := loadPairOn(t, ref, b, dir, 12)
 				batch := randomBatch(onCPU.Config.VocabSize, 2, v.seqLen, 13)
@@ -219,15 +237,29 @@ func TestGPUModelParity(t *testing.T) {
 					// products give 6e-5 (TestGPUModelLoRAKernels).
 					tolGrad = 3e-3
 				}
-				if !c.precise && (c.dt != tensor.F32 || v.name == llamaHeadDim64.name) {
-					// Activations rounded to bf16 for the tensor-core GEMMs, against
-					// the CPU's float32. Measured on an H200 (2026-12-04): logits
-					// within 8.7e-3, LoRA gradients within 7.9e-2 (llama-gqa2; its
-					// random weights give a loss of 25, a saturated softmax), where
-					// the same kernels with float32 activations (precise) agree to
-					// 3e-5: the difference is the rounding, not the kernels. A wrong
-					// kernel or backward is off by O(1).
-					tolLogits, tolLoss, tolGrad = 3e-2, 1e-2, 0.15
+				if !c.precise && c.dt != tensor.F32 {
+					// Activations rounded to bf16 for the tensor-core GEMMs,
+					// as roundingCPU rounds them: what is left is the sums'
+					// order, and the rounding of the sums that order tips
+					// (one bf16 step, 4e-3), amplified by these random
+					// models' saturated softmaxes (losses of 13 to 32).
+					// Largest seen on the emulated device: logits 2.0e-3,
+					// loss 3.2e-4, LoRA gradients 1.3e-2 (llama-gqa2). Against
+					// the plain CPU, an H200 (2026-12-04) gave 8.7e-3 and
+					// 7.9e-2. A wrong kernel or backward is off by O(1).
+					tolLogits, tolLoss, tolGrad = 1e-2, 2e-3, 0.05
+				}
+				if !c.precise && v.name == llamaHeadDim64.name {
+					// The attention's own rounding on top: P and dS as bf16
+					// mma operands, which roundingCPU does not mimic. Largest
+					// seen on the emulated device: logits 5.5e-3, loss
+					// 3.1e-4, LoRA gradients 0.10 (float32 weights) and 0.17
+					// (bf16 weights: q, k, v and the attention's output kept
+					// in bf16, attentionDType).
+					tolLogits, tolLoss, tolGrad = 3e-2, 2e-3, 0.15
+					if c.dt != tensor.F32 {
+						tolGrad = 0.3
+					}
 				}
 
 				want, err := onCPU.Logits(batch.IDs)

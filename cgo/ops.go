@@ -125,18 +125,6 @@ func broadcastCheck(op string, out, a, b *tensor.Tensor) error {
 	return nil
 }
 
-func (b *Backend) binary(op, kernel string, out, x, y *tensor.Tensor) error {
-	if err := broadcastCheck(op, out, x, y); err != nil {
-		return err
-	}
-	n, nb := x.NumElements(), y.NumElements()
-	if n == 0 || nb == 0 {
-		return nil
-	}
-	args := new(Args).Tensor(out).Tensor(x).Tensor(y).U64(n).U64(nb)
-	return b.q.launch(op, kernel, kernels.Sizes{N: n}, args)
-}
-
 // Add implements tensor.Backend.
 func (b *Backend) Add(out, x, y *tensor.Tensor) error {
 	return b.AddCast(out, nil, x, y)
@@ -170,7 +158,16 @@ func (b *Backend) AddCast(out, cast, x, y *tensor.Tensor) error {
 
 // Mul implements tensor.Backend.
 func (b *Backend) Mul(out, x, y *tensor.Tensor) error {
-	return b.binary("mul", "elementwise_mul", out, x, y)
+	const op = "mul"
+	if err := broadcastCheck(op, out, x, y); err != nil {
+		return err
+	}
+	n, nb := x.NumElements(), y.NumElements()
+	if n == 0 || nb == 0 {
+		return nil
+	}
+	args := new(Args).Tensor(out).Tensor(x).Tensor(y).U64(n).U64(nb)
+	return b.q.launch(op, "elementwise_mul", kernels.Sizes{N: n}, args)
 }
 
 // Scale implements tensor.Backend.
