@@ -185,6 +185,14 @@ mutation add-cast-tail-unwritten kernels/elementwise.cu \
   '    // (mutation) if (out2 != nullptr) store_f32(out2, out2_dt, i, v);' \
   TestGPUVectorPaths
 
+# The cast's 16-byte path taken without checking that its tensors are
+# aligned: a "misaligned address" on a GPU, the alignment sanitizer's
+# report in the emulator (Makefile's EMU_FLAGS).
+mutation cast-alignment-unchecked kernels/elementwise.cu \
+  '  if (aligned16(out) && aligned16(in)) {' \
+  '  if (true) {  // (mutation)' \
+  TestGPUVectorPaths
+
 # SwiGLU's fused cast skipped on the single-element tail.
 mutation fused-cast-tail-unwritten kernels/swiglu.cu \
   '    if (out2 != nullptr) store_f32(out2, out2_dt, i, y);' \
@@ -334,7 +342,7 @@ mkdir -p bin
 # build_emu builds the emulated device from the copy's kernel sources.
 build_emu() {
   echo "building the emulated device..."
-  g++ -O2 -fopenmp -std=c++17 -ffp-contract=off -fPIC -shared -o bin/libcompass_emu.so kernels/emu/device.cpp
+  make -B -s bin/libcompass_emu.so  # the Makefile's flags, the alignment sanitizer among them
 }
 build_emu
 export COMPASS_CUDA_EMULATOR="$work/bin/libcompass_emu.so" OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}

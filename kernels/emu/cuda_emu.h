@@ -27,6 +27,9 @@
 //     take turns instead: between two __syncthreads one warp runs at a
 //     time, in that order, and the exchanges above wait for the warp only
 //     (WarpTurns below). A missing __syncthreads then reads stale values.
+//   - The Makefile builds this with g++'s alignment sanitizer: a load or
+//     store through a 16-byte type (word4, float4) off its boundary, a
+//     "misaligned address" fault on the GPU, ends the test with its line.
 //   - Atomics are gcc __atomic builtins (a compare-and-swap loop for float
 //     add, max and min).
 //   - __nv_bfloat16 and __half convert as cuda_bf16.h and cuda_fp16.h do:
