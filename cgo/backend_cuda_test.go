@@ -65,6 +65,10 @@ func TestMain(m *testing.M) {
 		launchLog = f.Name()
 		os.Setenv(launchLogEnv, launchLog)
 	}
+	// The emulated device reads its schedule from these itself; reading
+	// them here puts them in go test's cache key.
+	os.Getenv("COMPASS_EMU_WARP_ORDER")
+	os.Getenv("COMPASS_EMU_BLOCK_ORDER")
 	code := m.Run()
 	if b, err := gpuOnce(); err == nil {
 		if err := b.Close(); err != nil {

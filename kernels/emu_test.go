@@ -18,7 +18,7 @@ import (
 // TestEmulatorSelfTest builds emu/selftest.cpp and runs it: shuffles of
 // each kind and width, 64-bit shuffles, votes, atomics, barriers, the
 // poisoning of dynamic shared memory, thread indices and the bf16/half
-// types, against what CUDA documents.
+// types, against what CUDA documents; and the warps' and blocks' orders.
 func TestEmulatorSelfTest(t *testing.T) {
 	gxx, err := exec.LookPath("g++")
 	if err != nil {

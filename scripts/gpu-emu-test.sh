@@ -9,7 +9,10 @@
 # (__syncthreads) with the emulated device's warps taking turns between
 # barriers in a shuffled order (COMPASS_EMU_WARP_ORDER=shuffle, see
 # kernels/emu/cuda_emu.h): a missing barrier then reads the wrong values.
-# That run fails unless it launched every such kernel. `make test` runs
+# Its blocks run from the last (COMPASS_EMU_BLOCK_ORDER=reverse), where the
+# other run goes in blockIdx order: a block that reads what another block
+# of the launch writes reads the wrong values in one of the two. That run
+# fails unless it launched every kernel with a barrier. `make test` runs
 # the script both ways.
 #
 # LIBRARY defaults to bin/libcompass_emu.so. It is used through a copy
@@ -27,7 +30,7 @@ cd "$root"
 turns=()
 if [ "${1:-}" = "--warp-turns" ]; then
   shift
-  export COMPASS_EMU_WARP_ORDER=shuffle COMPASS_EMU_LAUNCH_CHECK=barriers
+  export COMPASS_EMU_WARP_ORDER=shuffle COMPASS_EMU_BLOCK_ORDER=reverse COMPASS_EMU_LAUNCH_CHECK=barriers
   # Between them these launch every kernel whose PTX has a barrier (cgo's
   # TestMain checks).
   turns=(-run '^TestGPU(RMSNorm|LayerNorm|CrossEntropy|Attention|BidirectionalAttention|AttentionTC|AttentionKV|NarrowMatMul|GradMatMul|ExpandMatMul|LoRABF16Input|KMeansAssign|KMeansUpdate)$')
@@ -60,7 +63,7 @@ grep -E '^--- (PASS|FAIL|SKIP): TestGPU|^(FAIL|ok|panic)|cuda emulator: CUDA_ERR
 passed=$(grep -cE '^--- PASS: TestGPU' "$log" || true)
 failed=$(grep -cE '^--- FAIL: TestGPU' "$log" || true)
 skipped=$(grep -cE '^--- SKIP: TestGPU' "$log" || true)
-echo "GPU tests on the emulated device${COMPASS_EMU_WARP_ORDER:+ (warps in turn, $COMPASS_EMU_WARP_ORDER)}: $((passed + failed)) ran ($passed passed, $failed failed), $skipped skipped"
+echo "GPU tests on the emulated device${COMPASS_EMU_WARP_ORDER:+ (warps in turn, $COMPASS_EMU_WARP_ORDER)}${COMPASS_EMU_BLOCK_ORDER:+ (blocks $COMPASS_EMU_BLOCK_ORDER)}: $((passed + failed)) ran ($passed passed, $failed failed), $skipped skipped"
 if [ "$status" -ne 0 ]; then
   echo "gpu-emu-test: go test failed (exit $status); the last lines:" >&2
   grep -E -B2 -A12 '^--- FAIL|^panic' "$log" | head -150 >&2 || true

@@ -5,7 +5,7 @@
 //
 // How a launch runs (launch() at the bottom):
 //   - The blocks of the grid run one after another, in blockIdx order
-//     (x fastest).
+//     (x fastest), or from the last with COMPASS_EMU_BLOCK_ORDER=reverse.
 //   - The threads of a block are OpenMP threads, one per CUDA thread, all
 //     running at once; threadIdx, blockIdx, blockDim and gridDim are
 //     thread_local. Warp w is threads 32w..32w+31 in linear thread order, as
@@ -239,6 +239,18 @@ inline WarpTurns::Order warp_order() {
   if (strcmp(e, "reverse") == 0) return WarpTurns::kReverse;
   if (strcmp(e, "shuffle") == 0) return WarpTurns::kShuffle;
   fail("COMPASS_EMU_WARP_ORDER must be forward, reverse or shuffle");
+}
+
+// blocks_reversed reads COMPASS_EMU_BLOCK_ORDER. Blocks in blockIdx order
+// and from the last are both schedules a GPU may run: a kernel whose block
+// reads what another block of the same launch writes (a partial sum, a row
+// updated in place) without an atomic made for it depends on the order,
+// and reads the wrong values in one of the two.
+inline bool blocks_reversed() {
+  const char* e = getenv("COMPASS_EMU_BLOCK_ORDER");
+  if (e == nullptr || *e == 0 || strcmp(e, "forward") == 0) return false;
+  if (strcmp(e, "reverse") == 0) return true;
+  fail("COMPASS_EMU_BLOCK_ORDER must be forward or reverse");
 }
 
 // wait_turn blocks until it is this thread's warp's turn.
@@ -563,6 +575,8 @@ void launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t shared_bytes, A.
   st.barriers.assign(n, 0);
   emu::turns.start(emu::warp_order(), (int)(n / 32));
   bool in_turn = emu::turns.order != emu::WarpTurns::kAtOnce;
+  bool reversed = emu::blocks_reversed();
+  long nblocks = (long)grid.x * grid.y * grid.z;
   omp_set_dynamic(0);
 #pragma omp parallel num_threads(n)
   {
@@ -572,23 +586,20 @@ void launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t shared_bytes, A.
     gridDim = grid;
     threadIdx = {t % block.x, (t / block.x) % block.y, t / (block.x * block.y)};
     emu::barrier_count = 0;
-    for (unsigned bz = 0; bz < grid.z; bz++) {
-      for (unsigned by = 0; by < grid.y; by++) {
-        for (unsigned bx = 0; bx < grid.x; bx++) {
-          blockIdx = {bx, by, bz};
-          emu::exchange_phase = 0;
-          if (shared_bytes > 0) {
-            if (t == 0) memset(st.dynamic_smem.data, 0xff, shared_bytes);
+    for (long k = 0; k < nblocks; k++) {
+      long b = reversed ? nblocks - 1 - k : k;
+      blockIdx = {(unsigned)(b % grid.x), (unsigned)(b / grid.x % grid.y), (unsigned)(b / ((long)grid.x * grid.y))};
+      emu::exchange_phase = 0;
+      if (shared_bytes > 0) {
+        if (t == 0) memset(st.dynamic_smem.data, 0xff, shared_bytes);
 #pragma omp barrier
-          }
-          if (in_turn) emu::wait_turn();
-          kernel(args...);
-          if (in_turn) {
-            emu::end_turn();
-          } else {
+      }
+      if (in_turn) emu::wait_turn();
+      kernel(args...);
+      if (in_turn) {
+        emu::end_turn();
+      } else {
 #pragma omp barrier
-          }
-        }
       }
     }
     st.barriers[t] = emu::barrier_count;
@@ -610,12 +621,14 @@ void launch_independent(void (*kernel)(P...), dim3 grid, dim3 block, A... args) 
   static_assert(sizeof...(P) == sizeof...(A), "launch: wrong number of kernel arguments");
   long per_block = (long)block.x * block.y * block.z;
   long total = (long)grid.x * grid.y * grid.z * per_block;
+  bool reversed = emu::blocks_reversed();
 #pragma omp parallel
   {
     blockDim = block;
     gridDim = grid;
 #pragma omp for schedule(static)
-    for (long i = 0; i < total; i++) {
+    for (long k = 0; k < total; k++) {
+      long i = reversed ? total - 1 - k : k;
       long b = i / per_block, t = i % per_block;
       blockIdx = {(unsigned)(b % grid.x), (unsigned)(b / grid.x % grid.y), (unsigned)(b / ((long)grid.x * grid.y))};
       threadIdx = {(unsigned)(t % block.x), (unsigned)(t / block.x % block.y), (unsigned)(t / ((long)block.x * block.y))};

@@ -2,7 +2,8 @@
 // against what CUDA documents: shuffles of each kind and width, 64-bit
 // shuffles, votes, atomics, barriers, the poisoning of dynamic shared
 // memory, thread indices, the bf16/half types, and the warps in turn
-// (COMPASS_EMU_WARP_ORDER): each order runs the warps as it says. The kernels themselves are
+// (COMPASS_EMU_WARP_ORDER): each order runs the warps as it says, and the
+// blocks in reverse (COMPASS_EMU_BLOCK_ORDER). The kernels themselves are
 // checked through the GPU backend on the emulated device (device.cpp, cgo's
 // GPU tests); these primitives are what that rests on. kernels/emu_test.go
 // builds and runs it:
@@ -140,6 +141,38 @@ int check_turns() {
   return failed;
 }
 
+// order_kernel records the order the blocks of a grid ran in: rank[b] for
+// the linear block index b (x fastest).
+__global__ void order_kernel(int* next, int* rank) {
+  int b = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
+  if (threadIdx.x == 0) rank[b] = atomicAdd(next, 1);
+  __syncthreads();
+}
+
+// check_block_order runs order_kernel on a 3 x 2 x 2 grid in each block
+// order (COMPASS_EMU_BLOCK_ORDER) and checks that the blocks ran as it
+// says, each once; 0 when they did.
+int check_block_order() {
+  int failed = 0;
+  constexpr int n = 12;
+  for (const char* order : {"", "forward", "reverse"}) {
+    setenv("COMPASS_EMU_BLOCK_ORDER", order, 1);
+    int next = 0, rank[n];
+    for (int& r : rank) r = -1;
+    launch(order_kernel, dim3(3, 2, 2), dim3(32), 0, &next, rank);
+    bool reversed = strcmp(order, "reverse") == 0;
+    for (int b = 0; b < n; b++) {
+      if (rank[b] != (reversed ? n - 1 - b : b)) {
+        fprintf(stderr, "selftest: blocks in order \"%s\": block %d ran %dth\n", order, b, rank[b]);
+        failed = 1;
+        break;
+      }
+    }
+  }
+  unsetenv("COMPASS_EMU_BLOCK_ORDER");
+  return failed;
+}
+
 int run_selftest() {
   int fails[kChecks] = {};
   int counter = 0, imax = -1, imin = 1 << 30, cas_winner = -1;
@@ -175,7 +208,7 @@ int run_selftest() {
     fprintf(stderr, "selftest: bf16/half conversions failed\n");
     failed = 1;
   }
-  return failed | check_turns();
+  return failed | check_turns() | check_block_order();
 }
 
 }  // namespace
