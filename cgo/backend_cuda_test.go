@@ -31,6 +31,11 @@ var gpuOnce = sync.OnceValues(func() (*Backend, error) { return NewBackend(0) })
 
 func gpuBackend(tb testing.TB) *Backend {
 	tb.Helper()
+	// The emulated device reads its schedule from these itself; reading
+	// them in a test (not in TestMain, before go test's log of the
+	// environment starts) puts them in go test's cache key.
+	os.Getenv("COMPASS_EMU_WARP_ORDER")
+	os.Getenv("COMPASS_EMU_BLOCK_ORDER")
 	b, err := gpuOnce()
 	if errors.Is(err, ErrNoDevice) {
 		tb.Skipf("%v", err)
@@ -65,10 +70,6 @@ func TestMain(m *testing.M) {
 		launchLog = f.Name()
 		os.Setenv(launchLogEnv, launchLog)
 	}
-	// The emulated device reads its schedule from these itself; reading
-	// them here puts them in go test's cache key.
-	os.Getenv("COMPASS_EMU_WARP_ORDER")
-	os.Getenv("COMPASS_EMU_BLOCK_ORDER")
 	code := m.Run()
 	if b, err := gpuOnce(); err == nil {
 		if err := b.Close(); err != nil {
