@@ -324,6 +324,16 @@ mutation zero-tensors-last-group kernels/elementwise.cu \
   'for (size_t i = grid_start(); i + 1 < n / 16; i += grid_stride())' \
   TestGPUZeroTensors
 
+# The tensor-core attention's P rounded to bf16 by truncation instead of
+# to nearest as the operand of P V (and of the backward's products). Every
+# P loses half a step on average: out about 2e-3 low, within the
+# elementwise bf16 bound against the CPU's float32 attention; caught by
+# the comparison with the kernels' arithmetic (tcAttention).
+mutation attention-p-truncated kernels/attention_tc.cu \
+  '// tc_accumulate adds P B' \
+  $'#define pack_bf16_rn(lo, hi) ((__float_as_uint(lo) >> 16) | (__float_as_uint(hi) & 0xffff0000u))  // (mutation)\n// tc_accumulate adds P B' \
+  TestGPUAttentionTCPeaked
+
 if [ "${1:-}" = "-l" ]; then
   printf '%s\n' "${names[@]}"
   exit 0
