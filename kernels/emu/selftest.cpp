@@ -149,9 +149,18 @@ __global__ void order_kernel(int* next, int* rank) {
   __syncthreads();
 }
 
+// thread_order_kernel records the order the threads of a grid ran in:
+// rank[i] for the linear thread index i (block by block, x fastest).
+__global__ void thread_order_kernel(int* next, int* rank) {
+  int b = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
+  rank[b * blockDim.x + threadIdx.x] = atomicAdd(next, 1);
+}
+
 // check_block_order runs order_kernel on a 3 x 2 x 2 grid in each block
 // order (COMPASS_EMU_BLOCK_ORDER) and checks that the blocks ran as it
-// says, each once; 0 when they did.
+// says, each once; then thread_order_kernel the same way through
+// launch_independent, on one OpenMP thread, where the order is the
+// threads' (on more, each takes a run of them); 0 when they did.
 int check_block_order() {
   int failed = 0;
   constexpr int n = 12;
@@ -164,6 +173,20 @@ int check_block_order() {
     for (int b = 0; b < n; b++) {
       if (rank[b] != (reversed ? n - 1 - b : b)) {
         fprintf(stderr, "selftest: blocks in order \"%s\": block %d ran %dth\n", order, b, rank[b]);
+        failed = 1;
+        break;
+      }
+    }
+    constexpr int per_block = 2, threads = n * per_block;
+    int tnext = 0, trank[threads];
+    for (int& r : trank) r = -1;
+    int omp_threads = omp_get_max_threads();
+    omp_set_num_threads(1);
+    launch_independent(thread_order_kernel, dim3(3, 2, 2), dim3(per_block), &tnext, trank);
+    omp_set_num_threads(omp_threads);
+    for (int i = 0; i < threads; i++) {
+      if (trank[i] != (reversed ? threads - 1 - i : i)) {
+        fprintf(stderr, "selftest: independent threads in order \"%s\": thread %d ran %dth\n", order, i, trank[i]);
         failed = 1;
         break;
       }
