@@ -9,8 +9,11 @@
 # finds a bug: the first (about 4 minutes) runs each GPU test in its own
 # process with CUDA_LAUNCH_BLOCKING=1, so that a fault stops one test only
 # and names the kernel that made it; the second (sanitizers, HF goldens,
-# benchmarks, about 4 minutes more) runs only when the first is clean, and
-# a fix and a rerun fit in a 15-minute slot. It writes at most these 8
+# benchmarks, about 4 minutes more) runs unless a test of the first
+# crashed, faulted or hung, so that a fix and a rerun fit in a 15-minute
+# slot. A test that only missed a bound does not stop it: the numbers of
+# a rare device run are worth having (COMPASS_DEVICE_STRICT=1 stops on any
+# failure). Exit status 0 when every test passed. It writes at most these 8
 # files under $OUT:
 #
 #	system.txt               nvidia-smi, compass gpu and version, the cuBLAS and tools found
@@ -169,9 +172,19 @@ if [ "$gpu" -eq 0 ]; then
   note "no GPU present (nvidia-smi): sanitizer, goldens and benchmarks not run"
   exit 0
 fi
-if [ "$fail" -ne 0 ]; then
-  note "first pass not clean: the second (sanitizers, goldens, benchmarks) is not run; fix and rerun"
+# A fault, a crash or a hang leaves the device or the kernels in no state
+# to measure: stop there. A test that only missed a bound ran to its end
+# on a sound device; then the second pass still runs (device time is rare
+# and its numbers stand apart from one tolerance), unless
+# COMPASS_DEVICE_STRICT=1, and the summary says which tests failed.
+faults=$(grep -c -- '^--- FAIL: .* (\(timed out\|the process exited\)' "$log")
+if [ "$faults" -ne 0 ] || { [ "$fail" -ne 0 ] && [ "${COMPASS_DEVICE_STRICT:-0}" = 1 ]; }; then
+  note "first pass not clean ($faults crashed, faulted or timed out): the second (sanitizers, goldens, benchmarks) is not run; fix and rerun"
   exit 1
+fi
+if [ "$fail" -ne 0 ]; then
+  note "first pass: $fail tests failed an assertion (no fault): $(grep -- '^--- FAIL' "$log" | awk '{print $3}' | tr '\n' ' ')"
+  note "the second pass runs; its numbers are of kernels not all shown correct on this device"
 fi
 
 san="$OUT/sanitizer.log"
@@ -209,3 +222,4 @@ stage "hf goldens" 60 "$OUT/hf-goldens.log" python3 scripts/hf_goldens.py "$bund
 # bench.log and its results in $OUT/DATE-gpu.jsonl.
 stage "benchmarks" 200 "$OUT/bench.log" "$bundle/compass" bench --only gpu --python python3 --out "$OUT" --name gpu
 note "total: $(($(date +%s) - begin))s"
+[ "$fail" -eq 0 ]
