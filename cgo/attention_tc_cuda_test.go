@@ -204,8 +204,9 @@ func TestGPUAttentionTCChoice(t *testing.T) {
 // dout) rounded to bf16, the tensor-core kernels, the results widened to
 // float32, against the CPU's float32 on the unrounded inputs. The inputs'
 // rounding adds to the kernels' own bf16 error, hence bounds above
-// TestGPUAttentionTC's. That the rounded path ran is checked too: Precise
-// mode (the float32 kernels) gives a different output.
+// TestGPUAttentionTC's; against tcAttention on the rounded inputs the
+// bounds are TestGPUAttentionTC's. That the rounded path ran is checked
+// too: Precise mode (the float32 kernels) gives a different output.
 func TestGPUAttentionRounded(t *testing.T) {
 	b := gpuBackend(t)
 	rng := newRNG(t)
@@ -233,6 +234,14 @@ func TestGPUAttentionRounded(t *testing.T) {
 		compare(t, b, name, out, tolFor(tolReduce, tensor.BF16))
 		closeTo(t, b, name, out, tolOut, 0)
 		closeTo(t, b, name+" lse", lse, 1e-2, 0)
+		// The kernels' arithmetic on the rounded inputs.
+		ref := tcAttention{B: s.B, T: s.T, Hq: s.Hq, Hkv: s.Hkv, D: s.D, scale: scale, round: true}
+		if ds.h != nil {
+			ref.docStart = ds.h.I32()
+		}
+		rq, rk, rv := roundedCopy(q.h).F32(), roundedCopy(k.h).F32(), roundedCopy(v.h).F32()
+		rOut, _ := ref.forward(rq, rk, rv)
+		compare(t, b, name+" against the kernel's arithmetic", refPair(t, out, rOut), tolTCRefOut)
 
 		precise := output(t, b, f32, s.B, s.T, s.Hq, s.D)
 		b.Precise = true
@@ -252,12 +261,17 @@ func TestGPUAttentionRounded(t *testing.T) {
 		outD, lseD := copyPair(t, b, pair{out.h, nil}), copyPair(t, b, pair{lse.h, nil})
 		must(t, cpu.AttentionBackward(dq.h, dk.h, dv.h, dout.h, q.h, k.h, v.h, ds.h, out.h, lse.h, scale))
 		must(t, b.AttentionBackward(dq.d, dk.d, dv.d, dout.d, q.d, k.d, v.d, ds.d, outD.d, lseD.d, scale))
+		// The backward was given the CPU's out and lse: so is the
+		// reference, out rounded as the backward rounds it.
+		rdq, rdk, rdv := ref.backward(roundedCopy(dout.h).F32(), rq, rk, rv, roundedCopy(out.h).F32(), lse.h.F32())
 		for _, g := range []struct {
 			what string
 			got  pair
-		}{{" dq", dq}, {" dk", dk}, {" dv", dv}} {
+			ref  []float32
+		}{{" dq", dq, rdq}, {" dk", dk, rdk}, {" dv", dv, rdv}} {
 			compare(t, b, name+g.what, g.got, tolFor(tolReduce, tensor.BF16))
 			closeTo(t, b, name+g.what, g.got, tolGrad, 0)
+			compare(t, b, name+g.what+" against the kernels' arithmetic", refPair(t, g.got, g.ref), tolTCRefGrad)
 		}
 	}
 }
