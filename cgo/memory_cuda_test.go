@@ -5,8 +5,6 @@ package cgo
 import (
 	"math"
 	"math/rand/v2"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -139,22 +137,6 @@ func checkRatio(t *testing.T, what string, got, want int64, lo, hi float64) floa
 }
 
 func gib(n int64) float64 { return float64(n) / (1 << 30) }
-
-// readTestConfig reads one of testdata/configs, from the repository or from
-// COMPASS_TESTDATA (the device bundle's copy).
-func readTestConfig(t *testing.T, name string) *model.Config {
-	t.Helper()
-	data, err := os.ReadFile(filepath.Join("..", "testdata", "configs", name))
-	if err != nil && os.Getenv("COMPASS_TESTDATA") != "" {
-		data, err = os.ReadFile(filepath.Join(os.Getenv("COMPASS_TESTDATA"), "configs", name))
-	}
-	if err != nil {
-		t.Skipf("%s: %v (set COMPASS_TESTDATA to the testdata folder)", name, err)
-	}
-	cfg, err := model.ParseConfig(data)
-	must(t, err)
-	return cfg
-}
 
 // deviceModel builds a model of cfg with random weights made in device
 // memory (randomDeviceModel) and returns it with the weights, which the

@@ -162,23 +162,6 @@ func loadPairOn(t *testing.T, ref tensor.Backend, b *Backend, dir string, seed u
 	return onCPU, onGPU
 }
 
-func randomBatch(vocab, B, T int, seed uint64) model.Batch {
-	rng := rand.New(rand.NewPCG(seed, 9))
-	ids, labels := make([]int32, B*T), make([]int32, B*T)
-	for i := range ids {
-		ids[i] = int32(rng.IntN(vocab))
-	}
-	for i := range labels {
-		labels[i] = model.IgnoreIndex
-		if i%T != T-1 && rng.IntN(5) != 0 {
-			labels[i] = ids[i+1]
-		}
-	}
-	idT, _ := tensor.FromI32(ids, B, T)
-	labT, _ := tensor.FromI32(labels, B, T)
-	return model.Batch{IDs: idT, Labels: labT}
-}
-
 // relErr is ||got - want|| / ||want||, and +Inf when got has a NaN.
 func relErr(got, want []float32) float64 {
 	var d, n float64

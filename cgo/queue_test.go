@@ -73,8 +73,9 @@ func (q *recQueue) inside(p uintptr) bool {
 }
 
 func (q *recQueue) memsetD8(p uintptr, v byte, n int) error {
-	for i := range q.mem("memsetD8", p, n) {
-		q.mem("memsetD8", p, n)[i] = v
+	b := q.mem("memsetD8", p, n)
+	for i := range b {
+		b[i] = v
 	}
 	return nil
 }

@@ -1,0 +1,138 @@
+package cgo
+
+import (
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"github.com/compassml/compass/lora"
+	"github.com/compassml/compass/model"
+	"github.com/compassml/compass/tensor"
+)
+
+// TestRecordedLlama8BStep drives the GPU benchmark's training step at its
+// real sizes through the recording queue, no GPU needed: one of
+// Llama-3.1-8B's 32 layers (every layer launches the same), its 128256-row
+// embedding and lm_head, 2048 tokens, LoRA r 16 on all seven projections,
+// then AdamW, as cgo/gpubench.go's benchTrainStep does; and again in the
+// two variants the benchmark also times (the LoRA products on cuBLAS, the
+// attention's tensors in float32). Every launch is checked as in
+// TestRecordedOps (arguments against the PTX, pointers live, grid, block
+// and shared memory within the device's limits), every product's operands
+// lie inside their allocations, and the step must launch the tensor-core
+// attention and the LoRA kernels: the GPU tests' tiny models (T of 200 at
+// most) would not see a launch or a routing rule that goes wrong only at
+// the sizes the device run measures (a planted "no tensor-core attention
+// past T = 1024" fails here). About 15 s and 2.6 GB of host memory.
+func TestRecordedLlama8BStep(t *testing.T) {
+	be, q := recBackend(t)
+	cfg := readTestConfig(t, "llama-3.1-8b.json")
+	cfg.NumHiddenLayers = 1
+	m, held, err := randomDeviceModel(be, cfg, rand.New(rand.NewPCG(5, 5)), 1<<20)
+	checkErr(t, err)
+	defer func() {
+		checkErr(t, m.Close())
+		for _, x := range held {
+			be.Free(x)
+		}
+	}()
+	lcfg := lora.DefaultConfig()
+	lcfg.R, lcfg.LoraAlpha = 16, 32
+	lcfg.TargetModules = lora.TargetString("all-linear")
+	lcfg.InitLoraWeights = false
+	adapter, err := lora.New(lcfg, m.LinearModules(), 1)
+	checkErr(t, err)
+	checkErr(t, m.AttachAdapter(adapter))
+	var params, grads, m1, m2 []*tensor.Tensor
+	for name, p := range m.LoRAParams() {
+		g := m.LoRAGrads()[name]
+		for k := range p {
+			mt, err := be.Alloc(tensor.F32, p[k].Shape()...)
+			checkErr(t, err)
+			vt, err := be.Alloc(tensor.F32, p[k].Shape()...)
+			checkErr(t, err)
+			params, grads, m1, m2 = append(params, p[k]), append(grads, g[k]), append(m1, mt), append(m2, vt)
+			held = append(held, mt, vt)
+		}
+	}
+	if len(params) != 14 {
+		t.Fatalf("%d LoRA tensors, want A and B of 7 projections", len(params))
+	}
+	batch := randomBatch(cfg.VocabSize, 1, 2048, 7)
+	for _, v := range []struct {
+		name                       string
+		loraOnCublas, attentionF32 bool
+		want                       []string // kernels the variant must launch
+	}{
+		{"default", false, false, []string{"attention_tc_forward_d128", "attention_tc_backward_dq_d128", "attention_tc_backward_dkdv_d128", "lora_narrow", "lora_grad", "adamw"}},
+		{"LoRA products on cuBLAS", true, false, []string{"attention_tc_forward_d128", "adamw"}},
+		{"attention tensors in float32", false, true, []string{"attention_tc_forward_d128", "lora_narrow"}},
+	} {
+		be.loraKernelsOff, be.attentionActsF32 = v.loraOnCublas, v.attentionF32
+		q.log = q.log[:0]
+		checkErr(t, m.ZeroLoRAGrads())
+		out, err := m.ForwardBackward(batch)
+		if err != nil {
+			t.Fatalf("%s: %v", v.name, err)
+		}
+		checkErr(t, be.AdamW(params, grads, m1, m2, 1, 1e-4, 0.9, 0.999, 1e-8, 0.01))
+		if out.Tokens == 0 {
+			t.Errorf("%s: no position counted", v.name)
+		}
+		for _, k := range v.want {
+			if !slices.Contains(q.log, k) {
+				t.Errorf("%s: no %s among the step's %d launches and products", v.name, k, len(q.log))
+			}
+		}
+		seen := map[string]int{}
+		for _, k := range q.log {
+			seen[k]++
+		}
+		t.Logf("%s: %d launches and products checked: %v", v.name, len(q.log), seen)
+	}
+	be.loraKernelsOff, be.attentionActsF32 = false, false
+}
+
+func checkErr(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// readTestConfig reads one of testdata/configs, from the repository or from
+// COMPASS_TESTDATA (the device bundle's copy).
+func readTestConfig(t *testing.T, name string) *model.Config {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join("..", "testdata", "configs", name))
+	if err != nil && os.Getenv("COMPASS_TESTDATA") != "" {
+		data, err = os.ReadFile(filepath.Join(os.Getenv("COMPASS_TESTDATA"), "configs", name))
+	}
+	if err != nil {
+		t.Skipf("%s: %v (set COMPASS_TESTDATA to the testdata folder)", name, err)
+	}
+	cfg, err := model.ParseConfig(data)
+	checkErr(t, err)
+	return cfg
+}
+
+// randomBatch is B rows of T random ids, each labelled with the next id
+// but for a random fifth of them (model.IgnoreIndex).
+func randomBatch(vocab, B, T int, seed uint64) model.Batch {
+	rng := rand.New(rand.NewPCG(seed, 9))
+	ids, labels := make([]int32, B*T), make([]int32, B*T)
+	for i := range ids {
+		ids[i] = int32(rng.IntN(vocab))
+	}
+	for i := range labels {
+		labels[i] = model.IgnoreIndex
+		if i%T != T-1 && rng.IntN(5) != 0 {
+			labels[i] = ids[i+1]
+		}
+	}
+	idT, _ := tensor.FromI32(ids, B, T)
+	labT, _ := tensor.FromI32(labels, B, T)
+	return model.Batch{IDs: idT, Labels: labT}
+}
