@@ -955,6 +955,95 @@ func TestGPUSwiGLU(t *testing.T) {
 	}
 }
 
+// TestGPUCrossEntropyChunkP runs ce_chunk_update alone on one chunk of
+// logits (a row whose max does not grow, ignored rows, the label inside
+// the chunk and outside it) three ways: P written over the logits in
+// float32, P written in bf16 to a buffer of its own (what CrossEntropy does
+// beside a bf16 lm_head, so that the product reads P with no cast), and no
+// P (no dh). The running statistics must be the same bits every way, the
+// bf16 P the float32 P rounded (the bits the cast it replaces gave), and
+// the logits left alone when P goes elsewhere.
+func TestGPUCrossEntropyChunkP(t *testing.T) {
+	b := gpuBackend(t)
+	rng := newRNG(t)
+	const N, n, c0 = 9, 333, 1000
+	labels := []int32{1000, 1332, -100, 5, 1100, 2000, -100, 1001, 1200}
+	mInit := []float32{float32(math.Inf(-1)), 2, 0, 40, float32(math.Inf(-1)), 1, 0, -3, 0.5}
+	sInit := []float32{0, 3, 0, 7, 0, 1.5, 0, 2, 9}
+	up := func(h *tensor.Tensor, err error) *tensor.Tensor {
+		must(t, err)
+		return toDev(t, b, h)
+	}
+	logitsHost := randHost(rng, tensor.F32, 3, N, n)
+	type result struct{ logits, p, rescale, m, s, target []float32 }
+	get := func(x *tensor.Tensor) []float32 {
+		h, err := b.ToHost(x)
+		must(t, err)
+		return h.ToF32()
+	}
+	run := func(pDType string) result {
+		logits := toDev(t, b, logitsHost)
+		m, s := up(tensor.FromF32(mInit, N)), up(tensor.FromF32(sInit, N))
+		target, rescale := up(tensor.FromF32(make([]float32, N), N)), toDev(t, b, nanHost(tensor.F32, N))
+		lab := up(tensor.FromI32(labels, N))
+		var p *tensor.Tensor // nil: no P
+		switch pDType {
+		case "F32":
+			p = logits
+		case "BF16":
+			p = toDev(t, b, nanHost(tensor.BF16, N, n))
+		}
+		args := new(Args).Raw(logits).Tensor(p).Raw(rescale).Raw(m).Raw(s).Raw(target).Raw(lab).I32(N).I32(n).I32(c0)
+		must(t, b.q.launch("test", "ce_chunk_update", kernels.Sizes{N: N}, args))
+		r := result{logits: get(logits), rescale: get(rescale), m: get(m), s: get(s), target: get(target)}
+		if p != nil {
+			r.p = get(p)
+		}
+		return r
+	}
+	f32, bf16, none := run("F32"), run("BF16"), run("none")
+	sameBits := func(what string, got, want []float32) {
+		t.Helper()
+		for i := range want {
+			if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+				t.Errorf("%s: element %d is %g, want %g", what, i, got[i], want[i])
+				return
+			}
+		}
+	}
+	for _, r := range []struct {
+		name string
+		r    result
+	}{{"P in bf16", bf16}, {"no P", none}} {
+		sameBits(r.name+": rescale", r.r.rescale, f32.rescale)
+		sameBits(r.name+": m", r.r.m, f32.m)
+		sameBits(r.name+": s", r.r.s, f32.s)
+		sameBits(r.name+": target", r.r.target, f32.target)
+		sameBits(r.name+": logits", r.r.logits, logitsHost.F32())
+	}
+	rounded := make([]float32, len(f32.p))
+	for i, v := range f32.p {
+		rounded[i] = tensor.BF16ToF32(tensor.F32ToBF16(v))
+	}
+	sameBits("P in bf16 against P in float32 rounded", bf16.p, rounded)
+	for row, l := range labels {
+		for j, v := range f32.p[row*n : (row+1)*n] {
+			if (l == kernels.IgnoreIndex) != (v == 0) {
+				t.Fatalf("row %d (label %d): P[%d] = %g", row, l, j, v)
+			}
+		}
+	}
+	for row, l := range labels {
+		want := float32(0) // as initialised: the label is in another chunk
+		if l >= c0 && l < c0+n {
+			want = logitsHost.F32()[row*n+int(l)-c0]
+		}
+		if f32.target[row] != want {
+			t.Errorf("row %d (label %d): target %g, want %g", row, l, f32.target[row], want)
+		}
+	}
+}
+
 func TestGPUCrossEntropy(t *testing.T) {
 	b := gpuBackend(t)
 	rng := newRNG(t)

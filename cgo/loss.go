@@ -15,7 +15,8 @@ const defaultLossChunk = 8192
 // kernels/cross_entropy.cu: per vocabulary chunk, a cuBLAS product for the
 // chunk's logits, ce_chunk_update for the online softmax and, when dh is
 // wanted, ce_rescale and a cuBLAS product accumulating softmax-weighted
-// rows of w; ce_finalize at the end. The labels are checked on the host
+// rows of w (the weights P written by ce_chunk_update in the dtype that
+// product reads); ce_finalize at the end. The labels are checked on the host
 // first (a copy of N int32s).
 func (b *Backend) CrossEntropy(logprob, dh, h, w, labels *tensor.Tensor, chunk int, gradScale float32) error {
 	const op = "cross entropy"
@@ -93,6 +94,20 @@ func (b *Backend) CrossEntropy(logprob, dh, h, w, labels *tensor.Tensor, chunk i
 			}
 		}
 	}
+	// P goes to the P w product in the dtype that product reads it in:
+	// ce_chunk_update writes it so (in place of the logits when float32),
+	// and MatMul then has nothing to cast. Without dh there is no product
+	// and no P.
+	pDType := gemmInputDType(tensor.F32, w.DType(), b.Precise)
+	var pBuf *tensor.Tensor
+	if acc != nil {
+		pBuf = logitsBuf
+		if pDType != tensor.F32 {
+			if pBuf, err = scr.alloc(pDType, N, chunk); err != nil {
+				return err
+			}
+		}
+	}
 	// h is cast once to the dtype the products run in, not once per chunk.
 	hv, err := h.Reshape(N, H)
 	if err != nil {
@@ -121,6 +136,13 @@ func (b *Backend) CrossEntropy(logprob, dh, h, w, labels *tensor.Tensor, chunk i
 		if err != nil {
 			return err
 		}
+		var p *tensor.Tensor // the chunk's P, [N, n] at the start of pBuf
+		if pBuf != nil {
+			pMem, _ := pBuf.Device()
+			if p, err = tensor.NewOnDevice(pDType, []int{N, n}, tensor.DeviceMem{Ptr: pMem.Ptr, Bytes: N * n * pDType.Size()}); err != nil {
+				return err
+			}
+		}
 		wc, err := w.Slice(c0, c0+n)
 		if err != nil {
 			return err
@@ -128,7 +150,7 @@ func (b *Backend) CrossEntropy(logprob, dh, h, w, labels *tensor.Tensor, chunk i
 		if err := b.MatMul(logits, hc, wc, false, true, 1, 0); err != nil {
 			return fmt.Errorf("cuda: cross entropy: logits of chunk [%d, %d): %w", c0, c0+n, err)
 		}
-		args.Reset().Raw(logits).Raw(rescale).Raw(m).Raw(s).Raw(target).Raw(labels).I32(N).I32(n).I32(c0)
+		args.Reset().Raw(logits).Tensor(p).Raw(rescale).Raw(m).Raw(s).Raw(target).Raw(labels).I32(N).I32(n).I32(c0)
 		if err := b.q.launch(op, "ce_chunk_update", kernels.Sizes{N: N}, args); err != nil {
 			return err
 		}
@@ -143,7 +165,7 @@ func (b *Backend) CrossEntropy(logprob, dh, h, w, labels *tensor.Tensor, chunk i
 		if err != nil {
 			return err
 		}
-		if err := b.MatMul(accView, logits, wc, false, false, 1, 1); err != nil {
+		if err := b.MatMul(accView, p, wc, false, false, 1, 1); err != nil {
 			return fmt.Errorf("cuda: cross entropy: gradient of chunk [%d, %d): %w", c0, c0+n, err)
 		}
 	}

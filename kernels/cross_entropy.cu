@@ -8,8 +8,8 @@
 //	ce_init(m, s, target, acc)                        m = -inf, s = 0, acc = 0
 //	for c0 = 0; c0 < V; c0 += C:                      n = min(C, V - c0)
 //	    cuBLAS: logits[N, n] = h w[c0:c0+n]^T         (f32 out, beta 0)
-//	    ce_chunk_update(logits, rescale, m, s, target, labels, c0)
-//	                                                  logits become P = exp(logits - m_new)
+//	    ce_chunk_update(logits, p, rescale, m, s, target, labels, c0)
+//	                                                  p = P = exp(logits - m_new), when dh is wanted
 //	    if dh wanted:
 //	        ce_rescale(acc, rescale)                  acc *= exp(m_old - m_new) per row
 //	        cuBLAS: acc[N, H] += P[N, n] w[c0:c0+n]   (beta 1)
@@ -41,28 +41,33 @@ extern "C" __global__ void __launch_bounds__(256)
 }
 
 // ce_chunk_update folds one chunk of logits [N, n] (columns c0..c0+n-1 of
-// the vocabulary) into each row's running max m and sum s, and turns the
-// logits in place into P = exp(logit - m_new), the weights of the chunk's
-// rows of w in acc; rescale[row] = exp(m_old - m_new) (1 when the max did
-// not grow, as the CPU only rescales then), which ce_rescale applies to acc
-// before the P w product. The label's logit is caught in its chunk.
-// Ignored rows get P = 0 and rescale 1: their acc stays 0. One block per
-// row (the branch on the label is the same for the whole block): block 128,
-// grid N.
+// the vocabulary) into each row's running max m and sum s, and writes
+// P = exp(logit - m_new), the weights of the chunk's rows of w in acc, into
+// p [N, n] of dtype p_dt: the dtype the P w product reads (bf16 beside a
+// bf16 lm_head, so that no cast comes between), the logits themselves when
+// F32, and nothing when p is null (no dh wanted). rescale[row] =
+// exp(m_old - m_new) (1 when the max did not grow, as the CPU only
+// rescales then), which ce_rescale applies to acc before the P w product.
+// The label's logit is caught in its chunk. Ignored rows get P = 0 and
+// rescale 1: their acc stays 0. One block per row (the branch on the label
+// is the same for the whole block): block 128, grid N.
 extern "C" __global__ void __launch_bounds__(1024)
-    ce_chunk_update(float* logits, float* rescale, float* m, float* s, float* target, const int* labels, int N,
-                    int n, int c0) {
+    ce_chunk_update(const float* logits, void* p, int p_dt, float* rescale, float* m, float* s, float* target,
+                    const int* labels, int N, int n, int c0) {
   __shared__ float red[32];
   int row = blockIdx.x;
-  float* x = logits + (size_t)row * n;
+  const float* x = logits + (size_t)row * n;
+  size_t p0 = (size_t)row * n;  // the row's first element of p
   int label = labels[row];
   if (label == IGNORE_INDEX) {
-    for (int j = threadIdx.x; j < n; j += blockDim.x) x[j] = 0.0f;
+    if (p) {
+      for (int j = threadIdx.x; j < n; j += blockDim.x) store_f32(p, p_dt, p0 + j, 0.0f);
+    }
     if (threadIdx.x == 0) rescale[row] = 1.0f;
     return;
   }
-  // Read before any thread overwrites the logits or thread 0 writes m: the
-  // barriers of block_max come in between.
+  // Read before any thread overwrites the logits (p may be them) or thread
+  // 0 writes m: the barriers of block_max come in between.
   float m_old = m[row];
   bool has_label = label >= c0 && label < c0 + n;
   float label_logit = threadIdx.x == 0 && has_label ? x[label - c0] : 0.0f;
@@ -73,9 +78,9 @@ extern "C" __global__ void __launch_bounds__(1024)
   float r = mc > m_old ? expf(m_old - m_new) : 1.0f;
   float sum = 0.0f;
   for (int j = threadIdx.x; j < n; j += blockDim.x) {
-    float p = expf(x[j] - m_new);
-    x[j] = p;
-    sum += p;
+    float e = expf(x[j] - m_new);
+    if (p) store_f32(p, p_dt, p0 + j, e);
+    sum += e;
   }
   sum = block_sum(sum, red);
   if (threadIdx.x == 0) {

@@ -334,6 +334,14 @@ mutation attention-p-truncated kernels/attention_tc.cu \
   $'#define pack_bf16_rn(lo, hi) ((__float_as_uint(lo) >> 16) | (__float_as_uint(hi) & 0xffff0000u))  // (mutation)\n// tc_accumulate adds P B' \
   TestGPUAttentionTCPeaked
 
+# ce_chunk_update's bf16 P (the operand of the bf16 lm_head's product)
+# rounded by truncation: within TestGPUCrossEntropy's bf16 bounds; not the
+# bits of the float32 P rounded, which the cast it replaced gave.
+mutation ce-p-bf16-truncated kernels/cross_entropy.cu \
+  '    if (p) store_f32(p, p_dt, p0 + j, e);' \
+  '    if (p) store_f32(p, p_dt, p0 + j, p_dt == DT_BF16 ? __uint_as_float(__float_as_uint(e) & 0xffff0000u) : e);' \
+  TestGPUCrossEntropyChunkP
+
 if [ "${1:-}" = "-l" ]; then
   printf '%s\n' "${names[@]}"
   exit 0
