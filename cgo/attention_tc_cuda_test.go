@@ -30,6 +30,17 @@ const tolTCGrad = 2e-2
 // the kernels' arithmetic, within the elementwise bound against the CPU.
 const tolTCRefOut, tolTCRefGrad = 1e-3, 3e-3
 
+// tcAttentionFor is the tensor-core kernels' arithmetic, with their
+// roundings, for q [B, T, Hq, D] and k [B, T, Hkv, D] (docStart nil: a
+// document per row).
+func tcAttentionFor(q, k, docStart *tensor.Tensor, scale float32) tcAttention {
+	a := tcAttention{B: q.Dim(0), T: q.Dim(1), Hq: q.Dim(2), Hkv: k.Dim(2), D: q.Dim(3), scale: scale, round: true}
+	if docStart != nil {
+		a.docStart = docStart.I32()
+	}
+	return a
+}
+
 // refPair pairs the device result of got with want, the reference's
 // values, for compare.
 func refPair(t *testing.T, got pair, want []float32) pair {
@@ -94,10 +105,7 @@ func TestGPUAttentionTC(t *testing.T) {
 		closeTo(t, b, name, out, elemTol(bf16, 0), 0)
 		compare(t, b, name+" lse", lse, tolReduce)
 		closeTo(t, b, name+" lse", lse, 1e-5, 0)
-		ref := tcAttention{B: s.B, T: s.T, Hq: s.Hq, Hkv: s.Hkv, D: s.D, scale: scale, round: true}
-		if ds.h != nil {
-			ref.docStart = ds.h.I32()
-		}
+		ref := tcAttentionFor(q.h, k.h, ds.h, scale)
 		rOut, _ := ref.forward(q.h.ToF32(), k.h.ToF32(), v.h.ToF32())
 		compare(t, b, name+" against the kernel's arithmetic", refPair(t, out, rOut), tolTCRefOut)
 
@@ -170,7 +178,7 @@ func TestGPUAttentionTCPeaked(t *testing.T) {
 	must(t, b.Attention(out.d, lse.d, q.d, k.d, v.d, nil, scale))
 	closeTo(t, b, "attention tc peaked", out, elemTol(bf16, 0), 0)
 	closeTo(t, b, "attention tc peaked lse", lse, 1e-5, 0)
-	ref := tcAttention{B: B, T: T, Hq: Hq, Hkv: Hkv, D: D, scale: scale, round: true}
+	ref := tcAttentionFor(q.h, k.h, nil, scale)
 	rOut, _ := ref.forward(q.h.ToF32(), k.h.ToF32(), v.h.ToF32())
 	compare(t, b, "attention tc peaked against the kernel's arithmetic", refPair(t, out, rOut), tolTCRefOut)
 }
@@ -235,10 +243,7 @@ func TestGPUAttentionRounded(t *testing.T) {
 		closeTo(t, b, name, out, tolOut, 0)
 		closeTo(t, b, name+" lse", lse, 1e-2, 0)
 		// The kernels' arithmetic on the rounded inputs.
-		ref := tcAttention{B: s.B, T: s.T, Hq: s.Hq, Hkv: s.Hkv, D: s.D, scale: scale, round: true}
-		if ds.h != nil {
-			ref.docStart = ds.h.I32()
-		}
+		ref := tcAttentionFor(q.h, k.h, ds.h, scale)
 		rq, rk, rv := roundedCopy(q.h).F32(), roundedCopy(k.h).F32(), roundedCopy(v.h).F32()
 		rOut, _ := ref.forward(rq, rk, rv)
 		compare(t, b, name+" against the kernel's arithmetic", refPair(t, out, rOut), tolTCRefOut)

@@ -812,26 +812,12 @@ func (g *gpuBench) benchTrainStep(configJSON []byte) {
 	}()
 	weights := be.InUseBytes() - before
 
-	lcfg := lora.DefaultConfig()
-	lcfg.R, lcfg.LoraAlpha = 16, 32
-	lcfg.TargetModules = lora.TargetString("all-linear")
-	lcfg.InitLoraWeights = false // B random too: no timing on zeros
-	adapter, err := lora.New(lcfg, m.LinearModules(), 1)
+	params, grads, m1, m2, err := attachTrainingAdapter(be, m, 16)
 	g.must(err)
-	g.must(m.AttachAdapter(adapter))
-	var params, grads, m1, m2 []*tensor.Tensor
 	loraParams := 0
-	for name, p := range m.LoRAParams() {
-		gr := m.LoRAGrads()[name]
-		for k := range p {
-			mt, err := be.Alloc(tensor.F32, p[k].Shape()...)
-			g.must(err)
-			vt, err := be.Alloc(tensor.F32, p[k].Shape()...)
-			g.must(err)
-			params, grads, m1, m2 = append(params, p[k]), append(grads, gr[k]), append(m1, mt), append(m2, vt)
-			held = append(held, p[k], gr[k], mt, vt)
-			loraParams += p[k].NumElements()
-		}
+	for i, p := range params {
+		held = append(held, p, grads[i], m1[i], m2[i])
+		loraParams += p.NumElements()
 	}
 
 	const T = 2048
@@ -924,6 +910,40 @@ func (g *gpuBench) benchTrainStep(configJSON []byte) {
 		"s/step": f32Acts, "tokens/s": T / f32Acts, "bf16_acts_speedup": f32Acts / sec,
 		"peak_GiB": float64(be.PeakBytes()) / (1 << 30),
 	}, nil)
+}
+
+// attachTrainingAdapter attaches to m a LoRA adapter of rank r (alpha 2r)
+// on all seven projections, A and B both random (B = 0 would time and test
+// products of zeros), and returns its parameters, their gradients, and
+// AdamW's two moments for each, allocated on be for the caller to free.
+func attachTrainingAdapter(be *Backend, m *model.Model, r int) (params, grads, m1, m2 []*tensor.Tensor, err error) {
+	lcfg := lora.DefaultConfig()
+	lcfg.R, lcfg.LoraAlpha = r, float64(2*r)
+	lcfg.TargetModules = lora.TargetString("all-linear")
+	lcfg.InitLoraWeights = false
+	adapter, err := lora.New(lcfg, m.LinearModules(), 1)
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	if err := m.AttachAdapter(adapter); err != nil {
+		return nil, nil, nil, nil, err
+	}
+	for name, p := range m.LoRAParams() {
+		g := m.LoRAGrads()[name]
+		for k := range p {
+			mt, err := be.Alloc(tensor.F32, p[k].Shape()...)
+			if err != nil {
+				return nil, nil, nil, nil, err
+			}
+			vt, err := be.Alloc(tensor.F32, p[k].Shape()...)
+			if err != nil {
+				be.Free(mt)
+				return nil, nil, nil, nil, err
+			}
+			params, grads, m1, m2 = append(params, p[k]), append(grads, g[k]), append(m1, mt), append(m2, vt)
+		}
+	}
+	return params, grads, m1, m2, nil
 }
 
 // randomDeviceModel builds a model of cfg with random bf16 weights made in

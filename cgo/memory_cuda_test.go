@@ -8,7 +8,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/compassml/compass/lora"
 	"github.com/compassml/compass/model"
 	"github.com/compassml/compass/tensor"
 )
@@ -76,25 +75,9 @@ func TestGPUMemoryEstimate(t *testing.T) {
 				}
 			}()
 			m.Recompute = tc.recompute
-			lcfg := lora.DefaultConfig()
-			lcfg.R, lcfg.LoraAlpha = rank, 2*rank
-			lcfg.TargetModules = lora.TargetString("all-linear")
-			lcfg.InitLoraWeights = false
-			adapter, err := lora.New(lcfg, m.LinearModules(), 1)
+			params, grads, m1, m2, err := attachTrainingAdapter(be, m, rank)
 			must(t, err)
-			must(t, m.AttachAdapter(adapter))
-			var params, grads, m1, m2 []*tensor.Tensor
-			for module, p := range m.LoRAParams() {
-				g := m.LoRAGrads()[module]
-				for k := range p {
-					mt, err := be.Alloc(tensor.F32, p[k].Shape()...)
-					must(t, err)
-					vt, err := be.Alloc(tensor.F32, p[k].Shape()...)
-					must(t, err)
-					held = append(held, mt, vt)
-					params, grads, m1, m2 = append(params, p[k]), append(grads, g[k]), append(m1, mt), append(m2, vt)
-				}
-			}
+			held = append(append(held, m1...), m2...)
 			resident := be.InUseBytes() - before
 			wantResident := est.Weights + est.LoRAParams + est.LoRAGrads + est.Optimizer
 			checkRatio(t, "resident (weights, LoRA, gradients, AdamW state) over the estimate's", resident, wantResident, 1, maxResidentRatio)

@@ -126,16 +126,6 @@ func (r roundingCPU) AttentionBackward(dq, dk, dv, dout, q, k, v, docStart, out,
 	return nil
 }
 
-// tcAttentionFor is the tensor-core kernels' arithmetic, with their
-// roundings, for q [B, T, Hq, D] and k [B, T, Hkv, D].
-func tcAttentionFor(q, k, docStart *tensor.Tensor, scale float32) tcAttention {
-	a := tcAttention{B: q.Dim(0), T: q.Dim(1), Hq: q.Dim(2), Hkv: k.Dim(2), D: q.Dim(3), scale: scale, round: true}
-	if docStart != nil {
-		a.docStart = docStart.I32()
-	}
-	return a
-}
-
 // loadPair loads one checkpoint on the CPU and on the GPU, with the same
 // random LoRA adapters (A and B both random: B = 0 would hide dA).
 func loadPair(t *testing.T, b *Backend, dir string, seed uint64) (onCPU, onGPU *model.Model) {

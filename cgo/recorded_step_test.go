@@ -7,7 +7,6 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/compassml/compass/lora"
 	"github.com/compassml/compass/model"
 	"github.com/compassml/compass/tensor"
 )
@@ -38,25 +37,9 @@ func TestRecordedLlama8BStep(t *testing.T) {
 			be.Free(x)
 		}
 	}()
-	lcfg := lora.DefaultConfig()
-	lcfg.R, lcfg.LoraAlpha = 16, 32
-	lcfg.TargetModules = lora.TargetString("all-linear")
-	lcfg.InitLoraWeights = false
-	adapter, err := lora.New(lcfg, m.LinearModules(), 1)
+	params, grads, m1, m2, err := attachTrainingAdapter(be, m, 16)
 	checkErr(t, err)
-	checkErr(t, m.AttachAdapter(adapter))
-	var params, grads, m1, m2 []*tensor.Tensor
-	for name, p := range m.LoRAParams() {
-		g := m.LoRAGrads()[name]
-		for k := range p {
-			mt, err := be.Alloc(tensor.F32, p[k].Shape()...)
-			checkErr(t, err)
-			vt, err := be.Alloc(tensor.F32, p[k].Shape()...)
-			checkErr(t, err)
-			params, grads, m1, m2 = append(params, p[k]), append(grads, g[k]), append(m1, mt), append(m2, vt)
-			held = append(held, mt, vt)
-		}
-	}
+	held = append(append(held, m1...), m2...)
 	if len(params) != 14 {
 		t.Fatalf("%d LoRA tensors, want A and B of 7 projections", len(params))
 	}
