@@ -756,6 +756,30 @@ func TestGPURoPE(t *testing.T) {
 					!bytes.Equal(hostOf(t, b, k2.d).Bytes(), hostOf(t, b, k3.d).Bytes()) {
 					t.Errorf("%s: RoPEPair into bf16 differs from two RoPE calls", name)
 				}
+				// With casts (RoPEPairCast: the backward's dq and dk, also
+				// in bf16 for the frozen products): the outputs are
+				// RoPEPair's bits, the casts those of RoPEPair into bf16,
+				// and from float32 outputs those of Copy.
+				q4, k4 := output(t, b, dt, N, heads, D), output(t, b, dt, N, heads/2, D)
+				qc, kc := output(t, b, tensor.BF16, N, heads, D), output(t, b, tensor.BF16, N, heads/2, D)
+				must(t, b.RoPEPairCast(q4.d, k4.d, qc.d, kc.d, x.d, k.d, cos.d, sin.d, inverse))
+				must(t, b.RoPEPair(q3.d, k3.d, x.d, k.d, cos.d, sin.d, inverse))
+				q5, k5 := output(t, b, dt, N, heads, D), output(t, b, dt, N, heads/2, D)
+				must(t, b.RoPEPair(q5.d, k5.d, x.d, k.d, cos.d, sin.d, inverse))
+				same := func(u, v *tensor.Tensor) bool { return bytes.Equal(hostOf(t, b, u).Bytes(), hostOf(t, b, v).Bytes()) }
+				if !same(q4.d, q5.d) || !same(k4.d, k5.d) {
+					t.Errorf("%s: RoPEPairCast's outputs differ from RoPEPair's", name)
+				}
+				if !same(qc.d, q3.d) || !same(kc.d, k3.d) {
+					t.Errorf("%s: RoPEPairCast's casts differ from RoPEPair into bf16", name)
+				}
+				if dt == tensor.F32 {
+					must(t, b.Copy(q3.d, q4.d))
+					must(t, b.Copy(k3.d, k4.d))
+					if !same(qc.d, q3.d) || !same(kc.d, k3.d) {
+						t.Errorf("%s: RoPEPairCast's casts differ from Copy's", name)
+					}
+				}
 				must(t, b.RoPEPair(x.d, k.d, x.d, k.d, cos.d, sin.d, inverse))
 				must(t, b.RoPE(q1, q1, cos.d, sin.d, inverse))
 				must(t, b.RoPE(k1, k1, cos.d, sin.d, inverse))
@@ -770,6 +794,13 @@ func TestGPURoPE(t *testing.T) {
 	cos, sin := input(t, b, rng, tensor.F32, N, 8), input(t, b, rng, tensor.F32, N, 8)
 	if err := b.RoPEPair(x.d, k.d, x.d, k.d, cos.d, sin.d, false); err == nil || !strings.HasPrefix(err.Error(), "cuda: rope: ") {
 		t.Errorf("RoPEPair with k of another length: %v", err)
+	}
+	qc, kc := output(t, b, tensor.BF16, N, heads, 16), output(t, b, tensor.BF16, N, heads, 8)
+	if err := b.RoPEPairCast(x.d, x.d, qc.d, kc.d, x.d, x.d, cos.d, sin.d, false); err == nil || !strings.Contains(err.Error(), "must have the shape of out") {
+		t.Errorf("RoPEPairCast with a cast of another shape: %v", err)
+	}
+	if err := b.RoPEPairCast(x.d, x.d, qc.d, nil, x.d, x.d, cos.d, sin.d, false); err == nil || !strings.HasPrefix(err.Error(), "cuda: rope: ") {
+		t.Errorf("RoPEPairCast without k's cast: %v", err)
 	}
 
 	// Small and odd sizes, element by element, on true rotations: full and

@@ -408,6 +408,15 @@ func (g *gpuBench) benchKernels() {
 			keep(q, k, cos, sin, qo, ko)
 			return func() error { return be.RoPEPair(qo, ko, q, k, cos, sin, false) }, float64(6*N*(Hq+Hkv)*D + 2*4*N*D/2), 0
 		}},
+		// RoPE's inverse in the backward: the attention's bf16 dq and dk
+		// into float32 for the LoRA products and bf16 for the frozen
+		// ones, in one launch (RoPEPairCast).
+		{"rope_pair_inverse_bf16_to_f32_cast_bf16_fused", func(keep func(...*tensor.Tensor)) (func() error, float64, float64) {
+			q, k, cos, sin := rnd(bf16, 1, N, Hq, D), rnd(bf16, 1, N, Hkv, D), rnd(f32, 1, N, D/2), rnd(f32, 1, N, D/2)
+			qo, ko, qc, kc := rnd(f32, 1, N, Hq, D), rnd(f32, 1, N, Hkv, D), rnd(bf16, 1, N, Hq, D), rnd(bf16, 1, N, Hkv, D)
+			keep(q, k, cos, sin, qo, ko, qc, kc)
+			return func() error { return be.RoPEPairCast(qo, ko, qc, kc, q, k, cos, sin, true) }, float64(8*N*(Hq+Hkv)*D + 2*4*N*D/2), 0
+		}},
 		{"embedding_bf16_to_f32", func(keep func(...*tensor.Tensor)) (func() error, float64, float64) {
 			idv := make([]int32, N)
 			for i := range idv {

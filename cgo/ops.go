@@ -377,7 +377,7 @@ func (b *Backend) RMSNormBackward(dx, dout, x, weight, rstd *tensor.Tensor) erro
 
 // RoPE implements tensor.Backend.
 func (b *Backend) RoPE(out, x, cos, sin *tensor.Tensor, inverse bool) error {
-	return b.rope(out, x, nil, nil, cos, sin, inverse)
+	return b.rope(out, nil, x, nil, nil, nil, cos, sin, inverse)
 }
 
 // RoPEPair rotates q [N, Hq, D] into qOut and k [N, Hkv, D] into kOut
@@ -385,20 +385,34 @@ func (b *Backend) RoPE(out, x, cos, sin *tensor.Tensor, inverse bool) error {
 // k, ...), bit for bit. An output may be its input (in place) or of
 // another dtype (the model's bf16 q and k for attention, AttentionRounds).
 func (b *Backend) RoPEPair(qOut, kOut, q, k, cos, sin *tensor.Tensor, inverse bool) error {
-	return b.rope(qOut, q, kOut, k, cos, sin, inverse)
+	return b.rope(qOut, nil, q, kOut, nil, k, cos, sin, inverse)
 }
 
-// rope launches the rope kernel on x into out and, when x2 is not nil, on
-// x2 into out2 (the same N, head dimension and tables; any head count).
-func (b *Backend) rope(out, x, out2, x2, cos, sin *tensor.Tensor, inverse bool) error {
-	N, heads, D, half, err := ropeShape(out, x, cos, sin)
+// RoPEPairCast is RoPEPair writing the rotated values a second time, into
+// qCast and kCast (the shapes of q and k, in their own dtype) in the same
+// launch, as AddCast: RoPE's inverse in the backward gives dq and dk in
+// float32 for the LoRA products and in bf16 for the frozen q and k
+// products, which would otherwise each cast them. From float32 outputs the
+// casts are the bits Copy would give.
+func (b *Backend) RoPEPairCast(qOut, kOut, qCast, kCast, q, k, cos, sin *tensor.Tensor, inverse bool) error {
+	if qCast == nil || kCast == nil {
+		return fmt.Errorf("cuda: rope: RoPEPairCast needs both casts (q's %v, k's %v)", qCast, kCast)
+	}
+	return b.rope(qOut, qCast, q, kOut, kCast, k, cos, sin, inverse)
+}
+
+// rope launches the rope kernel on x into out (and cast, when not nil)
+// and, when x2 is not nil, on x2 into out2 (and cast2): the same N, head
+// dimension and tables; any head count.
+func (b *Backend) rope(out, cast, x, out2, cast2, x2, cos, sin *tensor.Tensor, inverse bool) error {
+	N, heads, D, half, err := ropeShape(out, cast, x, cos, sin)
 	if err != nil {
 		return err
 	}
 	heads2 := 0
 	if x2 != nil {
 		var N2, D2 int
-		if N2, heads2, D2, _, err = ropeShape(out2, x2, cos, sin); err != nil {
+		if N2, heads2, D2, _, err = ropeShape(out2, cast2, x2, cos, sin); err != nil {
 			return err
 		}
 		if N2 != N || D2 != D {
@@ -415,16 +429,24 @@ func (b *Backend) rope(out, x, out2, x2, cos, sin *tensor.Tensor, inverse bool) 
 	if inverse {
 		inv = 1
 	}
-	args := new(Args).Tensor(out).Tensor(x).Tensor(out2).Tensor(x2).Raw(cos).Raw(sin).
+	args := new(Args).Tensor(out).Tensor(cast).Tensor(x).Tensor(out2).Tensor(cast2).Tensor(x2).Raw(cos).Raw(sin).
 		I32(N).I32(heads).I32(heads2).I32(D).I32(half).I32(inv)
 	return b.q.launch("rope", "rope", kernels.Sizes{N: N, Heads: heads + heads2, D: D, Half: half}, args)
 }
 
-// ropeShape checks one rotated tensor and its tables and returns N, heads,
-// the head dimension and R/2.
-func ropeShape(out, x, cos, sin *tensor.Tensor) (N, heads, D, half int, err error) {
+// ropeShape checks one rotated tensor, its outputs (cast may be nil) and
+// its tables and returns N, heads, the head dimension and R/2.
+func ropeShape(out, cast, x, cos, sin *tensor.Tensor) (N, heads, D, half int, err error) {
 	if err := floatCheck("rope", out, x); err != nil {
 		return 0, 0, 0, 0, err
+	}
+	if cast != nil {
+		if err := floatCheck("rope", cast); err != nil {
+			return 0, 0, 0, 0, err
+		}
+		if !cast.SameShape(out) {
+			return 0, 0, 0, 0, fmt.Errorf("cuda: rope: cast %v must have the shape of out %v", cast, out)
+		}
 	}
 	if err := deviceCheck("rope", cos, sin); err != nil {
 		return 0, 0, 0, 0, err

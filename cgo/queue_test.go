@@ -284,6 +284,11 @@ func TestRecordedOps(t *testing.T) {
 			x := dev(t, b, f32, N, Hq, D)
 			return b.RoPE(x, x, dev(t, b, f32, N, 3), dev(t, b, f32, N, 3), true)
 		}},
+		{"rope pair cast", []string{"rope"}, func() error {
+			q, k := dev(t, b, f32, N, Hq, D), dev(t, b, f32, N, Hkv, D)
+			return b.RoPEPairCast(q, k, dev(t, b, bf16, N, Hq, D), dev(t, b, bf16, N, Hkv, D), q, k,
+				dev(t, b, f32, N, 3), dev(t, b, f32, N, 3), true)
+		}},
 		{"attention", []string{"attention_forward"}, func() error {
 			return b.Attention(dev(t, b, f32, B, T, Hq, D), dev(t, b, f32, B, Hq, T), dev(t, b, f32, B, T, Hq, D),
 				dev(t, b, bf16, B, T, Hkv, D), dev(t, b, f32, B, T, Hkv, D), nil, 0.3)
@@ -514,6 +519,7 @@ func TestRecordedErrors(t *testing.T) {
 		"broadcast":        b.Add(dev(t, b, f32, 4, 3), dev(t, b, f32, 4, 3), dev(t, b, f32, 4)),
 		"add cast shape":   b.AddCast(dev(t, b, f32, 4, 3), dev(t, b, f32, 3, 4), dev(t, b, f32, 4, 3), dev(t, b, f32, 3)),
 		"add cast ids":     b.AddCast(dev(t, b, f32, 4), dev(t, b, i32, 4), dev(t, b, f32, 4), dev(t, b, f32, 4)),
+		"rope cast ids":    b.RoPEPairCast(dev(t, b, f32, 2, 1, 4), dev(t, b, f32, 2, 1, 4), dev(t, b, i32, 2, 1, 4), dev(t, b, f32, 2, 1, 4), dev(t, b, f32, 2, 1, 4), dev(t, b, f32, 2, 1, 4), dev(t, b, f32, 2, 2), dev(t, b, f32, 2, 2), false),
 		"matmul inner":     b.MatMul(dev(t, b, f32, 2, 2), dev(t, b, f32, 2, 3), dev(t, b, f32, 2, 2), false, false, 1, 0),
 		"matmul ids":       b.MatMul(dev(t, b, f32, 2, 2), dev(t, b, i32, 2, 2), dev(t, b, f32, 2, 2), false, false, 1, 0),
 		"attention head":   b.Attention(dev(t, b, f32, 1, 2, 1, 256), dev(t, b, f32, 1, 1, 2), dev(t, b, f32, 1, 2, 1, 256), dev(t, b, f32, 1, 2, 1, 256), dev(t, b, f32, 1, 2, 1, 256), nil, 1),

@@ -24,7 +24,8 @@ import (
 // attention and the LoRA kernels: the GPU tests' tiny models (T of 200 at
 // most) would not see a launch or a routing rule that goes wrong only at
 // the sizes the device run measures (a planted "no tensor-core attention
-// past T = 1024" fails here). About 15 s and 2.6 GB of host memory.
+// past T = 1024" fails here), and the default step's casts are those
+// the fusions leave. About 15 s and 2.6 GB of host memory.
 func TestRecordedLlama8BStep(t *testing.T) {
 	be, q := recBackend(t)
 	cfg := readTestConfig(t, "llama-3.1-8b.json")
@@ -72,6 +73,14 @@ func TestRecordedLlama8BStep(t *testing.T) {
 		seen := map[string]int{}
 		for _, k := range q.log {
 			seen[k]++
+		}
+		// The casts left in the default step: v for attention in the
+		// forward, the attention output's gradient in the backward, the
+		// final norm's output for the lm_head's product and the top
+		// layer's down_proj gradient (from the final norm's backward).
+		// Every other bf16 operand is written by the kernel before it.
+		if v.name == "default" && seen["elementwise_cast"] != 2*cfg.NumHiddenLayers+2 {
+			t.Errorf("%s: %d casts, want %d", v.name, seen["elementwise_cast"], 2*cfg.NumHiddenLayers+2)
 		}
 		t.Logf("%s: %d launches and products checked: %v", v.name, len(q.log), seen)
 	}

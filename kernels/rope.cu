@@ -13,7 +13,11 @@
 // with c = cos[n, j] and s = sin[n, j] (s negated for the inverse), and item
 // j >= half copies dimension j+half, one of R..D-1 (partial rotary). With
 // heads2 > 0 the same launch also rotates x2 [N, heads2, D] into out2 (q
-// and k of a layer in one launch: the rows of x2 follow those of x).
+// and k of a layer in one launch: the rows of x2 follow those of x). cast
+// and cast2, where not null, get the rotated values a second time, in their
+// own dtype (RoPEPairCast: RoPE's inverse writes dq and dk in float32 for
+// the LoRA products and in bf16 for the frozen ones; from a float32 out,
+// the bits elementwise_cast would give).
 //
 // Heads whose halves are multiples of 8 (half and D, with 16-byte aligned
 // tensors: every model's) go 8 pairs at a time, an item being a group of 8
@@ -22,6 +26,8 @@
 struct RopeRows {
   void* out;
   int out_dt;
+  void* cast;  // null for none
+  int cast_dt;
   const void* x;
   int x_dt;
   int heads;
@@ -43,8 +49,8 @@ __device__ __forceinline__ size_t rope_row(RopeRows& r, I& row, const RopeRows& 
 template <class I>
 __device__ __forceinline__ void rope_loop(const RopeRows& a, const RopeRows& b, const float* cos, const float* sin,
                                           I rows_a, I rows, int D, int half, int inverse) {
-  if (half % 8 == 0 && D % 8 == 0 && aligned16(a.out) && aligned16(a.x) && aligned16(b.out) && aligned16(b.x) &&
-      aligned16(cos) && aligned16(sin)) {
+  if (half % 8 == 0 && D % 8 == 0 && aligned16(a.out) && aligned16(a.cast) && aligned16(a.x) && aligned16(b.out) &&
+      aligned16(b.cast) && aligned16(b.x) && aligned16(cos) && aligned16(sin)) {
     I per_row = (I)((D - half) / 8), items = rows * per_row;
     int hg = half / 8, Dg = D / 8;
     for (I i = (I)grid_start(); i < items; i += (I)grid_stride()) {
@@ -67,10 +73,15 @@ __device__ __forceinline__ void rope_loop(const RopeRows& a, const RopeRows& b, 
         }
         store8(r.out, r.out_dt, base + j, u);
         store8(r.out, r.out_dt, base + hg + j, w);
+        if (r.cast != nullptr) {
+          store8(r.cast, r.cast_dt, base + j, u);
+          store8(r.cast, r.cast_dt, base + hg + j, w);
+        }
       } else {
         float v[8];
         load8(v, r.x, r.x_dt, base + hg + j);
         store8(r.out, r.out_dt, base + hg + j, v);
+        if (r.cast != nullptr) store8(r.cast, r.cast_dt, base + hg + j, v);
       }
     }
     return;
@@ -86,18 +97,27 @@ __device__ __forceinline__ void rope_loop(const RopeRows& a, const RopeRows& b, 
       float c = cos[n * half + j], s = sin[n * half + j];
       if (inverse) s = -s;
       float u = load_f32(r.x, r.x_dt, base + j), w = load_f32(r.x, r.x_dt, base + j + half);
-      store_f32(r.out, r.out_dt, base + j, u * c - w * s);
-      store_f32(r.out, r.out_dt, base + j + half, w * c + u * s);
+      float ru = u * c - w * s, rw = w * c + u * s;
+      store_f32(r.out, r.out_dt, base + j, ru);
+      store_f32(r.out, r.out_dt, base + j + half, rw);
+      if (r.cast != nullptr) {
+        store_f32(r.cast, r.cast_dt, base + j, ru);
+        store_f32(r.cast, r.cast_dt, base + j + half, rw);
+      }
     } else {
-      store_f32(r.out, r.out_dt, base + j + half, load_f32(r.x, r.x_dt, base + j + half));
+      float v = load_f32(r.x, r.x_dt, base + j + half);
+      store_f32(r.out, r.out_dt, base + j + half, v);
+      if (r.cast != nullptr) store_f32(r.cast, r.cast_dt, base + j + half, v);
     }
   }
 }
 
 extern "C" __global__ void __launch_bounds__(256)
-    rope(void* out, int out_dt, const void* x, int x_dt, void* out2, int out2_dt, const void* x2, int x2_dt,
-         const float* cos, const float* sin, int N, int heads, int heads2, int D, int half, int inverse) {
-  RopeRows a = {out, out_dt, x, x_dt, heads}, b = {out2, out2_dt, x2, x2_dt, heads2 > 0 ? heads2 : 1};
+    rope(void* out, int out_dt, void* cast, int cast_dt, const void* x, int x_dt, void* out2, int out2_dt, void* cast2,
+         int cast2_dt, const void* x2, int x2_dt, const float* cos, const float* sin, int N, int heads, int heads2, int D,
+         int half, int inverse) {
+  RopeRows a = {out, out_dt, cast, cast_dt, x, x_dt, heads};
+  RopeRows b = {out2, out2_dt, cast2, cast2_dt, x2, x2_dt, heads2 > 0 ? heads2 : 1};
   size_t rows_a = (size_t)N * heads, rows = rows_a + (size_t)N * heads2;
   if (index_fits_32(rows * (size_t)(D - half)))
     rope_loop<unsigned>(a, b, cos, sin, (unsigned)rows_a, (unsigned)rows, D, half, inverse);

@@ -298,7 +298,8 @@ func (g *loraGroup) rowViews(stacked *tensor.Tensor, views map[*loraSlot]*tensor
 // output for down; in the backward, SwiGLU's backward writes dgate and dup
 // twice likewise, for the gate and up products, and the residual stream's
 // additions (AddCast) their sums, for o_proj's product and the down_proj
-// of the layer below. The values are the casts' own, so nothing else
+// of the layer below, and RoPE's inverse (RoPEPairCast) dq and dk, for
+// the q and k products. The values are the casts' own, so nothing else
 // changes.
 type castFuser interface {
 	ProductInput(x, w tensor.DType) tensor.DType
@@ -306,6 +307,7 @@ type castFuser interface {
 	RMSNormCast(out, cast, rstd, x, weight *tensor.Tensor, eps float32) error
 	SwiGLUCast(out, cast, gate, up *tensor.Tensor) error
 	SwiGLUBackwardCast(dgate, dup, dgateCast, dupCast, dout, gate, up *tensor.Tensor) error
+	RoPEPairCast(qOut, kOut, qCast, kCast, q, k, cos, sin *tensor.Tensor, inverse bool) error
 }
 
 // productCast returns the backend's castFuser and a tensor of out's shape
@@ -490,20 +492,9 @@ type ropePairer interface {
 // same tensor, in qOut's dtype where it differs) or, with inverse, their
 // gradients.
 func (m *Model) rope(qOut, kOut, q, k *tensor.Tensor, ps *pass, inverse bool) error {
-	c := m.Config
-	view := func(x *tensor.Tensor, heads int) (*tensor.Tensor, error) {
-		return x.Reshape(ps.N, heads, c.HeadDim)
-	}
-	ts := make([]*tensor.Tensor, 4)
-	for i, x := range []struct {
-		t     *tensor.Tensor
-		heads int
-	}{{qOut, c.NumAttentionHeads}, {kOut, c.NumKeyValueHeads}, {q, c.NumAttentionHeads}, {k, c.NumKeyValueHeads}} {
-		v, err := view(x.t, x.heads)
-		if err != nil {
-			return err
-		}
-		ts[i] = v
+	ts, err := m.headViews(ps, qOut, kOut, q, k)
+	if err != nil {
+		return err
 	}
 	if rp, ok := m.be.(ropePairer); ok {
 		return rp.RoPEPair(ts[0], ts[1], ts[2], ts[3], ps.cos, ps.sin, inverse)
@@ -512,6 +503,46 @@ func (m *Model) rope(qOut, kOut, q, k *tensor.Tensor, ps *pass, inverse bool) er
 		return err
 	}
 	return m.be.RoPE(ts[1], ts[3], ps.cos, ps.sin, inverse)
+}
+
+// ropeBackwardForProducts rotates the attention's gradients dqa and dka
+// back into dq and dk (RoPE's inverse) and returns them cast for the q and
+// k projections' frozen products, written by the same launch
+// (RoPEPairCast), as normForProducts; nil where not (the products read dq
+// and dk).
+func (m *Model) ropeBackwardForProducts(tmp *arena, dq, dk, dqa, dka *tensor.Tensor, ps *pass, l *layer) (dqw, dkw *tensor.Tensor, err error) {
+	f, qc := m.productCast(tmp, dq, l.q.w)
+	_, kc := m.productCast(tmp, dk, l.k.w)
+	if tmp.err != nil {
+		return nil, nil, tmp.err
+	}
+	if qc == nil || kc == nil {
+		return nil, nil, m.rope(dq, dk, dqa, dka, ps, true)
+	}
+	ts, err := m.headViews(ps, dq, dk, qc, kc, dqa, dka)
+	if err != nil {
+		return nil, nil, err
+	}
+	return qc, kc, f.RoPEPairCast(ts[0], ts[1], ts[2], ts[3], ts[4], ts[5], ps.cos, ps.sin, true)
+}
+
+// headViews views each of ts [N, heads*D] as [N, heads, D], ts being q-
+// and k-shaped in turn (q, k, q, k, ...), as RoPE takes them.
+func (m *Model) headViews(ps *pass, ts ...*tensor.Tensor) ([]*tensor.Tensor, error) {
+	c := m.Config
+	views := make([]*tensor.Tensor, len(ts))
+	for i, t := range ts {
+		heads := c.NumAttentionHeads
+		if i%2 == 1 {
+			heads = c.NumKeyValueHeads
+		}
+		v, err := t.Reshape(ps.N, heads, c.HeadDim)
+		if err != nil {
+			return nil, err
+		}
+		views[i] = v
+	}
+	return views, nil
 }
 
 // attentionRounder is what a GPU backend adds (cgo.Backend): whether its
@@ -729,10 +760,15 @@ func (m *Model) layerBackward(out *arena, l, below *layer, a *layerActs, dout, d
 		m.heads(a.attn, ps, hq), a.lse, m.attnScale()); err != nil {
 		return nil, nil, err
 	}
-	if err := m.rope(dq, dk, dqa, dka, ps, true); err != nil {
+	dqW, dkW, err := m.ropeBackwardForProducts(ar, dq, dk, dqa, dka, ps, l)
+	if err != nil {
 		return nil, nil, err
 	}
-	if err := m.groupBackward(ar, dn1, a.n1, []*linear{&l.q, &l.k, &l.v}, []*tensor.Tensor{dq, dk, dva}, nil, a.t); err != nil {
+	var dqkvWs []*tensor.Tensor
+	if dqW != nil {
+		dqkvWs = []*tensor.Tensor{dqW, dkW, nil} // dv is read as it is
+	}
+	if err := m.groupBackward(ar, dn1, a.n1, []*linear{&l.q, &l.k, &l.v}, []*tensor.Tensor{dq, dk, dva}, dqkvWs, a.t); err != nil {
 		return nil, nil, err
 	}
 	if err := m.be.RMSNormBackward(dx, dn1, a.x, l.inputNorm, a.rstd1); err != nil {

@@ -223,6 +223,13 @@ mutation adamw-group-component kernels/adamw.cu \
   '      // (mutation) adamw_one(p.w, g.w, m.w, v.w, k);' \
   TestGPUVectorPaths
 
+# RoPEPairCast's grouped path leaves the cast of the dimensions past the
+# rotary ones (partial rotary) unwritten.
+mutation rope-cast-pass-through kernels/rope.cu \
+  '        if (r.cast != nullptr) store8(r.cast, r.cast_dt, base + hg + j, v);' \
+  '        // (mutation) if (r.cast != nullptr) store8(r.cast, r.cast_dt, base + hg + j, v);' \
+  TestGPURoPE
+
 # RoPEPair takes k's token from q's head count: k's rows get the wrong
 # position's rotation.
 mutation rope-pair-token kernels/rope.cu \
