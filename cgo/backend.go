@@ -20,6 +20,10 @@ type Backend struct {
 	mem  *allocator
 	ws   uintptr // cuBLAS's workspace
 	info string  // DeviceName
+	// tiles holds loraTileCounters zeros: the split LoRA products' count
+	// of each output tile's blocks done (kernels/lora.cu's lora_finish),
+	// which every launch leaves at zero.
+	tiles uintptr
 
 	// Precise makes MatMul widen the 16-bit operand of a mixed-dtype
 	// product (an F32 activation times a BF16 weight) to float32 instead of
@@ -63,7 +67,11 @@ func NewBackend(deviceIndex int) (*Backend, error) {
 		return nil, err
 	}
 	q := &gpuQueue{Device: d}
-	b := newBackend(q)
+	b, err := newBackend(q)
+	if err != nil {
+		q.close()
+		return nil, err
+	}
 	b.dev = d
 	if b.ws, err = b.mem.alloc(cublasWorkspace); err != nil {
 		b.Close()
@@ -83,9 +91,17 @@ func NewBackend(deviceIndex int) (*Backend, error) {
 	return b, nil
 }
 
-// newBackend is a Backend over any queue.
-func newBackend(q queue) *Backend {
-	return &Backend{q: q, mem: newAllocator(q)}
+// newBackend is a Backend over any queue, with its tile counters.
+func newBackend(q queue) (*Backend, error) {
+	b := &Backend{q: q, mem: newAllocator(q)}
+	var err error
+	if b.tiles, err = b.mem.alloc(4 * loraTileCounters); err == nil {
+		err = q.memsetD32(b.tiles, 0, loraTileCounters)
+	}
+	if err != nil {
+		return nil, errors.Join(err, b.mem.close())
+	}
+	return b, nil
 }
 
 // Close waits for the device, frees every allocation (tensors still held

@@ -151,7 +151,8 @@ func loraKernel(name string, q *tensor.Tensor) string {
 // narrowMatMul is NarrowMatMul on the kernels (loraKernels' dtypes) with
 // the sum split into (at most) splits chunks, each a multiple of
 // lora_narrow's stage; with more than one, the partial sums go to a
-// scratch [splits, R, N] that lora_reduce adds up.
+// scratch [splits, R, N] that each output tile's last block adds up
+// (lora_finish, with the backend's tile counters).
 func (b *Backend) narrowMatMul(c, p, q *tensor.Tensor, transP bool, alpha, beta float32, splits int) error {
 	const op = "narrow matmul"
 	R, K, N, err := matmulDims(c, p, q, transP, true)
@@ -170,7 +171,11 @@ func (b *Backend) narrowMatMul(c, p, q *tensor.Tensor, transP bool, alpha, beta 
 	if K == 0 || alpha == 0 {
 		return b.scaleOutput(c, beta)
 	}
-	chunk, splits := chunks(K, splits, kernels.LoRANarrowDepth)
+	name := loraKernel("lora_narrow", q)
+	chunk, splits, err := b.loraChunks(name, K, kernels.Sizes{M: R, Cols: N, Splits: splits}, kernels.LoRANarrowDepth)
+	if err != nil {
+		return err
+	}
 	spi, spk := K, 1 // p [R, K]
 	if transP {
 		spi, spk = 1, R // p [K, R]
@@ -180,16 +185,9 @@ func (b *Backend) narrowMatMul(c, p, q *tensor.Tensor, transP bool, alpha, beta 
 		return err
 	}
 	defer b.Free(ws)
-	args := new(Args).Raw(c).U64(N).Raw(ws).Raw(q).U64(K).Raw(p).U64(spi).U64(spk).
+	args := new(Args).Raw(c).U64(N).Raw(ws).Ptr(b.tiles).Raw(q).U64(K).Raw(p).U64(spi).U64(spk).
 		I32(R).I32(N).I32(K).I32(chunk).F32(alpha).F32(beta)
-	sizes := kernels.Sizes{M: R, Cols: N, Splits: splits}
-	if err := b.q.launch(op, loraKernel("lora_narrow", q), sizes, args); err != nil {
-		return err
-	}
-	if splits == 1 {
-		return nil
-	}
-	return b.loraReduce(op, c, N, 1, ws, R, N, splits, alpha, beta)
+	return b.q.launch(op, name, kernels.Sizes{M: R, Cols: N, Splits: splits}, args)
 }
 
 // chunks splits a sum of n terms into at most splits chunks of whole
@@ -208,11 +206,26 @@ func (b *Backend) partials(splits, R, M int) (*tensor.Tensor, error) {
 	return b.alloc(tensor.F32, splits, R, M)
 }
 
-// loraReduce sets c(i, m) = c[i*sci + m*scm] = alpha times the sum of the
-// splits partials ws [splits, R, M] plus beta c (lora_reduce).
-func (b *Backend) loraReduce(op string, c *tensor.Tensor, sci, scm int, ws *tensor.Tensor, R, M, splits int, alpha, beta float32) error {
-	args := new(Args).Raw(c).U64(sci).U64(scm).Raw(ws).I32(R).I32(M).I32(splits).F32(alpha).F32(beta)
-	return b.q.launch(op, "lora_reduce", kernels.Sizes{M: R, Cols: M}, args)
+// loraTileCounters is how many output tiles a split LoRA product may have:
+// one counter each (Backend.tiles). Sums are split only where the tiles
+// are too few to fill the device (narrowSplits, gradSplits: under four
+// blocks per SM), so this is far more than they use.
+const loraTileCounters = 4096
+
+// loraChunks splits the sum of n terms of LoRA kernel name's launch with
+// sizes s into at most s.Splits chunks of whole stages (chunks): the
+// chunk's length and how many there are; one where the launch has more
+// output tiles (its grid's x times y) than there are counters.
+func (b *Backend) loraChunks(name string, n int, s kernels.Sizes, stage int) (chunk, count int, err error) {
+	kern, err := kernels.Lookup(name)
+	if err != nil {
+		return 0, 0, err
+	}
+	if g := kern.Grid(s); g[0]*g[1] > loraTileCounters {
+		s.Splits = 1
+	}
+	chunk, count = chunks(n, s.Splits, stage)
+	return chunk, count, nil
 }
 
 // GradMatMul sets c = alpha p q + beta c for p [R, N] with R small, q
@@ -276,7 +289,7 @@ func (b *Backend) multiprocessors() int {
 // gradMatMul is GradMatMul on the kernels (loraKernels' dtypes) with the
 // tokens split into (at most) splits chunks, each a multiple of lora_grad's
 // stage; with more than one, the partial sums go to a scratch [splits, R,
-// M] that lora_reduce adds up.
+// M] that each output tile's last block adds up, as in narrowMatMul.
 func (b *Backend) gradMatMul(c, p, q *tensor.Tensor, transC bool, alpha, beta float32, splits int) error {
 	const op = "grad matmul"
 	R, N, M, err := gradDims(c, p, q, transC)
@@ -295,7 +308,11 @@ func (b *Backend) gradMatMul(c, p, q *tensor.Tensor, transC bool, alpha, beta fl
 	if N == 0 || alpha == 0 {
 		return b.scaleOutput(c, beta)
 	}
-	chunk, splits := chunks(N, splits, kernels.LoRAGradTokens)
+	name := loraKernel("lora_grad", q)
+	chunk, splits, err := b.loraChunks(name, N, kernels.Sizes{M: R, Cols: M, Splits: splits}, kernels.LoRAGradTokens)
+	if err != nil {
+		return err
+	}
 	sci, scm := M, 1 // c [R, M]
 	if transC {
 		sci, scm = 1, R // c [M, R]
@@ -305,15 +322,9 @@ func (b *Backend) gradMatMul(c, p, q *tensor.Tensor, transC bool, alpha, beta fl
 		return err
 	}
 	defer b.Free(ws)
-	args := new(Args).Raw(c).U64(sci).U64(scm).Raw(ws).Raw(p).U64(N).Raw(q).U64(M).
+	args := new(Args).Raw(c).U64(sci).U64(scm).Raw(ws).Ptr(b.tiles).Raw(p).U64(N).Raw(q).U64(M).
 		I32(R).I32(M).I32(N).I32(chunk).F32(alpha).F32(beta)
-	if err := b.q.launch(op, loraKernel("lora_grad", q), kernels.Sizes{M: R, Cols: M, Splits: splits}, args); err != nil {
-		return err
-	}
-	if splits == 1 {
-		return nil
-	}
-	return b.loraReduce(op, c, sci, scm, ws, R, M, splits, alpha, beta)
+	return b.q.launch(op, name, kernels.Sizes{M: R, Cols: M, Splits: splits}, args)
 }
 
 func ceilDiv(a, b int) int { return (a + b - 1) / b }

@@ -115,8 +115,8 @@ func TestGPULoRAKernelRouting(t *testing.T) {
 	}
 }
 
-// GradMatMul's kernel (lora_grad, with lora_reduce when the tokens are
-// split) gives the CPU MatMul of the same product: dA += dt x (c [R, M])
+// GradMatMul's kernel (lora_grad, its tiles' last blocks adding the
+// partial sums up when the tokens are split) gives the CPU MatMul of the same product: dA += dt x (c [R, M])
 // and dB += s (t dy)^T (transC: c [M, R]), beta 0 (poisoned output) and
 // 1, with the ranks, token counts (the sum) and feature counts of
 // TestGPUNarrowMatMul's cases: none a multiple of a tile, odd ones (4-byte

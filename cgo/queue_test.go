@@ -1,8 +1,10 @@
 package cgo
 
 import (
+	"encoding/binary"
 	"fmt"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -160,10 +162,7 @@ func (q *recQueue) launch(op, kernel string, s kernels.Sizes, args *Args) error 
 		if k != 'p' {
 			continue
 		}
-		off := args.offsets[i]
-		p := uintptr(uint64(args.buf[off]) | uint64(args.buf[off+1])<<8 | uint64(args.buf[off+2])<<16 | uint64(args.buf[off+3])<<24 |
-			uint64(args.buf[off+4])<<32 | uint64(args.buf[off+5])<<40 | uint64(args.buf[off+6])<<48 | uint64(args.buf[off+7])<<56)
-		if p != 0 && !q.inside(p) {
+		if p := args.ptrAt(i); p != 0 && !q.inside(p) {
 			q.t.Errorf("%s: %s argument %d is %#x, not inside a live allocation", op, kernel, i, p)
 		}
 	}
@@ -208,10 +207,19 @@ func (q *recQueue) gemm(p gemmPlan, c, a, b uintptr, in, out tensor.DType, alpha
 	return nil
 }
 
+// ptrAt is argument i, a pointer.
+func (a *Args) ptrAt(i int) uintptr {
+	return uintptr(binary.LittleEndian.Uint64(a.buf[a.offsets[i]:]))
+}
+
 // recBackend is a Backend over a recording queue.
 func recBackend(t *testing.T) (*Backend, *recQueue) {
 	q := newRecQueue(t)
-	return newBackend(q), q
+	b, err := newBackend(q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b, q
 }
 
 // dev returns a device tensor of the backend with values 1, 2, 3, ...
@@ -347,7 +355,7 @@ func TestRecordedOps(t *testing.T) {
 			// t = A x^T: A [3, H], x [N, H], t [3, N], one chunk.
 			return b.NarrowMatMul(dev(t, b, f32, 3, N), dev(t, b, f32, 3, H), dev(t, b, f32, N, H), false, 1, 0)
 		}},
-		{"narrow matmul, split", []string{"lora_narrow", "lora_reduce"}, func() error {
+		{"narrow matmul, split", []string{"lora_narrow"}, func() error {
 			// dt = B^T dy^T: B [130, 3], dy [N, 130], dt [3, N], two chunks.
 			return b.narrowMatMul(dev(t, b, f32, 3, N), dev(t, b, f32, 130, 3), dev(t, b, f32, N, 130), true, 2, 0, 2)
 		}},
@@ -355,7 +363,7 @@ func TestRecordedOps(t *testing.T) {
 			// dA += dt x: dt [3, N], x [N, H], dA [3, H], one chunk.
 			return b.GradMatMul(dev(t, b, f32, 3, H), dev(t, b, f32, 3, N), dev(t, b, f32, N, H), false, 1, 1)
 		}},
-		{"grad matmul, split", []string{"lora_grad", "lora_reduce"}, func() error {
+		{"grad matmul, split", []string{"lora_grad"}, func() error {
 			// dB += s (t dy)^T: t [3, 70], dy [70, H], dB [H, 3], two chunks.
 			return b.gradMatMul(dev(t, b, f32, H, 3), dev(t, b, f32, 3, 70), dev(t, b, f32, 70, H), true, 2, 1, 2)
 		}},
@@ -363,7 +371,7 @@ func TestRecordedOps(t *testing.T) {
 			// t = A x^T with x bf16 (the o_proj input), one chunk.
 			return b.NarrowMatMul(dev(t, b, f32, 3, N), dev(t, b, f32, 3, H), dev(t, b, bf16, N, H), false, 1, 0)
 		}},
-		{"grad matmul, bf16 x, split", []string{"lora_grad_bf16", "lora_reduce"}, func() error {
+		{"grad matmul, bf16 x, split", []string{"lora_grad_bf16"}, func() error {
 			// dA += dt x with x bf16: dt [3, 70], x [70, H], two chunks.
 			return b.gradMatMul(dev(t, b, f32, 3, H), dev(t, b, f32, 3, 70), dev(t, b, bf16, 70, H), false, 1, 1, 2)
 		}},
@@ -462,6 +470,63 @@ func TestRecordedScratchFreed(t *testing.T) {
 	}
 }
 
+// The tensor-core attention at a 128k-token context, Llama-3.1-8B's
+// longest (max_position_embeddings 131072), forward and backward with its
+// GQA ratio of 4 (4 query heads on 1 kv head: the grid's tile count, not
+// its heads, is what grows) and packed documents: the tensor-core kernels
+// are chosen, and every launch's grid, block, shared memory and arguments
+// pass the recording queue's checks. No value is computed.
+func TestRecordedAttention128k(t *testing.T) {
+	b, q := recBackend(t)
+	defer b.Close()
+	const T, Hq, Hkv, D = 131072, 4, 1, 128
+	empty := func(dt tensor.DType, shape ...int) *tensor.Tensor {
+		x, err := b.Empty(dt, shape...)
+		checkErr(t, err)
+		return x
+	}
+	bf16 := tensor.BF16
+	qt, k, v := empty(bf16, 1, T, Hq, D), empty(bf16, 1, T, Hkv, D), empty(bf16, 1, T, Hkv, D)
+	out, lse, docs := empty(bf16, 1, T, Hq, D), empty(tensor.F32, 1, Hq, T), empty(tensor.I32, 1, T)
+	checkErr(t, b.Attention(out, lse, qt, k, v, docs, 0.088))
+	dq, dk, dv, dout := empty(bf16, 1, T, Hq, D), empty(bf16, 1, T, Hkv, D), empty(bf16, 1, T, Hkv, D), empty(bf16, 1, T, Hq, D)
+	checkErr(t, b.AttentionBackward(dq, dk, dv, dout, qt, k, v, docs, out, lse, 0.088))
+	want := []string{"attention_tc_forward_d128", "attention_backward_delta", "attention_tc_backward_dq_d128", "attention_tc_backward_dkdv_d128"}
+	if !slices.Equal(q.log, want) {
+		t.Errorf("launches %v, want %v", q.log, want)
+	}
+}
+
+// A split LoRA product passes its partial sums' scratch and the tile
+// counters (lora_finish); one whose output has more tiles than there are
+// counters is not split.
+func TestLoRASplitsCapped(t *testing.T) {
+	b, q := recBackend(t)
+	defer b.Close()
+	var ws, tiles []uintptr
+	q.onLaunch = func(kernel string, args *Args) {
+		ws, tiles = append(ws, args.ptrAt(2)), append(tiles, args.ptrAt(3))
+	}
+	const K = 2 * kernels.LoRANarrowDepth // two chunks of one stage
+	for _, tilesWanted := range []int{loraTileCounters, loraTileCounters + 1} {
+		N := tilesWanted * 64 // lora_narrow's tokens per block; R = 1: one row of blocks
+		c, err := b.Empty(tensor.F32, 1, N)
+		checkErr(t, err)
+		p, err := b.Empty(tensor.F32, 1, K)
+		checkErr(t, err)
+		x, err := b.Empty(tensor.F32, N, K)
+		checkErr(t, err)
+		checkErr(t, b.narrowMatMul(c, p, x, false, 1, 0, 2))
+		b.Free(c)
+		b.Free(p)
+		b.Free(x)
+	}
+	if len(ws) != 2 || ws[0] == 0 || ws[1] != 0 || tiles[0] != b.tiles || tiles[1] != b.tiles || b.tiles == 0 {
+		t.Errorf("partial sums %#x, counters %#x (the backend's %#x): want a scratch for %d tiles and none past, the counters for both",
+			ws, tiles, b.tiles, loraTileCounters)
+	}
+}
+
 // TestRecordedRoundTrip moves tensors of every dtype to the fake device and
 // back.
 func TestRecordedRoundTrip(t *testing.T) {
@@ -541,12 +606,7 @@ func TestRecordedErrors(t *testing.T) {
 		if kernel != "embedding_forward" {
 			return
 		}
-		off := args.offsets[len(args.offsets)-1]
-		var p uintptr
-		for i := 7; i >= 0; i-- {
-			p = p<<8 | uintptr(args.buf[int(off)+i])
-		}
-		copy(q.mem("bad", p, 4), []byte{2, 0, 0, 0})
+		copy(q.mem("bad", args.ptrAt(args.Len()-1), 4), []byte{2, 0, 0, 0})
 	}
 	err := b.Embedding(dev(t, b, f32, 3, 4), dev(t, b, f32, 5, 4), idsTensor(t, b, 0, 1, 9))
 	if err == nil || !strings.Contains(err.Error(), "id 9 at position 2 is outside the vocabulary [0, 5)") {
@@ -574,7 +634,7 @@ func TestKernelsUsedExist(t *testing.T) {
 		"rmsnorm_forward", "rmsnorm_backward", "rope", "attention_forward", "attention_backward_delta",
 		"attention_backward_dq", "attention_backward_dkdv", "attention_tc_forward_d64", "attention_tc_backward_dq_d64",
 		"attention_tc_backward_dkdv_d64", "attention_dkdv_sum", "swiglu_forward", "swiglu_backward", "ce_init",
-		"ce_chunk_update", "ce_rescale", "ce_finalize", "adamw", "zero_tensors", "lora_narrow", "lora_grad", "lora_expand", "lora_reduce", "embedding_backward", "kmeans_sqnorm",
+		"ce_chunk_update", "ce_rescale", "ce_finalize", "adamw", "zero_tensors", "lora_narrow", "lora_grad", "lora_expand", "embedding_backward", "kmeans_sqnorm",
 		"kmeans_assign", "kmeans_split", "kmeans_assign_tc", "kmeans_assign_tc_split", "kmeans_chunk_counts",
 		"kmeans_chunk_offsets", "kmeans_cluster_starts", "kmeans_scatter", "kmeans_segment_mean"}
 	for _, name := range used {

@@ -86,7 +86,7 @@ type Sizes struct {
 	Half    int // rope: rotated pairs per head, R/2
 	B, T    int // attention: batch and sequence length
 	Hq, Hkv int // attention: query and key/value heads
-	M, Cols int // lora_narrow, lora_grad, lora_reduce: the output C is [M, Cols] (lora_expand: [N, Cols])
+	M, Cols int // lora_narrow, lora_grad: the output C is [M, Cols] (lora_expand: [N, Cols])
 	Splits  int // lora_narrow, lora_grad: the chunks the sum is split into
 	K       int // k-means: centroids
 	Tensors int // adamw, zero_tensors: tensors in the table (N is then the largest)
@@ -276,8 +276,6 @@ var Table = []Kernel{
 		}},
 	{Name: "lora_expand", Source: "lora", Matches: "MatMul (y = s t^T B^T and dx += dt^T A, C [N, Cols] from sums over a rank)", Block: 128,
 		Grid: func(s Sizes) [3]int { return [3]int{ceilDiv(s.Cols, loraExpandM), ceilDiv(s.N, loraExpandN), 1} }},
-	{Name: "lora_reduce", Source: "lora", Matches: "(lora_narrow's and lora_grad's split sums, through their tests)", Block: 256,
-		Grid: func(s Sizes) [3]int { return strided(s.M*s.Cols, 256) }},
 
 	// adamw.cu: Tensors, N = the largest tensor's elements.
 	{Name: "adamw", Source: "adamw", Matches: "AdamW", Block: 256,

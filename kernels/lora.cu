@@ -8,9 +8,10 @@
 //	lora_grad    dA += dt x,          dB += s (t dy)^T    the sum over the tokens
 //	lora_expand  y  = s t^T B^T,      dx += dt^T A        the sum over the rank
 //
-// (lora_reduce adds the partial sums of the first two when their long sum
-// is split over blocks.) Each reads or writes one large float32 matrix and
-// does little arithmetic per element, so it should run at memory speed if
+// (When the first two split their long sum over blocks, the last block of
+// each output tile adds the partial sums up: lora_finish.) Each reads or
+// writes one large float32 matrix and does little arithmetic per element,
+// so it should run at memory speed if
 // the arithmetic keeps up; at rank 16 float32 FMA does not (thin.cu, in the
 // history, lost to cuBLAS for that reason), so every product runs on the
 // bf16 tensor cores with each float32 operand split into hi = bf16(v) and
@@ -44,9 +45,9 @@
 // sector fetched is used), and splits them there; P's chunk is split into
 // shared memory once per block and read with ldmatrix. With S = 1 the block
 // writes C = alpha acc + beta C (C not read when beta is 0); with S > 1 it
-// writes its partial sum to ws [S, R, N] and lora_reduce adds the S
-// partials in order, so the result does not depend on scheduling. Block 128,
-// static shared memory 18 KiB.
+// writes its partial sum to ws [S, R, N] and the tile's last block adds
+// the S partials in order (lora_finish), so the result does not depend on
+// scheduling. Block 128, static shared memory 18 KiB.
 #define LN_BT 64           // tokens per block, 16 per warp
 #define LN_BR 64           // rows of P per block
 #define LN_BK 64           // depth per stage
@@ -159,12 +160,53 @@ __device__ __forceinline__ void lora_out(float* c, size_t off, float* ws, size_t
   c[off] = o;
 }
 
+// lora_finish ends a block of lora_narrow or lora_grad whose sum was split
+// into S chunks (blockIdx.z the block's), its partial sums for C's rows
+// r0.. and columns m0.. (a tile_rows x tile_cols tile; ws [S, R, M]) written:
+// the last of the tile's S blocks to get here adds the S partials up, in
+// chunk order whichever block is last (so the bits do not depend on the
+// schedule), and writes C(i, m) = c[i*sci + m*scm] = alpha sum + beta C (C
+// not read when beta is 0). counters (one per tile of the grid's x and y,
+// zero at the launch) count the tile's blocks done; the last block sets
+// its counter back to zero for the next launch. The threadfence-and-count
+// pattern of the CUDA programming guide's memory fence example: every
+// thread's partials are visible device-wide before its block is counted,
+// and the last block reads them past L1 (__ldcg). Without it, a separate
+// reduction kernel would cost a launch per product, about 5 us each.
+__device__ __noinline__ void lora_finish(float* c, long long sci, long long scm, const float* ws,
+                                            unsigned* counters, int R, int M, int S, int r0, int m0, int tile_rows,
+                                            int tile_cols, float alpha, float beta) {
+  __shared__ int last;
+  __threadfence();
+  __syncthreads();  // the block's partials are all written and fenced
+  if (threadIdx.x == 0) {
+    unsigned* counter = counters + (size_t)blockIdx.y * gridDim.x + blockIdx.x;
+    last = atomicAdd(counter, 1u) == (unsigned)S - 1;
+    if (last) *counter = 0;  // every block of the tile has counted
+  }
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  int rows = min(tile_rows, R - r0), cols = min(tile_cols, M - m0);
+  size_t n = (size_t)R * M;
+  for (int e = threadIdx.x; e < rows * cols; e += LORA_THREADS) {
+    int r = r0 + e / cols, m = m0 + e % cols;  // along ws's rows: coalesced
+    size_t at = (size_t)r * M + m;
+    float sum = 0.0f;
+    for (int z = 0; z < S; z++) sum += __ldcg(ws + (size_t)z * n + at);
+    size_t off = (size_t)r * sci + (size_t)m * scm;
+    float v = alpha * sum;
+    if (beta != 0.0f) v += beta * c[off];
+    c[off] = v;
+  }
+}
+
 // lora_narrow_tile is lora_narrow with Q's elements of type X: float, or
 // bf16 (uint16_t) for lora_narrow_bf16.
 template <class X>
-__device__ __forceinline__ void lora_narrow_tile(float* c, long long ldc, float* ws, const X* q, long long ldq,
-                                                 const float* p, long long spi, long long spk, int R, int N, int K,
-                                                 int kchunk, float alpha, float beta) {
+__device__ __forceinline__ void lora_narrow_tile(float* c, long long ldc, float* ws, unsigned* counters, const X* q,
+                                                 long long ldq, const float* p, long long spi, long long spk, int R,
+                                                 int N, int K, int kchunk, float alpha, float beta) {
   constexpr bool split = sizeof(X) == 4;  // float32 Q: hi + lo; bf16 Q: hi alone
   __shared__ __align__(16) uint16_t p_hi[LN_BR * LN_LD];
   __shared__ __align__(16) uint16_t p_lo[LN_BR * LN_LD];
@@ -250,18 +292,21 @@ __device__ __forceinline__ void lora_narrow_tile(float* c, long long ldc, float*
         lora_out(c, (size_t)r * ldc + n, ws, ((size_t)blockIdx.z * R + r) * N + n, acc[j].x[i], alpha, beta);
     }
   }
+  if (ws != nullptr)
+    lora_finish(c, ldc, 1, ws, counters, R, N, gridDim.z, r0, blockIdx.x * LN_BT, LN_BR, LN_BT, alpha, beta);
 }
 
 extern "C" __global__ void __launch_bounds__(LORA_THREADS)
-    lora_narrow(float* c, long long ldc, float* ws, const float* q, long long ldq, const float* p, long long spi,
-                long long spk, int R, int N, int K, int kchunk, float alpha, float beta) {
-  lora_narrow_tile(c, ldc, ws, q, ldq, p, spi, spk, R, N, K, kchunk, alpha, beta);
+    lora_narrow(float* c, long long ldc, float* ws, unsigned* counters, const float* q, long long ldq, const float* p,
+                long long spi, long long spk, int R, int N, int K, int kchunk, float alpha, float beta) {
+  lora_narrow_tile(c, ldc, ws, counters, q, ldq, p, spi, spk, R, N, K, kchunk, alpha, beta);
 }
 
 extern "C" __global__ void __launch_bounds__(LORA_THREADS)
-    lora_narrow_bf16(float* c, long long ldc, float* ws, const uint16_t* q, long long ldq, const float* p,
-                     long long spi, long long spk, int R, int N, int K, int kchunk, float alpha, float beta) {
-  lora_narrow_tile(c, ldc, ws, q, ldq, p, spi, spk, R, N, K, kchunk, alpha, beta);
+    lora_narrow_bf16(float* c, long long ldc, float* ws, unsigned* counters, const uint16_t* q, long long ldq,
+                     const float* p, long long spi, long long spk, int R, int N, int K, int kchunk, float alpha,
+                     float beta) {
+  lora_narrow_tile(c, ldc, ws, counters, q, ldq, p, spi, spk, R, N, K, kchunk, alpha, beta);
 }
 
 // lora_grad computes the LoRA products whose sum runs over the tokens,
@@ -282,8 +327,8 @@ extern "C" __global__ void __launch_bounds__(LORA_THREADS)
 // while this one's mma run. The grid is (ceil(M/64), ceil(R/64), S): 64
 // features (16 per warp), 64 rows of P, one of S chunks of the tokens
 // (nchunk long, a multiple of LG_BN); with S > 1 the partial sums go to
-// ws [S, R, M] and lora_reduce adds them in order. Block 128, static
-// shared memory 19 KiB.
+// ws [S, R, M] and the tile's last block adds them in order
+// (lora_finish). Block 128, static shared memory 19 KiB.
 #define LG_BM 64             // features per block, 16 per warp
 #define LG_BR 64             // rows of P per block
 #define LG_BN 32             // tokens per stage
@@ -377,9 +422,9 @@ struct QQuad<uint16_t> {
 // lora_grad_tile is lora_grad with Q's elements of type X: float, or bf16
 // (uint16_t) for lora_grad_bf16.
 template <class X>
-__device__ __forceinline__ void lora_grad_tile(float* c, long long sci, long long scm, float* ws, const float* p,
-                                               long long ldp, const X* q, long long ldq, int R, int M, int N,
-                                               int nchunk, float alpha, float beta) {
+__device__ __forceinline__ void lora_grad_tile(float* c, long long sci, long long scm, float* ws, unsigned* counters,
+                                               const float* p, long long ldp, const X* q, long long ldq, int R, int M,
+                                               int N, int nchunk, float alpha, float beta) {
   constexpr bool split = sizeof(X) == 4;  // float32 Q: hi + lo; bf16 Q: hi alone
   __shared__ __align__(16) uint16_t q_hi[LG_BN * LG_LDQ];
   __shared__ __align__(16) uint16_t q_lo[LG_BN * LG_LDQ];
@@ -454,36 +499,20 @@ __device__ __forceinline__ void lora_grad_tile(float* c, long long sci, long lon
                  beta);
     }
   }
+  if (ws != nullptr) lora_finish(c, sci, scm, ws, counters, R, M, gridDim.z, r0, m0, LG_BR, LG_BM, alpha, beta);
 }
 
 extern "C" __global__ void __launch_bounds__(LORA_THREADS, 3)
-    lora_grad(float* c, long long sci, long long scm, float* ws, const float* p, long long ldp, const float* q,
-              long long ldq, int R, int M, int N, int nchunk, float alpha, float beta) {
-  lora_grad_tile(c, sci, scm, ws, p, ldp, q, ldq, R, M, N, nchunk, alpha, beta);
+    lora_grad(float* c, long long sci, long long scm, float* ws, unsigned* counters, const float* p, long long ldp,
+              const float* q, long long ldq, int R, int M, int N, int nchunk, float alpha, float beta) {
+  lora_grad_tile(c, sci, scm, ws, counters, p, ldp, q, ldq, R, M, N, nchunk, alpha, beta);
 }
 
 extern "C" __global__ void __launch_bounds__(LORA_THREADS, 3)
-    lora_grad_bf16(float* c, long long sci, long long scm, float* ws, const float* p, long long ldp,
-                   const uint16_t* q, long long ldq, int R, int M, int N, int nchunk, float alpha, float beta) {
-  lora_grad_tile(c, sci, scm, ws, p, ldp, q, ldq, R, M, N, nchunk, alpha, beta);
-}
-
-// lora_reduce sets C(i, m) = c[i*sci + m*scm] = alpha times the sum of the
-// S partials ws [S, R, M] of lora_narrow or lora_grad, added in order, plus
-// beta C (C not read when beta is 0). One thread per element, grid-stride:
-// block 256, grid min(ceil(R*M/256), 8192).
-extern "C" __global__ void __launch_bounds__(256)
-    lora_reduce(float* c, long long sci, long long scm, const float* ws, int R, int M, int S, float alpha,
-                float beta) {
-  size_t n = (size_t)R * M;
-  for (size_t e = grid_start(); e < n; e += grid_stride()) {
-    float sum = 0.0f;
-    for (int z = 0; z < S; z++) sum += ws[(size_t)z * n + e];
-    size_t off = (e / M) * sci + (e % M) * scm;
-    float v = alpha * sum;
-    if (beta != 0.0f) v += beta * c[off];
-    c[off] = v;
-  }
+    lora_grad_bf16(float* c, long long sci, long long scm, float* ws, unsigned* counters, const float* p,
+                   long long ldp, const uint16_t* q, long long ldq, int R, int M, int N, int nchunk, float alpha,
+                   float beta) {
+  lora_grad_tile(c, sci, scm, ws, counters, p, ldp, q, ldq, R, M, N, nchunk, alpha, beta);
 }
 
 // lora_expand computes the two LoRA products whose sum runs over the rank:

@@ -265,11 +265,26 @@ mutation grad-fragment-untransposed kernels/lora.cu \
   '      ldmatrix_frag_a(ah, q_hi + 16 * s * LG_LDQ + 16 * warp, LG_LDQ, lane);  // (mutation)' \
   TestGPUGradMatMul
 
-# lora_reduce writes the element (i, m) at C's strides swapped: right
-# for a square C only (dB's transposed C [M, R] shows it).
-mutation reduce-strides-swapped kernels/lora.cu \
-  '    size_t off = (e / M) * sci + (e % M) * scm;' \
-  '    size_t off = (e / M) * scm + (e % M) * sci;  // (mutation)' \
+# lora_finish (the split products' last block) writes the element (i, m)
+# at C's strides swapped: right for a square C only (dB's transposed C
+# [M, R] shows it).
+mutation finish-strides-swapped kernels/lora.cu \
+  '    size_t off = (size_t)r * sci + (size_t)m * scm;' \
+  '    size_t off = (size_t)r * scm + (size_t)m * sci;  // (mutation)' \
+  TestGPUGradMatMul
+
+# lora_finish's last block leaves its tile's counter at S: the next split
+# product over that tile finds no last block, and its C is never written.
+mutation finish-counter-kept kernels/lora.cu \
+  '    if (last) *counter = 0;  // every block of the tile has counted' \
+  '    // (mutation) if (last) *counter = 0;' \
+  TestGPUNarrowMatMul
+
+# lora_finish takes the first block to count as the last: it adds the
+# partials up before the other blocks have written theirs.
+mutation finish-first-block kernels/lora.cu \
+  '    last = atomicAdd(counter, 1u) == (unsigned)S - 1;' \
+  '    last = atomicAdd(counter, 1u) == 0u;  // (mutation)' \
   TestGPUGradMatMul
 
 # lora_expand writes each lane's pair of columns one column to the right.

@@ -486,6 +486,12 @@ template <class T>
 inline T __ldg(const T* p) {
   return *p;
 }
+// __ldcg (a load that skips L1 on a GPU, for data other blocks wrote in
+// this launch): a plain load after the fences that order it here.
+template <class T>
+inline T __ldcg(const T* p) {
+  return *p;
+}
 
 // Math: the intrinsics are the accurate functions here (see the header).
 inline float __expf(float x) { return expf(x); }

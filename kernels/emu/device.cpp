@@ -452,7 +452,6 @@ const std::vector<Emulated>& emulated() {
       KERNEL(lora_grad),
       KERNEL(lora_grad_bf16),
       KERNEL(lora_expand),
-      KERNEL(lora_reduce),
       KERNEL(rmsnorm_forward),
       KERNEL(rmsnorm_backward),
       KERNEL(rope),
