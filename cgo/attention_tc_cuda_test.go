@@ -214,7 +214,9 @@ func TestGPUAttentionTCChoice(t *testing.T) {
 // rounding adds to the kernels' own bf16 error, hence bounds above
 // TestGPUAttentionTC's; against tcAttention on the rounded inputs the
 // bounds are TestGPUAttentionTC's. That the rounded path ran is checked
-// too: Precise mode (the float32 kernels) gives a different output.
+// too: Precise mode (the float32 kernels) gives a different output. And
+// dout, rounded to bf16 by the delta launch, gives the gradients' bits of
+// dout cast before the backward.
 func TestGPUAttentionRounded(t *testing.T) {
 	b := gpuBackend(t)
 	rng := newRNG(t)
@@ -277,6 +279,18 @@ func TestGPUAttentionRounded(t *testing.T) {
 			compare(t, b, name+g.what, g.got, tolFor(tolReduce, tensor.BF16))
 			closeTo(t, b, name+g.what, g.got, tolGrad, 0)
 			compare(t, b, name+g.what+" against the kernels' arithmetic", refPair(t, g.got, g.ref), tolTCRefGrad)
+		}
+		// dout rounded by the delta launch, which reads it anyway, gives
+		// the bits of dout cast to bf16 before the backward.
+		doutBF := output(t, b, tensor.BF16, s.B, s.T, s.Hq, s.D)
+		must(t, b.Copy(doutBF.d, dout.d))
+		dq2 := output(t, b, f32, s.B, s.T, s.Hq, s.D)
+		dk2, dv2 := output(t, b, f32, s.B, s.T, s.Hkv, s.D), output(t, b, f32, s.B, s.T, s.Hkv, s.D)
+		must(t, b.AttentionBackward(dq2.d, dk2.d, dv2.d, doutBF.d, q.d, k.d, v.d, ds.d, outD.d, lseD.d, scale))
+		for _, g := range [][2]pair{{dq, dq2}, {dk, dk2}, {dv, dv2}} {
+			if !sameBits(t, b, g[0].d, g[1].d) {
+				t.Errorf("%s: the gradients with dout rounded by the delta launch differ from those with dout cast first", name)
+			}
 		}
 	}
 }

@@ -689,14 +689,28 @@ func (b *Backend) AttentionBackward(dq, dk, dv, dout, q, k, v, docStart, out, ls
 		return err
 	}
 	if b.roundAttention(s, dq, dk, dv, dout, q, k, v, out) {
-		return b.attentionBackwardRounded(dq, dk, dv, dout, q, k, v, docStart, out, lse, scale)
+		return b.attentionBackwardRounded(s, dq, dk, dv, dout, q, k, v, docStart, out, lse, scale)
 	}
+	return b.attentionBackward(s, dq, dk, dv, dout, nil, q, k, v, docStart, out, lse, scale)
+}
+
+// attentionBackward is AttentionBackward's launches for checked tensors;
+// with doutFrom not nil, dout is a bf16 tensor that the delta launch fills
+// with doutFrom's values rounded (attentionBackwardRounded).
+func (b *Backend) attentionBackward(s kernels.Sizes, dq, dk, dv, dout, doutFrom, q, k, v, docStart, out, lse *tensor.Tensor, scale float32) error {
+	const op = "attention backward"
 	delta, err := b.alloc(tensor.F32, s.B, s.Hq, s.T)
 	if err != nil {
 		return err
 	}
 	defer b.Free(delta)
-	args := new(Args).Raw(delta).Tensor(dout).Tensor(out).I32(s.B).I32(s.T).I32(s.Hq).I32(s.D)
+	args := new(Args).Raw(delta)
+	if doutFrom != nil {
+		args.Tensor(doutFrom).Tensor(dout)
+	} else {
+		args.Tensor(dout).Tensor(nil)
+	}
+	args.Tensor(out).I32(s.B).I32(s.T).I32(s.Hq).I32(s.D)
 	if err := b.q.launch(op, "attention_backward_delta", s, args); err != nil {
 		return err
 	}
@@ -769,27 +783,33 @@ func (b *Backend) dkdvPerHead(name string, s kernels.Sizes) bool {
 }
 
 // attentionBackwardRounded is the tensor-core backward for float32
-// tensors (see roundAttention): q, k, v, dout and out rounded to bf16, the
-// bf16 AttentionBackward, the gradients widened into dq, dk, dv. out and
+// tensors (see roundAttention): q, k, v, dout and out rounded to bf16
+// (dout by the delta launch, which reads it anyway), the bf16 launches, the
+// gradients widened into dq, dk, dv. out and
 // dout are rounded too so that D = rowsum(dout * out) matches the dP the
 // kernels compute from the rounded dout and v: where a query sees one key,
 // dS = P (dP - D) must come out zero, as in float32. Tensors already bf16
 // are used as they are.
-func (b *Backend) attentionBackwardRounded(dq, dk, dv, dout, q, k, v, docStart, out, lse *tensor.Tensor, scale float32) error {
-	in, freeIn, err := b.bf16Temps(true, q, k, v, dout, out)
+func (b *Backend) attentionBackwardRounded(s kernels.Sizes, dq, dk, dv, dout, q, k, v, docStart, out, lse *tensor.Tensor, scale float32) error {
+	in, freeIn, err := b.bf16Temps(true, q, k, v, out)
 	if err != nil {
 		return err
 	}
 	defer freeIn()
-	g, freeG, err := b.bf16Temps(false, dq, dk, dv)
+	// dout's rounding is written by the delta launch, which reads it anyway.
+	g, freeG, err := b.bf16Temps(false, dq, dk, dv, dout)
 	if err != nil {
 		return err
 	}
 	defer freeG()
-	if err := b.AttentionBackward(g[0], g[1], g[2], in[3], in[0], in[1], in[2], docStart, in[4], lse, scale); err != nil {
+	var doutFrom *tensor.Tensor
+	if g[3] != dout {
+		doutFrom = dout
+	}
+	if err := b.attentionBackward(s, g[0], g[1], g[2], g[3], doutFrom, in[0], in[1], in[2], docStart, in[3], lse, scale); err != nil {
 		return err
 	}
-	return b.widenFrom([]*tensor.Tensor{dq, dk, dv}, g)
+	return b.widenFrom([]*tensor.Tensor{dq, dk, dv}, g[:3])
 }
 
 // AttentionKV implements tensor.Backend in two launches: the new keys and

@@ -75,12 +75,12 @@ func TestRecordedLlama8BStep(t *testing.T) {
 			seen[k]++
 		}
 		// The casts left in the default step: v for attention in the
-		// forward, the attention output's gradient in the backward, the
-		// final norm's output for the lm_head's product and the top
-		// layer's down_proj gradient (from the final norm's backward).
-		// Every other bf16 operand is written by the kernel before it.
-		if v.name == "default" && seen["elementwise_cast"] != 2*cfg.NumHiddenLayers+2 {
-			t.Errorf("%s: %d casts, want %d", v.name, seen["elementwise_cast"], 2*cfg.NumHiddenLayers+2)
+		// forward (one per layer), the final norm's output for the
+		// lm_head's product and the top layer's down_proj gradient (from
+		// the final norm's backward). Every other bf16 operand is written
+		// by the kernel before it.
+		if v.name == "default" && seen["elementwise_cast"] != cfg.NumHiddenLayers+2 {
+			t.Errorf("%s: %d casts, want %d", v.name, seen["elementwise_cast"], cfg.NumHiddenLayers+2)
 		}
 		t.Logf("%s: %d launches and products checked: %v", v.name, len(q.log), seen)
 	}

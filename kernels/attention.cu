@@ -229,17 +229,29 @@ extern "C" __global__ void __launch_bounds__(ATT_THREADS)
 }
 
 // attention_backward_delta writes delta F32 [B, Hq, T] = rowsum(dout * out),
-// the D of the flash-attention backward. One warp per (b, t, h) row: grid
+// the D of the flash-attention backward. With cast not null it also writes
+// dout into cast (dout's shape, cast_dt) and takes dout's values from there:
+// the float32 gradient rounded to bf16 for the tensor-core kernels, in the
+// pass that reads it anyway (Backend.attentionBackwardRounded), the same
+// values a cast before it would give. One warp per (b, t, h) row: grid
 // ceil(B*T*Hq/4), block 128.
 extern "C" __global__ void __launch_bounds__(ATT_THREADS)
-    attention_backward_delta(float* delta, const void* dout, int dout_dt, const void* out, int out_dt, int B, int T,
-                             int Hq, int D) {
+    attention_backward_delta(float* delta, const void* dout, int dout_dt, void* cast, int cast_dt, const void* out,
+                             int out_dt, int B, int T, int Hq, int D) {
   int lane = threadIdx.x & 31;
   size_t rows = (size_t)B * T * Hq;
   size_t row = (size_t)blockIdx.x * (ATT_THREADS / 32) + (threadIdx.x >> 5);  // (b*T + t)*Hq + h
   float acc = 0.0f;
   if (row < rows) {
-    for (int d = lane; d < D; d += 32) acc += load_f32(dout, dout_dt, row * D + d) * load_f32(out, out_dt, row * D + d);
+    for (int d = lane; d < D; d += 32) {
+      size_t i = row * D + d;
+      float g = load_f32(dout, dout_dt, i);
+      if (cast != nullptr) {
+        store_f32(cast, cast_dt, i, g);
+        g = load_f32(cast, cast_dt, i);  // its own store: the rounded value
+      }
+      acc += g * load_f32(out, out_dt, i);
+    }
   }
   acc = warp_sum(acc);  // outside the if: every lane takes part
   if (row < rows && lane == 0) {

@@ -766,7 +766,7 @@ func (m *Model) layerBackward(out *arena, l, below *layer, a *layerActs, dout, d
 	}
 	var dqkvWs []*tensor.Tensor
 	if dqW != nil {
-		dqkvWs = []*tensor.Tensor{dqW, dkW, nil} // dv is read as it is
+		dqkvWs = []*tensor.Tensor{dqW, dkW, nil} // v's product casts dva if it must
 	}
 	if err := m.groupBackward(ar, dn1, a.n1, []*linear{&l.q, &l.k, &l.v}, []*tensor.Tensor{dq, dk, dva}, dqkvWs, a.t); err != nil {
 		return nil, nil, err

@@ -364,6 +364,13 @@ mutation ce-p-bf16-truncated kernels/cross_entropy.cu \
   '    if (p) store_f32(p, p_dt, p0 + j, p_dt == DT_BF16 ? __uint_as_float(__float_as_uint(e) & 0xffff0000u) : e);' \
   TestGPUCrossEntropyChunkP
 
+# attention_backward_delta writes dout's bf16 copy but sums the float32
+# values: D no longer matches the dP the kernels compute from the copy.
+mutation delta-cast-unrounded kernels/attention.cu \
+  '        g = load_f32(cast, cast_dt, i);  // its own store: the rounded value' \
+  '        // (mutation) g = load_f32(cast, cast_dt, i);' \
+  TestGPUAttentionRounded
+
 if [ "${1:-}" = "-l" ]; then
   printf '%s\n' "${names[@]}"
   exit 0
