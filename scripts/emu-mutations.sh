@@ -38,8 +38,8 @@ mutation() {
 # Two launch arguments of the same type swapped in cgo/ops.go: SwiGLU's
 # backward writes dup where dgate belongs.
 mutation swapped-arguments cgo/ops.go \
-  'new(Args).Tensor(dgate).Tensor(dup).Tensor(dout)' \
-  'new(Args).Tensor(dup).Tensor(dgate).Tensor(dout)' \
+  'new(Args).Tensor(dgate).Tensor(dup).Tensor(dgateCast)' \
+  'new(Args).Tensor(dup).Tensor(dgate).Tensor(dgateCast)' \
   TestGPUSwiGLU
 
 # A wrong leading dimension in the cuBLAS call of every MatMul: cuBLAS
