@@ -114,8 +114,8 @@ mutation block-sum-missing-barrier kernels/common.cuh \
 
 # RoPE's partial rotary copies the wrong dimension past R.
 mutation rope-pass-through kernels/rope.cu \
-  '      store_f32(r.out, r.out_dt, base + j + half, load_f32(r.x, r.x_dt, base + j + half));' \
-  '      store_f32(r.out, r.out_dt, base + j + half, load_f32(r.x, r.x_dt, base + j));  // (mutation)' \
+  '      float v = load_f32(r.x, r.x_dt, base + j + half);' \
+  '      float v = load_f32(r.x, r.x_dt, base + j);  // (mutation)' \
   TestGPURoPE
 
 # Scale's loop over groups of 8 leaves the last group unwritten, or runs
