@@ -49,6 +49,8 @@ check:
 	$(GO) vet -tags cuda ./cgo/
 	$(STATICCHECK) ./...
 	$(STATICCHECK) -tags cuda ./cgo/
+	bash scripts/mutations.sh -c
+	bash scripts/emu-mutations.sh -c
 
 # The PTX of the hand-written kernels (nvcc 11.8 from Debian's
 # nvidia-cuda-toolkit, compute_80 and compute_90), committed and embedded,

@@ -9,6 +9,7 @@
 #
 #	scripts/emu-mutations.sh            every mutation
 #	scripts/emu-mutations.sh NAME...    only these (-l lists them)
+#	scripts/emu-mutations.sh -c         only check each text is in its file once (make check)
 #
 # The working tree is never modified: the copy (tracked and untracked files
 # git does not ignore) is in a temporary folder, removed on any exit. A
@@ -371,6 +372,15 @@ mutation delta-cast-unrounded kernels/attention.cu \
   '        // (mutation) g = load_f32(cast, cast_dt, i);' \
   TestGPUAttentionRounded
 
+# -c: only check that every mutation's text is in its file once (make check).
+if [ "${1:-}" = "-c" ]; then
+  args=()
+  for n in "${names[@]}"; do
+    args+=("$n" "${m_file[$n]}" "${m_old[$n]}")
+    if [ -n "${extra_file[$n]:-}" ]; then args+=("$n (second edit)" "${extra_file[$n]}" "${extra_old[$n]}"); fi
+  done
+  cd "$root" && exec python3 scripts/mutation_texts.py "${args[@]}"
+fi
 if [ "${1:-}" = "-l" ]; then
   printf '%s\n' "${names[@]}"
   exit 0

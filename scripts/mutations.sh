@@ -7,6 +7,7 @@
 #
 #	scripts/mutations.sh            every mutation
 #	scripts/mutations.sh NAME...    only these (scripts/mutations.sh -l lists them)
+#	scripts/mutations.sh -c         only check each text is in its file once (make check)
 #
 # The working tree is never modified: the script copies it (tracked and
 # untracked files that git does not ignore) into a temporary folder, first
@@ -98,6 +99,14 @@ mutation selftest-no-configs tools/reference/selftest.py \
 # barriers, the k-means tie rule) are in scripts/emu-mutations.sh, with the
 # GPU tests that catch them on the emulated device.
 
+# -c: only check that every mutation's text is in its file once (make check).
+if [ "${1:-}" = "-c" ]; then
+  args=()
+  for n in "${names[@]}"; do
+    args+=("$n" "${m_file[$n]}" "${m_old[$n]}")
+  done
+  cd "$root" && exec python3 scripts/mutation_texts.py "${args[@]}"
+fi
 if [ "${1:-}" = "-l" ]; then
   printf '%s\n' "${names[@]}"
   exit 0
