@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/compassml/compass/tensor"
 )
 
 // BenchmarkGPU runs the GPU benchmark suite (gpubench.go; the same as
@@ -21,6 +23,8 @@ import (
 // The results are logged; with COMPASS_BENCH_OUT set each is also appended
 // to that file as one JSON line. The training step reads
 // testdata/configs/llama-3.1-8b.json (or $COMPASS_TESTDATA/configs/...).
+// -short runs the suite's small sizes, without the step.
+// BenchmarkGPUKernels times the kernels in go test's own loop.
 func BenchmarkGPU(b *testing.B) {
 	be := gpuBackend(b)
 	config, err := os.ReadFile("../testdata/configs/llama-3.1-8b.json")
@@ -30,7 +34,7 @@ func BenchmarkGPU(b *testing.B) {
 	for _, group := range GPUBenchGroups {
 		b.Run(group, func(b *testing.B) {
 			for b.Loop() {
-				err := RunGPUBenchmarks(be, []string{group}, config, false, os.Stderr, func(r BenchRecord) {
+				err := RunGPUBenchmarks(be, []string{group}, config, testing.Short(), os.Stderr, func(r BenchRecord) {
 					b.Logf("%s %v %v", r.Name, r.Metrics, r.Text)
 					appendBenchRecord(b, be, r)
 				})
@@ -39,6 +43,76 @@ func BenchmarkGPU(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// BenchmarkGPUKernels times each case of the suite's gemm and kernels
+// groups (the same operands as `compass bench --only gpu`) in go test's own
+// loop, one sub-benchmark per case, so that benchstat can set commits or
+// devices side by side:
+//
+//	go test -tags cuda -run '^$' -bench GPUKernels -count 6 ./cgo/ | tee new.txt
+//
+// Each reports ns/op (the launches of b.N calls, the device synchronized
+// at the end; one call, not timed, first), MB/s for a memory-bound case's
+// fewest bytes (SetBytes) and of_copy_bw, its share of the copy bandwidth,
+// or TFLOP/s and of_bf16_gemm, against the ceilings measured once at the
+// start of the run. -short runs the suite's small sizes (the emulated
+// device runs those in seconds).
+func BenchmarkGPUKernels(b *testing.B) {
+	be := gpuBackend(b)
+	g := newGPUBench(be, testing.Short(), io.Discard, func(BenchRecord) {})
+	var cases []benchCase
+	if err := g.try(func() {
+		g.ceilings()
+		cases = append(g.gemmCases(), g.kernelCases()...)
+	}); err != nil {
+		b.Fatal(err)
+	}
+	for _, c := range cases {
+		// The operands are made at the first call (go test calls a
+		// sub-benchmark's function again with a larger b.N) and freed
+		// after the last.
+		var held []*tensor.Tensor
+		var run func() error
+		var bytes, flops float64
+		b.Run(c.name, func(b *testing.B) {
+			if run == nil {
+				if err := g.try(func() {
+					run, bytes, flops = c.setup(func(ts ...*tensor.Tensor) { held = append(held, ts...) })
+				}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if bytes > 0 {
+				b.SetBytes(int64(bytes))
+			}
+			if err := run(); err != nil {
+				b.Fatal(err)
+			}
+			if err := be.Synchronize(); err != nil {
+				b.Fatal(err)
+			}
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if err := run(); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if err := be.Synchronize(); err != nil {
+				b.Fatal(err)
+			}
+			b.StopTimer()
+			m := g.rates(b.Elapsed().Seconds()/float64(b.N), bytes, flops)
+			for _, unit := range []string{"of_copy_bw", "TFLOP/s", "of_bf16_gemm"} {
+				if v, ok := m[unit]; ok {
+					b.ReportMetric(v, unit)
+				}
+			}
+		})
+		for _, t := range held {
+			be.Free(t)
+		}
 	}
 }
 

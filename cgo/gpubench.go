@@ -22,7 +22,8 @@ import (
 // measurements), next to the two ceilings measured first in the same run:
 // a large device-to-device copy (bytes read plus written) and a large
 // cuBLAS bf16 GEMM; and one LoRA training step of Llama-3.1-8B's shapes,
-// with a profile of where its device time goes.
+// with a profile of where its device time goes. BenchmarkGPUKernels times
+// the gemm and kernels groups' cases in go test's own loop instead.
 
 // benchSizes are the suite's problem sizes: Llama-3.1-8B's layer for 2048
 // tokens, or (quick) a small model's for 64, to check the suite runs.
@@ -60,7 +61,7 @@ var GPUBenchGroups = []string{"ceilings", "gemm", "kernels", "lora", "kmeans", "
 // first whatever the groups. quick runs every group but the training step
 // on small sizes, in seconds, to check the suite itself (results are not
 // worth recording).
-func RunGPUBenchmarks(be *Backend, groups []string, llama8bConfig []byte, quick bool, log io.Writer, report func(BenchRecord)) (err error) {
+func RunGPUBenchmarks(be *Backend, groups []string, llama8bConfig []byte, quick bool, log io.Writer, report func(BenchRecord)) error {
 	for _, name := range groups {
 		if !slices.Contains(GPUBenchGroups, name) {
 			return fmt.Errorf("cuda: gpu bench: unknown group %q (have %s)", name, strings.Join(GPUBenchGroups, ", "))
@@ -69,45 +70,45 @@ func RunGPUBenchmarks(be *Backend, groups []string, llama8bConfig []byte, quick 
 	if log == nil {
 		log = io.Discard
 	}
+	g := newGPUBench(be, quick, log, report)
+	want := func(name string) bool { return len(groups) == 0 || slices.Contains(groups, name) }
+	return g.try(func() {
+		fmt.Fprintf(log, "gpu bench: %s: ceilings\n", be.DeviceName())
+		copyGBs, tflops := g.ceilings()
+		if want("ceilings") {
+			g.record("copy_dtod", map[string]float64{"GB/s": copyGBs, "bytes": float64(g.sz.CopyBytes)}, nil)
+			g.record("cublas_bf16_gemm", map[string]float64{"TFLOP/s": tflops, "M": float64(g.sz.GemmM)}, nil)
+		}
+		for _, step := range []struct {
+			name string
+			run  func()
+		}{
+			{"gemm", func() { g.runCases(g.gemmCases()) }}, {"kernels", func() { g.runCases(g.kernelCases()) }},
+			{"lora", g.benchLoRA}, {"kmeans", g.benchKMeans},
+			{"train-step", func() {
+				if quick {
+					fmt.Fprintln(log, "gpu bench: train step skipped (quick)")
+					return
+				}
+				g.benchTrainStep(llama8bConfig)
+			}},
+		} {
+			if want(step.name) {
+				fmt.Fprintf(log, "gpu bench: %s\n", step.name)
+				step.run()
+			}
+		}
+	})
+}
+
+// newGPUBench starts a run of the suite on be: on Llama-3.1-8B's sizes, or
+// the small ones when quick.
+func newGPUBench(be *Backend, quick bool, log io.Writer, report func(BenchRecord)) *gpuBench {
 	g := &gpuBench{be: be, log: log, report: report, sz: llama8bSizes}
 	if quick {
 		g.sz = quickSizes
 	}
-	defer func() { // g.must's panics end the suite with their error
-		if r := recover(); r != nil {
-			e, ok := r.(benchError)
-			if !ok {
-				panic(r)
-			}
-			err = fmt.Errorf("cuda: gpu bench: %w", e.err)
-		}
-	}()
-	want := func(name string) bool { return len(groups) == 0 || slices.Contains(groups, name) }
-	fmt.Fprintf(log, "gpu bench: %s: ceilings\n", be.DeviceName())
-	copyGBs, tflops := g.ceilings()
-	if want("ceilings") {
-		g.record("copy_dtod", map[string]float64{"GB/s": copyGBs, "bytes": float64(g.sz.CopyBytes)}, nil)
-		g.record("cublas_bf16_gemm", map[string]float64{"TFLOP/s": tflops, "M": float64(g.sz.GemmM)}, nil)
-	}
-	for _, step := range []struct {
-		name string
-		run  func()
-	}{
-		{"gemm", g.benchGemm}, {"kernels", g.benchKernels}, {"lora", g.benchLoRA}, {"kmeans", g.benchKMeans},
-		{"train-step", func() {
-			if quick {
-				fmt.Fprintln(log, "gpu bench: train step skipped (quick)")
-				return
-			}
-			g.benchTrainStep(llama8bConfig)
-		}},
-	} {
-		if want(step.name) {
-			fmt.Fprintf(log, "gpu bench: %s\n", step.name)
-			step.run()
-		}
-	}
-	return nil
+	return g
 }
 
 // gpuBench is one run of the suite.
@@ -129,6 +130,22 @@ func (g *gpuBench) must(err error) {
 	if err != nil {
 		panic(benchError{err})
 	}
+}
+
+// try runs fn, a piece of the suite, and returns the error a g.must in it
+// ended it with.
+func (g *gpuBench) try(fn func()) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			e, ok := r.(benchError)
+			if !ok {
+				panic(r)
+			}
+			err = fmt.Errorf("cuda: gpu bench: %w", e.err)
+		}
+	}()
+	fn()
+	return nil
 }
 
 func (g *gpuBench) record(name string, metrics map[string]float64, text map[string]string) {
@@ -254,12 +271,58 @@ func randHost(rng *rand.Rand, dt tensor.DType, scale float64, shape ...int) *ten
 	return t
 }
 
-// benchGemm times cuBLAS on the products of a Llama-3.1-8B layer for
-// 2048 tokens (x W^T), bf16 inputs, and the mixed f32 x bf16 product the
-// decoder issues (its activations are float32).
-func (g *gpuBench) benchGemm() {
+// benchCase is one timed call of the suite's gemm and kernels groups
+// (also BenchmarkGPUKernels' sub-benchmarks): setup allocates its
+// operands, handing each to keep (the caller frees them after), and
+// returns the call to time with the fewest bytes it must move (inputs
+// read once, outputs written once) or the FLOPs it must do.
+type benchCase struct {
+	name  string
+	setup func(keep func(...*tensor.Tensor)) (run func() error, bytes, flops float64)
+}
+
+// runCases times each case (g.measure) and records its time with its rate
+// against the ceilings: GB/s and the share of the copy bandwidth for its
+// bytes, TFLOP/s and the share of cuBLAS's bf16 rate for its FLOPs.
+func (g *gpuBench) runCases(cases []benchCase) {
+	for _, c := range cases {
+		func() {
+			var held []*tensor.Tensor
+			defer func() {
+				for _, t := range held {
+					g.be.Free(t)
+				}
+			}()
+			run, bytes, flops := c.setup(func(ts ...*tensor.Tensor) { held = append(held, ts...) })
+			sec := g.measure(run)
+			g.record(c.name, g.rates(sec, bytes, flops), nil)
+		}()
+	}
+}
+
+// rates are the metrics of a call that took sec seconds to move bytes or
+// do flops: us, GB/s and of_copy_bw, TFLOP/s and of_bf16_gemm.
+func (g *gpuBench) rates(sec, bytes, flops float64) map[string]float64 {
+	copyGBs, peak := g.ceilings()
+	m := map[string]float64{"us": sec * 1e6}
+	if bytes > 0 {
+		gbs := bytes / sec / 1e9
+		m["GB/s"], m["of_copy_bw"] = gbs, gbs/copyGBs
+	}
+	if flops > 0 {
+		tf := flops / sec / 1e12
+		m["TFLOP/s"], m["of_bf16_gemm"] = tf, tf/peak
+	}
+	return m
+}
+
+// gemmCases are cuBLAS's products of a Llama-3.1-8B layer for 2048 tokens
+// (x W^T), bf16 inputs, and the mixed f32 x bf16 product the decoder
+// issues (its activations are float32).
+func (g *gpuBench) gemmCases() []benchCase {
 	be, z := g.be, g.sz
 	rng := rand.New(rand.NewPCG(2, 2))
+	var cases []benchCase
 	for _, s := range []struct {
 		name    string
 		M, K, N int
@@ -269,25 +332,24 @@ func (g *gpuBench) benchGemm() {
 		{"up_proj_bf16", z.N, z.H, z.I, tensor.BF16}, {"down_proj_bf16", z.N, z.I, z.H, tensor.BF16},
 		{"up_proj_f32xbf16", z.N, z.H, z.I, tensor.F32}, {"lm_head_chunk_f32xbf16", z.N, z.H, 2 * z.H, tensor.F32},
 	} {
-		func() {
+		cases = append(cases, benchCase{"gemm_" + s.name, func(keep func(...*tensor.Tensor)) (func() error, float64, float64) {
 			x, w := g.randDevice(rng, s.x, 1, s.M, s.K), g.randDevice(rng, tensor.BF16, 1, s.N, s.K)
+			keep(x, w)
 			c, err := be.alloc(tensor.F32, s.M, s.N)
 			g.must(err)
-			defer func() { be.Free(x); be.Free(w); be.Free(c) }()
-			sec := g.measure(func() error { return be.MatMul(c, x, w, false, true, 1, 0) })
-			_, peak := g.ceilings()
-			tf := 2 * float64(s.M) * float64(s.K) * float64(s.N) / sec / 1e12
-			g.record("gemm_"+s.name, map[string]float64{"us": sec * 1e6, "TFLOP/s": tf, "of_bf16_gemm": tf / peak}, nil)
-		}()
+			keep(c)
+			return func() error { return be.MatMul(c, x, w, false, true, 1, 0) }, 0, 2 * float64(s.M) * float64(s.K) * float64(s.N)
+		}})
 	}
+	return cases
 }
 
-// benchKernels times each kernel on Llama-3.1-8B sizes (2048 tokens,
+// kernelCases are each kernel on Llama-3.1-8B sizes (2048 tokens,
 // hidden 4096, intermediate 14336, 32 heads of 128, 8 kv heads, vocabulary
 // 128256), float32 activations as the decoder keeps them, and reports GB/s
 // for the memory-bound ones (the fewest bytes: inputs read once, outputs
 // written once) and TFLOP/s for attention and the loss.
-func (g *gpuBench) benchKernels() {
+func (g *gpuBench) kernelCases() []benchCase {
 	be := g.be
 	rng := rand.New(rand.NewPCG(3, 3))
 	z := g.sz
@@ -295,12 +357,6 @@ func (g *gpuBench) benchKernels() {
 	f32, bf16 := tensor.F32, tensor.BF16
 	rnd := func(dt tensor.DType, scale float64, shape ...int) *tensor.Tensor {
 		return g.randDevice(rng, dt, scale, shape...)
-	}
-	// Each case allocates its inputs (freed after it) and returns the call
-	// to time with the fewest bytes it must move or the FLOPs it must do.
-	type kern struct {
-		name  string
-		setup func(keep func(...*tensor.Tensor)) (run func() error, bytes, flops float64)
 	}
 	n := float64(N * I)
 	scale := float32(1 / math.Sqrt(float64(D)))
@@ -314,7 +370,7 @@ func (g *gpuBench) benchKernels() {
 		keep(q, k, v, o, lse, dq, dk, dv, d)
 		return func() error { return be.AttentionBackward(dq, dk, dv, d, q, k, v, nil, o, lse, scale) }
 	}
-	cases := []kern{
+	return []benchCase{
 		{"elementwise_add_f32", func(keep func(...*tensor.Tensor)) (func() error, float64, float64) {
 			x, y, o := rnd(f32, 1, N, I), rnd(f32, 1, N, I), rnd(f32, 1, N, I)
 			keep(x, y, o)
@@ -506,29 +562,6 @@ func (g *gpuBench) benchKernels() {
 			// p, g, m, v read; p, m, v written.
 			return func() error { return be.AdamW(ps, gs, ms, vs, 10, 1e-4, 0.9, 0.999, 1e-8, 0.01) }, 7 * 4 * float64(total), 0
 		}},
-	}
-	for _, kr := range cases {
-		func() {
-			var held []*tensor.Tensor
-			run, bytes, flops := kr.setup(func(ts ...*tensor.Tensor) { held = append(held, ts...) })
-			defer func() {
-				for _, t := range held {
-					be.Free(t)
-				}
-			}()
-			sec := g.measure(run)
-			copyGBs, peak := g.ceilings()
-			m := map[string]float64{"us": sec * 1e6}
-			if bytes > 0 {
-				gbs := bytes / sec / 1e9
-				m["GB/s"], m["of_copy_bw"] = gbs, gbs/copyGBs
-			}
-			if flops > 0 {
-				tf := flops / sec / 1e12
-				m["TFLOP/s"], m["of_bf16_gemm"] = tf, tf/peak
-			}
-			g.record(kr.name, m, nil)
-		}()
 	}
 }
 
