@@ -108,19 +108,6 @@ func TestGPUMemoryEstimate(t *testing.T) {
 	}
 }
 
-// checkRatio fails the test unless lo <= got/want <= hi, and returns the
-// ratio.
-func checkRatio(t *testing.T, what string, got, want int64, lo, hi float64) float64 {
-	t.Helper()
-	r := float64(got) / float64(want)
-	if want <= 0 || r < lo || r > hi {
-		t.Errorf("%s: %d / %d bytes = %.3f, want within [%g, %g]", what, got, want, r, lo, hi)
-	}
-	return r
-}
-
-func gib(n int64) float64 { return float64(n) / (1 << 30) }
-
 // deviceModel builds a model of cfg with random weights made in device
 // memory (randomDeviceModel) and returns it with the weights, which the
 // caller frees after closing the model.
