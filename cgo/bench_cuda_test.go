@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"math"
+	"math/rand/v2"
 	"os"
 	"strings"
 	"testing"
@@ -84,34 +85,77 @@ func BenchmarkGPUKernels(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-			if bytes > 0 {
-				b.SetBytes(int64(bytes))
-			}
-			if err := run(); err != nil {
-				b.Fatal(err)
-			}
-			if err := be.Synchronize(); err != nil {
-				b.Fatal(err)
-			}
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				if err := run(); err != nil {
-					b.Fatal(err)
-				}
-			}
-			if err := be.Synchronize(); err != nil {
-				b.Fatal(err)
-			}
-			b.StopTimer()
-			m := g.rates(b.Elapsed().Seconds()/float64(b.N), bytes, flops)
-			for _, unit := range []string{"of_copy_bw", "TFLOP/s", "of_bf16_gemm"} {
-				if v, ok := m[unit]; ok {
-					b.ReportMetric(v, unit)
-				}
-			}
+			timeDeviceCalls(b, g, run, bytes, flops)
 		})
 		for _, t := range held {
 			be.Free(t)
+		}
+	}
+}
+
+// BenchmarkGPULoRA times the LoRA products of each input of a
+// Llama-3.1-8B layer as the model issues them (the suite's lora group:
+// loraSet; 2048 tokens, r 16, float32) in go test's own loop, on the LoRA
+// kernels and on cuBLAS: all six kinds together (lora_qkv/all/kernels,
+// lora_qkv/all/cublas, ...) and each alone (lora_qkv/dt/kernels, ...),
+// with MB/s and of_copy_bw for the fewest bytes they move (each kind
+// alone: its large operand's). For benchstat, as BenchmarkGPUKernels;
+// -short runs the small sizes.
+func BenchmarkGPULoRA(b *testing.B) {
+	be := gpuBackend(b)
+	g := newGPUBench(be, testing.Short(), io.Discard, func(BenchRecord) {})
+	if err := g.try(func() { g.ceilings() }); err != nil {
+		b.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(4, 4))
+	for _, in := range g.loraInputs() {
+		var set *loraSet
+		if err := g.try(func() { set = g.newLoRASet(rng, in) }); err != nil {
+			b.Fatal(err)
+		}
+		for _, p := range append([]loraProduct{{"all", set.asModel, set.bytes}}, set.products...) {
+			for _, impl := range []struct {
+				name string
+				on   bool
+			}{{"kernels", true}, {"cublas", false}} {
+				b.Run("lora_"+in.name+"/"+p.name+"/"+impl.name, func(b *testing.B) {
+					timeDeviceCalls(b, g, func() error { return p.run(impl.on) }, p.bytes, 0)
+				})
+			}
+		}
+		set.free()
+	}
+}
+
+// timeDeviceCalls times b.N calls of run in go test's loop, after one call
+// not timed, the device synchronized at the end, and reports the rates
+// against g's ceilings: SetBytes for bytes (MB/s) with of_copy_bw, or
+// TFLOP/s and of_bf16_gemm for flops.
+func timeDeviceCalls(b *testing.B, g *gpuBench, run func() error, bytes, flops float64) {
+	be := g.be
+	if bytes > 0 {
+		b.SetBytes(int64(bytes))
+	}
+	if err := run(); err != nil {
+		b.Fatal(err)
+	}
+	if err := be.Synchronize(); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := run(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := be.Synchronize(); err != nil {
+		b.Fatal(err)
+	}
+	b.StopTimer()
+	m := g.rates(b.Elapsed().Seconds()/float64(b.N), bytes, flops)
+	for _, unit := range []string{"of_copy_bw", "TFLOP/s", "of_bf16_gemm"} {
+		if v, ok := m[unit]; ok {
+			b.ReportMetric(v, unit)
 		}
 	}
 }

@@ -22,8 +22,9 @@ import (
 // measurements), next to the two ceilings measured first in the same run:
 // a large device-to-device copy (bytes read plus written) and a large
 // cuBLAS bf16 GEMM; and one LoRA training step of Llama-3.1-8B's shapes,
-// with a profile of where its device time goes. BenchmarkGPUKernels times
-// the gemm and kernels groups' cases in go test's own loop instead.
+// with a profile of where its device time goes. BenchmarkGPUKernels and
+// BenchmarkGPULoRA time the gemm, kernels and lora groups' cases in go
+// test's own loop instead.
 
 // benchSizes are the suite's problem sizes: Llama-3.1-8B's layer for 2048
 // tokens, or (quick) a small model's for 64, to check the suite runs.
@@ -567,166 +568,194 @@ func (g *gpuBench) kernelCases() []benchCase {
 
 // benchLoRA times, for the adapters of each input of a Llama-3.1-8B layer
 // (2048 tokens, r = 16, float32 activations and adapters), the LoRA
-// products of a training step as the model issues them (linearForward and
-// groupBackward in package model): t = A x^T kept transposed [r, N],
-// y = s t^T B^T; backward dB += s dy^T t^T, dt = s B^T dy^T, dA += dt x,
-// dx = dt^T A, stacked where several adapters read one input (q, k and v;
-// gate and up: one t, one dA and one dx product for the group), on the
-// LoRA kernels: t and dt through NarrowMatMul (lora_narrow), dA and dB
-// through GradMatMul (lora_grad), y and dx through ExpandMatMul
-// (lora_expand). Each time is set against the fewest bytes the products
-// must move at the copy bandwidth measured in the same run; against the
-// same products all on cuBLAS (cublas_us, kernels_speedup; and each kind
-// alone: t_us and t_cublas_us and so on, each with the share of the copy
-// bandwidth its large operand's bytes take); and against the products as
-// the model issued them before the stacking (one adapter at a
-// time, t = x A^T [N, r], all on cuBLAS: before_us, speedup). (thin.cu,
-// float32 CUDA-core kernels shaped for the rank-16 side, measured
-// 0.80-1.02x of cuBLAS on an H200 and was taken out:
-// bench/results/2026-12-04-h200-device-check-5.md.)
+// products of a training step as the model issues them (loraSet). Each
+// time is set against the fewest bytes the products must move at the copy
+// bandwidth measured in the same run; against the same products all on
+// cuBLAS (cublas_us, kernels_speedup; and each kind alone: t_us and
+// t_cublas_us and so on, each with the share of the copy bandwidth its
+// large operand's bytes take); and against the products as the model
+// issued them before the stacking (one adapter at a time, t = x A^T
+// [N, r], all on cuBLAS: before_us, speedup). (thin.cu, float32 CUDA-core
+// kernels shaped for the rank-16 side, measured 0.80-1.02x of cuBLAS on an
+// H200 and was taken out: bench/results/2026-12-04-h200-device-check-5.md.)
 func (g *gpuBench) benchLoRA() {
-	be := g.be
 	rng := rand.New(rand.NewPCG(4, 4))
-	z := g.sz
-	N, r, s := z.N, 16, float32(2.0)
-	for _, p := range []struct {
-		name string
-		in   int
-		outs []int
-	}{{"qkv", z.H, []int{z.H, z.KV, z.KV}}, {"o_proj", z.H, []int{z.H}}, {"gate_up", z.H, []int{z.I, z.I}}, {"down_proj", z.I, []int{z.H}}} {
+	for _, in := range g.loraInputs() {
 		func() {
-			var all []*tensor.Tensor
-			defer func() {
-				for _, x := range all {
-					be.Free(x)
-				}
-			}()
-			rnd := func(shape ...int) *tensor.Tensor {
-				t := g.randDevice(rng, tensor.F32, 0.1, shape...)
-				all = append(all, t)
-				return t
-			}
-			n := len(p.outs)
-			x, dx := rnd(N, p.in), rnd(N, p.in)
-			A, dA, t, dt := rnd(n*r, p.in), rnd(n*r, p.in), rnd(n*r, N), rnd(n*r, N) // stacked
-			var B, dB, y, dy []*tensor.Tensor
-			outs := 0
-			for _, out := range p.outs {
-				B, dB, y, dy = append(B, rnd(out, r)), append(dB, rnd(out, r)), append(y, rnd(N, out)), append(dy, rnd(N, out))
-				outs += out
-			}
-			rows := func(t *tensor.Tensor, i int) *tensor.Tensor { // adapter i's rows
-				v, err := t.Slice(i*r, (i+1)*r)
-				g.must(err)
-				return v
-			}
-			// As the model runs them: t kept transposed, stacked where
-			// several adapters read x; t, dt, dA and dB through NarrowMatMul
-			// and GradMatMul (lora_narrow, lora_grad), or with on false
-			// through cuBLAS.
-			narrow := func(on bool, c, p, q *tensor.Tensor, transP bool, alpha float32) error {
-				if on {
-					return be.NarrowMatMul(c, p, q, transP, alpha, 0)
-				}
-				return be.MatMul(c, p, q, transP, true, alpha, 0)
-			}
-			grad := func(on bool, c, p, q *tensor.Tensor, transC bool, alpha float32) error {
-				if on {
-					return be.GradMatMul(c, p, q, transC, alpha, 1)
-				}
-				if transC {
-					return be.MatMul(c, q, p, true, true, alpha, 1)
-				}
-				return be.MatMul(c, p, q, false, false, alpha, 1)
-			}
-			tProduct := func(on bool) error {
-				if n > 1 {
-					return narrow(on, t, A, x, false, 1)
-				}
-				return narrow(on, rows(t, 0), rows(A, 0), x, false, 1)
-			}
-			each := func(f func(i int) error) error {
-				var errs []error
-				for i := range n {
-					errs = append(errs, f(i))
-				}
-				return errors.Join(errs...)
-			}
-			dtProducts := func(on bool) error {
-				return each(func(i int) error { return narrow(on, rows(dt, i), B[i], dy[i], true, s) })
-			}
-			dBProducts := func(on bool) error {
-				return each(func(i int) error { return grad(on, dB[i], rows(t, i), dy[i], true, s) })
-			}
-			dAProduct := func(on bool) error { return grad(on, dA, dt, x, false, 1) }
-			expand := func(on bool, c, p, w *tensor.Tensor, transW bool, alpha float32) error {
-				if on {
-					return be.ExpandMatMul(c, p, w, transW, alpha, 0)
-				}
-				return be.MatMul(c, p, w, true, transW, alpha, 0)
-			}
-			yProducts := func(on bool) error {
-				return each(func(i int) error { return expand(on, y[i], rows(t, i), B[i], true, s) })
-			}
-			dxProduct := func(on bool) error { return expand(on, dx, dt, A, false, 1) }
-			asModel := func(on bool) error {
-				var errs []error
-				do := func(err error) { errs = append(errs, err) }
-				do(tProduct(on))
-				do(yProducts(on))
-				for i := range n {
-					do(grad(on, dB[i], rows(t, i), dy[i], true, s))
-					do(narrow(on, rows(dt, i), B[i], dy[i], true, s))
-				}
-				do(dAProduct(on))
-				do(dxProduct(on))
-				return errors.Join(errs...)
-			}
-			// As the model ran them before the stacking: one adapter at a
-			// time, t = x A^T [N, r].
-			var tr, dtr []*tensor.Tensor
-			for range n {
-				tr, dtr = append(tr, rnd(N, r)), append(dtr, rnd(N, r))
-			}
-			before := func() error {
-				var errs []error
-				do := func(err error) { errs = append(errs, err) }
-				for i := range n {
-					do(be.MatMul(tr[i], x, rows(A, i), false, true, 1, 0))
-					do(be.MatMul(y[i], tr[i], B[i], false, true, s, 0))
-				}
-				for i := range n {
-					do(be.MatMul(dB[i], dy[i], tr[i], true, false, s, 1))
-					do(be.MatMul(dtr[i], dy[i], B[i], false, false, s, 0))
-					do(be.MatMul(rows(dA, i), dtr[i], x, true, false, 1, 1))
-					do(be.MatMul(dx, dtr[i], rows(A, i), false, false, 1, float32(min(i, 1))))
-				}
-				return errors.Join(errs...)
-			}
-			// Fewest bytes: x twice (t, dA), each y written, each dy twice
-			// (dB, dt), dx written, the adapters and their gradients.
-			bytes := 4 * float64(3*N*p.in+3*N*outs+3*n*r*p.in+3*r*outs)
-			sec, cublas := g.measure(func() error { return asModel(true) }), g.measure(func() error { return asModel(false) })
-			old := g.measure(before)
+			set := g.newLoRASet(rng, in)
+			defer set.free()
+			sec, cublas := g.measure(func() error { return set.asModel(true) }), g.measure(func() error { return set.asModel(false) })
+			old := g.measure(set.before)
 			copyGBs, _ := g.ceilings()
-			m := map[string]float64{"us": sec * 1e6, "GB/s": bytes / sec / 1e9, "of_copy_bw": bytes / sec / 1e9 / copyGBs,
+			m := map[string]float64{"us": sec * 1e6, "GB/s": set.bytes / sec / 1e9, "of_copy_bw": set.bytes / sec / 1e9 / copyGBs,
 				"before_us": old * 1e6, "speedup": old / sec, "cublas_us": cublas * 1e6, "kernels_speedup": cublas / sec}
-			// Each kernel's products alone, against cuBLAS's, and the bytes
-			// of the large operand they read or write (x, each dy, each y,
-			// dx) at copy bandwidth.
-			for _, k := range []struct {
-				name  string
-				f     func(on bool) error
-				bytes int
-			}{{"t", tProduct, N * p.in}, {"y", yProducts, N * outs}, {"dt", dtProducts, N * outs}, {"dB", dBProducts, N * outs},
-				{"dA", dAProduct, N * p.in}, {"dx", dxProduct, N * p.in}} {
-				on, off := g.measure(func() error { return k.f(true) }), g.measure(func() error { return k.f(false) })
-				m[k.name+"_us"], m[k.name+"_cublas_us"] = on*1e6, off*1e6
-				m[k.name+"_of_copy_bw"] = 4 * float64(k.bytes) / on / 1e9 / copyGBs
+			for _, p := range set.products {
+				on, off := g.measure(func() error { return p.run(true) }), g.measure(func() error { return p.run(false) })
+				m[p.name+"_us"], m[p.name+"_cublas_us"] = on*1e6, off*1e6
+				m[p.name+"_of_copy_bw"] = p.bytes / on / 1e9 / copyGBs
 			}
-			g.record("lora_"+p.name, m, nil)
+			g.record("lora_"+in.name, m, nil)
 		}()
 	}
+}
+
+// loraInput is one input of a layer and the output widths of the adapted
+// projections that read it.
+type loraInput struct {
+	name string
+	in   int
+	outs []int
+}
+
+// loraInputs are a Llama-3.1-8B layer's four inputs (at the suite's sizes).
+func (g *gpuBench) loraInputs() []loraInput {
+	z := g.sz
+	return []loraInput{{"qkv", z.H, []int{z.H, z.KV, z.KV}}, {"o_proj", z.H, []int{z.H}},
+		{"gate_up", z.H, []int{z.I, z.I}}, {"down_proj", z.I, []int{z.H}}}
+}
+
+// loraSet is the LoRA products of one layer input's adapters (r = 16,
+// scaling 2, float32), on operands of the suite's sizes made by
+// newLoRASet, as the model runs them (linearForward and groupBackward in
+// package model): t = A x^T kept transposed [r, N], y = s t^T B^T;
+// backward dB += s dy^T t^T, dt = s B^T dy^T, dA += dt x, dx = dt^T A,
+// stacked where several adapters read one input (q, k and v; gate and up:
+// one t, one dA and one dx product for the group). With on, t and dt go
+// through NarrowMatMul (lora_narrow), dA and dB through GradMatMul
+// (lora_grad), y and dx through ExpandMatMul (lora_expand); without, all
+// through cuBLAS (MatMul).
+type loraSet struct {
+	asModel  func(on bool) error // all six kinds, in the model's order
+	before   func() error        // as the model ran them before the stacking: one adapter at a time, t = x A^T [N, r], on cuBLAS
+	products []loraProduct       // each kind alone
+	bytes    float64             // the fewest bytes asModel moves
+	free     func()
+}
+
+// loraProduct is one kind of the set's products (t, y, dt, dB, dA or dx)
+// with the bytes of the large operand it reads or writes (x, each dy,
+// each y, dx).
+type loraProduct struct {
+	name  string
+	run   func(on bool) error
+	bytes float64
+}
+
+// newLoRASet allocates in's adapters and operands (random) and returns
+// their products.
+func (g *gpuBench) newLoRASet(rng *rand.Rand, in loraInput) *loraSet {
+	be := g.be
+	N, r, s := g.sz.N, 16, float32(2.0)
+	var all []*tensor.Tensor
+	set := &loraSet{free: func() {
+		for _, x := range all {
+			be.Free(x)
+		}
+	}}
+	rnd := func(shape ...int) *tensor.Tensor {
+		t := g.randDevice(rng, tensor.F32, 0.1, shape...)
+		all = append(all, t)
+		return t
+	}
+	n := len(in.outs)
+	x, dx := rnd(N, in.in), rnd(N, in.in)
+	A, dA, t, dt := rnd(n*r, in.in), rnd(n*r, in.in), rnd(n*r, N), rnd(n*r, N) // stacked
+	var B, dB, y, dy []*tensor.Tensor
+	outs := 0
+	for _, out := range in.outs {
+		B, dB, y, dy = append(B, rnd(out, r)), append(dB, rnd(out, r)), append(y, rnd(N, out)), append(dy, rnd(N, out))
+		outs += out
+	}
+	rows := func(t *tensor.Tensor, i int) *tensor.Tensor { // adapter i's rows
+		v, err := t.Slice(i*r, (i+1)*r)
+		g.must(err)
+		return v
+	}
+	narrow := func(on bool, c, p, q *tensor.Tensor, transP bool, alpha float32) error {
+		if on {
+			return be.NarrowMatMul(c, p, q, transP, alpha, 0)
+		}
+		return be.MatMul(c, p, q, transP, true, alpha, 0)
+	}
+	grad := func(on bool, c, p, q *tensor.Tensor, transC bool, alpha float32) error {
+		if on {
+			return be.GradMatMul(c, p, q, transC, alpha, 1)
+		}
+		if transC {
+			return be.MatMul(c, q, p, true, true, alpha, 1)
+		}
+		return be.MatMul(c, p, q, false, false, alpha, 1)
+	}
+	expand := func(on bool, c, p, w *tensor.Tensor, transW bool, alpha float32) error {
+		if on {
+			return be.ExpandMatMul(c, p, w, transW, alpha, 0)
+		}
+		return be.MatMul(c, p, w, true, transW, alpha, 0)
+	}
+	each := func(f func(i int) error) error {
+		var errs []error
+		for i := range n {
+			errs = append(errs, f(i))
+		}
+		return errors.Join(errs...)
+	}
+	tProduct := func(on bool) error {
+		if n > 1 {
+			return narrow(on, t, A, x, false, 1)
+		}
+		return narrow(on, rows(t, 0), rows(A, 0), x, false, 1)
+	}
+	yProducts := func(on bool) error {
+		return each(func(i int) error { return expand(on, y[i], rows(t, i), B[i], true, s) })
+	}
+	dtProducts := func(on bool) error {
+		return each(func(i int) error { return narrow(on, rows(dt, i), B[i], dy[i], true, s) })
+	}
+	dBProducts := func(on bool) error {
+		return each(func(i int) error { return grad(on, dB[i], rows(t, i), dy[i], true, s) })
+	}
+	dAProduct := func(on bool) error { return grad(on, dA, dt, x, false, 1) }
+	dxProduct := func(on bool) error { return expand(on, dx, dt, A, false, 1) }
+	set.asModel = func(on bool) error {
+		var errs []error
+		do := func(err error) { errs = append(errs, err) }
+		do(tProduct(on))
+		do(yProducts(on))
+		for i := range n {
+			do(grad(on, dB[i], rows(t, i), dy[i], true, s))
+			do(narrow(on, rows(dt, i), B[i], dy[i], true, s))
+		}
+		do(dAProduct(on))
+		do(dxProduct(on))
+		return errors.Join(errs...)
+	}
+	var tr, dtr []*tensor.Tensor
+	for range n {
+		tr, dtr = append(tr, rnd(N, r)), append(dtr, rnd(N, r))
+	}
+	set.before = func() error {
+		var errs []error
+		do := func(err error) { errs = append(errs, err) }
+		for i := range n {
+			do(be.MatMul(tr[i], x, rows(A, i), false, true, 1, 0))
+			do(be.MatMul(y[i], tr[i], B[i], false, true, s, 0))
+		}
+		for i := range n {
+			do(be.MatMul(dB[i], dy[i], tr[i], true, false, s, 1))
+			do(be.MatMul(dtr[i], dy[i], B[i], false, false, s, 0))
+			do(be.MatMul(rows(dA, i), dtr[i], x, true, false, 1, 1))
+			do(be.MatMul(dx, dtr[i], rows(A, i), false, false, 1, float32(min(i, 1))))
+		}
+		return errors.Join(errs...)
+	}
+	// Fewest bytes: x twice (t, dA), each y written, each dy twice (dB,
+	// dt), dx written, the adapters and their gradients.
+	set.bytes = 4 * float64(3*N*in.in+3*N*outs+3*n*r*in.in+3*r*outs)
+	large := func(elems int) float64 { return 4 * float64(elems) }
+	set.products = []loraProduct{{"t", tProduct, large(N * in.in)}, {"y", yProducts, large(N * outs)},
+		{"dt", dtProducts, large(N * outs)}, {"dB", dBProducts, large(N * outs)},
+		{"dA", dAProduct, large(N * in.in)}, {"dx", dxProduct, large(N * in.in)}}
+	return set
 }
 
 // benchKMeans times one Lloyd iteration of k-means on 1M points of 768

@@ -20,8 +20,8 @@
 # COMPASS_CUDA_EMULATOR it reads, not the library) reruns the tests when
 # the library changes.
 #
-# Then (not with --warp-turns) it runs BenchmarkGPUKernels once per case
-# at the suite's small sizes.
+# Then (not with --warp-turns) it runs BenchmarkGPUKernels and
+# BenchmarkGPULoRA once per case at the suite's small sizes.
 #
 # Fails when a test fails, when no GPU test ran, when one skipped for lack
 # of a device, or when a run of every test did not launch every kernel of
@@ -82,14 +82,15 @@ if grep -A2 -E '^--- SKIP: TestGPU' "$log" | grep -q 'no CUDA device'; then
   exit 1
 fi
 
-# The kernels' go test benchmarks (BenchmarkGPUKernels), once each at the
-# suite's small sizes: they share the suite's cases, and this checks that
-# the benchmark itself runs (about 30 s). Not in the warp-turn pass.
+# The go test benchmarks of the kernels and the LoRA products
+# (BenchmarkGPUKernels, BenchmarkGPULoRA), once each at the suite's small
+# sizes: they share the suite's cases, and this checks that the benchmarks
+# themselves run (about a minute). Not in the warp-turn pass.
 if [ ${#turns[@]} -eq 0 ]; then
-  if ! COMPASS_CUDA_EMULATOR="$named" ${GO:-go} test -tags cuda -run '^$' -bench '^BenchmarkGPUKernels$' -benchtime 1x -short ./cgo/ >"$log" 2>&1; then
-    echo "gpu-emu-test: BenchmarkGPUKernels failed; the last lines:" >&2
+  if ! COMPASS_CUDA_EMULATOR="$named" ${GO:-go} test -tags cuda -run '^$' -bench '^BenchmarkGPU(Kernels|LoRA)$' -benchtime 1x -short ./cgo/ >"$log" 2>&1; then
+    echo "gpu-emu-test: BenchmarkGPUKernels or BenchmarkGPULoRA failed; the last lines:" >&2
     tail -30 "$log" >&2
     exit 1
   fi
-  echo "BenchmarkGPUKernels on the emulated device: $(grep -c '^BenchmarkGPUKernels/' "$log") cases ran once"
+  echo "BenchmarkGPUKernels and BenchmarkGPULoRA on the emulated device: $(grep -c '^BenchmarkGPU\(Kernels\|LoRA\)/' "$log") cases ran once"
 fi
