@@ -151,6 +151,19 @@ func (b *Backend) CachedBytes() int64 {
 	return c
 }
 
+// AvailableBytes is the device memory new tensors can still take: what
+// the driver reports free, and the allocator's cached free blocks.
+func (b *Backend) AvailableBytes() (int64, error) {
+	if b.dev == nil {
+		return 0, errors.New("cuda: available memory: no device")
+	}
+	free, _, err := b.dev.MemInfo()
+	if err != nil {
+		return 0, err
+	}
+	return free + b.CachedBytes(), nil
+}
+
 // ResetPeak restarts PeakBytes from the bytes in use now.
 func (b *Backend) ResetPeak() { b.mem.resetPeak() }
 

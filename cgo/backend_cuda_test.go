@@ -1241,8 +1241,13 @@ func TestGPUErrors(t *testing.T) {
 		t.Errorf("allocation of 2^64 bytes: no error")
 	}
 	_, err := b.Alloc(tensor.F32, 1<<40) // 4 TiB: out of memory, reported
-	if err == nil || !isOutOfMemory(err) {
+	if err == nil || !isOutOfMemory(err) || !errors.Is(err, tensor.ErrOutOfMemory) {
 		t.Errorf("4 TiB: %v", err)
+	}
+	avail, err2 := b.AvailableBytes()
+	_, total, err3 := b.Device().MemInfo()
+	if err2 != nil || err3 != nil || avail <= 0 || avail > total {
+		t.Errorf("available %d bytes (%v) of %d (%v)", avail, err2, total, err3)
 	}
 	var e *Error
 	if !errors.As(err, &e) || e.Name != "CUDA_ERROR_OUT_OF_MEMORY" {

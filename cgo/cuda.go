@@ -14,6 +14,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"unsafe"
+
+	"github.com/compassml/compass/tensor"
 )
 
 // ErrNoDevice means no CUDA device can be used: libcuda.so.1 could not be
@@ -37,6 +39,11 @@ func (e *Error) Error() string {
 		return fmt.Sprintf("cuda: %s: %s", e.Op, e.Name)
 	}
 	return fmt.Sprintf("cuda: %s: %s (%s)", e.Op, e.Name, e.Desc)
+}
+
+// Is makes an out-of-memory error match tensor.ErrOutOfMemory.
+func (e *Error) Is(target error) bool {
+	return target == tensor.ErrOutOfMemory && e.Code == cudaErrOutOfMemory
 }
 
 // The CUresult values compass tells apart.

@@ -2,6 +2,7 @@ package cgo
 
 import (
 	"errors"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -406,5 +407,23 @@ func TestGemmDTypes(t *testing.T) {
 		if gemmSupported(c.in, c.out) != c.ok {
 			t.Errorf("gemmSupported(%s, %s) != %v", c.in, c.out, c.ok)
 		}
+	}
+}
+
+// A driver's out-of-memory error matches tensor.ErrOutOfMemory through
+// any wrapping (the trainer adds what a step needs to it); another CUDA
+// error does not. A backend without a device has no available memory to
+// report.
+func TestErrorIsOutOfMemory(t *testing.T) {
+	oom := fmt.Errorf("model: layer 3: %w", &Error{Op: "cuMemAlloc of 8 bytes", Code: cudaErrOutOfMemory, Name: "CUDA_ERROR_OUT_OF_MEMORY"})
+	if !errors.Is(oom, tensor.ErrOutOfMemory) {
+		t.Errorf("%v does not match tensor.ErrOutOfMemory", oom)
+	}
+	if other := (&Error{Op: "cuLaunchKernel", Code: cudaErrInvalidValue, Name: "CUDA_ERROR_INVALID_VALUE"}); errors.Is(other, tensor.ErrOutOfMemory) {
+		t.Errorf("%v matches tensor.ErrOutOfMemory", other)
+	}
+	be, _ := recBackend(t)
+	if n, err := be.AvailableBytes(); err == nil {
+		t.Errorf("the recording backend reports %d bytes available", n)
 	}
 }

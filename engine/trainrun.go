@@ -9,6 +9,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -75,6 +76,9 @@ type trainRun struct {
 	state                  trainerState
 	identity               runIdentity
 	metrics                *os.File
+	// memoryHint, on a backend that reports its memory, is what a step
+	// needs and what was left, for an out-of-memory error (checkMemory).
+	memoryHint string
 }
 
 // Train runs `compass train`: it loads the model and the data, creates (or,
@@ -209,10 +213,76 @@ func (r *trainRun) prepare() error {
 			return err
 		}
 	}
+	r.checkMemory(cfg)
 	if err := r.writeConfig(); err != nil {
 		return err
 	}
 	return r.openMetrics()
+}
+
+// memoryText writes n bytes in GiB, or MiB below one GiB.
+func memoryText(n int64) string {
+	if n < 1<<30 {
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	}
+	return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+}
+
+// memoryReporter is a backend that says how much device memory new
+// tensors can still take (cgo.Backend).
+type memoryReporter interface {
+	AvailableBytes() (int64, error)
+}
+
+// stepMemoryRatio bounds a training step's own peak over
+// model.EstimateLoRAMemory's Activations + Logits: the bound that
+// TestGPUMemoryEstimate (on a GPU) and TestRecordedStepMemory (in CI) hold
+// the published configs' steps to; measured 2.1 to 2.7.
+const stepMemoryRatio = 2.75
+
+// checkMemory says, on a backend that reports its memory, what a step may
+// need beyond what the model, the adapter and the optimizer hold, against
+// what is left, and warns when it may not fit. It keeps the numbers for
+// the message of an out-of-memory error (memoryHint).
+func (r *trainRun) checkMemory(cfg *model.Config) {
+	mr, ok := r.m.Backend().(memoryReporter)
+	if !ok {
+		return
+	}
+	avail, err := mr.AvailableBytes()
+	if err != nil {
+		return
+	}
+	o := &r.opts
+	var targets []string
+	for _, m := range r.adapter.Modules {
+		if name := m[strings.LastIndex(m, ".")+1:]; !slices.Contains(targets, name) {
+			targets = append(targets, name)
+		}
+	}
+	need := func(recompute bool) (int64, error) {
+		est, err := model.EstimateLoRAMemory(cfg, model.MemoryOptions{SeqLen: o.SeqLen, Batch: o.MicroBatch,
+			Rank: r.adapter.Config.R, Targets: targets, Recompute: recompute, LossChunk: r.m.LossChunk})
+		return int64(stepMemoryRatio * float64(est.Activations+est.Logits)), err
+	}
+	step, err := need(o.Recompute)
+	if err != nil {
+		return
+	}
+	fmt.Fprintf(r.env.Log, "train: device memory: %s available after the model and adapter; a step of %d x %d tokens needs up to %s (%.2fx model.EstimateLoRAMemory's activations and logits)\n",
+		memoryText(avail), o.MicroBatch, o.SeqLen, memoryText(step), stepMemoryRatio)
+	r.memoryHint = fmt.Sprintf("a step of %d x %d tokens needs up to %s beyond the model and adapter, and %s were available",
+		o.MicroBatch, o.SeqLen, memoryText(step), memoryText(avail))
+	less := "a shorter --seq-len or a smaller --micro-batch needs less"
+	if !o.Recompute {
+		if withRecompute, err := need(true); err == nil {
+			less = fmt.Sprintf("--recompute needs up to %s, and %s", memoryText(withRecompute), less)
+		}
+	}
+	r.memoryHint += "; " + less
+	if step > avail {
+		fmt.Fprintf(r.env.Log, "train: warning: the step may run out of device memory: %s\n", less)
+	}
 }
 
 // checkTargets requires every module named in --targets to be a linear
@@ -432,6 +502,9 @@ func (r *trainRun) loop(ctx context.Context) (*TrainResult, error) {
 		sr, err := r.tr.TrainStepReplay(micro, replay, r.replayWeight(), seeds, lr)
 		if err != nil {
 			prog.clear()
+			if errors.Is(err, tensor.ErrOutOfMemory) && r.memoryHint != "" {
+				err = fmt.Errorf("%w (%s)", err, r.memoryHint)
+			}
 			last := "no checkpoint was written yet"
 			if r.state.Checkpoint != "" {
 				last = "the last checkpoint, " + r.state.Checkpoint + ", is intact"

@@ -1,5 +1,12 @@
 package tensor
 
+import "errors"
+
+// ErrOutOfMemory is matched (errors.Is) by a backend's error for an
+// allocation its device has no memory left for: on a GPU, cgo.Error with
+// CUDA_ERROR_OUT_OF_MEMORY. The CPU backend does not return it.
+var ErrOutOfMemory = errors.New("out of device memory")
+
 // Backend runs tensor operations on one kind of device. Every operation has
 // a CPU implementation (the reference: float32 math, wider accumulation where
 // it matters) and each other backend must give the same results within the
