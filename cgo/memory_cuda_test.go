@@ -5,7 +5,6 @@ package cgo
 import (
 	"math"
 	"math/rand/v2"
-	"strings"
 	"testing"
 
 	"github.com/compassml/compass/model"
@@ -33,28 +32,9 @@ import (
 // measured, against the 0.5 GiB allowed).
 func TestGPUMemoryEstimate(t *testing.T) {
 	be := gpuBackend(t)
-	const (
-		T    = 2048
-		rank = 16
-		// Bounds on the measured over the estimated bytes, about 10%
-		// above the largest ratios measured (see above).
-		maxResidentRatio = 1.15
-		maxStepRatio     = 2.75
-	)
-	for _, tc := range []struct {
-		config    string
-		recompute bool
-	}{
-		{"llama-3.1-8b.json", false},
-		{"llama-3.1-8b.json", true},
-		{"qwen2.5-7b.json", false},
-		{"phi-4-mini-instruct.json", false},
-	} {
-		name := strings.TrimSuffix(tc.config, ".json")
-		if tc.recompute {
-			name += "-recompute"
-		}
-		t.Run(name, func(t *testing.T) {
+	const T, rank = 2048, 16
+	for _, tc := range stepMemoryCases {
+		t.Run(tc.name(), func(t *testing.T) {
 			cfg := readTestConfig(t, tc.config)
 			est, err := model.EstimateLoRAMemory(cfg, model.MemoryOptions{SeqLen: T, Batch: 1, Rank: rank, Recompute: tc.recompute})
 			must(t, err)
