@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math/bits"
 	"sync"
+
+	"github.com/compassml/compass/tensor"
 )
 
 // rawMemory is where the caching allocator gets its blocks: the device's
@@ -71,7 +73,7 @@ func (a *allocator) alloc(n int) (uintptr, error) {
 		return p, nil
 	}
 	p, err := a.raw.malloc(class)
-	if err != nil && isOutOfMemory(err) && a.cached > 0 {
+	if errors.Is(err, tensor.ErrOutOfMemory) && a.cached > 0 {
 		if terr := a.trimLocked(); terr != nil {
 			return 0, errors.Join(err, terr)
 		}
@@ -152,9 +154,4 @@ func (a *allocator) resetPeak() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.peak = a.inUse
-}
-
-func isOutOfMemory(err error) bool {
-	var e *Error
-	return errors.As(err, &e) && e.Code == cudaErrOutOfMemory
 }

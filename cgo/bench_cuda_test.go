@@ -25,7 +25,8 @@ import (
 // to that file as one JSON line. The training step reads
 // testdata/configs/llama-3.1-8b.json (or $COMPASS_TESTDATA/configs/...).
 // -short runs the suite's small sizes, without the step.
-// BenchmarkGPUKernels times the kernels in go test's own loop.
+// BenchmarkGPUKernels and BenchmarkGPULoRA time the kernels and the LoRA
+// products in go test's own loop.
 func BenchmarkGPU(b *testing.B) {
 	be := gpuBackend(b)
 	config, err := os.ReadFile("../testdata/configs/llama-3.1-8b.json")

@@ -66,8 +66,8 @@ func TestDriverEntryPoints(t *testing.T) {
 	if got := err.Error(); got != "cuda: cuMemAlloc of 8 bytes: CUDA_ERROR_OUT_OF_MEMORY (out of memory)" {
 		t.Errorf("error text %q", got)
 	}
-	if !isOutOfMemory(err) {
-		t.Errorf("isOutOfMemory(%v) = false", err)
+	if !errors.Is(err, tensor.ErrOutOfMemory) {
+		t.Errorf("%v does not match tensor.ErrOutOfMemory", err)
 	}
 	if errorOf(cudaSuccess, "x") != nil {
 		t.Errorf("success is an error")
@@ -251,7 +251,7 @@ func TestAllocator(t *testing.T) {
 	if _, err := a.alloc(sizeClass(5000) + 1); err != nil {
 		t.Errorf("allocation after freeing the cache: %v", err)
 	}
-	if _, err := a.alloc(1 << 20); err == nil || !isOutOfMemory(err) || !strings.Contains(err.Error(), "in use") {
+	if _, err := a.alloc(1 << 20); err == nil || !errors.Is(err, tensor.ErrOutOfMemory) || !strings.Contains(err.Error(), "in use") {
 		t.Errorf("allocation beyond the memory: %v", err)
 	}
 	if err := a.close(); err != nil {

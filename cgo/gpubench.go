@@ -587,8 +587,8 @@ func (g *gpuBench) benchLoRA() {
 			sec, cublas := g.measure(func() error { return set.asModel(true) }), g.measure(func() error { return set.asModel(false) })
 			old := g.measure(set.before)
 			copyGBs, _ := g.ceilings()
-			m := map[string]float64{"us": sec * 1e6, "GB/s": set.bytes / sec / 1e9, "of_copy_bw": set.bytes / sec / 1e9 / copyGBs,
-				"before_us": old * 1e6, "speedup": old / sec, "cublas_us": cublas * 1e6, "kernels_speedup": cublas / sec}
+			m := g.rates(sec, set.bytes, 0)
+			m["before_us"], m["speedup"], m["cublas_us"], m["kernels_speedup"] = old*1e6, old/sec, cublas*1e6, cublas/sec
 			for _, p := range set.products {
 				on, off := g.measure(func() error { return p.run(true) }), g.measure(func() error { return p.run(false) })
 				m[p.name+"_us"], m[p.name+"_cublas_us"] = on*1e6, off*1e6
