@@ -61,7 +61,9 @@ func refPair(t *testing.T, got pair, want []float32) pair {
 // FlashAttention does: tolTCGrad for the gradients), lse at float32's.
 // Under GQA the backward runs both ways the dk/dv kernel can take its
 // heads: one query head per block, the shares added by
-// attention_dkdv_sum, and a kv head's heads per block. Each result is
+// attention_dkdv_sum, and a kv head's heads per block; and both ways dq
+// can be had: from the dS the dk/dv kernel writes
+// (attention_tc_backward_dq_ds), and recomputed. Each result is
 // also held, as a whole, to tcAttention, the kernels' arithmetic with
 // their roundings, at tolTCRefOut and tolTCRefGrad.
 func TestGPUAttentionTC(t *testing.T) {
@@ -145,19 +147,28 @@ func TestGPUAttentionTC(t *testing.T) {
 			}
 		}
 		checkRef(name)
-		if s.Hq != s.Hkv {
-			// These launches are small: dk and dv were one query head per
-			// block (dkdvPerHead). Now a kv head's heads per block.
-			b.dkdvGroupBlocks = true
+		// again runs the backward with a knob set, into gradients poisoned
+		// first.
+		again := func(what string, knob *bool) {
+			*knob = true
 			for _, gr := range grads {
 				must(t, b.Copy(gr.got.d, nanHost(tensor.BF16, gr.got.d.Shape()...)))
 			}
 			err := b.AttentionBackward(dq.d, dk.d, dv.d, dout.d, q.d, k.d, v.d, ds.d, outD.d, lseD.d, scale)
-			b.dkdvGroupBlocks = false
+			*knob = false
 			must(t, err)
-			check(name + " (group blocks)")
-			checkRef(name + " (group blocks)")
+			check(name + what)
+			checkRef(name + what)
 		}
+		if s.Hq != s.Hkv {
+			// These launches are small: dk and dv were one query head per
+			// block (dkdvPerHead). Now a kv head's heads per block.
+			again(" (group blocks)", &b.dkdvGroupBlocks)
+		}
+		// dq was computed from the dk/dv kernel's dS (attentionDS: these
+		// are small), in a scratch poisoned with NaN (PoisonEmpty), which
+		// the pairs no query sees leave unwritten. Now recomputing it.
+		again(" (dq recomputed)", &b.attentionRecomputeDQ)
 	}
 }
 

@@ -46,6 +46,11 @@ type Backend struct {
 	// head's query heads per block whatever the launch's size (dkdvPerHead):
 	// the tests run both ways.
 	dkdvGroupBlocks bool
+	// attentionRecomputeDQ makes the tensor-core attention backward
+	// recompute S and dP for dq (attention_tc_backward_dq) where dS would
+	// fit its scratch (attentionDS): the tests run both ways, the GPU
+	// benchmark times both.
+	attentionRecomputeDQ bool
 	// attentionActsF32 makes AttentionRounds say no: the model keeps q, k,
 	// v and the attention output in float32, cast to bf16 around each
 	// attention launch (the GPU benchmark's step, against bf16 ones).

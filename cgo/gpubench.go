@@ -528,6 +528,17 @@ func (g *gpuBench) kernelCases() []benchCase {
 				return run()
 			}, 0, float64(5 * Hq * N * N * D)
 		}},
+		{"attention_backward_bf16_tc_dq_recomputed", func(keep func(...*tensor.Tensor)) (func() error, float64, float64) {
+			// The same with dq's S and dP recomputed (attention_tc_backward_dq)
+			// instead of read from the dS the dk/dv kernel writes
+			// (attentionDS): what the scratch is worth.
+			run := attnBackward(bf16, keep)
+			return func() error {
+				be.attentionRecomputeDQ = true
+				defer func() { be.attentionRecomputeDQ = false }()
+				return run()
+			}, 0, float64(5 * Hq * N * N * D)
+		}},
 		{"cross_entropy_f32xbf16_with_dh", func(keep func(...*tensor.Tensor)) (func() error, float64, float64) {
 			lv := make([]int32, N)
 			for i := range lv {

@@ -676,9 +676,10 @@ func (b *Backend) attentionRounded(out, lse, q, k, v, docStart *tensor.Tensor, s
 }
 
 // AttentionBackward implements tensor.Backend: D = rowsum(dout * out)
-// first, then dq, and dk with dv, in three launches (the last two on the
-// tensor cores when attentionTC allows; there, under GQA, a fourth adds
-// up each kv head's query heads).
+// first, then dq, and dk with dv, in three launches; on the tensor cores
+// when attentionTC allows (attentionBackwardTC), dk with dv first, writing
+// dS for the dq launch where it fits, and under GQA a fourth launch adding
+// up each kv head's query heads.
 func (b *Backend) AttentionBackward(dq, dk, dv, dout, q, k, v, docStart, out, lse *tensor.Tensor, scale float32) error {
 	const op = "attention backward"
 	s, err := attnCheck(op, q, k, v, lse, []*tensor.Tensor{dq, dout, out}, []*tensor.Tensor{dk, dv})
@@ -715,37 +716,7 @@ func (b *Backend) attentionBackward(s kernels.Sizes, dq, dk, dv, dout, doutFrom,
 		return err
 	}
 	if dqName, ok := attentionTC("attention_tc_backward_dq", s, dq, dk, dv, dout, q, k, v); ok {
-		dkdvName, _ := attentionTC("attention_tc_backward_dkdv", s)
-		args.Reset().Raw(dq).Raw(q).Raw(k).Raw(v).Raw(docStart).Raw(dout).Raw(lse).Raw(delta).
-			I32(s.B).I32(s.T).I32(s.Hq).I32(s.Hkv).F32(scale)
-		if err := b.q.launch(op, dqName, s, args); err != nil {
-			return err
-		}
-		// A kv head's query heads per block write dk and dv; one query head
-		// per block writes its float32 share, and the group's shares are
-		// added up in a second launch.
-		group := s.Hq / s.Hkv
-		ds := s
-		ds.Heads = group
-		var dkPart, dvPart *tensor.Tensor
-		if b.dkdvPerHead(dkdvName, ds) {
-			ds.Heads = 1
-			if dkPart, err = b.Empty(tensor.F32, s.B, s.T, s.Hq, s.D); err != nil {
-				return err
-			}
-			defer b.Free(dkPart)
-			if dvPart, err = b.Empty(tensor.F32, s.B, s.T, s.Hq, s.D); err != nil {
-				return err
-			}
-			defer b.Free(dvPart)
-		}
-		args.Reset().Raw(dk).Raw(dv).Raw(dkPart).Raw(dvPart).Raw(q).Raw(k).Raw(v).Raw(docStart).Raw(dout).Raw(lse).Raw(delta).
-			I32(s.B).I32(s.T).I32(s.Hq).I32(s.Hkv).I32(ds.Heads).F32(scale)
-		if err := b.q.launch(op, dkdvName, ds, args); err != nil || dkPart == nil {
-			return err
-		}
-		args.Reset().Raw(dk).Raw(dv).Raw(dkPart).Raw(dvPart).I32(s.B * s.T * s.Hkv).I32(group).I32(s.D).F32(scale)
-		return b.q.launch(op, "attention_dkdv_sum", s, args)
+		return b.attentionBackwardTC(s, dqName, dq, dk, dv, dout, q, k, v, docStart, lse, delta, args, scale)
 	}
 	args.Reset().Tensor(dq).Tensor(q).Tensor(k).Tensor(v).Raw(docStart).Tensor(dout).Raw(lse).Raw(delta).
 		I32(s.B).I32(s.T).I32(s.Hq).I32(s.Hkv).I32(s.D).F32(scale)
@@ -755,6 +726,79 @@ func (b *Backend) attentionBackward(s kernels.Sizes, dq, dk, dv, dout, doutFrom,
 	args.Reset().Tensor(dk).Tensor(dv).Tensor(q).Tensor(k).Tensor(v).Raw(docStart).Tensor(dout).Raw(lse).Raw(delta).
 		I32(s.B).I32(s.T).I32(s.Hq).I32(s.Hkv).I32(s.D).F32(scale)
 	return b.q.launch(op, "attention_backward_dkdv", s, args)
+}
+
+// attentionDSMaxBytes caps the bf16 scratch of dS that lets
+// attention_tc_backward_dq_ds compute dq in one product per tile instead
+// of three (attention_tc.cu), one layer's at a time: at Llama-3.1-8B's 32
+// heads 132 MiB at T = 2048 and 520 MiB at 4096; past the cap (T = 6144
+// there), attention_tc_backward_dq recomputes what it needs.
+const attentionDSMaxBytes = 1 << 30
+
+// attentionDS returns the shape of the dS scratch for s, [B, Hq, tiles,
+// 64, 64] with tiles the causal half's 64 x 64 tiles (n (n + 1) / 2 of
+// them, n = ceil(T/64): attention_tc.cu's tc_ds_tile), and whether it is
+// within attentionDSMaxBytes.
+func attentionDS(s kernels.Sizes) ([]int, bool) {
+	n := (s.T + 63) / 64
+	shape := []int{s.B, s.Hq, n * (n + 1) / 2, 64, 64}
+	return shape, s.B*s.Hq*shape[2]*64*64*2 <= attentionDSMaxBytes
+}
+
+// attentionBackwardTC is AttentionBackward's tensor-core launches after
+// the delta: dk and dv, writing dS where it fits (attentionDS) with the
+// query heads' shares added under GQA when per head (dkdvPerHead); then dq,
+// from dS (attention_tc_backward_dq_ds) or recomputing it
+// (attention_tc_backward_dq).
+func (b *Backend) attentionBackwardTC(s kernels.Sizes, dqName string, dq, dk, dv, dout, q, k, v, docStart, lse, delta *tensor.Tensor, args *Args, scale float32) error {
+	const op = "attention backward"
+	var dS *tensor.Tensor
+	if shape, ok := attentionDS(s); ok && !b.attentionRecomputeDQ {
+		var err error
+		if dS, err = b.Empty(tensor.BF16, shape...); err != nil {
+			return err
+		}
+		defer b.Free(dS)
+	}
+	// A kv head's query heads per block write dk and dv; one query head
+	// per block writes its float32 share, and the group's shares are
+	// added up in a second launch.
+	dkdvName, _ := attentionTC("attention_tc_backward_dkdv", s)
+	group := s.Hq / s.Hkv
+	ds := s
+	ds.Heads = group
+	var dkPart, dvPart *tensor.Tensor
+	if b.dkdvPerHead(dkdvName, ds) {
+		ds.Heads = 1
+		var err error
+		if dkPart, err = b.Empty(tensor.F32, s.B, s.T, s.Hq, s.D); err != nil {
+			return err
+		}
+		defer b.Free(dkPart)
+		if dvPart, err = b.Empty(tensor.F32, s.B, s.T, s.Hq, s.D); err != nil {
+			return err
+		}
+		defer b.Free(dvPart)
+	}
+	args.Reset().Raw(dk).Raw(dv).Raw(dkPart).Raw(dvPart).Raw(dS).Raw(q).Raw(k).Raw(v).Raw(docStart).Raw(dout).Raw(lse).Raw(delta).
+		I32(s.B).I32(s.T).I32(s.Hq).I32(s.Hkv).I32(ds.Heads).F32(scale)
+	if err := b.q.launch(op, dkdvName, ds, args); err != nil {
+		return err
+	}
+	if dkPart != nil {
+		args.Reset().Raw(dk).Raw(dv).Raw(dkPart).Raw(dvPart).I32(s.B * s.T * s.Hkv).I32(group).I32(s.D).F32(scale)
+		if err := b.q.launch(op, "attention_dkdv_sum", s, args); err != nil {
+			return err
+		}
+	}
+	if dS != nil {
+		name, _ := attentionTC("attention_tc_backward_dq_ds", s)
+		args.Reset().Raw(dq).Raw(dS).Raw(k).Raw(docStart).I32(s.B).I32(s.T).I32(s.Hq).I32(s.Hkv).F32(scale)
+		return b.q.launch(op, name, s, args)
+	}
+	args.Reset().Raw(dq).Raw(q).Raw(k).Raw(v).Raw(docStart).Raw(dout).Raw(lse).Raw(delta).
+		I32(s.B).I32(s.T).I32(s.Hq).I32(s.Hkv).F32(scale)
+	return b.q.launch(op, dqName, s, args)
 }
 
 // dkdvPerHead reports whether attention_tc_backward_dkdv should take one

@@ -317,21 +317,28 @@ func TestRecordedOps(t *testing.T) {
 			return b.Attention(dev(t, b, bf16, B, T, Hq, 64), dev(t, b, f32, B, Hq, T), dev(t, b, bf16, B, T, Hq, 64),
 				dev(t, b, bf16, B, T, Hkv, 64), dev(t, b, bf16, B, T, Hkv, 64), dev(t, b, i32, B, T), 0.3)
 		}},
-		{"attention backward, tensor cores, GQA", []string{"attention_backward_delta", "attention_tc_backward_dq_d64",
-			"attention_tc_backward_dkdv_d64", "attention_dkdv_sum"}, func() error {
+		{"attention backward, tensor cores, GQA", []string{"attention_backward_delta", "attention_tc_backward_dkdv_d64",
+			"attention_dkdv_sum", "attention_tc_backward_dq_ds_d64"}, func() error {
 			q4, kv := func() *tensor.Tensor { return dev(t, b, bf16, B, T, Hq, 64) }, func() *tensor.Tensor { return dev(t, b, bf16, B, T, Hkv, 64) }
 			return b.AttentionBackward(q4(), kv(), kv(), q4(), q4(), kv(), kv(), nil, q4(), dev(t, b, f32, B, Hq, T), 0.3)
 		}},
 		{"attention backward, tensor cores, GQA, a kv head's query heads per block", []string{"attention_backward_delta",
-			"attention_tc_backward_dq_d64", "attention_tc_backward_dkdv_d64"}, func() error {
+			"attention_tc_backward_dkdv_d64", "attention_tc_backward_dq_ds_d64"}, func() error {
 			q4, kv := func() *tensor.Tensor { return dev(t, b, bf16, B, T, Hq, 64) }, func() *tensor.Tensor { return dev(t, b, bf16, B, T, Hkv, 64) }
 			b.dkdvGroupBlocks = true
 			defer func() { b.dkdvGroupBlocks = false }()
 			return b.AttentionBackward(q4(), kv(), kv(), q4(), q4(), kv(), kv(), nil, q4(), dev(t, b, f32, B, Hq, T), 0.3)
 		}},
 		{"attention backward, tensor cores, a kv head per query head", []string{"attention_backward_delta",
-			"attention_tc_backward_dq_d64", "attention_tc_backward_dkdv_d64"}, func() error {
+			"attention_tc_backward_dkdv_d64", "attention_tc_backward_dq_ds_d64"}, func() error {
 			q4 := func() *tensor.Tensor { return dev(t, b, bf16, B, T, Hq, 64) }
+			return b.AttentionBackward(q4(), q4(), q4(), q4(), q4(), q4(), q4(), dev(t, b, i32, B, T), q4(), dev(t, b, f32, B, Hq, T), 0.3)
+		}},
+		{"attention backward, tensor cores, dq recomputed", []string{"attention_backward_delta",
+			"attention_tc_backward_dkdv_d64", "attention_tc_backward_dq_d64"}, func() error {
+			q4 := func() *tensor.Tensor { return dev(t, b, bf16, B, T, Hq, 64) }
+			b.attentionRecomputeDQ = true
+			defer func() { b.attentionRecomputeDQ = false }()
 			return b.AttentionBackward(q4(), q4(), q4(), q4(), q4(), q4(), q4(), dev(t, b, i32, B, T), q4(), dev(t, b, f32, B, Hq, T), 0.3)
 		}},
 		{"zero tensors", []string{"zero_tensors"}, func() error {
@@ -491,7 +498,9 @@ func TestRecordedAttention128k(t *testing.T) {
 	checkErr(t, b.Attention(out, lse, qt, k, v, docs, 0.088))
 	dq, dk, dv, dout := empty(bf16, 1, T, Hq, D), empty(bf16, 1, T, Hkv, D), empty(bf16, 1, T, Hkv, D), empty(bf16, 1, T, Hq, D)
 	checkErr(t, b.AttentionBackward(dq, dk, dv, dout, qt, k, v, docs, out, lse, 0.088))
-	want := []string{"attention_tc_forward_d128", "attention_backward_delta", "attention_tc_backward_dq_d128", "attention_tc_backward_dkdv_d128"}
+	// The causal half of dS would take 64 GiB: dq is recomputed
+	// (attentionDS).
+	want := []string{"attention_tc_forward_d128", "attention_backward_delta", "attention_tc_backward_dkdv_d128", "attention_tc_backward_dq_d128"}
 	if !slices.Equal(q.log, want) {
 		t.Errorf("launches %v, want %v", q.log, want)
 	}
@@ -633,7 +642,7 @@ func TestKernelsUsedExist(t *testing.T) {
 	used := []string{"elementwise_cast", "elementwise_add", "elementwise_mul", "elementwise_scale", "embedding_forward",
 		"rmsnorm_forward", "rmsnorm_backward", "rope", "attention_forward", "attention_backward_delta",
 		"attention_backward_dq", "attention_backward_dkdv", "attention_tc_forward_d64", "attention_tc_backward_dq_d64",
-		"attention_tc_backward_dkdv_d64", "attention_dkdv_sum", "swiglu_forward", "swiglu_backward", "ce_init",
+		"attention_tc_backward_dkdv_d64", "attention_tc_backward_dq_ds_d64", "attention_dkdv_sum", "swiglu_forward", "swiglu_backward", "ce_init",
 		"ce_chunk_update", "ce_rescale", "ce_finalize", "adamw", "zero_tensors", "lora_narrow", "lora_grad", "lora_expand", "embedding_backward", "kmeans_sqnorm",
 		"kmeans_assign", "kmeans_split", "kmeans_assign_tc", "kmeans_assign_tc_split", "kmeans_chunk_counts",
 		"kmeans_chunk_offsets", "kmeans_cluster_starts", "kmeans_scatter", "kmeans_segment_mean"}

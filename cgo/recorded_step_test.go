@@ -51,7 +51,7 @@ func TestRecordedLlama8BStep(t *testing.T) {
 		loraOnCublas, attentionF32 bool
 		want                       []string // kernels the variant must launch
 	}{
-		{"default", false, false, []string{"attention_tc_forward_d128", "attention_tc_backward_dq_d128", "attention_tc_backward_dkdv_d128", "lora_narrow", "lora_grad", "adamw"}},
+		{"default", false, false, []string{"attention_tc_forward_d128", "attention_tc_backward_dkdv_d128", "attention_tc_backward_dq_ds_d128", "lora_narrow", "lora_grad", "adamw"}},
 		{"LoRA products on cuBLAS", true, false, []string{"attention_tc_forward_d128", "adamw"}},
 		{"attention tensors in float32", false, true, []string{"attention_tc_forward_d128", "lora_narrow"}},
 	} {

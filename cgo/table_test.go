@@ -85,8 +85,14 @@ func tableLaunches(t *testing.T) map[string]bool {
 					return err
 				}
 				dq, dk, dv := dev(t, b, bf16, B, T, Hq, d), dev(t, b, bf16, B, T, Hkv, d), dev(t, b, bf16, B, T, Hkv, d)
-				if err := b.AttentionBackward(dq, dk, dv, dev(t, b, bf16, B, T, Hq, d), q, k, v, nil, dev(t, b, bf16, B, T, Hq, d), dev(t, b, f32, B, Hq, T), 0.3); err != nil {
-					return err
+				// dq from the dk/dv kernel's dS, then recomputed.
+				for _, recompute := range []bool{false, true} {
+					b.attentionRecomputeDQ = recompute
+					err := b.AttentionBackward(dq, dk, dv, dev(t, b, bf16, B, T, Hq, d), q, k, v, nil, dev(t, b, bf16, B, T, Hq, d), dev(t, b, f32, B, Hq, T), 0.3)
+					b.attentionRecomputeDQ = false
+					if err != nil {
+						return err
+					}
 				}
 			}
 			return nil

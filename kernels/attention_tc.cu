@@ -23,8 +23,15 @@
 // attention_tc_backward_dkdv takes 64 keys and one query head, or all of
 // a kv head's, per block (16 keys per warp) and loops over those heads'
 // query tiles of 32 from the key tile on (dV += P^T dO, dK += dS^T Q,
-// dk = scale dK). One head per block when the launch would otherwise have
-// few blocks: each query head's dK and dV go out in float32 and
+// dk = scale dK). Where dS fits a scratch tensor (cgo/ops.go's
+// attentionDSMaxBytes; 132 MiB at Llama's 32 heads and T = 2048), the
+// dk/dv kernel runs first and writes it in bf16, and
+// attention_tc_backward_dq_ds computes dq = scale dS K from it: one product
+// per tile, where attention_tc_backward_dq needs three (S and dP again,
+// then dS K). FlashAttention-2 adds dq up in the dk/dv kernel with float32
+// atomics instead, in no fixed order. One head per block when the launch
+// would otherwise have few blocks: each query head's dK and dV go out in
+// float32 and
 // attention_dkdv_sum adds up the group's in a fixed order. (A kv head's
 // blocks, at T = 2048 with Llama's 32/8 heads, gave the first key tile's
 // blocks 256 steps where the average block had 132: with all 256 blocks
@@ -177,6 +184,17 @@ __device__ __forceinline__ int tc_queries_until(const int* doc_start, int b, int
     }
   }
   return lo;
+}
+
+// tc_ds_tile is where the dS^T tile of keys k0..k0+63 and queries
+// q0/64*64.. (k0 <= q0: the causal half) of head h of row b begins in the
+// dk/dv kernel's scratch: [B, Hq, tiles, 64, 64] bf16, key rows of 64
+// queries, the tiles of a head in the order (query tile qt, key tile
+// kt <= qt), tiles = n (n + 1) / 2 for n = ceil(T/64).
+__device__ __forceinline__ uint16_t* tc_ds_tile(const uint16_t* ds, int b, int h, int T, int Hq, int k0, int q0) {
+  size_t n = (T + TC_BK - 1) / TC_BK, qt = q0 / TC_BQ, kt = k0 / TC_BK;
+  size_t tile = ((size_t)b * Hq + h) * (n * (n + 1) / 2) + qt * (qt + 1) / 2 + kt;
+  return (uint16_t*)ds + tile * (TC_BK * TC_BQ);
 }
 
 // attention_tc_forward matches tensor.CPU.Attention for bf16 tensors (with
@@ -420,12 +438,16 @@ __device__ __forceinline__ void attention_tc_backward_dq(uint16_t* dq, const uin
 // one head: with the whole group it writes dk and dv, bf16 [B, T, Hkv, D];
 // with one head of several it writes that head's dK (without the scale)
 // and dV in float32 into dk_part and dv_part [B, T, Hq, D], for
-// attention_dkdv_sum. Written, not accumulated. Grid (Hq / heads, B,
+// attention_dkdv_sum. Written, not accumulated. With ds_out not null it
+// also writes dS^T there, the bf16 values its dK product reads, for
+// attention_tc_backward_dq_ds, for every query tile the block visits
+// (pairs no query sees are not all written): ds_out [B, Hq, tiles, 64, 64]
+// (tc_ds_tile). Grid (Hq / heads, B,
 // ceil(T/64)), block 128, dynamic shared memory (2*64 + 4*32) (D + 8) * 2
 // + 2*3*32*4 bytes.
 template <int D>
 __device__ __forceinline__ void attention_tc_backward_dkdv(uint16_t* dk, uint16_t* dv, float* dk_part, float* dv_part,
-                                                           const uint16_t* q, const uint16_t* k, const uint16_t* v,
+                                                           uint16_t* ds_out, const uint16_t* q, const uint16_t* k, const uint16_t* v,
                                                            const int* doc_start, const uint16_t* dout,
                                                            const float* lse, const float* delta, int B, int T, int Hq,
                                                            int Hkv, int heads, float scale) {
@@ -513,6 +535,17 @@ __device__ __forceinline__ void attention_tc_backward_dkdv(uint16_t* dk, uint16_
         ds[j].x[i] = pv * (ds[j].x[i] - delta_t[c]);
       }
     }
+    if (ds_out != nullptr) {
+      // This warp's 16 keys x 32 queries of dS^T, rounded as the dK
+      // product rounds them: a quad writes 16 contiguous bytes of a row.
+      uint16_t* at = tc_ds_tile(ds_out, b, h0 + st / ntiles, T, Hq, k0, q0) + (warp * 16 + g) * TC_BQ + (q0 % TC_BQ) +
+                     2 * tg;
+#pragma unroll
+      for (int j = 0; j < TC_BQB / 8; j++) {
+        *(uint32_t*)(at + 8 * j) = pack_bf16_rn(ds[j].x[0], ds[j].x[1]);
+        *(uint32_t*)(at + 8 * TC_BQ + 8 * j) = pack_bf16_rn(ds[j].x[2], ds[j].x[3]);
+      }
+    }
     tc_accumulate<D, TC_BQB>(dv_acc, p, dOt, lane);
     tc_accumulate<D, TC_BQB>(dk_acc, ds, Qt, lane);
     __syncthreads();  // every warp is done with this buffer before it is refilled
@@ -540,6 +573,99 @@ __device__ __forceinline__ void attention_tc_backward_dkdv(uint16_t* dk, uint16_
   __syncthreads();
   tc_store_rows<D>(dk, Ks, TC_BK, k0, T, Hkv, kvh, b);
   tc_store_rows<D>(dv, Vs, TC_BK, k0, T, Hkv, kvh, b);
+}
+
+// attention_tc_backward_dq_ds is attention_tc_backward_dq from the dS^T
+// that attention_tc_backward_dkdv wrote into ds (tc_ds_tile): dq = scale
+// dS K, one product per key tile. The dS tile is read with transposing
+// ldmatrix straight into the A fragments; where the tile may hold pairs a
+// row does not see (the diagonal, document starts), those halves of the
+// fragments are cleared bit by bit, so that entries the dk/dv kernel did
+// not write (stale values, NaN) never reach the sum. Grid (Hq, B,
+// ceil(T/64)), block 128, dynamic shared memory 2*64 (64 + 8) * 2 +
+// 2*64 (D + 8) * 2 bytes.
+template <int D>
+__device__ __forceinline__ void attention_tc_backward_dq_ds(uint16_t* dq, const uint16_t* ds, const uint16_t* k,
+                                                            const int* doc_start, int B, int T, int Hq, int Hkv,
+                                                            float scale) {
+  constexpr int LD = D + TC_PAD, LDS = TC_BK + TC_PAD;
+  DYNAMIC_SHARED(uint16_t, smem);
+  uint16_t* Ss = smem;                   // [2][TC_BK][LDS]: dS^T, key rows of the block's 64 queries
+  uint16_t* Ks = Ss + 2 * TC_BK * LDS;   // [2][TC_BK][LD]
+
+  int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, tg = lane & 3;
+  int q0 = (gridDim.z - 1 - blockIdx.z) * TC_BQ, h = blockIdx.x, b = blockIdx.y, kvh = h / (Hq / Hkv);
+  int row[2] = {q0 + warp * 16 + g, q0 + warp * 16 + g + 8};
+  int rstart[2] = {tc_doc_start_at(doc_start, b, T, row[0]), tc_doc_start_at(doc_start, b, T, row[1])};
+  int kfirst = q0, klate = 0;
+  for (int i = 0; i < TC_BQ && q0 + i < T; i++) {
+    int st = tc_doc_start_at(doc_start, b, T, q0 + i);
+    kfirst = min(kfirst, st);
+    klate = max(klate, st);
+  }
+  int kbegin = kfirst / TC_BK * TC_BK, kend = min(T, q0 + TC_BQ);
+  int ntiles = (kend - kbegin + TC_BK - 1) / TC_BK;
+
+  // The tile of keys k0.. and the block's queries: 8 KiB in one piece.
+  auto load_ds = [&](uint16_t* s, int k0) {
+    const uint16_t* tile = tc_ds_tile(ds, b, h, T, Hq, k0, q0);
+    for (int i = tid; i < TC_BK * (TC_BQ / 8); i += TC_THREADS) {
+      int r = i / (TC_BQ / 8), c = i % (TC_BQ / 8);
+      cp_async_16(s + r * LDS + c * 8, tile + r * TC_BQ + c * 8, true);
+    }
+  };
+  load_ds(Ss, kbegin);
+  tc_load_rows<D>(Ks, k, TC_BK, kbegin, T, Hkv, kvh, b);
+  cp_async_commit();
+
+  FragC acc[D / 8];
+#pragma unroll
+  for (int j = 0; j < D / 8; j++) acc[j].x[0] = acc[j].x[1] = acc[j].x[2] = acc[j].x[3] = 0.0f;
+  for (int it = 0; it < ntiles; it++) {
+    int k0 = kbegin + it * TC_BK, buf = it & 1;
+    if (it + 1 < ntiles) {
+      load_ds(Ss + (buf ^ 1) * TC_BK * LDS, k0 + TC_BK);
+      tc_load_rows<D>(Ks + (buf ^ 1) * TC_BK * LD, k, TC_BK, k0 + TC_BK, T, Hkv, kvh, b);
+      cp_async_commit();
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncthreads();
+    const uint16_t* St = Ss + buf * TC_BK * LDS + warp * 16;  // this warp's 16 query columns
+    const uint16_t* Kt = Ks + buf * TC_BK * LD;
+    bool masked = k0 < klate || k0 + TC_BK > q0 + 1;
+#pragma unroll
+    for (int kk = 0; kk < TC_BK / 16; kk++) {
+      FragA fa;
+      ldmatrix_frag_a_trans(fa, St + kk * 16 * LDS, LDS, lane);
+      if (masked) {
+        // x[i]: row row[i & 1], keys key and key + 1 in its low and high
+        // halves (mma.cuh's A fragment).
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+          int r = i & 1, key = k0 + kk * 16 + 2 * tg + (i >> 1) * 8;
+          unsigned span = (unsigned)(row[r] - rstart[r]);
+          uint32_t keep = ((unsigned)(key - rstart[r]) <= span ? 0x0000ffffu : 0u) |
+                          ((unsigned)(key + 1 - rstart[r]) <= span ? 0xffff0000u : 0u);
+          fa.x[i] &= keep;
+        }
+      }
+#pragma unroll
+      for (int dj = 0; dj < D / 16; dj++) {
+        uint32_t r[4];
+        ldmatrix_x4_trans(r, Kt + (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * LD + dj * 16 + (lane >> 4) * 8);
+        FragB b0 = {{r[0], r[1]}}, b1 = {{r[2], r[3]}};
+        mma_bf16_m16n8k16(acc[2 * dj], fa, b0);
+        mma_bf16_m16n8k16(acc[2 * dj + 1], fa, b1);
+      }
+    }
+    __syncthreads();  // every warp is done with these tiles before the next load refills them
+  }
+  // Ks is free after the last barrier: the tile goes out through it.
+  tc_stage_rows<D>(Ks + warp * 16 * LD, acc, scale, scale, lane);
+  __syncthreads();
+  tc_store_rows<D>(dq, Ks, TC_BQ, q0, T, Hq, h, b);
 }
 
 // attention_dkdv_sum finishes attention_tc_backward_dkdv under GQA:
@@ -600,11 +726,12 @@ extern "C" __global__ void __launch_bounds__(TC_THREADS)
   attention_tc_backward_dq<64>(dq, q, k, v, doc_start, dout, lse, delta, B, T, Hq, Hkv, scale);
 }
 extern "C" __global__ void __launch_bounds__(TC_THREADS)
-    attention_tc_backward_dkdv_d64(uint16_t* dk, uint16_t* dv, float* dk_part, float* dv_part, const uint16_t* q,
+    attention_tc_backward_dkdv_d64(uint16_t* dk, uint16_t* dv, float* dk_part, float* dv_part, uint16_t* ds_out,
+                                   const uint16_t* q,
                                    const uint16_t* k, const uint16_t* v, const int* doc_start, const uint16_t* dout,
                                    const float* lse, const float* delta, int B, int T, int Hq, int Hkv, int heads,
                                    float scale) {
-  attention_tc_backward_dkdv<64>(dk, dv, dk_part, dv_part, q, k, v, doc_start, dout, lse, delta, B, T, Hq, Hkv, heads,
+  attention_tc_backward_dkdv<64>(dk, dv, dk_part, dv_part, ds_out, q, k, v, doc_start, dout, lse, delta, B, T, Hq, Hkv, heads,
                                 scale);
 }
 extern "C" __global__ void __launch_bounds__(TC_THREADS)
@@ -614,11 +741,12 @@ extern "C" __global__ void __launch_bounds__(TC_THREADS)
   attention_tc_backward_dq<96>(dq, q, k, v, doc_start, dout, lse, delta, B, T, Hq, Hkv, scale);
 }
 extern "C" __global__ void __launch_bounds__(TC_THREADS)
-    attention_tc_backward_dkdv_d96(uint16_t* dk, uint16_t* dv, float* dk_part, float* dv_part, const uint16_t* q,
+    attention_tc_backward_dkdv_d96(uint16_t* dk, uint16_t* dv, float* dk_part, float* dv_part, uint16_t* ds_out,
+                                   const uint16_t* q,
                                    const uint16_t* k, const uint16_t* v, const int* doc_start, const uint16_t* dout,
                                    const float* lse, const float* delta, int B, int T, int Hq, int Hkv, int heads,
                                    float scale) {
-  attention_tc_backward_dkdv<96>(dk, dv, dk_part, dv_part, q, k, v, doc_start, dout, lse, delta, B, T, Hq, Hkv, heads,
+  attention_tc_backward_dkdv<96>(dk, dv, dk_part, dv_part, ds_out, q, k, v, doc_start, dout, lse, delta, B, T, Hq, Hkv, heads,
                                 scale);
 }
 extern "C" __global__ void __launch_bounds__(TC_THREADS)
@@ -628,10 +756,26 @@ extern "C" __global__ void __launch_bounds__(TC_THREADS)
   attention_tc_backward_dq<128>(dq, q, k, v, doc_start, dout, lse, delta, B, T, Hq, Hkv, scale);
 }
 extern "C" __global__ void __launch_bounds__(TC_THREADS)
-    attention_tc_backward_dkdv_d128(uint16_t* dk, uint16_t* dv, float* dk_part, float* dv_part, const uint16_t* q,
+    attention_tc_backward_dkdv_d128(uint16_t* dk, uint16_t* dv, float* dk_part, float* dv_part, uint16_t* ds_out,
+                                   const uint16_t* q,
                                    const uint16_t* k, const uint16_t* v, const int* doc_start, const uint16_t* dout,
                                    const float* lse, const float* delta, int B, int T, int Hq, int Hkv, int heads,
                                    float scale) {
-  attention_tc_backward_dkdv<128>(dk, dv, dk_part, dv_part, q, k, v, doc_start, dout, lse, delta, B, T, Hq, Hkv, heads,
+  attention_tc_backward_dkdv<128>(dk, dv, dk_part, dv_part, ds_out, q, k, v, doc_start, dout, lse, delta, B, T, Hq, Hkv, heads,
                                 scale);
+}
+extern "C" __global__ void __launch_bounds__(TC_THREADS)
+    attention_tc_backward_dq_ds_d64(uint16_t* dq, const uint16_t* ds, const uint16_t* k, const int* doc_start, int B,
+                                    int T, int Hq, int Hkv, float scale) {
+  attention_tc_backward_dq_ds<64>(dq, ds, k, doc_start, B, T, Hq, Hkv, scale);
+}
+extern "C" __global__ void __launch_bounds__(TC_THREADS)
+    attention_tc_backward_dq_ds_d96(uint16_t* dq, const uint16_t* ds, const uint16_t* k, const int* doc_start, int B,
+                                    int T, int Hq, int Hkv, float scale) {
+  attention_tc_backward_dq_ds<96>(dq, ds, k, doc_start, B, T, Hq, Hkv, scale);
+}
+extern "C" __global__ void __launch_bounds__(TC_THREADS)
+    attention_tc_backward_dq_ds_d128(uint16_t* dq, const uint16_t* ds, const uint16_t* k, const int* doc_start, int B,
+                                    int T, int Hq, int Hkv, float scale) {
+  attention_tc_backward_dq_ds<128>(dq, ds, k, doc_start, B, T, Hq, Hkv, scale);
 }

@@ -246,6 +246,7 @@ var Table = []Kernel{
 	attentionTcForward(64), attentionTcForward(96), attentionTcForward(128),
 	attentionTcBackwardDq(64), attentionTcBackwardDq(96), attentionTcBackwardDq(128),
 	attentionTcBackwardDkdv(64), attentionTcBackwardDkdv(96), attentionTcBackwardDkdv(128),
+	attentionTcBackwardDqDs(64), attentionTcBackwardDqDs(96), attentionTcBackwardDqDs(128),
 	{Name: "attention_dkdv_sum", Source: "attention_tc", Matches: "AttentionBackward (dk, dv under GQA: the group's query heads added up)", Block: 256,
 		Grid: func(s Sizes) [3]int { return strided(s.B*s.T*s.Hkv*s.D/8, 256) }},
 
@@ -337,6 +338,16 @@ func attentionTcBackwardDkdv(D int) Kernel {
 		Matches: fmt.Sprintf("AttentionBackward (dk, dv; bf16, D %d, tensor cores)", D), Block: 128,
 		Grid:   func(s Sizes) [3]int { return [3]int{s.Hq / max(1, s.Heads), s.B, ceilDiv(s.T, attTcBK)} },
 		Shared: func(s Sizes) int { return (2*attTcBK+4*attTcBQB)*(D+attTcPad)*2 + 2*3*attTcBQB*f32Bytes }}
+}
+
+// attentionTcBackwardDqDs is the Table entry of
+// attention_tc_backward_dq_ds_dD: dq from the dS the dk/dv kernel wrote,
+// its tiles (64 keys by the block's 64 queries) and K's double buffered.
+func attentionTcBackwardDqDs(D int) Kernel {
+	return Kernel{Name: fmt.Sprintf("attention_tc_backward_dq_ds_d%d", D), Source: "attention_tc",
+		Matches: fmt.Sprintf("AttentionBackward (dq from the dk/dv kernel's dS; bf16, D %d, tensor cores)", D), Block: 128,
+		Grid:   func(s Sizes) [3]int { return [3]int{s.Hq, s.B, ceilDiv(s.T, attTcBQ)} },
+		Shared: func(s Sizes) int { return 2*attTcBK*(attTcBQ+attTcPad)*2 + 2*attTcBK*(D+attTcPad)*2 }}
 }
 
 // KMeansSortChunk is the points per block of the k-means update's counting

@@ -341,6 +341,31 @@ mutation attention-gqa-sum-short kernels/attention_tc.cu \
   '    for (int j = 0; j < group - 1; j++) {  // (mutation: the last head left out)' \
   TestGPUAttentionTC
 
+# attention_tc_backward_dq_ds reads the dS tiles' entries no query sees
+# unmasked: the ones the dk/dv kernel left unwritten are the scratch's
+# NaN poison (PoisonEmpty), and the rows past a document's start read
+# another document's dS.
+mutation attention-ds-unmasked kernels/attention_tc.cu \
+  '      if (masked) {
+        // x[i]: row row[i & 1]' \
+  '      if (false) {  // (mutation: stale entries read)
+        // x[i]: row row[i & 1]' \
+  TestGPUAttentionTC
+
+# The dk/dv kernel writes its dS^T rows for key g + 8 at key g + 9.
+mutation attention-ds-row-off kernels/attention_tc.cu \
+  '        *(uint32_t*)(at + 8 * TC_BQ + 8 * j) = pack_bf16_rn(ds[j].x[2], ds[j].x[3]);' \
+  '        *(uint32_t*)(at + 9 * TC_BQ + 8 * j) = pack_bf16_rn(ds[j].x[2], ds[j].x[3]);  // (mutation)' \
+  TestGPUAttentionTC
+
+# attention_tc_backward_dq_ds refills its dS and K buffers while other
+# warps still read them.
+mutation attention-ds-buffer-refilled kernels/attention_tc.cu \
+  '    __syncthreads();  // every warp is done with these tiles before the next load refills them' \
+  '    // (mutation: no barrier before the refill)' \
+  TestGPUAttentionTC
+m_order[attention-ds-buffer-refilled]=shuffle
+
 # zero_tensors' 16-byte stores stop one group short of each tensor's end.
 mutation zero-tensors-last-group kernels/elementwise.cu \
   'for (size_t i = grid_start(); i < n / 16; i += grid_stride())' \
