@@ -12,8 +12,9 @@ import (
 )
 
 // memoryBackend is the CPU backend posing as a device that reports its
-// memory (as cgo.Backend does) and runs out of it: once failAt is set,
-// the failAt-th Empty from then on fails with tensor.ErrOutOfMemory.
+// memory (as cgo.Backend does) and runs out of it: the failAt-th Empty
+// (counting from 1; none when failAt is 0) fails with
+// tensor.ErrOutOfMemory.
 type memoryBackend struct {
 	tensor.Backend
 	avail           int64
@@ -23,17 +24,15 @@ type memoryBackend struct {
 func (b *memoryBackend) AvailableBytes() (int64, error) { return b.avail, nil }
 
 func (b *memoryBackend) Empty(dt tensor.DType, shape ...int) (*tensor.Tensor, error) {
-	if b.failAt > 0 {
-		if b.empties++; b.empties == b.failAt {
-			return nil, fmt.Errorf("fake device: %s %v: %w", dt, shape, tensor.ErrOutOfMemory)
-		}
+	if b.empties++; b.empties == b.failAt {
+		return nil, fmt.Errorf("fake device: %s %v: %w", dt, shape, tensor.ErrOutOfMemory)
 	}
 	return b.Backend.Empty(dt, shape...)
 }
 
 // On a backend that reports its memory, train says what a step may need
 // against what is left, warns when it may not fit, and an out-of-memory
-// error in a step says both and what needs less.
+// error in a step or an evaluation says both and what needs less.
 func TestTrainDeviceMemory(t *testing.T) {
 	work := t.TempDir()
 	modelDir := writeTinyByteModel(t, tinyByteLlama, 9)
@@ -66,6 +65,29 @@ func TestTrainDeviceMemory(t *testing.T) {
 	}
 	for _, want := range []string{"train: step 1", "out of device memory", "a step of 2 x 48 tokens needs up to",
 		"0.0 MiB were available", "--recompute needs up to", "no checkpoint was written yet"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("the error lacks %q: %v", want, err)
+		}
+	}
+
+	// An evaluation that runs out of memory says the same. A run of one
+	// step makes some Empty calls; with an evaluation after its step, the
+	// next one is the evaluation's.
+	o.MaxSteps, o.EvalEvery = 1, 0
+	o.Output = filepath.Join(work, "out4")
+	be = &memoryBackend{Backend: tensor.NewCPU(), avail: 64 << 30}
+	if _, err := Train(context.Background(), o, TrainEnv{Backend: be, Log: &log}); err != nil {
+		t.Fatal(err)
+	}
+	o.EvalEvery = 1
+	o.Output = filepath.Join(work, "out5")
+	be = &memoryBackend{Backend: tensor.NewCPU(), avail: 64 << 30, failAt: be.empties + 1}
+	_, err = Train(context.Background(), o, TrainEnv{Backend: be, Log: &log})
+	if !errors.Is(err, tensor.ErrOutOfMemory) {
+		t.Fatalf("got %v, want an out-of-memory error from the evaluation", err)
+	}
+	for _, want := range []string{"train: eval at step 1", "out of device memory", "a step of 2 x 48 tokens needs up to",
+		"--recompute needs up to", "no checkpoint was written yet"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("the error lacks %q: %v", want, err)
 		}

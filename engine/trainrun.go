@@ -502,14 +502,7 @@ func (r *trainRun) loop(ctx context.Context) (*TrainResult, error) {
 		sr, err := r.tr.TrainStepReplay(micro, replay, r.replayWeight(), seeds, lr)
 		if err != nil {
 			prog.clear()
-			if errors.Is(err, tensor.ErrOutOfMemory) && r.memoryHint != "" {
-				err = fmt.Errorf("%w (%s)", err, r.memoryHint)
-			}
-			last := "no checkpoint was written yet"
-			if r.state.Checkpoint != "" {
-				last = "the last checkpoint, " + r.state.Checkpoint + ", is intact"
-			}
-			return nil, fmt.Errorf("%w; stopped without saving: %s", err, last)
+			return nil, r.stopped(err)
 		}
 		r.state.Step++
 		r.state.MicroBatch += r.accum
@@ -536,7 +529,8 @@ func (r *trainRun) loop(ctx context.Context) (*TrainResult, error) {
 		if o.EvalEvery > 0 && len(r.evalRows) > 0 && (r.state.Step%o.EvalEvery == 0 || r.state.Step == r.total) {
 			better, err := r.evaluate()
 			if err != nil {
-				return nil, err
+				prog.clear()
+				return nil, r.stopped(err)
 			}
 			if !better && o.Patience > 0 && r.state.EvalsWithoutBetter >= o.Patience {
 				fmt.Fprintf(r.env.Log, "\ntrain: early stop at step %d: no better eval loss in %d evaluations (best %.4f at step %d)\n",
@@ -579,6 +573,20 @@ func (r *trainRun) loop(ctx context.Context) (*TrainResult, error) {
 	}
 	res.Checkpoint = r.state.Checkpoint
 	return res, nil
+}
+
+// stopped is the error a run stops with when a step or an evaluation
+// fails: with the memory hint when it ran out of device memory, and what
+// is left on disk.
+func (r *trainRun) stopped(err error) error {
+	if errors.Is(err, tensor.ErrOutOfMemory) && r.memoryHint != "" {
+		err = fmt.Errorf("%w (%s)", err, r.memoryHint)
+	}
+	last := "no checkpoint was written yet"
+	if r.state.Checkpoint != "" {
+		last = "the last checkpoint, " + r.state.Checkpoint + ", is intact"
+	}
+	return fmt.Errorf("%w; stopped without saving: %s", err, last)
 }
 
 // evaluate computes the loss over the held-out rows, records it, and keeps
