@@ -521,23 +521,13 @@ func (g *gpuBench) kernelCases() []benchCase {
 			// The same with a kv head's query heads per block of the dk/dv
 			// kernel (the layout before dkdvPerHead, which at this shape
 			// picks one head per block): what that choice is worth.
-			run := attnBackward(bf16, keep)
-			return func() error {
-				be.dkdvGroupBlocks = true
-				defer func() { be.dkdvGroupBlocks = false }()
-				return run()
-			}, 0, float64(5 * Hq * N * N * D)
+			return withKnob(&be.dkdvGroupBlocks, attnBackward(bf16, keep)), 0, float64(5 * Hq * N * N * D)
 		}},
 		{"attention_backward_bf16_tc_dq_recomputed", func(keep func(...*tensor.Tensor)) (func() error, float64, float64) {
 			// The same with dq's S and dP recomputed (attention_tc_backward_dq)
 			// instead of read from the dS the dk/dv kernel writes
 			// (attentionDS): what the scratch is worth.
-			run := attnBackward(bf16, keep)
-			return func() error {
-				be.attentionRecomputeDQ = true
-				defer func() { be.attentionRecomputeDQ = false }()
-				return run()
-			}, 0, float64(5 * Hq * N * N * D)
+			return withKnob(&be.attentionRecomputeDQ, attnBackward(bf16, keep)), 0, float64(5 * Hq * N * N * D)
 		}},
 		{"cross_entropy_f32xbf16_with_dh", func(keep func(...*tensor.Tensor)) (func() error, float64, float64) {
 			lv := make([]int32, N)
@@ -574,6 +564,15 @@ func (g *gpuBench) kernelCases() []benchCase {
 			// p, g, m, v read; p, m, v written.
 			return func() error { return be.AdamW(ps, gs, ms, vs, 10, 1e-4, 0.9, 0.999, 1e-8, 0.01) }, 7 * 4 * float64(total), 0
 		}},
+	}
+}
+
+// withKnob returns run with the backend knob set for its duration.
+func withKnob(knob *bool, run func() error) func() error {
+	return func() error {
+		*knob = true
+		defer func() { *knob = false }()
+		return run()
 	}
 }
 

@@ -89,6 +89,24 @@ __device__ __forceinline__ void tc_load_rows(uint16_t* s, const uint16_t* x, int
   }
 }
 
+// tc_key_tiles finds the key tiles of the query block at q0: its rows see
+// keys from the smallest document start among them to their last row, so
+// ntiles tiles of 64 from kbegin; all of them see every key from klate
+// (the largest start) to q0, so a tile from klate on that ends by q0 + 1
+// needs no mask.
+__device__ __forceinline__ void tc_key_tiles(const int* doc_start, int b, int T, int q0, int& kbegin, int& ntiles,
+                                             int& klate) {
+  int kfirst = q0;
+  klate = 0;
+  for (int i = 0; i < TC_BQ && q0 + i < T; i++) {
+    int st = tc_doc_start_at(doc_start, b, T, q0 + i);
+    kfirst = min(kfirst, st);
+    klate = max(klate, st);
+  }
+  kbegin = kfirst / TC_BK * TC_BK;
+  ntiles = (min(T, q0 + TC_BQ) - kbegin + TC_BK - 1) / TC_BK;
+}
+
 // tc_scores sets s = A B^T for the warp: A is the 16 rows of D bf16 at a,
 // B the N rows at b (both with row stride D + TC_PAD); s[j] holds columns
 // 8j..8j+7.
@@ -114,6 +132,23 @@ __device__ __forceinline__ void tc_scores(FragC (&s)[N / 8], const uint16_t* a, 
   }
 }
 
+// tc_accumulate16 adds A B to acc for the warp: A the 16 x 16 fragment fa,
+// B the 16 rows of D bf16 from row r0 at b (row stride D + TC_PAD).
+template <int D>
+__device__ __forceinline__ void tc_accumulate16(FragC (&acc)[D / 8], const FragA& fa, const uint16_t* b, int r0,
+                                                int lane) {
+  constexpr int LD = D + TC_PAD;
+#pragma unroll
+  for (int dj = 0; dj < D / 16; dj++) {
+    // Transposed: B rows r0 + 0-7 and 8-15 at columns dj*16, then +8.
+    uint32_t r[4];
+    ldmatrix_x4_trans(r, b + (r0 + (lane & 7) + ((lane >> 3) & 1) * 8) * LD + dj * 16 + (lane >> 4) * 8);
+    FragB b0 = {{r[0], r[1]}}, b1 = {{r[2], r[3]}};
+    mma_bf16_m16n8k16(acc[2 * dj], fa, b0);
+    mma_bf16_m16n8k16(acc[2 * dj + 1], fa, b1);
+  }
+}
+
 // tc_accumulate adds P B to acc for the warp: P is 16 x N in the
 // accumulator layout of tc_scores (rounded to bf16 here), B the N rows of
 // D bf16 at b. The accumulators of tiles 2kk and 2kk+1 are the A fragment
@@ -122,7 +157,6 @@ __device__ __forceinline__ void tc_scores(FragC (&s)[N / 8], const uint16_t* a, 
 template <int D, int N>
 __device__ __forceinline__ void tc_accumulate(FragC (&acc)[D / 8], const FragC (&p)[N / 8], const uint16_t* b,
                                               int lane) {
-  constexpr int LD = D + TC_PAD;
 #pragma unroll
   for (int kk = 0; kk < N / 16; kk++) {
     FragA fa;
@@ -130,15 +164,7 @@ __device__ __forceinline__ void tc_accumulate(FragC (&acc)[D / 8], const FragC (
     fa.x[1] = pack_bf16_rn(p[2 * kk].x[2], p[2 * kk].x[3]);          // row g + 8
     fa.x[2] = pack_bf16_rn(p[2 * kk + 1].x[0], p[2 * kk + 1].x[1]);  // row g,     columns 2tg+8, 2tg+9
     fa.x[3] = pack_bf16_rn(p[2 * kk + 1].x[2], p[2 * kk + 1].x[3]);  // row g + 8
-#pragma unroll
-    for (int dj = 0; dj < D / 16; dj++) {
-      // Transposed: B rows kk*16 + 0-7 and 8-15 at columns dj*16, then +8.
-      uint32_t r[4];
-      ldmatrix_x4_trans(r, b + (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * LD + dj * 16 + (lane >> 4) * 8);
-      FragB b0 = {{r[0], r[1]}}, b1 = {{r[2], r[3]}};
-      mma_bf16_m16n8k16(acc[2 * dj], fa, b0);
-      mma_bf16_m16n8k16(acc[2 * dj + 1], fa, b1);
-    }
+    tc_accumulate16<D>(acc, fa, b, kk * 16, lane);
   }
 }
 
@@ -221,17 +247,8 @@ __device__ __forceinline__ void attention_tc_forward(uint16_t* out, float* lse, 
   int row[2] = {q0 + warp * 16 + g, q0 + warp * 16 + g + 8};
   int rstart[2] = {tc_doc_start_at(doc_start, b, T, row[0]), tc_doc_start_at(doc_start, b, T, row[1])};
 
-  // The block's rows see keys from kfirst (the smallest document start
-  // among them) to their last row; all of them see every key from klate
-  // (the largest start) to q0.
-  int kfirst = q0, klate = 0;
-  for (int i = 0; i < TC_BQ && q0 + i < T; i++) {
-    int s = tc_doc_start_at(doc_start, b, T, q0 + i);
-    kfirst = min(kfirst, s);
-    klate = max(klate, s);
-  }
-  int kbegin = kfirst / TC_BK * TC_BK, kend = min(T, q0 + TC_BQ);
-  int ntiles = (kend - kbegin + TC_BK - 1) / TC_BK;
+  int kbegin, ntiles, klate;
+  tc_key_tiles(doc_start, b, T, q0, kbegin, ntiles, klate);
 
   tc_load_rows<D>(Qs, q, TC_BQ, q0, T, Hq, h, b);
   tc_load_rows<D>(Ks, k, TC_BK, kbegin, T, Hkv, kvh, b);
@@ -368,14 +385,8 @@ __device__ __forceinline__ void attention_tc_backward_dq(uint16_t* dq, const uin
     lse2[r] = row[r] < T ? lse[stat] * TC_LOG2E : INFINITY;
     delta_r[r] = row[r] < T ? delta[stat] : 0.0f;
   }
-  int kfirst = q0, klate = 0;
-  for (int i = 0; i < TC_BQ && q0 + i < T; i++) {
-    int st = tc_doc_start_at(doc_start, b, T, q0 + i);
-    kfirst = min(kfirst, st);
-    klate = max(klate, st);
-  }
-  int kbegin = kfirst / TC_BK * TC_BK, kend = min(T, q0 + TC_BQ);
-  int ntiles = (kend - kbegin + TC_BK - 1) / TC_BK;
+  int kbegin, ntiles, klate;
+  tc_key_tiles(doc_start, b, T, q0, kbegin, ntiles, klate);
 
   tc_load_rows<D>(Qs, q, TC_BQ, q0, T, Hq, h, b);
   tc_load_rows<D>(dOs, dout, TC_BQ, q0, T, Hq, h, b);
@@ -597,14 +608,8 @@ __device__ __forceinline__ void attention_tc_backward_dq_ds(uint16_t* dq, const 
   int q0 = (gridDim.z - 1 - blockIdx.z) * TC_BQ, h = blockIdx.x, b = blockIdx.y, kvh = h / (Hq / Hkv);
   int row[2] = {q0 + warp * 16 + g, q0 + warp * 16 + g + 8};
   int rstart[2] = {tc_doc_start_at(doc_start, b, T, row[0]), tc_doc_start_at(doc_start, b, T, row[1])};
-  int kfirst = q0, klate = 0;
-  for (int i = 0; i < TC_BQ && q0 + i < T; i++) {
-    int st = tc_doc_start_at(doc_start, b, T, q0 + i);
-    kfirst = min(kfirst, st);
-    klate = max(klate, st);
-  }
-  int kbegin = kfirst / TC_BK * TC_BK, kend = min(T, q0 + TC_BQ);
-  int ntiles = (kend - kbegin + TC_BK - 1) / TC_BK;
+  int kbegin, ntiles, klate;
+  tc_key_tiles(doc_start, b, T, q0, kbegin, ntiles, klate);
 
   // The tile of keys k0.. and the block's queries: 8 KiB in one piece.
   auto load_ds = [&](uint16_t* s, int k0) {
@@ -651,14 +656,7 @@ __device__ __forceinline__ void attention_tc_backward_dq_ds(uint16_t* dq, const 
           fa.x[i] &= keep;
         }
       }
-#pragma unroll
-      for (int dj = 0; dj < D / 16; dj++) {
-        uint32_t r[4];
-        ldmatrix_x4_trans(r, Kt + (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * LD + dj * 16 + (lane >> 4) * 8);
-        FragB b0 = {{r[0], r[1]}}, b1 = {{r[2], r[3]}};
-        mma_bf16_m16n8k16(acc[2 * dj], fa, b0);
-        mma_bf16_m16n8k16(acc[2 * dj + 1], fa, b1);
-      }
+      tc_accumulate16<D>(acc, fa, Kt, kk * 16, lane);
     }
     __syncthreads();  // every warp is done with these tiles before the next load refills them
   }
