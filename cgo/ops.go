@@ -2,6 +2,7 @@ package cgo
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -746,7 +747,8 @@ func attentionDS(s kernels.Sizes) ([]int, bool) {
 }
 
 // attentionBackwardTC is AttentionBackward's tensor-core launches after
-// the delta: dk and dv, writing dS where it fits (attentionDS) with the
+// the delta: dk and dv, writing dS where it fits (attentionDS, and the
+// device has the room: the scratch never makes a step fail) with the
 // query heads' shares added under GQA when per head (dkdvPerHead); then dq,
 // from dS (attention_tc_backward_dq_ds) or recomputing it
 // (attention_tc_backward_dq).
@@ -755,10 +757,15 @@ func (b *Backend) attentionBackwardTC(s kernels.Sizes, dqName string, dq, dk, dv
 	var dS *tensor.Tensor
 	if shape, ok := attentionDS(s); ok && !b.attentionRecomputeDQ {
 		var err error
-		if dS, err = b.Empty(tensor.BF16, shape...); err != nil {
+		dS, err = b.Empty(tensor.BF16, shape...)
+		switch {
+		case errors.Is(err, tensor.ErrOutOfMemory):
+			dS = nil // no room for the scratch: dq is recomputed, as past the cap
+		case err != nil:
 			return err
+		default:
+			defer b.Free(dS)
 		}
-		defer b.Free(dS)
 	}
 	// A kv head's query heads per block write dk and dv; one query head
 	// per block writes its float32 share, and the group's shares are

@@ -27,6 +27,9 @@ type recQueue struct {
 	// onLaunch, when set, runs after a launch is checked (tests use it to
 	// play a kernel's side effect, such as embedding's bad-id flag).
 	onLaunch func(kernel string, args *Args)
+	// refuse, when set, makes malloc fail as a full device does for the
+	// sizes it says so of.
+	refuse func(bytes int) bool
 }
 
 func newRecQueue(t *testing.T) *recQueue {
@@ -34,6 +37,9 @@ func newRecQueue(t *testing.T) *recQueue {
 }
 
 func (q *recQueue) malloc(n int) (uintptr, error) {
+	if q.refuse != nil && q.refuse(n) {
+		return 0, errorOf(cudaErrOutOfMemory, fmt.Sprintf("cuMemAlloc of %d bytes", n))
+	}
 	p := q.next
 	q.next += uintptr(n+4095) &^ 4095 // 4 KiB apart, like a real allocator's alignment
 	q.blocks[p] = make([]byte, n)
@@ -473,6 +479,44 @@ func TestRecordedScratchFreed(t *testing.T) {
 		}
 		if got := b.InUseBytes(); got != before {
 			t.Fatalf("%d bytes in use after the operation, %d before: scratch not freed", got, before)
+		}
+	}
+}
+
+// The dS scratch of the tensor-core attention backward is an option, not
+// a need: where the device has no room for it, dq is recomputed
+// (attention_tc_backward_dq) instead of the backward failing.
+func TestRecordedAttentionDSNoRoom(t *testing.T) {
+	b, q := recBackend(t)
+	defer b.Close()
+	const B, T, Hq, Hkv, D = 1, 300, 4, 1, 64
+	bf16 := tensor.BF16
+	shape, ok := attentionDS(kernels.Sizes{B: B, T: T, Hq: Hq, Hkv: Hkv, D: D})
+	if !ok {
+		t.Fatalf("dS %v is over the cap", shape)
+	}
+	scratch := 2
+	for _, d := range shape {
+		scratch *= d
+	}
+	qt, k, v := dev(t, b, bf16, B, T, Hq, D), dev(t, b, bf16, B, T, Hkv, D), dev(t, b, bf16, B, T, Hkv, D)
+	out, lse := dev(t, b, bf16, B, T, Hq, D), dev(t, b, tensor.F32, B, Hq, T)
+	dq, dk, dv, dout := dev(t, b, bf16, B, T, Hq, D), dev(t, b, bf16, B, T, Hkv, D), dev(t, b, bf16, B, T, Hkv, D), dev(t, b, bf16, B, T, Hq, D)
+	// No room first: a scratch freed by the second run would stay cached.
+	for _, c := range []struct {
+		room bool
+		dq   string
+	}{{false, "attention_tc_backward_dq_d64"}, {true, "attention_tc_backward_dq_ds_d64"}} {
+		q.refuse = func(n int) bool { return !c.room && n >= scratch }
+		q.log = q.log[:0]
+		before := b.InUseBytes()
+		checkErr(t, b.AttentionBackward(dq, dk, dv, dout, qt, k, v, nil, out, lse, 0.125))
+		want := []string{"attention_backward_delta", "attention_tc_backward_dkdv_d64", "attention_dkdv_sum", c.dq}
+		if !slices.Equal(q.log, want) {
+			t.Errorf("room for dS %v: launches %v, want %v", c.room, q.log, want)
+		}
+		if got := b.InUseBytes(); got != before {
+			t.Errorf("room for dS %v: %d bytes in use after, %d before", c.room, got, before)
 		}
 	}
 }
