@@ -29,9 +29,10 @@
 // attention_tc_backward_dq_ds computes dq = scale dS K from it: one product
 // per tile, where attention_tc_backward_dq needs three (S and dP again,
 // then dS K). FlashAttention-2 adds dq up in the dk/dv kernel with float32
-// atomics instead, in no fixed order. One head per block when the launch
-// would otherwise have few blocks: each query head's dK and dV go out in
-// float32 and
+// atomics instead, in no fixed order.
+//
+// The dk/dv kernel takes one query head per block when a kv head's would
+// make few blocks: each query head's dK and dV go out in float32 and
 // attention_dkdv_sum adds up the group's in a fixed order. (A kv head's
 // blocks, at T = 2048 with Llama's 32/8 heads, gave the first key tile's
 // blocks 256 steps where the average block had 132: with all 256 blocks
