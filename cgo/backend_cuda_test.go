@@ -71,11 +71,16 @@ func TestMain(m *testing.M) {
 		os.Setenv(launchLogEnv, launchLog)
 	}
 	code := m.Run()
-	if b, err := gpuOnce(); err == nil {
+	b, err := gpuOnce()
+	if err == nil {
 		if err := b.Close(); err != nil {
 			fmt.Fprintln(os.Stderr, "close:", err)
 			code = 1
 		}
+	} else if f := flag.Lookup("test.bench"); errors.Is(err, ErrNoDevice) && f != nil && f.Value.String() != "" {
+		// go test prints a skipped benchmark's reason only with -v; without
+		// this line a run with no device would end in a bare PASS.
+		fmt.Fprintf(os.Stderr, "cgo: the GPU benchmarks were skipped: %v\n", err)
 	}
 	if launchLog != "" {
 		if code == 0 {
