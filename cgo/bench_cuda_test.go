@@ -201,7 +201,7 @@ func TestGPUBenchQuick(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, name := range []string{"copy_dtod", "cublas_bf16_gemm", "gemm_q_proj_bf16", "gemm_lm_head_chunk_f32xbf16",
-		"elementwise_cast_f32_to_bf16", "elementwise_add_f32_cast_bf16_fused", "rope_pair_f32_to_bf16", "rope_pair_inverse_bf16_to_f32_cast_bf16_fused", "rmsnorm_backward_f32", "rmsnorm_forward_f32_cast_bf16_fused", "swiglu_forward_f32_cast_bf16_fused", "swiglu_backward_f32_cast_bf16_fused", "attention_forward_bf16_tc", "attention_backward_f32_rounded",
+		"elementwise_cast_f32_to_bf16", "elementwise_add_f32_cast_bf16_fused", "rope_pair_f32_to_bf16", "rope_pair_inverse_bf16_to_f32_cast_bf16_fused", "rmsnorm_backward_f32", "rmsnorm_forward_f32_to_bf16", "swiglu_forward_f32_to_bf16", "swiglu_backward_f32_cast_bf16_fused", "attention_forward_bf16_tc", "attention_backward_f32_rounded",
 		"cross_entropy_f32xbf16_with_dh", "adamw_lora_8b_r16", "lora_qkv", "lora_gate_up", "lora_down_proj",
 		"kmeans_assign_tc_bf16", "kmeans_assign_tc_f32", "kmeans_assign_tc_f32_prepared", "kmeans_assign_fma_f32", "kmeans_update_f32"} {
 		r, ok := got[name]

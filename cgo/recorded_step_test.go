@@ -83,6 +83,21 @@ func TestRecordedLlama8BStep(t *testing.T) {
 		if v.name == "default" && seen["elementwise_cast"] != cfg.NumHiddenLayers+2 {
 			t.Errorf("%s: %d casts, want %d", v.name, seen["elementwise_cast"], cfg.NumHiddenLayers+2)
 		}
+		// The adapters read bf16 inputs as the frozen products do
+		// (model.inputDType): t = A x^T and dA += dt x of n1, n2 and the
+		// SwiGLU output, and with bf16 attention tensors of the attention
+		// output too, and of dv for v's dt and dB; the rest read float32.
+		if !v.loraOnCublas {
+			want := 3 * cfg.NumHiddenLayers
+			if !v.attentionF32 {
+				want = 5 * cfg.NumHiddenLayers
+			}
+			for _, k := range []string{"lora_narrow_bf16", "lora_grad_bf16"} {
+				if seen[k] != want {
+					t.Errorf("%s: %d launches of %s, want %d", v.name, seen[k], k, want)
+				}
+			}
+		}
 		t.Logf("%s: %d launches and products checked: %v", v.name, len(q.log), seen)
 	}
 	be.loraKernelsOff, be.attentionActsF32 = false, false

@@ -259,10 +259,10 @@ func (m *Model) layerStep(ar, outAr *arena, i int, x *tensor.Tensor, ps *pass, c
 	t := &loraActs{xa: map[*loraSlot]*tensor.Tensor{}}
 
 	// Every tensor here is an operation's whole output.
-	n1, rstd := ar.empty(N, H), ar.empty(N)
+	n1, rstd := ar.emptyOf(m.inputDType(l.q.w, l.k.w, l.v.w), N, H), ar.empty(N)
 	q, k, v, attn := ar.empty(N, Q), ar.empty(N, KV), ar.empty(N, KV), ar.empty(N, Q)
-	o, h, n2 := ar.empty(N, H), ar.empty(N, H), ar.empty(N, H)
-	gate, up, act := ar.empty(N, I), ar.empty(N, I), ar.empty(N, I)
+	o, h, n2 := ar.empty(N, H), ar.empty(N, H), ar.emptyOf(m.inputDType(l.gate.w, l.up.w), N, H)
+	gate, up, act := ar.empty(N, I), ar.empty(N, I), ar.emptyOf(m.inputDType(l.down.w), N, I)
 	down, out := ar.empty(N, H), outAr.empty(N, H)
 	if ar.err != nil {
 		return nil, ar.err
@@ -270,17 +270,14 @@ func (m *Model) layerStep(ar, outAr *arena, i int, x *tensor.Tensor, ps *pass, c
 	if outAr.err != nil {
 		return nil, outAr.err
 	}
-	tmp := &arena{be: m.be} // the products' inputs, cast (castFuser)
-	defer tmp.free()
-	n1w, err := m.normForProducts(tmp, n1, rstd, x, l.inputNorm, eps, l.q.w, l.k.w, l.v.w)
-	if err != nil {
+	if err := m.be.RMSNorm(n1, rstd, x, l.inputNorm, eps); err != nil {
 		return nil, err
 	}
 	for _, p := range []struct {
 		y *tensor.Tensor
 		w *linear
 	}{{q, &l.q}, {k, &l.k}, {v, &l.v}} {
-		if err := m.linearForward(ar, p.y, n1, n1w, p.w, t); err != nil {
+		if err := m.linearForward(ar, p.y, n1, p.w, t); err != nil {
 			return nil, err
 		}
 	}
@@ -292,27 +289,25 @@ func (m *Model) layerStep(ar, outAr *arena, i int, x *tensor.Tensor, ps *pass, c
 		c.k[i], c.v[i], pos, m.attnScale()); err != nil {
 		return nil, err
 	}
-	if err := m.linearForward(ar, o, attn, nil, &l.o, t); err != nil {
+	if err := m.linearForward(ar, o, attn, &l.o, t); err != nil {
 		return nil, err
 	}
 	if err := m.be.Add(h, x, o); err != nil {
 		return nil, err
 	}
-	n2w, err := m.normForProducts(tmp, n2, rstd, h, l.postNorm, eps, l.gate.w, l.up.w)
-	if err != nil {
+	if err := m.be.RMSNorm(n2, rstd, h, l.postNorm, eps); err != nil {
 		return nil, err
 	}
-	if err := m.linearForward(ar, gate, n2, n2w, &l.gate, t); err != nil {
+	if err := m.linearForward(ar, gate, n2, &l.gate, t); err != nil {
 		return nil, err
 	}
-	if err := m.linearForward(ar, up, n2, n2w, &l.up, t); err != nil {
+	if err := m.linearForward(ar, up, n2, &l.up, t); err != nil {
 		return nil, err
 	}
-	actw, err := m.swigluForProducts(tmp, act, gate, up, l.down.w)
-	if err != nil {
+	if err := m.be.SwiGLU(act, gate, up); err != nil {
 		return nil, err
 	}
-	if err := m.linearForward(ar, down, act, actw, &l.down, t); err != nil {
+	if err := m.linearForward(ar, down, act, &l.down, t); err != nil {
 		return nil, err
 	}
 	return out, m.be.Add(out, h, down)

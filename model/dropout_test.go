@@ -248,7 +248,7 @@ func TestLoRADropoutLinearReimplementation(t *testing.T) {
 	ar := &arena{be: m.be}
 	defer ar.free()
 	y := tensor.New(tensor.F32, N, out)
-	if err := m.linearForward(ar, y, x, nil, lin, &loraActs{xa: map[*loraSlot]*tensor.Tensor{}, drop: d}); err != nil {
+	if err := m.linearForward(ar, y, x, lin, &loraActs{xa: map[*loraSlot]*tensor.Tensor{}, drop: d}); err != nil {
 		t.Fatal(err)
 	}
 

@@ -168,9 +168,8 @@ func (m *Model) newPass(run *arena, ids *tensor.Tensor, docLens [][]int) (*pass,
 // The LoRA term is written first and the base product added to it: the
 // base product is the large one, and it adds y in its epilogue for the
 // price of one read of y, where adding the LoRA term after it would read
-// and write y again. xw, when not nil, is x already in the dtype the base
-// product takes it in (castInputs); the LoRA term always reads x.
-func (m *Model) linearForward(ar *arena, y, x, xw *tensor.Tensor, p *linear, t *loraActs) error {
+// and write y again. Both read x as it is (inputDType).
+func (m *Model) linearForward(ar *arena, y, x *tensor.Tensor, p *linear, t *loraActs) error {
 	beta := float32(0)
 	if s := p.slot; s != nil {
 		if _, ok := t.xa[s]; !ok {
@@ -187,10 +186,7 @@ func (m *Model) linearForward(ar *arena, y, x, xw *tensor.Tensor, p *linear, t *
 		}
 		beta = 1
 	}
-	if xw == nil {
-		xw = x
-	}
-	if err := m.be.MatMul(y, xw, p.w, false, true, 1, beta); err != nil {
+	if err := m.be.MatMul(y, x, p.w, false, true, 1, beta); err != nil {
 		return err
 	}
 	if p.b != nil {
@@ -290,22 +286,25 @@ func (g *loraGroup) rowViews(stacked *tensor.Tensor, views map[*loraSlot]*tensor
 	return nil
 }
 
-// castFuser is what a GPU backend adds (cgo.Backend): RMSNorm and SwiGLU
-// writing their output a second time, in the dtype the frozen weights'
-// products take it in (ProductInput: bf16 for bf16 weights), in the same
-// pass. The products reading it then do not each cast it again: three
-// casts of n1 for q, k and v, two of n2 for gate and up, one of the SwiGLU
-// output for down; in the backward, SwiGLU's backward writes dgate and dup
-// twice likewise, for the gate and up products, and the residual stream's
-// additions (AddCast) their sums, for o_proj's product and the down_proj
-// of the layer below, and RoPE's inverse (RoPEPairCast) dq and dk, for
-// the q and k products. The values are the casts' own, so nothing else
-// changes.
-type castFuser interface {
+// productInputter is what a GPU backend adds (cgo.Backend): the dtype its
+// MatMul multiplies an x of dtype x by a weight of dtype w in (bf16 for a
+// float32 x and bf16 weights outside Precise mode: cuBLAS takes one dtype).
+type productInputter interface {
 	ProductInput(x, w tensor.DType) tensor.DType
+}
+
+// castFuser is what a GPU backend adds (cgo.Backend): the backward's
+// operations writing their output a second time, in the dtype the frozen
+// weights' products take it in (ProductInput), in the same pass, so that
+// the products reading it do not each cast it again: SwiGLU's backward
+// dgate and dup, for the gate and up products, the residual stream's
+// additions (AddCast) their sums, for o_proj's product and the down_proj
+// of the layer below, and RoPE's inverse (RoPEPairCast) dq and dk, for the
+// q and k products. The values are the casts' own, so nothing else
+// changes. (The forward needs none: inputDType.)
+type castFuser interface {
+	productInputter
 	AddCast(out, cast, x, y *tensor.Tensor) error
-	RMSNormCast(out, cast, rstd, x, weight *tensor.Tensor, eps float32) error
-	SwiGLUCast(out, cast, gate, up *tensor.Tensor) error
 	SwiGLUBackwardCast(dgate, dup, dgateCast, dupCast, dout, gate, up *tensor.Tensor) error
 	RoPEPairCast(qOut, kOut, qCast, kCast, q, k, cos, sin *tensor.Tensor, inverse bool) error
 }
@@ -332,31 +331,29 @@ func (m *Model) productCast(tmp *arena, out *tensor.Tensor, ws ...*tensor.Tensor
 	return f, tmp.emptyOf(dt, out.Shape()...)
 }
 
-// normForProducts sets out = rmsnorm(x) (rstd saved) and returns the input
-// of the frozen products of the weights ws: out's cast written by the same
-// kernel (productCast), or nil (they read out).
-func (m *Model) normForProducts(tmp *arena, out, rstd, x, weight *tensor.Tensor, eps float32, ws ...*tensor.Tensor) (*tensor.Tensor, error) {
-	f, cast := m.productCast(tmp, out, ws...)
-	if tmp.err != nil {
-		return nil, tmp.err
+// inputDType is the dtype a layer writes an input of the frozen products
+// of the weights ws in (n1 for q, k and v, n2 for gate and up, the SwiGLU
+// output for down): the dtype those products take it in where the backend
+// would round a float32 input to it anyway (ProductInput: bf16 for bf16
+// weights outside Precise mode) and its LoRA products read that dtype as
+// it is (loraKernels), float32 elsewhere. RMSNorm and SwiGLU compute in
+// float32 and round once as they write. The adapters then read the
+// products' own input, as PEFT's do in a bf16 model (the x its lora_A
+// widens is the bf16 hidden state), and the layer neither casts the input
+// for each product nor keeps a float32 copy of it for the backward (dA =
+// dt x reads it): half that memory, and a pass less over it each way.
+func (m *Model) inputDType(ws ...*tensor.Tensor) tensor.DType {
+	p, ok := m.be.(productInputter)
+	if _, lora := m.be.(loraKernels); !ok || !lora {
+		return tensor.F32
 	}
-	if cast == nil {
-		return nil, m.be.RMSNorm(out, rstd, x, weight, eps)
+	dt := p.ProductInput(tensor.F32, ws[0].DType())
+	for _, w := range ws[1:] {
+		if p.ProductInput(tensor.F32, w.DType()) != dt {
+			return tensor.F32
+		}
 	}
-	return cast, f.RMSNormCast(out, cast, rstd, x, weight, eps)
-}
-
-// swigluForProducts sets out = swiglu(gate, up) and returns the input of
-// the frozen products of weight w, as normForProducts.
-func (m *Model) swigluForProducts(tmp *arena, out, gate, up, w *tensor.Tensor) (*tensor.Tensor, error) {
-	f, cast := m.productCast(tmp, out, w)
-	if tmp.err != nil {
-		return nil, tmp.err
-	}
-	if cast == nil {
-		return nil, m.be.SwiGLU(out, gate, up)
-	}
-	return cast, f.SwiGLUCast(out, cast, gate, up)
+	return dt
 }
 
 // swigluBackwardForProducts sets dgate and dup, SwiGLU's backward, and
@@ -391,13 +388,13 @@ func (m *Model) layerForward(ar, outAr *arena, l *layer, x *tensor.Tensor, ps *p
 
 	// Every tensor here is an operation's whole output.
 	attnDT := m.attentionDType(l)
-	a.n1, a.rstd1 = ar.empty(N, H), ar.empty(N)
+	a.n1, a.rstd1 = ar.emptyOf(m.inputDType(l.q.w, l.k.w, l.v.w), N, H), ar.empty(N)
 	a.q, a.k, a.v = ar.emptyOf(attnDT, N, Q), ar.emptyOf(attnDT, N, KV), ar.emptyOf(attnDT, N, KV)
 	a.attn, a.lse = ar.emptyOf(attnDT, N, Q), ar.empty(ps.B, c.NumAttentionHeads, ps.T)
 	o, h := ar.empty(N, H), ar.empty(N, H)
 	a.h = h
-	a.n2, a.rstd2 = ar.empty(N, H), ar.empty(N)
-	a.gate, a.up, a.act = ar.empty(N, I), ar.empty(N, I), ar.empty(N, I)
+	a.n2, a.rstd2 = ar.emptyOf(m.inputDType(l.gate.w, l.up.w), N, H), ar.empty(N)
+	a.gate, a.up, a.act = ar.empty(N, I), ar.empty(N, I), ar.emptyOf(m.inputDType(l.down.w), N, I)
 	down, out := ar.empty(N, H), outAr.empty(N, H)
 	if ar.err != nil {
 		return nil, nil, ar.err
@@ -405,10 +402,7 @@ func (m *Model) layerForward(ar, outAr *arena, l *layer, x *tensor.Tensor, ps *p
 	if outAr.err != nil {
 		return nil, nil, outAr.err
 	}
-	tmp := &arena{be: m.be} // the products' inputs, cast (castFuser)
-	defer tmp.free()
-	n1w, err := m.normForProducts(tmp, a.n1, a.rstd1, x, l.inputNorm, eps, l.q.w, l.k.w, l.v.w)
-	if err != nil {
+	if err := m.be.RMSNorm(a.n1, a.rstd1, x, l.inputNorm, eps); err != nil {
 		return nil, nil, err
 	}
 	// The projections write float32; in bf16 (attentionDType) q and k are
@@ -426,7 +420,7 @@ func (m *Model) layerForward(ar, outAr *arena, l *layer, x *tensor.Tensor, ps *p
 		y *tensor.Tensor
 		w *linear
 	}{{qp, &l.q}, {kp, &l.k}, {vp, &l.v}} {
-		if err := m.linearForward(ar, p.y, a.n1, n1w, p.w, a.t); err != nil {
+		if err := m.linearForward(ar, p.y, a.n1, p.w, a.t); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -443,28 +437,26 @@ func (m *Model) layerForward(ar, outAr *arena, l *layer, x *tensor.Tensor, ps *p
 	if err := m.be.Attention(m.heads(a.attn, ps, c.NumAttentionHeads), a.lse, q4, k4, v4, ps.docStart, m.attnScale()); err != nil {
 		return nil, nil, err
 	}
-	if err := m.linearForward(ar, o, a.attn, nil, &l.o, a.t); err != nil {
+	if err := m.linearForward(ar, o, a.attn, &l.o, a.t); err != nil {
 		return nil, nil, err
 	}
 	if err := m.be.Add(a.h, x, o); err != nil {
 		return nil, nil, err
 	}
 
-	n2w, err := m.normForProducts(tmp, a.n2, a.rstd2, a.h, l.postNorm, eps, l.gate.w, l.up.w)
-	if err != nil {
+	if err := m.be.RMSNorm(a.n2, a.rstd2, a.h, l.postNorm, eps); err != nil {
 		return nil, nil, err
 	}
-	if err := m.linearForward(ar, a.gate, a.n2, n2w, &l.gate, a.t); err != nil {
+	if err := m.linearForward(ar, a.gate, a.n2, &l.gate, a.t); err != nil {
 		return nil, nil, err
 	}
-	if err := m.linearForward(ar, a.up, a.n2, n2w, &l.up, a.t); err != nil {
+	if err := m.linearForward(ar, a.up, a.n2, &l.up, a.t); err != nil {
 		return nil, nil, err
 	}
-	actw, err := m.swigluForProducts(tmp, a.act, a.gate, a.up, l.down.w)
-	if err != nil {
+	if err := m.be.SwiGLU(a.act, a.gate, a.up); err != nil {
 		return nil, nil, err
 	}
-	if err := m.linearForward(ar, down, a.act, actw, &l.down, a.t); err != nil {
+	if err := m.linearForward(ar, down, a.act, &l.down, a.t); err != nil {
 		return nil, nil, err
 	}
 	if err := m.be.Add(out, a.h, down); err != nil {
