@@ -132,10 +132,10 @@ func (b *Backend) Add(out, x, y *tensor.Tensor) error {
 }
 
 // AddCast is Add writing out twice: into out and, cast to its own dtype,
-// into cast (out's shape; nil for none), in one pass, as RMSNormCast: the
-// residual stream's gradient in the backward and the bf16 input of the
-// frozen product that reads it next (o_proj's dx, and the layer below's
-// down_proj dx).
+// into cast (out's shape; nil for none), in one pass: cast holds what
+// Copy(cast, out) would. The model gives it the residual stream's
+// gradient in the backward and the bf16 input of the frozen product that
+// reads it next (o_proj's dx, and the layer below's down_proj dx).
 func (b *Backend) AddCast(out, cast, x, y *tensor.Tensor) error {
 	const op = "add"
 	if err := broadcastCheck(op, out, x, y); err != nil {
@@ -337,25 +337,15 @@ func normShapes(op string, x, weight, rstd *tensor.Tensor, likeX ...*tensor.Tens
 	return nrows, H, int32Check(op, nrows, H)
 }
 
-// RMSNorm implements tensor.Backend.
+// RMSNorm implements tensor.Backend. out may be of another dtype than x:
+// the row is computed in float32 and rounded once as it is written (the
+// model writes n1 and n2 in bf16, inputDType).
 func (b *Backend) RMSNorm(out, rstd, x, weight *tensor.Tensor, eps float32) error {
-	return b.RMSNormCast(out, nil, rstd, x, weight, eps)
-}
-
-// RMSNormCast is RMSNorm writing its output twice: into out and, cast to
-// its own dtype, into cast (same shape; nil for none), in one pass: cast
-// holds what Copy(cast, out) would. The model gives the frozen weights'
-// products cast, the input they would each cast out to (ProductInput).
-func (b *Backend) RMSNormCast(out, cast, rstd, x, weight *tensor.Tensor, eps float32) error {
-	likeX := []*tensor.Tensor{out}
-	if cast != nil {
-		likeX = append(likeX, cast)
-	}
-	n, H, err := normShapes("rmsnorm", x, weight, rstd, likeX...)
+	n, H, err := normShapes("rmsnorm", x, weight, rstd, out)
 	if err != nil || n == 0 {
 		return err
 	}
-	args := new(Args).Tensor(out).Tensor(cast).Raw(rstd).Tensor(x).Tensor(weight).I32(n).I32(H).F32(eps)
+	args := new(Args).Tensor(out).Raw(rstd).Tensor(x).Tensor(weight).I32(n).I32(H).F32(eps)
 	return b.q.launch("rmsnorm", "rmsnorm_forward", kernels.Sizes{N: n, H: H}, args)
 }
 
@@ -920,18 +910,10 @@ func sameShapes(op string, ts ...*tensor.Tensor) error {
 	return nil
 }
 
-// SwiGLU implements tensor.Backend.
+// SwiGLU implements tensor.Backend, in float32, rounded once to out's
+// dtype as it is written.
 func (b *Backend) SwiGLU(out, gate, up *tensor.Tensor) error {
-	return b.SwiGLUCast(out, nil, gate, up)
-}
-
-// SwiGLUCast is SwiGLU writing its output twice: into out and, cast to its
-// own dtype, into cast (same shape; nil for none), as RMSNormCast.
-func (b *Backend) SwiGLUCast(out, cast, gate, up *tensor.Tensor) error {
 	ts := []*tensor.Tensor{out, gate, up}
-	if cast != nil {
-		ts = append(ts, cast)
-	}
 	if err := floatCheck("swiglu", ts...); err != nil {
 		return err
 	}
@@ -942,7 +924,7 @@ func (b *Backend) SwiGLUCast(out, cast, gate, up *tensor.Tensor) error {
 	if n == 0 {
 		return nil
 	}
-	args := new(Args).Tensor(out).Tensor(cast).Tensor(gate).Tensor(up).U64(n)
+	args := new(Args).Tensor(out).Tensor(gate).Tensor(up).U64(n)
 	return b.q.launch("swiglu", "swiglu_forward", kernels.Sizes{N: n}, args)
 }
 
@@ -953,8 +935,8 @@ func (b *Backend) SwiGLUBackward(dgate, dup, dout, gate, up *tensor.Tensor) erro
 
 // SwiGLUBackwardCast is SwiGLUBackward writing dgate and dup twice: into
 // them and, cast to their own dtypes, into dgateCast and dupCast (same
-// shape; nil for none), in one pass, as RMSNormCast: the inputs of the
-// gate and up projections' frozen-weight products in the backward.
+// shape; nil for none), in one pass, as AddCast: the inputs of the gate
+// and up projections' frozen-weight products in the backward.
 func (b *Backend) SwiGLUBackwardCast(dgate, dup, dgateCast, dupCast, dout, gate, up *tensor.Tensor) error {
 	ts := []*tensor.Tensor{dgate, dup, dout, gate, up}
 	for _, c := range []*tensor.Tensor{dgateCast, dupCast} {

@@ -15,18 +15,16 @@
 // rmsnorm_forward matches tensor.CPU.RMSNorm: for a row x of length H,
 // rstd = 1/sqrt(mean(x^2) + eps) in float32, n = x * rstd rounded to x's
 // dtype (as HF casts it back before the weight), out = n * w rounded to
-// out's dtype, and rstd saved (F32, one per row) for the backward. out2,
-// when not null, gets out again in its own dtype (a cast of out fused in:
-// the bf16 input of the frozen weights' products, which would otherwise
-// each read out and cast it).
+// out's dtype, and rstd saved (F32, one per row) for the backward. (The
+// model has it write n1 and n2 in bf16, the frozen products' input.)
 extern "C" __global__ void __launch_bounds__(256)
-    rmsnorm_forward(void* out, int out_dt, void* out2, int out2_dt, float* rstd, const void* x, int x_dt,
-                    const void* w, int w_dt, int rows, int H, float eps) {
+    rmsnorm_forward(void* out, int out_dt, float* rstd, const void* x, int x_dt, const void* w, int w_dt, int rows,
+                    int H, float eps) {
   __shared__ float red[32];
   int row = blockIdx.x;
   size_t base = (size_t)row * H;
   float ss = 0.0f;
-  if (H % 8 == 0 && aligned16(out) && aligned16(out2) && aligned16(x) && aligned16(w)) {
+  if (H % 8 == 0 && aligned16(out) && aligned16(x) && aligned16(w)) {
     int G = H / 8;
     size_t gbase = (size_t)row * G;
     float v[RN_KEEP][8];  // the thread's first groups, kept for the second pass
@@ -62,7 +60,6 @@ extern "C" __global__ void __launch_bounds__(256)
 #pragma unroll
         for (int k = 0; k < 8; k++) v[u][k] = round_to(out_dt, round_to(x_dt, v[u][k] * inv) * wv[k]);
         store8(out, out_dt, gbase + g, v[u]);
-        if (out2 != nullptr) store8(out2, out2_dt, gbase + g, v[u]);
       }
     }
     for (int g = threadIdx.x + RN_KEEP * blockDim.x; g < G; g += blockDim.x) {
@@ -72,7 +69,6 @@ extern "C" __global__ void __launch_bounds__(256)
 #pragma unroll
       for (int k = 0; k < 8; k++) t[k] = round_to(out_dt, round_to(x_dt, t[k] * inv) * wv[k]);
       store8(out, out_dt, gbase + g, t);
-      if (out2 != nullptr) store8(out2, out2_dt, gbase + g, t);
     }
     return;
   }
@@ -87,7 +83,6 @@ extern "C" __global__ void __launch_bounds__(256)
     float n = round_to(x_dt, load_f32(x, x_dt, base + i) * inv);
     float y = round_to(out_dt, n * load_f32(w, w_dt, i));
     store_f32(out, out_dt, base + i, y);
-    if (out2 != nullptr) store_f32(out2, out2_dt, base + i, y);
   }
 }
 

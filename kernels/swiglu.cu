@@ -9,14 +9,12 @@
 __device__ __forceinline__ float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 
 // swiglu_forward matches tensor.CPU.SwiGLU: out = silu(gate) * up with
-// silu(g) = g * sigmoid(g). out2, when not null, gets out again in its own
-// dtype (a cast of out fused in: the bf16 input of the down projection's
-// frozen weight).
+// silu(g) = g * sigmoid(g), rounded once to out's dtype. (The model has it
+// write bf16, the down projection's input.)
 extern "C" __global__ void __launch_bounds__(256)
-    swiglu_forward(void* out, int out_dt, void* out2, int out2_dt, const void* gate, int gate_dt, const void* up,
-                   int up_dt, size_t n) {
+    swiglu_forward(void* out, int out_dt, const void* gate, int gate_dt, const void* up, int up_dt, size_t n) {
   size_t done = 0;
-  if (aligned16(out) && aligned16(out2) && aligned16(gate) && aligned16(up)) {
+  if (aligned16(out) && aligned16(gate) && aligned16(up)) {
     size_t groups = n / 8;
     for (size_t g8 = grid_start(); g8 < groups; g8 += grid_stride()) {
       float g[8], u[8];
@@ -24,7 +22,6 @@ extern "C" __global__ void __launch_bounds__(256)
       load8(u, up, up_dt, g8);
       for (int k = 0; k < 8; k++) g[k] = round_to(out_dt, g[k] * sigmoid(g[k]) * u[k]);
       store8(out, out_dt, g8, g);
-      if (out2 != nullptr) store8(out2, out2_dt, g8, g);
     }
     done = groups * 8;
   }
@@ -32,7 +29,6 @@ extern "C" __global__ void __launch_bounds__(256)
     float g = load_f32(gate, gate_dt, i);
     float y = round_to(out_dt, g * sigmoid(g) * load_f32(up, up_dt, i));
     store_f32(out, out_dt, i, y);
-    if (out2 != nullptr) store_f32(out2, out2_dt, i, y);
   }
 }
 

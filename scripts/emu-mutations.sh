@@ -173,11 +173,11 @@ mutation kmeans-starts-inclusive kernels/kmeans.cu \
   '    if (k < K) start[k] = carry + part[threadIdx.x];  // (mutation)' \
   TestGPUKMeansUpdate
 
-# RMSNorm's fused cast stored in the output's dtype, not its own: a
-# float32 row written into a bf16 tensor.
-mutation fused-cast-dtype kernels/rmsnorm.cu \
-  '        if (out2 != nullptr) store8(out2, out2_dt, gbase + g, v[u]);' \
-  '        if (out2 != nullptr) store8(out2, out_dt, gbase + g, v[u]);  // (mutation)' \
+# RMSNorm's output stored in x's dtype, not its own: a float32 row
+# written into the bf16 n1 the model keeps.
+mutation narrow-output-dtype kernels/rmsnorm.cu \
+  '        store8(out, out_dt, gbase + g, v[u]);' \
+  '        store8(out, x_dt, gbase + g, v[u]);  // (mutation)' \
   TestGPUVectorPaths
 
 # The residual's fused cast (AddCast) skipped on the single-element tail.
@@ -194,10 +194,11 @@ mutation cast-alignment-unchecked kernels/elementwise.cu \
   '  if (true) {  // (mutation)' \
   TestGPUVectorPaths
 
-# SwiGLU's fused cast skipped on the single-element tail.
-mutation fused-cast-tail-unwritten kernels/swiglu.cu \
-  '    if (out2 != nullptr) store_f32(out2, out2_dt, i, y);' \
-  '    // (mutation) if (out2 != nullptr) store_f32(out2, out2_dt, i, y);' \
+# SwiGLU's single-element tail stored in the gate's dtype, not the
+# output's.
+mutation narrow-tail-dtype kernels/swiglu.cu \
+  '    store_f32(out, out_dt, i, y);' \
+  '    store_f32(out, gate_dt, i, y);  // (mutation)' \
   TestGPUVectorPaths
 
 # SwiGLU backward's fused casts take each other's values in the grouped path.
