@@ -358,8 +358,8 @@ func (m *Model) inputDType(ws ...*tensor.Tensor) tensor.DType {
 
 // swigluBackwardForProducts sets dgate and dup, SwiGLU's backward, and
 // returns the inputs of the gate and up projections' frozen products in
-// the backward (dgate Wg, dup Wu), as normForProducts: their casts written
-// by the same kernel, or nil (the products read dgate and dup).
+// the backward (dgate Wg, dup Wu): their casts written by the same kernel
+// (productCast), or nil (the products read dgate and dup).
 func (m *Model) swigluBackwardForProducts(tmp *arena, dgate, dup, dout, gate, up *tensor.Tensor, l *layer) (dgw, duw *tensor.Tensor, err error) {
 	f, gc := m.productCast(tmp, dgate, l.gate.w, l.up.w)
 	_, uc := m.productCast(tmp, dup, l.gate.w, l.up.w)
@@ -500,8 +500,8 @@ func (m *Model) rope(qOut, kOut, q, k *tensor.Tensor, ps *pass, inverse bool) er
 // ropeBackwardForProducts rotates the attention's gradients dqa and dka
 // back into dq and dk (RoPE's inverse) and returns them cast for the q and
 // k projections' frozen products, written by the same launch
-// (RoPEPairCast), as normForProducts; nil where not (the products read dq
-// and dk).
+// (RoPEPairCast), as swigluBackwardForProducts; nil where not (the
+// products read dq and dk).
 func (m *Model) ropeBackwardForProducts(tmp *arena, dq, dk, dqa, dka *tensor.Tensor, ps *pass, l *layer) (dqw, dkw *tensor.Tensor, err error) {
 	f, qc := m.productCast(tmp, dq, l.q.w)
 	_, kc := m.productCast(tmp, dk, l.k.w)
@@ -668,7 +668,7 @@ func boolBeta(add bool) float32 {
 // addForProducts sets out = x + y and returns out cast for the frozen
 // products of the weights ws, written by the same kernel (AddCast), in
 // ar; nil where the backend has no castFuser or none is needed (the
-// products read out), as normForProducts.
+// products read out), as swigluBackwardForProducts.
 func (m *Model) addForProducts(ar *arena, out, x, y *tensor.Tensor, ws ...*tensor.Tensor) (*tensor.Tensor, error) {
 	f, cast := m.productCast(ar, out, ws...)
 	if ar.err != nil {
