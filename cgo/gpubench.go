@@ -965,7 +965,10 @@ func (g *gpuBench) benchTrainStep(configJSON []byte) {
 	g.must(err)
 	g.profile("train_step_llama31_8b_profile", lines)
 	// The same step with the LoRA products on cuBLAS instead of the LoRA
-	// kernels.
+	// kernels. cuBLAS multiplies one dtype: the float32 adapters' bf16
+	// inputs (n1, n2, the SwiGLU and attention outputs, dv; inputDType)
+	// are widened into a float32 copy for each product, casts the step
+	// on the kernels does not have.
 	be.loraKernelsOff = true
 	cublas := median3()
 	be.loraKernelsOff = false
