@@ -132,7 +132,7 @@ func runGPU(w io.Writer, o Options) ([]Result, error) {
 	table(w, "Kernels and products on "+sizes+", against the ceilings",
 		[]string{"case", "us", "rate", "of the ceiling"}, rows)
 	rows = nil
-	var products [][]string
+	var products, splits [][]string
 	for _, name := range order {
 		m := byName[name].Metrics
 		if m["before_us"] == 0 {
@@ -140,16 +140,38 @@ func runGPU(w io.Writer, o Options) ([]Result, error) {
 		}
 		rows = append(rows, []string{name, fmt.Sprintf("%.1f", m["us"]), fmt.Sprintf("%.1f", m["cublas_us"]), ratio(m["cublas_us"], m["us"]),
 			fmt.Sprintf("%.1f", m["before_us"]), ratio(m["before_us"], m["us"])})
+		if f32, ok := byName[name+"_f32"]; ok {
+			f := f32.Metrics
+			rows = append(rows, []string{name + " (float32 activations)", fmt.Sprintf("%.1f", f["us"]), fmt.Sprintf("%.1f", f["cublas_us"]), ratio(f["cublas_us"], f["us"]), "-", "-"})
+		}
 		for _, k := range []string{"t", "y", "dt", "dB", "dA", "dx"} {
 			products = append(products, []string{name + " " + k, fmt.Sprintf("%.1f", m[k+"_us"]), fmt.Sprintf("%.1f", m[k+"_cublas_us"]),
 				ratio(m[k+"_cublas_us"], m[k+"_us"]), fmt.Sprintf("%.2f", m[k+"_of_copy_bw"])})
 		}
+		for _, k := range []string{"t", "dt", "dB", "dA"} {
+			if m[k+"_splits"] == 0 {
+				continue
+			}
+			row := []string{name + " " + k, fmt.Sprintf("%.0f", m[k+"_splits"])}
+			for _, c := range []int{1, 4, 16} {
+				cell := "-" // the sum has fewer stages than that
+				if us, ok := m[fmt.Sprintf("%s_splits%d_us", k, c)]; ok {
+					cell = fmt.Sprintf("%.1f", us)
+				}
+				row = append(row, cell)
+			}
+			splits = append(splits, row)
+		}
 	}
 	if len(rows) > 0 {
-		table(w, "LoRA products of each layer input as the model runs them (stacked by input, t = A x^T, on lora_narrow, lora_grad and lora_expand) against all on cuBLAS and against one adapter at a time on cuBLAS with t = x A^T (ratios = speed-up)",
+		table(w, "LoRA products of each layer input as the model runs them (stacked by input, t = A x^T, on lora_narrow, lora_grad and lora_expand; bf16 inputs as the model's bf16 step has them, and float32 activations below each) against the same on cuBLAS and against one adapter at a time on cuBLAS with t = x A^T and float32 activations (ratios = speed-up)",
 			[]string{"case", "us", "cuBLAS us", "ratio", "one at a time us", "ratio"}, rows)
 		table(w, "The LoRA kernels' products alone against the same products on cuBLAS (ratio = speed-up; the large operand's bytes at the copy bandwidth)",
 			[]string{"case", "kernel us", "cuBLAS us", "ratio", "of copy"}, products)
+	}
+	if len(splits) > 0 {
+		table(w, "The LoRA kernels' split sums: each product's time with its sum in 1, 4 and 16 chunks, against the count the backend picks (dt and dB: the first adapter's)",
+			[]string{"case", "picked", "1 chunk us", "4 chunks us", "16 chunks us"}, splits)
 	}
 	rows = nil
 	for _, r := range sdpa {

@@ -96,12 +96,12 @@ func BenchmarkGPUKernels(b *testing.B) {
 
 // BenchmarkGPULoRA times the LoRA products of each input of a
 // Llama-3.1-8B layer as the model issues them (the suite's lora group:
-// loraSet; 2048 tokens, r 16, float32) in go test's own loop, on the LoRA
-// kernels and on cuBLAS: all six kinds together (lora_qkv/all/kernels,
-// lora_qkv/all/cublas, ...) and each alone (lora_qkv/dt/kernels, ...),
-// with MB/s and of_copy_bw for the fewest bytes they move (each kind
-// alone: its large operand's). For benchstat, as BenchmarkGPUKernels;
-// -short runs the small sizes.
+// loraSet; 2048 tokens, r 16, activations in the dtypes of the model's
+// bf16 step) in go test's own loop, on the LoRA kernels and on cuBLAS:
+// all six kinds together (lora_qkv/all/kernels, lora_qkv/all/cublas, ...)
+// and each alone (lora_qkv/dt/kernels, ...), with MB/s and of_copy_bw
+// for the fewest bytes they move (each kind alone: its large operand's).
+// For benchstat, as BenchmarkGPUKernels; -short runs the small sizes.
 func BenchmarkGPULoRA(b *testing.B) {
 	be := gpuBackend(b)
 	g := newGPUBench(be, testing.Short(), io.Discard, func(BenchRecord) {})
@@ -111,7 +111,7 @@ func BenchmarkGPULoRA(b *testing.B) {
 	rng := rand.New(rand.NewPCG(4, 4))
 	for _, in := range g.loraInputs() {
 		var set *loraSet
-		if err := g.try(func() { set = g.newLoRASet(rng, in) }); err != nil {
+		if err := g.try(func() { set = g.newLoRASet(rng, in, true) }); err != nil {
 			b.Fatal(err)
 		}
 		for _, p := range append([]loraProduct{{"all", set.asModel, set.bytes}}, set.products...) {
@@ -202,7 +202,7 @@ func TestGPUBenchQuick(t *testing.T) {
 	}
 	for _, name := range []string{"copy_dtod", "cublas_bf16_gemm", "gemm_q_proj_bf16", "gemm_lm_head_chunk_f32xbf16",
 		"elementwise_cast_f32_to_bf16", "elementwise_add_f32_cast_bf16_fused", "rope_pair_f32_to_bf16", "rope_pair_inverse_bf16_to_f32_cast_bf16_fused", "rmsnorm_backward_f32", "rmsnorm_forward_f32_to_bf16", "swiglu_forward_f32_to_bf16", "swiglu_backward_f32_cast_bf16_fused", "attention_forward_bf16_tc", "attention_backward_f32_rounded",
-		"cross_entropy_f32xbf16_with_dh", "adamw_lora_8b_r16", "lora_qkv", "lora_gate_up", "lora_down_proj",
+		"cross_entropy_f32xbf16_with_dh", "adamw_lora_8b_r16", "lora_qkv", "lora_gate_up", "lora_down_proj", "lora_qkv_f32", "lora_down_proj_f32",
 		"kmeans_assign_tc_bf16", "kmeans_assign_tc_f32", "kmeans_assign_tc_f32_prepared", "kmeans_assign_fma_f32", "kmeans_update_f32"} {
 		r, ok := got[name]
 		if !ok {
@@ -216,6 +216,13 @@ func TestGPUBenchQuick(t *testing.T) {
 		}
 		if same, ok := r.Metrics["same_as_fma"]; ok && same < 0.999 {
 			t.Errorf("%s: %.4f of the points assigned as the float32 kernel assigns them", name, same)
+		}
+	}
+	for _, name := range []string{"lora_qkv", "lora_o_proj", "lora_gate_up", "lora_down_proj"} {
+		for _, k := range []string{"t", "dt", "dB", "dA"} {
+			if _, ok := got[name].Metrics[k+"_splits1_us"]; !ok {
+				t.Errorf("%s: no %s_splits1_us (the sum in one chunk)", name, k)
+			}
 		}
 	}
 	if err := RunGPUBenchmarks(be, []string{"nope"}, nil, true, io.Discard, func(BenchRecord) {}); err == nil {

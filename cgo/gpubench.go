@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/compassml/compass/kernels"
 	"github.com/compassml/compass/lora"
 	"github.com/compassml/compass/model"
 	"github.com/compassml/compass/tensor"
@@ -569,26 +570,36 @@ func withKnob(knob *bool, run func() error) func() error {
 }
 
 // benchLoRA times, for the adapters of each input of a Llama-3.1-8B layer
-// (2048 tokens, r = 16, float32 activations and adapters), the LoRA
-// products of a training step as the model issues them (loraSet). Each
-// time is set against the fewest bytes the products must move at the copy
-// bandwidth measured in the same run; against the same products all on
-// cuBLAS (cublas_us, kernels_speedup; and each kind alone: t_us and
+// (2048 tokens, r = 16, float32 adapters), the LoRA products of a training
+// step as the model issues them (loraSet), with the activations in the
+// dtypes the model's bf16 step has them in: every input bf16 (n1, the
+// attention output, n2, the SwiGLU output: model.inputDType), and v's
+// gradient bf16 (the attention's backward writes dv so). Each time is set
+// against the fewest bytes the products must move at the copy bandwidth
+// measured in the same run; against the same products as the model's
+// cuBLAS variant runs them (the bf16 operands widened into float32 copies,
+// then MatMul: cublas_us, kernels_speedup; and each kind alone: t_us and
 // t_cublas_us and so on, each with the share of the copy bandwidth its
 // large operand's bytes take); and against the products as the model
-// issued them before the stacking (one adapter at a time, t = x A^T
-// [N, r], all on cuBLAS: before_us, speedup). (thin.cu, float32 CUDA-core
-// kernels shaped for the rank-16 side, measured 0.80-1.02x of cuBLAS on an
-// H200 and was taken out: bench/results/2026-12-04-h200-device-check-5.md.)
+// issued them before the stacking, with float32 activations (one adapter
+// at a time, t = x A^T [N, r], all on cuBLAS: before_us, speedup). For
+// the split sums, t_splits4_us and so on time t, dA, and the first
+// adapter's dt and dB with the sum in 1, 4 and 16 chunks (t_splits is the
+// count narrowSplits or gradSplits chooses, which t_us times). The same
+// inputs with float32 activations (the Precise-free path of a float32
+// model) are lora_<input>_f32: us, cublas_us, kernels_speedup. (thin.cu,
+// float32 CUDA-core kernels shaped for the rank-16 side, measured
+// 0.80-1.02x of cuBLAS on an H200 and was taken out:
+// bench/results/2026-12-04-h200-device-check-5.md.)
 func (g *gpuBench) benchLoRA() {
 	rng := rand.New(rand.NewPCG(4, 4))
+	copyGBs, _ := g.ceilings()
 	for _, in := range g.loraInputs() {
 		func() {
-			set := g.newLoRASet(rng, in)
+			set := g.newLoRASet(rng, in, true)
 			defer set.free()
 			sec, cublas := g.measure(func() error { return set.asModel(true) }), g.measure(func() error { return set.asModel(false) })
 			old := g.measure(set.before)
-			copyGBs, _ := g.ceilings()
 			m := g.rates(sec, set.bytes, 0)
 			m["before_us"], m["speedup"], m["cublas_us"], m["kernels_speedup"] = old*1e6, old/sec, cublas*1e6, cublas/sec
 			for _, p := range set.products {
@@ -596,40 +607,59 @@ func (g *gpuBench) benchLoRA() {
 				m[p.name+"_us"], m[p.name+"_cublas_us"] = on*1e6, off*1e6
 				m[p.name+"_of_copy_bw"] = p.bytes / on / 1e9 / copyGBs
 			}
+			for _, sw := range set.sweeps {
+				m[sw.name+"_splits"] = float64(sw.count(sw.chosen))
+				for _, splits := range []int{1, 4, 16} {
+					n := sw.count(splits)
+					if _, done := m[fmt.Sprintf("%s_splits%d_us", sw.name, n)]; !done {
+						m[fmt.Sprintf("%s_splits%d_us", sw.name, n)] = g.measure(func() error { return sw.run(splits) }) * 1e6
+					}
+				}
+			}
 			g.record("lora_"+in.name, m, nil)
+		}()
+		func() {
+			set := g.newLoRASet(rng, in, false)
+			defer set.free()
+			sec, cublas := g.measure(func() error { return set.asModel(true) }), g.measure(func() error { return set.asModel(false) })
+			g.record("lora_"+in.name+"_f32", map[string]float64{"us": sec * 1e6, "cublas_us": cublas * 1e6, "kernels_speedup": cublas / sec}, nil)
 		}()
 	}
 }
 
-// loraInput is one input of a layer and the output widths of the adapted
-// projections that read it.
+// loraInput is one input of a layer, the output widths of the adapted
+// projections that read it, and which of those outputs' gradients the
+// model's bf16 step has in bf16.
 type loraInput struct {
-	name string
-	in   int
-	outs []int
+	name   string
+	in     int
+	outs   []int
+	bf16Dy []bool
 }
 
 // loraInputs are a Llama-3.1-8B layer's four inputs (at the suite's sizes).
 func (g *gpuBench) loraInputs() []loraInput {
 	z := g.sz
-	return []loraInput{{"qkv", z.H, []int{z.H, z.KV, z.KV}}, {"o_proj", z.H, []int{z.H}},
-		{"gate_up", z.H, []int{z.I, z.I}}, {"down_proj", z.I, []int{z.H}}}
+	return []loraInput{{"qkv", z.H, []int{z.H, z.KV, z.KV}, []bool{false, false, true}}, {"o_proj", z.H, []int{z.H}, nil},
+		{"gate_up", z.H, []int{z.I, z.I}, nil}, {"down_proj", z.I, []int{z.H}, nil}}
 }
 
 // loraSet is the LoRA products of one layer input's adapters (r = 16,
-// scaling 2, float32), on operands of the suite's sizes made by
+// scaling 2, float32 adapters), on operands of the suite's sizes made by
 // newLoRASet, as the model runs them (linearForward and groupBackward in
 // package model): t = A x^T kept transposed [r, N], y = s t^T B^T;
 // backward dB += s dy^T t^T, dt = s B^T dy^T, dA += dt x, dx = dt^T A,
 // stacked where several adapters read one input (q, k and v; gate and up:
 // one t, one dA and one dx product for the group). With on, t and dt go
 // through NarrowMatMul (lora_narrow), dA and dB through GradMatMul
-// (lora_grad), y and dx through ExpandMatMul (lora_expand); without, all
-// through cuBLAS (MatMul).
+// (lora_grad), y and dx through ExpandMatMul (lora_expand); without, the
+// same calls with the LoRA kernels off (loraKernelsOff, as the training
+// step's cuBLAS variant): MatMul, a bf16 operand widened first.
 type loraSet struct {
 	asModel  func(on bool) error // all six kinds, in the model's order
-	before   func() error        // as the model ran them before the stacking: one adapter at a time, t = x A^T [N, r], on cuBLAS
+	before   func() error        // as the model ran them before the stacking: one adapter at a time, t = x A^T [N, r], float32, on cuBLAS
 	products []loraProduct       // each kind alone
+	sweeps   []loraSweep         // t, dA, and the first adapter's dt and dB, the sum split as asked
 	bytes    float64             // the fewest bytes asModel moves
 	free     func()
 }
@@ -643,9 +673,20 @@ type loraProduct struct {
 	bytes float64
 }
 
+// loraSweep is one product on the LoRA kernels with its sum split into a
+// given number of chunks (at most): chosen is the count the backend picks,
+// count the count a request gives.
+type loraSweep struct {
+	name   string
+	run    func(splits int) error
+	count  func(splits int) int
+	chosen int
+}
+
 // newLoRASet allocates in's adapters and operands (random) and returns
-// their products.
-func (g *gpuBench) newLoRASet(rng *rand.Rand, in loraInput) *loraSet {
+// their products: with bf16, the activations in the dtypes of the model's
+// bf16 step (loraInput); else all float32.
+func (g *gpuBench) newLoRASet(rng *rand.Rand, in loraInput, bf16 bool) *loraSet {
 	be := g.be
 	N, r, s := g.sz.N, 16, float32(2.0)
 	var all []*tensor.Tensor
@@ -659,40 +700,49 @@ func (g *gpuBench) newLoRASet(rng *rand.Rand, in loraInput) *loraSet {
 		all = append(all, t)
 		return t
 	}
+	narrowed := func(t *tensor.Tensor, to bool) *tensor.Tensor { // t, or a bf16 copy
+		if !to {
+			return t
+		}
+		c, err := be.alloc(tensor.BF16, t.Shape()...)
+		g.must(err)
+		all = append(all, c)
+		g.must(be.cast(c, t))
+		return c
+	}
 	n := len(in.outs)
-	x, dx := rnd(N, in.in), rnd(N, in.in)
+	x32, dx := rnd(N, in.in), rnd(N, in.in)
+	x := narrowed(x32, bf16)
 	A, dA, t, dt := rnd(n*r, in.in), rnd(n*r, in.in), rnd(n*r, N), rnd(n*r, N) // stacked
-	var B, dB, y, dy []*tensor.Tensor
-	outs := 0
-	for _, out := range in.outs {
-		B, dB, y, dy = append(B, rnd(out, r)), append(dB, rnd(out, r)), append(y, rnd(N, out)), append(dy, rnd(N, out))
+	var B, dB, y, dy, dy32 []*tensor.Tensor
+	outs, dyBytes := 0, 0.0
+	for i, out := range in.outs {
+		d := rnd(N, out)
+		B, dB, y, dy32 = append(B, rnd(out, r)), append(dB, rnd(out, r)), append(y, rnd(N, out)), append(dy32, d)
+		dy = append(dy, narrowed(d, bf16 && in.bf16Dy != nil && in.bf16Dy[i]))
 		outs += out
+		dyBytes += float64(N * out * dy[i].DType().Size())
 	}
 	rows := func(t *tensor.Tensor, i int) *tensor.Tensor { // adapter i's rows
 		v, err := t.Slice(i*r, (i+1)*r)
 		g.must(err)
 		return v
 	}
-	narrow := func(on bool, c, p, q *tensor.Tensor, transP bool, alpha float32) error {
+	// onKernels runs f with the LoRA kernels on, or off (the cuBLAS variant).
+	onKernels := func(on bool, f func() error) error {
 		if on {
-			return be.NarrowMatMul(c, p, q, transP, alpha, 0)
+			return f()
 		}
-		return be.MatMul(c, p, q, transP, true, alpha, 0)
+		return withKnob(&be.loraKernelsOff, f)()
+	}
+	narrow := func(on bool, c, p, q *tensor.Tensor, transP bool, alpha float32) error {
+		return onKernels(on, func() error { return be.NarrowMatMul(c, p, q, transP, alpha, 0) })
 	}
 	grad := func(on bool, c, p, q *tensor.Tensor, transC bool, alpha float32) error {
-		if on {
-			return be.GradMatMul(c, p, q, transC, alpha, 1)
-		}
-		if transC {
-			return be.MatMul(c, q, p, true, true, alpha, 1)
-		}
-		return be.MatMul(c, p, q, false, false, alpha, 1)
+		return onKernels(on, func() error { return be.GradMatMul(c, p, q, transC, alpha, 1) })
 	}
 	expand := func(on bool, c, p, w *tensor.Tensor, transW bool, alpha float32) error {
-		if on {
-			return be.ExpandMatMul(c, p, w, transW, alpha, 0)
-		}
-		return be.MatMul(c, p, w, true, transW, alpha, 0)
+		return onKernels(on, func() error { return be.ExpandMatMul(c, p, w, transW, alpha, 0) })
 	}
 	each := func(f func(i int) error) error {
 		var errs []error
@@ -701,12 +751,11 @@ func (g *gpuBench) newLoRASet(rng *rand.Rand, in loraInput) *loraSet {
 		}
 		return errors.Join(errs...)
 	}
-	tProduct := func(on bool) error {
-		if n > 1 {
-			return narrow(on, t, A, x, false, 1)
-		}
-		return narrow(on, rows(t, 0), rows(A, 0), x, false, 1)
+	tOut, tA := t, A // one adapter: its own rows, as the model's unstacked slot
+	if n == 1 {
+		tOut, tA = rows(t, 0), rows(A, 0)
 	}
+	tProduct := func(on bool) error { return narrow(on, tOut, tA, x, false, 1) }
 	yProducts := func(on bool) error {
 		return each(func(i int) error { return expand(on, y[i], rows(t, i), B[i], true, s) })
 	}
@@ -739,24 +788,39 @@ func (g *gpuBench) newLoRASet(rng *rand.Rand, in loraInput) *loraSet {
 		var errs []error
 		do := func(err error) { errs = append(errs, err) }
 		for i := range n {
-			do(be.MatMul(tr[i], x, rows(A, i), false, true, 1, 0))
+			do(be.MatMul(tr[i], x32, rows(A, i), false, true, 1, 0))
 			do(be.MatMul(y[i], tr[i], B[i], false, true, s, 0))
 		}
 		for i := range n {
-			do(be.MatMul(dB[i], dy[i], tr[i], true, false, s, 1))
-			do(be.MatMul(dtr[i], dy[i], B[i], false, false, s, 0))
-			do(be.MatMul(rows(dA, i), dtr[i], x, true, false, 1, 1))
+			do(be.MatMul(dB[i], dy32[i], tr[i], true, false, s, 1))
+			do(be.MatMul(dtr[i], dy32[i], B[i], false, false, s, 0))
+			do(be.MatMul(rows(dA, i), dtr[i], x32, true, false, 1, 1))
 			do(be.MatMul(dx, dtr[i], rows(A, i), false, false, 1, float32(min(i, 1))))
 		}
 		return errors.Join(errs...)
 	}
 	// Fewest bytes: x twice (t, dA), each y written, each dy twice (dB,
 	// dt), dx written, the adapters and their gradients.
-	set.bytes = 4 * float64(3*N*in.in+3*N*outs+3*n*r*in.in+3*r*outs)
-	large := func(elems int) float64 { return 4 * float64(elems) }
-	set.products = []loraProduct{{"t", tProduct, large(N * in.in)}, {"y", yProducts, large(N * outs)},
-		{"dt", dtProducts, large(N * outs)}, {"dB", dBProducts, large(N * outs)},
-		{"dA", dAProduct, large(N * in.in)}, {"dx", dxProduct, large(N * in.in)}}
+	xBytes := float64(N * in.in * x.DType().Size())
+	set.bytes = 2*xBytes + 2*dyBytes + 4*float64(N*in.in+N*outs+3*n*r*in.in+3*r*outs)
+	set.products = []loraProduct{{"t", tProduct, xBytes}, {"y", yProducts, 4 * float64(N*outs)},
+		{"dt", dtProducts, dyBytes}, {"dB", dBProducts, dyBytes},
+		{"dA", dAProduct, xBytes}, {"dx", dxProduct, 4 * float64(N*in.in)}}
+
+	narrowSweep := func(name string, c, p, q *tensor.Tensor, transP bool, alpha float32) loraSweep {
+		Rc, N, K := c.Dim(0), q.Dim(0), q.Dim(1)
+		return loraSweep{name: name, chosen: be.narrowSplits(Rc, N, K),
+			run:   func(splits int) error { return be.narrowMatMul(c, p, q, transP, alpha, 0, splits) },
+			count: func(splits int) int { _, k := chunks(K, splits, kernels.LoRANarrowDepth); return k }}
+	}
+	gradSweep := func(name string, c, p, q *tensor.Tensor, transC bool, alpha float32) loraSweep {
+		Rp, N, M := p.Dim(0), p.Dim(1), q.Dim(1)
+		return loraSweep{name: name, chosen: be.gradSplits(Rp, M, N),
+			run:   func(splits int) error { return be.gradMatMul(c, p, q, transC, alpha, 1, splits) },
+			count: func(splits int) int { _, k := chunks(N, splits, kernels.LoRAGradTokens); return k }}
+	}
+	set.sweeps = []loraSweep{narrowSweep("t", tOut, tA, x, false, 1), gradSweep("dA", dA, dt, x, false, 1),
+		narrowSweep("dt", rows(dt, 0), B[0], dy[0], true, s), gradSweep("dB", dB[0], rows(t, 0), dy[0], true, s)}
 	return set
 }
 
