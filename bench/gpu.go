@@ -184,7 +184,8 @@ func runGPU(w io.Writer, o Options) ([]Result, error) {
 			[]string{"case", "compass us", "pytorch us", "ratio"}, rows)
 	}
 	if rows := kmeansRows(byName, km); len(rows) > 0 {
-		table(w, "k-means iteration, 1M points x 768, K 1024, against PyTorch on the same GPU (ratio = PyTorch's time / compass's)",
+		shape := byName[rows[0][0]].Metrics // every k-means case runs on the same points (--quick: small ones)
+		table(w, fmt.Sprintf("k-means iteration, %.0f points x %.0f, K %.0f, against PyTorch on the same GPU (ratio = PyTorch's time / compass's)", shape["N"], shape["D"], shape["K"]),
 			[]string{"compass case", "us", "same as float32 FMA", "PyTorch case", "us", "same as float32", "ratio"}, rows)
 	}
 	if step, ok := byName["train_step_llama31_8b_r16_seq2048"]; ok {
