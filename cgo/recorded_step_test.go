@@ -1,6 +1,8 @@
 package cgo
 
 import (
+	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -244,6 +246,75 @@ var stepMemoryCases = []stepMemoryCase{
 type stepMemoryCase struct {
 	config    string // in testdata/configs
 	recompute bool
+}
+
+// TestRecordedLoRABench checks, through the recording queue, that the GPU
+// suite's lora group times the path it says it times: with the model's
+// bf16 step's dtypes, each input's t and dA on the LoRA kernels' _bf16
+// entries, and for q/k/v also v's dt and dB (dv is bf16); with float32
+// activations none; and the cuBLAS variant no LoRA kernel at all, widening
+// each bf16 operand once per product that reads it. The split sweeps must
+// launch the kernels they name.
+func TestRecordedLoRABench(t *testing.T) {
+	be, q := recBackend(t)
+	g := newGPUBench(be, true, io.Discard, func(BenchRecord) {})
+	rng := rand.New(rand.NewPCG(6, 6))
+	launches := func(run func() error) map[string]int {
+		q.log = q.log[:0]
+		checkErr(t, run())
+		seen := map[string]int{}
+		for _, k := range q.log {
+			seen[k]++
+		}
+		return seen
+	}
+	for _, in := range g.loraInputs() {
+		for _, bf16 := range []bool{true, false} {
+			var set *loraSet
+			if err := g.try(func() { set = g.newLoRASet(rng, in, bf16) }); err != nil {
+				t.Fatal(err)
+			}
+			want := 0 // launches of each _bf16 entry
+			if bf16 {
+				want = 1 // t and dA read x
+				for _, b := range in.bf16Dy {
+					if b {
+						want++ // dt and dB read dy
+					}
+				}
+			}
+			name := fmt.Sprintf("%s (bf16 %v)", in.name, bf16)
+			on := launches(func() error { return set.asModel(true) })
+			for _, k := range []string{"lora_narrow_bf16", "lora_grad_bf16"} {
+				if on[k] != want {
+					t.Errorf("%s: %d launches of %s, want %d: %v", name, on[k], k, want, on)
+				}
+			}
+			if on["gemm"] != 0 || on["elementwise_cast"] != 0 {
+				t.Errorf("%s: the LoRA kernels' variant launched cuBLAS or casts: %v", name, on)
+			}
+			off := launches(func() error { return set.asModel(false) })
+			for k := range off {
+				if strings.HasPrefix(k, "lora_") {
+					t.Errorf("%s: the cuBLAS variant launched %s: %v", name, k, off)
+				}
+			}
+			if off["elementwise_cast"] != 2*want {
+				t.Errorf("%s: the cuBLAS variant cast %d times, want %d: %v", name, off["elementwise_cast"], 2*want, off)
+			}
+			for _, sw := range set.sweeps {
+				kernel := "lora_narrow"
+				if sw.name == "dA" || sw.name == "dB" {
+					kernel = "lora_grad"
+				}
+				got := launches(func() error { return sw.run(4) })
+				if got[kernel]+got[kernel+"_bf16"] != 1 || len(got) != 1 {
+					t.Errorf("%s: the %s sweep launched %v, want one %s", name, sw.name, got, kernel)
+				}
+			}
+			set.free()
+		}
+	}
 }
 
 func (c stepMemoryCase) name() string {
