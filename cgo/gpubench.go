@@ -586,8 +586,8 @@ func withKnob(knob *bool, run func() error) func() error {
 // the split sums, t_splits4_us and so on time t, dA, and the first
 // adapter's dt and dB with the sum in 1, 4 and 16 chunks (t_splits is the
 // count narrowSplits or gradSplits chooses, which t_us times). The same
-// inputs with float32 activations (the Precise-free path of a float32
-// model) are lora_<input>_f32: us, cublas_us, kernels_speedup. (thin.cu,
+// inputs with float32 activations (as a float32 model's step has them)
+// are lora_<input>_f32: us, cublas_us, kernels_speedup. (thin.cu,
 // float32 CUDA-core kernels shaped for the rank-16 side, measured
 // 0.80-1.02x of cuBLAS on an H200 and was taken out:
 // bench/results/2026-12-04-h200-device-check-5.md.)
