@@ -4,9 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
+	"os"
 	"strings"
 	"testing"
+
+	"github.com/compassml/compass/cgo"
 )
 
 // run runs the CLI with args and returns what it printed.
@@ -89,5 +93,32 @@ func TestGPUAndVersion(t *testing.T) {
 	out, err = run(t, "version")
 	if err != nil || !strings.HasPrefix(out, "compass ") {
 		t.Errorf("version: %q, %v", out, err)
+	}
+}
+
+// TestBenchGPUWithoutDevice runs `compass bench --only gpu --out DIR` where
+// there is no CUDA device: the suite says it was skipped, and no results
+// file appears (one with only the machine line would read as a run).
+func TestBenchGPUWithoutDevice(t *testing.T) {
+	be, err := cgo.NewBackend(0)
+	if err == nil {
+		be.Close()
+		t.Skip("a CUDA device is present: the GPU suite would run in full")
+	}
+	if !errors.Is(err, cgo.ErrNoDevice) {
+		t.Skipf("the CUDA backend does not start here (%v): the suite would fail, not skip", err)
+	}
+	dir := t.TempDir()
+	out, err := run(t, "bench", "--only", "gpu", "--quiet", "--out", dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"GPU suite: skipped", "no results: nothing written to " + dir} {
+		if !strings.Contains(out, want) {
+			t.Errorf("bench printed %q, want %q in it", out, want)
+		}
+	}
+	if entries, err := os.ReadDir(dir); err != nil || len(entries) != 0 {
+		t.Errorf("--out holds %v (%v), want nothing", entries, err)
 	}
 }
