@@ -610,9 +610,9 @@ func (g *gpuBench) benchLoRA() {
 			for _, sw := range set.sweeps {
 				m[sw.name+"_splits"] = float64(sw.count(sw.chosen))
 				for _, splits := range []int{1, 4, 16} {
-					n := sw.count(splits)
-					if _, done := m[fmt.Sprintf("%s_splits%d_us", sw.name, n)]; !done {
-						m[fmt.Sprintf("%s_splits%d_us", sw.name, n)] = g.measure(func() error { return sw.run(splits) }) * 1e6
+					key := fmt.Sprintf("%s_splits%d_us", sw.name, sw.count(splits))
+					if _, done := m[key]; !done {
+						m[key] = g.measure(func() error { return sw.run(splits) }) * 1e6
 					}
 				}
 			}
@@ -807,17 +807,27 @@ func (g *gpuBench) newLoRASet(rng *rand.Rand, in loraInput, bf16 bool) *loraSet 
 		{"dt", dtProducts, dyBytes}, {"dB", dBProducts, dyBytes},
 		{"dA", dAProduct, xBytes}, {"dx", dxProduct, 4 * float64(N*in.in)}}
 
+	// count asks loraChunks, as the launch does, how many chunks a request
+	// for splits gives.
+	count := func(kernel string, q *tensor.Tensor, terms int, sizes kernels.Sizes, stage int) func(splits int) int {
+		return func(splits int) int {
+			sizes.Splits = splits
+			_, k, err := be.loraChunks(loraKernel(kernel, q), terms, sizes, stage)
+			g.must(err)
+			return k
+		}
+	}
 	narrowSweep := func(name string, c, p, q *tensor.Tensor, transP bool, alpha float32) loraSweep {
 		Rc, N, K := c.Dim(0), q.Dim(0), q.Dim(1)
 		return loraSweep{name: name, chosen: be.narrowSplits(Rc, N, K),
 			run:   func(splits int) error { return be.narrowMatMul(c, p, q, transP, alpha, 0, splits) },
-			count: func(splits int) int { _, k := chunks(K, splits, kernels.LoRANarrowDepth); return k }}
+			count: count("lora_narrow", q, K, kernels.Sizes{M: Rc, Cols: N}, kernels.LoRANarrowDepth)}
 	}
 	gradSweep := func(name string, c, p, q *tensor.Tensor, transC bool, alpha float32) loraSweep {
 		Rp, N, M := p.Dim(0), p.Dim(1), q.Dim(1)
 		return loraSweep{name: name, chosen: be.gradSplits(Rp, M, N),
 			run:   func(splits int) error { return be.gradMatMul(c, p, q, transC, alpha, 1, splits) },
-			count: func(splits int) int { _, k := chunks(N, splits, kernels.LoRAGradTokens); return k }}
+			count: count("lora_grad", q, N, kernels.Sizes{M: Rp, Cols: M}, kernels.LoRAGradTokens)}
 	}
 	set.sweeps = []loraSweep{narrowSweep("t", tOut, tA, x, false, 1), gradSweep("dA", dA, dt, x, false, 1),
 		narrowSweep("dt", rows(dt, 0), B[0], dy[0], true, s), gradSweep("dB", dB[0], rows(t, 0), dy[0], true, s)}

@@ -73,10 +73,7 @@ func TestRecordedLlama8BStep(t *testing.T) {
 				t.Errorf("%s: no %s among the step's %d launches and products", v.name, k, len(q.log))
 			}
 		}
-		seen := map[string]int{}
-		for _, k := range q.log {
-			seen[k]++
-		}
+		seen := launchCounts(q.log)
 		// The casts left in the default step: v for attention in the
 		// forward (one per layer), the final norm's output for the
 		// lm_head's product and the top layer's down_proj gradient (from
@@ -262,11 +259,7 @@ func TestRecordedLoRABench(t *testing.T) {
 	launches := func(run func() error) map[string]int {
 		q.log = q.log[:0]
 		checkErr(t, run())
-		seen := map[string]int{}
-		for _, k := range q.log {
-			seen[k]++
-		}
-		return seen
+		return launchCounts(q.log)
 	}
 	for _, in := range g.loraInputs() {
 		for _, bf16 := range []bool{true, false} {
@@ -315,6 +308,16 @@ func TestRecordedLoRABench(t *testing.T) {
 			set.free()
 		}
 	}
+}
+
+// launchCounts counts a recording queue's log by kernel ("gemm" for a
+// product).
+func launchCounts(log []string) map[string]int {
+	seen := map[string]int{}
+	for _, k := range log {
+		seen[k]++
+	}
+	return seen
 }
 
 func (c stepMemoryCase) name() string {

@@ -38,11 +38,13 @@ func benchCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			if dir := cmd.String("out"); dir != "" && len(rs) == 0 {
-				// Every suite asked for was skipped (the GPU suite without a
-				// device): a file of no results would read as a run.
-				fmt.Fprintf(cmd.Root().Writer, "\nno results: nothing written to %s\n", dir)
-			} else if dir != "" {
+			if dir := cmd.String("out"); dir != "" {
+				if len(rs) == 0 {
+					// Every suite asked for was skipped (the GPU suite without
+					// a device): a file of no results would read as a run.
+					fmt.Fprintf(cmd.Root().Writer, "\nno results: nothing written to %s\n", dir)
+					return nil
+				}
 				name := cmd.String("name")
 				if !cmd.IsSet("name") && len(o.Only) == 1 && o.Only[0] == "gpu" {
 					name = "gpu"
