@@ -7,6 +7,7 @@ package bench
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -56,7 +57,9 @@ type Machine struct {
 // Suites lists the suite names in the order they run.
 var Suites = []string{"safetensors", "matmul", "train", "train-run", "generate", "encode", "kmeans", "tokenize", "gpu"}
 
-// Run runs the selected suites, printing a table for each to w.
+// Run runs the selected suites, printing a table for each to w. It goes
+// on past a suite that fails and returns every result measured with the
+// failures joined: one missing reference must not cost the others.
 func Run(w io.Writer, o Options) ([]Result, error) {
 	if o.Python == "" {
 		o.Python = "/usr/bin/python3"
@@ -82,6 +85,7 @@ func Run(w io.Writer, o Options) ([]Result, error) {
 		}
 	}
 	var all []Result
+	var errs []error
 	for _, s := range Suites {
 		if len(o.Only) > 0 && !slices.Contains(o.Only, s) {
 			continue
@@ -108,12 +112,13 @@ func Run(w io.Writer, o Options) ([]Result, error) {
 		case "gpu":
 			rs, err = runGPU(w, o)
 		}
+		all = append(all, rs...) // a suite that fails may have measured some
 		if err != nil {
-			return all, fmt.Errorf("bench %s: %w", s, err)
+			fmt.Fprintf(o.Log, "bench: %s failed: %v; going on\n", s, err)
+			errs = append(errs, fmt.Errorf("bench %s: %w", s, err))
 		}
-		all = append(all, rs...)
 	}
-	return all, nil
+	return all, errors.Join(errs...)
 }
 
 // ThisMachine describes the machine the benchmarks run on.
@@ -139,15 +144,21 @@ func ThisMachine() Machine {
 }
 
 // WriteResults writes the machine line and the results as JSONL to
-// dir/DATE-NAME.jsonl, atomically, and returns the path.
-func WriteResults(dir, name string, m Machine, rs []Result) (string, error) {
+// dir/DATE-NAME.jsonl, atomically, and returns the path. runErr is the
+// run's failure, if any: the first line then carries it as "failed", so
+// that a partial run does not read as a whole one.
+func WriteResults(dir, name string, m Machine, rs []Result, runErr error) (string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
 	}
 	path := filepath.Join(dir, m.Date+"-"+name+".jsonl")
 	return path, atomicfile.Write(path, func(w io.Writer) error {
 		enc := json.NewEncoder(w)
-		if err := enc.Encode(map[string]any{"machine": m}); err != nil {
+		head := map[string]any{"machine": m}
+		if runErr != nil {
+			head["failed"] = runErr.Error()
+		}
+		if err := enc.Encode(head); err != nil {
 			return err
 		}
 		for _, r := range rs {

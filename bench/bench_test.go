@@ -39,7 +39,7 @@ func TestRunQuick(t *testing.T) {
 	}
 
 	dir := t.TempDir()
-	path, err := WriteResults(dir, "test", ThisMachine(), rs)
+	path, err := WriteResults(dir, "test", ThisMachine(), rs, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,5 +65,46 @@ func TestRunQuick(t *testing.T) {
 func TestRunUnknownSuite(t *testing.T) {
 	if _, err := Run(io.Discard, Options{Only: []string{"nope"}}); err == nil || !strings.Contains(err.Error(), "nope") {
 		t.Errorf("err = %v", err)
+	}
+}
+
+// A suite that fails does not stop the run: the suites after it still
+// measure, their results come back with the failure, and the results file
+// says the run was partial. Here the safetensors suite cannot make its
+// scratch directory (TempDir is a file); matmul, after it, needs none.
+func TestRunGoesOnPastAFailingSuite(t *testing.T) {
+	notDir := t.TempDir() + "/file"
+	if err := os.WriteFile(notDir, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	o := Options{Only: []string{"safetensors", "matmul"}, Quick: true, MinTime: time.Millisecond, Threads: []int{1},
+		Python: "/nonexistent/python3", TempDir: notDir}
+	rs, err := Run(io.Discard, o)
+	if err == nil || !strings.Contains(err.Error(), "bench safetensors") || strings.Contains(err.Error(), "bench matmul") {
+		t.Errorf("err = %v, want the safetensors suite's failure alone", err)
+	}
+	suites := map[string]int{}
+	for _, r := range rs {
+		suites[r.Suite]++
+	}
+	if suites["matmul"] == 0 || suites["safetensors"] != 0 {
+		t.Errorf("results by suite %v, want matmul's only", suites)
+	}
+
+	path, werr := WriteResults(t.TempDir(), "partial", ThisMachine(), rs, err)
+	if werr != nil {
+		t.Fatal(werr)
+	}
+	data, werr := os.ReadFile(path)
+	if werr != nil {
+		t.Fatal(werr)
+	}
+	first, _, _ := strings.Cut(string(data), "\n")
+	var head struct {
+		Machine Machine `json:"machine"`
+		Failed  string  `json:"failed"`
+	}
+	if werr := json.Unmarshal([]byte(first), &head); werr != nil || !strings.Contains(head.Failed, "bench safetensors") || head.Machine.Cores == 0 {
+		t.Errorf("first line %s (%v): want the machine and the failure", first, werr)
 	}
 }

@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/compassml/compass/cgo"
@@ -57,7 +59,9 @@ func runGPU(w io.Writer, o Options) ([]Result, error) {
 	byName := map[string]cgo.BenchRecord{}
 	var order []string // the records' names, in the order they came
 	var profile []cgo.BenchRecord
-	err = cgo.RunGPUBenchmarks(be, nil, config, o.Quick, o.Log, func(r cgo.BenchRecord) {
+	// A group that fails leaves the others' results, the references and
+	// the tables; its error is returned at the end, with what was measured.
+	suiteErr := cgo.RunGPUBenchmarks(be, nil, config, o.Quick, o.Log, func(r cgo.BenchRecord) {
 		if r.Text["work"] != "" {
 			profile = append(profile, r)
 			results = append(results, Result{Suite: "gpu", Case: r.Name + ": " + r.Text["work"], Impl: "compass", Value: r.Metrics["ms"], Unit: "ms", Note: device})
@@ -65,13 +69,16 @@ func runGPU(w io.Writer, o Options) ([]Result, error) {
 		}
 		byName[r.Name] = r
 		order = append(order, r.Name)
-		for unit, v := range r.Metrics {
+		// Each record in the log as it comes: if the run is cut short (a
+		// time limit on a lent machine), what it measured is still there.
+		line := "gpu: " + r.Name
+		for _, unit := range slices.Sorted(maps.Keys(r.Metrics)) {
+			v := r.Metrics[unit]
 			results = append(results, Result{Suite: "gpu", Case: r.Name, Impl: "compass", Value: v, Unit: unit, Note: device})
+			line += fmt.Sprintf(" %s=%.4g", unit, v)
 		}
+		fmt.Fprintln(o.Log, line)
 	})
-	if err != nil {
-		return results, err
-	}
 
 	// The references, on the same GPU.
 	var sdpa, km, hf []map[string]any
@@ -215,7 +222,10 @@ func runGPU(w io.Writer, o Options) ([]Result, error) {
 		}
 		table(w, "Where one training step's device time goes (the largest 15)", []string{"work", "ms", "share", "calls"}, rows)
 	}
-	return results, nil
+	if suiteErr != nil {
+		fmt.Fprintf(w, "\nGPU suite: not every group ran to the end: %v\n", suiteErr)
+	}
+	return results, suiteErr
 }
 
 // kmeansRows pairs compass's k-means cases with PyTorch's: each assignment

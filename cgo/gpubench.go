@@ -74,33 +74,56 @@ func RunGPUBenchmarks(be *Backend, groups []string, llama8bConfig []byte, quick 
 	}
 	g := newGPUBench(be, quick, log, report)
 	want := func(name string) bool { return len(groups) == 0 || slices.Contains(groups, name) }
-	return g.try(func() {
+	if err := g.try(func() {
 		fmt.Fprintf(log, "gpu bench: %s: ceilings\n", be.DeviceName())
 		copyGBs, tflops := g.ceilings()
 		if want("ceilings") {
 			g.record("copy_dtod", map[string]float64{"GB/s": copyGBs, "bytes": float64(g.sz.CopyBytes)}, nil)
 			g.record("cublas_bf16_gemm", map[string]float64{"TFLOP/s": tflops, "M": float64(g.sz.GemmM)}, nil)
 		}
-		for _, step := range []struct {
-			name string
-			run  func()
-		}{
-			{"gemm", func() { g.runCases(g.gemmCases()) }}, {"kernels", func() { g.runCases(g.kernelCases()) }},
-			{"lora", g.benchLoRA}, {"kmeans", g.benchKMeans},
-			{"train-step", func() {
-				if quick {
-					fmt.Fprintln(log, "gpu bench: train step skipped (quick)")
-					return
-				}
-				g.benchTrainStep(llama8bConfig)
-			}},
-		} {
-			if want(step.name) {
-				fmt.Fprintf(log, "gpu bench: %s\n", step.name)
-				step.run()
+	}); err != nil {
+		return fmt.Errorf("cuda: gpu bench: ceilings: %w", err) // every other result is a ratio to them
+	}
+	var steps []benchStep
+	for _, s := range []benchStep{
+		{"gemm", func() { g.runCases(g.gemmCases()) }}, {"kernels", func() { g.runCases(g.kernelCases()) }},
+		{"lora", g.benchLoRA}, {"kmeans", g.benchKMeans},
+		{"train-step", func() {
+			if quick {
+				fmt.Fprintln(log, "gpu bench: train step skipped (quick)")
+				return
 			}
+			g.benchTrainStep(llama8bConfig)
+		}},
+	} {
+		if want(s.name) {
+			steps = append(steps, s)
 		}
-	})
+	}
+	return g.runSteps(steps)
+}
+
+// benchStep is one group of the suite.
+type benchStep struct {
+	name string
+	run  func()
+}
+
+// runSteps runs each step, going on past one that fails: device time is
+// scarce, and a failing group (a kernel's check, an allocation) should not
+// cost the others' results. The error names every step that failed. (An
+// error that leaves the device unusable fails the later steps too, each
+// saying so.)
+func (g *gpuBench) runSteps(steps []benchStep) error {
+	var errs []error
+	for _, s := range steps {
+		fmt.Fprintf(g.log, "gpu bench: %s\n", s.name)
+		if err := g.try(s.run); err != nil {
+			fmt.Fprintf(g.log, "gpu bench: %s failed: %v; going on\n", s.name, err)
+			errs = append(errs, fmt.Errorf("cuda: gpu bench: %s: %w", s.name, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // newGPUBench starts a run of the suite on be: on Llama-3.1-8B's sizes, or
@@ -143,7 +166,7 @@ func (g *gpuBench) try(fn func()) (err error) {
 			if !ok {
 				panic(r)
 			}
-			err = fmt.Errorf("cuda: gpu bench: %w", e.err)
+			err = e.err
 		}
 	}()
 	fn()

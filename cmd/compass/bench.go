@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -34,28 +35,28 @@ func benchCommand() *cli.Command {
 			}
 			m := bench.ThisMachine()
 			fmt.Fprintf(cmd.Root().Writer, "compass %s on %s (%d cores), %s, %s\n", versionString(), m.CPU, m.Cores, m.GoVersion, m.Date)
-			rs, err := bench.Run(cmd.Root().Writer, o)
-			if err != nil {
-				return err
-			}
+			rs, runErr := bench.Run(cmd.Root().Writer, o)
 			if dir := cmd.String("out"); dir != "" {
 				if len(rs) == 0 {
 					// Every suite asked for was skipped (the GPU suite without
-					// a device): a file of no results would read as a run.
+					// a device) or failed before measuring: a file of no
+					// results would read as a run.
 					fmt.Fprintf(cmd.Root().Writer, "\nno results: nothing written to %s\n", dir)
-					return nil
+					return runErr
 				}
 				name := cmd.String("name")
 				if !cmd.IsSet("name") && len(o.Only) == 1 && o.Only[0] == "gpu" {
 					name = "gpu"
 				}
-				path, err := bench.WriteResults(dir, name, m, rs)
+				// What was measured is written even when a suite failed: the
+				// file's first line says which, and the command still fails.
+				path, err := bench.WriteResults(dir, name, m, rs, runErr)
 				if err != nil {
-					return fmt.Errorf("write results: %w", err)
+					return errors.Join(runErr, fmt.Errorf("write results: %w", err))
 				}
 				fmt.Fprintf(cmd.Root().Writer, "\nresults written to %s\n", path)
 			}
-			return nil
+			return runErr
 		},
 	}
 }

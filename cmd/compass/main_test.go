@@ -96,6 +96,43 @@ func TestGPUAndVersion(t *testing.T) {
 	}
 }
 
+// A suite that fails costs only itself: `compass bench --out` still writes
+// what the other suites measured, its first line names the failure, and
+// the command fails. The safetensors suite fails here (its scratch
+// directory would go in $TMPDIR, a file); matmul needs none.
+func TestBenchWritesWhatWasMeasured(t *testing.T) {
+	notDir := t.TempDir() + "/file"
+	if err := os.WriteFile(notDir, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	t.Setenv("TMPDIR", notDir)
+	out, err := run(t, "bench", "--only", "safetensors,matmul", "--quick", "--quiet", "--python", "/nonexistent/python3",
+		"--threads", "1", "--min-time", "1ms", "--out", dir, "--name", "partial")
+	if err == nil || !strings.Contains(err.Error(), "bench safetensors") {
+		t.Errorf("err = %v, want the safetensors suite's failure", err)
+	}
+	if !strings.Contains(out, "results written to") {
+		t.Errorf("bench printed %q, want the results file", out)
+	}
+	files, _ := os.ReadDir(dir)
+	if len(files) != 1 {
+		t.Fatalf("--out holds %v, want one results file", files)
+	}
+	data, rerr := os.ReadFile(dir + "/" + files[0].Name())
+	if rerr != nil {
+		t.Fatal(rerr)
+	}
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	var head struct{ Failed string }
+	if json.Unmarshal([]byte(lines[0]), &head) != nil || !strings.Contains(head.Failed, "bench safetensors") {
+		t.Errorf("first line %s: want the failure", lines[0])
+	}
+	if len(lines) < 2 || !strings.Contains(string(data), `"suite":"matmul"`) {
+		t.Errorf("no matmul results in:\n%s", data)
+	}
+}
+
 // TestBenchGPUWithoutDevice runs `compass bench --only gpu --out DIR` where
 // there is no CUDA device: the suite says it was skipped, and no results
 // file appears (one with only the machine line would read as a run).
