@@ -27,7 +27,10 @@
 #	bench.log, DATE-gpu.jsonl  compass bench --only gpu: every kernel against the ceilings,
 #	                         PyTorch's flash SDPA on the attention's shape, its matmul + argmin
 #	                         on the k-means shape and HF transformers + PEFT doing the same 8B
-#	                         LoRA step, on the same GPU (bench/gpu.go)
+#	                         LoRA step, on the same GPU (bench/gpu.go); each result is
+#	                         logged as it is measured (a stage cut short keeps its
+#	                         numbers in bench.log), and a group that fails costs only
+#	                         its own results (the JSONL's first line names it)
 #	summary.txt              each stage: exit status and seconds; test counts
 #
 # Where there is no GPU (a dry run: OUT=/tmp/x bash scripts/device-check.sh)
