@@ -62,7 +62,8 @@ var GPUBenchGroups = []string{"ceilings", "gemm", "kernels", "lora", "kmeans", "
 // or the device has less than 60 GiB free). The ceilings are measured
 // first whatever the groups. quick runs every group but the training step
 // on small sizes, in seconds, to check the suite itself (results are not
-// worth recording).
+// worth recording). A group that fails does not stop the others: the
+// error, once they have run, names each one that did.
 func RunGPUBenchmarks(be *Backend, groups []string, llama8bConfig []byte, quick bool, log io.Writer, report func(BenchRecord)) error {
 	for _, name := range groups {
 		if !slices.Contains(GPUBenchGroups, name) {
