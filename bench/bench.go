@@ -20,6 +20,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/compassml/compass/cgo"
 	"github.com/compassml/compass/internal/atomicfile"
 )
 
@@ -30,8 +31,11 @@ type Options struct {
 	Threads []int         // thread counts to compare at; default 1 and GOMAXPROCS
 	MinTime time.Duration // how long to repeat each measurement (at least one run after a warm-up)
 	Quick   bool          // smaller sizes, for a smoke run
-	TempDir string        // where scratch files go; os.TempDir() when empty
-	Log     io.Writer     // progress lines; nil for none
+	// GPUGroups are the GPU suite's groups to run (cgo.GPUBenchGroups), all
+	// when empty; each reference runs with its group only.
+	GPUGroups []string
+	TempDir   string    // where scratch files go; os.TempDir() when empty
+	Log       io.Writer // progress lines; nil for none
 }
 
 // Result is one measurement.
@@ -82,6 +86,11 @@ func Run(w io.Writer, o Options) ([]Result, error) {
 	for _, s := range o.Only {
 		if !slices.Contains(Suites, s) {
 			return nil, fmt.Errorf("bench: unknown suite %q (have %s)", s, strings.Join(Suites, ", "))
+		}
+	}
+	for _, g := range o.GPUGroups {
+		if !slices.Contains(cgo.GPUBenchGroups, g) {
+			return nil, fmt.Errorf("bench: unknown GPU group %q (have %s)", g, strings.Join(cgo.GPUBenchGroups, ", "))
 		}
 	}
 	var all []Result

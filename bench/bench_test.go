@@ -108,3 +108,10 @@ func TestRunGoesOnPastAFailingSuite(t *testing.T) {
 		t.Errorf("first line %s (%v): want the machine and the failure", first, werr)
 	}
 }
+
+func TestRunUnknownGPUGroup(t *testing.T) {
+	_, err := Run(io.Discard, Options{Only: []string{"gpu"}, GPUGroups: []string{"lora", "attn"}})
+	if err == nil || !strings.Contains(err.Error(), `"attn"`) || !strings.Contains(err.Error(), "train-step") {
+		t.Errorf("err = %v, want the unknown group named and the groups listed", err)
+	}
+}

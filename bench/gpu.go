@@ -61,7 +61,11 @@ func runGPU(w io.Writer, o Options) ([]Result, error) {
 	var profile []cgo.BenchRecord
 	// A group that fails leaves the others' results, the references and
 	// the tables; its error is returned at the end, with what was measured.
-	suiteErr := cgo.RunGPUBenchmarks(be, nil, config, o.Quick, o.Log, func(r cgo.BenchRecord) {
+	groups := o.GPUGroups
+	if len(groups) > 0 && !slices.Contains(groups, "ceilings") {
+		groups = append([]string{"ceilings"}, groups...) // every ratio's denominators, in the results too
+	}
+	suiteErr := cgo.RunGPUBenchmarks(be, groups, config, o.Quick, o.Log, func(r cgo.BenchRecord) {
 		if r.Text["work"] != "" {
 			profile = append(profile, r)
 			results = append(results, Result{Suite: "gpu", Case: r.Name + ": " + r.Text["work"], Impl: "compass", Value: r.Metrics["ms"], Unit: "ms", Note: device})
@@ -88,15 +92,19 @@ func runGPU(w io.Writer, o Options) ([]Result, error) {
 			return results, err
 		}
 		defer os.RemoveAll(dir)
-		fmt.Fprintln(o.Log, "gpu: PyTorch SDPA (flash) on the attention's shape")
-		if sdpa, err = runPythonJSONL(o, dir, "torch_sdpa.py", torchSDPAScript); err != nil {
-			fmt.Fprintf(o.Log, "gpu: PyTorch SDPA: %v\n", err)
+		if gpuGroup(o, "kernels") {
+			fmt.Fprintln(o.Log, "gpu: PyTorch SDPA (flash) on the attention's shape")
+			if sdpa, err = runPythonJSONL(o, dir, "torch_sdpa.py", torchSDPAScript); err != nil {
+				fmt.Fprintf(o.Log, "gpu: PyTorch SDPA: %v\n", err)
+			}
 		}
-		fmt.Fprintln(o.Log, "gpu: PyTorch matmul + argmin on the k-means shape")
-		if km, err = runPythonJSONL(o, dir, "torch_kmeans.py", torchKMeansScript); err != nil {
-			fmt.Fprintf(o.Log, "gpu: PyTorch k-means: %v\n", err)
+		if gpuGroup(o, "kmeans") {
+			fmt.Fprintln(o.Log, "gpu: PyTorch matmul + argmin on the k-means shape")
+			if km, err = runPythonJSONL(o, dir, "torch_kmeans.py", torchKMeansScript); err != nil {
+				fmt.Fprintf(o.Log, "gpu: PyTorch k-means: %v\n", err)
+			}
 		}
-		if config != nil {
+		if config != nil && gpuGroup(o, "train-step") {
 			fmt.Fprintln(o.Log, "gpu: HF transformers + PEFT, the same training step")
 			if hf, err = runPythonJSONL(o, dir, "hf_train_step.py", hfTrainStepScript, configPath); err != nil {
 				fmt.Fprintf(o.Log, "gpu: HF transformers + PEFT: %v\n", err)
@@ -226,6 +234,11 @@ func runGPU(w io.Writer, o Options) ([]Result, error) {
 		fmt.Fprintf(w, "\nGPU suite: not every group ran to the end: %v\n", suiteErr)
 	}
 	return results, suiteErr
+}
+
+// gpuGroup says whether the run includes the GPU suite's group name.
+func gpuGroup(o Options, name string) bool {
+	return len(o.GPUGroups) == 0 || slices.Contains(o.GPUGroups, name)
 }
 
 // kmeansRows pairs compass's k-means cases with PyTorch's: each assignment

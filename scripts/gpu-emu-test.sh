@@ -21,7 +21,8 @@
 # the library changes.
 #
 # Then (not with --warp-turns) it runs BenchmarkGPUKernels and
-# BenchmarkGPULoRA once per case at the suite's small sizes.
+# BenchmarkGPULoRA once per case at the suite's small sizes, and bench's
+# GPU test (compass bench's side of the suite).
 #
 # Fails when a test fails, when no GPU test ran, when one skipped for lack
 # of a device, or when a run of every test did not launch every kernel of
@@ -93,4 +94,13 @@ if [ ${#turns[@]} -eq 0 ]; then
     exit 1
   fi
   echo "BenchmarkGPUKernels and BenchmarkGPULoRA on the emulated device: $(grep -c '^BenchmarkGPU\(Kernels\|LoRA\)/' "$log") cases ran once"
+  # compass bench's side of the suite (bench/gpu.go: groups, results,
+  # tables) on one small group, a few seconds.
+  if ! COMPASS_CUDA_EMULATOR="$named" ${GO:-go} test -tags cuda -run '^TestGPU' -v ./bench/ >"$log" 2>&1 ||
+    ! grep -q '^--- PASS: TestGPUSuiteGroups' "$log"; then
+    echo "gpu-emu-test: bench's GPU tests failed or skipped; the last lines:" >&2
+    tail -30 "$log" >&2
+    exit 1
+  fi
+  echo "bench's GPU suite (TestGPUSuiteGroups) on the emulated device: passed"
 fi

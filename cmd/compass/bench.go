@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/compassml/compass/bench"
+	"github.com/compassml/compass/cgo"
 	"github.com/urfave/cli/v3"
 )
 
@@ -23,13 +24,15 @@ func benchCommand() *cli.Command {
 			&cli.IntSliceFlag{Name: "threads", Usage: "thread counts to compare at (default 1 and all cores)"},
 			&cli.DurationFlag{Name: "min-time", Value: 0, Usage: "repeat each measurement for at least this long (default 2s)"},
 			&cli.BoolFlag{Name: "quick", Usage: "small sizes, for a smoke run"},
+			&cli.StringSliceFlag{Name: "gpu-groups", Usage: "the GPU suite's groups to run (" + strings.Join(cgo.GPUBenchGroups, ", ") + "; default all)"},
 			&cli.StringFlag{Name: "out", Usage: "directory to write DATE-NAME.jsonl results into"},
 			&cli.StringFlag{Name: "name", Value: "cpu", Usage: "name of the results file (\"gpu\" by default with --suite gpu alone)"},
 			&cli.BoolFlag{Name: "quiet", Usage: "no progress lines on stderr"},
 		},
 		Action: func(ctx context.Context, cmd *cli.Command) error {
 			o := bench.Options{Only: cmd.StringSlice("only"), Python: cmd.String("python"),
-				Threads: cmd.IntSlice("threads"), MinTime: cmd.Duration("min-time"), Quick: cmd.Bool("quick")}
+				Threads: cmd.IntSlice("threads"), MinTime: cmd.Duration("min-time"), Quick: cmd.Bool("quick"),
+				GPUGroups: cmd.StringSlice("gpu-groups")}
 			if !cmd.Bool("quiet") {
 				o.Log = os.Stderr
 			}
