@@ -223,6 +223,9 @@ stage "hf goldens" 60 "$OUT/hf-goldens.log" python3 scripts/hf_goldens.py "$bund
 # step): compass bench --only
 # gpu, from the repository root (it reads testdata/configs), its table in
 # bench.log and its results in $OUT/DATE-gpu.jsonl.
-stage "benchmarks" 200 "$OUT/bench.log" "$bundle/compass" bench --only gpu --python python3 --out "$OUT" --name gpu
+# COMPASS_DEVICE_GPU_GROUPS (e.g. "lora,train-step") runs only those groups
+# of the suite, for a rerun after a fix.
+stage "benchmarks" 200 "$OUT/bench.log" "$bundle/compass" bench --only gpu --python python3 --out "$OUT" --name gpu \
+  ${COMPASS_DEVICE_GPU_GROUPS:+--gpu-groups "$COMPASS_DEVICE_GPU_GROUPS"}
 note "total: $(($(date +%s) - begin))s"
 [ "$fail" -eq 0 ]
