@@ -33,7 +33,9 @@ var torchKMeansScript []byte
 // device 0, then the references on the same GPU: PyTorch's flash SDPA on
 // the attention's shape, PyTorch's matmul + argmin and index_add_ on the
 // k-means shape, and HF transformers + PEFT doing the same training step
-// (--python's interpreter, with torch, transformers and peft). Without a CUDA device it says so and records nothing. --quick runs
+// (--python's interpreter, with torch, transformers and peft); with
+// o.GPUGroups, those groups only (the ceilings always), each reference
+// with its group. Without a CUDA device it says so and records nothing. --quick runs
 // the suite on small sizes without the step or the references.
 func runGPU(w io.Writer, o Options) ([]Result, error) {
 	be, err := cgo.NewBackend(0)
@@ -59,12 +61,13 @@ func runGPU(w io.Writer, o Options) ([]Result, error) {
 	byName := map[string]cgo.BenchRecord{}
 	var order []string // the records' names, in the order they came
 	var profile []cgo.BenchRecord
-	// A group that fails leaves the others' results, the references and
-	// the tables; its error is returned at the end, with what was measured.
+	want := func(group string) bool { return len(o.GPUGroups) == 0 || slices.Contains(o.GPUGroups, group) }
 	groups := o.GPUGroups
 	if len(groups) > 0 && !slices.Contains(groups, "ceilings") {
 		groups = append([]string{"ceilings"}, groups...) // every ratio's denominators, in the results too
 	}
+	// A group that fails leaves the others' results, the references and
+	// the tables; its error is returned at the end, with what was measured.
 	suiteErr := cgo.RunGPUBenchmarks(be, groups, config, o.Quick, o.Log, func(r cgo.BenchRecord) {
 		if r.Text["work"] != "" {
 			profile = append(profile, r)
@@ -92,19 +95,19 @@ func runGPU(w io.Writer, o Options) ([]Result, error) {
 			return results, err
 		}
 		defer os.RemoveAll(dir)
-		if gpuGroup(o, "kernels") {
+		if want("kernels") {
 			fmt.Fprintln(o.Log, "gpu: PyTorch SDPA (flash) on the attention's shape")
 			if sdpa, err = runPythonJSONL(o, dir, "torch_sdpa.py", torchSDPAScript); err != nil {
 				fmt.Fprintf(o.Log, "gpu: PyTorch SDPA: %v\n", err)
 			}
 		}
-		if gpuGroup(o, "kmeans") {
+		if want("kmeans") {
 			fmt.Fprintln(o.Log, "gpu: PyTorch matmul + argmin on the k-means shape")
 			if km, err = runPythonJSONL(o, dir, "torch_kmeans.py", torchKMeansScript); err != nil {
 				fmt.Fprintf(o.Log, "gpu: PyTorch k-means: %v\n", err)
 			}
 		}
-		if config != nil && gpuGroup(o, "train-step") {
+		if config != nil && want("train-step") {
 			fmt.Fprintln(o.Log, "gpu: HF transformers + PEFT, the same training step")
 			if hf, err = runPythonJSONL(o, dir, "hf_train_step.py", hfTrainStepScript, configPath); err != nil {
 				fmt.Fprintf(o.Log, "gpu: HF transformers + PEFT: %v\n", err)
@@ -234,11 +237,6 @@ func runGPU(w io.Writer, o Options) ([]Result, error) {
 		fmt.Fprintf(w, "\nGPU suite: not every group ran to the end: %v\n", suiteErr)
 	}
 	return results, suiteErr
-}
-
-// gpuGroup says whether the run includes the GPU suite's group name.
-func gpuGroup(o Options, name string) bool {
-	return len(o.GPUGroups) == 0 || slices.Contains(o.GPUGroups, name)
 }
 
 // kmeansRows pairs compass's k-means cases with PyTorch's: each assignment
