@@ -149,8 +149,8 @@ type Backend interface {
 	// and up.
 	SwiGLUBackward(dgate, dup, dout, gate, up *Tensor) error
 	// GELU sets out = x/2 * (1 + erf(x/sqrt(2))) elementwise, the exact
-	// form (torch's default, HF's "gelu"), computed in float32 (float64 erf
-	// on the CPU). out and x have the same shape; out may be x. Forward only.
+	// form (torch's default, HF's "gelu"), computed in float32. out and x
+	// have the same shape; out may be x. Forward only.
 	GELU(out, x *Tensor) error
 
 	// Dropout sets out = x * keep / (1-p) elementwise, where keep for
