@@ -1,9 +1,6 @@
 package tensor
 
-import (
-	"fmt"
-	"math"
-)
+import "fmt"
 
 // kvDims are the sizes of an AttentionKV call: q [B, Tq, Hq, D], the new
 // keys and values [B, Tq, Hkv, D] and the cache [B, S, Hkv, D].
@@ -49,9 +46,10 @@ func kvCheck(out, q, k, v, kCache, vCache, pos *Tensor) (kvDims, error) {
 // AttentionKV implements Backend. The new keys and values are written into
 // the cache row by row (rounded to its dtype); then each (batch, query head)
 // is one task, and each of its query rows takes its scores against the
-// cached keys up to its position, their float32 softmax (max subtracted)
-// and the weighted sum of the cached values. The scratch of a task is one
-// score per cached position: linear in S.
+// cached keys up to its position, their float32 softmax (max subtracted,
+// the sum in float64) and the weighted sum of the cached values, through
+// the strided row loops of rowdot.go. The scratch of a task is one score
+// per cached position: linear in S.
 func (*CPU) AttentionKV(out, q, k, v, kCache, vCache, pos *Tensor, scale float32) error {
 	a, err := kvCheck(out, q, k, v, kCache, vCache, pos)
 	if err != nil {
@@ -83,39 +81,45 @@ func (*CPU) AttentionKV(out, q, k, v, kCache, vCache, pos *Tensor, scale float32
 		return nil
 	}
 	D, group := a.D, a.Hq/a.Hkv
-	// row returns row i of an F32 cache in place, else widened into buf.
-	row32 := func(c *Tensor, i int, buf []float32) []float32 {
-		if c.dtype == F32 {
-			return c.F32()[i : i+D]
-		}
-		readF32(buf, c, i)
-		return buf
-	}
 	parallelFor(a.B*a.Hq, 1, func(lo, hi int) {
 		qr, o := make([]float32, D), make([]float32, D)
-		kbuf, vbuf := make([]float32, D), make([]float32, D)
 		scores := make([]float32, a.S)
+		var kw, vw []float32
+		if kCache.dtype != F32 {
+			kw, vw = make([]float32, kvChunk*D), make([]float32, kvChunk*D)
+		}
+		// rows returns cache rows s0 up to s1 of batch b, kv head g, and
+		// their stride: in place in an F32 cache, else widened into buf.
+		rows := func(c *Tensor, buf []float32, b, g, s0, s1 int) ([]float32, int) {
+			first := ((b*a.S+s0)*a.Hkv + g) * D
+			if c.dtype == F32 {
+				return c.F32()[first:], a.Hkv * D
+			}
+			for s := s0; s < s1; s++ {
+				readF32(buf[(s-s0)*D:(s-s0+1)*D], c, first+(s-s0)*a.Hkv*D)
+			}
+			return buf, D
+		}
 		for task := lo; task < hi; task++ {
 			b, h := task/a.Hq, task%a.Hq
 			g := h / group
 			for t := 0; t < a.Tq; t++ {
 				n := int(ps[b]) + t + 1 // keys 0..position
 				readF32(qr, q, ((b*a.Tq+t)*a.Hq+h)*D)
-				m := float32(math.Inf(-1))
-				for s := 0; s < n; s++ {
-					scores[s] = scale * dot(qr, row32(kCache, ((b*a.S+s)*a.Hkv+g)*D, kbuf))
-					m = max(m, scores[s])
+				for s0 := 0; s0 < n; s0 += kvChunk {
+					s1 := min(n, s0+kvChunk)
+					r, stride := rows(kCache, kw, b, g, s0, s1)
+					rowDots(scores[s0:s1], qr, r, stride, scale)
 				}
-				var sum float32
+				p := scores[:n]
+				sum := expSubSum(p, p, maxF32(p))
 				clear(o)
-				for s := 0; s < n; s++ {
-					p := float32(math.Exp(float64(scores[s] - m)))
-					sum += p
-					for d, x := range row32(vCache, ((b*a.S+s)*a.Hkv+g)*D, vbuf) {
-						o[d] += p * x
-					}
+				for s0 := 0; s0 < n; s0 += kvChunk {
+					s1 := min(n, s0+kvChunk)
+					r, stride := rows(vCache, vw, b, g, s0, s1)
+					rowAxpy(o, p[s0:s1], r, stride)
 				}
-				inv := 1 / sum
+				inv := float32(1 / sum)
 				for d := range o {
 					o[d] *= inv
 				}
@@ -125,6 +129,10 @@ func (*CPU) AttentionKV(out, q, k, v, kCache, vCache, pos *Tensor, scale float32
 	})
 	return nil
 }
+
+// kvChunk is how many cached rows AttentionKV widens at a time from a cache
+// that is not F32: its scratch stays small however long the cache.
+const kvChunk = 256
 
 // kvBlockedRows is the number of new tokens from which AttentionKV takes
 // its products through the micro-kernel, as Attention does: packing the

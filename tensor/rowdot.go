@@ -1,0 +1,64 @@
+package tensor
+
+// The two loops of attention for one query against cached rows, as
+// AttentionKV decodes: the scores q.k_s of every cached key and the
+// weighted sum of the cached values. The rows are strided (a cache row
+// holds every kv head), eight lanes at a time in assembly where the CPU
+// allows (rowdot_amd64.s) and the head dimension is a multiple of 8.
+
+// rowKernel is one implementation of the two loops; rows holds row s at
+// rows[s*stride:], and len(q) = len(o) = d.
+type rowKernel struct {
+	name string
+	// dots sets dst[s] = scale * (q . row s) for s < len(dst).
+	dots func(dst, q, rows []float32, stride int, scale float32)
+	// axpy adds p[s] * row s to o for s < len(p).
+	axpy func(o, p, rows []float32, stride int)
+}
+
+// rowGoKernel is the portable implementation; rowImpl the one in use,
+// chosen at start-up from the CPU's features (rowdot_amd64.go).
+var (
+	rowGoKernel = rowKernel{name: "go", dots: rowDotsGo, axpy: rowAxpyGo}
+	rowImpl     = &rowGoKernel
+)
+
+// rowDots and rowAxpy run rowImpl's loops, or the portable ones where the
+// row length is not a multiple of 8.
+func rowDots(dst, q, rows []float32, stride int, scale float32) {
+	if len(dst) == 0 {
+		return
+	}
+	if len(q) == 0 || len(q)%8 != 0 {
+		rowDotsGo(dst, q, rows, stride, scale)
+		return
+	}
+	_ = rows[(len(dst)-1)*stride+len(q)-1] // the assembly does not check
+	rowImpl.dots(dst, q, rows, stride, scale)
+}
+
+func rowAxpy(o, p, rows []float32, stride int) {
+	if len(p) == 0 {
+		return
+	}
+	if len(o) == 0 || len(o)%8 != 0 {
+		rowAxpyGo(o, p, rows, stride)
+		return
+	}
+	_ = rows[(len(p)-1)*stride+len(o)-1] // the assembly does not check
+	rowImpl.axpy(o, p, rows, stride)
+}
+
+func rowDotsGo(dst, q, rows []float32, stride int, scale float32) {
+	for s := range dst {
+		dst[s] = scale * dot(q, rows[s*stride:s*stride+len(q)])
+	}
+}
+
+func rowAxpyGo(o, p, rows []float32, stride int) {
+	for s, w := range p {
+		for i, x := range rows[s*stride : s*stride+len(o)] {
+			o[i] += w * x
+		}
+	}
+}

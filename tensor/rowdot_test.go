@@ -1,0 +1,73 @@
+package tensor
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+)
+
+// TestRowKernels compares every implementation of the two loops with
+// float64 over row lengths that end in every tail of the assembly (and
+// ones it leaves to the portable loops), strides wider than a row, and row
+// counts around its unrolling; and checks that nothing past dst or o is
+// written.
+func TestRowKernels(t *testing.T) {
+	rng := rand.New(rand.NewPCG(51, 52))
+	for _, k := range rowKernels() {
+		prev := rowImpl
+		rowImpl = k
+		for _, d := range []int{1, 7, 8, 16, 24, 40, 64, 96, 128, 136} {
+			for _, n := range []int{1, 2, 3, 4, 5, 9, 33} {
+				stride := d + rng.IntN(3)*8
+				name := fmt.Sprintf("%s d=%d n=%d stride=%d", k.name, d, n, stride)
+				rows := make([]float32, (n-1)*stride+d)
+				for i := range rows {
+					rows[i] = float32(rng.NormFloat64())
+				}
+				q, p := make([]float32, d), make([]float32, n)
+				for i := range q {
+					q[i] = float32(rng.NormFloat64())
+				}
+				for i := range p {
+					p[i] = rng.Float32()
+				}
+				dst := make([]float32, n+1)
+				dst[n] = 42
+				rowDots(dst[:n], q, rows, stride, 0.25)
+				for s := range n {
+					want := 0.0
+					for i := range d {
+						want += float64(q[i]) * float64(rows[s*stride+i])
+					}
+					want *= 0.25
+					if math.Abs(float64(dst[s])-want) > 1e-5*(1+math.Sqrt(float64(d))) {
+						t.Fatalf("%s: dots[%d] = %v, want %v", name, s, dst[s], want)
+					}
+				}
+				if dst[n] != 42 {
+					t.Fatalf("%s: dots wrote past dst", name)
+				}
+				o := make([]float32, d+1)
+				o[d] = 42
+				for i := range d {
+					o[i] = 1
+				}
+				rowAxpy(o[:d], p, rows, stride)
+				for i := range d {
+					want := 1.0
+					for s := range n {
+						want += float64(p[s]) * float64(rows[s*stride+i])
+					}
+					if math.Abs(float64(o[i])-want) > 1e-5*(1+math.Sqrt(float64(n))) {
+						t.Fatalf("%s: o[%d] = %v, want %v", name, i, o[i], want)
+					}
+				}
+				if o[d] != 42 {
+					t.Fatalf("%s: axpy wrote past o", name)
+				}
+			}
+		}
+		rowImpl = prev
+	}
+}
