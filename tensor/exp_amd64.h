@@ -107,6 +107,14 @@ GLOBL expMask<>(SB), RODATA|NOPTR, $64
 	VPSLLD       $23, n, n; \
 	VMULPS       n, y, y
 
+// EXP8_CONSTANTS loads the constants EXP8 reads from registers.
+#define EXP8_CONSTANTS \
+	VBROADCASTSS LO, Y14; \
+	VBROADCASTSS HI, Y13; \
+	VBROADCASTSS LOG2E, Y12; \
+	VBROADCASTSS LN2HI, Y11; \
+	VBROADCASTSS LN2LO, Y10
+
 // EXP16 is EXP8 in sixteen lanes, with the constants in registers:
 // Z30 = expLo, Z29 = expHi, Z28 = log2e, Z27 = ln2Hi, Z26 = ln2Lo,
 // Z20..Z25 = P0..P5, Z19 = 1. VSCALEFPS applies 2^n with one rounding,
@@ -129,3 +137,17 @@ GLOBL expMask<>(SB), RODATA|NOPTR, $64
 	VADDPS       Z19, y, y; \
 	VSCALEFPS    n, y, y
 
+// EXP16_CONSTANTS loads the constants EXP16 reads.
+#define EXP16_CONSTANTS \
+	VBROADCASTSS LO, Z30; \
+	VBROADCASTSS HI, Z29; \
+	VBROADCASTSS LOG2E, Z28; \
+	VBROADCASTSS LN2HI, Z27; \
+	VBROADCASTSS LN2LO, Z26; \
+	VBROADCASTSS P0, Z20; \
+	VBROADCASTSS P1, Z21; \
+	VBROADCASTSS P2, Z22; \
+	VBROADCASTSS P3, Z23; \
+	VBROADCASTSS P4, Z24; \
+	VBROADCASTSS P5, Z25; \
+	VBROADCASTSS ONE, Z19
