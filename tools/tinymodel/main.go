@@ -10,6 +10,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/compassml/compass/internal/tinymodel"
 	"github.com/compassml/compass/model"
@@ -17,7 +18,8 @@ import (
 )
 
 func main() {
-	if len(os.Args) != 2 {
+	// A lone "-h" or "--help" is a request for help, not a directory name.
+	if len(os.Args) != 2 || strings.HasPrefix(os.Args[1], "-") {
 		fmt.Fprintln(os.Stderr, "usage: go run ./tools/tinymodel DIR")
 		os.Exit(2)
 	}
