@@ -22,6 +22,7 @@ type generateCase struct {
 	name               string
 	config             string
 	batch, prompt, new int
+	repeats            int // timed runs per side; the medians are reported
 }
 
 // generateCases: a small llama over the byte vocabulary (the train-run
@@ -31,11 +32,11 @@ func generateCases(quick bool) []generateCase {
 		"num_hidden_layers":4,"num_attention_heads":4,"num_key_value_heads":2,"vocab_size":260,"max_position_embeddings":4096,
 		"eos_token_id":256,"bos_token_id":257,"rope_theta":10000,"torch_dtype":"float32"}`
 	if quick {
-		return []generateCase{{"small model (4 layers hidden 256), batch 2, prompt 64, 16 new", small, 2, 64, 16}}
+		return []generateCase{{"small model (4 layers hidden 256), batch 2, prompt 64, 16 new", small, 2, 64, 16, 1}}
 	}
 	return []generateCase{
-		{"small model (4 layers hidden 256), batch 1, prompt 512, 64 new", small, 1, 512, 64},
-		{"small model (4 layers hidden 256), batch 8, prompt 512, 64 new", small, 8, 512, 64},
+		{"small model (4 layers hidden 256), batch 1, prompt 512, 64 new", small, 1, 512, 64, 5},
+		{"small model (4 layers hidden 256), batch 8, prompt 512, 64 new", small, 8, 512, 64, 5},
 	}
 }
 
@@ -80,7 +81,7 @@ func runGenerate(w io.Writer, o Options) ([]Result, error) {
 		for _, th := range o.Threads {
 			fmt.Fprintf(o.Log, "generate: compass, %s, %d thread(s)\n", c.name, th)
 			prev := runtime.GOMAXPROCS(th)
-			prefill, decode, ours, err := timeGenerate(m, prompts, c.new)
+			prefill, decode, ours, err := timeGenerate(m, prompts, c.new, c.repeats)
 			runtime.GOMAXPROCS(prev)
 			if err != nil {
 				m.Close()
@@ -92,7 +93,7 @@ func runGenerate(w io.Writer, o Options) ([]Result, error) {
 			row := []string{c.name, fmt.Sprint(th), fmt.Sprintf("%.0f", prefill), fmt.Sprintf("%.0f", decode)}
 
 			fmt.Fprintf(o.Log, "generate: pytorch, %s, %d thread(s)\n", c.name, th)
-			tp, td, theirs, err := torchGenerate(o, dir, input, c.new, th)
+			tp, td, theirs, err := torchGenerate(o, dir, input, c.new, c.repeats, th)
 			if err != nil {
 				fmt.Fprintf(o.Log, "pytorch: %v\n", err)
 				rows = append(rows, append(row, "-", "-", "-", "-", "-"))
@@ -118,10 +119,11 @@ func runGenerate(w io.Writer, o Options) ([]Result, error) {
 	return results, nil
 }
 
-// timeGenerate decodes greedily with the KV cache after a warm-up and
-// returns prefill and decode tokens/s and the tokens chosen.
-func timeGenerate(m *model.Model, prompts [][]int, steps int) (prefill, decode float64, out [][]int, err error) {
-	B, T := len(prompts), len(prompts[0])
+// timeGenerate decodes greedily with the KV cache after a warm-up, repeats
+// times over (a fresh cache each), and returns the median prefill and
+// decode tokens/s and the tokens chosen (the same every time).
+func timeGenerate(m *model.Model, prompts [][]int, steps, repeats int) (prefill, decode float64, out [][]int, err error) {
+	B := len(prompts)
 	warm, err := m.NewKVCache(B, 16, 0)
 	if err != nil {
 		return 0, 0, nil, err
@@ -135,6 +137,21 @@ func timeGenerate(m *model.Model, prompts [][]int, steps int) (prefill, decode f
 	if err != nil {
 		return 0, 0, nil, err
 	}
+	var prefills, decodes []float64
+	for range repeats {
+		p, d, o, err := generateOnce(m, prompts, steps)
+		if err != nil {
+			return 0, 0, nil, err
+		}
+		prefills, decodes, out = append(prefills, p), append(decodes, d), o
+	}
+	return medianOf(prefills), medianOf(decodes), out, nil
+}
+
+// generateOnce prefills a fresh cache with the prompts and decodes steps
+// tokens greedily, returning both rates and the tokens.
+func generateOnce(m *model.Model, prompts [][]int, steps int) (prefill, decode float64, out [][]int, err error) {
+	B, T := len(prompts), len(prompts[0])
 	c, err := m.NewKVCache(B, T+steps, 0)
 	if err != nil {
 		return 0, 0, nil, err
@@ -165,6 +182,13 @@ func timeGenerate(m *model.Model, prompts [][]int, steps int) (prefill, decode f
 	return prefill, decode, out, nil
 }
 
+// medianOf returns the middle value of xs (the upper of the two middle ones
+// for an even count); xs is sorted in place.
+func medianOf(xs []float64) float64 {
+	slices.Sort(xs)
+	return xs[len(xs)/2]
+}
+
 func argmaxF32(x []float32) int {
 	best := 0
 	for i, v := range x {
@@ -176,13 +200,13 @@ func argmaxF32(x []float32) int {
 }
 
 // torchGenerate runs reference.py generate-bench.
-func torchGenerate(o Options, modelDir, input string, steps, threads int) (prefill, decode float64, generated [][]int, err error) {
+func torchGenerate(o Options, modelDir, input string, steps, repeats, threads int) (prefill, decode float64, generated [][]int, err error) {
 	script, err := referenceScript()
 	if err != nil {
 		return 0, 0, nil, err
 	}
 	cmd := exec.Command(o.Python, script, "generate-bench", "--model", modelDir, "--input", input,
-		"--new-tokens", fmt.Sprint(steps), "--threads", fmt.Sprint(threads))
+		"--new-tokens", fmt.Sprint(steps), "--repeats", fmt.Sprint(repeats), "--threads", fmt.Sprint(threads))
 	cmd.Stderr = o.Log
 	msg, err := cmd.Output()
 	if err != nil {

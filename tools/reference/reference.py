@@ -1383,20 +1383,26 @@ def cmd_generate_bench(args):
         raise ReferenceError("input_ids must be non-empty rows of one length")
     ids = token_grid(prompts, "input_ids", model.cfg.vocab_size, False)
     b, t = ids.shape
+    if args.repeats < 1:
+        raise ReferenceError("--repeats must be positive")
+    prefills, decodes = [], []
     with torch.inference_mode():
         cached_step(model, ids[:, :8], [[] for _ in model.layers], 0)  # warm-up
-        caches = [[] for _ in model.layers]
-        begin = time.perf_counter()
-        logits = cached_step(model, ids, caches, 0)
-        prefill = time.perf_counter() - begin
-        generated = []
-        begin = time.perf_counter()
-        for step in range(args.new_tokens):
-            nxt = logits.argmax(dim=-1)
-            generated.append(nxt)
-            if step + 1 < args.new_tokens:
-                logits = cached_step(model, nxt[:, None], caches, t + step)
-        decode = time.perf_counter() - begin
+        for _ in range(args.repeats):  # a fresh cache each time; the medians are reported
+            caches = [[] for _ in model.layers]
+            begin = time.perf_counter()
+            logits = cached_step(model, ids, caches, 0)
+            prefills.append(time.perf_counter() - begin)
+            generated = []
+            begin = time.perf_counter()
+            for step in range(args.new_tokens):
+                nxt = logits.argmax(dim=-1)
+                generated.append(nxt)
+                if step + 1 < args.new_tokens:
+                    logits = cached_step(model, nxt[:, None], caches, t + step)
+            decodes.append(time.perf_counter() - begin)
+    prefill = sorted(prefills)[len(prefills) // 2]
+    decode = sorted(decodes)[len(decodes) // 2]
     print(json.dumps({
         "prefill_tokens_per_s": b * t / prefill,
         "decode_tokens_per_s": b * (args.new_tokens - 1) / decode if args.new_tokens > 1 else 0.0,
@@ -1466,6 +1472,7 @@ def build_parser():
     gb.add_argument("--model", required=True)
     gb.add_argument("--input", required=True, help='JSON {"input_ids": [[...], ...]}, rows of one length')
     gb.add_argument("--new-tokens", type=int, default=32)
+    gb.add_argument("--repeats", type=int, default=1, help="timed runs; the median times are reported")
     gb.add_argument("--threads", type=int, default=0)
     gb.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
     en = sub.add_parser("encode", help="XLM-R / BERT encoder: last hidden states and pooled embeddings")
