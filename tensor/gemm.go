@@ -177,7 +177,9 @@ func (*CPU) MatMul(c, a, b *Tensor, transA, transB bool, alpha, beta float32) er
 		}
 	}
 	if product {
-		if gemmBF16 != nil && a.dtype == BF16 && b.dtype == BF16 {
+		if M <= rowsMaxM && !opA.trans && opB.trans && a.dtype == F32 && b.dtype == F32 {
+			matmulRows(cf, a.F32(), b.F32(), M, N, K, alpha, beta == 0)
+		} else if gemmBF16 != nil && a.dtype == BF16 && b.dtype == BF16 {
 			gemm(cf, opA, opB, alpha, beta == 0, gemmBF16)
 		} else {
 			gemm(cf, opA, opB, alpha, beta == 0, gemmF32)
@@ -187,6 +189,39 @@ func (*CPU) MatMul(c, a, b *Tensor, transA, transB bool, alpha, beta float32) er
 		writeF32(c, 0, cf)
 	}
 	return nil
+}
+
+// rowsMaxM is the most rows of A that matmulRows takes: for so few rows,
+// packing W^T (a transpose of all of W on every call) cost more than the
+// products, as when decoding a token or a few through a linear layer.
+const rowsMaxM = 8
+
+// matmulRows sets C = alpha A W^T (adding to C unless overwrite) for float32
+// A [M, K] and W [N, K], both row-major, without packing: each element is
+// the dot product of a row of A and a row of W, through rowDots. The
+// columns of C are split among the workers in blocks of about 32 KiB of W,
+// which every row of A reads while it is in cache. Each element is computed
+// the same way whatever the split, so results do not depend on the thread
+// count.
+func matmulRows(c, a, w []float32, M, N, K int, alpha float32, overwrite bool) {
+	block := max(4, (32<<10)/(4*K)) // rows of W
+	parallelFor(N, max(block, 64), func(lo, hi int) {
+		tmp := make([]float32, min(block, hi-lo))
+		for j0 := lo; j0 < hi; j0 += block {
+			j1 := min(j0+block, hi)
+			for i := range M {
+				dst := c[i*N+j0 : i*N+j1]
+				if overwrite {
+					rowDots(dst, a[i*K:(i+1)*K], w[j0*K:], K, alpha)
+					continue
+				}
+				rowDots(tmp[:j1-j0], a[i*K:(i+1)*K], w[j0*K:], K, alpha)
+				for j, x := range tmp[:j1-j0] {
+					dst[j] += x
+				}
+			}
+		}
+	})
 }
 
 func matmulShapes(c, a, b *Tensor, transA, transB bool) (opA, opB operand, err error) {

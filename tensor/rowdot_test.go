@@ -10,8 +10,8 @@ import (
 // TestRowKernels compares every implementation of the two loops with
 // float64 over row lengths that end in every tail of the assembly (and
 // ones it leaves to the portable loops), strides wider than a row, and row
-// counts around its unrolling; and checks that nothing past dst or o is
-// written.
+// counts around its unrolling; checks that nothing past dst or o is
+// written, and that a row's dot has the same bits alone as in a group.
 func TestRowKernels(t *testing.T) {
 	rng := rand.New(rand.NewPCG(51, 52))
 	for _, k := range rowKernels() {
@@ -47,6 +47,13 @@ func TestRowKernels(t *testing.T) {
 				}
 				if dst[n] != 42 {
 					t.Fatalf("%s: dots wrote past dst", name)
+				}
+				for s := range n { // alone, the same bits as in a group of rows
+					var one [1]float32
+					rowDots(one[:], q, rows[s*stride:], stride, 0.25)
+					if one[0] != dst[s] {
+						t.Fatalf("%s: row %d alone gives %v, in the group %v", name, s, one[0], dst[s])
+					}
 				}
 				o := make([]float32, d+1)
 				o[d] = 42
