@@ -1,10 +1,11 @@
 package tensor
 
-// The two loops of attention for one query against cached rows, as
-// AttentionKV decodes: the scores q.k_s of every cached key and the
-// weighted sum of the cached values. The rows are strided (a cache row
-// holds every kv head), eight lanes at a time in assembly where the CPU
-// allows (rowdot_amd64.s) and the head dimension is a multiple of 8.
+// Two loops over strided rows: the dots of one vector with many rows, and
+// a weighted sum of rows. AttentionKV decodes with them (the scores q.k_s of
+// every cached key, a cache row holding every kv head, and the weighted sum
+// of the cached values), and matmulRows takes a few rows of A times W^T
+// with the first. Eight lanes at a time in assembly where the CPU allows
+// (rowdot_amd64.s) and the row length is a multiple of 8.
 
 // rowKernel is one implementation of the two loops; rows holds row s at
 // rows[s*stride:], and len(q) = len(o) = d.

@@ -1373,6 +1373,8 @@ def cmd_generate_bench(args):
     decode steps (one token per prompt each). Prompts of equal length, no sampling, no stops."""
     if args.new_tokens < 1:
         raise ReferenceError("--new-tokens must be positive")
+    if args.repeats < 1:
+        raise ReferenceError("--repeats must be positive")
     model = load_model(args.model, args.dtype)
     try:
         with open(args.input) as f:
@@ -1383,8 +1385,6 @@ def cmd_generate_bench(args):
         raise ReferenceError("input_ids must be non-empty rows of one length")
     ids = token_grid(prompts, "input_ids", model.cfg.vocab_size, False)
     b, t = ids.shape
-    if args.repeats < 1:
-        raise ReferenceError("--repeats must be positive")
     prefills, decodes = [], []
     with torch.inference_mode():
         cached_step(model, ids[:, :8], [[] for _ in model.layers], 0)  # warm-up
