@@ -90,7 +90,10 @@ func runTrainRun(w io.Writer, o Options) ([]Result, error) {
 			opts.SeqLen, opts.MicroBatch, opts.GlobalBatch, opts.MaxSteps = c.seqLen, c.micro, c.micro*c.accum, c.steps
 			opts.EvalEvery, opts.SaveEvery, opts.LR, opts.WarmupSteps = 0, 0, 1e-3, 1
 			var plan []map[string]any
-			env := engine.TrainEnv{OnStep: func(step int, micro []model.Batch) { plan = append(plan, planStep(micro)) }}
+			// The CPU backend as `compass train` has it (cgo.SelectBackend):
+			// bf16 weights' products in bf16, as the reference's bf16 model does.
+			env := engine.TrainEnv{Backend: &tensor.CPU{BF16Products: true},
+				OnStep: func(step int, micro []model.Batch) { plan = append(plan, planStep(micro)) }}
 			fmt.Fprintf(o.Log, "train-run: compass, %d thread(s)\n", th)
 			prev := runtime.GOMAXPROCS(th)
 			res, err := engine.Train(context.Background(), opts, env)

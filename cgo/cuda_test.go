@@ -123,6 +123,9 @@ func TestSelectBackend(t *testing.T) {
 	if err != nil || be.Name() != "cpu" || note != "" {
 		t.Errorf("cpu: %v %q %v", be, note, err)
 	}
+	if cpu, ok := be.(*tensor.CPU); !ok || !cpu.BF16Products {
+		t.Errorf("cpu: %#v: want the CPU backend with bf16 products, as the commands compute on a GPU", be)
+	}
 	for _, name := range []string{"tpu", "cuda:x", "cuda:-1x"} {
 		if _, _, err := SelectBackend(name); err == nil {
 			t.Errorf("%q: no error", name)

@@ -21,12 +21,14 @@ var DeviceNames = []string{"auto", "cpu", "cuda"}
 // device opens, else the CPU). "cuda:N" picks device N. When auto falls
 // back to the CPU, note is one line saying why, for the caller to print on
 // stderr; otherwise it is empty. The caller closes a CUDA backend with
-// (*Backend).Close when done.
+// (*Backend).Close when done. The CPU backend it returns multiplies float32
+// activations by bf16 weights in bf16 (tensor.CPU.BF16Products), as the
+// CUDA backend does: a command computes the same products on either.
 func SelectBackend(name string) (be tensor.Backend, note string, err error) {
 	name = strings.ToLower(strings.TrimSpace(name))
 	switch {
 	case name == "cpu":
-		return tensor.NewCPU(), "", nil
+		return commandCPU(), "", nil
 	case name == "" || name == "auto":
 		b, err := NewBackend(0)
 		if err == nil {
@@ -35,9 +37,9 @@ func SelectBackend(name string) (be tensor.Backend, note string, err error) {
 		if !errors.Is(err, ErrNoDevice) {
 			// A device is there but did not come up (out of memory, no
 			// cuBLAS, a kernel that does not load): say so, but keep going.
-			return tensor.NewCPU(), fmt.Sprintf("compass: a CUDA device is there but did not open, computing on the CPU: %v", err), nil
+			return commandCPU(), fmt.Sprintf("compass: a CUDA device is there but did not open, computing on the CPU: %v", err), nil
 		}
-		return tensor.NewCPU(), fmt.Sprintf("compass: computing on the CPU: %v", err), nil
+		return commandCPU(), fmt.Sprintf("compass: computing on the CPU: %v", err), nil
 	case name == "cuda" || strings.HasPrefix(name, "cuda:"):
 		index := 0
 		if rest, ok := strings.CutPrefix(name, "cuda:"); ok {
@@ -53,6 +55,10 @@ func SelectBackend(name string) (be tensor.Backend, note string, err error) {
 	}
 	return nil, "", fmt.Errorf("device %q: want one of %s (or cuda:N)", name, strings.Join(DeviceNames, ", "))
 }
+
+// commandCPU is the CPU backend of the commands: bf16 products for bf16
+// weights, as on a GPU outside Precise mode.
+func commandCPU() *tensor.CPU { return &tensor.CPU{BF16Products: true} }
 
 // DeviceFromEnv is the device COMPASS_DEVICE names, "auto" when unset.
 func DeviceFromEnv() string {

@@ -88,6 +88,16 @@ mutation select-budget-leaks sampling/selection/select.go "$select_leak_old" "$s
 mutation select-budget-leaks-cli sampling/selection/select.go "$select_leak_old" "$select_leak_new" \
   'gotest ./cmd/compass/ TestSelectCommand'
 
+# BF16Products truncating the float32 operand instead of rounding it to
+# nearest: within float32 summation error of the product for the 1e-5
+# bound of the GEMM tests, not the product of the rounded operand.
+mutation bf16-products-truncate tensor/gemm.go \
+  '	parallelFor(len(src), 1<<16, func(lo, hi int) { ConvertF32ToBF16(dst[lo:hi], src[lo:hi]) })' \
+  '	for i, v := range src { // (mutation: truncation)
+		dst[i] = uint16(*(*uint32)(unsafe.Pointer(&v)) >> 16)
+	}' \
+  'gotest ./tensor/ TestMatMulBF16Products'
+
 # The reference's self-test without the published configs must fail, not
 # pass having checked nothing.
 mutation selftest-no-configs tools/reference/selftest.py \

@@ -15,6 +15,15 @@ type CPU struct {
 	// same name: tests set it, so that reading an Empty tensor before
 	// writing it shows in their results.
 	PoisonEmpty bool
+	// BF16Products makes MatMul (and CrossEntropy's products) multiply a
+	// float32 operand by a bf16 one in bf16: the float32 operand is rounded
+	// to bf16 (nearest, ties to even) first, and the products are summed in
+	// float32, as the CUDA backend does outside Precise mode and PyTorch
+	// does in a bf16 model. On a CPU with AVX512_BF16 that runs at the bf16
+	// kernel's rate, twice the float32 one. Off, the reference: the bf16
+	// operand is widened and the float32 one kept. The commands turn it on
+	// (cgo.SelectBackend); tests and the library default keep it off.
+	BF16Products bool
 }
 
 // NewCPU returns the CPU backend.

@@ -147,11 +147,16 @@ func viewB(b operand) view {
 // float32, so otherwise the result is the float32 sum, in another order.
 // Every other case converts the inputs to float32 and multiplies and adds
 // in float32. Either way alpha scales each block's sum as it is added to C;
-// it is not folded into the (rounded) inputs.
-func (*CPU) MatMul(c, a, b *Tensor, transA, transB bool, alpha, beta float32) error {
+// it is not folded into the (rounded) inputs. With BF16Products, a float32
+// operand times a bf16 one is first rounded to bf16 (roundForBF16).
+func (cpu *CPU) MatMul(c, a, b *Tensor, transA, transB bool, alpha, beta float32) error {
 	opA, opB, err := matmulShapes(c, a, b, transA, transB)
 	if err != nil {
 		return err
+	}
+	if cpu.BF16Products {
+		a, b = roundForBF16(a, b), roundForBF16(b, a)
+		opA.t, opB.t = a, b
 	}
 	M, K, N := opA.rows, opA.cols, opB.cols
 
@@ -189,6 +194,18 @@ func (*CPU) MatMul(c, a, b *Tensor, transA, transB bool, alpha, beta float32) er
 		writeF32(c, 0, cf)
 	}
 	return nil
+}
+
+// roundForBF16 returns x rounded to a new bf16 tensor when x is float32
+// and other bf16 (BF16Products' rounding), else x itself.
+func roundForBF16(x, other *Tensor) *Tensor {
+	if x.dtype != F32 || other.dtype != BF16 {
+		return x
+	}
+	r := New(BF16, x.shape...)
+	src, dst := x.F32(), r.U16()
+	parallelFor(len(src), 1<<16, func(lo, hi int) { ConvertF32ToBF16(dst[lo:hi], src[lo:hi]) })
+	return r
 }
 
 // rowsMaxM is the most rows of A that matmulRows takes: for so few rows,

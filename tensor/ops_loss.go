@@ -50,6 +50,9 @@ func (c *CPU) CrossEntropy(logprob, dh, h, w, labels *Tensor, chunkSize int, gra
 			return fmt.Errorf("tensor: cross entropy: label %d at position %d is outside the vocabulary [0, %d)", l, i, V)
 		}
 	}
+	if c.BF16Products {
+		h = roundForBF16(h, w) // once, not once per chunk's product
+	}
 	if chunkSize <= 0 {
 		chunkSize = defaultLossChunk
 	}
