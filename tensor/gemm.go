@@ -182,8 +182,8 @@ func (cpu *CPU) MatMul(c, a, b *Tensor, transA, transB bool, alpha, beta float32
 		}
 	}
 	if product {
-		if M <= rowsMaxM && !opA.trans && opB.trans && a.dtype == F32 && b.dtype == F32 {
-			matmulRows(cf, a.F32(), b.F32(), M, N, K, alpha, beta == 0)
+		if M <= rowsMaxM && !opA.trans && opB.trans && rowsDType(a.dtype) && rowsDType(b.dtype) {
+			matmulRows(cf, a, b, M, N, K, alpha, beta == 0)
 		} else if gemmBF16 != nil && a.dtype == BF16 && b.dtype == BF16 {
 			gemm(cf, opA, opB, alpha, beta == 0, gemmBF16)
 		} else {
@@ -213,28 +213,44 @@ func roundForBF16(x, other *Tensor) *Tensor {
 // products, as when decoding a token or a few through a linear layer.
 const rowsMaxM = 8
 
-// matmulRows sets C = alpha A W^T (adding to C unless overwrite) for float32
-// A [M, K] and W [N, K], both row-major, without packing: each element is
-// the dot product of a row of A and a row of W, through rowDots. The
-// columns of C are split among the workers in blocks of about 32 KiB of W,
-// which every row of A reads while it is in cache. Each element is computed
-// the same way whatever the split, so results do not depend on the thread
-// count.
-func matmulRows(c, a, w []float32, M, N, K int, alpha float32, overwrite bool) {
-	block := max(4, (32<<10)/(4*K)) // rows of W
+// rowsDType says whether matmulRows takes an operand of dtype dt.
+func rowsDType(dt DType) bool { return dt == F32 || dt == BF16 }
+
+// matmulRows sets C = alpha A W^T (adding to C unless overwrite) for A
+// [M, K] and W [N, K], both row-major, float32 or bf16, without packing:
+// each element is the dot product of a row of A (widened once, if bf16)
+// and a row of W (widened as it is read), through rowDots or rowDotsBF16,
+// in float32. The columns of C are split among the workers in blocks of
+// about 32 KiB of W, which every row of A reads while it is in cache. Each
+// element is computed the same way whatever the split, so results do not
+// depend on the thread count. (Bf16 subnormals are multiplied exactly
+// here, where the VDPBF16PS kernel reads them as zero.)
+func matmulRows(c []float32, a, w *Tensor, M, N, K int, alpha float32, overwrite bool) {
+	var af []float32
+	if a.dtype == F32 {
+		af = a.F32()
+	} else {
+		af = a.ToF32()
+	}
+	block := max(4, (32<<10)/(w.dtype.Size()*K)) // rows of W
 	parallelFor(N, max(block, 64), func(lo, hi int) {
 		tmp := make([]float32, min(block, hi-lo))
 		for j0 := lo; j0 < hi; j0 += block {
 			j1 := min(j0+block, hi)
 			for i := range M {
 				dst := c[i*N+j0 : i*N+j1]
-				if overwrite {
-					rowDots(dst, a[i*K:(i+1)*K], w[j0*K:], K, alpha)
-					continue
+				if !overwrite {
+					dst = tmp[:j1-j0]
 				}
-				rowDots(tmp[:j1-j0], a[i*K:(i+1)*K], w[j0*K:], K, alpha)
-				for j, x := range tmp[:j1-j0] {
-					dst[j] += x
+				if w.dtype == BF16 {
+					rowDotsBF16(dst, af[i*K:(i+1)*K], w.U16()[j0*K:], K, alpha)
+				} else {
+					rowDots(dst, af[i*K:(i+1)*K], w.F32()[j0*K:], K, alpha)
+				}
+				if !overwrite {
+					for j, x := range dst {
+						c[i*N+j0+j] += x
+					}
 				}
 			}
 		}

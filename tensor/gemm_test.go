@@ -358,46 +358,55 @@ func TestMatMulBatchedAndEdgeCases(t *testing.T) {
 	}
 }
 
-// TestMatMulFewRows: products of at most rowsMaxM rows of float32 A with a
-// row-major float32 W^T (matmulRows, no packing) against float64, with
+// TestMatMulFewRows: products of at most rowsMaxM rows of A with a
+// row-major W^T (matmulRows, no packing), float32 x float32, float32 x
+// bf16 and bf16 x bf16, against float64, with
 // beta 0, 1 and another value, row lengths the assembly takes and ones it
 // leaves to Go, NaN in C not read when beta is 0, and the same bits at 1
 // and 4 threads; one more row goes through the GEMM and agrees too.
 func TestMatMulFewRows(t *testing.T) {
 	rng := rand.New(rand.NewPCG(9, 10))
 	cpu := NewCPU()
-	for _, M := range []int{1, 3, rowsMaxM, rowsMaxM + 1} {
-		for _, N := range []int{1, 5, 67, 300} {
-			for _, K := range []int{3, 8, 37, 256} {
-				a, w := randomTensor(rng, F32, M, K), randomTensor(rng, F32, N, K)
-				for _, beta := range []float32{0, 1, 0.5} {
-					c := randomTensor(rng, F32, M, N)
-					if beta == 0 {
-						for i := range c.F32() {
-							c.F32()[i] = float32(math.NaN())
-						}
-					}
-					want := refMatMul(c, a, w, false, true, 0.7, beta)
-					if err := cpu.MatMul(c, a, w, false, true, 0.7, beta); err != nil {
-						t.Fatal(err)
-					}
-					checkClose(t, fmt.Sprintf("M=%d N=%d K=%d beta=%v", M, N, K, beta), c.F32(), want, K, F32)
-				}
-				run := func(procs int) []float32 {
-					defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(procs))
-					c := New(F32, M, N)
-					if err := cpu.MatMul(c, a, w, false, true, 1, 0); err != nil {
-						t.Fatal(err)
-					}
-					return c.F32()
-				}
-				one, four := run(1), run(4)
-				for i := range one {
-					if one[i] != four[i] {
-						t.Fatalf("M=%d N=%d K=%d: element %d: 1 thread %v, 4 threads %v", M, N, K, i, one[i], four[i])
-					}
+	for _, dts := range [][2]DType{{F32, F32}, {F32, BF16}, {BF16, BF16}} {
+		for _, M := range []int{1, 3, rowsMaxM, rowsMaxM + 1} {
+			for _, N := range []int{1, 5, 67, 300} {
+				for _, K := range []int{3, 8, 37, 256} {
+					fewRows(t, rng, cpu, dts[0], dts[1], M, N, K)
 				}
 			}
+		}
+	}
+}
+
+// fewRows is one case of TestMatMulFewRows.
+func fewRows(t *testing.T, rng *rand.Rand, cpu *CPU, dtA, dtW DType, M, N, K int) {
+	name := fmt.Sprintf("%v x %v M=%d N=%d K=%d", dtA, dtW, M, N, K)
+	a, w := randomTensor(rng, dtA, M, K), randomTensor(rng, dtW, N, K)
+	for _, beta := range []float32{0, 1, 0.5} {
+		c := randomTensor(rng, F32, M, N)
+		if beta == 0 {
+			for i := range c.F32() {
+				c.F32()[i] = float32(math.NaN())
+			}
+		}
+		want := refMatMul(c, a, w, false, true, 0.7, beta)
+		if err := cpu.MatMul(c, a, w, false, true, 0.7, beta); err != nil {
+			t.Fatal(err)
+		}
+		checkClose(t, fmt.Sprintf("%s beta=%v", name, beta), c.F32(), want, K, F32)
+	}
+	run := func(procs int) []float32 {
+		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(procs))
+		c := New(F32, M, N)
+		if err := cpu.MatMul(c, a, w, false, true, 1, 0); err != nil {
+			t.Fatal(err)
+		}
+		return c.F32()
+	}
+	one, four := run(1), run(4)
+	for i := range one {
+		if one[i] != four[i] {
+			t.Fatalf("%s: element %d: 1 thread %v, 4 threads %v", name, i, one[i], four[i])
 		}
 	}
 }

@@ -185,3 +185,150 @@ store:
 	JL      strip
 	VZEROUPPER
 	RET
+
+// func rowDotsBF16AVX2(dst, q *float32, rows *uint16, n, d, stride int, scale float32)
+//
+// rowDotsAVX2 over rows of bf16: each piece of eight is widened to float32
+// as it is loaded (zero-extended to 32 bits, shifted up 16), then the same
+// FMAs in the same order. AX counts elements: q is read at AX*4, a row at
+// AX*2.
+TEXT ·rowDotsBF16AVX2(SB), NOSPLIT, $0-52
+	MOVQ         dst+0(FP), DI
+	MOVQ         q+8(FP), SI
+	MOVQ         rows+16(FP), DX
+	MOVQ         n+24(FP), CX
+	MOVQ         d+32(FP), R8
+	MOVQ         stride+40(FP), R9
+	VBROADCASTSS scale+48(FP), X15
+	SHLQ         $1, R9 // bytes
+
+bfour:
+	CMPQ   CX, $4
+	JL     bone
+	MOVQ   DX, R10
+	LEAQ   (DX)(R9*1), R11
+	LEAQ   (DX)(R9*2), R12
+	LEAQ   (R11)(R9*2), R13
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	XORQ   AX, AX
+
+bfour16:
+	LEAQ        16(AX), BX
+	CMPQ        BX, R8
+	JG          bfour8
+	VMOVUPS     (SI)(AX*4), Y8
+	VMOVUPS     32(SI)(AX*4), Y9
+	VPMOVZXWD   (R10)(AX*2), Y10
+	VPMOVZXWD   16(R10)(AX*2), Y11
+	VPMOVZXWD   (R11)(AX*2), Y12
+	VPMOVZXWD   16(R11)(AX*2), Y13
+	VPSLLD      $16, Y10, Y10
+	VPSLLD      $16, Y11, Y11
+	VPSLLD      $16, Y12, Y12
+	VPSLLD      $16, Y13, Y13
+	VFMADD231PS Y10, Y8, Y0
+	VFMADD231PS Y11, Y9, Y1
+	VFMADD231PS Y12, Y8, Y2
+	VFMADD231PS Y13, Y9, Y3
+	VPMOVZXWD   (R12)(AX*2), Y10
+	VPMOVZXWD   16(R12)(AX*2), Y11
+	VPMOVZXWD   (R13)(AX*2), Y12
+	VPMOVZXWD   16(R13)(AX*2), Y13
+	VPSLLD      $16, Y10, Y10
+	VPSLLD      $16, Y11, Y11
+	VPSLLD      $16, Y12, Y12
+	VPSLLD      $16, Y13, Y13
+	VFMADD231PS Y10, Y8, Y4
+	VFMADD231PS Y11, Y9, Y5
+	VFMADD231PS Y12, Y8, Y6
+	VFMADD231PS Y13, Y9, Y7
+	MOVQ        BX, AX
+	JMP         bfour16
+
+bfour8:
+	CMPQ        AX, R8
+	JGE         bfoursum
+	VMOVUPS     (SI)(AX*4), Y8
+	VPMOVZXWD   (R10)(AX*2), Y10
+	VPMOVZXWD   (R11)(AX*2), Y12
+	VPSLLD      $16, Y10, Y10
+	VPSLLD      $16, Y12, Y12
+	VFMADD231PS Y10, Y8, Y0
+	VFMADD231PS Y12, Y8, Y2
+	VPMOVZXWD   (R12)(AX*2), Y10
+	VPMOVZXWD   (R13)(AX*2), Y12
+	VPSLLD      $16, Y10, Y10
+	VPSLLD      $16, Y12, Y12
+	VFMADD231PS Y10, Y8, Y4
+	VFMADD231PS Y12, Y8, Y6
+
+bfoursum:
+	VADDPS       Y1, Y0, Y0
+	VADDPS       Y3, Y2, Y2
+	VADDPS       Y5, Y4, Y4
+	VADDPS       Y7, Y6, Y6
+	VHADDPS      Y2, Y0, Y0
+	VHADDPS      Y6, Y4, Y4
+	VHADDPS      Y4, Y0, Y0
+	VEXTRACTF128 $1, Y0, X1
+	VADDPS       X1, X0, X0
+	VMULPS       X15, X0, X0
+	VMOVUPS      X0, (DI)
+	ADDQ         $16, DI
+	LEAQ         (DX)(R9*4), DX
+	SUBQ         $4, CX
+	JMP          bfour
+
+bone:
+	TESTQ  CX, CX
+	JZ     bdone
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	XORQ   AX, AX
+
+bsixteen:
+	LEAQ        16(AX), BX
+	CMPQ        BX, R8
+	JG          beight
+	VMOVUPS     (SI)(AX*4), Y2
+	VPMOVZXWD   (DX)(AX*2), Y10
+	VPSLLD      $16, Y10, Y10
+	VFMADD231PS Y10, Y2, Y0
+	VMOVUPS     32(SI)(AX*4), Y3
+	VPMOVZXWD   16(DX)(AX*2), Y11
+	VPSLLD      $16, Y11, Y11
+	VFMADD231PS Y11, Y3, Y1
+	MOVQ        BX, AX
+	JMP         bsixteen
+
+beight:
+	CMPQ        AX, R8
+	JGE         bsum
+	VMOVUPS     (SI)(AX*4), Y2
+	VPMOVZXWD   (DX)(AX*2), Y10
+	VPSLLD      $16, Y10, Y10
+	VFMADD231PS Y10, Y2, Y0
+
+bsum:
+	VADDPS       Y1, Y0, Y0
+	VHADDPS      Y0, Y0, Y0
+	VHADDPS      Y0, Y0, Y0
+	VEXTRACTF128 $1, Y0, X1
+	VADDPS       X1, X0, X0
+	VMULSS       X15, X0, X0
+	VMOVSS       X0, (DI)
+	ADDQ         $4, DI
+	ADDQ         R9, DX
+	DECQ         CX
+	JMP          bone
+
+bdone:
+	VZEROUPPER
+	RET

@@ -10,8 +10,9 @@ import (
 // TestRowKernels compares every implementation of the two loops with
 // float64 over row lengths that end in every tail of the assembly (and
 // ones it leaves to the portable loops), strides wider than a row, and row
-// counts around its unrolling; checks that nothing past dst or o is
-// written, and that a row's dot has the same bits alone as in a group.
+// counts around its unrolling, the dots over float32 rows and over bf16
+// ones; checks that nothing past dst or o is written, and that a row's dot
+// has the same bits alone as in a group.
 func TestRowKernels(t *testing.T) {
 	rng := rand.New(rand.NewPCG(51, 52))
 	for _, k := range rowKernels() {
@@ -53,6 +54,30 @@ func TestRowKernels(t *testing.T) {
 					rowDots(one[:], q, rows[s*stride:], stride, 0.25)
 					if one[0] != dst[s] {
 						t.Fatalf("%s: row %d alone gives %v, in the group %v", name, s, one[0], dst[s])
+					}
+				}
+				// The same over rows of bf16.
+				rowsB := make([]uint16, len(rows))
+				ConvertF32ToBF16(rowsB, rows)
+				rowDotsBF16(dst[:n], q, rowsB, stride, 0.25)
+				for s := range n {
+					want := 0.0
+					for i := range d {
+						want += float64(q[i]) * float64(BF16ToF32(rowsB[s*stride+i]))
+					}
+					want *= 0.25
+					if math.Abs(float64(dst[s])-want) > 1e-5*(1+math.Sqrt(float64(d))) {
+						t.Fatalf("%s: bf16 dots[%d] = %v, want %v", name, s, dst[s], want)
+					}
+				}
+				if dst[n] != 42 {
+					t.Fatalf("%s: bf16 dots wrote past dst", name)
+				}
+				for s := range n {
+					var one [1]float32
+					rowDotsBF16(one[:], q, rowsB[s*stride:], stride, 0.25)
+					if one[0] != dst[s] {
+						t.Fatalf("%s: bf16 row %d alone gives %v, in the group %v", name, s, one[0], dst[s])
 					}
 				}
 				o := make([]float32, d+1)
