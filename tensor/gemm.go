@@ -507,9 +507,9 @@ func packF32(dst []float32, v view, f0, n, p0, kc, width int) {
 			if m4 > 0 && d8 > 0 {
 				off := f*v.freeStride + p0
 				if v.t.dtype == F32 {
-					transposeDwords(unsafe.Pointer(&out[0]), unsafe.Pointer(&v.t.F32()[off]), v.freeStride*4, m4, d8, width)
+					transposeInChunks(transposeDwords, unsafe.Pointer(&out[0]), unsafe.Pointer(&v.t.F32()[off]), v.freeStride*4, 4, m4, d8, width)
 				} else {
-					transposeBF16(unsafe.Pointer(&out[0]), unsafe.Pointer(&v.t.U16()[off]), v.freeStride*2, m4, d8, width)
+					transposeInChunks(transposeBF16, unsafe.Pointer(&out[0]), unsafe.Pointer(&v.t.U16()[off]), v.freeStride*2, 2, m4, d8, width)
 				}
 			}
 		}
@@ -517,6 +517,24 @@ func packF32(dst []float32, v view, f0, n, p0, kc, width int) {
 		transposeF32(out, v, f, m4, m, p0, 0, kc, width)  // the rows it left
 	}
 }
+
+// transposeInChunks runs an assembly transpose (transposeDwords or
+// transposeBF16: n rows, d depth steps, into a sliver of width) on
+// packDepthChunk depth steps of every row at a time. The assembly walks
+// four rows through all their depth, writing 16 bytes of each of the
+// sliver's lines; over a whole sliver (64 KiB for bf16 pairs) the lines
+// left L1 before the next four rows wrote theirs, and a transposing pack
+// read its source at 3.7 GB/s (Zen 5). srcBytes is the size of one depth
+// step in the source.
+func transposeInChunks(f func(dst, src unsafe.Pointer, srcStride, n, d, width int), dst, src unsafe.Pointer, srcStride, srcBytes, n, d, width int) {
+	for p := 0; p < d; p += packDepthChunk {
+		f(unsafe.Add(dst, 4*p*width), unsafe.Add(src, p*srcBytes), srcStride, n, min(packDepthChunk, d-p), width)
+	}
+}
+
+// packDepthChunk is transposeInChunks' chunk, a multiple of 8: 64 steps of
+// a 32-wide sliver are 8 KiB.
+const packDepthChunk = 64
 
 // transposeF32 does packF32's transpose for free indices [f0+q0, f0+q1)
 // and depth [p0+pa, p0+pb), packDepthBlock steps at a time so that the
@@ -570,7 +588,15 @@ func packPairs(dst []uint32, v view, f0, n, p0, kc, width int) {
 			if 2*pp+1 < kc {
 				hi = u[(p0+2*pp+1)*v.depthStride+f0:][:n]
 			}
-			for s := 0; s < slivers; s++ {
+			// The assembly takes the row pair across every sliver in one
+			// call (one call per sliver cost more than its 32 pairs), up
+			// to a multiple of 8 columns; Go the rest.
+			done := 0
+			if useAsmTranspose && width%8 == 0 && 2*pp+1 < kc && n >= 8 {
+				done = n &^ 7
+				interleaveBF16(&dst[pp*width], &lo[0], &hi[0], done, width, d*width)
+			}
+			for s := done / width; s < slivers; s++ {
 				q0 := s * width
 				out := dst[(s*d+pp)*width:][:min(width, n-q0)]
 				if 2*pp+1 == kc {
@@ -579,12 +605,7 @@ func packPairs(dst []uint32, v view, f0, n, p0, kc, width int) {
 					}
 					continue
 				}
-				done := 0
-				if useAsmTranspose && len(out) >= 8 {
-					done = len(out) &^ 7
-					interleaveBF16(&out[0], &lo[q0], &hi[q0], done)
-				}
-				for q := done; q < len(out); q++ {
+				for q := max(done-q0, 0); q < len(out); q++ {
 					out[q] = uint32(lo[q0+q]) | uint32(hi[q0+q])<<16
 				}
 			}
@@ -602,7 +623,7 @@ func packPairs(dst []uint32, v view, f0, n, p0, kc, width int) {
 			m4, d8 = m&^3, full&^7
 			if m4 > 0 && d8 > 0 {
 				off := f*v.freeStride + p0
-				transposeDwords(unsafe.Pointer(&out[0]), unsafe.Pointer(&u[off]), v.freeStride*2, m4, d8, width)
+				transposeInChunks(transposeDwords, unsafe.Pointer(&out[0]), unsafe.Pointer(&u[off]), v.freeStride*2, 4, m4, d8, width)
 			}
 		}
 		transposePairs(out, u, v.freeStride, f, 0, m4, p0, d8, full, width)

@@ -75,7 +75,10 @@ func transposeDwords(dst, src unsafe.Pointer, srcStride, n, d, width int)
 //go:noescape
 func transposeBF16(dst, src unsafe.Pointer, srcStride, n, d, width int)
 
-// interleaveBF16 sets dst[q] = lo[q] | hi[q]<<16 for q < n, a multiple of 8.
+// interleaveBF16 sets the pair lo[q] | hi[q]<<16 of column q < n (a
+// multiple of 8) at dst[(q/width)*sliverStride + q%width]: two rows of
+// bf16 become pairs in consecutive slivers of width (a multiple of 8)
+// columns, sliverStride elements apart.
 //
 //go:noescape
-func interleaveBF16(dst *uint32, lo, hi *uint16, n int)
+func interleaveBF16(dst *uint32, lo, hi *uint16, n, width, sliverStride int)

@@ -20,6 +20,6 @@ func transposeBF16(dst, src unsafe.Pointer, srcStride, n, d, width int) {
 	panic("tensor: no assembly transpose on this architecture")
 }
 
-func interleaveBF16(dst *uint32, lo, hi *uint16, n int) {
+func interleaveBF16(dst *uint32, lo, hi *uint16, n, width, sliverStride int) {
 	panic("tensor: no assembly interleave on this architecture")
 }

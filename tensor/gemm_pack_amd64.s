@@ -116,30 +116,45 @@ done:
 	VZEROUPPER
 	RET
 
-// func interleaveBF16(dst *uint32, lo, hi *uint16, n int)
+// func interleaveBF16(dst *uint32, lo, hi *uint16, n, width, sliverStride int)
 //
-// dst[q] = lo[q] | hi[q]<<16 for q < n, a multiple of 8: two rows of bf16
-// become n pairs.
-TEXT ·interleaveBF16(SB), NOSPLIT, $0-32
+// The pair lo[q] | hi[q]<<16 of column q < n (a multiple of 8) goes to
+// dst[(q/width)*sliverStride + q%width]: two rows of bf16 become pairs in
+// consecutive slivers. CX counts groups of 8 columns left, R11 those left
+// in this sliver (R8 per sliver); DI is the sliver's start, BX the place in
+// it; R9 the bytes from one sliver to the next.
+TEXT ·interleaveBF16(SB), NOSPLIT, $0-48
 	MOVQ dst+0(FP), DI
 	MOVQ lo+8(FP), SI
 	MOVQ hi+16(FP), DX
 	MOVQ n+24(FP), CX
+	MOVQ width+32(FP), R8
+	MOVQ sliverStride+40(FP), R9
 	SHRQ $3, CX
 	JEQ  done
+	SHRQ $3, R8
+	SHLQ $2, R9
+
+sliver:
+	MOVQ DI, BX
+	MOVQ R8, R11
 
 loop:
 	VMOVDQU    (SI), X0
 	VMOVDQU    (DX), X1
 	VPUNPCKLWD X1, X0, X2 // pairs 0..3
 	VPUNPCKHWD X1, X0, X3 // pairs 4..7
-	VMOVDQU    X2, (DI)
-	VMOVDQU    X3, 16(DI)
+	VMOVDQU    X2, (BX)
+	VMOVDQU    X3, 16(BX)
 	ADDQ       $16, SI
 	ADDQ       $16, DX
-	ADDQ       $32, DI
+	ADDQ       $32, BX
 	DECQ       CX
+	JEQ        done
+	DECQ       R11
 	JNE        loop
+	ADDQ       R9, DI
+	JMP        sliver
 
 done:
 	RET
