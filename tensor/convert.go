@@ -86,18 +86,30 @@ func F32ToF16(f float32) uint16 {
 }
 
 // ConvertBF16ToF32 widens src into dst; len(dst) must be >= len(src).
+// Sixteen at a time in assembly where the CPU has AVX2.
 func ConvertBF16ToF32(dst []float32, src []uint16) {
 	dst = dst[:len(src)]
-	for i, h := range src {
-		dst[i] = math.Float32frombits(uint32(h) << 16)
+	done := 0
+	if useAsmConvert && len(src) >= 16 {
+		done = len(src) &^ 15
+		convertBF16ToF32AVX2(&dst[0], &src[0], done)
+	}
+	for i := done; i < len(src); i++ {
+		dst[i] = math.Float32frombits(uint32(src[i]) << 16)
 	}
 }
 
-// ConvertF32ToBF16 rounds src into dst; len(dst) must be >= len(src).
+// ConvertF32ToBF16 rounds src into dst as F32ToBF16 does; len(dst) must be
+// >= len(src). Sixteen at a time in assembly where the CPU has AVX2.
 func ConvertF32ToBF16(dst []uint16, src []float32) {
 	dst = dst[:len(src)]
-	for i, f := range src {
-		dst[i] = F32ToBF16(f)
+	done := 0
+	if useAsmConvert && len(src) >= 16 {
+		done = len(src) &^ 15
+		convertF32ToBF16AVX2(&dst[0], &src[0], done)
+	}
+	for i := done; i < len(src); i++ {
+		dst[i] = F32ToBF16(src[i])
 	}
 }
 

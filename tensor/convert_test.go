@@ -3,7 +3,9 @@ package tensor
 import (
 	"math"
 	"math/rand/v2"
+	"os"
 	"testing"
+	"unsafe"
 )
 
 // Every bfloat16 bit pattern widens exactly and rounds back to itself, NaNs
@@ -193,5 +195,84 @@ func TestSpecialValues(t *testing.T) {
 	}
 	if h := F32ToBF16(-nan); h&0x8000 == 0 {
 		t.Errorf("F32ToBF16(-NaN) lost the sign")
+	}
+}
+
+// TestConvertAssembly: the assembly bulk of ConvertBF16ToF32 and
+// ConvertF32ToBF16 against BF16ToF32 and F32ToBF16, bit for bit: every
+// bf16 pattern; for float32, every upper half (each sign, exponent, NaN
+// payload) with lower halves 0, 1, 0x7fff, 0x8000 (a tie), 0x8001 and
+// 0xffff, and a million random patterns (COMPASS_CONVERT_EXHAUSTIVE=1:
+// every float32, about ten seconds); and every length from 0 to 40, with the
+// element past the end untouched.
+func TestConvertAssembly(t *testing.T) {
+	if !useAsmConvert {
+		t.Skip("no AVX2 on this CPU: the conversions are Go only")
+	}
+	src16 := make([]uint16, 1<<16)
+	for i := range src16 {
+		src16[i] = uint16(i)
+	}
+	wide := make([]float32, len(src16))
+	ConvertBF16ToF32(wide, src16)
+	for i, h := range src16 {
+		if math.Float32bits(wide[i]) != math.Float32bits(BF16ToF32(h)) {
+			t.Fatalf("bf16 %#04x: %#08x, want %#08x", h, math.Float32bits(wide[i]), math.Float32bits(BF16ToF32(h)))
+		}
+	}
+
+	check := func(bits []uint32) {
+		t.Helper()
+		f := unsafe.Slice((*float32)(unsafe.Pointer(&bits[0])), len(bits))
+		got := make([]uint16, len(f))
+		ConvertF32ToBF16(got, f)
+		for i, x := range f {
+			if want := F32ToBF16(x); got[i] != want {
+				t.Fatalf("float32 %#08x: %#04x, want %#04x", bits[i], got[i], want)
+			}
+		}
+	}
+	var bits []uint32
+	for hi := range uint32(1 << 16) {
+		for _, lo := range []uint32{0, 1, 0x7fff, 0x8000, 0x8001, 0xffff} {
+			bits = append(bits, hi<<16|lo)
+		}
+	}
+	check(bits)
+	rng := rand.New(rand.NewPCG(61, 62))
+	random := make([]uint32, 1<<20)
+	for i := range random {
+		random[i] = rng.Uint32()
+	}
+	check(random)
+	if os.Getenv("COMPASS_CONVERT_EXHAUSTIVE") != "" {
+		chunk := make([]uint32, 1<<20)
+		for base := uint64(0); base < 1<<32; base += 1 << 20 {
+			for i := range chunk {
+				chunk[i] = uint32(base) + uint32(i)
+			}
+			check(chunk)
+		}
+	}
+
+	for n := 0; n <= 40; n++ {
+		f := make([]float32, n)
+		for i := range f {
+			f[i] = float32(rng.NormFloat64())
+		}
+		h := make([]uint16, n+1)
+		h[n] = 0xabcd
+		ConvertF32ToBF16(h[:n], f)
+		w := make([]float32, n+1)
+		w[n] = 42
+		ConvertBF16ToF32(w[:n], h[:n])
+		for i := range n {
+			if h[i] != F32ToBF16(f[i]) || w[i] != BF16ToF32(h[i]) {
+				t.Fatalf("length %d, element %d: %#04x %v, want %#04x %v", n, i, h[i], w[i], F32ToBF16(f[i]), BF16ToF32(h[i]))
+			}
+		}
+		if h[n] != 0xabcd || w[n] != 42 {
+			t.Fatalf("length %d: wrote past the end", n)
+		}
 	}
 }
