@@ -1,14 +1,19 @@
 package tensor
 
-import (
-	"fmt"
-	"math"
-)
+import "fmt"
 
-// sigmoid in float32 through float64 exp: exact enough, and no overflow
-// warnings to care about (exp(+large) = +Inf gives 0, as it should).
-func sigmoid(x float32) float32 {
-	return float32(1 / (1 + math.Exp(-float64(x))))
+// sigmoids sets s[i] = 1 / (1 + exp(-g[i])) in float32, exp(-g) by the
+// vectorised exp of the softmaxes (expSubSum, within 1 ulp): within a few
+// ulp of the exact sigmoid, and 0 where exp(-g) overflows to +Inf, as it
+// should. (It was float64 math.Exp one value at a time: 7.5 ns a value.)
+func sigmoids(s, g []float32) {
+	for i, x := range g {
+		s[i] = -x
+	}
+	expSubSum(s, s, 0)
+	for i, e := range s {
+		s[i] = 1 / (1 + e)
+	}
 }
 
 func sameShapes(op string, ts ...*Tensor) error {
@@ -29,14 +34,15 @@ func (*CPU) SwiGLU(out, gate, up *Tensor) error {
 		return err
 	}
 	parallelFor(out.NumElements(), 1<<15, func(lo, hi int) {
-		var gs, us [chunk]float32
+		var gs, us, ss [chunk]float32
 		for i := lo; i < hi; i += chunk {
 			m := min(chunk, hi-i)
-			g, u := gs[:m], us[:m]
+			g, u, s := gs[:m], us[:m], ss[:m]
 			readF32(g, gate, i)
 			readF32(u, up, i)
+			sigmoids(s, g)
 			for j := range g {
-				g[j] = g[j] * sigmoid(g[j]) * u[j]
+				g[j] = g[j] * s[j] * u[j]
 			}
 			writeF32(out, i, g)
 		}
@@ -54,15 +60,16 @@ func (*CPU) SwiGLUBackward(dgate, dup, dout, gate, up *Tensor) error {
 		return err
 	}
 	parallelFor(dout.NumElements(), 1<<15, func(lo, hi int) {
-		var gs, us, ds [chunk]float32
+		var gs, us, ds, ss [chunk]float32
 		for i := lo; i < hi; i += chunk {
 			m := min(chunk, hi-i)
-			g, u, d := gs[:m], us[:m], ds[:m]
+			g, u, d, sg := gs[:m], us[:m], ds[:m], ss[:m]
 			readF32(g, gate, i)
 			readF32(u, up, i)
 			readF32(d, dout, i)
+			sigmoids(sg, g)
 			for j := range g {
-				s := sigmoid(g[j])
+				s := sg[j]
 				dg := d[j] * u[j] * s * (1 + g[j]*(1-s))
 				u[j] = d[j] * g[j] * s // dup = dout * silu(gate)
 				g[j] = dg
