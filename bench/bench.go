@@ -6,6 +6,7 @@ package bench
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -63,8 +64,10 @@ var Suites = []string{"safetensors", "matmul", "train", "train-run", "generate",
 
 // Run runs the selected suites, printing a table for each to w. It goes
 // on past a suite that fails and returns every result measured with the
-// failures joined: one missing reference must not cost the others.
-func Run(w io.Writer, o Options) ([]Result, error) {
+// failures joined: one missing reference must not cost the others. Once
+// ctx is done no further suite starts (the one running finishes): the
+// results so far come back with an error naming the suites not run.
+func Run(ctx context.Context, w io.Writer, o Options) ([]Result, error) {
 	if o.Python == "" {
 		o.Python = "/usr/bin/python3"
 	}
@@ -95,9 +98,19 @@ func Run(w io.Writer, o Options) ([]Result, error) {
 	}
 	var all []Result
 	var errs []error
-	for _, s := range Suites {
+	for i, s := range Suites {
 		if len(o.Only) > 0 && !slices.Contains(o.Only, s) {
 			continue
+		}
+		if ctx.Err() != nil {
+			var left []string
+			for _, l := range Suites[i:] {
+				if len(o.Only) == 0 || slices.Contains(o.Only, l) {
+					left = append(left, l)
+				}
+			}
+			errs = append(errs, fmt.Errorf("bench: interrupted: %s not run", strings.Join(left, ", ")))
+			break
 		}
 		var rs []Result
 		var err error

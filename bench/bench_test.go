@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"io"
 	"os"
@@ -15,7 +16,7 @@ import (
 func TestRunQuick(t *testing.T) {
 	o := Options{Quick: true, MinTime: time.Millisecond, Threads: []int{1}, Python: "/nonexistent/python3", TempDir: t.TempDir()}
 	var out strings.Builder
-	rs, err := Run(&out, o)
+	rs, err := Run(context.Background(), &out, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +64,7 @@ func TestRunQuick(t *testing.T) {
 }
 
 func TestRunUnknownSuite(t *testing.T) {
-	if _, err := Run(io.Discard, Options{Only: []string{"nope"}}); err == nil || !strings.Contains(err.Error(), "nope") {
+	if _, err := Run(context.Background(), io.Discard, Options{Only: []string{"nope"}}); err == nil || !strings.Contains(err.Error(), "nope") {
 		t.Errorf("err = %v", err)
 	}
 }
@@ -79,7 +80,7 @@ func TestRunGoesOnPastAFailingSuite(t *testing.T) {
 	}
 	o := Options{Only: []string{"safetensors", "matmul"}, Quick: true, MinTime: time.Millisecond, Threads: []int{1},
 		Python: "/nonexistent/python3", TempDir: notDir}
-	rs, err := Run(io.Discard, o)
+	rs, err := Run(context.Background(), io.Discard, o)
 	if err == nil || !strings.Contains(err.Error(), "bench safetensors") || strings.Contains(err.Error(), "bench matmul") {
 		t.Errorf("err = %v, want the safetensors suite's failure alone", err)
 	}
@@ -110,8 +111,37 @@ func TestRunGoesOnPastAFailingSuite(t *testing.T) {
 }
 
 func TestRunUnknownGPUGroup(t *testing.T) {
-	_, err := Run(io.Discard, Options{Only: []string{"gpu"}, GPUGroups: []string{"lora", "attn"}})
+	_, err := Run(context.Background(), io.Discard, Options{Only: []string{"gpu"}, GPUGroups: []string{"lora", "attn"}})
 	if err == nil || !strings.Contains(err.Error(), `"attn"`) || !strings.Contains(err.Error(), "train-step") {
 		t.Errorf("err = %v, want the unknown group named and the groups listed", err)
+	}
+}
+
+// cancelWriter cancels its context on the first write: a progress line.
+type cancelWriter struct{ cancel context.CancelFunc }
+
+func (c cancelWriter) Write(p []byte) (int, error) {
+	c.cancel()
+	return len(p), nil
+}
+
+// Interrupted (the context done, as the command's Ctrl-C makes it) while
+// the first suite runs: that suite finishes and its results come back, the
+// next is not started, and the error names it.
+func TestRunStopsWhenInterrupted(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	o := Options{Only: []string{"safetensors", "matmul"}, Quick: true, MinTime: time.Millisecond, Threads: []int{1},
+		Python: "/nonexistent/python3", TempDir: t.TempDir(), Log: cancelWriter{cancel}}
+	rs, err := Run(ctx, io.Discard, o)
+	if err == nil || !strings.Contains(err.Error(), "interrupted: matmul not run") {
+		t.Errorf("err = %v, want matmul named as not run", err)
+	}
+	suites := map[string]int{}
+	for _, r := range rs {
+		suites[r.Suite]++
+	}
+	if suites["safetensors"] == 0 || suites["matmul"] != 0 {
+		t.Errorf("results by suite %v, want safetensors' only", suites)
 	}
 }

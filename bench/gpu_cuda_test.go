@@ -3,6 +3,7 @@
 package bench
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"testing"
@@ -25,7 +26,7 @@ func TestGPUSuiteGroups(t *testing.T) {
 	}
 	be.Close()
 	var out strings.Builder
-	rs, err := Run(&out, Options{Only: []string{"gpu"}, GPUGroups: []string{"gemm"}, Quick: true, TempDir: t.TempDir()})
+	rs, err := Run(context.Background(), &out, Options{Only: []string{"gpu"}, GPUGroups: []string{"gemm"}, Quick: true, TempDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 
 	"github.com/compassml/compass/bench"
 	"github.com/compassml/compass/cgo"
@@ -38,7 +40,22 @@ func benchCommand() *cli.Command {
 			}
 			m := bench.ThisMachine()
 			fmt.Fprintf(cmd.Root().Writer, "compass %s on %s (%d cores), %s, %s\n", versionString(), m.CPU, m.Cores, m.GoVersion, m.Date)
-			rs, runErr := bench.Run(cmd.Root().Writer, o)
+			// Ctrl-C or SIGTERM: the suite running finishes, no other
+			// starts, and what was measured is written (a second signal
+			// ends the command at once, writing nothing).
+			runCtx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			finished := make(chan struct{})
+			defer close(finished)
+			go func() {
+				select {
+				case <-runCtx.Done():
+					stop()
+					fmt.Fprintln(cmd.Root().ErrWriter, "compass bench: interrupted: finishing the suite that runs, then writing the results so far (interrupt again to quit now)")
+				case <-finished:
+				}
+			}()
+			rs, runErr := bench.Run(runCtx, cmd.Root().Writer, o)
 			if dir := cmd.String("out"); dir != "" {
 				if len(rs) == 0 {
 					// Every suite asked for was skipped (the GPU suite without
