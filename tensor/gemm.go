@@ -523,9 +523,9 @@ func packF32(dst []float32, v view, f0, n, p0, kc, width int) {
 // packDepthChunk depth steps of every row at a time. The assembly walks
 // four rows through all their depth, writing 16 bytes of each of the
 // sliver's lines; over a whole sliver (64 KiB for bf16 pairs) the lines
-// left L1 before the next four rows wrote theirs, and a transposing pack
-// read its source at 3.7 GB/s (Zen 5). srcBytes is the size of one depth
-// step in the source.
+// left L1 before the next four rows wrote theirs. In chunks, packing a
+// 14336x4096 bf16 W^T read it at 10.2-11.9 GB/s against 9.0-9.4 (Zen 5,
+// one thread). srcBytes is the size of one depth step in the source.
 func transposeInChunks(f func(dst, src unsafe.Pointer, srcStride, n, d, width int), dst, src unsafe.Pointer, srcStride, srcBytes, n, d, width int) {
 	for p := 0; p < d; p += packDepthChunk {
 		f(unsafe.Add(dst, 4*p*width), unsafe.Add(src, p*srcBytes), srcStride, n, min(packDepthChunk, d-p), width)
