@@ -45,16 +45,10 @@ func benchCommand() *cli.Command {
 			// ends the command at once, writing nothing).
 			runCtx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			finished := make(chan struct{})
-			defer close(finished)
-			go func() {
-				select {
-				case <-runCtx.Done():
-					stop()
-					fmt.Fprintln(cmd.Root().ErrWriter, "compass bench: interrupted: finishing the suite that runs, then writing the results so far (interrupt again to quit now)")
-				case <-finished:
-				}
-			}()
+			defer context.AfterFunc(runCtx, func() {
+				stop()
+				fmt.Fprintln(cmd.Root().ErrWriter, "compass bench: interrupted: finishing the suite that runs, then writing the results so far (interrupt again to quit now)")
+			})() // unregistered before stop cancels runCtx at the end
 			rs, runErr := bench.Run(runCtx, cmd.Root().Writer, o)
 			if dir := cmd.String("out"); dir != "" {
 				if len(rs) == 0 {
