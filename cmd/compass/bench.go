@@ -5,9 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 
 	"github.com/compassml/compass/bench"
 	"github.com/compassml/compass/cgo"
@@ -43,12 +41,10 @@ func benchCommand() *cli.Command {
 			// Ctrl-C or SIGTERM: the suite running finishes, no other
 			// starts, and what was measured is written (a second signal
 			// ends the command at once, writing nothing).
-			runCtx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			defer context.AfterFunc(runCtx, func() {
-				stop()
+			runCtx, stop := interruptible(ctx, func() {
 				fmt.Fprintln(cmd.Root().ErrWriter, "compass bench: interrupted: finishing the suite that runs, then writing the results so far (interrupt again to quit now)")
-			})() // unregistered before stop cancels runCtx at the end
+			}, exitOnSignal)
+			defer stop()
 			rs, runErr := bench.Run(runCtx, cmd.Root().Writer, o)
 			if dir := cmd.String("out"); dir != "" {
 				if len(rs) == 0 {

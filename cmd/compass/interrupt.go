@@ -1,0 +1,69 @@
+package main
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// repeatWindow is how long after the first SIGINT or SIGTERM a repeat is
+// taken for the same request. timeout(1) sends its SIGTERM to the command
+// and then to the command's process group, and a shell's kill of a job
+// does the same: one request, delivered twice within microseconds. A
+// person pressing Ctrl-C again takes longer than this.
+const repeatWindow = 500 * time.Millisecond
+
+// interruptible returns a context that the first SIGINT or SIGTERM
+// cancels, calling first once when it does; a signal after repeatWindow
+// more calls quit with it (a person asking to stop now). stop releases the
+// signals and cancels the context.
+func interruptible(ctx context.Context, first func(), quit func(os.Signal)) (_ context.Context, stop func()) {
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go watchSignals(sigs, done, func() { cancel(); first() }, quit)
+	var once sync.Once
+	return ctx, func() {
+		once.Do(func() {
+			signal.Stop(sigs)
+			close(done)
+			cancel()
+		})
+	}
+}
+
+// watchSignals reads sigs until done is closed: the first signal calls
+// first, a repeat within repeatWindow of it nothing, a later one quit (and
+// ends the watch).
+func watchSignals(sigs <-chan os.Signal, done <-chan struct{}, first func(), quit func(os.Signal)) {
+	var at time.Time
+	for {
+		select {
+		case <-done:
+			return
+		case s := <-sigs:
+			switch {
+			case at.IsZero():
+				at = time.Now()
+				first()
+			case time.Since(at) >= repeatWindow:
+				quit(s)
+				return
+			}
+		}
+	}
+}
+
+// exitOnSignal ends the process at once with the status a shell gives a
+// process that sig killed (130 for SIGINT, 143 for SIGTERM).
+func exitOnSignal(sig os.Signal) {
+	code := 128 + int(syscall.SIGTERM)
+	if s, ok := sig.(syscall.Signal); ok {
+		code = 128 + int(s)
+	}
+	os.Exit(code)
+}
