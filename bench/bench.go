@@ -65,8 +65,9 @@ var Suites = []string{"safetensors", "matmul", "train", "train-run", "generate",
 // Run runs the selected suites, printing a table for each to w. It goes
 // on past a suite that fails and returns every result measured with the
 // failures joined: one missing reference must not cost the others. Once
-// ctx is done no further suite starts (the one running finishes): the
-// results so far come back with an error naming the suites not run.
+// ctx is done no further suite starts (the one running finishes, but for
+// the GPU suite, which stops at its next measurement): the results so far
+// come back with an error naming what was not run.
 func Run(ctx context.Context, w io.Writer, o Options) ([]Result, error) {
 	if o.Python == "" {
 		o.Python = "/usr/bin/python3"
@@ -132,7 +133,7 @@ func Run(ctx context.Context, w io.Writer, o Options) ([]Result, error) {
 		case "tokenize":
 			rs, err = runTokenize(w, o)
 		case "gpu":
-			rs, err = runGPU(w, o)
+			rs, err = runGPU(ctx, w, o)
 		}
 		all = append(all, rs...) // a suite that fails may have measured some
 		if err != nil {

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bufio"
+	"context"
 	_ "embed"
 	"encoding/json"
 	"errors"
@@ -36,8 +37,10 @@ var torchKMeansScript []byte
 // (--python's interpreter, with torch, transformers and peft); with
 // o.GPUGroups, those groups only (the ceilings always), each reference
 // with its group. Without a CUDA device it says so and records nothing. --quick runs
-// the suite on small sizes without the step or the references.
-func runGPU(w io.Writer, o Options) ([]Result, error) {
+// the suite on small sizes without the step or the references. Once ctx is
+// done it stops at its next measurement and starts no reference: what was
+// measured comes back, with tables, and the error says what was not.
+func runGPU(ctx context.Context, w io.Writer, o Options) ([]Result, error) {
 	be, err := cgo.NewBackend(0)
 	if errors.Is(err, cgo.ErrNoDevice) {
 		fmt.Fprintf(w, "\nGPU suite: skipped (%v)\n", err)
@@ -68,7 +71,7 @@ func runGPU(w io.Writer, o Options) ([]Result, error) {
 	}
 	// A group that fails leaves the others' results, the references and
 	// the tables; its error is returned at the end, with what was measured.
-	suiteErr := cgo.RunGPUBenchmarks(be, groups, config, o.Quick, o.Log, func(r cgo.BenchRecord) {
+	suiteErr := cgo.RunGPUBenchmarks(ctx, be, groups, config, o.Quick, o.Log, func(r cgo.BenchRecord) {
 		if r.Text["work"] != "" {
 			profile = append(profile, r)
 			results = append(results, Result{Suite: "gpu", Case: r.Name + ": " + r.Text["work"], Impl: "compass", Value: r.Metrics["ms"], Unit: "ms", Note: device})
@@ -87,32 +90,43 @@ func runGPU(w io.Writer, o Options) ([]Result, error) {
 		fmt.Fprintln(o.Log, line)
 	})
 
-	// The references, on the same GPU.
+	// The references, on the same GPU, each with its group; none starts
+	// once ctx is done.
 	var sdpa, km, hf []map[string]any
-	if !o.Quick {
-		dir, err := os.MkdirTemp(o.TempDir, "compass-bench-gpu-")
-		if err != nil {
-			return results, err
+	var notRun []string
+	reference := func(group, what string) bool {
+		switch {
+		case o.Quick || !want(group):
+			return false
+		case ctx.Err() != nil:
+			notRun = append(notRun, what)
+			return false
 		}
-		defer os.RemoveAll(dir)
-		if want("kernels") {
-			fmt.Fprintln(o.Log, "gpu: PyTorch SDPA (flash) on the attention's shape")
-			if sdpa, err = runPythonJSONL(o, dir, "torch_sdpa.py", torchSDPAScript); err != nil {
-				fmt.Fprintf(o.Log, "gpu: PyTorch SDPA: %v\n", err)
-			}
+		fmt.Fprintf(o.Log, "gpu: %s\n", what)
+		return true
+	}
+	dir, err := os.MkdirTemp(o.TempDir, "compass-bench-gpu-")
+	if err != nil {
+		return results, err
+	}
+	defer os.RemoveAll(dir)
+	if reference("kernels", "PyTorch SDPA (flash) on the attention's shape") {
+		if sdpa, err = runPythonJSONL(o, dir, "torch_sdpa.py", torchSDPAScript); err != nil {
+			fmt.Fprintf(o.Log, "gpu: PyTorch SDPA: %v\n", err)
 		}
-		if want("kmeans") {
-			fmt.Fprintln(o.Log, "gpu: PyTorch matmul + argmin on the k-means shape")
-			if km, err = runPythonJSONL(o, dir, "torch_kmeans.py", torchKMeansScript); err != nil {
-				fmt.Fprintf(o.Log, "gpu: PyTorch k-means: %v\n", err)
-			}
+	}
+	if reference("kmeans", "PyTorch matmul + argmin on the k-means shape") {
+		if km, err = runPythonJSONL(o, dir, "torch_kmeans.py", torchKMeansScript); err != nil {
+			fmt.Fprintf(o.Log, "gpu: PyTorch k-means: %v\n", err)
 		}
-		if config != nil && want("train-step") {
-			fmt.Fprintln(o.Log, "gpu: HF transformers + PEFT, the same training step")
-			if hf, err = runPythonJSONL(o, dir, "hf_train_step.py", hfTrainStepScript, configPath); err != nil {
-				fmt.Fprintf(o.Log, "gpu: HF transformers + PEFT: %v\n", err)
-			}
+	}
+	if config != nil && reference("train-step", "HF transformers + PEFT, the same training step") {
+		if hf, err = runPythonJSONL(o, dir, "hf_train_step.py", hfTrainStepScript, configPath); err != nil {
+			fmt.Fprintf(o.Log, "gpu: HF transformers + PEFT: %v\n", err)
 		}
+	}
+	if len(notRun) > 0 {
+		suiteErr = errors.Join(suiteErr, fmt.Errorf("interrupted: not run: %s", strings.Join(notRun, "; ")))
 	}
 	for _, r := range sdpa {
 		results = append(results, Result{Suite: "gpu", Case: fmt.Sprint(r["bench"]), Impl: "pytorch-sdpa-flash", Value: num(r["us"]), Unit: "us", Note: device})

@@ -3,7 +3,9 @@
 package cgo
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"math"
 	"math/rand/v2"
@@ -36,7 +38,7 @@ func BenchmarkGPU(b *testing.B) {
 	for _, group := range GPUBenchGroups {
 		b.Run(group, func(b *testing.B) {
 			for b.Loop() {
-				err := RunGPUBenchmarks(be, []string{group}, config, testing.Short(), os.Stderr, func(r BenchRecord) {
+				err := RunGPUBenchmarks(context.Background(), be, []string{group}, config, testing.Short(), os.Stderr, func(r BenchRecord) {
 					b.Logf("%s %v %v", r.Name, r.Metrics, r.Text)
 					appendBenchRecord(b, be, r)
 				})
@@ -63,7 +65,7 @@ func BenchmarkGPU(b *testing.B) {
 // device runs those in seconds).
 func BenchmarkGPUKernels(b *testing.B) {
 	be := gpuBackend(b)
-	g := newGPUBench(be, testing.Short(), io.Discard, func(BenchRecord) {})
+	g := newGPUBench(context.Background(), be, testing.Short(), io.Discard, func(BenchRecord) {})
 	var cases []benchCase
 	if err := g.try(func() {
 		g.ceilings()
@@ -104,7 +106,7 @@ func BenchmarkGPUKernels(b *testing.B) {
 // For benchstat, as BenchmarkGPUKernels; -short runs the small sizes.
 func BenchmarkGPULoRA(b *testing.B) {
 	be := gpuBackend(b)
-	g := newGPUBench(be, testing.Short(), io.Discard, func(BenchRecord) {})
+	g := newGPUBench(context.Background(), be, testing.Short(), io.Discard, func(BenchRecord) {})
 	if err := g.try(func() { g.ceilings() }); err != nil {
 		b.Fatal(err)
 	}
@@ -188,6 +190,30 @@ func appendBenchRecord(b *testing.B, be *Backend, r BenchRecord) {
 	}
 }
 
+// TestGPUBenchInterrupted cancels the suite's context as the first
+// product of the gemm group is recorded: nothing after it is measured, and
+// the error names gemm as cut short and every later group as not run, and
+// wraps the context's error.
+func TestGPUBenchInterrupted(t *testing.T) {
+	be := gpuBackend(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var got []string
+	err := RunGPUBenchmarks(ctx, be, nil, nil, true, io.Discard, func(r BenchRecord) {
+		got = append(got, r.Name)
+		if strings.HasPrefix(r.Name, "gemm_") {
+			cancel()
+		}
+	})
+	if len(got) != 3 || got[0] != "copy_dtod" || got[1] != "cublas_bf16_gemm" {
+		t.Errorf("recorded %v, want the two ceilings and one product", got)
+	}
+	if !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "gemm: interrupted") ||
+		!strings.Contains(err.Error(), "kernels, lora, kmeans, train-step not run") {
+		t.Errorf("err = %v, want gemm cut short and every later group not run, wrapping context.Canceled", err)
+	}
+}
+
 // TestGPUBenchQuick runs the GPU benchmark suite on its small sizes (the
 // training step is skipped there) and checks that every group reports
 // each of its cases with positive, finite metrics, and that the
@@ -196,7 +222,7 @@ func appendBenchRecord(b *testing.B, be *Backend, r BenchRecord) {
 func TestGPUBenchQuick(t *testing.T) {
 	be := gpuBackend(t)
 	got := map[string]BenchRecord{}
-	err := RunGPUBenchmarks(be, nil, nil, true, io.Discard, func(r BenchRecord) { got[r.Name] = r })
+	err := RunGPUBenchmarks(context.Background(), be, nil, nil, true, io.Discard, func(r BenchRecord) { got[r.Name] = r })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -225,7 +251,7 @@ func TestGPUBenchQuick(t *testing.T) {
 			}
 		}
 	}
-	if err := RunGPUBenchmarks(be, []string{"nope"}, nil, true, io.Discard, func(BenchRecord) {}); err == nil {
+	if err := RunGPUBenchmarks(context.Background(), be, []string{"nope"}, nil, true, io.Discard, func(BenchRecord) {}); err == nil {
 		t.Error("an unknown group: no error")
 	}
 }

@@ -1,6 +1,7 @@
 package cgo
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -63,8 +64,11 @@ var GPUBenchGroups = []string{"ceilings", "gemm", "kernels", "lora", "kmeans", "
 // first whatever the groups. quick runs every group but the training step
 // on small sizes, in seconds, to check the suite itself (results are not
 // worth recording). A group that fails does not stop the others: the
-// error, once they have run, names each one that did.
-func RunGPUBenchmarks(be *Backend, groups []string, llama8bConfig []byte, quick bool, log io.Writer, report func(BenchRecord)) error {
+// error, once they have run, names each one that did. Once ctx is done the
+// suite stops before its next measurement (a time limit on a lent machine
+// must leave time to write what was measured): the error says which
+// groups were cut short or not run, and wraps ctx's error.
+func RunGPUBenchmarks(ctx context.Context, be *Backend, groups []string, llama8bConfig []byte, quick bool, log io.Writer, report func(BenchRecord)) error {
 	for _, name := range groups {
 		if !slices.Contains(GPUBenchGroups, name) {
 			return fmt.Errorf("cuda: gpu bench: unknown group %q (have %s)", name, strings.Join(GPUBenchGroups, ", "))
@@ -73,7 +77,7 @@ func RunGPUBenchmarks(be *Backend, groups []string, llama8bConfig []byte, quick 
 	if log == nil {
 		log = io.Discard
 	}
-	g := newGPUBench(be, quick, log, report)
+	g := newGPUBench(ctx, be, quick, log, report)
 	want := func(name string) bool { return len(groups) == 0 || slices.Contains(groups, name) }
 	if err := g.try(func() {
 		fmt.Fprintf(log, "gpu bench: %s: ceilings\n", be.DeviceName())
@@ -117,7 +121,15 @@ type benchStep struct {
 // saying so.)
 func (g *gpuBench) runSteps(steps []benchStep) error {
 	var errs []error
-	for _, s := range steps {
+	for i, s := range steps {
+		if err := g.ctx.Err(); err != nil {
+			var left []string
+			for _, l := range steps[i:] {
+				left = append(left, l.name)
+			}
+			errs = append(errs, fmt.Errorf("cuda: gpu bench: interrupted (%w): %s not run", err, strings.Join(left, ", ")))
+			break
+		}
 		fmt.Fprintf(g.log, "gpu bench: %s\n", s.name)
 		if err := g.try(s.run); err != nil {
 			fmt.Fprintf(g.log, "gpu bench: %s failed: %v; going on\n", s.name, err)
@@ -128,9 +140,9 @@ func (g *gpuBench) runSteps(steps []benchStep) error {
 }
 
 // newGPUBench starts a run of the suite on be: on Llama-3.1-8B's sizes, or
-// the small ones when quick.
-func newGPUBench(be *Backend, quick bool, log io.Writer, report func(BenchRecord)) *gpuBench {
-	g := &gpuBench{be: be, log: log, report: report, sz: llama8bSizes}
+// the small ones when quick. It measures nothing once ctx is done.
+func newGPUBench(ctx context.Context, be *Backend, quick bool, log io.Writer, report func(BenchRecord)) *gpuBench {
+	g := &gpuBench{ctx: ctx, be: be, log: log, report: report, sz: llama8bSizes}
 	if quick {
 		g.sz = quickSizes
 	}
@@ -139,6 +151,7 @@ func newGPUBench(be *Backend, quick bool, log io.Writer, report func(BenchRecord
 
 // gpuBench is one run of the suite.
 type gpuBench struct {
+	ctx    context.Context
 	be     *Backend
 	log    io.Writer
 	report func(BenchRecord)
@@ -155,6 +168,14 @@ type benchError struct{ err error }
 func (g *gpuBench) must(err error) {
 	if err != nil {
 		panic(benchError{err})
+	}
+}
+
+// stopIfDone ends the piece of the suite running (as g.must does) once
+// g.ctx is done.
+func (g *gpuBench) stopIfDone() {
+	if err := g.ctx.Err(); err != nil {
+		g.must(fmt.Errorf("interrupted: %w", err))
 	}
 }
 
@@ -180,7 +201,9 @@ func (g *gpuBench) record(name string, metrics map[string]float64, text map[stri
 
 // measure returns the median seconds per call of fn over five timed runs,
 // each of enough calls to last at least 20 ms, after three warm-up calls.
+// It stops the suite instead once g.ctx is done.
 func (g *gpuBench) measure(fn func() error) float64 {
+	g.stopIfDone()
 	be := g.be
 	for i := 0; i < 3; i++ {
 		g.must(fn())
@@ -1036,6 +1059,7 @@ func (g *gpuBench) benchTrainStep(configJSON []byte) {
 	median3 := func() float64 {
 		var times []float64
 		for i := 0; i < 3; i++ {
+			g.stopIfDone()
 			start := time.Now()
 			_, err := trainStep()
 			g.must(err)

@@ -1,6 +1,7 @@
 package cgo
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"testing"
@@ -12,7 +13,7 @@ import (
 // training step's numbers).
 func TestBenchStepsGoOnPastAFailure(t *testing.T) {
 	var log strings.Builder
-	g := newGPUBench(nil, true, &log, func(BenchRecord) {})
+	g := newGPUBench(context.Background(), nil, true, &log, func(BenchRecord) {})
 	var ran []string
 	step := func(name string, err error) benchStep {
 		return benchStep{name, func() {
@@ -32,5 +33,35 @@ func TestBenchStepsGoOnPastAFailure(t *testing.T) {
 	}
 	if err := g.runSteps([]benchStep{step("gemm", nil)}); err != nil {
 		t.Errorf("no step failing: err = %v", err)
+	}
+}
+
+// An interrupted suite (Ctrl-C, or a time limit's SIGTERM on a lent
+// machine) stops at its next measurement and runs no further group, so
+// that what it measured can still be written: the error says which group
+// was cut short and which were not run, and wraps the context's error.
+func TestBenchStepsStopWhenInterrupted(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	g := newGPUBench(ctx, nil, true, &strings.Builder{}, func(BenchRecord) {})
+	var ran []string
+	step := func(name string, interrupt bool) benchStep {
+		return benchStep{name, func() {
+			if interrupt {
+				cancel()
+			}
+			g.stopIfDone() // where g.measure would start timing
+			ran = append(ran, name)
+		}}
+	}
+	err := g.runSteps([]benchStep{step("gemm", false), step("lora", true), step("kmeans", false), step("train-step", false)})
+	if strings.Join(ran, " ") != "gemm" {
+		t.Errorf("ran %v, want gemm alone (lora interrupted before its first measurement)", ran)
+	}
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("err = %v, want it to wrap context.Canceled", err)
+	}
+	if err == nil || !strings.Contains(err.Error(), "lora: interrupted") || !strings.Contains(err.Error(), "kmeans, train-step not run") {
+		t.Errorf("err = %v, want lora cut short and kmeans, train-step not run", err)
 	}
 }

@@ -1,6 +1,7 @@
 package cgo
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -254,7 +255,7 @@ type stepMemoryCase struct {
 // launch the kernels they name.
 func TestRecordedLoRABench(t *testing.T) {
 	be, q := recBackend(t)
-	g := newGPUBench(be, true, io.Discard, func(BenchRecord) {})
+	g := newGPUBench(context.Background(), be, true, io.Discard, func(BenchRecord) {})
 	rng := rand.New(rand.NewPCG(6, 6))
 	launches := func(run func() error) map[string]int {
 		q.log = q.log[:0]

@@ -29,7 +29,9 @@
 #	                         on the k-means shape and HF transformers + PEFT doing the same 8B
 #	                         LoRA step, on the same GPU (bench/gpu.go); each result is
 #	                         logged as it is measured (a stage cut short keeps its
-#	                         numbers in bench.log), and a group that fails costs only
+#	                         numbers in bench.log; its time limit's SIGTERM stops the
+#	                         suite at its next measurement, which still writes the
+#	                         tables and the JSONL), and a group that fails costs only
 #	                         its own results (the JSONL's first line names it)
 #	summary.txt              each stage: exit status and seconds; test counts
 #
