@@ -38,12 +38,27 @@ func benchCommand() *cli.Command {
 			}
 			m := bench.ThisMachine()
 			fmt.Fprintf(cmd.Root().Writer, "compass %s on %s (%d cores), %s, %s\n", versionString(), m.CPU, m.Cores, m.GoVersion, m.Date)
-			// Ctrl-C or SIGTERM: the suite running finishes, no other
-			// starts, and what was measured is written (a second signal
-			// ends the command at once, writing nothing).
+			// The suites' scratch files (a 1 GiB checkpoint, models,
+			// corpora) go in one directory, removed at the end and on a
+			// quit as well. Where it cannot be made, each suite that needs
+			// scratch fails saying why, and the others still run.
+			scratch, err := os.MkdirTemp("", "compass-bench-")
+			if err == nil {
+				defer os.RemoveAll(scratch)
+				o.TempDir = scratch
+			}
+			// Ctrl-C or SIGTERM: the suite running finishes (the GPU
+			// suite stops at its next measurement), no other starts, and
+			// what was measured is written. A second signal ends the
+			// command at once, writing nothing.
 			runCtx, stop := interruptible(ctx, func() {
 				fmt.Fprintln(cmd.Root().ErrWriter, "compass bench: interrupted: finishing the suite that runs, then writing the results so far (interrupt again to quit now)")
-			}, exitOnSignal)
+			}, func(s os.Signal) {
+				if scratch != "" {
+					os.RemoveAll(scratch)
+				}
+				exitOnSignal(s)
+			})
 			defer stop()
 			rs, runErr := bench.Run(runCtx, cmd.Root().Writer, o)
 			if dir := cmd.String("out"); dir != "" {
