@@ -237,6 +237,10 @@ func runGPU(ctx context.Context, w io.Writer, o Options) ([]Result, error) {
 				c.Metrics["tokens/s"], c.Metrics["kernels_speedup"])
 		}
 	}
+	if rows := targetRows(byName, order, sdpa, hf); len(rows) > 0 {
+		table(w, "Targets (docs/cuda-backend.md): attention's forward at half of flash SDPA's speed or more, the 8B LoRA step at 1.5x HF + PEFT's tokens/s or more at no more memory, memory-bound kernels at 0.70 of the copy bandwidth or more",
+			[]string{"target", "measured", "goal", "met"}, rows)
+	}
 	if len(profile) > 0 {
 		rows = nil
 		for i, r := range profile {
@@ -284,6 +288,53 @@ func kmeansRows(ours map[string]cgo.BenchRecord, torch []map[string]any) [][]str
 			row[6] = ratio(num(t["us"]), r.Metrics["us"])
 		}
 		rows = append(rows, row)
+	}
+	return rows
+}
+
+// The GPU path's targets (docs/cuda-backend.md), checked by targetRows.
+const (
+	targetAttentionForward = 0.5  // attention's forward, of PyTorch's flash SDPA speed
+	targetStepSpeedup      = 1.5  // the 8B LoRA step's tokens/s over HF + PEFT's, at no more peak memory
+	targetOfCopy           = 0.70 // a memory-bound kernel's bandwidth, of the device-to-device copy's
+)
+
+// targetRows sets the run against the targets: attention's forward speed
+// against PyTorch's flash SDPA (sdpa), the training step's tokens/s and
+// peak memory against HF + PEFT's (hf), and each memory-bound kernel (a
+// record with GB/s; not the "_then_" cases, two launches timed together
+// to show what a fusion saves) against the copy bandwidth, in the order
+// the records came. A target whose measurement is missing has no row.
+func targetRows(byName map[string]cgo.BenchRecord, order []string, sdpa, hf []map[string]any) [][]string {
+	met := func(ok bool) string {
+		if ok {
+			return "yes"
+		}
+		return "NO"
+	}
+	var rows [][]string
+	for _, r := range sdpa {
+		name := fmt.Sprint(r["bench"])
+		ours, ok := byName[name+"_tc"]
+		if !strings.Contains(name, "forward") || !ok || ours.Metrics["us"] <= 0 || num(r["us"]) <= 0 {
+			continue
+		}
+		speed := num(r["us"]) / ours.Metrics["us"]
+		rows = append(rows, []string{name + ", speed of flash SDPA's", fmt.Sprintf("%.2f", speed), fmt.Sprintf(">= %.2f", targetAttentionForward), met(speed >= targetAttentionForward)})
+	}
+	if step, ok := byName["train_step_llama31_8b_r16_seq2048"]; ok && len(hf) > 0 && num(hf[0]["tokens_per_s"]) > 0 {
+		speedup := step.Metrics["tokens/s"] / num(hf[0]["tokens_per_s"])
+		ours, theirs := step.Metrics["peak_GiB"], num(hf[0]["peak_memory_bytes"])/(1<<30)
+		rows = append(rows,
+			[]string{"8B LoRA step, tokens/s of HF + PEFT's", fmt.Sprintf("%.2fx", speedup), fmt.Sprintf(">= %.2fx", targetStepSpeedup), met(speedup >= targetStepSpeedup)},
+			[]string{"8B LoRA step, peak GiB", fmt.Sprintf("%.1f", ours), fmt.Sprintf("<= %.1f (HF + PEFT's)", theirs), met(ours <= theirs)})
+	}
+	for _, name := range order {
+		m := byName[name].Metrics
+		if m["GB/s"] <= 0 || strings.Contains(name, "_then_") || name == "copy_dtod" {
+			continue
+		}
+		rows = append(rows, []string{name + ", of the copy bandwidth", fmt.Sprintf("%.2f", m["of_copy_bw"]), fmt.Sprintf(">= %.2f", targetOfCopy), met(m["of_copy_bw"] >= targetOfCopy)})
 	}
 	return rows
 }
