@@ -91,9 +91,9 @@ func runGPU(ctx context.Context, w io.Writer, o Options) ([]Result, error) {
 	})
 
 	// The device's memory goes back before the references run: the
-	// allocator still caches the training step's 35 GiB, and HF + PEFT
-	// needs 36.5 GiB more, past an 80 GiB H100's room with the two CUDA
-	// contexts.
+	// allocator still caches the training step's 35 GiB, and HF + PEFT's
+	// step peaks at 36.5 GiB, at the edge of an 80 GiB H100 with the two
+	// CUDA contexts and PyTorch's cache.
 	if err := be.Close(); err != nil {
 		suiteErr = errors.Join(suiteErr, fmt.Errorf("cuda: closing the device: %w", err))
 	}
