@@ -8,8 +8,8 @@
 # Two passes, so that the first GPU run of a change counts even when it
 # finds a bug: the first (about 4 minutes) runs each GPU test in its own
 # process with CUDA_LAUNCH_BLOCKING=1, so that a fault stops one test only
-# and names the kernel that made it; the second (sanitizers, HF goldens,
-# benchmarks, about 4 minutes more) runs unless a test of the first
+# and names the kernel that made it; the second (memcheck, benchmarks,
+# racecheck, HF goldens, about 4 minutes more) runs unless a test of the first
 # crashed, faulted or hung, so that a fix and a rerun fit in a 15-minute
 # slot. A test that only missed a bound does not stop it: the numbers of
 # a rare device run are worth having (COMPASS_DEVICE_STRICT=1 stops on any
@@ -184,7 +184,7 @@ fi
 # COMPASS_DEVICE_STRICT=1, and the summary says which tests failed.
 faults=$(grep -c -- '^--- FAIL: .* (\(timed out\|the process exited\)' "$log")
 if [ "$faults" -ne 0 ] || { [ "$fail" -ne 0 ] && [ "${COMPASS_DEVICE_STRICT:-0}" = 1 ]; }; then
-  note "first pass not clean ($faults crashed, faulted or timed out): the second (sanitizers, goldens, benchmarks) is not run; fix and rerun"
+  note "first pass not clean ($faults crashed, faulted or timed out): the second (memcheck, benchmarks, racecheck, goldens) is not run; fix and rerun"
   exit 1
 fi
 if [ "$fail" -ne 0 ]; then
@@ -202,6 +202,17 @@ fi
 # subset launches (small shapes: the tool slows kernels tens of times).
 stage "memcheck" 90 "$san" "$sanitizer" --tool memcheck --error-exitcode 3 --print-limit 20 \
   "$bundle/cgo.test" -test.count 1 -test.run '^TestGPU(Elementwise|Embedding|RMSNorm|RoPE|SwiGLU|CrossEntropy|AdamW|NarrowMatMul|NarrowMatMulViews|GradMatMul|GradMatMulViews|ExpandMatMul|Attention|Dropout|AttentionTC|LayerNorm|GELU|BidirectionalAttention|KMeansAssign|KMeansUpdate|EmbeddingBackward|VectorPaths|ZeroTensors|LoRABF16Input)$'
+# The GPU benchmark suite (right after memcheck: its numbers are what a
+# device run is rarest for, and the racechecks and goldens after it take
+# what time is left) with its references on the same GPU (PyTorch's
+# flash SDPA, its matmul + argmin k-means, HF transformers + PEFT's training
+# step): compass bench --only
+# gpu, from the repository root (it reads testdata/configs), its table in
+# bench.log and its results in $OUT/DATE-gpu.jsonl.
+# COMPASS_DEVICE_GPU_GROUPS (e.g. "lora,train-step") runs only those groups
+# of the suite, for a rerun after a fix.
+stage "benchmarks" 200 "$OUT/bench.log" "$bundle/compass" bench --only gpu --python python3 --out "$OUT" --name gpu \
+  ${COMPASS_DEVICE_GPU_GROUPS:+--gpu-groups "$COMPASS_DEVICE_GPU_GROUPS"}
 # racecheck: shared-memory hazards in the kernels that use shared memory,
 # in two stages: all four together ran past 45 s on an H200 (2026-12-04).
 stage "racecheck" 45 "$san" "$sanitizer" --tool racecheck --error-exitcode 3 --print-limit 20 \
@@ -220,14 +231,5 @@ stage "racecheck attention tc" 60 "$san" "$sanitizer" --tool racecheck --error-e
 
 stage "hf goldens" 60 "$OUT/hf-goldens.log" python3 scripts/hf_goldens.py "$bundle/fixtures" "$OUT/hf_goldens.safetensors"
 
-# The GPU benchmark suite with its references on the same GPU (PyTorch's
-# flash SDPA, its matmul + argmin k-means, HF transformers + PEFT's training
-# step): compass bench --only
-# gpu, from the repository root (it reads testdata/configs), its table in
-# bench.log and its results in $OUT/DATE-gpu.jsonl.
-# COMPASS_DEVICE_GPU_GROUPS (e.g. "lora,train-step") runs only those groups
-# of the suite, for a rerun after a fix.
-stage "benchmarks" 200 "$OUT/bench.log" "$bundle/compass" bench --only gpu --python python3 --out "$OUT" --name gpu \
-  ${COMPASS_DEVICE_GPU_GROUPS:+--gpu-groups "$COMPASS_DEVICE_GPU_GROUPS"}
 note "total: $(($(date +%s) - begin))s"
 [ "$fail" -eq 0 ]
