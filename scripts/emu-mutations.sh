@@ -398,6 +398,14 @@ mutation delta-cast-unrounded kernels/attention.cu \
   '        // (mutation) g = load_f32(cast, cast_dt, i);' \
   TestGPUAttentionRounded
 
+# The GPU suite's measurements not checking the context: an interrupt
+# lets the running group run to its end (past the SIGKILL that follows a
+# time limit's SIGTERM on a lent machine).
+mutation gpu-bench-ignores-interrupt cgo/gpubench.go \
+  $'float64 {\n\tg.stopIfDone()' \
+  $'float64 { // (mutation: no check)' \
+  TestGPUBenchInterrupted
+
 # -c: only check that every mutation's text is in its file once (make check).
 if [ "${1:-}" = "-c" ]; then
   args=()

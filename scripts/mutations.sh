@@ -106,6 +106,13 @@ mutation convert-asm-ties-up tensor/convert_amd64.s \
   '	VPADDD    Y9, dst, dst; \' \
   'gotest ./tensor/ TestConvertAssembly'
 
+# compass bench taking timeout(1)'s second SIGTERM, microseconds after
+# the first, for a person asking again: it quits and loses the results.
+mutation bench-signal-repeat-quits cmd/compass/interrupt.go \
+  '			case time.Since(at) >= repeatWindow:' \
+  '			case true: // (mutation: any repeat quits)' \
+  'gotest ./cmd/compass/ TestWatchSignalsTakesARepeatForTheSameRequest'
+
 # The reference's self-test without the published configs must fail, not
 # pass having checked nothing.
 mutation selftest-no-configs tools/reference/selftest.py \
