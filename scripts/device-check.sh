@@ -33,7 +33,8 @@
 #	                         suite at its next measurement, which still writes the
 #	                         tables and the JSONL), and a group that fails costs only
 #	                         its own results (the JSONL's first line names it)
-#	summary.txt              each stage: exit status and seconds; test counts
+#	summary.txt              each stage: exit status and seconds; test counts; the
+#	                         benchmarks' targets, each met or not
 #
 # Where there is no GPU (a dry run: OUT=/tmp/x bash scripts/device-check.sh)
 # it runs the tests, which skip, says so and exits 0. With
@@ -213,6 +214,10 @@ stage "memcheck" 90 "$san" "$sanitizer" --tool memcheck --error-exitcode 3 --pri
 # of the suite, for a rerun after a fix.
 stage "benchmarks" 200 "$OUT/bench.log" "$bundle/compass" bench --only gpu --python python3 --out "$OUT" --name gpu \
   ${COMPASS_DEVICE_GPU_GROUPS:+--gpu-groups "$COMPASS_DEVICE_GPU_GROUPS"}
+# The targets' table (each met or not) in the summary too.
+if [ -f "$OUT/bench.log" ]; then
+  sed -n '/^Targets /,/^$/p' "$OUT/bench.log" >>"$summary"
+fi
 # racecheck: shared-memory hazards in the kernels that use shared memory,
 # in two stages: all four together ran past 45 s on an H200 (2026-12-04).
 stage "racecheck" 45 "$san" "$sanitizer" --tool racecheck --error-exitcode 3 --print-limit 20 \
