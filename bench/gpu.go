@@ -245,7 +245,7 @@ func runGPU(ctx context.Context, w io.Writer, o Options) ([]Result, error) {
 				c.Metrics["tokens/s"], c.Metrics["kernels_speedup"])
 		}
 	}
-	if rows := targetRows(byName, order, sdpa, hf); len(rows) > 0 {
+	if rows := targetRows(byName, order, sdpa, hf); len(rows) > 0 && !o.Quick { // --quick's small sizes measure nothing worth a target
 		table(w, "Targets (docs/cuda-backend.md): attention's forward at half of flash SDPA's speed or more, the 8B LoRA step at 1.5x HF + PEFT's tokens/s or more at no more memory, memory-bound kernels at 0.70 of the copy bandwidth or more",
 			[]string{"target", "measured", "goal", "met"}, rows)
 	}
