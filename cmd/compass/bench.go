@@ -54,9 +54,7 @@ func benchCommand() *cli.Command {
 			runCtx, stop := interruptible(ctx, func() {
 				fmt.Fprintln(cmd.Root().ErrWriter, "compass bench: interrupted: finishing the suite that runs, then writing the results so far (interrupt again to quit now)")
 			}, func(s os.Signal) {
-				if scratch != "" {
-					os.RemoveAll(scratch)
-				}
+				os.RemoveAll(scratch) // "" when none was made: nothing to do
 				exitOnSignal(s)
 			})
 			defer stop()

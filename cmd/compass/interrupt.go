@@ -4,7 +4,6 @@ import (
 	"context"
 	"os"
 	"os/signal"
-	"sync"
 	"syscall"
 	"time"
 )
@@ -19,20 +18,17 @@ const repeatWindow = 500 * time.Millisecond
 // interruptible returns a context that the first SIGINT or SIGTERM
 // cancels, calling first once when it does; a signal after repeatWindow
 // more calls quit with it (a person asking to stop now). stop releases the
-// signals and cancels the context.
+// signals and cancels the context; it is called once.
 func interruptible(ctx context.Context, first func(), quit func(os.Signal)) (_ context.Context, stop func()) {
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go watchSignals(sigs, done, func() { cancel(); first() }, quit)
-	var once sync.Once
 	return ctx, func() {
-		once.Do(func() {
-			signal.Stop(sigs)
-			close(done)
-			cancel()
-		})
+		signal.Stop(sigs)
+		close(done)
+		cancel()
 	}
 }
 
@@ -59,11 +55,7 @@ func watchSignals(sigs <-chan os.Signal, done <-chan struct{}, first func(), qui
 }
 
 // exitOnSignal ends the process at once with the status a shell gives a
-// process that sig killed (130 for SIGINT, 143 for SIGTERM).
+// process that sig (SIGINT or SIGTERM) killed: 130 or 143.
 func exitOnSignal(sig os.Signal) {
-	code := 128 + int(syscall.SIGTERM)
-	if s, ok := sig.(syscall.Signal); ok {
-		code = 128 + int(s)
-	}
-	os.Exit(code)
+	os.Exit(128 + int(sig.(syscall.Signal)))
 }
