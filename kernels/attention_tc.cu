@@ -79,14 +79,30 @@ __device__ __forceinline__ int tc_doc_start_at(const int* doc_start, int b, int 
 // tc_load_rows starts the cp.async copies of rows t0..t0+rows-1 of head h
 // of x [B, T, heads, D] bf16 into s [rows][D + TC_PAD]; rows at or past T
 // are zero filled. The caller commits.
+//
+// Thread i of the block copies 16-byte chunks i, i + TC_THREADS, ... of
+// the rows, chunk j being column (j % (D/8)) * 8 of row j / (D/8). The
+// row and column step from one chunk to the next without a division, and
+// the head's address is computed once: this loop runs for every tile,
+// and with a division and three 64-bit products per copy its address
+// arithmetic took about 27 instructions a copy, more than the tile's
+// loads of fragments (SASS of attention_tc_forward_d128, sm_90).
 template <int D>
 __device__ __forceinline__ void tc_load_rows(uint16_t* s, const uint16_t* x, int rows, int t0, int T, int heads,
                                              int h, int b) {
   constexpr int chunks = D / 8;  // 16-byte chunks per row
-  for (int i = threadIdx.x; i < rows * chunks; i += TC_THREADS) {
-    int r = i / chunks, c = i % chunks, t = t0 + r;
-    const uint16_t* src = x + (((size_t)b * T + min(t, T - 1)) * heads + h) * D + c * 8;
-    cp_async_16(s + r * (D + TC_PAD) + c * 8, src, t < T);
+  constexpr int rstep = TC_THREADS / chunks, cstep = TC_THREADS % chunks;
+  const uint16_t* head = x + ((size_t)b * T * heads + h) * D;
+  unsigned tstride = (unsigned)(heads * D);  // elements from one token to the next
+  int r = threadIdx.x / chunks, c = threadIdx.x % chunks;
+  while (r < rows) {
+    int t = t0 + r;
+    cp_async_16(s + r * (D + TC_PAD) + c * 8, head + (size_t)(unsigned)min(t, T - 1) * tstride + c * 8, t < T);
+    r += rstep;
+    if (cstep != 0) {
+      c += cstep;
+      if (c >= chunks) c -= chunks, r++;
+    }
   }
 }
 
@@ -108,9 +124,39 @@ __device__ __forceinline__ void tc_key_tiles(const int* doc_start, int b, int T,
   ntiles = (min(T, q0 + TC_BQ) - kbegin + TC_BK - 1) / TC_BK;
 }
 
-// tc_scores sets s = A B^T for the warp: A is the 16 rows of D bf16 at a,
-// B the N rows at b (both with row stride D + TC_PAD); s[j] holds columns
-// 8j..8j+7.
+// tc_scores_step adds depth step kk (columns kk*16..kk*16+15) of A B^T to
+// s for the warp: fa is A's fragment of that step, B the N rows at b (row
+// stride D + TC_PAD); s[j] holds columns 8j..8j+7.
+template <int D, int N>
+__device__ __forceinline__ void tc_scores_step(FragC (&s)[N / 8], const FragA& fa, const uint16_t* b, int kk,
+                                               int lane) {
+  constexpr int LD = D + TC_PAD;
+#pragma unroll
+  for (int nj = 0; nj < N / 16; nj++) {
+    // B rows nj*16 + 0-7 at columns kk*16 and +8, then rows + 8-15.
+    uint32_t r[4];
+    ldmatrix_x4(r, b + (nj * 16 + (lane & 7) + (lane >> 4) * 8) * LD + kk * 16 + ((lane >> 3) & 1) * 8);
+    FragB b0 = {{r[0], r[1]}}, b1 = {{r[2], r[3]}};
+    mma_bf16_m16n8k16(s[2 * nj], fa, b0);
+    mma_bf16_m16n8k16(s[2 * nj + 1], fa, b1);
+  }
+}
+
+// tc_load_a loads the warp's A fragments of the 16 rows of D bf16 at a
+// (row stride D + TC_PAD), one per depth step of 16.
+template <int D>
+__device__ __forceinline__ void tc_load_a(FragA (&fa)[D / 16], const uint16_t* a, int lane) {
+  constexpr int LD = D + TC_PAD;
+#pragma unroll
+  for (int kk = 0; kk < D / 16; kk++) {
+    // Matrices: rows 0-7 and 8-15 at columns kk*16, then at kk*16 + 8.
+    ldmatrix_x4(fa[kk].x, a + (lane & 15) * LD + kk * 16 + (lane >> 4) * 8);
+  }
+}
+
+// tc_scores sets s = A B^T for the warp: A the 16 rows of D bf16 at a,
+// loaded a depth step at a time (the backward kernels, short of
+// registers), B the N rows at b.
 template <int D, int N>
 __device__ __forceinline__ void tc_scores(FragC (&s)[N / 8], const uint16_t* a, const uint16_t* b, int lane) {
   constexpr int LD = D + TC_PAD;
@@ -119,18 +165,19 @@ __device__ __forceinline__ void tc_scores(FragC (&s)[N / 8], const uint16_t* a, 
 #pragma unroll
   for (int kk = 0; kk < D / 16; kk++) {
     FragA fa;
-    // Matrices: rows 0-7 and 8-15 at columns kk*16, then at kk*16 + 8.
     ldmatrix_x4(fa.x, a + (lane & 15) * LD + kk * 16 + (lane >> 4) * 8);
-#pragma unroll
-    for (int nj = 0; nj < N / 16; nj++) {
-      // B rows nj*16 + 0-7 at columns kk*16 and +8, then rows + 8-15.
-      uint32_t r[4];
-      ldmatrix_x4(r, b + (nj * 16 + (lane & 7) + (lane >> 4) * 8) * LD + kk * 16 + ((lane >> 3) & 1) * 8);
-      FragB b0 = {{r[0], r[1]}}, b1 = {{r[2], r[3]}};
-      mma_bf16_m16n8k16(s[2 * nj], fa, b0);
-      mma_bf16_m16n8k16(s[2 * nj + 1], fa, b1);
-    }
+    tc_scores_step<D, N>(s, fa, b, kk, lane);
   }
+}
+
+// tc_scores_a is tc_scores with A's fragments already in registers
+// (tc_load_a): the forward kernel's Q, the same for every key tile.
+template <int D, int N>
+__device__ __forceinline__ void tc_scores_a(FragC (&s)[N / 8], const FragA (&fa)[D / 16], const uint16_t* b, int lane) {
+#pragma unroll
+  for (int j = 0; j < N / 8; j++) s[j].x[0] = s[j].x[1] = s[j].x[2] = s[j].x[3] = 0.0f;
+#pragma unroll
+  for (int kk = 0; kk < D / 16; kk++) tc_scores_step<D, N>(s, fa[kk], b, kk, lane);
 }
 
 // tc_accumulate16 adds A B to acc for the warp: A the 16 x 16 fragment fa,
@@ -185,14 +232,23 @@ __device__ __forceinline__ void tc_stage_rows(uint16_t* s, const FragC (&acc)[D 
 }
 
 // tc_store_rows writes rows t0..t0+rows-1 (those < T) of head h of
-// x [B, T, heads, D] bf16 from s [rows][D + TC_PAD] in 16-byte stores.
+// x [B, T, heads, D] bf16 from s [rows][D + TC_PAD] in 16-byte stores,
+// thread i chunks i, i + TC_THREADS, ... as tc_load_rows copies them.
 template <int D>
 __device__ __forceinline__ void tc_store_rows(uint16_t* x, const uint16_t* s, int rows, int t0, int T, int heads,
                                               int h, int b) {
   constexpr int chunks = D / 8;
-  for (int i = threadIdx.x; i < rows * chunks; i += TC_THREADS) {
-    int r = i / chunks, c = i % chunks, t = t0 + r;
-    if (t < T) *(tc_chunk*)(x + (((size_t)b * T + t) * heads + h) * D + c * 8) = *(const tc_chunk*)(s + r * (D + TC_PAD) + c * 8);
+  constexpr int rstep = TC_THREADS / chunks, cstep = TC_THREADS % chunks;
+  uint16_t* head = x + ((size_t)b * T * heads + h) * D;
+  unsigned tstride = (unsigned)(heads * D);
+  int r = threadIdx.x / chunks, c = threadIdx.x % chunks;
+  while (r < rows && t0 + r < T) {
+    *(tc_chunk*)(head + (size_t)(unsigned)(t0 + r) * tstride + c * 8) = *(const tc_chunk*)(s + r * (D + TC_PAD) + c * 8);
+    r += rstep;
+    if (cstep != 0) {
+      c += cstep;
+      if (c >= chunks) c -= chunks, r++;
+    }
   }
 }
 
@@ -263,7 +319,10 @@ __device__ __forceinline__ void attention_tc_forward(uint16_t* out, float* lse, 
 #pragma unroll
   for (int j = 0; j < D / 8; j++) o[j].x[0] = o[j].x[1] = o[j].x[2] = o[j].x[3] = 0.0f;
 
-  const uint16_t* Qw = Qs + warp * 16 * LD;  // this warp's 16 rows
+  // This warp's 16 rows of Q as A fragments, kept in registers for every
+  // tile (an eighth of the tile's shared-memory reads otherwise); their
+  // copies are the first group, done once the first wait returns.
+  FragA qf[D / 16];
   for (int it = 0; it < ntiles; it++) {
     int k0 = kbegin + it * TC_BK, buf = it & 1;
     // Start the next tile's copies into the other buffer (freed by the
@@ -280,10 +339,11 @@ __device__ __forceinline__ void attention_tc_forward(uint16_t* out, float* lse, 
     __syncthreads();
     const uint16_t* Kt = Ks + buf * TC_BK * LD;
     const uint16_t* Vt = Vs + buf * TC_BK * LD;
+    if (it == 0) tc_load_a<D>(qf, Qs + warp * 16 * LD, lane);
 
     // S = Q K^T: 16 rows x 64 keys per warp, 8 accumulator tiles of 16x8.
     FragC s[TC_BK / 8];
-    tc_scores<D, TC_BK>(s, Qw, Kt, lane);
+    tc_scores_a<D, TC_BK>(s, qf, Kt, lane);
 
     // Scale, mask where the tile may hold keys a row does not see (past
     // the row, or before its document), and find each row's tile max.
@@ -315,7 +375,7 @@ __device__ __forceinline__ void attention_tc_forward(uint16_t* out, float* lse, 
       // every one is 0 then, and corr is 0 once, with nothing to rescale.
       float m_new = fmaxf(m_run[r], mt[r]);
       m_ref[r] = m_new == -INFINITY ? 0.0f : m_new;
-      corr[r] = exp2f(m_run[r] - m_ref[r]);
+      corr[r] = exp2_approx(m_run[r] - m_ref[r]);
       m_run[r] = m_new;
       l_part[r] *= corr[r];
     }
@@ -332,7 +392,7 @@ __device__ __forceinline__ void attention_tc_forward(uint16_t* out, float* lse, 
     for (int j = 0; j < TC_BK / 8; j++) {
 #pragma unroll
       for (int i = 0; i < 4; i++) {
-        s[j].x[i] = exp2f(s[j].x[i] - m_ref[i >> 1]);
+        s[j].x[i] = exp2_approx(s[j].x[i] - m_ref[i >> 1]);
         l_part[i >> 1] += s[j].x[i];
       }
     }
@@ -429,7 +489,7 @@ __device__ __forceinline__ void attention_tc_backward_dq(uint16_t* dq, const uin
           int key = k0 + 8 * j + 2 * tg + (i & 1);
           if ((unsigned)(key - rstart[r]) > (unsigned)(row[r] - rstart[r])) x = -INFINITY;
         }
-        float p = exp2f(x - lse2[r]);
+        float p = exp2_approx(x - lse2[r]);
         s[j].x[i] = p * (dp[j].x[i] - delta_r[r]);  // dS
       }
     }
@@ -483,23 +543,44 @@ __device__ __forceinline__ void attention_tc_backward_dkdv(uint16_t* dk, uint16_
   int nsteps = ntiles * heads;
 
   // load_step starts the copies of step st (head, query tile) into buffer
-  // st & 1; lse, delta and the documents' starts go in plain stores (seen
-  // after the barrier that follows the wait).
+  // st & 1. Its lse, delta and documents' starts, one query row per thread
+  // below TC_BQB, are plain loads: load_stats reads them into registers
+  // and store_stats writes them, ready for use, into the buffer. The loop
+  // loads the next step's at its top and stores them at its end, so that
+  // their latency passes under the step's products (stored at once, they
+  // held warp 0, and with it the block at the next barrier, for a whole
+  // global load's latency every step).
   auto load_step = [&](int st) {
     int h = h0 + st / ntiles, q0 = k0 + (st % ntiles) * TC_BQB, buf = st & 1;
     tc_load_rows<D>(Qs + buf * TC_BQB * LD, q, TC_BQB, q0, T, Hq, h, b);
     tc_load_rows<D>(dOs + buf * TC_BQB * LD, dout, TC_BQB, q0, T, Hq, h, b);
-    if (tid < TC_BQB) {
-      int t = q0 + tid;
-      size_t stat = ((size_t)b * Hq + h) * T + t;
-      lse_s[buf * TC_BQB + tid] = t < T ? lse[stat] * TC_LOG2E : INFINITY;
-      delta_s[buf * TC_BQB + tid] = t < T ? delta[stat] : 0.0f;
-      qstart_s[buf * TC_BQB + tid] = tc_doc_start_at(doc_start, b, T, t);
-    }
+  };
+  float lse_next = 0.0f, delta_next = 0.0f;
+  int qstart_next = 0;
+  auto load_stats = [&](int st) {
+    int h = h0 + st / ntiles, t = k0 + (st % ntiles) * TC_BQB + tid;
+    if (tid >= TC_BQB || t >= T) return;
+    size_t stat = ((size_t)b * Hq + h) * T + t;
+    lse_next = lse[stat];
+    delta_next = delta[stat];
+    if (doc_start != nullptr) qstart_next = doc_start[(size_t)b * T + t];
+  };
+  auto store_stats = [&](int st) {
+    int t = k0 + (st % ntiles) * TC_BQB + tid, buf = st & 1;
+    if (tid >= TC_BQB) return;
+    // In the log2 domain, +inf past T; the start as tc_doc_start_at gives
+    // it (0 past T or without documents, else clamped to [0, t]).
+    lse_s[buf * TC_BQB + tid] = t < T ? lse_next * TC_LOG2E : INFINITY;
+    delta_s[buf * TC_BQB + tid] = t < T ? delta_next : 0.0f;
+    qstart_s[buf * TC_BQB + tid] = t < T ? min(max(qstart_next, 0), t) : 0;
   };
   tc_load_rows<D>(Ks, k, TC_BK, k0, T, Hkv, kvh, b);
   tc_load_rows<D>(Vs, v, TC_BK, k0, T, Hkv, kvh, b);
-  if (nsteps > 0) load_step(0);
+  if (nsteps > 0) {
+    load_step(0);
+    load_stats(0);
+    store_stats(0);
+  }
   cp_async_commit();
 
   float scale2 = scale * TC_LOG2E;
@@ -516,6 +597,7 @@ __device__ __forceinline__ void attention_tc_backward_dkdv(uint16_t* dk, uint16_
     if (st + 1 < nsteps) {
       load_step(st + 1);
       cp_async_commit();
+      load_stats(st + 1);
       cp_async_wait<1>();
     } else {
       cp_async_wait<0>();
@@ -542,7 +624,7 @@ __device__ __forceinline__ void attention_tc_backward_dkdv(uint16_t* dk, uint16_
         int c = 8 * j + 2 * tg + (i & 1), kr = key[i >> 1];
         float x = p[j].x[i] * scale2;
         if (masked && (unsigned)(kr - qstart_t[c]) > (unsigned)(q0 + c - qstart_t[c])) x = -INFINITY;
-        float pv = exp2f(x - lse_t[c]);
+        float pv = exp2_approx(x - lse_t[c]);
         p[j].x[i] = pv;
         ds[j].x[i] = pv * (ds[j].x[i] - delta_t[c]);
       }
@@ -560,9 +642,18 @@ __device__ __forceinline__ void attention_tc_backward_dkdv(uint16_t* dk, uint16_
     }
     tc_accumulate<D, TC_BQB>(dv_acc, p, dOt, lane);
     tc_accumulate<D, TC_BQB>(dk_acc, ds, Qt, lane);
+    // The other buffer was last read in the previous step, before its
+    // closing barrier.
+    if (st + 1 < nsteps) store_stats(st + 1);
     __syncthreads();  // every warp is done with this buffer before it is refilled
   }
-  if (nsteps == 0) cp_async_wait<0>();
+  if (nsteps == 0) {
+    // Nothing to compute (no query sees these keys: not reached today, as
+    // qend > k0), but the K and V copies must land before the stores
+    // below overwrite those rows.
+    cp_async_wait<0>();
+    __syncthreads();
+  }
   if (heads != Hq / Hkv) {
     // Head h0's share in float32: each thread's pairs of columns as
     // 8-byte stores (a quad writes 32 contiguous bytes of a row).
@@ -615,10 +706,9 @@ __device__ __forceinline__ void attention_tc_backward_dq_ds(uint16_t* dq, const 
   // The tile of keys k0.. and the block's queries: 8 KiB in one piece.
   auto load_ds = [&](uint16_t* s, int k0) {
     const uint16_t* tile = tc_ds_tile(ds, b, h, T, Hq, k0, q0);
-    for (int i = tid; i < TC_BK * (TC_BQ / 8); i += TC_THREADS) {
-      int r = i / (TC_BQ / 8), c = i % (TC_BQ / 8);
+    int c = tid % (TC_BQ / 8);
+    for (int r = tid / (TC_BQ / 8); r < TC_BK; r += TC_THREADS / (TC_BQ / 8))
       cp_async_16(s + r * LDS + c * 8, tile + r * TC_BQ + c * 8, true);
-    }
   };
   load_ds(Ss, kbegin);
   tc_load_rows<D>(Ks, k, TC_BK, kbegin, T, Hkv, kvh, b);

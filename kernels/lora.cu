@@ -250,21 +250,32 @@ __device__ __forceinline__ void lora_narrow_tile(float* c, long long ldc, float*
     }
     __syncthreads();  // the previous stage's P is read
     // P's rows r0.. at depths k0..k0+LN_BK-1, split, for the n-tile pairs
-    // that have a row of P (rows past R zero); the index runs along
-    // whichever of P's strides is 1, so that the loads coalesce.
-    for (int e = threadIdx.x; e < pairs * 16 * LN_BK; e += LORA_THREADS) {
-      int i, k;
-      if (spi == 1) {
-        i = e % (pairs * 16);
-        k = e / (pairs * 16);
-      } else {
-        i = e / LN_BK;
-        k = e % LN_BK;
+    // that have a row of P (rows past R zero), two depths at a time: pair
+    // e is (i, kp), e = kp * (pairs * 16) + i where P's unit stride runs
+    // along i (spi 1), else e = i * (LN_BK / 2) + kp, so that the loads
+    // coalesce; (i, kp) steps from one pair to the next without a
+    // division (this loop runs for every stage of every block, and with a
+    // division and two conversions in integer arithmetic per element it
+    // took more instructions than the stage's loads and products).
+    {
+      int inner = spi == 1 ? pairs * 16 : LN_BK / 2, outer = spi == 1 ? LN_BK / 2 : pairs * 16;
+      int istep = LORA_THREADS % inner, ostep = LORA_THREADS / inner;
+      for (int a = threadIdx.x % inner, o = threadIdx.x / inner; o < outer;) {
+        int i = spi == 1 ? a : o, k = 2 * (spi == 1 ? o : a);
+        float2 v = make_float2(0.0f, 0.0f);
+        if (i < rows) {
+          const float* src = p + (size_t)(r0 + i) * spi + (size_t)(k0 + k) * spk;
+          if (k0 + k < kend) v.x = src[0];
+          if (k0 + k + 1 < kend) v.y = src[spk];
+        }
+        uint32_t hi, lo;
+        ln_split(hi, lo, v);
+        *(uint32_t*)(p_hi + i * LN_LD + k) = hi;
+        *(uint32_t*)(p_lo + i * LN_LD + k) = lo;
+        a += istep;
+        o += ostep;
+        if (a >= inner) a -= inner, o++;
       }
-      float v = i < rows && k0 + k < kend ? p[(size_t)(r0 + i) * spi + (size_t)(k0 + k) * spk] : 0.0f;
-      uint16_t h = f32_to_bf16(v);
-      p_hi[i * LN_LD + k] = h;
-      p_lo[i * LN_LD + k] = f32_to_bf16(v - bf16_to_f32(h));
     }
     __syncthreads();
 #pragma unroll
@@ -526,17 +537,17 @@ extern "C" __global__ void __launch_bounds__(LORA_THREADS, 3)
 // are bound by the write (and the read of C with beta), as long as the
 // arithmetic keeps up: on the tensor cores with hi + lo as the other
 // kernels of this file. A block computes 64 tokens x 64 columns: per stage
-// of 32 ranks it splits P's [32 ranks][64 tokens] and W's [64 columns][32
+// of 16 ranks it splits P's [16 ranks][64 tokens] and W's [64 columns][16
 // ranks] into shared memory; warp w takes tokens 16w..16w+15 against the
 // 64 columns (P^T's A fragment read with ldmatrix .trans, W's B fragments
 // without), eight n-tiles. Each lane then writes two adjacent floats per
 // row (a quad of lanes covers 32 contiguous bytes). Grid (ceil(M/64),
-// ceil(N/64)), block 128, static shared memory 19 KiB.
+// ceil(N/64)), block 128, static shared memory 10.5 KiB.
 #define LE_BN 64            // tokens per block, 16 per warp
 #define LE_BM 64            // columns per block
-#define LE_BR 32            // ranks per stage
+#define LE_BR 16            // ranks per stage: a rank of 16 in one, with no zeros staged or multiplied
 #define LE_LDP (LE_BN + 8)  // bf16 per shared row of the P tile [rank][token]: 144 bytes
-#define LE_LDW (LE_BR + 8)  // bf16 per shared row of the W tile [column][rank]: 80 bytes
+#define LE_LDW (LE_BR + 8)  // bf16 per shared row of the W tile [column][rank]: 48 bytes (12 words: ldmatrix's 8 rows in 32 distinct banks)
 
 extern "C" __global__ void __launch_bounds__(LORA_THREADS)
     lora_expand(float* c, long long ldc, const float* p, long long ldp, const float* w, long long swi, long long swm,
@@ -548,6 +559,11 @@ extern "C" __global__ void __launch_bounds__(LORA_THREADS)
   int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   int m0 = blockIdx.x * LE_BM, n0 = blockIdx.y * LE_BN;
 
+  // Whether P's pairs of tokens and W's pairs of ranks (swi 1) are aligned
+  // 8-byte loads (n0 and r0 are even).
+  bool pvec = (ldp & 1) == 0 && ((uintptr_t)p & 7) == 0;
+  bool wvec = swi == 1 && (swm & 1) == 0 && ((uintptr_t)w & 7) == 0;
+
   FragC acc[LE_BM / 8];
 #pragma unroll
   for (int j = 0; j < LE_BM / 8; j++) acc[j].x[0] = acc[j].x[1] = acc[j].x[2] = acc[j].x[3] = 0.0f;
@@ -556,26 +572,52 @@ extern "C" __global__ void __launch_bounds__(LORA_THREADS)
     __syncthreads();  // the previous stage's tiles are read
     // P: rank e / 64, token e % 64 (along P's rows: coalesced). W: along
     // whichever of its strides is 1. Zero past R, N and M.
-    for (int e = threadIdx.x; e < LE_BR * LE_BN; e += LORA_THREADS) {
-      int i = e / LE_BN, n = e % LE_BN;
-      float v = r0 + i < R && n0 + n < N ? p[(size_t)(r0 + i) * ldp + n0 + n] : 0.0f;
-      uint16_t h = f32_to_bf16(v);
-      p_hi[i * LE_LDP + n] = h;
-      p_lo[i * LE_LDP + n] = f32_to_bf16(v - bf16_to_f32(h));
+    // Two elements at a time, split with one conversion per pair (in
+    // integer arithmetic an element took about 57 instructions: more than
+    // the output's own store). P: rank e / 32, tokens 2 (e % 32) and + 1
+    // (along P's rows: coalesced). W: ranks i and i + 1 of column m, m
+    // running along W's unit stride where that is m's (dx: A [r, in]),
+    // else along the ranks (y: B [out, r]). Zero past R, N and M.
+    for (int e = threadIdx.x; e < LE_BR * LE_BN / 2; e += LORA_THREADS) {
+      int i = e / (LE_BN / 2), n = 2 * (e % (LE_BN / 2));
+      float2 v = make_float2(0.0f, 0.0f);
+      if (r0 + i < R) {
+        const float* src = p + (size_t)(r0 + i) * ldp + n0 + n;
+        if (pvec && n0 + n + 1 < N) {
+          v = ln_ld2(src);
+        } else {
+          if (n0 + n < N) v.x = src[0];
+          if (n0 + n + 1 < N) v.y = src[1];
+        }
+      }
+      uint32_t hi, lo;
+      ln_split(hi, lo, v);
+      *(uint32_t*)(p_hi + i * LE_LDP + n) = hi;
+      *(uint32_t*)(p_lo + i * LE_LDP + n) = lo;
     }
-    for (int e = threadIdx.x; e < LE_BM * LE_BR; e += LORA_THREADS) {
+    for (int e = threadIdx.x; e < LE_BM * LE_BR / 2; e += LORA_THREADS) {
       int i, m;
       if (swm == 1) {
-        i = e / LE_BM;
+        i = 2 * (e / LE_BM);
         m = e % LE_BM;
       } else {
-        i = e % LE_BR;
-        m = e / LE_BR;
+        i = 2 * (e % (LE_BR / 2));
+        m = e / (LE_BR / 2);
       }
-      float v = r0 + i < R && m0 + m < M ? w[(size_t)(r0 + i) * swi + (size_t)(m0 + m) * swm] : 0.0f;
-      uint16_t h = f32_to_bf16(v);
-      w_hi[m * LE_LDW + i] = h;
-      w_lo[m * LE_LDW + i] = f32_to_bf16(v - bf16_to_f32(h));
+      float2 v = make_float2(0.0f, 0.0f);
+      if (m0 + m < M) {
+        const float* src = w + (size_t)(r0 + i) * swi + (size_t)(m0 + m) * swm;
+        if (wvec && r0 + i + 1 < R) {
+          v = ln_ld2(src);
+        } else {
+          if (r0 + i < R) v.x = src[0];
+          if (r0 + i + 1 < R) v.y = src[swi];
+        }
+      }
+      uint32_t hi, lo;
+      ln_split(hi, lo, v);
+      *(uint32_t*)(w_hi + m * LE_LDW + i) = hi;
+      *(uint32_t*)(w_lo + m * LE_LDW + i) = lo;
     }
     __syncthreads();
 #pragma unroll

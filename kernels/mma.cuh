@@ -116,6 +116,22 @@ __device__ __forceinline__ uint32_t pack_bf16_rn(float lo, float hi) {
 inline uint32_t pack_bf16_rn(float lo, float hi) { return pack_bf16(lo, hi); }
 #endif
 
+// exp2_approx is 2^x by one instruction of the GPU's special function
+// unit (ex2.approx.ftz.f32: about 2 ulp, as exp2f's, but results below
+// 2^-126 are 0); exp2f takes four, to give those subnormal results. For
+// the attention kernels' probabilities (2^x with x <= 0, against the
+// row's max) such a value is nothing next to the 1 of the max. The
+// emulator uses exp2f.
+#ifdef __CUDACC__
+__device__ __forceinline__ float exp2_approx(float x) {
+  float r;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(r) : "f"(x));
+  return r;
+}
+#else
+inline float exp2_approx(float x) { return exp2f(x); }
+#endif
+
 // ldmatrix_x4 loads four 8x8 matrices of 16-bit elements from shared memory,
 // the PTX instruction ldmatrix.sync.aligned.m8n8.x4(.trans).shared.b16
 // (PTX ISA, "Warp-level matrix load instruction: ldmatrix"): lanes 8i to

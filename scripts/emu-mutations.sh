@@ -342,6 +342,20 @@ mutation attention-gqa-sum-short kernels/attention_tc.cu \
   '    for (int j = 0; j < group - 1; j++) {  // (mutation: the last head left out)' \
   TestGPUAttentionTC
 
+# The dk/dv kernel stores the next step's lse, delta and document starts
+# into the buffer this step reads: the next step finds the previous one's.
+mutation attention-dkdv-stats-wrong-buffer kernels/attention_tc.cu \
+  '    int t = k0 + (st % ntiles) * TC_BQB + tid, buf = st & 1;' \
+  '    int t = k0 + (st % ntiles) * TC_BQB + tid, buf = (st + 1) & 1;  // (mutation)' \
+  TestGPUAttentionTC
+
+# tc_load_rows, where a row's chunks do not divide the block (D = 96),
+# wraps to the next column without going on to the next row.
+mutation attention-tc-rows-no-carry kernels/attention_tc.cu \
+  $'    cp_async_16(s + r * (D + TC_PAD) + c * 8, head + (size_t)(unsigned)min(t, T - 1) * tstride + c * 8, t < T);\n    r += rstep;\n    if (cstep != 0) {\n      c += cstep;\n      if (c >= chunks) c -= chunks, r++;' \
+  $'    cp_async_16(s + r * (D + TC_PAD) + c * 8, head + (size_t)(unsigned)min(t, T - 1) * tstride + c * 8, t < T);\n    r += rstep;\n    if (cstep != 0) {\n      c += cstep;\n      if (c >= chunks) c -= chunks;  // (mutation: no carry)' \
+  TestGPUAttentionTC
+
 # attention_tc_backward_dq_ds reads the dS tiles' entries no query sees
 # unmasked: the ones the dk/dv kernel left unwritten are the scratch's
 # NaN poison (PoisonEmpty), and the rows past a document's start read
