@@ -159,13 +159,17 @@ func (r *adaptRun) close() {
 	}
 }
 
+// defaultAdaptWork is the work directory of a config that names none,
+// relative to the config.
+const defaultAdaptWork = "adapt-work"
+
 // planAdapt lists the steps in the order they run, each with its content
 // address; a step several cells need (an embedding, the base model's
 // evaluation) appears once.
 func planAdapt(ctx context.Context, cfg *AdaptConfig, env AdaptEnv) (*adaptRun, error) {
 	work := cfg.WorkDir
 	if work == "" {
-		work = "adapt-work"
+		work = defaultAdaptWork
 	}
 	r := &adaptRun{ctx: ctx, cfg: cfg, env: env, work: cfg.path(work), hashes: fileHashes{}, byKey: map[string]*adaptStep{}}
 	sig, err := embed.ModelSignature(cfg.path(cfg.Model))

@@ -47,10 +47,27 @@ func TestUpdateTwice(t *testing.T) {
 	writeJSON(t, record, DriftRecord{Adapter: "sw", Time: time.Now(), Options: drift.DefaultOptions(),
 		Window: drift.Window{Window: 4, JS: 0.2, PValue: 1e-5, Shifted: true, Recent: 2, Confirmed: true}})
 
+	// compass adapt's report in the same work directory, which the
+	// updates must leave alone.
+	work := cfg.path(cfg.WorkDir)
+	if cfg.WorkDir == "" {
+		work = cfg.path(defaultAdaptWork)
+	}
+	adaptReport := filepath.Join(work, "report", "report.md")
+	if err := os.MkdirAll(filepath.Dir(adaptReport), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(adaptReport, []byte("adapt's report\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
 	req := UpdateRequest{Registry: regDir, Adapter: "sw", Usage: filepath.Join(dir, "usage.jsonl"), DriftRecord: record, FisherExamples: 4}
 	r1, err := Update(context.Background(), cfg, req, AdaptEnv{})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if want := filepath.Join(work, "update-reports", "sw-after-v1"); r1.Adapt.ReportDir != want {
+		t.Errorf("the first update's report went to %s, want %s", r1.Adapt.ReportDir, want)
 	}
 	v2 := r1.Version
 	if v2.Version != "v2" || v2.Parent != "v1" || v2.Trigger.Kind != TriggerDrift || v2.Trigger.JS != 0.2 || v2.DataSelectionHash == "" {
@@ -91,6 +108,14 @@ func TestUpdateTwice(t *testing.T) {
 	}
 	if r2.Version.Version != "v3" || r2.Version.Parent != "v2" || r2.Version.Trigger.Kind != TriggerManual {
 		t.Fatalf("v3: %+v", r2.Version)
+	}
+	for _, r := range []*UpdateResult{r1, r2} {
+		if _, err := os.Stat(filepath.Join(r.Adapt.ReportDir, "report.md")); err != nil {
+			t.Errorf("an update's report: %v", err)
+		}
+	}
+	if b, err := os.ReadFile(adaptReport); err != nil || string(b) != "adapt's report\n" {
+		t.Errorf("compass adapt's report after two updates: %q, %v", b, err)
 	}
 	var last map[string]any
 	for _, line := range strings.Split(strings.TrimSpace(metrics(r2)), "\n") {

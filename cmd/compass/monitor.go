@@ -88,7 +88,7 @@ func monitorCommand() *cli.Command {
 					res, err := engine.Update(ctx, updateCfg, engine.UpdateRequest{
 						Registry: cmd.String("registry"), Adapter: cmd.String("adapter"), Usage: texts, DriftRecord: record,
 						ReplayShare: cmd.Float("replay-share"), FisherExamples: int(cmd.Int("fisher-examples")),
-					}, engine.AdaptEnv{Backend: be, Version: versionString(), Log: cmd.Root().ErrWriter})
+					}, engine.AdaptEnv{Backend: be, Version: versionString(), Log: cmd.Root().ErrWriter, ReportDir: cmd.String("report-dir")})
 					if err != nil {
 						return err
 					}

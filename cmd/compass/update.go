@@ -17,6 +17,7 @@ func updateFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.FloatFlag{Name: "replay-share", Value: engine.DefaultReplayShare, Usage: "the replay buffer's share of all data the adapter's versions were trained on"},
 		&cli.IntFlag{Name: "fisher-examples", Value: 64, Usage: "training examples the new version's Fisher (for the next update's EWC) is estimated on"},
+		&cli.StringFlag{Name: "report-dir", Usage: "where the update's evaluation report goes (default: <work_dir>/update-reports/<adapter>-after-<version>; not compass adapt's report)"},
 	}
 }
 
@@ -67,7 +68,7 @@ func updateCommand() *cli.Command {
 				Registry: cmd.String("registry"), Adapter: cmd.String("adapter"), Usage: usage,
 				DriftRecord: cmd.String("drift-record"), Note: cmd.String("note"),
 				ReplayShare: cmd.Float("replay-share"), FisherExamples: int(cmd.Int("fisher-examples")),
-			}, engine.AdaptEnv{Backend: be, Version: versionString(), Log: cmd.Root().ErrWriter})
+			}, engine.AdaptEnv{Backend: be, Version: versionString(), Log: cmd.Root().ErrWriter, ReportDir: cmd.String("report-dir")})
 			if err != nil {
 				return err
 			}
