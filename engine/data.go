@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -76,8 +77,9 @@ const (
 // A record with no target is left out and counted (Empty); a file that
 // gives no example at all is an error naming it. A bad row is an error
 // naming its file and line unless SkipBad. Examples keep the order of the
-// files and rows; tokenizing runs on all CPUs.
-func LoadExamples(tok *tokenizer.Tokenizer, opts DataOptions) ([]dataset.Example, DataStats, error) {
+// files and rows; tokenizing runs on all CPUs. A cancelled ctx stops it
+// between batches of records with ctx's error.
+func LoadExamples(ctx context.Context, tok *tokenizer.Tokenizer, opts DataOptions) ([]dataset.Example, DataStats, error) {
 	var st DataStats
 	if err := opts.check(tok); err != nil {
 		return nil, st, err
@@ -89,7 +91,7 @@ func LoadExamples(tok *tokenizer.Tokenizer, opts DataOptions) ([]dataset.Example
 				opts.Progress(float64(i)+p, float64(len(opts.Files)))
 			}
 		}
-		fs, ex, fst, err := loadFile(tok, &opts, path, progress)
+		fs, ex, fst, err := loadFile(ctx, tok, &opts, path, progress)
 		if err != nil {
 			return nil, st, err
 		}
@@ -161,7 +163,7 @@ type fileStats struct{ Empty, Skipped int }
 const recordBatch = 512
 
 // loadFile hashes one file and turns its records into examples, in order.
-func loadFile(tok *tokenizer.Tokenizer, opts *DataOptions, path string, progress func(float64)) (FileStats, []dataset.Example, fileStats, error) {
+func loadFile(ctx context.Context, tok *tokenizer.Tokenizer, opts *DataOptions, path string, progress func(float64)) (FileStats, []dataset.Example, fileStats, error) {
 	fs := FileStats{Path: path}
 	var st fileStats
 	sum, err := hashFile(path)
@@ -178,6 +180,9 @@ func loadFile(tok *tokenizer.Tokenizer, opts *DataOptions, path string, progress
 	var out []dataset.Example
 	recs := make([]dataset.Record, 0, recordBatch)
 	flush := func() error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		if len(recs) == 0 {
 			return nil
 		}

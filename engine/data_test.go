@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"context"
+	"errors"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -70,7 +72,7 @@ func writeDataFile(t *testing.T, dir, name, content string) string {
 
 func load(t *testing.T, tok *tokenizer.Tokenizer, opts DataOptions) ([]dataset.Example, DataStats) {
 	t.Helper()
-	ex, st, err := LoadExamples(tok, opts)
+	ex, st, err := LoadExamples(context.Background(), tok, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -274,7 +276,7 @@ func TestLoadChatExamples(t *testing.T) {
 
 	// Without a template, chat data is an error naming the file.
 	opts.Chat = nil
-	if _, _, err := LoadExamples(tok, opts); err == nil || !strings.Contains(err.Error(), "chat.parquet: chat data needs the model's chat template") {
+	if _, _, err := LoadExamples(context.Background(), tok, opts); err == nil || !strings.Contains(err.Error(), "chat.parquet: chat data needs the model's chat template") {
 		t.Errorf("no template: %v", err)
 	}
 	// A conversation without an assistant turn has nothing to learn: left
@@ -288,7 +290,7 @@ func TestLoadChatExamples(t *testing.T) {
 		t.Errorf("without assistant turns: %d examples, stats %+v", len(got), st)
 	}
 	opts.Files = []string{writeDataFile(t, dir, "questions.jsonl", noAnswer+noAnswer)}
-	if _, _, err := LoadExamples(tok, opts); err == nil || !strings.Contains(err.Error(), "questions.jsonl: no usable example: none of its 2 records has a target token") {
+	if _, _, err := LoadExamples(context.Background(), tok, opts); err == nil || !strings.Contains(err.Error(), "questions.jsonl: no usable example: none of its 2 records has a target token") {
 		t.Errorf("only questions: %v", err)
 	}
 }
@@ -339,9 +341,17 @@ func TestLoadBadData(t *testing.T) {
 	empty := writeDataFile(t, dir, "empty.jsonl", "")
 	base := DataOptions{SeqLen: 64, AddSpecial: true}
 
+	// A cancelled context stops the reading (compass train's Ctrl-C while
+	// it tokenizes a large file).
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, _, err := LoadExamples(cancelled, tok, DataOptions{Files: []string{good}, SeqLen: 64}); !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled: %v, want context.Canceled", err)
+	}
+
 	o := base
 	o.Files = []string{good, bad}
-	if _, _, err := LoadExamples(tok, o); err == nil || !strings.Contains(err.Error(), "bad.jsonl:3:") {
+	if _, _, err := LoadExamples(context.Background(), tok, o); err == nil || !strings.Contains(err.Error(), "bad.jsonl:3:") {
 		t.Errorf("bad row: %v, want it named bad.jsonl:3", err)
 	}
 	o.SkipBad = true
@@ -375,11 +385,11 @@ func TestLoadBadData(t *testing.T) {
 		o := base
 		o.Files = []string{good}
 		tc.change(&o)
-		if _, _, err := LoadExamples(tok, o); err == nil || !strings.Contains(err.Error(), tc.err) {
+		if _, _, err := LoadExamples(context.Background(), tok, o); err == nil || !strings.Contains(err.Error(), tc.err) {
 			t.Errorf("error %v, want %q", err, tc.err)
 		}
 	}
-	if _, _, err := LoadExamples(nil, DataOptions{Files: []string{good}, SeqLen: 8}); err == nil {
+	if _, _, err := LoadExamples(context.Background(), nil, DataOptions{Files: []string{good}, SeqLen: 8}); err == nil {
 		t.Error("no tokenizer: no error")
 	}
 }

@@ -3,7 +3,9 @@ package engine
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -89,6 +91,9 @@ func TestTrainResumeIsExact(t *testing.T) {
 			if !res.Interrupted || res.Steps != stopAt {
 				t.Fatalf("interrupted %v at step %d, want at step %d", res.Interrupted, res.Steps, stopAt)
 			}
+			if _, err := os.Stat(filepath.Join(out, lora.WeightsName)); !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("the interrupted run wrote a final adapter (%v)", err)
+			}
 			o := resumeOptions(modelDir, data, out)
 			o.Resume = "latest"
 			if res, err = Train(context.Background(), o, TrainEnv{}); err != nil {
@@ -107,6 +112,27 @@ func TestTrainResumeIsExact(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A run cancelled before its first step (here, before it reads the data)
+// writes nothing: no checkpoint, no adapter, no metrics.
+func TestTrainInterruptedBeforeTheFirstStep(t *testing.T) {
+	work := t.TempDir()
+	modelDir := writeTinyByteModel(t, tinyByteLlama, 4)
+	data := writeTextData(t, work, 2)
+	out := filepath.Join(work, "run")
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	res, err := Train(ctx, resumeOptions(modelDir, data, out), TrainEnv{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Interrupted || res.Steps != 0 || res.Checkpoint != "" {
+		t.Fatalf("interrupted %v at step %d, checkpoint %q", res.Interrupted, res.Steps, res.Checkpoint)
+	}
+	if entries, err := os.ReadDir(out); !errors.Is(err, fs.ErrNotExist) && len(entries) != 0 {
+		t.Errorf("the output holds %d entries (%v), want none", len(entries), err)
 	}
 }
 

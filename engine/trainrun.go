@@ -84,9 +84,11 @@ type trainRun struct {
 // Train runs `compass train`: it loads the model and the data, creates (or,
 // with opts.Resume, restores) the adapter and its optimizer, and trains,
 // evaluating and saving checkpoints as the options say, until the last
-// step, early stopping, or ctx is cancelled; then it saves a last
-// checkpoint and the final adapter. A cancelled context is not an error:
-// the result says Interrupted.
+// step or early stopping; then it saves a last checkpoint and the final
+// adapter. A cancelled context is not an error: the result says
+// Interrupted, and the run stops after the step in progress and saves a
+// checkpoint (when it took a step) but no final adapter; cancelled before
+// the first step (reading the data, loading the model), it writes nothing.
 func Train(ctx context.Context, opts TrainOptions, env TrainEnv) (*TrainResult, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, err
@@ -96,7 +98,10 @@ func Train(ctx context.Context, opts TrainOptions, env TrainEnv) (*TrainResult, 
 	}
 	r := &trainRun{opts: opts, env: env}
 	defer r.close()
-	if err := r.prepare(); err != nil {
+	if err := r.prepare(ctx); err != nil {
+		if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+			return &TrainResult{Interrupted: true, BestEvalLoss: math.NaN()}, nil // while reading the data: nothing written
+		}
 		return nil, err
 	}
 	return r.loop(ctx)
@@ -117,7 +122,7 @@ func (r *trainRun) close() {
 // prepare does everything that can fail on bad input before any step:
 // options against the model, the data, the adapter, the checkpoint to
 // resume.
-func (r *trainRun) prepare() error {
+func (r *trainRun) prepare(ctx context.Context) error {
 	o := &r.opts
 	cfg, err := model.LoadConfig(filepath.Join(o.Model, "config.json"))
 	if err != nil {
@@ -142,7 +147,7 @@ func (r *trainRun) prepare() error {
 	if err != nil {
 		return fmt.Errorf("train: --model: the tokenizer: %w", err)
 	}
-	if err := r.loadData(tok, cfg); err != nil {
+	if err := r.loadData(ctx, tok, cfg); err != nil {
 		return err
 	}
 	r.identity = runIdentity{Options: o.identity(), Model: sig, Data: r.identity.Data, EvalData: r.identity.EvalData}
@@ -160,6 +165,9 @@ func (r *trainRun) prepare() error {
 	// The model and the adapter.
 	if r.m, err = model.Load(o.Model, r.env.Backend); err != nil {
 		return fmt.Errorf("train: %w", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return err // interrupted while the weights loaded: nothing written yet
 	}
 	r.m.Recompute = o.Recompute
 	r.m.LoRADropout = float32(o.Dropout)
@@ -351,7 +359,7 @@ func (o *TrainOptions) loraConfig() (lora.Config, error) {
 
 // loadData reads and tokenizes the training and held-out data and makes
 // the rows.
-func (r *trainRun) loadData(tok *tokenizer.Tokenizer, cfg *model.Config) error {
+func (r *trainRun) loadData(ctx context.Context, tok *tokenizer.Tokenizer, cfg *model.Config) error {
 	o := &r.opts
 	dopts := DataOptions{Schema: dataset.Schema(o.Schema), SeqLen: o.SeqLen, Long: o.Long, LossOn: o.LossOn,
 		AddSpecial: o.Special, AppendEOS: o.EOS, SkipBad: o.SkipBad}
@@ -371,7 +379,7 @@ func (r *trainRun) loadData(tok *tokenizer.Tokenizer, cfg *model.Config) error {
 	load := func(files []string, what string) ([]dataset.Example, DataStats, error) {
 		d := dopts
 		d.Files = files
-		ex, st, err := LoadExamples(tok, d)
+		ex, st, err := LoadExamples(ctx, tok, d)
 		if err != nil {
 			return nil, st, fmt.Errorf("train: %s: %w", what, err)
 		}
@@ -549,14 +557,23 @@ func (r *trainRun) loop(ctx context.Context) (*TrainResult, error) {
 	}
 	prog.clear()
 	res.Seconds = time.Since(began).Seconds()
+	// An interrupted run saves a checkpoint to resume from (nothing when
+	// it took no step), but not the final adapter: OUTPUT's adapter files
+	// mean a finished run.
+	if res.Interrupted && r.state.Step == startStep {
+		res.Steps, res.Checkpoint = r.state.Step, r.state.Checkpoint
+		return res, nil
+	}
 	if err := r.save(); err != nil {
 		return nil, err
 	}
-	if err := r.saveAdapter(r.opts.Output); err != nil {
-		return nil, err
-	}
-	if err := r.saveFisher(); err != nil {
-		return nil, err
+	if !res.Interrupted {
+		if err := r.saveAdapter(r.opts.Output); err != nil {
+			return nil, err
+		}
+		if err := r.saveFisher(); err != nil {
+			return nil, err
+		}
 	}
 	if err := r.plot(); err != nil {
 		return nil, err

@@ -152,7 +152,7 @@ func evalLossWith(t *testing.T, modelDir, dir string, o TrainOptions) float64 {
 	}
 	cfg, _ := model.LoadConfig(filepath.Join(modelDir, "config.json"))
 	tok := loadTok(t, modelDir)
-	if err := r.loadData(tok, cfg); err != nil {
+	if err := r.loadData(context.Background(), tok, cfg); err != nil {
 		t.Fatal(err)
 	}
 	r.m = m

@@ -51,7 +51,7 @@ func benchCommand() *cli.Command {
 			// suite stops at its next measurement), no other starts, and
 			// what was measured is written. A second signal ends the
 			// command at once, writing nothing.
-			runCtx, stop := interruptible(ctx, func() {
+			runCtx, stop := interruptible(ctx, func(os.Signal) {
 				fmt.Fprintln(cmd.Root().ErrWriter, "compass bench: interrupted: finishing the suite that runs, then writing the results so far (interrupt again to quit now)")
 			}, func(s os.Signal) {
 				os.RemoveAll(scratch) // "" when none was made: nothing to do

@@ -16,15 +16,15 @@ import (
 const repeatWindow = 500 * time.Millisecond
 
 // interruptible returns a context that the first SIGINT or SIGTERM
-// cancels, calling first once when it does; a signal after repeatWindow
+// cancels, calling first with it once when it does; a signal after repeatWindow
 // more calls quit with it (a person asking to stop now). stop releases the
 // signals and cancels the context; it is called once.
-func interruptible(ctx context.Context, first func(), quit func(os.Signal)) (_ context.Context, stop func()) {
+func interruptible(ctx context.Context, first func(os.Signal), quit func(os.Signal)) (_ context.Context, stop func()) {
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
-	go watchSignals(sigs, done, func() { cancel(); first() }, quit)
+	go watchSignals(sigs, done, func(s os.Signal) { first(s); cancel() }, quit) // what first does is seen once ctx is done
 	return ctx, func() {
 		signal.Stop(sigs)
 		close(done)
@@ -35,7 +35,7 @@ func interruptible(ctx context.Context, first func(), quit func(os.Signal)) (_ c
 // watchSignals reads sigs until done is closed: the first signal calls
 // first, a repeat within repeatWindow of it nothing, a later one quit (and
 // ends the watch).
-func watchSignals(sigs <-chan os.Signal, done <-chan struct{}, first func(), quit func(os.Signal)) {
+func watchSignals(sigs <-chan os.Signal, done <-chan struct{}, first func(os.Signal), quit func(os.Signal)) {
 	var at time.Time
 	for {
 		select {
@@ -45,7 +45,7 @@ func watchSignals(sigs <-chan os.Signal, done <-chan struct{}, first func(), qui
 			switch {
 			case at.IsZero():
 				at = time.Now()
-				first()
+				first(s)
 			case time.Since(at) >= repeatWindow:
 				quit(s)
 				return
@@ -57,5 +57,23 @@ func watchSignals(sigs <-chan os.Signal, done <-chan struct{}, first func(), qui
 // exitOnSignal ends the process at once with the status a shell gives a
 // process that sig (SIGINT or SIGTERM) killed: 130 or 143.
 func exitOnSignal(sig os.Signal) {
-	os.Exit(128 + int(sig.(syscall.Signal)))
+	os.Exit(signalStatus(sig))
 }
+
+// signalStatus is the exit status of a process that sig ended: 128 + its
+// number.
+func signalStatus(sig os.Signal) int {
+	return 128 + int(sig.(syscall.Signal))
+}
+
+// exitStatus is an error that ends the command with its status rather
+// than 1 (main): an interrupted run that saved its work exits as a shell
+// expects of one that a signal stopped, so that `compass train ... &&
+// compass eval ...` does not go on with an unfinished adapter.
+type exitStatus struct {
+	status int
+	err    error
+}
+
+func (e *exitStatus) Error() string { return e.err.Error() }
+func (e *exitStatus) Unwrap() error { return e.err }

@@ -19,7 +19,7 @@ import (
 // context is cancelled, first is called, and the process goes on.
 func TestInterruptibleCancelsOnSIGTERM(t *testing.T) {
 	firsts := make(chan struct{}, 4)
-	ctx, stop := interruptible(context.Background(), func() { firsts <- struct{}{} }, func(s os.Signal) { t.Errorf("quit on %v after one signal", s) })
+	ctx, stop := interruptible(context.Background(), func(os.Signal) { firsts <- struct{}{} }, func(s os.Signal) { t.Errorf("quit on %v after one signal", s) })
 	defer stop()
 	if err := ctx.Err(); err != nil {
 		t.Fatalf("cancelled before any signal: %v", err)
@@ -48,7 +48,7 @@ func TestWatchSignalsTakesARepeatForTheSameRequest(t *testing.T) {
 	quits := make(chan os.Signal, 4)
 	ended := make(chan struct{})
 	go func() {
-		watchSignals(sigs, done, func() { firsts <- struct{}{} }, func(s os.Signal) { quits <- s })
+		watchSignals(sigs, done, func(os.Signal) { firsts <- struct{}{} }, func(s os.Signal) { quits <- s })
 		close(ended)
 	}()
 	sigs <- syscall.SIGTERM
@@ -79,7 +79,7 @@ func TestWatchSignalsTakesARepeatForTheSameRequest(t *testing.T) {
 	done2 := make(chan struct{})
 	ended2 := make(chan struct{})
 	go func() {
-		watchSignals(make(chan os.Signal), done2, func() { t.Error("first without a signal") }, func(os.Signal) { t.Error("quit without a signal") })
+		watchSignals(make(chan os.Signal), done2, func(os.Signal) { t.Error("first without a signal") }, func(os.Signal) { t.Error("quit without a signal") })
 		close(ended2)
 	}()
 	close(done2)

@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 
@@ -14,7 +15,12 @@ import (
 func main() {
 	if err := newApp().Run(context.Background(), os.Args); err != nil {
 		fmt.Fprintln(os.Stderr, "compass:", err)
-		os.Exit(1)
+		status := 1
+		var es *exitStatus
+		if errors.As(err, &es) {
+			status = es.status
+		}
+		os.Exit(status)
 	}
 }
 

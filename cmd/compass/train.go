@@ -4,9 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 
 	"github.com/compassml/compass/cgo"
 	"github.com/compassml/compass/engine"
@@ -146,16 +144,32 @@ func trainCommand() *cli.Command {
 			if be.Name() == "cuda" {
 				env.DeviceMemory = deviceMemory
 			}
-			ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+			// Ctrl-C or SIGTERM: the step in progress finishes and a
+			// checkpoint is saved; a second signal ends the command at once
+			// (the last checkpoint on disk is intact).
+			var stopSignal os.Signal
+			ctx, stop := interruptible(ctx, func(s os.Signal) {
+				stopSignal = s
+				fmt.Fprintln(errw, "\ntrain: interrupted: finishing the step in progress, then saving a checkpoint (interrupt again to quit now)")
+			}, exitOnSignal)
 			defer stop()
 			res, err := engine.Train(ctx, opts, env)
 			if err != nil {
 				return err
 			}
-			fmt.Fprintln(errw, "train:", res.Summary())
 			if res.Interrupted {
-				fmt.Fprintf(errw, "train: interrupted at step %d; saved %s. Resume with the same flags and --resume latest.\n", res.Steps, res.Checkpoint)
+				status := 1 // cancelled otherwise than by a signal
+				if stopSignal != nil {
+					status = signalStatus(stopSignal)
+				}
+				if res.StepsThis == 0 {
+					return &exitStatus{status, fmt.Errorf("train: interrupted before the first step: nothing saved")}
+				}
+				fmt.Fprintln(errw, "train:", res.Summary())
+				return &exitStatus{status, fmt.Errorf("train: interrupted at step %d; saved %s (no final adapter in %s). Resume with the same flags and --resume latest",
+					res.Steps, res.Checkpoint, opts.Output)}
 			}
+			fmt.Fprintln(errw, "train:", res.Summary())
 			return nil
 		},
 	}

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +14,7 @@ import (
 	"time"
 
 	"github.com/compassml/compass/internal/tinymodel"
+	"github.com/compassml/compass/lora"
 	"github.com/compassml/compass/model"
 	"github.com/compassml/compass/tensor"
 )
@@ -104,8 +107,9 @@ func TestTrainCommand(t *testing.T) {
 	}
 }
 
-// SIGINT finishes the step, saves and exits cleanly, saying how to resume;
-// --resume latest then finishes the run.
+// SIGINT finishes the step, saves a checkpoint but no final adapter, and
+// ends with status 130, saying how to resume; --resume latest then
+// finishes the run.
 func TestTrainCommandInterrupt(t *testing.T) {
 	modelDir, data, work := tinyTrainSetup(t)
 	out := filepath.Join(work, "run")
@@ -120,17 +124,24 @@ func TestTrainCommandInterrupt(t *testing.T) {
 		}
 	}()
 	_, stderr, err := runErr(t, args...)
-	if err != nil {
-		t.Fatalf("interrupted run: %v\n%s", err, stderr)
+	var es *exitStatus
+	if !errors.As(err, &es) || es.status != 130 {
+		t.Fatalf("interrupted run: %v, want exit status 130\n%s", err, stderr)
 	}
-	if !strings.Contains(stderr, "interrupted at step") || !strings.Contains(stderr, "--resume latest") {
-		t.Fatalf("stderr does not say how to resume:\n%s", stderr)
+	if !strings.Contains(err.Error(), "interrupted at step") || !strings.Contains(err.Error(), "--resume latest") {
+		t.Fatalf("the error does not say how to resume: %v", err)
 	}
 	if strings.Contains(stderr, "trained 400 steps") {
 		t.Fatal("the run was not interrupted")
 	}
+	if _, err := os.Stat(filepath.Join(out, lora.WeightsName)); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the interrupted run left %s in its output (%v): it reads as a finished adapter", lora.WeightsName, err)
+	}
 	_, stderr, err = runErr(t, append(args, "--resume", "latest")...)
 	if err != nil || !strings.Contains(stderr, "trained 400 steps") {
 		t.Fatalf("resume: %v\n%s", err, stderr)
+	}
+	if _, err := os.Stat(filepath.Join(out, lora.WeightsName)); err != nil {
+		t.Errorf("the finished run: %v", err)
 	}
 }
