@@ -60,6 +60,9 @@ func embedCommand() *cli.Command {
 			if err != nil {
 				return fmt.Errorf("embed: %w", err)
 			}
+			if err := notAnInput("output", cmd.String("output"), "input", cmd.String("input")); err != nil {
+				return fmt.Errorf("embed: %w", err)
+			}
 			errw := cmd.Root().ErrWriter
 			o := engine.EmbedOptions{
 				ModelDir:    cmd.String("model"),

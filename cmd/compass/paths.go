@@ -1,0 +1,33 @@
+package main
+
+import (
+	"fmt"
+	"os"
+)
+
+// notAnInput refuses an output flag that names one of the command's
+// inputs, file or directory (the same file by os.SameFile, so another
+// spelling or a link counts): the outputs are written atomically, and the
+// rename at the end would replace the input with what was made from it.
+// flags are pairs of a flag's name and its value, the output first; ""
+// and "-" (standard input or output) name no file.
+func notAnInput(flags ...string) error {
+	out, outPath := flags[0], flags[1]
+	if outPath == "" || outPath == "-" {
+		return nil
+	}
+	oi, err := os.Stat(outPath)
+	if err != nil {
+		return nil // not there yet: nothing to write over
+	}
+	for i := 2; i+1 < len(flags); i += 2 {
+		in, inPath := flags[i], flags[i+1]
+		if inPath == "" || inPath == "-" {
+			continue
+		}
+		if ii, err := os.Stat(inPath); err == nil && os.SameFile(oi, ii) {
+			return fmt.Errorf("--%s %s is also --%s: refusing to write over an input", out, outPath, in)
+		}
+	}
+	return nil
+}
