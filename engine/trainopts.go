@@ -146,34 +146,50 @@ func (o *TrainOptions) Validate() error {
 		return bad("rank", "%d: the LoRA rank must be at least 1", o.Rank)
 	case !(o.Alpha > 0):
 		return bad("alpha", "%g: must be positive", o.Alpha)
-	case o.Dropout < 0 || o.Dropout >= 1:
+	case !(o.Dropout >= 0 && o.Dropout < 1): // and not NaN, as every range test below
 		return bad("dropout", "%g: want [0, 1)", o.Dropout)
 	case o.Targets == "":
 		return bad("targets", "name the adapted modules, or all-linear")
-	case o.WarmupSteps < 0 || o.WarmupRatio < 0 || o.WarmupRatio > 1:
-		return bad("warmup-steps", "warmup must be a non-negative step count or a ratio in [0, 1]")
-	case o.WeightDecay < 0:
-		return bad("weight-decay", "%g: must not be negative", o.WeightDecay)
-	case o.Beta1 < 0 || o.Beta1 >= 1 || o.Beta2 < 0 || o.Beta2 >= 1:
-		return bad("betas", "want beta1 and beta2 in [0, 1)")
-	case !(o.Eps > 0):
-		return bad("eps", "%g: must be positive", o.Eps)
-	case o.MaxGradNorm < 0:
+	case o.WarmupSteps < 0:
+		return bad("warmup-steps", "%d: must not be negative", o.WarmupSteps)
+	case !(o.WarmupRatio >= 0 && o.WarmupRatio <= 1):
+		return bad("warmup-ratio", "%g: want [0, 1]", o.WarmupRatio)
+	case !(o.WeightDecay >= 0) || math.IsInf(o.WeightDecay, 1):
+		return bad("weight-decay", "%g: must be finite and not negative", o.WeightDecay)
+	case !(o.Beta1 >= 0 && o.Beta1 < 1):
+		return bad("beta1", "%g: want [0, 1)", o.Beta1)
+	case !(o.Beta2 >= 0 && o.Beta2 < 1):
+		return bad("beta2", "%g: want [0, 1)", o.Beta2)
+	case !(o.Eps > 0) || math.IsInf(o.Eps, 1):
+		return bad("eps", "%g: must be finite and positive", o.Eps)
+	case !(o.MaxGradNorm >= 0):
 		return bad("max-grad-norm", "%g: must not be negative (0 disables clipping)", o.MaxGradNorm)
-	case o.Epochs < 1 && o.MaxSteps < 1:
-		return bad("epochs", "give --epochs or --max-steps")
+	case o.Epochs < 0:
+		return bad("epochs", "%d: must not be negative", o.Epochs)
 	case o.MaxSteps < 0:
 		return bad("max-steps", "%d: must not be negative", o.MaxSteps)
-	case o.EvalSplit < 0 || o.EvalSplit >= 1:
+	case o.Epochs < 1 && o.MaxSteps < 1:
+		return bad("epochs", "give --epochs or --max-steps")
+	case !(o.EvalSplit >= 0 && o.EvalSplit < 1):
 		return bad("eval-split", "%g: want [0, 1)", o.EvalSplit)
 	case o.EvalSplit > 0 && len(o.EvalData) > 0:
 		return bad("eval-split", "give --eval-data or --eval-split, not both")
-	case o.EvalEvery < 0 || o.SaveEvery < 0 || o.Keep < 0 || o.Patience < 0 || o.EvalBatches < 0:
-		return bad("eval-every", "step counts must not be negative")
-	case o.ReplayWeight < 0 || math.IsNaN(o.ReplayWeight) || o.ReplayBatches < 0:
-		return bad("replay-weight", "the replay weight and batch count must not be negative")
-	case o.EWCLambda < 0 || math.IsNaN(o.EWCLambda):
-		return bad("ewc-lambda", "%g: must not be negative", o.EWCLambda)
+	case o.EvalEvery < 0:
+		return bad("eval-every", "%d: must not be negative", o.EvalEvery)
+	case o.SaveEvery < 0:
+		return bad("save-every", "%d: must not be negative", o.SaveEvery)
+	case o.Keep < 0:
+		return bad("keep", "%d: must not be negative", o.Keep)
+	case o.Patience < 0:
+		return bad("patience", "%d: must not be negative", o.Patience)
+	case o.EvalBatches < 0:
+		return bad("eval-batches", "%d: must not be negative", o.EvalBatches)
+	case !(o.ReplayWeight >= 0) || math.IsInf(o.ReplayWeight, 1):
+		return bad("replay-weight", "%g: must be finite and not negative", o.ReplayWeight)
+	case o.ReplayBatches < 0:
+		return bad("replay-batches", "%d: must not be negative", o.ReplayBatches)
+	case !(o.EWCLambda >= 0) || math.IsInf(o.EWCLambda, 1):
+		return bad("ewc-lambda", "%g: must be finite and not negative", o.EWCLambda)
 	case o.EWCFisher != "" && o.InitAdapter == "":
 		return bad("ewc-fisher", "the EWC penalty is around the previous round's adapter: give it as --init-adapter")
 	case o.FisherExamples < 0:
@@ -185,6 +201,9 @@ func (o *TrainOptions) Validate() error {
 	}
 	if math.IsNaN(o.LR) {
 		return bad("lr", "NaN")
+	}
+	if math.IsNaN(o.MinLR) {
+		return bad("min-lr", "NaN")
 	}
 	return nil
 }

@@ -223,6 +223,22 @@ func TestTrainBadInput(t *testing.T) {
 		{"global batch", func(o *TrainOptions) { o.GlobalBatch = 5 }, "--global-batch"},
 		{"resume nothing", func(o *TrainOptions) { o.Resume = "latest" }, "no checkpoint"},
 		{"model", func(o *TrainOptions) { o.Model = work }, "--model"},
+		// NaN fails every range test written as a comparison that is true
+		// for a bad value: each must be written to be false for NaN too.
+		{"dropout NaN", func(o *TrainOptions) { o.Dropout = math.NaN() }, "--dropout"},
+		{"warmup-ratio NaN", func(o *TrainOptions) { o.WarmupRatio = math.NaN() }, "--warmup-ratio"},
+		{"weight-decay NaN", func(o *TrainOptions) { o.WeightDecay = math.NaN() }, "--weight-decay"},
+		{"beta1 NaN", func(o *TrainOptions) { o.Beta1 = math.NaN() }, "--beta1"},
+		{"beta2 NaN", func(o *TrainOptions) { o.Beta2 = math.NaN() }, "--beta2"},
+		{"max-grad-norm NaN", func(o *TrainOptions) { o.MaxGradNorm = math.NaN() }, "--max-grad-norm"},
+		{"eval-split NaN", func(o *TrainOptions) { o.EvalSplit = math.NaN() }, "--eval-split"},
+		{"replay-weight NaN", func(o *TrainOptions) { o.ReplayWeight = math.NaN() }, "--replay-weight"},
+		{"min-lr NaN", func(o *TrainOptions) { o.MinLR = math.NaN() }, "--min-lr"},
+		// Each step count is named as itself.
+		{"save-every", func(o *TrainOptions) { o.SaveEvery = -1 }, "--save-every"},
+		{"keep", func(o *TrainOptions) { o.Keep = -1 }, "--keep"},
+		{"patience", func(o *TrainOptions) { o.Patience = -1 }, "--patience"},
+		{"epochs", func(o *TrainOptions) { o.Epochs = -1 }, "--epochs: -1"},
 	}
 	for _, c := range cases {
 		o := resumeOptions(modelDir, data, filepath.Join(work, "out-"+strings.ReplaceAll(c.name, " ", "-")))

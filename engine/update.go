@@ -84,7 +84,7 @@ func Update(ctx context.Context, cfg *AdaptConfig, req UpdateRequest, env AdaptE
 	if share == 0 {
 		share = DefaultReplayShare
 	}
-	if share < 0 || share > 1 {
+	if !(share > 0 && share <= 1) { // NaN too
 		return nil, fmt.Errorf("update: replay share %v: want (0, 1]", share)
 	}
 

@@ -22,11 +22,11 @@ func benchCommand() *cli.Command {
 			&cli.StringSliceFlag{Name: "only", Aliases: []string{"suite"}, Usage: "run only these suites (--suite gpu: the GPU suite)"},
 			&cli.StringFlag{Name: "python", Value: "/usr/bin/python3", Usage: "Python interpreter with torch (Debian python3-torch)"},
 			&cli.IntSliceFlag{Name: "threads", Usage: "thread counts to compare at (default 1 and all cores)"},
-			&cli.DurationFlag{Name: "min-time", Value: 0, Usage: "repeat each measurement for at least this long (default 2s)"},
+			&cli.DurationFlag{Name: "min-time", Value: 0, HideDefault: true, Usage: "repeat each measurement for at least this long (default 2s)"},
 			&cli.BoolFlag{Name: "quick", Usage: "small sizes, for a smoke run"},
 			&cli.StringSliceFlag{Name: "gpu-groups", Usage: "the GPU suite's groups to run (" + strings.Join(cgo.GPUBenchGroups, ", ") + "; default all)"},
 			&cli.StringFlag{Name: "out", Usage: "directory to write DATE-NAME.jsonl results into"},
-			&cli.StringFlag{Name: "name", Value: "cpu", Usage: "name of the results file (\"gpu\" by default with --suite gpu alone)"},
+			&cli.StringFlag{Name: "name", Value: "cpu", Usage: "name of the results file (default cpu; gpu with --suite gpu alone)", HideDefault: true},
 			&cli.BoolFlag{Name: "quiet", Usage: "no progress lines on stderr"},
 		},
 		Action: func(ctx context.Context, cmd *cli.Command) error {

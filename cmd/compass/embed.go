@@ -41,7 +41,7 @@ func embedCommand() *cli.Command {
 			&cli.StringFlag{Name: "cache", Usage: "embedding cache directory (default: the user cache directory's compass/embeddings)"},
 			&cli.BoolFlag{Name: "no-cache", Usage: "neither read nor write the embedding cache"},
 			&cli.IntFlag{Name: "batch-tokens", Value: embed.DefaultBatchTokens, Usage: "most tokens in one forward pass, padding included"},
-			&cli.IntFlag{Name: "max-len", Usage: fmt.Sprintf("truncate each text to this many tokens (default %d; an encoder's: what its positions cover)", embed.DefaultMaxLen)},
+			&cli.IntFlag{Name: "max-len", HideDefault: true, Usage: fmt.Sprintf("truncate each text to this many tokens (default %d; an encoder's: what its positions cover)", embed.DefaultMaxLen)},
 			&cli.BoolFlag{Name: "skip-bad", Usage: "skip rows that cannot be read and report how many, instead of stopping"},
 			&cli.BoolFlag{Name: "quiet", Usage: "no progress line on stderr"},
 			deviceFlag(),

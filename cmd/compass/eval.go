@@ -23,7 +23,7 @@ func evalCommand() *cli.Command {
 			&cli.StringSliceFlag{Name: "task", Required: true, Usage: "task name; repeat or separate with commas"},
 			&cli.StringFlag{Name: "data", Required: true, Usage: "benchmark data: a directory laid out as the hub (<lang>/test-*.parquet, <lang>/dev-*.parquet) or a test file"},
 			&cli.StringSliceFlag{Name: "lang", Required: true, Usage: "languages, e.g. sw,yo"},
-			&cli.IntFlag{Name: "shots", Value: -1, Usage: "examples before each question (default: the task's, 0 or 5)"},
+			&cli.IntFlag{Name: "shots", Value: -1, HideDefault: true, Usage: "examples before each question (default: the task's, 0 or 5)"},
 			&cli.IntFlag{Name: "limit", Usage: "at most this many questions per task and language (the first ones)"},
 			&cli.StringSliceFlag{Name: "task-param", Usage: "key=value settings of a task (e.g. a long-context task's lengths)"},
 			&cli.IntFlag{Name: "max-new-tokens", Usage: "cap on generated tokens for generative tasks (default: the task's)"},

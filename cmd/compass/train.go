@@ -26,11 +26,11 @@ func strs(name, usage string, set func(*engine.TrainOptions, []string)) trainFla
 }
 
 func integer(name, usage string, set func(*engine.TrainOptions, int)) trainFlag {
-	return trainFlag{&cli.IntFlag{Name: name, Usage: usage}, func(c *cli.Command, o *engine.TrainOptions) { set(o, int(c.Int(name))) }}
+	return trainFlag{&cli.IntFlag{Name: name, Usage: usage, HideDefault: true}, func(c *cli.Command, o *engine.TrainOptions) { set(o, int(c.Int(name))) }}
 }
 
 func float(name, usage string, set func(*engine.TrainOptions, float64)) trainFlag {
-	return trainFlag{&cli.FloatFlag{Name: name, Usage: usage}, func(c *cli.Command, o *engine.TrainOptions) { set(o, c.Float(name)) }}
+	return trainFlag{&cli.FloatFlag{Name: name, Usage: usage, HideDefault: true}, func(c *cli.Command, o *engine.TrainOptions) { set(o, c.Float(name)) }}
 }
 
 func boolean(name, usage string, set func(*engine.TrainOptions, bool)) trainFlag {
@@ -45,13 +45,13 @@ func trainFlags() []trainFlag {
 	return []trainFlag{
 		str("model", "checkpoint directory (config.json, safetensors, tokenizer.json)", func(o *engine.TrainOptions, v string) { o.Model = v }),
 		strs("data", "training data file (JSONL, CSV, Parquet, optionally .zst); repeat or comma-separate for several", func(o *engine.TrainOptions, v []string) { o.Data = v }),
-		str("schema", "data schema: auto, text, aya or chat", func(o *engine.TrainOptions, v string) { o.Schema = v }),
+		str("schema", "data schema: auto, text, aya, chat, global-mmlu or mmlu-prox", func(o *engine.TrainOptions, v string) { o.Schema = v }),
 		strs("eval-data", "held-out data files", func(o *engine.TrainOptions, v []string) { o.EvalData = v }),
 		float("eval-split", "hold out this share of the training examples instead (e.g. 0.05)", func(o *engine.TrainOptions, v float64) { o.EvalSplit = v }),
 		str("output", "the run's directory: checkpoints, final adapter, metrics", func(o *engine.TrainOptions, v string) { o.Output = v }),
 		integer("seq-len", fmt.Sprintf("tokens per row (default %d)", d.SeqLen), func(o *engine.TrainOptions, v int) { o.SeqLen = v }),
 		str("long", "longer examples: cut (keep the first seq-len tokens) or split (into several rows)", func(o *engine.TrainOptions, v string) { o.Long = v }),
-		str("packing", "on: several examples per row, each attending only to itself; off: one example per row, padded", func(o *engine.TrainOptions, v string) { o.Packing = v != "off" }),
+		str("packing", "on: several examples per row, each attending only to itself; off: one example per row, padded", func(o *engine.TrainOptions, v string) { o.Packing = v == "on" }),
 		str("loss-on", "aya pairs: target (loss on the answer only) or all", func(o *engine.TrainOptions, v string) { o.LossOn = v }),
 		boolean("no-special", "text and aya: do not add the tokenizer's special tokens (BOS)", func(o *engine.TrainOptions, v bool) { o.Special = !v }),
 		boolean("no-eos", "text and aya: do not append the end-of-sequence token", func(o *engine.TrainOptions, v bool) { o.EOS = !v }),
@@ -120,6 +120,9 @@ func trainCommand() *cli.Command {
 				if opts, err = engine.ReadTrainConfig(path, opts); err != nil {
 					return err
 				}
+			}
+			if v := cmd.String("packing"); cmd.IsSet("packing") && v != "on" && v != "off" {
+				return fmt.Errorf("train: --packing: %q: want on or off", v)
 			}
 			for _, f := range flags {
 				if cmd.IsSet(f.flag.Names()[0]) {

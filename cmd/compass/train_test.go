@@ -145,3 +145,12 @@ func TestTrainCommandInterrupt(t *testing.T) {
 		t.Errorf("the finished run: %v", err)
 	}
 }
+
+// A flag value that is neither of a flag's words is an error, not the
+// default's opposite.
+func TestTrainCommandPackingValue(t *testing.T) {
+	_, err := run(t, "train", "--model", "m", "--data", "d.jsonl", "--output", t.TempDir(), "--packing", "maybe")
+	if err == nil || !strings.Contains(err.Error(), `--packing: "maybe": want on or off`) {
+		t.Errorf("--packing maybe: %v", err)
+	}
+}
