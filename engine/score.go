@@ -48,6 +48,8 @@ func Score(m *model.Model, enc Encoder, r io.Reader, w io.Writer) (int, error) {
 		}
 		ids := in.IDs
 		switch {
+		case in.Text == nil && ids == nil:
+			return n, fmt.Errorf("score: line %d: no \"ids\" or \"text\" field", line)
 		case in.Text != nil && ids != nil:
 			return n, fmt.Errorf("score: line %d: give ids or text, not both", line)
 		case in.Text != nil:
@@ -62,9 +64,17 @@ func Score(m *model.Model, enc Encoder, r io.Reader, w io.Writer) (int, error) {
 		if len(ids) < 2 {
 			return n, fmt.Errorf("score: line %d: need at least 2 tokens, got %d", line, len(ids))
 		}
+		// Past the positions the model was trained on, RoPE's angles are
+		// ones it never saw: the numbers would mean nothing.
+		if maxPos := m.Config.MaxPositionEmbeddings; maxPos > 0 && len(ids) > maxPos {
+			return n, fmt.Errorf("score: line %d: %d tokens, beyond the model's %d positions (max_position_embeddings)", line, len(ids), maxPos)
+		}
 		rec, err := scoreIDs(m, ids)
 		if err != nil {
 			return n, fmt.Errorf("score: line %d: %w", line, err)
+		}
+		if math.IsNaN(rec.Sum) || math.IsInf(rec.Sum, 0) {
+			return n, fmt.Errorf("score: line %d: the log-probabilities are not finite (sum %v): the model's or the adapter's weights hold NaN or Inf", line, rec.Sum)
 		}
 		rec.Line = line
 		if err := enc2.Encode(rec); err != nil {

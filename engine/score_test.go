@@ -2,8 +2,12 @@ package engine
 
 import (
 	"bufio"
+	"encoding/binary"
 	"encoding/json"
+	"io"
 	"math"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -69,10 +73,59 @@ func TestScoreBadLines(t *testing.T) {
 		"not json\n":                              "line 1",
 		"{\"text\": \"hello\"}\n":                 "tokenizer",
 		"{\"ids\": [1, 2], \"text\": \"x\"}\n":    "not both",
+		"{}\n":                                    "line 1: no \"ids\" or \"text\" field",
+		// tinyLlama has 64 positions.
+		"{\"ids\": [" + strings.Repeat("1, ", 64) + "1]}\n": "line 1: 65 tokens, beyond the model's 64 positions",
 	} {
 		_, err := Score(m, nil, strings.NewReader(input), &strings.Builder{})
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("input %q: err = %v, want %q", input, err, want)
 		}
+	}
+}
+
+// A weight that is NaN makes the line's log-probabilities NaN: an error
+// that says so, not JSON's "unsupported value".
+func TestScoreNonFinite(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := model.WriteRandomCheckpoint(dir, []byte(tinyLlama), tensor.F32, 1); err != nil {
+		t.Fatal(err)
+	}
+	// Token 0's embedding row starts with a NaN.
+	path := filepath.Join(dir, "model.safetensors")
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var n uint64
+	if err := binary.Read(f, binary.LittleEndian, &n); err != nil {
+		t.Fatal(err)
+	}
+	header := make([]byte, n)
+	if _, err := io.ReadFull(f, header); err != nil {
+		t.Fatal(err)
+	}
+	var entries map[string]json.RawMessage
+	if err := json.Unmarshal(header, &entries); err != nil {
+		t.Fatal(err)
+	}
+	var embed struct {
+		Offsets [2]int64 `json:"data_offsets"`
+	}
+	if err := json.Unmarshal(entries["model.embed_tokens.weight"], &embed); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(binary.LittleEndian.AppendUint32(nil, 0x7fc00000), 8+int64(n)+embed.Offsets[0]); err != nil {
+		t.Fatal(err)
+	}
+	m, err := model.Load(dir, &tensor.CPU{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	_, err = Score(m, nil, strings.NewReader("{\"ids\": [1, 2]}\n{\"ids\": [0, 1, 2]}\n"), &strings.Builder{})
+	if err == nil || !strings.Contains(err.Error(), "line 2: the log-probabilities are not finite") {
+		t.Errorf("a NaN weight: %v", err)
 	}
 }
