@@ -67,6 +67,12 @@ func monitorCommand() *cli.Command {
 					return err
 				}
 				fmt.Fprintf(cmd.Root().ErrWriter, "monitor: reference of %d clusters saved to %s\n", len(ref.Counts), path)
+				// Building the reference is a step of its own: with no texts
+				// on the way (no --watch, standard input a terminal) there is
+				// nothing to wait for.
+				if cmd.String("watch") == "" && embedIsTerminal(os.Stdin) {
+					return nil
+				}
 			}
 			be, release, err := openBackend(cmd)
 			if err != nil {
