@@ -62,7 +62,7 @@ func Cluster(o ClusterOptions) (*ClusterSummary, error) {
 	if len(o.Inputs) == 0 {
 		return nil, fmt.Errorf("cluster: no input embeddings")
 	}
-	x, rows, err := loadEmbeddingRows(o.Inputs)
+	x, rows, _, err := loadEmbeddingRows(o.Inputs)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: %w", err)
 	}
@@ -111,20 +111,27 @@ func ReadClusterSummary(dir string) (*ClusterSummary, error) {
 // loadEmbeddingRows stacks the vectors of embedding files, and their rows
 // where every file has them (else rows is nil). x is nil when the files
 // hold no rows at all.
-func loadEmbeddingRows(paths []string) (x *tensor.Tensor, rows []embed.Row, err error) {
+func loadEmbeddingRows(paths []string) (x *tensor.Tensor, rows []embed.Row, embedder string, err error) {
 	var v []float32
 	n, d := 0, 0
 	haveRows := true
+	from := "" // the first file that names its embedder
 	for _, p := range paths {
 		e, err := embed.Load(p, embed.LoadOptions{})
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, "", err
+		}
+		if err := embed.SameEmbedder(from, embedder, p, e.Embedder); err != nil {
+			return nil, nil, "", err
+		}
+		if embedder == "" {
+			embedder, from = e.Embedder, p
 		}
 		if e.Vectors.Dim(0) == 0 {
 			continue
 		}
 		if d != 0 && e.Vectors.Dim(1) != d {
-			return nil, nil, fmt.Errorf("%s has vectors of dimension %d, %s %d", p, e.Vectors.Dim(1), paths[0], d)
+			return nil, nil, "", fmt.Errorf("%s has vectors of dimension %d, %s %d", p, e.Vectors.Dim(1), paths[0], d)
 		}
 		v = append(v, e.Vectors.F32()...)
 		n, d = n+e.Vectors.Dim(0), e.Vectors.Dim(1)
@@ -132,13 +139,13 @@ func loadEmbeddingRows(paths []string) (x *tensor.Tensor, rows []embed.Row, err 
 		rows = append(rows, e.Rows...)
 	}
 	if n == 0 {
-		return nil, nil, nil
+		return nil, nil, embedder, nil
 	}
 	if !haveRows {
 		rows = nil
 	}
 	x, err = tensor.FromF32(v, n, d)
-	return x, rows, err
+	return x, rows, embedder, err
 }
 
 // writeClusters writes the three output files, each atomically.

@@ -140,6 +140,9 @@ func Monitor(ctx context.Context, o MonitorOptions) (*MonitorResult, error) {
 	if err != nil {
 		return nil, fmt.Errorf("monitor %s: %w", o.Adapter, err)
 	}
+	if err := embed.SameEmbedder("the reference "+refPath, ref.Embedder, "the monitor's texts", o.Embedder.Name()); err != nil {
+		return nil, fmt.Errorf("monitor %s: %w", o.Adapter, err)
+	}
 	mon, err := drift.NewMonitor(ref, o.Drift)
 	if err != nil {
 		return nil, fmt.Errorf("monitor %s: %w", o.Adapter, err)
@@ -323,5 +326,6 @@ func BuildDriftReference(usagePath, centroidsPath string, spherical bool, quanti
 	if err != nil {
 		return nil, fmt.Errorf("drift reference from %s and %s: %w", usagePath, centroidsPath, err)
 	}
+	ref.Embedder = usage.Embedder
 	return ref, nil
 }

@@ -190,3 +190,30 @@ func TestMonitorBadInput(t *testing.T) {
 		}
 	}
 }
+
+// A reference built from another embedder's vectors is refused: its
+// clusters mean nothing to the monitor's (a false drift otherwise).
+func TestMonitorRefusesAnotherEmbedder(t *testing.T) {
+	const k = 8
+	reg := monitorRegistry(t, k, rand.New(rand.NewPCG(15, 16)))
+	path := DriftReferencePath(reg, "sw")
+	ref, err := LoadDriftReference(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := MonitorOptions{Registry: reg, Adapter: "sw", Window: 10, Embedder: topicEmbedder{k: k}}
+	for _, c := range []struct {
+		embedder string
+		ok       bool
+	}{{"topics", true}, {"model:/data/other#3333333333333333;pool=mean;maxlen=512", false}} {
+		ref.Embedder = c.embedder
+		if err := SaveDriftReference(path, ref); err != nil {
+			t.Fatal(err)
+		}
+		o.Input = strings.NewReader("")
+		_, err := Monitor(context.Background(), o)
+		if (err == nil) != c.ok || (err != nil && !strings.Contains(err.Error(), "not comparable")) {
+			t.Errorf("reference embedded by %q: %v", c.embedder, err)
+		}
+	}
+}

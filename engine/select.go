@@ -103,10 +103,15 @@ func Select(o SelectOptions) (*selection.Selection, error) {
 			return nil, err
 		}
 		in.Usage = usage.Vectors
+		var dataEmbedder string
 		if len(o.Data) > 0 {
-			if in.Have, _, err = loadEmbeddingRows(o.Data); err != nil {
+			if in.Have, _, dataEmbedder, err = loadEmbeddingRows(o.Data); err != nil {
 				return nil, fmt.Errorf("select: target data: %w", err)
 			}
+		}
+		if err := embed.SameEmbedder("the pool "+o.Pool, pool.Embedder, "the target usage "+o.Usage, usage.Embedder,
+			"the target data", dataEmbedder); err != nil {
+			return nil, fmt.Errorf("select: %w", err)
 		}
 		so := o.Options
 		so.Languages = langs

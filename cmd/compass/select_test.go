@@ -154,6 +154,33 @@ func TestSelectCommand(t *testing.T) {
 	if _, err := os.Stat(p("x.jsonl")); !os.IsNotExist(err) {
 		t.Error("a failed selection left a manifest behind")
 	}
+	// Usage and pool embedded by two different checkpoints: their vectors
+	// are not comparable (the same checkpoint in two directories is).
+	for name, embedder := range map[string]string{
+		"usage-a.safetensors": "model:/data/a#1111111111111111;pool=mean;maxlen=512",
+		"pool-b.safetensors":  "model:/data/b#2222222222222222;pool=mean;maxlen=512",
+		"pool-a.safetensors":  "model:/moved/a#1111111111111111;pool=mean;maxlen=512",
+	} {
+		src := map[bool]string{true: "usage.npy", false: "pool.npy"}[strings.HasPrefix(name, "usage")]
+		e, err := embed.Load(p(src), embed.LoadOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.Embedder = embedder
+		if err := embed.Save(p(name), e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mixed := []string{"select", "--target", "yo", "--budget", "5", "--method", "compass", "--target-usage", p("usage-a.safetensors"),
+		"--pool-meta", p("pool.jsonl"), "--k", "6", "--output", p("z.jsonl"), "--device", "cpu", "--quiet"}
+	_, err = runSampling(t, append(mixed, "--pool", p("pool-b.safetensors"))...)
+	if err == nil || !strings.Contains(err.Error(), "not comparable") {
+		t.Errorf("usage and pool of two embedders: %v", err)
+	}
+	if _, err = runSampling(t, append(mixed, "--pool", p("pool-a.safetensors"))...); err != nil {
+		t.Errorf("usage and pool of one checkpoint in two directories: %v", err)
+	}
+
 	// A pool-meta file that does not match the pool.
 	if err := os.WriteFile(p("short.jsonl"), []byte(`{"id": "a", "language": "en"}`+"\n"), 0o644); err != nil {
 		t.Fatal(err)

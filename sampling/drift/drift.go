@@ -81,6 +81,10 @@ type Reference struct {
 	Spherical bool      `json:"spherical"` // cosine distance on unit rows
 	Quantile  float64   `json:"quantile"`
 	Radius    float64   `json:"radius"` // Quantile of the reference rows' nearest-centroid distance
+	// Embedder names what made the reference rows (sampling/embed's
+	// name; "" when unknown): texts must be embedded by the same to be
+	// compared with it.
+	Embedder string `json:"embedder,omitempty"`
 }
 
 // NewReference assigns the reference rows x (the usage distribution

@@ -29,6 +29,46 @@ type Embeddings struct {
 	Embedder string         // the embedder that made them; "" when unknown
 }
 
+// EmbedderID is an embedder's name without the directories its models
+// were loaded from: names hold ModelSignature's DIR#HASH, and the same
+// checkpoint elsewhere makes the same vectors. Vectors of two embedders
+// with different IDs are not comparable.
+func EmbedderID(name string) string {
+	fields := strings.Split(name, ";")
+	for i, f := range fields {
+		kind, sig, ok := strings.Cut(f, ":") // "model:/abs/dir#hash"
+		if !ok {
+			kind, sig = "", f
+		}
+		if j := strings.LastIndex(sig, "#"); j >= 0 && filepath.IsAbs(sig[:j]) {
+			fields[i] = kind + ":" + sig[j+1:]
+		}
+	}
+	return strings.Join(fields, ";")
+}
+
+// SameEmbedder checks that the named embedding files, given as pairs of
+// what each is and its embedder's name, were made by one embedder; a name
+// that is "" (a file that does not say) is taken to agree.
+func SameEmbedder(pairs ...string) error {
+	first, firstName := "", ""
+	for i := 0; i+1 < len(pairs); i += 2 {
+		what, name := pairs[i], pairs[i+1]
+		if name == "" {
+			continue
+		}
+		if first == "" {
+			first, firstName = what, name
+			continue
+		}
+		if EmbedderID(name) != EmbedderID(firstName) {
+			return fmt.Errorf("%s was embedded by %s, %s by %s: vectors of different embedders are not comparable (embed them with the same model and options)",
+				first, firstName, what, name)
+		}
+	}
+	return nil
+}
+
 // Row identifies the record of one row of an embedding matrix.
 type Row struct {
 	ID       string `json:"id"`

@@ -337,3 +337,35 @@ func TestEmbedRecords(t *testing.T) {
 		t.Errorf("bad text: %v", err)
 	}
 }
+
+// The same checkpoint in two directories is one embedder; another
+// checkpoint, or other options, another.
+func TestSameEmbedder(t *testing.T) {
+	a := "model:/data/m#0123456789abcdef;pool=mean;maxlen=512"
+	moved := "model:/elsewhere/copy#0123456789abcdef;pool=mean;maxlen=512"
+	other := "model:/data/m2#fedcba9876543210;pool=mean;maxlen=512"
+	shorter := "model:/data/m#0123456789abcdef;pool=mean;maxlen=256"
+	enc := "encoder;model:/data/e5#aaaaaaaaaaaaaaaa;pool=mean;maxlen=512;prefix=\"query: \";norm=l2"
+	encMoved := "encoder;model:/tmp/e5#aaaaaaaaaaaaaaaa;pool=mean;maxlen=512;prefix=\"query: \";norm=l2"
+	if EmbedderID(a) != EmbedderID(moved) || EmbedderID(enc) != EmbedderID(encMoved) {
+		t.Errorf("a moved checkpoint: %q and %q, %q and %q", EmbedderID(a), EmbedderID(moved), EmbedderID(enc), EmbedderID(encMoved))
+	}
+	for _, c := range []struct {
+		pairs []string
+		ok    bool
+	}{
+		{[]string{"pool", a, "usage", moved}, true},
+		{[]string{"pool", a, "usage", "", "data", moved}, true}, // a file that does not say
+		{[]string{"pool", a, "usage", other}, false},
+		{[]string{"pool", a, "usage", shorter}, false},
+		{[]string{"pool", "", "usage", a, "data", enc}, false},
+	} {
+		err := SameEmbedder(c.pairs...)
+		if (err == nil) != c.ok {
+			t.Errorf("%v: %v, want ok %v", c.pairs, err, c.ok)
+		}
+	}
+	if err := SameEmbedder("pool", a, "usage", other); err == nil || !strings.Contains(err.Error(), "pool was embedded by "+a+", usage by "+other) {
+		t.Errorf("the error names neither file's embedder: %v", err)
+	}
+}
