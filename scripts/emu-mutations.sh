@@ -350,10 +350,22 @@ mutation attention-dkdv-stats-wrong-buffer kernels/attention_tc.cu \
   TestGPUAttentionTC
 
 # tc_load_rows, where a row's chunks do not divide the block (D = 96),
-# wraps to the next column without going on to the next row.
-mutation attention-tc-rows-no-carry kernels/attention_tc.cu \
-  $'    cp_async_16(s + r * (D + TC_PAD) + c * 8, head + (size_t)(unsigned)min(t, T - 1) * tstride + c * 8, t < T);\n    r += rstep;\n    if (cstep != 0) {\n      c += cstep;\n      if (c >= chunks) c -= chunks, r++;' \
-  $'    cp_async_16(s + r * (D + TC_PAD) + c * 8, head + (size_t)(unsigned)min(t, T - 1) * tstride + c * 8, t < T);\n    r += rstep;\n    if (cstep != 0) {\n      c += cstep;\n      if (c >= chunks) c -= chunks;  // (mutation: no carry)' \
+# carries to the row after next when its column wraps: rows not copied.
+# (Wrapping with no carry at all copies every chunk, some twice: slower,
+# not wrong.)
+mutation attention-tc-rows-carry-two kernels/attention_tc.cu \
+  '      if (c >= chunks) c -= chunks, r++;
+    }
+  }
+}
+
+// tc_key_tiles' \
+  '      if (c >= chunks) c -= chunks, r += 2;  // (mutation)
+    }
+  }
+}
+
+// tc_key_tiles' \
   TestGPUAttentionTC
 
 # attention_tc_backward_dq_ds reads the dS tiles' entries no query sees
