@@ -390,8 +390,12 @@ func (r *trainRun) loadData(ctx context.Context, tok *tokenizer.Tokenizer, cfg *
 				}
 			}
 		}
-		fmt.Fprintf(r.env.Log, "train: %s: %d examples, %d tokens (%d targets); %d cut, %d split into more rows, %d tokens dropped past --seq-len %d\n",
-			what, st.Examples, st.Tokens, st.TargetTokens, st.Cut, st.Split, st.DroppedTokens, o.SeqLen)
+		left := ""
+		if st.Skipped > 0 || st.Empty > 0 {
+			left = fmt.Sprintf("; left out: %d bad rows (--skip-bad), %d without a target token", st.Skipped, st.Empty)
+		}
+		fmt.Fprintf(r.env.Log, "train: %s: %d examples, %d tokens (%d targets); %d cut, %d split into more rows, %d tokens dropped past --seq-len %d%s\n",
+			what, st.Examples, st.Tokens, st.TargetTokens, st.Cut, st.Split, st.DroppedTokens, o.SeqLen, left)
 		return ex, st, nil
 	}
 	train, st, err := load(o.Data, "--data")

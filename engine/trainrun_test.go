@@ -254,6 +254,30 @@ func TestTrainBadInput(t *testing.T) {
 	}
 }
 
+// --skip-bad says what it left out.
+func TestTrainSkipBadCounts(t *testing.T) {
+	work := t.TempDir()
+	modelDir := writeTinyByteModel(t, tinyByteLlama, 9)
+	data := writeTextData(t, work, 1)
+	f, err := os.OpenFile(data, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString("{\"text\": 4}\n"); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	o := resumeOptions(modelDir, data, filepath.Join(work, "out"))
+	o.SkipBad, o.MaxSteps = true, 1
+	var log strings.Builder
+	if _, err := Train(context.Background(), o, TrainEnv{Log: &log}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(log.String(), "left out: 1 bad rows (--skip-bad)") {
+		t.Errorf("the log does not count the skipped rows:\n%s", log.String())
+	}
+}
+
 // The adapter that compass train writes loads in the PyTorch reference's
 // PEFT loader and gives there the logits compass computes with it.
 func TestTrainedAdapterInReference(t *testing.T) {
