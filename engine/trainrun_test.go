@@ -263,7 +263,7 @@ func TestTrainSkipBadCounts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.WriteString("{\"text\": 4}\n"); err != nil {
+	if _, err := f.WriteString("\n{\"text\": [\"a\"]}\n{\"body\": \"x\"}\n"); err != nil { // after a last line that may lack its newline
 		t.Fatal(err)
 	}
 	f.Close()
@@ -273,7 +273,7 @@ func TestTrainSkipBadCounts(t *testing.T) {
 	if _, err := Train(context.Background(), o, TrainEnv{Log: &log}); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(log.String(), "left out: 1 bad rows (--skip-bad)") {
+	if !strings.Contains(log.String(), "left out: 2 bad rows (--skip-bad)") {
 		t.Errorf("the log does not count the skipped rows:\n%s", log.String())
 	}
 }
