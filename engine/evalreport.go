@@ -61,7 +61,7 @@ func EvalReport(res *EvalResults, charts map[string]string) string {
 			}
 		}
 		if tr.Truncated > 0 {
-			fmt.Fprintf(&b, " %d items had requests cut on the left to the model's context, as the harness cuts them.", tr.Truncated)
+			fmt.Fprintf(&b, " Items with requests cut on the left to the model's context, as the harness cuts them: %d.", tr.Truncated)
 		}
 		b.WriteString("\n\n")
 		header := "| language | n |"
@@ -87,27 +87,41 @@ func EvalReport(res *EvalResults, charts map[string]string) string {
 		}
 		if !tr.Generative {
 			b.WriteString("\n`acc_norm` (log-likelihood divided by the choice's length in characters):")
-			for _, s := range res.Systems {
+			for i, s := range res.Systems {
 				m, _ := tr.metric(s, "all")
-				fmt.Fprintf(&b, " %s %.1f ± %.1f;", systemName(s), 100*m.AccNorm, 100*m.NormErr)
+				sep := ";"
+				if i == len(res.Systems)-1 {
+					sep = "."
+				}
+				fmt.Fprintf(&b, " %s %.1f ± %.1f%s", systemName(s), 100*m.AccNorm, 100*m.NormErr, sep)
 			}
 			b.WriteString("\n")
 		}
-		var cats []string
-		for _, m := range tr.Metrics {
-			if m.System == res.Systems[0] && strings.HasPrefix(m.Group, "category:") {
-				cats = append(cats, m.Group)
-			}
+		// Categories; and for the long-context tasks, whose subjects are
+		// (variant, length, depth), a row per subject (MMLU's 57 subjects
+		// stay in results.json).
+		tables := []struct{ prefix, title string }{{"category:", "category (all languages)"}}
+		if tr.Task == "niah" || tr.Task == "cwe" {
+			tables = append(tables, struct{ prefix, title string }{"subject:", "variant / length / depth (all languages)"})
 		}
-		if len(cats) > 0 {
-			b.WriteString("\n| category (all languages) | n |")
+		for _, tb := range tables {
+			var groups []string
+			for _, m := range tr.Metrics {
+				if m.System == res.Systems[0] && strings.HasPrefix(m.Group, tb.prefix) {
+					groups = append(groups, m.Group)
+				}
+			}
+			if len(groups) == 0 {
+				continue
+			}
+			fmt.Fprintf(&b, "\n| %s | n |", tb.title)
 			for _, s := range res.Systems {
 				b.WriteString(" " + systemName(s) + " |")
 			}
 			b.WriteString("\n|---|---:|" + strings.Repeat("---:|", len(res.Systems)) + "\n")
-			for _, g := range cats {
+			for _, g := range groups {
 				m0, _ := tr.metric(res.Systems[0], g)
-				fmt.Fprintf(&b, "| %s | %d |", strings.TrimPrefix(g, "category:"), m0.N)
+				fmt.Fprintf(&b, "| %s | %d |", strings.TrimPrefix(g, tb.prefix), m0.N)
 				for _, s := range res.Systems {
 					m, _ := tr.metric(s, g)
 					b.WriteString(" " + pct(m) + " |")

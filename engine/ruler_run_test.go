@@ -215,3 +215,28 @@ func TestRulerMemoryChild(t *testing.T) {
 	runtime.ReadMemStats(&ms)
 	fmt.Printf("ruler-mem %d %d %.1f MiB %.1f\n", n, res[0].Tokens, hwm, float64(ms.Sys)/(1<<20))
 }
+
+// A long-context task's report has a row per (variant, length, depth),
+// as the README says; MMLU's subjects stay in results.json.
+func TestRulerReportRows(t *testing.T) {
+	metrics := func(groups ...string) []EvalMetric {
+		var ms []EvalMetric
+		for _, g := range groups {
+			ms = append(ms, EvalMetric{System: "base", Group: g, N: 3, Acc: 2.0 / 3})
+		}
+		return ms
+	}
+	res := &EvalResults{Model: "m", Systems: []string{"base"}, Langs: []string{"sw"}, Tasks: []*EvalTaskResult{
+		{Task: "niah", Generative: true, Metrics: metrics("all", "lang:sw", "subject:niah_single/2048/depth0", "subject:niah_single/4096/depth100")},
+		{Task: "global-mmlu", Metrics: metrics("all", "lang:sw", "subject:anatomy")},
+	}}
+	md := EvalReport(res, nil)
+	for _, want := range []string{"| niah_single/2048/depth0 | 3 | 66.7", "| niah_single/4096/depth100 | 3 | 66.7"} {
+		if !strings.Contains(md, want) {
+			t.Errorf("the report lacks the row %q:\n%s", want, md)
+		}
+	}
+	if strings.Contains(md, "anatomy") {
+		t.Errorf("the report lists MMLU's subjects:\n%s", md)
+	}
+}
