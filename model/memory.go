@@ -92,6 +92,12 @@ func EstimateLoRAMemory(c *Config, o MemoryOptions) (MemoryEstimate, error) {
 		return MemoryEstimate{}, fmt.Errorf("model: estimate memory: seq len %d, batch %d and rank %d must be positive",
 			o.SeqLen, o.Batch, o.Rank)
 	}
+	// Beyond these the byte counts below overflow int64 (tokens x hidden
+	// x layers x bytes); no step of any published model comes near.
+	if o.SeqLen > 1<<32 || o.Batch > 1<<32 || int64(o.SeqLen)*int64(o.Batch) > 1<<32 || o.Rank > 1<<16 {
+		return MemoryEstimate{}, fmt.Errorf("model: estimate memory: %d x %d tokens or rank %d: beyond what the estimate covers (2^32 tokens, rank 2^16)",
+			o.SeqLen, o.Batch, o.Rank)
+	}
 	if o.WeightBytes < 0 || o.LossChunk < 0 {
 		return MemoryEstimate{}, fmt.Errorf("model: estimate memory: weight bytes %d and loss chunk %d must not be negative",
 			o.WeightBytes, o.LossChunk)

@@ -158,6 +158,10 @@ func TestEstimateLoRAMemoryErrors(t *testing.T) {
 		{"unknown target", llama, MemoryOptions{SeqLen: 1, Batch: 1, Rank: 1, Targets: []string{"lm_head"}}, `"lm_head"`},
 		{"fused target on llama", llama, MemoryOptions{SeqLen: 1, Batch: 1, Rank: 1, Targets: []string{"qkv_proj"}}, `"qkv_proj" for LlamaForCausalLM`},
 		{"unknown target on phi3", phi, MemoryOptions{SeqLen: 1, Batch: 1, Rank: 1, Targets: []string{"fc1"}}, `"fc1"`},
+		// Sizes whose byte counts would overflow (a negative or tiny total).
+		{"huge seq len", llama, MemoryOptions{SeqLen: 200000000000000, Batch: 1, Rank: 16}, "beyond what the estimate covers"},
+		{"seq len x batch wraps", llama, MemoryOptions{SeqLen: 1 << 62, Batch: 4, Rank: 16}, "beyond what the estimate covers"},
+		{"huge rank", llama, MemoryOptions{SeqLen: 2048, Batch: 1, Rank: 1 << 62}, "beyond what the estimate covers"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

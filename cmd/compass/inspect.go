@@ -44,6 +44,10 @@ func inspectCommand() *cli.Command {
 			if err != nil {
 				return fmt.Errorf("inspect: memory estimate: %w", err)
 			}
+			if maxPos := in.Config.MaxPositionEmbeddings; maxPos > 0 && cmd.Int("seq-len") > maxPos {
+				fmt.Fprintf(cmd.Root().ErrWriter, "inspect: --seq-len %d is beyond the model's %d positions (max_position_embeddings): compass train refuses it\n",
+					cmd.Int("seq-len"), maxPos)
+			}
 			w := cmd.Root().Writer
 			if cmd.Bool("json") {
 				enc := json.NewEncoder(w)

@@ -67,6 +67,7 @@ func TestInspectErrors(t *testing.T) {
 		{"inspect", "no/such/dir"},
 		{"inspect", "--rank", "0", "../../testdata/configs/qwen2.5-7b.json"},
 		{"inspect", "--targets", "q,nonsense", "../../testdata/configs/qwen2.5-7b.json"},
+		{"inspect", "--seq-len", "200000000000000", "../../testdata/configs/qwen2.5-7b.json"}, // the byte counts would overflow
 	} {
 		if _, err := run(t, args...); err == nil {
 			t.Errorf("%v: no error", args)
