@@ -396,6 +396,11 @@ func TestAdaptBadConfig(t *testing.T) {
 		{"unknown task", func(c map[string]any) { c["eval"] = map[string]any{"tasks": []any{"mmlu-9"}, "data": "usage.jsonl"} }, "eval.tasks"},
 		{"no seeds", func(c map[string]any) { c["seeds"] = []any{} }, "config key seeds"},
 		{"bad k range", func(c map[string]any) { c["k_range"] = "1:x" }, "k_range"},
+		// Found before any step: they failed after the embeddings and clusters.
+		{"unknown target language", func(c map[string]any) {
+			c["targets"] = []any{map[string]any{"language": "zz", "usage": map[string]any{"file": "usage.jsonl"}}}
+		}, `targets[0].language: selection: unknown language "zz"`},
+		{"seq_len past the model", func(c map[string]any) { c["train"] = map[string]any{"seq_len": 100000} }, "train.seq_len: 100000 is beyond the model's"},
 	}
 	for _, tc := range cases {
 		c := map[string]any{}

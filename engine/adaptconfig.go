@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/compassml/compass/dataset"
+	"github.com/compassml/compass/model"
 	"github.com/compassml/compass/model/encoder"
 	"github.com/compassml/compass/sampling/cluster"
 	"github.com/compassml/compass/sampling/embed"
@@ -268,11 +269,20 @@ func (c *AdaptConfig) Validate() error {
 	if len(c.Targets) == 0 {
 		return bad("targets", "name at least one target language")
 	}
+	// The selection looks every target up in the language table: an
+	// unknown code would fail there, after the embeddings and clusters.
+	langs, err := selection.DefaultLanguages()
+	if err != nil {
+		return err
+	}
 	seen := map[string]bool{}
 	for i, t := range c.Targets {
 		key := fmt.Sprintf("targets[%d]", i)
 		if t.Language == "" {
 			return bad(key+".language", "a language code is required")
+		}
+		if _, err := langs.Lookup(t.Language); err != nil {
+			return bad(key+".language", "%v", err)
 		}
 		code, _ := dataset.NormalizeLanguage(t.Language)
 		if seen[code] {
@@ -366,6 +376,11 @@ func (c *AdaptConfig) Validate() error {
 	}
 	if c.Budget > n && slices.ContainsFunc(c.Methods, func(m string) bool { return m != "all" && m != "none" }) {
 		return bad("budget", "%d is larger than the pool %s (%d records)", c.Budget, c.path(c.Pool.File), n)
+	}
+	// The training's length against the model's, before any step (train
+	// would refuse it after the embeddings, clusters and selections).
+	if mc, err := model.LoadConfig(filepath.Join(c.path(c.Model), "config.json")); err == nil && mc.MaxPositionEmbeddings > 0 && c.Train.SeqLen > mc.MaxPositionEmbeddings {
+		return bad("train.seq_len", "%d is beyond the model's %d positions (max_position_embeddings)", c.Train.SeqLen, mc.MaxPositionEmbeddings)
 	}
 	return nil
 }
