@@ -309,6 +309,11 @@ func (r *Registry) Verify(name, version string) error {
 	if err != nil {
 		return err
 	}
+	return r.verify(name, v)
+}
+
+// verify is Verify of the version v of adapter name.
+func (r *Registry) verify(name string, v *AdapterVersion) error {
 	dir := filepath.Join(r.adapterDir(name), "versions", v.Version)
 	entries, err := os.ReadDir(dir)
 	if err != nil {
@@ -481,11 +486,17 @@ func checkAdapterDir(dir string) error {
 	return f.Close()
 }
 
-// Promote makes version the current version of adapter name.
+// Promote makes version the current version of adapter name, once its
+// files are checked against the manifest (a version that was modified is
+// not served).
 func (r *Registry) Promote(name, version string) error {
 	err := r.update(name, false, func(m *RegistryManifest) error {
-		if m.Version(version) == nil {
+		v := m.Version(version)
+		if v == nil {
 			return fmt.Errorf("no version %q (it has %s)", version, versionNames(m))
+		}
+		if err := r.verify(name, v); err != nil {
+			return err
 		}
 		m.Current = version
 		return nil
@@ -497,8 +508,8 @@ func (r *Registry) Promote(name, version string) error {
 }
 
 // Rollback makes the current version's parent current, and returns it.
-// The parent's files were never modified, so they are what they were
-// when it was added, byte for byte.
+// The parent's files are what they were when it was added, byte for
+// byte: checked against the manifest first.
 func (r *Registry) Rollback(name string) (*AdapterVersion, error) {
 	var to AdapterVersion
 	err := r.update(name, false, func(m *RegistryManifest) error {
@@ -508,6 +519,9 @@ func (r *Registry) Rollback(name string) (*AdapterVersion, error) {
 		}
 		if cur.Parent == "" {
 			return fmt.Errorf("the current version %s has no parent to roll back to", cur.Version)
+		}
+		if err := r.verify(name, m.Version(cur.Parent)); err != nil {
+			return err
 		}
 		m.Current = cur.Parent
 		to = *m.Version(cur.Parent)

@@ -216,6 +216,14 @@ func TestRegistryVersionsAndRollback(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(work, "bad")); err == nil {
 		t.Error("a failed export left its directory")
 	}
+	// Nor is a modified version served: promote refuses it and the
+	// current version stays.
+	if err := reg.Promote("sw", "v1"); err == nil || !strings.Contains(err.Error(), "was modified") {
+		t.Errorf("promote of a modified version: %v", err)
+	}
+	if v, err := reg.Show("sw", ""); err != nil || v.Version != "v3" {
+		t.Errorf("current after the refused promotion: %v %v", v, err)
+	}
 }
 
 func TestRegistryBadInput(t *testing.T) {
