@@ -132,6 +132,12 @@ func (r *trainRun) prepare(ctx context.Context) error {
 		return fmt.Errorf("train: --seq-len %d is beyond the model's maximum of %d positions (max_position_embeddings in %s)",
 			o.SeqLen, cfg.MaxPositionEmbeddings, filepath.Join(o.Model, "config.json"))
 	}
+	// A rank past the hidden size is no longer a low-rank update: more
+	// parameters than the projection it adapts (--rank 20000 on a hidden
+	// size of 256 wrote a 2.3 GB adapter; 100000 ran out of memory).
+	if o.Rank > cfg.HiddenSize {
+		return fmt.Errorf("train: --rank %d is above the model's hidden size %d: a LoRA update of that rank is not low-rank", o.Rank, cfg.HiddenSize)
+	}
 	loraCfg, err := o.loraConfig()
 	if err != nil {
 		return err

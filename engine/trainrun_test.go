@@ -218,6 +218,7 @@ func TestTrainBadInput(t *testing.T) {
 		{"missing file", func(o *TrainOptions) { o.Data = []string{filepath.Join(work, "nope.jsonl")} }, "nope.jsonl"},
 		{"seq-len", func(o *TrainOptions) { o.SeqLen = 4096 }, "--seq-len 4096"},
 		{"rank", func(o *TrainOptions) { o.Rank = 0 }, "--rank"},
+		{"rank past the hidden size", func(o *TrainOptions) { o.Rank = 20000 }, "--rank 20000 is above the model's hidden size"},
 		{"targets", func(o *TrainOptions) { o.Targets = "q_proj,nonsense_proj" }, "nonsense_proj"},
 		{"lr", func(o *TrainOptions) { o.LR = 0 }, "learning rate"},
 		{"global batch", func(o *TrainOptions) { o.GlobalBatch = 5 }, "--global-batch"},
