@@ -72,6 +72,11 @@ func Run(ctx context.Context, w io.Writer, o Options) ([]Result, error) {
 	if o.Python == "" {
 		o.Python = "/usr/bin/python3"
 	}
+	for _, n := range o.Threads {
+		if n < 1 {
+			return nil, fmt.Errorf("bench: --threads %d: at least 1", n)
+		}
+	}
 	if len(o.Threads) == 0 {
 		o.Threads = []int{1}
 		if n := runtime.GOMAXPROCS(0); n > 1 {

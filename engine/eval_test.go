@@ -486,3 +486,22 @@ func TestEvalTooLong(t *testing.T) {
 		}
 	}
 }
+
+// Counts that cannot be are errors before any work, naming the flag.
+func TestEvalBadCounts(t *testing.T) {
+	base := EvalOptions{ModelDir: "unused", Tasks: []string{"global-mmlu"}, Langs: []string{"sw"}}
+	for _, c := range []struct {
+		edit func(o *EvalOptions)
+		want string
+	}{
+		{func(o *EvalOptions) { o.Shots = -3 }, "--shots -3"},
+		{func(o *EvalOptions) { o.Limit = -1 }, "--limit -1"},
+		{func(o *EvalOptions) { o.MaxNewTokens = -5 }, "--max-new-tokens -5"},
+	} {
+		o := base
+		c.edit(&o)
+		if _, err := Eval(o); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v, want an error naming %q", err, c.want)
+		}
+	}
+}

@@ -109,6 +109,14 @@ func Eval(o EvalOptions) (*EvalResults, error) {
 	if len(o.Langs) == 0 {
 		return nil, errors.New("eval: no language (--lang sw,yo,...)")
 	}
+	switch {
+	case o.Shots < -1:
+		return nil, fmt.Errorf("eval: --shots %d: want 0 or more (or -1, the task's)", o.Shots)
+	case o.Limit < 0:
+		return nil, fmt.Errorf("eval: --limit %d: must not be negative (0: no limit)", o.Limit)
+	case o.MaxNewTokens < 0:
+		return nil, fmt.Errorf("eval: --max-new-tokens %d: must not be negative (0: the task's)", o.MaxNewTokens)
+	}
 	if o.BatchTokens <= 0 {
 		o.BatchTokens = 4096
 	}

@@ -174,8 +174,10 @@ func (m *monitorRun) watch(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("monitor: watch %s: %w", m.o.Watch, err)
 		}
-		if _, err := os.Stat(m.o.Watch); err != nil {
+		if st, err := os.Stat(m.o.Watch); err != nil {
 			return fmt.Errorf("monitor: watch: %w", err)
+		} else if !st.IsDir() {
+			return fmt.Errorf("monitor: watch %s: not a directory (files are read from a directory; pipe a single file to standard input)", m.o.Watch)
 		}
 		slices.Sort(names)
 		for _, name := range names {

@@ -179,6 +179,7 @@ func TestMonitorBadInput(t *testing.T) {
 		"window of one":   func(o *MonitorOptions) { o.Window = 1; o.Input = strings.NewReader("") },
 		"bad threshold":   func(o *MonitorOptions) { o.Drift.Threshold = 3; o.Input = strings.NewReader("") },
 		"missing watch":   func(o *MonitorOptions) { o.Watch = filepath.Join(reg, "nope"); o.Once = true },
+		"watch a file":    func(o *MonitorOptions) { o.Watch = DriftReferencePath(reg, "sw"); o.Once = true },
 	}
 	for name, edit := range cases {
 		o := base

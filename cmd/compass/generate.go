@@ -47,6 +47,9 @@ func generateCommand() *cli.Command {
 			if (cmd.String("prompt") == "") == (cmd.String("input") == "") {
 				return fmt.Errorf("generate: give --prompt or --input (one of them)")
 			}
+			if b := cmd.Int("batch-size"); b < 1 {
+				return fmt.Errorf("generate: --batch-size %d: at least 1", b)
+			}
 			if err := notAnInput("output", cmd.String("output"), "input", cmd.String("input")); err != nil {
 				return fmt.Errorf("generate: %w", err)
 			}

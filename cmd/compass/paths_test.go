@@ -53,3 +53,18 @@ func TestOutputsRefuseToOverwriteInputs(t *testing.T) {
 		t.Errorf("standard input and output: %v", err)
 	}
 }
+
+// Counts that cannot be are errors before any work.
+func TestCountsRefusedFirst(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"generate", "--model", "m", "--prompt", "x", "--batch-size", "0"}, "--batch-size 0"},
+		{[]string{"bench", "--only", "matmul", "--threads", "0"}, "--threads 0"},
+	} {
+		if _, err := run(t, c.args...); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want an error naming %q", strings.Join(c.args, " "), err, c.want)
+		}
+	}
+}

@@ -32,8 +32,11 @@ func checkBaseline(in Input, o BaselineOptions, method string) (*checked, *Repor
 	if o.Budget < 1 && method != "all" {
 		return nil, nil, fmt.Errorf("selection: %s: budget %d; need at least 1", method, o.Budget)
 	}
-	if o.LanguageCap < 0 || o.LanguageShare < 0 || o.TopK < 0 {
+	if o.LanguageCap < 0 || o.TopK < 0 {
 		return nil, nil, fmt.Errorf("selection: %s: negative language cap or top-k", method)
+	}
+	if !(o.LanguageShare >= 0 && o.LanguageShare <= 1) {
+		return nil, nil, fmt.Errorf("selection: %s: language share %v: want [0, 1] (0: no cap)", method, o.LanguageShare)
 	}
 	c, err := checkInput(in, o.Languages, o.IncludeTarget, false)
 	if err != nil {

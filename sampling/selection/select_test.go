@@ -319,6 +319,8 @@ func TestSelectErrors(t *testing.T) {
 		{"no usage", func(in *Input, _ *Options) { in.Usage = nil }, "no target usage"},
 		{"temperature", func(_ *Input, o *Options) { o.Temperature = 0 }, "temperature"},
 		{"gap", func(_ *Input, o *Options) { o.Gap = "log" }, "unknown gap"},
+		{"language share above 1", func(_ *Input, o *Options) { o.LanguageShare = 2 }, "language share 2: want [0, 1]"},
+		{"language share NaN", func(_ *Input, o *Options) { o.LanguageShare = math.NaN() }, "language share NaN"},
 	} {
 		in, oo := p.in, o
 		tc.edit(&in, &oo)
