@@ -159,19 +159,20 @@ func (r *adaptRun) close() {
 	}
 }
 
-// defaultAdaptWork is the work directory of a config that names none,
+// workDir is where every step's output lives: work_dir, or adapt-work,
 // relative to the config.
-const defaultAdaptWork = "adapt-work"
+func (c *AdaptConfig) workDir() string {
+	if c.WorkDir == "" {
+		return c.path("adapt-work")
+	}
+	return c.path(c.WorkDir)
+}
 
 // planAdapt lists the steps in the order they run, each with its content
 // address; a step several cells need (an embedding, the base model's
 // evaluation) appears once.
 func planAdapt(ctx context.Context, cfg *AdaptConfig, env AdaptEnv) (*adaptRun, error) {
-	work := cfg.WorkDir
-	if work == "" {
-		work = defaultAdaptWork
-	}
-	r := &adaptRun{ctx: ctx, cfg: cfg, env: env, work: cfg.path(work), hashes: fileHashes{}, byKey: map[string]*adaptStep{}}
+	r := &adaptRun{ctx: ctx, cfg: cfg, env: env, work: cfg.workDir(), hashes: fileHashes{}, byKey: map[string]*adaptStep{}}
 	sig, err := embed.ModelSignature(cfg.path(cfg.Model))
 	if err != nil {
 		return nil, fmt.Errorf("adapt: config key model: %w", err)

@@ -120,11 +120,7 @@ func Update(ctx context.Context, cfg *AdaptConfig, req UpdateRequest, env AdaptE
 		// Not the work directory's report, which is compass adapt's: each
 		// update's evaluation goes beside the others, named for the
 		// version it continues.
-		work := c.WorkDir
-		if work == "" {
-			work = defaultAdaptWork
-		}
-		env.ReportDir = filepath.Join(c.path(work), "update-reports", req.Adapter+"-after-"+cur.Version)
+		env.ReportDir = filepath.Join(c.workDir(), "update-reports", req.Adapter+"-after-"+cur.Version)
 	}
 	fmt.Fprintf(env.Log, "update: %s %s: selecting for the drifted usage %s, continuing with replay %v, EWC %v\n",
 		req.Adapter, cur.Version, req.Usage, cur.ReplayBuffer != "", cur.Fisher != "")

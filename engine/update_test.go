@@ -49,10 +49,7 @@ func TestUpdateTwice(t *testing.T) {
 
 	// compass adapt's report in the same work directory, which the
 	// updates must leave alone.
-	work := cfg.path(cfg.WorkDir)
-	if cfg.WorkDir == "" {
-		work = cfg.path(defaultAdaptWork)
-	}
+	work := cfg.workDir()
 	adaptReport := filepath.Join(work, "report", "report.md")
 	if err := os.MkdirAll(filepath.Dir(adaptReport), 0o755); err != nil {
 		t.Fatal(err)
