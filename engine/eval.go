@@ -32,6 +32,8 @@ type EvalTask struct {
 	// DefaultShots is the number of examples before each question when
 	// the user gives none.
 	DefaultShots int
+	// Params names the task's --task-param keys; nil: it takes none.
+	Params []string
 	// Build returns the items of one language.
 	Build func(src EvalSource) ([]EvalItem, EvalSkips, error)
 }
@@ -122,6 +124,27 @@ func LookupEvalTask(name string) (EvalTask, error) {
 		return t, fmt.Errorf("eval: unknown task %q (want one of %s)", name, strings.Join(EvalTaskNames(), ", "))
 	}
 	return t, nil
+}
+
+// evalParamTaken reports whether some task takes the --task-param key k.
+func evalParamTaken(k string) bool {
+	for _, t := range evalTasks {
+		if slices.Contains(t.Params, k) {
+			return true
+		}
+	}
+	return false
+}
+
+// evalParamsHelp names each task's --task-param keys.
+func evalParamsHelp() string {
+	var parts []string
+	for _, name := range EvalTaskNames() {
+		if t := evalTasks[name]; len(t.Params) > 0 {
+			parts = append(parts, name+" takes "+strings.Join(t.Params, ", "))
+		}
+	}
+	return strings.Join(parts, "; ")
 }
 
 // checkLanguage fails when the task does not have lang.

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -145,6 +146,17 @@ func Eval(o EvalOptions) (*EvalResults, error) {
 			}
 		}
 		tasks[i] = t
+	}
+	// A setting no task reads would be dropped without a word: the user
+	// meant it for something.
+	for k := range o.Params {
+		taken := false
+		for _, t := range tasks {
+			taken = taken || slices.Contains(t.Params, k)
+		}
+		if !taken {
+			return nil, fmt.Errorf("eval: --task-param %s: none of the tasks (%s) takes it; %s", k, strings.Join(o.Tasks, ", "), evalParamsHelp())
+		}
 	}
 	tok, err := tokenizer.Load(o.ModelDir)
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -73,6 +74,7 @@ func init() {
 		Description: "OneRuler needle-in-a-haystack over a local text, by greedy generation " +
 			"(params: variant=single|multikey|multivalue|multiquery|none, length=N[,N...], depth=D[,D...] (percent; -1: random), samples=50)",
 		Generative: true,
+		Params:     rulerNIAHParams,
 		Build:      func(src EvalSource) ([]EvalItem, EvalSkips, error) { return buildRulerEval(src, "niah") },
 	})
 	RegisterEvalTask(EvalTask{
@@ -80,9 +82,16 @@ func init() {
 		Description: "OneRuler common-word extraction over a local text's words, by greedy generation " +
 			"(params: variant=easy|hard, length=N[,N...], samples=50, words=FILE)",
 		Generative: true,
+		Params:     rulerCWEParams,
 		Build:      func(src EvalSource) ([]EvalItem, EvalSkips, error) { return buildRulerEval(src, "cwe") },
 	})
 }
+
+// The --task-param keys of niah and cwe.
+var (
+	rulerNIAHParams = strings.Fields("variant length depth samples max_tokens prompt")
+	rulerCWEParams  = strings.Fields("variant length samples max_tokens prompt words")
+)
 
 // rulerDefaultSamples is the number of items per task, length and depth,
 // as in OneRuler's evaluation (indices 0 to 49).
@@ -101,7 +110,17 @@ func buildRulerEval(src EvalSource, task string) ([]EvalItem, EvalSkips, error) 
 		opts.Variant = CWEEasy
 		depths = []float64{0} // unused by cwe
 	}
+	takes := rulerNIAHParams
+	if task == "cwe" {
+		takes = rulerCWEParams
+	}
 	for k, v := range src.Params {
+		if !slices.Contains(takes, k) {
+			if evalParamTaken(k) {
+				continue // another task's (niah's depth when cwe runs beside it)
+			}
+			return nil, nil, fmt.Errorf("eval: %s: unknown parameter %q (want %s)", task, k, strings.Join(takes, ", "))
+		}
 		var err error
 		switch k {
 		case "variant":
@@ -109,9 +128,6 @@ func buildRulerEval(src EvalSource, task string) ([]EvalItem, EvalSkips, error) 
 		case "length":
 			lengths, err = parseList(v, strconv.Atoi)
 		case "depth":
-			if task != "niah" {
-				return nil, nil, fmt.Errorf("eval: %s has no depth", task)
-			}
 			depths, err = parseList(v, func(s string) (float64, error) { return strconv.ParseFloat(s, 64) })
 		case "samples":
 			opts.Samples, err = strconv.Atoi(v)
@@ -123,15 +139,10 @@ func buildRulerEval(src EvalSource, task string) ([]EvalItem, EvalSkips, error) 
 		case "prompt":
 			opts.Prompt, err = readRulerPrompt(v)
 		case "words":
-			if task != "cwe" {
-				return nil, nil, fmt.Errorf("eval: %s takes no word list", task)
-			}
 			var data []byte
 			if data, err = os.ReadFile(v); err == nil {
 				opts.Words = strings.Fields(string(data))
 			}
-		default:
-			return nil, nil, fmt.Errorf("eval: %s: unknown parameter %q (want variant, length, depth, samples, max_tokens, prompt or words)", task, k)
 		}
 		if err != nil {
 			return nil, nil, fmt.Errorf("eval: %s: parameter %s=%q: %w", task, k, v, err)

@@ -127,8 +127,25 @@ func TestRulerEvalTasks(t *testing.T) {
 			t.Errorf("params %v: no error", bad)
 		}
 	}
-	if _, _, err := cwe.Build(EvalSource{Data: data, Lang: "sw", Tokenizer: tok, Params: map[string]string{"depth": "5"}}); err == nil {
-		t.Error("cwe with a depth: no error")
+	// A key no task given takes is refused before any model is read; one
+	// that another task takes is left to it.
+	for _, c := range []struct {
+		tasks  []string
+		params map[string]string
+		want   string
+	}{
+		{[]string{"cwe"}, map[string]string{"depth": "5"}, "--task-param depth: none of the tasks (cwe) takes it"},
+		{[]string{"global-mmlu"}, map[string]string{"length": "4096"}, "--task-param length: none of the tasks (global-mmlu) takes it"},
+		{[]string{"niah", "cwe"}, map[string]string{"depth": "5"}, "no such file"},
+	} {
+		_, err := Eval(EvalOptions{ModelDir: filepath.Join(t.TempDir(), "none"), Tasks: c.tasks, Langs: []string{"sw"}, Params: c.params})
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("tasks %v, params %v: error %v; want one saying %q", c.tasks, c.params, err, c.want)
+		}
+	}
+	if _, _, err := cwe.Build(EvalSource{Data: data, Lang: "en", Tokenizer: tok, MaxLength: 8192, Limit: 1,
+		Params: map[string]string{"depth": "5", "words": words}}); err != nil {
+		t.Errorf("cwe beside niah's depth: %v", err)
 	}
 }
 
