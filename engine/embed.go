@@ -179,6 +179,14 @@ func Embed(o EmbedOptions) (*EmbedResult, error) {
 	if err != nil {
 		return nil, err
 	}
+	// A matrix of no rows would fail later, in cluster or select, far from
+	// its cause.
+	if emb.Vectors.Dim(0) == 0 {
+		if n, first := r.Skipped(); n > 0 {
+			return nil, fmt.Errorf("embed: %s: no records: all %d rows were bad (--skip-bad); the first: %v", o.Input, n, first)
+		}
+		return nil, fmt.Errorf("embed: %s: no records", o.Input)
+	}
 	if err := embed.Save(o.Output, emb); err != nil {
 		return nil, err
 	}

@@ -63,6 +63,11 @@ func embedCommand() *cli.Command {
 			if err := notAnInput("output", cmd.String("output"), "input", cmd.String("input")); err != nil {
 				return fmt.Errorf("embed: %w", err)
 			}
+			if l := cmd.String("language"); l != "" {
+				if _, ok := dataset.NormalizeLanguage(l); !ok {
+					return fmt.Errorf("embed: --language %q: not an ISO 639 code or language name", l)
+				}
+			}
 			errw := cmd.Root().ErrWriter
 			o := engine.EmbedOptions{
 				ModelDir:    cmd.String("model"),

@@ -150,17 +150,35 @@ func TestEmbedCommand(t *testing.T) {
 		t.Errorf("--skip-bad: %v\n%s", err, msg)
 	}
 
-	// Empty input: an empty matrix.
+	// No records: an error, not an empty matrix that cluster or select
+	// would trip on later; with --skip-bad, saying that every row was bad.
 	empty := filepath.Join(dir, "empty.jsonl")
 	if err := os.WriteFile(empty, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	out5 := filepath.Join(dir, "empty.safetensors")
-	if msg, err := runEmbed(t, "--model", modelDir, "--input", empty, "--output", out5, "--no-cache"); err != nil || !strings.Contains(msg, "embedded 0 records") {
-		t.Fatalf("empty: %v\n%s", err, msg)
+	allBad := filepath.Join(dir, "allbad.jsonl")
+	if err := os.WriteFile(allBad, []byte("{\"text\": 5\nnot json\n"), 0o644); err != nil {
+		t.Fatal(err)
 	}
-	if e, err := embed.Load(out5, embed.LoadOptions{}); err != nil || !reflect.DeepEqual(e.Vectors.Shape(), []int{0, 16}) {
-		t.Errorf("empty output: %v, %v", e, err)
+	out5 := filepath.Join(dir, "empty.safetensors")
+	for _, c := range []struct {
+		input string
+		skip  bool
+		want  string
+	}{
+		{empty, false, "embed: " + empty + ": no records"},
+		{allBad, true, "no records: all 2 rows were bad (--skip-bad); the first: dataset: " + allBad + ":1"},
+	} {
+		args := []string{"--model", modelDir, "--input", c.input, "--output", out5, "--no-cache"}
+		if c.skip {
+			args = append(args, "--skip-bad")
+		}
+		if msg, err := runEmbed(t, args...); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want %q\n%s", c.input, err, c.want, msg)
+		}
+		if _, err := os.Stat(out5); !os.IsNotExist(err) {
+			t.Errorf("%s: an output was written (%v)", c.input, err)
+		}
 	}
 }
 
@@ -175,6 +193,7 @@ func TestEmbedCommandErrors(t *testing.T) {
 		{[]string{"--model", "m", "--input", "x.jsonl", "--schema", "alpaca"}, `unknown schema "alpaca"`},
 		{[]string{"--model", "m", "--input", "x.jsonl", "--output", "e.csv"}, "want a .safetensors or .npy file"},
 		{[]string{"--model", "m", "--input", "no/such.jsonl"}, "no such file"},
+		{[]string{"--model", "m", "--input", "x.jsonl", "--language", "zz"}, `--language "zz": not an ISO 639 code`},
 		{[]string{"--model", "no/such/model", "--input", "../../testdata/datasets/text.jsonl"}, "no such file"},
 	} {
 		if _, err := runEmbed(t, tc.args...); err == nil || !strings.Contains(err.Error(), tc.want) {
