@@ -34,6 +34,22 @@ func clusterCommand() *cli.Command {
 			&cli.BoolFlag{Name: "quiet", Usage: "no progress lines on stderr"},
 		},
 		Action: func(ctx context.Context, cmd *cli.Command) error {
+			// The library reads 0 as "the default"; on the command line a
+			// 0 (or less) is a mistake to name, not to replace silently.
+			for _, f := range []struct {
+				name string
+				min  int
+			}{{"k", 0}, {"max-iter", 1}, {"n-init", 1}, {"mini-batch", 0}} {
+				if v := cmd.Int(f.name); v < f.min {
+					return fmt.Errorf("cluster: --%s %d: want %d or more", f.name, v, f.min)
+				}
+			}
+			if v := cmd.Int("silhouette-sample"); v == 0 || v < -1 {
+				return fmt.Errorf("cluster: --silhouette-sample %d: want a number of rows, or -1 for all", v)
+			}
+			if v := cmd.Float("tol"); !(v >= 0) {
+				return fmt.Errorf("cluster: --tol %v: want 0 or more", v)
+			}
 			o := engine.ClusterOptions{
 				Inputs: []string{cmd.String("input")},
 				K:      int(cmd.Int("k")),

@@ -84,6 +84,19 @@ func TestClusterCommand(t *testing.T) {
 		t.Errorf("chose K = %d: %s", sum.K, js)
 	}
 
+	for _, c := range []struct{ flag, value, want string }{
+		{"--max-iter", "0", "--max-iter 0: want 1 or more"},
+		{"--n-init", "0", "--n-init 0: want 1 or more"},
+		{"--k", "-2", "--k -2: want 0 or more"},
+		{"--mini-batch", "-5", "--mini-batch -5: want 0 or more"},
+		{"--silhouette-sample", "0", "--silhouette-sample 0: want a number of rows, or -1"},
+		{"--tol", "-1e-4", "--tol -0.0001: want 0 or more"},
+	} {
+		args := []string{"cluster", "--input", in, "--k", "2", "--output-dir", out, c.flag, c.value, "--device", "cpu", "--quiet"}
+		if _, err := runSampling(t, args...); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s %s: %v, want %q", c.flag, c.value, err, c.want)
+		}
+	}
 	for _, args := range [][]string{
 		{"cluster", "--input", in, "--k", "301", "--output-dir", out},
 		{"cluster", "--input", in, "--k-range", "5:2", "--output-dir", out},
