@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/compassml/compass/bench"
@@ -35,6 +37,13 @@ func benchCommand() *cli.Command {
 				GPUGroups: cmd.StringSlice("gpu-groups")}
 			if !cmd.Bool("quiet") {
 				o.Log = os.Stderr
+			}
+			// An --out that cannot take the results fails now, not after
+			// minutes of measuring.
+			if dir := cmd.String("out"); dir != "" {
+				if err := checkWritableDir(dir); err != nil {
+					return fmt.Errorf("bench: --out: %w", err)
+				}
 			}
 			m := bench.ThisMachine()
 			fmt.Fprintf(cmd.Root().Writer, "compass %s on %s (%d cores), %s, %s\n", versionString(), m.CPU, m.Cores, m.GoVersion, m.Date)
@@ -82,4 +91,30 @@ func benchCommand() *cli.Command {
 			return runErr
 		},
 	}
+}
+
+// checkWritableDir checks that dir, or the nearest of its parents that
+// exists when dir does not (the results make the rest), is a directory a
+// file can be created in. It leaves nothing behind.
+func checkWritableDir(dir string) error {
+	for {
+		st, err := os.Stat(dir)
+		if errors.Is(err, fs.ErrNotExist) && filepath.Dir(dir) != dir {
+			dir = filepath.Dir(dir)
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if !st.IsDir() {
+			return fmt.Errorf("%s is not a directory", dir)
+		}
+		break
+	}
+	f, err := os.CreateTemp(dir, ".compass-write-check-*")
+	if err != nil {
+		return err
+	}
+	f.Close()
+	return os.Remove(f.Name())
 }

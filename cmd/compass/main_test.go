@@ -134,6 +134,22 @@ func TestBenchWritesWhatWasMeasured(t *testing.T) {
 	}
 }
 
+// An --out that cannot hold the results is refused before any suite runs.
+func TestBenchOutCheckedFirst(t *testing.T) {
+	file := t.TempDir() + "/file"
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := run(t, "bench", "--only", "matmul", "--quick", "--quiet", "--python", "/nonexistent/python3",
+		"--threads", "1", "--min-time", "1ms", "--out", file+"/results")
+	if err == nil || !strings.HasPrefix(err.Error(), "bench: --out: ") || !strings.HasSuffix(err.Error(), "not a directory") {
+		t.Errorf("err = %v, want one naming --out", err)
+	}
+	if strings.Contains(out, "GFLOP") || strings.Contains(out, "matmul") {
+		t.Errorf("bench measured before failing:\n%s", out)
+	}
+}
+
 // TestBenchGPUWithoutDevice runs `compass bench --only gpu --out DIR` where
 // there is no CUDA device: the suite says it was skipped, and no results
 // file appears (one with only the machine line would read as a run).
