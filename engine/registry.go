@@ -52,6 +52,10 @@ const DefaultRegistryLockTimeout = 30 * time.Second
 // lock in vain.
 var ErrRegistryLocked = errors.New("registry locked")
 
+// errDirLocked is lockDir's answer when another process holds the
+// directory.
+var errDirLocked = errors.New("directory locked by another process")
+
 // Trigger kinds: why a version was made.
 const (
 	TriggerInitial = "initial" // the adapter's first version

@@ -59,3 +59,25 @@ func lockFile(path string, timeout time.Duration) (unlock func(), err error) {
 		f.Close()
 	}, nil
 }
+
+// lockDir takes an exclusive flock on the directory dir itself, failing at
+// once when another process holds it: a training run's --output, which two
+// runs would each fill with checkpoints the other removes. Like lockFile's,
+// the lock goes with its holder, however that process ends.
+func lockDir(dir string) (unlock func(), err error) {
+	f, err := os.Open(dir)
+	if err != nil {
+		return nil, fmt.Errorf("lock: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, errDirLocked
+		}
+		return nil, fmt.Errorf("lock %s: %w", dir, err)
+	}
+	return func() {
+		syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+		f.Close()
+	}, nil
+}

@@ -61,6 +61,7 @@ type TrainResult struct {
 type trainRun struct {
 	opts     TrainOptions
 	env      TrainEnv
+	unlock   func() // releases --output (lockDir)
 	m        *model.Model
 	adapter  *lora.Adapter
 	tr       *Trainer
@@ -117,6 +118,9 @@ func (r *trainRun) close() {
 	if r.m != nil {
 		r.m.Close()
 	}
+	if r.unlock != nil {
+		r.unlock()
+	}
 }
 
 // prepare does everything that can fail on bad input before any step:
@@ -165,6 +169,21 @@ func (r *trainRun) prepare(ctx context.Context) error {
 	}
 	if err := os.MkdirAll(o.Output, 0o755); err != nil {
 		return fmt.Errorf("train: --output: %w", err)
+	}
+	// One run at a time writes into a directory: a second would remove the
+	// first's half-written checkpoint as a leftover and prune its others.
+	unlock, err := lockDir(o.Output)
+	if errors.Is(err, errDirLocked) {
+		return fmt.Errorf("train: --output %s: another run is writing into it; wait for it to end, or choose another directory", o.Output)
+	}
+	if err != nil {
+		return fmt.Errorf("train: --output: %w", err)
+	}
+	r.unlock = unlock
+	// Looked at again under the lock: a run that held it may have left
+	// checkpoints since.
+	if resumeDir, err = r.findResume(); err != nil {
+		return err
 	}
 	removeLeftovers(o.Output)
 

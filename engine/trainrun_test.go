@@ -200,6 +200,39 @@ func TestTrainStopsOnNaN(t *testing.T) {
 	}
 }
 
+// A second run into an --output that a run is writing into fails at once,
+// and leaves that run's files alone; once the first ends, the directory is
+// free again.
+func TestTrainOutputTakenByAnotherRun(t *testing.T) {
+	work := t.TempDir()
+	modelDir := writeTinyByteModel(t, tinyByteLlama, 9)
+	data := writeTextData(t, work, 1)
+	o := resumeOptions(modelDir, data, filepath.Join(work, "out"))
+	o.MaxSteps, o.SaveEvery, o.EvalEvery = 1, 1, 0
+	if err := os.MkdirAll(o.Output, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	leftover := filepath.Join(o.Output, ".tmp-"+checkpointPrefix+"00000007")
+	if err := os.Mkdir(leftover, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	unlock, err := lockDir(o.Output) // the other run, in this process: flock locks are per open file
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = Train(context.Background(), o, TrainEnv{})
+	if err == nil || !strings.Contains(err.Error(), "another run is writing into it") {
+		t.Errorf("err = %v, want the other run named", err)
+	}
+	if _, serr := os.Stat(leftover); serr != nil {
+		t.Errorf("the other run's checkpoint in progress was removed: %v", serr)
+	}
+	unlock()
+	if _, err := Train(context.Background(), o, TrainEnv{}); err != nil {
+		t.Errorf("after the other run ended: %v", err)
+	}
+}
+
 // Bad input is an error before any step, naming the file or flag, and
 // writes nothing.
 func TestTrainBadInput(t *testing.T) {

@@ -115,6 +115,13 @@ mutation bench-signal-repeat-quits cmd/compass/interrupt.go \
 
 # The reference's self-test without the published configs must fail, not
 # pass having checked nothing.
+# Two training runs into one --output: the second, unlocked, removes the
+# first's checkpoint in progress as a leftover.
+mutation train-output-unlocked engine/trainrun.go \
+  '	unlock, err := lockDir(o.Output)' \
+  '	unlock, err := func() {}, error(nil) // (mutation: no lock)' \
+  'gotest ./engine/ TestTrainOutputTakenByAnotherRun'
+
 mutation selftest-no-configs tools/reference/selftest.py \
   'd = os.path.join(REPO, "testdata", "configs")' \
   'd = os.path.join(REPO, "testdata", "no-such-configs")  # (mutation)' \
