@@ -34,15 +34,8 @@ func clusterCommand() *cli.Command {
 			&cli.BoolFlag{Name: "quiet", Usage: "no progress lines on stderr"},
 		},
 		Action: func(ctx context.Context, cmd *cli.Command) error {
-			// The library reads 0 as "the default"; on the command line a
-			// 0 (or less) is a mistake to name, not to replace silently.
-			for _, f := range []struct {
-				name string
-				min  int
-			}{{"k", 0}, {"max-iter", 1}, {"n-init", 1}, {"mini-batch", 0}} {
-				if v := cmd.Int(f.name); v < f.min {
-					return fmt.Errorf("cluster: --%s %d: want %d or more", f.name, v, f.min)
-				}
+			if err := intFlagsAtLeast(cmd, "cluster", "k", 0, "max-iter", 1, "n-init", 1, "mini-batch", 0); err != nil {
+				return err
 			}
 			if v := cmd.Int("silhouette-sample"); v == 0 || v < -1 {
 				return fmt.Errorf("cluster: --silhouette-sample %d: want a number of rows, or -1 for all", v)
@@ -90,4 +83,18 @@ func clusterCommand() *cli.Command {
 			return nil
 		},
 	}
+}
+
+// intFlagsAtLeast checks integer flags against their least meaningful
+// values, given as name, least, name, least, ...: the library reads 0 as
+// "the default" (--max-iter 0 ran 300 iterations), where on the command
+// line it is a mistake to name, not to replace.
+func intFlagsAtLeast(cmd *cli.Command, command string, pairs ...any) error {
+	for i := 0; i < len(pairs); i += 2 {
+		name, least := pairs[i].(string), pairs[i+1].(int)
+		if v := cmd.Int(name); v < least {
+			return fmt.Errorf("%s: --%s %d: want %d or more", command, name, v, least)
+		}
+	}
+	return nil
 }

@@ -114,6 +114,9 @@ func runSelect(ctx context.Context, cmd *cli.Command) error {
 
 // selectOptions builds COMPASS's options from the flags.
 func selectOptions(cmd *cli.Command) (selection.Options, error) {
+	if err := intFlagsAtLeast(cmd, "select", "k", 0, "n-init", 1, "max-iter", 1); err != nil {
+		return selection.Options{}, err
+	}
 	o := selection.DefaultOptions(int(cmd.Int("budget")))
 	o.K = int(cmd.Int("k"))
 	if o.K == 0 {

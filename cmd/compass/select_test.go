@@ -145,6 +145,9 @@ func TestSelectCommand(t *testing.T) {
 		{[]string{"--method", "langsim", "--target", "qq", "--output", p("x.jsonl")}, "unknown language"},
 		{[]string{"--method", "compass", "--target-usage", p("usage.npy"), "--k", "5000", "--output", p("x.jsonl")}, "more than the"},
 		{[]string{"--method", "compass", "--target-usage", p("pool.jsonl"), "--output", p("x.jsonl")}, "unknown embeddings format"},
+		{[]string{"--method", "compass", "--target-usage", p("usage.npy"), "--n-init", "0", "--output", p("x.jsonl")}, "select: --n-init 0: want 1 or more"},
+		{[]string{"--method", "compass", "--target-usage", p("usage.npy"), "--max-iter", "0", "--output", p("x.jsonl")}, "select: --max-iter 0: want 1 or more"},
+		{[]string{"--method", "compass", "--target-usage", p("usage.npy"), "--gap", "ratio", "--epsilon", "NaN", "--output", p("x.jsonl")}, "NaN epsilon"},
 	} {
 		_, err := runSampling(t, append(base, tc.args...)...)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -267,8 +267,8 @@ func Select(in Input, o Options) (*Selection, error) {
 	if o.Temperature <= 0 || math.IsNaN(o.Temperature) {
 		return nil, fmt.Errorf("selection: select: temperature %v; must be positive", o.Temperature)
 	}
-	if o.Epsilon < 0 || o.Smoothing < 0 || o.LanguageCap < 0 {
-		return nil, fmt.Errorf("selection: select: negative epsilon, smoothing or language cap")
+	if !(o.Epsilon >= 0) || !(o.Smoothing >= 0) || o.LanguageCap < 0 { // NaN fails too
+		return nil, fmt.Errorf("selection: select: negative or NaN epsilon, smoothing or language cap (%v, %v, %d)", o.Epsilon, o.Smoothing, o.LanguageCap)
 	}
 	if !(o.LanguageShare >= 0 && o.LanguageShare <= 1) {
 		return nil, fmt.Errorf("selection: select: language share %v: want [0, 1] (0: no cap)", o.LanguageShare)
