@@ -762,16 +762,18 @@ __device__ __forceinline__ void attention_tc_backward_dq_ds(uint16_t* dq, const 
 // without the scale, the group's heads added in order (deterministic).
 // rows = B*T*Hkv, D a multiple of 8; parts [B, T, Hq, D] float32, dk and
 // dv [B, T, Hkv, D] bf16, all 16-byte aligned. Grid-stride over groups of
-// 8 elements, block 256.
+// 8 elements, block 256. The group index and its division are 32-bit
+// (a 64-bit division by a runtime D is a call of some 70 instructions):
+// rows * D / 8 is below q's elements, which the caller holds under 2^31.
 extern "C" __global__ void __launch_bounds__(256)
     attention_dkdv_sum(uint16_t* dk, uint16_t* dv, const float* dk_part, const float* dv_part, int rows,
                           int group, int D, float scale) {
-  size_t n = (size_t)rows * (D / 8);
-  for (size_t i = grid_start(); i < n; i += grid_stride()) {
-    size_t row = i / (D / 8), c = i % (D / 8);
+  const unsigned per_row = D / 8, n = (unsigned)rows * per_row;
+  for (unsigned i = grid_start(); i < n; i += grid_stride()) {
+    unsigned row = i / per_row, c = i - row * per_row;
     float sk[8] = {}, sv[8] = {};
     for (int j = 0; j < group; j++) {
-      size_t at = (row * group + j) * D + c * 8;
+      size_t at = ((size_t)row * group + j) * D + c * 8;
       float4 k0 = *(const float4*)(dk_part + at), k1 = *(const float4*)(dk_part + at + 4);
       float4 v0 = *(const float4*)(dv_part + at), v1 = *(const float4*)(dv_part + at + 4);
       sk[0] += k0.x, sk[1] += k0.y, sk[2] += k0.z, sk[3] += k0.w, sk[4] += k1.x, sk[5] += k1.y, sk[6] += k1.z,
@@ -785,8 +787,8 @@ extern "C" __global__ void __launch_bounds__(256)
       ok.w[w] = pack_bf16(sk[2 * w] * scale, sk[2 * w + 1] * scale);
       ov.w[w] = pack_bf16(sv[2 * w], sv[2 * w + 1]);
     }
-    *(tc_chunk*)(dk + row * D + c * 8) = ok;
-    *(tc_chunk*)(dv + row * D + c * 8) = ov;
+    *(tc_chunk*)(dk + (size_t)row * D + c * 8) = ok;
+    *(tc_chunk*)(dv + (size_t)row * D + c * 8) = ov;
   }
 }
 

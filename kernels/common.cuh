@@ -146,6 +146,15 @@ struct __align__(16) word4 {
 
 __device__ __forceinline__ bool aligned16(const void* p) { return ((size_t)p & 15) == 0; }
 
+// prefetch_l1 asks for the 128-byte line holding p to be brought into L1,
+// holding no register while it comes (a hint: the GPU may drop it). The
+// emulator has no cache: nothing to do.
+#ifdef __CUDACC__
+__device__ __forceinline__ void prefetch_l1(const void* p) { asm volatile("prefetch.global.L1 [%0];\n" ::"l"(p)); }
+#else
+inline void prefetch_l1(const void*) {}
+#endif
+
 // load8 widens elements 8g..8g+7 of a tensor of dtype dt into v.
 __device__ __forceinline__ void load8(float v[8], const void* p, int dt, size_t g) {
   const word4* q = static_cast<const word4*>(p);

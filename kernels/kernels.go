@@ -280,7 +280,7 @@ var Table = []Kernel{
 
 	// adamw.cu: Tensors, N = the largest tensor's elements.
 	{Name: "adamw", Source: "adamw", Matches: "AdamW", Block: 256,
-		Grid: func(s Sizes) [3]int { return [3]int{max(1, min(ceilDiv(s.N, 256), 1024)), s.Tensors, 1} }},
+		Grid: func(s Sizes) [3]int { return [3]int{max(1, min(ceilDiv(s.N, 4*256), 1024)), s.Tensors, 1} }},
 
 	// kmeans.cu: N points (kmeans_sqnorm, kmeans_split: N rows), K
 	// centroids, H = point dimension (kmeans_split: the padded one).

@@ -349,6 +349,14 @@ mutation attention-dkdv-stats-wrong-buffer kernels/attention_tc.cu \
   '    int t = k0 + (st % ntiles) * TC_BQB + tid, buf = (st + 1) & 1;  // (mutation)' \
   TestGPUAttentionTC
 
+# attention_dkdv_sum's 32-bit group index splits it into row and column
+# with the column's remainder taken as the row's: dk and dv of the wrong
+# feature groups, under GQA when one query head per block writes shares.
+mutation attention-dkdv-sum-column kernels/attention_tc.cu \
+  '    unsigned row = i / per_row, c = i - row * per_row;' \
+  '    unsigned row = i / per_row, c = row % per_row;  // (mutation)' \
+  TestGPUAttentionTC
+
 # tc_load_rows, where a row's chunks do not divide the block (D = 96),
 # carries to the row after next when its column wraps: rows not copied.
 # (Wrapping with no carry at all copies every chunk, some twice: slower,
