@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -149,7 +150,7 @@ func Eval(o EvalOptions) (*EvalResults, error) {
 	}
 	// A setting no task reads would be dropped without a word: the user
 	// meant it for something.
-	for k := range o.Params {
+	for _, k := range slices.Sorted(maps.Keys(o.Params)) { // the first bad key, the same every run
 		taken := false
 		for _, t := range tasks {
 			taken = taken || slices.Contains(t.Params, k)
