@@ -68,6 +68,18 @@ func Update(ctx context.Context, cfg *AdaptConfig, req UpdateRequest, env AdaptE
 	if _, err := os.Stat(req.Usage); err != nil {
 		return nil, fmt.Errorf("update: usage: %w", err)
 	}
+	// The trigger is read now: a bad record found after the pipeline
+	// would cost its minutes (hours on a real model) for nothing.
+	trigger := Trigger{Kind: TriggerManual}
+	if req.DriftRecord != "" {
+		var err error
+		if trigger, err = DriftTrigger(req.DriftRecord); err != nil {
+			return nil, fmt.Errorf("update: %w", err)
+		}
+	}
+	if req.FisherExamples < 0 {
+		return nil, fmt.Errorf("update: %d Fisher examples: want 1 or more (0: 64)", req.FisherExamples)
+	}
 	reg, err := OpenRegistry(req.Registry)
 	if err != nil {
 		return nil, err
@@ -164,16 +176,9 @@ func Update(ctx context.Context, cfg *AdaptConfig, req UpdateRequest, env AdaptE
 		return nil, err
 	}
 	meta := VersionMeta{CompassVersion: env.Version, Note: req.Note, ReplayBuffer: ReplayBufferName, Fisher: FisherName,
-		ReplayHistory: out.History, Eval: map[string]float64{}}
+		ReplayHistory: out.History, Eval: map[string]float64{}, Trigger: trigger}
 	if meta.DataSelectionHash, err = FileSHA256(filepath.Join(selectDir, "manifest.jsonl")); err != nil {
 		return nil, fmt.Errorf("update: %w", err)
-	}
-	if req.DriftRecord != "" {
-		if meta.Trigger, err = DriftTrigger(req.DriftRecord); err != nil {
-			return nil, fmt.Errorf("update: %w", err)
-		}
-	} else {
-		meta.Trigger = Trigger{Kind: TriggerManual}
 	}
 	if rep := res.Report; rep != nil && len(rep.Languages) > 0 {
 		for _, task := range rep.Languages[0].Tasks {

@@ -47,11 +47,29 @@ func monitorCommand() *cli.Command {
 			if cmd.NArg() != 0 {
 				return fmt.Errorf("monitor: unexpected arguments %v", cmd.Args().Slice())
 			}
+			// Every value is checked before any window is read: the library
+			// reads 0 as its default, and a bad --update config found at
+			// the first drift, days later, would end the watch.
+			if err := intFlagsAtLeast(cmd, "monitor", "window", 2, "k", 1, "m", 1, "batch-tokens", 1, "max-len", 1); err != nil {
+				return err
+			}
+			if v := cmd.Float("threshold"); !(v > 0 && v <= 1) {
+				return fmt.Errorf("monitor: --threshold %v: want a divergence in (0, 1]", v)
+			}
+			if v := cmd.Float("alpha"); v == 0 || !(v < 1) {
+				return fmt.Errorf("monitor: --alpha %v: want a test level in (0, 1), or a negative value for the divergence alone", v)
+			}
 			var updateCfg *engine.AdaptConfig
 			if path := cmd.String("update"); path != "" {
 				var err error
 				if updateCfg, err = engine.ReadAdaptConfig(path); err != nil {
-					return err // before any window is read
+					return err
+				}
+				if err := updateCfg.Validate(); err != nil {
+					return fmt.Errorf("monitor: --update %s: %w", path, err)
+				}
+				if err := checkUpdateFlags(cmd, "monitor"); err != nil {
+					return err
 				}
 			}
 			if (cmd.String("reference") == "") != (cmd.String("centroids") == "") {

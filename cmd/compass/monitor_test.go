@@ -82,4 +82,29 @@ func TestMonitorCommand(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "--reference and --centroids go together") {
 		t.Errorf("--reference without --centroids: %v", err)
 	}
+
+	// Values the library would read as its defaults, and an --update
+	// config that would fail at the first drift, fail before any window.
+	badUpdate := filepath.Join(t.TempDir(), "adapt.yaml")
+	if err := os.WriteFile(badUpdate, []byte("model: "+modelDir+"\npool: {file: missing-pool.jsonl}\ntargets: [{language: sw, usage: {file: u.jsonl}}]\nbudget: 3\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--window", "0"}, "--window 0: want 2 or more"},
+		{[]string{"--k", "0"}, "--k 0: want 1 or more"},
+		{[]string{"--max-len", "0"}, "--max-len 0: want 1 or more"},
+		{[]string{"--threshold", "0"}, "--threshold 0: want a divergence in (0, 1]"},
+		{[]string{"--alpha", "0"}, "--alpha 0: want a test level in (0, 1)"},
+		{[]string{"--update", badUpdate}, "missing-pool.jsonl does not exist"},
+	} {
+		app = &cli.Command{Name: "compass", Commands: []*cli.Command{monitorCommand()}}
+		app.Writer, app.ErrWriter = &out, &errOut
+		args := append([]string{"compass", "monitor", "--registry", registry, "--adapter", "sw", "--model", modelDir}, c.args...)
+		if err := app.Run(context.Background(), args); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v: %v, want %q", c.args, err, c.want)
+		}
+	}
 }

@@ -21,6 +21,15 @@ func updateFlags() []cli.Flag {
 	}
 }
 
+// checkUpdateFlags checks updateFlags' values: each one given is used as
+// given (the library reads 0 as its default).
+func checkUpdateFlags(cmd *cli.Command, command string) error {
+	if v := cmd.Float("replay-share"); !(v > 0 && v <= 1) {
+		return fmt.Errorf("%s: --replay-share %v: want a share in (0, 1]", command, v)
+	}
+	return intFlagsAtLeast(cmd, command, "fisher-examples", 1)
+}
+
 func updateCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "update",
@@ -43,6 +52,9 @@ func updateCommand() *cli.Command {
 		Action: func(ctx context.Context, cmd *cli.Command) error {
 			if cmd.NArg() != 0 {
 				return fmt.Errorf("update: unexpected arguments %v", cmd.Args().Slice())
+			}
+			if err := checkUpdateFlags(cmd, "update"); err != nil {
+				return err
 			}
 			cfg, err := engine.ReadAdaptConfig(cmd.String("config"))
 			if err != nil {

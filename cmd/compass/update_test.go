@@ -58,4 +58,27 @@ func TestUpdateCommand(t *testing.T) {
 		"--usage", filepath.Join(work, "nope.jsonl")); err == nil || !strings.Contains(err.Error(), "nope.jsonl") {
 		t.Errorf("a missing usage file: %v", err)
 	}
+	// Bad values fail before the pipeline runs: no v3, and no step of
+	// the pipeline in the work directory beyond v2's.
+	steps, _ := filepath.Glob(filepath.Join(work, "work", "*", "*"))
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--drift-record", filepath.Join(work, "no-record.json")}, "drift record: open " + filepath.Join(work, "no-record.json")},
+		{[]string{"--replay-share", "0"}, "--replay-share 0: want a share in (0, 1]"},
+		{[]string{"--fisher-examples", "0"}, "--fisher-examples 0: want 1 or more"},
+	} {
+		args := append([]string{"update", "--config", filepath.Join(work, "adapt.yaml"), "--registry", reg, "--adapter", "sw",
+			"--usage", filepath.Join(work, "window.jsonl"), "--device", "cpu"}, c.args...)
+		if _, _, err := runErr(t, args...); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v: %v, want %q", c.args, err, c.want)
+		}
+	}
+	if after, _ := filepath.Glob(filepath.Join(work, "work", "*", "*")); len(after) != len(steps) {
+		t.Errorf("the failed updates ran pipeline steps: %d step directories, %d before", len(after), len(steps))
+	}
+	if _, err := os.Stat(filepath.Join(reg, "sw", "versions", "v3")); !os.IsNotExist(err) {
+		t.Errorf("a failed update registered v3 (%v)", err)
+	}
 }
