@@ -137,13 +137,19 @@ func (c *ContinualConfig) validate(path string) error {
 			}
 		}
 	}
-	for _, s := range c.Strategies {
+	for i, s := range c.Strategies {
 		if !slices.Contains(ContinualStrategies, s) {
 			return bad("strategies: unknown %q (want %s)", s, strings.Join(ContinualStrategies, ", "))
 		}
+		if slices.Contains(c.Strategies[:i], s) {
+			return bad("strategies: %s appears twice", s)
+		}
 	}
-	if c.ReplayShare < 0 || c.ReplayShare > 1 || c.ReplayWeight < 0 || c.EWCLambda < 0 || c.FisherExamples < 0 {
-		return bad("replay_share must be in [0, 1]; replay_weight, ewc_lambda and fisher_examples must not be negative")
+	// 0 (or no key) is each setting's default: a strategy without replay
+	// or without EWC is a strategy of its own (naive, replay, ewc).
+	if !(c.ReplayShare >= 0 && c.ReplayShare <= 1) || !(c.ReplayWeight >= 0) || !(c.EWCLambda >= 0) || c.FisherExamples < 0 {
+		return bad("replay_share must be in (0, 1]; replay_weight, ewc_lambda and fisher_examples must be positive (0 or no key: the defaults %v, %v, %v, 64)",
+			DefaultReplayShare, DefaultReplayWeight, DefaultEWCLambda)
 	}
 	if _, err := c.trainOptions(); err != nil {
 		return bad("train: %v", err)

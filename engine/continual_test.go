@@ -143,6 +143,9 @@ func TestContinualBadConfig(t *testing.T) {
 		"missing eval":     {`p2-eval.jsonl`, `nope.jsonl`, "nope.jsonl"},
 		"train sets data":  {`"max_steps": 6`, `"max_steps": 6, "data": ["x"]`, "data is set by compass continual"},
 		"bad train key":    {`"max_steps": 6`, `"max_stepz": 6`, "max_stepz"},
+		"twice":            {`"seed": 3`, `"seed": 3, "strategies": ["replay", "ecda", "replay"]`, "replay appears twice"},
+		"share above 1":    {`"seed": 3`, `"seed": 3, "replay_share": 1.5`, "replay_share must be in (0, 1]"},
+		"negative lambda":  {`"seed": 3`, `"seed": 3, "ewc_lambda": -1`, "ewc_lambda and fisher_examples must be positive"},
 	} {
 		path := filepath.Join(work, "bad.json")
 		bad := strings.Replace(string(data), c.from, c.to, 1)

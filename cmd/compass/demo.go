@@ -64,6 +64,9 @@ func demoCommand() *cli.Command {
 				if err != nil {
 					return err
 				}
+				if err := upd.Validate(); err != nil {
+					return err
+				}
 				be, release, err := openBackend(cmd)
 				if err != nil {
 					return err

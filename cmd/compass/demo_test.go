@@ -104,12 +104,18 @@ func TestDemoContinualOnTheShippedModel(t *testing.T) {
 		t.Errorf("neither an update nor its absence reported:\n%s", out)
 	}
 
-	// A broken adapt.yaml stops the demo before any training.
-	if err := os.WriteFile(filepath.Join(assets, "adapt.yaml"), []byte("model: nowhere\n"), 0o644); err != nil {
+	// A broken adapt.yaml, one that parses but names a missing pool, stops
+	// the demo before any training.
+	missing := filepath.Join(assets, "missing-pool.jsonl")
+	if err := os.WriteFile(filepath.Join(assets, "adapt.yaml"), []byte(strings.Replace(adapt, pool, missing, 1)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := runErr(t, "demo", "--continual", "--assets", assets, "--work-dir", t.TempDir()); err == nil {
-		t.Error("a broken adapt.yaml was accepted")
+	work2 := t.TempDir()
+	if _, _, err := runErr(t, "demo", "--continual", "--assets", assets, "--work-dir", work2, "--device", "cpu"); err == nil || !strings.Contains(err.Error(), missing) {
+		t.Errorf("a missing pool in adapt.yaml: %v", err)
+	}
+	if entries, _ := os.ReadDir(work2); len(entries) != 0 {
+		t.Errorf("the demo worked before failing: %v", entries)
 	}
 }
 
