@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -461,6 +462,31 @@ func TestEvalEndToEnd(t *testing.T) {
 		c.o.ModelDir, c.o.Data = dir, evalFixtures+"/global-mmlu"
 		if _, err := Eval(c.o); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%+v: err = %v, want %q", c.o, err, c.want)
+		}
+	}
+
+	// A bad adapter, even the last, or an output directory that cannot be
+	// made, fails before the base model is scored: no progress is drawn.
+	notDir := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(notDir, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		adapters []string
+		out      string
+		want     string
+	}{
+		{[]string{ad1, filepath.Join(dir, "no-adapter")}, "", "eval: adapter " + filepath.Join(dir, "no-adapter")},
+		{nil, filepath.Join(notDir, "out"), "eval: --output-dir: mkdir " + notDir},
+	} {
+		var progress bytes.Buffer
+		_, err := Eval(EvalOptions{ModelDir: dir, Adapters: c.adapters, Tasks: []string{"global-mmlu"}, Data: evalFixtures + "/global-mmlu",
+			Langs: []string{"sw"}, OutputDir: c.out, Progress: &progress})
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v, %q: err = %v, want %q", c.adapters, c.out, err, c.want)
+		}
+		if progress.Len() != 0 {
+			t.Errorf("%v, %q: scored before failing:\n%s", c.adapters, c.out, progress.String())
 		}
 	}
 }

@@ -103,6 +103,7 @@ type EvalResults struct {
 
 // Eval runs the tasks on the base model and each adapter and, with an
 // output directory, writes results.json, report.md and a chart per task.
+// When only that writing fails, it returns the results with the error.
 func Eval(o EvalOptions) (*EvalResults, error) {
 	start := time.Now()
 	if len(o.Tasks) == 0 {
@@ -159,6 +160,13 @@ func Eval(o EvalOptions) (*EvalResults, error) {
 			return nil, fmt.Errorf("eval: --task-param %s: none of the tasks (%s) takes it; %s", k, strings.Join(o.Tasks, ", "), evalParamsHelp())
 		}
 	}
+	// The output directory is made now: one that cannot be would
+	// otherwise fail after the scoring.
+	if o.OutputDir != "" {
+		if err := os.MkdirAll(o.OutputDir, 0o755); err != nil {
+			return nil, fmt.Errorf("eval: --output-dir: %w", err)
+		}
+	}
 	tok, err := tokenizer.Load(o.ModelDir)
 	if err != nil {
 		return nil, fmt.Errorf("eval: %w", err)
@@ -172,6 +180,14 @@ func Eval(o EvalOptions) (*EvalResults, error) {
 		return nil, err
 	}
 	defer m.Close()
+	// Every adapter is loaded before the base model is scored: a bad one
+	// found after it would cost the base model's time.
+	adapters := make([]*lora.Adapter, len(o.Adapters))
+	for i, dir := range o.Adapters {
+		if adapters[i], err = lora.Load(dir, m.LinearModules()); err != nil {
+			return nil, fmt.Errorf("eval: adapter %s: %w", dir, err)
+		}
+	}
 	maxLen := m.Config.MaxPositionEmbeddings
 	if maxLen <= 0 {
 		maxLen = 2048 // the harness's default when the config names none
@@ -227,11 +243,7 @@ func Eval(o EvalOptions) (*EvalResults, error) {
 				return nil, err
 			}
 		} else {
-			a, err := lora.Load(sys, m.LinearModules())
-			if err != nil {
-				return nil, fmt.Errorf("eval: adapter %s: %w", sys, err)
-			}
-			if err := m.AttachAdapter(a); err != nil {
+			if err := m.AttachAdapter(adapters[si-1]); err != nil {
 				return nil, fmt.Errorf("eval: adapter %s: %w", sys, err)
 			}
 		}
@@ -253,7 +265,7 @@ func Eval(o EvalOptions) (*EvalResults, error) {
 	res.Seconds = time.Since(start).Seconds()
 	if o.OutputDir != "" {
 		if err := writeEvalOutputs(o.OutputDir, res); err != nil {
-			return nil, err
+			return res, err // the results, for the caller to print: the scoring is not lost
 		}
 	}
 	return res, nil

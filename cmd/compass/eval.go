@@ -54,10 +54,12 @@ func evalCommand() *cli.Command {
 				o.Progress = errw
 			}
 			res, err := engine.Eval(o)
+			if res != nil {
+				fmt.Fprint(cmd.Root().Writer, engine.EvalReport(res, nil)) // even when its files could not be written
+			}
 			if err != nil {
 				return err
 			}
-			fmt.Fprint(cmd.Root().Writer, engine.EvalReport(res, nil))
 			if o.OutputDir != "" {
 				fmt.Fprintf(errw, "wrote results.json, report.md and charts into %s (%.0fs)\n", o.OutputDir, res.Seconds)
 			}
