@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"errors"
 	"math"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/compassml/compass/model"
 	"github.com/compassml/compass/tensor"
@@ -228,13 +230,39 @@ func TestModelSignature(t *testing.T) {
 	if a != b || !strings.HasPrefix(a, "model:"+dir+"#") {
 		t.Fatalf("signature %q then %q", a, b)
 	}
-	// Rewriting the weights (even with the same bytes: the time changes)
-	// or the config makes another signature.
-	if _, err := model.WriteRandomCheckpoint(dir, []byte(strings.Replace(embedTestConfig, "10000.0", "20000.0", 1)), tensor.F32, 7); err != nil {
+	// A copy elsewhere, with other modification times, is the same
+	// embedder: a checkpoint copied to a serving machine keeps its
+	// reference.
+	copyDir := t.TempDir()
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		data, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(copyDir, e.Name()), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		later := time.Now().Add(time.Hour)
+		os.Chtimes(filepath.Join(copyDir, e.Name()), later, later)
+	}
+	if c, err := ModelSignature(copyDir); err != nil || EmbedderID(c) != EmbedderID(a) || c == a {
+		t.Errorf("a copy's signature %q (%v); the original's %q: want the same hash in another directory", c, err, a)
+	}
+	// Other weights of the same shapes, written over the same files, or
+	// another config, make another signature.
+	if _, err := model.WriteRandomCheckpoint(dir, []byte(embedTestConfig), tensor.F32, 8); err != nil {
 		t.Fatal(err)
 	}
-	if c, _ := ModelSignature(dir); c == a {
-		t.Errorf("signature unchanged after rewriting the checkpoint")
+	c, _ := ModelSignature(dir)
+	if c == a {
+		t.Errorf("signature unchanged after new weights of the same shapes")
+	}
+	if _, err := model.WriteRandomCheckpoint(dir, []byte(strings.Replace(embedTestConfig, "10000.0", "20000.0", 1)), tensor.F32, 8); err != nil {
+		t.Fatal(err)
+	}
+	if d, _ := ModelSignature(dir); d == c || d == a {
+		t.Errorf("signature unchanged after another config")
 	}
 	if _, err := ModelSignature(filepath.Join(dir, "missing")); err == nil {
 		t.Errorf("a directory without config.json has a signature")
