@@ -52,13 +52,22 @@ func inspectCommand() *cli.Command {
 			if cmd.Bool("json") {
 				enc := json.NewEncoder(w)
 				enc.SetIndent("", "  ")
-				return enc.Encode(struct {
+				if err := enc.Encode(struct {
 					*model.Inspection
 					Memory model.MemoryEstimate `json:"lora_training_memory"`
-				}{in, mem})
+				}{in, mem}); err != nil {
+					return err
+				}
+			} else {
+				printInspection(w, in)
+				printMemory(w, cmd, mem)
 			}
-			printInspection(w, in)
-			printMemory(w, cmd, mem)
+			// A checkpoint that would not load fails the command, after the
+			// report that says why (tensors present beyond the config's, such
+			// as rotary_emb.inv_freq, are listed; loading ignores them).
+			if len(in.Missing)+len(in.Mismatched) > 0 {
+				return fmt.Errorf("inspect: the checkpoint does not match its config: %d tensors missing, %d mis-shaped", len(in.Missing), len(in.Mismatched))
+			}
 			return nil
 		},
 	}

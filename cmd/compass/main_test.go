@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -72,6 +73,38 @@ func TestInspectErrors(t *testing.T) {
 		if _, err := run(t, args...); err == nil {
 			t.Errorf("%v: no error", args)
 		}
+	}
+}
+
+// A checkpoint whose tensors do not fit its config (the demo's weights
+// under Qwen2.5-7B's config) is reported, and the command fails.
+func TestInspectMismatchFails(t *testing.T) {
+	dir := t.TempDir()
+	weights, err := filepath.Abs("../../testdata/demo/model/model.safetensors")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(weights, filepath.Join(dir, "model.safetensors")); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := os.ReadFile("../../testdata/configs/qwen2.5-7b.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "config.json"), cfg, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"inspect", dir}, {"inspect", "--json", dir}} {
+		out, err := run(t, args...)
+		if err == nil || !strings.Contains(err.Error(), "does not match its config") {
+			t.Errorf("%v: %v, want an error", args, err)
+		}
+		if !strings.Contains(out, "lm_head.weight") {
+			t.Errorf("%v: the report does not list the missing tensors:\n%.500s", args, out)
+		}
+	}
+	if _, err := run(t, "inspect", "../../testdata/demo/model"); err != nil {
+		t.Errorf("the demo checkpoint: %v", err)
 	}
 }
 
