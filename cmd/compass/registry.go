@@ -54,6 +54,10 @@ func openRegistry(cmd *cli.Command) (*engine.Registry, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cmd.IsSet("lock-timeout") && cmd.Duration("lock-timeout") <= 0 {
+		// The library reads 0 as its default, 30 s.
+		return nil, fmt.Errorf("registry %s: --lock-timeout %v: want a positive duration", cmd.Name, cmd.Duration("lock-timeout"))
+	}
 	reg.LockTimeout = cmd.Duration("lock-timeout")
 	return reg, nil
 }
@@ -62,6 +66,9 @@ func openRegistry(cmd *cli.Command) (*engine.Registry, error) {
 func registryArgs(cmd *cli.Command, least, most int) ([]string, error) {
 	args := cmd.Args().Slice()
 	if len(args) < least || len(args) > most {
+		if most == 0 {
+			return nil, fmt.Errorf("registry %s: takes no arguments (flags only), got %q", cmd.Name, args)
+		}
 		return nil, fmt.Errorf("registry %s: want %s, got %d arguments %q", cmd.Name, cmd.ArgsUsage, len(args), args)
 	}
 	return args, nil
@@ -227,6 +234,9 @@ func parseScores(pieces []string) (map[string]float64, error) {
 		x, err := strconv.ParseFloat(v, 64)
 		if !ok || k == "" || err != nil {
 			return nil, fmt.Errorf("registry add: --eval %q: want name=score, the score a number", kv)
+		}
+		if _, dup := scores[k]; dup {
+			return nil, fmt.Errorf("registry add: --eval %s is given twice", k)
 		}
 		scores[k] = x
 	}

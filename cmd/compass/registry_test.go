@@ -122,7 +122,9 @@ func TestRegistryCommand(t *testing.T) {
 		{[]string{"promote", "--adapter", "sw", "v3"}, `no version "v3"`},
 		{[]string{"show", "--adapter", "fr"}, "no versions of adapter \"fr\""},
 		{[]string{"diff", "--adapter", "sw", "v1"}, "want VERSION_A VERSION_B"},
-		{[]string{"rollback", "--adapter", "sw", "v1"}, "got 1 arguments"},
+		{[]string{"rollback", "--adapter", "sw", "v1"}, `registry rollback: takes no arguments (flags only), got ["v1"]`},
+		{[]string{"add", "--adapter", "sw", "--eval", "acc=0.1", "--eval", "acc=0.5", filepath.Join(dir, "run0")}, "--eval acc is given twice"},
+		{[]string{"promote", "--adapter", "sw", "--lock-timeout", "0s", "v1"}, "--lock-timeout 0s: want a positive duration"},
 	} {
 		args := append([]string{"registry", tc.args[0], "--registry", reg}, tc.args[1:]...)
 		if _, err := run(t, args...); err == nil || !strings.Contains(err.Error(), tc.want) {
