@@ -48,6 +48,11 @@ func adaptCommand() *cli.Command {
 			if err := cfg.Validate(); err != nil {
 				return err
 			}
+			if dir := cmd.String("report-dir"); dir != "" {
+				if err := checkWritableDir(dir); err != nil {
+					return fmt.Errorf("adapt: --report-dir: %w", err) // not after the pipeline's hours
+				}
+			}
 			be, release, err := openBackend(cmd)
 			if err != nil {
 				return err

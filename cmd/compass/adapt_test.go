@@ -66,4 +66,13 @@ func TestAdaptCommand(t *testing.T) {
 	if _, _, err := runErr(t, "adapt", "--config", bad, "--device", "cpu"); err == nil || !strings.Contains(err.Error(), `methods: unknown method "best"`) {
 		t.Errorf("bad method: err = %v", err)
 	}
+	// A --report-dir under a file fails before the pipeline, not after it.
+	file := filepath.Join(work, "a-file")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, stderr, err = runErr(t, "adapt", "--config", filepath.Join(work, "adapt.yaml"), "--report-dir", filepath.Join(file, "report"), "--force", "eval", "--device", "cpu")
+	if err == nil || !strings.Contains(err.Error(), "adapt: --report-dir: ") || strings.Contains(stderr, "adapt: [") {
+		t.Errorf("--report-dir under a file: err = %v, stderr:\n%s", err, stderr)
+	}
 }

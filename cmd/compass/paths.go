@@ -1,8 +1,11 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
+	"path/filepath"
 )
 
 // notAnInput refuses an output flag that names one of the command's
@@ -30,4 +33,30 @@ func notAnInput(flags ...string) error {
 		}
 	}
 	return nil
+}
+
+// checkWritableDir checks that dir, or the nearest of its parents that
+// exists when dir does not (the results make the rest), is a directory a
+// file can be created in. It leaves nothing behind.
+func checkWritableDir(dir string) error {
+	for {
+		st, err := os.Stat(dir)
+		if errors.Is(err, fs.ErrNotExist) && filepath.Dir(dir) != dir {
+			dir = filepath.Dir(dir)
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if !st.IsDir() {
+			return fmt.Errorf("%s is not a directory", dir)
+		}
+		break
+	}
+	f, err := os.CreateTemp(dir, ".compass-write-check-*")
+	if err != nil {
+		return err
+	}
+	f.Close()
+	return os.Remove(f.Name())
 }

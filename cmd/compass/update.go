@@ -27,6 +27,11 @@ func checkUpdateFlags(cmd *cli.Command, command string) error {
 	if v := cmd.Float("replay-share"); !(v > 0 && v <= 1) {
 		return fmt.Errorf("%s: --replay-share %v: want a share in (0, 1]", command, v)
 	}
+	if dir := cmd.String("report-dir"); dir != "" {
+		if err := checkWritableDir(dir); err != nil {
+			return fmt.Errorf("%s: --report-dir: %w", command, err)
+		}
+	}
 	return intFlagsAtLeast(cmd, command, "fisher-examples", 1)
 }
 
