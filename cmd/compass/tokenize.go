@@ -48,6 +48,19 @@ func tokenizeCommand() *cli.Command {
 			if cmd.Bool("decode") && (cmd.Bool("chat") || cmd.Bool("count")) {
 				return fmt.Errorf("tokenize: --decode cannot be combined with --chat or --count")
 			}
+			// A flag of another mode would be ignored: name it instead.
+			for _, f := range []struct{ flag, mode string }{
+				{"chat-format", "chat"}, {"generation-prompt", "chat"}, {"skip-special", "decode"},
+			} {
+				if cmd.IsSet(f.flag) && !cmd.Bool(f.mode) {
+					return fmt.Errorf("tokenize: --%s goes with --%s", f.flag, f.mode)
+				}
+			}
+			for _, f := range []string{"special", "jsonl"} {
+				if cmd.IsSet(f) && (cmd.Bool("chat") || cmd.Bool("decode")) {
+					return fmt.Errorf("tokenize: --%s is for text lines, not with --chat or --decode", f)
+				}
+			}
 			tok, err := tokenizer.Load(cmd.String("tokenizer"))
 			if err != nil {
 				return err

@@ -121,6 +121,11 @@ func TestTokenizeErrors(t *testing.T) {
 		{"[]\n", []string{"--tokenizer", dir, "--chat", "--chat-format", "alpaca"}, "unknown chat format"},
 		{"3\n", []string{"--tokenizer", dir, "--jsonl"}, "line 1"},
 		{"x\n", []string{"--tokenizer", dir, "--decode", "--count"}, "cannot be combined"},
+		{"x\n", []string{"--tokenizer", dir, "--chat-format", "llama-3.1"}, "--chat-format goes with --chat"},
+		{"x\n", []string{"--tokenizer", dir, "--generation-prompt"}, "--generation-prompt goes with --chat"},
+		{"[1]\n", []string{"--tokenizer", dir, "--skip-special"}, "--skip-special goes with --decode"},
+		{"[1]\n", []string{"--tokenizer", dir, "--decode", "--special"}, "--special is for text lines"},
+		{"[]\n", []string{"--tokenizer", dir, "--chat", "--jsonl"}, "--jsonl is for text lines"},
 	} {
 		if _, err := runTokenize(t, tc.stdin, tc.args...); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%v: want an error containing %q, got %v", tc.args, tc.want, err)
