@@ -63,6 +63,14 @@ func embedCommand() *cli.Command {
 			if err := notAnInput("output", cmd.String("output"), "input", cmd.String("input")); err != nil {
 				return fmt.Errorf("embed: %w", err)
 			}
+			if err := intFlagsAtLeast(cmd, "embed", "batch-tokens", 1); err != nil {
+				return err
+			}
+			if cmd.IsSet("max-len") {
+				if err := intFlagsAtLeast(cmd, "embed", "max-len", 1); err != nil {
+					return err
+				}
+			}
 			if l := cmd.String("language"); l != "" {
 				if _, ok := dataset.NormalizeLanguage(l); !ok {
 					return fmt.Errorf("embed: --language %q: not an ISO 639 code or language name", l)

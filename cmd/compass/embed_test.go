@@ -194,6 +194,8 @@ func TestEmbedCommandErrors(t *testing.T) {
 		{[]string{"--model", "m", "--input", "x.jsonl", "--output", "e.csv"}, "want a .safetensors or .npy file"},
 		{[]string{"--model", "m", "--input", "no/such.jsonl"}, "no such file"},
 		{[]string{"--model", "m", "--input", "x.jsonl", "--language", "zz"}, `--language "zz": not an ISO 639 code`},
+		{[]string{"--model", "m", "--input", "x.jsonl", "--batch-tokens", "0"}, "embed: --batch-tokens 0: want 1 or more"},
+		{[]string{"--model", "m", "--input", "x.jsonl", "--max-len", "0"}, "embed: --max-len 0: want 1 or more"},
 		{[]string{"--model", "no/such/model", "--input", "../../testdata/datasets/text.jsonl"}, "no such file"},
 	} {
 		if _, err := runEmbed(t, tc.args...); err == nil || !strings.Contains(err.Error(), tc.want) {

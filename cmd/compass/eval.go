@@ -38,6 +38,9 @@ func evalCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
+			if err := intFlagsAtLeast(cmd, "eval", "batch-tokens", 1); err != nil {
+				return err
+			}
 			be, release, err := openBackend(cmd)
 			if err != nil {
 				return err

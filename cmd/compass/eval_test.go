@@ -39,6 +39,13 @@ func TestEvalCommand(t *testing.T) {
 	}
 }
 
+func TestEvalCommandBadFlags(t *testing.T) {
+	_, _, err := runErr(t, "eval", "--model", "m", "--task", "global-mmlu", "--lang", "sw", "--data", "d", "--batch-tokens", "0")
+	if err == nil || !strings.Contains(err.Error(), "eval: --batch-tokens 0: want 1 or more") {
+		t.Errorf("--batch-tokens 0: %v", err)
+	}
+}
+
 func TestParseTaskParams(t *testing.T) {
 	got, err := parseTaskParams([]string{"length=8192", "32768", "depth=0", "50", "100", "variant=none"})
 	if err != nil || got["length"] != "8192,32768" || got["depth"] != "0,50,100" || got["variant"] != "none" {
