@@ -292,6 +292,12 @@ func TestBadRows(t *testing.T) {
 	if _, err := ReadAll(path, Options{}); err == nil || !strings.Contains(err.Error(), `latin1.csv:2: "text" is not valid UTF-8`) {
 		t.Errorf("invalid UTF-8: %v", err)
 	}
+	// And in a JSON Lines string, which the JSON decoder alone would read
+	// as U+FFFD.
+	path = writeFile(t, filepath.Join(dir, "latin1.jsonl"), []byte("{\"text\": \"ok\"}\n{\"text\": \"caf\xe9\"}\n"))
+	if _, err := ReadAll(path, Options{}); err == nil || !strings.Contains(err.Error(), `latin1.jsonl:2: not valid UTF-8`) {
+		t.Errorf("invalid UTF-8 in JSON Lines: %v", err)
+	}
 
 	// Parquet: a null where text is needed names the row.
 	type ayaRow struct {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"unicode/utf8"
 )
 
 // jsonlSource reads JSON Lines: one JSON object per line.
@@ -52,6 +53,9 @@ func parseObject(b []byte) (values map[string]string, nested map[string]bool, er
 	}
 	if b[0] != '{' {
 		return nil, nil, errors.New("not a JSON object")
+	}
+	if !utf8.Valid(b) {
+		return nil, nil, errors.New("not valid UTF-8") // the JSON decoder would silently replace the bytes with U+FFFD
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.UseNumber() // keep numbers as written: ids like 1e3 or 007 stay text

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"unicode/utf8"
 )
 
 // maxLineBytes bounds one line of JSON Lines: a longer line (or a file
@@ -107,6 +108,9 @@ func (r *JSONLines) Line() int { return r.line }
 func (r *JSONLines) Decode(v any) error {
 	if len(r.b) == 0 {
 		return r.Errorf("blank line")
+	}
+	if !utf8.Valid(r.b) {
+		return r.Errorf("not valid UTF-8") // json.Unmarshal would silently replace the bytes with U+FFFD
 	}
 	if err := json.Unmarshal(r.b, v); err != nil {
 		return r.Errorf("%w", err)

@@ -40,6 +40,14 @@ func TestJSONLines(t *testing.T) {
 			}
 		}
 	}
+	// Invalid UTF-8 in a string is an error, not U+FFFD.
+	lines = NewJSONLines(strings.NewReader("{\"s\": \"caf\xe9\"}\n"), "f.jsonl")
+	if lines.Next() {
+		var v map[string]any
+		if err := lines.Decode(&v); err == nil || err.Error() != "f.jsonl line 1: not valid UTF-8" {
+			t.Errorf("invalid UTF-8: %v (decoded %q)", err, v)
+		}
+	}
 	if err := NewJSONLines(strings.NewReader(""), "").Errorf("bad %d", 7); err.Error() != "line 0: bad 7" {
 		t.Errorf("unnamed error %q", err)
 	}

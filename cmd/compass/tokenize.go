@@ -10,6 +10,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/compassml/compass/model/tokenizer"
 	"github.com/urfave/cli/v3"
@@ -79,6 +80,7 @@ func tokenizeCommand() *cli.Command {
 				err = encodeLines(tok, in, out, cmd.Bool("special"), cmd.Bool("jsonl"), cmd.Bool("count"))
 			}
 			if err != nil {
+				out.Flush() // the outputs of the blocks before the bad line: a stream filter's
 				return fmt.Errorf("tokenize: %w", err)
 			}
 			return out.Flush()
@@ -116,6 +118,11 @@ func encodeLines(tok *tokenizer.Tokenizer, in *bufio.Reader, out *bufio.Writer, 
 			}
 			if err != nil {
 				return err
+			}
+			// Checked here to name the line (the batch's error names a
+			// range), and before JSON, which would read bad bytes as U+FFFD.
+			if !utf8.ValidString(line) {
+				return fmt.Errorf("line %d: not valid UTF-8", total.Lines+len(texts)+1)
 			}
 			if jsonl {
 				if line, err = jsonText(line); err != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -104,6 +105,20 @@ func TestTokenizeChat(t *testing.T) {
 	}
 }
 
+// A bad line after a whole block: the block's outputs are written, then
+// the error names the line.
+func TestTokenizeKeepsBlocksBeforeABadLine(t *testing.T) {
+	dir := llamaFixture(t)
+	in := strings.Repeat("\"a\"\n", tokenizeBlock+5) + "{\"x\": 1}\n"
+	out, err := runTokenize(t, in, "--tokenizer", dir, "--jsonl")
+	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("line %d:", tokenizeBlock+6)) {
+		t.Errorf("err = %v, want line %d named", err, tokenizeBlock+6)
+	}
+	if n := strings.Count(out, "\n"); n != tokenizeBlock {
+		t.Errorf("%d lines written before the error, want the first block's %d", n, tokenizeBlock)
+	}
+}
+
 func TestTokenizeErrors(t *testing.T) {
 	dir := llamaFixture(t)
 	for _, tc := range []struct {
@@ -113,7 +128,8 @@ func TestTokenizeErrors(t *testing.T) {
 	}{
 		{"x\n", []string{}, "tokenizer"},
 		{"x\n", []string{"--tokenizer", "no/such/dir"}, "no/such/dir"},
-		{"ok\n\xff\n", []string{"--tokenizer", dir}, "not valid UTF-8"},
+		{"ok\n\xff\n", []string{"--tokenizer", dir}, "line 2: not valid UTF-8"},
+		{"\"ok\"\n\"\xc3\x28\"\n", []string{"--tokenizer", dir, "--jsonl"}, "line 2: not valid UTF-8"},
 		{"[1, 2]\n[9999999]\n", []string{"--tokenizer", dir, "--decode"}, "line 2"},
 		{"not ids\n", []string{"--tokenizer", dir, "--decode"}, "line 1"},
 		{"{}\n", []string{"--tokenizer", dir, "--chat"}, "no messages"},
