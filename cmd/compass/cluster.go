@@ -19,9 +19,9 @@ func clusterCommand() *cli.Command {
 			"cluster), centroids.npy (float32 [K, d]) and clusters.json (K, inertia, silhouette,\n" +
 			"iterations, sizes, and the silhouette of every K tried).",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "input", Required: true, Usage: "embeddings file (.npy, .safetensors, .parquet)"},
+			&cli.StringSliceFlag{Name: "input", Required: true, Usage: "embeddings file (.npy, .safetensors, .parquet); repeat it to cluster several files' rows together (one embedder)"},
 			&cli.IntFlag{Name: "k", Usage: "number of clusters (0: choose by silhouette over --k-range)"},
-			&cli.StringFlag{Name: "k-range", Value: "80:120:10", Usage: "LO:HI[:STEP] for choosing K by silhouette"},
+			&cli.StringFlag{Name: "k-range", Value: "80:120:10", Usage: "LO:HI[:STEP] for choosing K by silhouette (STEP default 10)"},
 			&cli.BoolFlag{Name: "spherical", Usage: "cosine k-means: unit rows, re-normalised centroids, cosine silhouette"},
 			&cli.Uint64Flag{Name: "seed", Usage: "random seed"},
 			&cli.IntFlag{Name: "max-iter", Value: 300, Usage: "Lloyd iterations per restart (epochs with --mini-batch)"},
@@ -44,7 +44,7 @@ func clusterCommand() *cli.Command {
 				return fmt.Errorf("cluster: --tol %v: want 0 or more", v)
 			}
 			o := engine.ClusterOptions{
-				Inputs: []string{cmd.String("input")},
+				Inputs: cmd.StringSlice("input"),
 				K:      int(cmd.Int("k")),
 				KMeans: cluster.KMeansOptions{Spherical: cmd.Bool("spherical"), Seed: cmd.Uint64("seed"),
 					MaxIter: int(cmd.Int("max-iter")), NInit: int(cmd.Int("n-init")), Tol: cmd.Float("tol")},

@@ -75,6 +75,13 @@ func TestClusterCommand(t *testing.T) {
 		t.Errorf("centroids %v %v", c, err)
 	}
 
+	// Two inputs (here the same file twice): their rows clustered together.
+	out2 := filepath.Join(dir, "out2")
+	text, err = runSampling(t, "cluster", "--input", in, "--input", in, "--k", "3", "--output-dir", out2, "--device", "cpu", "--quiet")
+	if err != nil || !strings.Contains(text, "600 rows of dimension 5 in 3 clusters") {
+		t.Errorf("two inputs: %v, printed %q", err, text)
+	}
+
 	// K by silhouette over a range.
 	if _, err := runSampling(t, "cluster", "--input", in, "--k-range", "2:6:1", "--spherical", "--output-dir", out, "--device", "cpu", "--quiet"); err != nil {
 		t.Fatal(err)

@@ -30,7 +30,7 @@ func selectCommand() *cli.Command {
 			&cli.StringFlag{Name: "pool", Usage: "embeddings of the auxiliary pool D_aux (compass; optional for the baselines)"},
 			&cli.StringFlag{Name: "pool-meta", Usage: "JSONL with the id and language of every pool row"},
 			&cli.IntFlag{Name: "k", Usage: "clusters (0: choose by silhouette over --k-range)"},
-			&cli.StringFlag{Name: "k-range", Value: "80:120:10", Usage: "LO:HI[:STEP] for choosing K (the paper: 80-120)"},
+			&cli.StringFlag{Name: "k-range", Value: "80:120:10", Usage: "LO:HI[:STEP] for choosing K (the paper: 80-120; STEP default 10)"},
 			&cli.BoolFlag{Name: "spherical", Value: true, Usage: "cosine k-means (the embeddings are L2-normalised); --spherical=false for euclidean"},
 			&cli.IntFlag{Name: "n-init", Value: 1, Usage: "k-means restarts"},
 			&cli.IntFlag{Name: "max-iter", Value: 300, Usage: "Lloyd iterations per restart"},
