@@ -162,9 +162,10 @@ func (r *trainRun) prepare(ctx context.Context) error {
 	}
 	r.identity = runIdentity{Options: o.identity(), Model: sig, Data: r.identity.Data, EvalData: r.identity.EvalData}
 
-	// The output directory: a new run needs one without checkpoints.
-	resumeDir, err := r.findResume()
-	if err != nil {
+	// The output directory: a new run needs one without checkpoints. It
+	// is looked at before anything is made (bad input writes nothing),
+	// then again under the lock.
+	if _, err := r.findResume(); err != nil {
 		return err
 	}
 	if err := os.MkdirAll(o.Output, 0o755); err != nil {
@@ -182,7 +183,8 @@ func (r *trainRun) prepare(ctx context.Context) error {
 	r.unlock = unlock
 	// Looked at again under the lock: a run that held it may have left
 	// checkpoints since.
-	if resumeDir, err = r.findResume(); err != nil {
+	resumeDir, err := r.findResume()
+	if err != nil {
 		return err
 	}
 	removeLeftovers(o.Output)
