@@ -1,13 +1,8 @@
 package engine
 
 import (
-	"bytes"
-	"crypto/sha256"
-	"encoding/binary"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -311,44 +306,4 @@ func syncDir(dir string) error {
 		return err
 	}
 	return nil
-}
-
-// modelSignature names a checkpoint by content: a hash of config.json and
-// of each safetensors file's size and header (tensor names, dtypes, shapes
-// and offsets), cheap even for 16 GB of weights; the weights' bytes are
-// not read.
-func modelSignature(dir string) (string, error) {
-	h := sha256.New()
-	cfg, err := os.ReadFile(filepath.Join(dir, "config.json"))
-	if err != nil {
-		return "", err
-	}
-	h.Write(cfg)
-	names, err := filepath.Glob(filepath.Join(dir, "*.safetensors"))
-	if err != nil {
-		return "", err
-	}
-	sort.Strings(names)
-	for _, name := range names {
-		f, err := os.Open(name)
-		if err != nil {
-			return "", err
-		}
-		info, err := f.Stat()
-		var n uint64
-		if err == nil {
-			err = binary.Read(f, binary.LittleEndian, &n)
-		}
-		var header bytes.Buffer
-		if err == nil {
-			_, err = io.CopyN(&header, f, int64(min(n, 100_000_000)))
-		}
-		f.Close()
-		if err != nil {
-			return "", fmt.Errorf("%s: %w", name, err)
-		}
-		fmt.Fprintf(h, "%s\x00%d\x00", filepath.Base(name), info.Size())
-		h.Write(header.Bytes())
-	}
-	return hex.EncodeToString(h.Sum(nil))[:32], nil
 }

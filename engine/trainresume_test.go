@@ -150,8 +150,11 @@ func TestTrainResumeRefusesAnotherRun(t *testing.T) {
 	if _, err := Train(context.Background(), o, TrainEnv{}); err == nil || !strings.Contains(err.Error(), "--resume") {
 		t.Errorf("a second run into the same --output: %v, want an error pointing to --resume", err)
 	}
-	// Another model: the same shapes with another rope_theta.
+	// Another model: the same shapes with another rope_theta; other
+	// weights of the same shapes, config and tokenizer (a fine-tune saved
+	// over the base: only the weights' bytes differ).
 	other := writeTinyByteModel(t, strings.Replace(tinyByteLlama, `"rope_theta":10000`, `"rope_theta":20000`, 1), 4)
+	reweighted := writeTinyByteModel(t, tinyByteLlama, 5)
 	cases := []struct {
 		name string
 		edit func(o *TrainOptions)
@@ -160,6 +163,7 @@ func TestTrainResumeRefusesAnotherRun(t *testing.T) {
 		{"rank", func(o *TrainOptions) { o.Rank = 8 }, "rank"},
 		{"seq-len", func(o *TrainOptions) { o.SeqLen = 40 }, "seq_len"},
 		{"model", func(o *TrainOptions) { o.Model = other }, "model differs"},
+		{"weights", func(o *TrainOptions) { o.Model = reweighted }, "model differs"},
 		{"data", func(o *TrainOptions) {
 			p := filepath.Join(work, "other.jsonl")
 			os.WriteFile(p, append(readFile(t, data), []byte("{\"text\": \"one more line\"}\n")...), 0o644)
@@ -174,6 +178,12 @@ func TestTrainResumeRefusesAnotherRun(t *testing.T) {
 		if _, err := Train(context.Background(), o, TrainEnv{}); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: %v, want an error saying %q", c.name, err, c.want)
 		}
+	}
+	// The same checkpoint in another directory is the same model.
+	o = resumeOptions(writeTinyByteModel(t, tinyByteLlama, 4), data, out)
+	o.MaxSteps, o.Resume = 2, "latest"
+	if _, err := Train(context.Background(), o, TrainEnv{}); err != nil {
+		t.Errorf("resuming with a copy of the model elsewhere: %v", err)
 	}
 }
 

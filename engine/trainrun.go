@@ -149,10 +149,13 @@ func (r *trainRun) prepare(ctx context.Context) error {
 	if err := checkTargets(o.Targets, cfg); err != nil {
 		return err
 	}
-	sig, err := modelSignature(o.Model)
+	// The run's model is its content (model.CheckpointHash): a copy
+	// elsewhere resumes, weights written over the same files do not.
+	sig, err := model.CheckpointHash(o.Model)
 	if err != nil {
 		return fmt.Errorf("train: --model: %w", err)
 	}
+	sig = sig[:32]
 	tok, err := tokenizer.Load(o.Model)
 	if err != nil {
 		return fmt.Errorf("train: --model: the tokenizer: %w", err)

@@ -122,6 +122,14 @@ mutation train-output-unlocked engine/trainrun.go \
   '	unlock, err := func() {}, error(nil) // (mutation: no lock)' \
   'gotest ./engine/ TestTrainOutputTakenByAnotherRun'
 
+# A checkpoint known by its headers alone: other weights of the same
+# shapes saved over the same files resume a run as the same model.
+mutation checkpoint-hash-headers-only model/signature.go \
+  '	buf := make([]byte, hashSampleBytes)' \
+  '	return nil // (mutation: no samples of the weights)
+	buf := make([]byte, hashSampleBytes)' \
+  'gotest ./engine/ TestTrainResumeRefusesAnotherRun'
+
 mutation selftest-no-configs tools/reference/selftest.py \
   'd = os.path.join(REPO, "testdata", "configs")' \
   'd = os.path.join(REPO, "testdata", "no-such-configs")  # (mutation)' \

@@ -2,17 +2,11 @@ package embed
 
 import (
 	"cmp"
-	"crypto/sha256"
-	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"math"
-	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 
 	"github.com/compassml/compass/model"
 	"github.com/compassml/compass/tensor"
@@ -201,96 +195,18 @@ func meanNormalized(rows []float32, dim int) ([]float32, error) {
 }
 
 // ModelSignature names a checkpoint directory for embedding caches:
-// "model:" + its absolute path + "#" + a hash of its content: config.json,
-// the tokenizer files, the safetensors index, and of each weight file its
-// name, size, header and signatureSamples samples of signatureSampleBytes
-// spread evenly over it. Weights rewritten in place (a fine-tune saved
-// over the base) differ everywhere, so a sample sees it and a cache never
-// serves vectors of other weights; a copy of the checkpoint, with new
-// modification times, has the same hash (EmbedderID), and reading a few
-// MiB costs nothing next to loading the weights.
+// "model:" + its absolute path + "#" + the start of model.CheckpointHash,
+// its content's hash. Weights rewritten in place change it, so a cache
+// never serves vectors of other weights; a copy of the checkpoint
+// elsewhere has the same hash (EmbedderID).
 func ModelSignature(dir string) (string, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return "", fmt.Errorf("embed: %w", err)
 	}
-	h := sha256.New()
-	for _, name := range []string{"config.json", "tokenizer.json", "tokenizer_config.json"} {
-		if err := hashFile(h, filepath.Join(abs, name), name != "config.json"); err != nil {
-			return "", fmt.Errorf("embed: model signature: %w", err)
-		}
-	}
-	entries, err := os.ReadDir(abs)
+	sum, err := model.CheckpointHash(abs)
 	if err != nil {
 		return "", fmt.Errorf("embed: model signature: %w", err)
 	}
-	for _, e := range entries { // sorted by name
-		var err error
-		switch {
-		case strings.HasSuffix(e.Name(), ".safetensors.index.json"):
-			err = hashFile(h, filepath.Join(abs, e.Name()), false)
-		case strings.HasSuffix(e.Name(), ".safetensors"):
-			err = hashWeights(h, filepath.Join(abs, e.Name()))
-		}
-		if err != nil {
-			return "", fmt.Errorf("embed: model signature: %w", err)
-		}
-	}
-	return "model:" + abs + "#" + hex.EncodeToString(h.Sum(nil))[:16], nil
-}
-
-// ModelSignature's samples of each weight file.
-const (
-	signatureSamples     = 16
-	signatureSampleBytes = 64 << 10
-)
-
-// hashFile writes a file's name and content into h; a missing file is
-// skipped when optional.
-func hashFile(h io.Writer, path string, optional bool) error {
-	f, err := os.Open(path)
-	if optional && os.IsNotExist(err) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	fmt.Fprintf(h, "%s\x00", filepath.Base(path))
-	_, err = io.Copy(h, f)
-	return err
-}
-
-// hashWeights writes a safetensors file's name, size, header (its first
-// 8 bytes give the header's length) and evenly spread samples into h.
-func hashWeights(h io.Writer, path string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	info, err := f.Stat()
-	if err != nil {
-		return err
-	}
-	size := info.Size()
-	fmt.Fprintf(h, "%s\x00%d\x00", filepath.Base(path), size)
-	var n [8]byte
-	if _, err := io.ReadFull(f, n[:]); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	header := min(int64(binary.LittleEndian.Uint64(n[:])), size-8)
-	if _, err := io.CopyN(h, f, header); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	buf := make([]byte, signatureSampleBytes)
-	for i := range int64(signatureSamples) {
-		off := i * max(size-signatureSampleBytes, 0) / (signatureSamples - 1)
-		k, err := f.ReadAt(buf, off)
-		if err != nil && err != io.EOF {
-			return fmt.Errorf("%s: %w", path, err)
-		}
-		h.Write(buf[:k])
-	}
-	return nil
+	return "model:" + abs + "#" + sum[:16], nil
 }
