@@ -2,28 +2,30 @@ package model
 
 import (
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/compassml/compass/tensor/safetensors"
 )
 
 // CheckpointHash names a Hugging Face checkpoint directory by its content,
-// as a hex SHA-256: config.json, the tokenizer files, the safetensors
-// index, and of each weight file its name, size, header and
-// hashSamples samples of hashSampleBytes spread evenly over it. Weights
-// rewritten in place (a fine-tune saved over the base) differ everywhere,
-// so a sample sees them; a copy of the checkpoint elsewhere, with new
-// modification times, has the same hash; and reading a few MiB costs
-// nothing next to loading the weights. Embedding caches
-// (embed.ModelSignature) and a training run's identity (what --resume
-// checks) both key on it.
+// as a hex SHA-256: config.json, the tokenizer files (the chat template
+// too), the safetensors index, and of each weight file its name, size,
+// header and, of every tensor, hashWindow bytes at its start, middle and
+// end. A tensor rewritten in place (a fine-tune or a merged adapter saved
+// over the base) differs everywhere, so its windows see it, even where the
+// change is one projection of many; a copy of the checkpoint elsewhere,
+// with new modification times, has the same hash; and the windows are a
+// few MiB for an 8B model, nothing next to loading its weights. Embedding
+// caches (embed.ModelSignature), adapt's step addresses and a training
+// run's identity (what --resume checks) key on it.
 func CheckpointHash(dir string) (string, error) {
 	h := sha256.New()
-	for _, name := range []string{"config.json", "tokenizer.json", "tokenizer_config.json"} {
+	for _, name := range []string{"config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja"} {
 		if err := hashFile(h, filepath.Join(dir, name), name != "config.json"); err != nil {
 			return "", fmt.Errorf("model: checkpoint hash: %w", err)
 		}
@@ -47,11 +49,9 @@ func CheckpointHash(dir string) (string, error) {
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
-// CheckpointHash's samples of each weight file.
-const (
-	hashSamples     = 16
-	hashSampleBytes = 64 << 10
-)
+// hashWindow is how many bytes CheckpointHash reads at each of a tensor's
+// three places (all of a tensor of up to three windows).
+const hashWindow = 4 << 10
 
 // hashFile writes a file's name and content into h; a missing file is
 // skipped when optional.
@@ -69,36 +69,33 @@ func hashFile(h io.Writer, path string, optional bool) error {
 	return err
 }
 
-// hashWeights writes a safetensors file's name, size, header (its first
-// 8 bytes give the header's length) and evenly spread samples into h.
+// hashWeights writes a safetensors file's name, size and header into h,
+// then each tensor's windows, in the header's order.
 func hashWeights(h io.Writer, path string) error {
-	f, err := os.Open(path)
+	f, err := safetensors.Open(path)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	info, err := f.Stat()
+	header, err := f.Header()
 	if err != nil {
 		return err
 	}
-	size := info.Size()
-	fmt.Fprintf(h, "%s\x00%d\x00", filepath.Base(path), size)
-	var n [8]byte
-	if _, err := io.ReadFull(f, n[:]); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	header := min(int64(binary.LittleEndian.Uint64(n[:])), size-8)
-	if _, err := io.CopyN(h, f, header); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	buf := make([]byte, hashSampleBytes)
-	for i := range int64(hashSamples) {
-		off := i * max(size-hashSampleBytes, 0) / (hashSamples - 1)
-		k, err := f.ReadAt(buf, off)
-		if err != nil && err != io.EOF {
-			return fmt.Errorf("%s: %w", path, err)
+	fmt.Fprintf(h, "%s\x00%d\x00", filepath.Base(path), f.Size())
+	h.Write(header)
+	for _, name := range f.Names() {
+		b, err := f.Bytes(name)
+		if err != nil {
+			return err
 		}
-		h.Write(buf[:k])
+		if len(b) <= 3*hashWindow {
+			h.Write(b)
+			continue
+		}
+		mid := len(b)/2 - hashWindow/2
+		h.Write(b[:hashWindow])
+		h.Write(b[mid : mid+hashWindow])
+		h.Write(b[len(b)-hashWindow:])
 	}
 	return nil
 }

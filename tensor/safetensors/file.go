@@ -152,6 +152,17 @@ func (f *File) Info(name string) (info TensorInfo, ok bool) {
 // the file has none.
 func (f *File) Metadata() map[string]string { return maps.Clone(f.metadata) }
 
+// Header returns the JSON header as the file stores it (without its 8-byte
+// length): a view into the mapping, read-only and valid until Close.
+func (f *File) Header() ([]byte, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.data == nil {
+		return nil, fmt.Errorf("safetensors: %s: header: %w", f.path, errClosed)
+	}
+	return f.data[8:f.dataStart:f.dataStart], nil
+}
+
 // Bytes returns the named tensor's bytes: a view into the mapping, not a
 // copy. It is read-only and valid until Close.
 func (f *File) Bytes(name string) ([]byte, error) {

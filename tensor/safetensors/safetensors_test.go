@@ -499,8 +499,20 @@ func TestClose(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The header as stored: the bytes after the length, up to the data.
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := binary.LittleEndian.Uint64(raw)
+	if h, err := f.Header(); err != nil || string(h) != string(raw[8:8+n]) {
+		t.Errorf("Header = %q, %v; the file's %q", h, err, raw[8:8+n])
+	}
 	if err := f.Close(); err != nil {
 		t.Fatal(err)
+	}
+	if _, err := f.Header(); err == nil || !strings.Contains(err.Error(), "closed") {
+		t.Errorf("Header after Close = %v", err)
 	}
 	if _, err := f.Bytes("w"); err == nil || !strings.Contains(err.Error(), "closed") {
 		t.Errorf("Bytes after Close = %v", err)
