@@ -237,7 +237,7 @@ func planAdapt(ctx context.Context, cfg *AdaptConfig, env AdaptEnv) (*adaptRun, 
 					if cell.sel, err = r.selectStep(lang, method, seed, usage, have, pool, clusters); err != nil {
 						return nil, err
 					}
-					if trained, err = r.trainStep(lang, method, seed, cell.sel, haveFiles); err != nil {
+					if trained, err = r.trainStep(lang, method, seed, cell.sel, haveFiles, modelID); err != nil {
 						return nil, err
 					}
 				}
@@ -276,8 +276,8 @@ func (r *adaptRun) embedStep(d AdaptData, name, embedID, prefix string) (*adaptS
 	if err != nil {
 		return nil, err
 	}
-	settings := map[string]any{"schema": d.Schema, "language": d.Language,
-		"batch_tokens": r.cfg.Embed.BatchTokens, "max_len": r.cfg.Embed.MaxLen}
+	// Not the batch size: the vectors do not depend on how texts are batched.
+	settings := map[string]any{"schema": d.Schema, "language": d.Language, "max_len": r.cfg.Embed.MaxLen}
 	if r.cfg.Embed.Encoder != "" { // only then, so that the decoder's steps keep their addresses
 		settings["pooling"], settings["prefix"] = r.cfg.Embed.Pooling, prefix
 	}
@@ -369,7 +369,7 @@ func (r *adaptRun) selectStep(lang, method string, seed uint64, usage *adaptStep
 			inputs = append(inputs, h.key)
 		}
 	case "all":
-		settings["options"], settings["seed"], settings["budget"] = r.cfg.baselineOptions(0), 0, 0 // all is all, whatever the seed
+		settings["options"], settings["seed"], settings["budget"] = r.cfg.allOptions(), 0, 0 // all is all, whatever the seed and budget
 	default:
 		settings["options"] = r.cfg.baselineOptions(seed)
 	}
@@ -392,7 +392,7 @@ func (r *adaptRun) selectStep(lang, method string, seed uint64, usage *adaptStep
 			case "compass":
 				o.Usage, o.Data, o.Clusters = embeddingsFile(usage.dir), embeddingsFiles(have), clusters.dir
 			case "all":
-				o.Baseline = r.cfg.baselineOptions(0)
+				o.Baseline = r.cfg.allOptions()
 			}
 			sel, err := Select(o)
 			if err != nil {
@@ -430,17 +430,29 @@ func writeSelectedRows(poolPath string, d AdaptData, picks []selection.Pick, out
 	return atomicfile.WriteBytes(out, buf.Bytes())
 }
 
-// trainStep trains one adapter on D_t and the selected pool rows.
-func (r *adaptRun) trainStep(lang, method string, seed uint64, sel *adaptStep, haveFiles []string) (*adaptStep, error) {
+// trainStep trains one adapter of the model (modelID, its content hash) on
+// D_t and the selected pool rows. The model is an input of its own: with
+// embed.encoder the earlier steps do not depend on it.
+func (r *adaptRun) trainStep(lang, method string, seed uint64, sel *adaptStep, haveFiles []string, modelID string) (*adaptStep, error) {
 	o := r.cfg.Train
 	o.Seed = seed
-	id := o.identity() // what changes the computation; data and model are inputs
+	// The files besides the data, relative to the config as its other
+	// paths are (update passes absolute ones).
+	o.InitAdapter, o.EWCFisher = r.cfg.path(o.InitAdapter), r.cfg.path(o.EWCFisher)
+	o.ReplayData = nil
+	for _, f := range r.cfg.Train.ReplayData {
+		o.ReplayData = append(o.ReplayData, r.cfg.path(f))
+	}
+	id, err := o.identity() // what changes the computation, those files by content; data and model are inputs
+	if err != nil {
+		return nil, fmt.Errorf("adapt: %w", err)
+	}
 	id["model"], id["data"], id["eval_data"] = nil, nil, nil
 	for _, k := range []string{"eval_every", "eval_batches", "save_every", "keep", "patience"} {
 		id[k] = nil
 	}
 	settings := map[string]any{"train": id, "target": lang}
-	inputs := []string{sel.key}
+	inputs := []string{"model:" + modelID, sel.key}
 	for _, f := range haveFiles {
 		h, err := r.hashes.of(f)
 		if err != nil {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -365,6 +366,81 @@ func TestAdaptKeys(t *testing.T) {
 	}
 	writeJSON(t, path, cfg)
 	check("usage file", "embed", "cluster", "select", "train", "eval")
+}
+
+// Steps are keyed on what they compute from, by content: the base model
+// of a train step even where the embeddings come from an encoder, the
+// initial adapter and replay data by their bytes (update passes registry
+// versions rebuilt at the same paths), and not on settings without
+// effect: the all-data baseline's budget, the embedding batch size.
+func TestAdaptKeysByContent(t *testing.T) {
+	path, cfg := adaptFixture(t)
+	dir := filepath.Dir(path)
+	cfg["methods"], cfg["seeds"] = []any{"all"}, []any{1}
+	writeJSON(t, path, cfg)
+	keys := func() map[string]string {
+		t.Helper()
+		r, err := planAdapt(context.Background(), readAdapt(t, path), AdaptEnv{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.close()
+		k := map[string]string{}
+		for _, s := range r.steps {
+			k[s.kind+" "+s.name] = s.key
+		}
+		return k
+	}
+	check := func(what string, before map[string]string, changed ...string) map[string]string {
+		t.Helper()
+		now := keys()
+		for name, key := range now {
+			differs := before[name] != key
+			want := slices.Contains(changed, strings.Fields(name)[0])
+			if differs != want {
+				t.Errorf("%s: %s's key changed %v, want %v", what, name, differs, want)
+			}
+		}
+		return now
+	}
+	base := keys()
+
+	cfg["budget"] = 5
+	writeJSON(t, path, cfg)
+	base = check("budget of the all-data baseline", base)
+	cfg["embed"] = map[string]any{"batch_tokens": 64}
+	writeJSON(t, path, cfg)
+	base = check("embed.batch_tokens", base)
+
+	// Files named relative to the config, changed in place.
+	write := func(name, content string) {
+		t.Helper()
+		p := filepath.Join(dir, name)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("init/"+lora.ConfigName, "{}")
+	write("init/"+lora.WeightsName, "first")
+	write("replay.jsonl", `{"text":"one"}`+"\n")
+	train := cfg["train"].(map[string]any)
+	train["init_adapter"], train["replay_data"] = "init", []any{"replay.jsonl"}
+	writeJSON(t, path, cfg)
+	base = check("init_adapter and replay_data set", base, "train", "eval")
+	write("init/"+lora.WeightsName, "second")
+	base = check("the initial adapter's weights rewritten", base, "train", "eval")
+	write("replay.jsonl", `{"text":"two"}`+"\n")
+	base = check("the replay data rewritten", base, "train", "eval")
+
+	// With an encoder, other weights of the same shapes for the model.
+	writeTinyEncoder(t, filepath.Join(dir, "e5"))
+	cfg["embed"] = map[string]any{"encoder": "e5"}
+	writeJSON(t, path, cfg)
+	base = check("embed.encoder", base, "embed", "cluster", "select", "train", "eval")
+	cfg["model"] = writeTinyByteModel(t, tinyByteLlama, 2)
+	writeJSON(t, path, cfg)
+	check("the model's weights, embedded by an encoder", base, "train", "eval")
 }
 
 // Bad configs fail before any work, naming the key or the file.

@@ -230,6 +230,14 @@ func (c *AdaptConfig) baselineOptions(seed uint64) selection.BaselineOptions {
 		IncludeTarget: s.IncludeTarget, TopK: s.TopK, Seed: seed}
 }
 
+// allOptions are the options of the all-data baseline: of
+// baselineOptions, only what decides which pool items are eligible (the
+// budget, caps and top-k do not apply to it, and keying its step on them
+// would select everything again when they change).
+func (c *AdaptConfig) allOptions() selection.BaselineOptions {
+	return selection.BaselineOptions{IncludeTarget: c.Compass.IncludeTarget}
+}
+
 // Validate checks everything that needs no model: the keys' values, that
 // every file exists, that the pool names a language for every record and
 // holds at least the budget, and that every target has a usage set. The

@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"time"
@@ -78,16 +77,11 @@ func (fh fileHashes) of(path string) (string, error) {
 	if h, ok := fh[path]; ok {
 		return h, nil
 	}
-	f, err := os.Open(path)
+	sum, err := FileSHA256(path)
 	if err != nil {
 		return "", fmt.Errorf("adapt: %w", err)
 	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", fmt.Errorf("adapt: hashing %s: %w", path, err)
-	}
-	fh[path] = "file:" + hex.EncodeToString(h.Sum(nil))
+	fh[path] = "file:" + sum
 	return fh[path], nil
 }
 

@@ -3,6 +3,8 @@ package engine
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -17,6 +19,8 @@ import (
 
 	"github.com/compassml/compass/dataset"
 	"github.com/compassml/compass/internal/atomicfile"
+	"github.com/compassml/compass/lora"
+	"github.com/compassml/compass/model"
 	"github.com/compassml/compass/tensor"
 )
 
@@ -329,15 +333,28 @@ func cmpDefault(v, d float64) float64 {
 }
 
 // doneMarker, in a run's output directory, says that Train finished it
-// (not interrupted): its adapter and Fisher are final.
+// (not interrupted): its adapter and Fisher are final. It records the
+// run's inputs (runKey): a finished run is reused only for the same ones.
 const doneMarker = "continual-done.json"
 
-// trainOnce trains o unless its output holds a finished run; an unfinished
-// one is removed and trained again.
+// trainOnce trains o unless its output holds a run finished from the same
+// inputs; an unfinished one, or one of other inputs (the config, the
+// model, a data file or an earlier period's adapter changed since), is
+// removed and trained again.
 func trainOnce(ctx context.Context, o TrainOptions, env ContinualEnv, what string) error {
-	if _, err := os.Stat(filepath.Join(o.Output, doneMarker)); err == nil {
-		fmt.Fprintf(env.Log, "continual: %s: done before, reused\n", what)
-		return nil
+	key, err := runKey(o)
+	if err != nil {
+		return fmt.Errorf("continual: %s: %w", what, err)
+	}
+	var done struct {
+		Key string `json:"key"`
+	}
+	if data, err := os.ReadFile(filepath.Join(o.Output, doneMarker)); err == nil {
+		if json.Unmarshal(data, &done) == nil && done.Key == key {
+			fmt.Fprintf(env.Log, "continual: %s: done before, reused\n", what)
+			return nil
+		}
+		fmt.Fprintf(env.Log, "continual: %s: done before from other inputs (settings, model, data or the previous adapter)\n", what)
 	}
 	if err := os.RemoveAll(o.Output); err != nil {
 		return fmt.Errorf("continual: %s: %w", what, err)
@@ -350,21 +367,87 @@ func trainOnce(ctx context.Context, o TrainOptions, env ContinualEnv, what strin
 	if res.Interrupted {
 		return fmt.Errorf("continual: %s: interrupted", what)
 	}
-	done := map[string]any{"steps": res.Steps, "last_loss": res.LastLoss, "seconds": res.Seconds, "tokens": res.Tokens}
+	marker := map[string]any{"key": key, "steps": res.Steps, "last_loss": res.LastLoss, "seconds": res.Seconds, "tokens": res.Tokens}
 	return atomicfile.Write(filepath.Join(o.Output, doneMarker), func(w io.Writer) error {
-		return json.NewEncoder(w).Encode(done)
+		return json.NewEncoder(w).Encode(marker)
 	})
+}
+
+// runKey names what a run computes from, by content: the options that
+// change the computation (the initial adapter, replay data and Fisher
+// hashed, TrainOptions.identity), the model (model.CheckpointHash) and the
+// training and held-out data files.
+func runKey(o TrainOptions) (string, error) {
+	id, err := o.identity()
+	if err != nil {
+		return "", err
+	}
+	m, err := model.CheckpointHash(o.Model)
+	if err != nil {
+		return "", err
+	}
+	data, err := fileSums(o.Data)
+	if err != nil {
+		return "", err
+	}
+	evalData, err := fileSums(o.EvalData)
+	if err != nil {
+		return "", err
+	}
+	return hashJSON(map[string]any{"options": id, "model": m, "data": data, "eval_data": evalData})
+}
+
+// fileSums is the SHA-256 of each file.
+func fileSums(paths []string) ([]string, error) {
+	sums := make([]string, len(paths))
+	for i, p := range paths {
+		var err error
+		if sums[i], err = FileSHA256(p); err != nil {
+			return nil, err
+		}
+	}
+	return sums, nil
+}
+
+// hashJSON is the SHA-256 of v's JSON encoding.
+func hashJSON(v any) (string, error) {
+	js, err := json.Marshal(v)
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(js)
+	return hex.EncodeToString(sum[:]), nil
 }
 
 // cachedScores returns the mean held-out NLL per token of the model with
 // adapter ("" for none) on each evaluation file, from path when an earlier
-// run wrote it for the same files.
+// run wrote it for the same inputs: the model, the adapter's files and the
+// evaluation files, by content.
 func cachedScores(path, modelDir, adapter string, evals []string, be tensor.Backend) ([]float64, error) {
+	m, err := model.CheckpointHash(modelDir)
+	if err != nil {
+		return nil, fmt.Errorf("continual: score: %w", err)
+	}
+	var adapterSums []string
+	if adapter != "" {
+		if adapterSums, err = fileSums([]string{filepath.Join(adapter, lora.ConfigName), filepath.Join(adapter, lora.WeightsName)}); err != nil {
+			return nil, fmt.Errorf("continual: score: %w", err)
+		}
+	}
+	evalSums, err := fileSums(evals)
+	if err != nil {
+		return nil, fmt.Errorf("continual: score: %w", err)
+	}
+	key, err := hashJSON(map[string]any{"model": m, "adapter": adapterSums, "evals": evalSums})
+	if err != nil {
+		return nil, err
+	}
 	var cached struct {
+		Key    string    `json:"key"`
 		Evals  []string  `json:"evals"`
 		Scores []float64 `json:"scores"`
 	}
-	if data, err := os.ReadFile(path); err == nil && json.Unmarshal(data, &cached) == nil && slices.Equal(cached.Evals, evals) {
+	if data, err := os.ReadFile(path); err == nil && json.Unmarshal(data, &cached) == nil && cached.Key == key && len(cached.Scores) == len(evals) {
 		return cached.Scores, nil
 	}
 	out := make([]float64, len(evals))
@@ -384,8 +467,8 @@ func cachedScores(path, modelDir, adapter string, evals []string, be tensor.Back
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, err
 	}
-	cached.Evals, cached.Scores = evals, out
-	err := atomicfile.Write(path, func(w io.Writer) error { return json.NewEncoder(w).Encode(cached) })
+	cached.Key, cached.Evals, cached.Scores = key, evals, out
+	err = atomicfile.Write(path, func(w io.Writer) error { return json.NewEncoder(w).Encode(cached) })
 	return out, err
 }
 

@@ -130,6 +130,29 @@ func TestContinual(t *testing.T) {
 	if !bytes.Equal(md1, md2) {
 		t.Errorf("the re-run's report differs")
 	}
+
+	// Another learning rate: period 1 and, from its new adapter, the later
+	// periods are trained again, not reused.
+	cfg.Strategies, cfg.Train["lr"] = []string{StrategyNaive}, 0.02
+	log.Reset()
+	again, err := Continual(context.Background(), cfg, ContinualEnv{Log: &log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, what := range []string{"period 1 (p1): training", "naive, period 2 (p2): training", "naive, period 3 (p3): training"} {
+		if !strings.Contains(log.String(), what) {
+			t.Errorf("with another lr, the log lacks %q:\n%s", what, log.String())
+		}
+	}
+	// An evaluation file rewritten in place: scored again.
+	writeLines(t, filepath.Join(work, "p3-eval.jsonl"), continualDomains[0][4:])
+	rescored, err := Continual(context.Background(), cfg, ContinualEnv{Log: &log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rescored.Base[2] == again.Base[2] || rescored.Base[0] != again.Base[0] {
+		t.Errorf("base NLL %v, then %v with period 3's evaluation file rewritten: want the third alone to change", again.Base, rescored.Base)
+	}
 }
 
 // Bad configs are errors naming the key, before any work.

@@ -2,12 +2,8 @@ package engine
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
-	"os"
 	"runtime"
 	"sync"
 
@@ -166,7 +162,7 @@ const recordBatch = 512
 func loadFile(ctx context.Context, tok *tokenizer.Tokenizer, opts *DataOptions, path string, progress func(float64)) (FileStats, []dataset.Example, fileStats, error) {
 	fs := FileStats{Path: path}
 	var st fileStats
-	sum, err := hashFile(path)
+	sum, err := FileSHA256(path)
 	if err != nil {
 		return fs, nil, st, fmt.Errorf("data: %w", err)
 	}
@@ -228,20 +224,6 @@ func loadFile(ctx context.Context, tok *tokenizer.Tokenizer, opts *DataOptions, 
 		fs.Schema = "" // a file without records
 	}
 	return fs, out, st, nil
-}
-
-// hashFile returns the SHA-256 of a file's bytes, in hex.
-func hashFile(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", fmt.Errorf("hash %s: %w", path, err)
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // tokenizeRecords makes an example of each record on all CPUs; errs[i] is

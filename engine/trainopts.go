@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/compassml/compass/lora"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -222,15 +223,50 @@ func (o *TrainOptions) accumulation() int {
 
 // identity is what must be the same for a checkpoint to continue a run:
 // everything that changes the computation. Output, resume, device and the
-// cadence of evaluation and saving may differ.
-func (o *TrainOptions) identity() map[string]any {
+// cadence of evaluation and saving may differ. The files the options name
+// besides the model and the data (the model's signature and the data's
+// hashes are compared apart) count by content, not by path: the initial
+// adapter's two files, the replay data and the Fisher, as SHA-256. update
+// and continual pass registry versions and earlier rounds at the same
+// paths each time, with other contents.
+func (o *TrainOptions) identity() (map[string]any, error) {
 	c := *o
 	c.Output, c.Resume, c.Device, c.Quiet, c.ProgressSecs = "", "", "", false, 0
 	c.EvalEvery, c.EvalBatches, c.SaveEvery, c.Keep, c.Patience = 0, 0, 0, 0, 0
-	c.Model = ""                  // the model is compared by its signature
-	c.Data, c.EvalData = nil, nil // and the data by its hashes
+	c.Model = ""
+	c.Data, c.EvalData = nil, nil
+	c.InitAdapter, c.ReplayData, c.EWCFisher = "", nil, ""
 	data, _ := json.Marshal(c)
 	var m map[string]any
 	_ = json.Unmarshal(data, &m)
-	return m
+	hash := func(flag string, paths ...string) ([]any, error) {
+		var sums []any
+		for _, p := range paths {
+			sum, err := FileSHA256(p)
+			if err != nil {
+				return nil, fmt.Errorf("train: %s: %w", flag, err)
+			}
+			sums = append(sums, sum)
+		}
+		return sums, nil
+	}
+	var err error
+	if o.InitAdapter != "" {
+		m["init_adapter"], err = hash("--init-adapter",
+			filepath.Join(o.InitAdapter, lora.ConfigName), filepath.Join(o.InitAdapter, lora.WeightsName))
+		if err != nil {
+			return nil, err
+		}
+	}
+	if len(o.ReplayData) > 0 {
+		if m["replay_data"], err = hash("--replay-data", o.ReplayData...); err != nil {
+			return nil, err
+		}
+	}
+	if o.EWCFisher != "" {
+		if m["ewc_fisher"], err = hash("--ewc-fisher", o.EWCFisher); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
 }

@@ -187,6 +187,38 @@ func TestTrainResumeRefusesAnotherRun(t *testing.T) {
 	}
 }
 
+// The replay data belongs to a run by content: rewritten in place it is
+// another run's, copied elsewhere the same.
+func TestTrainResumeReplayByContent(t *testing.T) {
+	work := t.TempDir()
+	modelDir := writeTinyByteModel(t, tinyByteLlama, 4)
+	data := writeTextData(t, work, 2)
+	replay := filepath.Join(work, "replay.jsonl")
+	if err := os.WriteFile(replay, []byte("{\"text\": \"an older round's line\"}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(work, "run")
+	o := resumeOptions(modelDir, data, out)
+	o.MaxSteps, o.ReplayData = 2, []string{replay}
+	if _, err := Train(context.Background(), o, TrainEnv{}); err != nil {
+		t.Fatal(err)
+	}
+	moved := filepath.Join(work, "moved.jsonl")
+	if err := os.WriteFile(moved, readFile(t, replay), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	o.Resume, o.ReplayData = "latest", []string{moved}
+	if _, err := Train(context.Background(), o, TrainEnv{}); err != nil {
+		t.Errorf("resuming with the same replay data elsewhere: %v", err)
+	}
+	if err := os.WriteFile(moved, []byte("{\"text\": \"another round's line\"}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Train(context.Background(), o, TrainEnv{}); err == nil || !strings.Contains(err.Error(), "replay_data") {
+		t.Errorf("resuming with the replay data rewritten: %v, want an error naming replay_data", err)
+	}
+}
+
 // The crash test's child process: trains until the parent kills it, or
 // kills itself with SIGKILL in the middle of writing the checkpoint of the
 // step COMPASS_CRASH_STEP at phase COMPASS_CRASH_PHASE.

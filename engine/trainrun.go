@@ -156,6 +156,10 @@ func (r *trainRun) prepare(ctx context.Context) error {
 		return fmt.Errorf("train: --model: %w", err)
 	}
 	sig = sig[:32]
+	opts, err := o.identity()
+	if err != nil {
+		return err
+	}
 	tok, err := tokenizer.Load(o.Model)
 	if err != nil {
 		return fmt.Errorf("train: --model: the tokenizer: %w", err)
@@ -163,7 +167,7 @@ func (r *trainRun) prepare(ctx context.Context) error {
 	if err := r.loadData(ctx, tok, cfg); err != nil {
 		return err
 	}
-	r.identity = runIdentity{Options: o.identity(), Model: sig, Data: r.identity.Data, EvalData: r.identity.EvalData}
+	r.identity = runIdentity{Options: opts, Model: sig, Data: r.identity.Data, EvalData: r.identity.EvalData}
 
 	// The output directory: a new run needs one without checkpoints. It
 	// is looked at before anything is made (bad input writes nothing),
