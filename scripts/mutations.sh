@@ -129,6 +129,19 @@ mutation checkpoint-hash-headers-only model/signature.go \
   '	for _, name := range f.Names()[:0] { // (mutation: no windows of the tensors)' \
   'gotest ./engine/ TestTrainResumeRefusesAnotherRun'
 
+# continual reusing a finished run whatever it was trained from.
+mutation continual-reuse-without-key engine/continual.go \
+  'json.Unmarshal(data, &done) == nil && done.Key == key' \
+  'json.Unmarshal(data, &done) == nil /* (mutation: any finished run) */' \
+  'gotest ./engine/ TestContinual'
+
+# adapt's train step keyed without the base model (with an encoder, the
+# earlier steps do not depend on it).
+mutation adapt-train-without-model engine/adapt.go \
+  'inputs := []string{"model:" + modelID, sel.key}' \
+  'inputs := []string{sel.key} // (mutation: not keyed on the model)' \
+  'gotest ./engine/ TestAdaptKeysByContent'
+
 mutation selftest-no-configs tools/reference/selftest.py \
   'd = os.path.join(REPO, "testdata", "configs")' \
   'd = os.path.join(REPO, "testdata", "no-such-configs")  # (mutation)' \
