@@ -92,6 +92,11 @@ func Update(ctx context.Context, cfg *AdaptConfig, req UpdateRequest, env AdaptE
 	if err != nil {
 		return nil, fmt.Errorf("update: %w", err)
 	}
+	// The update continues from this version's adapter, replay buffer and
+	// Fisher: they must be the files the manifest registered.
+	if err := reg.Verify(req.Adapter, cur.Version); err != nil {
+		return nil, fmt.Errorf("update: %w", err)
+	}
 	share := req.ReplayShare
 	if share == 0 {
 		share = DefaultReplayShare

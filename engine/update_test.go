@@ -130,6 +130,16 @@ func TestUpdateTwice(t *testing.T) {
 		t.Fatalf("rollback: %v %v", back, err)
 	}
 
+	// A served version whose files differ from the manifest is refused,
+	// before any work.
+	weights := filepath.Join(v2Dir, lora.WeightsName)
+	if err := os.WriteFile(weights, append(readFile(t, weights), 0), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Update(context.Background(), cfg, req, AdaptEnv{}); err == nil || !strings.Contains(err.Error(), "modified") {
+		t.Errorf("an update from a modified version: %v, want an error saying so", err)
+	}
+
 	// A bad request fails before any work.
 	req.Adapter = "nope"
 	if _, err := Update(context.Background(), cfg, req, AdaptEnv{}); err == nil {
