@@ -311,7 +311,7 @@ func (r *adaptRun) embed(path string, d AdaptData, dir, prefix string) (StepCost
 		}
 		o.Model = r.em
 	}
-	res, err := Embed(o)
+	res, err := Embed(r.ctx, o)
 	if err != nil {
 		return StepCost{}, err
 	}
@@ -529,7 +529,7 @@ func (r *adaptRun) evalStep(lang, method string, seed uint64, trained *adaptStep
 			if trained != nil {
 				o.Adapters = []string{trained.dir}
 			}
-			res, err := Eval(o)
+			res, err := Eval(r.ctx, o)
 			if err != nil {
 				return StepCost{}, err
 			}

@@ -365,7 +365,7 @@ func trainOnce(ctx context.Context, o TrainOptions, env ContinualEnv, what strin
 		return fmt.Errorf("continual: %s: %w", what, err)
 	}
 	if res.Interrupted {
-		return fmt.Errorf("continual: %s: interrupted", what)
+		return fmt.Errorf("continual: %s: interrupted at step %d (the next run trains it again): %w", what, res.Steps, context.Canceled)
 	}
 	marker := map[string]any{"key": key, "steps": res.Steps, "last_loss": res.LastLoss, "seconds": res.Seconds, "tokens": res.Tokens}
 	return atomicfile.Write(filepath.Join(o.Output, doneMarker), func(w io.Writer) error {

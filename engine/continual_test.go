@@ -3,6 +3,7 @@ package engine
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -152,6 +153,15 @@ func TestContinual(t *testing.T) {
 	}
 	if rescored.Base[2] == again.Base[2] || rescored.Base[0] != again.Base[0] {
 		t.Errorf("base NLL %v, then %v with period 3's evaluation file rewritten: want the third alone to change", again.Base, rescored.Base)
+	}
+
+	// Stopped (Ctrl-C cancels the context) in a training run: an error
+	// that says so, which the command turns into the signal's status.
+	cfg.Train["lr"] = 0.03
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := Continual(ctx, cfg, ContinualEnv{Log: &log}); !errors.Is(err, context.Canceled) {
+		t.Errorf("a cancelled context: %v, want context.Canceled", err)
 	}
 }
 

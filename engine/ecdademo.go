@@ -82,7 +82,7 @@ func ECDADemo(ctx context.Context, o ECDADemoOptions) (*ECDADemoResult, error) {
 	}
 	defer em.Close()
 	usage := filepath.Join(o.WorkDir, "reference.safetensors")
-	if _, err := Embed(EmbedOptions{Model: em, Input: o.Reference, Output: usage, MaxLen: o.Update.Embed.MaxLen}); err != nil {
+	if _, err := Embed(ctx, EmbedOptions{Model: em, Input: o.Reference, Output: usage, MaxLen: o.Update.Embed.MaxLen}); err != nil {
 		return nil, err
 	}
 	clusters := filepath.Join(o.WorkDir, "clusters")

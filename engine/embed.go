@@ -2,6 +2,7 @@ package engine
 
 import (
 	"cmp"
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -112,8 +113,9 @@ type EmbedResult struct {
 
 // Embed embeds every record of o.Input and writes the vectors to o.Output.
 // Bad input (the output's format, the data set) fails before a model is
-// loaded.
-func Embed(o EmbedOptions) (*EmbedResult, error) {
+// loaded. A cancelled ctx stops it between chunks of records, writing
+// nothing (the cache keeps what was embedded).
+func Embed(ctx context.Context, o EmbedOptions) (*EmbedResult, error) {
 	if ext := strings.ToLower(filepath.Ext(o.Output)); ext != ".safetensors" && ext != ".npy" {
 		return nil, fmt.Errorf("embed: output %q: want a .safetensors or .npy file", o.Output)
 	}
@@ -174,7 +176,7 @@ func Embed(o EmbedOptions) (*EmbedResult, error) {
 		e = cached
 	}
 
-	emb, err := embed.Records(r, e, dim, progress)
+	emb, err := embed.Records(ctx, r, e, dim, progress)
 	progress.Finish()
 	if err != nil {
 		return nil, err

@@ -2,7 +2,9 @@ package engine
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -395,7 +397,7 @@ func TestEvalEndToEnd(t *testing.T) {
 	dir := writeEvalModel(t)
 	ad1, ad2 := writeRandomAdapter(t, dir, 1), writeRandomAdapter(t, dir, 2)
 	out := t.TempDir()
-	_, err := Eval(EvalOptions{ModelDir: dir, Adapters: []string{ad1, ad2}, Tasks: []string{"global-mmlu", "mmlu-prox-mc"},
+	_, err := Eval(context.Background(), EvalOptions{ModelDir: dir, Adapters: []string{ad1, ad2}, Tasks: []string{"global-mmlu", "mmlu-prox-mc"},
 		Data: evalFixtures + "/global-mmlu", Langs: []string{"Swahili"}, Shots: 0, OutputDir: out, Bootstrap: 500})
 	if err == nil {
 		t.Fatal("mmlu-prox-mc read Global-MMLU files without complaint")
@@ -403,7 +405,18 @@ func TestEvalEndToEnd(t *testing.T) {
 	if !strings.Contains(err.Error(), "option_0") {
 		t.Errorf("err = %v, want it to name the missing column", err)
 	}
-	res, err := Eval(EvalOptions{ModelDir: dir, Adapters: []string{ad1, ad2}, Tasks: []string{"global-mmlu"},
+	// A cancelled context stops the scoring, and nothing is written.
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+	stopped := filepath.Join(t.TempDir(), "stopped")
+	if _, err := Eval(cancelled, EvalOptions{ModelDir: dir, Tasks: []string{"global-mmlu"}, Data: evalFixtures + "/global-mmlu",
+		Langs: []string{"Swahili"}, Shots: 2, OutputDir: stopped}); !errors.Is(err, context.Canceled) {
+		t.Errorf("a cancelled context: %v, want it to stop the scoring", err)
+	}
+	if _, err := os.Stat(filepath.Join(stopped, "results.json")); err == nil {
+		t.Errorf("a cancelled evaluation wrote results")
+	}
+	res, err := Eval(context.Background(), EvalOptions{ModelDir: dir, Adapters: []string{ad1, ad2}, Tasks: []string{"global-mmlu"},
 		Data: evalFixtures + "/global-mmlu", Langs: []string{"Swahili"}, Shots: 2, OutputDir: out, Bootstrap: 500})
 	if err != nil {
 		t.Fatal(err)
@@ -447,7 +460,7 @@ func TestEvalEndToEnd(t *testing.T) {
 	}
 
 	// mmlu-prox-mc on its own data, and bad input.
-	if _, err := Eval(EvalOptions{ModelDir: dir, Tasks: []string{"mmlu-prox-mc"}, Data: evalFixtures + "/mmlu-prox", Langs: []string{"sw"}}); err != nil {
+	if _, err := Eval(context.Background(), EvalOptions{ModelDir: dir, Tasks: []string{"mmlu-prox-mc"}, Data: evalFixtures + "/mmlu-prox", Langs: []string{"sw"}}); err != nil {
 		t.Error(err)
 	}
 	for _, c := range []struct {
@@ -460,7 +473,7 @@ func TestEvalEndToEnd(t *testing.T) {
 		{EvalOptions{Tasks: []string{"global-mmlu"}, Langs: []string{"sw"}, Shots: 3}, "fewer than 3 shots"},
 	} {
 		c.o.ModelDir, c.o.Data = dir, evalFixtures+"/global-mmlu"
-		if _, err := Eval(c.o); err == nil || !strings.Contains(err.Error(), c.want) {
+		if _, err := Eval(context.Background(), c.o); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%+v: err = %v, want %q", c.o, err, c.want)
 		}
 	}
@@ -480,7 +493,7 @@ func TestEvalEndToEnd(t *testing.T) {
 		{nil, filepath.Join(notDir, "out"), "eval: --output-dir: mkdir " + notDir},
 	} {
 		var progress bytes.Buffer
-		_, err := Eval(EvalOptions{ModelDir: dir, Adapters: c.adapters, Tasks: []string{"global-mmlu"}, Data: evalFixtures + "/global-mmlu",
+		_, err := Eval(context.Background(), EvalOptions{ModelDir: dir, Adapters: c.adapters, Tasks: []string{"global-mmlu"}, Data: evalFixtures + "/global-mmlu",
 			Langs: []string{"sw"}, OutputDir: c.out, Progress: &progress})
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%v, %q: err = %v, want %q", c.adapters, c.out, err, c.want)
@@ -498,7 +511,7 @@ func TestEvalTooLong(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "config.json"), []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	res, err := Eval(EvalOptions{ModelDir: dir, Tasks: []string{"global-mmlu"}, Data: evalFixtures + "/global-mmlu", Langs: []string{"sw"}})
+	res, err := Eval(context.Background(), EvalOptions{ModelDir: dir, Tasks: []string{"global-mmlu"}, Data: evalFixtures + "/global-mmlu", Langs: []string{"sw"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -526,7 +539,7 @@ func TestEvalBadCounts(t *testing.T) {
 	} {
 		o := base
 		c.edit(&o)
-		if _, err := Eval(o); err == nil || !strings.Contains(err.Error(), c.want) {
+		if _, err := Eval(context.Background(), o); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%v, want an error naming %q", err, c.want)
 		}
 	}

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -103,8 +104,10 @@ type EvalResults struct {
 
 // Eval runs the tasks on the base model and each adapter and, with an
 // output directory, writes results.json, report.md and a chart per task.
-// When only that writing fails, it returns the results with the error.
-func Eval(o EvalOptions) (*EvalResults, error) {
+// When only that writing fails, it returns the results with the error. A
+// cancelled ctx stops the scoring between batches of items, writing
+// nothing.
+func Eval(ctx context.Context, o EvalOptions) (*EvalResults, error) {
 	start := time.Now()
 	if len(o.Tasks) == 0 {
 		return nil, errors.New("eval: no task")
@@ -249,9 +252,9 @@ func Eval(o EvalOptions) (*EvalResults, error) {
 		}
 		for _, tr := range res.Tasks {
 			if tr.Generative {
-				err = runGenerative(m, tok, tr, sys, ends, o, prog)
+				err = runGenerative(ctx, m, tok, tr, sys, ends, o, prog)
 			} else {
-				err = runMultipleChoice(scorer, tr, sys, prog)
+				err = runMultipleChoice(ctx, scorer, tr, sys, prog)
 			}
 			if err != nil {
 				return nil, fmt.Errorf("eval: %s with %s: %w", tr.Task, sys, err)
@@ -303,9 +306,12 @@ func (ir *EvalItemResult) prepare(enc *PairEncoder, s *llScorer, generative bool
 	return nil
 }
 
-func runMultipleChoice(s *llScorer, tr *EvalTaskResult, sys string, prog *evalProgress) error {
+func runMultipleChoice(ctx context.Context, s *llScorer, tr *EvalTaskResult, sys string, prog *evalProgress) error {
 	const chunk = 16 // items per score call: a progress step
 	for start := 0; start < len(tr.Items); start += chunk {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		items := tr.Items[start:min(start+chunk, len(tr.Items))]
 		var reqs []*llRequest
 		for _, it := range items {
@@ -333,9 +339,12 @@ func runMultipleChoice(s *llScorer, tr *EvalTaskResult, sys string, prog *evalPr
 // runGenerative continues each prompt greedily, as the harness's
 // generate_until: the prompt cut on the left to leave room for the new
 // tokens, stopped at the task's stop strings and the model's end tokens.
-func runGenerative(m *model.Model, tok *tokenizer.Tokenizer, tr *EvalTaskResult, sys string, ends []int, o EvalOptions, prog *evalProgress) error {
+func runGenerative(ctx context.Context, m *model.Model, tok *tokenizer.Tokenizer, tr *EvalTaskResult, sys string, ends []int, o EvalOptions, prog *evalProgress) error {
 	maxLen := m.Config.MaxPositionEmbeddings
 	for start := 0; start < len(tr.Items); start += o.GenBatch {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		items := tr.Items[start:min(start+o.GenBatch, len(tr.Items))]
 		// Requests with the same settings share a Generate call.
 		byKey := map[string][]int{}

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -138,7 +139,7 @@ func TestRulerEvalTasks(t *testing.T) {
 		{[]string{"global-mmlu"}, map[string]string{"length": "4096"}, "--task-param length: none of the tasks (global-mmlu) takes it"},
 		{[]string{"niah", "cwe"}, map[string]string{"depth": "5"}, "no such file"},
 	} {
-		_, err := Eval(EvalOptions{ModelDir: filepath.Join(t.TempDir(), "none"), Tasks: c.tasks, Langs: []string{"sw"}, Params: c.params})
+		_, err := Eval(context.Background(), EvalOptions{ModelDir: filepath.Join(t.TempDir(), "none"), Tasks: c.tasks, Langs: []string{"sw"}, Params: c.params})
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("tasks %v, params %v: error %v; want one saying %q", c.tasks, c.params, err, c.want)
 		}

@@ -3,11 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
-	"os/signal"
 	"path/filepath"
 	"strings"
-	"syscall"
 
 	"github.com/compassml/compass/engine"
 	"github.com/urfave/cli/v3"
@@ -64,10 +61,9 @@ func adaptCommand() *cli.Command {
 			if !cmd.Bool("quiet") && embedIsTerminal(errw) {
 				env.Progress = errw
 			}
-			ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
-			defer stop()
+			ctx, finish := stopOnSignal(ctx, errw, "adapt")
 			res, err := engine.Adapt(ctx, cfg, env)
-			if err != nil {
+			if err = finish(err); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.Root().Writer, "report: %s\n", res.ReportDir)

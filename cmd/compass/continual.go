@@ -3,10 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
-	"os/signal"
 	"path/filepath"
-	"syscall"
 
 	"github.com/compassml/compass/engine"
 	"github.com/urfave/cli/v3"
@@ -48,10 +45,9 @@ func continualCommand() *cli.Command {
 				return err
 			}
 			defer release()
-			ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
-			defer stop()
+			ctx, finish := stopOnSignal(ctx, cmd.Root().ErrWriter, "continual")
 			rep, err := engine.Continual(ctx, cfg, engine.ContinualEnv{Backend: be, Version: versionString(), Log: cmd.Root().ErrWriter})
-			if err != nil {
+			if err = finish(err); err != nil {
 				return err
 			}
 			rep.WriteMarkdown(cmd.Root().Writer)

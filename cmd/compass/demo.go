@@ -4,9 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/signal"
 	"path/filepath"
-	"syscall"
 
 	"github.com/compassml/compass/engine"
 	"github.com/compassml/compass/tensor"
@@ -32,7 +30,7 @@ func demoCommand() *cli.Command {
 			&cli.BoolFlag{Name: "quiet", Usage: "no progress display on stderr"},
 			deviceFlag(),
 		},
-		Action: func(ctx context.Context, cmd *cli.Command) error {
+		Action: func(ctx context.Context, cmd *cli.Command) (err error) {
 			if cmd.NArg() != 0 {
 				return fmt.Errorf("demo: unexpected arguments %v", cmd.Args().Slice())
 			}
@@ -49,8 +47,8 @@ func demoCommand() *cli.Command {
 			if _, err := os.Stat(config); err != nil {
 				return fmt.Errorf("demo: %w (run it from the repository's root, or give --assets)", err)
 			}
-			ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
-			defer stop()
+			ctx, finish := stopOnSignal(ctx, cmd.Root().ErrWriter, "demo")
+			defer func() { err = finish(err) }()
 			errw, out := cmd.Root().ErrWriter, cmd.Root().Writer
 			if cmd.Bool("continual") {
 				cfg, err := engine.ReadContinualConfig(config)

@@ -107,7 +107,7 @@ func embedCommand() *cli.Command {
 			}
 			defer release()
 			o.Backend = be
-			res, err := engine.Embed(o)
+			res, err := engine.Embed(ctx, o)
 			if err != nil {
 				return err
 			}

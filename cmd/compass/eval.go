@@ -56,7 +56,7 @@ func evalCommand() *cli.Command {
 			if !cmd.Bool("quiet") && embedIsTerminal(errw) {
 				o.Progress = errw
 			}
-			res, err := engine.Eval(o)
+			res, err := engine.Eval(ctx, o)
 			if res != nil {
 				fmt.Fprint(cmd.Root().Writer, engine.EvalReport(res, nil)) // even when its files could not be written
 			}

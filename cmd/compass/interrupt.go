@@ -2,6 +2,9 @@ package main
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"syscall"
@@ -51,6 +54,29 @@ func watchSignals(sigs <-chan os.Signal, done <-chan struct{}, first func(os.Sig
 				return
 			}
 		}
+	}
+}
+
+// stopOnSignal wires SIGINT and SIGTERM for the commands made of steps
+// (adapt, update, continual, demo): the first signal stops the work at
+// the next point it checks (a chunk of records being embedded, a batch of
+// evaluation items, a training step, the next step; the finished steps
+// are kept and the next run reuses them), a later one quits at once.
+// finish releases the signals and returns err, as the signal's exit
+// status (130, 143) when a signal stopped the work.
+func stopOnSignal(ctx context.Context, errw io.Writer, name string) (_ context.Context, finish func(error) error) {
+	var sig os.Signal
+	ctx, stop := interruptible(ctx, func(s os.Signal) {
+		sig = s
+		fmt.Fprintf(errw, "\n%s: interrupted: stopping at the next chunk of records, batch of items or training step; finished steps are kept for the next run (interrupt again to quit now)\n", name)
+	}, exitOnSignal)
+	return ctx, func(err error) error {
+		stop()
+		// A cancelled context means that first ran, and sig is set.
+		if err != nil && errors.Is(err, context.Canceled) && sig != nil {
+			return &exitStatus{signalStatus(sig), err}
+		}
+		return err
 	}
 }
 

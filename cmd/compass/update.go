@@ -3,9 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/compassml/compass/engine"
 	"github.com/urfave/cli/v3"
@@ -79,14 +76,13 @@ func updateCommand() *cli.Command {
 				return err
 			}
 			defer release()
-			ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
-			defer stop()
+			ctx, finish := stopOnSignal(ctx, cmd.Root().ErrWriter, "update")
 			res, err := engine.Update(ctx, cfg, engine.UpdateRequest{
 				Registry: cmd.String("registry"), Adapter: cmd.String("adapter"), Usage: usage,
 				DriftRecord: cmd.String("drift-record"), Note: cmd.String("note"),
 				ReplayShare: cmd.Float("replay-share"), FisherExamples: int(cmd.Int("fisher-examples")),
 			}, engine.AdaptEnv{Backend: be, Version: versionString(), Log: cmd.Root().ErrWriter, ReportDir: cmd.String("report-dir")})
-			if err != nil {
+			if err = finish(err); err != nil {
 				return err
 			}
 			v := res.Version

@@ -1,7 +1,9 @@
 package embed
 
 import (
+	"context"
 	"encoding/binary"
+	"errors"
 	"math"
 	"os"
 	"os/exec"
@@ -297,7 +299,7 @@ func TestEmbedRecords(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	e, err := Records(r, inner, 6, nil)
+	e, err := Records(context.Background(), r, inner, 6, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -318,7 +320,7 @@ func TestEmbedRecords(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r2.Close()
-	e, err = Records(r2, inner, 6, nil)
+	e, err = Records(context.Background(), r2, inner, 6, nil)
 	if err != nil || !reflect.DeepEqual(e.Vectors.Shape(), []int{0, 6}) || len(e.Rows) != 0 {
 		t.Errorf("empty: %+v, %v", e, err)
 	}
@@ -333,8 +335,21 @@ func TestEmbedRecords(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r3.Close()
-	if _, err := Records(r3, inner, 6, nil); err == nil || !strings.Contains(err.Error(), "bad.jsonl:2: cannot embed") {
+	if _, err := Records(context.Background(), r3, inner, 6, nil); err == nil || !strings.Contains(err.Error(), "bad.jsonl:2: cannot embed") {
 		t.Errorf("bad text: %v", err)
+	}
+
+	// A cancelled context stops it before the embedder sees a text.
+	r4, err := dataset.Open(filepath.Join(embedFixtures, "aya.jsonl.zst"), dataset.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r4.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	calls := len(inner.calls)
+	if _, err := Records(ctx, r4, inner, 6, nil); !errors.Is(err, context.Canceled) || len(inner.calls) != calls {
+		t.Errorf("cancelled: %v after %d embedder calls, want context.Canceled and none", err, len(inner.calls)-calls)
 	}
 }
 

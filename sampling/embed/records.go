@@ -1,6 +1,7 @@
 package embed
 
 import (
+	"context"
 	"errors"
 	"fmt"
 
@@ -17,14 +18,18 @@ const Chunk = 512
 // of records at a time, so that only the vectors (N x D float32) and the
 // rows accumulate in memory, not the texts. progress, when not nil, is
 // told of each chunk. dim is the vector length to give an empty input
-// (0 when unknown).
-func Records(r *dataset.Reader, e Embedder, dim int, progress *Progress) (*Embeddings, error) {
+// (0 when unknown). ctx is checked before each chunk: a cancelled one
+// ends the work with its error.
+func Records(ctx context.Context, r *dataset.Reader, e Embedder, dim int, progress *Progress) (*Embeddings, error) {
 	var vectors []float32
 	var rows []Row
 	var texts []string
 	flush := func() error {
 		if len(texts) == 0 {
 			return nil
+		}
+		if err := ctx.Err(); err != nil {
+			return err
 		}
 		first := len(rows) - len(texts) // the chunk's first row
 		vecs, err := e.Embed(texts)
