@@ -269,7 +269,33 @@ func (r *Registry) List(name string) (*RegistryManifest, error) {
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("registry %s has no versions of adapter %q (no %s): add one with compass registry add", r.dir, name, r.manifestPath(name))
 	}
-	return m, err
+	if err != nil {
+		return nil, err
+	}
+	r.repairCurrentLink(name, m)
+	return m, nil
+}
+
+// repairCurrentLink points the current link at the manifest's current
+// version where a writer killed between writing the manifest and moving
+// the link left it behind: what serves from the link must not wait for
+// the next writer. Only with the lock free (a writer at work moves the
+// link itself; the kernel dropped a killed one's lock), and at best
+// effort: a registry this process cannot write keeps its link, and the
+// read goes on.
+func (r *Registry) repairCurrentLink(name string, m *RegistryManifest) {
+	dir := r.adapterDir(name)
+	if got, err := os.Readlink(filepath.Join(dir, "current")); m.Current == "" || err == nil && got == filepath.Join("versions", m.Current) {
+		return
+	}
+	unlock, err := lockFile(filepath.Join(dir, ".lock"), 0)
+	if err != nil {
+		return
+	}
+	defer unlock()
+	if fresh, err := r.readManifest(name); err == nil && fresh.Current != "" {
+		_ = setCurrentLink(dir, fresh.Current) // at best effort, as above
+	}
 }
 
 // Show returns a version of adapter name; "" is the current version.

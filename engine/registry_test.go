@@ -583,14 +583,24 @@ func TestRegistrySurvivesKill(t *testing.T) {
 				t.Fatalf("the writer was not killed:\n%s", out)
 			}
 
+			link := filepath.Join(dir, "sw", "current")
+			linkBefore, _ := os.Readlink(link)
 			m, err := reg.List("sw")
 			if err != nil {
 				t.Fatal(err)
+			}
+			// The link agrees with the manifest once a reader has looked:
+			// what serves from it does not wait for the next writer.
+			if got, _ := os.Readlink(link); got != filepath.Join("versions", m.Current) {
+				t.Errorf("the current link %s (before the read: %s), the manifest's current %s", got, linkBefore, m.Current)
 			}
 			switch {
 			case kill == "manifest written:1":
 				if m.Current != "v2" || len(m.Versions) != 2 {
 					t.Errorf("killed after the manifest: current %s of %d versions", m.Current, len(m.Versions))
+				}
+				if linkBefore != filepath.Join("versions", "v1") {
+					t.Errorf("killed after the manifest, before the link: the link was %s", linkBefore)
 				}
 			case kill != "from outside":
 				if m.Current != "v1" || len(m.Versions) != 1 {
