@@ -3,9 +3,12 @@ package engine
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/compassml/compass/internal/atomicfile"
 	"github.com/compassml/compass/sampling/cluster"
@@ -148,10 +151,29 @@ func loadEmbeddingRows(paths []string) (x *tensor.Tensor, rows []embed.Row, embe
 	return x, rows, embedder, err
 }
 
-// writeClusters writes the three output files, each atomically.
+// clusterOutputs are the files writeClusters writes, in the order it
+// writes them: ClustersFile, the summary that names the set, last.
+var clusterOutputs = []string{"assignments.jsonl", "centroids.npy", ClustersFile}
+
+// clusterHook is called after each file writeClusters writes; a test
+// stops it there, as a kill would.
+var clusterHook = func(file string) {}
+
+// writeClusters writes the three output files, each atomically. An earlier
+// run's files (and the temporary files of one killed while writing) are
+// removed first, summary first: a run stopped midway leaves some of its
+// own files, never a mix of two runs' (K = 9 labels beside 6 centroids).
 func writeClusters(dir string, rows []embed.Row, res *cluster.KMeansResult, sum *ClusterSummary) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
+	}
+	for _, name := range slices.Backward(clusterOutputs) {
+		tmps, _ := filepath.Glob(filepath.Join(dir, "."+name+".tmp*")) // the pattern is valid
+		for _, p := range append([]string{filepath.Join(dir, name)}, tmps...) {
+			if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return err
+			}
+		}
 	}
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
@@ -168,11 +190,13 @@ func writeClusters(dir string, rows []embed.Row, res *cluster.KMeansResult, sum 
 			return err
 		}
 	}
-	if err := atomicfile.WriteBytes(filepath.Join(dir, "assignments.jsonl"), buf.Bytes()); err != nil {
+	if err := atomicfile.WriteBytes(filepath.Join(dir, clusterOutputs[0]), buf.Bytes()); err != nil {
 		return err
 	}
-	if err := embed.WriteNPY(filepath.Join(dir, "centroids.npy"), res.Centroids); err != nil {
+	clusterHook(clusterOutputs[0])
+	if err := embed.WriteNPY(filepath.Join(dir, clusterOutputs[1]), res.Centroids); err != nil {
 		return err
 	}
-	return writeJSONFile(filepath.Join(dir, ClustersFile), sum)
+	clusterHook(clusterOutputs[1])
+	return writeJSONFile(filepath.Join(dir, clusterOutputs[2]), sum)
 }

@@ -89,6 +89,29 @@ func TestClusterThenSelect(t *testing.T) {
 		t.Errorf("manifest of %d lines", strings.Count(got, "\n"))
 	}
 
+	// A rerun with another K stopped after its first file (as a kill
+	// would stop it) leaves that file alone, not beside the first run's
+	// centroids and summary.
+	clusterHook = func(file string) {
+		if file == "assignments.jsonl" {
+			panic("stopped")
+		}
+	}
+	func() {
+		defer func() { recover() }()
+		Cluster(ClusterOptions{Inputs: []string{p("usage.safetensors"), p("pool.safetensors")}, K: 3,
+			KMeans: cluster.KMeansOptions{Seed: 1, NInit: 1, MaxIter: 20}, OutputDir: out})
+	}()
+	clusterHook = func(string) {}
+	left, _ := os.ReadDir(out)
+	if len(left) != 1 || left[0].Name() != "assignments.jsonl" {
+		var names []string
+		for _, e := range left {
+			names = append(names, e.Name())
+		}
+		t.Errorf("a rerun stopped after its assignments left %v, want them alone", names)
+	}
+
 	// Inputs of different dimensions, and no rows at all, are errors.
 	x := tensor.New(tensor.F32, 3, 5)
 	if err := embed.Save(p("other.npy"), &embed.Embeddings{Vectors: x}); err != nil {
