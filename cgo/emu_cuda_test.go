@@ -4,6 +4,7 @@ package cgo
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -249,7 +250,7 @@ func TestGPUScore(t *testing.T) {
 			}
 			score := func(m *model.Model) []engine.ScoreRecord {
 				var out bytes.Buffer
-				_, err := engine.Score(m, nil, strings.NewReader(in.String()), &out)
+				_, err := engine.Score(context.Background(), m, nil, strings.NewReader(in.String()), &out)
 				must(t, err)
 				var recs []engine.ScoreRecord
 				dec := json.NewDecoder(&out)

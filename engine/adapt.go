@@ -597,7 +597,7 @@ func heldoutNLL(modelDir, adapter, path string, be tensor.Backend) ([]itemScore,
 	}
 	defer f.Close()
 	var out bytes.Buffer
-	if _, err := Score(m, specialEncoder{tok}, f, &out); err != nil {
+	if _, err := Score(context.Background(), m, specialEncoder{tok}, f, &out); err != nil {
 		return nil, 0, fmt.Errorf("held-out %s: %w", path, err)
 	}
 	var scores []itemScore

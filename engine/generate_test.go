@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"context"
+	"errors"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -90,6 +92,24 @@ func TestGenerateGreedyMatchesRecompute(t *testing.T) {
 		if res[i].Text != text {
 			t.Errorf("prompt %d: text %q, want %q", i, res[i].Text, text)
 		}
+	}
+}
+
+// GenerateJSONL writes a record per prompt, a batch at a time, and stops
+// before the next batch once its context is cancelled.
+func TestGenerateJSONL(t *testing.T) {
+	m, tok, _ := generateFixture(t)
+	prompts := encodeAll(t, tok, "All human beings", "Hi", "Kila mtu")
+	var out strings.Builder
+	n, err := GenerateJSONL(context.Background(), m, tok, prompts, nil, GenerateOptions{MaxTokens: 3}, 2, &out)
+	if err != nil || n != 3 || strings.Count(out.String(), "\n") != 3 || !strings.HasPrefix(out.String(), `{"line":1,`) {
+		t.Fatalf("%d records, %v:\n%s", n, err, out.String())
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	out.Reset()
+	if n, err := GenerateJSONL(ctx, m, tok, prompts, nil, GenerateOptions{MaxTokens: 3}, 2, &out); !errors.Is(err, context.Canceled) || n != 0 || out.Len() != 0 {
+		t.Errorf("cancelled: %d records, %v, %q; want none and context.Canceled", n, err, out.String())
 	}
 }
 

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -102,8 +103,9 @@ func ReadPrompts(r io.Reader, p Prompter) (prompts [][]int, lines []int, err err
 // GenerateJSONL continues the prompts batch prompts at a time (batch <= 0:
 // all at once) and writes one GenerateRecord per prompt, in order, to w.
 // lines are the prompts' input line numbers (nil: 1, 2, ...). It returns
-// how many records it wrote.
-func GenerateJSONL(m *model.Model, tok *tokenizer.Tokenizer, prompts [][]int, lines []int, opts GenerateOptions, batch int, w io.Writer) (int, error) {
+// how many records it wrote. A cancelled ctx stops it before the next
+// batch, with ctx's error.
+func GenerateJSONL(ctx context.Context, m *model.Model, tok *tokenizer.Tokenizer, prompts [][]int, lines []int, opts GenerateOptions, batch int, w io.Writer) (int, error) {
 	if batch <= 0 {
 		batch = len(prompts)
 	}
@@ -112,6 +114,9 @@ func GenerateJSONL(m *model.Model, tok *tokenizer.Tokenizer, prompts [][]int, li
 	enc.SetEscapeHTML(false)
 	n := 0
 	for lo := 0; lo < len(prompts); lo += batch {
+		if err := ctx.Err(); err != nil {
+			return n, err
+		}
 		hi := min(lo+batch, len(prompts))
 		res, err := Generate(m, tok, prompts[lo:hi], opts, nil)
 		if err != nil {

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -31,13 +32,17 @@ type Encoder interface {
 // before it, their sum and the perplexity exp(-sum/(tokens-1)). The first
 // token has no prediction. enc may be nil when every line has ids. A bad
 // line is an error naming its number; lines already written stay valid.
-func Score(m *model.Model, enc Encoder, r io.Reader, w io.Writer) (int, error) {
+// A cancelled ctx stops it before the next line, with ctx's error.
+func Score(ctx context.Context, m *model.Model, enc Encoder, r io.Reader, w io.Writer) (int, error) {
 	lines := dataset.NewJSONLines(r, "")
 	bw := bufio.NewWriter(w)
 	defer bw.Flush()
 	enc2 := json.NewEncoder(bw)
 	n := 0
 	for lines.Next() {
+		if err := ctx.Err(); err != nil {
+			return n, err
+		}
 		line := lines.Line()
 		var in struct {
 			IDs  []int   `json:"ids"`

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"bufio"
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"io"
@@ -19,7 +20,7 @@ func TestScoreMatchesForward(t *testing.T) {
 	m, _ := tinyModel(t)
 	input := "{\"ids\": [1, 5, 9, 2]}\n\n{\"ids\": [3, 3, 3, 3, 3, 39]}\n"
 	var out strings.Builder
-	n, err := Score(m, nil, strings.NewReader(input), &out)
+	n, err := Score(context.Background(), m, nil, strings.NewReader(input), &out)
 	if err != nil || n != 2 {
 		t.Fatalf("scored %d lines, err %v", n, err)
 	}
@@ -77,7 +78,7 @@ func TestScoreBadLines(t *testing.T) {
 		// tinyLlama has 64 positions.
 		"{\"ids\": [" + strings.Repeat("1, ", 64) + "1]}\n": "line 1: 65 tokens, beyond the model's 64 positions",
 	} {
-		_, err := Score(m, nil, strings.NewReader(input), &strings.Builder{})
+		_, err := Score(context.Background(), m, nil, strings.NewReader(input), &strings.Builder{})
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("input %q: err = %v, want %q", input, err, want)
 		}
@@ -124,7 +125,7 @@ func TestScoreNonFinite(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m.Close()
-	_, err = Score(m, nil, strings.NewReader("{\"ids\": [1, 2]}\n{\"ids\": [0, 1, 2]}\n"), &strings.Builder{})
+	_, err = Score(context.Background(), m, nil, strings.NewReader("{\"ids\": [1, 2]}\n{\"ids\": [0, 1, 2]}\n"), &strings.Builder{})
 	if err == nil || !strings.Contains(err.Error(), "line 2: the log-probabilities are not finite") {
 		t.Errorf("a NaN weight: %v", err)
 	}

@@ -61,7 +61,7 @@ func adaptCommand() *cli.Command {
 			if !cmd.Bool("quiet") && embedIsTerminal(errw) {
 				env.Progress = errw
 			}
-			ctx, finish := stopOnSignal(ctx, errw, "adapt")
+			ctx, finish := stopOnSignal(ctx, errw, stepsStopping("adapt"))
 			res, err := engine.Adapt(ctx, cfg, env)
 			if err = finish(err); err != nil {
 				return err

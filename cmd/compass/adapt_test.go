@@ -123,7 +123,7 @@ func TestAdaptCommandInterrupt(t *testing.T) {
 // cancellation the signal's exit status; other errors pass as they are.
 func TestStopOnSignal(t *testing.T) {
 	var log bytes.Buffer
-	ctx, finish := stopOnSignal(context.Background(), &log, "adapt")
+	ctx, finish := stopOnSignal(context.Background(), &log, stepsStopping("adapt"))
 	syscall.Kill(os.Getpid(), syscall.SIGTERM)
 	<-ctx.Done()
 	err := finish(fmt.Errorf("adapt: embed pool: %w", ctx.Err()))
@@ -131,7 +131,7 @@ func TestStopOnSignal(t *testing.T) {
 	if !errors.As(err, &es) || es.status != 143 || !strings.Contains(log.String(), "adapt: interrupted") {
 		t.Errorf("after SIGTERM: %v (log %q), want exit status 143 and a message", err, log.String())
 	}
-	_, finish = stopOnSignal(context.Background(), &log, "adapt")
+	_, finish = stopOnSignal(context.Background(), &log, stepsStopping("adapt"))
 	plain := errors.New("adapt: config key k: bad")
 	if err := finish(plain); err != plain {
 		t.Errorf("an error without a signal became %v", err)

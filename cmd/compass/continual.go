@@ -45,7 +45,7 @@ func continualCommand() *cli.Command {
 				return err
 			}
 			defer release()
-			ctx, finish := stopOnSignal(ctx, cmd.Root().ErrWriter, "continual")
+			ctx, finish := stopOnSignal(ctx, cmd.Root().ErrWriter, stepsStopping("continual"))
 			rep, err := engine.Continual(ctx, cfg, engine.ContinualEnv{Backend: be, Version: versionString(), Log: cmd.Root().ErrWriter})
 			if err = finish(err); err != nil {
 				return err

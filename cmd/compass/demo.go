@@ -47,7 +47,7 @@ func demoCommand() *cli.Command {
 			if _, err := os.Stat(config); err != nil {
 				return fmt.Errorf("demo: %w (run it from the repository's root, or give --assets)", err)
 			}
-			ctx, finish := stopOnSignal(ctx, cmd.Root().ErrWriter, "demo")
+			ctx, finish := stopOnSignal(ctx, cmd.Root().ErrWriter, stepsStopping("demo"))
 			defer func() { err = finish(err) }()
 			errw, out := cmd.Root().ErrWriter, cmd.Root().Writer
 			if cmd.Bool("continual") {

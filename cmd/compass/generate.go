@@ -108,16 +108,19 @@ func generateCommand() *cli.Command {
 			batch := int(cmd.Int("batch-size"))
 			path := cmd.String("output")
 			if path == "" {
-				_, err := engine.GenerateJSONL(m, tok, prompts, lines, opts, batch, cmd.Root().Writer)
+				_, err := engine.GenerateJSONL(ctx, m, tok, prompts, lines, opts, batch, cmd.Root().Writer)
 				return err
 			}
+			// A signal stops it between batches and the output's temporary
+			// file goes (the default end of the process would leave it).
+			ctx, finish := stopOnSignal(ctx, cmd.Root().ErrWriter, "generate: interrupted: stopping after this batch; nothing is written to "+path)
 			var n int
 			err = atomicfile.Write(path, func(w io.Writer) error {
 				var err error
-				n, err = engine.GenerateJSONL(m, tok, prompts, lines, opts, batch, w)
+				n, err = engine.GenerateJSONL(ctx, m, tok, prompts, lines, opts, batch, w)
 				return err
 			})
-			if err != nil {
+			if err = finish(err); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.Root().ErrWriter, "generated %d continuations into %s\n", n, path)

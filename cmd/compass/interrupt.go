@@ -57,18 +57,15 @@ func watchSignals(sigs <-chan os.Signal, done <-chan struct{}, first func(os.Sig
 	}
 }
 
-// stopOnSignal wires SIGINT and SIGTERM for the commands made of steps
-// (adapt, update, continual, demo): the first signal stops the work at
-// the next point it checks (a chunk of records being embedded, a batch of
-// evaluation items, a training step, the next step; the finished steps
-// are kept and the next run reuses them), a later one quits at once.
-// finish releases the signals and returns err, as the signal's exit
-// status (130, 143) when a signal stopped the work.
-func stopOnSignal(ctx context.Context, errw io.Writer, name string) (_ context.Context, finish func(error) error) {
+// stopOnSignal wires SIGINT and SIGTERM for a command that stops its work
+// when ctx is done: the first signal prints message and cancels ctx, a
+// later one quits at once. finish releases the signals and returns err,
+// as the signal's exit status (130, 143) when a signal stopped the work.
+func stopOnSignal(ctx context.Context, errw io.Writer, message string) (_ context.Context, finish func(error) error) {
 	var sig os.Signal
 	ctx, stop := interruptible(ctx, func(s os.Signal) {
 		sig = s
-		fmt.Fprintf(errw, "\n%s: interrupted: stopping at the next chunk of records, batch of items or training step; finished steps are kept for the next run (interrupt again to quit now)\n", name)
+		fmt.Fprintf(errw, "\n%s (interrupt again to quit now)\n", message)
 	}, exitOnSignal)
 	return ctx, func(err error) error {
 		stop()
@@ -78,6 +75,13 @@ func stopOnSignal(ctx context.Context, errw io.Writer, name string) (_ context.C
 		}
 		return err
 	}
+}
+
+// stepsStopping is stopOnSignal's message for the commands made of steps
+// (adapt, update, continual, demo): the work stops at the next point it
+// checks, and the next run reuses the finished steps.
+func stepsStopping(name string) string {
+	return name + ": interrupted: stopping at the next chunk of records, batch of items or training step; finished steps are kept for the next run"
 }
 
 // exitOnSignal ends the process at once with the status a shell gives a

@@ -54,18 +54,21 @@ func scoreCommand() *cli.Command {
 			}
 			path := cmd.String("output")
 			if path == "" {
-				_, err := engine.Score(m, enc, in, cmd.Root().Writer)
+				_, err := engine.Score(ctx, m, enc, in, cmd.Root().Writer)
 				return err
 			}
 			// Written next to the destination and renamed at the end, so that
-			// a failure never leaves a partial output file.
+			// a failure never leaves a partial output file; a signal stops
+			// it between lines and the temporary file goes (the default end
+			// of the process would leave it).
+			ctx, finish := stopOnSignal(ctx, cmd.Root().ErrWriter, "score: interrupted: stopping after this line; nothing is written to "+path)
 			var n int
 			err = atomicfile.Write(path, func(w io.Writer) error {
 				var err error
-				n, err = engine.Score(m, enc, in, w)
+				n, err = engine.Score(ctx, m, enc, in, w)
 				return err
 			})
-			if err != nil {
+			if err = finish(err); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.Root().ErrWriter, "scored %d lines into %s\n", n, path)

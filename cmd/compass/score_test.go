@@ -2,10 +2,13 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/compassml/compass/lora"
 	"github.com/compassml/compass/model"
@@ -134,5 +137,37 @@ func TestScoreText(t *testing.T) {
 	}
 	if a.Tokens != 3 || len(a.LogProbs) != 2 || a.LogProbs[0] != b.LogProbs[0] || a.LogProbs[1] != b.LogProbs[1] {
 		t.Errorf("text scored as %+v, ids as %+v", a, b)
+	}
+}
+
+// Ctrl-C stops score --output between lines: exit status 130, no output
+// and no temporary file left beside where it would be.
+func TestScoreCommandInterrupt(t *testing.T) {
+	dir := t.TempDir()
+	modelDir := filepath.Join(dir, "model")
+	if _, err := model.WriteRandomCheckpoint(modelDir, []byte(tinyQwen), tensor.BF16, 1); err != nil {
+		t.Fatal(err)
+	}
+	in := filepath.Join(dir, "in.jsonl")
+	if err := os.WriteFile(in, []byte(strings.Repeat("{\"ids\": [1, 2, 3, 4, 5, 6, 7, 8]}\n", 200000)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "out", "scores.jsonl")
+	os.MkdirAll(filepath.Dir(out), 0o755)
+	go func() {
+		for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+			if tmps, _ := filepath.Glob(filepath.Join(dir, "out", ".scores.jsonl.tmp*")); len(tmps) > 0 {
+				syscall.Kill(os.Getpid(), syscall.SIGINT)
+				return
+			}
+		}
+	}()
+	_, stderr, err := runErr(t, "score", "--model", modelDir, "--input", in, "--output", out)
+	var es *exitStatus
+	if !errors.As(err, &es) || es.status != 130 || !strings.Contains(stderr, "score: interrupted") {
+		t.Fatalf("interrupted score: %v, want exit status 130\n%s", err, stderr)
+	}
+	if left, _ := os.ReadDir(filepath.Join(dir, "out")); len(left) != 0 {
+		t.Errorf("the interrupted score left %v", left)
 	}
 }

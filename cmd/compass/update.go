@@ -76,7 +76,7 @@ func updateCommand() *cli.Command {
 				return err
 			}
 			defer release()
-			ctx, finish := stopOnSignal(ctx, cmd.Root().ErrWriter, "update")
+			ctx, finish := stopOnSignal(ctx, cmd.Root().ErrWriter, stepsStopping("update"))
 			res, err := engine.Update(ctx, cfg, engine.UpdateRequest{
 				Registry: cmd.String("registry"), Adapter: cmd.String("adapter"), Usage: usage,
 				DriftRecord: cmd.String("drift-record"), Note: cmd.String("note"),
