@@ -2,7 +2,9 @@ package engine
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -293,6 +295,23 @@ func writeJSONFile(path string, v any) error {
 		return fmt.Errorf("%s: %w", path, err)
 	}
 	return atomicfile.WriteBytes(path, append(data, '\n'))
+}
+
+// removeOutputs removes the named files of dir, in order, and the
+// temporary files atomicfile was writing them through when a process was
+// killed: a command that writes several files, each atomically, clears an
+// earlier run's first, so that a run stopped midway leaves some of its own
+// files, never a mix of two runs'.
+func removeOutputs(dir string, names ...string) error {
+	for _, name := range names {
+		tmps, _ := filepath.Glob(filepath.Join(dir, "."+name+".tmp*")) // the pattern is valid
+		for _, p := range append([]string{filepath.Join(dir, name)}, tmps...) {
+			if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // syncDir makes renames in dir durable.

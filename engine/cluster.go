@@ -3,12 +3,9 @@ package engine
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
-	"slices"
 
 	"github.com/compassml/compass/internal/atomicfile"
 	"github.com/compassml/compass/sampling/cluster"
@@ -167,13 +164,8 @@ func writeClusters(dir string, rows []embed.Row, res *cluster.KMeansResult, sum 
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	for _, name := range slices.Backward(clusterOutputs) {
-		tmps, _ := filepath.Glob(filepath.Join(dir, "."+name+".tmp*")) // the pattern is valid
-		for _, p := range append([]string{filepath.Join(dir, name)}, tmps...) {
-			if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				return err
-			}
-		}
+	if err := removeOutputs(dir, clusterOutputs[2], clusterOutputs[1], clusterOutputs[0]); err != nil { // the summary first
+		return err
 	}
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)

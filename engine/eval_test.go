@@ -459,6 +459,19 @@ func TestEvalEndToEnd(t *testing.T) {
 		t.Errorf("results.json: %v", err)
 	}
 
+	// A rerun into the same directory stopped after its results (as a
+	// kill would stop it) leaves no report of the first run beside them.
+	evalHook = func(string) { panic("stopped") }
+	func() {
+		defer func() { recover() }()
+		Eval(context.Background(), EvalOptions{ModelDir: dir, Tasks: []string{"global-mmlu"}, Data: evalFixtures + "/global-mmlu",
+			Langs: []string{"Swahili"}, Shots: 0, OutputDir: out, Bootstrap: 100})
+	}()
+	evalHook = func(string) {}
+	if _, err := os.Stat(filepath.Join(out, "report.md")); err == nil {
+		t.Errorf("a rerun stopped after results.json left the first run's report.md beside it")
+	}
+
 	// mmlu-prox-mc on its own data, and bad input.
 	if _, err := Eval(context.Background(), EvalOptions{ModelDir: dir, Tasks: []string{"mmlu-prox-mc"}, Data: evalFixtures + "/mmlu-prox", Langs: []string{"sw"}}); err != nil {
 		t.Error(err)

@@ -564,12 +564,11 @@ func writeEvalOutputs(dir string, res *EvalResults) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("eval: %w", err)
 	}
-	data, err := json.MarshalIndent(res, "", " ")
-	if err != nil {
-		return fmt.Errorf("eval: results.json: %w", err)
-	}
-	if err := atomicfile.WriteBytes(filepath.Join(dir, "results.json"), data); err != nil {
-		return err
+	// An earlier run's report and results go first, and this run's come
+	// after its charts: stopped midway, the directory never pairs one
+	// run's results with another's report.
+	if err := removeOutputs(dir, "report.md", "results.json"); err != nil {
+		return fmt.Errorf("eval: %w", err)
 	}
 	charts := map[string]string{}
 	for _, tr := range res.Tasks {
@@ -579,5 +578,17 @@ func writeEvalOutputs(dir string, res *EvalResults) error {
 		}
 		charts[tr.Task] = name
 	}
+	data, err := json.MarshalIndent(res, "", " ")
+	if err != nil {
+		return fmt.Errorf("eval: results.json: %w", err)
+	}
+	if err := atomicfile.WriteBytes(filepath.Join(dir, "results.json"), data); err != nil {
+		return err
+	}
+	evalHook("results.json")
 	return atomicfile.WriteBytes(filepath.Join(dir, "report.md"), []byte(EvalReport(res, charts)))
 }
+
+// evalHook is called after writeEvalOutputs writes results.json; a test
+// stops it there, as a kill would.
+var evalHook = func(file string) {}
