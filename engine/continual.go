@@ -397,18 +397,6 @@ func runKey(o TrainOptions) (string, error) {
 	return hashJSON(map[string]any{"options": id, "model": m, "data": data, "eval_data": evalData})
 }
 
-// fileSums is the SHA-256 of each file.
-func fileSums(paths []string) ([]string, error) {
-	sums := make([]string, len(paths))
-	for i, p := range paths {
-		var err error
-		if sums[i], err = FileSHA256(p); err != nil {
-			return nil, err
-		}
-	}
-	return sums, nil
-}
-
 // hashJSON is the SHA-256 of v's JSON encoding.
 func hashJSON(v any) (string, error) {
 	js, err := json.Marshal(v)

@@ -702,3 +702,15 @@ func FileSHA256(path string) (string, error) {
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
+
+// fileSums is the SHA-256 of each file.
+func fileSums(paths []string) ([]string, error) {
+	sums := make([]string, len(paths))
+	for i, p := range paths {
+		var err error
+		if sums[i], err = FileSHA256(p); err != nil {
+			return nil, err
+		}
+	}
+	return sums, nil
+}

@@ -239,16 +239,17 @@ func (o *TrainOptions) identity() (map[string]any, error) {
 	data, _ := json.Marshal(c)
 	var m map[string]any
 	_ = json.Unmarshal(data, &m)
+	// As []any, the type a checkpoint's options have once read back.
 	hash := func(flag string, paths ...string) ([]any, error) {
-		var sums []any
-		for _, p := range paths {
-			sum, err := FileSHA256(p)
-			if err != nil {
-				return nil, fmt.Errorf("train: %s: %w", flag, err)
-			}
-			sums = append(sums, sum)
+		sums, err := fileSums(paths)
+		if err != nil {
+			return nil, fmt.Errorf("train: %s: %w", flag, err)
 		}
-		return sums, nil
+		out := make([]any, len(sums))
+		for i, s := range sums {
+			out[i] = s
+		}
+		return out, nil
 	}
 	var err error
 	if o.InitAdapter != "" {
