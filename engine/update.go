@@ -92,6 +92,12 @@ func Update(ctx context.Context, cfg *AdaptConfig, req UpdateRequest, env AdaptE
 	if err != nil {
 		return nil, fmt.Errorf("update: %w", err)
 	}
+	// Absolute: the pipeline reads its train section's paths from the
+	// config's folder, and a relative --registry is the working
+	// directory's.
+	if curDir, err = filepath.Abs(curDir); err != nil {
+		return nil, fmt.Errorf("update: %w", err)
+	}
 	// The update continues from this version's adapter, replay buffer and
 	// Fisher: they must be the files the manifest registered.
 	if err := reg.Verify(req.Adapter, cur.Version); err != nil {

@@ -97,8 +97,11 @@ func TestUpdateTwice(t *testing.T) {
 		t.Errorf("the first update had no Fisher to use, but its metrics have a penalty:\n%s", m)
 	}
 
-	// v3: replay of v2's buffer and EWC with v2's Fisher.
+	// v3: replay of v2's buffer and EWC with v2's Fisher; the registry
+	// named relative to the working directory, not to the config.
 	req.DriftRecord, req.Note = "", "by hand"
+	t.Chdir(filepath.Join(regDir, "sw"))
+	req.Registry = ".."
 	r2, err := Update(context.Background(), cfg, req, AdaptEnv{})
 	if err != nil {
 		t.Fatal(err)
