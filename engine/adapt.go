@@ -112,6 +112,11 @@ func Adapt(ctx context.Context, cfg *AdaptConfig, env AdaptEnv) (*AdaptResult, e
 		return nil, err
 	}
 	defer r.close()
+	unlock, err := lockWorkDir("adapt", r.work)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	res := &AdaptResult{}
 	for i, s := range r.steps {
 		if err := ctx.Err(); err != nil {

@@ -443,6 +443,45 @@ func TestAdaptKeysByContent(t *testing.T) {
 	check("the model's weights, embedded by an encoder", base, "train", "eval")
 }
 
+// A work directory another run holds (its lock; an flock is per open
+// file, so this process's own second open is refused as another's would
+// be) is an error naming that, before any step; continual's the same.
+func TestWorkDirTaken(t *testing.T) {
+	path, _ := adaptFixture(t)
+	cfg := readAdapt(t, path)
+	work := cfg.workDir()
+	if err := os.MkdirAll(work, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	unlock, err := lockDir(work)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = Adapt(context.Background(), cfg, AdaptEnv{})
+	if err == nil || !strings.Contains(err.Error(), "another compass run is working in it") {
+		t.Errorf("adapt into a taken work dir: %v", err)
+	}
+	if entries, _ := os.ReadDir(work); len(entries) != 0 {
+		t.Errorf("adapt wrote %d entries into a taken work dir", len(entries))
+	}
+	unlock()
+
+	ccfg, err := ReadContinualConfig(writeContinualStream(t, t.TempDir()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(ccfg.WorkDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if unlock, err = lockDir(ccfg.WorkDir); err != nil {
+		t.Fatal(err)
+	}
+	defer unlock()
+	if _, err := Continual(context.Background(), ccfg, ContinualEnv{}); err == nil || !strings.Contains(err.Error(), "another compass run is working in it") {
+		t.Errorf("continual into a taken work dir: %v", err)
+	}
+}
+
 // Bad configs fail before any work, naming the key or the file.
 func TestAdaptBadConfig(t *testing.T) {
 	path, cfg := adaptFixture(t)

@@ -297,6 +297,23 @@ func writeJSONFile(path string, v any) error {
 	return atomicfile.WriteBytes(path, append(data, '\n'))
 }
 
+// lockWorkDir makes the work directory dir of a pipeline (adapt, update,
+// continual) and locks it (lockDir): two runs in one would each remove and
+// rename the other's steps in progress. The error names the command.
+func lockWorkDir(what, dir string) (unlock func(), err error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("%s: work dir: %w", what, err)
+	}
+	unlock, err = lockDir(dir)
+	if errors.Is(err, errDirLocked) {
+		return nil, fmt.Errorf("%s: work dir %s: another compass run is working in it; wait for it to end, or give another work dir", what, dir)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: work dir: %w", what, err)
+	}
+	return unlock, nil
+}
+
 // removeOutputs removes the named files of dir, in order, and the
 // temporary files atomicfile was writing them through when a process was
 // killed: a command that writes several files, each atomically, clears an

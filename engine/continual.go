@@ -234,6 +234,11 @@ func Continual(ctx context.Context, c *ContinualConfig, env ContinualEnv) (*Cont
 	if err != nil {
 		return nil, fmt.Errorf("continual: train: %w", err)
 	}
+	unlock, err := lockWorkDir("continual", c.WorkDir)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	strategies := c.Strategies
 	if len(strategies) == 0 {
 		strategies = ContinualStrategies

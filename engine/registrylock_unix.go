@@ -62,7 +62,8 @@ func lockFile(path string, timeout time.Duration) (unlock func(), err error) {
 
 // lockDir takes an exclusive flock on the directory dir itself, failing at
 // once when another process holds it: a training run's --output, which two
-// runs would each fill with checkpoints the other removes. Like lockFile's,
+// runs would each fill with checkpoints the other removes, and the work
+// directory of adapt and continual (lockWorkDir). Like lockFile's,
 // the lock goes with its holder, however that process ends.
 func lockDir(dir string) (unlock func(), err error) {
 	f, err := os.Open(dir)
