@@ -52,6 +52,10 @@ const DefaultRegistryLockTimeout = 30 * time.Second
 // lock in vain.
 var ErrRegistryLocked = errors.New("registry locked")
 
+// ErrRegistryChanged is Add's answer to a version built on one that is
+// no longer current (VersionMeta.BuiltOn).
+var ErrRegistryChanged = errors.New("the current version changed")
+
 // errDirLocked is lockDir's answer when another process holds the
 // directory.
 var errDirLocked = errors.New("directory locked by another process")
@@ -107,6 +111,10 @@ type VersionMeta struct {
 	// the replay buffer samples from (so that the next update keeps its
 	// share).
 	ReplayHistory int
+	// BuiltOn, when set, is the version the adapter was trained from (an
+	// update's): Add refuses it unless that version is still the current
+	// one, so that the new version's parent is what it was built on.
+	BuiltOn string
 }
 
 // AdapterVersion is one version in the manifest.
@@ -445,6 +453,10 @@ func (r *Registry) Add(name, adapterDir string, meta VersionMeta, promote bool) 
 
 	var added AdapterVersion
 	err := r.update(name, true, func(m *RegistryManifest) error {
+		if meta.BuiltOn != "" && m.Current != meta.BuiltOn {
+			return fmt.Errorf("%w: adapter %s was built on %s, but %s became current meanwhile (another update?); update again from %s",
+				ErrRegistryChanged, name, meta.BuiltOn, m.Current, m.Current)
+		}
 		n := 1
 		for _, v := range m.Versions {
 			k, _ := versionNumber(v.Version) // checked on reading

@@ -694,3 +694,28 @@ func TestRegistryConcurrentWriters(t *testing.T) {
 		t.Error("the manifest is not valid JSON")
 	}
 }
+
+// A version built on one that is no longer current (two updates of one
+// adapter at once: each trained from v1) is refused, and nothing is added.
+func TestRegistryBuiltOn(t *testing.T) {
+	work := t.TempDir()
+	ad := filepath.Join(work, "ad")
+	writeRegistryAdapter(t, ad, 1, 16, 2)
+	reg, _ := OpenRegistry(filepath.Join(work, "reg"))
+	for range 2 {
+		if _, err := reg.Add("sw", ad, VersionMeta{}, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err := reg.Add("sw", ad, VersionMeta{BuiltOn: "v1"}, true)
+	if !errors.Is(err, ErrRegistryChanged) || !strings.Contains(err.Error(), "built on v1, but v2 became current") {
+		t.Errorf("a version built on v1 with v2 current: %v", err)
+	}
+	if m, _ := reg.List("sw"); len(m.Versions) != 2 || m.Current != "v2" {
+		t.Errorf("after the refusal: current %s of %d versions", m.Current, len(m.Versions))
+	}
+	if v, err := reg.Add("sw", ad, VersionMeta{BuiltOn: "v2"}, true); err != nil || v.Parent != "v2" {
+		t.Errorf("a version built on the current one: %+v, %v", v, err)
+	}
+	checkRegistryClean(t, reg, "sw")
+}

@@ -187,7 +187,7 @@ func Update(ctx context.Context, cfg *AdaptConfig, req UpdateRequest, env AdaptE
 		return nil, err
 	}
 	meta := VersionMeta{CompassVersion: env.Version, Note: req.Note, ReplayBuffer: ReplayBufferName, Fisher: FisherName,
-		ReplayHistory: out.History, Eval: map[string]float64{}, Trigger: trigger}
+		ReplayHistory: out.History, Eval: map[string]float64{}, Trigger: trigger, BuiltOn: cur.Version}
 	if meta.DataSelectionHash, err = FileSHA256(filepath.Join(selectDir, "manifest.jsonl")); err != nil {
 		return nil, fmt.Errorf("update: %w", err)
 	}
