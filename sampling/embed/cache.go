@@ -36,7 +36,9 @@ import (
 // crash can leave a partly written batch at the end: the cache keeps the
 // records before the first incomplete or damaged one, says so on its warn
 // writer and cuts the file there, so that appends go on from a record
-// boundary. One process should write a cache at a time.
+// boundary. Processes sharing a cache take turns (an flock on the file,
+// where the system has it): an append and the reading of the records on
+// opening each hold it, so that an opener never cuts a live append.
 type Cache struct {
 	path  string
 	name  string
@@ -74,11 +76,21 @@ func OpenCache(dir, name string, warn io.Writer) (*Cache, error) {
 		return nil, fmt.Errorf("embed: embedding cache: %w", err)
 	}
 	c.file = f
-	if err := c.load(); err != nil {
+	if err := c.lockedLoad(); err != nil {
 		f.Close()
 		return nil, err
 	}
 	return c, nil
+}
+
+// lockedLoad is load with the file's lock held.
+func (c *Cache) lockedLoad() error {
+	unlock, err := lockFile(c.file)
+	if err != nil {
+		return fmt.Errorf("embed: embedding cache %s: lock: %w", c.path, err)
+	}
+	defer unlock()
+	return c.load()
 }
 
 // Path returns the cache file's path.
@@ -155,6 +167,9 @@ func (c *Cache) Get(hash [32]byte) ([]float32, bool, error) {
 	if crc32.Checksum(rec[:len(rec)-4], castagnoli) != binary.LittleEndian.Uint32(rec[len(rec)-4:]) {
 		return nil, false, fmt.Errorf("embed: %s: record at byte %d is damaged", c.path, off)
 	}
+	if [32]byte(rec[:32]) != hash {
+		return nil, false, fmt.Errorf("embed: %s: the record at byte %d is another text's (the file was cut and rewritten since it was opened?)", c.path, off)
+	}
 	v := make([]float32, c.dim)
 	for i := range v {
 		v[i] = math.Float32frombits(binary.LittleEndian.Uint32(rec[32+4*i:]))
@@ -188,6 +203,11 @@ func (c *Cache) Put(hashes [][32]byte, vecs [][]float32) error {
 		}
 		buf = binary.LittleEndian.AppendUint32(buf, crc32.Checksum(buf[start:], castagnoli))
 	}
+	unlock, err := lockFile(c.file)
+	if err != nil {
+		return fmt.Errorf("embed: embedding cache %s: lock: %w", c.path, err)
+	}
+	defer unlock()
 	if _, err := c.file.Write(buf); err != nil {
 		return fmt.Errorf("embed: embedding cache %s: %w", c.path, err)
 	}
@@ -228,7 +248,7 @@ func (c *Cache) create(dim int) error {
 		return fmt.Errorf("embed: embedding cache: %w", err)
 	}
 	c.file = f
-	if err := c.load(); err != nil {
+	if err := c.lockedLoad(); err != nil {
 		c.Close()
 		return err
 	}

@@ -3,13 +3,17 @@ package embed
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
+	"math"
 	"os"
 	"reflect"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // embedCountingEmbedder makes a vector from each text's bytes and records what
@@ -159,6 +163,74 @@ func TestEmbedCacheTruncatedRecord(t *testing.T) {
 		if st2, _ := os.Stat(path); st2.Size() != st.Size() {
 			t.Errorf("%s: size %d after repair, want %d", damage, st2.Size(), st.Size())
 		}
+	}
+}
+
+// Another process's append in progress (half a record at the end, its
+// lock held) is not a crashed write: an opener waits for it, then sees the
+// whole record, and cuts nothing.
+func TestEmbedCacheAppendInProgress(t *testing.T) {
+	dir := t.TempDir()
+	first, err := OpenCache(dir, "fake", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	one, two := sha256.Sum256([]byte("one")), sha256.Sum256([]byte("two"))
+	if err := first.Put([][32]byte{one}, [][]float32{{1, 2, 3}}); err != nil {
+		t.Fatal(err)
+	}
+	// The second record, as Put encodes it, written in two halves by a
+	// writer that holds the lock.
+	rec := append([]byte(nil), two[:]...)
+	for _, x := range []float32{4, 5, 6} {
+		rec = binary.LittleEndian.AppendUint32(rec, math.Float32bits(x))
+	}
+	rec = binary.LittleEndian.AppendUint32(rec, crc32.Checksum(rec, castagnoli))
+	unlock, err := lockFile(first.file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := first.file.Write(rec[:len(rec)/2]); err != nil {
+		t.Fatal(err)
+	}
+	var warn bytes.Buffer
+	opened := make(chan *Cache)
+	go func() {
+		c, err := OpenCache(dir, "fake", &warn)
+		if err != nil {
+			t.Error(err)
+		}
+		opened <- c
+	}()
+	time.Sleep(100 * time.Millisecond) // the opener reaches the lock meanwhile
+	if _, err := first.file.Write(rec[len(rec)/2:]); err != nil {
+		t.Fatal(err)
+	}
+	unlock()
+	second := <-opened
+	if second == nil {
+		return
+	}
+	defer second.Close()
+	v, ok, err := second.Get(two)
+	if err != nil || !ok || !slices.Equal(v, []float32{4, 5, 6}) || warn.Len() != 0 {
+		t.Errorf("the opener found %v (%v, %v) for the record being appended; warned %q", v, ok, err, warn.String())
+	}
+
+	// A record rewritten under an open cache (another process cut the file
+	// and appended its own) is not served for the text the index names.
+	f, err := os.OpenFile(first.Path(), os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.WriteAt(rec, first.index[one])
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, _, err := first.Get(one); err == nil || !strings.Contains(err.Error(), "another text's") {
+		t.Errorf("a record of another text served for \"one\": %v, %v", v, err)
 	}
 }
 
