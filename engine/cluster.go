@@ -164,7 +164,7 @@ func writeClusters(dir string, rows []embed.Row, res *cluster.KMeansResult, sum 
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	if err := removeOutputs(dir, clusterOutputs[2], clusterOutputs[1], clusterOutputs[0]); err != nil { // the summary first
+	if err := removeOutputs(dir, ClustersFile, "centroids.npy", "assignments.jsonl"); err != nil { // the summary first
 		return err
 	}
 	var buf bytes.Buffer

@@ -19,7 +19,6 @@ import (
 
 	"github.com/compassml/compass/dataset"
 	"github.com/compassml/compass/internal/atomicfile"
-	"github.com/compassml/compass/lora"
 	"github.com/compassml/compass/model"
 	"github.com/compassml/compass/tensor"
 )
@@ -423,7 +422,7 @@ func cachedScores(path, modelDir, adapter string, evals []string, be tensor.Back
 	}
 	var adapterSums []string
 	if adapter != "" {
-		if adapterSums, err = fileSums([]string{filepath.Join(adapter, lora.ConfigName), filepath.Join(adapter, lora.WeightsName)}); err != nil {
+		if adapterSums, err = fileSums(adapterFiles(adapter)); err != nil {
 			return nil, fmt.Errorf("continual: score: %w", err)
 		}
 	}

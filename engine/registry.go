@@ -726,3 +726,10 @@ func fileSums(paths []string) ([]string, error) {
 	}
 	return sums, nil
 }
+
+// adapterFiles are the two files of a PEFT adapter directory, the ones
+// that say what it computes (what the run identity and continual's score
+// cache hash).
+func adapterFiles(dir string) []string {
+	return []string{filepath.Join(dir, lora.ConfigName), filepath.Join(dir, lora.WeightsName)}
+}

@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/compassml/compass/lora"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -253,9 +252,7 @@ func (o *TrainOptions) identity() (map[string]any, error) {
 	}
 	var err error
 	if o.InitAdapter != "" {
-		m["init_adapter"], err = hash("--init-adapter",
-			filepath.Join(o.InitAdapter, lora.ConfigName), filepath.Join(o.InitAdapter, lora.WeightsName))
-		if err != nil {
+		if m["init_adapter"], err = hash("--init-adapter", adapterFiles(o.InitAdapter)...); err != nil {
 			return nil, err
 		}
 	}
