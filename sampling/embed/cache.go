@@ -53,11 +53,14 @@ var cacheMagic = []byte("CMPEMBC1")
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // OpenCache opens (or prepares to create) the cache of embedder name
-// in dir. Warnings about a damaged file go to warn (nil: discarded).
+// in dir. The cache is the one of the name's EmbedderID: a checkpoint
+// moved or copied to another directory keeps its vectors. Warnings about
+// a damaged file go to warn (nil: discarded).
 func OpenCache(dir, name string, warn io.Writer) (*Cache, error) {
 	if warn == nil {
 		warn = io.Discard
 	}
+	name = EmbedderID(name)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("embed: embedding cache: %w", err)
 	}

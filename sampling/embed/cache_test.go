@@ -107,6 +107,34 @@ func TestCachedEmbedderHitsAndMisses(t *testing.T) {
 	c.Close()
 }
 
+// The same checkpoint in another directory makes the same vectors: its
+// cache is the same one, and another checkpoint's is not.
+func TestCachedEmbedderCheckpointMoved(t *testing.T) {
+	dir := t.TempDir()
+	embedOnce := func(name string) int {
+		t.Helper()
+		inner := &embedCountingEmbedder{name: name, dim: 3}
+		c, err := NewCachedEmbedder(inner, dir, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := c.Embed([]string{"a", "b"}); err != nil {
+			t.Fatal(err)
+		}
+		return len(inner.embedded())
+	}
+	if n := embedOnce("model:/models/e5#0123abcd;maxlen=512"); n != 2 {
+		t.Fatalf("first run embedded %d texts, want 2", n)
+	}
+	if n := embedOnce("model:/elsewhere/e5-copy#0123abcd;maxlen=512"); n != 0 {
+		t.Errorf("the moved checkpoint embedded %d texts again, want 0 (served from the cache)", n)
+	}
+	if n := embedOnce("model:/models/e5#4567cdef;maxlen=512"); n != 2 {
+		t.Errorf("other weights embedded %d texts, want 2 (not the first one's cache)", n)
+	}
+}
+
 // A crash mid-append leaves a partial record: it is dropped with a
 // warning, the rest is kept, and appending goes on from there.
 func TestEmbedCacheTruncatedRecord(t *testing.T) {
