@@ -147,6 +147,15 @@ mutation selftest-no-configs tools/reference/selftest.py \
   'd = os.path.join(REPO, "testdata", "no-such-configs")  # (mutation)' \
   'pytest_one test_published_configs'
 
+# The pool of idle tokenizer encoders returned to without its lock: two
+# goroutines' appends race (the race detector's report fails the test).
+mutation tokenizer-pool-unlocked model/tokenizer/encoder.go \
+  '	t.encMu.Lock()
+	defer t.encMu.Unlock()
+	t.encoders = append(t.encoders, e)' \
+  '	t.encoders = append(t.encoders, e) // (mutation: no lock)' \
+  'goracetest ./model/tokenizer/ TestEncodeConcurrently'
+
 # The kernels' own mutations (fragment layouts, masks, head mappings,
 # barriers, the k-means tie rule) are in scripts/emu-mutations.sh, with the
 # GPU tests that catch them on the emulated device.
@@ -191,6 +200,10 @@ log="$work/.mutation.log"
 gotest() {
   "$go" test -count=1 -run "^$2\$" "$1" >"$log" 2>&1
 }
+# goracetest PKG TEST: gotest under the race detector.
+goracetest() {
+  "$go" test -race -count=1 -run "^$2\$" "$1" >"$log" 2>&1
+}
 # pytest_one NAME: runs one test function of the reference's self-test.
 pytest_one() {
   SELFTEST_ONE=$1 "$python" - >"$log" 2>&1 <<'EOF'
@@ -205,7 +218,7 @@ EOF
 # error.
 caught() {
   case "$1" in
-    gotest\ *) grep -q -- "--- FAIL: ${1##* }" "$log" ;;
+    gotest\ *|goracetest\ *) grep -q -- "--- FAIL: ${1##* }" "$log" ;;
     pytest_one\ *) grep -q '^AssertionError' "$log" ;;
     *) true ;;
   esac

@@ -2,6 +2,7 @@ package tokenizer
 
 import (
 	"encoding/json"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -482,4 +483,54 @@ func FuzzPattern(f *testing.F) {
 			t.Fatalf("pieces cover %q, want %q", got, text)
 		}
 	})
+}
+
+// One tokenizer encoding from several goroutines at once (batches and
+// single texts, as the commands do) gives each text the ids it gets alone.
+// Under the race detector (make test runs this package with -race) it
+// also checks the pool of idle encoders is shared safely.
+func TestEncodeConcurrently(t *testing.T) {
+	tok, err := Load(filepath.Join("..", "..", "testdata", "demo", "model"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var texts []string
+	for _, l := range readCorpus(t) {
+		texts = append(texts, l.Text)
+	}
+	want := make([][]int, len(texts))
+	for i, s := range texts {
+		if want[i], err = tok.Encode(s, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	errs := make(chan error, 8)
+	for g := range 8 {
+		go func() {
+			if g%2 == 0 {
+				got, err := tok.EncodeBatch(texts, false)
+				if err == nil && !slices.EqualFunc(got, want, slices.Equal) {
+					err = fmt.Errorf("goroutine %d: a batch's ids differ from the texts' alone", g)
+				}
+				errs <- err
+				return
+			}
+			for i, s := range texts {
+				ids, err := tok.Encode(s, false)
+				if err == nil && !slices.Equal(ids, want[i]) {
+					err = fmt.Errorf("goroutine %d, text %d: %v, alone %v", g, i, ids, want[i])
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range 8 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
 }
