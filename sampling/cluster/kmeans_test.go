@@ -409,12 +409,14 @@ func TestChooseKFindsPlantedK(t *testing.T) {
 
 func TestParseKRange(t *testing.T) {
 	// The step defaults to 10.
-	for s, want := range map[string][]int{"80:120:10": {80, 90, 100, 110, 120}, "2:14": {2, 12}, " 3 : 5 : 2 ": {3, 5}} {
+	for s, want := range map[string][]int{"80:120:10": {80, 90, 100, 110, 120}, "2:14": {2, 12}, " 3 : 5 : 2 ": {3, 5},
+		"2:9223372036854775807:9223372036854775807": {2}} { // a step past the largest int
+
 		if got, err := ParseKRange(s); err != nil || !slices.Equal(got, want) {
 			t.Errorf("ParseKRange(%q) = %v, %v; want %v", s, got, err, want)
 		}
 	}
-	for _, s := range []string{"", "5", "1:2:3:4", "a:b", "5:2", "1:3"} {
+	for _, s := range []string{"", "5", "1:2:3:4", "a:b", "5:2", "1:3", "3:101000000100", "2:9223372036854775807:1"} {
 		if _, err := ParseKRange(s); err == nil {
 			t.Errorf("ParseKRange(%q): no error", s)
 		}

@@ -221,14 +221,25 @@ type KScore struct {
 	Inertia    float64 `json:"inertia"`
 }
 
+// MaxKRange is the most values of K a range may list: each is a k-means
+// run and a silhouette, so a range beyond it is a typo (2:1000000), not
+// a search anyone means to run.
+const MaxKRange = 1000
+
 // KRange lists lo, lo+step, ... up to hi inclusive.
 func KRange(lo, hi, step int) ([]int, error) {
 	if lo < 2 || hi < lo || step < 1 {
 		return nil, fmt.Errorf("cluster: K range %d:%d step %d: need 2 <= lo <= hi and step >= 1", lo, hi, step)
 	}
-	var ks []int
-	for k := lo; k <= hi; k += step {
-		ks = append(ks, k)
+	// Counted, not stepped through: lo + i*step <= hi never overflows,
+	// where k += step past hi near the largest int would.
+	n := (hi-lo)/step + 1
+	if n > MaxKRange {
+		return nil, fmt.Errorf("cluster: K range %d:%d step %d: %d values of K, more than the %d a range may list", lo, hi, step, n, MaxKRange)
+	}
+	ks := make([]int, n)
+	for i := range ks {
+		ks[i] = lo + i*step
 	}
 	return ks, nil
 }
