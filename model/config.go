@@ -524,6 +524,12 @@ func parseRope(c *Config, raw *rawConfig, def familyDefaults) error {
 	return nil
 }
 
+// The largest sizes and layer count a config may have (see validate).
+const (
+	maxConfigSize   = 1 << 20
+	maxConfigLayers = 1 << 12
+)
+
 func (c *Config) validate() error {
 	positive := []struct {
 		key string
@@ -542,6 +548,31 @@ func (c *Config) validate() error {
 		if p.v <= 0 {
 			return fmt.Errorf("%s must be positive, got %d", p.key, p.v)
 		}
+	}
+	// Far above any published model (hidden 16384, vocabulary 256k, 126
+	// layers), and low enough that the tensor list and the parameter and
+	// memory counts, products of these in int64, neither overflow nor
+	// take a config with a typo in it hours and gigabytes to list.
+	bounded := []struct {
+		key string
+		v   int
+		max int
+	}{
+		{"hidden_size", c.HiddenSize, maxConfigSize},
+		{"intermediate_size", c.IntermediateSize, maxConfigSize},
+		{"num_hidden_layers", c.NumHiddenLayers, maxConfigLayers},
+		{"num_attention_heads", c.NumAttentionHeads, maxConfigSize},
+		{"head_dim", c.HeadDim, maxConfigSize},
+		{"vocab_size", c.VocabSize, maxConfigSize},
+	}
+	for _, b := range bounded {
+		if b.v > b.max {
+			return fmt.Errorf("%s %d is beyond what compass loads (at most %d)", b.key, b.v, b.max)
+		}
+	}
+	if q := c.NumAttentionHeads * c.HeadDim; q > maxConfigSize {
+		return fmt.Errorf("num_attention_heads %d x head_dim %d = %d is beyond what compass loads (at most %d)",
+			c.NumAttentionHeads, c.HeadDim, q, maxConfigSize)
 	}
 	if c.NumAttentionHeads%c.NumKeyValueHeads != 0 {
 		return fmt.Errorf("num_attention_heads %d is not a multiple of num_key_value_heads %d",

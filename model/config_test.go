@@ -422,6 +422,11 @@ func TestParseErrors(t *testing.T) {
 		{"negative vocab", llama(`,"vocab_size":-1`), "vocab_size must be positive"},
 		{"zero kv heads", llama(`,"num_key_value_heads":0`), "num_key_value_heads must be positive"},
 		{"heads not divisible", llama(`,"num_key_value_heads":3`), "not a multiple of num_key_value_heads 3"},
+		// Found by FuzzParseConfig's seeds: Tensors lists every layer's
+		// tensors, and NumParameters multiplies sizes in int64.
+		{"ten million layers", llama(`,"num_hidden_layers":10000000`), "num_hidden_layers 10000000 is beyond what compass loads (at most 4096)"},
+		{"huge sizes", `{"architectures":["LlamaForCausalLM"],"hidden_size":4000000000,"intermediate_size":4000000000,"num_hidden_layers":1,"num_attention_heads":2,"vocab_size":4000000000}`, "hidden_size 4000000000 is beyond"},
+		{"huge heads", llama(`,"head_dim":65536,"num_attention_heads":64,"num_key_value_heads":64`), "num_attention_heads 64 x head_dim 65536 = 4194304 is beyond"},
 		{"hidden not divisible", `{"architectures":["LlamaForCausalLM"],"hidden_size":65,"intermediate_size":128,"num_hidden_layers":2,"num_attention_heads":4,"vocab_size":100}`, "no head_dim"},
 		{"zero eps", llama(`,"rms_norm_eps":0`), "rms_norm_eps"},
 		{"gelu", llama(`,"hidden_act":"gelu"`), `hidden_act "gelu"`},
