@@ -166,18 +166,31 @@ func intOr(p *int, def int) int {
 	return *p
 }
 
+// The largest sizes and layer count a config may have (see validate).
+const (
+	maxConfigSize   = 1 << 20
+	maxConfigLayers = 1 << 12
+)
+
 func (c *Config) validate() error {
+	// The bounds are far above any published encoder, and low enough that
+	// Tensors (one entry per layer) and NumParameters (products of these
+	// in int64) neither take hours nor overflow.
 	for _, v := range []struct {
 		key string
 		n   int
+		max int
 	}{
-		{"hidden_size", c.HiddenSize}, {"num_hidden_layers", c.NumHiddenLayers},
-		{"num_attention_heads", c.NumAttentionHeads}, {"intermediate_size", c.IntermediateSize},
-		{"vocab_size", c.VocabSize}, {"max_position_embeddings", c.MaxPositionEmbeddings},
-		{"type_vocab_size", c.TypeVocabSize},
+		{"hidden_size", c.HiddenSize, maxConfigSize}, {"num_hidden_layers", c.NumHiddenLayers, maxConfigLayers},
+		{"num_attention_heads", c.NumAttentionHeads, maxConfigSize}, {"intermediate_size", c.IntermediateSize, maxConfigSize},
+		{"vocab_size", c.VocabSize, maxConfigSize}, {"max_position_embeddings", c.MaxPositionEmbeddings, maxConfigSize},
+		{"type_vocab_size", c.TypeVocabSize, maxConfigSize},
 	} {
 		if v.n <= 0 {
 			return fmt.Errorf("%s must be positive, got %d", v.key, v.n)
+		}
+		if v.n > v.max {
+			return fmt.Errorf("%s %d is beyond what compass loads (at most %d)", v.key, v.n, v.max)
 		}
 	}
 	if c.HiddenSize%c.NumAttentionHeads != 0 {

@@ -76,6 +76,10 @@ func TestConfigErrors(t *testing.T) {
 		{"hidden_size", nil, `missing "hidden_size"`},
 		{"num_attention_heads", 5, "not a multiple"},
 		{"pad_token_id", 39, "no position after the padding index"},
+		// Tensors lists every layer's tensors, NumParameters multiplies
+		// sizes in int64.
+		{"num_hidden_layers", 10000000, "num_hidden_layers 10000000 is beyond what compass loads (at most 4096)"},
+		{"max_position_embeddings", 4000000000, "max_position_embeddings 4000000000 is beyond"},
 	} {
 		raw := map[string]any{}
 		for k, v := range base {
