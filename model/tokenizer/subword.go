@@ -127,8 +127,9 @@ func (t *Tokenizer) parseSubwordModel(raw json.RawMessage) (map[string]int, erro
 		}
 		maxID := -1
 		for tok, id := range vocab {
-			if id < 0 || id > 1<<30 {
-				return nil, fmt.Errorf("model: vocab: token %q has id %d", tok, id)
+			// As for BPE (parseModel): ids index p.tokens.
+			if id < 0 || id >= 2*len(vocab) {
+				return nil, fmt.Errorf("model: vocab: token %q has id %d, beyond twice the %d entries of the vocabulary", tok, id, len(vocab))
 			}
 			maxID = max(maxID, id)
 		}

@@ -366,6 +366,7 @@ func TestSubwordErrors(t *testing.T) {
 		{map[string]any{"model": map[string]any{"type": "Unigram", "unk_id": 9, "vocab": []any{[]any{"a", 0.0}}}}, "unk_id 9 is not in the vocabulary"},
 		{map[string]any{"model": map[string]any{"type": "Unigram", "vocab": []any{[]any{"a", "x"}}}}, "not a number"},
 		{map[string]any{"model": map[string]any{"type": "Unigram", "vocab": []any{}}}, "vocabulary is empty"},
+		{map[string]any{"model": map[string]any{"type": "WordPiece", "vocab": map[string]any{"[UNK]": 0, "a": 1 << 30}}}, `token "a" has id 1073741824, beyond twice the 2 entries`},
 		{map[string]any{"model": uni, "normalizer": map[string]any{"type": "NFKC2"}}, `normalizer "NFKC2" is not supported`},
 		{map[string]any{"model": uni, "normalizer": map[string]any{"type": "Precompiled", "precompiled_charsmap": "AAAAAA=="}}, "precompiled_charsmap: trie size 0"},
 		{map[string]any{"model": uni, "normalizer": map[string]any{"type": "Precompiled", "precompiled_charsmap": "!!"}}, "precompiled_charsmap: illegal base64"},

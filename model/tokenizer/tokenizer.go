@@ -196,8 +196,11 @@ func (t *Tokenizer) parseModel(raw json.RawMessage) (map[string]int, error) {
 	m := &bpeModel{ignoreMerges: mj.IgnoreMerges, tokens: make(map[string]int32, len(vocab))}
 	maxID := 0
 	for tok, id := range vocab {
-		if id < 0 || id > 1<<30 {
-			return nil, fmt.Errorf("vocab: token %q has id %d", tok, id)
+		// Ids index dense tables (tokenBytes here, each encoder's): they
+		// may leave gaps (o200k's specials sit above holes), but an id far
+		// beyond the entries would make a tiny file allocate gigabytes.
+		if id < 0 || id >= 2*len(vocab) {
+			return nil, fmt.Errorf("vocab: token %q has id %d, beyond twice the %d entries of the vocabulary", tok, id, len(vocab))
 		}
 		maxID = max(maxID, id)
 	}

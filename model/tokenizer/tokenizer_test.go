@@ -396,6 +396,7 @@ func TestLoadErrors(t *testing.T) {
 		{set([]string{"model", "merges"}, []any{"a b c"}), "two tokens"},
 		{set([]string{"model", "merges"}, 7), "merges"},
 		{set([]string{"model", "vocab"}, map[string]any{"a": 0}), "byte-level token"},
+		{set([]string{"model", "vocab"}, map[string]any{"a": 0, "b": 1 << 30}), `token "b" has id 1073741824, beyond twice the 2 entries`},
 		{set([]string{"normalizer"}, map[string]any{"type": "NFKC"}), `normalizer "NFKC"`},
 		{set([]string{"pre_tokenizer"}, map[string]any{"type": "Metaspace"}), `"Metaspace" is not supported`},
 		{set([]string{"pre_tokenizer"}, nil), "no pre_tokenizer"},
