@@ -128,7 +128,9 @@ func (r *Reference) Check() error {
 	switch {
 	case r.Dim <= 0 || k == 0:
 		return fmt.Errorf("drift: drift reference: empty (dim %d, %d clusters)", r.Dim, k)
-	case len(r.Centroids) != k*r.Dim:
+	case len(r.Centroids)%r.Dim != 0 || len(r.Centroids)/r.Dim != k:
+		// Divided, not multiplied: k*Dim overflows for a Dim near 2^62
+		// and matched an empty list.
 		return fmt.Errorf("drift: drift reference: %d centroid values for %d clusters of dim %d", len(r.Centroids), k, r.Dim)
 	case math.IsNaN(r.Radius) || r.Radius < 0:
 		return fmt.Errorf("drift: drift reference: radius %v", r.Radius)

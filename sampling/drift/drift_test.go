@@ -251,6 +251,12 @@ func TestDriftBadInput(t *testing.T) {
 	if _, err := NewMonitor(&bad, Options{}); err == nil {
 		t.Error("reference with a short centroid list: no error")
 	}
+	// k*Dim overflowed to 0 and matched no centroids at all (found with
+	// engine's FuzzLoadDriftReference).
+	bad = Reference{Dim: 1 << 62, Counts: []int{1, 1, 1, 1}, Quantile: 0.9}
+	if err := bad.Check(); err == nil {
+		t.Error("reference of dim 2^62 and no centroids: no error")
+	}
 	if _, err := NewMonitor(nil, Options{}); err == nil {
 		t.Error("nil reference: no error")
 	}
