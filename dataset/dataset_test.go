@@ -2,11 +2,13 @@ package dataset
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -439,6 +441,18 @@ func TestDamagedParquet(t *testing.T) {
 		try("cut-footer-"+fx, data[:len(data)-10], vectors, true)
 		try("cut-half-"+fx, data[:len(data)/2], vectors, true)
 		try("magic-only-"+fx, []byte("PAR1"), vectors, true)
+		// A footer length (before the closing magic number) near 4 GiB:
+		// parquet.OpenFile allocated it before finding the file too short
+		// to hold it (found by FuzzReadAllParquet).
+		huge := bytes.Clone(data)
+		binary.LittleEndian.PutUint32(huge[len(huge)-8:], 0xfffffff0)
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		try("huge-footer-"+fx, huge, vectors, true)
+		runtime.ReadMemStats(&after)
+		if n := after.TotalAlloc - before.TotalAlloc; n > 64<<20 {
+			t.Errorf("huge-footer-%s: %d MiB allocated", fx, n>>20)
+		}
 		for range 200 {
 			d := bytes.Clone(data)
 			for range 1 + rng.IntN(4) {

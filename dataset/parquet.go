@@ -1,6 +1,7 @@
 package dataset
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -34,6 +35,9 @@ const parquetBatch = 64
 
 func newParquetSource(path string, ra io.ReaderAt, size int64) (s *parquetSource, err error) {
 	defer recoverParquet(path, &err)
+	if err := checkParquetFooter(ra, size); err != nil {
+		return nil, fmt.Errorf("dataset: %s: %w", path, err)
+	}
 	f, err := parquet.OpenFile(ra, size)
 	if err != nil {
 		return nil, fmt.Errorf("dataset: %s: %w", path, err)
@@ -60,6 +64,26 @@ func newParquetSource(path string, ra io.ReaderAt, size int64) (s *parquetSource
 	}
 	s.groups = f.RowGroups()
 	return s, nil
+}
+
+// checkParquetFooter checks that the footer length in the last 8 bytes
+// (length, then the magic number) fits in the file: parquet.OpenFile
+// allocates that length, up to 4 GiB, before it finds that the file is
+// too short to hold it. A file too short for any footer is left to
+// OpenFile's own error.
+func checkParquetFooter(ra io.ReaderAt, size int64) error {
+	if size < 12 {
+		return nil
+	}
+	var tail [8]byte
+	if _, err := ra.ReadAt(tail[:], size-8); err != nil {
+		return err
+	}
+	// 4 bytes of magic number at the start, 8 of length and magic at the end.
+	if n := int64(binary.LittleEndian.Uint32(tail[:4])); n > size-12 {
+		return fmt.Errorf("the footer claims %d bytes, more than the %d-byte file holds (truncated or damaged)", n, size)
+	}
+	return nil
 }
 
 // structList decodes a top-level column that is a list of structs whose
