@@ -3,29 +3,12 @@ package dataset
 import (
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
-	"time"
 	"unicode/utf8"
-)
 
-// fuzzGuard fails an input that allocates more than 256 MiB, and kills
-// the process (the fuzzer then keeps the input) when one runs for more
-// than 10 seconds.
-func fuzzGuard(t *testing.T) func() {
-	var before runtime.MemStats
-	runtime.ReadMemStats(&before)
-	timer := time.AfterFunc(10*time.Second, func() { panic("fuzz: an input took more than 10s") })
-	return func() {
-		timer.Stop()
-		var after runtime.MemStats
-		runtime.ReadMemStats(&after)
-		if n := after.TotalAlloc - before.TotalAlloc; n > 256<<20 {
-			t.Fatalf("an input allocated %d MiB", n>>20)
-		}
-	}
-}
+	"github.com/compassml/compass/internal/fuzzguard"
+)
 
 // fuzzReadAll reads data as a file of the given name, with each schema
 // and with bad rows skipped: an error or records, never a panic.
@@ -34,7 +17,7 @@ func fuzzReadAll(t *testing.T, name string, data []byte) {
 	if err := os.WriteFile(path, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	defer fuzzGuard(t)()
+	defer fuzzguard.Start(t, 256<<20)()
 	for _, opts := range []Options{{}, {SkipBad: true, Language: "sw"}, {Schema: SchemaChat, SkipBad: true}} {
 		recs, err := ReadAll(path, opts)
 		if err != nil {
@@ -68,7 +51,7 @@ func FuzzReadAllParquet(f *testing.F) {
 		if err := os.WriteFile(path, data, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		defer fuzzGuard(t)()
+		defer fuzzguard.Start(t, 256<<20)()
 		v, err := ReadParquetVectors(path, "text", []string{"id", "language"})
 		if err != nil {
 			return

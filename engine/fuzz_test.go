@@ -4,32 +4,14 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
-	"time"
 
+	"github.com/compassml/compass/internal/fuzzguard"
 	"github.com/compassml/compass/model/tokenizer"
 	"github.com/compassml/compass/sampling/drift"
 	"github.com/compassml/compass/tensor"
 )
-
-// fuzzGuard fails an input that allocates more than 256 MiB, and kills
-// the process (the fuzzer then keeps the input) when one runs for more
-// than 10 seconds.
-func fuzzGuard(t *testing.T) func() {
-	var before runtime.MemStats
-	runtime.ReadMemStats(&before)
-	timer := time.AfterFunc(10*time.Second, func() { panic("fuzz: an input took more than 10s") })
-	return func() {
-		timer.Stop()
-		var after runtime.MemStats
-		runtime.ReadMemStats(&after)
-		if n := after.TotalAlloc - before.TotalAlloc; n > 256<<20 {
-			t.Fatalf("an input allocated %d MiB", n>>20)
-		}
-	}
-}
 
 // fuzzFile writes data to a file named name in a new temporary directory.
 func fuzzFile(t *testing.T, name string, data []byte) string {
@@ -61,7 +43,7 @@ func FuzzReadConfigs(f *testing.F) {
 			name = "c.yaml"
 		}
 		path := fuzzFile(t, name, data)
-		defer fuzzGuard(t)()
+		defer fuzzguard.Start(t, 256<<20)()
 		if c, err := ReadAdaptConfig(path); err == nil {
 			if ks, err := c.kRange(); err == nil {
 				for _, k := range ks {
@@ -84,7 +66,7 @@ func FuzzReadPoolMeta(f *testing.F) {
 	f.Add([]byte("{\"id\": null, \"language\": \"sw\"}"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		path := fuzzFile(t, "meta.jsonl", data)
-		defer fuzzGuard(t)()
+		defer fuzzguard.Start(t, 256<<20)()
 		items, err := ReadPoolMeta(path)
 		if err != nil {
 			return
@@ -108,7 +90,7 @@ func FuzzLoadDriftReference(f *testing.F) {
 	f.Add([]byte(`{"dim": 4611686018427387904, "centroids": [], "counts": [1, 1, 1, 1], "quantile": 0.9, "radius": 0.5}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		path := fuzzFile(t, "drift-reference.json", data)
-		defer fuzzGuard(t)()
+		defer fuzzguard.Start(t, 256<<20)()
 		ref, err := LoadDriftReference(path)
 		if err != nil {
 			return
@@ -143,7 +125,7 @@ func FuzzReadPrompts(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		defer fuzzGuard(t)()
+		defer fuzzguard.Start(t, 256<<20)()
 		for _, p := range []Prompter{{Tok: tok}, {Tok: tok, Chat: chat}} {
 			prompts, lines, err := ReadPrompts(bytes.NewReader(data), p)
 			if err != nil {
@@ -181,7 +163,7 @@ func FuzzRegistryManifest(f *testing.F) {
 		if err := os.WriteFile(filepath.Join(dir, "a", RegistryManifestName), data, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		defer fuzzGuard(t)()
+		defer fuzzguard.Start(t, 256<<20)()
 		r, err := OpenRegistry(dir)
 		if err != nil {
 			t.Fatal(err)

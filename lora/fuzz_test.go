@@ -4,27 +4,10 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
-	"runtime"
 	"testing"
-	"time"
-)
 
-// fuzzGuard fails an input that allocates more than 256 MiB, and kills
-// the process (the fuzzer then keeps the input) when one runs for more
-// than 10 seconds.
-func fuzzGuard(t *testing.T) func() {
-	var before runtime.MemStats
-	runtime.ReadMemStats(&before)
-	timer := time.AfterFunc(10*time.Second, func() { panic("fuzz: an input took more than 10s") })
-	return func() {
-		timer.Stop()
-		var after runtime.MemStats
-		runtime.ReadMemStats(&after)
-		if n := after.TotalAlloc - before.TotalAlloc; n > 256<<20 {
-			t.Fatalf("an input allocated %d MiB", n>>20)
-		}
-	}
-}
+	"github.com/compassml/compass/internal/fuzzguard"
+)
 
 // FuzzReadConfig reads an adapter_config.json of any content. A config
 // ReadConfig accepts must write and read back unchanged.
@@ -44,7 +27,7 @@ func FuzzReadConfig(f *testing.F) {
 		if err := os.WriteFile(path, data, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		done := fuzzGuard(t)
+		done := fuzzguard.Start(t, 256<<20)
 		c, err := ReadConfig(path)
 		done()
 		if err != nil {
@@ -117,7 +100,7 @@ func FuzzLoadWeights(f *testing.F) {
 		if err := os.WriteFile(filepath.Join(dir, WeightsName), data, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		defer fuzzGuard(t)()
+		defer fuzzguard.Start(t, 256<<20)()
 		got, err := Load(dir, modules)
 		if err != nil {
 			return

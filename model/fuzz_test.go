@@ -3,27 +3,10 @@ package model
 import (
 	"os"
 	"path/filepath"
-	"runtime"
 	"testing"
-	"time"
-)
 
-// fuzzGuard fails an input that allocates more than 256 MiB, and kills
-// the process (the fuzzer then keeps the input) when one runs for more
-// than 10 seconds.
-func fuzzGuard(t *testing.T) func() {
-	var before runtime.MemStats
-	runtime.ReadMemStats(&before)
-	timer := time.AfterFunc(10*time.Second, func() { panic("fuzz: an input took more than 10s") })
-	return func() {
-		timer.Stop()
-		var after runtime.MemStats
-		runtime.ReadMemStats(&after)
-		if n := after.TotalAlloc - before.TotalAlloc; n > 256<<20 {
-			t.Fatalf("an input allocated %d MiB", n>>20)
-		}
-	}
-}
+	"github.com/compassml/compass/internal/fuzzguard"
+)
 
 // FuzzParseConfig parses a config.json of any content. A config that
 // ParseConfig accepts must be one the rest of the package can work with:
@@ -50,7 +33,7 @@ func FuzzParseConfig(f *testing.F) {
 	f.Add([]byte(`{"architectures":["LlamaForCausalLM"],"model_type":"llama","hidden_size":8,"intermediate_size":16,"num_hidden_layers":10000000,"num_attention_heads":2,"vocab_size":10}`))
 	f.Add([]byte(`{"architectures":["LlamaForCausalLM"],"model_type":"llama","hidden_size":4000000000,"intermediate_size":4000000000,"num_hidden_layers":1,"num_attention_heads":2,"vocab_size":4000000000}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		defer fuzzGuard(t)()
+		defer fuzzguard.Start(t, 256<<20)()
 		c, err := ParseConfig(data)
 		if err != nil {
 			return

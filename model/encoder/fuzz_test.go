@@ -3,27 +3,10 @@ package encoder
 import (
 	"os"
 	"path/filepath"
-	"runtime"
 	"testing"
-	"time"
-)
 
-// fuzzGuard fails an input that allocates more than 256 MiB, and kills
-// the process (the fuzzer then keeps the input) when one runs for more
-// than 10 seconds.
-func fuzzGuard(t *testing.T) func() {
-	var before runtime.MemStats
-	runtime.ReadMemStats(&before)
-	timer := time.AfterFunc(10*time.Second, func() { panic("fuzz: an input took more than 10s") })
-	return func() {
-		timer.Stop()
-		var after runtime.MemStats
-		runtime.ReadMemStats(&after)
-		if n := after.TotalAlloc - before.TotalAlloc; n > 256<<20 {
-			t.Fatalf("an input allocated %d MiB", n>>20)
-		}
-	}
-}
+	"github.com/compassml/compass/internal/fuzzguard"
+)
 
 // FuzzParseConfig parses an encoder config.json of any content. A config
 // that ParseConfig accepts must have its tensors listed and its
@@ -44,7 +27,7 @@ func FuzzParseConfig(f *testing.F) {
 	f.Add([]byte(`{"architectures":["BertModel"],"model_type":"bert","hidden_size":8,"num_hidden_layers":10000000,"num_attention_heads":2,"intermediate_size":16,"vocab_size":10,"max_position_embeddings":16,"pad_token_id":0}`))
 	f.Add([]byte(`{"architectures":["BertModel"],"model_type":"bert","hidden_size":4000000000,"num_hidden_layers":1,"num_attention_heads":2,"intermediate_size":4000000000,"vocab_size":4000000000,"max_position_embeddings":4000000000,"pad_token_id":0}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		defer fuzzGuard(t)()
+		defer fuzzguard.Start(t, 256<<20)()
 		c, err := ParseConfig(data)
 		if err != nil {
 			return

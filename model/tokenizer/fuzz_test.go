@@ -5,29 +5,12 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
-	"time"
 	"unicode/utf8"
-)
 
-// fuzzGuard fails an input that allocates more than 256 MiB, and kills
-// the process (the fuzzer then keeps the input) when one runs for more
-// than 10 seconds.
-func fuzzGuard(t *testing.T) func() {
-	var before runtime.MemStats
-	runtime.ReadMemStats(&before)
-	timer := time.AfterFunc(10*time.Second, func() { panic("fuzz: an input took more than 10s") })
-	return func() {
-		timer.Stop()
-		var after runtime.MemStats
-		runtime.ReadMemStats(&after)
-		if n := after.TotalAlloc - before.TotalAlloc; n > 256<<20 {
-			t.Fatalf("an input allocated %d MiB", n>>20)
-		}
-	}
-}
+	"github.com/compassml/compass/internal/fuzzguard"
+)
 
 // byteLevelVocab is the 256 byte-level tokens, ids 0 to 255, as JSON
 // members.
@@ -109,7 +92,7 @@ func FuzzLoad(f *testing.F) {
 		if err := os.WriteFile(path, data, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		defer fuzzGuard(t)()
+		defer fuzzguard.Start(t, 256<<20)()
 		tok, err := Load(path)
 		if err != nil {
 			return
@@ -164,7 +147,7 @@ func FuzzPrecompiled(f *testing.F) {
 	f.Add([]byte{8, 0, 0, 0, 0x00, 0x04, 0, 0, 0x61, 0x01, 0, 0, 'x', 0}, "a")
 	f.Add([]byte{}, "")
 	f.Fuzz(func(t *testing.T, raw []byte, text string) {
-		defer fuzzGuard(t)()
+		defer fuzzguard.Start(t, 256<<20)()
 		m, err := parsePrecompiled(base64.StdEncoding.EncodeToString(raw))
 		if err != nil || !utf8.ValidString(text) {
 			return
@@ -193,7 +176,7 @@ func FuzzChatTemplate(f *testing.F) {
 	}
 	msgs := []Message{{Role: "system", Content: "Be brief."}, {Role: "user", Content: "Hi"}, {Role: "assistant", Content: "Hello!"}}
 	f.Fuzz(func(t *testing.T, cfg []byte) {
-		defer fuzzGuard(t)()
+		defer fuzzguard.Start(t, 256<<20)()
 		c, err := parseConfig(cfg)
 		if err != nil {
 			return

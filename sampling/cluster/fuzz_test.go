@@ -1,9 +1,9 @@
 package cluster
 
 import (
-	"runtime"
 	"testing"
-	"time"
+
+	"github.com/compassml/compass/internal/fuzzguard"
 )
 
 // FuzzParseKRange: a K range is refused or lists increasing Ks of at
@@ -14,15 +14,9 @@ func FuzzParseKRange(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		var before, after runtime.MemStats
-		runtime.ReadMemStats(&before)
-		timer := time.AfterFunc(10*time.Second, func() { panic("fuzz: an input took more than 10s") })
+		done := fuzzguard.Start(t, 64<<20)
 		ks, err := ParseKRange(s)
-		timer.Stop()
-		runtime.ReadMemStats(&after)
-		if n := after.TotalAlloc - before.TotalAlloc; n > 64<<20 {
-			t.Fatalf("%q allocated %d MiB", s, n>>20)
-		}
+		done()
 		if err != nil {
 			return
 		}

@@ -6,29 +6,11 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"runtime"
 	"testing"
-	"time"
 
+	"github.com/compassml/compass/internal/fuzzguard"
 	"github.com/compassml/compass/tensor"
 )
-
-// fuzzGuard fails an input that allocates more than 256 MiB, and kills
-// the process (the fuzzer then keeps the input) when one runs for more
-// than 10 seconds: inputs are at most a few kilobytes.
-func fuzzGuard(t *testing.T) func() {
-	var before runtime.MemStats
-	runtime.ReadMemStats(&before)
-	timer := time.AfterFunc(10*time.Second, func() { panic("fuzz: an input took more than 10s") })
-	return func() {
-		timer.Stop()
-		var after runtime.MemStats
-		runtime.ReadMemStats(&after)
-		if n := after.TotalAlloc - before.TotalAlloc; n > 256<<20 {
-			t.Fatalf("an input of a few kilobytes allocated %d MiB", n>>20)
-		}
-	}
-}
 
 // checkEmbeddings checks what Load accepted: finite vectors of the shape
 // it says, one row per vector when there are rows, and no more values
@@ -116,7 +98,7 @@ func FuzzLoadNPY(f *testing.F) {
 				t.Fatal(err)
 			}
 		}
-		defer fuzzGuard(t)()
+		defer fuzzguard.Start(t, 256<<20)()
 		e, err := Load(path, LoadOptions{})
 		if err != nil {
 			return
@@ -157,7 +139,7 @@ func FuzzLoadSafetensors(f *testing.F) {
 				t.Fatal(err)
 			}
 		}
-		defer fuzzGuard(t)()
+		defer fuzzguard.Start(t, 256<<20)()
 		e, err := Load(path, LoadOptions{})
 		if err != nil {
 			return
@@ -181,7 +163,7 @@ func FuzzLoadParquet(f *testing.F) {
 		if err := os.WriteFile(path, data, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		defer fuzzGuard(t)()
+		defer fuzzguard.Start(t, 256<<20)()
 		e, err := Load(path, LoadOptions{})
 		if err != nil {
 			return
@@ -228,7 +210,7 @@ func FuzzOpenCache(f *testing.F) {
 		if err := os.WriteFile(probe.Path(), data, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		done := fuzzGuard(t)
+		done := fuzzguard.Start(t, 256<<20)
 		c, err := OpenCache(dir, name, nil)
 		done()
 		if err != nil {

@@ -2,10 +2,10 @@ package selection
 
 import (
 	"bytes"
-	"runtime"
 	"strings"
 	"testing"
-	"time"
+
+	"github.com/compassml/compass/internal/fuzzguard"
 )
 
 // FuzzReadLanguages reads a language table of any content: refused, or a
@@ -19,15 +19,9 @@ func FuzzReadLanguages(f *testing.F) {
 	f.Add([]byte(header))
 	f.Add([]byte("iso639_3\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		var before, after runtime.MemStats
-		runtime.ReadMemStats(&before)
-		timer := time.AfterFunc(10*time.Second, func() { panic("fuzz: an input took more than 10s") })
+		done := fuzzguard.Start(t, 256<<20)
 		tab, err := ReadLanguages(bytes.NewReader(data))
-		timer.Stop()
-		runtime.ReadMemStats(&after)
-		if n := after.TotalAlloc - before.TotalAlloc; n > 256<<20 {
-			t.Fatalf("an input allocated %d MiB", n>>20)
-		}
+		done()
 		if err != nil {
 			return
 		}
