@@ -87,24 +87,28 @@ func FuzzLoadNPY(f *testing.F) {
 	v2 = binary.BigEndian.AppendUint64(v2, math.Float64bits(-2))
 	f.Add(v2, []byte{})
 
-	f.Fuzz(func(t *testing.T, npy, rowsFile []byte) {
-		dir := t.TempDir()
-		path := filepath.Join(dir, "e.npy")
-		if err := os.WriteFile(path, npy, 0o644); err != nil {
+	f.Fuzz(func(t *testing.T, npy, rowsFile []byte) { loadFuzzed(t, "e.npy", npy, rowsFile) })
+}
+
+// loadFuzzed writes an embedding file named name (and its rows file,
+// when rowsFile is not empty) and loads it: an error, or embeddings that
+// pass checkEmbeddings.
+func loadFuzzed(t *testing.T, name string, data, rowsFile []byte) {
+	path := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if len(rowsFile) > 0 {
+		if err := os.WriteFile(RowsPath(path), rowsFile, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		if len(rowsFile) > 0 {
-			if err := os.WriteFile(RowsPath(path), rowsFile, 0o644); err != nil {
-				t.Fatal(err)
-			}
-		}
-		defer fuzzguard.Start(t, 256<<20)()
-		e, err := Load(path, LoadOptions{})
-		if err != nil {
-			return
-		}
-		checkEmbeddings(t, e, len(npy))
-	})
+	}
+	defer fuzzguard.Start(t, 256<<20)()
+	e, err := Load(path, LoadOptions{})
+	if err != nil {
+		return
+	}
+	checkEmbeddings(t, e, len(data))
 }
 
 // FuzzLoadSafetensors feeds Load a .safetensors file: the header parser
@@ -128,24 +132,7 @@ func FuzzLoadSafetensors(f *testing.F) {
 		f.Add(append(b, make([]byte, seed.data)...), []byte{})
 	}
 
-	f.Fuzz(func(t *testing.T, data, rowsFile []byte) {
-		dir := t.TempDir()
-		path := filepath.Join(dir, "e.safetensors")
-		if err := os.WriteFile(path, data, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if len(rowsFile) > 0 {
-			if err := os.WriteFile(RowsPath(path), rowsFile, 0o644); err != nil {
-				t.Fatal(err)
-			}
-		}
-		defer fuzzguard.Start(t, 256<<20)()
-		e, err := Load(path, LoadOptions{})
-		if err != nil {
-			return
-		}
-		checkEmbeddings(t, e, len(data))
-	})
+	f.Fuzz(func(t *testing.T, data, rowsFile []byte) { loadFuzzed(t, "e.safetensors", data, rowsFile) })
 }
 
 // FuzzLoadParquet feeds Load a Parquet file of vectors, through
