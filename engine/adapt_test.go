@@ -510,7 +510,7 @@ func TestAdaptBadConfig(t *testing.T) {
 		{"bad gap", func(c map[string]any) { c["compass"] = map[string]any{"gap": "log"} }, "compass.gap"},
 		{"unknown task", func(c map[string]any) { c["eval"] = map[string]any{"tasks": []any{"mmlu-9"}, "data": "usage.jsonl"} }, "eval.tasks"},
 		{"no seeds", func(c map[string]any) { c["seeds"] = []any{} }, "config key seeds"},
-		{"bad k range", func(c map[string]any) { c["k_range"] = "1:x" }, "k_range"},
+		{"bad k range", func(c map[string]any) { c["k_range"] = "1:x" }, `config key k_range "1:x": "x" is not a number`},
 		// Found before any step: they failed after the embeddings and clusters.
 		{"unknown target language", func(c map[string]any) {
 			c["targets"] = []any{map[string]any{"language": "zz", "usage": map[string]any{"file": "usage.jsonl"}}}

@@ -177,10 +177,10 @@ func (c *AdaptConfig) kRange() ([]int, error) {
 		s = "80:120:10"
 	}
 	ks, err := cluster.ParseKRange(s)
-	if err != nil {
-		return nil, fmt.Errorf("adapt: config key k_range: %w", err)
+	if e, ok := err.(*cluster.KRangeError); ok {
+		return nil, fmt.Errorf("adapt: config key k_range %s: %s", e.Range, e.Reason)
 	}
-	return ks, nil
+	return ks, err
 }
 
 // selectOptions returns COMPASS's options for a target and seed.

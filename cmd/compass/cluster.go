@@ -52,9 +52,9 @@ func clusterCommand() *cli.Command {
 				OutputDir:        cmd.String("output-dir"),
 			}
 			if o.K == 0 {
-				ks, err := cluster.ParseKRange(cmd.String("k-range"))
+				ks, err := kRangeFlag(cmd.String("k-range"))
 				if err != nil {
-					return fmt.Errorf("cluster: --k-range: %w", err)
+					return fmt.Errorf("cluster: %w", err)
 				}
 				o.KRange = ks
 			}
@@ -97,4 +97,14 @@ func intFlagsAtLeast(cmd *cli.Command, command string, pairs ...any) error {
 		}
 	}
 	return nil
+}
+
+// kRangeFlag reads --k-range, naming the flag in its error the way the
+// other flag errors do: "--k-range 5:2: need 2 <= LO <= HI ...".
+func kRangeFlag(s string) ([]int, error) {
+	ks, err := cluster.ParseKRange(s)
+	if e, ok := err.(*cluster.KRangeError); ok {
+		return nil, fmt.Errorf("--k-range %s: %s", s, e.Reason)
+	}
+	return ks, err
 }

@@ -104,10 +104,20 @@ func TestClusterCommand(t *testing.T) {
 			t.Errorf("%s %s: %v, want %q", c.flag, c.value, err, c.want)
 		}
 	}
+	// The K range's errors name the flag once, as the others do, not the
+	// package twice ("cluster: --k-range: cluster: K range ...").
+	for _, c := range []struct{ value, want string }{
+		{"5:2", "compass: cluster: --k-range 5:2: need 2 <= LO <= HI and STEP >= 1"},
+		{"a:b", `compass: cluster: --k-range a:b: "a" is not a number`},
+		{"7", "compass: cluster: --k-range 7: want LO:HI or LO:HI:STEP"},
+	} {
+		args := []string{"cluster", "--input", in, "--k-range", c.value, "--output-dir", out, "--device", "cpu", "--quiet"}
+		if _, err := runSampling(t, args...); err == nil || "compass: "+err.Error() != c.want {
+			t.Errorf("--k-range %s: %v, want %q", c.value, err, c.want)
+		}
+	}
 	for _, args := range [][]string{
 		{"cluster", "--input", in, "--k", "301", "--output-dir", out},
-		{"cluster", "--input", in, "--k-range", "5:2", "--output-dir", out},
-		{"cluster", "--input", in, "--k-range", "a:b", "--output-dir", out},
 		{"cluster", "--input", filepath.Join(dir, "missing.npy"), "--k", "2", "--output-dir", out},
 		{"cluster", "--input", in, "--k", "2"},
 	} {

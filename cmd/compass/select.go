@@ -5,7 +5,6 @@ import (
 	"fmt"
 
 	"github.com/compassml/compass/engine"
-	"github.com/compassml/compass/sampling/cluster"
 	"github.com/compassml/compass/sampling/selection"
 	"github.com/urfave/cli/v3"
 )
@@ -120,9 +119,9 @@ func selectOptions(cmd *cli.Command) (selection.Options, error) {
 	o := selection.DefaultOptions(int(cmd.Int("budget")))
 	o.K = int(cmd.Int("k"))
 	if o.K == 0 {
-		ks, err := cluster.ParseKRange(cmd.String("k-range"))
+		ks, err := kRangeFlag(cmd.String("k-range"))
 		if err != nil {
-			return o, fmt.Errorf("select: --k-range: %w", err)
+			return o, fmt.Errorf("select: %w", err)
 		}
 		o.KMin, o.KMax = ks[0], ks[len(ks)-1]
 		if len(ks) > 1 {

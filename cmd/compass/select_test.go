@@ -147,6 +147,7 @@ func TestSelectCommand(t *testing.T) {
 		{[]string{"--method", "compass", "--target-usage", p("pool.jsonl"), "--output", p("x.jsonl")}, "unknown embeddings format"},
 		{[]string{"--method", "compass", "--target-usage", p("usage.npy"), "--n-init", "0", "--output", p("x.jsonl")}, "select: --n-init 0: want 1 or more"},
 		{[]string{"--method", "compass", "--target-usage", p("usage.npy"), "--max-iter", "0", "--output", p("x.jsonl")}, "select: --max-iter 0: want 1 or more"},
+		{[]string{"--method", "compass", "--target-usage", p("usage.npy"), "--k-range", "9:3", "--output", p("x.jsonl")}, "select: --k-range 9:3: need 2 <= LO <= HI"},
 		{[]string{"--method", "compass", "--target-usage", p("usage.npy"), "--gap", "ratio", "--epsilon", "NaN", "--output", p("x.jsonl")}, "NaN epsilon"},
 	} {
 		_, err := runSampling(t, append(base, tc.args...)...)

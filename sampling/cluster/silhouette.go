@@ -226,16 +226,27 @@ type KScore struct {
 // a search anyone means to run.
 const MaxKRange = 1000
 
+// KRangeError is the error of KRange and ParseKRange. Range is the range
+// as given (the text, for ParseKRange) and Reason what is wrong with it, so
+// that a command can name its flag without repeating the package's words.
+type KRangeError struct {
+	Range  string
+	Reason string
+}
+
+func (e *KRangeError) Error() string { return "cluster: K range " + e.Range + ": " + e.Reason }
+
 // KRange lists lo, lo+step, ... up to hi inclusive.
 func KRange(lo, hi, step int) ([]int, error) {
+	given := fmt.Sprintf("%d:%d:%d", lo, hi, step)
 	if lo < 2 || hi < lo || step < 1 {
-		return nil, fmt.Errorf("cluster: K range %d:%d step %d: need 2 <= lo <= hi and step >= 1", lo, hi, step)
+		return nil, &KRangeError{given, "need 2 <= LO <= HI and STEP >= 1"}
 	}
 	// Counted, not stepped through: lo + i*step <= hi never overflows,
 	// where k += step past hi near the largest int would.
 	n := (hi-lo)/step + 1
 	if n > MaxKRange {
-		return nil, fmt.Errorf("cluster: K range %d:%d step %d: %d values of K, more than the %d a range may list", lo, hi, step, n, MaxKRange)
+		return nil, &KRangeError{given, fmt.Sprintf("%d values of K, more than the %d a range may list", n, MaxKRange)}
 	}
 	ks := make([]int, n)
 	for i := range ks {
@@ -249,17 +260,21 @@ func KRange(lo, hi, step int) ([]int, error) {
 func ParseKRange(s string) ([]int, error) {
 	parts := strings.Split(s, ":")
 	if len(parts) < 2 || len(parts) > 3 {
-		return nil, fmt.Errorf("cluster: K range %q: want LO:HI or LO:HI:STEP", s)
+		return nil, &KRangeError{strconv.Quote(s), "want LO:HI or LO:HI:STEP"}
 	}
 	v := []int{0, 0, 10}
 	for i, p := range parts {
 		n, err := strconv.Atoi(strings.TrimSpace(p))
 		if err != nil {
-			return nil, fmt.Errorf("cluster: K range %q: %q is not a number", s, p)
+			return nil, &KRangeError{strconv.Quote(s), strconv.Quote(p) + " is not a number"}
 		}
 		v[i] = n
 	}
-	return KRange(v[0], v[1], v[2])
+	ks, err := KRange(v[0], v[1], v[2])
+	if e, ok := err.(*KRangeError); ok {
+		e.Range = strconv.Quote(s)
+	}
+	return ks, err
 }
 
 // ChooseK runs KMeans for every K in ks (o.K is ignored) and keeps the
