@@ -209,7 +209,7 @@ func Load(path string, opts LoadOptions) (*Embeddings, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := checkFinite(path, e.Vectors); err != nil {
+	if err := checkVectors(path, e.Vectors); err != nil {
 		return nil, err
 	}
 	rows, err := readRows(RowsPath(path))
@@ -334,10 +334,14 @@ func loadParquet(path string, opts LoadOptions) (*Embeddings, error) {
 	return e, nil
 }
 
-// checkFinite refuses NaN and infinite values: they would poison every
-// distance computed with them.
-func checkFinite(path string, t *tensor.Tensor) error {
+// checkVectors refuses vectors of no dimensions, which every later step
+// would refuse less clearly, and NaN and infinite values: they would poison
+// every distance computed with them.
+func checkVectors(path string, t *tensor.Tensor) error {
 	d := t.Dim(1)
+	if d == 0 {
+		return fmt.Errorf("embed: %s: shape %v: vectors of no dimensions", path, t.Shape())
+	}
 	for i, x := range t.F32() {
 		if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) {
 			return fmt.Errorf("embed: %s: row %d, column %d is %v", path, i/d, i%d, x)

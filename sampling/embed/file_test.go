@@ -240,6 +240,14 @@ func TestLoadEmbeddingsSafetensorsDTypes(t *testing.T) {
 	if _, err := Load(path, LoadOptions{}); err == nil || !strings.Contains(err.Error(), "row 1, column 2 is NaN") {
 		t.Errorf("NaN: %v", err)
 	}
+	// So are rows without columns, which NumPy writes as (N, 0).
+	path = filepath.Join(dir, "empty-rows.npy")
+	if err := WriteNPY(path, embedMatrixOf(t, 3, 0, nil)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(path, LoadOptions{}); err == nil || !strings.Contains(err.Error(), "shape [3 0]: vectors of no dimensions") {
+		t.Errorf("(3, 0): %v", err)
+	}
 }
 
 func TestLoadEmbeddingsParquet(t *testing.T) {
