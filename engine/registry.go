@@ -183,11 +183,18 @@ func (m *RegistryManifest) check() error {
 	return nil
 }
 
-// versionNumber parses "vN" (N >= 1).
+// maxVersion bounds a version's number: the next version is the largest
+// plus one, which must not wrap around to v1 on a hand-edited manifest.
+const maxVersion = 1_000_000_000
+
+// versionNumber parses "vN" (1 <= N <= maxVersion).
 func versionNumber(version string) (int, error) {
 	n, err := strconv.Atoi(strings.TrimPrefix(version, "v"))
 	if !strings.HasPrefix(version, "v") || err != nil || n < 1 || version != "v"+strconv.Itoa(n) {
 		return 0, fmt.Errorf("version name %q: want v1, v2 and so on", version)
+	}
+	if n > maxVersion {
+		return 0, fmt.Errorf("version name %q: more than v%d", version, maxVersion)
 	}
 	return n, nil
 }

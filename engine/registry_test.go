@@ -288,6 +288,7 @@ func TestRegistryBadInput(t *testing.T) {
 		`{"adapter": "sw", "current": "v2", "versions": [{"version": "v1", "files": {"a": "0"}}]}`,
 		`{"adapter": "sw", "current": "v1", "versions": [{"version": "v1", "parent": "v0", "files": {"a": "0"}}]}`,
 		`{"adapter": "sw", "current": "x", "versions": [{"version": "x", "files": {"a": "0"}}]}`,
+		`{"adapter": "sw", "current": "v9223372036854775807", "versions": [{"version": "v9223372036854775807", "files": {"a": "0"}}]}`,
 		`{"adapter": "sw", "current": "v1", "versions": [{"version": "v1", "files": {"../a": "0"}}]}`} {
 		if err := os.WriteFile(path, []byte(bad), 0o644); err != nil {
 			t.Fatal(err)
