@@ -166,8 +166,25 @@ func Update(ctx context.Context, cfg *AdaptConfig, req UpdateRequest, env AdaptE
 	selected := filepath.Join(selectDir, "selected.jsonl")
 
 	// The new version's directory: the adapter, its Fisher, and the replay
-	// buffer for the next update.
-	stage, err := os.MkdirTemp(filepath.Dir(trainDir), ".update-")
+	// buffer for the next update. It is made under the work directory's
+	// lock (Adapt has released its own), which also keeps another run
+	// from rewriting the trained adapter while it is copied; a stage left
+	// by an update that was killed is removed under the same lock, since
+	// every live one is made under it.
+	unlock, err := lockWorkDir("update", c.workDir())
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	stages := filepath.Dir(trainDir)
+	if left, err := filepath.Glob(filepath.Join(stages, ".update-*")); err == nil { // the pattern is valid
+		for _, p := range left {
+			if err := os.RemoveAll(p); err != nil {
+				return nil, fmt.Errorf("update: an earlier update's stage: %w", err)
+			}
+		}
+	}
+	stage, err := os.MkdirTemp(stages, ".update-")
 	if err != nil {
 		return nil, fmt.Errorf("update: %w", err)
 	}

@@ -3,6 +3,8 @@ package engine
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -98,7 +100,21 @@ func TestUpdateTwice(t *testing.T) {
 	}
 
 	// v3: replay of v2's buffer and EWC with v2's Fisher; the registry
-	// named relative to the working directory, not to the config.
+	// named relative to the working directory, not to the config. An
+	// update killed while staging its version left its stage behind:
+	// this one removes it.
+	var killed string
+	for _, s := range r1.Adapt.Steps {
+		if s.Kind == "train" {
+			killed = filepath.Join(filepath.Dir(s.Dir), ".update-1234567")
+		}
+	}
+	if err := os.MkdirAll(killed, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(killed, lora.WeightsName), []byte("half copied"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	req.DriftRecord, req.Note = "", "by hand"
 	t.Chdir(filepath.Join(regDir, "sw"))
 	req.Registry = ".."
@@ -108,6 +124,9 @@ func TestUpdateTwice(t *testing.T) {
 	}
 	if r2.Version.Version != "v3" || r2.Version.Parent != "v2" || r2.Version.Trigger.Kind != TriggerManual {
 		t.Fatalf("v3: %+v", r2.Version)
+	}
+	if _, err := os.Stat(killed); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("a killed update's stage is still there after the next update: %v", err)
 	}
 	for _, r := range []*UpdateResult{r1, r2} {
 		if _, err := os.Stat(filepath.Join(r.Adapt.ReportDir, "report.md")); err != nil {
