@@ -306,7 +306,7 @@ func lockWorkDir(what, dir string) (unlock func(), err error) {
 	}
 	unlock, err = lockDir(dir)
 	if errors.Is(err, errDirLocked) {
-		return nil, fmt.Errorf("%s: work dir %s: another compass run is working in it; wait for it to end, or give another work dir", what, dir)
+		return nil, fmt.Errorf("%s: work dir %s: another compass run%s is working in it; wait for it to end, or give another work dir", what, dir, dirLockHolder(dir))
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: work dir: %w", what, err)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -81,4 +82,34 @@ func lockDir(dir string) (unlock func(), err error) {
 		syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
 		f.Close()
 	}, nil
+}
+
+// dirLockHolder names the process holding the flock on dir, " (pid N)",
+// from Linux's /proc/locks, or returns "" where that is unknown: a
+// directory, unlike the registry's lock file, has no room for the holder
+// to write its pid into.
+func dirLockHolder(dir string) string {
+	var st syscall.Stat_t
+	if err := syscall.Stat(dir, &st); err != nil {
+		return ""
+	}
+	b, err := os.ReadFile("/proc/locks")
+	if err != nil {
+		return ""
+	}
+	// Lines read "1: FLOCK  ADVISORY  WRITE 521 fe:00:10012322 0 EOF":
+	// the pid, then the device's major and minor (hex) and the inode.
+	dev := uint64(st.Dev)
+	major := (dev>>8)&0xfff | (dev>>32)&^0xfff
+	minor := dev&0xff | (dev>>12)&^0xff
+	want := fmt.Sprintf("%02x:%02x:%d", major, minor, st.Ino)
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 6 && f[1] == "FLOCK" && f[5] == want {
+			if _, err := strconv.Atoi(f[4]); err == nil {
+				return " (pid " + f[4] + ")"
+			}
+		}
+	}
+	return ""
 }

@@ -182,7 +182,7 @@ func (r *trainRun) prepare(ctx context.Context) error {
 	// first's half-written checkpoint as a leftover and prune its others.
 	unlock, err := lockDir(o.Output)
 	if errors.Is(err, errDirLocked) {
-		return fmt.Errorf("train: --output %s: another run is writing into it; wait for it to end, or choose another directory", o.Output)
+		return fmt.Errorf("train: --output %s: another run%s is writing into it; wait for it to end, or choose another directory", o.Output, dirLockHolder(o.Output))
 	}
 	if err != nil {
 		return fmt.Errorf("train: --output: %w", err)

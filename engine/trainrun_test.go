@@ -221,7 +221,7 @@ func TestTrainOutputTakenByAnotherRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = Train(context.Background(), o, TrainEnv{})
-	if err == nil || !strings.Contains(err.Error(), "another run is writing into it") {
+	if err == nil || !strings.Contains(err.Error(), "another run"+lockHolder()+" is writing into it") {
 		t.Errorf("err = %v, want the other run named", err)
 	}
 	if _, serr := os.Stat(leftover); serr != nil {
