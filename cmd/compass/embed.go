@@ -60,7 +60,7 @@ func embedCommand() *cli.Command {
 			if err != nil {
 				return fmt.Errorf("embed: %w", err)
 			}
-			if err := notAnInput("output", cmd.String("output"), "input", cmd.String("input")); err != nil {
+			if err := checkOutput("output", cmd.String("output"), "input", cmd.String("input")); err != nil {
 				return fmt.Errorf("embed: %w", err)
 			}
 			if err := intFlagsAtLeast(cmd, "embed", "batch-tokens", 1); err != nil {

@@ -50,7 +50,7 @@ func generateCommand() *cli.Command {
 			if b := cmd.Int("batch-size"); b < 1 {
 				return fmt.Errorf("generate: --batch-size %d: at least 1", b)
 			}
-			if err := notAnInput("output", cmd.String("output"), "input", cmd.String("input")); err != nil {
+			if err := checkOutput("output", cmd.String("output"), "input", cmd.String("input")); err != nil {
 				return fmt.Errorf("generate: %w", err)
 			}
 			be, release, err := openBackend(cmd)

@@ -6,18 +6,25 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"syscall"
 )
 
-// notAnInput refuses an output flag that names one of the command's
+// checkOutput checks an output flag before any work. Its folder must be
+// one a file can be made in (checkWritableDir: the folders it lacks are
+// made when the output is written), so that hours of embedding are not
+// lost to a typo at the end. And it must not name one of the command's
 // inputs, file or directory (the same file by os.SameFile, so another
 // spelling or a link counts): the outputs are written atomically, and the
 // rename at the end would replace the input with what was made from it.
 // flags are pairs of a flag's name and its value, the output first; ""
 // and "-" (standard input or output) name no file.
-func notAnInput(flags ...string) error {
+func checkOutput(flags ...string) error {
 	out, outPath := flags[0], flags[1]
 	if outPath == "" || outPath == "-" {
 		return nil
+	}
+	if err := checkWritableDir(filepath.Dir(outPath)); err != nil {
+		return fmt.Errorf("--%s %s: %w", out, outPath, err)
 	}
 	oi, err := os.Stat(outPath)
 	if err != nil {
@@ -41,7 +48,8 @@ func notAnInput(flags ...string) error {
 func checkWritableDir(dir string) error {
 	for {
 		st, err := os.Stat(dir)
-		if errors.Is(err, fs.ErrNotExist) && filepath.Dir(dir) != dir {
+		// ENOTDIR: a file where a folder is named; the climb finds it.
+		if (errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR)) && filepath.Dir(dir) != dir {
 			dir = filepath.Dir(dir)
 			continue
 		}

@@ -8,8 +8,8 @@ import (
 )
 
 // Each command that writes a file or directory atomically refuses an
-// output that is one of its inputs, however it is spelled, before any
-// work, and leaves the input as it was.
+// output that is one of its inputs, however it is spelled, or that cannot
+// be made, before any work, and leaves the input as it was.
 func TestOutputsRefuseToOverwriteInputs(t *testing.T) {
 	dir := t.TempDir()
 	f := filepath.Join(dir, "data.jsonl")
@@ -46,11 +46,35 @@ func TestOutputsRefuseToOverwriteInputs(t *testing.T) {
 	}
 
 	// An output that is not an input, or not there yet, is no reason to stop.
-	if err := notAnInput("output", filepath.Join(dir, "new.jsonl"), "input", f); err != nil {
+	if err := checkOutput("output", filepath.Join(dir, "new.jsonl"), "input", f); err != nil {
 		t.Errorf("a new output: %v", err)
 	}
-	if err := notAnInput("output", "-", "input", "-"); err != nil {
+	if err := checkOutput("output", "-", "input", "-"); err != nil {
 		t.Errorf("standard input and output: %v", err)
+	}
+
+	// An output in folders not made yet is written there; one under a
+	// file is refused before any work.
+	meta := filepath.Join(dir, "meta.jsonl")
+	if err := os.WriteFile(meta, []byte(`{"id": "a", "language": "fr"}`+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	nested := filepath.Join(dir, "not", "yet", "selected.jsonl")
+	if _, err := run(t, "select", "--method", "random", "--target", "sw", "--pool-meta", meta, "--budget", "1", "--output", nested); err != nil {
+		t.Fatalf("select into folders not made yet: %v", err)
+	}
+	if _, err := os.Stat(nested); err != nil {
+		t.Errorf("the manifest in folders not made yet: %v", err)
+	}
+	for _, args := range [][]string{
+		{"score", "--model", "m", "--input", f, "--output", filepath.Join(f, "x.jsonl")},
+		{"embed", "--model", "m", "--input", f, "--output", filepath.Join(f, "sub", "x.safetensors")},
+		{"select", "--method", "random", "--target", "sw", "--pool-meta", f, "--budget", "1", "--output", filepath.Join(f, "x.jsonl")},
+	} {
+		_, err := run(t, args...)
+		if want := f + " is not a directory"; err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want an error saying %q", strings.Join(args, " "), err, want)
+		}
 	}
 }
 

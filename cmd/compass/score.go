@@ -26,7 +26,7 @@ func scoreCommand() *cli.Command {
 			deviceFlag(),
 		},
 		Action: func(ctx context.Context, cmd *cli.Command) error {
-			if err := notAnInput("output", cmd.String("output"), "input", cmd.String("input")); err != nil {
+			if err := checkOutput("output", cmd.String("output"), "input", cmd.String("input")); err != nil {
 				return fmt.Errorf("score: %w", err)
 			}
 			be, release, err := openBackend(cmd)

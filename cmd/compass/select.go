@@ -71,7 +71,7 @@ func runSelect(ctx context.Context, cmd *cli.Command) error {
 	if d := cmd.String("target-data"); d != "" {
 		o.Data = []string{d}
 	}
-	if err := notAnInput("output", o.Output, "target-usage", o.Usage, "target-data", cmd.String("target-data"),
+	if err := checkOutput("output", o.Output, "target-usage", o.Usage, "target-data", cmd.String("target-data"),
 		"pool", o.Pool, "pool-meta", o.PoolMeta); err != nil {
 		return fmt.Errorf("select: %w", err)
 	}

@@ -134,7 +134,7 @@ func trainCommand() *cli.Command {
 			if err := opts.Validate(); err != nil {
 				return err
 			}
-			if err := notAnInput("output", opts.Output, "init-adapter", opts.InitAdapter); err != nil {
+			if err := checkOutput("output", opts.Output, "init-adapter", opts.InitAdapter); err != nil {
 				return fmt.Errorf("train: %w", err)
 			}
 			be, release, err := openBackend(cmd)

@@ -61,8 +61,13 @@ type Pending struct {
 }
 
 // Prepare writes what write produces to a temporary file beside path and
-// syncs it; Commit puts it in place. On an error nothing is left behind.
+// syncs it; Commit puts it in place. On an error nothing is left behind but
+// path's directory, which is made when it is missing: an output named in a
+// folder not made yet is written there, not lost with the work behind it.
 func Prepare(path string, write func(w io.Writer) error) (p *Pending, err error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, err
+	}
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
 	if err != nil {
 		return nil, err

@@ -37,8 +37,15 @@ func TestWriteReplacesOrLeavesAlone(t *testing.T) {
 	if got, _ := os.ReadFile(path); string(got) != "new" || st.Mode().Perm() != 0o644 {
 		t.Errorf("file holds %q with mode %v", got, st.Mode().Perm())
 	}
-	if err := WriteBytes(filepath.Join(dir, "no", "such", "dir"), nil); err == nil {
-		t.Error("missing directory: no error")
+	// Missing folders are made; a file where a folder should be is an error.
+	nested := filepath.Join(dir, "not", "yet", "f.txt")
+	if err := WriteBytes(nested, []byte("deep")); err != nil {
+		t.Errorf("into folders not made yet: %v", err)
+	} else if got, _ := os.ReadFile(nested); string(got) != "deep" {
+		t.Errorf("the file in folders not made yet holds %q", got)
+	}
+	if err := WriteBytes(filepath.Join(path, "under-a-file"), nil); err == nil {
+		t.Error("a path under a file: no error")
 	}
 }
 

@@ -593,8 +593,8 @@ func TestWriteIsAtomic(t *testing.T) {
 	if err := Write(sub, old, nil); err == nil {
 		t.Error("Write over a directory succeeded")
 	}
-	if err := Write(filepath.Join(dir, "missing", "x.safetensors"), old, nil); err == nil {
-		t.Error("Write into a missing directory succeeded")
+	if err := Write(filepath.Join(dir, "m.safetensors", "x.safetensors"), old, nil); err == nil {
+		t.Error("Write under a file succeeded")
 	}
 	entries, _ := os.ReadDir(dir)
 	var names []string
