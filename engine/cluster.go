@@ -1,9 +1,9 @@
 package engine
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 
@@ -112,7 +112,11 @@ func ReadClusterSummary(dir string) (*ClusterSummary, error) {
 // where every file has them (else rows is nil). x is nil when the files
 // hold no rows at all.
 func loadEmbeddingRows(paths []string) (x *tensor.Tensor, rows []embed.Row, embedder string, err error) {
-	var v []float32
+	// The matrices are kept as loaded and stacked once at the end; one
+	// file's is used as it is. (Appending each to a growing slice held up
+	// to three copies of a pool's vectors at once: 3.6 GB for a 1.5 GB
+	// matrix.)
+	var parts []*tensor.Tensor
 	n, d := 0, 0
 	haveRows := true
 	from := "" // the first file that names its embedder
@@ -133,7 +137,7 @@ func loadEmbeddingRows(paths []string) (x *tensor.Tensor, rows []embed.Row, embe
 		if d != 0 && e.Vectors.Dim(1) != d {
 			return nil, nil, "", fmt.Errorf("%s has vectors of dimension %d, %s %d", p, e.Vectors.Dim(1), paths[0], d)
 		}
-		v = append(v, e.Vectors.F32()...)
+		parts = append(parts, e.Vectors)
 		n, d = n+e.Vectors.Dim(0), e.Vectors.Dim(1)
 		haveRows = haveRows && e.Rows != nil
 		rows = append(rows, e.Rows...)
@@ -143,6 +147,14 @@ func loadEmbeddingRows(paths []string) (x *tensor.Tensor, rows []embed.Row, embe
 	}
 	if !haveRows {
 		rows = nil
+	}
+	if len(parts) == 1 {
+		return parts[0], rows, embedder, nil
+	}
+	v := make([]float32, 0, n*d)
+	for i, p := range parts {
+		v = append(v, p.F32()...)
+		parts[i] = nil // collectable once copied
 	}
 	x, err = tensor.FromF32(v, n, d)
 	return x, rows, embedder, err
@@ -167,22 +179,26 @@ func writeClusters(dir string, rows []embed.Row, res *cluster.KMeansResult, sum 
 	if err := removeOutputs(dir, ClustersFile, "centroids.npy", "assignments.jsonl"); err != nil { // the summary first
 		return err
 	}
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	for i, l := range res.Labels {
-		a := struct {
-			Row     int    `json:"row"`
-			ID      string `json:"id,omitempty"`
-			Cluster int32  `json:"cluster"`
-		}{Row: i, Cluster: l}
-		if rows != nil {
-			a.ID = rows[i].ID
+	// Streamed into the file, not built in memory first: a line per row
+	// of the pool.
+	err := atomicfile.Write(filepath.Join(dir, clusterOutputs[0]), func(w io.Writer) error {
+		enc := json.NewEncoder(w)
+		for i, l := range res.Labels {
+			a := struct {
+				Row     int    `json:"row"`
+				ID      string `json:"id,omitempty"`
+				Cluster int32  `json:"cluster"`
+			}{Row: i, Cluster: l}
+			if rows != nil {
+				a.ID = rows[i].ID
+			}
+			if err := enc.Encode(a); err != nil {
+				return err
+			}
 		}
-		if err := enc.Encode(a); err != nil {
-			return err
-		}
-	}
-	if err := atomicfile.WriteBytes(filepath.Join(dir, clusterOutputs[0]), buf.Bytes()); err != nil {
+		return nil
+	})
+	if err != nil {
 		return err
 	}
 	clusterHook(clusterOutputs[0])
