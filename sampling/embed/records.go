@@ -21,7 +21,12 @@ const Chunk = 512
 // (0 when unknown). ctx is checked before each chunk: a cancelled one
 // ends the work with its error.
 func Records(ctx context.Context, r *dataset.Reader, e Embedder, dim int, progress *Progress) (*Embeddings, error) {
-	var vectors []float32
+	// Each chunk's vectors in a slice of their own, stacked once at the
+	// end: appending to one growing slice held the old and the new arrays
+	// of each growth, and the garbage collector let that reach 3.3 times
+	// the matrix (5.1 GB for 500k x 768); stacked, the peak is twice it.
+	var chunks [][]float32
+	n := 0 // vectors so far
 	var rows []Row
 	var texts []string
 	flush := func() error {
@@ -43,15 +48,18 @@ func Records(ctx context.Context, r *dataset.Reader, e Embedder, dim int, progre
 		if len(vecs) != len(texts) {
 			return fmt.Errorf("embed: %s gave %d vectors for %d texts", e.Name(), len(vecs), len(texts))
 		}
+		if n == 0 && len(vecs) > 0 {
+			dim = len(vecs[0])
+		}
+		chunk := make([]float32, 0, len(vecs)*dim)
 		for _, v := range vecs {
-			if len(vectors) == 0 {
-				dim = len(v)
-			}
 			if len(v) != dim || dim == 0 {
 				return fmt.Errorf("embed: %s gave a vector of %d values, the first had %d", e.Name(), len(v), dim)
 			}
-			vectors = append(vectors, v...)
+			chunk = append(chunk, v...)
 		}
+		chunks = append(chunks, chunk)
+		n += len(vecs)
 		texts = texts[:0]
 		progress.setRecords(len(rows))
 		return nil
@@ -74,6 +82,11 @@ func Records(ctx context.Context, r *dataset.Reader, e Embedder, dim int, progre
 	}
 	if rows == nil {
 		rows = []Row{}
+	}
+	vectors := make([]float32, 0, n*dim)
+	for i, c := range chunks {
+		vectors = append(vectors, c...)
+		chunks[i] = nil // collectable once copied
 	}
 	t, err := tensor.FromF32(vectors, len(rows), dim)
 	if err != nil {
