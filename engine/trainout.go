@@ -188,6 +188,41 @@ func (p *trainProgress) clear() {
 	}
 }
 
+// dataProgress redraws "train: tokenizing --data: 37% of 2 files" while
+// the data loads: minutes of silence for a file of gigabytes otherwise.
+type dataProgress struct {
+	w     io.Writer
+	what  string
+	last  time.Time
+	drawn bool
+}
+
+func newDataProgress(w io.Writer, what string) *dataProgress {
+	return &dataProgress{w: w, what: what}
+}
+
+// update is LoadExamples's DataOptions.Progress.
+func (p *dataProgress) update(done, total float64) {
+	if p.w == nil || total <= 0 || time.Since(p.last) < 200*time.Millisecond {
+		return
+	}
+	p.last = time.Now()
+	files := "1 file"
+	if total > 1 {
+		files = fmt.Sprintf("%.0f files", total)
+	}
+	fmt.Fprintf(p.w, "\rtrain: tokenizing %s: %3.0f%% of %s", p.what, 100*done/total, files)
+	p.drawn = true
+}
+
+// clear ends the line so that what follows starts on its own.
+func (p *dataProgress) clear() {
+	if p.w != nil && p.drawn {
+		fmt.Fprintln(p.w)
+		p.drawn = false
+	}
+}
+
 // Summary is the line printed at the end of a run.
 func (r *TrainResult) Summary() string {
 	s := fmt.Sprintf("trained %d steps (%d this run), %d tokens in %.1fs, %.0f tokens/s, last loss %.4f",

@@ -413,7 +413,10 @@ func (r *trainRun) loadData(ctx context.Context, tok *tokenizer.Tokenizer, cfg *
 	load := func(files []string, what string) ([]dataset.Example, DataStats, error) {
 		d := dopts
 		d.Files = files
+		prog := newDataProgress(r.env.Progress, what)
+		d.Progress = prog.update
 		ex, st, err := LoadExamples(ctx, tok, d)
+		prog.clear()
 		if err != nil {
 			return nil, st, fmt.Errorf("train: %s: %w", what, err)
 		}

@@ -67,9 +67,15 @@ func TestTrainOverfitsSmallData(t *testing.T) {
 	o.Model, o.Data, o.Output = modelDir, []string{data}, filepath.Join(work, "out")
 	o.SeqLen, o.MicroBatch, o.GlobalBatch, o.Rank, o.Alpha = 64, 4, 4, 16, 32
 	o.MaxSteps, o.LR, o.Schedule, o.WarmupRatio, o.EvalEvery, o.SaveEvery = 60, 2e-2, "constant", 0, 0, 0
-	res, err := Train(context.Background(), o, TrainEnv{})
+	var progress strings.Builder
+	res, err := Train(context.Background(), o, TrainEnv{Progress: &progress})
 	if err != nil {
 		t.Fatal(err)
+	}
+	// The progress lines: the tokenizing's, ended before the steps'.
+	if p := progress.String(); !strings.Contains(p, "\rtrain: tokenizing --data: ") || !strings.Contains(p, "of 1 file\n") ||
+		!strings.Contains(p, "\rstep 60/60") || strings.Index(p, "tokenizing") > strings.Index(p, "step ") {
+		t.Errorf("progress lines %q: want the tokenizing's, then the steps'", p)
 	}
 	losses, _ := readTrainLosses(t, filepath.Join(o.Output, metricsName))
 	t.Logf("loss %.3f at step 1, %.3f at step %d", losses[0], res.LastLoss, res.Steps)
