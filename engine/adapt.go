@@ -410,7 +410,14 @@ func (r *adaptRun) selectStep(lang, method string, seed uint64, usage *adaptStep
 // writeSelectedRows copies the picked rows of the pool, with all their
 // columns, into a JSONL file that training reads like the pool itself.
 func writeSelectedRows(poolPath string, d AdaptData, picks []selection.Pick, out string) error {
-	want := map[int]bool{}
+	// A flag per row, not a map: the "all" method picks every row of a
+	// pool of millions. The rows are written as they are read, not
+	// gathered in memory first.
+	rows := 0
+	for _, p := range picks {
+		rows = max(rows, p.Row+1)
+	}
+	want := make([]bool, rows)
 	for _, p := range picks {
 		want[p.Row] = true
 	}
@@ -419,20 +426,18 @@ func writeSelectedRows(poolPath string, d AdaptData, picks []selection.Pick, out
 		return err
 	}
 	defer rd.Close()
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	for row := 0; rd.Next(); row++ {
-		if !want[row] {
-			continue
+	return atomicfile.Write(out, func(w io.Writer) error {
+		enc := json.NewEncoder(w)
+		for row := 0; row < len(want) && rd.Next(); row++ {
+			if !want[row] {
+				continue
+			}
+			if err := enc.Encode(rd.Record().Fields); err != nil {
+				return fmt.Errorf("adapt: %s row %d: %w", poolPath, row, err)
+			}
 		}
-		if err := enc.Encode(rd.Record().Fields); err != nil {
-			return fmt.Errorf("adapt: %s row %d: %w", poolPath, row, err)
-		}
-	}
-	if err := rd.Err(); err != nil {
-		return err
-	}
-	return atomicfile.WriteBytes(out, buf.Bytes())
+		return rd.Err()
+	})
 }
 
 // trainStep trains one adapter of the model (modelID, its content hash) on

@@ -16,6 +16,7 @@ import (
 	"testing"
 
 	"github.com/compassml/compass/lora"
+	"github.com/compassml/compass/sampling/selection"
 )
 
 // adaptFixture writes a tiny pipeline into a new directory: the tiny byte
@@ -586,5 +587,41 @@ func TestComparePairedSeeds(t *testing.T) {
 	p = comparePairedSeeds([]map[string]float64{mixed}, []map[string]float64{half}, 500, 500, 1)
 	if p.Diff != 0 || p.P < 0.5 || p.Low >= 0 || p.High <= 0 {
 		t.Errorf("swapped halves: %+v", p)
+	}
+}
+
+// The selected rows are the pool's picked rows, in the pool's order, with
+// every column, whatever order the picks come in.
+func TestWriteSelectedRows(t *testing.T) {
+	dir := t.TempDir()
+	pool := filepath.Join(dir, "pool.jsonl")
+	var b strings.Builder
+	for i := range 6 {
+		fmt.Fprintf(&b, `{"id": "r%d", "text": "text %d", "language": "fr", "source": "book %d"}`+"\n", i, i, i)
+	}
+	if err := os.WriteFile(pool, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "selected.jsonl")
+	if err := writeSelectedRows(pool, AdaptData{File: pool}, []selection.Pick{{Row: 4}, {Row: 1}}, out); err != nil {
+		t.Fatal(err)
+	}
+	var got []map[string]any
+	for _, line := range strings.Split(strings.TrimSpace(string(readFile(t, out))), "\n") {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, m)
+	}
+	if len(got) != 2 || got[0]["id"] != "r1" || got[1]["id"] != "r4" || got[1]["source"] != "book 4" || got[1]["text"] != "text 4" {
+		t.Errorf("selected rows %v, want r1 and r4 with all their columns", got)
+	}
+	// No picks: an empty file.
+	if err := writeSelectedRows(pool, AdaptData{File: pool}, nil, out); err != nil {
+		t.Fatal(err)
+	}
+	if s := readFile(t, out); len(s) != 0 {
+		t.Errorf("no picks gave %q", s)
 	}
 }
