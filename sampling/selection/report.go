@@ -89,14 +89,15 @@ func optionsSummary(o Options) map[string]string {
 // WriteManifest writes the picks as JSONL, one {"id", "language", "cluster",
 // "score", "reason"} object a line (plus "row", the pool row), atomically.
 func WriteManifest(path string, picks []Pick) error {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	for _, p := range picks {
-		if err := enc.Encode(p); err != nil {
-			return err
+	return atomicfile.Write(path, func(w io.Writer) error {
+		enc := json.NewEncoder(w)
+		for _, p := range picks {
+			if err := enc.Encode(p); err != nil {
+				return err
+			}
 		}
-	}
-	return atomicfile.WriteBytes(path, buf.Bytes())
+		return nil
+	})
 }
 
 // WriteReport writes report.md (Markdown tables), report.json and a PNG bar
