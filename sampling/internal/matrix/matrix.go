@@ -89,31 +89,56 @@ func (m *Matrix) Row(i int) []float32 { return m.V[i*m.D : (i+1)*m.D] }
 // every row already has norm 1 (within 1e-3), else a normalised copy. A zero
 // row has no direction and is an error naming it.
 func (m *Matrix) Normalized(what string) (*Matrix, error) {
+	unit, err := m.unitRows(what)
+	if err != nil || unit {
+		return m, err
+	}
+	t := tensor.New(tensor.F32, m.N, m.D)
+	c := &Matrix{T: t, V: t.F32(), N: m.N, D: m.D}
+	m.normalizeInto(c)
+	return c, nil
+}
+
+// NormalizeInPlace gives m the rows Normalized would return, in place, for
+// a matrix its caller owns: the k-means and silhouettes that follow find
+// unit rows and make no copy of their own.
+func (m *Matrix) NormalizeInPlace(what string) error {
+	unit, err := m.unitRows(what)
+	if err != nil || unit {
+		return err
+	}
+	m.normalizeInto(m)
+	return nil
+}
+
+// unitRows reports whether every row has norm 1 within 1e-3; a zero row is
+// an error.
+func (m *Matrix) unitRows(what string) (bool, error) {
 	unit := true
 	for i := 0; i < m.N; i++ {
 		s := Norm2(m.Row(i))
 		if s == 0 {
-			return nil, fmt.Errorf("%s: row %d is all zeros and has no direction for spherical k-means", what, i)
+			return false, fmt.Errorf("%s: row %d is all zeros and has no direction for spherical k-means", what, i)
 		}
 		if math.Abs(math.Sqrt(s)-1) > 1e-3 {
 			unit = false
 		}
 	}
-	if unit {
-		return m, nil
-	}
-	t := tensor.New(tensor.F32, m.N, m.D)
-	c := &Matrix{T: t, V: t.F32(), N: m.N, D: m.D}
+	return unit, nil
+}
+
+// normalizeInto writes m's rows divided by their norms into dst, which may
+// be m.
+func (m *Matrix) normalizeInto(dst *Matrix) {
 	ParallelChunks(m.N, Workers(m.N), func(_, lo, hi int) {
 		for i := lo; i < hi; i++ {
-			src, dst := m.Row(i), c.Row(i)
+			src, out := m.Row(i), dst.Row(i)
 			inv := 1 / math.Sqrt(Norm2(src))
 			for j, x := range src {
-				dst[j] = float32(float64(x) * inv)
+				out[j] = float32(float64(x) * inv)
 			}
 		}
 	})
-	return c, nil
 }
 
 // Norm2 is the squared euclidean norm of x, summed in float64.
