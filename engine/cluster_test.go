@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"testing"
@@ -70,8 +71,14 @@ func TestClusterThenSelect(t *testing.T) {
 
 	o := selection.DefaultOptions(40)
 	o.K, o.Seed = 2, 1 // overridden by the cluster directory's K = 4
+	gc := debug.SetGCPercent(100)
 	sel, err := Select(SelectOptions{Method: "compass", Target: "sw", Usage: p("usage.safetensors"), Pool: p("pool.safetensors"),
 		Clusters: out, Options: o, Output: p("manifest.jsonl")})
+	// The selection's low GC percent is its own: a training that follows
+	// in the same process runs at the default.
+	if after := debug.SetGCPercent(gc); after != 100 {
+		t.Errorf("GC percent %d after Select, want it restored to 100", after)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"runtime/debug"
 
 	"github.com/compassml/compass/dataset"
 	"github.com/compassml/compass/sampling/embed"
@@ -123,7 +124,10 @@ func Select(o SelectOptions) (*selection.Selection, error) {
 			}
 			so.K = chosen.K
 		}
-		if sel, err = selection.Select(in, so); err != nil {
+		restore := lowGCPercent()
+		sel, err = selection.Select(in, so)
+		restore()
+		if err != nil {
 			return nil, err
 		}
 		if chosen != nil {
@@ -186,4 +190,20 @@ func ReadPoolMeta(path string) ([]selection.Item, error) {
 		return nil, fmt.Errorf("select: %w", err)
 	}
 	return items, nil
+}
+
+// lowGCPercent has the collector run at 25% heap growth, not Go's default
+// 100%, until the returned function restores it: for COMPASS's selection,
+// whose live heap is gigabytes of vectors and whose garbage is temporary
+// copies of them, the heap then peaks at 1.25 rather than 2 times what is
+// live (400k x 768 with D_t: 3.7 GB instead of 5.0 GB, no slower). Vectors
+// hold no pointers, so the extra collections are cheap; a training loop's
+// small heap, collected that often, ran at half speed, hence the scope. A
+// GOGC the user set is left alone.
+func lowGCPercent() (restore func()) {
+	if os.Getenv("GOGC") != "" {
+		return func() {}
+	}
+	old := debug.SetGCPercent(25)
+	return func() { debug.SetGCPercent(old) }
 }
