@@ -37,13 +37,7 @@ func fuzzReadAll(t *testing.T, name string, data []byte) {
 // FuzzReadAllParquet reads a Parquet file of any content: the decoder's
 // panics on damaged files must come back as errors naming the file.
 func FuzzReadAllParquet(f *testing.F) {
-	for _, name := range []string{"text.parquet", "chat.parquet", "aya.parquet"} {
-		b, err := os.ReadFile(filepath.Join(fixtures, name))
-		if err != nil {
-			f.Fatal(err)
-		}
-		f.Add(b)
-	}
+	addFixtureSeeds(f, "parquet")
 	f.Fuzz(func(t *testing.T, data []byte) {
 		fuzzReadAll(t, "d.parquet", data)
 		// Also as vectors: ReadParquetVectors has its own decoding.
@@ -64,13 +58,7 @@ func FuzzReadAllParquet(f *testing.F) {
 
 // FuzzReadAllJSONL reads a JSON Lines file of any content.
 func FuzzReadAllJSONL(f *testing.F) {
-	for _, name := range []string{"text.jsonl", "chat.jsonl", "aya.jsonl"} {
-		b, err := os.ReadFile(filepath.Join(fixtures, name))
-		if err != nil {
-			f.Fatal(err)
-		}
-		f.Add(b)
-	}
+	addFixtureSeeds(f, "jsonl")
 	f.Add([]byte("\xef\xbb\xbf{\"text\": \"x\", \"language\": \"swa\"}\r\n\n{\"text\": [1, {\"a\": null}]}\n"))
 	f.Add([]byte(`{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo", "name": "x"}], "id": 7}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -80,13 +68,7 @@ func FuzzReadAllJSONL(f *testing.F) {
 
 // FuzzReadAllCSV reads a CSV file of any content.
 func FuzzReadAllCSV(f *testing.F) {
-	for _, name := range []string{"text.csv", "chat.csv", "aya.csv"} {
-		b, err := os.ReadFile(filepath.Join(fixtures, name))
-		if err != nil {
-			f.Fatal(err)
-		}
-		f.Add(b)
-	}
+	addFixtureSeeds(f, "csv")
 	f.Fuzz(func(t *testing.T, data []byte) {
 		fuzzReadAll(t, "d.csv", data)
 	})
@@ -117,4 +99,16 @@ func FuzzParseMessages(f *testing.F) {
 			}
 		}
 	})
+}
+
+// addFixtureSeeds seeds f with the text, chat and aya fixtures of one
+// format (ext: parquet, jsonl or csv).
+func addFixtureSeeds(f *testing.F, ext string) {
+	for _, name := range []string{"text.", "chat.", "aya."} {
+		b, err := os.ReadFile(filepath.Join(fixtures, name+ext))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
 }
