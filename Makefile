@@ -117,6 +117,7 @@ parity: tokref build
 bench: build tokref
 	bin/compass bench --out bench/results
 	$(GO) test -run '^$$' -bench . -benchtime 2x ./tensor/...
+	$(GO) test -run '^$$' -bench ReferenceAssign -benchtime 2x ./sampling/drift/
 	$(GO) test -run '^$$' -bench 'Encode$$' -cpu 1 -benchtime 5x ./model/tokenizer/
 	$(GO) test -run '^$$' -bench 'EncodeBatch' -benchtime 5x ./model/tokenizer/
 	node tools/tokref/bench.js
