@@ -103,6 +103,7 @@ func ReadParquetVectors(path, column string, labels []string) (v *Vectors, err e
 				return nil, fmt.Errorf("dataset: %s: row %d: %q has a null element", path, ps.row, column)
 			case v.Rows == 0:
 				v.Dim = len(vec)
+				v.Data = make([]float32, 0, vectorCapacity(ps.numRows, ps.file.Size(), v.Dim))
 			case len(vec) != v.Dim:
 				return nil, fmt.Errorf("dataset: %s: row %d: %q has %d values, the rows before %d", path, ps.row, column, len(vec), v.Dim)
 			}
@@ -120,4 +121,19 @@ func ReadParquetVectors(path, column string, labels []string) (v *Vectors, err e
 		ps.pos = ps.n
 	}
 	return v, nil
+}
+
+// vectorCapacity is how many values to reserve for every row's vector of
+// dim values: the footer's row count times dim, so that a large file is
+// read into one allocation, not grown by copies that peak at twice its
+// size. The footer is not trusted beyond what the file could hold: a count
+// that would need more than four times the file's bytes (random floats do
+// not compress that well; constant ones do, and a forged footer would) is
+// left to append's growth.
+func vectorCapacity(numRows, fileSize int64, dim int) int {
+	const plausible = 4 // bytes of float32 per byte of file
+	if numRows <= 0 || dim <= 0 || numRows > plausible*fileSize/4/int64(dim) {
+		return 0
+	}
+	return int(numRows) * dim
 }

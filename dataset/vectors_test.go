@@ -59,6 +59,9 @@ func TestReadParquetVectorsRoundTrip(t *testing.T) {
 		if keys := v.Labels["key"]; v.Rows != 37 || v.Dim != 6 || len(keys) != 37 || keys[30] != rows[30].Key {
 			t.Fatalf("%s: %d x %d, keys %v", col, v.Rows, v.Dim, keys)
 		}
+		if cap(v.Data) != len(v.Data) {
+			t.Errorf("%s: %d values in a slice of capacity %d: not reserved from the footer's row count", col, len(v.Data), cap(v.Data))
+		}
 		for i, r := range rows {
 			if !reflect.DeepEqual(v.Data[i*6:(i+1)*6], r.Vec) {
 				t.Errorf("%s row %d: %v, want %v", col, i, v.Data[i*6:(i+1)*6], r.Vec)
@@ -96,5 +99,27 @@ func TestReadParquetVectorsRoundTrip(t *testing.T) {
 	writeParquet(t, path, []nullable{{Vec: []*float32{&one, &nan}}})
 	if _, err := ReadParquetVectors(path, "vec", nil); err == nil || !strings.Contains(err.Error(), `row 1: "vec"[1] is NaN`) {
 		t.Errorf("NaN: %v", err)
+	}
+}
+
+// The footer's row count reserves the vectors' memory only as far as the
+// file could hold them: a forged count of a trillion rows must not
+// allocate terabytes.
+func TestVectorCapacity(t *testing.T) {
+	for _, tc := range []struct {
+		rows, size int64
+		dim, want  int
+	}{
+		{37, 2000, 6, 222},
+		{1000, 4000, 4, 4000},   // 16000 bytes of floats in 4000 of file: plausible
+		{1001, 4000, 4, 0},      // more than four times the file
+		{1e12, 1 << 20, 768, 0}, // a forged footer
+		{0, 1 << 20, 768, 0},    // no count
+		{-5, 1 << 20, 768, 0},   // a negative count
+		{10, 1 << 20, 0, 0},     // no dimension yet
+	} {
+		if got := vectorCapacity(tc.rows, tc.size, tc.dim); got != tc.want {
+			t.Errorf("vectorCapacity(%d rows, %d bytes, dim %d) = %d, want %d", tc.rows, tc.size, tc.dim, got, tc.want)
+		}
 	}
 }
