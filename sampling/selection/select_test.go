@@ -174,6 +174,51 @@ func TestCompassSelectsUnderServedClusters(t *testing.T) {
 	}
 }
 
+// The ranking reads the pool and usage rows from the stacked, normalised
+// copy that was clustered: every pick's score is the cosine of its own
+// pool row (as the caller gave it) with some usage row, and the caller's
+// matrices are left as they were.
+func TestCompassScoresAreThePoolRows(t *testing.T) {
+	p := newPlanted(3)
+	before := map[string][]float32{"usage": slices.Clone(p.in.Usage.F32()), "pool": slices.Clone(p.in.Pool.F32()), "have": slices.Clone(p.in.Have.F32())}
+	sel, err := Select(p.in, plantedOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, x := range map[string]*tensor.Tensor{"usage": p.in.Usage, "pool": p.in.Pool, "have": p.in.Have} {
+		if !slices.Equal(x.F32(), before[name]) {
+			t.Errorf("Select changed the caller's %s matrix", name)
+		}
+	}
+	unit := func(v []float32) []float64 {
+		var n float64
+		for _, x := range v {
+			n += float64(x) * float64(x)
+		}
+		u := make([]float64, len(v))
+		for i, x := range v {
+			u[i] = float64(x) / math.Sqrt(n)
+		}
+		return u
+	}
+	d := plantedDim
+	usage, pool := before["usage"], before["pool"]
+	for _, pk := range sel.Picks {
+		row := unit(pool[pk.Row*d : (pk.Row+1)*d])
+		best := math.Inf(1)
+		for i := 0; i < len(usage)/d; i++ {
+			var cos float64
+			for j, x := range unit(usage[i*d : (i+1)*d]) {
+				cos += x * row[j]
+			}
+			best = min(best, math.Abs(cos-pk.Score))
+		}
+		if best > 1e-5 {
+			t.Fatalf("pick %+v: its score is no usage row's cosine with pool row %d (nearest off by %.3g)", pk, pk.Row, best)
+		}
+	}
+}
+
 func TestCompassChoosesKBySilhouette(t *testing.T) {
 	p := newPlanted(2)
 	o := plantedOptions()

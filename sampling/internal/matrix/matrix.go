@@ -158,6 +158,15 @@ func NewRand(seed, r uint64) *rand.Rand {
 	return rand.New(rand.NewPCG(seed, 0x9e3779b97f4a7c15^r))
 }
 
+// Rows returns rows [lo, hi) of m as a matrix that shares m's memory.
+func (m *Matrix) Rows(lo, hi int) *Matrix {
+	t, err := m.T.Slice(lo, hi)
+	if err != nil {
+		panic(err) // a caller's bounds, not input
+	}
+	return &Matrix{T: t, V: m.V[lo*m.D : hi*m.D], N: hi - lo, D: m.D}
+}
+
 // Gather copies the given rows of m into a new matrix.
 func (m *Matrix) Gather(rows []int) *Matrix {
 	t := tensor.New(tensor.F32, len(rows), m.D)
