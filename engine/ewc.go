@@ -161,37 +161,6 @@ func (t *Trainer) addEWC() (float64, error) {
 	return e.lambda / 2 * sum, nil
 }
 
-// dotSum returns sum(a * b) in float64, on the host for host tensors and
-// through the trainer's scratch on a device.
-func dotSum(be tensor.Backend, t *Trainer, a, b *tensor.Tensor) (float64, error) {
-	if a.OnHost() {
-		s := 0.0
-		bv := b.F32()
-		for j, v := range a.F32() {
-			s += float64(v) * float64(bv[j])
-		}
-		return s, nil
-	}
-	sq, err := t.scratch.Slice(0, a.NumElements())
-	if err == nil {
-		sq, err = sq.Reshape(a.Shape()...)
-	}
-	if err != nil {
-		return 0, err
-	}
-	if err := be.Mul(sq, a, b); err != nil {
-		return 0, err
-	}
-	if err := be.Sum(t.scalar, sq); err != nil {
-		return 0, err
-	}
-	h, err := be.ToHost(t.scalar)
-	if err != nil {
-		return 0, err
-	}
-	return float64(h.F32()[0]), nil
-}
-
 // FisherNames returns the PEFT names of the model's LoRA parameters, in the
 // order a Trainer keeps them ("<module>.lora_A.weight", then lora_B).
 func FisherNames(m *model.Model) []string {

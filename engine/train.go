@@ -260,36 +260,48 @@ func countTargets(b model.Batch) int {
 	return n
 }
 
+// dotSum returns sum(a * b) in float64, on the host for host tensors and
+// through the trainer's scratch on a device.
+func dotSum(be tensor.Backend, t *Trainer, a, b *tensor.Tensor) (float64, error) {
+	if a.OnHost() {
+		s := 0.0
+		bv := b.F32()
+		for j, v := range a.F32() {
+			s += float64(v) * float64(bv[j])
+		}
+		return s, nil
+	}
+	sq, err := t.scratch.Slice(0, a.NumElements())
+	if err == nil {
+		sq, err = sq.Reshape(a.Shape()...)
+	}
+	if err != nil {
+		return 0, err
+	}
+	if err := be.Mul(sq, a, b); err != nil {
+		return 0, err
+	}
+	if err := be.Sum(t.scalar, sq); err != nil {
+		return 0, err
+	}
+	h, err := be.ToHost(t.scalar)
+	if err != nil {
+		return 0, err
+	}
+	return float64(h.F32()[0]), nil
+}
+
 // gradNorm returns the global 2-norm of all LoRA gradients, summed in
 // float64 (on a device: each tensor's sum of squares there, added here).
 func (t *Trainer) gradNorm() (float64, error) {
 	be := t.m.Backend()
 	sum := 0.0
 	for _, g := range t.grads {
-		if g.OnHost() {
-			for _, v := range g.F32() {
-				sum += float64(v) * float64(v)
-			}
-			continue
-		}
-		sq, err := t.scratch.Slice(0, g.NumElements())
-		if err == nil {
-			sq, err = sq.Reshape(g.Shape()...)
-		}
+		s, err := dotSum(be, t, g, g)
 		if err != nil {
 			return 0, err
 		}
-		if err := be.Mul(sq, g, g); err != nil {
-			return 0, err
-		}
-		if err := be.Sum(t.scalar, sq); err != nil {
-			return 0, err
-		}
-		h, err := be.ToHost(t.scalar)
-		if err != nil {
-			return 0, err
-		}
-		sum += float64(h.F32()[0])
+		sum += s
 	}
 	return math.Sqrt(sum), nil
 }
