@@ -109,23 +109,9 @@ func (e *ModelEmbedder) Embed(texts []string) ([][]float32, error) {
 		ids[i] = seq[:min(len(seq), e.opts.MaxLen)]
 	}
 
-	// Longest first: padding is least when similar lengths share a batch,
-	// and the longest texts run first, so running out of memory shows early.
-	order := make([]int, len(texts))
-	for i := range order {
-		order[i] = i
-	}
-	slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(len(ids[b]), len(ids[a])) })
-
 	out := make([][]float32, len(texts))
-	for start := 0; start < len(order); {
-		longest := len(ids[order[start]])
-		end := start + 1
-		for end < len(order) && (end-start+1)*longest <= e.opts.BatchTokens {
-			end++
-		}
-		batch := order[start:end]
-		vecs, err := e.forward(ids, batch, longest)
+	for _, batch := range lengthBatches(ids, e.opts.BatchTokens) {
+		vecs, err := e.forward(ids, batch, len(ids[batch[0]]))
 		if err != nil {
 			return nil, err
 		}
@@ -135,9 +121,32 @@ func (e *ModelEmbedder) Embed(texts []string) ([][]float32, error) {
 			tokens += len(ids[i])
 		}
 		e.opts.Progress.addEmbedded(len(batch), tokens)
-		start = end
 	}
 	return out, nil
+}
+
+// lengthBatches orders the texts longest first and cuts that order into
+// batches of at most batchTokens tokens once padded to their first (longest)
+// text, one text at least: padding is least when similar lengths share a
+// batch, and the longest texts run first, so running out of memory shows
+// early.
+func lengthBatches(ids [][]int, batchTokens int) [][]int {
+	order := make([]int, len(ids))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(len(ids[b]), len(ids[a])) })
+	var batches [][]int
+	for start := 0; start < len(order); {
+		longest := len(ids[order[start]])
+		end := start + 1
+		for end < len(order) && (end-start+1)*longest <= batchTokens {
+			end++
+		}
+		batches = append(batches, order[start:end])
+		start = end
+	}
+	return batches
 }
 
 // forward runs one right-padded batch and pools each text's hidden states.

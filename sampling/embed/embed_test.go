@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -290,5 +291,24 @@ func TestEmbedProgress(t *testing.T) {
 	}
 	if groupDigits(1234567) != "1,234,567" || groupDigits(-1000) != "-1,000" || groupDigits(999) != "999" {
 		t.Errorf("groupDigits: %s %s %s", groupDigits(1234567), groupDigits(-1000), groupDigits(999))
+	}
+}
+
+// Every text goes into exactly one batch, longest first; a batch holds at
+// most batchTokens tokens padded to its first text, and one text at least
+// (a text longer than the budget runs alone).
+func TestLengthBatches(t *testing.T) {
+	lens := []int{3, 9, 1, 4, 4, 12, 2, 7}
+	ids := make([][]int, len(lens))
+	for i, n := range lens {
+		ids[i] = make([]int, n)
+	}
+	batches := lengthBatches(ids, 10)
+	want := [][]int{{5}, {1}, {7}, {3, 4}, {0, 6, 2}}
+	if !reflect.DeepEqual(batches, want) {
+		t.Fatalf("batches %v, want %v", batches, want)
+	}
+	if got := lengthBatches(nil, 10); len(got) != 0 {
+		t.Errorf("no texts: batches %v", got)
 	}
 }

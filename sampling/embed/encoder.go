@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
-	"slices"
 
 	"github.com/compassml/compass/model/encoder"
 	"github.com/compassml/compass/model/tokenizer"
@@ -137,22 +136,8 @@ func (e *EncoderEmbedder) Embed(texts []string) ([][]float32, error) {
 		}
 		ids[i] = seq
 	}
-	// Longest first, as ModelEmbedder: little padding, and running out of
-	// memory shows early.
-	order := make([]int, len(texts))
-	for i := range order {
-		order[i] = i
-	}
-	slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(len(ids[b]), len(ids[a])) })
-
 	out := make([][]float32, len(texts))
-	for start := 0; start < len(order); {
-		longest := len(ids[order[start]])
-		end := start + 1
-		for end < len(order) && (end-start+1)*longest <= e.opts.BatchTokens {
-			end++
-		}
-		batch := order[start:end]
+	for _, batch := range lengthBatches(ids, e.opts.BatchTokens) {
 		seqs, lengths := make([][]int, len(batch)), make([]int, len(batch))
 		tokens := 0
 		for k, i := range batch {
@@ -171,7 +156,6 @@ func (e *EncoderEmbedder) Embed(texts []string) ([][]float32, error) {
 			out[i] = vecs[k]
 		}
 		e.opts.Progress.addEmbedded(len(batch), tokens)
-		start = end
 	}
 	return out, nil
 }
