@@ -308,6 +308,9 @@ func TestLengthBatches(t *testing.T) {
 	if !reflect.DeepEqual(batches, want) {
 		t.Fatalf("batches %v, want %v", batches, want)
 	}
+	if got := lengthBatches([][]int{make([]int, 5), make([]int, 5)}, 10); !reflect.DeepEqual(got, [][]int{{0, 1}}) {
+		t.Errorf("two texts of 5 in a budget of 10: batches %v, want one", got)
+	}
 	if got := lengthBatches(nil, 10); len(got) != 0 {
 		t.Errorf("no texts: batches %v", got)
 	}
