@@ -117,6 +117,9 @@ func Adapt(ctx context.Context, cfg *AdaptConfig, env AdaptEnv) (*AdaptResult, e
 		return nil, err
 	}
 	defer unlock()
+	if err := cfg.savePoolCheck(); err != nil {
+		return nil, err
+	}
 	res := &AdaptResult{}
 	for i, s := range r.steps {
 		if err := ctx.Err(); err != nil {
@@ -178,6 +181,9 @@ func (c *AdaptConfig) workDir() string {
 // evaluation) appears once.
 func planAdapt(ctx context.Context, cfg *AdaptConfig, env AdaptEnv) (*adaptRun, error) {
 	r := &adaptRun{ctx: ctx, cfg: cfg, env: env, work: cfg.workDir(), hashes: fileHashes{}, byKey: map[string]*adaptStep{}}
+	if cfg.poolSum != "" { // Validate hashed the pool: once is enough
+		r.hashes[cfg.path(cfg.Pool.File)] = "file:" + cfg.poolSum
+	}
 	sig, err := embed.ModelSignature(cfg.path(cfg.Model))
 	if err != nil {
 		return nil, fmt.Errorf("adapt: config key model: %w", err)

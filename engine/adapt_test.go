@@ -113,6 +113,9 @@ func TestAdaptEndToEnd(t *testing.T) {
 		}
 		finished[s.Key] = stepFinished(t, s.Dir)
 	}
+	if kept, _ := filepath.Glob(filepath.Join(filepath.Dir(path), "work", "pool-check", "*.json")); len(kept) != 1 {
+		t.Errorf("the pool's count kept for later runs: %v, want one file", kept)
+	}
 	rep := res.Report
 	if len(rep.Languages) != 1 || rep.Languages[0].Language != "sw" || len(rep.Languages[0].Tasks) != 2 {
 		t.Fatalf("report languages %+v", rep.Languages)
@@ -554,6 +557,53 @@ func TestAdaptBadConfig(t *testing.T) {
 	}
 	if _, err := ReadAdaptConfig(y); err == nil || !strings.Contains(err.Error(), "budjet") {
 		t.Errorf("yaml: err = %v", err)
+	}
+}
+
+// Validate reads the pool once: Adapt keeps its count under the pool's
+// content hash, a later Validate over the same bytes takes it from there,
+// and a pool whose bytes changed is read again.
+func TestAdaptPoolCheckKept(t *testing.T) {
+	path, cfg := adaptFixture(t)
+	dir := filepath.Dir(path)
+	c := readAdapt(t, path)
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "work")); !os.IsNotExist(err) {
+		t.Fatalf("Validate made the work directory (%v)", err)
+	}
+	if err := c.savePoolCheck(); err != nil { // what Adapt does under its lock
+		t.Fatal(err)
+	}
+	kept, _ := filepath.Glob(filepath.Join(dir, "work", "pool-check", "*.json"))
+	if len(kept) != 1 {
+		t.Fatalf("kept pool checks: %v", kept)
+	}
+	var rec struct{ Records int }
+	if data, err := os.ReadFile(kept[0]); err != nil || json.Unmarshal(data, &rec) != nil || rec.Records != 36 {
+		t.Fatalf("kept %+v (%v), want 36 records", rec, err)
+	}
+	// The kept count is what a second Validate sees: made larger, it lets
+	// a budget past the real pool through, which proves the pool unread.
+	if err := os.WriteFile(kept[0], []byte(`{"records": 1000}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg["budget"] = 500
+	writeJSON(t, path, cfg)
+	if err := readAdapt(t, path).Validate(); err != nil {
+		t.Fatalf("budget 500 with a kept count of 1000: %v", err)
+	}
+	// Other bytes, another hash: the pool is read again, and a record
+	// without a language is found.
+	f, err := os.OpenFile(filepath.Join(dir, "pool.jsonl"), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintln(f, `{"id":"x","text":"no language"}`)
+	f.Close()
+	if err := readAdapt(t, path).Validate(); err == nil || !strings.Contains(err.Error(), "needs a language column") {
+		t.Fatalf("changed pool: err = %v, want its record without a language", err)
 	}
 }
 

@@ -2,6 +2,8 @@ package engine
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -44,6 +46,10 @@ type AdaptConfig struct {
 	Permutations int `json:"permutations"` // random sign flips of the permutation test (default 10000)
 
 	dir string // the config file's directory
+	// What Validate found of the pool: its SHA-256 and, when it had to
+	// read the records, where Adapt keeps their count for later runs.
+	poolSum, poolCache string
+	poolRecords        int
 }
 
 // AdaptData is one data file and how to read it.
@@ -378,6 +384,13 @@ func (c *AdaptConfig) Validate() error {
 		return fmt.Errorf("adapt: config key train: %w", err)
 	}
 
+	// The training's length against the model's, before any step (train
+	// would refuse it after the embeddings, clusters and selections).
+	if mc, err := model.LoadConfig(filepath.Join(c.path(c.Model), "config.json")); err == nil && mc.MaxPositionEmbeddings > 0 && c.Train.SeqLen > mc.MaxPositionEmbeddings {
+		return bad("train.seq_len", "%d is beyond the model's %d positions (max_position_embeddings)", c.Train.SeqLen, mc.MaxPositionEmbeddings)
+	}
+
+	// The pool last: reading it is the slow part.
 	n, err := c.checkPool()
 	if err != nil {
 		return err
@@ -385,18 +398,53 @@ func (c *AdaptConfig) Validate() error {
 	if c.Budget > n && slices.ContainsFunc(c.Methods, func(m string) bool { return m != "all" && m != "none" }) {
 		return bad("budget", "%d is larger than the pool %s (%d records)", c.Budget, c.path(c.Pool.File), n)
 	}
-	// The training's length against the model's, before any step (train
-	// would refuse it after the embeddings, clusters and selections).
-	if mc, err := model.LoadConfig(filepath.Join(c.path(c.Model), "config.json")); err == nil && mc.MaxPositionEmbeddings > 0 && c.Train.SeqLen > mc.MaxPositionEmbeddings {
-		return bad("train.seq_len", "%d is beyond the model's %d positions (max_position_embeddings)", c.Train.SeqLen, mc.MaxPositionEmbeddings)
-	}
 	return nil
 }
 
 // checkPool reads the pool and returns its size; a record without a
-// language is an error naming the file.
+// language is an error naming the file. Adapt keeps the count in the work
+// directory under the pool's content hash (and its name and reading
+// options, savePoolCheck), so that a later run over the same pool (adapt
+// again, every update of a continual run) hashes the file instead of
+// parsing it: 0.5 s against 10 s for a 647 MB pool of a million records.
 func (c *AdaptConfig) checkPool() (int, error) {
 	path := c.path(c.Pool.File)
+	sum, err := FileSHA256(path)
+	if err != nil {
+		return 0, fmt.Errorf("adapt: config key pool.file: %w", err)
+	}
+	h := sha256.Sum256(fmt.Appendf(nil, "compass-pool-check-v1\x00%s\x00%s\x00%s\x00%s", sum, filepath.Base(path), c.Pool.Schema, c.Pool.Language))
+	cache := filepath.Join(c.workDir(), "pool-check", hex.EncodeToString(h[:12])+".json")
+	c.poolSum, c.poolCache = sum, ""
+	var known struct {
+		Records int `json:"records"`
+	}
+	if data, err := os.ReadFile(cache); err == nil && json.Unmarshal(data, &known) == nil && known.Records > 0 {
+		return known.Records, nil
+	}
+	n, err := c.countPool(path)
+	if err != nil {
+		return 0, err
+	}
+	c.poolCache, c.poolRecords = cache, n
+	return n, nil
+}
+
+// savePoolCheck writes the count checkPool read, once the work directory
+// is Adapt's: Validate itself leaves no trace there.
+func (c *AdaptConfig) savePoolCheck() error {
+	if c.poolCache == "" {
+		return nil
+	}
+	if err := writeJSONFile(c.poolCache, map[string]any{"pool": c.path(c.Pool.File), "sha256": c.poolSum, "records": c.poolRecords}); err != nil {
+		return fmt.Errorf("adapt: %w", err)
+	}
+	c.poolCache = ""
+	return nil
+}
+
+// countPool reads every record of the pool at path and counts them.
+func (c *AdaptConfig) countPool(path string) (int, error) {
 	r, err := dataset.Open(path, dataset.Options{Schema: dataset.Schema(c.Pool.Schema), Language: c.Pool.Language})
 	if err != nil {
 		return 0, fmt.Errorf("adapt: config key pool.file: %w", err)
