@@ -512,6 +512,7 @@ func TestAdaptBadConfig(t *testing.T) {
 		{"unknown method", func(c map[string]any) { c["methods"] = []any{"compass", "oracle"} }, `unknown method "oracle"`},
 		{"budget over pool", func(c map[string]any) { c["budget"] = 37 }, "37 is larger than the pool"},
 		{"missing pool", func(c map[string]any) { c["pool"] = map[string]any{"file": "nope.jsonl"} }, "pool.file: " + filepath.Join(dir, "nope.jsonl") + " does not exist"},
+		{"pool is a directory", func(c map[string]any) { c["pool"] = map[string]any{"file": "."} }, "pool.file: read " + dir + ": is a directory"},
 		{"pool without language", func(c map[string]any) { c["pool"] = map[string]any{"file": "nolang.jsonl"} }, "needs a language column"},
 		{"no usage set", func(c map[string]any) {
 			c["targets"] = []any{map[string]any{"language": "sw", "data": []any{map[string]any{"file": "data.jsonl"}}}}

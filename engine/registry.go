@@ -717,7 +717,7 @@ func FileSHA256(path string) (string, error) {
 	defer f.Close()
 	h := sha256.New()
 	if _, err := io.Copy(h, f); err != nil {
-		return "", fmt.Errorf("read %s: %w", path, err)
+		return "", err // a *PathError: "read PATH: ..."
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
