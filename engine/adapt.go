@@ -343,7 +343,7 @@ func embeddingsFiles(steps []*adaptStep) []string {
 
 // clusterStep chooses K for one target and seed: k-means over the
 // embeddings that define the clusters for every K tried, scored by
-// silhouette. The select step clusters again with the chosen K.
+// silhouette. The select step takes the chosen clustering as it is.
 func (r *adaptRun) clusterStep(lang string, seed uint64, ks []int, usage *adaptStep, have []*adaptStep, pool *adaptStep) (*adaptStep, error) {
 	o := r.cfg.selectOptions(0, seed)
 	inputs := []string{usage.key, pool.key}
@@ -375,6 +375,7 @@ func (r *adaptRun) selectStep(lang, method string, seed uint64, usage *adaptStep
 	switch method {
 	case "compass":
 		settings["options"] = r.cfg.selectOptions(0, seed) // K comes from the cluster step
+		settings["clusters"] = "the cluster step's"        // its clustering, not another at its K
 		inputs = append(inputs, usage.key, clusters.key)
 		for _, h := range have {
 			inputs = append(inputs, h.key)

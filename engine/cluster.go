@@ -62,10 +62,11 @@ func Cluster(o ClusterOptions) (*ClusterSummary, error) {
 	if len(o.Inputs) == 0 {
 		return nil, fmt.Errorf("cluster: no input embeddings")
 	}
-	x, rows, _, err := loadEmbeddingRows(o.Inputs)
+	st, err := loadEmbeddingRows(o.Inputs)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: %w", err)
 	}
+	x, rows := st.X, st.Rows
 	if x == nil {
 		return nil, fmt.Errorf("cluster: %v hold no rows", o.Inputs)
 	}
@@ -108,14 +109,22 @@ func ReadClusterSummary(dir string) (*ClusterSummary, error) {
 	return &sum, nil
 }
 
+// stackedEmbeddings are embedding files stacked by loadEmbeddingRows.
+type stackedEmbeddings struct {
+	X        *tensor.Tensor // every file's vectors, in order; nil when they hold no rows at all
+	Rows     []embed.Row    // their rows, nil unless every file has them
+	Embedder string         // the first that a file names
+	Counts   []int          // how many rows each file holds
+}
+
 // loadEmbeddingRows stacks the vectors of embedding files, and their rows
-// where every file has them (else rows is nil). x is nil when the files
-// hold no rows at all.
-func loadEmbeddingRows(paths []string) (x *tensor.Tensor, rows []embed.Row, embedder string, err error) {
+// where every file has them.
+func loadEmbeddingRows(paths []string) (*stackedEmbeddings, error) {
 	// The matrices are kept as loaded and stacked once at the end; one
 	// file's is used as it is. (Appending each to a growing slice held up
 	// to three copies of a pool's vectors at once: 3.6 GB for a 1.5 GB
 	// matrix.)
+	st := &stackedEmbeddings{}
 	var parts []*tensor.Tensor
 	n, d := 0, 0
 	haveRows := true
@@ -123,41 +132,45 @@ func loadEmbeddingRows(paths []string) (x *tensor.Tensor, rows []embed.Row, embe
 	for _, p := range paths {
 		e, err := embed.Load(p, embed.LoadOptions{})
 		if err != nil {
-			return nil, nil, "", err
+			return nil, err
 		}
-		if err := embed.SameEmbedder(from, embedder, p, e.Embedder); err != nil {
-			return nil, nil, "", err
+		if err := embed.SameEmbedder(from, st.Embedder, p, e.Embedder); err != nil {
+			return nil, err
 		}
-		if embedder == "" {
-			embedder, from = e.Embedder, p
+		if st.Embedder == "" {
+			st.Embedder, from = e.Embedder, p
 		}
+		st.Counts = append(st.Counts, e.Vectors.Dim(0))
 		if e.Vectors.Dim(0) == 0 {
 			continue
 		}
 		if d != 0 && e.Vectors.Dim(1) != d {
-			return nil, nil, "", fmt.Errorf("%s has vectors of dimension %d, %s %d", p, e.Vectors.Dim(1), paths[0], d)
+			return nil, fmt.Errorf("%s has vectors of dimension %d, %s %d", p, e.Vectors.Dim(1), paths[0], d)
 		}
 		parts = append(parts, e.Vectors)
 		n, d = n+e.Vectors.Dim(0), e.Vectors.Dim(1)
 		haveRows = haveRows && e.Rows != nil
-		rows = append(rows, e.Rows...)
+		st.Rows = append(st.Rows, e.Rows...)
 	}
 	if n == 0 {
-		return nil, nil, embedder, nil
+		st.Rows = nil
+		return st, nil
 	}
 	if !haveRows {
-		rows = nil
+		st.Rows = nil
 	}
 	if len(parts) == 1 {
-		return parts[0], rows, embedder, nil
+		st.X = parts[0]
+		return st, nil
 	}
 	v := make([]float32, 0, n*d)
 	for i, p := range parts {
 		v = append(v, p.F32()...)
 		parts[i] = nil // collectable once copied
 	}
-	x, err = tensor.FromF32(v, n, d)
-	return x, rows, embedder, err
+	var err error
+	st.X, err = tensor.FromF32(v, n, d)
+	return st, err
 }
 
 // clusterOutputs are the files writeClusters writes, in the order it

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -128,6 +129,90 @@ func TestClusterThenSelect(t *testing.T) {
 		if _, err := Cluster(ClusterOptions{Inputs: inputs, K: 2, OutputDir: p("bad")}); err == nil {
 			t.Errorf("%v: no error", inputs)
 		}
+	}
+}
+
+// Select takes the clustering of a Cluster directory as it is when that
+// clustered the very files it selects from, in whatever order: the K,
+// silhouette and inertia it reports are the cluster step's, and every
+// pick's cluster is the one the directory assigned its pool row. A
+// directory of other files or settings gives only its K.
+func TestSelectTakesTheClustering(t *testing.T) {
+	dir := t.TempDir()
+	rng := rand.New(rand.NewPCG(7, 8))
+	p := func(name string) string { return filepath.Join(dir, name) }
+	var usage, data, pool []int
+	for i := 0; i < 60; i++ {
+		usage = append(usage, i%3)
+	}
+	for i := 0; i < 37; i++ { // not a multiple of the pool's 5 topics: a shifted row is another topic
+		data = append(data, 2+i%2)
+	}
+	for i := 0; i < 300; i++ {
+		pool = append(pool, i%5)
+	}
+	writeTopics(t, p("usage.safetensors"), "u", "sw", usage, rng)
+	writeTopics(t, p("data.safetensors"), "d", "sw", data, rng)
+	writeTopics(t, p("pool.safetensors"), "p", "yo", pool, rng)
+	km := cluster.KMeansOptions{Spherical: true, Seed: 3, NInit: 1, MaxIter: 100}
+	// adapt's cluster step order: usage, data, pool.
+	sum, err := Cluster(ClusterOptions{Inputs: []string{p("usage.safetensors"), p("data.safetensors"), p("pool.safetensors")},
+		KRange: []int{4, 5, 6}, KMeans: km, OutputDir: p("clusters")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var assigned []int // cluster of every clustered row
+	for _, line := range strings.Split(strings.TrimSpace(readTestFile(t, p("clusters/assignments.jsonl"))), "\n") {
+		var a struct{ Cluster int }
+		if err := json.Unmarshal([]byte(line), &a); err != nil {
+			t.Fatal(err)
+		}
+		assigned = append(assigned, a.Cluster)
+	}
+	o := selection.DefaultOptions(50)
+	o.Seed = 9 // another seed would cluster otherwise: the directory's clustering must win
+	var progress strings.Builder
+	o.Progress = &progress
+	run := func(clusters string) *selection.Selection {
+		t.Helper()
+		sel, err := Select(SelectOptions{Method: "compass", Target: "sw", Usage: p("usage.safetensors"), Pool: p("pool.safetensors"),
+			Data: []string{p("data.safetensors")}, Clusters: clusters, Options: o, Output: p("manifest.jsonl")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sel
+	}
+	sel := run(p("clusters"))
+	rep := sel.Report
+	if rep.K != sum.K || rep.Inertia != sum.Inertia || sum.Silhouette == nil || rep.Silhouette != *sum.Silhouette {
+		t.Errorf("report K %d, inertia %v, silhouette %v; the cluster step's %d, %v, %v", rep.K, rep.Inertia, rep.Silhouette, sum.K, sum.Inertia, *sum.Silhouette)
+	}
+	for _, pk := range sel.Picks {
+		if want := assigned[len(usage)+len(data)+pk.Row]; pk.Cluster != want {
+			t.Fatalf("pick %+v: cluster %d, the directory assigned pool row %d to %d", pk, pk.Cluster, pk.Row, want)
+		}
+	}
+	if !strings.Contains(progress.String(), "in the "+fmt.Sprint(sum.K)+" clusters given") {
+		t.Errorf("progress %q: no word of the clustering given", progress.String())
+	}
+
+	// Another file set: only K comes from the directory.
+	if _, err := Cluster(ClusterOptions{Inputs: []string{p("usage.safetensors"), p("pool.safetensors")}, K: sum.K, KMeans: km, OutputDir: p("other")}); err != nil {
+		t.Fatal(err)
+	}
+	progress.Reset()
+	if sel := run(p("other")); sel.Report.K != sum.K || !strings.Contains(progress.String(), "clustering again with its K = "+fmt.Sprint(sum.K)) {
+		t.Errorf("K %d; progress %q", sel.Report.K, progress.String())
+	}
+
+	// The same files with a row less than the directory clustered: an error.
+	if err := os.WriteFile(p("clusters/assignments.jsonl"), []byte(strings.Join(strings.SplitN(readTestFile(t, p("clusters/assignments.jsonl")), "\n", 2)[1:], "")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Select(SelectOptions{Method: "compass", Target: "sw", Usage: p("usage.safetensors"), Pool: p("pool.safetensors"),
+		Data: []string{p("data.safetensors")}, Clusters: p("clusters"), Options: o, Output: p("manifest.jsonl")})
+	if err == nil || !strings.Contains(err.Error(), "assignments.jsonl") {
+		t.Errorf("assignments without their first row: err = %v", err)
 	}
 }
 

@@ -4,9 +4,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime/debug"
+	"strings"
 
 	"github.com/compassml/compass/dataset"
+	"github.com/compassml/compass/sampling/cluster"
 	"github.com/compassml/compass/sampling/embed"
 	"github.com/compassml/compass/sampling/selection"
 	"github.com/compassml/compass/tensor"
@@ -105,10 +108,13 @@ func Select(o SelectOptions) (*selection.Selection, error) {
 		}
 		in.Usage = usage.Vectors
 		var dataEmbedder string
+		var dataCounts []int
 		if len(o.Data) > 0 {
-			if in.Have, _, dataEmbedder, err = loadEmbeddingRows(o.Data); err != nil {
+			st, err := loadEmbeddingRows(o.Data)
+			if err != nil {
 				return nil, fmt.Errorf("select: target data: %w", err)
 			}
+			in.Have, dataEmbedder, dataCounts = st.X, st.Embedder, st.Counts
 		}
 		if err := embed.SameEmbedder("the pool "+o.Pool, pool.Embedder, "the target usage "+o.Usage, usage.Embedder,
 			"the target data", dataEmbedder); err != nil {
@@ -123,6 +129,19 @@ func Select(o SelectOptions) (*selection.Selection, error) {
 				return nil, fmt.Errorf("select: %w", err)
 			}
 			so.K = chosen.K
+			// The clustering itself where it is of these very rows:
+			// clustering them again would give another one, not the one
+			// whose silhouette chose K.
+			files, counts := []string{o.Usage, o.Pool}, []int{in.Usage.Dim(0), in.Pool.Dim(0)}
+			if so.Cluster == selection.ClusterAll {
+				files, counts = append(files, o.Data...), append(counts, dataCounts...)
+			}
+			if so.Clustering, err = clusteringFor(o.Clusters, chosen, files, counts, so.KMeans.Spherical); err != nil {
+				return nil, fmt.Errorf("select: %w", err)
+			}
+			if so.Clustering == nil && so.Progress != nil {
+				fmt.Fprintf(so.Progress, "select: %s clustered other files (or with other settings): clustering again with its K = %d\n", o.Clusters, chosen.K)
+			}
 		}
 		restore := lowGCPercent()
 		sel, err = selection.Select(in, so)
@@ -132,6 +151,9 @@ func Select(o SelectOptions) (*selection.Selection, error) {
 		}
 		if chosen != nil {
 			sel.Report.KScores = chosen.KScores
+			if so.Clustering != nil && chosen.Silhouette != nil {
+				sel.Report.Silhouette = *chosen.Silhouette
+			}
 		}
 	case "random", "langsim", "all":
 		bo := o.Baseline
@@ -154,6 +176,84 @@ func Select(o SelectOptions) (*selection.Selection, error) {
 		}
 	}
 	return sel, nil
+}
+
+// clusteringFor returns the clustering of the Cluster output dir (its
+// summary sum) with its rows put in the order of files, which hold counts
+// rows each, when it clustered exactly those files, in any order, with the
+// same spherical setting; nil when it clustered others.
+func clusteringFor(dir string, sum *ClusterSummary, files []string, counts []int, spherical bool) (*cluster.KMeansResult, error) {
+	if len(sum.Inputs) != len(files) || sum.Spherical != spherical {
+		return nil, nil
+	}
+	at := map[string]int{} // file -> its place among the clustered inputs
+	for i, f := range sum.Inputs {
+		at[filepath.Clean(f)] = i
+	}
+	place := make([]int, len(files))   // where each file is among the clustered inputs
+	countOf := make([]int, len(files)) // rows of each clustered input
+	total := 0
+	for i, f := range files {
+		j, ok := at[filepath.Clean(f)]
+		if !ok {
+			return nil, nil
+		}
+		delete(at, filepath.Clean(f)) // each once
+		place[i], countOf[j] = j, counts[i]
+		total += counts[i]
+	}
+	if total != sum.Rows {
+		return nil, fmt.Errorf("%s clustered %d rows of %s; they hold %d now", dir, sum.Rows, strings.Join(sum.Inputs, ", "), total)
+	}
+	labels, err := readAssignments(filepath.Join(dir, "assignments.jsonl"), sum.Rows)
+	if err != nil {
+		return nil, err
+	}
+	cent, err := embed.ReadNPY(filepath.Join(dir, "centroids.npy"))
+	if err != nil {
+		return nil, err
+	}
+	start := make([]int, len(countOf)) // each clustered input's first row
+	for j := 1; j < len(countOf); j++ {
+		start[j] = start[j-1] + countOf[j-1]
+	}
+	ordered := make([]int32, 0, total)
+	for _, j := range place {
+		ordered = append(ordered, labels[start[j]:start[j]+countOf[j]]...)
+	}
+	return &cluster.KMeansResult{Centroids: cent, Labels: ordered, Inertia: sum.Inertia, Iterations: sum.Iterations, Converged: sum.Converged}, nil
+}
+
+// readAssignments reads the cluster of each of the rows lines of a
+// Cluster assignments.jsonl, which must be in row order.
+func readAssignments(path string, rows int) ([]int32, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	labels := make([]int32, 0, rows)
+	lines := dataset.NewJSONLines(f, path)
+	for lines.Next() {
+		var a struct {
+			Row     *int   `json:"row"`
+			Cluster *int32 `json:"cluster"`
+		}
+		if err := lines.Decode(&a); err != nil {
+			return nil, err
+		}
+		if a.Row == nil || a.Cluster == nil || *a.Row != len(labels) {
+			return nil, lines.Errorf("want {\"row\": %d, \"cluster\": ...}", len(labels))
+		}
+		labels = append(labels, *a.Cluster)
+	}
+	if err := lines.Err(); err != nil {
+		return nil, err
+	}
+	if len(labels) != rows {
+		return nil, fmt.Errorf("%s: %d rows, its summary says %d", path, len(labels), rows)
+	}
+	return labels, nil
 }
 
 // ReadPoolMeta reads one {"id", "language"} object per line; line i

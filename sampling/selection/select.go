@@ -80,6 +80,12 @@ type Options struct {
 	KMeans            cluster.KMeansOptions     // Spherical, NInit, MaxIter, Tol, SeedSample, MiniBatch, Backend (K and Seed are set by Select)
 	Silhouette        cluster.SilhouetteOptions // SampleSize, Backend (Cosine follows KMeans.Spherical; Seed is set by Select)
 	Cluster           ClusterSet
+	// Clustering, when set, is a clustering of the stacked rows (the
+	// usage, the pool, then the target data where Cluster is all) to use
+	// as it is instead of running k-means: the one whose silhouette chose
+	// K, as a clustering step wrote it. K, the k-means options and the
+	// report's silhouette (left to the caller, who has it) are then unused.
+	Clustering *cluster.KMeansResult
 
 	Gap         GapKind
 	Epsilon     float64 // GapRatio's epsilon
@@ -229,6 +235,31 @@ func check(what string, x *tensor.Tensor) (*matrix.Matrix, error) {
 	return m, nil
 }
 
+// checkClustering checks a given clustering against the stacked rows: a
+// label per row, each in [0, K), and K centroids of the rows' dimension.
+// Sizes are counted from the labels.
+func checkClustering(c *cluster.KMeansResult, all *matrix.Matrix) (*cluster.KMeansResult, error) {
+	if c.Centroids == nil || c.Centroids.Rank() != 2 || c.Centroids.DType() != tensor.F32 || !c.Centroids.OnHost() {
+		return nil, fmt.Errorf("selection: the clustering given has no host F32 [K, d] centroids (%v)", c.Centroids)
+	}
+	k, d := c.Centroids.Dim(0), c.Centroids.Dim(1)
+	if k < 1 || d != all.D {
+		return nil, fmt.Errorf("selection: the clustering given has centroids %v; the rows have dimension %d", c.Centroids, all.D)
+	}
+	if len(c.Labels) != all.N {
+		return nil, fmt.Errorf("selection: the clustering given labels %d rows; the usage, pool and data stacked are %d", len(c.Labels), all.N)
+	}
+	res := *c
+	res.Sizes = make([]int, k)
+	for i, l := range c.Labels {
+		if l < 0 || int(l) >= k {
+			return nil, fmt.Errorf("selection: the clustering given puts row %d in cluster %d of %d", i, l, k)
+		}
+		res.Sizes[l]++
+	}
+	return &res, nil
+}
+
 // languageLimit is the most items one source language may give.
 func languageLimit(budget, cap int, share float64) int {
 	limit := math.MaxInt
@@ -337,7 +368,12 @@ func Select(in Input, o Options) (*Selection, error) {
 		}
 	}
 	var res *cluster.KMeansResult
-	if o.K > 0 {
+	if o.Clustering != nil {
+		if res, err = checkClustering(o.Clustering, all); err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(progress, "select: %d embeddings in the %d clusters given\n", all.N, len(res.Sizes))
+	} else if o.K > 0 {
 		km.K = o.K
 		fmt.Fprintf(progress, "select: clustering %d embeddings into %d clusters\n", all.N, o.K)
 		if res, err = cluster.KMeans(all.T, km); err != nil {

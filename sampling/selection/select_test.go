@@ -219,6 +219,52 @@ func TestCompassScoresAreThePoolRows(t *testing.T) {
 	}
 }
 
+// A clustering given is used as it is (every pick in the cluster it puts
+// the pick's pool row), and one that does not fit the rows is an error.
+func TestCompassGivenClustering(t *testing.T) {
+	p := newPlanted(4)
+	nu, np, nh := p.in.Usage.Dim(0), p.in.Pool.Dim(0), p.in.Have.Dim(0)
+	stacked := slices.Concat(p.in.Usage.F32(), p.in.Pool.F32(), p.in.Have.F32())
+	x, err := tensor.FromF32(stacked, nu+np+nh, plantedDim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	km := cluster.DefaultKMeansOptions(8)
+	km.Spherical, km.Seed = true, 5
+	given, err := cluster.KMeans(x, km)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := plantedOptions()
+	o.K = 3 // unused: the clustering given has 8
+	o.Clustering = given
+	sel, err := Select(p.in, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sel.Report.K != 8 || sel.Report.Inertia != given.Inertia {
+		t.Errorf("report K %d, inertia %v; the clustering given has 8 and %v", sel.Report.K, sel.Report.Inertia, given.Inertia)
+	}
+	for _, pk := range sel.Picks {
+		if want := int(given.Labels[nu+pk.Row]); pk.Cluster != want {
+			t.Fatalf("pick %+v in cluster %d; the clustering given puts pool row %d in %d", pk, pk.Cluster, pk.Row, want)
+		}
+	}
+	short := *given
+	short.Labels = given.Labels[1:]
+	outside := *given
+	outside.Labels = slices.Clone(given.Labels)
+	outside.Labels[7] = 8
+	narrow := *given
+	narrow.Centroids = tensor.New(tensor.F32, 8, plantedDim-1)
+	for name, c := range map[string]*cluster.KMeansResult{"a label short": &short, "a label outside": &outside, "centroids too narrow": &narrow} {
+		o.Clustering = c
+		if _, err := Select(p.in, o); err == nil || !strings.Contains(err.Error(), "clustering given") {
+			t.Errorf("%s: err = %v", name, err)
+		}
+	}
+}
+
 func TestCompassChoosesKBySilhouette(t *testing.T) {
 	p := newPlanted(2)
 	o := plantedOptions()
