@@ -32,8 +32,11 @@ type SelectOptions struct {
 	// file beside Pool.
 	PoolMeta string
 	// Clusters, when not "", is a Cluster output directory: compass then
-	// clusters with its K (Options.K and the K range are ignored), and the
-	// report lists the silhouette of every K it tried.
+	// selects on its clustering as it is where it clustered these very
+	// files (Usage, Pool and, with Options.Cluster all, Data, in any
+	// order), else clusters again with its K (Options.K and the K range
+	// are ignored either way); the report lists the silhouette of every K
+	// it tried.
 	Clusters string
 	// Languages is a language table file (TSV); "": the built-in one.
 	Languages string
