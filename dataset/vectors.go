@@ -127,12 +127,11 @@ func ReadParquetVectors(path, column string, labels []string) (v *Vectors, err e
 // dim values: the footer's row count times dim, so that a large file is
 // read into one allocation, not grown by copies that peak at twice its
 // size. The footer is not trusted beyond what the file could hold: a count
-// that would need more than four times the file's bytes (random floats do
-// not compress that well; constant ones do, and a forged footer would) is
-// left to append's growth.
+// of more values than the file has bytes (four bytes of float32 per byte:
+// random floats do not compress that well; constant ones do, and a forged
+// footer would) is left to append's growth.
 func vectorCapacity(numRows, fileSize int64, dim int) int {
-	const plausible = 4 // bytes of float32 per byte of file
-	if numRows <= 0 || dim <= 0 || numRows > plausible*fileSize/4/int64(dim) {
+	if numRows <= 0 || dim <= 0 || numRows > fileSize/int64(dim) {
 		return 0
 	}
 	return int(numRows) * dim

@@ -2,8 +2,6 @@ package engine
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -413,13 +411,16 @@ func (c *AdaptConfig) checkPool() (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("adapt: config key pool.file: %w", err)
 	}
-	h := sha256.Sum256(fmt.Appendf(nil, "compass-pool-check-v1\x00%s\x00%s\x00%s\x00%s", sum, filepath.Base(path), c.Pool.Schema, c.Pool.Language))
-	cache := filepath.Join(c.workDir(), "pool-check", hex.EncodeToString(h[:12])+".json")
+	key, err := stepKey("pool-check", map[string]string{"name": filepath.Base(path), "schema": c.Pool.Schema, "language": c.Pool.Language}, []string{"file:" + sum})
+	if err != nil {
+		return 0, err
+	}
+	cache := filepath.Join(c.workDir(), "pool-check", key+".json")
 	c.poolSum, c.poolCache = sum, ""
 	var known struct {
 		Records int `json:"records"`
 	}
-	if data, err := os.ReadFile(cache); err == nil && json.Unmarshal(data, &known) == nil && known.Records > 0 {
+	if readJSONFile(cache, &known) == nil && known.Records > 0 {
 		return known.Records, nil
 	}
 	n, err := c.countPool(path)
