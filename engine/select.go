@@ -79,8 +79,19 @@ func Select(o SelectOptions) (*selection.Selection, error) {
 		return e, nil
 	}
 	in := selection.Input{Target: o.Target}
-	pool, err := load("pool", o.Pool)
-	if err != nil {
+	// COMPASS stacks the target usage, the pool and the target data: they
+	// are loaded into one matrix in that order, which selection then
+	// clusters where it is (Input.Stacked), so that the pool's vectors
+	// are in memory once.
+	var pool *embed.Embeddings
+	var stacked []*embed.Embeddings // usage, pool, then the data files
+	var err error
+	if o.Method == "compass" && o.Usage != "" && o.Pool != "" {
+		if in.Stacked, stacked, err = embed.LoadStacked(append([]string{o.Usage, o.Pool}, o.Data...), embed.LoadOptions{}); err != nil {
+			return nil, fmt.Errorf("select: %w", err)
+		}
+		pool = stacked[1]
+	} else if pool, err = load("pool", o.Pool); err != nil {
 		return nil, err
 	}
 	if pool != nil {
@@ -105,23 +116,24 @@ func Select(o SelectOptions) (*selection.Selection, error) {
 		if o.Usage == "" || in.Pool == nil {
 			return nil, fmt.Errorf("select: compass needs the target usage and the pool embeddings")
 		}
-		usage, err := load("target usage", o.Usage)
-		if err != nil {
-			return nil, err
-		}
+		usage, data := stacked[0], stacked[2:]
 		in.Usage = usage.Vectors
-		var dataEmbedder string
+		pairs := []string{"the pool " + o.Pool, pool.Embedder, "the target usage " + o.Usage, usage.Embedder}
 		var dataCounts []int
-		if len(o.Data) > 0 {
-			st, err := loadEmbeddingRows(o.Data)
-			if err != nil {
-				return nil, fmt.Errorf("select: target data: %w", err)
-			}
-			in.Have, dataEmbedder, dataCounts = st.X, st.Embedder, st.Counts
+		haveRows := 0
+		for i, e := range data {
+			pairs = append(pairs, "the target data "+o.Data[i], e.Embedder)
+			dataCounts = append(dataCounts, e.Vectors.Dim(0))
+			haveRows += e.Vectors.Dim(0)
 		}
-		if err := embed.SameEmbedder("the pool "+o.Pool, pool.Embedder, "the target usage "+o.Usage, usage.Embedder,
-			"the target data", dataEmbedder); err != nil {
+		if err := embed.SameEmbedder(pairs...); err != nil {
 			return nil, fmt.Errorf("select: %w", err)
+		}
+		if haveRows > 0 {
+			nu, np := usage.Vectors.Dim(0), pool.Vectors.Dim(0)
+			if in.Have, err = in.Stacked.Slice(nu+np, nu+np+haveRows); err != nil {
+				return nil, fmt.Errorf("select: %w", err)
+			}
 		}
 		so := o.Options
 		so.Languages = langs
@@ -146,6 +158,7 @@ func Select(o SelectOptions) (*selection.Selection, error) {
 				fmt.Fprintf(so.Progress, "select: %s clustered other files (or with other settings): clustering again with its K = %d\n", o.Clusters, chosen.K)
 			}
 		}
+		selectInputHook(in)
 		restore := lowGCPercent()
 		sel, err = selection.Select(in, so)
 		restore()
@@ -180,6 +193,10 @@ func Select(o SelectOptions) (*selection.Selection, error) {
 	}
 	return sel, nil
 }
+
+// selectInputHook sees what COMPASS selects from, just before it does; a
+// test checks there that the rows come stacked.
+var selectInputHook = func(selection.Input) {}
 
 // clusteringFor returns the clustering of the Cluster output dir (its
 // summary sum) with its rows put in the order of files, which hold counts

@@ -189,46 +189,158 @@ type LoadOptions struct {
 // RowsPath(path) when it exists; for Parquet, from its id and language
 // columns.
 func Load(path string, opts LoadOptions) (*Embeddings, error) {
+	_, es, err := LoadStacked([]string{path}, opts)
+	if err != nil {
+		return nil, err
+	}
+	return es[0], nil
+}
+
+// LoadStacked loads several embedding files, each as Load reads it, into
+// one F32 [N, D] matrix: their rows one after the other, in the order of
+// paths. Each file's Embeddings hold its rows and embedder, and as Vectors
+// a view of its rows in the matrix. The .npy and .safetensors vectors are
+// read straight into place, so that stacking a large pool with other files
+// does not hold it twice; a Parquet file gives its dimension only once
+// read, so it is read whole and then copied (unless it is the only file).
+// Files that have rows must all have the dimension of the first of them.
+func LoadStacked(paths []string, opts LoadOptions) (*tensor.Tensor, []*Embeddings, error) {
+	srcs := make([]*vectorSource, len(paths))
+	n, d, first := 0, 0, ""
+	for i, p := range paths {
+		s, err := openVectors(p, opts)
+		if err != nil {
+			return nil, nil, err
+		}
+		srcs[i] = s
+		if s.rows == 0 {
+			continue
+		}
+		if d != 0 && s.dim != d {
+			return nil, nil, fmt.Errorf("embed: %s has vectors of dimension %d, %s %d", p, s.dim, first, d)
+		}
+		if d == 0 {
+			first = p
+		}
+		n, d = n+s.rows, s.dim
+	}
+	if d == 0 { // no file has rows
+		d = srcs[0].dim
+	}
+	var all []float32
+	if len(srcs) == 1 && srcs[0].e.Vectors != nil {
+		all = srcs[0].e.Vectors.F32() // a Parquet file alone: used as read
+	} else {
+		all = make([]float32, n*d)
+	}
+	es := make([]*Embeddings, len(srcs))
+	off := 0
+	for i, s := range srcs {
+		dst := all[off : off+s.rows*s.dim]
+		off += len(dst)
+		if err := s.read(dst); err != nil {
+			return nil, nil, err
+		}
+		v, err := tensor.FromF32(dst, s.rows, s.dim)
+		if err != nil {
+			return nil, nil, fmt.Errorf("embed: %s: %w", s.path, err)
+		}
+		if err := checkVectors(s.path, v); err != nil {
+			return nil, nil, err
+		}
+		s.e.Vectors = v
+		if s.sidecar {
+			if err := s.readSidecar(); err != nil {
+				return nil, nil, err
+			}
+		}
+		es[i] = s.e
+	}
+	x, err := tensor.FromF32(all, n, d)
+	if err != nil {
+		return nil, nil, fmt.Errorf("embed: %w", err)
+	}
+	return x, es, nil
+}
+
+// vectorSource is an embeddings file whose shape is known and whose
+// vectors are still to be read.
+type vectorSource struct {
+	path      string
+	rows, dim int
+	read      func(dst []float32) error // the rows*dim values into dst
+	e         *Embeddings               // Embedder, and Rows where the file itself has them
+	sidecar   bool                      // the rows are in RowsPath(path), if anywhere
+}
+
+// openVectors reads path's header (or, for Parquet, the whole file).
+func openVectors(path string, opts LoadOptions) (*vectorSource, error) {
 	name := strings.ToLower(path)
 	for _, z := range []string{".zst", ".zstd"} {
 		name = strings.TrimSuffix(name, z)
 	}
-	var e *Embeddings
-	var err error
+	s := &vectorSource{path: path, e: &Embeddings{}, sidecar: true}
 	switch filepath.Ext(name) {
 	case ".npy":
-		e = &Embeddings{}
-		e.Vectors, err = ReadNPY(path)
+		h, err := readNPYFileHeader(path)
+		if err != nil {
+			return nil, err
+		}
+		s.rows, s.dim = h.rows, h.cols
+		s.read = func(dst []float32) error { return readNPYInto(path, h, dst) }
 	case ".safetensors":
-		e, err = loadSafetensors(path, opts.Tensor)
+		info, tname, embedder, err := findSafetensor(path, opts.Tensor)
+		if err != nil {
+			return nil, err
+		}
+		s.rows, s.dim, s.e.Embedder = info.Shape[0], info.Shape[1], embedder
+		s.read = func(dst []float32) error { return readSafetensorInto(path, tname, info, dst) }
 	case ".parquet", ".pq":
-		return loadParquet(path, opts)
+		e, err := loadParquet(path, opts)
+		if err != nil {
+			return nil, err
+		}
+		s.rows, s.dim, s.e, s.sidecar = e.Vectors.Dim(0), e.Vectors.Dim(1), e, false
+		s.read = func(dst []float32) error {
+			v := e.Vectors.F32()
+			if len(dst) > 0 && &dst[0] != &v[0] {
+				copy(dst, v)
+			}
+			e.Vectors = nil // collectable once copied
+			return nil
+		}
 	default:
 		return nil, fmt.Errorf("embed: %s: unknown embeddings format (want .npy, .safetensors or .parquet)", path)
 	}
-	if err != nil {
-		return nil, err
+	if s.dim == 0 { // every later step would refuse them, less clearly
+		return nil, fmt.Errorf("embed: %s: shape [%d 0]: vectors of no dimensions", path, s.rows)
 	}
-	if err := checkVectors(path, e.Vectors); err != nil {
-		return nil, err
-	}
-	rows, err := readRows(RowsPath(path))
+	return s, nil
+}
+
+// readSidecar takes the rows from RowsPath(s.path) when that file exists.
+func (s *vectorSource) readSidecar() error {
+	rows, err := readRows(RowsPath(s.path))
 	switch {
 	case errors.Is(err, os.ErrNotExist):
 	case err != nil:
-		return nil, fmt.Errorf("embed: %w", err)
-	case len(rows) != e.Vectors.Dim(0):
-		return nil, fmt.Errorf("embed: %s has %d rows, %s %d vectors", RowsPath(path), len(rows), path, e.Vectors.Dim(0))
+		return fmt.Errorf("embed: %w", err)
+	case len(rows) != s.rows:
+		return fmt.Errorf("embed: %s has %d rows, %s %d vectors", RowsPath(s.path), len(rows), s.path, s.rows)
 	default:
-		e.Rows = rows
+		s.e.Rows = rows
 	}
-	return e, nil
+	return nil
 }
 
-func loadSafetensors(path, name string) (*Embeddings, error) {
+// findSafetensor opens a safetensors file and finds its embeddings tensor:
+// the one named, else TensorName, else the only 2-D tensor. It returns the
+// tensor's description and name, and the embedder the metadata names.
+func findSafetensor(path, name string) (safetensors.TensorInfo, string, string, error) {
+	var none safetensors.TensorInfo
 	f, err := safetensors.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("embed: %w", err)
+		return none, "", "", fmt.Errorf("embed: %w", err)
 	}
 	defer f.Close()
 	if name == "" {
@@ -241,46 +353,61 @@ func loadSafetensors(path, name string) (*Embeddings, error) {
 				}
 			}
 			if len(twoD) != 1 {
-				return nil, fmt.Errorf("embed: %s: no tensor %q and %d 2-D tensors (%s): name one", path, TensorName, len(twoD), strings.Join(twoD, ", "))
+				return none, "", "", fmt.Errorf("embed: %s: no tensor %q and %d 2-D tensors (%s): name one", path, TensorName, len(twoD), strings.Join(twoD, ", "))
 			}
 			name = twoD[0]
 		}
 	}
 	info, ok := f.Info(name)
 	if !ok {
-		return nil, fmt.Errorf("embed: %s: no tensor %q (tensors: %s)", path, name, strings.Join(f.Names(), ", "))
+		return none, "", "", fmt.Errorf("embed: %s: no tensor %q (tensors: %s)", path, name, strings.Join(f.Names(), ", "))
 	}
 	if len(info.Shape) != 2 {
-		return nil, fmt.Errorf("embed: %s: tensor %q has shape %v, want 2-D [N, D]", path, name, info.Shape)
+		return none, "", "", fmt.Errorf("embed: %s: tensor %q has shape %v, want 2-D [N, D]", path, name, info.Shape)
 	}
-	e := &Embeddings{Embedder: f.Metadata()["embedder"]}
 	switch info.DType {
-	case safetensors.F64:
+	case safetensors.F64, safetensors.F32, safetensors.BF16, safetensors.F16:
+	default:
+		return none, "", "", fmt.Errorf("embed: %s: tensor %q is %s, want F32, F64, BF16 or F16", path, name, info.DType)
+	}
+	return info, name, f.Metadata()["embedder"], nil
+}
+
+// readSafetensorInto reads the tensor that findSafetensor found, widened to
+// float32, into dst, after checking that the file still describes it so.
+func readSafetensorInto(path, name string, want safetensors.TensorInfo, dst []float32) error {
+	f, err := safetensors.Open(path)
+	if err != nil {
+		return fmt.Errorf("embed: %w", err)
+	}
+	defer f.Close()
+	info, ok := f.Info(name)
+	if !ok || info.DType != want.DType || !slices.Equal(info.Shape, want.Shape) || info.Shape[0]*info.Shape[1] != len(dst) {
+		return fmt.Errorf("embed: %s: tensor %q changed while it was read", path, name)
+	}
+	if info.DType == safetensors.F64 {
 		b, err := f.Bytes(name)
 		if err != nil {
-			return nil, fmt.Errorf("embed: %w", err)
+			return fmt.Errorf("embed: %w", err)
 		}
-		v := make([]float32, len(b)/8)
-		for i := range v {
-			v[i] = float32(math.Float64frombits(binary.LittleEndian.Uint64(b[8*i:])))
+		for i := range dst {
+			dst[i] = float32(math.Float64frombits(binary.LittleEndian.Uint64(b[8*i:])))
 		}
-		e.Vectors, err = tensor.FromF32(v, info.Shape...)
-		if err != nil {
-			return nil, fmt.Errorf("embed: %w", err)
-		}
-	case safetensors.F32, safetensors.BF16, safetensors.F16:
-		t, err := f.Tensor(name)
-		if err != nil {
-			return nil, fmt.Errorf("embed: %w", err)
-		}
-		// A copy: the tensor is a view of the mapping, which Close unmaps.
-		if e.Vectors, err = tensor.FromF32(t.ToF32(), info.Shape...); err != nil {
-			return nil, fmt.Errorf("embed: %w", err)
-		}
-	default:
-		return nil, fmt.Errorf("embed: %s: tensor %q is %s, want F32, F64, BF16 or F16", path, name, info.DType)
+		return nil
 	}
-	return e, nil
+	t, err := f.Tensor(name) // a view of the mapping, which Close unmaps: copied
+	if err != nil {
+		return fmt.Errorf("embed: %w", err)
+	}
+	switch info.DType {
+	case safetensors.F32:
+		copy(dst, t.F32())
+	case safetensors.BF16:
+		tensor.ConvertBF16ToF32(dst, t.U16())
+	default:
+		tensor.ConvertF16ToF32(dst, t.U16())
+	}
+	return nil
 }
 
 func loadParquet(path string, opts LoadOptions) (*Embeddings, error) {
@@ -334,14 +461,10 @@ func loadParquet(path string, opts LoadOptions) (*Embeddings, error) {
 	return e, nil
 }
 
-// checkVectors refuses vectors of no dimensions, which every later step
-// would refuse less clearly, and NaN and infinite values: they would poison
-// every distance computed with them.
+// checkVectors refuses NaN and infinite values: they would poison every
+// distance computed with them.
 func checkVectors(path string, t *tensor.Tensor) error {
 	d := t.Dim(1)
-	if d == 0 {
-		return fmt.Errorf("embed: %s: shape %v: vectors of no dimensions", path, t.Shape())
-	}
 	for i, x := range t.F32() {
 		if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) {
 			return fmt.Errorf("embed: %s: row %d, column %d is %v", path, i/d, i%d, x)
@@ -353,61 +476,111 @@ func checkVectors(path string, t *tensor.Tensor) error {
 // npyMagic starts every .npy file.
 var npyMagic = []byte("\x93NUMPY")
 
-// ReadNPY reads a 2-D float32 or float64 array in C order from a NumPy
-// .npy file (format versions 1.0 to 3.0) as an F32 [N, D] tensor.
-func ReadNPY(path string) (*tensor.Tensor, error) {
+// npyHeader is what a .npy file's header says of its array.
+type npyHeader struct {
+	descr      string
+	rows, cols int
+	size       int // bytes per value: 4 or 8
+	order      binary.ByteOrder
+	dataStart  int // the header's length in bytes
+}
+
+// openNPY opens a .npy file of a 2-D float32 or float64 array in C order
+// and reads its header, checking the file's size against it; the reader is
+// at the first value.
+func openNPY(path string) (*os.File, *bufio.Reader, npyHeader, error) {
+	var h npyHeader
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("embed: %w", err)
+		return nil, nil, h, fmt.Errorf("embed: %w", err)
 	}
-	defer f.Close()
+	fail := func(err error) (*os.File, *bufio.Reader, npyHeader, error) {
+		f.Close()
+		return nil, nil, h, fmt.Errorf("embed: %s: %w", path, err)
+	}
 	st, err := f.Stat()
 	if err != nil {
-		return nil, fmt.Errorf("embed: %w", err)
+		return fail(err)
 	}
 	r := bufio.NewReaderSize(f, 1<<20)
 	descr, shape, headerLen, err := readNPYHeader(r)
 	if err != nil {
-		return nil, fmt.Errorf("embed: %s: %w", path, err)
+		return fail(err)
 	}
-	var size int
-	var order binary.ByteOrder
+	h = npyHeader{descr: descr, rows: shape[0], cols: shape[1], dataStart: headerLen}
 	switch descr {
 	case "<f4", "=f4":
-		size, order = 4, binary.LittleEndian
+		h.size, h.order = 4, binary.LittleEndian
 	case ">f4":
-		size, order = 4, binary.BigEndian
+		h.size, h.order = 4, binary.BigEndian
 	case "<f8", "=f8":
-		size, order = 8, binary.LittleEndian
+		h.size, h.order = 8, binary.LittleEndian
 	case ">f8":
-		size, order = 8, binary.BigEndian
+		h.size, h.order = 8, binary.BigEndian
 	default:
-		return nil, fmt.Errorf("embed: %s: dtype %q, want float32 or float64", path, descr)
+		return fail(fmt.Errorf("dtype %q, want float32 or float64", descr))
 	}
-	rows, cols := shape[0], shape[1]
-	if cols > 0 && rows > math.MaxInt/size/cols {
-		return nil, fmt.Errorf("embed: %s: shape %v is too large", path, shape)
+	if h.cols > 0 && h.rows > math.MaxInt/h.size/h.cols {
+		return fail(fmt.Errorf("shape %v is too large", shape))
 	}
-	if want := int64(headerLen) + int64(rows*cols*size); st.Size() != want {
-		return nil, fmt.Errorf("embed: %s: %d bytes, shape %v of %s needs %d", path, st.Size(), shape, descr, want)
+	if want := int64(headerLen) + int64(h.rows*h.cols*h.size); st.Size() != want {
+		return fail(fmt.Errorf("%d bytes, shape %v of %s needs %d", st.Size(), shape, descr, want))
 	}
-	v := make([]float32, rows*cols)
+	return f, r, h, nil
+}
+
+// readNPYFileHeader reads the header of a .npy file (openNPY).
+func readNPYFileHeader(path string) (npyHeader, error) {
+	f, _, h, err := openNPY(path)
+	if err != nil {
+		return h, err
+	}
+	f.Close()
+	return h, nil
+}
+
+// ReadNPY reads a 2-D float32 or float64 array in C order from a NumPy
+// .npy file (format versions 1.0 to 3.0) as an F32 [N, D] tensor.
+func ReadNPY(path string) (*tensor.Tensor, error) {
+	h, err := readNPYFileHeader(path)
+	if err != nil {
+		return nil, err
+	}
+	v := make([]float32, h.rows*h.cols)
+	if err := readNPYInto(path, h, v); err != nil {
+		return nil, err
+	}
+	return tensor.FromF32(v, h.rows, h.cols)
+}
+
+// readNPYInto reads the values of the .npy file whose header was want,
+// widened to float32, into dst (of want.rows*want.cols), after checking
+// that the header is still the same.
+func readNPYInto(path string, want npyHeader, dst []float32) error {
+	f, r, h, err := openNPY(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if h != want || len(dst) != h.rows*h.cols {
+		return fmt.Errorf("embed: %s: the array changed while it was read", path)
+	}
 	buf := make([]byte, 1<<16) // a multiple of both sizes
-	for i := 0; i < len(v); {
-		chunk := buf[:min(len(buf), (len(v)-i)*size)]
+	for i := 0; i < len(dst); {
+		chunk := buf[:min(len(buf), (len(dst)-i)*h.size)]
 		if _, err := io.ReadFull(r, chunk); err != nil {
-			return nil, fmt.Errorf("embed: %s: %w", path, err)
+			return fmt.Errorf("embed: %s: %w", path, err)
 		}
-		for off := 0; off < len(chunk); off += size {
-			if size == 4 {
-				v[i] = math.Float32frombits(order.Uint32(chunk[off:]))
+		for off := 0; off < len(chunk); off += h.size {
+			if h.size == 4 {
+				dst[i] = math.Float32frombits(h.order.Uint32(chunk[off:]))
 			} else {
-				v[i] = float32(math.Float64frombits(order.Uint64(chunk[off:])))
+				dst[i] = float32(math.Float64frombits(h.order.Uint64(chunk[off:])))
 			}
 			i++
 		}
 	}
-	return tensor.FromF32(v, rows, cols)
+	return nil
 }
 
 // readNPYHeader reads the magic, version and header dictionary, and

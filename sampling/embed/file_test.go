@@ -392,3 +392,97 @@ func TestSameEmbedder(t *testing.T) {
 		t.Errorf("the error names neither file's embedder: %v", err)
 	}
 }
+
+// LoadStacked reads every file into one matrix, in order: the values and
+// rows of each file are those Load gives, each file's Vectors are its rows
+// of the matrix itself (no copy), and an empty file adds no row.
+func TestLoadStacked(t *testing.T) {
+	dir := t.TempDir()
+	fixture := embedFixtureMatrix()
+	a := &Embeddings{Vectors: embedMatrixOf(t, 5, 4, fixture), Rows: []Row{{ID: "a0"}, {ID: "a1"}, {ID: "a2"}, {ID: "a3"}, {ID: "a4"}}, Embedder: "enc"}
+	b := &Embeddings{Vectors: embedMatrixOf(t, 2, 4, []float32{1, 2, 3, 4, 5, 6, 7, 8})}
+	empty := &Embeddings{Vectors: embedMatrixOf(t, 0, 4, nil)}
+	paths := []string{filepath.Join(dir, "a.safetensors"), filepath.Join(dir, "b.npy"), filepath.Join(dir, "none.npy"), filepath.Join(embedFixtures, "embeddings.parquet")}
+	for i, e := range []*Embeddings{a, b, empty} {
+		if err := Save(paths[i], e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	x, es, err := LoadStacked(paths, LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(x.Shape(), []int{12, 4}) || len(es) != 4 {
+		t.Fatalf("stacked %v, %d files", x.Shape(), len(es))
+	}
+	all := x.F32()
+	off := 0
+	for i, p := range paths {
+		one, err := Load(p, LoadOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := es[i].Vectors.F32()
+		if !reflect.DeepEqual(got, one.Vectors.F32()) || !reflect.DeepEqual(es[i].Rows, one.Rows) || es[i].Embedder != one.Embedder {
+			t.Errorf("%s: stacked %v %+v %q, alone %v %+v %q", p, got, es[i].Rows, es[i].Embedder, one.Vectors.F32(), one.Rows, one.Embedder)
+		}
+		if len(got) > 0 && &got[0] != &all[off] {
+			t.Errorf("%s: its vectors are not rows %d.. of the matrix", p, off/4)
+		}
+		off += len(got)
+	}
+	if es[0].Embedder != "enc" || len(es[3].Rows) != 5 || es[2].Vectors.Dim(0) != 0 {
+		t.Errorf("embedder %q, Parquet rows %d, empty file %v", es[0].Embedder, len(es[3].Rows), es[2].Vectors.Shape())
+	}
+
+	// A file of another dimension is named, with the first file's.
+	narrow := filepath.Join(dir, "narrow.npy")
+	if err := WriteNPY(narrow, embedMatrixOf(t, 1, 3, []float32{1, 2, 3})); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := LoadStacked([]string{paths[2], paths[0], narrow}, LoadOptions{}); err == nil || !strings.Contains(err.Error(), "narrow.npy has vectors of dimension 3, "+paths[0]+" 4") {
+		t.Errorf("dimensions 4 and 3: %v", err)
+	}
+	// A NaN in a later file is found at its own row.
+	nan := []float32{1, 2, 3, 4, 5, float32(math.NaN()), 7, 8}
+	if err := WriteNPY(paths[1], embedMatrixOf(t, 2, 4, nan)); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := LoadStacked(paths, LoadOptions{}); err == nil || !strings.Contains(err.Error(), "b.npy: row 1, column 1 is NaN") {
+		t.Errorf("NaN: %v", err)
+	}
+}
+
+// The vectors are read after every header: a file whose array changed in
+// between is an error, not values of another shape in the matrix.
+func TestLoadStackedChangedFile(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "x.npy")
+	if err := WriteNPY(p, embedMatrixOf(t, 2, 2, []float32{1, 2, 3, 4})); err != nil {
+		t.Fatal(err)
+	}
+	h, err := readNPYFileHeader(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteNPY(p, embedMatrixOf(t, 1, 4, []float32{1, 2, 3, 4})); err != nil {
+		t.Fatal(err)
+	}
+	if err := readNPYInto(p, h, make([]float32, 4)); err == nil || !strings.Contains(err.Error(), "changed while it was read") {
+		t.Errorf("npy: %v", err)
+	}
+	s := filepath.Join(dir, "x.safetensors")
+	if err := Save(s, &Embeddings{Vectors: embedMatrixOf(t, 2, 2, []float32{1, 2, 3, 4})}); err != nil {
+		t.Fatal(err)
+	}
+	info, name, _, err := findSafetensor(s, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := Save(s, &Embeddings{Vectors: embedMatrixOf(t, 4, 1, []float32{1, 2, 3, 4})}); err != nil {
+		t.Fatal(err)
+	}
+	if err := readSafetensorInto(s, name, info, make([]float32, 4)); err == nil || !strings.Contains(err.Error(), "changed while it was read") {
+		t.Errorf("safetensors: %v", err)
+	}
+}

@@ -26,6 +26,14 @@ type Input struct {
 	Have   *tensor.Tensor // D_t [nD, d]: the data t already has; nil when it has none
 	Pool   *tensor.Tensor // D_aux [nP, d]: the auxiliary multilingual pool
 	Items  []Item         // one per pool row
+
+	// Stacked, when set, is an F32 [nE+nP+nD, d] matrix whose rows are
+	// Usage's, Pool's and then Have's: those three are views of it, as
+	// embed.LoadStacked gives them. Select then clusters the rows where
+	// they are, normalising them in place for spherical k-means, instead
+	// of in a copy of its own: the caller gives them up. For a large pool
+	// that halves the memory a selection needs.
+	Stacked *tensor.Tensor
 }
 
 // ClusterSet says which embeddings define the clusters.
@@ -260,6 +268,31 @@ func checkClustering(c *cluster.KMeansResult, all *matrix.Matrix) (*cluster.KMea
 	return &res, nil
 }
 
+// stackedRows returns the first parts (2: usage and pool, or 3: and the
+// target data) of Input.Stacked's rows, after checking that its rows are
+// c's usage, pool and target data, in that order and where they are. The
+// check compares addresses inside x's own array only.
+func stackedRows(x *tensor.Tensor, c *checked, parts int) (*matrix.Matrix, error) {
+	d := c.pool.D
+	n := c.usage.N + c.pool.N
+	if c.have != nil {
+		n += c.have.N
+	}
+	if x.DType() != tensor.F32 || !x.OnHost() || x.Rank() != 2 || x.Dim(0) != n || x.Dim(1) != d {
+		return nil, fmt.Errorf("selection: the stacked rows are %v; the usage, pool and target data are %d rows of dimension %d, host F32", x, n, d)
+	}
+	whole := &matrix.Matrix{T: x, V: x.F32(), N: n, D: d}
+	at := func(row int, m *matrix.Matrix) bool { return m == nil || m.N == 0 || &whole.V[row*d] == &m.V[0] }
+	if !at(0, c.usage) || !at(c.usage.N, c.pool) || !at(c.usage.N+c.pool.N, c.have) {
+		return nil, fmt.Errorf("selection: the usage, pool and target data are not the stacked rows, in that order")
+	}
+	rows := c.usage.N + c.pool.N
+	if parts == 3 {
+		rows = n
+	}
+	return whole.Rows(0, rows), nil
+}
+
 // languageLimit is the most items one source language may give.
 func languageLimit(budget, cap int, share float64) int {
 	limit := math.MaxInt
@@ -333,11 +366,20 @@ func Select(in Input, o Options) (*Selection, error) {
 	if o.Cluster == ClusterAll && c.have != nil {
 		parts = append(parts, c.have)
 	}
-	all := matrix.Concat(parts)
+	var all *matrix.Matrix
+	if in.Stacked != nil {
+		if all, err = stackedRows(in.Stacked, c, len(parts)); err != nil {
+			return nil, err
+		}
+		in.Stacked = nil
+	} else {
+		all = matrix.Concat(parts)
+	}
 	if o.KMeans.Spherical {
-		// all is this function's copy: normalised in place, the k-means
-		// and silhouettes below need no copy of their own (a third copy
-		// of every vector, 1.2 GB for 400k x 768).
+		// all is this function's copy, or the caller's Stacked rows given
+		// up: normalised in place, the k-means and silhouettes below need
+		// no copy of their own (a third copy of every vector, 1.2 GB for
+		// 400k x 768).
 		if err := all.NormalizeInPlace("kmeans"); err != nil {
 			return nil, fmt.Errorf("cluster: %w", err)
 		}

@@ -265,6 +265,76 @@ func TestCompassGivenClustering(t *testing.T) {
 	}
 }
 
+// With the rows given stacked, Select clusters them where they are: the
+// same picks as from a copy, for both cluster sets, and the caller's
+// matrix is the one normalised. Rows that are not the stacked matrix's,
+// in order, are an error.
+func TestCompassStackedInPlace(t *testing.T) {
+	for _, set := range []ClusterSet{ClusterAll, ClusterUsagePool} {
+		p := newPlanted(5)
+		o := plantedOptions()
+		o.Cluster = set
+		want, err := Select(p.in, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nu, np, nh := p.in.Usage.Dim(0), p.in.Pool.Dim(0), p.in.Have.Dim(0)
+		stacked := slices.Concat(p.in.Usage.F32(), p.in.Pool.F32(), p.in.Have.F32())
+		x, err := tensor.FromF32(stacked, nu+np+nh, plantedDim)
+		if err != nil {
+			t.Fatal(err)
+		}
+		view := func(lo, hi int) *tensor.Tensor {
+			v, err := x.Slice(lo, hi)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return v
+		}
+		in := p.in
+		in.Usage, in.Pool, in.Have, in.Stacked = view(0, nu), view(nu, nu+np), view(nu+np, nu+np+nh), x
+		got, err := Select(in, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got.Picks, want.Picks) {
+			t.Errorf("%s: the stacked rows gave other picks than a copy of them", set)
+		}
+		clustered := nu + np
+		if set == ClusterAll {
+			clustered += nh
+		}
+		for i := 0; i < nu+np+nh; i++ {
+			var n float64
+			for _, v := range stacked[i*plantedDim : (i+1)*plantedDim] {
+				n += float64(v) * float64(v)
+			}
+			if unit := math.Abs(n-1) < 1e-5; unit != (i < clustered) {
+				t.Fatalf("%s: row %d of the stacked matrix has squared norm %v; only the %d clustered rows are normalised in place", set, i, n, clustered)
+			}
+		}
+
+		in.Usage, in.Pool = in.Pool, in.Usage
+		in.Items = in.Items[:nu]
+		if nu == np {
+			t.Fatal("the planted usage and pool have as many rows")
+		}
+		if _, err := Select(in, o); err == nil || !strings.Contains(err.Error(), "are not the stacked rows") {
+			t.Errorf("%s: usage and pool swapped: %v", set, err)
+		}
+	}
+	p := newPlanted(5)
+	in := p.in
+	in.Stacked = tensor.New(tensor.F32, 3, plantedDim)
+	if _, err := Select(in, plantedOptions()); err == nil || !strings.Contains(err.Error(), "stacked rows are") {
+		t.Errorf("a stacked matrix of 3 rows: %v", err)
+	}
+	in.Stacked = tensor.New(tensor.F32, in.Usage.Dim(0)+in.Pool.Dim(0)+in.Have.Dim(0), plantedDim)
+	if _, err := Select(in, plantedOptions()); err == nil || !strings.Contains(err.Error(), "are not the stacked rows") {
+		t.Errorf("rows that are not views of the stacked matrix: %v", err)
+	}
+}
+
 func TestCompassChoosesKBySilhouette(t *testing.T) {
 	p := newPlanted(2)
 	o := plantedOptions()
