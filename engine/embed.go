@@ -3,6 +3,7 @@ package engine
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -176,24 +177,21 @@ func Embed(ctx context.Context, o EmbedOptions) (*EmbedResult, error) {
 		e = cached
 	}
 
-	emb, err := embed.Records(ctx, r, e, dim, progress)
+	// The vectors go to a scratch file as they are made, not to memory:
+	// a pool of millions of rows is gigabytes of them.
+	n, err := embed.RecordsToFile(ctx, r, e, dim, progress, o.Output)
 	progress.Finish()
-	if err != nil {
-		return nil, err
-	}
-	// A matrix of no rows would fail later, in cluster or select, far from
-	// its cause.
-	if emb.Vectors.Dim(0) == 0 {
+	if errors.Is(err, embed.ErrNoRecords) {
 		if n, first := r.Skipped(); n > 0 {
 			return nil, fmt.Errorf("embed: %s: no records: all %d rows were bad (--skip-bad); the first: %v", o.Input, n, first)
 		}
 		return nil, fmt.Errorf("embed: %s: no records", o.Input)
 	}
-	if err := embed.Save(o.Output, emb); err != nil {
+	if err != nil {
 		return nil, err
 	}
-	res := &EmbedResult{Records: emb.Vectors.Dim(0), Schema: r.Schema(), Rows: embed.RowsPath(o.Output),
-		Embedded: emb.Vectors.Dim(0), Tokens: tokens()}
+	res := &EmbedResult{Records: n, Schema: r.Schema(), Rows: embed.RowsPath(o.Output),
+		Embedded: n, Tokens: tokens()}
 	if cached != nil {
 		res.Cached, res.Embedded = cached.Stats()
 		res.CachePath = cached.Cache().Path()

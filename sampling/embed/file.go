@@ -98,30 +98,44 @@ func Save(path string, e *Embeddings) error {
 	if e.Vectors == nil || e.Vectors.DType() != tensor.F32 || e.Vectors.Rank() != 2 {
 		return fmt.Errorf("embed: save %s: vectors must be an F32 [N, D] tensor, got %v", path, e.Vectors)
 	}
-	n := e.Vectors.Dim(0)
+	n, d := e.Vectors.Dim(0), e.Vectors.Dim(1)
 	if e.Rows != nil && len(e.Rows) != n {
 		return fmt.Errorf("embed: save %s: %d rows for %d vectors", path, len(e.Rows), n)
 	}
+	return saveFrom(path, e.Rows, e.Embedder, n, d, bytes.NewReader(e.Vectors.Bytes()))
+}
+
+// saveFrom is Save with the n x d matrix's little-endian float32 values
+// read from vectors as they are written.
+func saveFrom(path string, rows []Row, embedder string, n, d int, vectors io.Reader) error {
+	if err := checkSaveFormat(path); err != nil {
+		return err
+	}
+	if rows != nil {
+		if err := writeRows(RowsPath(path), rows); err != nil {
+			return fmt.Errorf("embed: save %s: %w", RowsPath(path), err)
+		}
+	}
+	if strings.EqualFold(filepath.Ext(path), ".npy") {
+		return writeNPYFrom(path, n, d, vectors)
+	}
+	meta := map[string]string{"format": "compass-embeddings", "count": strconv.Itoa(n)}
+	if embedder != "" {
+		meta["embedder"] = embedder
+	}
+	if rows != nil {
+		meta["rows"] = filepath.Base(RowsPath(path))
+	}
+	return safetensors.WriteFrom(path, safetensors.Entry{Name: TensorName, DType: safetensors.F32, Shape: []int{n, d}}, vectors, meta)
+}
+
+// checkSaveFormat refuses a path that Save cannot write.
+func checkSaveFormat(path string) error {
 	ext := strings.ToLower(filepath.Ext(path))
 	if ext != ".npy" && ext != ".safetensors" {
 		return fmt.Errorf("embed: save %s: unknown format %q (want .npy or .safetensors)", path, ext)
 	}
-	if e.Rows != nil {
-		if err := writeRows(RowsPath(path), e.Rows); err != nil {
-			return fmt.Errorf("embed: save %s: %w", RowsPath(path), err)
-		}
-	}
-	if ext == ".npy" {
-		return WriteNPY(path, e.Vectors)
-	}
-	meta := map[string]string{"format": "compass-embeddings", "count": strconv.Itoa(n)}
-	if e.Embedder != "" {
-		meta["embedder"] = e.Embedder
-	}
-	if e.Rows != nil {
-		meta["rows"] = filepath.Base(RowsPath(path))
-	}
-	return safetensors.Write(path, []safetensors.Entry{safetensors.EntryFromTensor(TensorName, e.Vectors)}, meta)
+	return nil
 }
 
 func writeRows(path string, rows []Row) error {
@@ -744,7 +758,13 @@ func WriteNPY(path string, t *tensor.Tensor) error {
 	if t == nil || t.DType() != tensor.F32 || t.Rank() != 2 {
 		return fmt.Errorf("embed: write %s: want an F32 [N, D] tensor, got %v", path, t)
 	}
-	dict := fmt.Sprintf("{'descr': '<f4', 'fortran_order': False, 'shape': (%d, %d), }", t.Dim(0), t.Dim(1))
+	return writeNPYFrom(path, t.Dim(0), t.Dim(1), bytes.NewReader(t.Bytes()))
+}
+
+// writeNPYFrom writes a .npy file of rows x cols float32, as WriteNPY does,
+// its little-endian values read from values as they are written.
+func writeNPYFrom(path string, rows, cols int, values io.Reader) error {
+	dict := fmt.Sprintf("{'descr': '<f4', 'fortran_order': False, 'shape': (%d, %d), }", rows, cols)
 	// NumPy pads the header with spaces and a newline so that the data
 	// starts at a multiple of 64 bytes.
 	pad := 64 - (10+len(dict)+1)%64
@@ -764,18 +784,11 @@ func WriteNPY(path string, t *tensor.Tensor) error {
 		if _, err := io.WriteString(w, header); err != nil {
 			return err
 		}
-		buf := make([]byte, 0, 1<<16)
-		for _, x := range t.F32() {
-			buf = binary.LittleEndian.AppendUint32(buf, math.Float32bits(x))
-			if len(buf) == cap(buf) {
-				if _, err := w.Write(buf); err != nil {
-					return err
-				}
-				buf = buf[:0]
-			}
+		n := int64(4 * rows * cols)
+		if got, err := io.CopyN(w, values, n); err != nil {
+			return fmt.Errorf("%d of %d bytes of values: %w", got, n, err)
 		}
-		_, err := w.Write(buf)
-		return err
+		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("embed: write %s: %w", path, err)

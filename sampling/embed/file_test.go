@@ -1,9 +1,11 @@
 package embed
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"math"
 	"os"
 	"os/exec"
@@ -484,5 +486,91 @@ func TestLoadStackedChangedFile(t *testing.T) {
 	}
 	if err := readSafetensorInto(s, name, info, make([]float32, 4)); err == nil || !strings.Contains(err.Error(), "changed while it was read") {
 		t.Errorf("safetensors: %v", err)
+	}
+}
+
+// RecordsToFile writes the files Records and Save write, byte for byte,
+// over more than one chunk of records, in both formats; it leaves no
+// scratch file behind, whether it succeeds, fails or is cancelled; and an
+// input without a record writes nothing.
+func TestRecordsToFile(t *testing.T) {
+	dir := t.TempDir()
+	data := filepath.Join(dir, "pool.jsonl")
+	var lines []string
+	for i := range 2*Chunk + 7 {
+		lines = append(lines, fmt.Sprintf(`{"id": "r%d", "language": "sw", "text": "record %d"}`, i, i))
+	}
+	if err := os.WriteFile(data, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	open := func(path string) *dataset.Reader {
+		t.Helper()
+		r, err := dataset.Open(path, dataset.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { r.Close() })
+		return r
+	}
+	inner := &embedCountingEmbedder{name: "fake", dim: 6}
+	scratch := func(dir string) []string {
+		t.Helper()
+		left, _ := filepath.Glob(filepath.Join(dir, ".*vectors*"))
+		return left
+	}
+	for _, name := range []string{"e.npy", "e.safetensors"} {
+		want, err := Records(context.Background(), open(data), inner, 6, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ref, out := filepath.Join(dir, "ref", name), filepath.Join(dir, "out", name)
+		if err := Save(ref, want); err != nil {
+			t.Fatal(err)
+		}
+		n, err := RecordsToFile(context.Background(), open(data), inner, 6, nil, out)
+		if err != nil || n != len(lines) {
+			t.Fatalf("%s: %d rows, %v", name, n, err)
+		}
+		for _, f := range []string{name, RowsPath(name)} {
+			a, errA := os.ReadFile(filepath.Join(dir, "ref", f))
+			b, errB := os.ReadFile(filepath.Join(dir, "out", f))
+			if errA != nil || errB != nil || !bytes.Equal(a, b) {
+				t.Errorf("%s: not the bytes Records and Save write (%v, %v)", f, errA, errB)
+			}
+		}
+		if left := scratch(filepath.Join(dir, "out")); len(left) > 0 {
+			t.Errorf("%s: scratch files left: %v", name, left)
+		}
+	}
+
+	// A text that cannot be embedded, past the first chunk: an error,
+	// and neither the output nor the scratch file.
+	bad := filepath.Join(dir, "bad.jsonl")
+	if err := os.WriteFile(bad, []byte(strings.Join(lines[:Chunk+3], "\n")+"\n{\"text\": \"bad\"}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "bad", "e.npy")
+	if _, err := RecordsToFile(context.Background(), open(bad), inner, 6, nil, out); err == nil || !strings.Contains(err.Error(), "cannot embed") {
+		t.Errorf("bad text: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := RecordsToFile(ctx, open(data), inner, 6, nil, out); !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled: %v", err)
+	}
+	empty := filepath.Join(dir, "empty.jsonl")
+	if err := os.WriteFile(empty, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := RecordsToFile(context.Background(), open(empty), inner, 6, nil, out); !errors.Is(err, ErrNoRecords) {
+		t.Errorf("no records: %v", err)
+	}
+	if left, _ := os.ReadDir(filepath.Join(dir, "bad")); len(left) > 0 {
+		t.Errorf("after a failure, a cancel and no records: %v left", left)
+	}
+	// An output Save cannot write fails before any text is embedded.
+	calls := len(inner.calls)
+	if _, err := RecordsToFile(context.Background(), open(data), inner, 6, nil, filepath.Join(dir, "e.csv")); err == nil || len(inner.calls) != calls {
+		t.Errorf("a .csv output: %v after %d embedder calls", err, len(inner.calls)-calls)
 	}
 }

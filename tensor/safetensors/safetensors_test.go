@@ -669,3 +669,34 @@ func TestConcurrentReads(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// WriteFrom writes the bytes Write writes, the data read from a reader;
+// a reader that runs short is an error that leaves no file.
+func TestWriteFrom(t *testing.T) {
+	dir := t.TempDir()
+	data := make([]byte, 4*3*5)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	meta := map[string]string{"count": "3", "embedder": "x"}
+	e := Entry{Name: "embeddings", DType: F32, Shape: []int{3, 5}, Data: data}
+	if err := Write(filepath.Join(dir, "a.safetensors"), []Entry{e}, meta); err != nil {
+		t.Fatal(err)
+	}
+	e.Data = nil
+	if err := WriteFrom(filepath.Join(dir, "b.safetensors"), e, bytes.NewReader(data), meta); err != nil {
+		t.Fatal(err)
+	}
+	a, _ := os.ReadFile(filepath.Join(dir, "a.safetensors"))
+	b, _ := os.ReadFile(filepath.Join(dir, "b.safetensors"))
+	if len(a) == 0 || !bytes.Equal(a, b) {
+		t.Errorf("WriteFrom wrote %d bytes unlike Write's %d", len(b), len(a))
+	}
+	short := filepath.Join(dir, "short.safetensors")
+	if err := WriteFrom(short, e, bytes.NewReader(data[:len(data)-1]), meta); err == nil || !strings.Contains(err.Error(), "59 of its 60 bytes") {
+		t.Errorf("a reader one byte short: %v", err)
+	}
+	if left, _ := os.ReadDir(dir); len(left) != 2 {
+		t.Errorf("files after a short reader: %v", left)
+	}
+}

@@ -46,7 +46,7 @@ func EntryFromTensor(name string, t *tensor.Tensor) Entry {
 // element size; the header is padded with spaces to a multiple of 8 bytes.
 // The file gets mode 0644.
 func Write(path string, tensors []Entry, metadata map[string]string) error {
-	hdr, order, err := encodeHeader(tensors, metadata)
+	hdr, order, err := encodeHeader(tensors, metadata, false)
 	if err != nil {
 		return fmt.Errorf("safetensors: write %s: %w", path, err)
 	}
@@ -60,11 +60,35 @@ func Write(path string, tensors []Entry, metadata map[string]string) error {
 // laid out as Write lays it out, for a caller that places the file itself
 // (lora writes an adapter's two files together).
 func Encode(w io.Writer, tensors []Entry, metadata map[string]string) error {
-	hdr, order, err := encodeHeader(tensors, metadata)
+	hdr, order, err := encodeHeader(tensors, metadata, false)
 	if err != nil {
 		return fmt.Errorf("safetensors: %w", err)
 	}
 	return writeData(w, hdr, order, tensors)
+}
+
+// WriteFrom writes a file of one tensor as Write does, its bytes read from
+// r as they are written (e.Data is not used): a tensor larger than memory,
+// from a scratch file. r must hold at least the shape's bytes.
+func WriteFrom(path string, e Entry, r io.Reader, metadata map[string]string) error {
+	hdr, _, err := encodeHeader([]Entry{e}, metadata, true)
+	if err != nil {
+		return fmt.Errorf("safetensors: write %s: %w", path, err)
+	}
+	n, _ := e.DType.ByteLen(e.Shape) // checked by encodeHeader
+	err = atomicfile.Write(path, func(w io.Writer) error {
+		if _, err := w.Write(hdr); err != nil {
+			return err
+		}
+		if got, err := io.CopyN(w, r, n); err != nil {
+			return fmt.Errorf("tensor %q: %d of its %d bytes: %w", e.Name, got, n, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("safetensors: write %s: %w", path, err)
+	}
+	return nil
 }
 
 // writeData writes the header and then the tensors' data in order.
@@ -82,7 +106,8 @@ func writeData(w io.Writer, hdr []byte, order []int, tensors []Entry) error {
 
 // encodeHeader validates the entries and returns the 8-byte length and the
 // padded JSON header, and the order in which the entries' data follow.
-func encodeHeader(tensors []Entry, metadata map[string]string) ([]byte, []int, error) {
+// With noData, the entries' sizes come from their shapes alone.
+func encodeHeader(tensors []Entry, metadata map[string]string, noData bool) ([]byte, []int, error) {
 	seen := make(map[string]bool, len(tensors))
 	for i, e := range tensors {
 		switch {
@@ -102,7 +127,7 @@ func encodeHeader(tensors []Entry, metadata map[string]string) ([]byte, []int, e
 		if err != nil {
 			return nil, nil, fmt.Errorf("tensor %q: %w", e.Name, err)
 		}
-		if int64(len(e.Data)) != n {
+		if !noData && int64(len(e.Data)) != n {
 			return nil, nil, fmt.Errorf("tensor %q: %s%v needs %d bytes, data has %d", e.Name, e.DType, e.Shape, n, len(e.Data))
 		}
 	}
@@ -155,7 +180,8 @@ func encodeHeader(tensors []Entry, metadata map[string]string) ([]byte, []int, e
 			}
 			buf.WriteString(strconv.Itoa(d))
 		}
-		end := offset + int64(len(e.Data))
+		n, _ := e.DType.ByteLen(e.Shape) // checked above
+		end := offset + n
 		fmt.Fprintf(&buf, `],"data_offsets":[%d,%d]}`, offset, end)
 		offset = end
 	}
