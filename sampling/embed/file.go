@@ -102,17 +102,30 @@ func Save(path string, e *Embeddings) error {
 	if e.Rows != nil && len(e.Rows) != n {
 		return fmt.Errorf("embed: save %s: %d rows for %d vectors", path, len(e.Rows), n)
 	}
-	return saveFrom(path, e.Rows, e.Embedder, n, d, bytes.NewReader(e.Vectors.Bytes()))
+	var rows func(io.Writer) error
+	if e.Rows != nil {
+		rows = func(w io.Writer) error {
+			rw := newRowsWriter(w)
+			for _, r := range e.Rows {
+				if err := rw.write(r); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}
+	return saveFrom(path, rows, e.Embedder, n, d, bytes.NewReader(e.Vectors.Bytes()))
 }
 
-// saveFrom is Save with the n x d matrix's little-endian float32 values
-// read from vectors as they are written.
-func saveFrom(path string, rows []Row, embedder string, n, d int, vectors io.Reader) error {
+// saveFrom is Save with the rows file written by rows (nil: no rows file)
+// and the n x d matrix's little-endian float32 values read from vectors as
+// they are written.
+func saveFrom(path string, rows func(io.Writer) error, embedder string, n, d int, vectors io.Reader) error {
 	if err := checkSaveFormat(path); err != nil {
 		return err
 	}
 	if rows != nil {
-		if err := writeRows(RowsPath(path), rows); err != nil {
+		if err := atomicfile.Write(RowsPath(path), rows); err != nil {
 			return fmt.Errorf("embed: save %s: %w", RowsPath(path), err)
 		}
 	}
@@ -138,21 +151,25 @@ func checkSaveFormat(path string) error {
 	return nil
 }
 
-func writeRows(path string, rows []Row) error {
-	return atomicfile.Write(path, func(w io.Writer) error {
-		enc := json.NewEncoder(w)
-		enc.SetEscapeHTML(false)
-		for i, r := range rows {
-			line := struct {
-				Index int `json:"row"`
-				Row
-			}{i, r}
-			if err := enc.Encode(line); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+// rowsWriter writes the lines of a rows file, numbering them from 0.
+type rowsWriter struct {
+	enc  *json.Encoder
+	next int
+}
+
+func newRowsWriter(w io.Writer) *rowsWriter {
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	return &rowsWriter{enc: enc}
+}
+
+func (w *rowsWriter) write(r Row) error {
+	line := struct {
+		Index int `json:"row"`
+		Row
+	}{w.next, r}
+	w.next++
+	return w.enc.Encode(line)
 }
 
 // readRows reads a rows file; line i must be row i.

@@ -515,7 +515,7 @@ func TestRecordsToFile(t *testing.T) {
 	inner := &embedCountingEmbedder{name: "fake", dim: 6}
 	scratch := func(dir string) []string {
 		t.Helper()
-		left, _ := filepath.Glob(filepath.Join(dir, ".*vectors*"))
+		left, _ := filepath.Glob(filepath.Join(dir, ".*")) // the scratch files are hidden
 		return left
 	}
 	for _, name := range []string{"e.npy", "e.safetensors"} {

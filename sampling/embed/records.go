@@ -39,19 +39,21 @@ func Records(ctx context.Context, r *dataset.Reader, e Embedder, dim int, progre
 	// matrix are both live only at the end (3.9 GB, 2.5 times).
 	// RecordsToFile holds none of them.
 	var chunks [][]float32
-	rows, dim, err := embedAll(ctx, r, e, dim, progress, func(chunk []float32) error {
+	rows := []Row{}
+	n, dim, err := embedAll(ctx, r, e, dim, progress, func(chunkRows []Row, chunk []float32) error {
+		rows = append(rows, chunkRows...)
 		chunks = append(chunks, chunk)
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	vectors := make([]float32, 0, len(rows)*dim)
+	vectors := make([]float32, 0, n*dim)
 	for i, c := range chunks {
 		vectors = append(vectors, c...)
 		chunks[i] = nil // collectable once copied
 	}
-	t, err := tensor.FromF32(vectors, len(rows), dim)
+	t, err := tensor.FromF32(vectors, n, dim)
 	if err != nil {
 		return nil, fmt.Errorf("embed: %w", err)
 	}
@@ -59,11 +61,11 @@ func Records(ctx context.Context, r *dataset.Reader, e Embedder, dim int, progre
 }
 
 // RecordsToFile embeds every record of r as Records does and saves the
-// vectors and the rows to path as Save does, without holding the vectors
-// in memory: each chunk's go to a scratch file beside path as they are
-// made, and the matrix file is written from it at the end (the scratch
-// file is removed, whatever happens). It returns how many rows it wrote;
-// an input without a record writes nothing and is ErrNoRecords.
+// vectors and the rows to path as Save does, without holding either in
+// memory: each chunk's go to two scratch files beside path as they are
+// made, and the output files are written from them at the end (the
+// scratch files are removed, whatever happens). It returns how many rows
+// it wrote; an input without a record writes nothing and is ErrNoRecords.
 func RecordsToFile(ctx context.Context, r *dataset.Reader, e Embedder, dim int, progress *Progress, path string) (int, error) {
 	if err := checkSaveFormat(path); err != nil {
 		return 0, err
@@ -71,48 +73,78 @@ func RecordsToFile(ctx context.Context, r *dataset.Reader, e Embedder, dim int, 
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return 0, fmt.Errorf("embed: %w", err)
 	}
-	scratch, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".vectors*")
+	scratch := func(what string) (*os.File, *bufio.Writer, error) {
+		f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+"."+what+"*")
+		if err != nil {
+			return nil, nil, fmt.Errorf("embed: %w", err)
+		}
+		return f, bufio.NewWriterSize(f, 1<<20), nil
+	}
+	vf, vw, err := scratch("vectors")
 	if err != nil {
-		return 0, fmt.Errorf("embed: %w", err)
+		return 0, err
 	}
 	defer func() {
-		scratch.Close()
-		os.Remove(scratch.Name())
+		vf.Close()
+		os.Remove(vf.Name())
 	}()
-	w := bufio.NewWriterSize(scratch, 1<<20)
+	rf, rw, err := scratch("rows")
+	if err != nil {
+		return 0, err
+	}
+	defer func() {
+		rf.Close()
+		os.Remove(rf.Name())
+	}()
+	lines := newRowsWriter(rw)
 	var buf []byte
-	rows, dim, err := embedAll(ctx, r, e, dim, progress, func(chunk []float32) error {
+	n, dim, err := embedAll(ctx, r, e, dim, progress, func(rows []Row, chunk []float32) error {
+		for _, row := range rows {
+			if err := lines.write(row); err != nil {
+				return err
+			}
+		}
 		buf = buf[:0]
 		for _, v := range chunk {
 			buf = binary.LittleEndian.AppendUint32(buf, math.Float32bits(v))
 		}
-		_, err := w.Write(buf)
+		_, err := vw.Write(buf)
 		return err
 	})
 	if err != nil {
 		return 0, err
 	}
-	if len(rows) == 0 {
+	if n == 0 {
 		return 0, ErrNoRecords
 	}
-	if err := w.Flush(); err != nil {
-		return 0, fmt.Errorf("embed: %w", err)
+	// Both scratch files read back from their start.
+	for _, f := range []struct {
+		f *os.File
+		w *bufio.Writer
+	}{{vf, vw}, {rf, rw}} {
+		if err := f.w.Flush(); err != nil {
+			return 0, fmt.Errorf("embed: %w", err)
+		}
+		if _, err := f.f.Seek(0, io.SeekStart); err != nil {
+			return 0, fmt.Errorf("embed: %w", err)
+		}
 	}
-	if _, err := scratch.Seek(0, io.SeekStart); err != nil {
-		return 0, fmt.Errorf("embed: %w", err)
+	copyRows := func(w io.Writer) error {
+		_, err := io.Copy(w, rf)
+		return err
 	}
-	if err := saveFrom(path, rows, e.Name(), len(rows), dim, bufio.NewReaderSize(scratch, 1<<20)); err != nil {
+	if err := saveFrom(path, copyRows, e.Name(), n, dim, bufio.NewReaderSize(vf, 1<<20)); err != nil {
 		return 0, err
 	}
-	return len(rows), nil
+	return n, nil
 }
 
 // embedAll reads every record of r and embeds its Text with e, a chunk of
-// records at a time (see Records), and hands each chunk's vectors, row
-// after row, to keep. It returns the rows and the vectors' length (dim
-// when there are none).
-func embedAll(ctx context.Context, r *dataset.Reader, e Embedder, dim int, progress *Progress, keep func([]float32) error) ([]Row, int, error) {
-	n := 0 // vectors so far
+// records at a time (see Records), and hands each chunk's rows and
+// vectors (row after row) to keep. It returns how many rows there were
+// and the vectors' length (dim when there are none).
+func embedAll(ctx context.Context, r *dataset.Reader, e Embedder, dim int, progress *Progress, keep func([]Row, []float32) error) (int, int, error) {
+	n := 0 // rows embedded so far
 	var rows []Row
 	var texts []string
 	flush := func() error {
@@ -122,11 +154,10 @@ func embedAll(ctx context.Context, r *dataset.Reader, e Embedder, dim int, progr
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		first := len(rows) - len(texts) // the chunk's first row
 		vecs, err := e.Embed(texts)
 		var te *TextError
 		if errors.As(err, &te) && te.Index >= 0 && te.Index < len(texts) {
-			return fmt.Errorf("embed: embed %s: %w", rows[first+te.Index].Source, te.Err)
+			return fmt.Errorf("embed: embed %s: %w", rows[te.Index].Source, te.Err)
 		}
 		if err != nil {
 			return err
@@ -144,12 +175,12 @@ func embedAll(ctx context.Context, r *dataset.Reader, e Embedder, dim int, progr
 			}
 			chunk = append(chunk, v...)
 		}
-		if err := keep(chunk); err != nil {
+		if err := keep(rows, chunk); err != nil {
 			return fmt.Errorf("embed: %w", err)
 		}
 		n += len(vecs)
-		texts = texts[:0]
-		progress.setRecords(len(rows))
+		rows, texts = nil, texts[:0]
+		progress.setRecords(n)
 		return nil
 	}
 	for r.Next() {
@@ -158,18 +189,15 @@ func embedAll(ctx context.Context, r *dataset.Reader, e Embedder, dim int, progr
 		texts = append(texts, rec.Text)
 		if len(texts) == Chunk {
 			if err := flush(); err != nil {
-				return nil, 0, err
+				return 0, 0, err
 			}
 		}
 	}
 	if err := r.Err(); err != nil {
-		return nil, 0, err
+		return 0, 0, err
 	}
 	if err := flush(); err != nil {
-		return nil, 0, err
+		return 0, 0, err
 	}
-	if rows == nil {
-		rows = []Row{}
-	}
-	return rows, dim, nil
+	return n, dim, nil
 }
