@@ -359,6 +359,8 @@ func TestReadConfigErrors(t *testing.T) {
 		{"alora", `{` + base + `, "alora_invocation_tokens": [1, 2]}`, "alora_invocation_tokens"},
 		{"target parameters", `{` + base + `, "target_parameters": ["experts.down_proj"]}`, "target_parameters"},
 		{"pissa", `{` + base + `, "init_lora_weights": "pissa_niter_4"}`, "pissa"},
+		{"pissa upper case", `{` + base + `, "init_lora_weights": "PiSSA"}`, "PiSSA"},
+		{"loftq upper case", `{` + base + `, "init_lora_weights": "LOFTQ"}`, "LOFTQ"},
 		{"init number", `{` + base + `, "init_lora_weights": 1}`, "init_lora_weights"},
 		{"rank pattern", `{` + base + `, "rank_pattern": {"q_proj": 0}}`, "rank_pattern"},
 		{"rank pattern float", `{` + base + `, "rank_pattern": {"q_proj": 2.5}}`, "rank_pattern"},
@@ -386,13 +388,15 @@ func TestReadConfigErrors(t *testing.T) {
 
 func TestReadConfigAccepts(t *testing.T) {
 	// Unset forms of optional fields, a float alpha, init names that keep
-	// the base weights, and a minimal config.
+	// the base weights, a dropout of 1 (nn.Dropout takes p in [0, 1]), and
+	// a minimal config.
 	cases := []string{
 		`{"peft_type": "LORA", "target_modules": ["q_proj"]}`,
 		`{"peft_type": "LORA", "target_modules": ["q_proj"], "lora_alpha": 22.627416997969522, "layers_to_transform": [], "modules_to_save": [], "layers_pattern": null}`,
 		`{"peft_type": "LORA", "target_modules": "all-linear", "init_lora_weights": "gaussian", "task_type": null}`,
 		`{"peft_type": "LORA", "target_modules": ["q_proj"], "init_lora_weights": false, "lora_bias": false, "use_qalora": false}`,
 		`{"peft_type": "LORA", "target_modules": ["q_proj"], "init_lora_weights": "eva", "eva_config": {"rho": 2.0}}`,
+		`{"peft_type": "LORA", "target_modules": ["q_proj"], "arrow_config": {}, "lora_dropout": 1}`,
 	}
 	dir := t.TempDir()
 	for i, text := range cases {
@@ -425,5 +429,71 @@ func TestReadConfigAccepts(t *testing.T) {
 		if !reflect.DeepEqual(again, c) {
 			t.Errorf("case %d: round trip\n%+v\n%+v", i, again, c)
 		}
+	}
+}
+
+// A null boolean is false, as Python reads None.
+func TestReadConfigNullIsFalse(t *testing.T) {
+	path := filepath.Join(t.TempDir(), ConfigName)
+	writeFile(t, path, `{"peft_type": "LORA", "target_modules": ["q_proj"], "use_rslora": null, "use_dora": null, "fan_in_fan_out": null}`)
+	c, err := ReadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.UseRslora || c.UseDora || c.FanInFanOut {
+		t.Errorf("null use_rslora, use_dora, fan_in_fan_out read as %v, %v, %v; want false", c.UseRslora, c.UseDora, c.FanInFanOut)
+	}
+}
+
+// runtime_config is dropped on reading, as PEFT drops it, so it is not
+// written back.
+func TestRuntimeConfigNotSaved(t *testing.T) {
+	path := filepath.Join(t.TempDir(), ConfigName)
+	writeFile(t, path, `{"peft_type": "LORA", "target_modules": ["q_proj"], "runtime_config": {"ephemeral_gpu_offload": true}}`)
+	c, err := ReadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if raw, ok := c.Extra["runtime_config"]; ok {
+		t.Errorf("runtime_config kept in Extra as %s", raw)
+	}
+	data, err := c.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(data), "runtime_config") {
+		t.Errorf("encoded config has runtime_config:\n%s", data)
+	}
+}
+
+// Numbers too small or too large for a plain decimal form are written as
+// valid JSON and read back the same: an exponent takes no ".0", and an
+// integral alpha beyond 2^53 is not converted through int64.
+func TestConfigNumberForms(t *testing.T) {
+	c := DefaultConfig()
+	c.TargetModules = TargetNames("q_proj")
+	c.LoraDropout = 1e-7
+	c.LoraAlpha = 1e20
+	c.AlphaPattern = AlphaPattern{{"q_proj", 1e20}}
+	data, err := c.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{`"lora_dropout": 1e-7,`, `"lora_alpha": 100000000000000000000,`, `"q_proj": 100000000000000000000`} {
+		if !strings.Contains(string(data), s) {
+			t.Errorf("encoded config lacks %s:\n%s", s, data)
+		}
+	}
+	path := filepath.Join(t.TempDir(), ConfigName)
+	if err := c.Write(path); err != nil {
+		t.Fatal(err)
+	}
+	again, err := ReadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.LoraDropout != 1e-7 || again.LoraAlpha != 1e20 || !reflect.DeepEqual(again.AlphaPattern, c.AlphaPattern) {
+		t.Errorf("read back lora_dropout %v, lora_alpha %v, alpha_pattern %v; want 1e-07, 1e+20, %v",
+			again.LoraDropout, again.LoraAlpha, again.AlphaPattern, c.AlphaPattern)
 	}
 }

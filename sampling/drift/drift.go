@@ -335,15 +335,18 @@ func JSDivergence(p, q []float64) float64 {
 // ChiSquareHomogeneity tests whether two count vectors over the same bins
 // come from one distribution (Pearson's chi-square on the 2 x K table; bins
 // empty in both are dropped). It returns the statistic, the degrees of
-// freedom and the p-value; with fewer than two non-empty bins there is
-// nothing to test and the p-value is 1.
+// freedom and the p-value; with fewer than two non-empty bins, or vectors
+// of different lengths, there is nothing to test and the p-value is 1.
 func ChiSquareHomogeneity(a, b []int) (stat float64, df int, p float64) {
+	if len(a) != len(b) {
+		return 0, 0, 1
+	}
 	na, nb := 0, 0
 	for j := range a {
 		na += a[j]
 		nb += b[j]
 	}
-	if na == 0 || nb == 0 || len(a) != len(b) {
+	if na == 0 || nb == 0 {
 		return 0, 0, 1
 	}
 	n := float64(na + nb)

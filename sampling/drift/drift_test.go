@@ -228,6 +228,14 @@ func TestJSDivergenceAndChiSquare(t *testing.T) {
 	if _, _, p := ChiSquareHomogeneity([]int{5, 0}, []int{7, 0}); p != 1 {
 		t.Errorf("one non-empty bin: p = %v, want 1", p)
 	}
+	// Bins of different lengths, either way round: nothing to test (the
+	// longer first used to index past the shorter).
+	if stat, df, p := ChiSquareHomogeneity([]int{30, 10}, []int{20, 40, 5}); stat != 0 || df != 0 || p != 1 {
+		t.Errorf("2 bins against 3: chi-square = %v df %d p %v, want 0 df 0 p 1", stat, df, p)
+	}
+	if stat, df, p := ChiSquareHomogeneity([]int{30, 10, 5}, []int{20, 40}); stat != 0 || df != 0 || p != 1 {
+		t.Errorf("3 bins against 2: chi-square = %v df %d p %v, want 0 df 0 p 1", stat, df, p)
+	}
 }
 
 func TestDriftBadInput(t *testing.T) {
@@ -257,7 +265,177 @@ func TestDriftBadInput(t *testing.T) {
 	if err := bad.Check(); err == nil {
 		t.Error("reference of dim 2^62 and no centroids: no error")
 	}
+	bad = Reference{Dim: 1, Centroids: []float32{0}, Counts: []int{1}, Quantile: 0.9, Radius: math.NaN()}
+	if err := bad.Check(); err == nil {
+		t.Error("reference of radius NaN: no error")
+	}
 	if _, err := NewMonitor(nil, Options{}); err == nil {
 		t.Error("nil reference: no error")
+	}
+}
+
+// column returns the values as an F32 [n, 1] matrix: n rows of one dimension.
+func column(t *testing.T, v ...float32) *tensor.Tensor {
+	t.Helper()
+	x, err := tensor.FromF32(v, len(v), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return x
+}
+
+// repeat returns n copies of v.
+func repeat(v float32, n int) []float32 {
+	s := make([]float32, n)
+	for i := range s {
+		s[i] = v
+	}
+	return s
+}
+
+// The radius is the nearest-rank quantile of the reference rows' distances
+// (numpy's percentile, method "inverted_cdf"), and a row at exactly the
+// radius is not in a new region.
+func TestReferenceRadiusNearestRank(t *testing.T) {
+	rows := column(t, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10) // distances 1..10 from the centroid 0
+	for _, tc := range []struct {
+		quantile  float64
+		radius    float64
+		newRegion int
+	}{
+		{0.9, 9, 1}, // ceil(0.9*10) = 9th smallest; only the row at 10 is beyond it
+		{1, 10, 0},  // the farthest row; none is beyond it
+		{0.05, 1, 9},
+	} {
+		ref, err := NewReference(rows, column(t, 0), false, tc.quantile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ref.Radius != tc.radius {
+			t.Errorf("quantile %v: radius %v, want %v", tc.quantile, ref.Radius, tc.radius)
+		}
+		w, err := ref.Compare(rows, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if w.NewRegion != tc.newRegion {
+			t.Errorf("quantile %v: the reference rows have %d in a new region, want %d", tc.quantile, w.NewRegion, tc.newRegion)
+		}
+	}
+}
+
+// Distribution adds half a row to every cluster (Jeffreys smoothing).
+func TestReferenceDistributionJeffreys(t *testing.T) {
+	got := (&Reference{Counts: []int{0, 2}}).Distribution()
+	want := []float64{0.5 / 3, 2.5 / 3}
+	for j := range want {
+		if math.Abs(got[j]-want[j]) > 1e-15 {
+			t.Errorf("counts [0 2]: distribution %v, want %v", got, want)
+			break
+		}
+	}
+}
+
+// twoClusters is a reference of 100 rows at each of the centroids 0 and 10,
+// in one dimension.
+func twoClusters(t *testing.T) *Reference {
+	t.Helper()
+	ref, err := NewReference(column(t, append(repeat(0, 100), repeat(10, 100)...)...), column(t, 0, 10), false, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ref
+}
+
+// A window whose JS divergence passes the threshold is shifted only when
+// the chi-square test also rejects at Alpha; a negative Alpha drops the
+// test.
+func TestCompareAlphaGate(t *testing.T) {
+	ref := twoClusters(t)
+	// 8 rows at 0 and 2 at 10 against [0.5, 0.5]: JS 0.0731, and the 2x2
+	// table [[100, 100], [8, 2]] gives chi2 3.431, p 0.0640 (scipy's
+	// chi2_contingency without correction).
+	w, err := ref.Compare(column(t, append(repeat(0, 8), repeat(10, 2)...)...), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if math.Abs(w.JS-0.073104) > 1e-6 || math.Abs(w.ChiSquare-3.431373) > 1e-6 || math.Abs(w.PValue-0.063969) > 1e-6 {
+		t.Errorf("8 and 2 rows: JS %v, chi2 %v, p %v; want 0.073104, 3.431373, 0.063969", w.JS, w.ChiSquare, w.PValue)
+	}
+	if w.Shifted {
+		t.Errorf("8 and 2 rows: shifted with p %v above alpha 0.01, want not shifted", w.PValue)
+	}
+	// 3 rows at 0: JS 0.311, p 0.0855.
+	three := column(t, 0, 0, 0)
+	for _, tc := range []struct {
+		alpha float64
+		want  bool
+	}{{0, false}, {-1, true}} {
+		w, err := ref.Compare(three, Options{Alpha: tc.alpha})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if w.Shifted != tc.want {
+			t.Errorf("3 rows at 0, alpha %v: shifted %v (JS %v, p %v), want %v", tc.alpha, w.Shifted, w.JS, w.PValue, tc.want)
+		}
+	}
+}
+
+// The k-of-m rule counts the last M windows only, and M defaults to K
+// when K is above the default M.
+func TestMonitorLastMWindows(t *testing.T) {
+	ref := twoClusters(t)
+	mon, err := NewMonitor(ref, Options{K: 2, M: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	shifted := column(t, repeat(0, 20)...)                        // JS 0.311, p 1.9e-5
+	clean := column(t, append(repeat(0, 5), repeat(10, 5)...)...) // JS 0, p 1
+	for i, tc := range []struct {
+		window    *tensor.Tensor
+		recent    int
+		confirmed bool
+	}{
+		{shifted, 1, false},
+		{clean, 1, false},
+		{clean, 1, false},
+		{shifted, 1, false}, // the first shifted window is 4 windows back
+		{shifted, 2, true},
+	} {
+		w, err := mon.Observe(tc.window)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if w.Recent != tc.recent || w.Confirmed != tc.confirmed {
+			t.Errorf("window %d: recent %d, confirmed %v; want %d, %v", i, w.Recent, w.Confirmed, tc.recent, tc.confirmed)
+		}
+	}
+
+	mon, err = NewMonitor(ref, Options{K: 5})
+	if err != nil {
+		t.Fatalf("K 5 and M unset: %v", err)
+	}
+	if o := mon.Options(); o.K != 5 || o.M != 5 {
+		t.Errorf("K 5 and M unset: K %d, M %d; want 5, 5", o.K, o.M)
+	}
+}
+
+// A row's cosine distance to its own direction is 0, not negative, though
+// the float64 dot product of these float32 unit values is 1 + 3.0e-8.
+func TestSphericalDistanceOfItself(t *testing.T) {
+	u := []float32{0.16021416, -0.81812894, 0.55226487}
+	x, err := tensor.FromF32(u, 1, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, err := NewReference(x, x, true, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ref.Radius != 0 {
+		t.Errorf("a reference of its own centroid: radius %v, want 0", ref.Radius)
+	}
+	if d := ref.distance(u, u); d != 0 {
+		t.Errorf("distance of %v to itself: %v, want 0", u, d)
 	}
 }

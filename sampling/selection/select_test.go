@@ -141,6 +141,25 @@ func TestCompassSelectsUnderServedClusters(t *testing.T) {
 	if positive != 3 || picked != 300 || rep.K != 8 || rep.Selected != 300 || rep.Eligible != 4000 {
 		t.Errorf("%d clusters with a gap hold %d picks; report %+v", positive, picked, rep)
 	}
+	// The shares are the unsmoothed counts over their totals (Smoothing is
+	// GapSmoothed's alone), the gap is max(0, p_E - p_D), and the planned
+	// shares of the budget sum to 1.
+	usageN, haveN := 0, 0
+	for _, c := range rep.Clusters {
+		usageN += c.Usage
+		haveN += c.Have
+	}
+	shareSum := 0.0
+	for _, c := range rep.Clusters {
+		pE, pD := float64(c.Usage)/float64(usageN), float64(c.Have)/float64(haveN)
+		if math.Abs(c.PUsage-pE) > 1e-12 || math.Abs(c.PHave-pD) > 1e-12 || math.Abs(c.Gap-max(0, pE-pD)) > 1e-12 {
+			t.Errorf("cluster %d: p_E %v, p_D %v, gap %v; want %v, %v, %v", c.Cluster, c.PUsage, c.PHave, c.Gap, pE, pD, max(0, pE-pD))
+		}
+		shareSum += c.Share
+	}
+	if math.Abs(shareSum-1) > 1e-12 {
+		t.Errorf("the clusters' planned shares sum to %v, want 1", shareSum)
+	}
 
 	// The baselines, with the same budget, do not.
 	bo := BaselineOptions{Budget: 300, Seed: 42}
@@ -579,5 +598,191 @@ func TestWriteReport(t *testing.T) {
 		if _, ok := first[k]; !ok {
 			t.Errorf("manifest line lacks %q: %s", k, lines[0])
 		}
+	}
+}
+
+// fixedClusters is an input for Swahili with its clustering given: cluster
+// j holds usage[j] rows of E_t, have[j] rows of D_t and one pool row per
+// language in pool[j], all at the unit vector e_j, so that the candidates
+// of a cluster tie and keep their order.
+func fixedClusters(t *testing.T, usage, have []int, pool [][]string) (Input, *cluster.KMeansResult) {
+	t.Helper()
+	k := len(usage)
+	unit := func(j int) []float32 {
+		v := make([]float32, k)
+		v[j] = 1
+		return v
+	}
+	var usageRows, poolRows, haveRows [][]float32
+	var labels []int32
+	in := Input{Target: "sw"}
+	for j, n := range usage {
+		for range n {
+			usageRows = append(usageRows, unit(j))
+			labels = append(labels, int32(j))
+		}
+	}
+	for j, langs := range pool {
+		for _, lang := range langs {
+			poolRows = append(poolRows, unit(j))
+			labels = append(labels, int32(j))
+			in.Items = append(in.Items, Item{ID: fmt.Sprintf("c%d-%d", j, len(in.Items)), Language: lang})
+		}
+	}
+	for j, n := range have {
+		for range n {
+			haveRows = append(haveRows, unit(j))
+			labels = append(labels, int32(j))
+		}
+	}
+	var err error
+	if in.Usage, err = cluster.NewMatrix(usageRows); err != nil {
+		t.Fatal(err)
+	}
+	if in.Pool, err = cluster.NewMatrix(poolRows); err != nil {
+		t.Fatal(err)
+	}
+	if len(haveRows) > 0 {
+		if in.Have, err = cluster.NewMatrix(haveRows); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var centroids [][]float32
+	for j := range k {
+		centroids = append(centroids, unit(j))
+	}
+	c, err := cluster.NewMatrix(centroids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return in, &cluster.KMeansResult{Centroids: c, Labels: labels}
+}
+
+// pickedByCluster counts the picks of each of k clusters.
+func pickedByCluster(picks []Pick, k int) []int {
+	n := make([]int, k)
+	for _, pk := range picks {
+		n[pk.Cluster]++
+	}
+	return n
+}
+
+// GapSmoothed compares smoothed shares, p'(k) = (n(k) + s) / (n + K s):
+// E_t [3 1] and D_t [1 3] with s = 1 give p'_E [2/3 1/3] and p'_D [1/3
+// 2/3], so gaps [1/3 0]. The report's p_E and p_D stay unsmoothed.
+func TestSelectGapSmoothed(t *testing.T) {
+	in, given := fixedClusters(t, []int{3, 1}, []int{1, 3}, [][]string{{"en"}, {"en"}})
+	o := DefaultOptions(1)
+	o.Gap, o.Smoothing, o.Clustering = GapSmoothed, 1, given
+	sel, err := Select(in, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for j, want := range []struct{ pE, pD, gap float64 }{{0.75, 0.25, 1.0 / 3}, {0.25, 0.75, 0}} {
+		c := sel.Report.Clusters[j]
+		if math.Abs(c.PUsage-want.pE) > 1e-12 || math.Abs(c.PHave-want.pD) > 1e-12 || math.Abs(c.Gap-want.gap) > 1e-12 {
+			t.Errorf("cluster %d: p_E %v, p_D %v, gap %v; want %v, %v, %v", j, c.PUsage, c.PHave, c.Gap, want.pE, want.pD, want.gap)
+		}
+	}
+}
+
+// Additive smoothing adds alpha to every count and K alpha to the total.
+func TestShares(t *testing.T) {
+	for _, tc := range []struct {
+		n     []int
+		alpha float64
+		want  []float64
+	}{
+		{[]int{1, 3}, 1, []float64{1.0 / 3, 2.0 / 3}},
+		{[]int{1, 3}, 0, []float64{0.25, 0.75}},
+		{[]int{0, 0}, 0, []float64{0, 0}},
+	} {
+		got := shares(tc.n, tc.alpha)
+		for j := range tc.want {
+			if math.Abs(got[j]-tc.want[j]) > 1e-15 {
+				t.Errorf("shares(%v, %v) = %v, want %v", tc.n, tc.alpha, got, tc.want)
+				break
+			}
+		}
+	}
+}
+
+// The language share is rounded up: a quarter of 10 is 3 items.
+func TestLanguageLimit(t *testing.T) {
+	for _, tc := range []struct {
+		budget, cap int
+		share       float64
+		want        int
+	}{
+		{10, 0, 0.25, 3},
+		{10, 2, 0.25, 2},
+		{10, 5, 0, 5},
+		{10, 0, 0, math.MaxInt},
+	} {
+		if got := languageLimit(tc.budget, tc.cap, tc.share); got != tc.want {
+			t.Errorf("languageLimit(%d, %d, %v) = %d, want %d", tc.budget, tc.cap, tc.share, got, tc.want)
+		}
+	}
+}
+
+// What a language cap keeps a cluster from giving goes to the other
+// clusters with a gap: gaps [0.8 0.2] plan both picks in cluster 0, whose
+// second English item the cap of 1 refuses, so the French one of cluster 1
+// is picked in its place.
+func TestSelectLanguageCapPassesOn(t *testing.T) {
+	in, given := fixedClusters(t, []int{4, 1}, nil, [][]string{{"en", "en"}, {"fr"}})
+	o := DefaultOptions(2)
+	o.Clustering, o.LanguageCap = given, 1
+	sel, err := Select(in, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, pk := range sel.Picks {
+		if !strings.HasPrefix(pk.Reason, "under-served") {
+			t.Errorf("pick %+v is not from the gap stage", pk)
+		}
+		got = append(got, fmt.Sprintf("%d:%s", pk.Cluster, pk.Language))
+	}
+	if want := []string{"0:en", "1:fr"}; !slices.Equal(got, want) {
+		t.Errorf("picks (cluster:language) %v, want %v; notes %v", got, want, sel.Report.Notes)
+	}
+}
+
+// With no gap anywhere the budget is filled in proportion to p_E: usage
+// [3 1] gives 3 and 1 of 4 picks, not 2 and 2.
+func TestSelectFillByUsageShare(t *testing.T) {
+	four := []string{"en", "en", "en", "en"}
+	in, given := fixedClusters(t, []int{3, 1}, []int{3, 1}, [][]string{four, four})
+	o := DefaultOptions(4)
+	o.Clustering = given
+	sel, err := Select(in, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, pk := range sel.Picks {
+		if !strings.HasPrefix(pk.Reason, "fill") {
+			t.Errorf("pick %+v is not a fill", pk)
+		}
+	}
+	if got, want := pickedByCluster(sel.Picks, 2), []int{3, 1}; !slices.Equal(got, want) {
+		t.Errorf("picks by cluster %v, want %v", got, want)
+	}
+}
+
+// Clusters pick in the order of their gaps, so under a language cap the
+// cluster with the larger gap takes the language's items first: gaps
+// [0.2 0.8], every item English, a cap of 2.
+func TestSelectLargestGapPicksFirst(t *testing.T) {
+	three := []string{"en", "en", "en"}
+	in, given := fixedClusters(t, []int{1, 4}, nil, [][]string{three, three})
+	o := DefaultOptions(5)
+	o.Clustering, o.LanguageCap = given, 2
+	sel, err := Select(in, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := pickedByCluster(sel.Picks, 2), []int{0, 2}; !slices.Equal(got, want) {
+		t.Errorf("picks by cluster %v, want %v", got, want)
 	}
 }
