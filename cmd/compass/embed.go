@@ -107,8 +107,13 @@ func embedCommand() *cli.Command {
 			}
 			defer release()
 			o.Backend = be
+			// A signal stops the work between chunks of records, so that
+			// the scratch files beside the output go (the default end of
+			// the process would leave them) and the cache keeps what was
+			// embedded for the next run.
+			ctx, finish := stopOnSignal(ctx, errw, "embed: interrupted: stopping after this chunk of records; nothing is written to "+o.Output+" (the cache keeps what was embedded)")
 			res, err := engine.Embed(ctx, o)
-			if err != nil {
+			if err = finish(err); err != nil {
 				return err
 			}
 			fmt.Fprintf(errw, "embedded %d records (schema %s) into %s and %s", res.Records, res.Schema, o.Output, res.Rows)

@@ -4,12 +4,16 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/compassml/compass/model"
 	"github.com/compassml/compass/sampling/embed"
@@ -201,5 +205,44 @@ func TestEmbedCommandErrors(t *testing.T) {
 		if _, err := runEmbed(t, tc.args...); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%v: %v, want %q", tc.args, err, tc.want)
 		}
+	}
+}
+
+// A SIGINT stops embed between chunks of records: exit status 130, and
+// neither the output nor the scratch files beside it are left (the
+// process's default end would leave the scratch files).
+func TestEmbedCommandInterrupt(t *testing.T) {
+	dir := t.TempDir()
+	modelDir := filepath.Join(dir, "model")
+	if _, err := model.WriteRandomCheckpoint(modelDir, []byte(embedTinyLlama), tensor.F32, 3); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(modelDir, "tokenizer.json"), byteLevelTokenizer(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var lines strings.Builder
+	for i := range 100000 {
+		fmt.Fprintf(&lines, "{\"text\": \"record %d\"}\n", i)
+	}
+	in := filepath.Join(dir, "in.jsonl")
+	if err := os.WriteFile(in, []byte(lines.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "out", "e.npy")
+	go func() {
+		for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+			if scratch, _ := filepath.Glob(filepath.Join(dir, "out", ".e.npy.vectors*")); len(scratch) > 0 {
+				syscall.Kill(os.Getpid(), syscall.SIGINT)
+				return
+			}
+		}
+	}()
+	msg, err := runEmbed(t, "--model", modelDir, "--input", in, "--output", out, "--no-cache")
+	var es *exitStatus
+	if !errors.As(err, &es) || es.status != 130 || !strings.Contains(msg, "embed: interrupted") {
+		t.Fatalf("interrupted embed: %v, want exit status 130\n%s", err, msg)
+	}
+	if left, _ := os.ReadDir(filepath.Join(dir, "out")); len(left) != 0 {
+		t.Errorf("the interrupted embed left %v", left)
 	}
 }
