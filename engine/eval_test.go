@@ -254,6 +254,66 @@ func TestEvalStats(t *testing.T) {
 	}
 }
 
+// The edge cases of the statistics are numbers, not NaN or a panic: one
+// item has stderr 0, subtasks of one item each pool to 0, and scores of
+// different lengths compare as nothing.
+func TestEvalStatsEdges(t *testing.T) {
+	if m, se := MeanStderr([]float64{0.5}); m != 0.5 || se != 0 {
+		t.Errorf("MeanStderr of one item = %v, %v; want 0.5, 0", m, se)
+	}
+	if got := PooledStderr([]float64{0, 0}, []int{1, 1}); got != 0 {
+		t.Errorf("PooledStderr of two one-item subtasks = %v, want 0", got)
+	}
+	for _, c := range []struct{ a, b []float64 }{{[]float64{1, 0}, []float64{1}}, {[]float64{0}, []float64{1, 1}}} {
+		want := PairedComparison{N: len(c.a), McNemarP: 1, Bootstraps: 100}
+		if got := ComparePaired(c.a, c.b, 100, 1); got != want {
+			t.Errorf("ComparePaired(%v, %v) = %+v, want %+v", c.a, c.b, got, want)
+		}
+	}
+}
+
+// The bootstrap interval is the 2.5th to 97.5th percentile of the resampled
+// differences, and a resample can draw every item, the last included.
+func TestComparePairedInterval(t *testing.T) {
+	// b is right on 300 of 1000 items, a on none: numpy's percentiles of
+	// 20000 resampled means are 0.271 and 0.329 (the binomial quantiles of
+	// 1000 draws at 0.3 are 0.272 and 0.329); a 90% interval would be
+	// [0.276, 0.324].
+	a, b := make([]float64, 1000), make([]float64, 1000)
+	for i := range 300 {
+		b[i] = 1
+	}
+	p := ComparePaired(a, b, 20000, 3)
+	if p.Diff != 0.3 || math.Abs(p.Low-0.2715) > 0.002 || math.Abs(p.High-0.3285) > 0.002 {
+		t.Errorf("b right on 300 of 1000: diff %v, interval [%v, %v]; want 0.3, [0.2715±0.002, 0.3285±0.002]", p.Diff, p.Low, p.High)
+	}
+	// Only the last item differs: a quarter of the resamples of two items
+	// draw it twice, a quarter not at all.
+	p = ComparePaired([]float64{0, 0}, []float64{0, 1}, 2000, 5)
+	if p.Low != 0 || p.High != 1 {
+		t.Errorf("only the last item differs: interval [%v, %v], want [0, 1]", p.Low, p.High)
+	}
+}
+
+// percentile interpolates linearly between the two nearest ranks, as
+// numpy.percentile does by default.
+func TestPercentile(t *testing.T) {
+	for _, c := range []struct {
+		x    []float64
+		q    float64
+		want float64
+	}{
+		{[]float64{0, 10}, 0.975, 9.75},
+		{[]float64{0, 1, 10, 100}, 0.5, 5.5},
+		{[]float64{0, 1, 10, 100}, 1, 100},
+		{[]float64{7}, 0.025, 7},
+	} {
+		if got := percentile(c.x, c.q); math.Abs(got-c.want) > 1e-12 {
+			t.Errorf("percentile(%v, %v) = %v, want %v", c.x, c.q, got, c.want)
+		}
+	}
+}
+
 // writeEvalModel writes the tiny byte-level model with a tokenizer that
 // adds a BOS, as Llama's does.
 func writeEvalModel(t *testing.T) string {
@@ -533,9 +593,44 @@ func TestEvalTooLong(t *testing.T) {
 		t.Errorf("%d of %d items cut to the context", tr.Truncated, len(tr.Items))
 	}
 	for _, it := range tr.Items {
-		if len(it.Requests[0].full) != 41 {
-			t.Errorf("request of %d tokens, want 41 (the context + 1)", len(it.Requests[0].full))
+		r := it.Requests[0]
+		if len(r.full) != 41 {
+			t.Errorf("request of %d tokens, want 41 (the context + 1)", len(r.full))
 		}
+		if tail := r.full[len(r.full)-len(r.ContIDs):]; !slices.Equal(tail, r.ContIDs) {
+			t.Errorf("request ends with %v, want its continuation %v", tail, r.ContIDs)
+		}
+	}
+}
+
+// A request is cut on the left to the model's length + 1, keeping the
+// continuation at its end; a continuation longer than what is kept is
+// scored on the kept tokens only; ids must be in [0, VocabSize).
+func TestEvalRequestCut(t *testing.T) {
+	s := &llScorer{m: &model.Model{Config: &model.Config{VocabSize: 10}}, maxLen: 4}
+	for _, c := range []struct {
+		ctx, cont []int
+		full      []int
+		truncated bool
+		contLen   int
+	}{
+		{[]int{1, 2, 3}, []int{4, 5}, []int{1, 2, 3, 4, 5}, false, 2},      // exactly maxLen+1
+		{[]int{1, 2, 3, 4}, []int{5, 6}, []int{2, 3, 4, 5, 6}, true, 2},    // one token too many
+		{[]int{1}, []int{2, 3, 4, 5, 6, 7}, []int{3, 4, 5, 6, 7}, true, 4}, // the continuation alone is too long
+		{[]int{9, 9, 9, 9, 9, 9}, []int{0}, []int{9, 9, 9, 9, 0}, true, 1}, // ids at both ends of the vocabulary
+	} {
+		r, err := s.newRequest("c", "x", c.ctx, c.cont)
+		if err != nil {
+			t.Errorf("newRequest(%v, %v): %v", c.ctx, c.cont, err)
+			continue
+		}
+		if !slices.Equal(r.full, c.full) || r.Truncated != c.truncated || r.contLen() != c.contLen {
+			t.Errorf("newRequest(%v, %v): tokens %v, truncated %v, %d scored; want %v, %v, %d",
+				c.ctx, c.cont, r.full, r.Truncated, r.contLen(), c.full, c.truncated, c.contLen)
+		}
+	}
+	if _, err := s.newRequest("c", "x", []int{1}, []int{10}); err == nil || !strings.Contains(err.Error(), "token id 10") {
+		t.Errorf("newRequest with id 10 of a 10-token vocabulary: %v, want an error naming id 10", err)
 	}
 }
 

@@ -201,6 +201,13 @@ func TestRegistryVersionsAndRollback(t *testing.T) {
 	if v, err := reg.Show("sw", ""); err != nil || v.Version != "v3" {
 		t.Errorf("show current: %v %v", v, err)
 	}
+	// The first version is current all the same: there is no other.
+	if _, err := reg.Add("fr", srcs[0], VersionMeta{}, false); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := reg.Show("fr", ""); err != nil || v.Version != "v1" {
+		t.Errorf("current after a first add without promotion: %v, %v; want v1", v, err)
+	}
 
 	// A modified file is found by Verify and refused by Export.
 	p, _ := reg.Path("sw", "v1")
@@ -224,6 +231,25 @@ func TestRegistryVersionsAndRollback(t *testing.T) {
 	if v, err := reg.Show("sw", ""); err != nil || v.Version != "v3" {
 		t.Errorf("current after the refused promotion: %v %v", v, err)
 	}
+	// Nor is it rolled back to: v3's parent v2, modified, is refused.
+	p, _ = reg.Path("sw", "v2")
+	if err := os.WriteFile(filepath.Join(p, lora.ConfigName), []byte("{}"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := reg.Rollback("sw"); err == nil || !strings.Contains(err.Error(), "was modified") {
+		t.Errorf("rollback to a modified parent: %v, want an error saying it was modified", err)
+	}
+	if v, err := reg.Show("sw", ""); err != nil || v.Version != "v3" {
+		t.Errorf("current after the refused rollback: %v %v; want v3", v, err)
+	}
+	// A file added to a version's directory is found by Verify.
+	p, _ = reg.Path("sw", "v4")
+	if err := os.WriteFile(filepath.Join(p, "extra.txt"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := reg.Verify("sw", "v4"); err == nil || !strings.Contains(err.Error(), "holds 3 files, the manifest lists 2") {
+		t.Errorf("verify of a version with an extra file: %v, want an error counting the files", err)
+	}
 }
 
 func TestRegistryBadInput(t *testing.T) {
@@ -246,6 +272,7 @@ func TestRegistryBadInput(t *testing.T) {
 		{"sw", notAdapter, VersionMeta{}, "adapter_config.json"},
 		{"sw", src, VersionMeta{Trigger: Trigger{Kind: "whim"}}, `trigger "whim"`},
 		{"sw", src, VersionMeta{Eval: map[string]float64{"acc": math.NaN()}}, "eval score acc"},
+		{"sw", src, VersionMeta{Eval: map[string]float64{"f1": math.Inf(-1)}}, "eval score f1"},
 		{"sw", src, VersionMeta{Fisher: "../fisher.safetensors"}, "not a file name"},
 		{"sw", src, VersionMeta{Fisher: "fisher.safetensors"}, "no such file"},
 	} {
@@ -289,7 +316,8 @@ func TestRegistryBadInput(t *testing.T) {
 		`{"adapter": "sw", "current": "v1", "versions": [{"version": "v1", "parent": "v0", "files": {"a": "0"}}]}`,
 		`{"adapter": "sw", "current": "x", "versions": [{"version": "x", "files": {"a": "0"}}]}`,
 		`{"adapter": "sw", "current": "v9223372036854775807", "versions": [{"version": "v9223372036854775807", "files": {"a": "0"}}]}`,
-		`{"adapter": "sw", "current": "v1", "versions": [{"version": "v1", "files": {"../a": "0"}}]}`} {
+		`{"adapter": "sw", "current": "v1", "versions": [{"version": "v1", "files": {"../a": "0"}}]}`,
+		`{"adapter": "sw", "current": "v01", "versions": [{"version": "v01", "files": {"a": "0"}}]}`} {
 		if err := os.WriteFile(path, []byte(bad), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -452,6 +480,15 @@ func TestRegistryDiff(t *testing.T) {
 	}
 	if !strings.Contains(text.String(), "[4 32] -> [2 32]") || !strings.Contains(text.String(), "target_modules") {
 		t.Errorf("text:\n%s", text.String())
+	}
+	// Backwards, the largest change is the decrease of 0.25.
+	if d, err = reg.Diff("sw", "v2", "v1"); err != nil {
+		t.Fatal(err)
+	}
+	for _, td := range d.Tensors {
+		if td.Name == nameB && math.Abs(td.MaxAbsDiff-0.25) > 1e-6 {
+			t.Errorf("%s, v2 to v1: max |b-a| %g, want 0.25", td.Name, td.MaxAbsDiff)
+		}
 	}
 	if _, err := reg.Diff("sw", "v1", "v7"); err == nil {
 		t.Error("diff with a missing version: no error")

@@ -9,6 +9,7 @@ import (
 func TestScoreNIAH(t *testing.T) {
 	en := rulerPrompts["en"].NoneWords
 	sw := rulerPrompts["sw"].NoneWords
+	de := rulerPrompts["de"].NoneWords
 	for _, tc := range []struct {
 		answer string
 		gold   []string
@@ -32,7 +33,13 @@ func TestScoreNIAH(t *testing.T) {
 		{"04827361", []string{"4827361"}, en, true},                                      // int("04827361")
 		{"Jibu: 4827361", []string{"4827361"}, sw, true},
 		{"hakuna 4827361", []string{"4827361"}, sw, false},
-		{"4827361", []string{"x"}, en, false}, // gold that int() cannot read
+		{"4827361", []string{"x"}, en, false},                           // gold that int() cannot read
+		{"4827361", []string{" 4827361\n"}, en, true},                   // gold trimmed, as int() does
+		{"482761", []string{"4827061"}, en, false},                      // a zero inside a number counts
+		{"١. 4827361", []string{"4827361"}, en, true},                   // a single Arabic-Indic digit is dropped too
+		{"04827361 4827361", []string{"4827361", "9912345"}, en, false}, // two spellings of one number
+		{"keinevorhanden 4827361", []string{"4827361"}, de, false},      // a none word without its space
+		{"I do not know.", []string{}, en, false},                       // no numbers is no answer, even to no gold
 	} {
 		if got := ScoreNIAH(tc.answer, tc.gold, tc.none); got != tc.want {
 			t.Errorf("ScoreNIAH(%q, %v) = %v, want %v", tc.answer, tc.gold, got, tc.want)
@@ -61,7 +68,10 @@ func TestScoreNIAHNone(t *testing.T) {
 		{"数字はありません", "ja", true},
 		{"n1one", "en", false}, // a digit inside a word stays
 		{"(1) none", "en", true},
-		{"n 1 one", "en", false}, // spaces go first: "n1one" keeps its digit
+		{"n 1 one", "en", false},      // spaces go first: "n1one" keeps its digit
+		{"ＮＯＮＥ", "en", true},          // NFKC: full-width letters
+		{"هیچ\u200cکدام", "fa", true}, // a zero-width non-joiner for the space
+		{"को5ईनहीं", "hi", false},     // 5 follows a vowel sign (not \w) but precedes a letter: not lone, as Python's \b\d\b
 	} {
 		if got := ScoreNIAHNone(tc.answer, rulerPrompts[tc.lang].NoneWords); got != tc.want {
 			t.Errorf("ScoreNIAHNone(%q, %s) = %v, want %v", tc.answer, tc.lang, got, tc.want)
@@ -87,6 +97,9 @@ func TestScoreCWE(t *testing.T) {
 			t.Errorf("ScoreCWE(%q) = %v, want %v", tc.answer, got, tc.want)
 		}
 	}
+	if untrimmed := []string{" apple\n", "river "}; !ScoreCWE("apple river", untrimmed) {
+		t.Errorf("ScoreCWE(%q, %q) = false, want true (gold words trimmed)", "apple river", untrimmed)
+	}
 }
 
 func TestScoreRulerDispatch(t *testing.T) {
@@ -109,7 +122,7 @@ func TestScoreRulerDispatch(t *testing.T) {
 }
 
 func TestDecimalValue(t *testing.T) {
-	for in, want := range map[string]string{"0": "0", "000": "0", "0012": "12", "٤٥": "45", "๑๒๓": "123", "𝟕": "7"} {
+	for in, want := range map[string]string{"0": "0", "000": "0", "0012": "12", "٤٥": "45", "๑๒๓": "123", "𝟕": "7", "105": "105", "𝟡𝟘": "90"} {
 		if got, ok := decimalValue(in); !ok || got != want {
 			t.Errorf("decimalValue(%q) = %q, %v; want %q", in, got, ok, want)
 		}
