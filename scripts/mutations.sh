@@ -156,6 +156,39 @@ mutation tokenizer-pool-unlocked model/tokenizer/encoder.go \
   '	t.encoders = append(t.encoders, e) // (mutation: no lock)' \
   'goracetest ./model/tokenizer/ TestEncodeConcurrently'
 
+# From the mutation audits of 2026-12-07, one per area, each a bug the
+# tests used to miss. OneRuler's number reader dropping every zero:
+# "482761" scored right for the gold 4827061.
+mutation ruler-digits-drop-zeros engine/ruler_score.go \
+  '		if b.Len() == 0 && d == 0 {' \
+  '		if d == 0 { // (mutation: every zero dropped)' \
+  'gotest ./engine/ TestScoreNIAH'
+
+# The paired bootstrap's "95%" interval from the 5th to 95th percentiles.
+mutation bootstrap-interval-90 engine/evalstats.go \
+  '		c.Low, c.High = percentile(means, 0.025), percentile(means, 0.975)' \
+  '		c.Low, c.High = percentile(means, 0.05), percentile(means, 0.95) // (mutation)' \
+  'gotest ./engine/ TestComparePairedInterval'
+
+# The drift window's chi-square gate ten times looser than alpha.
+mutation drift-alpha-gate sampling/drift/drift.go \
+  '	w.Shifted = w.JS > o.Threshold && (o.Alpha < 0 || w.PValue < o.Alpha)' \
+  '	w.Shifted = w.JS > o.Threshold && (o.Alpha < 0 || w.PValue < o.Alpha*10) // (mutation)' \
+  'gotest ./sampling/drift/ TestCompareAlphaGate'
+
+# The default gap comparing p_E with an additively smoothed p_D.
+mutation select-gap-smoothed-have sampling/selection/select.go \
+  '	pE, pD := shares(nE, 0), shares(nD, 0)' \
+  '	pE, pD := shares(nE, 0), shares(nD, o.Smoothing) // (mutation)' \
+  'gotest ./sampling/selection/ TestCompassSelectsUnderServedClusters'
+
+# embed leaving its vectors' scratch file beside the output.
+mutation embed-scratch-left sampling/embed/records.go \
+  '		vf.Close()
+		os.Remove(vf.Name())' \
+  '		vf.Close() // (mutation: the scratch file stays)' \
+  'gotest ./sampling/embed/ TestRecordsToFile'
+
 # The kernels' own mutations (fragment layouts, masks, head mappings,
 # barriers, the k-means tie rule) are in scripts/emu-mutations.sh, with the
 # GPU tests that catch them on the emulated device.
