@@ -449,3 +449,93 @@ func TestSplit(t *testing.T) {
 		}
 	}
 }
+
+// An example of exactly seqLen tokens fits: it is kept as it is and counts
+// as neither cut nor split. A split whose trailing chunks hold no target
+// drops them and counts their tokens.
+func TestFitEdges(t *testing.T) {
+	ex := Example{IDs: []int32{1, 2, 3, 4}, Loss: []bool{false, true, true, true}, Source: "full"}
+	for _, long := range []string{LongCut, LongSplit} {
+		got, st, err := Fit([]Example{ex}, 4, long)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got, []Example{ex}) || st != (FitStats{}) {
+			t.Errorf("%s, %d tokens in rows of 4: got %+v, stats %+v; want the example unchanged, no stats", long, len(ex.IDs), got, st)
+		}
+	}
+	// 10 tokens in rows of 4, targets 1..3 only: chunk [0,4) is kept,
+	// [3,7) and [6,10) are dropped, and tokens 4..9 are in no kept chunk.
+	ids := []int32{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}
+	loss := []bool{false, true, true, true, false, false, false, false, false, false}
+	got, st, err := Fit([]Example{{IDs: ids, Loss: loss, Source: "s"}}, 4, LongSplit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || !slices.Equal(got[0].IDs, ids[:4]) {
+		t.Errorf("trailing chunks without targets: got %+v, want the chunk %v", got, ids[:4])
+	}
+	if want := (FitStats{Split: 1, Chunks: 1, DroppedChunks: 2, DroppedTokens: 6}); st != want {
+		t.Errorf("trailing chunks without targets: stats %+v, want %+v", st, want)
+	}
+	// 11 tokens: the last chunk [9,11) holds two; nothing is dropped.
+	got, st, _ = Fit([]Example{{IDs: append(ids, 10), Loss: slices.Repeat([]bool{true}, 11), Source: "s"}}, 4, LongSplit)
+	if want := (FitStats{Split: 1, Chunks: 4}); len(got) != 4 || st != want {
+		t.Errorf("11 tokens: %d chunks, stats %+v; want 4, %+v", len(got), st, want)
+	}
+}
+
+// Pad skips an empty example, as Pack does: no row of padding alone.
+func TestPadSkipsEmptyLikePack(t *testing.T) {
+	ex := []Example{{IDs: []int32{}, Loss: []bool{}}, {IDs: []int32{1, 2}, Loss: []bool{false, true}}}
+	rows := Pad(ex, 3, 0)
+	want := []Row{{IDs: []int32{1, 2, 0}, Labels: []int32{2, -100, -100}, DocLens: []int{2, 1}, Tokens: 2}}
+	if !reflect.DeepEqual(rows, want) {
+		t.Errorf("got %+v, want %+v", rows, want)
+	}
+}
+
+// The batches of rows of distinct lengths come in a shuffled order, not
+// from the shortest to the longest.
+func TestBatchesShuffled(t *testing.T) {
+	rows := make([]Row, 40)
+	for i := range rows {
+		rows[i].Tokens = i + 1
+	}
+	b := Batches(rows, 4, 42, 0)
+	ascending := slices.IsSortedFunc(b, func(x, y []int) int { return cmp.Compare(rows[x[0]].Tokens, rows[y[0]].Tokens) })
+	if len(b) != 10 || ascending {
+		t.Errorf("got %d batches, ascending %v; want 10 in a shuffled order: %v", len(b), ascending, b)
+	}
+}
+
+// Examples without a Source are groups of their own in Split: they do
+// not all go to one part together.
+func TestSplitEmptySources(t *testing.T) {
+	ex := make([]Example, 10)
+	for i := range ex {
+		ex[i] = Example{IDs: []int32{int32(i), int32(i)}, Loss: []bool{false, true}}
+	}
+	train, eval, err := Split(ex, 0.3, 1)
+	if err != nil || len(train) != 7 || len(eval) != 3 {
+		t.Errorf("share 0.3 of 10 examples without a source: got %d train, %d eval, %v; want 7, 3", len(train), len(eval), err)
+	}
+}
+
+// Pack cuts an example longer than a row to seqLen tokens and places it
+// by that length: first, in a row of its own.
+func TestPackCutsLong(t *testing.T) {
+	long := Example{IDs: []int32{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}, Loss: slices.Repeat([]bool{true}, 12)}
+	short := Example{IDs: []int32{20, 21, 22}, Loss: []bool{false, true, true}}
+	rows := Pack([]Example{short, long}, 10, 0)
+	var got [][]int
+	for _, r := range rows {
+		got = append(got, r.DocLens)
+	}
+	if want := [][]int{{10}, {3, 7}}; !reflect.DeepEqual(got, want) {
+		t.Errorf("documents per row %v, want %v", got, want)
+	}
+	if len(rows) > 0 && !slices.Equal(rows[0].IDs, long.IDs[:10]) {
+		t.Errorf("first row %v, want %v", rows[0].IDs, long.IDs[:10])
+	}
+}

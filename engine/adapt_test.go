@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -638,6 +639,113 @@ func TestComparePairedSeeds(t *testing.T) {
 	p = comparePairedSeeds([]map[string]float64{mixed}, []map[string]float64{half}, 500, 500, 1)
 	if p.Diff != 0 || p.P < 0.5 || p.Low >= 0 || p.High <= 0 {
 		t.Errorf("swapped halves: %+v", p)
+	}
+}
+
+// scoreOf averages over the items every seed scored, then over seeds; the
+// standard error is over items of their seed-averaged scores.
+func TestReportScore(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		seeds   []map[string]float64
+		items   int
+		mean    float64
+		stderr  float64
+		perSeed []float64
+	}{
+		// Item averages 1, 0.5, 0.5: mean 2/3; squared deviations sum to
+		// 1/6, so the stderr is sqrt(1/6 / 2 / 3) = 1/6. Item d, scored by
+		// one seed only, does not count.
+		{"three items", []map[string]float64{{"a": 1, "b": 0, "c": 0, "d": 1}, {"a": 1, "b": 1, "c": 1}}, 3, 2.0 / 3, 1.0 / 6, []float64{1.0 / 3, 1}},
+		// Two items: sqrt(((0.5)^2 + (0.5)^2) / 1 / 2) = 0.5.
+		{"two items", []map[string]float64{{"a": 0, "b": 1}}, 2, 0.5, 0.5, []float64{0.5}},
+		{"one item", []map[string]float64{{"a": 0.25}, {"a": 0.75}}, 1, 0.5, 0, []float64{0.25, 0.75}},
+		{"no common item", []map[string]float64{{"a": 1}, {"b": 1}}, 0, 0, 0, nil},
+	} {
+		s := scoreOf("m", tc.seeds)
+		if s.Method != "m" || s.Items != tc.items || math.Abs(s.Mean-tc.mean) > 1e-12 || math.Abs(s.Stderr-tc.stderr) > 1e-12 {
+			t.Errorf("%s: got items %d, mean %g, stderr %g; want %d, %g, %g", tc.name, s.Items, s.Mean, s.Stderr, tc.items, tc.mean, tc.stderr)
+		}
+		if len(s.PerSeed) != len(tc.perSeed) {
+			t.Errorf("%s: per seed %v, want %v", tc.name, s.PerSeed, tc.perSeed)
+			continue
+		}
+		for i := range s.PerSeed {
+			if math.Abs(s.PerSeed[i]-tc.perSeed[i]) > 1e-12 {
+				t.Errorf("%s: per seed %v, want %v", tc.name, s.PerSeed, tc.perSeed)
+				break
+			}
+		}
+	}
+}
+
+// comparePairedSeeds pairs each seed of b with the same seed of a, and its
+// interval and p-value match their exact values on small cases: the
+// permutation distribution enumerated by hand, the bootstrap distribution
+// of the mean of three items.
+func TestReportPairedValues(t *testing.T) {
+	a := []map[string]float64{{"i0": 0, "i1": 0, "i2": 1}, {"i0": 0, "i1": 0, "i2": 0}}
+	b := []map[string]float64{{"i0": 1, "i1": 1, "i2": 0}, {"i0": 1, "i1": 0, "i2": 1}}
+	// Differences by seed: 1, 1, -1 and 1, 0, 1. Their mean is 3/6. The
+	// five nonzero ones sum to 3; of the 32 sign flips, 12 have a sum of
+	// 3 or more in absolute value: p = 0.375.
+	p := comparePairedSeeds(a, b, 20000, 20000, 1)
+	if p.Diff != 0.5 || p.Items != 3 || p.Seeds != 2 || math.Abs(p.P-0.375) > 0.01 {
+		t.Errorf("two seeds: got diff %g, items %d, seeds %d, p %g; want 0.5, 3, 2, about 0.375", p.Diff, p.Items, p.Seeds, p.P)
+	}
+	// The items' seed-averaged differences are 1, 0.5 and 0: the mean of
+	// three resampled is 0 with probability 1/27 = 0.037 > 0.025, and 1
+	// likewise, so the 95% interval is [0, 1] (a 90% one would be
+	// [1/6, 5/6]).
+	if p.Low != 0 || p.High != 1 {
+		t.Errorf("two seeds: interval [%g, %g], want [0, 1]", p.Low, p.High)
+	}
+
+	// One score set of b, the base model's, is paired with each seed of
+	// a: differences 1 and 0 over two seeds.
+	p = comparePairedSeeds([]map[string]float64{{"x": 0}, {"x": 1}}, []map[string]float64{{"x": 1}}, 100, 100, 1)
+	if p.Diff != 0.5 || p.Items != 1 || p.Seeds != 2 {
+		t.Errorf("one score set of b: got diff %g, items %d, seeds %d; want 0.5, 1, 2", p.Diff, p.Items, p.Seeds)
+	}
+
+	// 80 items: 64 differences alternate between 1 and -1, the last 16
+	// are 1. p = P(|2 Binomial(80, 1/2) - 80| >= 16) = 0.0929: every
+	// difference flips, not only the first 64.
+	a, b = []map[string]float64{{}}, []map[string]float64{{}}
+	for i := range 80 {
+		id := fmt.Sprintf("%02d", i)
+		a[0][id], b[0][id] = 0, 1
+		if i < 64 && i%2 == 1 {
+			a[0][id], b[0][id] = 1, 0
+		}
+	}
+	p = comparePairedSeeds(a, b, 0, 20000, 1)
+	if p.Diff != 0.2 || math.Abs(p.P-0.0929) > 0.01 {
+		t.Errorf("80 items: got diff %g, p %g; want 0.2, about 0.0929", p.Diff, p.P)
+	}
+
+	// When no sign flip reaches the observed sum, p is 1/(permutations+1),
+	// never 0.
+	a, b = []map[string]float64{{}}, []map[string]float64{{}}
+	for i := range 30 {
+		id := fmt.Sprint(i)
+		a[0][id], b[0][id] = 0, 1
+	}
+	if p = comparePairedSeeds(a, b, 0, 999, 1); p.P != 0.001 {
+		t.Errorf("always better: got p %g, want 1/1000", p.P)
+	}
+
+	// Nothing to compare: p is 1.
+	for _, tc := range []struct {
+		name string
+		a, b []map[string]float64
+	}{
+		{"no common item", []map[string]float64{{"x": 0}}, []map[string]float64{{"y": 1}}},
+		{"no score of a", nil, []map[string]float64{{"y": 1}}},
+	} {
+		if p := comparePairedSeeds(tc.a, tc.b, 100, 100, 1); p.P != 1 || p.Items != 0 || p.Diff != 0 {
+			t.Errorf("%s: got p %g, items %d, diff %g; want 1, 0, 0", tc.name, p.P, p.Items, p.Diff)
+		}
 	}
 }
 

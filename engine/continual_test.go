@@ -8,6 +8,8 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -93,6 +95,49 @@ func TestContinual(t *testing.T) {
 		}
 	}
 	t.Logf("\n%s", log.String())
+
+	// What each strategy's runs of periods 2 and 3 trained on, as their
+	// training_config.json records it: the period's data (retrain: all
+	// periods so far, from scratch), from the previous period's adapter,
+	// with the replay buffer (replay, ecda) and the previous adapter's
+	// Fisher (ewc, ecda).
+	type runInputs struct {
+		Data        []string `json:"data"`
+		InitAdapter string   `json:"init_adapter"`
+		ReplayData  []string `json:"replay_data"`
+		EWCFisher   string   `json:"ewc_fisher"`
+	}
+	workDir := filepath.Join(work, "work")
+	for _, s := range ContinualStrategies {
+		prev := filepath.Join(workDir, "period-1")
+		for p := 2; p <= 3; p++ {
+			dir := filepath.Join(workDir, s, fmt.Sprintf("period-%d", p))
+			var got struct {
+				Options runInputs `json:"options"`
+			}
+			if err := readJSONFile(filepath.Join(dir, "training_config.json"), &got); err != nil {
+				t.Fatal(err)
+			}
+			want := runInputs{Data: []string{filepath.Join(work, fmt.Sprintf("p%d.jsonl", p))}, InitAdapter: prev}
+			if s == StrategyRetrain {
+				want.Data, want.InitAdapter = nil, ""
+				for q := 1; q <= p; q++ {
+					want.Data = append(want.Data, filepath.Join(work, fmt.Sprintf("p%d.jsonl", q)))
+				}
+			}
+			if s == StrategyReplay || s == StrategyECDA {
+				want.ReplayData = []string{filepath.Join(workDir, "replay", fmt.Sprintf("before-period-%d.jsonl", p))}
+			}
+			if s == StrategyEWC || s == StrategyECDA {
+				want.EWCFisher = filepath.Join(prev, FisherName)
+			}
+			if !reflect.DeepEqual(got.Options, want) {
+				t.Errorf("%s, period %d: trained on %+v, want %+v", s, p, got.Options, want)
+			}
+			prev = dir
+		}
+	}
+
 	report := filepath.Join(work, "work", "report")
 	for _, f := range []string{"report.json", "report.md", "continual.png"} {
 		if _, err := os.Stat(filepath.Join(report, f)); err != nil {
@@ -165,6 +210,66 @@ func TestContinual(t *testing.T) {
 	}
 }
 
+// summarise on a score matrix worked by hand: the final row, the newest
+// period's score, the mean rise over the earlier periods and the mean.
+func TestSummarise(t *testing.T) {
+	r := ContinualStrategyR{After: [][]float64{{1, 5, 6}, {2, 3, 6}, {4, 3.5, 2.5}}}
+	summarise(&r)
+	if !slices.Equal(r.Final, []float64{4, 3.5, 2.5}) {
+		t.Errorf("final %v, want [4 3.5 2.5]", r.Final)
+	}
+	if r.Newest != 2.5 {
+		t.Errorf("newest %v, want 2.5", r.Newest)
+	}
+	if want := ((4 - 1) + (3.5 - 3)) / 2.0; r.Forgetting != want {
+		t.Errorf("forgetting %v, want %v", r.Forgetting, want)
+	}
+	if want := 10 / 3.0; math.Abs(r.MeanFinal-want) > 1e-12 {
+		t.Errorf("mean final %v, want %v", r.MeanFinal, want)
+	}
+}
+
+// The replay buffer holds ceil(share x records) of the earlier periods'
+// records, at least one, each once and in stream order.
+func TestWriteReplayBuffer(t *testing.T) {
+	dir := t.TempDir()
+	var records []string // the records' lines, in stream order
+	var periods []ContinualPeriod
+	for p := range 2 {
+		var texts []string
+		for i := range 10 {
+			texts = append(texts, fmt.Sprintf("period %d record %d", p, i))
+			records = append(records, fmt.Sprintf(`{"text":"period %d record %d"}`, p, i))
+		}
+		periods = append(periods, ContinualPeriod{Data: []string{writeLines(t, filepath.Join(dir, fmt.Sprintf("p%d.jsonl", p)), texts)}})
+	}
+	for _, c := range []struct {
+		share float64
+		want  int
+	}{{0.01, 1}, {0.1, 2}, {0.11, 3}, {0.5, 10}, {1, 20}} {
+		path := filepath.Join(dir, fmt.Sprintf("buffer-%v.jsonl", c.share))
+		if err := writeReplayBuffer(path, periods, c.share, 7); err != nil {
+			t.Fatal(err)
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+		if len(lines) != c.want {
+			t.Errorf("share %v of 20 records: %d in the buffer, want %d", c.share, len(lines), c.want)
+		}
+		last := -1
+		for _, l := range lines {
+			i := slices.Index(records, l)
+			if i <= last {
+				t.Errorf("share %v: record %s is not an earlier record after record %d", c.share, l, last)
+			}
+			last = i
+		}
+	}
+}
+
 // Bad configs are errors naming the key, before any work.
 func TestContinualBadConfig(t *testing.T) {
 	work := t.TempDir()
@@ -188,5 +293,32 @@ func TestContinualBadConfig(t *testing.T) {
 		if _, err := ReadContinualConfig(path); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: %v", name, err)
 		}
+	}
+	// The ends of the ranges are valid: replay everything, no EWC penalty.
+	for _, edit := range []string{`"replay_share": 1`, `"ewc_lambda": 0`} {
+		path := filepath.Join(work, "edge.json")
+		if err := os.WriteFile(path, []byte(strings.Replace(string(data), `"seed": 3`, `"seed": 3, `+edit, 1)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ReadContinualConfig(path); err != nil {
+			t.Errorf("%s: %v", edit, err)
+		}
+	}
+}
+
+// A period's score is the mean NLL of its texts: a file with a text twice
+// scores as the text alone.
+func TestCachedScoresAreMeans(t *testing.T) {
+	dir := t.TempDir()
+	modelDir := writeTinyByteModel(t, tinyByteLlama, 4)
+	text := continualDomains[0][0]
+	once := writeLines(t, filepath.Join(dir, "once.jsonl"), []string{text})
+	twice := writeLines(t, filepath.Join(dir, "twice.jsonl"), []string{text, text})
+	scores, err := cachedScores(filepath.Join(dir, "scores.json"), modelDir, "", []string{once, twice}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(scores) != 2 || !(scores[0] > 0) || math.Abs(scores[1]-scores[0]) > 1e-9*scores[0] {
+		t.Errorf("scores of a text once and twice: %v, want two equal positive values", scores)
 	}
 }

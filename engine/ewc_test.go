@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/compassml/compass/lora"
@@ -189,6 +190,27 @@ func TestEWCStep(t *testing.T) {
 	}
 	if err := tr.SetEWC(-1, fisher, current); err == nil {
 		t.Fatal("a negative lambda was accepted")
+	}
+}
+
+// SetEWC rejects a lambda that is negative or not finite even when every
+// Fisher and anchor tensor is there, and leaves no penalty behind.
+func TestSetEWCBadLambda(t *testing.T) {
+	m, _, _ := ewcModel(t)
+	tr, err := NewTrainer(m, DefaultAdamW())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	fisher := randomTensors(tr.names, tr.params, nil, 0, 1, 1)
+	anchor := randomTensors(tr.names, tr.params, nil, -0.2, 0.2, 2)
+	for _, lambda := range []float64{-1, math.NaN(), math.Inf(1)} {
+		if err := tr.SetEWC(lambda, fisher, anchor); err == nil || !strings.Contains(err.Error(), "lambda") {
+			t.Errorf("lambda %v: error %v, want one naming lambda", lambda, err)
+		}
+		if tr.ewc != nil {
+			t.Errorf("lambda %v: a penalty is set", lambda)
+		}
 	}
 }
 

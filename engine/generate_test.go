@@ -44,8 +44,10 @@ func encodeAll(t *testing.T, tok *tokenizer.Tokenizer, texts ...string) [][]int 
 
 // greedyByRecompute continues a prompt by running the whole sequence
 // through the model at every step and taking the argmax of the last
-// position: what the KV cache must reproduce.
-func greedyByRecompute(t *testing.T, m *model.Model, prompt []int, n int) []int {
+// position: what the KV cache must reproduce. A penalty other than 1
+// divides the positive logits of the tokens in the sequence so far and
+// multiplies the negative ones (HF's repetition penalty).
+func greedyByRecompute(t *testing.T, m *model.Model, prompt []int, n int, penalty float32) []int {
 	t.Helper()
 	seq := slices.Clone(prompt)
 	var out []int
@@ -60,7 +62,18 @@ func greedyByRecompute(t *testing.T, m *model.Model, prompt []int, n int) []int 
 		if err != nil {
 			t.Fatal(err)
 		}
-		row := logits.F32()[(len(seq)-1)*V : len(seq)*V]
+		row := slices.Clone(logits.F32()[(len(seq)-1)*V : len(seq)*V])
+		seen := map[int]bool{}
+		for _, id := range seq {
+			if !seen[id] {
+				seen[id] = true
+				if row[id] < 0 {
+					row[id] *= penalty
+				} else {
+					row[id] /= penalty
+				}
+			}
+		}
 		best := 0
 		for i, x := range row {
 			if x > row[best] {
@@ -81,7 +94,7 @@ func TestGenerateGreedyMatchesRecompute(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, p := range prompts {
-		want := greedyByRecompute(t, m, p, 12)
+		want := greedyByRecompute(t, m, p, 12, 1)
 		if !slices.Equal(res[i].IDs, want) {
 			t.Errorf("prompt %d: cached %v, recomputed %v", i, res[i].IDs, want)
 		}
@@ -91,6 +104,23 @@ func TestGenerateGreedyMatchesRecompute(t *testing.T) {
 		text, _ := decodeText(tok, want)
 		if res[i].Text != text {
 			t.Errorf("prompt %d: text %q, want %q", i, res[i].Text, text)
+		}
+	}
+}
+
+// With a repetition penalty, greedy decoding penalises the prompt's tokens
+// and, from step to step, the tokens it generated.
+func TestGenerateRepetitionPenaltyMatchesRecompute(t *testing.T) {
+	m, tok, _ := generateFixture(t)
+	prompts := encodeAll(t, tok, "All human beings", "Hi")
+	const penalty = 1.5
+	res, err := Generate(m, tok, prompts, GenerateOptions{MaxTokens: 16, RepetitionPenalty: penalty}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, p := range prompts {
+		if want := greedyByRecompute(t, m, p, 16, penalty); !slices.Equal(res[i].IDs, want) {
+			t.Errorf("prompt %d, penalty %v: cached %v, recomputed %v", i, penalty, res[i].IDs, want)
 		}
 	}
 }
@@ -137,6 +167,15 @@ func TestGenerateSamplingReproducibleBySeed(t *testing.T) {
 		if slices.Equal(a[i].IDs, c[i].IDs) {
 			t.Errorf("prompt %d: seeds 3 and 4 gave the same %v", i, a[i].IDs)
 		}
+	}
+	// Each request has a stream of its own: the same prompt twice in a
+	// batch is continued in two ways.
+	twice, err := Generate(m, tok, [][]int{prompts[0], prompts[0]}, opts, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if slices.Equal(twice[0].IDs, twice[1].IDs) {
+		t.Errorf("the same prompt twice in a batch: both continued with %v", twice[0].IDs)
 	}
 	// Request i's stream depends on the seed and i, not on the batch.
 	one, err := Generate(m, tok, prompts[:1], GenerateOptions{MaxTokens: 20, Temperature: 1.5, TopK: 100, TopP: 0.95, MinP: 0.01, RepetitionPenalty: 1.1, Seed: 3}, nil)
@@ -238,6 +277,66 @@ func TestLogitsProcessors(t *testing.T) {
 	}
 }
 
+// The processors at their edges: ties for the largest score, a cumulative
+// probability that lands exactly on 1-p, a top-p so small that only the
+// most likely token survives, and min-p 1, which keeps the top alone.
+func TestLogitsProcessorEdges(t *testing.T) {
+	if got := argmax([]float32{1, 3, 3, 2}); got != 1 {
+		t.Errorf("argmax with a tie: %d, want the first, 1", got)
+	}
+
+	// Four equal probabilities: ascending cumulative 0.25, 0.5, 0.75, 1.
+	// HF removes the tokens whose cumulative probability is <= 1-p = 0.5.
+	s := []float32{0, 0, 0, 0}
+	topP(s, 0.5)
+	if got := finite(s); !slices.Equal(got, []int{2, 3}) {
+		t.Errorf("top-p 0.5 of four equal scores kept %v, want [2 3]", got)
+	}
+
+	// 1-p rounds to 1, which no cumulative probability exceeds; the most
+	// likely token is kept all the same.
+	s = logOf(0.2, 0.1, 0.4, 0.3)
+	topP(s, 1e-300)
+	if got := finite(s); !slices.Equal(got, []int{2}) {
+		t.Errorf("top-p 1e-300 kept %v, want [2]", got)
+	}
+
+	s = logOf(0.2, 0.1, 0.4, 0.3)
+	minP(s, 1)
+	if got := finite(s); !slices.Equal(got, []int{2}) {
+		t.Errorf("min-p 1 kept %v, want [2]", got)
+	}
+
+	// Sampling with min-p 0.5 (threshold 0.4) only ever draws token 2.
+	rng := rand.New(rand.NewPCG(5, 6))
+	for range 200 {
+		if id := pickToken(logOf(0.05, 0.15, 0.8), nil, &GenerateOptions{Temperature: 1, MinP: 0.5}, rng); id != 2 {
+			t.Fatalf("min-p 0.5 sampled %d, want 2", id)
+		}
+	}
+}
+
+// firstStop finds the earliest stop string in the text, whatever their
+// order in the list.
+func TestFirstStop(t *testing.T) {
+	for _, c := range []struct {
+		text  string
+		stops []string
+		cut   int
+		found bool
+	}{
+		{"hello world", []string{"o", "world"}, 4, true},
+		{"hello world", []string{"world", "o"}, 4, true},
+		{"hello world", []string{"xyz"}, 11, false},
+		{"hello world", nil, 11, false},
+	} {
+		cut, found := firstStop(c.text, c.stops)
+		if cut != c.cut || found != c.found {
+			t.Errorf("firstStop(%q, %q) = %d, %v; want %d, %v", c.text, c.stops, cut, found, c.cut, c.found)
+		}
+	}
+}
+
 func TestSafeEnd(t *testing.T) {
 	for _, c := range []struct {
 		text  string
@@ -250,6 +349,7 @@ func TestSafeEnd(t *testing.T) {
 		{"hello world", []string{"xyz", "ld!"}, 9},
 		{"hel", []string{"lox", "llox"}, 2},
 		{"hell", []string{"lox", "llox"}, 2},
+		{"hell", []string{"hello"}, 0},
 	} {
 		if got := safeEnd(c.text, c.stops); got != c.want {
 			t.Errorf("safeEnd(%q, %q) = %d, want %d", c.text, c.stops, got, c.want)
@@ -328,6 +428,20 @@ func TestGenerateStops(t *testing.T) {
 	if res[2].FinishReason != "stop" || len(res[2].IDs) > k {
 		t.Errorf("request 2: %v (%s), want at most %d tokens and stop", res[2].IDs, res[2].FinishReason, k)
 	}
+
+	// A stop string in the first token's text: no token, no text.
+	at := slices.IndexFunc(free, func(r GenerateResult) bool { return r.IDs[0] >= 33 && r.IDs[0] < 127 })
+	if at < 0 {
+		t.Fatalf("no continuation starts with a printable ASCII token: %v", free)
+	}
+	stop, _ = tok.Decode(free[at].IDs[:1], true)
+	res, err = Generate(m, tok, prompts[at:at+1], GenerateOptions{MaxTokens: 40, Stop: []string{stop}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res[0].IDs) != 0 || res[0].Text != "" || res[0].FinishReason != "stop" {
+		t.Errorf("request %d, stop %q at the first token: %v %q (%s), want [] \"\" (stop)", at, stop, res[0].IDs, res[0].Text, res[0].FinishReason)
+	}
 }
 
 func TestGenerateBadInput(t *testing.T) {
@@ -352,7 +466,7 @@ func TestGenerateBadInput(t *testing.T) {
 		}
 	}
 	long := make([]int, 300) // max_position_embeddings is 256
-	for name, prompts := range map[string][][]int{"empty": {{}}, "too long": {long}, "bad id": {{1, 9999}}} {
+	for name, prompts := range map[string][][]int{"empty": {{}}, "too long": {long}, "no room": {make([]int, 256)}, "bad id": {{1, 9999}}} {
 		if _, err := Generate(m, tok, prompts, GenerateOptions{MaxTokens: 2}, nil); err == nil {
 			t.Errorf("%s prompt accepted", name)
 		}

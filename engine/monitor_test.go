@@ -162,7 +162,17 @@ func TestMonitorWatchDirectory(t *testing.T) {
 		t.Errorf("%d windows, %d left over; want 6 and 0", res.Windows, res.Leftover)
 	}
 	if len(res.Records) != 1 {
-		t.Errorf("%d drift records, want 1", len(res.Records))
+		t.Fatalf("%d drift records, want 1", len(res.Records))
+	}
+	// The record names the file its window ended in: window w (from 0)
+	// ends with text (w+1) x 100 of the stream, 150 texts a file.
+	var rec DriftRecord
+	if err := readJSONFile(res.Records[0], &rec); err != nil {
+		t.Fatal(err)
+	}
+	want := filepath.Join(watch, fmt.Sprintf("batch-%02d.jsonl", ((rec.Window.Window+1)*window-1)/150))
+	if rec.Source != want {
+		t.Errorf("window %d: source %s, want %s", rec.Window.Window, rec.Source, want)
 	}
 }
 

@@ -3,12 +3,15 @@ package engine
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/compassml/compass/dataset"
 	"github.com/compassml/compass/lora"
 	"github.com/compassml/compass/tensor/safetensors"
 )
@@ -178,6 +181,60 @@ func TestTrainContinualBadOptions(t *testing.T) {
 		edit(&c)
 		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), flag) {
 			t.Errorf("%s: %v", flag, err)
+		}
+	}
+}
+
+// replayMicro walks the replay rows a pass at a time, ReplayBatches
+// micro-batches a step: each pass has every row once, in micro-batches of
+// 2, 2 and 1 rows, and the next pass comes in another order.
+func TestReplayMicroPasses(t *testing.T) {
+	var rows []dataset.Row
+	for i := range 5 {
+		rows = append(rows, dataset.Row{IDs: []int32{int32(i)}, Labels: []int32{int32(i)}, Tokens: 1})
+	}
+	o := DefaultTrainOptions()
+	o.MicroBatch, o.ReplayBatches, o.Seed = 2, 2, 1
+	r := &trainRun{opts: o, replayRows: rows}
+	var micro [][]int32 // the rows of each micro-batch, steps 0, 1 and 2
+	for step := range 3 {
+		batches := r.replayMicro(step)
+		if len(batches) != 2 {
+			t.Fatalf("step %d: %d replay micro-batches, want 2", step, len(batches))
+		}
+		for _, b := range batches {
+			micro = append(micro, slices.Clone(b.IDs.I32()))
+		}
+	}
+	// Three micro-batches (2 + 2 + 1 rows) make a pass.
+	for pass := range 2 {
+		var seen []int32
+		for _, m := range micro[3*pass : 3*pass+3] {
+			seen = append(seen, m...)
+		}
+		slices.Sort(seen)
+		if !slices.Equal(seen, []int32{0, 1, 2, 3, 4}) {
+			t.Errorf("pass %d: rows %v, want each of 0..4 once (micro-batches %v)", pass, seen, micro)
+		}
+	}
+	if fmt.Sprint(micro[:3]) == fmt.Sprint(micro[3:]) {
+		t.Errorf("passes 0 and 1 in the same order: %v", micro)
+	}
+}
+
+// The replay loss's weight: the option, its default when it is 0, and
+// nothing without replay data.
+func TestReplayWeight(t *testing.T) {
+	rows := []dataset.Row{{IDs: []int32{1}, Labels: []int32{1}, Tokens: 1}}
+	for _, c := range []struct {
+		option float64
+		rows   []dataset.Row
+		want   float64
+	}{{0.3, rows, 0.3}, {0, rows, DefaultReplayWeight}, {0.3, nil, 0}} {
+		r := &trainRun{replayRows: c.rows}
+		r.opts.ReplayWeight = c.option
+		if got := r.replayWeight(); got != c.want {
+			t.Errorf("option %v with %d replay rows: weight %v, want %v", c.option, len(c.rows), got, c.want)
 		}
 	}
 }

@@ -49,6 +49,36 @@ func TestScheduleValues(t *testing.T) {
 	}
 }
 
+// Validate accepts the edges of each setting's range (a floor equal to the
+// peak, no warmup) and rejects what lies just outside them.
+func TestScheduleValidate(t *testing.T) {
+	for _, s := range []Schedule{
+		{Name: "cosine", LR: 1, MinLR: 1, Warmup: 0, Total: 10},
+		{Name: "linear", LR: 1e-4, MinLR: 0, Warmup: 0, Total: 1},
+		{Name: "constant", LR: 2, Warmup: 5, Total: 5},
+	} {
+		if err := s.Validate(); err != nil {
+			t.Errorf("%+v: %v, want no error", s, err)
+		}
+	}
+	for _, tc := range []struct {
+		s   Schedule
+		err string
+	}{
+		{Schedule{Name: "cosine", LR: 0}, "learning rate 0"},
+		{Schedule{Name: "cosine", LR: -1}, "learning rate -1"},
+		{Schedule{Name: "cosine", LR: math.NaN()}, "learning rate NaN"},
+		{Schedule{Name: "cosine", LR: math.Inf(1)}, "learning rate +Inf"},
+		{Schedule{Name: "linear", LR: 1, MinLR: -0.1}, "minimum learning rate -0.1"},
+		{Schedule{Name: "linear", LR: 1, MinLR: 1.5}, "minimum learning rate 1.5"},
+		{Schedule{Name: "linear", LR: 1, Warmup: -1}, "warmup -1 steps"},
+	} {
+		if err := tc.s.Validate(); err == nil || !strings.Contains(err.Error(), tc.err) {
+			t.Errorf("%+v: error %v, want %q", tc.s, err, tc.err)
+		}
+	}
+}
+
 // A tiny model learns a small data set by heart: 60 steps on 8 lines
 // bring the mean loss per target byte from above 5 (the random model's
 // start; ln 260 = 5.6 would be a uniform guess) to below 0.5.

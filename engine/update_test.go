@@ -169,6 +169,41 @@ func TestUpdateTwice(t *testing.T) {
 	}
 }
 
+// The buffer is a uniform sample of the whole history: with room for one
+// record of four, over many seeds each record is kept about a quarter of
+// the time, the old buffer's record included.
+func TestExtendReplayBufferUniform(t *testing.T) {
+	dir := t.TempDir()
+	old := filepath.Join(dir, "old.jsonl")
+	fresh := filepath.Join(dir, "fresh.jsonl")
+	if err := os.WriteFile(old, []byte("{\"text\":\"r0\"}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(fresh, []byte("{\"text\":\"r1\"}\n{\"text\":\"r2\"}\n{\"text\":\"r3\"}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	const seeds = 200
+	kept := map[string]int{}
+	buf := filepath.Join(dir, "buf.jsonl")
+	for seed := range uint64(seeds) {
+		size, hist, added, err := extendReplayBuffer(buf, old, 1, fresh, 0.25, seed)
+		if err != nil || size != 1 || hist != 4 || added != 3 {
+			t.Fatalf("seed %d: size %d history %d added %d, %v; want 1, 4, 3", seed, size, hist, added, err)
+		}
+		data, err := os.ReadFile(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kept[strings.TrimSpace(string(data))]++
+	}
+	for _, r := range []string{"r0", "r1", "r2", "r3"} {
+		// A quarter of 200 is 50, with a standard deviation near 6.1.
+		if n := kept[`{"text":"`+r+`"}`]; n < 30 || n > 70 {
+			t.Errorf("record %s kept with %d of %d seeds, want about %d", r, n, seeds, seeds/4)
+		}
+	}
+}
+
 // The replay buffer stays at its share of a growing history, and keeps
 // only records of it.
 func TestExtendReplayBuffer(t *testing.T) {

@@ -143,13 +143,16 @@ func TestDecodeMatchesRecompute(t *testing.T) {
 }
 
 // TestDecodeLongPrompt: prompts longer than one prefill chunk (32 positions
-// here), one ending exactly at a chunk's end.
+// here), one ending exactly at a chunk's end, and one whose last token is
+// the first of a chunk.
 func TestDecodeLongPrompt(t *testing.T) {
 	defer func(n int) { prefillTokens = n }(prefillTokens)
 	prefillTokens = 64 // two requests: chunks of 32 positions
 	m, _ := tinyModel(t, tinyVariants[5].config, 11)
-	prompts := randomPrompts(m.Config.VocabSize, []int{150, 64}, 5)
-	checkCachedGreedy(t, m, prompts, 4, nil)
+	for _, lens := range [][]int{{150, 64}, {150, 33}} {
+		prompts := randomPrompts(m.Config.VocabSize, lens, 5)
+		checkCachedGreedy(t, m, prompts, 4, nil)
+	}
 }
 
 // TestDecodeWithAdapter: adapters attached unmerged take part in the cached
@@ -174,11 +177,12 @@ func TestDecodeBadInput(t *testing.T) {
 	}
 	defer c.Close()
 	for name, prompts := range map[string][][]int{
-		"count":     {{1}},
-		"empty":     {{1}, {}},
-		"too long":  {{1}, {1, 2, 3, 4, 5}},
-		"bad token": {{1}, {1000}},
-		"negative":  {{-1}, {1}},
+		"count":      {{1}},
+		"empty":      {{1}, {}},
+		"too long":   {{1}, {1, 2, 3, 4, 5}},
+		"bad token":  {{1}, {1000}},
+		"negative":   {{-1}, {1}},
+		"vocab size": {{1}, {m.Config.VocabSize}},
 	} {
 		if _, err := m.Prefill(c, prompts); err == nil {
 			t.Errorf("%s: Prefill accepted %v", name, prompts)
@@ -198,6 +202,9 @@ func TestDecodeBadInput(t *testing.T) {
 	}
 	if _, err := m.Decode(c, []int{-1, 1000}); err == nil {
 		t.Error("Decode of a token outside the vocabulary accepted")
+	}
+	if _, err := m.Decode(c, []int{-1, m.Config.VocabSize}); err == nil {
+		t.Errorf("Decode of token %d, the vocabulary's size, accepted", m.Config.VocabSize)
 	}
 	if _, err := m.NewKVCache(0, 4, 0); err == nil {
 		t.Error("NewKVCache of no requests accepted")
