@@ -687,11 +687,13 @@ func TestReportPairedValues(t *testing.T) {
 	a := []map[string]float64{{"i0": 0, "i1": 0, "i2": 1}, {"i0": 0, "i1": 0, "i2": 0}}
 	b := []map[string]float64{{"i0": 1, "i1": 1, "i2": 0}, {"i0": 1, "i1": 0, "i2": 1}}
 	// Differences by seed: 1, 1, -1 and 1, 0, 1. Their mean is 3/6. The
-	// five nonzero ones sum to 3; of the 32 sign flips, 12 have a sum of
-	// 3 or more in absolute value: p = 0.375.
+	// items' seed-averaged differences are 1, 0.5 and 0: the test flips
+	// the two nonzero ones, and 2 of the 4 sign flips have a sum of 1.5 or
+	// more in absolute value: p = 0.5. (Flipping the five nonzero (seed,
+	// item) differences on their own would give 12 of 32, 0.375.)
 	p := comparePairedSeeds(a, b, 20000, 20000, 1)
-	if p.Diff != 0.5 || p.Items != 3 || p.Seeds != 2 || math.Abs(p.P-0.375) > 0.01 {
-		t.Errorf("two seeds: got diff %g, items %d, seeds %d, p %g; want 0.5, 3, 2, about 0.375", p.Diff, p.Items, p.Seeds, p.P)
+	if p.Diff != 0.5 || p.Items != 3 || p.Seeds != 2 || math.Abs(p.P-0.5) > 0.01 {
+		t.Errorf("two seeds: got diff %g, items %d, seeds %d, p %g; want 0.5, 3, 2, about 0.5", p.Diff, p.Items, p.Seeds, p.P)
 	}
 	// The items' seed-averaged differences are 1, 0.5 and 0: the mean of
 	// three resampled is 0 with probability 1/27 = 0.037 > 0.025, and 1
@@ -706,6 +708,16 @@ func TestReportPairedValues(t *testing.T) {
 	p = comparePairedSeeds([]map[string]float64{{"x": 0}, {"x": 1}}, []map[string]float64{{"x": 1}}, 100, 100, 1)
 	if p.Diff != 0.5 || p.Items != 1 || p.Seeds != 2 {
 		t.Errorf("one score set of b: got diff %g, items %d, seeds %d; want 0.5, 1, 2", p.Diff, p.Items, p.Seeds)
+	}
+	// One item that ten seeds of b all got right and the base model a got
+	// wrong is one item, whatever the seeds: both sign flips reach the
+	// observed sum, p = 1 (flipping the ten pairs on their own gave 2/1024).
+	var tenSeeds []map[string]float64
+	for range 10 {
+		tenSeeds = append(tenSeeds, map[string]float64{"x": 1})
+	}
+	if p = comparePairedSeeds([]map[string]float64{{"x": 0}}, tenSeeds, 0, 10000, 1); p.P != 1 {
+		t.Errorf("one item, the base model against ten seeds: p %g, want 1", p.P)
 	}
 
 	// 80 items: 64 differences alternate between 1 and -1, the last 16

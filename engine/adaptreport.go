@@ -63,7 +63,7 @@ type AdaptPaired struct {
 	Diff       float64 `json:"diff"`
 	Low        float64 `json:"low"`  // 95% bootstrap interval over items
 	High       float64 `json:"high"` //
-	P          float64 `json:"p"`    // two-sided permutation test over items and seeds
+	P          float64 `json:"p"`    // two-sided permutation test over items (their seed-averaged differences)
 	Items      int     `json:"items"`
 	Seeds      int     `json:"seeds"`
 	Bootstraps int     `json:"bootstraps"`
@@ -211,10 +211,14 @@ func scoreOf(method string, seeds []map[string]float64) AdaptScore {
 
 // comparePairedSeeds compares b with a on the items both scored, seed by
 // seed (a method with one score set, the base model, is paired with every
-// seed of the other). The interval resamples items (of their
-// seed-averaged differences); the permutation test swaps a's and b's score
-// of each (seed, item) pair at random, which is exact under the null
-// hypothesis that the two methods are exchangeable.
+// seed of the other). Both the interval and the test take the item as
+// their unit, through its seed-averaged difference: the interval resamples
+// items, and the permutation test flips the sign of each item's difference
+// at random, which is exact under the null hypothesis that on each item
+// the two methods are exchangeable. (Flipping each (seed, item) pair on
+// its own, as it did before, counted the base model's one score on an item
+// as many independent observations as there are seeds: one item that
+// every seed got right gave p = 0.002 with ten seeds.)
 func comparePairedSeeds(a, b []map[string]float64, nBoot, nPerm int, seed uint64) AdaptPaired {
 	p := AdaptPaired{P: 1, Bootstraps: nBoot, Perms: nPerm}
 	ids := itemIDs(a, b)
@@ -235,14 +239,14 @@ func comparePairedSeeds(a, b []map[string]float64, nBoot, nPerm int, seed uint64
 		obs += v
 	}
 	p.Diff = obs / float64(len(d))
+	item := make([]float64, len(ids)) // each item's seed-averaged difference
+	for s := range nSeeds {
+		for i := range ids {
+			item[i] += d[s*len(ids)+i] / float64(nSeeds)
+		}
+	}
 	rng := rand.New(rand.NewPCG(seed, 0x61646170742d7374))
 	if nBoot > 0 {
-		item := make([]float64, len(ids))
-		for s := range nSeeds {
-			for i := range ids {
-				item[i] += d[s*len(ids)+i] / float64(nSeeds)
-			}
-		}
 		means := make([]float64, nBoot)
 		for r := range means {
 			sum := 0.0
@@ -255,12 +259,15 @@ func comparePairedSeeds(a, b []map[string]float64, nBoot, nPerm int, seed uint64
 		p.Low, p.High = percentile(means, 0.025), percentile(means, 0.975)
 	}
 	if nPerm > 0 {
-		// Pairs with equal scores flip to themselves: only the others count.
+		// Items without a difference flip to themselves: only the others
+		// count.
 		var nz []float64
-		for _, v := range d {
+		total := 0.0
+		for _, v := range item {
 			if v != 0 {
 				nz = append(nz, v)
 			}
+			total += v
 		}
 		hits := 0
 		for range nPerm {
@@ -277,7 +284,7 @@ func comparePairedSeeds(a, b []map[string]float64, nBoot, nPerm int, seed uint64
 				sum += v
 			}
 			// A small slack: sums of the same values in another order.
-			if math.Abs(sum) >= math.Abs(obs)-1e-9 {
+			if math.Abs(sum) >= math.Abs(total)-1e-9 {
 				hits++
 			}
 		}
@@ -333,7 +340,7 @@ func (rep *AdaptReport) WriteMarkdown(w io.Writer) {
 				fmt.Fprintf(w, "| %s | "+f+" | "+f+" | %d | %s |\n", s.Method, scale*s.Mean, scale*s.Stderr, s.Items, strings.Join(per, ", "))
 			}
 			if len(t.Paired) > 0 {
-				fmt.Fprintf(w, "\nPaired differences (B - A; 95%% bootstrap interval over items; permutation p over items and seeds):\n\n| A | B | diff | 95%% interval | p |\n|---|---|---:|---|---:|\n")
+				fmt.Fprintf(w, "\nPaired differences (B - A; 95%% bootstrap interval over items; permutation p over items):\n\n| A | B | diff | 95%% interval | p |\n|---|---|---:|---|---:|\n")
 				g := strings.Replace(f, "%", "%+", 1)
 				for _, p := range t.Paired {
 					fmt.Fprintf(w, "| %s | %s | "+g+" | ["+g+", "+g+"] | %.3g |\n", p.A, p.B, scale*p.Diff, scale*p.Low, scale*p.High, p.P)
