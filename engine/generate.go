@@ -284,9 +284,13 @@ func pickToken(scores []float32, seen map[int]bool, o *GenerateOptions, rng *ran
 		return argmax(scores)
 	}
 	if o.Temperature != 1 {
-		t := float32(o.Temperature)
-		for i := range scores {
-			scores[i] /= t
+		// Shifted by the top score, and divided in float64: the same
+		// distribution, and a tiny temperature sends the other scores to
+		// -Inf instead of every score to +-Inf (1e-39 gave NaN
+		// probabilities and the last token, not the likeliest).
+		top := scores[argmax(scores)]
+		for i, s := range scores {
+			scores[i] = float32(float64(s-top) / o.Temperature)
 		}
 	}
 	if o.TopK > 0 {

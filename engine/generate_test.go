@@ -314,6 +314,14 @@ func TestLogitsProcessorEdges(t *testing.T) {
 			t.Fatalf("min-p 0.5 sampled %d, want 2", id)
 		}
 	}
+	// A temperature so small that float32 scores divided by it overflow
+	// (or that float32 cannot hold) still samples the likeliest token: a
+	// temperature near 0 is greedy.
+	for _, temp := range []float64{1e-30, 1e-39, 1e-50, 1e-320} {
+		if id := pickToken([]float32{0.5, 3, 1, -2}, nil, &GenerateOptions{Temperature: temp}, rng); id != 1 {
+			t.Errorf("temperature %g sampled %d, want the argmax, 1", temp, id)
+		}
+	}
 }
 
 // firstStop finds the earliest stop string in the text, whatever their
