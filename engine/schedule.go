@@ -36,7 +36,7 @@ func (s Schedule) Validate() error {
 	if !(s.LR > 0) || math.IsInf(s.LR, 0) {
 		return fmt.Errorf("learning rate %g: must be positive", s.LR)
 	}
-	if s.MinLR < 0 || s.MinLR > s.LR {
+	if !(s.MinLR >= 0 && s.MinLR <= s.LR) { // NaN fails too
 		return fmt.Errorf("minimum learning rate %g: must be in [0, lr %g]", s.MinLR, s.LR)
 	}
 	if s.Warmup < 0 {

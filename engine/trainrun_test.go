@@ -71,6 +71,7 @@ func TestScheduleValidate(t *testing.T) {
 		{Schedule{Name: "cosine", LR: math.Inf(1)}, "learning rate +Inf"},
 		{Schedule{Name: "linear", LR: 1, MinLR: -0.1}, "minimum learning rate -0.1"},
 		{Schedule{Name: "linear", LR: 1, MinLR: 1.5}, "minimum learning rate 1.5"},
+		{Schedule{Name: "cosine", LR: 1, MinLR: math.NaN()}, "minimum learning rate NaN"},
 		{Schedule{Name: "linear", LR: 1, Warmup: -1}, "warmup -1 steps"},
 	} {
 		if err := tc.s.Validate(); err == nil || !strings.Contains(err.Error(), tc.err) {
