@@ -226,11 +226,18 @@ func Update(ctx context.Context, cfg *AdaptConfig, req UpdateRequest, env AdaptE
 }
 
 // extendReplayBuffer writes path: the replay buffer after adding the newly
-// selected records to the history. It continues reservoir sampling
-// (algorithm R) over the new records from the old buffer, which samples the
-// oldHistory earlier records, growing the reservoir so that it stays at
-// share of the history. It returns the buffer's size, the new history and
-// the number of new records.
+// selected records to the history, k = ceil(share x history) records of
+// it in which every record of the history is equally likely. The old
+// buffer holds such a sample of the oldHistory earlier records, so the new
+// one takes the old records' share of k from it, k x oldHistory / history
+// rounded at random to a neighbouring whole number so that its expected
+// value is exact, and the rest from the new records, each part drawn at
+// random: a record is then kept with probability k / history, old or new.
+// A lower share than before shrinks the buffer. A higher one can take no
+// more old records than the old buffer holds: it keeps them all, and the
+// old history stays at its old share rather than being made up from new
+// records. It returns the buffer's size, the new history and the number
+// of new records.
 func extendReplayBuffer(path, old string, oldHistory int, selected string, share float64, seed uint64) (size, history, added int, err error) {
 	read := func(f string) ([][]byte, error) {
 		if f == "" {
@@ -248,31 +255,27 @@ func extendReplayBuffer(path, old string, oldHistory int, selected string, share
 		}
 		return out, lines.Err()
 	}
-	buf, err := read(old)
+	prev, err := read(old)
 	if err != nil {
 		return 0, 0, 0, fmt.Errorf("update: replay buffer: %w", err)
 	}
-	if oldHistory < len(buf) {
-		oldHistory = len(buf) // a buffer without its history: it is all it knows
+	if oldHistory < len(prev) {
+		oldHistory = len(prev) // a buffer without its history: it is all it knows
 	}
 	fresh, err := read(selected)
 	if err != nil {
 		return 0, 0, 0, fmt.Errorf("update: selected records: %w", err)
 	}
 	history = oldHistory + len(fresh)
-	k := max(1, int(math.Ceil(share*float64(history))))
+	k := min(history, max(1, int(math.Ceil(share*float64(history)))))
 	rng := rand.New(rand.NewPCG(seed, uint64(history)))
-	for t, rec := range fresh {
-		i := oldHistory + t // the record's index in the whole history
-		switch {
-		case len(buf) < k:
-			buf = append(buf, rec)
-		default:
-			if j := rng.IntN(i + 1); j < k {
-				buf[j] = rec
-			}
-		}
+	want := float64(k) * float64(oldHistory) / float64(history)
+	fromOld := int(want)
+	if rng.Float64() < want-float64(fromOld) {
+		fromOld++
 	}
+	fromOld = min(fromOld, len(prev))
+	buf := append(pick(prev, fromOld, rng), pick(fresh, min(k-fromOld, len(fresh)), rng)...)
 	err = atomicfile.Write(path, func(w io.Writer) error {
 		for _, rec := range buf {
 			if _, err := w.Write(append(rec, '\n')); err != nil {
@@ -285,6 +288,21 @@ func extendReplayBuffer(path, old string, oldHistory int, selected string, share
 		return 0, 0, 0, fmt.Errorf("update: replay buffer: %w", err)
 	}
 	return len(buf), history, len(fresh), nil
+}
+
+// pick returns n of recs at random, in their order in recs.
+func pick(recs [][]byte, n int, rng *rand.Rand) [][]byte {
+	keep := make([]bool, len(recs))
+	for _, i := range rng.Perm(len(recs))[:n] {
+		keep[i] = true
+	}
+	out := make([][]byte, 0, n)
+	for i, rec := range recs {
+		if keep[i] {
+			out = append(out, rec)
+		}
+	}
+	return out
 }
 
 // copyFile copies src to dst (a new file), synced.

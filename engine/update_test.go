@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -237,5 +238,66 @@ func TestExtendReplayBuffer(t *testing.T) {
 		if !strings.Contains(all, l) {
 			t.Errorf("buffer record %s is from neither period", l)
 		}
+	}
+}
+
+// Every record of the history is kept with the same probability, new or
+// old: the old buffer's 2 records stand for 8 earlier ones at a quarter,
+// so with 8 new records at share 1/4 the buffer keeps both of them and 2
+// of the 8 new, each new one a quarter of the time (the algorithm R
+// extension before kept the first two new records 5/8 of the time). A
+// share lowered to 0.05 shrinks a buffer of 20 to ceil(0.05 x 40) = 2.
+func TestExtendReplayBufferShares(t *testing.T) {
+	dir := t.TempDir()
+	lines := func(prefix string, n int) string {
+		var b strings.Builder
+		for i := range n {
+			fmt.Fprintf(&b, "{\"text\":\"%s%d\"}\n", prefix, i)
+		}
+		return b.String()
+	}
+	old, fresh := filepath.Join(dir, "old.jsonl"), filepath.Join(dir, "fresh.jsonl")
+	if err := os.WriteFile(old, []byte(lines("o", 2)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(fresh, []byte(lines("n", 8)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	const seeds = 400
+	kept := map[string]int{}
+	buf := filepath.Join(dir, "buf.jsonl")
+	for seed := range uint64(seeds) {
+		size, hist, _, err := extendReplayBuffer(buf, old, 8, fresh, 0.25, seed)
+		if err != nil || size != 4 || hist != 16 {
+			t.Fatalf("seed %d: size %d history %d, %v; want 4, 16", seed, size, hist, err)
+		}
+		data, err := os.ReadFile(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range strings.Fields(string(data)) {
+			kept[l]++
+		}
+	}
+	for i := range 2 {
+		if n := kept[fmt.Sprintf(`{"text":"o%d"}`, i)]; n != seeds {
+			t.Errorf("old record o%d kept with %d of %d seeds, want all", i, n, seeds)
+		}
+	}
+	for i := range 8 {
+		// A quarter of 400 is 100, with a standard deviation near 8.7.
+		if n := kept[fmt.Sprintf(`{"text":"n%d"}`, i)]; n < 70 || n > 130 {
+			t.Errorf("new record n%d kept with %d of %d seeds, want about %d", i, n, seeds, seeds/4)
+		}
+	}
+
+	if err := os.WriteFile(old, []byte(lines("o", 20)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(fresh, []byte(lines("n", 20)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if size, hist, _, err := extendReplayBuffer(buf, old, 20, fresh, 0.05, 1); err != nil || size != 2 || hist != 40 {
+		t.Errorf("share lowered to 0.05: size %d history %d, %v; want 2, 40", size, hist, err)
 	}
 }
