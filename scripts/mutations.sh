@@ -182,11 +182,11 @@ mutation select-gap-smoothed-have sampling/selection/select.go \
   '	pE, pD := shares(nE, 0), shares(nD, o.Smoothing) // (mutation)' \
   'gotest ./sampling/selection/ TestCompassSelectsUnderServedClusters'
 
-# embed leaving its vectors' scratch file beside the output.
+# embed leaving its scratch files beside the output.
 mutation embed-scratch-left sampling/embed/records.go \
-  '		vf.Close()
-		os.Remove(vf.Name())' \
-  '		vf.Close() // (mutation: the scratch file stays)' \
+  '			f.Close()
+			os.Remove(f.Name())' \
+  '			f.Close() // (mutation: the scratch files stay)' \
   'gotest ./sampling/embed/ TestRecordsToFile'
 
 # The kernels' own mutations (fragment layouts, masks, head mappings,

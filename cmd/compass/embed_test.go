@@ -58,8 +58,10 @@ func byteLevelTokenizer() []byte {
 const embedTinyLlama = `{"architectures":["LlamaForCausalLM"],"model_type":"llama","hidden_size":16,"intermediate_size":24,
 	"num_hidden_layers":1,"num_attention_heads":2,"num_key_value_heads":1,"vocab_size":256,"torch_dtype":"float32"}`
 
-func TestEmbedCommand(t *testing.T) {
-	dir := t.TempDir()
+// writeEmbedModel writes the tiny random Llama of embedTinyLlama, with the
+// byte-level tokenizer, into dir/model.
+func writeEmbedModel(t *testing.T, dir string) string {
+	t.Helper()
 	modelDir := filepath.Join(dir, "model")
 	if _, err := model.WriteRandomCheckpoint(modelDir, []byte(embedTinyLlama), tensor.F32, 3); err != nil {
 		t.Fatal(err)
@@ -67,6 +69,12 @@ func TestEmbedCommand(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(modelDir, "tokenizer.json"), byteLevelTokenizer(), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	return modelDir
+}
+
+func TestEmbedCommand(t *testing.T) {
+	dir := t.TempDir()
+	modelDir := writeEmbedModel(t, dir)
 	cache := filepath.Join(dir, "cache")
 	out := filepath.Join(dir, "aya.safetensors")
 	input := "../../testdata/datasets/aya.parquet"
@@ -213,13 +221,7 @@ func TestEmbedCommandErrors(t *testing.T) {
 // process's default end would leave the scratch files).
 func TestEmbedCommandInterrupt(t *testing.T) {
 	dir := t.TempDir()
-	modelDir := filepath.Join(dir, "model")
-	if _, err := model.WriteRandomCheckpoint(modelDir, []byte(embedTinyLlama), tensor.F32, 3); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(modelDir, "tokenizer.json"), byteLevelTokenizer(), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	modelDir := writeEmbedModel(t, dir)
 	var lines strings.Builder
 	for i := range 100000 {
 		fmt.Fprintf(&lines, "{\"text\": \"record %d\"}\n", i)

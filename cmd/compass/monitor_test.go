@@ -9,10 +9,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/compassml/compass/model"
 	"github.com/compassml/compass/sampling/cluster"
 	"github.com/compassml/compass/sampling/embed"
-	"github.com/compassml/compass/tensor"
 	"github.com/urfave/cli/v3"
 )
 
@@ -20,13 +18,7 @@ import (
 // usage embeddings and centroids, then read a watched directory.
 func TestMonitorCommand(t *testing.T) {
 	dir := t.TempDir()
-	modelDir := filepath.Join(dir, "model")
-	if _, err := model.WriteRandomCheckpoint(modelDir, []byte(embedTinyLlama), tensor.F32, 3); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(modelDir, "tokenizer.json"), byteLevelTokenizer(), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	modelDir := writeEmbedModel(t, dir)
 	usage := filepath.Join(dir, "usage.safetensors")
 	if msg, err := runEmbed(t, "--model", modelDir, "--input", "../../testdata/datasets/aya.parquet", "--output", usage, "--no-cache"); err != nil {
 		t.Fatalf("%v\n%s", err, msg)

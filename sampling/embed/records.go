@@ -73,29 +73,29 @@ func RecordsToFile(ctx context.Context, r *dataset.Reader, e Embedder, dim int, 
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return 0, fmt.Errorf("embed: %w", err)
 	}
+	var scratchFiles []*os.File // removed on any return
+	defer func() {
+		for _, f := range scratchFiles {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}()
 	scratch := func(what string) (*os.File, *bufio.Writer, error) {
 		f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+"."+what+"*")
 		if err != nil {
 			return nil, nil, fmt.Errorf("embed: %w", err)
 		}
+		scratchFiles = append(scratchFiles, f)
 		return f, bufio.NewWriterSize(f, 1<<20), nil
 	}
 	vf, vw, err := scratch("vectors")
 	if err != nil {
 		return 0, err
 	}
-	defer func() {
-		vf.Close()
-		os.Remove(vf.Name())
-	}()
 	rf, rw, err := scratch("rows")
 	if err != nil {
 		return 0, err
 	}
-	defer func() {
-		rf.Close()
-		os.Remove(rf.Name())
-	}()
 	lines := newRowsWriter(rw)
 	var buf []byte
 	n, dim, err := embedAll(ctx, r, e, dim, progress, func(rows []Row, chunk []float32) error {
