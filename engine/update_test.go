@@ -170,6 +170,29 @@ func TestUpdateTwice(t *testing.T) {
 	}
 }
 
+// keptOverSeeds extends the replay buffer old (of oldHistory records) with
+// fresh at share for seeds 0..seeds-1, checks each buffer's size, history
+// and records added, and counts how often each record was kept.
+func keptOverSeeds(t *testing.T, old string, oldHistory int, fresh string, share float64, seeds, wantSize, wantHistory, wantAdded int) map[string]int {
+	t.Helper()
+	kept := map[string]int{}
+	buf := filepath.Join(t.TempDir(), "buf.jsonl")
+	for seed := range uint64(seeds) {
+		size, hist, added, err := extendReplayBuffer(buf, old, oldHistory, fresh, share, seed)
+		if err != nil || size != wantSize || hist != wantHistory || added != wantAdded {
+			t.Fatalf("seed %d: size %d history %d added %d, %v; want %d, %d, %d", seed, size, hist, added, err, wantSize, wantHistory, wantAdded)
+		}
+		data, err := os.ReadFile(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range strings.Fields(string(data)) {
+			kept[l]++
+		}
+	}
+	return kept
+}
+
 // The buffer is a uniform sample of the whole history: with room for one
 // record of four, over many seeds each record is kept about a quarter of
 // the time, the old buffer's record included.
@@ -184,19 +207,7 @@ func TestExtendReplayBufferUniform(t *testing.T) {
 		t.Fatal(err)
 	}
 	const seeds = 200
-	kept := map[string]int{}
-	buf := filepath.Join(dir, "buf.jsonl")
-	for seed := range uint64(seeds) {
-		size, hist, added, err := extendReplayBuffer(buf, old, 1, fresh, 0.25, seed)
-		if err != nil || size != 1 || hist != 4 || added != 3 {
-			t.Fatalf("seed %d: size %d history %d added %d, %v; want 1, 4, 3", seed, size, hist, added, err)
-		}
-		data, err := os.ReadFile(buf)
-		if err != nil {
-			t.Fatal(err)
-		}
-		kept[strings.TrimSpace(string(data))]++
-	}
+	kept := keptOverSeeds(t, old, 1, fresh, 0.25, seeds, 1, 4, 3)
 	for _, r := range []string{"r0", "r1", "r2", "r3"} {
 		// A quarter of 200 is 50, with a standard deviation near 6.1.
 		if n := kept[`{"text":"`+r+`"}`]; n < 30 || n > 70 {
@@ -264,21 +275,7 @@ func TestExtendReplayBufferShares(t *testing.T) {
 		t.Fatal(err)
 	}
 	const seeds = 400
-	kept := map[string]int{}
-	buf := filepath.Join(dir, "buf.jsonl")
-	for seed := range uint64(seeds) {
-		size, hist, _, err := extendReplayBuffer(buf, old, 8, fresh, 0.25, seed)
-		if err != nil || size != 4 || hist != 16 {
-			t.Fatalf("seed %d: size %d history %d, %v; want 4, 16", seed, size, hist, err)
-		}
-		data, err := os.ReadFile(buf)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, l := range strings.Fields(string(data)) {
-			kept[l]++
-		}
-	}
+	kept := keptOverSeeds(t, old, 8, fresh, 0.25, seeds, 4, 16, 8)
 	for i := range 2 {
 		if n := kept[fmt.Sprintf(`{"text":"o%d"}`, i)]; n != seeds {
 			t.Errorf("old record o%d kept with %d of %d seeds, want all", i, n, seeds)
@@ -297,6 +294,7 @@ func TestExtendReplayBufferShares(t *testing.T) {
 	if err := os.WriteFile(fresh, []byte(lines("n", 20)), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	buf := filepath.Join(dir, "buf.jsonl")
 	if size, hist, _, err := extendReplayBuffer(buf, old, 20, fresh, 0.05, 1); err != nil || size != 2 || hist != 40 {
 		t.Errorf("share lowered to 0.05: size %d history %d, %v; want 2, 40", size, hist, err)
 	}

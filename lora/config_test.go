@@ -185,14 +185,7 @@ func TestConfigDefaultsEncode(t *testing.T) {
 	// adapter under rsLoRA) and a regex target survive a round trip.
 	c.LoraAlpha = 16 * math.Sqrt2
 	c.TargetModules = TargetString(`.*\.(q|v)_proj`)
-	path := filepath.Join(t.TempDir(), ConfigName)
-	if err := c.Write(path); err != nil {
-		t.Fatal(err)
-	}
-	again, err := ReadConfig(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	again := writeAndRead(t, c)
 	c.Extra = again.Extra // the defaults Encode added
 	if !reflect.DeepEqual(again, c) {
 		t.Errorf("round trip:\n%+v\n%+v", again, c)
@@ -484,6 +477,16 @@ func TestConfigNumberForms(t *testing.T) {
 			t.Errorf("encoded config lacks %s:\n%s", s, data)
 		}
 	}
+	again := writeAndRead(t, c)
+	if again.LoraDropout != 1e-7 || again.LoraAlpha != 1e20 || !reflect.DeepEqual(again.AlphaPattern, c.AlphaPattern) {
+		t.Errorf("read back lora_dropout %v, lora_alpha %v, alpha_pattern %v; want 1e-07, 1e+20, %v",
+			again.LoraDropout, again.LoraAlpha, again.AlphaPattern, c.AlphaPattern)
+	}
+}
+
+// writeAndRead writes c as adapter_config.json and reads it back.
+func writeAndRead(t *testing.T, c Config) Config {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), ConfigName)
 	if err := c.Write(path); err != nil {
 		t.Fatal(err)
@@ -492,8 +495,5 @@ func TestConfigNumberForms(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if again.LoraDropout != 1e-7 || again.LoraAlpha != 1e20 || !reflect.DeepEqual(again.AlphaPattern, c.AlphaPattern) {
-		t.Errorf("read back lora_dropout %v, lora_alpha %v, alpha_pattern %v; want 1e-07, 1e+20, %v",
-			again.LoraDropout, again.LoraAlpha, again.AlphaPattern, c.AlphaPattern)
-	}
+	return again
 }
